@@ -1,0 +1,1 @@
+//! config.toml: serde structs, defaults, validation.

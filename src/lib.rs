@@ -1,0 +1,9 @@
+//! speedscape: Stable Diffusion v1.5 on ONNX Runtime, with schedulers and seeded noise that
+//! reproduce Hugging Face diffusers, for comparing diffusion acceleration methods.
+
+pub mod config;
+pub mod models;
+pub mod pipeline;
+pub mod rng;
+pub mod runtime;
+pub mod schedulers;

@@ -1,0 +1,4 @@
+fn main() -> color_eyre::Result<()> {
+    color_eyre::install()?;
+    Ok(())
+}

@@ -1,0 +1,1 @@
+//! The model folder (Optimum ONNX layout), UNet variants and the tokenizer.

@@ -1,0 +1,1 @@
+//! Prompt → text embeddings → denoise loop → VAE decode.

@@ -1,0 +1,1 @@
+//! ONNX Runtime: library discovery, execution providers, session loading, tensor helpers.
