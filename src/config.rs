@@ -1,1 +1,196 @@
 //! config.toml: serde structs, defaults, validation.
+//!
+//! Every table denies unknown keys, so a misspelt key is a loud error with its line.
+//! Relative paths resolve against the config file's folder.
+
+use std::path::{Path, PathBuf};
+
+use color_eyre::eyre::{WrapErr, bail, eyre};
+use serde::Deserialize;
+
+use crate::models::{Variant, default_variants};
+use crate::runtime::{Device, SearchPlan};
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub runtime: RuntimeConfig,
+    pub model: ModelConfig,
+    /// Where the file was read from (`None`: built-in defaults).
+    #[serde(skip)]
+    pub path: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeConfig {
+    /// Full path of `libonnxruntime.so.1.x.y`; empty: discover it (see README).
+    pub onnxruntime: Option<PathBuf>,
+    /// `auto` | `cuda` | `cpu`.
+    pub device: Device,
+    /// Noise source for seeds: `torch-cpu`.
+    pub rng: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelConfig {
+    /// An Optimum ONNX export of SD v1.5; unset: the embedded tiny model.
+    pub dir: Option<PathBuf>,
+    /// UNet variants (folders beside `unet/`); unset: base, lcm, style, lcm_style.
+    pub variants: Option<Vec<Variant>>,
+}
+
+impl Config {
+    /// Reads `path`; when `explicit` is false a missing file means built-in defaults.
+    pub fn load(path: &Path, explicit: bool) -> color_eyre::Result<Self> {
+        if !path.exists() {
+            if explicit {
+                bail!(
+                    "config file {} does not exist\nFix: pass an existing file to --config, or drop --config to use ./config.toml",
+                    path.display()
+                );
+            }
+            return Ok(Self::default());
+        }
+        let text =
+            std::fs::read_to_string(path).wrap_err_with(|| format!("reading {}", path.display()))?;
+        let mut cfg = Self::parse(&text).map_err(|e| eyre!("{}: {e}", path.display()))?;
+        let dir = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        let dir = if dir.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            dir
+        };
+        cfg.runtime.onnxruntime = cfg.runtime.onnxruntime.map(|p| dir.join(p));
+        cfg.model.dir = cfg.model.dir.map(|p| dir.join(p));
+        cfg.path = Some(path.to_path_buf());
+        Ok(cfg)
+    }
+
+    /// Parses and validates TOML text (paths left as written).
+    pub fn parse(text: &str) -> color_eyre::Result<Self> {
+        let cfg: Self = toml::from_str(text).map_err(|e| eyre!("{e}"))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> color_eyre::Result<()> {
+        if let Some(vs) = &self.model.variants {
+            if !vs.iter().any(|v| v.name == "base") {
+                bail!("model.variants has no variant named \"base\"\nFix: add {{ name = \"base\", folder = \"unet\", label = \"SD v1.5\" }}");
+            }
+            for (i, v) in vs.iter().enumerate() {
+                if vs[..i].iter().any(|w| w.name == v.name) {
+                    bail!("model.variants names {:?} twice\nFix: give each variant its own name", v.name);
+                }
+            }
+        }
+        if let Some(rng) = &self.runtime.rng {
+            rng.parse::<crate::rng::RngSource>()
+                .map_err(|e| eyre!("runtime.rng = {rng:?}: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// The folder relative paths resolve against.
+    pub fn dir(&self) -> Option<&Path> {
+        self.path.as_deref().and_then(Path::parent)
+    }
+
+    pub fn variants(&self) -> Vec<Variant> {
+        self.model.variants.clone().unwrap_or_else(default_variants)
+    }
+
+    pub fn search_plan(&self) -> SearchPlan {
+        SearchPlan::new(self.runtime.onnxruntime.clone(), self.dir())
+    }
+
+    /// The model folder to use: `override_dir`, else `model.dir`, else the embedded tiny model.
+    pub fn model_dir(&self, override_dir: Option<&Path>) -> color_eyre::Result<(PathBuf, bool)> {
+        if let Some(d) = override_dir {
+            return Ok((d.to_path_buf(), false));
+        }
+        if let Some(d) = &self.model.dir {
+            return Ok((d.clone(), false));
+        }
+        tiny_model_dir().map(|d| (d, true))
+    }
+}
+
+/// Where the embedded tiny model lives: `models/tiny` beside the config, in the working
+/// directory, or in the source tree the binary was built from.
+pub fn tiny_model_dir() -> color_eyre::Result<PathBuf> {
+    let mut roots: Vec<PathBuf> = Vec::new();
+    if let Ok(cwd) = std::env::current_dir() {
+        roots.push(cwd);
+    }
+    roots.push(PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    if let Ok(exe) = std::env::current_exe() {
+        roots.extend(exe.ancestors().skip(1).take(4).map(Path::to_path_buf));
+    }
+    roots
+        .iter()
+        .map(|r| r.join("models").join("tiny"))
+        .find(|d| d.join("unet").join("model.onnx").is_file())
+        .ok_or_else(|| {
+            eyre!(
+                "no model configured and the embedded tiny model (models/tiny) was not found\nFix: run from the speedscape checkout, or set model.dir in config.toml / --model-dir"
+            )
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_file_gives_defaults() {
+        let cfg = Config::parse("").unwrap();
+        assert_eq!(cfg.runtime.device, Device::Auto);
+        assert_eq!(cfg.variants(), default_variants());
+    }
+
+    #[test]
+    fn a_misspelt_key_names_itself() {
+        let err = Config::parse("[runtime]\ndevise = \"cpu\"\n").unwrap_err();
+        let msg = format!("{err}");
+        assert!(msg.contains("devise"), "{msg}");
+        assert!(msg.contains("line 2"), "{msg}");
+    }
+
+    #[test]
+    fn a_bad_device_is_refused() {
+        let err = Config::parse("[runtime]\ndevice = \"tpu\"\n").unwrap_err();
+        assert!(format!("{err}").contains("tpu"));
+    }
+
+    #[test]
+    fn relative_paths_resolve_against_the_config_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        std::fs::write(
+            &path,
+            "[model]\ndir = \"sd15\"\n[runtime]\nonnxruntime = \"lib/libonnxruntime.so.1.31.1\"\n",
+        )
+        .unwrap();
+        let cfg = Config::load(&path, true).unwrap();
+        assert_eq!(cfg.model.dir.unwrap(), dir.path().join("sd15"));
+        assert_eq!(
+            cfg.runtime.onnxruntime.unwrap(),
+            dir.path().join("lib/libonnxruntime.so.1.31.1")
+        );
+    }
+
+    #[test]
+    fn variants_must_keep_base() {
+        let err = Config::parse(
+            "[[model.variants]]\nname = \"lcm\"\nfolder = \"unet_lcm\"\nlabel = \"LCM\"\n",
+        )
+        .unwrap_err();
+        assert!(format!("{err}").contains("base"));
+    }
+}

@@ -2,8 +2,10 @@
 //! reproduce Hugging Face diffusers, for comparing diffusion acceleration methods.
 
 pub mod config;
+pub mod doctor;
 pub mod models;
 pub mod pipeline;
+pub mod report;
 pub mod rng;
 pub mod runtime;
 pub mod schedulers;

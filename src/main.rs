@@ -1,4 +1,277 @@
+//! speedscape's command line: `generate`, `tokens`, `noise`, `doctor`.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+
+use clap::{Parser, Subcommand};
+use color_eyre::eyre::{WrapErr, bail, eyre};
+use ndarray::{Array4, ArrayD, IxDyn};
+
+use speedscape::config::Config;
+use speedscape::models::Model;
+use speedscape::pipeline::{self, Request};
+use speedscape::report;
+use speedscape::rng::RngSource;
+use speedscape::runtime::{Device, Runtime};
+use speedscape::schedulers::{SchedulerKind, SchedulerOptions};
+
+#[derive(Parser)]
+#[command(name = "speedscape", version, about = "See how diffusion acceleration trades speed for quality: SD v1.5 on ONNX Runtime, schedulers that match diffusers")]
+struct Cli {
+    /// Config file (relative paths in it resolve against its folder).
+    #[arg(long, global = true, default_value = "config.toml")]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Make one image, write it as PNG and print its timings.
+    Generate(GenerateArgs),
+    /// Print the 77 CLIP token ids SD v1.5 sees for a prompt.
+    Tokens {
+        prompt: String,
+        #[arg(long)]
+        json: bool,
+        #[arg(long)]
+        model_dir: Option<PathBuf>,
+    },
+    /// Write the noise draws a run would make, for checking against other tools.
+    Noise {
+        #[arg(long, default_value = "torch-cpu")]
+        rng: RngSource,
+        #[arg(long)]
+        seed: u64,
+        /// Comma-separated shape, e.g. 1,4,64,64.
+        #[arg(long)]
+        shape: String,
+        /// How many draws of that shape, in order (the initial latents, then step noise).
+        #[arg(long, default_value_t = 1)]
+        draws: usize,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Report the ONNX Runtime library, the provider sessions really get, and the model.
+    Doctor {
+        #[arg(long)]
+        device: Option<Device>,
+        #[arg(long)]
+        model_dir: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(clap::Args)]
+struct GenerateArgs {
+    #[arg(long)]
+    prompt: String,
+    #[arg(long, default_value = "")]
+    negative_prompt: String,
+    #[arg(long)]
+    scheduler: SchedulerKind,
+    #[arg(long)]
+    steps: usize,
+    /// Classifier-free guidance scale (7.5 for DDPM/DPM-Solver++, 1.5 for LCM-LoRA).
+    #[arg(long)]
+    cfg: f32,
+    #[arg(long)]
+    seed: u64,
+    /// `base` (the unet/ folder) or a variant from config.toml (lcm, style, lcm_style, …).
+    #[arg(long, default_value = "base")]
+    unet: String,
+    #[arg(long)]
+    width: Option<usize>,
+    #[arg(long)]
+    height: Option<usize>,
+    #[arg(long)]
+    model_dir: Option<PathBuf>,
+    #[arg(long)]
+    device: Option<Device>,
+    /// Initial latents [1,4,h,w] (.npy, float32) instead of drawing them from the seed.
+    #[arg(long)]
+    latents: Option<PathBuf>,
+    #[arg(long)]
+    rng: Option<RngSource>,
+    /// DPM-Solver++ order (2 or 3).
+    #[arg(long)]
+    order: Option<usize>,
+    /// Karras sigmas for DPM-Solver++ / Euler.
+    #[arg(long)]
+    karras: bool,
+    #[arg(long)]
+    out: PathBuf,
+    /// Also write the float image (NHWC, [0,1]) before 8-bit conversion.
+    #[arg(long)]
+    save_raw: Option<PathBuf>,
+    /// Print the report as JSON instead of the summary.
+    #[arg(long)]
+    json: bool,
+}
+
 fn main() -> color_eyre::Result<()> {
     color_eyre::install()?;
+    let cli = Cli::parse();
+    let explicit = std::env::args().any(|a| a == "--config" || a.starts_with("--config="));
+    let config = Config::load(&cli.config, explicit)?;
+    match cli.command {
+        Some(Command::Generate(args)) => generate(&config, args),
+        Some(Command::Tokens {
+            prompt,
+            json,
+            model_dir,
+        }) => tokens(&config, &prompt, json, model_dir.as_deref()),
+        Some(Command::Noise {
+            rng,
+            seed,
+            shape,
+            draws,
+            out,
+        }) => noise(rng, seed, &shape, draws, &out),
+        Some(Command::Doctor {
+            device,
+            model_dir,
+            json,
+        }) => doctor(&config, device, model_dir.as_deref(), json),
+        None => {
+            eprintln!(
+                "speedscape: the interactive exercises (TUI) are not built yet; try `speedscape generate --help`, `speedscape doctor`"
+            );
+            Ok(())
+        }
+    }
+}
+
+fn rng_source(config: &Config, flag: Option<RngSource>) -> color_eyre::Result<RngSource> {
+    if let Some(r) = flag {
+        return Ok(r);
+    }
+    match &config.runtime.rng {
+        Some(s) => s.parse().map_err(|e| eyre!("runtime.rng: {e}")),
+        None => Ok(RngSource::default()),
+    }
+}
+
+fn generate(config: &Config, args: GenerateArgs) -> color_eyre::Result<()> {
+    let device = args.device.unwrap_or(config.runtime.device);
+    let rt = Runtime::init(&config.search_plan(), device)?;
+    let (dir, tiny) = config.model_dir(args.model_dir.as_deref())?;
+    let mut model = Model::open(&rt, &dir, config.variants())?;
+    let latents = match &args.latents {
+        Some(p) => Some(read_latents(p)?),
+        None => None,
+    };
+    let mut options = SchedulerOptions::default();
+    if let Some(order) = args.order {
+        options.solver_order = order;
+    }
+    options.use_karras_sigmas = args.karras;
+    let req = Request {
+        prompt: args.prompt,
+        negative_prompt: args.negative_prompt,
+        scheduler: args.scheduler,
+        scheduler_options: options,
+        steps: args.steps,
+        guidance: args.cfg,
+        seed: args.seed,
+        rng: rng_source(config, args.rng)?,
+        unet: args.unet,
+        width: args.width,
+        height: args.height,
+        latents,
+    };
+    let cancel = AtomicBool::new(false);
+    let show_progress = !args.json;
+    let mut out = pipeline::generate(&rt, &mut model, &req, &cancel, &mut |ev| {
+        if show_progress {
+            eprint!("\rstep {}/{} (t={})   ", ev.index + 1, ev.total, ev.timestep);
+        }
+    })?;
+    if show_progress {
+        eprintln!();
+    }
+    out.report.tiny_model = tiny;
+    report::save_png(&args.out, &out.rgb8())?;
+    if let Some(raw) = &args.save_raw {
+        report::save_npy(raw, &out.image)?;
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&out.report)?);
+    } else {
+        print!("{}", report::summary(&out.report));
+        println!("wrote {}", args.out.display());
+    }
+    Ok(())
+}
+
+fn read_latents(path: &Path) -> color_eyre::Result<Array4<f32>> {
+    let arr: ArrayD<f32> = ndarray_npy::read_npy(path).map_err(|e| {
+        eyre!(
+            "cannot read latents from {}: {e}\nFix: pass a float32 .npy of shape [1,4,h,w]",
+            path.display()
+        )
+    })?;
+    arr.into_dimensionality()
+        .wrap_err_with(|| format!("{} must have 4 dimensions [1,4,h,w]", path.display()))
+}
+
+fn tokens(config: &Config, prompt: &str, json: bool, model_dir: Option<&Path>) -> color_eyre::Result<()> {
+    let (dir, _) = config.model_dir(model_dir)?;
+    let tok = speedscape::models::ClipTokenizer::from_dir(&dir.join("tokenizer"))?;
+    let t = tok.encode(prompt)?;
+    if json {
+        println!("{}", serde_json::to_string(&t)?);
+    } else {
+        let ids: Vec<String> = t.ids.iter().map(u32::to_string).collect();
+        println!("{}", ids.join(" "));
+        println!("{} prompt tokens (of 75)", t.count);
+        if let Some(w) = t.truncation_warning() {
+            eprintln!("warning: {w}");
+        }
+    }
+    Ok(())
+}
+
+fn noise(rng: RngSource, seed: u64, shape: &str, draws: usize, out: &Path) -> color_eyre::Result<()> {
+    let dims: Vec<usize> = shape
+        .split(',')
+        .map(|s| s.trim().parse::<usize>())
+        .collect::<Result<_, _>>()
+        .map_err(|_| eyre!("--shape {shape:?} is not a comma-separated list of sizes, e.g. 1,4,64,64"))?;
+    if dims.is_empty() || dims.len() > 4 || dims.contains(&0) {
+        bail!("--shape {shape:?} must have 1 to 4 positive sizes, e.g. 1,4,64,64");
+    }
+    if draws == 0 {
+        bail!("--draws must be at least 1");
+    }
+    // Fewer than 4 dims: leading ones; the elements and their order are the same.
+    let mut four = [1usize; 4];
+    four[4 - dims.len()..].copy_from_slice(&dims);
+    let mut source = rng.generator(seed);
+    let mut data = Vec::with_capacity(draws * four.iter().product::<usize>());
+    for _ in 0..draws {
+        data.extend(source.randn(four).iter().copied());
+    }
+    let mut full = vec![draws];
+    full.extend(&dims);
+    let arr = ArrayD::from_shape_vec(IxDyn(&full), data)?;
+    report::save_npy(out, &arr)?;
+    println!("wrote {} draws of {dims:?} ({rng}, seed {seed}) to {}", draws, out.display());
+    Ok(())
+}
+
+fn doctor(config: &Config, device: Option<Device>, model_dir: Option<&Path>, json: bool) -> color_eyre::Result<()> {
+    let device = device.unwrap_or(config.runtime.device);
+    let report = speedscape::doctor::run(config, device, model_dir);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.render());
+    }
+    if report.fatal().is_some() {
+        // The report above already says what failed and how to fix it.
+        std::process::exit(1);
+    }
     Ok(())
 }

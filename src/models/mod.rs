@@ -1,1 +1,437 @@
-//! The model folder (Optimum ONNX layout), UNet variants and the tokenizer.
+//! The model folder (Hugging Face Optimum ONNX layout), UNet variants and the tokenizer.
+//!
+//! ```text
+//! text_encoder/model.onnx      input_ids [B,77] int32|int64 → last_hidden_state [B,77,D]
+//! unet/model.onnx (+ data)     sample [B,4,h,w], timestep 0-d|1-d, encoder_hidden_states [B,77,D] → out_sample
+//! unet_<variant>/model.onnx    the same with LoRA adapters fused in
+//! vae_decoder/model.onnx       latent_sample [B,4,h,w] → sample [B,3,8h,8w]
+//! tokenizer/                   tokenizer.json, else vocab.json + merges.txt
+//! scheduler/scheduler_config.json
+//! ```
+//! Names, ranks and dtypes are read from each graph and converted at the boundary.
+
+pub mod tokenizer;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use color_eyre::eyre::{WrapErr, bail, eyre};
+use ndarray::{Array3, Array4, ArrayView3, ArrayView4, Ix3, Ix4};
+use ort::session::Session;
+use ort::value::TensorElementType;
+use serde::{Deserialize, Serialize};
+
+use crate::runtime::Runtime;
+use crate::runtime::tensor::{self, IoSpec};
+pub use tokenizer::{ClipTokenizer, Tokens};
+
+/// SD v1.5's scheduler config (`scheduler/scheduler_config.json` as shipped, from PNDMScheduler);
+/// used, with a warning, when a model folder has none.
+pub const SD15_SCHEDULER_CONFIG: &str = r#"{"_class_name": "PNDMScheduler", "_diffusers_version": "0.6.0", "beta_end": 0.012, "beta_schedule": "scaled_linear", "beta_start": 0.00085, "num_train_timesteps": 1000, "set_alpha_to_one": false, "skip_prk_steps": true, "steps_offset": 1, "trained_betas": null, "clip_sample": false}"#;
+
+/// A UNet variant: a folder beside `unet/` holding a UNet with LoRA adapters fused in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Variant {
+    /// The name used on the command line (`--unet lcm`).
+    pub name: String,
+    /// Folder inside the model folder (`unet_lcm`).
+    pub folder: String,
+    /// What the user reads (`LCM-LoRA`).
+    pub label: String,
+}
+
+impl Variant {
+    pub fn new(name: &str, folder: &str, label: &str) -> Self {
+        Self {
+            name: name.into(),
+            folder: folder.into(),
+            label: label.into(),
+        }
+    }
+}
+
+/// The variants speedscape knows by default; config.toml may replace or extend them.
+pub fn default_variants() -> Vec<Variant> {
+    vec![
+        Variant::new("base", "unet", "SD v1.5"),
+        Variant::new("lcm", "unet_lcm", "LCM-LoRA"),
+        Variant::new("style", "unet_style", "pixel-art style LoRA"),
+        Variant::new("lcm_style", "unet_lcm_style", "LCM-LoRA + style LoRA"),
+    ]
+}
+
+/// What the folder says about sizes, from the components' `config.json` where present.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct ModelGeometry {
+    /// UNet `sample_size`: latent height/width the model was trained at.
+    pub sample_size: usize,
+    /// Pixels per latent cell: 2^(len(vae block_out_channels) − 1).
+    pub vae_scale_factor: usize,
+    /// VAE `scaling_factor` (0.18215 for SD v1.5): latents are decoded as `latents / scaling_factor`.
+    pub scaling_factor: f32,
+    /// Latent channels (4).
+    pub latent_channels: usize,
+}
+
+impl ModelGeometry {
+    /// The model's native image size in pixels (512 for SD v1.5).
+    pub fn default_size(&self) -> usize {
+        self.sample_size * self.vae_scale_factor
+    }
+
+    fn read(root: &Path) -> color_eyre::Result<Self> {
+        let unet = read_json_opt(&root.join("unet").join("config.json"))?;
+        let vae = read_json_opt(&root.join("vae_decoder").join("config.json"))?;
+        let sample_size = unet
+            .as_ref()
+            .and_then(|c| c.get("sample_size"))
+            .and_then(|v| v.as_u64())
+            .unwrap_or(64) as usize;
+        let latent_channels = unet
+            .as_ref()
+            .and_then(|c| c.get("in_channels"))
+            .and_then(|v| v.as_u64())
+            .unwrap_or(4) as usize;
+        let levels = vae
+            .as_ref()
+            .and_then(|c| c.get("block_out_channels"))
+            .and_then(|v| v.as_array())
+            .map(|a| a.len())
+            .unwrap_or(4);
+        let scaling_factor = vae
+            .as_ref()
+            .and_then(|c| c.get("scaling_factor"))
+            .and_then(|v| v.as_f64())
+            .unwrap_or(0.18215) as f32;
+        Ok(Self {
+            sample_size,
+            vae_scale_factor: 1 << levels.saturating_sub(1),
+            scaling_factor,
+            latent_channels,
+        })
+    }
+}
+
+fn read_json_opt(path: &Path) -> color_eyre::Result<Option<serde_json::Value>> {
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let text =
+        std::fs::read_to_string(path).wrap_err_with(|| format!("reading {}", path.display()))?;
+    serde_json::from_str(&text)
+        .map(Some)
+        .wrap_err_with(|| format!("{} is not valid JSON", path.display()))
+}
+
+/// Checks that `folder/model.onnx` exists and says what is missing otherwise.
+pub fn component_file(root: &Path, folder: &str) -> color_eyre::Result<PathBuf> {
+    if !root.is_dir() {
+        bail!(
+            "model folder {} does not exist\nFix: point --model-dir (or model.dir in config.toml) at an Optimum ONNX export of SD v1.5, or leave it unset to use the embedded tiny model",
+            root.display()
+        );
+    }
+    let file = root.join(folder).join("model.onnx");
+    if !file.is_file() {
+        bail!(
+            "model component missing: expected {} (Optimum ONNX layout: text_encoder/, unet/, vae_decoder/, tokenizer/, scheduler/)\nFix: re-run the exporter for this folder",
+            file.display()
+        );
+    }
+    Ok(file)
+}
+
+fn find<'a>(specs: &'a [IoSpec], name: &str) -> Option<&'a IoSpec> {
+    specs.iter().find(|s| s.name == name)
+}
+
+fn describe_all(specs: &[IoSpec]) -> String {
+    specs
+        .iter()
+        .map(IoSpec::describe)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn is_float(e: TensorElementType) -> bool {
+    matches!(e, TensorElementType::Float32 | TensorElementType::Float16)
+}
+
+fn mismatch(file: &Path, what: &str, expected: &str, found: &[IoSpec]) -> color_eyre::Report {
+    eyre!(
+        "{} is not a {what}: expected inputs {expected}; found inputs {}\nFix: check that this folder holds the right component (Optimum ONNX layout)",
+        file.display(),
+        describe_all(found)
+    )
+}
+
+/// CLIP text encoder: ids → per-token hidden states.
+pub struct TextEncoder {
+    session: Session,
+    ids: IoSpec,
+    output: String,
+    /// Width D of the hidden states, when the graph fixes it.
+    pub hidden_dim: Option<usize>,
+    pub file: PathBuf,
+}
+
+impl TextEncoder {
+    pub fn load(rt: &Runtime, file: &Path) -> color_eyre::Result<Self> {
+        let session = rt.session(file)?;
+        let inputs = tensor::inputs(&session);
+        let ids = find(&inputs, "input_ids")
+            .filter(|s| {
+                s.rank() == 2
+                    && matches!(s.elem, TensorElementType::Int32 | TensorElementType::Int64)
+            })
+            .cloned()
+            .ok_or_else(|| mismatch(file, "CLIP text encoder", "input_ids int32|int64[batch,77]", &inputs))?;
+        let outputs = tensor::outputs(&session);
+        let output = outputs
+            .iter()
+            .find(|o| o.name == "last_hidden_state")
+            .or_else(|| outputs.first())
+            .filter(|o| o.rank() == 3 && is_float(o.elem))
+            .cloned()
+            .ok_or_else(|| {
+                eyre!(
+                    "{} has no last_hidden_state output of rank 3; found outputs {}",
+                    file.display(),
+                    describe_all(&outputs)
+                )
+            })?;
+        Ok(Self {
+            session,
+            ids,
+            hidden_dim: usize::try_from(output.shape[2]).ok(),
+            output: output.name,
+            file: file.to_path_buf(),
+        })
+    }
+
+    /// Hidden states `[batch, 77, D]` for `batch` rows of 77 ids each.
+    pub fn encode(&mut self, ids: &[i64], batch: usize) -> color_eyre::Result<Array3<f32>> {
+        let input = tensor::int_input(ids, &[batch, ids.len() / batch], self.ids.elem)?;
+        let outputs = self
+            .session
+            .run(ort::inputs![self.ids.name.as_str() => input])
+            .wrap_err_with(|| format!("running the text encoder {}", self.file.display()))?;
+        let out = tensor::float_output(&outputs[self.output.as_str()])?;
+        Ok(out.into_dimensionality::<Ix3>()?)
+    }
+}
+
+/// The denoising UNet (base or a variant).
+pub struct Unet {
+    session: Session,
+    sample: IoSpec,
+    timestep: IoSpec,
+    context: IoSpec,
+    output: String,
+    pub file: PathBuf,
+}
+
+impl Unet {
+    pub fn load(rt: &Runtime, file: &Path) -> color_eyre::Result<Self> {
+        let session = rt.session(file)?;
+        let inputs = tensor::inputs(&session);
+        let expected = "sample float[batch,4,h,w], timestep (0-d or 1-d), encoder_hidden_states float[batch,77,D]";
+        let sample = find(&inputs, "sample").filter(|s| s.rank() == 4 && is_float(s.elem));
+        let timestep = find(&inputs, "timestep").filter(|s| s.rank() <= 1);
+        let context =
+            find(&inputs, "encoder_hidden_states").filter(|s| s.rank() == 3 && is_float(s.elem));
+        let (Some(sample), Some(timestep), Some(context)) = (sample, timestep, context) else {
+            return Err(mismatch(file, "UNet", expected, &inputs));
+        };
+        let outputs = tensor::outputs(&session);
+        let output = outputs
+            .iter()
+            .find(|o| o.name == "out_sample")
+            .or_else(|| outputs.first())
+            .map(|o| o.name.clone())
+            .ok_or_else(|| eyre!("{} has no outputs", file.display()))?;
+        Ok(Self {
+            sample: sample.clone(),
+            timestep: timestep.clone(),
+            context: context.clone(),
+            session,
+            output,
+            file: file.to_path_buf(),
+        })
+    }
+
+    /// Width of the text embeddings this UNet attends to, when the graph fixes it.
+    pub fn context_dim(&self) -> Option<usize> {
+        self.context.shape.get(2).and_then(|d| usize::try_from(*d).ok())
+    }
+
+    /// ε prediction `[batch, 4, h, w]` for `sample` at timestep `t` with text context `[batch, 77, D]`.
+    pub fn predict(
+        &mut self,
+        sample: ArrayView4<f32>,
+        t: i64,
+        context: ArrayView3<f32>,
+    ) -> color_eyre::Result<Array4<f32>> {
+        let batch = sample.shape()[0];
+        let x = tensor::float_input(sample.into_dyn(), self.sample.elem)?;
+        let ctx = tensor::float_input(context.into_dyn(), self.context.elem)?;
+        let ts = if self.timestep.rank() == 0 {
+            tensor::int_input(&[t], &[], self.timestep.elem)?
+        } else {
+            let n = match self.timestep.shape[0] {
+                d if d > 0 => d as usize,
+                _ => batch,
+            };
+            tensor::int_input(&vec![t; n], &[n], self.timestep.elem)?
+        };
+        let outputs = self
+            .session
+            .run(ort::inputs![
+                self.sample.name.as_str() => x,
+                self.timestep.name.as_str() => ts,
+                self.context.name.as_str() => ctx,
+            ])
+            .wrap_err_with(|| format!("running the UNet {}", self.file.display()))?;
+        let out = tensor::float_output(&outputs[self.output.as_str()])?;
+        Ok(out.into_dimensionality::<Ix4>()?)
+    }
+}
+
+/// The VAE decoder: latents → image in [-1, 1].
+pub struct VaeDecoder {
+    session: Session,
+    input: IoSpec,
+    output: String,
+    pub file: PathBuf,
+}
+
+impl VaeDecoder {
+    pub fn load(rt: &Runtime, file: &Path) -> color_eyre::Result<Self> {
+        let session = rt.session(file)?;
+        let inputs = tensor::inputs(&session);
+        let input = find(&inputs, "latent_sample")
+            .filter(|s| s.rank() == 4 && is_float(s.elem))
+            .cloned()
+            .ok_or_else(|| mismatch(file, "VAE decoder", "latent_sample float[batch,4,h,w]", &inputs))?;
+        let outputs = tensor::outputs(&session);
+        let output = outputs
+            .iter()
+            .find(|o| o.name == "sample")
+            .or_else(|| outputs.first())
+            .map(|o| o.name.clone())
+            .ok_or_else(|| eyre!("{} has no outputs", file.display()))?;
+        Ok(Self {
+            session,
+            input,
+            output,
+            file: file.to_path_buf(),
+        })
+    }
+
+    /// Image `[batch, 3, H, W]`, roughly in [-1, 1], from already-unscaled latents.
+    pub fn decode(&mut self, latents: ArrayView4<f32>) -> color_eyre::Result<Array4<f32>> {
+        let x = tensor::float_input(latents.into_dyn(), self.input.elem)?;
+        let outputs = self
+            .session
+            .run(ort::inputs![self.input.name.as_str() => x])
+            .wrap_err_with(|| format!("running the VAE decoder {}", self.file.display()))?;
+        let out = tensor::float_output(&outputs[self.output.as_str()])?;
+        Ok(out.into_dimensionality::<Ix4>()?)
+    }
+}
+
+/// A model folder with its shared components loaded; UNets load on demand.
+pub struct Model {
+    pub root: PathBuf,
+    pub variants: Vec<Variant>,
+    pub tokenizer: ClipTokenizer,
+    pub text_encoder: TextEncoder,
+    pub vae: VaeDecoder,
+    pub geometry: ModelGeometry,
+    /// `scheduler/scheduler_config.json` as shipped (SD v1.5's when the folder has none).
+    pub scheduler_config: serde_json::Value,
+    /// Things the user should know about this folder (fallbacks taken).
+    pub notes: Vec<String>,
+    unets: Vec<(String, Unet)>,
+    /// Time spent creating sessions, per component.
+    pub load_times: Vec<(String, Duration)>,
+}
+
+impl Model {
+    /// Opens the folder: tokenizer, text encoder and VAE decoder now, UNets on first use.
+    pub fn open(rt: &Runtime, root: &Path, variants: Vec<Variant>) -> color_eyre::Result<Self> {
+        let mut load_times = Vec::new();
+        let te_file = component_file(root, "text_encoder")?;
+        let vae_file = component_file(root, "vae_decoder")?;
+        let tokenizer = ClipTokenizer::from_dir(&root.join("tokenizer"))?;
+        let geometry = ModelGeometry::read(root)?;
+        let mut notes = Vec::new();
+        let sched_file = root.join("scheduler").join("scheduler_config.json");
+        let scheduler_config = match read_json_opt(&sched_file)? {
+            Some(v) => v,
+            None => {
+                notes.push(format!(
+                    "{} is missing; using SD v1.5's scheduler config",
+                    sched_file.display()
+                ));
+                serde_json::from_str(SD15_SCHEDULER_CONFIG)?
+            }
+        };
+        let start = Instant::now();
+        let text_encoder = TextEncoder::load(rt, &te_file)?;
+        load_times.push(("text_encoder".to_string(), start.elapsed()));
+        let start = Instant::now();
+        let vae = VaeDecoder::load(rt, &vae_file)?;
+        load_times.push(("vae_decoder".to_string(), start.elapsed()));
+        Ok(Self {
+            root: root.to_path_buf(),
+            variants,
+            tokenizer,
+            text_encoder,
+            vae,
+            geometry,
+            scheduler_config,
+            notes,
+            unets: Vec::new(),
+            load_times,
+        })
+    }
+
+    /// The variant called `name` (its name or its folder), or an error listing the known ones.
+    pub fn variant(&self, name: &str) -> color_eyre::Result<&Variant> {
+        self.variants
+            .iter()
+            .find(|v| v.name == name || v.folder == name)
+            .ok_or_else(|| {
+                let known: Vec<&str> = self.variants.iter().map(|v| v.name.as_str()).collect();
+                eyre!(
+                    "unknown UNet variant {name:?}; known: {}\nFix: use one of those, or add a [[model.variants]] entry to config.toml",
+                    known.join(", ")
+                )
+            })
+    }
+
+    /// The UNet of `variant`, loading it on first use.
+    pub fn unet(&mut self, rt: &Runtime, variant: &str) -> color_eyre::Result<&mut Unet> {
+        let folder = self.variant(variant)?.folder.clone();
+        if let Some(i) = self.unets.iter().position(|(f, _)| *f == folder) {
+            return Ok(&mut self.unets[i].1);
+        }
+        let file = component_file(&self.root, &folder)?;
+        let start = Instant::now();
+        let unet = Unet::load(rt, &file)?;
+        if let (Some(need), Some(have)) = (unet.context_dim(), self.text_encoder.hidden_dim)
+            && need != have
+        {
+            bail!(
+                "{} attends to text embeddings of width {need}, but the text encoder {} produces width {have}\nFix: use a UNet and text encoder from the same model",
+                file.display(),
+                self.text_encoder.file.display()
+            );
+        }
+        self.load_times.push((folder.clone(), start.elapsed()));
+        self.unets.push((folder, unet));
+        Ok(&mut self.unets.last_mut().expect("just pushed").1)
+    }
+}

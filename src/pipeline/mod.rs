@@ -1,1 +1,270 @@
-//! Prompt → text embeddings → denoise loop → VAE decode.
+//! Prompt → text embeddings → denoise loop → VAE decode, as diffusers'
+//! `StableDiffusionPipeline` does it.
+//!
+//! Guidance: when `guidance_scale > 1` one UNet call at batch 2 (`[uncond, cond]`) per step,
+//! also for LCM-LoRA at 1.5; at ≤ 1, batch 1 and the negative prompt is not encoded.
+//! Latents are `randn × init_noise_sigma`; the image is `clamp(vae(latents / scaling)/2 + 0.5, 0, 1)`.
+
+pub mod denoise;
+pub mod preview;
+
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use color_eyre::eyre::{WrapErr, bail};
+use image::RgbImage;
+use ndarray::{Array4, Axis, concatenate};
+use serde::Serialize;
+
+use crate::models::Model;
+use crate::rng::RngSource;
+use crate::runtime::{Provider, Runtime};
+use crate::schedulers::{self, SchedulerConfig, SchedulerKind, SchedulerOptions};
+pub use denoise::{Cancelled, Conditioning, Denoiser, StepEvent, StepTiming, denoise};
+
+pub(crate) fn ser_ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64() * 1e3)
+}
+
+fn ser_ms_vec<S: serde::Serializer>(d: &[Duration], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(d.iter().map(|d| d.as_secs_f64() * 1e3))
+}
+
+/// One image to make.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub prompt: String,
+    /// Used only under guidance (`guidance > 1`); empty is diffusers' default.
+    pub negative_prompt: String,
+    pub scheduler: SchedulerKind,
+    pub scheduler_options: SchedulerOptions,
+    pub steps: usize,
+    /// Classifier-free guidance scale.
+    pub guidance: f32,
+    pub seed: u64,
+    pub rng: RngSource,
+    /// UNet variant name (`base`, `lcm`, …) or folder.
+    pub unet: String,
+    /// Pixels; `None`: the model's native size.
+    pub width: Option<usize>,
+    pub height: Option<usize>,
+    /// Initial latents `[1, 4, h, w]` (before × init_noise_sigma) instead of drawing them.
+    pub latents: Option<Array4<f32>>,
+}
+
+/// Per-phase wall times of one run, each stamped after outputs were back on the host.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Timings {
+    /// Tokenizing and the text encoder (both prompts).
+    #[serde(rename = "text_ms", serialize_with = "ser_ms")]
+    pub text: Duration,
+    /// Each UNet call (including `scale_model_input` and guidance), per step.
+    #[serde(rename = "unet_ms", serialize_with = "ser_ms_vec")]
+    pub unet: Vec<Duration>,
+    /// Each scheduler step.
+    #[serde(rename = "scheduler_ms", serialize_with = "ser_ms_vec")]
+    pub scheduler: Vec<Duration>,
+    #[serde(rename = "vae_ms", serialize_with = "ser_ms")]
+    pub vae: Duration,
+    /// Whole run, excluding model loading.
+    #[serde(rename = "total_ms", serialize_with = "ser_ms")]
+    pub total: Duration,
+    /// Sessions created for this run (0 when everything was already loaded), apart from the run.
+    #[serde(rename = "model_load_ms", serialize_with = "ser_ms")]
+    pub model_load: Duration,
+}
+
+impl Timings {
+    pub fn unet_total(&self) -> Duration {
+        self.unet.iter().sum()
+    }
+    pub fn scheduler_total(&self) -> Duration {
+        self.scheduler.iter().sum()
+    }
+}
+
+/// Everything about a finished run that a report needs.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    pub model: String,
+    pub tiny_model: bool,
+    pub provider: Provider,
+    pub onnxruntime: String,
+    pub onnxruntime_version: String,
+    pub unet: String,
+    pub unet_label: String,
+    pub scheduler: String,
+    pub steps: usize,
+    pub guidance: f32,
+    pub seed: u64,
+    pub rng: String,
+    pub width: usize,
+    pub height: usize,
+    pub timesteps: Vec<i64>,
+    pub prompt_tokens: usize,
+    pub timings: Timings,
+    pub warnings: Vec<String>,
+}
+
+/// A finished run: the float image and its report.
+pub struct RunOutput {
+    /// NHWC `[1, H, W, 3]` in [0, 1], before 8-bit conversion.
+    pub image: Array4<f32>,
+    pub report: RunReport,
+}
+
+impl RunOutput {
+    /// The 8-bit image, rounded as diffusers' `numpy_to_pil` does (`round(x · 255)`).
+    pub fn rgb8(&self) -> RgbImage {
+        to_rgb8(&self.image)
+    }
+}
+
+/// NHWC [0,1] floats → RGB8 with `round(x · 255)`.
+pub fn to_rgb8(image: &Array4<f32>) -> RgbImage {
+    let (_, h, w, _) = image.dim();
+    RgbImage::from_fn(w as u32, h as u32, |x, y| {
+        let px = |c: usize| (image[[0, y as usize, x as usize, c]] * 255.0).round() as u8;
+        image::Rgb([px(0), px(1), px(2)])
+    })
+}
+
+/// Checks a requested size against the model: positive multiples of the VAE scale factor.
+pub fn resolve_size(model: &Model, width: Option<usize>, height: Option<usize>) -> color_eyre::Result<(usize, usize)> {
+    let native = model.geometry.default_size();
+    let f = model.geometry.vae_scale_factor;
+    let w = width.unwrap_or(native);
+    let h = height.unwrap_or(native);
+    for (name, v) in [("width", w), ("height", h)] {
+        if v == 0 || v % f != 0 {
+            bail!(
+                "{name} {v} is not a positive multiple of {f} (the VAE's scale factor)\nFix: use e.g. {} (this model's native size is {native})",
+                (v / f).max(1) * f
+            );
+        }
+    }
+    Ok((w, h))
+}
+
+/// Makes one image: the whole pipeline, emitting `on_step` after every denoising step.
+/// Honours `cancel` between steps (the error then is [`Cancelled`]).
+pub fn generate(
+    rt: &Runtime,
+    model: &mut Model,
+    req: &Request,
+    cancel: &AtomicBool,
+    on_step: &mut dyn FnMut(StepEvent),
+) -> color_eyre::Result<RunOutput> {
+    let (width, height) = resolve_size(model, req.width, req.height)?;
+    if !req.guidance.is_finite() || req.guidance < 0.0 {
+        bail!(
+            "guidance scale {} is not a finite number ≥ 0\nFix: use e.g. 7.5 (DDPM/DPM-Solver++) or 1.5 (LCM-LoRA)",
+            req.guidance
+        );
+    }
+    let variant = model.variant(&req.unet)?.clone();
+    let load_start = Instant::now();
+    model.unet(rt, &req.unet)?;
+    let model_load = load_start.elapsed();
+
+    let sched_cfg: SchedulerConfig = serde_json::from_value(model.scheduler_config.clone())
+        .wrap_err("reading scheduler/scheduler_config.json")?;
+    let mut scheduler =
+        schedulers::build(req.scheduler, &sched_cfg, req.steps, &req.scheduler_options)?;
+    let mut noise = req.rng.generator(req.seed);
+    let mut warnings = model.notes.clone();
+    warnings.extend(rt.notes.iter().cloned());
+
+    let run_start = Instant::now();
+    // Text: [uncond, cond] under guidance, else cond alone.
+    let guided = req.guidance > 1.0;
+    let cond_tokens = model.tokenizer.encode(&req.prompt)?;
+    warnings.extend(cond_tokens.truncation_warning());
+    let cond = model.text_encoder.encode(&cond_tokens.ids_i64(), 1)?;
+    let context = if guided {
+        let uncond_tokens = model.tokenizer.encode(&req.negative_prompt)?;
+        if let Some(w) = uncond_tokens.truncation_warning() {
+            warnings.push(format!("negative {w}"));
+        }
+        let uncond = model.text_encoder.encode(&uncond_tokens.ids_i64(), 1)?;
+        concatenate(Axis(0), &[uncond.view(), cond.view()])?
+    } else {
+        cond
+    };
+    let text = run_start.elapsed();
+
+    let f = model.geometry.vae_scale_factor;
+    let shape = [1, model.geometry.latent_channels, height / f, width / f];
+    let initial = match &req.latents {
+        Some(l) => {
+            if l.shape() != shape {
+                bail!(
+                    "--latents has shape {:?}, this run needs {shape:?} ({width}×{height} at VAE scale {f})\nFix: pass latents of that shape, or change --width/--height",
+                    l.shape()
+                );
+            }
+            l.clone()
+        }
+        None => noise.randn(shape),
+    };
+    let latents = initial * scheduler.init_noise_sigma();
+
+    let unet = model.unet(rt, &req.unet)?;
+    let (latents, step_timings) = denoise(
+        unet,
+        scheduler.as_mut(),
+        noise.as_mut(),
+        latents,
+        &Conditioning {
+            context: context.view(),
+            guidance: req.guidance,
+        },
+        cancel,
+        on_step,
+    )?;
+
+    let vae_start = Instant::now();
+    let decoded = model
+        .vae
+        .decode((latents / model.geometry.scaling_factor).view())?;
+    // NCHW [-1,1] → NHWC [0,1]
+    let image = decoded
+        .permuted_axes([0, 2, 3, 1])
+        .mapv(|v| (v / 2.0 + 0.5).clamp(0.0, 1.0))
+        .as_standard_layout()
+        .to_owned();
+    let vae = vae_start.elapsed();
+    let total = run_start.elapsed();
+
+    let timings = Timings {
+        text,
+        unet: step_timings.iter().map(|t| t.unet).collect(),
+        scheduler: step_timings.iter().map(|t| t.scheduler).collect(),
+        vae,
+        total,
+        model_load,
+    };
+    Ok(RunOutput {
+        image,
+        report: RunReport {
+            model: model.root.display().to_string(),
+            tiny_model: false,
+            provider: rt.provider,
+            onnxruntime: rt.library.path.display().to_string(),
+            onnxruntime_version: rt.library.version.clone(),
+            unet: variant.name.clone(),
+            unet_label: variant.label.clone(),
+            scheduler: req.scheduler.to_string(),
+            steps: req.steps,
+            guidance: req.guidance,
+            seed: req.seed,
+            rng: req.rng.to_string(),
+            width,
+            height,
+            timesteps: scheduler.timesteps().to_vec(),
+            prompt_tokens: cond_tokens.count,
+            timings,
+            warnings,
+        },
+    })
+}

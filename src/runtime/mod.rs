@@ -1,1 +1,341 @@
 //! ONNX Runtime: library discovery, execution providers, session loading, tensor helpers.
+//!
+//! A [`Runtime`] is the loaded library plus the execution provider every session of this
+//! process gets. A CUDA request never runs on the CPU silently: `device = "cuda"` registers
+//! the CUDA provider with `error_on_failure`, and `auto` says when it falls back.
+
+pub mod library;
+pub mod tensor;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+
+use color_eyre::eyre::{WrapErr, bail, eyre};
+use ort::ep::{self, ExecutionProvider, ExecutionProviderDispatch};
+use ort::environment::Environment;
+use ort::session::Session;
+use ort::session::builder::GraphOptimizationLevel;
+use serde::{Deserialize, Serialize};
+
+pub use library::{LibrarySource, SearchPlan};
+
+/// The execution provider the user asks for (`device` in config.toml, `--device`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Device {
+    /// CUDA when it works, else CPU — and say so.
+    #[default]
+    Auto,
+    /// CUDA or a clear error; never a silent CPU run.
+    Cuda,
+    /// ONNX Runtime's CPU provider.
+    Cpu,
+}
+
+impl std::fmt::Display for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Auto => "auto",
+            Self::Cuda => "cuda",
+            Self::Cpu => "cpu",
+        })
+    }
+}
+
+/// The execution provider sessions really get.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Provider {
+    #[serde(rename = "CUDAExecutionProvider")]
+    Cuda,
+    #[serde(rename = "CPUExecutionProvider")]
+    Cpu,
+}
+
+impl std::fmt::Display for Provider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Cuda => "CUDAExecutionProvider",
+            Self::Cpu => "CPUExecutionProvider",
+        })
+    }
+}
+
+/// The ONNX Runtime library this process loaded.
+#[derive(Debug, Clone, Serialize)]
+pub struct LoadedLibrary {
+    pub path: PathBuf,
+    /// ONNX Runtime's own version string, e.g. `1.31.1`.
+    pub version: String,
+    #[serde(serialize_with = "serialize_display")]
+    pub source: LibrarySource,
+    /// Whether the wheel ships the CUDA provider (`onnxruntime-gpu`).
+    pub gpu_build: bool,
+}
+
+fn serialize_display<S: serde::Serializer, T: std::fmt::Display>(
+    v: &T,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_str(v)
+}
+
+/// A loaded ONNX Runtime and the provider its sessions get.
+#[derive(Clone)]
+pub struct Runtime {
+    env: Environment,
+    pub library: LoadedLibrary,
+    pub requested: Device,
+    pub provider: Provider,
+    /// Things the user should know (a fallback, preloaded CUDA libraries).
+    pub notes: Vec<String>,
+}
+
+/// ONNX Runtime can be loaded once per process; tests and the TUI share it.
+static LOADED: OnceLock<Mutex<Option<(LoadedLibrary, Environment)>>> = OnceLock::new();
+
+/// The fix printed when no library loads.
+pub const SETUP_FIX: &str = "run `scripts/setup.sh` (installs the `onnxruntime` wheel into ./.venv), \
+     or `pip install onnxruntime` (CPU) / `pip install 'onnxruntime-gpu[cuda,cudnn]'` (CUDA 13; \
+     `onnxruntime-gpu==1.26.*` for CUDA 12 drivers) into your python3, or set \
+     runtime.onnxruntime in config.toml / ORT_DYLIB_PATH to the full path of libonnxruntime.so.1.x.y";
+
+impl Runtime {
+    /// Loads ONNX Runtime (once per process) and settles the execution provider for `device`.
+    pub fn init(plan: &SearchPlan, device: Device) -> color_eyre::Result<Self> {
+        let (library, env) = load_library(plan)?;
+        let mut notes = Vec::new();
+        let provider = match device {
+            Device::Cpu => Provider::Cpu,
+            Device::Cuda => {
+                prepare_cuda(&library, &mut notes)?;
+                probe_cuda(&env).map_err(|e| eyre!(cuda_failure_message(&library, &e)))?;
+                Provider::Cuda
+            }
+            Device::Auto => {
+                let attempt =
+                    prepare_cuda(&library, &mut notes).and_then(|()| probe_cuda(&env).map_err(|e| eyre!(e)));
+                match attempt {
+                    Ok(()) => Provider::Cuda,
+                    Err(e) => {
+                        notes.push(format!(
+                            "device auto: CUDA is not usable ({}); running on CPU",
+                            first_line(&e.to_string())
+                        ));
+                        Provider::Cpu
+                    }
+                }
+            }
+        };
+        Ok(Self {
+            env,
+            library,
+            requested: device,
+            provider,
+            notes,
+        })
+    }
+
+    /// The execution providers a session of this runtime registers, in order.
+    fn execution_providers(&self) -> Vec<ExecutionProviderDispatch> {
+        match self.provider {
+            Provider::Cuda => vec![ep::CUDA::default().build().error_on_failure()],
+            Provider::Cpu => vec![ep::CPU::default().build()],
+        }
+    }
+
+    /// Opens `model` (an `.onnx` file; external data beside it) on this runtime's provider.
+    pub fn session(&self, model: &Path) -> color_eyre::Result<Session> {
+        let eps = self.execution_providers();
+        let builder = Session::builder(&self.env)
+            .map_err(|e| eyre!("{e}"))?
+            .with_optimization_level(GraphOptimizationLevel::Level3)
+            .map_err(|e| eyre!("{e}"))?
+            .with_execution_providers(eps)
+            .map_err(|e| eyre!("{e}"))?;
+        let mut builder = builder;
+        builder
+            .commit_from_file(model)
+            .map_err(|e| eyre!("{e}"))
+            .wrap_err_with(|| format!("ONNX Runtime could not load {}", model.display()))
+    }
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or(s)
+}
+
+fn load_library(plan: &SearchPlan) -> color_eyre::Result<(LoadedLibrary, Environment)> {
+    let cell = LOADED.get_or_init(|| Mutex::new(None));
+    let mut guard = cell.lock().map_err(|_| eyre!("ONNX Runtime loader poisoned"))?;
+    if let Some((lib, env)) = guard.as_ref() {
+        return Ok((lib.clone(), env.clone()));
+    }
+    let mut tried = Vec::new();
+    for candidate in plan.candidates() {
+        let path = match candidate.path {
+            Ok(p) => p,
+            Err(why) => {
+                tried.push(format!("  - {}: {why}", candidate.source));
+                continue;
+            }
+        };
+        if !path.is_file() {
+            tried.push(format!(
+                "  - {} → {}: no such file",
+                candidate.source,
+                path.display()
+            ));
+            if matches!(candidate.source, LibrarySource::Config | LibrarySource::EnvVar) {
+                break; // an explicit choice that fails is not silently replaced
+            }
+            continue;
+        }
+        match ort::init_from(&path) {
+            Ok(builder) => {
+                let env = builder
+                    .with_name("speedscape")
+                    .build()
+                    .map_err(|e| eyre!("ONNX Runtime at {} loaded but would not start: {e}", path.display()))?;
+                let version = ort_version(&path);
+                let lib = LoadedLibrary {
+                    gpu_build: library::has_cuda_provider(&path),
+                    path,
+                    version,
+                    source: candidate.source,
+                };
+                *guard = Some((lib.clone(), env.clone()));
+                return Ok((lib, env));
+            }
+            Err(e) => {
+                // The Debug form carries dlopen's own reason; Display hides it.
+                tried.push(format!(
+                    "  - {} → {}: {e:?}",
+                    candidate.source,
+                    path.display()
+                ));
+                if matches!(candidate.source, LibrarySource::Config | LibrarySource::EnvVar) {
+                    break;
+                }
+            }
+        }
+    }
+    bail!(
+        "could not load ONNX Runtime (speedscape needs version 1.{} or newer).\nSearched:\n{}\nFix: {SETUP_FIX}",
+        ort::MINOR_VERSION,
+        tried.join("\n")
+    )
+}
+
+/// ONNX Runtime's own version string (`OrtGetApiBase()->GetVersionString()`), e.g. `1.31.1`.
+fn ort_version(path: &Path) -> String {
+    // The library is already loaded: this dlopen only takes another reference to it.
+    let read = || -> Option<String> {
+        let lib = unsafe { libloading::Library::new(path) }.ok()?;
+        let get_base: libloading::Symbol<unsafe extern "C" fn() -> *const ort::sys::OrtApiBase> =
+            unsafe { lib.get(b"OrtGetApiBase") }.ok()?;
+        let base = unsafe { get_base() };
+        if base.is_null() {
+            return None;
+        }
+        let v = unsafe { ((*base).GetVersionString)() };
+        (!v.is_null()).then(|| unsafe { std::ffi::CStr::from_ptr(v) }.to_string_lossy().to_string())
+    };
+    read().unwrap_or_else(|| "unknown".to_string())
+}
+
+/// Checks that the library can do CUDA at all and preloads CUDA/cuDNN from pip's
+/// `nvidia-*` packages when they sit beside the wheel.
+fn prepare_cuda(library: &LoadedLibrary, notes: &mut Vec<String>) -> color_eyre::Result<()> {
+    if !ep::CUDA::is_available().unwrap_or(false) {
+        bail!(
+            "the ONNX Runtime at {} (version {}) is a CPU-only build: it has no CUDAExecutionProvider.\n\
+             Fix: install the GPU wheel, `SPEEDSCAPE_ORT_WHEEL='onnxruntime-gpu[cuda,cudnn]' scripts/setup.sh` \
+             (CUDA 13 drivers; add SPEEDSCAPE_ORT_VERSION=1.26.0 for CUDA 12), or use --device cpu",
+            library.path.display(),
+            library.version
+        );
+    }
+    let Some(site_packages) = library.path.ancestors().nth(3) else {
+        return Ok(());
+    };
+    let nvidia = site_packages.join("nvidia");
+    let Ok(entries) = std::fs::read_dir(&nvidia) else {
+        return Ok(());
+    };
+    let lib_dirs: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.path().join("lib"))
+        .filter(|p| p.is_dir())
+        .collect();
+    let mut loaded = Vec::new();
+    for name in ep::cuda::CUDA_DYLIBS.iter().chain(ep::cuda::CUDNN_DYLIBS) {
+        if let Some(path) = lib_dirs.iter().map(|d| d.join(name)).find(|p| p.is_file())
+            && ort::util::preload_dylib(path.as_path()).is_ok()
+        {
+            loaded.push(*name);
+        }
+    }
+    if !loaded.is_empty() {
+        notes.push(format!(
+            "preloaded {} CUDA/cuDNN libraries from {}",
+            loaded.len(),
+            nvidia.display()
+        ));
+    }
+    Ok(())
+}
+
+/// A one-node model (`y = Relu(x)`, opset 13) used to prove a provider really works.
+const PROBE_MODEL: &[u8] = &[
+    8, 7, 18, 10, 115, 112, 101, 101, 100, 115, 99, 97, 112, 101, 58, 55, 10, 12, 10, 1, 120, 18,
+    1, 121, 34, 4, 82, 101, 108, 117, 18, 5, 112, 114, 111, 98, 101, 90, 15, 10, 1, 120, 18, 10,
+    10, 8, 8, 1, 18, 4, 10, 2, 8, 1, 98, 15, 10, 1, 121, 18, 10, 10, 8, 8, 1, 18, 4, 10, 2, 8, 1,
+    66, 4, 10, 0, 16, 13,
+];
+
+/// Builds and runs the probe model with the CUDA provider registered strictly.
+fn probe_cuda(env: &Environment) -> Result<(), String> {
+    let mut session = Session::builder(env)
+        .map_err(|e| e.to_string())?
+        .with_execution_providers([ep::CUDA::default().build().error_on_failure()])
+        .map_err(|e| e.to_string())?
+        .commit_from_memory(PROBE_MODEL)
+        .map_err(|e| e.to_string())?;
+    let x = ort::value::Tensor::from_array(([1usize], vec![-1.0f32])).map_err(|e| e.to_string())?;
+    let out = session.run(ort::inputs![x]).map_err(|e| e.to_string())?;
+    let (_, y) = out[0]
+        .try_extract_tensor::<f32>()
+        .map_err(|e| e.to_string())?;
+    if y != [0.0] {
+        return Err(format!("the CUDA probe computed Relu(-1) = {y:?}"));
+    }
+    Ok(())
+}
+
+fn cuda_failure_message(library: &LoadedLibrary, error: &str) -> String {
+    format!(
+        "--device cuda was asked for, but ONNX Runtime's CUDA provider does not work here: {error}\n\
+         ONNX Runtime: {} (version {}).\n\
+         Fix: check `nvidia-smi` shows a GPU; install CUDA 13 + cuDNN 9 libraries \
+         (`pip install 'onnxruntime-gpu[cuda,cudnn]'` brings them) or put them on LD_LIBRARY_PATH; \
+         for a CUDA 12 driver use onnxruntime-gpu 1.26; or run with --device cpu. \
+         speedscape never falls back to the CPU when CUDA is asked for.",
+        library.path.display(),
+        library.version
+    )
+}
+
+/// Runs the probe model on the CPU provider: proves the library executes a graph.
+pub fn probe_cpu(rt: &Runtime) -> color_eyre::Result<()> {
+    let mut session = Session::builder(&rt.env)
+        .map_err(|e| eyre!("{e}"))?
+        .commit_from_memory(PROBE_MODEL)
+        .map_err(|e| eyre!("{e}"))?;
+    let x = ort::value::Tensor::from_array(([1usize], vec![-2.0f32]))?;
+    let out = session.run(ort::inputs![x])?;
+    let (_, y) = out[0].try_extract_tensor::<f32>()?;
+    if y != [0.0] {
+        bail!("the CPU probe computed Relu(-2) = {y:?}");
+    }
+    Ok(())
+}

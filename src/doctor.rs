@@ -1,0 +1,289 @@
+//! `speedscape doctor`: what this box can run, and why not where it cannot.
+
+use std::path::Path;
+use std::process::Command;
+
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::models::{self, Model};
+use crate::runtime::{self, Device, Runtime};
+
+#[derive(Debug, Serialize)]
+pub struct ComponentStatus {
+    pub name: String,
+    pub path: String,
+    /// `ok`, or the error.
+    pub status: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct GpuInfo {
+    pub name: String,
+    pub memory: String,
+    pub driver: String,
+    /// Highest CUDA version the driver supports, from `nvidia-smi`.
+    pub cuda: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DoctorReport {
+    pub config: Option<String>,
+    pub device_requested: Device,
+    /// The loaded ONNX Runtime, or why none loaded.
+    pub onnxruntime: Result<runtime::LoadedLibrary, String>,
+    /// The provider sessions really get, or why the requested one does not work.
+    pub provider: Result<runtime::Provider, String>,
+    pub notes: Vec<String>,
+    pub gpu: Option<GpuInfo>,
+    pub wheel_advice: String,
+    pub model_dir: Option<String>,
+    pub tiny_model: bool,
+    pub components: Vec<ComponentStatus>,
+}
+
+impl DoctorReport {
+    /// The error that makes `doctor` exit non-zero: no library, or the requested device unusable.
+    pub fn fatal(&self) -> Option<String> {
+        if let Err(e) = &self.onnxruntime {
+            return Some(e.clone());
+        }
+        if let Err(e) = &self.provider {
+            return Some(e.clone());
+        }
+        None
+    }
+
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        let mut line = |k: &str, v: String| s.push_str(&format!("{k:<14} {v}\n"));
+        line(
+            "config",
+            self.config
+                .clone()
+                .unwrap_or_else(|| "(none: built-in defaults)".into()),
+        );
+        match &self.onnxruntime {
+            Ok(lib) => {
+                line(
+                    "onnxruntime",
+                    format!("{} (version {})", lib.path.display(), lib.version),
+                );
+                line("  found via", lib.source.to_string());
+                line(
+                    "  build",
+                    if lib.gpu_build {
+                        "GPU wheel (has CUDAExecutionProvider)".into()
+                    } else {
+                        "CPU-only wheel".into()
+                    },
+                );
+            }
+            Err(e) => line("onnxruntime", format!("NOT LOADED\n{e}")),
+        }
+        line("device", format!("{} requested", self.device_requested));
+        match &self.provider {
+            Ok(p) => line("provider", format!("{p} (sessions really get it: probe ran)")),
+            Err(e) => line("provider", format!("FAILED\n{e}")),
+        }
+        match &self.gpu {
+            Some(g) => line(
+                "gpu",
+                format!(
+                    "{} ({}, driver {}, CUDA {})",
+                    g.name,
+                    g.memory,
+                    g.driver,
+                    g.cuda.as_deref().unwrap_or("?")
+                ),
+            ),
+            None => line("gpu", "none visible (no nvidia-smi or no device)".into()),
+        }
+        line("wheel", self.wheel_advice.clone());
+        for n in &self.notes {
+            line("note", n.clone());
+        }
+        line(
+            "model",
+            match &self.model_dir {
+                Some(d) if self.tiny_model => {
+                    format!("{d} (embedded tiny model: random weights, noise-like images)")
+                }
+                Some(d) => d.clone(),
+                None => "not found".into(),
+            },
+        );
+        for c in &self.components {
+            line(&format!("  {}", c.name), format!("{}  {}", c.status, c.path));
+        }
+        s
+    }
+}
+
+/// Runs every check; never fails itself — failures are part of the report.
+pub fn run(config: &Config, device: Device, model_dir: Option<&Path>) -> DoctorReport {
+    let gpu = query_gpu();
+    let wheel_advice = wheel_advice(gpu.as_ref());
+    let mut report = DoctorReport {
+        config: config.path.as_ref().map(|p| p.display().to_string()),
+        device_requested: device,
+        onnxruntime: Err(String::new()),
+        provider: Err(String::new()),
+        notes: Vec::new(),
+        gpu,
+        wheel_advice,
+        model_dir: None,
+        tiny_model: false,
+        components: Vec::new(),
+    };
+    let plan = config.search_plan();
+    // Load the library on the CPU first so a CUDA failure still shows which library it was.
+    let rt_cpu = match Runtime::init(&plan, Device::Cpu) {
+        Ok(rt) => rt,
+        Err(e) => {
+            report.onnxruntime = Err(format!("{e}"));
+            report.provider = Err("no ONNX Runtime".into());
+            return report;
+        }
+    };
+    report.onnxruntime = Ok(rt_cpu.library.clone());
+    if let Err(e) = runtime::probe_cpu(&rt_cpu) {
+        report.notes.push(format!("the CPU provider failed its probe: {e}"));
+    }
+    let rt = match device {
+        Device::Cpu => Some(rt_cpu),
+        _ => match Runtime::init(&plan, device) {
+            Ok(rt) => Some(rt),
+            Err(e) => {
+                report.provider = Err(format!("{e}"));
+                None
+            }
+        },
+    };
+    if let Some(rt) = &rt {
+        report.provider = Ok(rt.provider);
+        report.notes.extend(rt.notes.iter().cloned());
+    }
+    match config.model_dir(model_dir) {
+        Ok((dir, tiny)) => {
+            report.model_dir = Some(dir.display().to_string());
+            report.tiny_model = tiny;
+            if let Some(rt) = &rt {
+                report.components = check_components(rt, &dir, config);
+            }
+        }
+        Err(e) => report.notes.push(format!("{e}")),
+    }
+    report
+}
+
+fn check_components(rt: &Runtime, dir: &Path, config: &Config) -> Vec<ComponentStatus> {
+    let mut out = Vec::new();
+    let status = |r: color_eyre::Result<()>| match r {
+        Ok(()) => "ok".to_string(),
+        Err(e) => format!("{e:#}").replace('\n', " "),
+    };
+    let model = Model::open(rt, dir, config.variants());
+    match model {
+        Ok(mut m) => {
+            for (name, path) in [
+                ("text_encoder", m.text_encoder.file.clone()),
+                ("vae_decoder", m.vae.file.clone()),
+            ] {
+                out.push(ComponentStatus {
+                    name: name.into(),
+                    path: path.display().to_string(),
+                    status: "ok".into(),
+                });
+            }
+            out.push(ComponentStatus {
+                name: "tokenizer".into(),
+                path: dir.join("tokenizer").display().to_string(),
+                status: "ok".into(),
+            });
+            out.push(ComponentStatus {
+                name: "scheduler".into(),
+                path: dir
+                    .join("scheduler")
+                    .join("scheduler_config.json")
+                    .display()
+                    .to_string(),
+                status: m
+                    .notes
+                    .first()
+                    .cloned()
+                    .unwrap_or_else(|| "ok".to_string()),
+            });
+            for v in m.variants.clone() {
+                let path = dir.join(&v.folder).join("model.onnx");
+                let r = m.unet(rt, &v.name).map(|_| ());
+                out.push(ComponentStatus {
+                    name: format!("{} ({})", v.folder, v.label),
+                    path: path.display().to_string(),
+                    status: status(r),
+                });
+            }
+        }
+        Err(e) => out.push(ComponentStatus {
+            name: "model".into(),
+            path: dir.display().to_string(),
+            status: status(Err(e)),
+        }),
+    }
+    // A folder that does not open still says which files are there.
+    if out.len() == 1 {
+        for folder in ["text_encoder", "unet", "vae_decoder"] {
+            out.push(ComponentStatus {
+                name: folder.into(),
+                path: dir.join(folder).join("model.onnx").display().to_string(),
+                status: status(models::component_file(dir, folder).map(|_| ())),
+            });
+        }
+    }
+    out
+}
+
+fn query_gpu() -> Option<GpuInfo> {
+    let out = Command::new("nvidia-smi")
+        .args([
+            "--query-gpu=name,memory.total,driver_version",
+            "--format=csv,noheader",
+        ])
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let first = text.lines().next()?;
+    let mut parts = first.split(',').map(|s| s.trim().to_string());
+    let (name, memory, driver) = (parts.next()?, parts.next()?, parts.next()?);
+    let header = Command::new("nvidia-smi").output().ok();
+    let cuda = header.and_then(|h| {
+        let t = String::from_utf8_lossy(&h.stdout).to_string();
+        t.split("CUDA Version:")
+            .nth(1)
+            .and_then(|s| s.split_whitespace().next())
+            .map(str::to_string)
+    });
+    Some(GpuInfo {
+        name,
+        memory,
+        driver,
+        cuda,
+    })
+}
+
+/// Which `onnxruntime-gpu` wheel fits this driver.
+fn wheel_advice(gpu: Option<&GpuInfo>) -> String {
+    let major = gpu
+        .and_then(|g| g.cuda.as_deref())
+        .and_then(|c| c.split('.').next())
+        .and_then(|m| m.parse::<u32>().ok());
+    match major {
+        Some(m) if m >= 13 => "driver supports CUDA 13: `pip install 'onnxruntime-gpu[cuda,cudnn]'` (1.27 or newer)".into(),
+        Some(12) => "driver stops at CUDA 12: `pip install 'onnxruntime-gpu[cuda,cudnn]==1.26.*'` (1.27+ needs CUDA 13)".into(),
+        Some(m) => format!("driver supports CUDA {m} only: onnxruntime-gpu needs CUDA 12 or 13; use --device cpu"),
+        None => "no NVIDIA driver seen: the CPU wheel `onnxruntime` is the one to use".into(),
+    }
+}

@@ -1,0 +1,276 @@
+//! The denoising loop, free of ONNX Runtime: any [`Denoiser`] drives it, so its bookkeeping
+//! is tested against a fake one.
+//!
+//! Mirrors diffusers' `StableDiffusionPipeline.__call__` loop: per step `scale_model_input`
+//! → UNet (batch 2 `[uncond, cond]` under guidance) → `uncond + g·(cond − uncond)` → `step`.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use color_eyre::eyre::eyre;
+use ndarray::{Array4, ArrayView3, ArrayView4, Axis, concatenate, s};
+
+use crate::rng::NoiseSource;
+use crate::schedulers::Scheduler;
+
+/// Predicts ε (the model output) for a batch of latents at one timestep.
+pub trait Denoiser {
+    /// `sample` `[B, 4, h, w]`, `context` `[B, 77, D]` → model output `[B, 4, h, w]`.
+    fn predict(
+        &mut self,
+        sample: ArrayView4<f32>,
+        t: i64,
+        context: ArrayView3<f32>,
+    ) -> color_eyre::Result<Array4<f32>>;
+}
+
+impl Denoiser for crate::models::Unet {
+    fn predict(
+        &mut self,
+        sample: ArrayView4<f32>,
+        t: i64,
+        context: ArrayView3<f32>,
+    ) -> color_eyre::Result<Array4<f32>> {
+        crate::models::Unet::predict(self, sample, t, context)
+    }
+}
+
+/// The run was cancelled between steps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cancelled {
+    /// Steps completed before the cancel was seen.
+    pub completed: usize,
+}
+
+impl std::fmt::Display for Cancelled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "cancelled after {} steps", self.completed)
+    }
+}
+
+impl std::error::Error for Cancelled {}
+
+/// What one step took, stamped around each phase after outputs are back on the host.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct StepTiming {
+    #[serde(serialize_with = "super::ser_ms")]
+    pub unet: Duration,
+    #[serde(serialize_with = "super::ser_ms")]
+    pub scheduler: Duration,
+}
+
+/// Emitted after every step.
+pub struct StepEvent<'a> {
+    /// 0-based step index.
+    pub index: usize,
+    pub total: usize,
+    pub timestep: i64,
+    pub timing: StepTiming,
+    /// The current x0 prediction (latents), for previews; the new sample where the
+    /// scheduler has no x0 prediction.
+    pub preview: ArrayView4<'a, f32>,
+    /// The latents after this step.
+    pub latents: ArrayView4<'a, f32>,
+}
+
+/// Text conditioning: `[1, 77, D]` without guidance, `[2, 77, D]` (`[uncond, cond]`) with.
+pub struct Conditioning<'a> {
+    pub context: ArrayView3<'a, f32>,
+    /// Classifier-free guidance scale; guidance is on when the context has two rows.
+    pub guidance: f32,
+}
+
+/// Runs every timestep of `scheduler` from `latents` (already × init_noise_sigma).
+pub fn denoise(
+    denoiser: &mut dyn Denoiser,
+    scheduler: &mut dyn Scheduler,
+    noise: &mut dyn NoiseSource,
+    mut latents: Array4<f32>,
+    cond: &Conditioning,
+    cancel: &AtomicBool,
+    on_step: &mut dyn FnMut(StepEvent),
+) -> color_eyre::Result<(Array4<f32>, Vec<StepTiming>)> {
+    let guided = cond.context.shape()[0] == 2;
+    let timesteps = scheduler.timesteps().to_vec();
+    let mut timings = Vec::with_capacity(timesteps.len());
+    for (index, &t) in timesteps.iter().enumerate() {
+        if cancel.load(Ordering::Relaxed) {
+            return Err(eyre!(Cancelled { completed: index }));
+        }
+        let unet_start = Instant::now();
+        let scaled = scheduler.scale_model_input(latents.view(), t);
+        let eps = if guided {
+            let input = concatenate(Axis(0), &[scaled.view(), scaled.view()])?;
+            let out = denoiser.predict(input.view(), t, cond.context)?;
+            let uncond = out.slice(s![0..1, .., .., ..]);
+            let text = out.slice(s![1..2, .., .., ..]);
+            let g = cond.guidance;
+            ndarray::Zip::from(&uncond)
+                .and(&text)
+                .map_collect(|&u, &c| u + g * (c - u))
+        } else {
+            denoiser.predict(scaled.view(), t, cond.context)?
+        };
+        let unet = unet_start.elapsed();
+        let sched_start = Instant::now();
+        let out = scheduler.step(eps.view(), t, latents.view(), noise);
+        let scheduler_time = sched_start.elapsed();
+        latents = out.prev_sample;
+        let timing = StepTiming {
+            unet,
+            scheduler: scheduler_time,
+        };
+        timings.push(timing);
+        on_step(StepEvent {
+            index,
+            total: timesteps.len(),
+            timestep: t,
+            timing,
+            preview: out.denoised.as_ref().unwrap_or(&latents).view(),
+            latents: latents.view(),
+        });
+    }
+    Ok((latents, timings))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schedulers::StepOutput;
+    use ndarray::{Array3, Array4};
+
+    /// Returns ε = (row index + 1) · 10 + t/1000 for every element, and logs its calls.
+    struct FakeUnet {
+        calls: Vec<(usize, i64)>,
+    }
+
+    impl Denoiser for FakeUnet {
+        fn predict(
+            &mut self,
+            sample: ArrayView4<f32>,
+            t: i64,
+            context: ArrayView3<f32>,
+        ) -> color_eyre::Result<Array4<f32>> {
+            assert_eq!(sample.shape()[0], context.shape()[0], "batch of sample and context");
+            self.calls.push((sample.shape()[0], t));
+            let mut out = Array4::zeros(sample.raw_dim());
+            for (b, mut row) in out.outer_iter_mut().enumerate() {
+                row.fill((b as f32 + 1.0) * 10.0 + t as f32 / 1000.0);
+            }
+            Ok(out)
+        }
+    }
+
+    /// x ← x − ε, recording the ε it was given; scales inputs by 2.
+    struct FakeScheduler {
+        ts: Vec<i64>,
+        seen_eps: Vec<f32>,
+    }
+
+    impl Scheduler for FakeScheduler {
+        fn timesteps(&self) -> &[i64] {
+            &self.ts
+        }
+        fn init_noise_sigma(&self) -> f32 {
+            1.0
+        }
+        fn scale_model_input(&self, x: ArrayView4<f32>, _t: i64) -> Array4<f32> {
+            x.mapv(|v| v * 2.0)
+        }
+        fn step(
+            &mut self,
+            eps: ArrayView4<f32>,
+            _t: i64,
+            x: ArrayView4<f32>,
+            _noise: &mut dyn NoiseSource,
+        ) -> StepOutput {
+            self.seen_eps.push(eps[[0, 0, 0, 0]]);
+            StepOutput {
+                prev_sample: &x - &eps,
+                denoised: None,
+            }
+        }
+    }
+
+    struct NoNoise;
+    impl NoiseSource for NoNoise {
+        fn randn(&mut self, _shape: [usize; 4]) -> Array4<f32> {
+            panic!("the fake scheduler draws no noise")
+        }
+    }
+
+    fn run(
+        guidance: f32,
+        rows: usize,
+        cancel_after: Option<usize>,
+    ) -> (color_eyre::Result<Array4<f32>>, FakeUnet, FakeScheduler, Vec<(usize, i64)>) {
+        let mut unet = FakeUnet { calls: vec![] };
+        let mut sched = FakeScheduler {
+            ts: vec![900, 500, 100],
+            seen_eps: vec![],
+        };
+        let context = Array3::<f32>::zeros((rows, 77, 8));
+        let cancel = AtomicBool::new(false);
+        let mut events = Vec::new();
+        let res = denoise(
+            &mut unet,
+            &mut sched,
+            &mut NoNoise,
+            Array4::zeros((1, 4, 2, 2)),
+            &Conditioning {
+                context: context.view(),
+                guidance,
+            },
+            &cancel,
+            &mut |ev| {
+                events.push((ev.index, ev.timestep));
+                assert_eq!(ev.total, 3);
+                if Some(ev.index + 1) == cancel_after {
+                    cancel.store(true, Ordering::Relaxed);
+                }
+            },
+        )
+        .map(|(l, timings)| {
+            assert_eq!(timings.len(), 3, "one timing per step");
+            l
+        });
+        (res, unet, sched, events)
+    }
+
+    #[test]
+    fn guidance_runs_one_batch_of_two_and_combines_uncond_plus_g_times_difference() {
+        let (res, unet, sched, events) = run(7.5, 2, None);
+        res.unwrap();
+        assert_eq!(unet.calls, vec![(2, 900), (2, 500), (2, 100)]);
+        assert_eq!(events, vec![(0, 900), (1, 500), (2, 100)]);
+        // uncond = 10 + t/1000, cond = 20 + t/1000 → uncond + 7.5 · 10
+        let expected: Vec<f32> = [900.0f32, 500.0, 100.0]
+            .iter()
+            .map(|t| (10.0 + t / 1000.0) + 7.5 * 10.0)
+            .collect();
+        for (got, want) in sched.seen_eps.iter().zip(&expected) {
+            assert!((got - want).abs() < 1e-4, "{got} vs {want}");
+        }
+    }
+
+    #[test]
+    fn without_guidance_the_unet_sees_batch_one_and_its_output_unchanged() {
+        let (res, unet, sched, _) = run(1.0, 1, None);
+        let latents = res.unwrap();
+        assert!(unet.calls.iter().all(|(b, _)| *b == 1));
+        assert_eq!(sched.seen_eps[0], 10.9);
+        // x ← x − ε three times from 0
+        let want = -(10.9f32 + 10.5 + 10.1);
+        assert!((latents[[0, 0, 0, 0]] - want).abs() < 1e-4);
+    }
+
+    #[test]
+    fn cancel_stops_between_steps_and_says_how_far_it_got() {
+        let (res, unet, _, events) = run(7.5, 2, Some(1));
+        let err = res.unwrap_err();
+        let cancelled = err.downcast_ref::<Cancelled>().expect("a Cancelled error");
+        assert_eq!(cancelled.completed, 1);
+        assert_eq!(unet.calls.len(), 1);
+        assert_eq!(events.len(), 1);
+    }
+}
