@@ -35,7 +35,8 @@ const MIN_NORM_POS: u32 = 0x0080_0000;
 const EXPONENT_MASK: u32 = 0x7f80_0000;
 const SIGN_MASK: u32 = 0x8000_0000;
 
-const SQRTHF: f32 = 0.707106781186547524_f64 as f32;
+/// `0.707106781186547524` in the C source: the same double as `FRAC_1_SQRT_2`.
+const SQRTHF: f32 = std::f64::consts::FRAC_1_SQRT_2 as f32;
 const LOG_P: [f32; 9] = [
     7.0376836292E-2_f64 as f32,
     -1.1514610310E-1_f64 as f32,
@@ -190,6 +191,9 @@ mod tests {
                 .max((f64::from(c) - t.cos()).abs());
         }
         // Absolute error below 2 ulp of 1.0.
-        assert!(worst < 2.0 * f64::from(f32::EPSILON), "worst abs error {worst}");
+        assert!(
+            worst < 2.0 * f64::from(f32::EPSILON),
+            "worst abs error {worst}"
+        );
     }
 }

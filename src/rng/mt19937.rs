@@ -81,7 +81,7 @@ impl Mt19937 {
 mod tests {
     use super::*;
 
-    /// The C++ standard ([rand.predef], N4950 §28.5.6) requires the 10000th consecutive
+    /// The C++ standard ([rand.predef]) requires the 10000th consecutive
     /// output of a default-constructed `std::mt19937` (seed 5489) to be 4123659995.
     #[test]
     fn ten_thousandth_output_of_default_seed_matches_the_cxx_standard() {
