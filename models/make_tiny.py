@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import hashlib
 import json
 import math
 import os
@@ -685,10 +684,6 @@ def activation_report(pipe: StableDiffusionPipeline) -> dict:
 
 
 # --------------------------------------------------------------------------------------------
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def export_all(out_dir: Path, tokenizer_dir: Path | None = None, verify: bool = True, log=print) -> dict:
