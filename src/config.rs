@@ -53,9 +53,10 @@ impl Config {
             }
             return Ok(Self::default());
         }
-        let text =
-            std::fs::read_to_string(path).wrap_err_with(|| format!("reading {}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .wrap_err_with(|| format!("reading {}", path.display()))?;
         let mut cfg = Self::parse(&text).map_err(|e| eyre!("{}: {e}", path.display()))?;
+        let path = &path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
         let dir = path
             .parent()
             .map(Path::to_path_buf)
@@ -81,11 +82,16 @@ impl Config {
     fn validate(&self) -> color_eyre::Result<()> {
         if let Some(vs) = &self.model.variants {
             if !vs.iter().any(|v| v.name == "base") {
-                bail!("model.variants has no variant named \"base\"\nFix: add {{ name = \"base\", folder = \"unet\", label = \"SD v1.5\" }}");
+                bail!(
+                    "model.variants has no variant named \"base\"\nFix: add {{ name = \"base\", folder = \"unet\", label = \"SD v1.5\" }}"
+                );
             }
             for (i, v) in vs.iter().enumerate() {
                 if vs[..i].iter().any(|w| w.name == v.name) {
-                    bail!("model.variants names {:?} twice\nFix: give each variant its own name", v.name);
+                    bail!(
+                        "model.variants names {:?} twice\nFix: give each variant its own name",
+                        v.name
+                    );
                 }
             }
         }

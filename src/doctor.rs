@@ -83,7 +83,10 @@ impl DoctorReport {
         }
         line("device", format!("{} requested", self.device_requested));
         match &self.provider {
-            Ok(p) => line("provider", format!("{p} (sessions really get it: probe ran)")),
+            Ok(p) => line(
+                "provider",
+                format!("{p} (sessions really get it: probe ran)"),
+            ),
             Err(e) => line("provider", format!("FAILED\n{e}")),
         }
         match &self.gpu {
@@ -114,7 +117,10 @@ impl DoctorReport {
             },
         );
         for c in &self.components {
-            line(&format!("  {}", c.name), format!("{}  {}", c.status, c.path));
+            line(
+                &format!("  {}", c.name),
+                format!("{}  {}", c.status, c.path),
+            );
         }
         s
     }
@@ -148,7 +154,9 @@ pub fn run(config: &Config, device: Device, model_dir: Option<&Path>) -> DoctorR
     };
     report.onnxruntime = Ok(rt_cpu.library.clone());
     if let Err(e) = runtime::probe_cpu(&rt_cpu) {
-        report.notes.push(format!("the CPU provider failed its probe: {e}"));
+        report
+            .notes
+            .push(format!("the CPU provider failed its probe: {e}"));
     }
     let rt = match device {
         Device::Cpu => Some(rt_cpu),
@@ -208,11 +216,7 @@ fn check_components(rt: &Runtime, dir: &Path, config: &Config) -> Vec<ComponentS
                     .join("scheduler_config.json")
                     .display()
                     .to_string(),
-                status: m
-                    .notes
-                    .first()
-                    .cloned()
-                    .unwrap_or_else(|| "ok".to_string()),
+                status: m.notes.first().cloned().unwrap_or_else(|| "ok".to_string()),
             });
             for v in m.variants.clone() {
                 let path = dir.join(&v.folder).join("model.onnx");

@@ -16,7 +16,11 @@ use speedscape::runtime::{Device, Runtime};
 use speedscape::schedulers::{SchedulerKind, SchedulerOptions};
 
 #[derive(Parser)]
-#[command(name = "speedscape", version, about = "See how diffusion acceleration trades speed for quality: SD v1.5 on ONNX Runtime, schedulers that match diffusers")]
+#[command(
+    name = "speedscape",
+    version,
+    about = "See how diffusion acceleration trades speed for quality: SD v1.5 on ONNX Runtime, schedulers that match diffusers"
+)]
 struct Cli {
     /// Config file (relative paths in it resolve against its folder).
     #[arg(long, global = true, default_value = "config.toml")]
@@ -149,7 +153,7 @@ fn rng_source(config: &Config, flag: Option<RngSource>) -> color_eyre::Result<Rn
     }
     match &config.runtime.rng {
         Some(s) => s.parse().map_err(|e| eyre!("runtime.rng: {e}")),
-        None => Ok(RngSource::default()),
+        None => Ok(RngSource::TorchCpu),
     }
 }
 
@@ -185,7 +189,12 @@ fn generate(config: &Config, args: GenerateArgs) -> color_eyre::Result<()> {
     let show_progress = !args.json;
     let mut out = pipeline::generate(&rt, &mut model, &req, &cancel, &mut |ev| {
         if show_progress {
-            eprint!("\rstep {}/{} (t={})   ", ev.index + 1, ev.total, ev.timestep);
+            eprint!(
+                "\rstep {}/{} (t={})   ",
+                ev.index + 1,
+                ev.total,
+                ev.timestep
+            );
         }
     })?;
     if show_progress {
@@ -216,7 +225,12 @@ fn read_latents(path: &Path) -> color_eyre::Result<Array4<f32>> {
         .wrap_err_with(|| format!("{} must have 4 dimensions [1,4,h,w]", path.display()))
 }
 
-fn tokens(config: &Config, prompt: &str, json: bool, model_dir: Option<&Path>) -> color_eyre::Result<()> {
+fn tokens(
+    config: &Config,
+    prompt: &str,
+    json: bool,
+    model_dir: Option<&Path>,
+) -> color_eyre::Result<()> {
     let (dir, _) = config.model_dir(model_dir)?;
     let tok = speedscape::models::ClipTokenizer::from_dir(&dir.join("tokenizer"))?;
     let t = tok.encode(prompt)?;
@@ -233,12 +247,20 @@ fn tokens(config: &Config, prompt: &str, json: bool, model_dir: Option<&Path>) -
     Ok(())
 }
 
-fn noise(rng: RngSource, seed: u64, shape: &str, draws: usize, out: &Path) -> color_eyre::Result<()> {
+fn noise(
+    rng: RngSource,
+    seed: u64,
+    shape: &str,
+    draws: usize,
+    out: &Path,
+) -> color_eyre::Result<()> {
     let dims: Vec<usize> = shape
         .split(',')
         .map(|s| s.trim().parse::<usize>())
         .collect::<Result<_, _>>()
-        .map_err(|_| eyre!("--shape {shape:?} is not a comma-separated list of sizes, e.g. 1,4,64,64"))?;
+        .map_err(|_| {
+            eyre!("--shape {shape:?} is not a comma-separated list of sizes, e.g. 1,4,64,64")
+        })?;
     if dims.is_empty() || dims.len() > 4 || dims.contains(&0) {
         bail!("--shape {shape:?} must have 1 to 4 positive sizes, e.g. 1,4,64,64");
     }
@@ -257,11 +279,20 @@ fn noise(rng: RngSource, seed: u64, shape: &str, draws: usize, out: &Path) -> co
     full.extend(&dims);
     let arr = ArrayD::from_shape_vec(IxDyn(&full), data)?;
     report::save_npy(out, &arr)?;
-    println!("wrote {} draws of {dims:?} ({rng}, seed {seed}) to {}", draws, out.display());
+    println!(
+        "wrote {} draws of {dims:?} ({rng}, seed {seed}) to {}",
+        draws,
+        out.display()
+    );
     Ok(())
 }
 
-fn doctor(config: &Config, device: Option<Device>, model_dir: Option<&Path>, json: bool) -> color_eyre::Result<()> {
+fn doctor(
+    config: &Config,
+    device: Option<Device>,
+    model_dir: Option<&Path>,
+    json: bool,
+) -> color_eyre::Result<()> {
     let device = device.unwrap_or(config.runtime.device);
     let report = speedscape::doctor::run(config, device, model_dir);
     if json {

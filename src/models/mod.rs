@@ -186,7 +186,14 @@ impl TextEncoder {
                     && matches!(s.elem, TensorElementType::Int32 | TensorElementType::Int64)
             })
             .cloned()
-            .ok_or_else(|| mismatch(file, "CLIP text encoder", "input_ids int32|int64[batch,77]", &inputs))?;
+            .ok_or_else(|| {
+                mismatch(
+                    file,
+                    "CLIP text encoder",
+                    "input_ids int32|int64[batch,77]",
+                    &inputs,
+                )
+            })?;
         let outputs = tensor::outputs(&session);
         let output = outputs
             .iter()
@@ -263,7 +270,10 @@ impl Unet {
 
     /// Width of the text embeddings this UNet attends to, when the graph fixes it.
     pub fn context_dim(&self) -> Option<usize> {
-        self.context.shape.get(2).and_then(|d| usize::try_from(*d).ok())
+        self.context
+            .shape
+            .get(2)
+            .and_then(|d| usize::try_from(*d).ok())
     }
 
     /// ε prediction `[batch, 4, h, w]` for `sample` at timestep `t` with text context `[batch, 77, D]`.
@@ -313,7 +323,14 @@ impl VaeDecoder {
         let input = find(&inputs, "latent_sample")
             .filter(|s| s.rank() == 4 && is_float(s.elem))
             .cloned()
-            .ok_or_else(|| mismatch(file, "VAE decoder", "latent_sample float[batch,4,h,w]", &inputs))?;
+            .ok_or_else(|| {
+                mismatch(
+                    file,
+                    "VAE decoder",
+                    "latent_sample float[batch,4,h,w]",
+                    &inputs,
+                )
+            })?;
         let outputs = tensor::outputs(&session);
         let output = outputs
             .iter()

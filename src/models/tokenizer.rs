@@ -104,8 +104,8 @@ fn from_vocab_and_merges(vocab: &Path, merges: &Path) -> color_eyre::Result<toke
         &std::fs::read_to_string(vocab).wrap_err_with(|| format!("reading {}", vocab.display()))?,
     )
     .wrap_err_with(|| format!("{} is not JSON", vocab.display()))?;
-    let merges_text =
-        std::fs::read_to_string(merges).wrap_err_with(|| format!("reading {}", merges.display()))?;
+    let merges_text = std::fs::read_to_string(merges)
+        .wrap_err_with(|| format!("reading {}", merges.display()))?;
     let merge_list: Vec<&str> = merges_text
         .lines()
         .filter(|l| !l.starts_with("#version") && !l.trim().is_empty())

@@ -151,7 +151,11 @@ mod tests {
             t: i64,
             context: ArrayView3<f32>,
         ) -> color_eyre::Result<Array4<f32>> {
-            assert_eq!(sample.shape()[0], context.shape()[0], "batch of sample and context");
+            assert_eq!(
+                sample.shape()[0],
+                context.shape()[0],
+                "batch of sample and context"
+            );
             self.calls.push((sample.shape()[0], t));
             let mut out = Array4::zeros(sample.raw_dim());
             for (b, mut row) in out.outer_iter_mut().enumerate() {
@@ -203,7 +207,12 @@ mod tests {
         guidance: f32,
         rows: usize,
         cancel_after: Option<usize>,
-    ) -> (color_eyre::Result<Array4<f32>>, FakeUnet, FakeScheduler, Vec<(usize, i64)>) {
+    ) -> (
+        color_eyre::Result<Array4<f32>>,
+        FakeUnet,
+        FakeScheduler,
+        Vec<(usize, i64)>,
+    ) {
         let mut unet = FakeUnet { calls: vec![] };
         let mut sched = FakeScheduler {
             ts: vec![900, 500, 100],

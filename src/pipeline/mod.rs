@@ -130,7 +130,11 @@ pub fn to_rgb8(image: &Array4<f32>) -> RgbImage {
 }
 
 /// Checks a requested size against the model: positive multiples of the VAE scale factor.
-pub fn resolve_size(model: &Model, width: Option<usize>, height: Option<usize>) -> color_eyre::Result<(usize, usize)> {
+pub fn resolve_size(
+    model: &Model,
+    width: Option<usize>,
+    height: Option<usize>,
+) -> color_eyre::Result<(usize, usize)> {
     let native = model.geometry.default_size();
     let f = model.geometry.vae_scale_factor;
     let w = width.unwrap_or(native);

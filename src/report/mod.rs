@@ -34,8 +34,13 @@ pub fn write_atomic(
     write(tmp.as_file_mut())?;
     tmp.as_file_mut().flush()?;
     tmp.as_file().sync_all().ok();
-    tmp.persist(path)
-        .map_err(|e| eyre!("cannot move the finished file to {}: {}", path.display(), e.error))?;
+    tmp.persist(path).map_err(|e| {
+        eyre!(
+            "cannot move the finished file to {}: {}",
+            path.display(),
+            e.error
+        )
+    })?;
     Ok(())
 }
 

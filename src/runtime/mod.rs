@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
 use color_eyre::eyre::{WrapErr, bail, eyre};
-use ort::ep::{self, ExecutionProvider, ExecutionProviderDispatch};
 use ort::environment::Environment;
+use ort::ep::{self, ExecutionProvider, ExecutionProviderDispatch};
 use ort::session::Session;
 use ort::session::builder::GraphOptimizationLevel;
 use serde::{Deserialize, Serialize};
@@ -112,8 +112,8 @@ impl Runtime {
                 Provider::Cuda
             }
             Device::Auto => {
-                let attempt =
-                    prepare_cuda(&library, &mut notes).and_then(|()| probe_cuda(&env).map_err(|e| eyre!(e)));
+                let attempt = prepare_cuda(&library, &mut notes)
+                    .and_then(|()| probe_cuda(&env).map_err(|e| eyre!(e)));
                 match attempt {
                     Ok(()) => Provider::Cuda,
                     Err(e) => {
@@ -166,7 +166,9 @@ fn first_line(s: &str) -> &str {
 
 fn load_library(plan: &SearchPlan) -> color_eyre::Result<(LoadedLibrary, Environment)> {
     let cell = LOADED.get_or_init(|| Mutex::new(None));
-    let mut guard = cell.lock().map_err(|_| eyre!("ONNX Runtime loader poisoned"))?;
+    let mut guard = cell
+        .lock()
+        .map_err(|_| eyre!("ONNX Runtime loader poisoned"))?;
     if let Some((lib, env)) = guard.as_ref() {
         return Ok((lib.clone(), env.clone()));
     }
@@ -185,17 +187,22 @@ fn load_library(plan: &SearchPlan) -> color_eyre::Result<(LoadedLibrary, Environ
                 candidate.source,
                 path.display()
             ));
-            if matches!(candidate.source, LibrarySource::Config | LibrarySource::EnvVar) {
+            if matches!(
+                candidate.source,
+                LibrarySource::Config | LibrarySource::EnvVar
+            ) {
                 break; // an explicit choice that fails is not silently replaced
             }
             continue;
         }
         match ort::init_from(&path) {
             Ok(builder) => {
-                let env = builder
-                    .with_name("speedscape")
-                    .build()
-                    .map_err(|e| eyre!("ONNX Runtime at {} loaded but would not start: {e}", path.display()))?;
+                let env = builder.with_name("speedscape").build().map_err(|e| {
+                    eyre!(
+                        "ONNX Runtime at {} loaded but would not start: {e}",
+                        path.display()
+                    )
+                })?;
                 let version = ort_version(&path);
                 let lib = LoadedLibrary {
                     gpu_build: library::has_cuda_provider(&path),
@@ -213,7 +220,10 @@ fn load_library(plan: &SearchPlan) -> color_eyre::Result<(LoadedLibrary, Environ
                     candidate.source,
                     path.display()
                 ));
-                if matches!(candidate.source, LibrarySource::Config | LibrarySource::EnvVar) {
+                if matches!(
+                    candidate.source,
+                    LibrarySource::Config | LibrarySource::EnvVar
+                ) {
                     break;
                 }
             }
@@ -238,7 +248,11 @@ fn ort_version(path: &Path) -> String {
             return None;
         }
         let v = unsafe { ((*base).GetVersionString)() };
-        (!v.is_null()).then(|| unsafe { std::ffi::CStr::from_ptr(v) }.to_string_lossy().to_string())
+        (!v.is_null()).then(|| {
+            unsafe { std::ffi::CStr::from_ptr(v) }
+                .to_string_lossy()
+                .to_string()
+        })
     };
     read().unwrap_or_else(|| "unknown".to_string())
 }

@@ -1,0 +1,212 @@
+//! Pipeline parity with diffusers on the embedded tiny model.
+//!
+//! `tests/fixtures/pipeline/` holds what diffusers' torch `StableDiffusionPipeline` produced on
+//! exactly the weights in `models/tiny/` (see `make_pipeline_fixtures.py`). Each run here goes
+//! through our tokenizer, ONNX Runtime (CPU), our RNG and our schedulers, and must land within
+//! 2e-3 of diffusers' image on [0, 1] pixels; the stages are checked on the way so a failure
+//! says where the paths part.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Mutex, OnceLock};
+
+use ndarray::{Array4, ArrayD, Ix4};
+use ndarray_npy::read_npy;
+use serde_json::Value;
+
+use speedscape::models::{Model, default_variants};
+use speedscape::pipeline::{self, Request};
+use speedscape::rng::RngSource;
+use speedscape::runtime::{Device, Runtime, SearchPlan};
+use speedscape::schedulers::{SchedulerKind, SchedulerOptions};
+
+const IMAGE_TOLERANCE: f32 = 2e-3;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn fixtures() -> PathBuf {
+    root().join("tests/fixtures/pipeline")
+}
+
+fn index() -> Value {
+    let text = std::fs::read_to_string(fixtures().join("index.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+fn runtime() -> Runtime {
+    Runtime::init(&SearchPlan::new(None, Some(&root())), Device::Cpu)
+        .expect("ONNX Runtime (run ./test.sh, which installs it into .venv)")
+}
+
+/// One model shared by the tests of this file (sessions are costly to create).
+fn model() -> &'static Mutex<(Runtime, Model)> {
+    static MODEL: OnceLock<Mutex<(Runtime, Model)>> = OnceLock::new();
+    MODEL.get_or_init(|| {
+        let rt = runtime();
+        let model = Model::open(&rt, &root().join("models/tiny"), default_variants()).unwrap();
+        Mutex::new((rt, model))
+    })
+}
+
+fn array(run: &Value, key: &str) -> ArrayD<f32> {
+    let file = run["files"][key]["file"].as_str().unwrap();
+    read_npy(fixtures().join(file)).unwrap()
+}
+
+fn ids(run: &Value, key: &str) -> Vec<i64> {
+    let file = run["files"][key]["file"].as_str().unwrap();
+    let a: ArrayD<i64> = read_npy(fixtures().join(file)).unwrap();
+    a.iter().copied().collect()
+}
+
+fn kind(class: &str) -> SchedulerKind {
+    match class {
+        "DDPMScheduler" => SchedulerKind::Ddpm,
+        "DPMSolverMultistepScheduler" => SchedulerKind::DpmSolverPp,
+        "LCMScheduler" => SchedulerKind::Lcm,
+        other => panic!("fixture scheduler {other} not mapped"),
+    }
+}
+
+fn unet_folder(run: &Value) -> String {
+    Path::new(run["unet"].as_str().unwrap())
+        .parent()
+        .unwrap()
+        .to_string_lossy()
+        .to_string()
+}
+
+fn max_abs_diff(a: &ArrayD<f32>, b: &ArrayD<f32>) -> f32 {
+    assert_eq!(a.shape(), b.shape());
+    a.iter()
+        .zip(b.iter())
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+fn runs() -> Vec<Value> {
+    index()["runs"].as_array().unwrap().clone()
+}
+
+#[test]
+fn tokens_match_the_ids_diffusers_fed_its_text_encoder() {
+    let guard = model().lock().unwrap();
+    let model = &guard.1;
+    for run in runs() {
+        let prompt = run["prompt"].as_str().unwrap();
+        let uncond = run["uncond_text"].as_str().unwrap();
+        assert_eq!(
+            model.tokenizer.encode(prompt).unwrap().ids_i64(),
+            ids(&run, "prompt_ids"),
+            "prompt ids of {}",
+            run["name"]
+        );
+        assert_eq!(
+            model.tokenizer.encode(uncond).unwrap().ids_i64(),
+            ids(&run, "negative_prompt_ids"),
+            "uncond ids of {}",
+            run["name"]
+        );
+    }
+}
+
+#[test]
+fn text_embeddings_match_diffusers() {
+    let mut guard = model().lock().unwrap();
+    let model = &mut guard.1;
+    for run in runs() {
+        for (ids_key, emb_key) in [
+            ("prompt_ids", "prompt_embeds"),
+            ("negative_prompt_ids", "negative_prompt_embeds"),
+        ] {
+            let ours = model
+                .text_encoder
+                .encode(&ids(&run, ids_key), 1)
+                .unwrap()
+                .into_dyn();
+            let err = max_abs_diff(&ours, &array(&run, emb_key));
+            assert!(err < 1e-4, "{} {emb_key}: max abs err {err}", run["name"]);
+        }
+    }
+}
+
+#[test]
+fn initial_latents_are_torchs_draw_for_the_seed() {
+    for run in runs() {
+        let want = array(&run, "initial_latents");
+        let seed = run["seed"].as_u64().unwrap();
+        let sigma = run["init_noise_sigma"].as_f64().unwrap() as f32;
+        let shape: Vec<usize> = want.shape().to_vec();
+        let got = RngSource::TorchCpu
+            .generator(seed)
+            .randn([shape[0], shape[1], shape[2], shape[3]])
+            * sigma;
+        assert_eq!(
+            got.into_dyn(),
+            want,
+            "initial latents of {} differ",
+            run["name"]
+        );
+    }
+}
+
+/// Every fixture run end to end; reports the image error and the worst per-step latent error.
+#[test]
+fn every_run_reproduces_the_diffusers_image() {
+    let mut guard = model().lock().unwrap();
+    let (rt, model) = &mut *guard;
+    let mut report = Vec::new();
+    for run in runs() {
+        let name = run["name"].as_str().unwrap().to_string();
+        let req = Request {
+            prompt: run["prompt"].as_str().unwrap().into(),
+            negative_prompt: run["uncond_text"].as_str().unwrap().into(),
+            scheduler: kind(run["scheduler"].as_str().unwrap()),
+            scheduler_options: SchedulerOptions::default(),
+            steps: run["num_inference_steps"].as_u64().unwrap() as usize,
+            guidance: run["guidance_scale"].as_f64().unwrap() as f32,
+            seed: run["seed"].as_u64().unwrap(),
+            rng: RngSource::TorchCpu,
+            unet: unet_folder(&run),
+            width: Some(run["width"].as_u64().unwrap() as usize),
+            height: Some(run["height"].as_u64().unwrap() as usize),
+            latents: None,
+        };
+        let want_latents = array(&run, "latents")
+            .into_dimensionality::<ndarray::Ix5>()
+            .unwrap();
+        let mut step_errors: Vec<f32> = Vec::new();
+        let out = pipeline::generate(rt, model, &req, &AtomicBool::new(false), &mut |ev| {
+            let want = want_latents.index_axis(ndarray::Axis(0), ev.index);
+            let scale = want.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
+            let err = ev
+                .latents
+                .iter()
+                .zip(want.iter())
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f32::max);
+            step_errors.push(err / scale);
+        })
+        .unwrap_or_else(|e| panic!("{name}: {e:?}"));
+        let timesteps: Vec<i64> = run["timesteps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_i64().unwrap())
+            .collect();
+        assert_eq!(out.report.timesteps, timesteps, "{name}: timesteps");
+        let want: Array4<f32> = array(&run, "image").into_dimensionality::<Ix4>().unwrap();
+        let err = max_abs_diff(&out.image.clone().into_dyn(), &want.into_dyn());
+        let worst_step = step_errors.iter().copied().fold(0.0, f32::max);
+        report.push(format!(
+            "{name}: image max abs err {err:.2e}, worst per-step latent rel err {worst_step:.2e}"
+        ));
+        assert!(
+            err <= IMAGE_TOLERANCE,
+            "{name}: image max abs err {err} > {IMAGE_TOLERANCE}; per-step latent rel errors {step_errors:?}"
+        );
+    }
+    println!("{}", report.join("\n"));
+}
