@@ -203,16 +203,15 @@ mod tests {
         }
     }
 
-    fn run(
-        guidance: f32,
-        rows: usize,
-        cancel_after: Option<usize>,
-    ) -> (
+    /// The loop's result, the fakes after it, and the (index, timestep) of every event.
+    type Outcome = (
         color_eyre::Result<Array4<f32>>,
         FakeUnet,
         FakeScheduler,
         Vec<(usize, i64)>,
-    ) {
+    );
+
+    fn run(guidance: f32, rows: usize, cancel_after: Option<usize>) -> Outcome {
         let mut unet = FakeUnet { calls: vec![] };
         let mut sched = FakeScheduler {
             ts: vec![900, 500, 100],
