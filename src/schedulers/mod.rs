@@ -424,7 +424,7 @@ pub fn build(
             kind.diffusers_class()
         );
     }
-    check_common(config)?;
+    check_common(kind, config)?;
     if options.solver_order.is_some() && kind != SchedulerKind::DpmSolverPp {
         bail!("a solver order only applies to dpmpp, not {kind}; drop it");
     }
@@ -457,20 +457,39 @@ pub fn build(
     Ok(scheduler)
 }
 
-/// Refuses config switches that no scheduler here implements.
-fn check_common(config: &SchedulerConfig) -> Result<()> {
-    let unsupported = [
-        ("thresholding", config.thresholding),
-        ("rescale_betas_zero_snr", config.rescale_betas_zero_snr),
-        ("use_exponential_sigmas", config.use_exponential_sigmas),
-        ("use_beta_sigmas", config.use_beta_sigmas),
-        ("use_lu_lambdas", config.use_lu_lambdas),
-        ("use_flow_sigmas", config.use_flow_sigmas),
+/// Refuses config switches this kind's diffusers class reads but speedscape does not
+/// implement (switches meant for other classes are ignored, as `from_config` ignores them).
+fn check_common(kind: SchedulerKind, config: &SchedulerConfig) -> Result<()> {
+    use SchedulerKind::*;
+    let switches: [(&str, Option<bool>, &[SchedulerKind]); 6] = [
+        (
+            "thresholding",
+            config.thresholding,
+            &[Ddpm, DpmSolverPp, Lcm, Ddim],
+        ),
+        (
+            "rescale_betas_zero_snr",
+            config.rescale_betas_zero_snr,
+            &SchedulerKind::ALL,
+        ),
+        (
+            "use_exponential_sigmas",
+            config.use_exponential_sigmas,
+            &[DpmSolverPp, Euler],
+        ),
+        (
+            "use_beta_sigmas",
+            config.use_beta_sigmas,
+            &[DpmSolverPp, Euler],
+        ),
+        ("use_lu_lambdas", config.use_lu_lambdas, &[DpmSolverPp]),
+        ("use_flow_sigmas", config.use_flow_sigmas, &[DpmSolverPp]),
     ];
-    for (field, value) in unsupported {
-        if value == Some(true) {
+    for (field, value, readers) in switches {
+        if value == Some(true) && readers.contains(&kind) {
             bail!(
-                "scheduler config sets `{field}` to true, which speedscape does not implement; set it to false or remove it"
+                "the scheduler config sets `{field}` to true, which speedscape's {kind} does not \
+                 implement; set it to false or remove it"
             );
         }
     }
