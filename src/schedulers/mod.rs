@@ -411,6 +411,10 @@ pub struct SchedulerOptions {
 /// Refuses what diffusers refuses (more steps than `num_train_timesteps` for DDPM/DDIM/LCM,
 /// LCM above `original_inference_steps`), zero steps (which diffusers either crashes on or
 /// turns into an empty run), and schedules diffusers accepts but cannot step through.
+///
+/// `timesteps().len()` is `steps`, except where diffusers' own `trailing` schedule has one
+/// more entry (numpy's `arange` rounding: 61 steps give 62 timesteps ending at t = −1); dpmpp,
+/// euler and euler-a run it as diffusers does, ddpm and ddim refuse it.
 pub fn build(
     kind: SchedulerKind,
     config: &SchedulerConfig,
