@@ -101,7 +101,7 @@ struct GenerateArgs {
     /// DPM-Solver++ order (2 or 3).
     #[arg(long)]
     order: Option<usize>,
-    /// Karras sigmas for DPM-Solver++ / Euler.
+    /// Karras sigmas (DPM-Solver++).
     #[arg(long)]
     karras: bool,
     #[arg(long)]
@@ -166,11 +166,11 @@ fn generate(config: &Config, args: GenerateArgs) -> color_eyre::Result<()> {
         Some(p) => Some(read_latents(p)?),
         None => None,
     };
-    let mut options = SchedulerOptions::default();
-    if let Some(order) = args.order {
-        options.solver_order = order;
-    }
-    options.use_karras_sigmas = args.karras;
+    let options = SchedulerOptions {
+        solver_order: args.order,
+        use_karras_sigmas: args.karras.then_some(true),
+        ..SchedulerOptions::default()
+    };
     let req = Request {
         prompt: args.prompt,
         negative_prompt: args.negative_prompt,

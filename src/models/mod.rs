@@ -277,24 +277,23 @@ impl Unet {
     }
 
     /// ε prediction `[batch, 4, h, w]` for `sample` at timestep `t` with text context `[batch, 77, D]`.
+    /// `t` goes in as the graph's dtype: float as is, integer truncated (a cast, as torch does).
     pub fn predict(
         &mut self,
         sample: ArrayView4<f32>,
-        t: i64,
+        t: f32,
         context: ArrayView3<f32>,
     ) -> color_eyre::Result<Array4<f32>> {
         let batch = sample.shape()[0];
         let x = tensor::float_input(sample.into_dyn(), self.sample.elem)?;
         let ctx = tensor::float_input(context.into_dyn(), self.context.elem)?;
-        let ts = if self.timestep.rank() == 0 {
-            tensor::int_input(&[t], &[], self.timestep.elem)?
-        } else {
-            let n = match self.timestep.shape[0] {
-                d if d > 0 => d as usize,
-                _ => batch,
-            };
-            tensor::int_input(&vec![t; n], &[n], self.timestep.elem)?
+        let shape: Vec<usize> = match self.timestep.shape.first() {
+            None => vec![],
+            Some(&d) if d > 0 => vec![d as usize],
+            Some(_) => vec![batch],
         };
+        let ts = tensor::timestep_input(t, &shape, self.timestep.elem)
+            .wrap_err_with(|| format!("{}: timestep input", self.file.display()))?;
         let outputs = self
             .session
             .run(ort::inputs![

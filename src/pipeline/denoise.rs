@@ -15,11 +15,12 @@ use crate::schedulers::Scheduler;
 
 /// Predicts ε (the model output) for a batch of latents at one timestep.
 pub trait Denoiser {
-    /// `sample` `[B, 4, h, w]`, `context` `[B, 77, D]` → model output `[B, 4, h, w]`.
+    /// `sample` `[B, 4, h, w]` at timestep `t` (fractional for Euler's schedules),
+    /// `context` `[B, 77, D]` → model output `[B, 4, h, w]`.
     fn predict(
         &mut self,
         sample: ArrayView4<f32>,
-        t: i64,
+        t: f32,
         context: ArrayView3<f32>,
     ) -> color_eyre::Result<Array4<f32>>;
 }
@@ -28,7 +29,7 @@ impl Denoiser for crate::models::Unet {
     fn predict(
         &mut self,
         sample: ArrayView4<f32>,
-        t: i64,
+        t: f32,
         context: ArrayView3<f32>,
     ) -> color_eyre::Result<Array4<f32>> {
         crate::models::Unet::predict(self, sample, t, context)
@@ -92,8 +93,9 @@ pub fn denoise(
 ) -> color_eyre::Result<(Array4<f32>, Vec<StepTiming>)> {
     let guided = cond.context.shape()[0] == 2;
     let timesteps = scheduler.timesteps().to_vec();
+    let model_timesteps = scheduler.model_timesteps();
     let mut timings = Vec::with_capacity(timesteps.len());
-    for (index, &t) in timesteps.iter().enumerate() {
+    for (index, (&t, &model_t)) in timesteps.iter().zip(&model_timesteps).enumerate() {
         if cancel.load(Ordering::Relaxed) {
             return Err(eyre!(Cancelled { completed: index }));
         }
@@ -101,7 +103,7 @@ pub fn denoise(
         let scaled = scheduler.scale_model_input(latents.view(), t);
         let eps = if guided {
             let input = concatenate(Axis(0), &[scaled.view(), scaled.view()])?;
-            let out = denoiser.predict(input.view(), t, cond.context)?;
+            let out = denoiser.predict(input.view(), model_t, cond.context)?;
             let uncond = out.slice(s![0..1, .., .., ..]);
             let text = out.slice(s![1..2, .., .., ..]);
             let g = cond.guidance;
@@ -109,7 +111,7 @@ pub fn denoise(
                 .and(&text)
                 .map_collect(|&u, &c| u + g * (c - u))
         } else {
-            denoiser.predict(scaled.view(), t, cond.context)?
+            denoiser.predict(scaled.view(), model_t, cond.context)?
         };
         let unet = unet_start.elapsed();
         let sched_start = Instant::now();
@@ -148,9 +150,10 @@ mod tests {
         fn predict(
             &mut self,
             sample: ArrayView4<f32>,
-            t: i64,
+            t: f32,
             context: ArrayView3<f32>,
         ) -> color_eyre::Result<Array4<f32>> {
+            let t = t as i64;
             assert_eq!(
                 sample.shape()[0],
                 context.shape()[0],

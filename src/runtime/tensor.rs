@@ -141,6 +141,30 @@ pub fn int_input(
     })
 }
 
+/// A timestep tensor of `shape` filled with `t`: float graphs get `t` as is, integer graphs
+/// `t` truncated toward zero (what torch's cast of a float timestep gives).
+pub fn timestep_input(
+    t: f32,
+    shape: &[usize],
+    elem: TensorElementType,
+) -> color_eyre::Result<DynValue> {
+    let n = shape.iter().product::<usize>();
+    let shape = shape.to_vec();
+    Ok(match elem {
+        TensorElementType::Float32 => Tensor::from_array((shape, vec![t; n]))?.into_dyn(),
+        TensorElementType::Float16 => {
+            Tensor::from_array((shape, vec![f16::from_f32(t); n]))?.into_dyn()
+        }
+        TensorElementType::Int64 | TensorElementType::Int32 => {
+            int_input(&vec![t.trunc() as i64; n], &shape, elem)?
+        }
+        other => bail!(
+            "expected an integer or float timestep, the model wants {}",
+            elem_name(other)
+        ),
+    })
+}
+
 /// A float output (float32 or float16) as an f32 array.
 pub fn float_output(value: &DynValue) -> color_eyre::Result<ArrayD<f32>> {
     match value.dtype() {

@@ -1190,36 +1190,3 @@ mod tests {
         }
     }
 }
-// TEMPSTUB
-#[derive(Debug, Clone, Copy)]
-pub enum SchedulerKind {
-    Ddpm,
-    DpmSolverPp,
-    Lcm,
-}
-impl std::str::FromStr for SchedulerKind {
-    type Err = String;
-    fn from_str(_s: &str) -> Result<Self, String> {
-        Ok(Self::Ddpm)
-    }
-}
-impl std::fmt::Display for SchedulerKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ddpm")
-    }
-}
-#[derive(Debug, Clone, serde::Deserialize)]
-pub struct SchedulerConfig {}
-#[derive(Debug, Clone, Default)]
-pub struct SchedulerOptions {
-    pub solver_order: usize,
-    pub use_karras_sigmas: bool,
-}
-pub fn build(
-    _k: SchedulerKind,
-    _c: &SchedulerConfig,
-    _s: usize,
-    _o: &SchedulerOptions,
-) -> color_eyre::Result<Box<dyn Scheduler>> {
-    todo!()
-}
