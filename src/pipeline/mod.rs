@@ -103,6 +103,8 @@ pub struct RunReport {
     pub timesteps: Vec<i64>,
     pub prompt_tokens: usize,
     pub timings: Timings,
+    /// Session creation per component so far (ms), apart from any run's time.
+    pub load_ms: std::collections::BTreeMap<String, f64>,
     pub warnings: Vec<String>,
 }
 
@@ -268,6 +270,11 @@ pub fn generate(
             timesteps: scheduler.timesteps().to_vec(),
             prompt_tokens: cond_tokens.count,
             timings,
+            load_ms: model
+                .load_times
+                .iter()
+                .map(|(name, d)| (name.clone(), d.as_secs_f64() * 1e3))
+                .collect(),
             warnings,
         },
     })

@@ -103,10 +103,15 @@ pub fn summary(r: &RunReport) -> String {
         sched = ms(t.scheduler_total()),
         vae = ms(t.vae),
     );
-    if t.model_load > std::time::Duration::ZERO {
+    if !r.load_ms.is_empty() {
+        let parts: Vec<String> = r
+            .load_ms
+            .iter()
+            .map(|(name, v)| format!("{name} {v:.1} ms"))
+            .collect();
         out.push_str(&format!(
-            "model load {:.1} ms (not part of the run)\n",
-            ms(t.model_load)
+            "model load (not part of the run): {}\n",
+            parts.join(", ")
         ));
     }
     if r.tiny_model {
