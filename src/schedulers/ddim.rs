@@ -2,7 +2,7 @@
 //! Mirrors diffusers' `DDIMScheduler` (`scheduling_ddim.py`).
 
 use color_eyre::eyre::Result;
-use ndarray::{Array4, ArrayView4, Zip};
+use ndarray::{ArrayView4, Zip};
 
 use super::ddpm::predict_x0;
 use super::{
@@ -67,14 +67,6 @@ impl Ddim {
 impl Scheduler for Ddim {
     fn timesteps(&self) -> &[i64] {
         &self.timesteps
-    }
-
-    fn init_noise_sigma(&self) -> f32 {
-        1.0
-    }
-
-    fn scale_model_input(&self, x: ArrayView4<f32>, _t: i64) -> Array4<f32> {
-        x.to_owned()
     }
 
     /// Mirrors `DDIMScheduler.step` (formula (12) of the DDIM paper): x0 and ε from the

@@ -75,14 +75,6 @@ impl Scheduler for Ddpm {
         &self.timesteps
     }
 
-    fn init_noise_sigma(&self) -> f32 {
-        1.0
-    }
-
-    fn scale_model_input(&self, x: ArrayView4<f32>, _t: i64) -> Array4<f32> {
-        x.to_owned()
-    }
-
     /// Mirrors `DDPMScheduler.step`: x0 from the prediction, the posterior mean
     /// μ = c_x0·x0 + c_x·x_t, plus √variance · noise for t > 0 (one draw, none at t = 0).
     fn step(

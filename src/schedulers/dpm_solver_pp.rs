@@ -297,14 +297,6 @@ impl Scheduler for DpmSolverPp {
         &self.timesteps
     }
 
-    fn init_noise_sigma(&self) -> f32 {
-        1.0
-    }
-
-    fn scale_model_input(&self, x: ArrayView4<f32>, _t: i64) -> Array4<f32> {
-        x.to_owned()
-    }
-
     /// Mirrors `DPMSolverMultistepScheduler.step`: convert the output to x0, push it on the
     /// history, and take the highest-order update the history allows; the last step (and, for
     /// short runs, the one before it) lowers the order as `lower_order_final` /

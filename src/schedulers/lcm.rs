@@ -2,7 +2,7 @@
 //! Mirrors diffusers' `LCMScheduler` (`scheduling_lcm.py`).
 
 use color_eyre::eyre::{Result, bail};
-use ndarray::{Array4, ArrayView4, Zip};
+use ndarray::{ArrayView4, Zip};
 
 use super::ddpm::predict_x0;
 use super::{
@@ -89,14 +89,6 @@ pub fn boundary_condition_scalings(t: i64, timestep_scaling: f32) -> (f32, f32) 
 impl Scheduler for Lcm {
     fn timesteps(&self) -> &[i64] {
         &self.timesteps
-    }
-
-    fn init_noise_sigma(&self) -> f32 {
-        1.0
-    }
-
-    fn scale_model_input(&self, x: ArrayView4<f32>, _t: i64) -> Array4<f32> {
-        x.to_owned()
     }
 
     /// Mirrors `LCMScheduler.step`: x0 from the prediction, denoised = c_out·x0 + c_skip·x_t,

@@ -39,10 +39,15 @@ pub struct StepOutput {
 pub trait Scheduler: Send {
     /// The timesteps of this run, in the order they are visited (descending).
     fn timesteps(&self) -> &[i64];
-    /// Standard deviation of the initial noise; latents are `randn × init_noise_sigma`.
-    fn init_noise_sigma(&self) -> f32;
+    /// Standard deviation of the initial noise; latents are `randn × init_noise_sigma`
+    /// (1 for the ᾱ-space schedulers: DDPM, DDIM, DPM-Solver++, LCM).
+    fn init_noise_sigma(&self) -> f32 {
+        1.0
+    }
     /// The UNet input for timestep `t` (identity for DDPM/DDIM/DPM-Solver++/LCM).
-    fn scale_model_input(&self, x: ArrayView4<f32>, t: i64) -> Array4<f32>;
+    fn scale_model_input(&self, x: ArrayView4<f32>, _t: i64) -> Array4<f32> {
+        x.to_owned()
+    }
     /// One step from `x` at `t` given the (guided) UNet output `eps`; stochastic schedulers
     /// draw their noise from `noise`, never from a hidden generator.
     fn step(
