@@ -61,6 +61,13 @@ fn generate_writes_the_png_its_raw_floats_and_a_json_report() {
     assert_eq!(report["steps"], 3);
     assert_eq!(report["timings"]["unet_ms"].as_array().unwrap().len(), 3);
     assert_eq!(report["tiny_model"], true);
+    // Session creation is reported apart from the run, per component.
+    for component in ["text_encoder", "unet", "vae_decoder"] {
+        assert!(
+            report["load_ms"][component].as_f64().unwrap() > 0.0,
+            "{component}"
+        );
+    }
     let img = image::open(&png).unwrap().to_rgb8();
     assert_eq!(img.dimensions(), (64, 64), "the tiny model's native size");
     let floats: ArrayD<f32> = read_npy(&raw).unwrap();

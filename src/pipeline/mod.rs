@@ -69,9 +69,6 @@ pub struct Timings {
     /// Whole run, excluding model loading.
     #[serde(rename = "total_ms", serialize_with = "ser_ms")]
     pub total: Duration,
-    /// Sessions created for this run (0 when everything was already loaded), apart from the run.
-    #[serde(rename = "model_load_ms", serialize_with = "ser_ms")]
-    pub model_load: Duration,
 }
 
 impl Timings {
@@ -169,9 +166,8 @@ pub fn generate(
         );
     }
     let variant = model.variant(&req.unet)?.clone();
-    let load_start = Instant::now();
+    // Load the UNet before the clock starts: session creation is reported apart (load_ms).
     model.unet(rt, &req.unet)?;
-    let model_load = load_start.elapsed();
 
     let sched_cfg: SchedulerConfig = serde_json::from_value(model.scheduler_config.clone())
         .wrap_err("reading scheduler/scheduler_config.json")?;
@@ -248,7 +244,6 @@ pub fn generate(
         scheduler: step_timings.iter().map(|t| t.scheduler).collect(),
         vae,
         total,
-        model_load,
     };
     Ok(RunOutput {
         image,
