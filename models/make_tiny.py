@@ -51,7 +51,7 @@ warnings.filterwarnings("ignore", category=FutureWarning)
 warnings.filterwarnings("ignore", message=".*TracerWarning.*")
 warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
 
-import onnx  # noqa: E402
+import export  # noqa: E402  (models/export.py: the exporter real models go through)
 import onnxruntime as ort  # noqa: E402
 from diffusers import (  # noqa: E402
     AutoencoderKL,
@@ -296,171 +296,16 @@ def canonicalize_safetensors(path: Path) -> None:
     path.write_bytes(struct.pack("<Q", len(blob)) + blob + data)
 
 
-def _peft_layers(pipe, components):
-    from peft.tuners.tuners_utils import BaseTunerLayer
-
-    for comp in components:
-        model = getattr(pipe, comp, None)
-        if model is None:
-            continue
-        for name, module in model.named_modules():
-            if isinstance(module, BaseTunerLayer):
-                yield comp, name, module
-
-
 @contextlib.contextmanager
 def fused_loras(pipe: StableDiffusionPipeline, loras: list[LoraSpec], components=("unet", "text_encoder")):
-    """Load, weight and fuse LoRAs exactly as a user would; undo it (bit-exactly) on exit.
-
-    Inside the block the pipeline's modules carry the fused weights (W + sum_i w_i * alpha_i/r_i *
-    B_i A_i, computed by peft), so exporting or running it gives the LoRA model. On exit the LoRAs
-    are unfused and unloaded, and the original base weights are restored from a snapshot so that
-    unfuse rounding (W + d - d != W in float) never leaks into later exports.
-    """
-    names = []
+    """export.fused_loras for LoraSpec lists (used by tests/fixtures/make_pipeline_fixtures.py)."""
+    resolved = []
     for spec in loras:
-        path = Path(spec.path)
-        if path.is_file():
-            pipe.load_lora_weights(str(path.parent), weight_name=path.name, adapter_name=spec.adapter_name)
-        else:
-            pipe.load_lora_weights(spec.path, weight_name=spec.weight_name, adapter_name=spec.adapter_name)
-        names.append(spec.adapter_name)
-    used = [c for c in components if any(True for _ in _peft_layers(pipe, [c]))]
-    snapshot = {}
-    for comp, name, module in _peft_layers(pipe, used):
-        base = module.get_base_layer()
-        snapshot[(comp, name)] = {k: v.detach().clone() for k, v in base.named_parameters(recurse=False)}
-    pipe.set_adapters(names, adapter_weights=[spec.weight for spec in loras])
-    pipe.fuse_lora(components=used, lora_scale=1.0, adapter_names=names)
-    try:
+        path = Path(spec.path) if Path(spec.path).is_file() else Path(spec.path) / spec.weight_name
+        fmt, comps = export.lora_keys_info(path)
+        resolved.append((export.Lora(spec.adapter_name, path, {}, fmt, comps), spec.weight))
+    with export.fused_loras(pipe, resolved, components):
         yield pipe
-    finally:
-        pipe.unfuse_lora(components=used)
-        pipe.unload_lora_weights()
-        with torch.no_grad():
-            for (comp, name), params in snapshot.items():
-                module = dict(getattr(pipe, comp).named_modules())[name]
-                for k, v in params.items():
-                    current = getattr(module, k)
-                    drift = (current - v).abs().max().item()
-                    if drift > 1e-4:
-                        raise RuntimeError(f"unfuse drift {drift} in {comp}.{name}.{k}")
-                    current.copy_(v)
-
-
-def check_fused_weights(unet, base_state: dict, lora_files: dict[str, Path], adapters: list[tuple[str, float]]):
-    """Assert the fused UNet weights are W + sum w * (alpha/r) * B @ A (independent re-computation)."""
-    from safetensors import safe_open
-
-    modules = dict(unet.named_modules())
-    expected = {}
-    for adapter, weight in adapters:
-        with safe_open(str(lora_files[adapter]), "pt") as f:
-            meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-        extra = json.loads(meta["lora_adapter_metadata"]) if "lora_adapter_metadata" in meta else {}
-        for key, a in tensors.items():
-            if not key.endswith(".lora_A.weight"):
-                continue
-            mod = key[len("unet.") : -len(".lora_A.weight")]
-            b = tensors[key.replace("lora_A", "lora_B")]
-            rank = a.shape[0]
-            alpha = extra.get("unet.lora_alpha", rank)
-            delta = weight * (alpha / rank) * (b @ a)
-            expected[mod] = expected.get(mod, 0) + delta
-    worst = 0.0
-    rel = []
-    for mod, delta in expected.items():
-        layer = modules[mod]
-        w = layer.get_base_layer().weight if hasattr(layer, "get_base_layer") else layer.weight
-        w0 = base_state[f"{mod}.weight"]
-        worst = max(worst, (w - (w0 + delta)).abs().max().item())
-        rel.append((delta.norm() / w0.norm()).item())
-    if worst > 1e-5:
-        raise RuntimeError(f"fused weights differ from W + sum w*alpha/r*BA by {worst}")
-    return worst, float(np.mean(rel))
-
-
-# --------------------------------------------------------------------------------------------
-# ONNX export (Optimum layout)
-# --------------------------------------------------------------------------------------------
-
-
-class _TextEncoderForExport(torch.nn.Module):
-    def __init__(self, text_encoder):
-        super().__init__()
-        self.text_encoder = text_encoder
-
-    def forward(self, input_ids):
-        out = self.text_encoder(input_ids=input_ids, return_dict=True)
-        return out.last_hidden_state, out.pooler_output
-
-
-class _UNetForExport(torch.nn.Module):
-    def __init__(self, unet):
-        super().__init__()
-        self.unet = unet
-
-    def forward(self, sample, timestep, encoder_hidden_states):
-        return self.unet(sample, timestep, encoder_hidden_states, return_dict=False)[0]
-
-
-class _VaeDecoderForExport(torch.nn.Module):
-    def __init__(self, vae):
-        super().__init__()
-        self.vae = vae
-
-    def forward(self, latent_sample):
-        return self.vae.decode(latent_sample, return_dict=False)[0]
-
-
-class _VaeEncoderForExport(torch.nn.Module):
-    def __init__(self, vae):
-        super().__init__()
-        self.vae = vae
-
-    def forward(self, sample):
-        # Optimum's vae_encoder output: the DiagonalGaussian parameters (mean ++ logvar on dim 1).
-        return self.vae.encode(sample, return_dict=True).latent_dist.parameters
-
-
-def _torch_export(module, args, path: Path, input_names, output_names, dynamic_axes, external_data: bool):
-    """TorchScript-based torch.onnx.export (what Optimum uses), opset 17, constant folding on."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp_path = Path(tmp) / "model.onnx"
-        with torch.no_grad():
-            torch.onnx.export(
-                module,
-                args,
-                str(tmp_path),
-                input_names=list(input_names),
-                output_names=list(output_names),
-                dynamic_axes=dynamic_axes,
-                opset_version=OPSET,
-                do_constant_folding=True,
-                dynamo=False,
-            )
-        model = onnx.load(str(tmp_path))
-    if model.ir_version > IR_VERSION:
-        model.ir_version = IR_VERSION
-    for p in (path, path.with_name(path.name + "_data")):
-        if p.exists():
-            p.unlink()
-    if external_data:
-        onnx.save_model(
-            model,
-            str(path),
-            save_as_external_data=True,
-            all_tensors_to_one_file=True,
-            location=path.name + "_data",
-            size_threshold=1024,
-            convert_attribute=False,
-        )
-    else:
-        onnx.save_model(model, str(path))
-    onnx.checker.check_model(str(path))
-    return path
 
 
 def ort_session(path: Path) -> ort.InferenceSession:
@@ -474,136 +319,6 @@ def _max_err(a, b) -> float:
     return float(np.abs(np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)).max())
 
 
-def export_text_encoder(text_encoder: CLIPTextModel, out_dir: Path, verify: bool = True) -> dict:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    seq = text_encoder.config.max_position_embeddings
-    ids = torch.full((1, seq), TEXT_ENCODER_CONFIG["pad_token_id"], dtype=torch.int32)
-    ids[0, :5] = torch.tensor([49406, 320, 1929, 530, 49407], dtype=torch.int32)
-    path = _torch_export(
-        _TextEncoderForExport(text_encoder),
-        (ids,),
-        out_dir / "model.onnx",
-        ["input_ids"],
-        ["last_hidden_state", "pooler_output"],
-        {
-            "input_ids": {0: "batch_size", 1: "sequence_length"},
-            "last_hidden_state": {0: "batch_size", 1: "sequence_length"},
-            "pooler_output": {0: "batch_size"},
-        },
-        external_data=False,
-    )
-    text_encoder.config.save_pretrained(str(out_dir))
-    report = {}
-    if verify:
-        gen = torch.Generator().manual_seed(7)
-        ids = torch.randint(0, 49406, (2, seq), generator=gen, dtype=torch.int64).to(torch.int32)
-        ids[:, 0] = 49406
-        ids[0, 10:] = 49407
-        ids[1, 30:] = 49407
-        with torch.no_grad():
-            ref = text_encoder(input_ids=ids.long(), return_dict=True)
-        got = ort_session(path).run(None, {"input_ids": ids.numpy()})
-        report = {
-            "last_hidden_state": _max_err(got[0], ref.last_hidden_state),
-            "pooler_output": _max_err(got[1], ref.pooler_output),
-        }
-    return report
-
-
-def export_unet(unet: UNet2DConditionModel, out_dir: Path, verify: bool = True) -> dict:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    cfg = unet.config
-    sample = torch.randn(2, cfg.in_channels, cfg.sample_size, cfg.sample_size, generator=torch.Generator().manual_seed(0))
-    timestep = torch.tensor(981.0, dtype=torch.float32)  # 0-d, like Optimum's dummy input
-    ehs = torch.randn(2, 77, cfg.cross_attention_dim, generator=torch.Generator().manual_seed(1))
-    path = _torch_export(
-        _UNetForExport(unet),
-        (sample, timestep, ehs),
-        out_dir / "model.onnx",
-        ["sample", "timestep", "encoder_hidden_states"],
-        ["out_sample"],
-        {
-            "sample": {0: "batch_size", 2: "height", 3: "width"},
-            "timestep": {},
-            "encoder_hidden_states": {0: "batch_size", 1: "sequence_length"},
-            "out_sample": {0: "batch_size", 2: "height", 3: "width"},
-        },
-        external_data=True,
-    )
-    unet.save_config(str(out_dir))
-    report = {}
-    if verify:
-        sess = ort_session(path)
-        gen = torch.Generator().manual_seed(3)
-        for batch, h, w, t in ((2, cfg.sample_size, cfg.sample_size, 999), (1, 16, 12, 1)):
-            x = torch.randn(batch, cfg.in_channels, h, w, generator=gen)
-            e = torch.randn(batch, 77, cfg.cross_attention_dim, generator=gen)
-            tt = torch.tensor(float(t))
-            with torch.no_grad():
-                ref = unet(x, tt, e, return_dict=False)[0]
-            got = sess.run(None, {"sample": x.numpy(), "timestep": tt.numpy(), "encoder_hidden_states": e.numpy()})[0]
-            report[f"out_sample[{batch}x{cfg.in_channels}x{h}x{w}]"] = _max_err(got, ref)
-    return report
-
-
-def export_vae_decoder(vae: AutoencoderKL, out_dir: Path, verify: bool = True) -> dict:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    lat = torch.randn(1, vae.config.latent_channels, 8, 8, generator=torch.Generator().manual_seed(0))
-    path = _torch_export(
-        _VaeDecoderForExport(vae),
-        (lat,),
-        out_dir / "model.onnx",
-        ["latent_sample"],
-        ["sample"],
-        {
-            "latent_sample": {0: "batch_size", 2: "height_latent", 3: "width_latent"},
-            "sample": {0: "batch_size", 2: "height", 3: "width"},
-        },
-        external_data=False,
-    )
-    vae.save_config(str(out_dir))
-    report = {}
-    if verify:
-        sess = ort_session(path)
-        gen = torch.Generator().manual_seed(4)
-        for shape in ((2, 4, 8, 8), (1, 4, 6, 10)):
-            z = torch.randn(*shape, generator=gen) / vae.config.scaling_factor
-            with torch.no_grad():
-                ref = vae.decode(z, return_dict=False)[0]
-            got = sess.run(None, {"latent_sample": z.numpy()})[0]
-            report[f"sample[{'x'.join(map(str, shape))}]"] = _max_err(got, ref)
-    return report
-
-
-def export_vae_encoder(vae: AutoencoderKL, out_dir: Path, verify: bool = True) -> dict:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    img = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0)) * 2 - 1
-    path = _torch_export(
-        _VaeEncoderForExport(vae),
-        (img,),
-        out_dir / "model.onnx",
-        ["sample"],
-        ["latent_parameters"],
-        {
-            "sample": {0: "batch_size", 2: "height", 3: "width"},
-            "latent_parameters": {0: "batch_size", 2: "height_latent", 3: "width_latent"},
-        },
-        external_data=False,
-    )
-    vae.save_config(str(out_dir))
-    report = {}
-    if verify:
-        sess = ort_session(path)
-        gen = torch.Generator().manual_seed(5)
-        for shape in ((2, 3, 64, 64), (1, 3, 48, 80)):
-            x = torch.rand(*shape, generator=gen) * 2 - 1
-            with torch.no_grad():
-                ref = vae.encode(x).latent_dist.parameters
-            got = sess.run(None, {"sample": x.numpy()})[0]
-            report[f"latent_parameters[{'x'.join(map(str, shape))}]"] = _max_err(got, ref)
-    return report
-
-
 def write_scheduler(out_dir: Path) -> None:
     (out_dir / "scheduler").mkdir(parents=True, exist_ok=True)
     (out_dir / "scheduler" / "scheduler_config.json").write_text(SD15_SCHEDULER_CONFIG + "\n")
@@ -611,16 +326,19 @@ def write_scheduler(out_dir: Path) -> None:
 
 def copy_tokenizer(src: Path, out_dir: Path) -> None:
     dst = out_dir / "tokenizer"
-    dst.mkdir(parents=True, exist_ok=True)
+    if dst.exists():
+        shutil.rmtree(dst)
+    dst.mkdir(parents=True)
     for name in TOKENIZER_FILES:
-        s, d = src / name, dst / name
-        if s.resolve() != d.resolve():
-            shutil.copyfile(s, d)
+        shutil.copyfile(src / name, dst / name)
 
 
-def write_model_index(pipe: StableDiffusionPipeline, out_dir: Path) -> None:
-    # What Optimum writes: the diffusers pipeline's own model_index.json.
-    pipe.save_config(str(out_dir))
+def save_diffusers_folder(pipe: StableDiffusionPipeline, folder: Path, tokenizer_dir: Path) -> None:
+    """The random pipeline as a diffusers folder, as a user's download looks: `save_pretrained`,
+    then SD v1.5's scheduler config and tokenizer files verbatim (save_pretrained re-saves both)."""
+    pipe.save_pretrained(str(folder), safe_serialization=True)
+    write_scheduler(folder)
+    copy_tokenizer(tokenizer_dir, folder)
 
 
 # --------------------------------------------------------------------------------------------
@@ -687,48 +405,38 @@ def activation_report(pipe: StableDiffusionPipeline) -> dict:
 
 
 def export_all(out_dir: Path, tokenizer_dir: Path | None = None, verify: bool = True, log=print) -> dict:
-    """Build the tiny pipeline and write the complete models/tiny tree. Returns the report."""
+    """Build the tiny pipeline and export it with models/export.py into `out_dir`. Returns the manifest."""
     set_determinism()
-    out_dir.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("SOURCE_DATE_EPOCH", "0")  # a fixed manifest date: same bytes every run
     tokenizer_dir = Path(tokenizer_dir or default_tokenizer_dir())
     pipe = build_pipeline(tokenizer_dir)
-    report = {"errors": {}}
-
-    report["activations"] = activation_report(pipe)
-    log("activations (50 DDPM steps, cfg 7.5):", json.dumps(report["activations"]))
-
-    copy_tokenizer(tokenizer_dir, out_dir)
-    write_scheduler(out_dir)
-    write_model_index(pipe, out_dir)
-
-    report["errors"]["text_encoder"] = export_text_encoder(pipe.text_encoder, out_dir / "text_encoder", verify)
-    report["errors"]["unet"] = export_unet(pipe.unet, out_dir / "unet", verify)
-    report["errors"]["vae_decoder"] = export_vae_decoder(pipe.vae, out_dir / "vae_decoder", verify)
-    report["errors"]["vae_encoder"] = export_vae_encoder(pipe.vae, out_dir / "vae_encoder", verify)
-
-    lora_dir = out_dir / "loras"
-    lora_files = {spec.name: write_random_lora(pipe, spec, lora_dir) for spec in TINY_LORAS}
-    base_state = {k: v.clone() for k, v in pipe.unet.state_dict().items()}
-    report["lora_relative_delta"] = {}
-    for variant, adapters in TINY_UNET_VARIANTS.items():
-        specs = [LoraSpec(str(lora_files[name]), name, weight) for name, weight in adapters]
-        with fused_loras(pipe, specs, components=("unet",)):
-            err, rel = check_fused_weights(pipe.unet, base_state, lora_files, adapters)
-            report["lora_relative_delta"][variant] = rel
-            report["errors"][variant] = export_unet(pipe.unet, out_dir / variant, verify)
-        # the base weights are back, bit for bit
-        for k, v in pipe.unet.state_dict().items():
-            if not torch.equal(v, base_state[k]):
-                raise RuntimeError(f"base UNet weight {k} changed after unloading LoRAs")
-
-    for name, errs in report["errors"].items():
-        for out, err in errs.items():
-            log(f"torch vs onnxruntime  {name:15s} {out:32s} max abs err {err:.3e}")
-            if err > 1e-4:
-                raise RuntimeError(f"{name} {out}: ORT differs from torch by {err}")
-    for variant, rel in report["lora_relative_delta"].items():
-        log(f"LoRA |delta W| / |W| (mean over targeted layers) {variant}: {rel:.3f}")
-    return report
+    if verify:
+        log("activations (50 DDPM steps, cfg 7.5):", json.dumps(activation_report(pipe)))
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "pipeline"
+        save_diffusers_folder(pipe, src, tokenizer_dir)
+        lora_dir = Path(tmp) / "loras"
+        loras = {}
+        for spec in TINY_LORAS:
+            path = write_random_lora(pipe, spec, lora_dir)
+            lora = export.resolve_lora(f"{spec.name}={path}")
+            lora.provenance["source"] = f"random-init (models/make_tiny.py, seed {spec.seed})"
+            loras[spec.name] = lora
+        base = export.resolve_base(str(src), None, label="random-init tiny SD v1.5 look-alike (models/make_tiny.py)")
+        variants = {folder.removeprefix("unet_"): parts for folder, parts in TINY_UNET_VARIANTS.items()}
+        settings = export.Settings(verify=verify, check_threads=1)
+        export.log = log
+        return export.export_pipeline(
+            base,
+            loras,
+            variants,
+            out_dir,
+            settings,
+            vae_encoder=True,
+            command=["python", "models/make_tiny.py"],
+            force=True,
+            copy_loras=True,
+        )
 
 
 def main(argv=None) -> int:
@@ -738,7 +446,11 @@ def main(argv=None) -> int:
     ap.add_argument("--no-verify", action="store_true", help="skip the onnxruntime checks")
     args = ap.parse_args(argv)
     out = Path(args.out)
+    readme = out / "README.md"  # hand-written; the export replaces the folder
+    kept = readme.read_bytes() if readme.is_file() else None
     export_all(out, Path(args.tokenizer) if args.tokenizer else None, verify=not args.no_verify)
+    if kept is not None:
+        readme.write_bytes(kept)
     total = 0
     for p in sorted(out.rglob("*")):
         if p.is_file():

@@ -1,0 +1,986 @@
+#!/usr/bin/env python
+"""Export Stable Diffusion v1.5 (+ LoRA-fused UNet variants) to ONNX for speedscape.
+
+    python models/export.py --out models/sd15                       # fp32, CPU or GPU
+    python models/export.py --out models/sd15-fp16 --dtype fp16 --optimize cuda   # fast GPU form
+
+Defaults: base `stable-diffusion-v1-5/stable-diffusion-v1-5`, LoRAs
+`lcm=latent-consistency/lcm-lora-sdv1-5` and
+`style=artificialguybr/pixelartredmond-1-5v-pixel-art-loras-for-sd-1-5` (trigger word PixArFK),
+variants `lcm=lcm:1.0`, `style=style:1.0`, `lcm_style=lcm:1.0,style:1.0`.
+
+Sources may be Hugging Face hub ids (downloaded with huggingface_hub, revision recorded), local
+diffusers folders, or (LoRAs) `.safetensors` files in diffusers/peft or kohya (`lora_unet_...`,
+`lora_te_...`) format; `NAME=SOURCE#FILE.safetensors` picks one file of a repo or folder.
+
+What is written (the Hugging Face Optimum ONNX layout speedscape reads, plus one folder per variant):
+
+    text_encoder/ unet/ (external data) vae_decoder/ [vae_encoder/] tokenizer/ scheduler/
+    unet_<variant>/            the UNet with that variant's LoRAs fused (set_adapters + fuse_lora)
+    text_encoder_<variant>/    only when a variant's LoRAs also train the text encoder
+    model_index.json  manifest.json
+
+The scheduler config is copied byte for byte from the source (never re-saved by diffusers, which
+would add `timestep_spacing` and change every schedule). Every exported graph is run with ONNX
+Runtime against torch on random inputs; the export fails if the difference is above tolerance.
+The output is built in `<out>.partial/` and renamed into place only when everything passed.
+
+Reference environment: models/requirements.txt (pinned).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import hashlib
+import importlib.metadata as md
+import json
+import os
+import platform
+import re
+import shutil
+import struct
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+warnings.filterwarnings("ignore", category=DeprecationWarning)
+warnings.filterwarnings("ignore", category=FutureWarning)
+warnings.filterwarnings("ignore", message=".*TracerWarning.*")
+warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+
+import onnx  # noqa: E402
+import onnxruntime as ort  # noqa: E402
+from diffusers import StableDiffusionPipeline  # noqa: E402
+from diffusers.utils import logging as diffusers_logging  # noqa: E402
+
+diffusers_logging.set_verbosity_error()
+
+EXPORTER_VERSION = "1"
+MANIFEST_FORMAT = "speedscape-model/1"
+
+OPSET = 17
+# ONNX IR version 8 is what opset 17 was released with; ONNX Runtime >= 1.14 reads it.
+IR_VERSION = 8
+
+CLIP_BOS, CLIP_EOS = 49406, 49407
+
+DEFAULT_BASE = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+DEFAULT_LORAS = (
+    "lcm=latent-consistency/lcm-lora-sdv1-5",
+    "style=artificialguybr/pixelartredmond-1-5v-pixel-art-loras-for-sd-1-5",
+)
+DEFAULT_VARIANTS = ("lcm=lcm:1.0", "style=style:1.0", "lcm_style=lcm:1.0,style:1.0")
+
+# What a base SD pipeline needs from the hub (SD v1.5's repo also holds 4-8 GB .ckpt files and
+# fp16 copies that the export does not use).
+BASE_PATTERNS = [
+    "model_index.json",
+    "scheduler/scheduler_config.json",
+    "tokenizer/*",
+    "text_encoder/config.json",
+    "text_encoder/model.safetensors",
+    "unet/config.json",
+    "unet/diffusion_pytorch_model.safetensors",
+    "vae/config.json",
+    "vae/diffusion_pytorch_model.safetensors",
+]
+LORA_PATTERNS = ["*.safetensors", "*.json"]
+
+# Max abs difference allowed between ONNX Runtime and torch (float32 reference), relative to the
+# reference's largest magnitude (at least 1).
+TOLERANCE = {"fp32": 1e-3, "fp16": 5e-2}
+
+# Libraries whose versions shape the result (recorded in the manifest).
+LIBRARIES = ("torch", "diffusers", "transformers", "peft", "safetensors", "onnx", "onnxruntime", "numpy")
+
+
+def log(*parts) -> None:
+    print(*parts, flush=True)
+
+
+class ExportError(RuntimeError):
+    """A problem the user can fix; printed without a traceback."""
+
+
+# --------------------------------------------------------------------------------------------
+# Sources
+# --------------------------------------------------------------------------------------------
+
+
+def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def looks_like_hub_id(text: str) -> bool:
+    return bool(re.fullmatch(r"[A-Za-z0-9][\w.\-]*/[\w.\-]+", text)) and not Path(text).exists()
+
+
+def download(repo_id: str, revision: str | None, patterns: list[str]) -> tuple[Path, str]:
+    """Snapshot of a hub repo (only `patterns`); returns the local folder and the commit hash."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        folder = Path(snapshot_download(repo_id, revision=revision, allow_patterns=patterns))
+    except Exception as e:  # network, auth, missing repo: say which and how to go on
+        raise ExportError(
+            f"cannot download {repo_id!r} from the Hugging Face hub: {type(e).__name__}: {e}\n"
+            f"Fix: check the network / `huggingface-cli login`, or download it elsewhere and pass the "
+            f"local folder instead of the hub id"
+        ) from None
+    return folder, folder.name  # snapshots/<commit>
+
+
+@dataclasses.dataclass
+class Base:
+    folder: Path
+    provenance: dict
+
+
+def resolve_base(source: str, revision: str | None, label: str | None = None) -> Base:
+    if Path(source).is_dir():
+        folder = Path(source)
+        if not (folder / "model_index.json").is_file():
+            raise ExportError(
+                f"{folder} is not a diffusers pipeline folder (no model_index.json)\n"
+                f"Fix: pass a folder saved by diffusers (`save_pretrained`) or a hub id like {DEFAULT_BASE}"
+            )
+        prov = {"kind": "folder", "source": label or str(folder.resolve()), "revision": None}
+    elif looks_like_hub_id(source):
+        log(f"downloading {source} (only the files the export needs) ...")
+        folder, commit = download(source, revision, BASE_PATTERNS)
+        prov = {"kind": "hub", "source": source, "revision": commit}
+    else:
+        raise ExportError(
+            f"base model {source!r} is neither a folder nor a hub id\nFix: pass --model with a diffusers "
+            f"folder or a hub id such as {DEFAULT_BASE}"
+        )
+    weights = {}
+    for rel in ("text_encoder/model.safetensors", "unet/diffusion_pytorch_model.safetensors",
+                "vae/diffusion_pytorch_model.safetensors", "scheduler/scheduler_config.json"):
+        p = folder / rel
+        if p.is_file():
+            weights[rel] = sha256_file(p)
+    prov["sha256"] = weights
+    return Base(folder, prov)
+
+
+@dataclasses.dataclass
+class Lora:
+    name: str
+    file: Path
+    provenance: dict
+    format: str  # "diffusers" | "kohya"
+    components: list[str]  # "unet", "text_encoder"
+
+
+def lora_keys_info(path: Path) -> tuple[str, list[str]]:
+    """(format, components) from a LoRA .safetensors' tensor names."""
+    raw = path.open("rb").read(8)
+    if len(raw) < 8:
+        raise ExportError(f"{path} is not a .safetensors file (too short)")
+    (n,) = struct.unpack("<Q", raw)
+    with open(path, "rb") as f:
+        f.seek(8)
+        try:
+            header = json.loads(f.read(n))
+        except (json.JSONDecodeError, UnicodeDecodeError, MemoryError):
+            raise ExportError(f"{path} is not a .safetensors file (bad header)") from None
+    keys = [k for k in header if k != "__metadata__"]
+    if any(k.startswith(("lora_unet_", "lora_te_", "lora_te1_")) for k in keys):
+        fmt = "kohya"
+        comps = [c for c, p in (("unet", "lora_unet_"), ("text_encoder", "lora_te")) if any(k.startswith(p) for k in keys)]
+    else:
+        fmt = "diffusers"
+        comps = [c for c in ("unet", "text_encoder") if any(k.startswith(c + ".") for k in keys)]
+        if not comps and keys:
+            comps = ["unet"]  # old diffusers attn-processor names carry no prefix
+    if not any("lora" in k for k in keys):
+        raise ExportError(f"{path} holds no LoRA tensors (keys like *.lora_A.weight or *.lora_down.weight)")
+    return fmt, comps
+
+
+def pick_safetensors(folder: Path, weight_name: str | None, what: str) -> Path:
+    if weight_name:
+        p = folder / weight_name
+        if not p.is_file():
+            raise ExportError(f"{what}: {weight_name} not found in {folder}")
+        return p
+    files = sorted(p for p in folder.rglob("*.safetensors"))
+    if len(files) == 1:
+        return files[0]
+    if not files:
+        raise ExportError(f"{what}: no .safetensors file in {folder}\nFix: LoRAs must be in safetensors format")
+    names = ", ".join(str(p.relative_to(folder)) for p in files)
+    raise ExportError(f"{what}: several .safetensors files in {folder} ({names})\nFix: pick one with NAME=SOURCE#FILE")
+
+
+def resolve_lora(spec: str, out_dir: Path | None = None) -> Lora:
+    if "=" not in spec:
+        raise ExportError(f"--lora {spec!r}: expected NAME=SOURCE[#FILE.safetensors]")
+    name, source = spec.split("=", 1)
+    weight_name = None
+    if "#" in source:
+        source, weight_name = source.split("#", 1)
+    what = f"LoRA {name!r}"
+    path = Path(source)
+    if path.is_file():
+        file = path
+        kind = "file"
+    elif path.is_dir():
+        file = pick_safetensors(path, weight_name, what)
+        kind = "folder"
+    elif looks_like_hub_id(source):
+        log(f"downloading LoRA {name} from {source} ...")
+        folder, commit = download(source, None, LORA_PATTERNS)
+        file = pick_safetensors(folder, weight_name, what)
+        fmt, comps = lora_keys_info(file)
+        prov = {"kind": "hub", "source": source, "revision": commit, "file": str(file.relative_to(folder)),
+                "sha256": sha256_file(file), "bytes": file.stat().st_size}
+        return Lora(name, file, prov, fmt, comps)
+    else:
+        raise ExportError(f"{what}: {source!r} is not a file, a folder or a hub id")
+    fmt, comps = lora_keys_info(file)
+    shown = file.resolve()
+    if out_dir is not None:
+        with contextlib.suppress(ValueError):
+            shown = file.resolve().relative_to(out_dir.resolve())
+    prov = {"kind": kind, "source": str(shown), "revision": None, "file": file.name,
+            "sha256": sha256_file(file), "bytes": file.stat().st_size}
+    return Lora(name, file, prov, fmt, comps)
+
+
+def parse_variant(spec: str, loras: dict[str, Lora]) -> tuple[str, list[tuple[str, float]]]:
+    if "=" not in spec:
+        raise ExportError(f"--variant {spec!r}: expected NAME=LORA:WEIGHT[,LORA:WEIGHT]")
+    name, rest = spec.split("=", 1)
+    if not re.fullmatch(r"[a-z0-9_]+", name) or name == "base":
+        raise ExportError(f"--variant {spec!r}: the name must be lower-case letters, digits or _ (not 'base')")
+    parts = []
+    for item in rest.split(","):
+        lora, _, weight = item.partition(":")
+        if lora not in loras:
+            raise ExportError(f"--variant {spec!r}: no LoRA called {lora!r}; known: {', '.join(loras) or 'none'} (--lora NAME=SOURCE)")
+        try:
+            w = float(weight) if weight else 1.0
+        except ValueError:
+            raise ExportError(f"--variant {spec!r}: weight {weight!r} is not a number") from None
+        parts.append((lora, w))
+    return name, parts
+
+
+# --------------------------------------------------------------------------------------------
+# LoRA fusing
+# --------------------------------------------------------------------------------------------
+
+
+def _peft_layers(pipe, components):
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    for comp in components:
+        model = getattr(pipe, comp, None)
+        if model is None:
+            continue
+        for name, module in model.named_modules():
+            if isinstance(module, BaseTunerLayer):
+                yield comp, name, module
+
+
+@contextlib.contextmanager
+def fused_loras(pipe, loras: list[tuple[Lora, float]], components=("unet", "text_encoder")):
+    """Load, weight and fuse LoRAs exactly as a user would; undo it (bit-exactly) on exit.
+
+    Inside the block the pipeline's modules carry the fused weights (W + sum_i w_i * alpha_i/r_i *
+    B_i A_i, computed by peft). Yields the components that received LoRA layers. On exit the LoRAs
+    are unfused and unloaded, and the base weights are restored from a snapshot so that unfuse
+    rounding (W + d - d != W in float) never leaks into later exports.
+    """
+    names = []
+    for lora, _ in loras:
+        pipe.load_lora_weights(str(lora.file.parent), weight_name=lora.file.name, adapter_name=lora.name)
+        names.append(lora.name)
+    used = [c for c in components if any(True for _ in _peft_layers(pipe, [c]))]
+    snapshot = {}
+    for comp, name, module in _peft_layers(pipe, used):
+        base = module.get_base_layer()
+        snapshot[(comp, name)] = {k: v.detach().clone() for k, v in base.named_parameters(recurse=False)}
+    pipe.set_adapters(names, adapter_weights=[w for _, w in loras])
+    pipe.fuse_lora(components=used, lora_scale=1.0, adapter_names=names)
+    try:
+        yield used
+    finally:
+        pipe.unfuse_lora(components=used)
+        pipe.unload_lora_weights()
+        with torch.no_grad():
+            for (comp, name), params in snapshot.items():
+                module = dict(getattr(pipe, comp).named_modules())[name]
+                for k, v in params.items():
+                    current = getattr(module, k)
+                    drift = (current - v).abs().max().item()
+                    if drift > 1e-3 * max(1.0, v.abs().max().item()):
+                        raise RuntimeError(f"unfuse drift {drift} in {comp}.{name}.{k}")
+                    current.copy_(v)
+
+
+# --------------------------------------------------------------------------------------------
+# ONNX export of one component
+# --------------------------------------------------------------------------------------------
+
+
+class TextEncoderGraph(torch.nn.Module):
+    def __init__(self, text_encoder):
+        super().__init__()
+        self.text_encoder = text_encoder
+
+    def forward(self, input_ids):
+        out = self.text_encoder(input_ids=input_ids, return_dict=True)
+        return out.last_hidden_state, out.pooler_output
+
+
+class UNetGraph(torch.nn.Module):
+    def __init__(self, unet):
+        super().__init__()
+        self.unet = unet
+
+    def forward(self, sample, timestep, encoder_hidden_states):
+        return self.unet(sample, timestep, encoder_hidden_states, return_dict=False)[0]
+
+
+class VaeDecoderGraph(torch.nn.Module):
+    def __init__(self, vae):
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, latent_sample):
+        return self.vae.decode(latent_sample, return_dict=False)[0]
+
+
+class VaeEncoderGraph(torch.nn.Module):
+    def __init__(self, vae):
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, sample):
+        # Optimum's vae_encoder output: the DiagonalGaussian parameters (mean ++ logvar on dim 1).
+        return self.vae.encode(sample, return_dict=True).latent_dist.parameters
+
+
+@dataclasses.dataclass
+class Spec:
+    """How to export and check one kind of component."""
+
+    kind: str  # text_encoder | unet | vae_decoder | vae_encoder
+    graph: torch.nn.Module
+    args: tuple
+    input_names: list[str]
+    output_names: list[str]
+    dynamic_axes: dict
+    external_data: bool
+    checks: list[tuple[dict, list]]  # (onnx feeds as float32/int numpy, torch reference outputs)
+    ort_model_type: str  # model type of onnxruntime.transformers' optimizer
+    keep_fp32: bool = False  # stays float32 in an fp16 export
+
+
+def _latent_multiple(unet) -> int:
+    return 2 ** (len(unet.config.block_out_channels) - 1)
+
+
+def text_encoder_spec(text_encoder) -> Spec:
+    seq = text_encoder.config.max_position_embeddings
+    # CLIP's real ids (SD v1.5's text_encoder/config.json still carries the legacy 0/1/2).
+    bos, eos, pad = CLIP_BOS, CLIP_EOS, CLIP_EOS
+    ids = torch.full((1, seq), pad, dtype=torch.int32)
+    ids[0, :5] = torch.tensor([bos, 320, 1929, 530, eos], dtype=torch.int32)
+    gen = torch.Generator().manual_seed(7)
+    check_ids = torch.randint(0, bos, (2, seq), generator=gen, dtype=torch.int64).to(torch.int32)
+    check_ids[:, 0] = bos
+    check_ids[0, 10], check_ids[0, 11:] = eos, pad
+    check_ids[1, 30], check_ids[1, 31:] = eos, pad
+    with torch.no_grad():
+        ref = text_encoder(input_ids=check_ids.long(), return_dict=True)
+    return Spec(
+        "text_encoder",
+        TextEncoderGraph(text_encoder),
+        (ids,),
+        ["input_ids"],
+        ["last_hidden_state", "pooler_output"],
+        {
+            "input_ids": {0: "batch_size", 1: "sequence_length"},
+            "last_hidden_state": {0: "batch_size", 1: "sequence_length"},
+            "pooler_output": {0: "batch_size"},
+        },
+        external_data=False,
+        checks=[({"input_ids": check_ids.numpy()}, [ref.last_hidden_state.numpy(), ref.pooler_output.numpy()])],
+        ort_model_type="clip",
+    )
+
+
+def unet_spec(unet) -> Spec:
+    cfg = unet.config
+    size = cfg.sample_size
+    sample = torch.randn(2, cfg.in_channels, size, size, generator=torch.Generator().manual_seed(0))
+    timestep = torch.tensor(981.0, dtype=torch.float32)  # 0-d, like Optimum's dummy input
+    ehs = torch.randn(2, 77, cfg.cross_attention_dim, generator=torch.Generator().manual_seed(1))
+    m = _latent_multiple(unet)
+    checks = []
+    gen = torch.Generator().manual_seed(3)
+    # The native size at batch 2 (a guided step), and a smaller non-square one at batch 1.
+    for batch, h, w, t in ((2, size, size, 999), (1, max(m, size // 2 // m * m), max(m, (3 * size // 8) // m * m), 1)):
+        x = torch.randn(batch, cfg.in_channels, h, w, generator=gen)
+        e = torch.randn(batch, 77, cfg.cross_attention_dim, generator=gen)
+        tt = torch.tensor(float(t))
+        with torch.no_grad():
+            ref = unet(x, tt, e, return_dict=False)[0]
+        checks.append(({"sample": x.numpy(), "timestep": tt.numpy(), "encoder_hidden_states": e.numpy()}, [ref.numpy()]))
+    return Spec(
+        "unet",
+        UNetGraph(unet),
+        (sample, timestep, ehs),
+        ["sample", "timestep", "encoder_hidden_states"],
+        ["out_sample"],
+        {
+            "sample": {0: "batch_size", 2: "height", 3: "width"},
+            "timestep": {},
+            "encoder_hidden_states": {0: "batch_size", 1: "sequence_length"},
+            "out_sample": {0: "batch_size", 2: "height", 3: "width"},
+        },
+        external_data=True,
+        checks=checks,
+        ort_model_type="unet",
+    )
+
+
+def vae_decoder_spec(vae, latent_size: int) -> Spec:
+    lat = torch.randn(1, vae.config.latent_channels, 8, 8, generator=torch.Generator().manual_seed(0))
+    gen = torch.Generator().manual_seed(4)
+    checks = []
+    small = max(4, latent_size * 3 // 8)
+    for shape in ((1, vae.config.latent_channels, latent_size, latent_size), (1, vae.config.latent_channels, small, small + 2)):
+        z = torch.randn(*shape, generator=gen) / vae.config.scaling_factor
+        with torch.no_grad():
+            ref = vae.decode(z, return_dict=False)[0]
+        checks.append(({"latent_sample": z.numpy()}, [ref.numpy()]))
+    return Spec(
+        "vae_decoder",
+        VaeDecoderGraph(vae),
+        (lat,),
+        ["latent_sample"],
+        ["sample"],
+        {
+            "latent_sample": {0: "batch_size", 2: "height_latent", 3: "width_latent"},
+            "sample": {0: "batch_size", 2: "height", 3: "width"},
+        },
+        external_data=False,
+        checks=checks,
+        ort_model_type="vae",
+        keep_fp32=True,  # SD's VAE decoder overflows float16 on some latents (NaN / black images)
+    )
+
+
+def vae_encoder_spec(vae, image_size: int) -> Spec:
+    img = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    gen = torch.Generator().manual_seed(5)
+    checks = []
+    for shape in ((1, 3, image_size, image_size), (1, 3, max(48, image_size * 3 // 8 // 8 * 8), max(64, image_size // 2 // 8 * 8))):
+        x = torch.rand(*shape, generator=gen) * 2 - 1
+        with torch.no_grad():
+            ref = vae.encode(x).latent_dist.parameters
+        checks.append(({"sample": x.numpy()}, [ref.numpy()]))
+    return Spec(
+        "vae_encoder",
+        VaeEncoderGraph(vae),
+        (img,),
+        ["sample"],
+        ["latent_parameters"],
+        {
+            "sample": {0: "batch_size", 2: "height", 3: "width"},
+            "latent_parameters": {0: "batch_size", 2: "height_latent", 3: "width_latent"},
+        },
+        external_data=False,
+        checks=checks,
+        ort_model_type="vae",
+        keep_fp32=True,
+    )
+
+
+def torch_to_onnx(spec: Spec, tmp: Path) -> onnx.ModelProto:
+    """TorchScript-based torch.onnx.export (what Optimum uses), opset 17, constant folding on."""
+    path = tmp / "model.onnx"
+    with torch.no_grad():
+        torch.onnx.export(
+            spec.graph,
+            spec.args,
+            str(path),
+            input_names=spec.input_names,
+            output_names=spec.output_names,
+            dynamic_axes=spec.dynamic_axes,
+            opset_version=OPSET,
+            do_constant_folding=True,
+            dynamo=False,
+        )
+    model = onnx.load(str(path))  # loads external data too (> 2 GB graphs)
+    if model.ir_version > IR_VERSION:
+        model.ir_version = IR_VERSION
+    return model
+
+
+def save_onnx(model: onnx.ModelProto, path: Path, external_data: bool) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for p in (path, path.with_name(path.name + "_data")):
+        if p.exists():
+            p.unlink()
+    if external_data:
+        onnx.save_model(
+            model,
+            str(path),
+            save_as_external_data=True,
+            all_tensors_to_one_file=True,
+            location=path.name + "_data",
+            size_threshold=1024,
+            convert_attribute=False,
+        )
+    else:
+        onnx.save_model(model, str(path))
+    onnx.checker.check_model(str(path))
+
+
+def _patch_ort_unet_fusion() -> None:
+    """onnxruntime <= 1.31's UNet attention fusion calls int() on a 1-element array, which
+    NumPy >= 2.4 rejects; read the head count the same way without that call."""
+    from onnxruntime.transformers import optimizer  # noqa: F401  (puts its folder on sys.path)
+    import fusion_attention_unet as fau  # onnxruntime.transformers imports its modules top-level
+
+    if getattr(fau.FusionAttentionUnet, "_speedscape_patched", False):
+        return
+    original = fau.FusionAttentionUnet.get_num_heads
+
+    def get_num_heads(self, reshape_q, is_torch2=False):
+        if is_torch2:
+            parent = self.model.get_parent(reshape_q, 1)
+            if parent is not None and parent.op_type == "Concat" and len(parent.input) == 4:
+                value = self.model.get_constant_value(parent.input[2])
+                if isinstance(value, np.ndarray) and value.size == 1 and int(value.reshape(-1)[0]) > 0:
+                    return int(value.reshape(-1)[0])
+            return 0
+        return original(self, reshape_q, is_torch2)
+
+    fau.FusionAttentionUnet.get_num_heads = get_num_heads
+    fau.FusionAttentionUnet._speedscape_patched = True
+
+
+def optimize_for_cuda(model_path: Path, model_type: str, fp16: bool):
+    """ONNX Runtime's own Stable Diffusion graph fusions (what its optimize_pipeline.py applies)."""
+    from onnxruntime.transformers.fusion_options import FusionOptions
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    _patch_ort_unet_fusion()
+    options = FusionOptions(model_type)
+    if model_type == "unet":
+        # As onnxruntime's optimize_pipeline.py: packed K/V and Q/K/V for the fp16 attention
+        # kernels only; bias-add fusion always (onnxruntime >= 1.15).
+        options.enable_packed_kv = fp16
+        options.enable_packed_qkv = fp16
+        options.enable_bias_add = True
+    m = optimize_model(
+        str(model_path),
+        model_type=model_type,
+        num_heads=0,
+        hidden_size=0,
+        opt_level=0,
+        optimization_options=options,
+        use_gpu=True,
+    )
+    fused = {k: int(v) for k, v in m.get_fused_operator_statistics().items() if v}
+    return m, fused
+
+
+def to_fp16(m) -> None:
+    """float16 weights and activations, float16 inputs/outputs (speedscape converts at the edge)."""
+    m.convert_float_to_float16(keep_io_types=False)
+
+
+def ort_providers(need_cuda: bool) -> list[str] | None:
+    available = ort.get_available_providers()
+    if need_cuda:
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"] if "CUDAExecutionProvider" in available else None
+    return ["CPUExecutionProvider"]
+
+
+def check_graph(path: Path, spec: Spec, dtype: str, providers: list[str], tolerance: float, threads: int = 0) -> dict:
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    sess = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+    types = {i.name: i.type for i in sess.get_inputs()}
+    worst_abs, worst_rel, cases = 0.0, 0.0, []
+    for feeds, refs in spec.checks:
+        cast = {}
+        for k, v in feeds.items():
+            if types[k] == "tensor(float16)":
+                v = v.astype(np.float16)
+            elif types[k] == "tensor(float)":
+                v = v.astype(np.float32)
+            elif types[k] == "tensor(int64)":
+                v = v.astype(np.int64)
+            cast[k] = v
+        got = sess.run(None, cast)
+        for name, g, r in zip(spec.output_names, got, refs):
+            g64, r64 = np.asarray(g, dtype=np.float64), np.asarray(r, dtype=np.float64)
+            if not np.isfinite(g64).all():
+                raise ExportError(f"{path}: {name} has NaN/inf for inputs {describe_feeds(feeds)}")
+            err = float(np.abs(g64 - r64).max())
+            scale = max(1.0, float(np.abs(r64).max()))
+            worst_abs, worst_rel = max(worst_abs, err), max(worst_rel, err / scale)
+            cases.append({"output": name, "inputs": describe_feeds(feeds), "max_abs_err": err})
+    return {
+        "provider": sess.get_providers()[0],
+        "dtype": dtype,
+        "max_abs_err": worst_abs,
+        "max_rel_err": worst_rel,
+        "tolerance": tolerance,
+        "passed": worst_rel <= tolerance,
+        "cases": cases,
+    }
+
+
+def describe_feeds(feeds: dict) -> str:
+    return ", ".join(f"{k}{list(np.shape(v))}" for k, v in feeds.items())
+
+
+@dataclasses.dataclass
+class Settings:
+    dtype: str = "fp32"
+    optimize: str = "none"  # "none" | "cuda"
+    verify: bool = True
+    check_threads: int = 0  # ONNX Runtime CPU threads for the checks (0: all cores)
+    tolerance: dict = dataclasses.field(default_factory=lambda: dict(TOLERANCE))
+
+
+def export_component(spec: Spec, folder: Path, settings: Settings) -> dict:
+    """Export one component into `folder` (model.onnx [+ model.onnx_data]); return its record."""
+    folder.mkdir(parents=True, exist_ok=True)
+    dtype = "fp32" if spec.keep_fp32 else settings.dtype
+    record = {"kind": spec.kind, "dtype": dtype, "optimizations": []}
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        model = torch_to_onnx(spec, tmp)
+        plain = tmp / "plain.onnx"
+        if settings.optimize == "cuda":
+            save_onnx(model, plain, external_data=True)  # the optimizer reads a file
+            del model
+            m, fused = optimize_for_cuda(plain, spec.ort_model_type, dtype == "fp16")
+            record["optimizations"].append({"name": f"onnxruntime.transformers fusions ({spec.ort_model_type})", "fused_operators": fused})
+            if dtype == "fp16":
+                to_fp16(m)
+                record["optimizations"].append({"name": "float16", "io": "float16"})
+            model = m.model
+        elif dtype == "fp16":
+            from onnxruntime.transformers.onnx_model import OnnxModel
+
+            m = OnnxModel(model)
+            to_fp16(m)
+            record["optimizations"].append({"name": "float16", "io": "float16"})
+            model = m.model
+        if model.ir_version > IR_VERSION:
+            model.ir_version = IR_VERSION
+        out = folder / "model.onnx"
+        save_onnx(model, out, spec.external_data)
+        del model
+        record["export_s"] = round(time.perf_counter() - t0, 2)
+        if settings.verify:
+            tol = settings.tolerance[dtype]
+            providers = ort_providers(need_cuda=settings.optimize == "cuda")
+            if providers is not None:
+                record["check"] = check_graph(out, spec, dtype, providers, tol, settings.check_threads)
+            else:
+                # CUDA-fused operators (NhwcConv, GroupNorm, MultiHeadAttention, ...) have no CPU
+                # kernels: check the unfused graph of the same weights on CPU now; the fused one is
+                # checked by `speedscape models verify` on the GPU box.
+                ref = tmp / "unfused.onnx"
+                if dtype == "fp16":
+                    from onnxruntime.transformers.onnx_model import OnnxModel
+
+                    m = OnnxModel(onnx.load(str(plain)))
+                    to_fp16(m)
+                    save_onnx(m.model, ref, external_data=True)
+                else:
+                    ref = plain
+                record["check"] = check_graph(ref, spec, dtype, ["CPUExecutionProvider"], tol, settings.check_threads)
+                record["check"]["graph"] = "unfused (the CUDA-fused graph needs onnxruntime-gpu)"
+            if not record["check"]["passed"]:
+                c = record["check"]
+                raise ExportError(
+                    f"{folder.name}: ONNX Runtime differs from torch by {c['max_abs_err']:.3e} "
+                    f"(relative {c['max_rel_err']:.3e} > tolerance {c['tolerance']:.1e}); the export is wrong\n"
+                    f"Fix: report it with the versions in models/requirements.txt, or raise --tolerance if you know why"
+                )
+    return record
+
+
+# --------------------------------------------------------------------------------------------
+# The whole pipeline
+# --------------------------------------------------------------------------------------------
+
+
+def load_pipeline(folder: Path) -> StableDiffusionPipeline:
+    try:
+        pipe = StableDiffusionPipeline.from_pretrained(
+            str(folder),
+            torch_dtype=torch.float32,
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
+        )
+    except Exception as e:
+        raise ExportError(f"cannot load a StableDiffusionPipeline from {folder}: {type(e).__name__}: {e}") from None
+    pipe.set_progress_bar_config(disable=True)
+    for comp in (pipe.unet, pipe.vae, pipe.text_encoder):
+        comp.eval()
+    return pipe
+
+
+def human(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
+        n /= 1000
+    return str(n)
+
+
+def folder_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+def copy_verbatim(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src, dst)
+
+
+def scheduler_note(text: str) -> str | None:
+    """Says when a scheduler config was re-saved by diffusers (SD v1.5's original has no spacing key)."""
+    cfg = json.loads(text)
+    if "timestep_spacing" in cfg and cfg.get("_class_name") == "PNDMScheduler" and cfg.get("steps_offset") == 1:
+        return (
+            f"scheduler_config.json was re-saved by diffusers {cfg.get('_diffusers_version')} with "
+            f"timestep_spacing={cfg['timestep_spacing']!r}; SD v1.5's original has no such key (DPM-Solver++ "
+            "4 steps runs at 801,601,401,201 instead of 999,749,500,250). speedscape obeys the file; "
+            "`speedscape models verify` explains how to use the original."
+        )
+    return None
+
+
+def libraries() -> dict:
+    out = {}
+    for name in LIBRARIES:
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def created_stamp() -> str:
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")  # reproducible builds convention
+    t = time.gmtime(int(epoch)) if epoch else time.gmtime()
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", t)
+
+
+def file_table(root: Path) -> dict:
+    files = {}
+    for p in sorted(root.rglob("*")):
+        if p.is_file() and p.name != "manifest.json":
+            rel = p.relative_to(root).as_posix()
+            files[rel] = {"bytes": p.stat().st_size, "sha256": sha256_file(p)}
+    return files
+
+
+def write_json_atomic(path: Path, value) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(value, indent=2, sort_keys=False) + "\n")
+    os.replace(tmp, path)
+
+
+def export_pipeline(
+    base: Base,
+    loras: dict[str, Lora],
+    variants: dict[str, list[tuple[str, float]]],
+    out: Path,
+    settings: Settings,
+    vae_encoder: bool = False,
+    command: list[str] | None = None,
+    force: bool = False,
+    copy_loras: bool = False,
+) -> dict:
+    """Export everything into `<out>.partial`, check it, write the manifest, then move it to `out`."""
+    if out.exists() and any(out.iterdir()) and not force:
+        raise ExportError(f"{out} exists and is not empty\nFix: pass --force to replace it, or choose another --out")
+    partial = out.with_name(out.name + ".partial")
+    if partial.exists():
+        shutil.rmtree(partial)
+    partial.mkdir(parents=True)
+    started = time.perf_counter()
+
+    log(f"loading the base pipeline from {base.folder}")
+    pipe = load_pipeline(base.folder)
+    latent = pipe.unet.config.sample_size
+    vae_scale = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
+
+    # Small files first: tokenizer, scheduler (verbatim), model index, component configs.
+    for p in sorted((base.folder / "tokenizer").iterdir()):
+        if p.is_file():
+            copy_verbatim(p, partial / "tokenizer" / p.name)
+    sched_src = base.folder / "scheduler" / "scheduler_config.json"
+    copy_verbatim(sched_src, partial / "scheduler" / "scheduler_config.json")
+    copy_verbatim(base.folder / "model_index.json", partial / "model_index.json")
+    notes = []
+    if note := scheduler_note(sched_src.read_text()):
+        notes.append(note)
+        log("NOTE:", note)
+
+    jobs = [("text_encoder", "text_encoder", None), ("unet", "unet", None), ("vae_decoder", "vae", None)]
+    if vae_encoder:
+        jobs.append(("vae_encoder", "vae", None))
+    components, variant_records = {}, {}
+    total_jobs = len(jobs) + len(variants)
+
+    def run_job(index: int, folder: str, spec: Spec, config_src: Path, what: str):
+        log(f"[{index}/{total_jobs}] {folder}: {what} ...")
+        rec = export_component(spec, partial / folder, settings)
+        copy_verbatim(config_src, partial / folder / "config.json")
+        rec["bytes"] = folder_bytes(partial / folder)
+        components[folder] = rec
+        check = rec.get("check")
+        checked = (
+            f"max abs err vs torch {check['max_abs_err']:.2e} on {check['provider']}" if check else "not checked (--no-verify)"
+        )
+        log(f"[{index}/{total_jobs}] {folder}: {human(rec['bytes'])} {rec['dtype']} in {rec['export_s']:.1f} s, {checked}")
+
+    for i, (folder, src, _) in enumerate(jobs, 1):
+        if folder == "text_encoder":
+            spec = text_encoder_spec(pipe.text_encoder)
+        elif folder == "unet":
+            spec = unet_spec(pipe.unet)
+        elif folder == "vae_decoder":
+            spec = vae_decoder_spec(pipe.vae, latent)
+        else:
+            spec = vae_encoder_spec(pipe.vae, latent * vae_scale)
+        run_job(i, folder, spec, base.folder / src / "config.json", "exporting")
+        del spec
+
+    for j, (name, parts) in enumerate(variants.items(), len(jobs) + 1):
+        desc = " + ".join(f"{lora}:{w:g}" for lora, w in parts)
+        record = {"loras": [{"name": lora, "weight": w} for lora, w in parts], "unet": f"unet_{name}", "text_encoder": "text_encoder"}
+        with fused_loras(pipe, [(loras[lora], w) for lora, w in parts]) as used:
+            run_job(j, f"unet_{name}", unet_spec(pipe.unet), base.folder / "unet" / "config.json", f"fusing {desc}")
+            if "text_encoder" in used:
+                te_folder = f"text_encoder_{name}"
+                log(f"[{j}/{total_jobs}] {te_folder}: these LoRAs also change the text encoder")
+                run_job(j, te_folder, text_encoder_spec(pipe.text_encoder), base.folder / "text_encoder" / "config.json", f"fusing {desc}")
+                record["text_encoder"] = te_folder
+        variant_records[name] = record
+
+    lora_records = {}
+    for name, lora in loras.items():
+        lora_records[name] = {**lora.provenance, "format": lora.format, "components": lora.components}
+        if copy_loras:
+            copy_verbatim(lora.file, partial / "loras" / f"{name}.safetensors")
+            lora_records[name]["copy"] = f"loras/{name}.safetensors"
+
+    manifest = {
+        "format": MANIFEST_FORMAT,
+        "created": created_stamp(),
+        "exporter": {
+            "script": "models/export.py",
+            "version": EXPORTER_VERSION,
+            "command": command or [],
+            "python": platform.python_version(),
+            "libraries": libraries(),
+        },
+        "base": base.provenance,
+        "loras": lora_records,
+        "dtype": settings.dtype,
+        "optimize": settings.optimize,
+        "geometry": {
+            "sample_size": latent,
+            "vae_scale_factor": vae_scale,
+            "image_size": latent * vae_scale,
+            "cross_attention_dim": pipe.unet.config.cross_attention_dim,
+        },
+        "notes": notes,
+        "components": components,
+        "variants": {"base": {"loras": [], "unet": "unet", "text_encoder": "text_encoder"}, **variant_records},
+        "files": file_table(partial),
+    }
+    write_json_atomic(partial / "manifest.json", manifest)
+
+    # Move into place; an old folder is only removed once the new one is complete.
+    if out.exists():
+        old = out.with_name(out.name + ".old")
+        if old.exists():
+            shutil.rmtree(old)
+        out.rename(old)
+        partial.rename(out)
+        shutil.rmtree(old)
+    else:
+        partial.rename(out)
+    total = sum(f["bytes"] for f in manifest["files"].values())
+    log(f"done: {out} ({human(total)}) in {time.perf_counter() - started:.1f} s")
+    return manifest
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", required=True, help="output folder (built in <out>.partial, then moved)")
+    ap.add_argument("--model", default=DEFAULT_BASE, help=f"base pipeline: hub id or diffusers folder (default {DEFAULT_BASE})")
+    ap.add_argument("--revision", default=None, help="hub revision (branch, tag or commit) of --model")
+    ap.add_argument("--lora", action="append", metavar="NAME=SOURCE[#FILE]", help="a LoRA: hub id, folder or .safetensors file (repeatable; default: lcm and style)")
+    ap.add_argument("--variant", action="append", metavar="NAME=LORA:W[,LORA:W]", help="a fused UNet variant, written to unet_NAME (repeatable)")
+    ap.add_argument("--no-variants", action="store_true", help="export the base model only")
+    ap.add_argument("--dtype", choices=("fp32", "fp16"), default="fp32", help="weights and activations (the VAE stays fp32)")
+    ap.add_argument("--optimize", choices=("none", "cuda"), default="none", help="cuda: ONNX Runtime's SD fusions (the graph then needs the CUDA provider)")
+    ap.add_argument("--vae-encoder", action="store_true", help="also export the VAE encoder (img2img)")
+    ap.add_argument("--copy-loras", action="store_true", help="keep a copy of each LoRA file in <out>/loras/")
+    ap.add_argument("--no-verify", action="store_true", help="skip the ONNX Runtime vs torch checks")
+    ap.add_argument("--tolerance", type=float, default=None, help="max relative difference vs torch (default 1e-3 fp32, 5e-2 fp16)")
+    ap.add_argument("--force", action="store_true", help="replace --out if it exists")
+    ap.add_argument("--base-label", default=None, help=argparse.SUPPRESS)  # provenance text for local stand-ins
+    return ap.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    command = ["python", "models/export.py", *(sys.argv[1:] if argv is None else argv)]
+    try:
+        out = Path(args.out)
+        settings = Settings(dtype=args.dtype, optimize=args.optimize, verify=not args.no_verify)
+        if args.tolerance is not None:
+            settings.tolerance[args.dtype] = args.tolerance
+        base = resolve_base(args.model, args.revision, args.base_label)
+        lora_specs = [] if args.no_variants else (args.lora or list(DEFAULT_LORAS))
+        loras = {}
+        for spec in lora_specs:
+            lora = resolve_lora(spec, out)
+            loras[lora.name] = lora
+            log(f"LoRA {lora.name}: {lora.file.name} ({lora.format} format, {'+'.join(lora.components)}, {human(lora.file.stat().st_size)})")
+        variant_specs = [] if args.no_variants else (args.variant or list(DEFAULT_VARIANTS))
+        variants = dict(parse_variant(v, loras) for v in variant_specs)
+        export_pipeline(base, loras, variants, out, settings, args.vae_encoder, command, args.force, args.copy_loras)
+    except ExportError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
