@@ -607,6 +607,7 @@ def optimize_for_cuda(model_path: Path, model_type: str, fp16: bool):
 def to_fp16(m) -> None:
     """float16 weights and activations, float16 inputs/outputs (speedscape converts at the edge)."""
     m.convert_float_to_float16(keep_io_types=False)
+    m.topological_sort()  # the converter appends its Cast nodes at the end
 
 
 def ort_providers(need_cuda: bool) -> list[str] | None:
@@ -685,6 +686,8 @@ def export_component(spec: Spec, folder: Path, settings: Settings) -> dict:
                 to_fp16(m)
                 record["optimizations"].append({"name": "float16", "io": "float16"})
             model = m.model
+            if not any(o.domain == "com.microsoft" for o in model.opset_import):
+                model.opset_import.append(onnx.helper.make_opsetid("com.microsoft", 1))  # fused contrib ops
         elif dtype == "fp16":
             from onnxruntime.transformers.onnx_model import OnnxModel
 
@@ -737,7 +740,7 @@ def load_pipeline(folder: Path) -> StableDiffusionPipeline:
     try:
         pipe = StableDiffusionPipeline.from_pretrained(
             str(folder),
-            torch_dtype=torch.float32,
+            dtype=torch.float32,
             safety_checker=None,
             feature_extractor=None,
             requires_safety_checker=False,
@@ -829,6 +832,14 @@ def export_pipeline(
     if partial.exists():
         shutil.rmtree(partial)
     partial.mkdir(parents=True)
+    try:
+        return _export_into(base, loras, variants, out, partial, settings, vae_encoder, command, copy_loras)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)  # never leave a half-written model behind
+        raise
+
+
+def _export_into(base, loras, variants, out: Path, partial: Path, settings: Settings, vae_encoder, command, copy_loras) -> dict:
     started = time.perf_counter()
 
     log(f"loading the base pipeline from {base.folder}")

@@ -1,0 +1,149 @@
+#!/usr/bin/env python
+"""Write a random-init Stable Diffusion pipeline (diffusers folder) and two random LoRA files:
+the local stand-in for a hub download, so models/export.py can be tested and timed offline.
+
+    python models/make_standin.py --out /tmp/standin --size tiny   # models/tiny's structure
+    python models/make_standin.py --out /tmp/sd15 --size sd15      # SD v1.5's full architecture
+
+Written:
+    <out>/pipeline/                 diffusers `save_pretrained` folder, with SD v1.5's original
+                                    scheduler_config.json and CLIP tokenizer files verbatim
+    <out>/loras/peft.safetensors    UNet-only LoRA in diffusers/peft format (`unet.<module>.lora_A.weight`)
+    <out>/loras/kohya.safetensors   UNet + text-encoder LoRA in kohya format
+                                    (`lora_unet_<module>.lora_down.weight`, `.lora_up.weight`, `.alpha`,
+                                    `lora_te_<module>...`), as kohya's sd-scripts save one
+
+Same torch version -> same bytes. Reference environment: models/requirements.txt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+import torch
+
+import make_tiny  # noqa: E402  (also sets up warnings / logging)
+from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel  # noqa: E402
+from safetensors.torch import save_file  # noqa: E402
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer  # noqa: E402
+
+# SD v1.5's component configs (unet/, vae/, text_encoder/ config.json), architecture keys only.
+SD15_UNET = dict(
+    sample_size=64,
+    in_channels=4,
+    out_channels=4,
+    block_out_channels=(320, 640, 1280, 1280),
+    layers_per_block=2,
+    down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+    cross_attention_dim=768,
+    attention_head_dim=8,
+    norm_num_groups=32,
+)
+SD15_VAE = dict(
+    in_channels=3,
+    out_channels=3,
+    down_block_types=("DownEncoderBlock2D",) * 4,
+    up_block_types=("UpDecoderBlock2D",) * 4,
+    block_out_channels=(128, 256, 512, 512),
+    layers_per_block=2,
+    norm_num_groups=32,
+    latent_channels=4,
+    sample_size=512,
+    scaling_factor=0.18215,
+)
+SD15_TEXT = dict(
+    vocab_size=49408,
+    hidden_size=768,
+    intermediate_size=3072,
+    num_hidden_layers=12,
+    num_attention_heads=12,
+    max_position_embeddings=77,
+    hidden_act="quick_gelu",
+    layer_norm_eps=1e-5,
+    bos_token_id=0,  # SD v1.5's config.json carries these legacy ids; the tokenizer has the real ones
+    eos_token_id=2,
+    pad_token_id=1,
+    projection_dim=768,
+)
+
+TE_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj")
+
+
+def build(size: str, tokenizer_dir: Path) -> StableDiffusionPipeline:
+    if size == "tiny":
+        return make_tiny.build_pipeline(tokenizer_dir)
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(**SD15_UNET).eval()
+    torch.manual_seed(0)
+    vae = AutoencoderKL(**SD15_VAE).eval()
+    torch.manual_seed(0)
+    config = CLIPTextConfig(**SD15_TEXT)
+    config.architectures = ["CLIPTextModel"]
+    text = CLIPTextModel(config).eval()
+    pipe = StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text,
+        tokenizer=CLIPTokenizer.from_pretrained(str(tokenizer_dir)),
+        unet=unet,
+        scheduler=make_tiny.build_scheduler(),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def kohya_lora(pipe, seed: int, rank: int = 4, alpha: float = 2.0, b_std: float = 0.2) -> dict[str, torch.Tensor]:
+    """A kohya-format LoRA on the UNet attention projections and the text encoder's attention."""
+    gen = torch.Generator().manual_seed(seed)
+    state = {}
+
+    def add(prefix: str, linear: torch.nn.Linear):
+        down = torch.randn(rank, linear.in_features, generator=gen) / math.sqrt(linear.in_features)
+        up = torch.randn(linear.out_features, rank, generator=gen) * (b_std / math.sqrt(rank))
+        state[f"{prefix}.lora_down.weight"] = down.contiguous()
+        state[f"{prefix}.lora_up.weight"] = up.contiguous()
+        state[f"{prefix}.alpha"] = torch.tensor(alpha)
+
+    unet_modules = dict(pipe.unet.named_modules())
+    for name in make_tiny.lora_target_modules(pipe.unet):
+        add("lora_unet_" + name.replace(".", "_"), unet_modules[name])
+    for name, module in pipe.text_encoder.named_modules():
+        if isinstance(module, torch.nn.Linear) and name.endswith(TE_TARGETS) and ".self_attn." in name:
+            add("lora_te_" + name.replace(".", "_"), module)
+    return state
+
+
+def write(out: Path, size: str, tokenizer_dir: Path | None = None) -> dict[str, Path]:
+    tokenizer_dir = Path(tokenizer_dir or make_tiny.default_tokenizer_dir())
+    make_tiny.set_determinism()
+    pipe = build(size, tokenizer_dir)
+    folder = out / "pipeline"
+    make_tiny.save_diffusers_folder(pipe, folder, tokenizer_dir)
+    loras = out / "loras"
+    loras.mkdir(parents=True, exist_ok=True)
+    peft = make_tiny.write_random_lora(pipe, make_tiny.RandomLora(name="peft", seed=2001, rank=4, alpha=8.0, write_metadata=True), loras)
+    kohya = loras / "kohya.safetensors"
+    save_file(kohya_lora(pipe, seed=2002), str(kohya), metadata={"ss_network_module": "networks.lora"})
+    return {"pipeline": folder, "peft": peft, "kohya": kohya}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--size", choices=("tiny", "sd15"), default="tiny")
+    ap.add_argument("--tokenizer", default=None, help="folder with the CLIP tokenizer files")
+    args = ap.parse_args(argv)
+    paths = write(Path(args.out), args.size, Path(args.tokenizer) if args.tokenizer else None)
+    for k, v in paths.items():
+        print(f"{k}: {v}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
