@@ -11,20 +11,19 @@ What it does (see models/tiny/README.md for the result):
 1. builds a random-init `StableDiffusionPipeline` with SD v1.5's structure at toy size
    (`build_pipeline`): UNet2DConditionModel, AutoencoderKL with 4 levels (VAE scale factor 8),
    CLIPTextModel with the full 49408-token CLIP vocabulary, SD v1.5's PNDM scheduler config and
-   SD v1.5's real CLIP tokenizer;
-2. writes two random rank-4 LoRA adapters ("lcm", "style") on the UNet attention projections as
-   diffusers/peft `.safetensors` LoRA files (`write_random_lora`);
-3. exports text encoder, UNet (external data), VAE decoder and VAE encoder in the Hugging Face
-   Optimum ONNX layout (`export_*`), and the UNet again with LoRAs loaded and fused the way a
-   user's LoRA is (`fused_loras`): `load_lora_weights` -> `set_adapters` -> `fuse_lora` -> export ->
-   `unfuse_lora` -> `unload_lora_weights`;
-4. checks every exported model against torch with onnxruntime (CPU) and prints the max abs error.
+   SD v1.5's real CLIP tokenizer; checks its activations over 50 DDPM steps;
+2. saves it as a diffusers folder (what a user's download looks like) and writes two random rank-4
+   LoRA adapters ("lcm", "style") on the UNet attention projections as diffusers/peft
+   `.safetensors` files (`write_random_lora`);
+3. hands both to models/export.py -- the exporter real SD v1.5 goes through -- with variants
+   unet_lcm, unet_style and unet_lcm_style, the VAE encoder and `copy_loras`: it exports, fuses
+   (`load_lora_weights` -> `set_adapters` -> `fuse_lora`), checks every graph against torch with
+   onnxruntime (CPU) and writes manifest.json.
 
 Everything is deterministic: each component is initialised right after `torch.manual_seed(0)`, the
-LoRA tensors come from their own seeded generators, torch runs single-threaded, and the TorchScript
-ONNX exporter writes the same bytes on every run.
-
-The functions here are meant to be reused by the real SD v1.5 exporter (models/export.py, later).
+LoRA tensors come from their own seeded generators, torch and onnxruntime run single-threaded, the
+TorchScript ONNX exporter writes the same bytes on every run, and SOURCE_DATE_EPOCH=0 fixes the
+manifest's date (its export timings are the only bytes that change between runs).
 """
 
 from __future__ import annotations
