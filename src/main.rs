@@ -8,7 +8,6 @@ use color_eyre::eyre::{WrapErr, bail, eyre};
 use ndarray::{Array4, ArrayD, IxDyn};
 
 use speedscape::config::Config;
-use speedscape::models::Model;
 use speedscape::pipeline::{self, Request};
 use speedscape::report;
 use speedscape::rng::RngSource;
@@ -161,7 +160,7 @@ fn generate(config: &Config, args: GenerateArgs) -> color_eyre::Result<()> {
     let device = args.device.unwrap_or(config.runtime.device);
     let rt = Runtime::init(&config.search_plan(), device)?;
     let (dir, tiny) = config.model_dir(args.model_dir.as_deref())?;
-    let mut model = Model::open(&rt, &dir, config.variants())?;
+    let mut model = config.open_model(&rt, &dir)?;
     let latents = match &args.latents {
         Some(p) => Some(read_latents(p)?),
         None => None,
