@@ -12,6 +12,7 @@
 //! ```
 //! Names, ranks and dtypes are read from each graph and converted at the boundary.
 
+pub mod inventory;
 pub mod manifest;
 pub mod scheduler_status;
 pub mod tokenizer;
@@ -148,7 +149,7 @@ impl ModelGeometry {
         self.sample_size * self.vae_scale_factor
     }
 
-    fn read(root: &Path) -> color_eyre::Result<Self> {
+    pub fn read(root: &Path) -> color_eyre::Result<Self> {
         let unet = read_json_opt(&root.join("unet").join("config.json"))?;
         let vae = read_json_opt(&root.join("vae_decoder").join("config.json"))?;
         let sample_size = unet
@@ -181,7 +182,7 @@ impl ModelGeometry {
     }
 }
 
-fn read_json_opt(path: &Path) -> color_eyre::Result<Option<serde_json::Value>> {
+pub(crate) fn read_json_opt(path: &Path) -> color_eyre::Result<Option<serde_json::Value>> {
     if !path.is_file() {
         return Ok(None);
     }
