@@ -621,3 +621,45 @@ fn scheduler_config_sd15_runs_a_resaved_folder_with_the_original_timesteps() {
     assert_eq!(sd15, [999, 749, 500, 250]);
     assert!(warnings.contains("sd15"), "the note says so: {warnings}");
 }
+
+#[test]
+fn models_verify_on_the_cpu_says_cuda_optimized_graphs_need_the_cuda_provider() {
+    let (_tmp, model) = tiny_copy();
+    let path = model.join("manifest.json");
+    let mut manifest = json_file(&path);
+    manifest["optimize"] = "cuda".into();
+    std::fs::write(&path, serde_json::to_string_pretty(&manifest).unwrap()).unwrap();
+    let o = speedscape(&[
+        "models",
+        "verify",
+        model.to_str().unwrap(),
+        "--device",
+        "cpu",
+    ]);
+    let t = text(&o);
+    assert!(!o.status.success(), "{t}");
+    assert!(t.contains("CUDA-only fused operators"), "{t}");
+    assert!(t.contains("onnxruntime-gpu"), "the fix: {t}");
+    assert!(
+        t.contains("all hashes match the manifest"),
+        "files still check: {t}"
+    );
+}
+
+#[test]
+fn model_missing_variants_lists_those_without_their_folders() {
+    use speedscape::models::{Model, default_variants};
+    use speedscape::runtime::{Device, Runtime, SearchPlan};
+    let (_tmp, model) = tiny_copy();
+    std::fs::remove_dir_all(model.join("unet_style")).unwrap();
+    let rt = Runtime::init(&SearchPlan::new(None, Some(&root())), Device::Cpu).unwrap();
+    let m = Model::open(&rt, &model, default_variants()).unwrap();
+    let missing: Vec<&str> = m
+        .missing_variants()
+        .iter()
+        .map(|v| v.name.as_str())
+        .collect();
+    assert_eq!(missing, ["style"]);
+    let full = Model::open(&rt, &root().join("models/tiny"), default_variants()).unwrap();
+    assert!(full.missing_variants().is_empty());
+}
