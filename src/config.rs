@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use color_eyre::eyre::{WrapErr, bail, eyre};
 use serde::Deserialize;
 
-use crate::models::{Variant, default_variants};
+use crate::models::{Model, SchedulerConfigSource, Variant, default_variants};
+use crate::runtime::Runtime;
 use crate::runtime::{Device, SearchPlan};
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -39,6 +40,9 @@ pub struct ModelConfig {
     pub dir: Option<PathBuf>,
     /// UNet variants (folders beside `unet/`); unset: base, lcm, style, lcm_style.
     pub variants: Option<Vec<Variant>>,
+    /// `file` (default): obey the folder's `scheduler/scheduler_config.json`; `sd15`: use SD
+    /// v1.5's original, bundled (for folders whose config diffusers re-saved).
+    pub scheduler_config: SchedulerConfigSource,
 }
 
 impl Config {
@@ -109,6 +113,11 @@ impl Config {
 
     pub fn variants(&self) -> Vec<Variant> {
         self.model.variants.clone().unwrap_or_else(default_variants)
+    }
+
+    /// Opens the model folder `dir` with this config's variants and scheduler config choice.
+    pub fn open_model(&self, rt: &Runtime, dir: &Path) -> color_eyre::Result<Model> {
+        Model::open_with(rt, dir, self.variants(), self.model.scheduler_config)
     }
 
     pub fn search_plan(&self) -> SearchPlan {
@@ -189,6 +198,32 @@ mod tests {
             cfg.runtime.onnxruntime.unwrap(),
             dir.path().join("lib/libonnxruntime.so.1.31.1")
         );
+    }
+
+    #[test]
+    fn scheduler_config_is_file_by_default_and_takes_sd15() {
+        let cfg = Config::parse("").unwrap();
+        assert_eq!(cfg.model.scheduler_config, SchedulerConfigSource::File);
+        let cfg = Config::parse("[model]\nscheduler_config = \"sd15\"\n").unwrap();
+        assert_eq!(cfg.model.scheduler_config, SchedulerConfigSource::Sd15);
+        let err = Config::parse("[model]\nscheduler_config = \"sd21\"\n").unwrap_err();
+        assert!(format!("{err}").contains("sd21"), "{err}");
+    }
+
+    #[test]
+    fn a_variant_may_name_its_text_encoder_but_nothing_unknown() {
+        let base = "[[model.variants]]\nname = \"base\"\nfolder = \"unet\"\nlabel = \"SD\"\n";
+        let cfg = Config::parse(&format!(
+            "{base}[[model.variants]]\nname = \"style\"\nfolder = \"unet_style\"\nlabel = \"S\"\ntext_encoder = \"text_encoder_style\"\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            cfg.variants()[1].text_encoder_folder(),
+            "text_encoder_style"
+        );
+        assert_eq!(cfg.variants()[0].text_encoder_folder(), "text_encoder");
+        let err = Config::parse(&format!("{base}textencoder = \"x\"\n")).unwrap_err();
+        assert!(format!("{err}").contains("textencoder"), "{err}");
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::process::Command;
 use serde::Serialize;
 
 use crate::config::Config;
-use crate::models::{self, Model};
+use crate::models;
 use crate::runtime::{self, Device, Runtime};
 
 #[derive(Debug, Serialize)]
@@ -191,7 +191,7 @@ fn check_components(rt: &Runtime, dir: &Path, config: &Config) -> Vec<ComponentS
         Ok(()) => "ok".to_string(),
         Err(e) => format!("{e:#}").replace('\n', " "),
     };
-    let model = Model::open(rt, dir, config.variants());
+    let model = config.open_model(rt, dir);
     match model {
         Ok(mut m) => {
             for (name, path) in [
@@ -216,7 +216,11 @@ fn check_components(rt: &Runtime, dir: &Path, config: &Config) -> Vec<ComponentS
                     .join("scheduler_config.json")
                     .display()
                     .to_string(),
-                status: m.notes.first().cloned().unwrap_or_else(|| "ok".to_string()),
+                status: if m.scheduler_report.warning {
+                    m.scheduler_report.message.replace('\n', " ")
+                } else {
+                    "ok".to_string()
+                },
             });
             for v in m.variants.clone() {
                 let path = dir.join(&v.folder).join("model.onnx");

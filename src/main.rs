@@ -1,4 +1,4 @@
-//! speedscape's command line: `generate`, `tokens`, `noise`, `doctor`.
+//! speedscape's command line: `generate`, `tokens`, `noise`, `doctor`, `models`.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -8,7 +8,6 @@ use color_eyre::eyre::{WrapErr, bail, eyre};
 use ndarray::{Array4, ArrayD, IxDyn};
 
 use speedscape::config::Config;
-use speedscape::models::Model;
 use speedscape::pipeline::{self, Request};
 use speedscape::report;
 use speedscape::rng::RngSource;
@@ -62,6 +61,33 @@ enum Command {
         device: Option<Device>,
         #[arg(long)]
         model_dir: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the model folder: manifest, components, variants, export checks, scheduler config.
+    Models(ModelsArgs),
+}
+
+#[derive(clap::Args)]
+struct ModelsArgs {
+    #[command(subcommand)]
+    action: Option<ModelsAction>,
+    /// Print the report as one JSON object.
+    #[arg(long)]
+    json: bool,
+    #[arg(long)]
+    model_dir: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum ModelsAction {
+    /// Re-hash every file the manifest lists, run every ONNX graph once, check the scheduler
+    /// config; exits 0 only when everything passed.
+    Verify {
+        /// The model folder (default: model.dir in config.toml, else the embedded tiny model).
+        dir: Option<PathBuf>,
+        #[arg(long)]
+        device: Option<Device>,
         #[arg(long)]
         json: bool,
     },
@@ -138,6 +164,7 @@ fn main() -> color_eyre::Result<()> {
             model_dir,
             json,
         }) => doctor(&config, device, model_dir.as_deref(), json),
+        Some(Command::Models(args)) => models(&config, args),
         None => {
             eprintln!(
                 "speedscape: the interactive exercises (TUI) are not built yet; try `speedscape generate --help`, `speedscape doctor`"
@@ -161,7 +188,7 @@ fn generate(config: &Config, args: GenerateArgs) -> color_eyre::Result<()> {
     let device = args.device.unwrap_or(config.runtime.device);
     let rt = Runtime::init(&config.search_plan(), device)?;
     let (dir, tiny) = config.model_dir(args.model_dir.as_deref())?;
-    let mut model = Model::open(&rt, &dir, config.variants())?;
+    let mut model = config.open_model(&rt, &dir)?;
     let latents = match &args.latents {
         Some(p) => Some(read_latents(p)?),
         None => None,
@@ -301,6 +328,39 @@ fn doctor(
         print!("{}", report.render());
     }
     if report.fatal().is_some() {
+        // The report above already says what failed and how to fix it.
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+fn models(config: &Config, args: ModelsArgs) -> color_eyre::Result<()> {
+    use speedscape::models::inventory;
+    let ok = match args.action {
+        None => {
+            let (dir, tiny) = config.model_dir(args.model_dir.as_deref())?;
+            let inv = inventory::inventory(config, &dir, tiny);
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&inv)?);
+            } else {
+                print!("{}", inv.render());
+            }
+            inv.ok()
+        }
+        Some(ModelsAction::Verify { dir, device, json }) => {
+            let dir = dir.or(args.model_dir);
+            let (dir, _) = config.model_dir(dir.as_deref())?;
+            let device = device.unwrap_or(config.runtime.device);
+            let report = inventory::verify(config, &dir, device, &mut |line| eprint!("{line}"));
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.render());
+            }
+            report.passed
+        }
+    };
+    if !ok {
         // The report above already says what failed and how to fix it.
         std::process::exit(1);
     }

@@ -256,3 +256,410 @@ fn a_missing_onnxruntime_says_where_it_looked_and_how_to_fix_it() {
     );
     assert!(t.contains("scripts/setup.sh"), "{t}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// speedscape models / models verify
+// ---------------------------------------------------------------------------------------------
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let dest = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &dest);
+        } else {
+            std::fs::copy(entry.path(), &dest).unwrap();
+        }
+    }
+}
+
+/// A private copy of models/tiny at `<tmp>/tiny`.
+fn tiny_copy() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("tiny");
+    copy_dir(&root().join("models/tiny"), &model);
+    (dir, model)
+}
+
+fn json_file(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// Rewrites scheduler_config.json as diffusers' save_pretrained does (0.42.1, leading spacing).
+fn resave_scheduler_config(model: &Path) {
+    let path = model.join("scheduler/scheduler_config.json");
+    let mut cfg = json_file(&path);
+    cfg["_diffusers_version"] = "0.42.1".into();
+    cfg["timestep_spacing"] = "leading".into();
+    cfg["prediction_type"] = "epsilon".into();
+    std::fs::write(&path, serde_json::to_string_pretty(&cfg).unwrap()).unwrap();
+}
+
+/// DPM-Solver++ 4-step timesteps our scheduler builds from `cfg`.
+fn dpmpp4(cfg: &serde_json::Value) -> Vec<i64> {
+    use speedscape::schedulers::{self, SchedulerConfig, SchedulerKind, SchedulerOptions};
+    let cfg: SchedulerConfig = serde_json::from_value(cfg.clone()).unwrap();
+    schedulers::build(
+        SchedulerKind::DpmSolverPp,
+        &cfg,
+        4,
+        &SchedulerOptions::default(),
+    )
+    .unwrap()
+    .timesteps()
+    .to_vec()
+}
+
+fn joined(ts: &[i64]) -> String {
+    ts.iter().map(i64::to_string).collect::<Vec<_>>().join(", ")
+}
+
+#[test]
+fn models_lists_the_tiny_models_four_variants_and_their_folders() {
+    let o = speedscape(&["models", "--json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["tiny_model"], true);
+    assert_eq!(v["manifest"]["format"], "speedscape-model/1");
+    let variants: Vec<(String, String, String, bool)> = v["variants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| {
+            (
+                x["name"].as_str().unwrap().to_string(),
+                x["unet"].as_str().unwrap().to_string(),
+                x["text_encoder"].as_str().unwrap().to_string(),
+                x["present"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    let want: Vec<(String, String, String, bool)> = [
+        ("base", "unet"),
+        ("lcm", "unet_lcm"),
+        ("style", "unet_style"),
+        ("lcm_style", "unet_lcm_style"),
+    ]
+    .iter()
+    .map(|(n, f)| (n.to_string(), f.to_string(), "text_encoder".into(), true))
+    .collect();
+    assert_eq!(variants, want);
+    assert_eq!(v["files"]["missing"].as_array().unwrap().len(), 0);
+    assert_eq!(v["files"]["size_differs"].as_array().unwrap().len(), 0);
+    assert_eq!(v["scheduler"]["status"], "original");
+
+    let o = speedscape(&["models"]);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    for folder in ["unet_lcm", "unet_style", "unet_lcm_style", "vae_decoder"] {
+        assert!(t.contains(folder), "{folder}: {t}");
+    }
+    assert!(t.contains("sizes match manifest"), "{t}");
+    assert!(t.contains("SD v1.5's original scheduler config"), "{t}");
+}
+
+#[test]
+fn models_on_a_folder_that_does_not_exist_says_how_to_create_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("sd15");
+    let o = speedscape(&["models", "--model-dir", missing.to_str().unwrap()]);
+    let t = text(&o);
+    assert!(!o.status.success(), "{t}");
+    assert!(t.contains("does not exist"), "{t}");
+    assert!(t.contains("python models/export.py --out"), "{t}");
+}
+
+#[test]
+fn models_verify_passes_on_the_tiny_model() {
+    let o = speedscape(&["models", "verify", "models/tiny", "--device", "cpu"]);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(t.contains("verdict: PASSED"), "{t}");
+    // Every listed file was hashed, with its size shown.
+    let manifest = json_file(&root().join("models/tiny/manifest.json"));
+    for path in manifest["files"].as_object().unwrap().keys() {
+        assert!(t.contains(&format!("] {path} (")), "{path}: {t}");
+    }
+    assert!(
+        t.contains("not in the manifest (info only): README.md"),
+        "{t}"
+    );
+    let o = speedscape(&[
+        "models",
+        "verify",
+        "models/tiny",
+        "--device",
+        "cpu",
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["passed"], true);
+    let sessions: Vec<&str> = v["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["passed"] == true)
+        .map(|s| s["folder"].as_str().unwrap())
+        .collect();
+    for folder in [
+        "text_encoder",
+        "unet",
+        "unet_lcm",
+        "unet_style",
+        "unet_lcm_style",
+        "vae_decoder",
+        "vae_encoder",
+    ] {
+        assert!(sessions.contains(&folder), "{folder}: {sessions:?}");
+    }
+}
+
+#[test]
+fn models_verify_names_a_file_with_one_byte_flipped() {
+    let (_tmp, model) = tiny_copy();
+    let file = model.join("unet_lcm/model.onnx_data");
+    let mut bytes = std::fs::read(&file).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x01;
+    std::fs::write(&file, bytes).unwrap();
+    let o = speedscape(&[
+        "models",
+        "verify",
+        model.to_str().unwrap(),
+        "--device",
+        "cpu",
+    ]);
+    let t = text(&o);
+    assert!(!o.status.success(), "{t}");
+    assert!(t.contains("HASH DIFFERS   unet_lcm/model.onnx_data"), "{t}");
+    assert!(t.contains("verdict: FAILED"), "{t}");
+    // Only that file.
+    assert_eq!(t.matches("HASH DIFFERS   ").count(), 1, "{t}");
+}
+
+#[test]
+fn models_verify_explains_a_resaved_scheduler_config_with_its_schedules() {
+    let (_tmp, model) = tiny_copy();
+    resave_scheduler_config(&model);
+    let file_cfg = json_file(&model.join("scheduler/scheduler_config.json"));
+    let original: serde_json::Value =
+        serde_json::from_str(speedscape::models::SD15_SCHEDULER_CONFIG).unwrap();
+    let (leading, linspace) = (dpmpp4(&file_cfg), dpmpp4(&original));
+    // What diffusers 0.42.1 gives for these configs.
+    assert_eq!(leading, [801, 601, 401, 201]);
+    assert_eq!(linspace, [999, 749, 500, 250]);
+
+    let o = speedscape(&[
+        "models",
+        "verify",
+        model.to_str().unwrap(),
+        "--device",
+        "cpu",
+    ]);
+    let t = text(&o);
+    assert!(t.contains("re-saved by diffusers 0.42.1"), "{t}");
+    assert!(t.contains("timestep_spacing \"leading\""), "{t}");
+    assert!(
+        t.contains(&joined(&leading)) && t.contains(&joined(&linspace)),
+        "{t}"
+    );
+    assert!(t.contains("scheduler_config = \"sd15\""), "the fix: {t}");
+    // The manifest's hash of the file no longer matches: that is a failure...
+    assert!(!o.status.success(), "{t}");
+    assert!(t.contains("scheduler/scheduler_config.json has"), "{t}");
+
+    // ...but the re-saved config alone is only a warning (an optimum-cli-style folder).
+    std::fs::remove_file(model.join("manifest.json")).unwrap();
+    let o = speedscape(&[
+        "models",
+        "verify",
+        model.to_str().unwrap(),
+        "--device",
+        "cpu",
+    ]);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(t.contains("nothing to hash against"), "{t}");
+    assert!(
+        t.contains("WARNING") && t.contains(&joined(&leading)),
+        "{t}"
+    );
+}
+
+#[test]
+fn a_missing_variant_folder_names_the_variant_the_folder_and_the_exporter() {
+    let (tmp, model) = tiny_copy();
+    std::fs::remove_dir_all(model.join("unet_lcm")).unwrap();
+    let out = tmp.path().join("x.png");
+    let o = generate(
+        &out,
+        &["--unet", "lcm", "--model-dir", model.to_str().unwrap()],
+    );
+    let t = text(&o);
+    assert!(!o.status.success(), "{t}");
+    assert!(t.contains("variant \"lcm\""), "{t}");
+    assert!(t.contains("unet_lcm"), "{t}");
+    assert!(t.contains("python models/export.py --out"), "{t}");
+    // The base still runs on that folder.
+    let o = generate(&out, &["--model-dir", model.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    // `models` lists it as missing.
+    let o = speedscape(&["models", "--json", "--model-dir", model.to_str().unwrap()]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let lcm = v["variants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["name"] == "lcm")
+        .unwrap()
+        .clone();
+    assert_eq!(lcm["present"], false);
+    assert_eq!(lcm["missing"], serde_json::json!(["unet_lcm"]));
+}
+
+#[test]
+fn a_variant_with_its_own_text_encoder_encodes_with_it() {
+    let (tmp, model) = tiny_copy();
+    copy_dir(
+        &model.join("text_encoder"),
+        &model.join("text_encoder_style"),
+    );
+    let path = model.join("manifest.json");
+    let mut manifest = json_file(&path);
+    manifest["variants"]["style"]["text_encoder"] = "text_encoder_style".into();
+    std::fs::write(&path, serde_json::to_string_pretty(&manifest).unwrap()).unwrap();
+    let out = tmp.path().join("x.png");
+    let run = |unet: &str| {
+        let o = generate(
+            &out,
+            &[
+                "--unet",
+                unet,
+                "--json",
+                "--model-dir",
+                model.to_str().unwrap(),
+            ],
+        );
+        assert!(o.status.success(), "{}", text(&o));
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()
+    };
+    let style = run("style");
+    assert!(
+        style["load_ms"]["text_encoder_style"].as_f64().unwrap() > 0.0,
+        "{style}"
+    );
+    let base = run("base");
+    assert!(
+        base["load_ms"].get("text_encoder_style").is_none(),
+        "{base}"
+    );
+
+    std::fs::remove_dir_all(model.join("text_encoder_style")).unwrap();
+    let o = generate(
+        &out,
+        &["--unet", "style", "--model-dir", model.to_str().unwrap()],
+    );
+    let t = text(&o);
+    assert!(!o.status.success(), "{t}");
+    assert!(
+        t.contains("variant \"style\"") && t.contains("text_encoder_style"),
+        "{t}"
+    );
+}
+
+#[test]
+fn scheduler_config_sd15_runs_a_resaved_folder_with_the_original_timesteps() {
+    let (tmp, model) = tiny_copy();
+    resave_scheduler_config(&model);
+    let original: serde_json::Value =
+        serde_json::from_str(speedscape::models::SD15_SCHEDULER_CONFIG).unwrap();
+    let file_cfg = json_file(&model.join("scheduler/scheduler_config.json"));
+    let timesteps = |config: &str| {
+        let cfg = tmp.path().join("config.toml");
+        std::fs::write(&cfg, config).unwrap();
+        let out = tmp.path().join("x.png");
+        let o = speedscape(&[
+            "--config",
+            cfg.to_str().unwrap(),
+            "generate",
+            "--prompt",
+            "a small cottage",
+            "--scheduler",
+            "dpmpp",
+            "--steps",
+            "4",
+            "--cfg",
+            "7.5",
+            "--seed",
+            "42",
+            "--device",
+            "cpu",
+            "--json",
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{}", text(&o));
+        let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let ts: Vec<i64> = report["timesteps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_i64().unwrap())
+            .collect();
+        (ts, report["warnings"].to_string())
+    };
+    let dir = model.to_str().unwrap();
+    let (obeyed, warnings) = timesteps(&format!("[model]\ndir = {dir:?}\n"));
+    assert_eq!(obeyed, dpmpp4(&file_cfg), "the file is obeyed by default");
+    assert_eq!(obeyed, [801, 601, 401, 201]);
+    assert!(warnings.contains("re-saved"), "{warnings}");
+    let (sd15, warnings) = timesteps(&format!(
+        "[model]\ndir = {dir:?}\nscheduler_config = \"sd15\"\n"
+    ));
+    assert_eq!(sd15, dpmpp4(&original));
+    assert_eq!(sd15, [999, 749, 500, 250]);
+    assert!(warnings.contains("sd15"), "the note says so: {warnings}");
+}
+
+#[test]
+fn models_verify_on_the_cpu_says_cuda_optimized_graphs_need_the_cuda_provider() {
+    let (_tmp, model) = tiny_copy();
+    let path = model.join("manifest.json");
+    let mut manifest = json_file(&path);
+    manifest["optimize"] = "cuda".into();
+    std::fs::write(&path, serde_json::to_string_pretty(&manifest).unwrap()).unwrap();
+    let o = speedscape(&[
+        "models",
+        "verify",
+        model.to_str().unwrap(),
+        "--device",
+        "cpu",
+    ]);
+    let t = text(&o);
+    assert!(!o.status.success(), "{t}");
+    assert!(t.contains("CUDA-only fused operators"), "{t}");
+    assert!(t.contains("onnxruntime-gpu"), "the fix: {t}");
+    assert!(
+        t.contains("all hashes match the manifest"),
+        "files still check: {t}"
+    );
+}
+
+#[test]
+fn model_missing_variants_lists_those_without_their_folders() {
+    use speedscape::models::{Model, default_variants};
+    use speedscape::runtime::{Device, Runtime, SearchPlan};
+    let (_tmp, model) = tiny_copy();
+    std::fs::remove_dir_all(model.join("unet_style")).unwrap();
+    let rt = Runtime::init(&SearchPlan::new(None, Some(&root())), Device::Cpu).unwrap();
+    let m = Model::open(&rt, &model, default_variants()).unwrap();
+    let missing: Vec<&str> = m
+        .missing_variants()
+        .iter()
+        .map(|v| v.name.as_str())
+        .collect();
+    assert_eq!(missing, ["style"]);
+    let full = Model::open(&rt, &root().join("models/tiny"), default_variants()).unwrap();
+    assert!(full.missing_variants().is_empty());
+}

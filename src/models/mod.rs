@@ -4,12 +4,17 @@
 //! text_encoder/model.onnx      input_ids [B,77] int32|int64 → last_hidden_state [B,77,D]
 //! unet/model.onnx (+ data)     sample [B,4,h,w], timestep 0-d|1-d, encoder_hidden_states [B,77,D] → out_sample
 //! unet_<variant>/model.onnx    the same with LoRA adapters fused in
+//! text_encoder_<variant>/      a text encoder with LoRA adapters fused in (only when they train it)
+//! manifest.json                what models/export.py wrote (optional; see `manifest`)
 //! vae_decoder/model.onnx       latent_sample [B,4,h,w] → sample [B,3,8h,8w]
 //! tokenizer/                   tokenizer.json, else vocab.json + merges.txt
 //! scheduler/scheduler_config.json
 //! ```
 //! Names, ranks and dtypes are read from each graph and converted at the boundary.
 
+pub mod inventory;
+pub mod manifest;
+pub mod scheduler_status;
 pub mod tokenizer;
 
 use std::path::{Path, PathBuf};
@@ -23,6 +28,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::runtime::Runtime;
 use crate::runtime::tensor::{self, IoSpec};
+pub use manifest::Manifest;
+pub use scheduler_status::{SchedulerConfigSource, SchedulerConfigStatus, SchedulerReport};
 pub use tokenizer::{ClipTokenizer, Tokens};
 
 /// SD v1.5's scheduler config (`scheduler/scheduler_config.json` as shipped, from PNDMScheduler);
@@ -39,7 +46,14 @@ pub struct Variant {
     pub folder: String,
     /// What the user reads (`LCM-LoRA`).
     pub label: String,
+    /// Text encoder folder when the variant's LoRAs also train it (`text_encoder_style`);
+    /// `None`: the base `text_encoder`. Filled in from manifest.json when the folder has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text_encoder: Option<String>,
 }
+
+/// The base text encoder's folder.
+pub const BASE_TEXT_ENCODER: &str = "text_encoder";
 
 impl Variant {
     pub fn new(name: &str, folder: &str, label: &str) -> Self {
@@ -47,8 +61,63 @@ impl Variant {
             name: name.into(),
             folder: folder.into(),
             label: label.into(),
+            text_encoder: None,
         }
     }
+
+    /// The folder of the text encoder this variant encodes prompts with.
+    pub fn text_encoder_folder(&self) -> &str {
+        self.text_encoder.as_deref().unwrap_or(BASE_TEXT_ENCODER)
+    }
+}
+
+/// Configured variants completed from a manifest: each takes the text encoder of the manifest
+/// variant with the same UNet folder (unless config names one), and manifest variants whose UNet
+/// no configured variant uses are appended, labelled by their LoRAs (`lcm 1 + style 0.8`).
+pub fn merge_manifest_variants(mut variants: Vec<Variant>, manifest: &Manifest) -> Vec<Variant> {
+    for v in &mut variants {
+        if v.text_encoder.is_none()
+            && let Some((_, mv)) = manifest.variant_by_unet(&v.folder)
+        {
+            v.text_encoder = mv.text_encoder.clone();
+        }
+    }
+    for (name, mv) in &manifest.variants {
+        if mv.unet.is_empty() || variants.iter().any(|v| v.folder == mv.unet) {
+            continue;
+        }
+        let name = if variants.iter().any(|v| v.name == *name) {
+            mv.unet.clone()
+        } else {
+            name.clone()
+        };
+        variants.push(Variant {
+            name,
+            folder: mv.unet.clone(),
+            label: mv.label(),
+            text_encoder: mv.text_encoder.clone(),
+        });
+    }
+    variants
+}
+
+/// The fix for a missing variant folder.
+pub fn export_fix(root: &Path) -> String {
+    format!(
+        "Fix: export the model with its LoRA variants: python models/export.py --out {} (defaults: --variant lcm=lcm:1.0 --variant style=style:1.0 --variant lcm_style=lcm:1.0,style:1.0); see README \"Real SD v1.5 on a GPU box\"",
+        root.display()
+    )
+}
+
+fn missing_variant_error(root: &Path, v: &Variant, what: &str, folder: &str) -> color_eyre::Report {
+    eyre!(
+        "variant {:?} ({}) needs its {what} in {}, which this model folder does not have (no {})\n{}",
+        v.name,
+        v.label,
+        folder,
+        root.join(folder).join("model.onnx").display(),
+        export_fix(root)
+    )
 }
 
 /// The variants speedscape knows by default; config.toml may replace or extend them.
@@ -80,7 +149,7 @@ impl ModelGeometry {
         self.sample_size * self.vae_scale_factor
     }
 
-    fn read(root: &Path) -> color_eyre::Result<Self> {
+    pub fn read(root: &Path) -> color_eyre::Result<Self> {
         let unet = read_json_opt(&root.join("unet").join("config.json"))?;
         let vae = read_json_opt(&root.join("vae_decoder").join("config.json"))?;
         let sample_size = unet
@@ -113,7 +182,7 @@ impl ModelGeometry {
     }
 }
 
-fn read_json_opt(path: &Path) -> color_eyre::Result<Option<serde_json::Value>> {
+pub(crate) fn read_json_opt(path: &Path) -> color_eyre::Result<Option<serde_json::Value>> {
     if !path.is_file() {
         return Ok(None);
     }
@@ -357,38 +426,78 @@ impl VaeDecoder {
     }
 }
 
-/// A model folder with its shared components loaded; UNets load on demand.
+/// A model folder with its shared components loaded; UNets and variant text encoders load
+/// on demand.
 pub struct Model {
     pub root: PathBuf,
     pub variants: Vec<Variant>,
     pub tokenizer: ClipTokenizer,
+    /// The base text encoder (`text_encoder/`).
     pub text_encoder: TextEncoder,
     pub vae: VaeDecoder,
     pub geometry: ModelGeometry,
-    /// `scheduler/scheduler_config.json` as shipped (SD v1.5's when the folder has none).
+    /// The scheduler config in force: `scheduler/scheduler_config.json` as shipped, or SD
+    /// v1.5's (folder has none, or config.toml says `scheduler_config = "sd15"`).
     pub scheduler_config: serde_json::Value,
+    /// What the folder's scheduler config is, and what that means.
+    pub scheduler_report: SchedulerReport,
+    /// What `models/export.py` recorded, when the folder has a manifest.json.
+    pub manifest: Option<Manifest>,
     /// Things the user should know about this folder (fallbacks taken).
     pub notes: Vec<String>,
     unets: Vec<(String, Unet)>,
-    /// Time spent creating sessions, per component.
+    /// Text encoders of variants with fused text-encoder LoRAs, by folder.
+    text_encoders: Vec<(String, TextEncoder)>,
+    /// Time spent creating sessions, per component folder.
     pub load_times: Vec<(String, Duration)>,
 }
 
 impl Model {
-    /// Opens the folder: tokenizer, text encoder and VAE decoder now, UNets on first use.
+    /// Opens the folder obeying its scheduler config; see [`Model::open_with`].
     pub fn open(rt: &Runtime, root: &Path, variants: Vec<Variant>) -> color_eyre::Result<Self> {
+        Self::open_with(rt, root, variants, SchedulerConfigSource::File)
+    }
+
+    /// Opens the folder: tokenizer, base text encoder and VAE decoder now, UNets and variant
+    /// text encoders on first use. With a manifest.json, `variants` are completed from it
+    /// ([`merge_manifest_variants`]).
+    pub fn open_with(
+        rt: &Runtime,
+        root: &Path,
+        variants: Vec<Variant>,
+        scheduler: SchedulerConfigSource,
+    ) -> color_eyre::Result<Self> {
         let mut load_times = Vec::new();
-        let te_file = component_file(root, "text_encoder")?;
+        let te_file = component_file(root, BASE_TEXT_ENCODER)?;
         let vae_file = component_file(root, "vae_decoder")?;
+        let manifest = Manifest::read(root)?;
+        let variants = match &manifest {
+            Some(m) => merge_manifest_variants(variants, m),
+            None => variants,
+        };
         let tokenizer = ClipTokenizer::from_dir(&root.join("tokenizer"))?;
         let geometry = ModelGeometry::read(root)?;
         let mut notes = Vec::new();
         let sched_file = root.join("scheduler").join("scheduler_config.json");
-        let scheduler_config = match read_json_opt(&sched_file)? {
-            Some(v) => v,
-            None => {
+        let file_config = read_json_opt(&sched_file)?;
+        let scheduler_report = SchedulerReport::new(&sched_file, file_config.as_ref(), scheduler);
+        let scheduler_config = match (scheduler, file_config) {
+            (SchedulerConfigSource::File, Some(v)) => {
+                if scheduler_report.warning {
+                    notes.push(scheduler_report.message.replace('\n', " "));
+                }
+                v
+            }
+            (SchedulerConfigSource::File, None) => {
                 notes.push(format!(
                     "{} is missing; using SD v1.5's scheduler config",
+                    sched_file.display()
+                ));
+                serde_json::from_str(SD15_SCHEDULER_CONFIG)?
+            }
+            (SchedulerConfigSource::Sd15, _) => {
+                notes.push(format!(
+                    "model.scheduler_config = \"sd15\": using SD v1.5's original scheduler config (bundled in speedscape) instead of {}",
                     sched_file.display()
                 ));
                 serde_json::from_str(SD15_SCHEDULER_CONFIG)?
@@ -396,7 +505,7 @@ impl Model {
         };
         let start = Instant::now();
         let text_encoder = TextEncoder::load(rt, &te_file)?;
-        load_times.push(("text_encoder".to_string(), start.elapsed()));
+        load_times.push((BASE_TEXT_ENCODER.to_string(), start.elapsed()));
         let start = Instant::now();
         let vae = VaeDecoder::load(rt, &vae_file)?;
         load_times.push(("vae_decoder".to_string(), start.elapsed()));
@@ -408,8 +517,11 @@ impl Model {
             vae,
             geometry,
             scheduler_config,
+            scheduler_report,
+            manifest,
             notes,
             unets: Vec::new(),
+            text_encoders: Vec::new(),
             load_times,
         })
     }
@@ -428,11 +540,27 @@ impl Model {
             })
     }
 
+    /// Variants whose UNet or text encoder folder has no model.onnx (filesystem only).
+    pub fn missing_variants(&self) -> Vec<&Variant> {
+        self.variants
+            .iter()
+            .filter(|v| {
+                [v.folder.as_str(), v.text_encoder_folder()]
+                    .iter()
+                    .any(|f| !self.root.join(f).join("model.onnx").is_file())
+            })
+            .collect()
+    }
+
     /// The UNet of `variant`, loading it on first use.
     pub fn unet(&mut self, rt: &Runtime, variant: &str) -> color_eyre::Result<&mut Unet> {
-        let folder = self.variant(variant)?.folder.clone();
+        let v = self.variant(variant)?.clone();
+        let folder = v.folder.clone();
         if let Some(i) = self.unets.iter().position(|(f, _)| *f == folder) {
             return Ok(&mut self.unets[i].1);
+        }
+        if v.name != "base" && !self.root.join(&folder).join("model.onnx").is_file() {
+            return Err(missing_variant_error(&self.root, &v, "UNet", &folder));
         }
         let file = component_file(&self.root, &folder)?;
         let start = Instant::now();
@@ -449,5 +577,103 @@ impl Model {
         self.load_times.push((folder.clone(), start.elapsed()));
         self.unets.push((folder, unet));
         Ok(&mut self.unets.last_mut().expect("just pushed").1)
+    }
+
+    /// The text encoder of `variant` (the base one unless its LoRAs also train the text
+    /// encoder), loading it on first use.
+    pub fn text_encoder_for(
+        &mut self,
+        rt: &Runtime,
+        variant: &str,
+    ) -> color_eyre::Result<&mut TextEncoder> {
+        let v = self.variant(variant)?.clone();
+        let folder = v.text_encoder_folder().to_string();
+        if folder == BASE_TEXT_ENCODER {
+            return Ok(&mut self.text_encoder);
+        }
+        if let Some(i) = self.text_encoders.iter().position(|(f, _)| *f == folder) {
+            return Ok(&mut self.text_encoders[i].1);
+        }
+        if !self.root.join(&folder).join("model.onnx").is_file() {
+            return Err(missing_variant_error(
+                &self.root,
+                &v,
+                "text encoder",
+                &folder,
+            ));
+        }
+        let file = component_file(&self.root, &folder)?;
+        let start = Instant::now();
+        let te = TextEncoder::load(rt, &file)?;
+        if let (Some(need), Some(have)) = (self.text_encoder.hidden_dim, te.hidden_dim)
+            && need != have
+        {
+            bail!(
+                "{} produces text embeddings of width {have}, but the base text encoder {} produces width {need}\nFix: use text encoders from the same model",
+                file.display(),
+                self.text_encoder.file.display()
+            );
+        }
+        self.load_times.push((folder.clone(), start.elapsed()));
+        self.text_encoders.push((folder, te));
+        Ok(&mut self.text_encoders.last_mut().expect("just pushed").1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest(json: &str) -> Manifest {
+        Manifest::parse(json).unwrap()
+    }
+
+    #[test]
+    fn variants_take_the_manifests_text_encoder_and_gain_its_extra_variants() {
+        let m = manifest(
+            r#"{"variants": {
+                "base": {"loras": [], "unet": "unet", "text_encoder": "text_encoder"},
+                "lcm": {"loras": [{"name": "lcm", "weight": 1.0}], "unet": "unet_lcm", "text_encoder": "text_encoder"},
+                "style": {"loras": [{"name": "style", "weight": 1.0}], "unet": "unet_style", "text_encoder": "text_encoder_style"},
+                "mix": {"loras": [{"name": "lcm", "weight": 1.0}, {"name": "style", "weight": 0.8}], "unet": "unet_mix", "text_encoder": "text_encoder_mix"}
+            }}"#,
+        );
+        let merged = merge_manifest_variants(default_variants(), &m);
+        let style = merged.iter().find(|v| v.name == "style").unwrap();
+        assert_eq!(style.text_encoder_folder(), "text_encoder_style");
+        assert_eq!(
+            style.label, "pixel-art style LoRA",
+            "config's label is kept"
+        );
+        let lcm = merged.iter().find(|v| v.name == "lcm").unwrap();
+        assert_eq!(lcm.text_encoder_folder(), "text_encoder");
+        // lcm_style is configured but not in this manifest: left as configured.
+        let lcm_style = merged.iter().find(|v| v.name == "lcm_style").unwrap();
+        assert_eq!(lcm_style.text_encoder, None);
+        // The manifest-only variant comes last, labelled by its LoRAs.
+        let mix = merged.last().unwrap();
+        assert_eq!(merged.len(), default_variants().len() + 1);
+        assert_eq!(
+            (mix.name.as_str(), mix.folder.as_str(), mix.label.as_str()),
+            ("mix", "unet_mix", "lcm 1 + style 0.8")
+        );
+        assert_eq!(mix.text_encoder_folder(), "text_encoder_mix");
+    }
+
+    #[test]
+    fn a_text_encoder_named_in_config_wins_and_name_clashes_fall_back_to_the_folder() {
+        let mut vs = default_variants();
+        vs[2].text_encoder = Some("te_mine".into());
+        let m = manifest(
+            r#"{"variants": {
+                "style": {"loras": [], "unet": "unet_style", "text_encoder": "text_encoder_style"},
+                "lcm": {"loras": [{"name": "lcm", "weight": 0.5}], "unet": "unet_lcm_half"}
+            }}"#,
+        );
+        let merged = merge_manifest_variants(vs, &m);
+        assert_eq!(merged[2].text_encoder_folder(), "te_mine");
+        let extra = merged.last().unwrap();
+        assert_eq!(extra.name, "unet_lcm_half", "\"lcm\" is taken by config");
+        assert_eq!(extra.text_encoder_folder(), "text_encoder");
     }
 }

@@ -166,8 +166,10 @@ pub fn generate(
         );
     }
     let variant = model.variant(&req.unet)?.clone();
-    // Load the UNet before the clock starts: session creation is reported apart (load_ms).
+    // Load the UNet and text encoder before the clock starts: session creation is reported
+    // apart (load_ms).
     model.unet(rt, &req.unet)?;
+    model.text_encoder_for(rt, &req.unet)?;
 
     let sched_cfg: SchedulerConfig = serde_json::from_value(model.scheduler_config.clone())
         .wrap_err("reading scheduler/scheduler_config.json")?;
@@ -182,16 +184,24 @@ pub fn generate(
     let guided = req.guidance > 1.0;
     let cond_tokens = model.tokenizer.encode(&req.prompt)?;
     warnings.extend(cond_tokens.truncation_warning());
-    let cond = model.text_encoder.encode(&cond_tokens.ids_i64(), 1)?;
-    let context = if guided {
-        let uncond_tokens = model.tokenizer.encode(&req.negative_prompt)?;
-        if let Some(w) = uncond_tokens.truncation_warning() {
+    let uncond_tokens = if guided {
+        let t = model.tokenizer.encode(&req.negative_prompt)?;
+        if let Some(w) = t.truncation_warning() {
             warnings.push(format!("negative {w}"));
         }
-        let uncond = model.text_encoder.encode(&uncond_tokens.ids_i64(), 1)?;
-        concatenate(Axis(0), &[uncond.view(), cond.view()])?
+        Some(t)
     } else {
-        cond
+        None
+    };
+    // The variant's text encoder: its own when its LoRAs also train the text encoder.
+    let text_encoder = model.text_encoder_for(rt, &req.unet)?;
+    let cond = text_encoder.encode(&cond_tokens.ids_i64(), 1)?;
+    let context = match uncond_tokens {
+        Some(uncond_tokens) => {
+            let uncond = text_encoder.encode(&uncond_tokens.ids_i64(), 1)?;
+            concatenate(Axis(0), &[uncond.view(), cond.view()])?
+        }
+        None => cond,
     };
     let text = run_start.elapsed();
 

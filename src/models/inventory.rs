@@ -1,0 +1,1007 @@
+//! `speedscape models` (what a model folder holds) and `speedscape models verify` (re-hash
+//! every file the manifest lists, run every ONNX graph once, check the scheduler config).
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use ndarray::{Array3, Array4};
+use serde::Serialize;
+
+use super::manifest::{Manifest, human_bytes, sha256_file};
+use super::{
+    BASE_TEXT_ENCODER, ClipTokenizer, ModelGeometry, SchedulerReport, TextEncoder, Unet,
+    VaeDecoder, Variant, export_fix, merge_manifest_variants, read_json_opt,
+};
+use crate::config::Config;
+use crate::rng::RngSource;
+use crate::runtime::tensor;
+use crate::runtime::{Device, Provider, Runtime};
+
+/// Where the README explains exporting real weights.
+pub const README_SECTION: &str = "README \"Real SD v1.5 on a GPU box\"";
+
+const NO_MANIFEST: &str = "no manifest.json: not made by models/export.py (an optimum-cli export works for exercises without LoRA)";
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ManifestSummary {
+    pub format: String,
+    pub base_source: Option<String>,
+    pub base_revision: Option<String>,
+    pub created: Option<String>,
+    pub dtype: Option<String>,
+    pub optimize: Option<String>,
+    pub exporter_version: Option<String>,
+    pub notes: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ComponentInfo {
+    pub folder: String,
+    /// `text_encoder` | `unet` | `vae_decoder` | `vae_encoder` (from the manifest, else the name).
+    pub kind: Option<String>,
+    /// From the manifest; `unknown` without one.
+    pub dtype: String,
+    /// Size on disk.
+    pub bytes: u64,
+    /// Whether `model.onnx` is there.
+    pub present: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LoraInfo {
+    pub name: String,
+    pub weight: f64,
+    pub source: Option<String>,
+    pub revision: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct VariantInfo {
+    pub name: String,
+    pub label: String,
+    pub unet: String,
+    pub text_encoder: String,
+    pub present: bool,
+    /// Folders this variant needs that have no model.onnx.
+    pub missing: Vec<String>,
+    /// From the manifest (empty without one).
+    pub loras: Vec<LoraInfo>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ExportCheck {
+    pub folder: String,
+    pub provider: Option<String>,
+    pub max_abs_err: Option<f64>,
+    pub tolerance: Option<f64>,
+    pub passed: Option<bool>,
+}
+
+/// The manifest's file table against the disk, by size only.
+#[derive(Debug, Clone, Serialize)]
+pub struct SizeCheck {
+    pub listed: usize,
+    pub missing: Vec<String>,
+    /// `(path, manifest bytes, disk bytes)`.
+    pub size_differs: Vec<(String, u64, u64)>,
+}
+
+impl SizeCheck {
+    pub fn ok(&self) -> bool {
+        self.missing.is_empty() && self.size_differs.is_empty()
+    }
+}
+
+/// What `speedscape models` shows.
+#[derive(Debug, Clone, Serialize)]
+pub struct Inventory {
+    pub path: String,
+    pub tiny_model: bool,
+    pub exists: bool,
+    /// Why the folder cannot be shown, and the fix (when it does not exist or is unreadable).
+    pub error: Option<String>,
+    pub manifest: Option<ManifestSummary>,
+    pub components: Vec<ComponentInfo>,
+    pub variants: Vec<VariantInfo>,
+    pub checks: Vec<ExportCheck>,
+    pub files: Option<SizeCheck>,
+    pub scheduler: Option<SchedulerReport>,
+}
+
+fn folder_bytes(dir: &Path) -> u64 {
+    walk(dir)
+        .iter()
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .map(|m| m.len())
+        .sum()
+}
+
+/// Every file under `dir`, sorted.
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.is_file() {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn rel(root: &Path, p: &Path) -> String {
+    p.strip_prefix(root)
+        .unwrap_or(p)
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy().to_string())
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+fn kind_from_name(folder: &str) -> Option<&'static str> {
+    if folder.starts_with("text_encoder") {
+        Some("text_encoder")
+    } else if folder.starts_with("unet") {
+        Some("unet")
+    } else if folder == "vae_decoder" {
+        Some("vae_decoder")
+    } else if folder == "vae_encoder" {
+        Some("vae_encoder")
+    } else {
+        None
+    }
+}
+
+/// Component folders: every folder with a model.onnx, the manifest's components, and the three
+/// every model needs; in a stable order (text encoders, UNets, VAE).
+fn component_folders(root: &Path, manifest: Option<&Manifest>) -> Vec<ComponentInfo> {
+    let mut names: BTreeSet<String> = ["text_encoder", "unet", "vae_decoder"]
+        .into_iter()
+        .map(String::from)
+        .collect();
+    if let Ok(entries) = std::fs::read_dir(root) {
+        for e in entries.flatten() {
+            if e.path().join("model.onnx").is_file() {
+                names.insert(e.file_name().to_string_lossy().to_string());
+            }
+        }
+    }
+    if let Some(m) = manifest {
+        names.extend(m.components.iter().map(|(f, _)| f.clone()));
+    }
+    let mut out: Vec<ComponentInfo> = names
+        .into_iter()
+        .map(|folder| {
+            let c = manifest.and_then(|m| m.component(&folder));
+            let kind = c
+                .and_then(|c| c.kind.clone())
+                .or_else(|| kind_from_name(&folder).map(String::from));
+            ComponentInfo {
+                dtype: c
+                    .and_then(|c| c.dtype.clone())
+                    .unwrap_or_else(|| "unknown".into()),
+                bytes: folder_bytes(&root.join(&folder)),
+                present: root.join(&folder).join("model.onnx").is_file(),
+                kind,
+                folder,
+            }
+        })
+        .collect();
+    let rank = |c: &ComponentInfo| match c.kind.as_deref() {
+        Some("text_encoder") => 0,
+        Some("unet") => 1,
+        Some("vae_decoder") => 2,
+        Some("vae_encoder") => 3,
+        _ => 4,
+    };
+    out.sort_by(|a, b| {
+        (
+            rank(a),
+            a.folder != BASE_TEXT_ENCODER && a.folder != "unet",
+            &a.folder,
+        )
+            .cmp(&(
+                rank(b),
+                b.folder != BASE_TEXT_ENCODER && b.folder != "unet",
+                &b.folder,
+            ))
+    });
+    out
+}
+
+fn variant_infos(
+    root: &Path,
+    variants: &[Variant],
+    manifest: Option<&Manifest>,
+) -> Vec<VariantInfo> {
+    variants
+        .iter()
+        .map(|v| {
+            let missing: Vec<String> = [v.folder.as_str(), v.text_encoder_folder()]
+                .into_iter()
+                .filter(|f| !root.join(f).join("model.onnx").is_file())
+                .map(String::from)
+                .collect();
+            let loras = manifest
+                .and_then(|m| {
+                    m.variant_by_unet(&v.folder).map(|(_, mv)| {
+                        mv.loras
+                            .iter()
+                            .map(|l| {
+                                let src = m.loras.get(&l.name);
+                                LoraInfo {
+                                    name: l.name.clone(),
+                                    weight: l.weight,
+                                    source: src.and_then(|s| s.source.clone()),
+                                    revision: src.and_then(|s| s.revision.clone()),
+                                }
+                            })
+                            .collect()
+                    })
+                })
+                .unwrap_or_default();
+            VariantInfo {
+                name: v.name.clone(),
+                label: v.label.clone(),
+                unet: v.folder.clone(),
+                text_encoder: v.text_encoder_folder().to_string(),
+                present: missing.is_empty(),
+                missing,
+                loras,
+            }
+        })
+        .collect()
+}
+
+fn size_check(root: &Path, m: &Manifest) -> SizeCheck {
+    let mut missing = Vec::new();
+    let mut size_differs = Vec::new();
+    for (path, entry) in &m.files {
+        match std::fs::metadata(root.join(path)) {
+            Ok(md) if md.is_file() => {
+                if md.len() != entry.bytes {
+                    size_differs.push((path.clone(), entry.bytes, md.len()));
+                }
+            }
+            _ => missing.push(path.clone()),
+        }
+    }
+    SizeCheck {
+        listed: m.files.len(),
+        missing,
+        size_differs,
+    }
+}
+
+fn scheduler_report(root: &Path, config: &Config) -> Result<SchedulerReport, String> {
+    let file = root.join("scheduler").join("scheduler_config.json");
+    let cfg = read_json_opt(&file).map_err(|e| format!("{e:#}"))?;
+    Ok(SchedulerReport::new(
+        &file,
+        cfg.as_ref(),
+        config.model.scheduler_config,
+    ))
+}
+
+fn missing_folder_message(root: &Path) -> String {
+    format!(
+        "model folder {} does not exist\nFix: create it with `python models/export.py --out {}` (see {README_SECTION}), or point model.dir in config.toml at an existing export",
+        root.display(),
+        root.display()
+    )
+}
+
+/// What the model folder `root` holds, by reading files only (no sessions, no hashing).
+pub fn inventory(config: &Config, root: &Path, tiny_model: bool) -> Inventory {
+    let mut inv = Inventory {
+        path: root.display().to_string(),
+        tiny_model,
+        exists: root.is_dir(),
+        error: None,
+        manifest: None,
+        components: Vec::new(),
+        variants: Vec::new(),
+        checks: Vec::new(),
+        files: None,
+        scheduler: None,
+    };
+    if !inv.exists {
+        inv.error = Some(missing_folder_message(root));
+        return inv;
+    }
+    let manifest = match Manifest::read(root) {
+        Ok(m) => m,
+        Err(e) => {
+            inv.error = Some(format!("{e}"));
+            None
+        }
+    };
+    let variants = match &manifest {
+        Some(m) => merge_manifest_variants(config.variants(), m),
+        None => config.variants(),
+    };
+    if let Some(m) = &manifest {
+        inv.manifest = Some(ManifestSummary {
+            format: m.format.clone(),
+            base_source: m.base.as_ref().and_then(|b| b.source.clone()),
+            base_revision: m.base.as_ref().and_then(|b| b.revision.clone()),
+            created: m.created.clone(),
+            dtype: m.dtype.clone(),
+            optimize: m.optimize.clone(),
+            exporter_version: m.exporter.as_ref().and_then(|e| e.version.clone()),
+            notes: m.notes.clone(),
+        });
+        inv.checks = m
+            .components
+            .iter()
+            .filter_map(|(folder, c)| {
+                c.check.as_ref().map(|k| ExportCheck {
+                    folder: folder.clone(),
+                    provider: k.provider.clone(),
+                    max_abs_err: k.max_abs_err,
+                    tolerance: k.tolerance,
+                    passed: k.passed,
+                })
+            })
+            .collect();
+        inv.files = Some(size_check(root, m));
+    }
+    inv.components = component_folders(root, manifest.as_ref());
+    inv.variants = variant_infos(root, &variants, manifest.as_ref());
+    match scheduler_report(root, config) {
+        Ok(r) => inv.scheduler = Some(r),
+        Err(e) => inv.error = Some(e),
+    }
+    inv
+}
+
+fn opt(s: &Option<String>) -> &str {
+    s.as_deref().unwrap_or("?")
+}
+
+impl Inventory {
+    /// Whether `speedscape models` should exit 0.
+    pub fn ok(&self) -> bool {
+        self.exists && self.error.is_none()
+    }
+
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        let tiny = if self.tiny_model {
+            " (embedded tiny model: random weights, noise-like images)"
+        } else {
+            ""
+        };
+        s.push_str(&format!("model       {}{tiny}\n", self.path));
+        if !self.exists {
+            if let Some(e) = &self.error {
+                s.push_str(&format!("{e}\n"));
+            }
+            return s;
+        }
+        match &self.manifest {
+            Some(m) => {
+                s.push_str(&format!(
+                    "manifest    {} by models/export.py version {}, created {}\n",
+                    m.format,
+                    opt(&m.exporter_version),
+                    opt(&m.created)
+                ));
+                s.push_str(&format!(
+                    "  base      {} (revision {})\n",
+                    opt(&m.base_source),
+                    m.base_revision.as_deref().unwrap_or("none")
+                ));
+                s.push_str(&format!(
+                    "  dtype     {}, optimize {}\n",
+                    opt(&m.dtype),
+                    opt(&m.optimize)
+                ));
+                for n in &m.notes {
+                    s.push_str(&format!("  note      {n}\n"));
+                }
+            }
+            None => s.push_str(&format!("manifest    {NO_MANIFEST}\n")),
+        }
+        s.push_str("components\n");
+        for c in &self.components {
+            let state = if c.present {
+                human_bytes(c.bytes)
+            } else {
+                "MISSING (no model.onnx)".into()
+            };
+            s.push_str(&format!(
+                "  {:<22} {:<13} {:<8} {state}\n",
+                c.folder,
+                c.kind.as_deref().unwrap_or("?"),
+                c.dtype
+            ));
+        }
+        s.push_str("variants\n");
+        for v in &self.variants {
+            let state = if v.present {
+                "present".to_string()
+            } else {
+                format!("MISSING {}", v.missing.join(", "))
+            };
+            s.push_str(&format!(
+                "  {:<12} {:<24} unet {:<18} text encoder {:<18} {state}\n",
+                v.name, v.label, v.unet, v.text_encoder
+            ));
+            for l in &v.loras {
+                s.push_str(&format!(
+                    "      LoRA {} × {} from {}{}\n",
+                    l.name,
+                    l.weight,
+                    opt(&l.source),
+                    l.revision
+                        .as_ref()
+                        .map(|r| format!(" @ {r}"))
+                        .unwrap_or_default()
+                ));
+            }
+        }
+        if self.variants.iter().any(|v| !v.present) {
+            s.push_str(&format!(
+                "  missing variants cannot run; base-only exercises work.\n  {}\n",
+                export_fix(Path::new(&self.path))
+            ));
+        }
+        if !self.checks.is_empty() {
+            s.push_str("export checks (ONNX Runtime vs torch, from the manifest)\n");
+            for c in &self.checks {
+                let verdict = match c.passed {
+                    Some(true) => "passed",
+                    Some(false) => "FAILED",
+                    None => "?",
+                };
+                s.push_str(&format!(
+                    "  {:<22} max abs err {} on {} (tolerance {}): {verdict}\n",
+                    c.folder,
+                    c.max_abs_err
+                        .map(|e| format!("{e:.1e}"))
+                        .unwrap_or("?".into()),
+                    opt(&c.provider),
+                    c.tolerance.map(|t| format!("{t:e}")).unwrap_or("?".into()),
+                ));
+            }
+        }
+        match &self.files {
+            Some(f) if f.ok() => s.push_str(&format!(
+                "files       {} listed: sizes match manifest (hashes: `speedscape models verify`)\n",
+                f.listed
+            )),
+            Some(f) => {
+                s.push_str(&format!("files       {} listed: ", f.listed));
+                s.push_str("DIFFER from the manifest\n");
+                for m in &f.missing {
+                    s.push_str(&format!("  missing   {m}\n"));
+                }
+                for (p, want, got) in &f.size_differs {
+                    s.push_str(&format!(
+                        "  size      {p}: {got} bytes on disk, manifest says {want}\n"
+                    ));
+                }
+            }
+            None => s.push_str("files       no manifest: nothing to compare sizes against\n"),
+        }
+        if let Some(r) = &self.scheduler {
+            let tag = if r.warning { "WARNING " } else { "" };
+            s.push_str(&format!("scheduler   {tag}{}\n", r.message));
+        }
+        if let Some(e) = &self.error
+            && self.exists
+        {
+            s.push_str(&format!("error       {e}\n"));
+        }
+        s
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// verify
+// ---------------------------------------------------------------------------------------------
+
+/// The manifest's file table against the disk, by hash.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct HashCheck {
+    pub listed: usize,
+    pub bytes: u64,
+    pub missing: Vec<String>,
+    /// `(path, manifest bytes, disk bytes)`.
+    pub size_differs: Vec<(String, u64, u64)>,
+    pub hash_differs: Vec<String>,
+    /// Files on disk the manifest does not list (information only).
+    pub unlisted: Vec<String>,
+}
+
+/// One ONNX graph loaded and run once.
+#[derive(Debug, Clone, Serialize)]
+pub struct SessionCheck {
+    pub folder: String,
+    pub kind: String,
+    pub passed: bool,
+    /// Output shape and range, or the error.
+    pub detail: String,
+}
+
+/// What `speedscape models verify` found.
+#[derive(Debug, Clone, Serialize)]
+pub struct VerifyReport {
+    pub path: String,
+    pub manifest: bool,
+    pub files: Option<HashCheck>,
+    pub provider: Option<Provider>,
+    pub sessions: Vec<SessionCheck>,
+    pub scheduler: Option<SchedulerReport>,
+    /// Each a cause and a fix; any makes the verdict fail.
+    pub failures: Vec<String>,
+    pub warnings: Vec<String>,
+    pub info: Vec<String>,
+    pub passed: bool,
+}
+
+impl VerifyReport {
+    pub fn verdict(&self) -> String {
+        if self.passed {
+            let checks = self.files.as_ref().map(|f| f.listed).unwrap_or(0) + self.sessions.len();
+            format!(
+                "verdict: PASSED ({checks} checks{})",
+                if self.warnings.is_empty() {
+                    String::new()
+                } else {
+                    format!(", {} warning(s)", self.warnings.len())
+                }
+            )
+        } else {
+            format!(
+                "verdict: FAILED ({} problem(s); first: {})",
+                self.failures.len(),
+                self.failures
+                    .first()
+                    .map(|f| f.lines().next().unwrap_or(""))
+                    .unwrap_or("")
+            )
+        }
+    }
+
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        s.push_str(&format!("model       {}\n", self.path));
+        match &self.files {
+            Some(f) => {
+                let bad = f.missing.len() + f.size_differs.len() + f.hash_differs.len();
+                s.push_str(&format!(
+                    "files       {} listed ({}): {}\n",
+                    f.listed,
+                    human_bytes(f.bytes),
+                    if bad == 0 {
+                        "all hashes match the manifest".to_string()
+                    } else {
+                        format!("{bad} differ from the manifest")
+                    }
+                ));
+                for p in &f.missing {
+                    s.push_str(&format!("  MISSING        {p}\n"));
+                }
+                for (p, want, got) in &f.size_differs {
+                    s.push_str(&format!(
+                        "  SIZE DIFFERS   {p}: {got} bytes on disk, manifest says {want}\n"
+                    ));
+                }
+                for p in &f.hash_differs {
+                    s.push_str(&format!(
+                        "  HASH DIFFERS   {p}: sha256 is not the manifest's\n"
+                    ));
+                }
+                for p in &f.unlisted {
+                    s.push_str(&format!("  not in the manifest (info only): {p}\n"));
+                }
+            }
+            None => s.push_str(
+                "files       no manifest.json: nothing to hash against (sessions and scheduler are still checked)\n",
+            ),
+        }
+        if let Some(p) = self.provider {
+            s.push_str(&format!("provider    {p}\n"));
+        }
+        for c in &self.sessions {
+            s.push_str(&format!(
+                "  {:<22} {:<13} {} {}\n",
+                c.folder,
+                c.kind,
+                if c.passed { "ok    " } else { "FAILED" },
+                c.detail.replace('\n', " ")
+            ));
+        }
+        if let Some(r) = &self.scheduler {
+            let tag = if r.warning { "WARNING " } else { "" };
+            s.push_str(&format!("scheduler   {tag}{}\n", r.message));
+        }
+        for w in &self.warnings {
+            if self
+                .scheduler
+                .as_ref()
+                .is_some_and(|r| r.warning && r.message == *w)
+            {
+                continue;
+            }
+            s.push_str(&format!("warning     {w}\n"));
+        }
+        for i in &self.info {
+            s.push_str(&format!("info        {i}\n"));
+        }
+        for f in &self.failures {
+            s.push_str(&format!("FAILED      {f}\n"));
+        }
+        s.push_str(&self.verdict());
+        s.push('\n');
+        s
+    }
+}
+
+fn hash_check(root: &Path, m: &Manifest, progress: &mut dyn FnMut(String)) -> HashCheck {
+    let mut h = HashCheck {
+        listed: m.files.len(),
+        ..HashCheck::default()
+    };
+    let n = m.files.len();
+    for (i, (path, entry)) in m.files.iter().enumerate() {
+        let file = root.join(path);
+        progress(format!(
+            "[{}/{n}] {path} ({}) ",
+            i + 1,
+            human_bytes(entry.bytes)
+        ));
+        let len = match std::fs::metadata(&file) {
+            Ok(md) if md.is_file() => md.len(),
+            _ => {
+                progress("MISSING\n".into());
+                h.missing.push(path.clone());
+                continue;
+            }
+        };
+        if len != entry.bytes {
+            progress(format!("SIZE DIFFERS ({len} bytes)\n"));
+            h.size_differs.push((path.clone(), entry.bytes, len));
+            continue;
+        }
+        h.bytes += len;
+        match sha256_file(&file) {
+            Ok(hex) if hex.eq_ignore_ascii_case(&entry.sha256) => progress("ok\n".into()),
+            Ok(_) => {
+                progress("HASH DIFFERS\n".into());
+                h.hash_differs.push(path.clone());
+            }
+            Err(e) => {
+                progress(format!("unreadable: {e}\n"));
+                h.missing.push(path.clone());
+            }
+        }
+    }
+    for p in walk(root) {
+        let r = rel(root, &p);
+        if r != super::manifest::MANIFEST_FILE && !m.files.contains_key(&r) {
+            h.unlisted.push(r);
+        }
+    }
+    h
+}
+
+fn finite_summary(values: &[f32]) -> Result<String, String> {
+    let bad = values.iter().filter(|v| !v.is_finite()).count();
+    if bad > 0 {
+        return Err(format!(
+            "{bad} of {} output values are NaN or inf",
+            values.len()
+        ));
+    }
+    let (lo, hi) = values
+        .iter()
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| {
+            (lo.min(v), hi.max(v))
+        });
+    Ok(format!("all finite, in [{lo:.3}, {hi:.3}]"))
+}
+
+fn check_shape(got: &[usize], want: &[usize]) -> Result<(), String> {
+    if got == want {
+        Ok(())
+    } else {
+        Err(format!("output shape {got:?}, expected {want:?}"))
+    }
+}
+
+/// Context width for UNet checks: the graph's, else the text encoder's, else the manifest's.
+struct Probe<'a> {
+    rt: &'a Runtime,
+    root: &'a Path,
+    geometry: ModelGeometry,
+    context_dim: Option<usize>,
+    tokenizer: Option<ClipTokenizer>,
+}
+
+const PROBE_PROMPT: &str = "a small cottage on a hillside at sunset";
+
+impl Probe<'_> {
+    fn run(&mut self, folder: &str, kind: &str) -> Result<String, String> {
+        let file = self.root.join(folder).join("model.onnx");
+        let e = |e: color_eyre::Report| format!("{e:#}");
+        let mut noise = RngSource::TorchCpu.generator(0);
+        let s = self.geometry.sample_size;
+        let c = self.geometry.latent_channels;
+        let f = self.geometry.vae_scale_factor;
+        match kind {
+            "text_encoder" => {
+                let tok = self
+                    .tokenizer
+                    .as_ref()
+                    .ok_or("the tokenizer did not load")?;
+                let ids = tok.encode(PROBE_PROMPT).map_err(e)?.ids_i64();
+                let mut te = TextEncoder::load(self.rt, &file).map_err(e)?;
+                let out = te.encode(&ids, 1).map_err(e)?;
+                let d = te.hidden_dim.unwrap_or(out.shape()[2]);
+                check_shape(out.shape(), &[1, ids.len(), d])?;
+                self.context_dim.get_or_insert(d);
+                Ok(format!(
+                    "last_hidden_state {:?}, {}",
+                    out.shape(),
+                    finite_summary(&out.iter().copied().collect::<Vec<_>>())?
+                ))
+            }
+            "unet" => {
+                let mut unet = Unet::load(self.rt, &file).map_err(e)?;
+                let d = unet.context_dim().or(self.context_dim).unwrap_or(768);
+                let sample = noise.randn([1, c, s, s]);
+                let ctx: Array3<f32> = noise
+                    .randn([1, 1, 77, d])
+                    .into_shape_with_order((1, 77, d))
+                    .map_err(|x| x.to_string())?;
+                let out = unet.predict(sample.view(), 500.0, ctx.view()).map_err(e)?;
+                check_shape(out.shape(), &[1, c, s, s])?;
+                Ok(format!(
+                    "out_sample {:?} at t=500, {}",
+                    out.shape(),
+                    finite_summary(&out.iter().copied().collect::<Vec<_>>())?
+                ))
+            }
+            "vae_decoder" => {
+                let mut vae = VaeDecoder::load(self.rt, &file).map_err(e)?;
+                let n = s.min(8);
+                let latents: Array4<f32> = noise.randn([1, c, n, n]);
+                let out = vae.decode(latents.view()).map_err(e)?;
+                check_shape(out.shape(), &[1, 3, n * f, n * f])?;
+                Ok(format!(
+                    "sample {:?}, {}",
+                    out.shape(),
+                    finite_summary(&out.iter().copied().collect::<Vec<_>>())?
+                ))
+            }
+            "vae_encoder" => {
+                let session = self.rt.session(&file).map_err(e)?;
+                let inputs = tensor::inputs(&session);
+                let input = inputs
+                    .iter()
+                    .find(|i| i.name == "sample")
+                    .or_else(|| inputs.first())
+                    .filter(|i| i.rank() == 4)
+                    .cloned()
+                    .ok_or_else(|| {
+                        format!(
+                            "{} is not a VAE encoder: expected input sample float[batch,3,H,W]",
+                            file.display()
+                        )
+                    })?;
+                let px = 8 * f;
+                let image = noise.randn([1, 3, px, px]).mapv(|v| v.clamp(-1.0, 1.0));
+                let x = tensor::float_input(image.view().into_dyn(), input.elem).map_err(e)?;
+                let out_name = tensor::outputs(&session)
+                    .first()
+                    .map(|o| o.name.clone())
+                    .unwrap_or_default();
+                let mut session = session;
+                let outputs = session
+                    .run(ort::inputs![input.name.as_str() => x])
+                    .map_err(|x| x.to_string())?;
+                let out = tensor::float_output(&outputs[0]).map_err(e)?;
+                let shape = out.shape().to_vec();
+                if !(shape == [1, c, 8, 8] || shape == [1, 2 * c, 8, 8]) {
+                    return Err(format!(
+                        "output shape {shape:?}, expected [1, {c} or {}, 8, 8]",
+                        2 * c
+                    ));
+                }
+                Ok(format!(
+                    "{} {shape:?} from a {px}×{px} image, {}",
+                    out_name,
+                    finite_summary(&out.iter().copied().collect::<Vec<_>>())?
+                ))
+            }
+            other => Err(format!("unknown component kind {other:?}")),
+        }
+    }
+}
+
+/// Re-hashes every file `root/manifest.json` lists, loads and runs every ONNX graph once on
+/// `device`, and checks the scheduler config. `progress` gets the hashing progress.
+pub fn verify(
+    config: &Config,
+    root: &Path,
+    device: Device,
+    progress: &mut dyn FnMut(String),
+) -> VerifyReport {
+    let mut r = VerifyReport {
+        path: root.display().to_string(),
+        manifest: false,
+        files: None,
+        provider: None,
+        sessions: Vec::new(),
+        scheduler: None,
+        failures: Vec::new(),
+        warnings: Vec::new(),
+        info: Vec::new(),
+        passed: false,
+    };
+    if !root.is_dir() {
+        r.failures.push(missing_folder_message(root));
+        return r;
+    }
+    let manifest = match Manifest::read(root) {
+        Ok(m) => m,
+        Err(e) => {
+            r.failures.push(format!("{e}"));
+            None
+        }
+    };
+    r.manifest = manifest.is_some();
+    if let Some(m) = &manifest {
+        let h = hash_check(root, m, progress);
+        for p in &h.missing {
+            r.failures.push(format!(
+                "{p} is listed in manifest.json but missing\nFix: re-export the model (python models/export.py --out {}) or copy the file again",
+                root.display()
+            ));
+        }
+        for (p, want, got) in &h.size_differs {
+            r.failures.push(format!(
+                "{p} has {got} bytes, manifest.json says {want} (truncated or replaced)\nFix: copy the file again from the export, or re-export"
+            ));
+        }
+        for p in &h.hash_differs {
+            r.failures.push(format!(
+                "{p} does not match its sha256 in manifest.json (corrupted or changed)\nFix: copy the file again from the export, or re-export"
+            ));
+        }
+        r.files = Some(h);
+    }
+    // Scheduler config.
+    match scheduler_report(root, config) {
+        Ok(s) => {
+            if s.warning {
+                r.warnings.push(s.message.clone());
+            }
+            r.scheduler = Some(s);
+        }
+        Err(e) => r.failures.push(format!(
+            "{e}\nFix: restore scheduler/scheduler_config.json from the export"
+        )),
+    }
+    // Variants that cannot run.
+    let variants = match &manifest {
+        Some(m) => merge_manifest_variants(config.variants(), m),
+        None => config.variants(),
+    };
+    for v in variant_infos(root, &variants, manifest.as_ref()) {
+        if !v.present {
+            r.warnings.push(format!(
+                "variant {:?} cannot run: no {} (base-only exercises work). {}",
+                v.name,
+                v.missing.join(", "),
+                export_fix(root)
+            ));
+        }
+    }
+    // Sessions.
+    let components = component_folders(root, manifest.as_ref());
+    let rt = match Runtime::init(&config.search_plan(), device) {
+        Ok(rt) => rt,
+        Err(e) => {
+            r.failures.push(format!("{e}"));
+            r.passed = false;
+            return r;
+        }
+    };
+    r.provider = Some(rt.provider);
+    r.info.extend(rt.notes.iter().cloned());
+    let cuda_only = manifest
+        .as_ref()
+        .and_then(|m| m.optimize.as_deref())
+        .is_some_and(|o| o == "cuda");
+    if cuda_only && rt.provider == Provider::Cpu {
+        r.failures.push(format!(
+            "this model was exported with optimize = \"cuda\": its graphs use CUDA-only fused operators and need the CUDA provider, but ONNX Runtime runs on {} here\nFix: run on the GPU box with onnxruntime-gpu (`SPEEDSCAPE_ORT_WHEEL='onnxruntime-gpu[cuda,cudnn]' scripts/setup.sh`, see README \"ONNX Runtime and the GPU\"), or export with --optimize none for the CPU",
+            rt.provider
+        ));
+        for c in &components {
+            r.sessions.push(SessionCheck {
+                folder: c.folder.clone(),
+                kind: c.kind.clone().unwrap_or_default(),
+                passed: false,
+                detail: "not run: needs the CUDA provider".into(),
+            });
+        }
+    } else {
+        let geometry = ModelGeometry::read(root).unwrap_or(ModelGeometry {
+            sample_size: 64,
+            vae_scale_factor: 8,
+            scaling_factor: 0.18215,
+            latent_channels: 4,
+        });
+        let tokenizer = match ClipTokenizer::from_dir(&root.join("tokenizer")) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                r.failures.push(format!("{e:#}"));
+                None
+            }
+        };
+        let mut probe = Probe {
+            rt: &rt,
+            root,
+            geometry,
+            context_dim: manifest
+                .as_ref()
+                .and_then(|m| m.geometry.as_ref())
+                .and_then(|g| g.cross_attention_dim),
+            tokenizer,
+        };
+        for c in &components {
+            let kind = c.kind.clone().unwrap_or_default();
+            let result = if !c.present {
+                Err(format!(
+                    "no {}\nFix: {}",
+                    root.join(&c.folder).join("model.onnx").display(),
+                    if kind == "unet" && c.folder != "unet" {
+                        export_fix(root).trim_start_matches("Fix: ").to_string()
+                    } else {
+                        format!(
+                            "re-export the model (python models/export.py --out {}, see {README_SECTION})",
+                            root.display()
+                        )
+                    }
+                ))
+            } else {
+                progress(format!("running {} ({kind}) ... ", c.folder));
+                let res = probe.run(&c.folder, &kind);
+                progress(if res.is_ok() { "ok\n" } else { "FAILED\n" }.into());
+                res
+            };
+            match result {
+                Ok(detail) => r.sessions.push(SessionCheck {
+                    folder: c.folder.clone(),
+                    kind,
+                    passed: true,
+                    detail,
+                }),
+                Err(e) => {
+                    r.failures.push(format!("{}: {e}", c.folder));
+                    r.sessions.push(SessionCheck {
+                        folder: c.folder.clone(),
+                        kind,
+                        passed: false,
+                        detail: e.lines().next().unwrap_or("").to_string(),
+                    });
+                }
+            }
+        }
+    }
+    r.passed = r.failures.is_empty();
+    r
+}

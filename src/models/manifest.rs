@@ -1,0 +1,333 @@
+//! `manifest.json`: what `models/export.py` wrote into a model folder (format
+//! `speedscape-model/1`): provenance, dtype, per-component checks, variants and a file table.
+//!
+//! Parsed leniently: later exporter versions add fields, so unknown keys are ignored and
+//! everything but the essentials has a default.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io::Read;
+use std::path::Path;
+
+use color_eyre::eyre::{WrapErr, eyre};
+use serde::de::{Deserializer, MapAccess, Visitor};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// The file name inside a model folder.
+pub const MANIFEST_FILE: &str = "manifest.json";
+
+/// What `models/export.py` records about a model folder.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Manifest {
+    /// `speedscape-model/1`.
+    pub format: String,
+    /// UTC time stamp of the export.
+    pub created: Option<String>,
+    pub exporter: Option<Exporter>,
+    pub base: Option<BaseSource>,
+    /// LoRA adapters by name.
+    pub loras: BTreeMap<String, LoraSource>,
+    /// `fp32` | `fp16`.
+    pub dtype: Option<String>,
+    /// `none` | `cuda` (CUDA-only fused operators).
+    pub optimize: Option<String>,
+    pub geometry: Option<Geometry>,
+    pub notes: Vec<String>,
+    /// Component folders (`unet`, `unet_lcm`, `text_encoder`, …) in the order written.
+    #[serde(deserialize_with = "ordered_map")]
+    pub components: Vec<(String, Component)>,
+    /// Variants by name, in the order written (`base` first).
+    #[serde(deserialize_with = "ordered_map")]
+    pub variants: Vec<(String, ManifestVariant)>,
+    /// Every file of the folder but manifest.json itself, by relative path.
+    pub files: BTreeMap<String, FileEntry>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Exporter {
+    pub script: Option<String>,
+    pub version: Option<String>,
+    pub command: Vec<String>,
+    pub python: Option<String>,
+    /// Library versions (`null` when not installed).
+    pub libraries: BTreeMap<String, Option<String>>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct BaseSource {
+    /// `hub` | `folder`.
+    pub kind: Option<String>,
+    pub source: Option<String>,
+    pub revision: Option<String>,
+    /// SHA-256 of the source files that were read.
+    pub sha256: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LoraSource {
+    pub kind: Option<String>,
+    pub source: Option<String>,
+    pub revision: Option<String>,
+    pub file: Option<String>,
+    pub sha256: Option<String>,
+    pub bytes: Option<u64>,
+    /// `diffusers` | `kohya`.
+    pub format: Option<String>,
+    /// `unet`, `text_encoder`.
+    pub components: Vec<String>,
+    /// Where a copy of the adapter lies inside the model folder.
+    pub copy: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Geometry {
+    pub sample_size: Option<usize>,
+    pub vae_scale_factor: Option<usize>,
+    pub image_size: Option<usize>,
+    pub cross_attention_dim: Option<usize>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Component {
+    /// `text_encoder` | `unet` | `vae_decoder` | `vae_encoder`.
+    pub kind: Option<String>,
+    pub dtype: Option<String>,
+    pub optimizations: Vec<Optimization>,
+    pub export_s: Option<f64>,
+    pub bytes: Option<u64>,
+    /// The exporter's ONNX Runtime vs torch comparison.
+    pub check: Option<Check>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Optimization {
+    pub name: String,
+    pub fused_operators: Option<BTreeMap<String, u64>>,
+    pub io: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Check {
+    pub provider: Option<String>,
+    pub dtype: Option<String>,
+    pub max_abs_err: Option<f64>,
+    pub max_rel_err: Option<f64>,
+    pub tolerance: Option<f64>,
+    pub passed: Option<bool>,
+    pub graph: Option<serde_json::Value>,
+    pub cases: Vec<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ManifestVariant {
+    pub loras: Vec<LoraWeight>,
+    /// UNet folder (`unet_lcm`).
+    pub unet: String,
+    /// Text encoder folder (`text_encoder`, or `text_encoder_<variant>` when fused).
+    pub text_encoder: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LoraWeight {
+    pub name: String,
+    pub weight: f64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FileEntry {
+    pub bytes: u64,
+    pub sha256: String,
+}
+
+impl ManifestVariant {
+    /// `lcm 1 + style 0.8`; `no LoRA` for the base.
+    pub fn label(&self) -> String {
+        if self.loras.is_empty() {
+            return "no LoRA".into();
+        }
+        self.loras
+            .iter()
+            .map(|l| format!("{} {}", l.name, l.weight))
+            .collect::<Vec<_>>()
+            .join(" + ")
+    }
+}
+
+impl Manifest {
+    /// Reads `dir/manifest.json`: `None` when the folder has none.
+    pub fn read(dir: &Path) -> color_eyre::Result<Option<Self>> {
+        let path = dir.join(MANIFEST_FILE);
+        if !path.is_file() {
+            return Ok(None);
+        }
+        let text = std::fs::read_to_string(&path)
+            .wrap_err_with(|| format!("reading {}", path.display()))?;
+        Self::parse(&text).map(Some).map_err(|e| {
+            eyre!(
+                "{} is malformed: {e}\nFix: re-export the model with models/export.py, or delete manifest.json (speedscape then treats the folder as a plain Optimum export)",
+                path.display()
+            )
+        })
+    }
+
+    /// Parses the text of a manifest.
+    pub fn parse(text: &str) -> color_eyre::Result<Self> {
+        serde_json::from_str(text).map_err(|e| eyre!("{e}"))
+    }
+
+    pub fn component(&self, folder: &str) -> Option<&Component> {
+        self.components
+            .iter()
+            .find(|(f, _)| f == folder)
+            .map(|(_, c)| c)
+    }
+
+    /// The manifest variant whose UNet is `folder`.
+    pub fn variant_by_unet(&self, folder: &str) -> Option<(&str, &ManifestVariant)> {
+        self.variants
+            .iter()
+            .find(|(_, v)| v.unet == folder)
+            .map(|(n, v)| (n.as_str(), v))
+    }
+}
+
+/// A JSON object as a list of (key, value) in the order written.
+fn ordered_map<'de, D, V>(d: D) -> Result<Vec<(String, V)>, D::Error>
+where
+    D: Deserializer<'de>,
+    V: Deserialize<'de>,
+{
+    struct Ordered<V>(std::marker::PhantomData<V>);
+    impl<'de, V: Deserialize<'de>> Visitor<'de> for Ordered<V> {
+        type Value = Vec<(String, V)>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::new();
+            while let Some((k, v)) = map.next_entry::<String, V>()? {
+                out.push((k, v));
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_map(Ordered(std::marker::PhantomData))
+}
+
+/// SHA-256 of a file as lower-case hex, read in 1 MiB chunks (files can be several GB).
+pub fn sha256_file(path: &Path) -> color_eyre::Result<String> {
+    let mut file =
+        std::fs::File::open(path).wrap_err_with(|| format!("opening {}", path.display()))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file
+            .read(&mut buf)
+            .wrap_err_with(|| format!("reading {}", path.display()))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
+/// Bytes as a short human string (`3.1 MB`).
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1000.0 && u + 1 < UNITS.len() {
+        v /= 1000.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    fn tiny() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/tiny")
+    }
+
+    #[test]
+    fn the_tiny_models_manifest_parses() {
+        let m = Manifest::read(&tiny())
+            .unwrap()
+            .expect("models/tiny has one");
+        assert_eq!(m.format, "speedscape-model/1");
+        assert_eq!(m.dtype.as_deref(), Some("fp32"));
+        assert_eq!(m.optimize.as_deref(), Some("none"));
+        let geometry = m.geometry.as_ref().unwrap();
+        assert_eq!(geometry.sample_size, Some(8));
+        assert_eq!(geometry.vae_scale_factor, Some(8));
+        let names: Vec<&str> = m.variants.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            ["base", "lcm", "style", "lcm_style"],
+            "written order"
+        );
+        let (_, lcm_style) = &m.variants[3];
+        assert_eq!(lcm_style.unet, "unet_lcm_style");
+        assert_eq!(lcm_style.text_encoder.as_deref(), Some("text_encoder"));
+        assert_eq!(lcm_style.label(), "lcm 1 + style 1");
+        assert_eq!(m.loras["lcm"].components, ["unet"]);
+        let unet = m.component("unet").unwrap();
+        assert_eq!(unet.kind.as_deref(), Some("unet"));
+        assert_eq!(unet.check.as_ref().unwrap().passed, Some(true));
+        // The file table matches the disk, byte counts included.
+        for (rel, entry) in &m.files {
+            let len = std::fs::metadata(tiny().join(rel)).unwrap().len();
+            assert_eq!(len, entry.bytes, "{rel}");
+        }
+        assert!(!m.files.contains_key(MANIFEST_FILE));
+    }
+
+    #[test]
+    fn unknown_fields_are_ignored_and_a_missing_file_is_none() {
+        let m = Manifest::parse(r#"{"format": "speedscape-model/9", "future": {"x": 1}, "variants": {"b": {"unet": "unet_b", "loras": [{"name": "b", "weight": 0.8}], "extra": true}}}"#).unwrap();
+        assert_eq!(m.variants[0].1.label(), "b 0.8");
+        assert!(m.files.is_empty());
+        let dir = tempfile::tempdir().unwrap();
+        assert!(Manifest::read(dir.path()).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_malformed_manifest_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(MANIFEST_FILE), "{\"files\": 3}").unwrap();
+        let err = format!("{}", Manifest::read(dir.path()).unwrap_err());
+        assert!(err.contains("manifest.json is malformed"), "{err}");
+        assert!(err.contains("Fix:"), "{err}");
+    }
+
+    #[test]
+    fn sha256_matches_the_manifest() {
+        let m = Manifest::read(&tiny()).unwrap().unwrap();
+        let rel = "scheduler/scheduler_config.json";
+        assert_eq!(sha256_file(&tiny().join(rel)).unwrap(), m.files[rel].sha256);
+    }
+}
