@@ -513,9 +513,11 @@ def vae_encoder_spec(vae, image_size: int) -> Spec:
     )
 
 
-def torch_to_onnx(spec: Spec, tmp: Path) -> onnx.ModelProto:
-    """TorchScript-based torch.onnx.export (what Optimum uses), opset 17, constant folding on."""
-    path = tmp / "model.onnx"
+def torch_to_onnx(spec: Spec, tmp: Path) -> Path:
+    """TorchScript-based torch.onnx.export (what Optimum uses), opset 17, constant folding on.
+    Graphs over 2 GB get their weights as external files beside `tmp/torch/model.onnx`."""
+    path = tmp / "torch" / "model.onnx"
+    path.parent.mkdir(parents=True)
     with torch.no_grad():
         torch.onnx.export(
             spec.graph,
@@ -528,10 +530,7 @@ def torch_to_onnx(spec: Spec, tmp: Path) -> onnx.ModelProto:
             do_constant_folding=True,
             dynamo=False,
         )
-    model = onnx.load(str(path))  # loads external data too (> 2 GB graphs)
-    if model.ir_version > IR_VERSION:
-        model.ir_version = IR_VERSION
-    return model
+    return path
 
 
 def save_onnx(model: onnx.ModelProto, path: Path, external_data: bool) -> None:
@@ -578,7 +577,7 @@ def _patch_ort_unet_fusion() -> None:
     fau.FusionAttentionUnet._speedscape_patched = True
 
 
-def optimize_for_cuda(model_path: Path, model_type: str, fp16: bool):
+def optimize_for_cuda(model: onnx.ModelProto, model_type: str, fp16: bool, overrides: dict | None = None):
     """ONNX Runtime's own Stable Diffusion graph fusions (what its optimize_pipeline.py applies)."""
     from onnxruntime.transformers.fusion_options import FusionOptions
     from onnxruntime.transformers.optimizer import optimize_model
@@ -591,8 +590,10 @@ def optimize_for_cuda(model_path: Path, model_type: str, fp16: bool):
         options.enable_packed_kv = fp16
         options.enable_packed_qkv = fp16
         options.enable_bias_add = True
+    for key, value in (overrides or {}).items():  # tests switch off the CUDA-only fusions
+        setattr(options, key, value)
     m = optimize_model(
-        str(model_path),
+        model,
         model_type=model_type,
         num_heads=0,
         hidden_size=0,
@@ -604,10 +605,132 @@ def optimize_for_cuda(model_path: Path, model_type: str, fp16: bool):
     return m, fused
 
 
+def _patch_ort_float16() -> None:
+    """The float16 converter reads a whole initializer just to learn its shape; with the weights
+    left on disk (see `transform_graph`) the shape comes from the tensor's dims instead."""
+    from onnxruntime.transformers import onnx_model  # noqa: F401  (imports float16 top-level)
+    import float16 as f16
+
+    def make_value_info_from_tensor(tensor):
+        return onnx.helper.make_tensor_value_info(tensor.name, tensor.data_type, list(tensor.dims))
+
+    f16.make_value_info_from_tensor = make_value_info_from_tensor
+
+
 def to_fp16(m) -> None:
     """float16 weights and activations, float16 inputs/outputs (speedscape converts at the edge)."""
+    _patch_ort_float16()
     m.convert_float_to_float16(keep_io_types=False)
     m.topological_sort()  # the converter appends its Cast nodes at the end
+
+
+def _set_external(tensor, location: str, offset: int, length: int) -> None:
+    tensor.ClearField("raw_data")
+    del tensor.external_data[:]
+    for key, value in (("location", location), ("offset", str(offset)), ("length", str(length))):
+        entry = tensor.external_data.add()
+        entry.key, entry.value = key, value
+    tensor.data_location = onnx.TensorProto.EXTERNAL
+
+
+@contextlib.contextmanager
+def _spill_new_initializers(path: Path, threshold: int = 1 << 16):
+    """While active, every large initializer a fusion adds (packed Q/K/V, NHWC-transposed conv
+    weights: together more than 2 GB for SD v1.5) goes to `path` at once and stays referenced as
+    external data, so the in-memory graph stays small enough for shape inference (< 2 GB)."""
+    from onnxruntime.transformers import optimizer  # noqa: F401
+    import onnx_model
+
+    original = onnx_model.OnnxModel.add_initializer
+    spilled = []
+
+    def add_initializer(self, tensor, graph_name=None):
+        if tensor.HasField("raw_data") and len(tensor.raw_data) >= threshold:
+            with open(path, "ab") as f:
+                offset = f.tell()
+                f.write(tensor.raw_data)
+            _set_external(tensor, path.name, offset, len(tensor.raw_data))
+            spilled.append(tensor.name)
+        return original(self, tensor, graph_name)
+
+    onnx_model.OnnxModel.add_initializer = add_initializer
+    try:
+        yield spilled
+    finally:
+        onnx_model.OnnxModel.add_initializer = original
+
+
+def transform_graph(
+    src: Path,
+    dst: Path,
+    model_type: str | None,
+    fp16: bool,
+    external_data: bool = True,
+    fusion_overrides: dict | None = None,
+    spill_threshold: int = 1 << 16,
+) -> tuple[dict, int]:
+    """Fuse (`model_type`: onnxruntime's SD fusions) and/or convert to float16, from `src` into
+    `dst`, without holding the weights in memory: only the graph is loaded; the fusions read the
+    few weights they rewrite on demand, and the rest are streamed from src's files into dst's data
+    file (converted to float16 where the converter retyped them). SD v1.5's 3.4 GB UNet would
+    otherwise need more than 24 GB of RAM in onnxruntime's optimizer.
+    """
+    from onnx.external_data_helper import ExternalDataInfo, _get_all_tensors, uses_external_data
+    from onnxruntime.transformers import optimizer  # noqa: F401  (puts its folder on sys.path)
+    from onnx_model import OnnxModel  # the class onnxruntime's fusions subclass
+
+    model = onnx.load(str(src), load_external_data=False)
+    fused = {}
+    cwd = os.getcwd()
+    os.chdir(src.parent)  # external weights resolve relative to the working directory
+    try:
+        with _spill_new_initializers(src.parent / "spilled.onnx_data", spill_threshold) as spilled:
+            if model_type:
+                m, fused = optimize_for_cuda(model, model_type, fp16, fusion_overrides)
+            else:
+                m = OnnxModel(model)
+            if fp16:
+                to_fp16(m)
+        model = m.model
+        n_spilled = len(spilled)
+    finally:
+        os.chdir(cwd)
+    if model_type and not any(o.domain == "com.microsoft" for o in model.opset_import):
+        model.opset_import.append(onnx.helper.make_opsetid("com.microsoft", 1))  # fused contrib ops
+    if model.ir_version > IR_VERSION:
+        model.ir_version = IR_VERSION
+
+    from float16 import convert_np_to_float16
+
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    data_name = dst.name + "_data"
+    with open(dst.parent / data_name, "wb") as out:
+        for tensor in _get_all_tensors(model):
+            if uses_external_data(tensor):
+                info = ExternalDataInfo(tensor)
+                with open(src.parent / info.location, "rb") as f:
+                    f.seek(info.offset or 0)
+                    raw = f.read(info.length) if info.length else f.read()
+                numel = int(np.prod(tensor.dims)) if len(tensor.dims) else 1
+                if tensor.data_type == onnx.TensorProto.FLOAT16 and len(raw) == 4 * numel:
+                    raw = convert_np_to_float16(np.frombuffer(raw, dtype=np.float32)).tobytes()
+                del tensor.external_data[:]
+                tensor.data_location = onnx.TensorProto.DEFAULT
+            elif tensor.HasField("raw_data") and len(tensor.raw_data) >= 1024:
+                raw = tensor.raw_data
+            else:
+                continue
+            if not external_data:
+                tensor.raw_data = raw
+                continue
+            offset = out.tell()
+            out.write(raw)
+            _set_external(tensor, data_name, offset, len(raw))
+    if not external_data:
+        (dst.parent / data_name).unlink()
+    onnx.save_model(model, str(dst))
+    onnx.checker.check_model(str(dst))
+    return fused, n_spilled
 
 
 def ort_providers(need_cuda: bool) -> list[str] | None:
@@ -675,31 +798,21 @@ def export_component(spec: Spec, folder: Path, settings: Settings) -> dict:
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        model = torch_to_onnx(spec, tmp)
-        plain = tmp / "plain.onnx"
-        if settings.optimize == "cuda":
-            save_onnx(model, plain, external_data=True)  # the optimizer reads a file
-            del model
-            m, fused = optimize_for_cuda(plain, spec.ort_model_type, dtype == "fp16")
-            record["optimizations"].append({"name": f"onnxruntime.transformers fusions ({spec.ort_model_type})", "fused_operators": fused})
-            if dtype == "fp16":
-                to_fp16(m)
-                record["optimizations"].append({"name": "float16", "io": "float16"})
-            model = m.model
-            if not any(o.domain == "com.microsoft" for o in model.opset_import):
-                model.opset_import.append(onnx.helper.make_opsetid("com.microsoft", 1))  # fused contrib ops
-        elif dtype == "fp16":
-            from onnxruntime.transformers.onnx_model import OnnxModel
-
-            m = OnnxModel(model)
-            to_fp16(m)
-            record["optimizations"].append({"name": "float16", "io": "float16"})
-            model = m.model
-        if model.ir_version > IR_VERSION:
-            model.ir_version = IR_VERSION
+        plain = torch_to_onnx(spec, tmp)
         out = folder / "model.onnx"
-        save_onnx(model, out, spec.external_data)
-        del model
+        if settings.optimize == "cuda" or dtype == "fp16":
+            model_type = spec.ort_model_type if settings.optimize == "cuda" else None
+            fused, spilled = transform_graph(plain, out, model_type, dtype == "fp16", spec.external_data)
+            if model_type:
+                record["optimizations"].append({"name": f"onnxruntime.transformers fusions ({model_type})", "fused_operators": fused, "new_initializers_streamed": spilled})
+            if dtype == "fp16":
+                record["optimizations"].append({"name": "float16", "io": "float16"})
+        else:
+            model = onnx.load(str(plain))
+            if model.ir_version > IR_VERSION:
+                model.ir_version = IR_VERSION
+            save_onnx(model, out, spec.external_data)
+            del model
         record["export_s"] = round(time.perf_counter() - t0, 2)
         if settings.verify:
             tol = settings.tolerance[dtype]
@@ -710,15 +823,10 @@ def export_component(spec: Spec, folder: Path, settings: Settings) -> dict:
                 # CUDA-fused operators (NhwcConv, GroupNorm, MultiHeadAttention, ...) have no CPU
                 # kernels: check the unfused graph of the same weights on CPU now; the fused one is
                 # checked by `speedscape models verify` on the GPU box.
-                ref = tmp / "unfused.onnx"
+                ref = plain
                 if dtype == "fp16":
-                    from onnxruntime.transformers.onnx_model import OnnxModel
-
-                    m = OnnxModel(onnx.load(str(plain)))
-                    to_fp16(m)
-                    save_onnx(m.model, ref, external_data=True)
-                else:
-                    ref = plain
+                    ref = tmp / "unfused" / "model.onnx"
+                    transform_graph(plain, ref, None, fp16=True)
                 record["check"] = check_graph(ref, spec, dtype, ["CPUExecutionProvider"], tol, settings.check_threads)
                 record["check"]["graph"] = "unfused (the CUDA-fused graph needs onnxruntime-gpu)"
             if not record["check"]["passed"]:

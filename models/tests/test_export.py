@@ -318,6 +318,8 @@ def test_cuda_optimized_fp16_export_has_onnxruntime_sd_fusions(standin, tmp_path
     recorded = manifest["components"]["unet"]["optimizations"][0]["fused_operators"]
     assert recorded["MultiHeadAttention"] == ops["MultiHeadAttention"]
     assert manifest["components"]["vae_decoder"]["dtype"] == "fp32"
+    for comp in ("unet", "text_encoder", "vae_decoder"):  # streamed weights: every byte in place
+        initializer_bytes_match_shapes(out / comp / "model.onnx")
     # Without onnxruntime-gpu the fused graph cannot run here; the same weights were checked unfused.
     if "CUDAExecutionProvider" not in ort.get_available_providers():
         assert manifest["components"]["unet"]["check"]["graph"].startswith("unfused")
@@ -376,3 +378,59 @@ def test_unreachable_hub_gives_a_clear_error(tmp_path):
     proc = run_export("--out", str(tmp_path / "o"), "--model", "someone/not-here", "--no-variants", check=False)
     assert proc.returncode == 2
     assert "cannot download 'someone/not-here'" in proc.stderr and "local folder" in proc.stderr
+
+
+# --- the low-memory graph transform (fusions and float16 with the weights left on disk) ---------
+
+# onnxruntime's SD fusions that have CPU kernels; the others (NhwcConv, GroupNorm, SkipGroupNorm,
+# BiasSplitGelu, BiasAdd) run on CUDA only.
+CPU_FUSIONS_ONLY = dict(
+    enable_nhwc_conv=False,
+    enable_group_norm=False,
+    enable_skip_group_norm=False,
+    enable_bias_splitgelu=False,
+    enable_bias_add=False,
+)
+
+
+def initializer_bytes_match_shapes(path: Path) -> None:
+    model = onnx.load(str(path))  # with external data
+    for t in model.graph.initializer:
+        arr = onnx.numpy_helper.to_array(t)
+        assert arr.shape == tuple(t.dims), t.name
+
+
+def test_streamed_transform_keeps_weights_exact(tmp_path, unet_inputs):
+    """The CPU-runnable fusions through transform_graph, with every new initializer spilled to disk
+    (threshold 1 byte): the fused graph computes what the plain one does."""
+    src = MODELS / "tiny" / "unet" / "model.onnx"
+    dst = tmp_path / "fused" / "model.onnx"
+    work = tmp_path / "src"
+    work.mkdir()
+    for p in src.parent.iterdir():
+        (work / p.name).write_bytes(p.read_bytes())
+    fused, spilled = export.transform_graph(work / "model.onnx", dst, "unet", fp16=False, fusion_overrides=CPU_FUSIONS_ONLY, spill_threshold=1)
+    assert fused.get("MultiHeadAttention", 0) > 0 and fused.get("SkipLayerNormalization", 0) > 0, fused
+    assert spilled > 0
+    initializer_bytes_match_shapes(dst)
+    x, t, e = unet_inputs
+    plain = ort_unet(src.parent, x, t, e)
+    got = ort_unet(dst.parent, x, t, e)
+    assert np.abs(got - plain).max() < 1e-4
+
+
+def test_streamed_fp16_conversion_matches_in_memory_conversion(tmp_path):
+    """float16 weights written by the streaming writer equal onnxruntime's own in-memory conversion."""
+    from onnxruntime.transformers.onnx_model import OnnxModel
+
+    src = MODELS / "tiny" / "unet" / "model.onnx"
+    dst = tmp_path / "fp16" / "model.onnx"
+    export.transform_graph(src, dst, None, fp16=True)
+    streamed = {t.name: onnx.numpy_helper.to_array(t) for t in onnx.load(str(dst)).graph.initializer}
+    m = OnnxModel(onnx.load(str(src)))
+    m.convert_float_to_float16(keep_io_types=False)
+    reference = {t.name: onnx.numpy_helper.to_array(t) for t in m.model.graph.initializer}
+    assert streamed.keys() == reference.keys()
+    for name, ref in reference.items():
+        assert streamed[name].dtype == ref.dtype and np.array_equal(streamed[name], ref), name
+
