@@ -7,4 +7,4 @@ scripts/setup.sh
 scripts/setup-ref.sh
 cargo test --all-targets "$@"
 # The exporter tests run the speedscape binary that `cargo test` just built.
-SPEEDSCAPE_BIN="$PWD/target/debug/speedscape" .venv-ref/bin/python -m pytest -q -p no:cacheprovider models/tests
+SPEEDSCAPE_BIN="$PWD/target/debug/speedscape" .venv-ref/bin/python -m pytest -q -p no:cacheprovider -p no:warnings models/tests

@@ -59,8 +59,13 @@ import onnx  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 from diffusers import StableDiffusionPipeline  # noqa: E402
 from diffusers.utils import logging as diffusers_logging  # noqa: E402
+from transformers.utils import logging as transformers_logging  # noqa: E402
 
 diffusers_logging.set_verbosity_error()
+# transformers reports the base weights a LoRA file lacks as "MISSING ... newly initialized" when
+# diffusers loads text-encoder LoRA layers; nothing is re-initialized (models/tests checks the
+# fused weights against W + w * alpha/r * BA), so keep its log to errors.
+transformers_logging.set_verbosity_error()
 
 EXPORTER_VERSION = "1"
 MANIFEST_FORMAT = "speedscape-model/1"
@@ -96,6 +101,9 @@ LORA_PATTERNS = ["*.safetensors", "*.json"]
 # Max abs difference allowed between ONNX Runtime and torch (float32 reference), relative to the
 # reference's largest magnitude (at least 1).
 TOLERANCE = {"fp32": 1e-3, "fp16": 5e-2}
+
+# Fusions `--optimize cuda` must achieve per model type (the speed-up comes from these).
+EXPECTED_FUSIONS = {"unet": ("MultiHeadAttention", "GroupNorm", "BiasSplitGelu"), "vae": ("GroupNorm",)}
 
 # Libraries whose versions shape the result (recorded in the manifest).
 LIBRARIES = ("torch", "diffusers", "transformers", "peft", "safetensors", "onnx", "onnxruntime", "numpy")
@@ -660,6 +668,39 @@ def _spill_new_initializers(path: Path, threshold: int = 1 << 16):
         onnx_model.OnnxModel.add_initializer = original
 
 
+def _read_external(tensor, base: Path) -> bytes:
+    from onnx.external_data_helper import ExternalDataInfo
+
+    info = ExternalDataInfo(tensor)
+    with open(base / info.location, "rb") as f:
+        f.seek(info.offset or 0)
+        return f.read(info.length) if info.length else f.read()
+
+
+@contextlib.contextmanager
+def _retyped_weights_read_as_fp16(base: Path):
+    """The float16 converter retypes weights that are still float32 on disk; anything that reads
+    one before `transform_graph` writes it (onnxruntime's shape inference does) gets it converted."""
+    from onnx import numpy_helper
+    from onnx.external_data_helper import uses_external_data
+    from float16 import convert_np_to_float16
+
+    original = numpy_helper.to_array
+
+    def to_array(tensor, base_dir=""):
+        if tensor.data_type == onnx.TensorProto.FLOAT16 and uses_external_data(tensor):
+            raw = _read_external(tensor, base)
+            if len(raw) == 4 * int(np.prod(tensor.dims)):
+                return convert_np_to_float16(np.frombuffer(raw, dtype=np.float32)).reshape(tuple(tensor.dims))
+        return original(tensor, base_dir)
+
+    numpy_helper.to_array = to_array
+    try:
+        yield
+    finally:
+        numpy_helper.to_array = original
+
+
 def transform_graph(
     src: Path,
     dst: Path,
@@ -675,7 +716,7 @@ def transform_graph(
     file (converted to float16 where the converter retyped them). SD v1.5's 3.4 GB UNet would
     otherwise need more than 24 GB of RAM in onnxruntime's optimizer.
     """
-    from onnx.external_data_helper import ExternalDataInfo, _get_all_tensors, uses_external_data
+    from onnx.external_data_helper import _get_all_tensors, uses_external_data
     from onnxruntime.transformers import optimizer  # noqa: F401  (puts its folder on sys.path)
     from onnx_model import OnnxModel  # the class onnxruntime's fusions subclass
 
@@ -684,7 +725,10 @@ def transform_graph(
     cwd = os.getcwd()
     os.chdir(src.parent)  # external weights resolve relative to the working directory
     try:
-        with _spill_new_initializers(src.parent / "spilled.onnx_data", spill_threshold) as spilled:
+        with (
+            _spill_new_initializers(src.parent / "spilled.onnx_data", spill_threshold) as spilled,
+            _retyped_weights_read_as_fp16(src.parent),
+        ):
             if model_type:
                 m, fused = optimize_for_cuda(model, model_type, fp16, fusion_overrides)
             else:
@@ -707,10 +751,7 @@ def transform_graph(
     with open(dst.parent / data_name, "wb") as out:
         for tensor in _get_all_tensors(model):
             if uses_external_data(tensor):
-                info = ExternalDataInfo(tensor)
-                with open(src.parent / info.location, "rb") as f:
-                    f.seek(info.offset or 0)
-                    raw = f.read(info.length) if info.length else f.read()
+                raw = _read_external(tensor, src.parent)
                 numel = int(np.prod(tensor.dims)) if len(tensor.dims) else 1
                 if tensor.data_type == onnx.TensorProto.FLOAT16 and len(raw) == 4 * numel:
                     raw = convert_np_to_float16(np.frombuffer(raw, dtype=np.float32)).tobytes()
@@ -801,8 +842,17 @@ def export_component(spec: Spec, folder: Path, settings: Settings) -> dict:
         plain = torch_to_onnx(spec, tmp)
         out = folder / "model.onnx"
         if settings.optimize == "cuda" or dtype == "fp16":
+            # torch writes a graph over 2 GB as one file per weight; onnxruntime's shape inference
+            # fails on that layout, so first gather the weights into one data file (streamed).
+            single = tmp / "plain" / "model.onnx"
+            transform_graph(plain, single, None, fp16=False)
+            plain = single
             model_type = spec.ort_model_type if settings.optimize == "cuda" else None
             fused, spilled = transform_graph(plain, out, model_type, dtype == "fp16", spec.external_data)
+            expected = EXPECTED_FUSIONS.get(model_type, ())
+            if missing := [op for op in expected if not fused.get(op)]:
+                log(f"WARNING: {folder.name}: onnxruntime's optimizer fused no {', '.join(missing)}; the graph runs, but slower")
+                record["fusion_warning"] = f"no {', '.join(missing)} fused"
             if model_type:
                 record["optimizations"].append({"name": f"onnxruntime.transformers fusions ({model_type})", "fused_operators": fused, "new_initializers_streamed": spilled})
             if dtype == "fp16":

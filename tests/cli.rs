@@ -125,6 +125,20 @@ fn the_summary_names_the_provider_and_warns_that_the_tiny_model_is_random() {
 }
 
 #[test]
+fn a_model_folder_that_does_not_exist_says_which_command_creates_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("sd15");
+    let missing = missing.to_str().unwrap();
+    let o = generate(&dir.path().join("x.png"), &["--model-dir", missing]);
+    let t = text(&o);
+    assert!(!o.status.success());
+    assert!(
+        t.contains(&format!("models/export.py --out {missing}")),
+        "{t}"
+    );
+}
+
+#[test]
 fn an_output_folder_that_does_not_exist_is_an_error_that_names_it() {
     let dir = tempfile::tempdir().unwrap();
     let o = generate(&dir.path().join("missing/out.png"), &[]);
@@ -275,6 +289,17 @@ fn copy_dir(from: &Path, to: &Path) {
 }
 
 /// A private copy of models/tiny at `<tmp>/tiny`.
+/// `speedscape models verify DIR --device cpu`.
+fn verify_on_cpu(model: &Path) -> Output {
+    speedscape(&[
+        "models",
+        "verify",
+        model.to_str().unwrap(),
+        "--device",
+        "cpu",
+    ])
+}
+
 fn tiny_copy() -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("tiny");
@@ -423,13 +448,7 @@ fn models_verify_names_a_file_with_one_byte_flipped() {
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0x01;
     std::fs::write(&file, bytes).unwrap();
-    let o = speedscape(&[
-        "models",
-        "verify",
-        model.to_str().unwrap(),
-        "--device",
-        "cpu",
-    ]);
+    let o = verify_on_cpu(&model);
     let t = text(&o);
     assert!(!o.status.success(), "{t}");
     assert!(t.contains("HASH DIFFERS   unet_lcm/model.onnx_data"), "{t}");
@@ -450,13 +469,7 @@ fn models_verify_explains_a_resaved_scheduler_config_with_its_schedules() {
     assert_eq!(leading, [801, 601, 401, 201]);
     assert_eq!(linspace, [999, 749, 500, 250]);
 
-    let o = speedscape(&[
-        "models",
-        "verify",
-        model.to_str().unwrap(),
-        "--device",
-        "cpu",
-    ]);
+    let o = verify_on_cpu(&model);
     let t = text(&o);
     assert!(t.contains("re-saved by diffusers 0.42.1"), "{t}");
     assert!(t.contains("timestep_spacing \"leading\""), "{t}");
@@ -471,13 +484,7 @@ fn models_verify_explains_a_resaved_scheduler_config_with_its_schedules() {
 
     // ...but the re-saved config alone is only a warning (an optimum-cli-style folder).
     std::fs::remove_file(model.join("manifest.json")).unwrap();
-    let o = speedscape(&[
-        "models",
-        "verify",
-        model.to_str().unwrap(),
-        "--device",
-        "cpu",
-    ]);
+    let o = verify_on_cpu(&model);
     let t = text(&o);
     assert!(o.status.success(), "{t}");
     assert!(t.contains("nothing to hash against"), "{t}");
@@ -629,13 +636,7 @@ fn models_verify_on_the_cpu_says_cuda_optimized_graphs_need_the_cuda_provider() 
     let mut manifest = json_file(&path);
     manifest["optimize"] = "cuda".into();
     std::fs::write(&path, serde_json::to_string_pretty(&manifest).unwrap()).unwrap();
-    let o = speedscape(&[
-        "models",
-        "verify",
-        model.to_str().unwrap(),
-        "--device",
-        "cpu",
-    ]);
+    let o = verify_on_cpu(&model);
     let t = text(&o);
     assert!(!o.status.success(), "{t}");
     assert!(t.contains("CUDA-only fused operators"), "{t}");

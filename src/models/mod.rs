@@ -104,7 +104,7 @@ pub fn merge_manifest_variants(mut variants: Vec<Variant>, manifest: &Manifest) 
 /// The fix for a missing variant folder.
 pub fn export_fix(root: &Path) -> String {
     format!(
-        "Fix: export the model with its LoRA variants: python models/export.py --out {} (defaults: --variant lcm=lcm:1.0 --variant style=style:1.0 --variant lcm_style=lcm:1.0,style:1.0); see README \"Real SD v1.5 on a GPU box\"",
+        "Fix: export the model with its LoRA variants: .venv-ref/bin/python models/export.py --out {} --force (defaults: --variant lcm=lcm:1.0 --variant style=style:1.0 --variant lcm_style=lcm:1.0,style:1.0; --force replaces the folder once the new export passed its checks); see README \"Real SD v1.5 on a GPU box\"",
         root.display()
     )
 }
@@ -197,7 +197,8 @@ pub(crate) fn read_json_opt(path: &Path) -> color_eyre::Result<Option<serde_json
 pub fn component_file(root: &Path, folder: &str) -> color_eyre::Result<PathBuf> {
     if !root.is_dir() {
         bail!(
-            "model folder {} does not exist\nFix: point --model-dir (or model.dir in config.toml) at an Optimum ONNX export of SD v1.5, or leave it unset to use the embedded tiny model",
+            "model folder {} does not exist\nFix: create it with `.venv-ref/bin/python models/export.py --out {}` (README \"Real SD v1.5 on a GPU box\"), point --model-dir (or model.dir in config.toml) at an existing export, or leave it unset to use the embedded tiny model",
+            root.display(),
             root.display()
         );
     }
