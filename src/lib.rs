@@ -3,9 +3,11 @@
 
 pub mod config;
 pub mod doctor;
+pub mod exercises;
 pub mod models;
 pub mod pipeline;
 pub mod report;
 pub mod rng;
 pub mod runtime;
 pub mod schedulers;
+pub mod worker;

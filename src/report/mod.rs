@@ -1,5 +1,7 @@
 //! Outputs: atomic file writes (temp file + rename), PNG / NPY images, timing summaries.
 
+pub mod table;
+
 use std::io::Write;
 use std::path::Path;
 
