@@ -11,6 +11,7 @@ use std::time::Duration;
 use image::RgbImage;
 
 use crate::pipeline::{Request, RunReport, StepTiming};
+use crate::runtime::Provider;
 
 /// Identifies one run for its whole life; never reused within a process.
 pub type RunId = u64;
@@ -25,10 +26,32 @@ pub struct Job {
 /// What the worker reports, in order, for each run: `Loading`/`Loaded` (only when a session is
 /// created, with a warm-up pass, all before the timed run), `Started`, `Encoded`, then `Step` and
 /// `Preview` per step, then exactly one of `Finished`, `Cancelled`, `Failed`.
+/// What the worker says once its runtime and model are open.
+#[derive(Debug, Clone)]
+pub struct WorkerInfo {
+    pub provider: Provider,
+    /// The GPU's name (CUDA) or the CPU's, for the header.
+    pub device: String,
+    pub model_dir: std::path::PathBuf,
+    /// The embedded tiny model: random weights, noise-like images.
+    pub tiny_model: bool,
+    /// Native image size (pixels).
+    pub image_size: usize,
+}
+
 #[derive(Debug, Clone)]
 pub enum Event {
+    /// The runtime and the model are open (first event of the worker).
+    Ready(WorkerInfo),
+    /// The runtime or the model could not be opened; the worker stops. Cause and fix inside.
+    Fatal {
+        error: String,
+    },
     /// A component's session is being created (e.g. "unet_lcm").
-    Loading { run: RunId, component: String },
+    Loading {
+        run: RunId,
+        component: String,
+    },
     /// Session created and warmed up; times are apart from the run's.
     Loaded {
         run: RunId,
@@ -45,7 +68,10 @@ pub enum Event {
         height: usize,
     },
     /// Prompt(s) tokenized and encoded.
-    Encoded { run: RunId, text: Duration },
+    Encoded {
+        run: RunId,
+        text: Duration,
+    },
     /// One denoising step done (0-based `index`).
     Step {
         run: RunId,
@@ -68,14 +94,21 @@ pub enum Event {
         report: Box<RunReport>,
         image: RgbImage,
     },
-    Cancelled { run: RunId },
+    Cancelled {
+        run: RunId,
+    },
     /// The error, with its cause and fix, as the user should read it.
-    Failed { run: RunId, error: String },
+    Failed {
+        run: RunId,
+        error: String,
+    },
 }
 
 impl Event {
-    pub fn run(&self) -> RunId {
+    /// The run this event belongs to (`None` for `Ready` and `Fatal`).
+    pub fn run(&self) -> Option<RunId> {
         match self {
+            Event::Ready(_) | Event::Fatal { .. } => None,
             Event::Loading { run, .. }
             | Event::Loaded { run, .. }
             | Event::Started { run, .. }
@@ -84,7 +117,7 @@ impl Event {
             | Event::Preview { run, .. }
             | Event::Finished { run, .. }
             | Event::Cancelled { run }
-            | Event::Failed { run, .. } => *run,
+            | Event::Failed { run, .. } => Some(*run),
         }
     }
 

@@ -5,7 +5,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::schedulers::SchedulerKind;
+use crate::pipeline::Request;
+use crate::rng::RngSource;
+use crate::schedulers::{SchedulerKind, SchedulerOptions};
 
 /// One run of an exercise.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -75,4 +77,128 @@ pub struct Exercise {
 
 fn default_seed() -> u64 {
     42
+}
+
+impl Exercise {
+    /// The pipeline request of run `index` (the exercise's prompt and seed unless the run
+    /// overrides them; the model's native size).
+    pub fn request(&self, index: usize, rng: RngSource) -> Request {
+        let spec = &self.runs[index];
+        Request {
+            prompt: spec.prompt.clone().unwrap_or_else(|| self.prompt.clone()),
+            negative_prompt: self.negative_prompt.clone(),
+            scheduler: spec.scheduler,
+            scheduler_options: SchedulerOptions::default(),
+            steps: spec.steps,
+            guidance: spec.cfg,
+            seed: spec.seed.unwrap_or(self.seed),
+            rng,
+            unet: spec.unet.clone(),
+            width: None,
+            height: None,
+            latents: None,
+        }
+    }
+}
+
+const COTTAGE: &str = "a small cottage on a hillside at sunset, warm golden light, detailed";
+const LIGHTHOUSE: &str = "a lighthouse on a rocky coast during a storm, waves crashing, PixArFK";
+
+fn run(label: &str, scheduler: SchedulerKind, steps: usize, cfg: f32, unet: &str) -> RunSpec {
+    RunSpec {
+        label: label.into(),
+        scheduler,
+        steps,
+        cfg,
+        unet: unet.into(),
+        prompt: None,
+        seed: None,
+    }
+}
+
+/// Exercises 1–3 of the course (4, the decision cheat sheet, is built on these).
+pub fn default_exercises() -> Vec<Exercise> {
+    use SchedulerKind::{DpmSolverPp, Lcm};
+    vec![
+        Exercise {
+            number: 1,
+            title: "The sampler swap".into(),
+            about: "Same model, same seed, same prompt: only the sampler and its step count change. \
+                    DDPM needs many small steps; DPM-Solver++ is a higher-order ODE solver that takes \
+                    bigger ones. Time falls with the step count; watch where the image starts to drift \
+                    from the 50-step baseline — that is where the \"free\" speedup ends."
+                .into(),
+            prompt: COTTAGE.into(),
+            negative_prompt: String::new(),
+            seed: 42,
+            runs: vec![
+                run("DDPM 50", SchedulerKind::Ddpm, 50, 7.5, "base"),
+                run("DPM-Solver++ 20", DpmSolverPp, 20, 7.5, "base"),
+                run("DPM-Solver++ 10", DpmSolverPp, 10, 7.5, "base"),
+            ],
+            baseline: 0,
+            questions: vec![
+                Question {
+                    text: "How many times faster will DPM-Solver++ 20 be than DDPM 50?".into(),
+                    measure: Measure::Speedup { run: 1, over: 0 },
+                },
+                Question {
+                    text: "And DPM-Solver++ 10 than DDPM 50?".into(),
+                    measure: Measure::Speedup { run: 2, over: 0 },
+                },
+            ],
+        },
+        Exercise {
+            number: 2,
+            title: "DPM-Solver++ vs LCM-LoRA".into(),
+            about: "LCM-LoRA distils the model itself into a consistency model: a LoRA fused into the \
+                    UNet lets the LCM scheduler jump to the image in 4–8 steps, at guidance 1.5 instead \
+                    of 7.5. A step costs the same UNet call, so the speedup is the step ratio — the \
+                    question is what the image pays for it."
+                .into(),
+            prompt: COTTAGE.into(),
+            negative_prompt: String::new(),
+            seed: 42,
+            runs: vec![
+                run("DPM-Solver++ 20", DpmSolverPp, 20, 7.5, "base"),
+                run("LCM-LoRA 8", Lcm, 8, 1.5, "lcm"),
+                run("LCM-LoRA 4", Lcm, 4, 1.5, "lcm"),
+            ],
+            baseline: 0,
+            questions: vec![
+                Question {
+                    text: "How many times faster will LCM-LoRA 4 steps be than DPM-Solver++ 20?".into(),
+                    measure: Measure::Speedup { run: 2, over: 0 },
+                },
+                Question {
+                    text: "Will one LCM step cost more or less UNet time than one DPM-Solver++ step? \
+                           (ratio, LCM ÷ DPM-Solver++)"
+                        .into(),
+                    measure: Measure::StepCostRatio { run: 1, over: 0 },
+                },
+            ],
+        },
+        Exercise {
+            number: 3,
+            title: "Composability".into(),
+            about: "Acceleration that is a LoRA composes with other LoRAs: fuse the pixel-art style \
+                    LoRA and LCM-LoRA into one UNet and keep both the style and the 4-step speed. The \
+                    baseline is the style alone at 20 DPM-Solver++ steps."
+                .into(),
+            prompt: LIGHTHOUSE.into(),
+            negative_prompt: String::new(),
+            seed: 42,
+            runs: vec![
+                run("style LoRA, DPM-Solver++ 20", DpmSolverPp, 20, 7.5, "style"),
+                run("LCM-LoRA, LCM 4", Lcm, 4, 1.5, "lcm"),
+                run("style + LCM-LoRA, LCM 4", Lcm, 4, 1.5, "lcm_style"),
+            ],
+            baseline: 0,
+            questions: vec![Question {
+                text: "How many times faster will style + LCM-LoRA (4 steps) be than the style alone at 20?"
+                    .into(),
+                measure: Measure::Speedup { run: 2, over: 0 },
+            }],
+        },
+    ]
 }
