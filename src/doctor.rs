@@ -251,7 +251,7 @@ fn check_components(rt: &Runtime, dir: &Path, config: &Config) -> Vec<ComponentS
     out
 }
 
-fn query_gpu() -> Option<GpuInfo> {
+pub(crate) fn query_gpu() -> Option<GpuInfo> {
     let out = Command::new("nvidia-smi")
         .args([
             "--query-gpu=name,memory.total,driver_version",

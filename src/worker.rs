@@ -6,12 +6,24 @@
 //! Cancel: [`WorkerHandle::cancel`] sets the run's flag (checked between steps) and terminates a
 //! UNet call already under way (`RunOptions::terminate`).
 
-use std::time::Duration;
+use std::collections::HashSet;
+use std::panic::AssertUnwindSafe;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, mpsc};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
+use color_eyre::eyre::eyre;
 use image::RgbImage;
+use ndarray::{Array3, Array4, Axis};
+use ort::session::RunOptions;
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
-use crate::pipeline::{Request, RunReport, StepTiming};
-use crate::runtime::Provider;
+use crate::config::Config;
+use crate::models::Model;
+use crate::pipeline::{self, Phase, Request, RunControl, RunReport, StepTiming};
+use crate::runtime::{Device, Provider, Runtime};
 
 /// Identifies one run for its whole life; never reused within a process.
 pub type RunId = u64;
@@ -23,9 +35,6 @@ pub struct Job {
     pub request: Request,
 }
 
-/// What the worker reports, in order, for each run: `Loading`/`Loaded` (only when a session is
-/// created, with a warm-up pass, all before the timed run), `Started`, `Encoded`, then `Step` and
-/// `Preview` per step, then exactly one of `Finished`, `Cancelled`, `Failed`.
 /// What the worker says once its runtime and model are open.
 #[derive(Debug, Clone)]
 pub struct WorkerInfo {
@@ -39,6 +48,12 @@ pub struct WorkerInfo {
     pub image_size: usize,
 }
 
+/// What the worker reports: `Ready` (or `Fatal`) first, then for each run, in order:
+/// `Loading`/`Loaded` for each component (text encoder, UNet, VAE decoder) the worker has not
+/// used before, with its session-creation time and an untimed warm-up pass at the run's size,
+/// all before the timed run; `Started`, `Encoded`, then `Step` and `Preview` per step, then
+/// exactly one of `Finished`, `Cancelled`, `Failed`. A run cancelled while queued gets
+/// `Cancelled` alone.
 #[derive(Debug, Clone)]
 pub enum Event {
     /// The runtime and the model are open (first event of the worker).
@@ -127,5 +142,646 @@ impl Event {
             self,
             Event::Finished { .. } | Event::Cancelled { .. } | Event::Failed { .. }
         )
+    }
+}
+
+/// Run ids are unique in the process, across handles.
+static NEXT_RUN: AtomicU64 = AtomicU64::new(1);
+
+/// The run under way, as `cancel` reaches it.
+struct Active {
+    run: RunId,
+    cancel: Arc<AtomicBool>,
+    options: Arc<RunOptions>,
+}
+
+impl Active {
+    fn stop(&self) {
+        self.cancel.store(true, Ordering::SeqCst);
+        // A failed terminate only means the call runs to its end; the flag still stops the run.
+        let _ = self.options.terminate();
+    }
+}
+
+/// What the handle and the thread share, under one lock (so a cancel never falls between a
+/// job leaving the queue and its run starting).
+#[derive(Default)]
+struct Shared {
+    active: Option<Active>,
+    /// Runs cancelled before they started.
+    cancelled: HashSet<RunId>,
+    stopping: bool,
+}
+
+fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
+    shared
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The UI's (or the headless runner's) end of the inference thread.
+pub struct WorkerHandle {
+    jobs: Option<mpsc::Sender<Job>>,
+    shared: Arc<Mutex<Shared>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl WorkerHandle {
+    /// Starts the inference thread; it opens the runtime (`device`, else config's) and the
+    /// model (`model_dir`, else config's, else the embedded tiny model), then sends `Ready`
+    /// (or `Fatal` and stops).
+    pub fn spawn(
+        config: Config,
+        device: Option<Device>,
+        model_dir: Option<PathBuf>,
+    ) -> (WorkerHandle, UnboundedReceiver<Event>) {
+        let (events_tx, events_rx) = unbounded_channel();
+        let (jobs_tx, jobs_rx) = mpsc::channel();
+        let shared = Arc::new(Mutex::new(Shared::default()));
+        let thread_shared = Arc::clone(&shared);
+        let spawned = std::thread::Builder::new()
+            .name("speedscape-worker".into())
+            .spawn(move || {
+                worker_main(
+                    config,
+                    device,
+                    model_dir,
+                    jobs_rx,
+                    Sender(events_tx),
+                    thread_shared,
+                )
+            });
+        let thread = match spawned {
+            Ok(t) => Some(t),
+            Err(e) => {
+                // The receiver is still ours here: say why nothing will come.
+                let (tx, rx) = unbounded_channel();
+                let _ = tx.send(Event::Fatal {
+                    error: format!(
+                        "could not start the inference thread: {e}\nFix: free some memory or threads and start again"
+                    ),
+                });
+                return (
+                    WorkerHandle {
+                        jobs: None,
+                        shared,
+                        thread: None,
+                    },
+                    rx,
+                );
+            }
+        };
+        (
+            WorkerHandle {
+                jobs: Some(jobs_tx),
+                shared,
+                thread,
+            },
+            events_rx,
+        )
+    }
+
+    /// Queues `job`; jobs run one at a time, in the order submitted. If the thread has
+    /// stopped, nothing happens (its `Fatal`, or the closed event channel, says why).
+    pub fn submit(&self, job: Job) {
+        if let Some(jobs) = &self.jobs {
+            let _ = jobs.send(job);
+        }
+    }
+
+    /// Cancels `run`, queued or under way: it ends with `Cancelled` (a UNet or VAE call under
+    /// way is terminated). Cancelling a finished or unknown run does nothing visible.
+    pub fn cancel(&self, run: RunId) {
+        let mut shared = lock(&self.shared);
+        match &shared.active {
+            Some(active) if active.run == run => active.stop(),
+            _ => {
+                shared.cancelled.insert(run);
+            }
+        }
+    }
+
+    /// A fresh run id, larger than every one handed out before in this process.
+    pub fn next_run_id(&self) -> RunId {
+        NEXT_RUN.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Stops the thread (cancelling a run under way, dropping queued jobs) and waits for it.
+    pub fn shutdown(mut self) {
+        self.stop();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+
+    fn stop(&mut self) {
+        {
+            let mut shared = lock(&self.shared);
+            shared.stopping = true;
+            if let Some(active) = &shared.active {
+                active.stop();
+            }
+        }
+        // Closing the queue wakes the thread if it waits for a job.
+        self.jobs = None;
+    }
+}
+
+impl Drop for WorkerHandle {
+    /// Asks the thread to stop (cancelling a run under way) without waiting for it.
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The consumer went away: the worker stops.
+struct Gone;
+
+#[derive(Clone)]
+struct Sender(UnboundedSender<Event>);
+
+impl Sender {
+    fn send(&self, ev: Event) -> Result<(), Gone> {
+        self.0.send(ev).map_err(|_| Gone)
+    }
+}
+
+fn worker_main(
+    config: Config,
+    device: Option<Device>,
+    model_dir: Option<PathBuf>,
+    jobs: mpsc::Receiver<Job>,
+    events: Sender,
+    shared: Arc<Mutex<Shared>>,
+) {
+    let opened = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        Worker::open(&config, device, model_dir.as_deref(), events.clone())
+    }))
+    .unwrap_or_else(|p| {
+        Err(eyre!(
+            "the inference thread panicked while starting: {}",
+            panic_text(&p)
+        ))
+    });
+    let mut worker = match opened {
+        Ok(w) => w,
+        Err(e) => {
+            let _ = events.send(Event::Fatal {
+                error: describe_error(&e),
+            });
+            return;
+        }
+    };
+    if events.send(Event::Ready(worker.info.clone())).is_err() {
+        return;
+    }
+    while let Ok(job) = jobs.recv() {
+        let active = {
+            let mut s = lock(&shared);
+            if s.stopping {
+                return;
+            }
+            if s.cancelled.remove(&job.run) {
+                None
+            } else {
+                match RunOptions::new() {
+                    Ok(options) => {
+                        let active = Active {
+                            run: job.run,
+                            cancel: Arc::new(AtomicBool::new(false)),
+                            options: Arc::new(options),
+                        };
+                        let pair = (Arc::clone(&active.cancel), Arc::clone(&active.options));
+                        s.active = Some(active);
+                        Some(Ok(pair))
+                    }
+                    Err(e) => Some(Err(eyre!("ONNX Runtime could not create run options: {e}"))),
+                }
+            }
+        };
+        let sent = match active {
+            None => events.send(Event::Cancelled { run: job.run }),
+            Some(Err(e)) => events.send(Event::Failed {
+                run: job.run,
+                error: describe_error(&e),
+            }),
+            Some(Ok((cancel, options))) => {
+                let run = job.run;
+                std::panic::catch_unwind(AssertUnwindSafe(|| {
+                    worker.run(&job, &cancel, &options)
+                }))
+                .unwrap_or_else(|p| {
+                    events.send(Event::Failed {
+                        run,
+                        error: format!(
+                            "the inference thread panicked: {}\nFix: this is a bug in speedscape; please report it with the command that caused it",
+                            panic_text(&p)
+                        ),
+                    })
+                })
+            }
+        };
+        lock(&shared).active = None;
+        if sent.is_err() {
+            return;
+        }
+    }
+}
+
+fn panic_text(p: &Box<dyn std::any::Any + Send>) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
+/// The thread's state: runtime, model, and what has been loaded and warmed so far.
+struct Worker {
+    rt: Runtime,
+    model: Model,
+    info: WorkerInfo,
+    events: Sender,
+    /// Components that have had their `Loading`/`Loaded` events.
+    announced: HashSet<String>,
+    /// (component, batch, latent h, latent w) already run once.
+    warmed: HashSet<(String, usize, usize, usize)>,
+}
+
+impl Worker {
+    fn open(
+        config: &Config,
+        device: Option<Device>,
+        model_dir: Option<&std::path::Path>,
+        events: Sender,
+    ) -> color_eyre::Result<Self> {
+        let device = device.unwrap_or(config.runtime.device);
+        let rt = Runtime::init(&config.search_plan(), device)?;
+        let (dir, tiny) = config.model_dir(model_dir)?;
+        let model = config.open_model(&rt, &dir)?;
+        let info = WorkerInfo {
+            provider: rt.provider,
+            device: device_name(rt.provider),
+            model_dir: dir,
+            tiny_model: tiny,
+            image_size: model.geometry.default_size(),
+        };
+        Ok(Self {
+            rt,
+            model,
+            info,
+            events,
+            announced: HashSet::new(),
+            warmed: HashSet::new(),
+        })
+    }
+
+    /// Runs one job to its terminal event. `Err` only when the consumer is gone.
+    fn run(
+        &mut self,
+        job: &Job,
+        cancel: &Arc<AtomicBool>,
+        options: &Arc<RunOptions>,
+    ) -> Result<(), Gone> {
+        let run = job.run;
+        let gone = AtomicBool::new(false);
+        let result = self
+            .prepare(job, options, &gone)
+            .and_then(|()| self.timed(job, cancel, options, &gone));
+        if gone.load(Ordering::SeqCst) {
+            return Err(Gone);
+        }
+        let ev = match result {
+            // A run that finished is reported as such even if a cancel came after its end.
+            Ok((report, image)) => Event::Finished {
+                run,
+                report: Box::new(report),
+                image,
+            },
+            // A cancel ends the run with `Cancelled` whatever error it caused (a terminated
+            // ONNX Runtime call, or the flag seen between steps).
+            Err(_) if cancel.load(Ordering::SeqCst) => Event::Cancelled { run },
+            Err(e) if e.downcast_ref::<pipeline::Cancelled>().is_some() => Event::Cancelled { run },
+            Err(e) => Event::Failed {
+                run,
+                error: describe_error(&e),
+            },
+        };
+        self.events.send(ev)
+    }
+
+    fn send(&self, ev: Event, gone: &AtomicBool) -> color_eyre::Result<()> {
+        self.events.send(ev).map_err(|Gone| {
+            gone.store(true, Ordering::SeqCst);
+            eyre!("the consumer of worker events is gone")
+        })
+    }
+
+    /// Loads and warms up, outside the timed run, every component the job needs that the
+    /// worker has not run at this size yet.
+    fn prepare(
+        &mut self,
+        job: &Job,
+        options: &RunOptions,
+        gone: &AtomicBool,
+    ) -> color_eyre::Result<()> {
+        let req = &job.request;
+        let run = job.run;
+        let (width, height) = pipeline::resolve_size(&self.model, req.width, req.height)?;
+        let f = self.model.geometry.vae_scale_factor;
+        let (h, w) = (height / f, width / f);
+        let batch = if req.guidance > 1.0 { 2 } else { 1 };
+        let variant = self.model.variant(&req.unet)?.clone();
+
+        // Text encoder: its warm-up is one encode of the empty prompt, whose hidden states
+        // also serve as the UNet warm-up's context.
+        let unet_key = (variant.folder.clone(), batch, h, w);
+        let announce_unet = !self.announced.contains(&variant.folder);
+        let warm_unet = announce_unet || !self.warmed.contains(&unet_key);
+        let te_folder = variant.text_encoder_folder().to_string();
+        let announce_te = !self.announced.contains(&te_folder);
+        let mut hidden: Option<Array3<f32>> = None;
+        if announce_te || warm_unet {
+            if announce_te {
+                self.send(
+                    Event::Loading {
+                        run,
+                        component: te_folder.clone(),
+                    },
+                    gone,
+                )?;
+            }
+            let was_loaded = self.model.has_text_encoder_for(&req.unet);
+            let ids = self.model.tokenizer.encode("")?.ids_i64();
+            let load_start = Instant::now();
+            let te = self.model.text_encoder_for(&self.rt, &req.unet)?;
+            let load = load_start.elapsed();
+            let warm_start = Instant::now();
+            hidden = Some(te.encode(&ids, 1)?);
+            let warm_up = warm_start.elapsed();
+            if announce_te {
+                self.announced.insert(te_folder.clone());
+                let load = if was_loaded {
+                    self.load_time(&te_folder)
+                } else {
+                    load
+                };
+                self.send(
+                    Event::Loaded {
+                        run,
+                        component: te_folder,
+                        load,
+                        warm_up,
+                    },
+                    gone,
+                )?;
+            }
+        }
+
+        // UNet: one call at the run's batch and latent size.
+        if announce_unet {
+            self.send(
+                Event::Loading {
+                    run,
+                    component: variant.folder.clone(),
+                },
+                gone,
+            )?;
+        }
+        if let (true, Some(hidden)) = (warm_unet, &hidden) {
+            let was_loaded = self.model.has_unet(&req.unet);
+            let load_start = Instant::now();
+            let channels = self.model.geometry.latent_channels;
+            let unet = self.model.unet(&self.rt, &req.unet)?;
+            let load = load_start.elapsed();
+            let context = ndarray::concatenate(Axis(0), &vec![hidden.view(); batch])?;
+            let sample = Array4::<f32>::zeros((batch, channels, h, w));
+            let warm_start = Instant::now();
+            unet.predict_with(sample.view(), 500.0, context.view(), Some(options))?;
+            let warm_up = warm_start.elapsed();
+            self.warmed.insert(unet_key);
+            if announce_unet {
+                self.announced.insert(variant.folder.clone());
+                let load = if was_loaded {
+                    self.load_time(&variant.folder)
+                } else {
+                    load
+                };
+                self.send(
+                    Event::Loaded {
+                        run,
+                        component: variant.folder.clone(),
+                        load,
+                        warm_up,
+                    },
+                    gone,
+                )?;
+            }
+        }
+
+        // VAE decoder: one decode at the run's latent size.
+        let vae = "vae_decoder".to_string();
+        let vae_key = (vae.clone(), 1, h, w);
+        let announce_vae = !self.announced.contains(&vae);
+        if announce_vae {
+            self.send(
+                Event::Loading {
+                    run,
+                    component: vae.clone(),
+                },
+                gone,
+            )?;
+        }
+        if announce_vae || !self.warmed.contains(&vae_key) {
+            let latents = Array4::<f32>::zeros((1, self.model.geometry.latent_channels, h, w));
+            let warm_start = Instant::now();
+            self.model.vae.decode_with(latents.view(), Some(options))?;
+            let warm_up = warm_start.elapsed();
+            self.warmed.insert(vae_key);
+            if announce_vae {
+                self.announced.insert(vae.clone());
+                self.send(
+                    Event::Loaded {
+                        run,
+                        component: vae.clone(),
+                        load: self.load_time(&vae),
+                        warm_up,
+                    },
+                    gone,
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Session-creation time recorded for `component` (0 if none was recorded).
+    fn load_time(&self, component: &str) -> Duration {
+        self.model
+            .load_times
+            .iter()
+            .rev()
+            .find(|(name, _)| name == component)
+            .map(|(_, d)| *d)
+            .unwrap_or_default()
+    }
+
+    /// The timed run, with its events.
+    fn timed(
+        &mut self,
+        job: &Job,
+        cancel: &AtomicBool,
+        options: &RunOptions,
+        gone: &AtomicBool,
+    ) -> color_eyre::Result<(RunReport, RgbImage)> {
+        if cancel.load(Ordering::SeqCst) {
+            return Err(eyre!(pipeline::Cancelled { completed: 0 }));
+        }
+        let run = job.run;
+        let events = self.events.clone();
+        // Sends, or on a gone consumer remembers it and stops the run at the next step.
+        let emit = |ev: Event| {
+            if events.send(ev).is_err() {
+                gone.store(true, Ordering::SeqCst);
+                cancel.store(true, Ordering::SeqCst);
+            }
+        };
+        let started_at = std::cell::Cell::new(None::<Instant>);
+        let out = pipeline::generate_with(
+            &self.rt,
+            &mut self.model,
+            &job.request,
+            RunControl {
+                cancel,
+                run_options: Some(options),
+                on_phase: &mut |phase| match phase {
+                    Phase::Started {
+                        total_steps,
+                        width,
+                        height,
+                    } => {
+                        started_at.set(Some(Instant::now()));
+                        emit(Event::Started {
+                            run,
+                            total_steps,
+                            width,
+                            height,
+                        });
+                    }
+                    Phase::Encoded { text } => emit(Event::Encoded { run, text }),
+                    Phase::Decoding => {}
+                },
+                on_step: &mut |ev| {
+                    let elapsed = started_at.get().map(|s| s.elapsed()).unwrap_or_default();
+                    emit(Event::Step {
+                        run,
+                        index: ev.index,
+                        total: ev.total,
+                        timestep: ev.timestep,
+                        timing: ev.timing,
+                        elapsed,
+                    });
+                    emit(Event::Preview {
+                        run,
+                        index: ev.index,
+                        image: pipeline::preview::latents_to_rgb(ev.preview),
+                    });
+                },
+            },
+        );
+        let mut out = out?;
+        out.report.tiny_model = self.info.tiny_model;
+        let image = out.rgb8();
+        Ok((out.report, image))
+    }
+}
+
+/// The device's name for the header: the GPU's (CUDA) or the CPU's.
+fn device_name(provider: Provider) -> String {
+    match provider {
+        Provider::Cuda => crate::doctor::query_gpu()
+            .map(|g| g.name)
+            .unwrap_or_else(|| "CUDA GPU".into()),
+        Provider::Cpu => cpu_name().unwrap_or_else(|| "CPU".into()),
+    }
+}
+
+fn cpu_name() -> Option<String> {
+    let text = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    let name = text
+        .lines()
+        .find(|l| l.starts_with("model name"))?
+        .split_once(':')?
+        .1
+        .trim()
+        .to_string();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    Some(format!("{name} ({cores} threads)"))
+}
+
+/// An error as the user should read it: each cause on its own line, `Fix:` lines last,
+/// no terminal colours.
+pub fn describe_error(err: &color_eyre::Report) -> String {
+    let mut lines: Vec<String> = Vec::new();
+    let mut fixes: Vec<String> = Vec::new();
+    for (i, cause) in err.chain().enumerate() {
+        let text = strip_ansi(&cause.to_string());
+        for (j, line) in text.lines().enumerate() {
+            let line = line.trim_end();
+            if line.trim_start().starts_with("Fix:") {
+                if !fixes.iter().any(|f| f == line.trim_start()) {
+                    fixes.push(line.trim_start().to_string());
+                }
+            } else if line.is_empty() {
+                continue;
+            } else if i > 0 && j == 0 {
+                lines.push(format!("  caused by: {line}"));
+            } else if i > 0 {
+                lines.push(format!("    {line}"));
+            } else {
+                lines.push(line.to_string());
+            }
+        }
+    }
+    lines.extend(fixes);
+    lines.join("\n")
+}
+
+/// Removes ANSI escape sequences (CSI `ESC [ … final byte`, and lone `ESC x`).
+pub fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '\u{1b}' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('[') => {
+                for c in chars.by_ref() {
+                    if ('@'..='~').contains(&c) {
+                        break;
+                    }
+                }
+            }
+            Some(_) | None => {}
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use color_eyre::eyre::WrapErr;
+
+    #[test]
+    fn an_error_chain_reads_as_causes_with_the_fix_last_and_no_colours() {
+        let inner: color_eyre::Result<()> = Err(eyre!(
+            "\u{1b}[31mno such file\u{1b}[0m\nFix: export the model"
+        ));
+        let err = inner.wrap_err("loading the UNet").unwrap_err();
+        assert_eq!(
+            describe_error(&err),
+            "loading the UNet\n  caused by: no such file\nFix: export the model"
+        );
     }
 }

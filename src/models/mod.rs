@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use color_eyre::eyre::{WrapErr, bail, eyre};
 use ndarray::{Array3, Array4, ArrayView3, ArrayView4, Ix3, Ix4};
-use ort::session::Session;
+use ort::session::{RunOptions, Session};
 use ort::value::TensorElementType;
 use serde::{Deserialize, Serialize};
 
@@ -354,6 +354,18 @@ impl Unet {
         t: f32,
         context: ArrayView3<f32>,
     ) -> color_eyre::Result<Array4<f32>> {
+        self.predict_with(sample, t, context, None)
+    }
+
+    /// [`Unet::predict`] under `options`: `options.terminate()` from another thread ends the
+    /// call early with an error.
+    pub fn predict_with(
+        &mut self,
+        sample: ArrayView4<f32>,
+        t: f32,
+        context: ArrayView3<f32>,
+        options: Option<&RunOptions>,
+    ) -> color_eyre::Result<Array4<f32>> {
         let batch = sample.shape()[0];
         let x = tensor::float_input(sample.into_dyn(), self.sample.elem)?;
         let ctx = tensor::float_input(context.into_dyn(), self.context.elem)?;
@@ -364,14 +376,16 @@ impl Unet {
         };
         let ts = tensor::timestep_input(t, &shape, self.timestep.elem)
             .wrap_err_with(|| format!("{}: timestep input", self.file.display()))?;
-        let outputs = self
-            .session
-            .run(ort::inputs![
-                self.sample.name.as_str() => x,
-                self.timestep.name.as_str() => ts,
-                self.context.name.as_str() => ctx,
-            ])
-            .wrap_err_with(|| format!("running the UNet {}", self.file.display()))?;
+        let inputs = ort::inputs![
+            self.sample.name.as_str() => x,
+            self.timestep.name.as_str() => ts,
+            self.context.name.as_str() => ctx,
+        ];
+        let outputs = match options {
+            Some(o) => self.session.run_with_options(inputs, o),
+            None => self.session.run(inputs),
+        }
+        .wrap_err_with(|| format!("running the UNet {}", self.file.display()))?;
         let out = tensor::float_output(&outputs[self.output.as_str()])?;
         Ok(out.into_dimensionality::<Ix4>()?)
     }
@@ -417,11 +431,22 @@ impl VaeDecoder {
 
     /// Image `[batch, 3, H, W]`, roughly in [-1, 1], from already-unscaled latents.
     pub fn decode(&mut self, latents: ArrayView4<f32>) -> color_eyre::Result<Array4<f32>> {
+        self.decode_with(latents, None)
+    }
+
+    /// [`VaeDecoder::decode`] under `options` (terminable from another thread).
+    pub fn decode_with(
+        &mut self,
+        latents: ArrayView4<f32>,
+        options: Option<&RunOptions>,
+    ) -> color_eyre::Result<Array4<f32>> {
         let x = tensor::float_input(latents.into_dyn(), self.input.elem)?;
-        let outputs = self
-            .session
-            .run(ort::inputs![self.input.name.as_str() => x])
-            .wrap_err_with(|| format!("running the VAE decoder {}", self.file.display()))?;
+        let inputs = ort::inputs![self.input.name.as_str() => x];
+        let outputs = match options {
+            Some(o) => self.session.run_with_options(inputs, o),
+            None => self.session.run(inputs),
+        }
+        .wrap_err_with(|| format!("running the VAE decoder {}", self.file.display()))?;
         let out = tensor::float_output(&outputs[self.output.as_str()])?;
         Ok(out.into_dimensionality::<Ix4>()?)
     }
@@ -551,6 +576,20 @@ impl Model {
                     .any(|f| !self.root.join(f).join("model.onnx").is_file())
             })
             .collect()
+    }
+
+    /// Whether the UNet of `variant` already has a session (no load on next use).
+    pub fn has_unet(&self, variant: &str) -> bool {
+        self.variant(variant)
+            .is_ok_and(|v| self.unets.iter().any(|(f, _)| *f == v.folder))
+    }
+
+    /// Whether the text encoder of `variant` already has a session.
+    pub fn has_text_encoder_for(&self, variant: &str) -> bool {
+        self.variant(variant).is_ok_and(|v| {
+            let folder = v.text_encoder_folder();
+            folder == BASE_TEXT_ENCODER || self.text_encoders.iter().any(|(f, _)| f == folder)
+        })
     }
 
     /// The UNet of `variant`, loading it on first use.

@@ -8,12 +8,13 @@
 pub mod denoise;
 pub mod preview;
 
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use color_eyre::eyre::{WrapErr, bail};
+use color_eyre::eyre::{WrapErr, bail, eyre};
 use image::RgbImage;
 use ndarray::{Array4, Axis, concatenate};
+use ort::session::RunOptions;
 use serde::Serialize;
 
 use crate::models::Model;
@@ -149,6 +150,33 @@ pub fn resolve_size(
     Ok((w, h))
 }
 
+/// What a caller may watch and steer in a run besides its steps (the worker's hooks).
+pub struct RunControl<'a> {
+    /// Checked between steps and before the VAE decode (the error then is [`Cancelled`]).
+    pub cancel: &'a AtomicBool,
+    /// Under which the UNet and VAE calls run: `terminate()` from another thread ends a call
+    /// under way (the error is ONNX Runtime's; the caller knows it cancelled).
+    pub run_options: Option<&'a RunOptions>,
+    /// Phases of the timed run, stamped here.
+    pub on_phase: &'a mut dyn FnMut(Phase),
+    pub on_step: &'a mut dyn FnMut(StepEvent),
+}
+
+/// Milestones of the timed run, in order.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Phase {
+    /// Sessions are loaded; the clock starts now.
+    Started {
+        total_steps: usize,
+        width: usize,
+        height: usize,
+    },
+    /// Prompt(s) tokenized and encoded (`text` is the same time the report gives).
+    Encoded { text: Duration },
+    /// The last step is done; the VAE decode begins.
+    Decoding,
+}
+
 /// Makes one image: the whole pipeline, emitting `on_step` after every denoising step.
 /// Honours `cancel` between steps (the error then is [`Cancelled`]).
 pub fn generate(
@@ -158,6 +186,49 @@ pub fn generate(
     cancel: &AtomicBool,
     on_step: &mut dyn FnMut(StepEvent),
 ) -> color_eyre::Result<RunOutput> {
+    generate_with(
+        rt,
+        model,
+        req,
+        RunControl {
+            cancel,
+            run_options: None,
+            on_phase: &mut |_| {},
+            on_step,
+        },
+    )
+}
+
+/// A UNet whose calls run under a run's [`RunOptions`].
+struct Terminable<'a> {
+    unet: &'a mut crate::models::Unet,
+    options: Option<&'a RunOptions>,
+}
+
+impl Denoiser for Terminable<'_> {
+    fn predict(
+        &mut self,
+        sample: ndarray::ArrayView4<f32>,
+        t: f32,
+        context: ndarray::ArrayView3<f32>,
+    ) -> color_eyre::Result<Array4<f32>> {
+        self.unet.predict_with(sample, t, context, self.options)
+    }
+}
+
+/// [`generate`] with every hook: phases, terminable sessions.
+pub fn generate_with(
+    rt: &Runtime,
+    model: &mut Model,
+    req: &Request,
+    ctl: RunControl,
+) -> color_eyre::Result<RunOutput> {
+    let RunControl {
+        cancel,
+        run_options,
+        on_phase,
+        on_step,
+    } = ctl;
     let (width, height) = resolve_size(model, req.width, req.height)?;
     if !req.guidance.is_finite() || req.guidance < 0.0 {
         bail!(
@@ -179,6 +250,11 @@ pub fn generate(
     let mut warnings = model.notes.clone();
     warnings.extend(rt.notes.iter().cloned());
 
+    on_phase(Phase::Started {
+        total_steps: scheduler.timesteps().len(),
+        width,
+        height,
+    });
     let run_start = Instant::now();
     // Text: [uncond, cond] under guidance, else cond alone.
     let guided = req.guidance > 1.0;
@@ -204,6 +280,7 @@ pub fn generate(
         None => cond,
     };
     let text = run_start.elapsed();
+    on_phase(Phase::Encoded { text });
 
     let f = model.geometry.vae_scale_factor;
     let shape = [1, model.geometry.latent_channels, height / f, width / f];
@@ -223,7 +300,10 @@ pub fn generate(
 
     let unet = model.unet(rt, &req.unet)?;
     let (latents, step_timings) = denoise(
-        unet,
+        &mut Terminable {
+            unet,
+            options: run_options,
+        },
         scheduler.as_mut(),
         noise.as_mut(),
         latents,
@@ -235,10 +315,17 @@ pub fn generate(
         on_step,
     )?;
 
+    if cancel.load(Ordering::Relaxed) {
+        return Err(eyre!(Cancelled {
+            completed: step_timings.len()
+        }));
+    }
+    on_phase(Phase::Decoding);
     let vae_start = Instant::now();
-    let decoded = model
-        .vae
-        .decode((latents / model.geometry.scaling_factor).view())?;
+    let decoded = model.vae.decode_with(
+        (latents / model.geometry.scaling_factor).view(),
+        run_options,
+    )?;
     // NCHW [-1,1] → NHWC [0,1]
     let image = decoded
         .permuted_axes([0, 2, 3, 1])
