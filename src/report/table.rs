@@ -4,6 +4,9 @@
 
 use serde::Serialize;
 
+use crate::exercises::RunSpec;
+use crate::worker::Event;
+
 /// One row, as displayed. Times in milliseconds; `None` where not known yet.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct TableRow {
@@ -19,6 +22,8 @@ pub struct TableRow {
     pub unet_ms: Option<f64>,
     pub unet_ms_per_step: Option<f64>,
     pub vae_ms: Option<f64>,
+    /// Scheduler time summed over the steps so far.
+    pub scheduler_ms: Option<f64>,
     /// Denoising steps per second (UNet + scheduler time only).
     pub its: Option<f64>,
     /// Baseline total time ÷ this run's total time.
@@ -39,4 +44,457 @@ pub enum RowState {
     Finished,
     Cancelled,
     Failed,
+}
+
+/// The accumulator's name where it reads better: a row is built with [`TableRow::new`] and
+/// fed the run's events with [`TableRow::apply`].
+pub type RunRow = TableRow;
+
+fn ms(d: std::time::Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+impl TableRow {
+    /// A pending row for `spec`.
+    pub fn new(spec: &RunSpec, is_baseline: bool) -> Self {
+        Self {
+            label: spec.label.clone(),
+            scheduler: spec.scheduler.to_string(),
+            steps: spec.steps,
+            cfg: spec.cfg,
+            unet: spec.unet.clone(),
+            is_baseline,
+            ..Self::default()
+        }
+    }
+
+    /// Folds one event of this row's run into it (the caller routes events by run id;
+    /// `Ready`, `Fatal` and `Preview` change nothing).
+    pub fn apply(&mut self, ev: &Event) {
+        match ev {
+            Event::Ready(_) | Event::Fatal { .. } | Event::Preview { .. } => {}
+            Event::Loading { .. } | Event::Loaded { .. } => self.state = RowState::Loading,
+            Event::Started { total_steps, .. } => {
+                *self = Self {
+                    label: std::mem::take(&mut self.label),
+                    scheduler: std::mem::take(&mut self.scheduler),
+                    unet: std::mem::take(&mut self.unet),
+                    steps: *total_steps,
+                    cfg: self.cfg,
+                    is_baseline: self.is_baseline,
+                    state: RowState::Running,
+                    partial: true,
+                    ..Self::default()
+                };
+            }
+            Event::Encoded { text, .. } => self.text_ms = Some(ms(*text)),
+            Event::Step {
+                index,
+                total,
+                timing,
+                elapsed,
+                ..
+            } => {
+                self.steps_done = index + 1;
+                self.steps = *total;
+                let unet = self.unet_ms.unwrap_or(0.0) + ms(timing.unet);
+                let sched = self.scheduler_ms.unwrap_or(0.0) + ms(timing.scheduler);
+                self.unet_ms = Some(unet);
+                self.scheduler_ms = Some(sched);
+                self.unet_ms_per_step = Some(unet / self.steps_done as f64);
+                self.its = its(self.steps_done, unet + sched);
+                self.total_ms = Some(ms(*elapsed));
+                self.partial = true;
+            }
+            Event::Finished { report, .. } => {
+                let t = &report.timings;
+                let n = t.unet.len();
+                let unet = ms(t.unet_total());
+                let sched = ms(t.scheduler_total());
+                self.steps = report.steps.max(n);
+                self.steps_done = n;
+                self.total_ms = Some(ms(t.total));
+                self.text_ms = Some(ms(t.text));
+                self.unet_ms = Some(unet);
+                self.scheduler_ms = Some(sched);
+                self.unet_ms_per_step = (n > 0).then(|| unet / n as f64);
+                self.vae_ms = Some(ms(t.vae));
+                self.its = its(n, unet + sched);
+                self.partial = false;
+                self.state = RowState::Finished;
+            }
+            Event::Cancelled { .. } => self.state = RowState::Cancelled,
+            Event::Failed { .. } => self.state = RowState::Failed,
+        }
+    }
+}
+
+fn its(steps: usize, denoise_ms: f64) -> Option<f64> {
+    (steps > 0 && denoise_ms > 0.0).then(|| steps as f64 / (denoise_ms / 1e3))
+}
+
+/// Sets every row's speedup to the baseline's total time ÷ its own, where both runs finished
+/// (`None` elsewhere; the baseline itself gets 1).
+pub fn with_speedups(rows: &mut [TableRow], baseline: usize) {
+    let done = |r: &TableRow| {
+        (r.state == RowState::Finished)
+            .then_some(r.total_ms)
+            .flatten()
+            .filter(|t| *t > 0.0)
+    };
+    let base = rows.get(baseline).and_then(done);
+    for (i, row) in rows.iter_mut().enumerate() {
+        row.is_baseline = i == baseline;
+        row.speedup = match (base, done(row)) {
+            (Some(b), Some(t)) => Some(b / t),
+            _ => None,
+        };
+    }
+}
+
+/// Milliseconds with precision that suits their size: `1234`, `123`, `12.3`, `1.23`.
+pub fn format_ms(v: f64) -> String {
+    if v >= 100.0 {
+        format!("{v:.0}")
+    } else if v >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+/// The fixed-width text table of an exercise's rows: a header, one line per run. Numbers of a
+/// run still going (or cancelled) carry `~`; the baseline's speedup column says `baseline`.
+pub fn format_table(rows: &[TableRow]) -> String {
+    const HEADER: [&str; 13] = [
+        "run",
+        "scheduler",
+        "steps",
+        "cfg",
+        "unet",
+        "state",
+        "total ms",
+        "text ms",
+        "unet ms",
+        "ms/step",
+        "vae ms",
+        "it/s",
+        "speedup",
+    ];
+    // Right-aligned from "steps" on, except the text columns.
+    const LEFT: [bool; 13] = [
+        true, true, false, false, true, true, false, false, false, false, false, false, false,
+    ];
+    let lines: Vec<[String; 13]> = rows
+        .iter()
+        .map(|r| {
+            let mark = if r.partial { "~" } else { "" };
+            let num = |v: Option<f64>, f: &dyn Fn(f64) -> String| {
+                v.map_or_else(|| "-".to_string(), |v| format!("{mark}{}", f(v)))
+            };
+            let state = match r.state {
+                RowState::Pending => "pending".to_string(),
+                RowState::Loading => "loading".to_string(),
+                RowState::Running => format!("{}/{}", r.steps_done, r.steps),
+                RowState::Finished => "done".to_string(),
+                RowState::Cancelled => format!("cancelled {}/{}", r.steps_done, r.steps),
+                RowState::Failed => "failed".to_string(),
+            };
+            let speedup = match (r.is_baseline, r.speedup) {
+                (true, _) => "baseline".to_string(),
+                (false, Some(s)) => format!("{s:.2}×"),
+                (false, None) => "-".to_string(),
+            };
+            [
+                r.label.clone(),
+                r.scheduler.clone(),
+                r.steps.to_string(),
+                format!("{}", r.cfg),
+                r.unet.clone(),
+                state,
+                num(r.total_ms, &format_ms),
+                num(r.text_ms, &format_ms),
+                num(r.unet_ms, &format_ms),
+                num(r.unet_ms_per_step, &format_ms),
+                num(r.vae_ms, &format_ms),
+                num(r.its, &|v| format!("{v:.1}")),
+                speedup,
+            ]
+        })
+        .collect();
+    let width = |i: usize| {
+        lines
+            .iter()
+            .map(|l| l[i].chars().count())
+            .chain([HEADER[i].chars().count()])
+            .max()
+            .unwrap_or(0)
+    };
+    let widths: Vec<usize> = (0..HEADER.len()).map(width).collect();
+    let render = |cells: &[String]| {
+        let parts: Vec<String> = cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let pad = widths[i].saturating_sub(c.chars().count());
+                if LEFT[i] {
+                    format!("{c}{}", " ".repeat(pad))
+                } else {
+                    format!("{}{c}", " ".repeat(pad))
+                }
+            })
+            .collect();
+        parts.join("  ").trim_end().to_string()
+    };
+    let header: Vec<String> = HEADER.iter().map(|h| h.to_string()).collect();
+    let mut out = render(&header);
+    out.push('\n');
+    for l in &lines {
+        out.push_str(&render(l));
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exercises::default_exercises;
+    use crate::pipeline::{RunReport, StepTiming, Timings};
+    use crate::runtime::Provider;
+    use std::time::Duration;
+
+    fn msd(v: f64) -> Duration {
+        Duration::from_secs_f64(v / 1e3)
+    }
+
+    fn step(index: usize, total: usize, unet: f64, sched: f64, elapsed: f64) -> Event {
+        Event::Step {
+            run: 1,
+            index,
+            total,
+            timestep: 999 - index as i64,
+            timing: StepTiming {
+                unet: msd(unet),
+                scheduler: msd(sched),
+            },
+            elapsed: msd(elapsed),
+        }
+    }
+
+    fn report(steps: usize, unet_each: f64, sched_each: f64, text: f64, vae: f64) -> RunReport {
+        let total = text + steps as f64 * (unet_each + sched_each) + vae;
+        RunReport {
+            model: "models/tiny".into(),
+            tiny_model: true,
+            provider: Provider::Cpu,
+            onnxruntime: "lib".into(),
+            onnxruntime_version: "1.0".into(),
+            unet: "base".into(),
+            unet_label: "SD v1.5".into(),
+            scheduler: "ddpm".into(),
+            steps,
+            guidance: 7.5,
+            seed: 42,
+            rng: "torch-cpu".into(),
+            width: 64,
+            height: 64,
+            timesteps: vec![],
+            prompt_tokens: 3,
+            timings: Timings {
+                text: msd(text),
+                unet: vec![msd(unet_each); steps],
+                scheduler: vec![msd(sched_each); steps],
+                vae: msd(vae),
+                total: msd(total),
+            },
+            load_ms: Default::default(),
+            warnings: vec![],
+        }
+    }
+
+    fn finished(steps: usize, unet_each: f64, sched_each: f64, text: f64, vae: f64) -> Event {
+        Event::Finished {
+            run: 1,
+            report: Box::new(report(steps, unet_each, sched_each, text, vae)),
+            image: image::RgbImage::new(1, 1),
+        }
+    }
+
+    fn close(a: Option<f64>, b: f64) -> bool {
+        a.is_some_and(|a| (a - b).abs() < 1e-6 * b.abs().max(1.0))
+    }
+
+    #[test]
+    fn steps_fill_in_partial_numbers_and_the_report_replaces_them() {
+        let ex = &default_exercises()[0];
+        let mut row = TableRow::new(&ex.runs[0], true);
+        assert_eq!(row.state, RowState::Pending);
+        row.apply(&Event::Loading {
+            run: 1,
+            component: "unet".into(),
+        });
+        assert_eq!(row.state, RowState::Loading);
+        row.apply(&Event::Started {
+            run: 1,
+            total_steps: 4,
+            width: 64,
+            height: 64,
+        });
+        assert_eq!(
+            (row.state, row.partial, row.steps),
+            (RowState::Running, true, 4)
+        );
+        row.apply(&Event::Encoded {
+            run: 1,
+            text: msd(5.0),
+        });
+        row.apply(&step(0, 4, 10.0, 1.0, 16.0));
+        row.apply(&step(1, 4, 20.0, 1.0, 37.0));
+        assert_eq!(row.steps_done, 2);
+        assert!(close(row.text_ms, 5.0));
+        assert!(close(row.unet_ms, 30.0), "{:?}", row.unet_ms);
+        assert!(close(row.unet_ms_per_step, 15.0));
+        // 2 steps in 32 ms of UNet + scheduler
+        assert!(close(row.its, 2.0 / 0.032));
+        assert!(close(row.total_ms, 37.0));
+        assert!(row.vae_ms.is_none());
+
+        row.apply(&finished(4, 12.0, 0.5, 6.0, 20.0));
+        assert_eq!(
+            (row.state, row.partial, row.steps_done),
+            (RowState::Finished, false, 4)
+        );
+        assert!(close(row.unet_ms, 48.0));
+        assert!(close(row.unet_ms_per_step, 12.0));
+        assert!(close(row.text_ms, 6.0));
+        assert!(close(row.vae_ms, 20.0));
+        assert!(close(row.total_ms, 6.0 + 4.0 * 12.5 + 20.0));
+        assert!(close(row.its, 4.0 / 0.05));
+    }
+
+    #[test]
+    fn cancelled_and_failed_rows_keep_their_partial_numbers() {
+        let spec = &default_exercises()[0].runs[0];
+        let mut row = TableRow::new(spec, false);
+        row.apply(&Event::Started {
+            run: 1,
+            total_steps: 50,
+            width: 64,
+            height: 64,
+        });
+        row.apply(&step(0, 50, 10.0, 1.0, 12.0));
+        row.apply(&Event::Cancelled { run: 1 });
+        assert_eq!(
+            (row.state, row.partial, row.steps_done),
+            (RowState::Cancelled, true, 1)
+        );
+        let mut failed = TableRow::new(spec, false);
+        failed.apply(&Event::Failed {
+            run: 1,
+            error: "boom".into(),
+        });
+        assert_eq!(failed.state, RowState::Failed);
+    }
+
+    #[test]
+    fn a_second_start_clears_the_numbers_of_an_earlier_attempt() {
+        let spec = &default_exercises()[0].runs[1];
+        let mut row = TableRow::new(spec, false);
+        row.apply(&finished(3, 10.0, 1.0, 5.0, 5.0));
+        row.apply(&Event::Started {
+            run: 2,
+            total_steps: 20,
+            width: 64,
+            height: 64,
+        });
+        assert_eq!(row.steps_done, 0);
+        assert!(row.total_ms.is_none() && row.vae_ms.is_none());
+        assert_eq!(row.label, "DPM-Solver++ 20");
+    }
+
+    fn rows_done(totals: &[Option<f64>]) -> Vec<TableRow> {
+        let ex = &default_exercises()[0];
+        totals
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let mut r = TableRow::new(&ex.runs[i], i == 0);
+                if let Some(t) = t {
+                    r.state = RowState::Finished;
+                    r.total_ms = Some(*t);
+                }
+                r
+            })
+            .collect()
+    }
+
+    #[test]
+    fn speedup_is_baseline_total_over_this_total_only_when_both_finished() {
+        let mut rows = rows_done(&[Some(1000.0), Some(400.0), None]);
+        with_speedups(&mut rows, 0);
+        assert!(close(rows[0].speedup, 1.0));
+        assert!(close(rows[1].speedup, 2.5));
+        assert_eq!(rows[2].speedup, None, "unfinished");
+        // An unfinished baseline gives nobody a speedup.
+        let mut rows = rows_done(&[None, Some(400.0), Some(200.0)]);
+        with_speedups(&mut rows, 0);
+        assert!(rows.iter().all(|r| r.speedup.is_none()));
+        // The baseline may be any row.
+        let mut rows = rows_done(&[Some(1000.0), Some(400.0), Some(200.0)]);
+        with_speedups(&mut rows, 1);
+        assert!(rows[1].is_baseline && !rows[0].is_baseline);
+        assert!(close(rows[0].speedup, 0.4));
+        assert!(close(rows[2].speedup, 2.0));
+    }
+
+    #[test]
+    fn the_table_aligns_columns_marks_partial_numbers_and_the_baseline() {
+        let ex = &default_exercises()[0];
+        let mut rows: Vec<TableRow> = ex
+            .runs
+            .iter()
+            .enumerate()
+            .map(|(i, s)| TableRow::new(s, i == 0))
+            .collect();
+        rows[0].apply(&finished(50, 12.0, 0.5, 6.0, 20.0));
+        rows[1].apply(&finished(20, 12.0, 0.5, 6.0, 20.0));
+        rows[2].apply(&Event::Started {
+            run: 3,
+            total_steps: 10,
+            width: 64,
+            height: 64,
+        });
+        rows[2].apply(&step(0, 10, 12.345, 0.5, 19.0));
+        with_speedups(&mut rows, 0);
+        let table = format_table(&rows);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 4, "{table}");
+        assert!(
+            lines[0].starts_with("run") && lines[0].ends_with("speedup"),
+            "{table}"
+        );
+        // Every column starts where its header does: "total ms" is right-aligned, so its
+        // numbers end where the header ends.
+        let end = lines[0].find("total ms").unwrap() + "total ms".len();
+        assert_eq!(&lines[1][end - 3..end], "651", "{table}"); // 6 + 50 × 12.5 + 20
+        assert!(lines[1].ends_with("baseline"), "{table}");
+        // 651 / 276 = 2.36
+        assert!(lines[2].ends_with("2.36×"), "{table}");
+        assert!(
+            lines[3].contains("~12.3"),
+            "partial UNet time marked: {table}"
+        );
+        assert!(lines[3].contains("1/10"), "{table}");
+        assert!(lines[3].ends_with('-'), "no speedup while running: {table}");
+        assert!(!lines[1].contains('~'), "{table}");
+    }
+
+    #[test]
+    fn milliseconds_get_precision_by_size() {
+        assert_eq!(format_ms(1234.56), "1235");
+        assert_eq!(format_ms(123.456), "123");
+        assert_eq!(format_ms(12.345), "12.3");
+        assert_eq!(format_ms(1.2345), "1.23");
+    }
 }
