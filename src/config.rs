@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use color_eyre::eyre::{WrapErr, bail, eyre};
 use serde::Deserialize;
 
+use crate::exercises::{Exercise, default_exercises};
 use crate::models::{Model, SchedulerConfigSource, Variant, default_variants};
 use crate::runtime::Runtime;
 use crate::runtime::{Device, SearchPlan};
@@ -17,6 +18,8 @@ use crate::runtime::{Device, SearchPlan};
 pub struct Config {
     pub runtime: RuntimeConfig,
     pub model: ModelConfig,
+    /// `[[exercises]]`: each replaces the default exercise with the same `number`, or adds one.
+    pub exercises: Option<Vec<Exercise>>,
     /// Where the file was read from (`None`: built-in defaults).
     #[serde(skip)]
     pub path: Option<PathBuf>,
@@ -99,6 +102,17 @@ impl Config {
                 }
             }
         }
+        if let Some(exercises) = &self.exercises {
+            for (i, ex) in exercises.iter().enumerate() {
+                ex.validate()?;
+                if exercises[..i].iter().any(|e| e.number == ex.number) {
+                    bail!(
+                        "[[exercises]] defines exercise {} twice\nFix: give each [[exercises]] entry its own number (an entry with a default's number replaces that default)",
+                        ex.number
+                    );
+                }
+            }
+        }
         if let Some(rng) = &self.runtime.rng {
             rng.parse::<crate::rng::RngSource>()
                 .map_err(|e| eyre!("runtime.rng = {rng:?}: {e}"))?;
@@ -113,6 +127,20 @@ impl Config {
 
     pub fn variants(&self) -> Vec<Variant> {
         self.model.variants.clone().unwrap_or_else(default_variants)
+    }
+
+    /// The exercises in force, by number: the defaults, each replaced by a config entry with
+    /// its number, plus the config's new ones.
+    pub fn exercises(&self) -> Vec<Exercise> {
+        let mut all = default_exercises();
+        for ex in self.exercises.iter().flatten() {
+            match all.iter_mut().find(|d| d.number == ex.number) {
+                Some(d) => *d = ex.clone(),
+                None => all.push(ex.clone()),
+            }
+        }
+        all.sort_by_key(|e| e.number);
+        all
     }
 
     /// Opens the model folder `dir` with this config's variants and scheduler config choice.
@@ -224,6 +252,84 @@ mod tests {
         assert_eq!(cfg.variants()[0].text_encoder_folder(), "text_encoder");
         let err = Config::parse(&format!("{base}textencoder = \"x\"\n")).unwrap_err();
         assert!(format!("{err}").contains("textencoder"), "{err}");
+    }
+
+    const EXTRA: &str = r#"
+[[exercises]]
+number = 7
+title = "Euler at 30"
+about = "Mine."
+prompt = "a red fox"
+baseline = 0
+runs = [
+  { label = "DDPM 50", scheduler = "ddpm", steps = 50, cfg = 7.5 },
+  { label = "Euler 30", scheduler = "euler", steps = 30, cfg = 7.5 },
+]
+questions = [ { text = "How much faster?", measure = { kind = "speedup", run = 1, over = 0 } } ]
+"#;
+
+    #[test]
+    fn config_exercises_replace_a_default_by_number_and_add_new_ones() {
+        let replace_one = EXTRA.replace("number = 7", "number = 1");
+        let cfg = Config::parse(&format!("{EXTRA}{replace_one}")).unwrap();
+        let all = cfg.exercises();
+        let numbers: Vec<usize> = all.iter().map(|e| e.number).collect();
+        assert_eq!(numbers, vec![1, 2, 3, 7]);
+        assert_eq!(all[0].title, "Euler at 30", "exercise 1 replaced");
+        assert_eq!(all[0].runs[1].unet, "base", "unet defaults to base");
+        assert_eq!(all[0].seed, 42, "seed defaults to 42");
+        assert_eq!(all[1], default_exercises()[1], "exercise 2 untouched");
+        assert_eq!(Config::parse("").unwrap().exercises(), default_exercises());
+    }
+
+    fn exercise_error(edit: impl Fn(&str) -> String) -> String {
+        format!("{}", Config::parse(&edit(EXTRA)).unwrap_err())
+    }
+
+    #[test]
+    fn bad_exercises_are_refused_naming_the_exercise_and_the_fix() {
+        let cases: Vec<(String, &str)> = vec![
+            (
+                exercise_error(|t| t.replace("baseline = 0", "baseline = 2")),
+                "baseline = 2",
+            ),
+            (
+                exercise_error(|t| t.replace("run = 1, over = 0", "run = 5, over = 0")),
+                "run 5",
+            ),
+            (
+                exercise_error(|t| t.replace("steps = 30", "steps = 0")),
+                "steps",
+            ),
+            (
+                exercise_error(|t| t.replace("steps = 30, cfg = 7.5", "steps = 30, cfg = -1.0")),
+                "cfg",
+            ),
+            (
+                exercise_error(|t| t.replace("steps = 30, cfg = 7.5", "steps = 30, cfg = nan")),
+                "cfg",
+            ),
+            (
+                exercise_error(|t| {
+                    let start = t.find("runs = [").unwrap();
+                    let end = t.find("questions").unwrap();
+                    format!("{}runs = []\n{}", &t[..start], &t[end..])
+                        .replace("run = 1, over = 0", "run = 0, over = 0")
+                }),
+                "no runs",
+            ),
+            (exercise_error(|t| format!("{t}{t}")), "twice"),
+        ];
+        for (msg, what) in cases {
+            assert!(msg.contains(what), "{what:?} not in {msg}");
+            assert!(msg.contains("Fix:"), "{msg}");
+            assert!(
+                msg.contains("exercise 7") || msg.contains("defines exercise 7"),
+                "{msg}"
+            );
+        }
+        let err = exercise_error(|t| t.replace("title =", "titel ="));
+        assert!(err.contains("titel"), "unknown keys are refused: {err}");
     }
 
     #[test]

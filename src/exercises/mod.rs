@@ -3,9 +3,13 @@
 //! questions to answer before running (a number the user may type), and a note after the runs
 //! that reads the actual measurements.
 
+pub mod headless;
+
+use color_eyre::eyre::bail;
 use serde::{Deserialize, Serialize};
 
 use crate::pipeline::Request;
+use crate::report::table::{RowState, TableRow};
 use crate::rng::RngSource;
 use crate::schedulers::{SchedulerKind, SchedulerOptions};
 
@@ -79,7 +83,78 @@ fn default_seed() -> u64 {
     42
 }
 
+impl Measure {
+    /// The measured value from the exercise's rows (same order as its runs); `None` until
+    /// both runs it compares have finished.
+    pub fn value(&self, rows: &[TableRow]) -> Option<f64> {
+        let finished = |i: usize| rows.get(i).filter(|r| r.state == RowState::Finished);
+        let (run, over, field): (usize, usize, fn(&TableRow) -> Option<f64>) = match *self {
+            // over's time ÷ run's time: "how many times faster is run than over".
+            Measure::Speedup { run, over } => (over, run, |r| r.total_ms),
+            Measure::StepCostRatio { run, over } => (run, over, |r| r.unet_ms_per_step),
+        };
+        let num = field(finished(run)?)?;
+        let den = field(finished(over)?)?;
+        (den > 0.0 && num.is_finite()).then(|| num / den)
+    }
+
+    /// The run indices it reads.
+    fn runs(&self) -> [usize; 2] {
+        match *self {
+            Measure::Speedup { run, over } | Measure::StepCostRatio { run, over } => [run, over],
+        }
+    }
+}
+
 impl Exercise {
+    /// Checks what config.toml may get wrong; the error names the exercise and the fix.
+    pub fn validate(&self) -> color_eyre::Result<()> {
+        let name = format!("exercise {} ({:?})", self.number, self.title);
+        let n = self.runs.len();
+        if self.number == 0 {
+            bail!(
+                "{name}: number 0 is not allowed\nFix: number exercises from 1 (1–3 replace the defaults)"
+            );
+        }
+        if n == 0 {
+            bail!(
+                "{name} has no runs\nFix: add at least one run, e.g. runs = [{{ label = \"DDPM 50\", scheduler = \"ddpm\", steps = 50, cfg = 7.5 }}]"
+            );
+        }
+        if self.baseline >= n {
+            bail!(
+                "{name}: baseline = {} but its runs are numbered 0–{}\nFix: set baseline to the 0-based index of the run speedups are measured against",
+                self.baseline,
+                n - 1
+            );
+        }
+        for (i, q) in self.questions.iter().enumerate() {
+            if let Some(bad) = q.measure.runs().into_iter().find(|&r| r >= n) {
+                bail!(
+                    "{name}: question {} refers to run {bad}, but the runs are numbered 0–{}\nFix: use 0-based indices into this exercise's runs",
+                    i + 1,
+                    n - 1
+                );
+            }
+        }
+        for r in &self.runs {
+            if r.steps == 0 {
+                bail!(
+                    "{name}: run {:?} has steps = 0\nFix: give every run at least 1 step",
+                    r.label
+                );
+            }
+            if !r.cfg.is_finite() || r.cfg < 0.0 {
+                bail!(
+                    "{name}: run {:?} has cfg = {}, not a finite number ≥ 0\nFix: use e.g. cfg = 7.5 (DDPM/DPM-Solver++) or 1.5 (LCM-LoRA)",
+                    r.label,
+                    r.cfg
+                );
+            }
+        }
+        Ok(())
+    }
+
     /// The pipeline request of run `index` (the exercise's prompt and seed unless the run
     /// overrides them; the model's native size).
     pub fn request(&self, index: usize, rng: RngSource) -> Request {
@@ -201,4 +276,291 @@ pub fn default_exercises() -> Vec<Exercise> {
             }],
         },
     ]
+}
+
+/// `2.5` → `2.5×`, `2.384` → `2.38×`, `4.0` → `4×`.
+pub fn times(v: f64) -> String {
+    let s = format!("{v:.2}");
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    format!("{s}×")
+}
+
+fn ms(v: f64) -> String {
+    crate::report::table::format_ms(v) + " ms"
+}
+
+/// Prediction against measurement, in one line: "you said 2.5×, measured 2.38× — within 5%".
+pub fn judge(prediction: f64, measured: f64) -> String {
+    if !prediction.is_finite() || !measured.is_finite() || measured <= 0.0 {
+        return format!(
+            "you said {}, no measurement to compare with",
+            times(prediction)
+        );
+    }
+    let head = format!(
+        "you said {}, measured {}",
+        times(prediction),
+        times(measured)
+    );
+    let off = prediction / measured - 1.0;
+    // Judged on the percentage as shown.
+    let pct = (off.abs() * 100.0).round();
+    let verdict = if pct <= 5.0 {
+        "within 5%".to_string()
+    } else if pct <= 20.0 {
+        format!("close: {pct:.0}% {}", high_low(off))
+    } else if prediction / measured >= 2.0 || measured / prediction >= 2.0 {
+        let factor = (prediction / measured).max(measured / prediction);
+        format!("off by {:.1}× ({})", factor, high_low(off))
+    } else {
+        format!("{:.0}% {}", off.abs() * 100.0, high_low(off))
+    };
+    format!("{head} — {verdict}")
+}
+
+fn high_low(off: f64) -> &'static str {
+    if off > 0.0 { "too high" } else { "too low" }
+}
+
+/// Notes after the runs that read the actual numbers: speedups against the baseline, what a
+/// UNet step cost, how much the fixed costs ate of the step ratio; `tiny_model` adds that the
+/// weights are random.
+pub fn what_happened(ex: &Exercise, rows: &[TableRow], tiny_model: bool) -> Vec<String> {
+    let mut notes = Vec::new();
+    let done = |r: &&TableRow| r.state == RowState::Finished && r.total_ms.is_some();
+    let Some(base) = rows.get(ex.baseline).filter(done) else {
+        let label = ex
+            .runs
+            .get(ex.baseline)
+            .map_or("the baseline", |r| r.label.as_str());
+        notes.push(format!(
+            "{label} (the baseline) did not finish, so nothing can be compared with it."
+        ));
+        if tiny_model {
+            notes.push(tiny_note());
+        }
+        return notes;
+    };
+    let base_total = base.total_ms.unwrap_or(0.0);
+    for (i, r) in rows.iter().enumerate() {
+        if i == ex.baseline {
+            continue;
+        }
+        if !done(&r) {
+            notes.push(format!(
+                "{} did not finish ({}); no comparison for it.",
+                r.label,
+                match r.state {
+                    RowState::Cancelled => "cancelled",
+                    RowState::Failed => "failed",
+                    _ => "not run",
+                }
+            ));
+            continue;
+        }
+        let total = r.total_ms.unwrap_or(0.0);
+        if total <= 0.0 || base_total <= 0.0 {
+            continue;
+        }
+        let ratio = total / base_total;
+        let speed = if ratio <= 1.0 {
+            format!("{} faster", times(1.0 / ratio))
+        } else {
+            format!("{} slower", times(ratio))
+        };
+        notes.push(format!(
+            "{} took {} the time of {} ({}: {} against {}).",
+            r.label,
+            times(ratio),
+            base.label,
+            speed,
+            ms(total),
+            ms(base_total)
+        ));
+        // What a step cost, and why it may differ.
+        if let (Some(step), Some(base_step)) = (r.unet_ms_per_step, base.unet_ms_per_step)
+            && base_step > 0.0
+        {
+            let c = step / base_step;
+            let batch = |cfg: f32| if cfg > 1.0 { 2 } else { 1 };
+            if (c - 1.0).abs() <= 0.10 {
+                notes.push(format!(
+                    "  A UNet step cost about the same ({} against {}): the time saved comes from taking fewer steps.",
+                    ms(step),
+                    ms(base_step)
+                ));
+            } else {
+                let why = if batch(r.cfg) != batch(base.cfg) {
+                    format!(
+                        " — it runs the UNet at batch {} (cfg {}) instead of {} (cfg {})",
+                        batch(r.cfg),
+                        r.cfg,
+                        batch(base.cfg),
+                        base.cfg
+                    )
+                } else if r.unet != base.unet {
+                    format!(" — a different UNet ({} against {})", r.unet, base.unet)
+                } else {
+                    String::new()
+                };
+                notes.push(format!(
+                    "  A UNet step cost {} one of {} ({} against {}){why}.",
+                    times(c),
+                    base.label,
+                    ms(step),
+                    ms(base_step)
+                ));
+            }
+        }
+        // The step ratio against the measured speedup: fixed costs don't shrink with steps.
+        if r.steps_done > 0 && base.steps_done > 0 {
+            let step_ratio = base.steps_done as f64 / r.steps_done as f64;
+            let measured = base_total / total;
+            let fixed = r.text_ms.unwrap_or(0.0) + r.vae_ms.unwrap_or(0.0);
+            if step_ratio > 1.0 && measured < step_ratio * 0.95 {
+                notes.push(format!(
+                    "  {} steps against {} predict {}; the measured {} is lower because text encoding and the VAE decode ({} here) cost the same at any step count ({:.0}% of this run).",
+                    r.steps_done,
+                    base.steps_done,
+                    times(step_ratio),
+                    times(measured),
+                    ms(fixed),
+                    fixed / total * 100.0
+                ));
+            }
+        }
+    }
+    if tiny_model {
+        notes.push(tiny_note());
+    }
+    notes
+}
+
+fn tiny_note() -> String {
+    "This is the embedded tiny model with random weights: its images are noise and its times are tiny; \
+     the ratios show the method's bookkeeping, not SD v1.5's cost. Point model.dir at a real export for real numbers."
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(ex: &Exercise, i: usize, total: f64, per_step: f64, text: f64, vae: f64) -> TableRow {
+        let mut r = TableRow::new(&ex.runs[i], i == ex.baseline);
+        r.state = RowState::Finished;
+        r.steps_done = ex.runs[i].steps;
+        r.total_ms = Some(total);
+        r.unet_ms_per_step = Some(per_step);
+        r.unet_ms = Some(per_step * r.steps_done as f64);
+        r.text_ms = Some(text);
+        r.vae_ms = Some(vae);
+        r
+    }
+
+    /// Exercise 1 as if measured: 50 × 20 + 100 fixed, 20 × 20 + 100, 10 × 20 + 100.
+    fn exercise_1_rows() -> (Exercise, Vec<TableRow>) {
+        let ex = default_exercises().remove(0);
+        let rows = vec![
+            row(&ex, 0, 1100.0, 20.0, 40.0, 60.0),
+            row(&ex, 1, 500.0, 20.0, 40.0, 60.0),
+            row(&ex, 2, 300.0, 20.0, 40.0, 60.0),
+        ];
+        (ex, rows)
+    }
+
+    #[test]
+    fn measures_read_speedups_and_step_cost_ratios_from_finished_rows() {
+        let (ex, mut rows) = exercise_1_rows();
+        let speedup = Measure::Speedup { run: 1, over: 0 };
+        assert!((speedup.value(&rows).unwrap() - 2.2).abs() < 1e-9);
+        rows[2].unet_ms_per_step = Some(30.0);
+        let cost = Measure::StepCostRatio { run: 2, over: 0 };
+        assert!((cost.value(&rows).unwrap() - 1.5).abs() < 1e-9);
+        rows[1].state = RowState::Running;
+        assert_eq!(speedup.value(&rows), None, "not finished");
+        assert_eq!(Measure::Speedup { run: 5, over: 0 }.value(&rows), None);
+        assert_eq!(ex.questions[0].measure, speedup);
+    }
+
+    #[test]
+    fn what_happened_reads_the_numbers() {
+        let (ex, rows) = exercise_1_rows();
+        let notes = what_happened(&ex, &rows, false);
+        let all = notes.join("\n");
+        assert!(
+            all.contains("DPM-Solver++ 20 took 0.45× the time of DDPM 50 (2.2× faster"),
+            "{all}"
+        );
+        assert!(all.contains("DPM-Solver++ 10 took 0.27× the time"), "{all}");
+        assert!(
+            all.contains("A UNet step cost about the same (20.0 ms"),
+            "{all}"
+        );
+        // 50/10 = 5× predicted, 3.67× measured, 100 ms fixed of 300
+        assert!(all.contains("predict 5×; the measured 3.67×"), "{all}");
+        assert!(all.contains("(33% of this run)"), "{all}");
+        assert!(!all.contains("random weights"), "{all}");
+        let tiny = what_happened(&ex, &rows, true);
+        assert!(tiny.last().unwrap().contains("random weights"));
+    }
+
+    #[test]
+    fn what_happened_explains_a_dearer_step_by_the_batch() {
+        let ex = default_exercises().remove(1);
+        let mut lcm = ex.clone();
+        lcm.runs[1].cfg = 1.0;
+        let rows = vec![
+            row(&lcm, 0, 500.0, 20.0, 40.0, 60.0),
+            row(&lcm, 1, 180.0, 10.0, 20.0, 60.0),
+            TableRow::new(&lcm.runs[2], false),
+        ];
+        let all = what_happened(&lcm, &rows, false).join("\n");
+        assert!(
+            all.contains("A UNet step cost 0.5× one of DPM-Solver++ 20"),
+            "{all}"
+        );
+        assert!(
+            all.contains("batch 1 (cfg 1) instead of 2 (cfg 7.5)"),
+            "{all}"
+        );
+        assert!(all.contains("LCM-LoRA 4 did not finish (not run)"), "{all}");
+    }
+
+    #[test]
+    fn an_unfinished_baseline_is_said_plainly() {
+        let (ex, mut rows) = exercise_1_rows();
+        rows[0].state = RowState::Cancelled;
+        let notes = what_happened(&ex, &rows, false);
+        assert_eq!(notes.len(), 1);
+        assert!(notes[0].contains("DDPM 50 (the baseline) did not finish"));
+    }
+
+    #[test]
+    fn judge_says_how_close_the_guess_was() {
+        assert_eq!(
+            judge(2.5, 2.38),
+            "you said 2.5×, measured 2.38× — within 5%"
+        );
+        assert_eq!(
+            judge(2.0, 2.38),
+            "you said 2×, measured 2.38× — close: 16% too low"
+        );
+        assert_eq!(
+            judge(3.0, 2.38),
+            "you said 3×, measured 2.38× — 26% too high"
+        );
+        assert_eq!(
+            judge(10.0, 2.5),
+            "you said 10×, measured 2.5× — off by 4.0× (too high)"
+        );
+        assert!(judge(2.0, f64::NAN).contains("no measurement"));
+    }
+
+    #[test]
+    fn the_default_exercises_are_valid() {
+        for ex in default_exercises() {
+            ex.validate().unwrap();
+        }
+    }
 }
