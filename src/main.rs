@@ -1,4 +1,4 @@
-//! speedscape's command line: `generate`, `tokens`, `noise`, `doctor`, `models`.
+//! speedscape's command line: `generate`, `exercise`, `tokens`, `noise`, `doctor`, `models`.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -66,6 +66,22 @@ enum Command {
     },
     /// Show the model folder: manifest, components, variants, export checks, scheduler config.
     Models(ModelsArgs),
+    /// Run every run of exercise N headless: progress on stderr, the timing table and what
+    /// happened on stdout.
+    Exercise {
+        /// The exercise's number (1–3 by default; config.toml's [[exercises]] may add more).
+        number: usize,
+        /// Save every run's PNG and a timings JSON into a new folder under this one.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Print one JSON object instead of the table.
+        #[arg(long)]
+        json: bool,
+        #[arg(long)]
+        device: Option<Device>,
+        #[arg(long)]
+        model_dir: Option<PathBuf>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -165,6 +181,13 @@ fn main() -> color_eyre::Result<()> {
             json,
         }) => doctor(&config, device, model_dir.as_deref(), json),
         Some(Command::Models(args)) => models(&config, args),
+        Some(Command::Exercise {
+            number,
+            out,
+            json,
+            device,
+            model_dir,
+        }) => exercise(&config, number, out.as_deref(), json, device, model_dir),
         None => {
             eprintln!(
                 "speedscape: the interactive exercises (TUI) are not built yet; try `speedscape generate --help`, `speedscape doctor`"
@@ -362,6 +385,44 @@ fn models(config: &Config, args: ModelsArgs) -> color_eyre::Result<()> {
     };
     if !ok {
         // The report above already says what failed and how to fix it.
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+fn exercise(
+    config: &Config,
+    number: usize,
+    out: Option<&Path>,
+    json: bool,
+    device: Option<Device>,
+    model_dir: Option<PathBuf>,
+) -> color_eyre::Result<()> {
+    use speedscape::exercises::headless;
+    let ex = headless::find_exercise(config, number)?;
+    let outcome = headless::run_exercise(config, &ex, device, model_dir, !json)?;
+    let saved = match out {
+        Some(root) => Some(headless::save_exercise(
+            root,
+            &ex,
+            &outcome.rows,
+            &outcome.images,
+            &outcome.reports,
+        )?),
+        None => None,
+    };
+    if json {
+        let mut v = outcome.json();
+        v["saved"] = serde_json::json!(saved.as_ref().map(|p| p.display().to_string()));
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        print!("{}", outcome.render());
+        if let Some(p) = &saved {
+            println!("\nsaved to {}", p.display());
+        }
+    }
+    if outcome.any_failed() {
+        // The table and the errors above say which run failed and why.
         std::process::exit(1);
     }
     Ok(())

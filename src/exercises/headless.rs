@@ -1,1 +1,480 @@
+//! `speedscape exercise N`: every run of an exercise through one [`WorkerHandle`], progress on
+//! stderr, the table and the notes (or JSON) on stdout; [`save_exercise`] writes the images and
+//! timings into a fresh folder (the TUI's `s` key calls it too).
 
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use color_eyre::eyre::{WrapErr, bail, eyre};
+use image::RgbImage;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+
+use super::{Exercise, what_happened};
+use crate::config::Config;
+use crate::pipeline::RunReport;
+use crate::report::table::{RowState, TableRow, format_table, with_speedups};
+use crate::report::{save_png, write_atomic};
+use crate::rng::RngSource;
+use crate::runtime::Device;
+use crate::worker::{Event, Job, WorkerHandle, WorkerInfo};
+
+/// The exercise called `number`, or an error listing the valid numbers.
+pub fn find_exercise(config: &Config, number: usize) -> color_eyre::Result<Exercise> {
+    let all = config.exercises();
+    all.iter()
+        .find(|e| e.number == number)
+        .cloned()
+        .ok_or_else(|| {
+            let valid: Vec<String> = all
+                .iter()
+                .map(|e| format!("{} ({})", e.number, e.title))
+                .collect();
+            eyre!(
+                "there is no exercise {number}; the exercises are {}\nFix: pass one of those numbers, or add an [[exercises]] entry to config.toml",
+                valid.join(", ")
+            )
+        })
+}
+
+/// The noise source config.toml asks for (`torch-cpu` by default).
+pub fn rng_source(config: &Config) -> color_eyre::Result<RngSource> {
+    match &config.runtime.rng {
+        Some(s) => s.parse().map_err(|e| eyre!("runtime.rng: {e}")),
+        None => Ok(RngSource::TorchCpu),
+    }
+}
+
+/// Everything an exercise's runs produced, in the order of its runs.
+pub struct ExerciseOutcome {
+    pub info: WorkerInfo,
+    pub exercise: Exercise,
+    pub rows: Vec<TableRow>,
+    pub images: Vec<Option<RgbImage>>,
+    pub reports: Vec<Option<RunReport>>,
+    /// The error of each failed run.
+    pub errors: Vec<Option<String>>,
+    pub notes: Vec<String>,
+}
+
+impl ExerciseOutcome {
+    pub fn any_failed(&self) -> bool {
+        self.rows.iter().any(|r| r.state != RowState::Finished)
+    }
+
+    /// The header line: provider, device, model.
+    pub fn header(&self) -> String {
+        let model = if self.info.tiny_model {
+            format!(
+                "{} (embedded tiny model, random weights: images are noise)",
+                self.info.model_dir.display()
+            )
+        } else {
+            self.info.model_dir.display().to_string()
+        };
+        format!(
+            "exercise {}: {} — {} on {}, model {}",
+            self.exercise.number, self.exercise.title, self.info.provider, self.info.device, model
+        )
+    }
+
+    /// Header, table, failures and notes, as printed by `speedscape exercise`.
+    pub fn render(&self) -> String {
+        let mut out = format!("{}\n\n{}", self.header(), format_table(&self.rows));
+        for (row, err) in self.rows.iter().zip(&self.errors) {
+            if let Some(err) = err {
+                out.push_str(&format!("\n{} failed: {err}\n", row.label));
+            }
+        }
+        if !self.notes.is_empty() {
+            out.push_str("\nWhat happened:\n");
+            for n in &self.notes {
+                if n.starts_with(' ') {
+                    // A detail of the line above: already indented under its text.
+                    out.push_str(&format!("{n}\n"));
+                } else {
+                    out.push_str(&format!("- {n}\n"));
+                }
+            }
+        }
+        out
+    }
+
+    /// The `--json` object.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "exercise": self.exercise.number,
+            "title": self.exercise.title,
+            "provider": self.info.provider,
+            "device": self.info.device,
+            "model": self.info.model_dir.display().to_string(),
+            "tiny_model": self.info.tiny_model,
+            "rows": self.rows,
+            "notes": self.notes,
+            "runs": self.reports,
+            "errors": self.errors,
+        })
+    }
+}
+
+/// Runs every run of `ex`, in order, through one worker; progress bars on stderr when
+/// `progress`. A run that fails is recorded (its row says so) and the next one still runs; an
+/// error comes back only when the worker cannot start.
+pub fn run_exercise(
+    config: &Config,
+    ex: &Exercise,
+    device: Option<Device>,
+    model_dir: Option<PathBuf>,
+    progress: bool,
+) -> color_eyre::Result<ExerciseOutcome> {
+    let rng = rng_source(config)?;
+    let (worker, mut events) = WorkerHandle::spawn(config.clone(), device, model_dir);
+    let info = match events.blocking_recv() {
+        Some(Event::Ready(info)) => info,
+        Some(Event::Fatal { error }) => bail!("{error}"),
+        Some(other) => bail!("the worker spoke before it was ready: {other:?}"),
+        None => bail!("the inference thread stopped before it was ready"),
+    };
+    let n = ex.runs.len();
+    let mut rows: Vec<TableRow> = ex
+        .runs
+        .iter()
+        .enumerate()
+        .map(|(i, s)| TableRow::new(s, i == ex.baseline))
+        .collect();
+    let mut images = vec![None; n];
+    let mut reports = vec![None; n];
+    let mut errors = vec![None; n];
+    let mut index: HashMap<u64, usize> = HashMap::new();
+    for i in 0..n {
+        let run = worker.next_run_id();
+        index.insert(run, i);
+        worker.submit(Job {
+            run,
+            request: ex.request(i, rng),
+        });
+    }
+    let mut bars = Bars::new(progress, n);
+    let mut left = n;
+    while left > 0 {
+        let Some(ev) = events.blocking_recv() else {
+            bail!("the inference thread stopped before the exercise ended");
+        };
+        let Some(&i) = ev.run().and_then(|r| index.get(&r)) else {
+            continue;
+        };
+        rows[i].apply(&ev);
+        bars.show(i, &ex.runs[i].label, &ev, &rows[i]);
+        match ev {
+            Event::Finished { report, image, .. } => {
+                images[i] = Some(image);
+                reports[i] = Some(*report);
+            }
+            Event::Failed { error, .. } => errors[i] = Some(error),
+            _ => {}
+        }
+        if rows[i].state == RowState::Finished
+            || rows[i].state == RowState::Failed
+            || rows[i].state == RowState::Cancelled
+        {
+            left -= 1;
+        }
+    }
+    worker.shutdown();
+    with_speedups(&mut rows, ex.baseline);
+    let notes = what_happened(ex, &rows, info.tiny_model);
+    Ok(ExerciseOutcome {
+        info,
+        exercise: ex.clone(),
+        rows,
+        images,
+        reports,
+        errors,
+        notes,
+    })
+}
+
+/// Progress on stderr: a spinner while a component loads, then a bar per run.
+struct Bars {
+    on: bool,
+    bars: Vec<Option<ProgressBar>>,
+}
+
+impl Bars {
+    fn new(on: bool, n: usize) -> Self {
+        Self {
+            on,
+            bars: vec![None; n],
+        }
+    }
+
+    fn show(&mut self, i: usize, label: &str, ev: &Event, row: &TableRow) {
+        if !self.on {
+            return;
+        }
+        match ev {
+            Event::Loading { component, .. } => {
+                let bar = self.bars[i].get_or_insert_with(|| spinner(label));
+                bar.set_message(format!("loading {component}…"));
+            }
+            Event::Loaded {
+                component,
+                load,
+                warm_up,
+                ..
+            } => {
+                if let Some(bar) = &self.bars[i] {
+                    bar.println(format!(
+                        "  loaded {component}: session {:.0} ms, warm-up {:.0} ms (not timed)",
+                        load.as_secs_f64() * 1e3,
+                        warm_up.as_secs_f64() * 1e3
+                    ));
+                }
+            }
+            Event::Started { total_steps, .. } => {
+                if let Some(old) = self.bars[i].take() {
+                    old.finish_and_clear();
+                }
+                let bar = ProgressBar::new(*total_steps as u64);
+                bar.set_style(
+                    ProgressStyle::with_template("{prefix:<28} [{bar:30}] step {pos}/{len} {msg}")
+                        .unwrap_or_else(|_| ProgressStyle::default_bar())
+                        .progress_chars("=> "),
+                );
+                bar.set_prefix(label.to_string());
+                self.bars[i] = Some(bar);
+            }
+            Event::Step { index, .. } => {
+                if let Some(bar) = &self.bars[i] {
+                    bar.set_position(*index as u64 + 1);
+                    if let Some(its) = row.its {
+                        bar.set_message(format!("{its:.1} it/s"));
+                    }
+                }
+            }
+            Event::Finished { .. } | Event::Cancelled { .. } | Event::Failed { .. } => {
+                if let Some(bar) = self.bars[i].take() {
+                    let msg = match row.state {
+                        RowState::Finished => {
+                            format!("done in {:.0} ms", row.total_ms.unwrap_or_default())
+                        }
+                        RowState::Cancelled => "cancelled".into(),
+                        _ => "failed".into(),
+                    };
+                    bar.finish_with_message(msg);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+fn spinner(label: &str) -> ProgressBar {
+    let bar = ProgressBar::new_spinner();
+    bar.set_style(
+        ProgressStyle::with_template("{prefix:<28} {spinner} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    bar.set_prefix(label.to_string());
+    bar.enable_steady_tick(std::time::Duration::from_millis(100));
+    bar
+}
+
+/// What `timings.json` of a saved exercise holds.
+#[derive(Serialize)]
+struct SavedTimings<'a> {
+    exercise: usize,
+    title: &'a str,
+    prompt: &'a str,
+    seed: u64,
+    baseline: usize,
+    rows: &'a [TableRow],
+    /// PNG file per run (`null`: the run has no image).
+    images: Vec<Option<String>>,
+    runs: &'a [Option<RunReport>],
+}
+
+/// Saves an exercise's images (one PNG per run that has one) and `timings.json` into a new
+/// folder `out_root/exercise-N-YYYYmmdd-HHMMSS` (UTC; `-2`, `-3`, … when that exists). Nothing
+/// is ever overwritten, and the folder appears whole: it is written beside and renamed into
+/// place. Returns the folder.
+pub fn save_exercise(
+    out_root: &Path,
+    ex: &Exercise,
+    rows: &[TableRow],
+    images: &[Option<RgbImage>],
+    reports: &[Option<RunReport>],
+) -> color_eyre::Result<PathBuf> {
+    std::fs::create_dir_all(out_root).wrap_err_with(|| {
+        format!(
+            "cannot create the output folder {}\nFix: choose a folder you can write to",
+            out_root.display()
+        )
+    })?;
+    let staging = tempfile::Builder::new()
+        .prefix(".speedscape-")
+        .tempdir_in(out_root)
+        .wrap_err_with(|| format!("cannot write in {}", out_root.display()))?;
+    let mut names = Vec::with_capacity(ex.runs.len());
+    for (i, spec) in ex.runs.iter().enumerate() {
+        match images.get(i).and_then(Option::as_ref) {
+            Some(img) => {
+                let name = format!("{}-{}.png", i + 1, slug(&spec.label));
+                save_png(&staging.path().join(&name), img)?;
+                names.push(Some(name));
+            }
+            None => names.push(None),
+        }
+    }
+    let timings = SavedTimings {
+        exercise: ex.number,
+        title: &ex.title,
+        prompt: &ex.prompt,
+        seed: ex.seed,
+        baseline: ex.baseline,
+        rows,
+        images: names,
+        runs: reports,
+    };
+    let json = serde_json::to_string_pretty(&timings)?;
+    write_atomic(&staging.path().join("timings.json"), |f| {
+        use std::io::Write;
+        f.write_all(json.as_bytes())?;
+        Ok(())
+    })?;
+    // Claim a fresh name (create_dir fails if it exists), then move the staged folder onto
+    // it: renaming a folder onto an empty one replaces it in one step.
+    let stem = format!("exercise-{}-{}", ex.number, utc_stamp(SystemTime::now()));
+    for k in 1..1000 {
+        let name = if k == 1 {
+            stem.clone()
+        } else {
+            format!("{stem}-{k}")
+        };
+        let target = out_root.join(name);
+        match std::fs::create_dir(&target) {
+            Ok(()) => {
+                let staged = staging.keep();
+                return match std::fs::rename(&staged, &target) {
+                    Ok(()) => Ok(target),
+                    Err(e) => {
+                        let _ = std::fs::remove_dir(&target);
+                        let _ = std::fs::remove_dir_all(&staged);
+                        Err(eyre!(
+                            "cannot move the saved exercise into {}: {e}",
+                            target.display()
+                        ))
+                    }
+                };
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => {
+                return Err(eyre!("cannot create {}: {e}", target.display()));
+            }
+        }
+    }
+    bail!(
+        "{} already holds 999 folders named {stem}*\nFix: choose another --out folder",
+        out_root.display()
+    )
+}
+
+/// `DPM-Solver++ 20` → `dpm-solver-20`.
+fn slug(label: &str) -> String {
+    let mut out = String::new();
+    for c in label.chars() {
+        if c.is_ascii_alphanumeric() {
+            out.push(c.to_ascii_lowercase());
+        } else if !out.ends_with('-') {
+            out.push('-');
+        }
+    }
+    let out = out.trim_matches('-').to_string();
+    if out.is_empty() { "run".into() } else { out }
+}
+
+/// `YYYYmmdd-HHMMSS` in UTC.
+fn utc_stamp(t: SystemTime) -> String {
+    let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Days since 1970-01-01 → civil date (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}{m:02}{d:02}-{:02}{:02}{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exercises::default_exercises;
+    use std::time::Duration;
+
+    #[test]
+    fn stamps_are_utc_calendar_times() {
+        assert_eq!(utc_stamp(UNIX_EPOCH), "19700101-000000");
+        // 2024-02-29 12:34:56 UTC
+        let t = UNIX_EPOCH + Duration::from_secs(1_709_210_096);
+        assert_eq!(utc_stamp(t), "20240229-123456");
+    }
+
+    #[test]
+    fn labels_become_file_names() {
+        assert_eq!(slug("DPM-Solver++ 20"), "dpm-solver-20");
+        assert_eq!(slug("style + LCM-LoRA, LCM 4"), "style-lcm-lora-lcm-4");
+        assert_eq!(slug("++"), "run");
+    }
+
+    #[test]
+    fn saving_twice_makes_two_folders_and_overwrites_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("out");
+        let ex = default_exercises().remove(0);
+        let rows: Vec<TableRow> = ex.runs.iter().map(|s| TableRow::new(s, false)).collect();
+        let images = vec![Some(RgbImage::new(4, 4)), None, Some(RgbImage::new(4, 4))];
+        let reports = vec![None, None, None];
+        let a = save_exercise(&root, &ex, &rows, &images, &reports).unwrap();
+        let b = save_exercise(&root, &ex, &rows, &images, &reports).unwrap();
+        assert_ne!(a, b);
+        for d in [&a, &b] {
+            let mut names: Vec<String> = std::fs::read_dir(d)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+                .collect();
+            names.sort();
+            assert_eq!(
+                names,
+                vec!["1-ddpm-50.png", "3-dpm-solver-10.png", "timings.json"]
+            );
+        }
+        let json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(a.join("timings.json")).unwrap()).unwrap();
+        assert_eq!(json["exercise"], 1);
+        assert_eq!(json["images"][1], serde_json::Value::Null);
+        // Only the two folders: no staging leftovers.
+        assert_eq!(std::fs::read_dir(&root).unwrap().count(), 2);
+    }
+
+    #[test]
+    fn an_unknown_exercise_lists_the_valid_numbers() {
+        let err = find_exercise(&Config::default(), 9).unwrap_err();
+        let msg = format!("{err}");
+        assert!(msg.contains("no exercise 9"), "{msg}");
+        assert!(
+            msg.contains("1 (The sampler swap), 2 (DPM-Solver++ vs LCM-LoRA), 3 (Composability)"),
+            "{msg}"
+        );
+    }
+}
