@@ -1,0 +1,356 @@
+//! The inference thread on the embedded tiny model (CPU): event order, lazy loading, cancel,
+//! run ids, shutdown, a model that cannot open.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio::sync::mpsc::UnboundedReceiver;
+
+use speedscape::config::Config;
+use speedscape::pipeline::Request;
+use speedscape::rng::RngSource;
+use speedscape::runtime::Device;
+use speedscape::schedulers::{SchedulerKind, SchedulerOptions};
+use speedscape::worker::{Event, Job, RunId, WorkerHandle};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+struct Rx {
+    rt: tokio::runtime::Runtime,
+    rx: UnboundedReceiver<Event>,
+}
+
+impl Rx {
+    /// The next event, or a panic after 120 s (a hung worker fails the test, not the suite).
+    fn next(&mut self) -> Option<Event> {
+        let rx = &mut self.rx;
+        self.rt
+            .block_on(async { tokio::time::timeout(Duration::from_secs(120), rx.recv()).await })
+            .expect("no worker event within 120 s")
+    }
+
+    fn event(&mut self) -> Event {
+        self.next().expect("the worker's event channel closed")
+    }
+
+    /// Events of one run up to and including its terminal one.
+    fn until_terminal(&mut self, run: RunId) -> Vec<Event> {
+        let mut out = Vec::new();
+        loop {
+            let ev = self.event();
+            assert_eq!(ev.run(), Some(run), "an event of another run: {ev:?}");
+            let done = ev.is_terminal();
+            out.push(ev);
+            if done {
+                return out;
+            }
+        }
+    }
+}
+
+fn spawn(model_dir: Option<PathBuf>) -> (WorkerHandle, Rx) {
+    let (h, rx) = WorkerHandle::spawn(Config::default(), Some(Device::Cpu), model_dir);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    (h, Rx { rt, rx })
+}
+
+fn ready(rx: &mut Rx) {
+    match rx.event() {
+        Event::Ready(info) => {
+            assert!(info.tiny_model);
+            assert_eq!(info.image_size, 64);
+            assert!(info.model_dir.ends_with("models/tiny"));
+        }
+        other => panic!("expected Ready first, got {other:?}"),
+    }
+}
+
+fn request(scheduler: SchedulerKind, steps: usize, cfg: f32, unet: &str) -> Request {
+    Request {
+        prompt: "a small cottage on a hillside at sunset".into(),
+        negative_prompt: String::new(),
+        scheduler,
+        scheduler_options: SchedulerOptions::default(),
+        steps,
+        guidance: cfg,
+        seed: 42,
+        rng: RngSource::TorchCpu,
+        unet: unet.into(),
+        width: None,
+        height: None,
+        latents: None,
+    }
+}
+
+/// A compact trace: `Loading:unet`, `Step:0`, `Finished`, …
+fn trace(events: &[Event]) -> Vec<String> {
+    events
+        .iter()
+        .map(|e| match e {
+            Event::Loading { component, .. } => format!("Loading:{component}"),
+            Event::Loaded { component, .. } => format!("Loaded:{component}"),
+            Event::Started { .. } => "Started".into(),
+            Event::Encoded { .. } => "Encoded".into(),
+            Event::Step { index, .. } => format!("Step:{index}"),
+            Event::Preview { index, .. } => format!("Preview:{index}"),
+            Event::Finished { .. } => "Finished".into(),
+            Event::Cancelled { .. } => "Cancelled".into(),
+            Event::Failed { error, .. } => format!("Failed:{error}"),
+            Event::Ready(_) | Event::Fatal { .. } => "worker event".into(),
+        })
+        .collect()
+}
+
+fn steps_and_previews(n: usize) -> Vec<String> {
+    (0..n)
+        .flat_map(|i| [format!("Step:{i}"), format!("Preview:{i}")])
+        .collect()
+}
+
+#[test]
+fn events_come_in_the_documented_order_and_components_load_once() {
+    let (worker, mut rx) = spawn(None);
+    ready(&mut rx);
+
+    let a = worker.next_run_id();
+    let b = worker.next_run_id();
+    let c = worker.next_run_id();
+    assert!(a < b && b < c, "run ids grow");
+    worker.submit(Job {
+        run: a,
+        request: request(SchedulerKind::DpmSolverPp, 3, 7.5, "base"),
+    });
+    worker.submit(Job {
+        run: b,
+        request: request(SchedulerKind::DpmSolverPp, 3, 7.5, "base"),
+    });
+    worker.submit(Job {
+        run: c,
+        request: request(SchedulerKind::Lcm, 2, 1.0, "lcm"),
+    });
+
+    // First run: every component is loaded and warmed before the timed run.
+    let first = rx.until_terminal(a);
+    let mut want: Vec<String> = [
+        "Loading:text_encoder",
+        "Loaded:text_encoder",
+        "Loading:unet",
+        "Loaded:unet",
+        "Loading:vae_decoder",
+        "Loaded:vae_decoder",
+        "Started",
+        "Encoded",
+    ]
+    .map(String::from)
+    .to_vec();
+    want.extend(steps_and_previews(3));
+    want.push("Finished".into());
+    assert_eq!(trace(&first), want);
+    for ev in &first {
+        match ev {
+            Event::Loaded {
+                component, load, ..
+            } => assert!(*load > Duration::ZERO, "{component}: session time recorded"),
+            Event::Started {
+                total_steps,
+                width,
+                height,
+                ..
+            } => assert_eq!((*total_steps, *width, *height), (3, 64, 64)),
+            Event::Step { total, elapsed, .. } => {
+                assert_eq!(*total, 3);
+                assert!(*elapsed > Duration::ZERO);
+            }
+            Event::Preview { image, .. } => {
+                assert_eq!(image.dimensions(), (8, 8), "previews at latent size")
+            }
+            Event::Finished { report, image, .. } => {
+                assert_eq!(image.dimensions(), (64, 64), "the native size");
+                assert!(report.tiny_model);
+                assert_eq!(report.timings.unet.len(), 3);
+                assert!(report.timings.text > Duration::ZERO);
+            }
+            _ => {}
+        }
+    }
+
+    // Same variant again: nothing to load.
+    let second = rx.until_terminal(b);
+    let mut want: Vec<String> = ["Started", "Encoded"].map(String::from).to_vec();
+    want.extend(steps_and_previews(3));
+    want.push("Finished".into());
+    assert_eq!(trace(&second), want);
+
+    // A new variant: only its UNet loads (it shares the base text encoder and the VAE).
+    let third = rx.until_terminal(c);
+    let mut want: Vec<String> = ["Loading:unet_lcm", "Loaded:unet_lcm", "Started", "Encoded"]
+        .map(String::from)
+        .to_vec();
+    want.extend(steps_and_previews(2));
+    want.push("Finished".into());
+    assert_eq!(trace(&third), want);
+}
+
+/// A DDPM job big enough (256 px: 32×32 latents) that 50 steps take a while on the CPU.
+fn slow_job(worker: &WorkerHandle) -> Job {
+    let mut req = request(SchedulerKind::Ddpm, 50, 7.5, "base");
+    req.width = Some(256);
+    req.height = Some(256);
+    Job {
+        run: worker.next_run_id(),
+        request: req,
+    }
+}
+
+#[test]
+fn a_cancel_mid_run_ends_it_cancelled_and_the_next_job_runs_fine() {
+    let (worker, mut rx) = spawn(None);
+    ready(&mut rx);
+    let slow = slow_job(&worker);
+    let a = slow.run;
+    let b = worker.next_run_id();
+    worker.submit(slow);
+    worker.submit(Job {
+        run: b,
+        request: request(SchedulerKind::DpmSolverPp, 3, 7.5, "base"),
+    });
+
+    let mut steps_a = 0;
+    let mut ended_a = None;
+    while ended_a.is_none() {
+        let ev = rx.event();
+        assert_eq!(ev.run(), Some(a), "b's events before a ended: {ev:?}");
+        if let Event::Step { index, .. } = ev {
+            assert_eq!(index, steps_a, "steps in order");
+            steps_a += 1;
+            if index == 1 {
+                worker.cancel(a);
+            }
+        }
+        if ev.is_terminal() {
+            ended_a = Some(ev);
+        }
+    }
+    assert!(
+        matches!(ended_a, Some(Event::Cancelled { run }) if run == a),
+        "{ended_a:?}"
+    );
+    assert!(steps_a < 50, "the cancel stopped the run ({steps_a} steps)");
+
+    let after = rx.until_terminal(b);
+    assert!(
+        matches!(after.last(), Some(Event::Finished { image, .. }) if image.dimensions() == (64, 64)),
+        "{:?}",
+        trace(&after)
+    );
+    assert_eq!(
+        after
+            .iter()
+            .filter(|e| matches!(e, Event::Step { .. }))
+            .count(),
+        3
+    );
+}
+
+#[test]
+fn a_cancel_while_queued_or_inside_a_unet_call_is_cancelled_not_failed() {
+    let (worker, mut rx) = spawn(None);
+    ready(&mut rx);
+    // Inside the first UNet call: cancel as soon as the run starts (512 px: 64×64 latents,
+    // so the encode and the first call take a while).
+    let mut big = request(SchedulerKind::Ddpm, 50, 7.5, "base");
+    big.width = Some(512);
+    big.height = Some(512);
+    let a = worker.next_run_id();
+    let b = worker.next_run_id();
+    let c = worker.next_run_id();
+    worker.submit(Job {
+        run: a,
+        request: big,
+    });
+    worker.submit(Job {
+        run: b,
+        request: request(SchedulerKind::DpmSolverPp, 3, 7.5, "base"),
+    });
+    worker.submit(Job {
+        run: c,
+        request: request(SchedulerKind::DpmSolverPp, 2, 7.5, "base"),
+    });
+    // b is still queued: it ends with Cancelled alone.
+    worker.cancel(b);
+    let mut seen = Vec::new();
+    loop {
+        let ev = rx.event();
+        if matches!(ev, Event::Started { .. }) {
+            worker.cancel(a);
+        }
+        let done = ev.is_terminal();
+        seen.push(ev);
+        if done {
+            break;
+        }
+    }
+    assert!(
+        matches!(seen.last(), Some(Event::Cancelled { run }) if *run == a),
+        "{:?}",
+        trace(&seen)
+    );
+    assert!(
+        seen.iter()
+            .filter(|e| matches!(e, Event::Step { .. }))
+            .count()
+            < 50,
+        "{:?}",
+        trace(&seen)
+    );
+    let queued = rx.until_terminal(b);
+    assert_eq!(trace(&queued), vec!["Cancelled"]);
+    let last = rx.until_terminal(c);
+    assert_eq!(trace(&last).last().map(String::as_str), Some("Finished"));
+}
+
+#[test]
+fn dropping_the_handle_stops_the_worker() {
+    let (worker, mut rx) = spawn(None);
+    ready(&mut rx);
+    let job = slow_job(&worker);
+    let run = job.run;
+    worker.submit(job);
+    // Wait for the run to be under way, then drop the handle: the run is cancelled and the
+    // thread ends, closing the channel.
+    loop {
+        if let Event::Step { .. } = rx.event() {
+            break;
+        }
+    }
+    drop(worker);
+    let mut rest = Vec::new();
+    while let Some(ev) = rx.next() {
+        assert_eq!(ev.run(), Some(run));
+        rest.push(ev);
+    }
+    assert!(
+        matches!(rest.last(), Some(Event::Cancelled { .. })),
+        "{:?}",
+        trace(&rest)
+    );
+}
+
+#[test]
+fn a_model_that_cannot_open_is_fatal_with_its_fix_and_no_colours() {
+    let (_worker, mut rx) = spawn(Some(root().join("no-such-model")));
+    match rx.event() {
+        Event::Fatal { error } => {
+            assert!(error.contains("does not exist"), "{error}");
+            assert!(error.contains("Fix:"), "{error}");
+            assert!(!error.contains('\u{1b}'), "{error}");
+        }
+        other => panic!("expected Fatal, got {other:?}"),
+    }
+    assert!(rx.next().is_none(), "the worker stops after Fatal");
+}
