@@ -664,3 +664,109 @@ fn model_missing_variants_lists_those_without_their_folders() {
     let full = Model::open(&rt, &root().join("models/tiny"), default_variants()).unwrap();
     assert!(full.missing_variants().is_empty());
 }
+
+fn exercise(args: &[&str]) -> Output {
+    let mut all = vec!["exercise"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--device", "cpu"]);
+    speedscape(&all)
+}
+
+#[test]
+fn exercise_1_prints_a_table_of_three_finished_runs_with_speedups() {
+    let o = exercise(&["1"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(lines[0].contains("CPUExecutionProvider"), "{stdout}");
+    assert!(
+        lines[0].contains("random weights: images are noise"),
+        "{stdout}"
+    );
+    let header = lines
+        .iter()
+        .position(|l| l.starts_with("run ") && l.ends_with("speedup"))
+        .expect("a table header");
+    let rows = &lines[header + 1..header + 4];
+    for (row, label) in rows
+        .iter()
+        .zip(["DDPM 50", "DPM-Solver++ 20", "DPM-Solver++ 10"])
+    {
+        assert!(row.starts_with(label), "{stdout}");
+        assert!(row.contains(" done "), "finished: {stdout}");
+        assert!(!row.contains('~'), "no partial numbers: {stdout}");
+    }
+    assert!(rows[0].ends_with("baseline"), "{stdout}");
+    for row in &rows[1..] {
+        let speedup = row.split_whitespace().last().unwrap();
+        let v: f64 = speedup.trim_end_matches('×').parse().expect(speedup);
+        assert!(v > 0.0, "{stdout}");
+    }
+    assert!(stdout.contains("What happened:"), "{stdout}");
+    assert!(stdout.contains("took"), "{stdout}");
+}
+
+#[test]
+fn exercise_json_has_rows_with_times_and_a_report_per_run() {
+    let o = exercise(&["1", "--json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["exercise"], 1);
+    assert_eq!(v["provider"], "CPUExecutionProvider");
+    assert_eq!(v["tiny_model"], true);
+    let rows = v["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 3);
+    for r in rows {
+        assert!(r["total_ms"].as_f64().unwrap() > 0.0, "{r}");
+        assert_eq!(r["state"], "finished");
+    }
+    assert_eq!(v["runs"].as_array().unwrap().len(), 3);
+    assert_eq!(v["runs"][0]["steps"], 50);
+    assert!(!v["notes"].as_array().unwrap().is_empty());
+}
+
+#[test]
+fn exercise_out_twice_makes_two_folders_of_three_pngs_and_a_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().to_str().unwrap();
+    for _ in 0..2 {
+        let o = exercise(&["1", "--out", out]);
+        assert!(o.status.success(), "{}", text(&o));
+    }
+    let folders: Vec<PathBuf> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(folders.len(), 2, "{folders:?}");
+    for f in &folders {
+        assert!(
+            f.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("exercise-1-")
+        );
+        let names: Vec<String> = std::fs::read_dir(f)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .collect();
+        let pngs: Vec<&String> = names.iter().filter(|n| n.ends_with(".png")).collect();
+        assert_eq!(pngs.len(), 3, "{names:?}");
+        for p in pngs {
+            let img = image::open(f.join(p)).unwrap();
+            assert_eq!((img.width(), img.height()), (64, 64));
+        }
+        assert!(names.contains(&"timings.json".to_string()), "{names:?}");
+        assert_eq!(names.len(), 4, "{names:?}");
+        json_file(&f.join("timings.json"));
+    }
+}
+
+#[test]
+fn an_unknown_exercise_names_the_valid_numbers() {
+    let o = exercise(&["9"]);
+    assert!(!o.status.success());
+    let t = text(&o);
+    assert!(t.contains("no exercise 9"), "{t}");
+    assert!(t.contains("1 (The sampler swap)"), "{t}");
+    assert!(t.contains("3 (Composability)"), "{t}");
+}
