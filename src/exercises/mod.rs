@@ -412,20 +412,25 @@ pub fn what_happened(ex: &Exercise, rows: &[TableRow], tiny_model: bool) -> Vec<
                 ));
             }
         }
-        // The step ratio against the measured speedup: fixed costs don't shrink with steps.
+        // The step ratio against the measured speedup: where this run's time went.
         if r.steps_done > 0 && base.steps_done > 0 {
             let step_ratio = base.steps_done as f64 / r.steps_done as f64;
             let measured = base_total / total;
-            let fixed = r.text_ms.unwrap_or(0.0) + r.vae_ms.unwrap_or(0.0);
             if step_ratio > 1.0 && measured < step_ratio * 0.95 {
+                let fixed = r.text_ms.unwrap_or(0.0) + r.vae_ms.unwrap_or(0.0);
+                let unet = r.unet_ms.unwrap_or(0.0);
+                let rest = (total - fixed - unet).max(0.0);
                 notes.push(format!(
-                    "  {} steps against {} predict {}; the measured {} is lower because text encoding and the VAE decode ({} here) cost the same at any step count ({:.0}% of this run).",
+                    "  {} steps against {} predict {}, measured {}. Of this run's {}, the UNet took {}, text encoding + VAE decode {} ({:.0}%, the same at any step count), the scheduler and the rest {}.",
                     r.steps_done,
                     base.steps_done,
                     times(step_ratio),
                     times(measured),
+                    ms(total),
+                    ms(unet),
                     ms(fixed),
-                    fixed / total * 100.0
+                    fixed / total * 100.0,
+                    ms(rest)
                 ));
             }
         }
@@ -498,8 +503,13 @@ mod tests {
             "{all}"
         );
         // 50/10 = 5× predicted, 3.67× measured, 100 ms fixed of 300
-        assert!(all.contains("predict 5×; the measured 3.67×"), "{all}");
-        assert!(all.contains("(33% of this run)"), "{all}");
+        assert!(
+            all.contains(
+                "10 steps against 50 predict 5×, measured 3.67×. Of this run's 300 ms, the UNet took 200 ms, \
+                 text encoding + VAE decode 100 ms (33%, the same at any step count), the scheduler and the rest 0.00 ms."
+            ),
+            "{all}"
+        );
         assert!(!all.contains("random weights"), "{all}");
         let tiny = what_happened(&ex, &rows, true);
         assert!(tiny.last().unwrap().contains("random weights"));
