@@ -88,7 +88,8 @@ impl Measure {
     /// both runs it compares have finished.
     pub fn value(&self, rows: &[TableRow]) -> Option<f64> {
         let finished = |i: usize| rows.get(i).filter(|r| r.state == RowState::Finished);
-        let (run, over, field): (usize, usize, fn(&TableRow) -> Option<f64>) = match *self {
+        type Field = fn(&TableRow) -> Option<f64>;
+        let (run, over, field): (usize, usize, Field) = match *self {
             // over's time ÷ run's time: "how many times faster is run than over".
             Measure::Speedup { run, over } => (over, run, |r| r.total_ms),
             Measure::StepCostRatio { run, over } => (run, over, |r| r.unet_ms_per_step),
