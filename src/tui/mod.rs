@@ -1,0 +1,264 @@
+//! The interactive exercises: `speedscape` with no subcommand.
+//!
+//! - [`app`]: state and `update(&mut App, Msg) -> Option<Effect>` (pure)
+//! - [`ui`]: `draw(&App, &mut Images, &mut Frame)` (pure drawing)
+//! - [`images`]: the run panels' terminal graphics, encoded off the render path
+//! - [`backend`]: the worker as a trait ([`RunBackend`]); [`fake`] is a test-only stand-in
+//! - [`save`]: saving an exercise's results ([`Saver`])
+//!
+//! This module is the loop: a current-thread tokio runtime waits with `select!` on terminal
+//! events, worker events, finished image encodes and a ~30 fps frame timer, and draws only when
+//! something changed.
+
+pub mod app;
+pub mod backend;
+pub mod fake;
+pub mod images;
+pub mod save;
+pub mod ui;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::time::Duration;
+
+use color_eyre::eyre::WrapErr;
+use crossterm::event::{Event as TermEvent, EventStream};
+use ratatui::DefaultTerminal;
+use ratatui_image::picker::{Picker, ProtocolType, cap_parser::QueryStdioOptions};
+use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
+
+pub use app::{App, Effect, Msg, update};
+pub use backend::RunBackend;
+pub use images::{Encoder, Images};
+pub use save::{FolderSaver, SaveRequest, Saver};
+
+use crate::config::{Config, Graphics};
+use crate::exercises::Exercise;
+use crate::runtime::Device;
+use crate::worker::{Event, Job};
+
+/// How `speedscape` (no subcommand) was asked to run.
+pub struct Options {
+    /// `--graphics`, else `[tui] graphics`.
+    pub graphics: Graphics,
+    /// Where the graphics choice came from, for the help line ("--graphics", "config.toml").
+    pub graphics_source: &'static str,
+    pub device: Option<Device>,
+    pub model_dir: Option<PathBuf>,
+    /// TEST ONLY (`--fake-backend`): no model, made-up events.
+    pub fake_backend: bool,
+    /// Where `s` saves.
+    pub save_root: PathBuf,
+}
+
+/// The exercises the TUI offers (the config's `[[exercises]]` can replace this later).
+pub fn exercises(_config: &Config) -> Vec<Exercise> {
+    crate::exercises::default_exercises()
+}
+
+/// Opens the TUI and runs it until `q`; the terminal is restored on every exit, error or panic.
+pub fn run(config: &Config, opts: Options) -> color_eyre::Result<()> {
+    let (backend, events) = if opts.fake_backend {
+        fake::spawn(Duration::from_millis(40))
+    } else {
+        backend::spawn_worker(config, opts.device, opts.model_dir.clone())?
+    };
+    let tokenizer = config
+        .model_dir(opts.model_dir.as_deref())
+        .ok()
+        .and_then(|(dir, _)| crate::models::ClipTokenizer::from_dir(&dir.join("tokenizer")).ok());
+    let rng = match &config.runtime.rng {
+        Some(s) => s.parse().unwrap_or(crate::rng::RngSource::TorchCpu),
+        None => crate::rng::RngSource::TorchCpu,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .wrap_err("starting the UI's event loop")?;
+
+    // ratatui::init installs a panic hook that restores the terminal.
+    let mut terminal = ratatui::init();
+    // Ask the terminal about graphics now: after the alternate screen, before reading events.
+    let (picker, how) = pick_graphics(opts.graphics, opts.graphics_source);
+    let mut app = App::new(exercises(config), how).with_tokenizer(tokenizer);
+    app.rng = rng;
+    let saver = FolderSaver {
+        root: opts.save_root.clone(),
+    };
+    let result = runtime.block_on(event_loop(
+        &mut terminal,
+        &mut app,
+        picker,
+        backend.as_ref(),
+        events,
+        &saver,
+    ));
+    ratatui::restore();
+    result
+}
+
+fn protocol_of(g: Graphics) -> Option<ProtocolType> {
+    match g {
+        Graphics::Auto => None,
+        Graphics::Kitty => Some(ProtocolType::Kitty),
+        Graphics::Sixel => Some(ProtocolType::Sixel),
+        Graphics::Iterm2 => Some(ProtocolType::Iterm2),
+        Graphics::Halfblocks => Some(ProtocolType::Halfblocks),
+    }
+}
+
+/// The picker for `graphics` and a few words on how it was chosen.
+fn pick_graphics(graphics: Graphics, source: &str) -> (Picker, String) {
+    if graphics == Graphics::Halfblocks {
+        return (Picker::halfblocks(), format!("set by {source}"));
+    }
+    if !std::io::stdin().is_terminal() {
+        return (
+            Picker::halfblocks(),
+            "stdin is not a terminal: halfblocks".into(),
+        );
+    }
+    let options = QueryStdioOptions {
+        timeout: Duration::from_millis(1000),
+        ..QueryStdioOptions::default()
+    };
+    let queried = Picker::from_query_stdio_with_options(options);
+    match (queried, protocol_of(graphics)) {
+        (Ok(p), None) => (p, "detected".into()),
+        (Ok(mut p), Some(t)) => {
+            p.set_protocol_type(t);
+            (p, format!("set by {source}"))
+        }
+        (Err(e), None) => (
+            Picker::halfblocks(),
+            format!("the terminal did not answer ({e}): halfblocks"),
+        ),
+        (Err(_), Some(t)) => {
+            let mut p = Picker::halfblocks();
+            p.set_protocol_type(t);
+            (p, format!("set by {source}; font size unknown"))
+        }
+    }
+}
+
+async fn next_term_event(stream: &mut EventStream) -> Option<std::io::Result<TermEvent>> {
+    use futures_core::Stream;
+    std::future::poll_fn(|cx| Pin::new(&mut *stream).poll_next(cx)).await
+}
+
+async fn event_loop(
+    terminal: &mut DefaultTerminal,
+    app: &mut App,
+    picker: Picker,
+    backend: &dyn RunBackend,
+    mut worker: UnboundedReceiver<Event>,
+    saver: &dyn Saver,
+) -> color_eyre::Result<()> {
+    let (enc_tx, mut encoded) = unbounded_channel();
+    let mut images = Images::new(picker, Encoder::Threaded(enc_tx));
+    let mut term = EventStream::new();
+    let mut frame = tokio::time::interval(Duration::from_millis(33));
+    frame.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut worker_open = true;
+    let mut redraw = true;
+    while !app.quit {
+        let msg = tokio::select! {
+            ev = next_term_event(&mut term) => match ev {
+                Some(Ok(TermEvent::Key(key))) => Some(Msg::Key(key)),
+                Some(Ok(TermEvent::Resize(..))) => {
+                    redraw = true;
+                    None
+                }
+                Some(Ok(_)) => None,
+                Some(Err(e)) => return Err(e).wrap_err("reading terminal events"),
+                None => break,
+            },
+            ev = worker.recv(), if worker_open => match ev {
+                Some(ev) => Some(Msg::Worker(ev)),
+                None => {
+                    worker_open = false;
+                    if app.fatal.is_none() {
+                        Some(Msg::Worker(Event::Fatal {
+                            error: "the inference worker stopped".into(),
+                        }))
+                    } else {
+                        None
+                    }
+                }
+            },
+            Some(done) = encoded.recv() => {
+                redraw |= images.on_encoded(done);
+                None
+            },
+            _ = frame.tick() => {
+                if redraw || app.dirty {
+                    images.sync(app);
+                    terminal.draw(|f| ui::draw(app, &mut images, f))?;
+                    app.dirty = false;
+                    redraw = false;
+                }
+                None
+            },
+        };
+        let Some(msg) = msg else { continue };
+        let mut effect = update(app, msg);
+        while let Some(e) = effect.take() {
+            effect = carry_out(app, e, backend, saver);
+        }
+    }
+    Ok(())
+}
+
+/// Does what an update asked; returns the follow-up effect of feeding the result back.
+fn carry_out(
+    app: &mut App,
+    effect: Effect,
+    backend: &dyn RunBackend,
+    saver: &dyn Saver,
+) -> Option<Effect> {
+    match effect {
+        Effect::Submit {
+            exercise,
+            run,
+            request,
+        } => {
+            let id = backend.next_run_id();
+            backend.submit(Job {
+                run: id,
+                request: *request,
+            });
+            update(app, Msg::Submitted { exercise, run, id })
+        }
+        Effect::Cancel(id) => {
+            backend.cancel(id);
+            None
+        }
+        Effect::Quit { cancel } => {
+            if let Some(id) = cancel {
+                backend.cancel(id);
+            }
+            app.quit = true;
+            None
+        }
+        Effect::Save(exercise) => {
+            let result = save(app, exercise, saver).map_err(|e| format!("{e:#}"));
+            update(app, Msg::Saved(result))
+        }
+    }
+}
+
+fn save(app: &App, exercise: usize, saver: &dyn Saver) -> color_eyre::Result<PathBuf> {
+    let ex = &app.exercises[exercise];
+    let request = SaveRequest {
+        exercise: &ex.exercise,
+        rows: app::table_rows(ex),
+        images: ex
+            .runs
+            .iter()
+            .map(|r| r.image.as_deref().filter(|_| r.image_final))
+            .collect(),
+        reports: ex.runs.iter().map(|r| r.report.as_deref()).collect(),
+    };
+    saver.save_exercise(&request)
+}
