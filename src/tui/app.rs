@@ -106,7 +106,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("s", "save the exercise's images and timings"),
     ("?", "this help (any key closes it)"),
     ("q, ctrl-c", "quit (cancels a running run first)"),
-    ("in forms", "tab / ↓ next field, shift-tab / ↑ previous, enter apply, esc close"),
+    ("in forms", "tab/↓ next, shift-tab/↑ back, enter apply, esc close"),
 ];
 
 /// A component's session created (and warmed up) for a run, apart from its timings.

@@ -15,6 +15,8 @@ pub mod backend;
 pub mod fake;
 pub mod images;
 pub mod save;
+#[cfg(test)]
+mod tests;
 pub mod ui;
 
 use std::io::IsTerminal;

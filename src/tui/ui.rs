@@ -41,7 +41,7 @@ pub fn draw(app: &App, images: &mut Images, frame: &mut Frame) {
     .areas(area);
     draw_header(app, images, frame, header);
     let [list, about] =
-        Layout::horizontal([Constraint::Length(32), Constraint::Fill(1)]).areas(top);
+        Layout::horizontal([Constraint::Length(36), Constraint::Fill(1)]).areas(top);
     draw_list(app, frame, list);
     draw_about(ex, frame, about);
     if let Some(error) = &app.fatal {
@@ -108,17 +108,18 @@ fn draw_header(app: &App, images: &Images, frame: &mut Frame, area: Rect) {
                 Provider::Cpu => Span::raw(" CPU").yellow().bold(),
             };
             spans.push(provider);
-            spans.push(Span::raw(format!(" · {}", info.device)));
             spans.push(sep());
             let name = info
                 .model_dir
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_else(|| info.model_dir.display().to_string());
-            spans.push(Span::raw(format!("model {name} {}px", info.image_size)));
+            spans.push(Span::raw(format!("model {name}")));
             if info.tiny_model {
                 spans.push(Span::raw(" (random weights: images are noise)").yellow());
             }
+            spans.push(sep());
+            spans.push(Span::raw(format!("{} · {}px", info.device, info.image_size)));
         }
     }
     spans.push(sep());
@@ -344,10 +345,11 @@ fn row_cells(row: &TableRow, wide: bool) -> Vec<Cell<'static>> {
     if wide {
         cells.push(Cell::from(row.scheduler.clone()));
     }
+    cells.extend([Cell::from(steps), Cell::from(format!("{}", row.cfg))]);
+    if wide {
+        cells.push(Cell::from(row.unet.clone()));
+    }
     cells.extend([
-        Cell::from(steps),
-        Cell::from(format!("{}", row.cfg)),
-        Cell::from(row.unet.clone()),
         Cell::from(mark(row.total_ms, &fmt_ms)),
         Cell::from(mark(row.text_ms, &fmt_ms)),
         Cell::from(unet),
@@ -367,16 +369,18 @@ fn draw_table(ex: &ExerciseState, frame: &mut Frame, area: Rect) {
         header.push("sched");
         widths.push(Constraint::Length(12));
     }
-    header.extend([
-        "steps", "cfg", "UNet", "total", "text", "UNet (/step)", "VAE", "it/s", "speedup",
-    ]);
+    header.extend(["steps", "cfg"]);
+    widths.extend([Constraint::Length(5), Constraint::Length(3)]);
+    // Narrow: the label already names the scheduler and the UNet variant.
+    if wide {
+        header.push("UNet");
+        widths.push(Constraint::Length(9));
+    }
+    header.extend(["total", "text", "UNet (/step)", "VAE", "it/s", "speedup"]);
     widths.extend([
-        Constraint::Length(5),
-        Constraint::Length(3),
-        Constraint::Length(if wide { 9 } else { 4 }),
         Constraint::Length(7),
         Constraint::Length(6),
-        Constraint::Length(if wide { 16 } else { 14 }),
+        Constraint::Length(if wide { 16 } else { 15 }),
         Constraint::Length(6),
         Constraint::Length(5),
         Constraint::Length(7),
@@ -444,10 +448,9 @@ fn draw_help(app: &App, images: &Images, frame: &mut Frame, area: Rect) {
             ])
         })
         .collect();
-    lines.push(Line::default());
     let kb = |b: Option<usize>| b.map_or("–".into(), |b| format!("{:.1} KB", b as f64 / 1000.0));
     lines.push(Line::from(format!(
-        "graphics: {} ({}); preview frame {} (budget {} KB), full image {}",
+        "graphics {} ({}) · preview {}/frame (≤ {} KB) · full image {}",
         protocol_name(images.protocol()),
         app.graphics,
         kb(images.preview_bytes),
@@ -455,16 +458,15 @@ fn draw_help(app: &App, images: &Images, frame: &mut Frame, area: Rect) {
         kb(images.final_bytes),
     )));
     lines.push(Line::styled(
-        "Previews are the latent-resolution x0 prediction each step; the full VAE decode replaces it at the end.",
+        "previews: the latent-resolution x0 guess each step; the VAE decode replaces it at the end",
         DIM,
     ));
-    let inner = popup(frame, area, 86, lines.len() as u16 + 4, "Help");
+    let inner = popup(frame, area, 90, lines.len() as u16 + 3, "Help");
     frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), inner);
 }
 
 fn draw_form(app: &App, form: &Form, frame: &mut Frame, area: Rect) {
     let label = &app.current().exercise.runs[form.run].label;
-    let inner = popup(frame, area, 76, 14, &format!("Edit run: {label}"));
     let mut lines = Vec::new();
     for (i, (name, value)) in FORM_LABELS.iter().zip(&form.fields).enumerate() {
         let focused = i == form.focus;
@@ -504,6 +506,8 @@ fn draw_form(app: &App, form: &Form, frame: &mut Frame, area: Rect) {
         lines.push(Line::default());
         lines.push(Line::from(e.as_str()).red());
     }
+    let height = lines.len() as u16 + 4;
+    let inner = popup(frame, area, 76, height, &format!("Edit run: {label}"));
     frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), inner);
 }
 
@@ -513,7 +517,7 @@ fn draw_predict(ex: &ExerciseState, input: &PredictInput, frame: &mut Frame, are
         frame,
         area,
         70,
-        9,
+        7,
         &format!("Predict Q{} of {}", input.question + 1, ex.exercise.questions.len()),
     );
     let mut lines = vec![
