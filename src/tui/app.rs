@@ -49,7 +49,9 @@ pub enum Effect {
     /// Save exercise `.0`'s images and timings; answer with `Msg::Saved`.
     Save(usize),
     /// Leave (cancelling the active run first, if any).
-    Quit { cancel: Option<RunId> },
+    Quit {
+        cancel: Option<RunId>,
+    },
 }
 
 /// What a key means in the normal mode.
@@ -95,9 +97,15 @@ pub fn action(key: &KeyEvent) -> Option<Action> {
 
 /// Every key, for the help overlay: (keys, what they do).
 pub const KEYS: &[(&str, &str)] = &[
-    ("enter / r", "run the selected exercise (all its runs, in order)"),
+    (
+        "enter / r",
+        "run the selected exercise (all its runs, in order)",
+    ),
     ("R", "rerun the selected run"),
-    ("esc", "cancel the active run (and the ones queued after it)"),
+    (
+        "esc",
+        "cancel the active run (and the ones queued after it)",
+    ),
     ("j / k, ↓ / ↑", "select an exercise"),
     ("h / l, ← / →", "select a run panel"),
     ("1–4", "jump to an exercise"),
@@ -106,7 +114,10 @@ pub const KEYS: &[(&str, &str)] = &[
     ("s", "save the exercise's images and timings"),
     ("?", "this help (any key closes it)"),
     ("q, ctrl-c", "quit (cancels a running run first)"),
-    ("in forms", "tab/↓ next, shift-tab/↑ back, enter apply, esc close"),
+    (
+        "in forms",
+        "tab/↓ next, shift-tab/↑ back, enter apply, esc close",
+    ),
 ];
 
 /// A component's session created (and warmed up) for a run, apart from its timings.
@@ -409,9 +420,10 @@ fn on_action(app: &mut App, action: Action) -> Option<Effect> {
             return next_in_queue(app);
         }
         Action::Edit => {
-            if app.active.is_some_and(|a| {
-                a.exercise == app.selected && a.run == app.selected_run
-            }) {
+            if app
+                .active
+                .is_some_and(|a| a.exercise == app.selected && a.run == app.selected_run)
+            {
                 app.status = Some("this run is going: esc cancels it first".into());
                 return None;
             }
@@ -717,7 +729,11 @@ fn on_event(app: &mut App, event: Event) -> Option<Effect> {
         Event::Failed { error, .. } => {
             run.state = RowState::Failed;
             run.id = None;
-            app.status = Some(format!("{} failed: {}", run_label(app, active), first_line(&error)));
+            app.status = Some(format!(
+                "{} failed: {}",
+                run_label(app, active),
+                first_line(&error)
+            ));
             app.exercises[active.exercise].runs[active.run].error = Some(error);
             app.active = None;
             app.loading = None;
@@ -809,10 +825,7 @@ pub fn measure(rows: &[TableRow], m: &Measure) -> Option<f64> {
             (a > 0.0).then(|| b / a)
         }
         Measure::StepCostRatio { run, over } => {
-            let (a, b) = (
-                done(run)?.unet_ms_per_step?,
-                done(over)?.unet_ms_per_step?,
-            );
+            let (a, b) = (done(run)?.unet_ms_per_step?, done(over)?.unet_ms_per_step?);
             (b > 0.0).then(|| a / b)
         }
     }

@@ -17,7 +17,7 @@ use crate::runtime::Provider;
 use crate::worker::{Event, Job, RunId, WorkerInfo};
 
 enum Cmd {
-    Submit(Job),
+    Submit(Box<Job>),
     Cancel(RunId),
 }
 
@@ -28,7 +28,7 @@ pub struct FakeBackend {
 
 impl RunBackend for FakeBackend {
     fn submit(&self, job: Job) {
-        let _ = self.tx.send(Cmd::Submit(job));
+        let _ = self.tx.send(Cmd::Submit(Box::new(job)));
     }
     fn cancel(&self, run: RunId) {
         let _ = self.tx.send(Cmd::Cancel(run));
@@ -73,7 +73,7 @@ fn serve(rx: mpsc::Receiver<Cmd>, out: UnboundedSender<Event>, step: Duration) {
         let job = match queue.pop_front() {
             Some(j) => j,
             None => match rx.recv() {
-                Ok(Cmd::Submit(j)) => j,
+                Ok(Cmd::Submit(j)) => *j,
                 Ok(Cmd::Cancel(_)) => continue,
                 Err(_) => return,
             },
@@ -113,7 +113,7 @@ fn serve(rx: mpsc::Receiver<Cmd>, out: UnboundedSender<Event>, step: Duration) {
         for i in 0..r.steps {
             while let Ok(cmd) = rx.try_recv() {
                 match cmd {
-                    Cmd::Submit(j) => queue.push_back(j),
+                    Cmd::Submit(j) => queue.push_back(*j),
                     Cmd::Cancel(id) if id == run => cancelled = true,
                     Cmd::Cancel(id) => queue.retain(|j| j.run != id),
                 }

@@ -119,7 +119,11 @@ impl Images {
                     self.slots.remove(&key);
                     continue;
                 };
-                if self.slots.get(&key).is_some_and(|s| s.image_gen == run.image_gen) {
+                if self
+                    .slots
+                    .get(&key)
+                    .is_some_and(|s| s.image_gen == run.image_gen)
+                {
                     continue;
                 }
                 let proto = self
@@ -145,10 +149,10 @@ impl Images {
             return false;
         };
         for slot in self.slots.values_mut() {
-            if slot.serial == encoded.slot {
-                if let Proto::Threaded(t) = &mut slot.proto {
-                    return t.update_resized_protocol(response);
-                }
+            if slot.serial == encoded.slot
+                && let Proto::Threaded(t) = &mut slot.proto
+            {
+                return t.update_resized_protocol(response);
             }
         }
         false
@@ -183,10 +187,10 @@ impl Images {
         };
         if slot.pending {
             // The new frame is being encoded; repeat the last one so the panel does not blink.
-            if let Some((last_area, cells)) = &slot.last {
-                if *last_area == area {
-                    copy_in(buf, area, cells);
-                }
+            if let Some((last_area, cells)) = &slot.last
+                && *last_area == area
+            {
+                copy_in(buf, area, cells);
             }
             return;
         }
@@ -203,9 +207,10 @@ impl Images {
 
 fn new_slot(serial: u64, encoder: &Encoder) -> Slot {
     let proto = match encoder {
-        Encoder::Inline => Proto::Inline(Picker::halfblocks().new_resize_protocol(
-            DynamicImage::ImageRgb8(image::RgbImage::new(1, 1)),
-        )),
+        Encoder::Inline => Proto::Inline(
+            Picker::halfblocks()
+                .new_resize_protocol(DynamicImage::ImageRgb8(image::RgbImage::new(1, 1))),
+        ),
         Encoder::Threaded(out) => {
             let (tx, rx) = mpsc::channel::<ResizeRequest>();
             let out = out.clone();

@@ -125,8 +125,22 @@ fn pick_graphics(graphics: Graphics, source: &str) -> (Picker, String) {
         timeout: Duration::from_millis(1000),
         ..QueryStdioOptions::default()
     };
+    let timeout = options.timeout;
+    let started = std::time::Instant::now();
     let queried = Picker::from_query_stdio_with_options(options);
+    let unanswered = started.elapsed() >= timeout;
+    if unanswered {
+        // No answer in time (e.g. a detached tmux): ratatui-image's reader thread still waits on
+        // stdin and would eat the first keys. A plain DA1 query, which every terminal (and tmux
+        // itself) answers, gives it the reply it waits for so it ends.
+        use std::io::Write;
+        let mut out = std::io::stdout();
+        let _ = out.write_all(b"\x1b[c");
+        let _ = out.flush();
+        std::thread::sleep(Duration::from_millis(100));
+    }
     match (queried, protocol_of(graphics)) {
+        (Ok(p), None) if unanswered => (p, "the terminal did not answer: halfblocks".into()),
         (Ok(p), None) => (p, "detected".into()),
         (Ok(mut p), Some(t)) => {
             p.set_protocol_type(t);

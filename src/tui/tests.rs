@@ -161,7 +161,10 @@ fn steps_give_progress_and_finishing_starts_the_next_run() {
     for i in 10..50 {
         update(&mut app, step(1, i, 50));
     }
-    let next = { let m = finished(&app, 1, 0, 0); update(&mut app, m) };
+    let next = {
+        let m = finished(&app, 1, 0, 0);
+        update(&mut app, m)
+    };
     let (_, r) = submitted(&mut app, next, 2);
     assert_eq!(r, 1);
     let first = &app.exercises[0].runs[0];
@@ -213,7 +216,10 @@ fn out_of_order_steps_and_previews_never_go_back() {
     assert_eq!(app.exercises[0].runs[0].preview_index, Some(2));
     assert_eq!(app.exercises[0].runs[0].image_gen, generation);
     // Steps before Started still count (Started may be late); a preview after Finished is stale.
-    { let m = finished(&app, 1, 0, 0); update(&mut app, m) };
+    {
+        let m = finished(&app, 1, 0, 0);
+        update(&mut app, m)
+    };
     assert!(update(&mut app, preview(1, 49)).is_none());
     assert!(app.exercises[0].runs[0].image_final);
 }
@@ -272,7 +278,12 @@ fn a_failed_run_is_marked_and_the_queue_goes_on() {
         }),
     );
     assert_eq!(app.exercises[0].runs[0].state, RowState::Failed);
-    assert!(app.status.as_deref().unwrap().contains("no unet_lcm folder"));
+    assert!(
+        app.status
+            .as_deref()
+            .unwrap()
+            .contains("no unet_lcm folder")
+    );
     assert_eq!(submitted(&mut app, next, 2), (0, 1));
 }
 
@@ -424,7 +435,10 @@ fn mid_run() -> App {
     let effect = update(&mut app, ch('r'));
     submitted(&mut app, effect, 1);
     progress(&mut app, 1, 50, 50);
-    let next = { let m = finished(&app, 1, 0, 0); update(&mut app, m) };
+    let next = {
+        let m = finished(&app, 1, 0, 0);
+        update(&mut app, m)
+    };
     submitted(&mut app, next, 2);
     update(
         &mut app,
@@ -513,6 +527,9 @@ fn help_reports_the_bytes_of_a_preview_frame() {
     let mut term = Terminal::new(TestBackend::new(160, 48)).unwrap();
     term.draw(|f| ui::draw(&app, &mut images, f)).unwrap();
     let bytes = images.preview_bytes.expect("a preview was drawn");
-    assert!(bytes > 0 && bytes < super::images::PREVIEW_BUDGET, "{bytes}");
+    assert!(
+        bytes > 0 && bytes < super::images::PREVIEW_BUDGET,
+        "{bytes}"
+    );
     assert!(images.final_bytes.is_some());
 }

@@ -94,10 +94,7 @@ fn protocol_name(p: ProtocolType) -> &'static str {
 }
 
 fn draw_header(app: &App, images: &Images, frame: &mut Frame, area: Rect) {
-    let mut spans = vec![Span::styled(
-        " speedscape ",
-        Style::new().bold().reversed(),
-    )];
+    let mut spans = vec![Span::styled(" speedscape ", Style::new().bold().reversed())];
     let sep = || Span::styled(" │ ", DIM);
     match (&app.info, &app.fatal) {
         (_, Some(_)) => spans.push(Span::raw(" worker failed").red().bold()),
@@ -119,7 +116,10 @@ fn draw_header(app: &App, images: &Images, frame: &mut Frame, area: Rect) {
                 spans.push(Span::raw(" (random weights: images are noise)").yellow());
             }
             spans.push(sep());
-            spans.push(Span::raw(format!("{} · {}px", info.device, info.image_size)));
+            spans.push(Span::raw(format!(
+                "{} · {}px",
+                info.device, info.image_size
+            )));
         }
     }
     spans.push(sep());
@@ -138,17 +138,17 @@ fn draw_list(app: &App, frame: &mut Frame, area: Rect) {
         .map(|(i, e)| {
             let text = format!("{} {}", e.exercise.number, e.exercise.title);
             if i == app.selected {
-                Line::from(vec![
-                    Span::raw("▶ ").cyan(),
-                    Span::raw(text).bold().cyan(),
-                ])
+                Line::from(vec![Span::raw("▶ ").cyan(), Span::raw(text).bold().cyan()])
             } else {
                 Line::from(format!("  {text}"))
             }
         })
         .collect();
     lines.push(Line::styled(
-        format!("  {} Decision cheat sheet (coming)", app.exercises.len() + 1),
+        format!(
+            "  {} Decision cheat sheet (coming)",
+            app.exercises.len() + 1
+        ),
         DIM,
     ));
     let p = Paragraph::new(lines).block(Block::bordered().title(" Exercises "));
@@ -162,9 +162,11 @@ fn draw_about(ex: &ExerciseState, frame: &mut Frame, area: Rect) {
     frame.render_widget(block, area);
     let nq = e.questions.len() as u16;
     let q_h = if nq == 0 { 0 } else { nq + 1 };
-    let [about, questions] =
-        Layout::vertical([Constraint::Fill(1), Constraint::Length(q_h.min(inner.height))])
-            .areas(inner);
+    let [about, questions] = Layout::vertical([
+        Constraint::Fill(1),
+        Constraint::Length(q_h.min(inner.height)),
+    ])
+    .areas(inner);
     frame.render_widget(
         Paragraph::new(e.about.as_str()).wrap(Wrap { trim: true }),
         about,
@@ -268,7 +270,9 @@ fn draw_progress(app: &App, frame: &mut Frame, area: Rect) {
         if let Some(component) = &app.loading {
             let p = Line::from(vec![
                 Span::raw(format!("▶ {} ", spec.label)).yellow(),
-                Span::raw(format!("loading {component}… (not counted in the run){queued}")),
+                Span::raw(format!(
+                    "loading {component}… (not counted in the run){queued}"
+                )),
             ]);
             frame.render_widget(p, line1);
         } else if run.total_steps > 0 {
@@ -518,7 +522,11 @@ fn draw_predict(ex: &ExerciseState, input: &PredictInput, frame: &mut Frame, are
         area,
         70,
         7,
-        &format!("Predict Q{} of {}", input.question + 1, ex.exercise.questions.len()),
+        &format!(
+            "Predict Q{} of {}",
+            input.question + 1,
+            ex.exercise.questions.len()
+        ),
     );
     let mut lines = vec![
         Line::from(q.text.as_str()),
