@@ -1,10 +1,17 @@
 #!/usr/bin/env bash
 # Command 2: set up (ONNX Runtime's wheel into ./.venv, the pinned Python reference environment
-# into a cached venv) and run every test: Rust (cargo) and the exporter's (pytest).
+# into a cached venv, tmux for the TUI's end-to-end test) and run every test: Rust (cargo), the
+# TUI end to end (tmux drives the real binary), and the exporter's (pytest).
 set -euo pipefail
 cd "$(dirname "$0")"
 scripts/setup.sh
 scripts/setup-ref.sh
+if ! command -v tmux >/dev/null; then
+  echo "test.sh: installing tmux (the TUI's end-to-end test drives the binary in it)" >&2
+  sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+  $sudo apt-get install -y -qq tmux >/dev/null 2>&1 || { $sudo apt-get update -qq && $sudo apt-get install -y -qq tmux; }
+fi
 cargo test --all-targets "$@"
-# The exporter tests run the speedscape binary that `cargo test` just built.
+# These run the speedscape binary that `cargo test` just built.
+SPEEDSCAPE_BIN="$PWD/target/debug/speedscape" tests/tui_e2e.sh
 SPEEDSCAPE_BIN="$PWD/target/debug/speedscape" .venv-ref/bin/python -m pytest -q -p no:cacheprovider -p no:warnings models/tests

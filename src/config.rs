@@ -20,6 +20,7 @@ pub struct Config {
     pub model: ModelConfig,
     /// `[[exercises]]`: each replaces the default exercise with the same `number`, or adds one.
     pub exercises: Option<Vec<Exercise>>,
+    pub tui: TuiConfig,
     /// Where the file was read from (`None`: built-in defaults).
     #[serde(skip)]
     pub path: Option<PathBuf>,
@@ -46,6 +47,29 @@ pub struct ModelConfig {
     /// `file` (default): obey the folder's `scheduler/scheduler_config.json`; `sd15`: use SD
     /// v1.5's original, bundled (for folders whose config diffusers re-saved).
     pub scheduler_config: SchedulerConfigSource,
+}
+
+/// `[tui]`: the interactive exercises.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TuiConfig {
+    /// Image protocol for the run panels: `auto` (ask the terminal once at start), `kitty`,
+    /// `sixel`, `iterm2`, `halfblocks`. `--graphics` overrides it.
+    pub graphics: Graphics,
+}
+
+/// How the TUI draws images.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Graphics {
+    /// Query the terminal at start (halfblocks when stdin is not a terminal or it does not answer).
+    #[default]
+    Auto,
+    Kitty,
+    Sixel,
+    Iterm2,
+    /// Unicode half blocks with colours: works everywhere, also over SSH and in tmux.
+    Halfblocks,
 }
 
 impl Config {
@@ -330,6 +354,17 @@ questions = [ { text = "How much faster?", measure = { kind = "speedup", run = 1
         }
         let err = exercise_error(|t| t.replace("title =", "titel ="));
         assert!(err.contains("titel"), "unknown keys are refused: {err}");
+    }
+
+    #[test]
+    fn tui_graphics_defaults_to_auto_and_denies_unknown_keys() {
+        assert_eq!(Config::parse("").unwrap().tui.graphics, Graphics::Auto);
+        let cfg = Config::parse("[tui]\ngraphics = \"halfblocks\"\n").unwrap();
+        assert_eq!(cfg.tui.graphics, Graphics::Halfblocks);
+        let err = Config::parse("[tui]\ngraphics = \"ascii\"\n").unwrap_err();
+        assert!(format!("{err}").contains("ascii"), "{err}");
+        let err = Config::parse("[tui]\ngrafics = \"kitty\"\n").unwrap_err();
+        assert!(format!("{err}").contains("grafics"), "{err}");
     }
 
     #[test]

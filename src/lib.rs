@@ -10,4 +10,5 @@ pub mod report;
 pub mod rng;
 pub mod runtime;
 pub mod schedulers;
+pub mod tui;
 pub mod worker;

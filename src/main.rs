@@ -1,4 +1,5 @@
-//! speedscape's command line: `generate`, `exercise`, `tokens`, `noise`, `doctor`, `models`.
+//! speedscape's command line: the interactive exercises (no subcommand), `generate`, `exercise`, `tokens`,
+//! `noise`, `doctor`, `models`.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -7,7 +8,7 @@ use clap::{Parser, Subcommand};
 use color_eyre::eyre::{WrapErr, bail, eyre};
 use ndarray::{Array4, ArrayD, IxDyn};
 
-use speedscape::config::Config;
+use speedscape::config::{Config, Graphics};
 use speedscape::pipeline::{self, Request};
 use speedscape::report;
 use speedscape::rng::RngSource;
@@ -24,6 +25,19 @@ struct Cli {
     /// Config file (relative paths in it resolve against its folder).
     #[arg(long, global = true, default_value = "config.toml")]
     config: PathBuf,
+    /// How the TUI draws images (default: `[tui] graphics` in config.toml, else auto).
+    #[arg(long, global = true, value_enum)]
+    graphics: Option<Graphics>,
+    /// The TUI's device (default: runtime.device in config.toml).
+    #[arg(long)]
+    device: Option<Device>,
+    /// The TUI's model folder (default: model.dir in config.toml, else the embedded tiny model).
+    #[arg(long)]
+    model_dir: Option<PathBuf>,
+    /// TEST ONLY: run the TUI against a stand-in backend that makes up events (no model, no
+    /// ONNX Runtime); used by tests/tui_e2e.sh.
+    #[arg(long, hide = true)]
+    fake_backend: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -189,10 +203,21 @@ fn main() -> color_eyre::Result<()> {
             model_dir,
         }) => exercise(&config, number, out.as_deref(), json, device, model_dir),
         None => {
-            eprintln!(
-                "speedscape: the interactive exercises (TUI) are not built yet; try `speedscape generate --help`, `speedscape doctor`"
-            );
-            Ok(())
+            let (graphics, graphics_source) = match cli.graphics {
+                Some(g) => (g, "--graphics"),
+                None => (config.tui.graphics, "config.toml"),
+            };
+            speedscape::tui::run(
+                &config,
+                speedscape::tui::Options {
+                    graphics,
+                    graphics_source,
+                    device: cli.device,
+                    model_dir: cli.model_dir,
+                    fake_backend: cli.fake_backend,
+                    save_root: PathBuf::from("speedscape-out"),
+                },
+            )
         }
     }
 }

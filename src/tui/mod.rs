@@ -1,0 +1,365 @@
+//! The interactive exercises: `speedscape` with no subcommand.
+//!
+//! - [`app`]: state and `update(&mut App, Msg) -> Option<Effect>` (pure)
+//! - [`ui`]: `draw(&App, &mut Images, &mut Frame)` (pure drawing)
+//! - [`images`]: the run panels' terminal graphics, encoded off the render path
+//! - [`backend`]: the worker as a trait ([`RunBackend`]); [`fake`] is a test-only stand-in
+//! - [`save`]: saving an exercise's results ([`Saver`])
+//!
+//! This module is the loop: a current-thread tokio runtime waits with `select!` on terminal
+//! events, worker events, finished image encodes and a ~30 fps frame timer, and draws only when
+//! something changed.
+
+pub mod app;
+pub mod backend;
+pub mod fake;
+pub mod images;
+pub mod save;
+#[cfg(test)]
+mod tests;
+pub mod ui;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::time::Duration;
+
+use color_eyre::eyre::WrapErr;
+use crossterm::event::{Event as TermEvent, EventStream};
+use ratatui::DefaultTerminal;
+use ratatui_image::picker::{Picker, ProtocolType, cap_parser::QueryStdioOptions};
+use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
+
+pub use app::{App, Effect, Msg, update};
+pub use backend::RunBackend;
+pub use images::{Encoder, Images};
+pub use save::{FolderSaver, SaveRequest, Saver};
+
+use crate::config::{Config, Graphics};
+use crate::exercises::Exercise;
+use crate::runtime::Device;
+use crate::worker::{Event, Job};
+
+/// How `speedscape` (no subcommand) was asked to run.
+pub struct Options {
+    /// `--graphics`, else `[tui] graphics`.
+    pub graphics: Graphics,
+    /// Where the graphics choice came from, for the help line ("--graphics", "config.toml").
+    pub graphics_source: &'static str,
+    pub device: Option<Device>,
+    pub model_dir: Option<PathBuf>,
+    /// TEST ONLY (`--fake-backend`): no model, made-up events.
+    pub fake_backend: bool,
+    /// Where `s` saves.
+    pub save_root: PathBuf,
+}
+
+/// The exercises the TUI offers: the defaults, replaced or extended by config.toml's `[[exercises]]`.
+pub fn exercises(config: &Config) -> Vec<Exercise> {
+    config.exercises()
+}
+
+/// Opens the TUI and runs it until `q`; the terminal is restored on every exit, error or panic.
+pub fn run(config: &Config, opts: Options) -> color_eyre::Result<()> {
+    let (backend, events) = if opts.fake_backend {
+        fake::spawn(Duration::from_millis(40))
+    } else {
+        backend::spawn_worker(config, opts.device, opts.model_dir.clone())?
+    };
+    let tokenizer = config
+        .model_dir(opts.model_dir.as_deref())
+        .ok()
+        .and_then(|(dir, _)| crate::models::ClipTokenizer::from_dir(&dir.join("tokenizer")).ok());
+    let rng = match &config.runtime.rng {
+        Some(s) => s.parse().unwrap_or(crate::rng::RngSource::TorchCpu),
+        None => crate::rng::RngSource::TorchCpu,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .wrap_err("starting the UI's event loop")?;
+
+    // ratatui::init installs a panic hook that restores the terminal.
+    let mut terminal = ratatui::init();
+    // Ask the terminal about graphics now: after the alternate screen, before reading events.
+    let (picker, how) = pick_graphics(opts.graphics, opts.graphics_source);
+    let mut app = App::new(exercises(config), how).with_tokenizer(tokenizer);
+    app.rng = rng;
+    let saver = FolderSaver {
+        root: opts.save_root.clone(),
+    };
+    let result = runtime.block_on(event_loop(
+        &mut terminal,
+        &mut app,
+        picker,
+        backend.as_ref(),
+        events,
+        &saver,
+    ));
+    ratatui::restore();
+    result
+}
+
+fn protocol_of(g: Graphics) -> Option<ProtocolType> {
+    match g {
+        Graphics::Auto => None,
+        Graphics::Kitty => Some(ProtocolType::Kitty),
+        Graphics::Sixel => Some(ProtocolType::Sixel),
+        Graphics::Iterm2 => Some(ProtocolType::Iterm2),
+        Graphics::Halfblocks => Some(ProtocolType::Halfblocks),
+    }
+}
+
+/// The picker for `graphics` and a few words on how it was chosen.
+fn pick_graphics(graphics: Graphics, source: &str) -> (Picker, String) {
+    if graphics == Graphics::Halfblocks {
+        return (Picker::halfblocks(), format!("set by {source}"));
+    }
+    if !std::io::stdin().is_terminal() {
+        return (
+            Picker::halfblocks(),
+            "stdin is not a terminal: halfblocks".into(),
+        );
+    }
+    let options = QueryStdioOptions {
+        timeout: Duration::from_millis(1000),
+        ..QueryStdioOptions::default()
+    };
+    let timeout = options.timeout;
+    let started = std::time::Instant::now();
+    let queried = Picker::from_query_stdio_with_options(options);
+    let unanswered = started.elapsed() >= timeout;
+    if unanswered {
+        // No answer in time (e.g. a detached tmux): ratatui-image's reader thread still waits on
+        // stdin and would eat the first keys. A plain DA1 query, which every terminal (and tmux
+        // itself) answers, gives it the reply it waits for so it ends.
+        use std::io::Write;
+        let mut out = std::io::stdout();
+        let _ = out.write_all(b"\x1b[c");
+        let _ = out.flush();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    match (queried, protocol_of(graphics)) {
+        (Ok(p), None) if unanswered => (p, "the terminal did not answer: halfblocks".into()),
+        (Ok(p), None) => (p, "detected".into()),
+        (Ok(mut p), Some(t)) => {
+            p.set_protocol_type(t);
+            (p, format!("set by {source}"))
+        }
+        (Err(e), None) => (
+            Picker::halfblocks(),
+            format!("the terminal did not answer ({e}): halfblocks"),
+        ),
+        (Err(_), Some(t)) => {
+            let mut p = Picker::halfblocks();
+            p.set_protocol_type(t);
+            (p, format!("set by {source}; font size unknown"))
+        }
+    }
+}
+
+async fn next_term_event(stream: &mut EventStream) -> Option<std::io::Result<TermEvent>> {
+    use futures_core::Stream;
+    std::future::poll_fn(|cx| Pin::new(&mut *stream).poll_next(cx)).await
+}
+
+async fn event_loop(
+    terminal: &mut DefaultTerminal,
+    app: &mut App,
+    picker: Picker,
+    backend: &dyn RunBackend,
+    mut worker: UnboundedReceiver<Event>,
+    saver: &dyn Saver,
+) -> color_eyre::Result<()> {
+    let (enc_tx, mut encoded) = unbounded_channel();
+    let mut images = Images::new(picker, Encoder::Threaded(enc_tx));
+    let mut term = EventStream::new();
+    let mut frame = tokio::time::interval(Duration::from_millis(33));
+    frame.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut worker_open = true;
+    let mut redraw = true;
+    let mut stats = LoopStats::default();
+    while !app.quit {
+        let msg = tokio::select! {
+            ev = next_term_event(&mut term) => match ev {
+                Some(Ok(TermEvent::Key(key))) => Some(Msg::Key(key)),
+                Some(Ok(TermEvent::Resize(..))) => {
+                    redraw = true;
+                    None
+                }
+                Some(Ok(_)) => None,
+                Some(Err(e)) => return Err(e).wrap_err("reading terminal events"),
+                None => break,
+            },
+            ev = worker.recv(), if worker_open => match ev {
+                Some(ev) => Some(Msg::Worker(ev)),
+                None => {
+                    worker_open = false;
+                    if app.fatal.is_none() {
+                        Some(Msg::Worker(Event::Fatal {
+                            error: "the inference worker stopped".into(),
+                        }))
+                    } else {
+                        None
+                    }
+                }
+            },
+            Some(done) = encoded.recv() => {
+                redraw |= images.on_encoded(done);
+                None
+            },
+            _ = frame.tick() => {
+                if redraw || app.dirty {
+                    draw(terminal, app, &mut images, &mut stats)?;
+                    redraw = false;
+                }
+                None
+            },
+        };
+        let Some(msg) = msg else { continue };
+        let is_key = matches!(msg, Msg::Key(_));
+        if is_key {
+            stats.key_received(app.active.is_some());
+        }
+        let mut effect = update(app, msg);
+        while let Some(e) = effect.take() {
+            effect = carry_out(app, e, backend, saver);
+        }
+        // A key's effect is drawn at once, not at the next frame tick.
+        if is_key && app.dirty && !app.quit {
+            draw(terminal, app, &mut images, &mut stats)?;
+            redraw = false;
+        }
+    }
+    stats.write_if_asked();
+    Ok(())
+}
+
+fn draw(
+    terminal: &mut DefaultTerminal,
+    app: &mut App,
+    images: &mut Images,
+    stats: &mut LoopStats,
+) -> color_eyre::Result<()> {
+    let start = std::time::Instant::now();
+    images.sync(app);
+    terminal.draw(|f| ui::draw(app, images, f))?;
+    app.dirty = false;
+    stats.drawn(start, app.active.is_some());
+    Ok(())
+}
+
+/// How long frames take to draw and keys to show their effect, kept while the UI runs and
+/// written as JSON to the file named by `SPEEDSCAPE_UI_STATS` on exit (the e2e test reads it).
+#[derive(Default)]
+struct LoopStats {
+    /// Draw times (ms), and whether a run was going.
+    frames: Vec<(f64, bool)>,
+    /// A key waiting for the draw that shows it: when it arrived, and whether a run was going.
+    pending_key: Option<(std::time::Instant, bool)>,
+    /// Key received → its effect drawn (ms), and whether a run was going.
+    keys: Vec<(f64, bool)>,
+}
+
+impl LoopStats {
+    fn key_received(&mut self, running: bool) {
+        self.pending_key
+            .get_or_insert((std::time::Instant::now(), running));
+    }
+
+    fn drawn(&mut self, start: std::time::Instant, running: bool) {
+        let now = std::time::Instant::now();
+        self.frames
+            .push(((now - start).as_secs_f64() * 1e3, running));
+        if let Some((at, was_running)) = self.pending_key.take() {
+            self.keys
+                .push(((now - at).as_secs_f64() * 1e3, was_running));
+        }
+    }
+
+    fn summary(values: impl Iterator<Item = f64>) -> serde_json::Value {
+        let mut v: Vec<f64> = values.collect();
+        v.sort_by(f64::total_cmp);
+        if v.is_empty() {
+            return serde_json::json!({ "count": 0 });
+        }
+        let pct = |p: f64| v[((v.len() - 1) as f64 * p).round() as usize];
+        serde_json::json!({
+            "count": v.len(),
+            "mean_ms": v.iter().sum::<f64>() / v.len() as f64,
+            "p50_ms": pct(0.5),
+            "p95_ms": pct(0.95),
+            "max_ms": v[v.len() - 1],
+        })
+    }
+
+    fn write_if_asked(&self) {
+        let Some(path) = std::env::var_os("SPEEDSCAPE_UI_STATS") else {
+            return;
+        };
+        let pick = |xs: &[(f64, bool)], running: bool| {
+            Self::summary(xs.iter().filter(move |x| x.1 == running).map(|x| x.0))
+        };
+        let value = serde_json::json!({
+            "frame_draw_while_running": pick(&self.frames, true),
+            "frame_draw_idle": pick(&self.frames, false),
+            "key_to_drawn_while_running": pick(&self.keys, true),
+            "key_to_drawn_idle": pick(&self.keys, false),
+        });
+        // Best effort: the terminal is being restored; a failed write only loses the stats.
+        let _ = std::fs::write(path, format!("{value:#}\n"));
+    }
+}
+
+/// Does what an update asked; returns the follow-up effect of feeding the result back.
+fn carry_out(
+    app: &mut App,
+    effect: Effect,
+    backend: &dyn RunBackend,
+    saver: &dyn Saver,
+) -> Option<Effect> {
+    match effect {
+        Effect::Submit {
+            exercise,
+            run,
+            request,
+        } => {
+            let id = backend.next_run_id();
+            backend.submit(Job {
+                run: id,
+                request: *request,
+            });
+            update(app, Msg::Submitted { exercise, run, id })
+        }
+        Effect::Cancel(id) => {
+            backend.cancel(id);
+            None
+        }
+        Effect::Quit { cancel } => {
+            if let Some(id) = cancel {
+                backend.cancel(id);
+            }
+            app.quit = true;
+            None
+        }
+        Effect::Save(exercise) => {
+            let result = save(app, exercise, saver).map_err(|e| format!("{e:#}"));
+            update(app, Msg::Saved(result))
+        }
+    }
+}
+
+fn save(app: &App, exercise: usize, saver: &dyn Saver) -> color_eyre::Result<PathBuf> {
+    let ex = &app.exercises[exercise];
+    let request = SaveRequest {
+        exercise: &ex.exercise,
+        rows: app::table_rows(ex),
+        images: ex
+            .runs
+            .iter()
+            .map(|r| r.image.as_deref().filter(|_| r.image_final))
+            .collect(),
+        reports: ex.runs.iter().map(|r| r.report.as_deref()).collect(),
+    };
+    saver.save_exercise(&request)
+}

@@ -1,0 +1,535 @@
+//! `update` fed with messages, and `draw` snapshots on ratatui's TestBackend with halfblocks.
+//! All data is synthetic and fixed (the fake backend's timings), so snapshots are stable.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+use ratatui_image::picker::Picker;
+
+use super::app::{App, Effect, Mode, Msg, table_rows, update};
+use super::fake;
+use super::images::{Encoder, Images};
+use super::ui;
+use crate::exercises::default_exercises;
+use crate::models::ClipTokenizer;
+use crate::report::table::RowState;
+use crate::worker::{Event, RunId};
+
+fn app() -> App {
+    let mut app = App::new(default_exercises(), "set by --graphics".into());
+    update(&mut app, Msg::Worker(Event::Ready(fake::info())));
+    app
+}
+
+fn tokenizer() -> ClipTokenizer {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/tiny/tokenizer");
+    ClipTokenizer::from_dir(&dir).unwrap()
+}
+
+fn key(code: KeyCode) -> Msg {
+    Msg::Key(KeyEvent::new(code, KeyModifiers::NONE))
+}
+
+fn ch(c: char) -> Msg {
+    key(KeyCode::Char(c))
+}
+
+fn typed(app: &mut App, text: &str) {
+    for c in text.chars() {
+        assert!(update(app, ch(c)).is_none());
+    }
+}
+
+/// Answers a Submit effect the way the loop does; returns the run id given.
+fn submitted(app: &mut App, effect: Option<Effect>, id: RunId) -> (usize, usize) {
+    match effect {
+        Some(Effect::Submit { exercise, run, .. }) => {
+            assert!(update(app, Msg::Submitted { exercise, run, id }).is_none());
+            (exercise, run)
+        }
+        other => panic!("expected Submit, got {other:?}"),
+    }
+}
+
+fn request(app: &App, ex: usize, run: usize) -> crate::pipeline::Request {
+    app.exercises[ex]
+        .exercise
+        .request(run, crate::rng::RngSource::TorchCpu)
+}
+
+fn step(run: RunId, index: usize, total: usize) -> Msg {
+    Msg::Worker(Event::Step {
+        run,
+        index,
+        total,
+        timestep: 999,
+        timing: fake::step_timing(),
+        elapsed: Duration::from_millis(5 + 21 * (index as u64 + 1)),
+    })
+}
+
+fn preview(run: RunId, index: usize) -> Msg {
+    Msg::Worker(Event::Preview {
+        run,
+        index,
+        image: fake::pattern(8, 42, index),
+    })
+}
+
+fn started(run: RunId, total_steps: usize) -> Msg {
+    Msg::Worker(Event::Started {
+        run,
+        total_steps,
+        width: 64,
+        height: 64,
+    })
+}
+
+fn finished(app: &App, run: RunId, ex: usize, idx: usize) -> Msg {
+    let r = request(app, ex, idx);
+    Msg::Worker(Event::Finished {
+        run,
+        report: Box::new(fake::report(&r)),
+        image: fake::pattern(64, r.seed, r.steps),
+    })
+}
+
+/// Runs `steps` steps of the active run `id` (with previews), without finishing it.
+fn progress(app: &mut App, id: RunId, steps: usize, total: usize) {
+    update(app, started(id, total));
+    update(
+        app,
+        Msg::Worker(Event::Encoded {
+            run: id,
+            text: Duration::from_millis(5),
+        }),
+    );
+    for i in 0..steps {
+        assert!(update(app, step(id, i, total)).is_none());
+        assert!(update(app, preview(id, i)).is_none());
+    }
+}
+
+/// Runs the whole selected exercise to the end with ids 1, 2, 3…
+fn run_all(app: &mut App) {
+    let mut effect = update(app, ch('r'));
+    let mut id = 1;
+    while effect.is_some() {
+        let (ex, r) = submitted(app, effect, id);
+        let total = app.exercises[ex].exercise.runs[r].steps;
+        progress(app, id, total, total);
+        let m = finished(app, id, ex, r);
+        effect = update(app, m);
+        id += 1;
+    }
+}
+
+#[test]
+fn run_key_submits_the_first_run_and_queues_the_rest() {
+    let mut app = app();
+    let effect = update(&mut app, key(KeyCode::Enter));
+    let (ex, run) = submitted(&mut app, effect, 7);
+    assert_eq!((ex, run), (0, 0));
+    assert_eq!(app.queue.len(), 2);
+    assert_eq!(app.active_id(), Some(7));
+    // A second run key while busy does nothing but say why.
+    assert!(update(&mut app, ch('r')).is_none());
+    assert!(app.status.as_deref().unwrap().contains("esc"));
+}
+
+#[test]
+fn steps_give_progress_and_finishing_starts_the_next_run() {
+    let mut app = app();
+    let effect = update(&mut app, ch('r'));
+    submitted(&mut app, effect, 1);
+    progress(&mut app, 1, 10, 50);
+    let run = &app.exercises[0].runs[0];
+    assert_eq!(run.state, RowState::Running);
+    assert_eq!(run.steps_done, 10);
+    // 10 steps of 21 ms (UNet + scheduler): 47.6 it/s; 215 ms elapsed → 40 more steps ≈ 860 ms.
+    assert!((run.its().unwrap() - 10.0 / 0.21).abs() < 1e-6);
+    assert_eq!(run.eta().unwrap().as_millis(), 860);
+    assert_eq!(run.preview_index, Some(9));
+    let rows = table_rows(&app.exercises[0]);
+    assert!(rows[0].partial);
+    assert_eq!(rows[0].unet_ms_per_step, Some(20.0));
+    assert_eq!(rows[0].vae_ms, None);
+    // The rest of the run, then Finished: the next run is submitted.
+    for i in 10..50 {
+        update(&mut app, step(1, i, 50));
+    }
+    let next = {
+        let m = finished(&app, 1, 0, 0);
+        update(&mut app, m)
+    };
+    let (_, r) = submitted(&mut app, next, 2);
+    assert_eq!(r, 1);
+    let first = &app.exercises[0].runs[0];
+    assert_eq!(first.state, RowState::Finished);
+    assert!(first.image_final);
+    assert_eq!(first.image.as_ref().unwrap().width(), 64);
+}
+
+#[test]
+fn stale_run_ids_are_dropped() {
+    let mut app = app();
+    let effect = update(&mut app, ch('r'));
+    submitted(&mut app, effect, 5);
+    progress(&mut app, 5, 2, 50);
+    let before = app.exercises[0].runs[0].clone();
+    app.dirty = false;
+    for msg in [
+        step(4, 7, 50),
+        preview(4, 7),
+        started(99, 3),
+        Msg::Worker(Event::Cancelled { run: 4 }),
+        Msg::Worker(Event::Failed {
+            run: 3,
+            error: "old".into(),
+        }),
+    ] {
+        assert!(update(&mut app, msg).is_none());
+    }
+    let after = &app.exercises[0].runs[0];
+    assert_eq!(after.steps_done, before.steps_done);
+    assert_eq!(after.image_gen, before.image_gen);
+    assert_eq!(after.state, RowState::Running);
+    assert_eq!(app.active_id(), Some(5));
+    assert!(!app.dirty, "stale events must not cause a redraw");
+}
+
+#[test]
+fn out_of_order_steps_and_previews_never_go_back() {
+    let mut app = app();
+    let effect = update(&mut app, ch('r'));
+    submitted(&mut app, effect, 1);
+    update(&mut app, started(1, 50));
+    update(&mut app, step(1, 2, 50));
+    update(&mut app, step(1, 1, 50));
+    assert_eq!(app.exercises[0].runs[0].steps_done, 3);
+    update(&mut app, preview(1, 2));
+    let generation = app.exercises[0].runs[0].image_gen;
+    update(&mut app, preview(1, 1));
+    assert_eq!(app.exercises[0].runs[0].preview_index, Some(2));
+    assert_eq!(app.exercises[0].runs[0].image_gen, generation);
+    // Steps before Started still count (Started may be late); a preview after Finished is stale.
+    {
+        let m = finished(&app, 1, 0, 0);
+        update(&mut app, m)
+    };
+    assert!(update(&mut app, preview(1, 49)).is_none());
+    assert!(app.exercises[0].runs[0].image_final);
+}
+
+#[test]
+fn cancel_mid_run_marks_it_cancelled_and_the_next_run_can_start() {
+    let mut app = app();
+    let effect = update(&mut app, ch('r'));
+    submitted(&mut app, effect, 1);
+    progress(&mut app, 1, 5, 50);
+    match update(&mut app, key(KeyCode::Esc)) {
+        Some(Effect::Cancel(1)) => {}
+        other => panic!("{other:?}"),
+    }
+    assert!(app.queue.is_empty(), "esc also drops the queued runs");
+    assert!(update(&mut app, Msg::Worker(Event::Cancelled { run: 1 })).is_none());
+    assert_eq!(app.exercises[0].runs[0].state, RowState::Cancelled);
+    assert_eq!(app.exercises[0].runs[1].state, RowState::Pending);
+    assert!(app.active.is_none());
+    // Esc with nothing running does nothing.
+    assert!(update(&mut app, key(KeyCode::Esc)).is_none());
+    // R reruns the selected run (the second panel).
+    update(&mut app, key(KeyCode::Right));
+    let effect = update(&mut app, ch('R'));
+    assert_eq!(submitted(&mut app, effect, 2), (0, 1));
+    assert!(app.queue.is_empty());
+}
+
+#[test]
+fn quit_cancels_the_active_run() {
+    let mut app = app();
+    let effect = update(&mut app, ch('r'));
+    submitted(&mut app, effect, 3);
+    match update(&mut app, ch('q')) {
+        Some(Effect::Quit { cancel: Some(3) }) => {}
+        other => panic!("{other:?}"),
+    }
+    assert!(app.quit);
+    let mut idle = self::app();
+    assert!(matches!(
+        update(&mut idle, ch('q')),
+        Some(Effect::Quit { cancel: None })
+    ));
+}
+
+#[test]
+fn a_failed_run_is_marked_and_the_queue_goes_on() {
+    let mut app = app();
+    let effect = update(&mut app, ch('r'));
+    submitted(&mut app, effect, 1);
+    let next = update(
+        &mut app,
+        Msg::Worker(Event::Failed {
+            run: 1,
+            error: "no unet_lcm folder\nFix: export it".into(),
+        }),
+    );
+    assert_eq!(app.exercises[0].runs[0].state, RowState::Failed);
+    assert!(
+        app.status
+            .as_deref()
+            .unwrap()
+            .contains("no unet_lcm folder")
+    );
+    assert_eq!(submitted(&mut app, next, 2), (0, 1));
+}
+
+#[test]
+fn fatal_worker_refuses_runs() {
+    let mut app = app();
+    update(
+        &mut app,
+        Msg::Worker(Event::Fatal {
+            error: "no ONNX Runtime".into(),
+        }),
+    );
+    assert!(update(&mut app, ch('r')).is_none());
+    assert!(app.status.as_deref().unwrap().contains("could not start"));
+}
+
+#[test]
+fn moving_and_jumping() {
+    let mut app = app();
+    update(&mut app, ch('j'));
+    assert_eq!(app.selected, 1);
+    update(&mut app, key(KeyCode::Up));
+    update(&mut app, key(KeyCode::Up));
+    assert_eq!(app.selected, 2, "wraps around");
+    update(&mut app, ch('1'));
+    assert_eq!(app.selected, 0);
+    update(&mut app, ch('4'));
+    assert_eq!(app.selected, 0);
+    assert!(app.status.as_deref().unwrap().contains("not built yet"));
+    update(&mut app, ch('l'));
+    update(&mut app, ch('l'));
+    update(&mut app, ch('l'));
+    assert_eq!(app.selected_run, 2, "stops at the last panel");
+    update(&mut app, ch('h'));
+    assert_eq!(app.selected_run, 1);
+    update(&mut app, ch('?'));
+    assert_eq!(app.mode, Mode::Help);
+    update(&mut app, ch('x'));
+    assert_eq!(app.mode, Mode::Normal);
+}
+
+#[test]
+fn the_editor_counts_tokens_and_applies_valid_values() {
+    let mut app = app().with_tokenizer(Some(tokenizer()));
+    update(&mut app, ch('e'));
+    let Mode::Edit(form) = &app.mode else {
+        panic!("no form")
+    };
+    assert_eq!(form.fields[0], default_exercises()[0].prompt);
+    let (count, dropped) = form.tokens.unwrap();
+    assert!(count > 5 && dropped == 0, "{count} {dropped}");
+    typed(&mut app, &" very".repeat(80));
+    let Mode::Edit(form) = &app.mode else {
+        panic!()
+    };
+    let (count, dropped) = form.tokens.unwrap();
+    assert_eq!(count, 75);
+    assert!(dropped > 0);
+    for _ in 0..(5 * 80) {
+        update(&mut app, key(KeyCode::Backspace));
+    }
+    // steps: 50 → 30; cfg: garbage first.
+    update(&mut app, key(KeyCode::Tab));
+    update(&mut app, key(KeyCode::Backspace));
+    update(&mut app, key(KeyCode::Backspace));
+    typed(&mut app, "30");
+    update(&mut app, key(KeyCode::Tab));
+    typed(&mut app, "x");
+    update(&mut app, key(KeyCode::Enter));
+    let Mode::Edit(form) = &app.mode else {
+        panic!("a bad cfg keeps the form open")
+    };
+    assert!(form.error.as_deref().unwrap().starts_with("cfg"));
+    update(&mut app, key(KeyCode::Backspace));
+    update(&mut app, key(KeyCode::Tab));
+    typed(&mut app, "7");
+    update(&mut app, key(KeyCode::Enter));
+    assert_eq!(app.mode, Mode::Normal);
+    let spec = &app.exercises[0].exercise.runs[0];
+    assert_eq!(spec.steps, 30);
+    assert_eq!(spec.label, "DDPM 30");
+    assert_eq!(spec.cfg, 7.5);
+    assert_eq!(spec.seed, Some(427));
+    assert_eq!(spec.prompt, None, "the prompt is the exercise's again");
+    // Esc leaves without changes.
+    update(&mut app, ch('e'));
+    typed(&mut app, "zzz");
+    update(&mut app, key(KeyCode::Esc));
+    assert_eq!(app.exercises[0].exercise.runs[0].prompt, None);
+}
+
+#[test]
+fn predictions_are_typed_and_compared_with_measurements() {
+    let mut app = app();
+    update(&mut app, ch('p'));
+    typed(&mut app, "2x.5"); // letters are ignored
+    update(&mut app, key(KeyCode::Enter));
+    assert_eq!(app.exercises[0].predictions[0], Some(2.5));
+    let Mode::Predict(input) = &app.mode else {
+        panic!("moves on to Q2")
+    };
+    assert_eq!(input.question, 1);
+    typed(&mut app, "0");
+    update(&mut app, key(KeyCode::Enter));
+    assert!(matches!(&app.mode, Mode::Predict(i) if i.error.is_some()));
+    update(&mut app, key(KeyCode::Backspace));
+    typed(&mut app, "4");
+    update(&mut app, key(KeyCode::Enter));
+    assert_eq!(app.mode, Mode::Normal);
+    assert_eq!(app.exercises[0].predictions, vec![Some(2.5), Some(4.0)]);
+    run_all(&mut app);
+    let rows = table_rows(&app.exercises[0]);
+    let q = &app.exercises[0].exercise.questions[0];
+    // Fake totals: 5 + 21·n + 15 ms → 1070 / 440.
+    let got = q.measure.value(&rows).unwrap();
+    assert!((got - 1070.0 / 440.0).abs() < 1e-9, "{got}");
+    assert_eq!(rows[2].speedup, Some(1070.0 / 230.0));
+}
+
+#[test]
+fn save_asks_only_when_something_finished() {
+    let mut app = app();
+    assert!(update(&mut app, ch('s')).is_none());
+    run_all(&mut app);
+    assert!(matches!(update(&mut app, ch('s')), Some(Effect::Save(0))));
+    update(&mut app, Msg::Saved(Ok(PathBuf::from("out/exercise-1"))));
+    assert!(app.status.as_deref().unwrap().contains("out/exercise-1"));
+    assert_eq!(
+        app.exercises[0].saved.as_deref(),
+        Some(std::path::Path::new("out/exercise-1"))
+    );
+}
+
+// ---- draw snapshots ----
+
+fn render(app: &App, w: u16, h: u16) -> String {
+    let mut images = Images::new(Picker::halfblocks(), Encoder::Inline);
+    images.sync(app);
+    let mut term = Terminal::new(TestBackend::new(w, h)).unwrap();
+    term.draw(|f| ui::draw(app, &mut images, f)).unwrap();
+    format!("{}", term.backend())
+}
+
+fn mid_run() -> App {
+    let mut app = app();
+    update(&mut app, ch('p'));
+    typed(&mut app, "3");
+    update(&mut app, key(KeyCode::Esc));
+    let effect = update(&mut app, ch('r'));
+    submitted(&mut app, effect, 1);
+    progress(&mut app, 1, 50, 50);
+    let next = {
+        let m = finished(&app, 1, 0, 0);
+        update(&mut app, m)
+    };
+    submitted(&mut app, next, 2);
+    update(
+        &mut app,
+        Msg::Worker(Event::Loading {
+            run: 2,
+            component: "unet".into(),
+        }),
+    );
+    update(
+        &mut app,
+        Msg::Worker(Event::Loaded {
+            run: 2,
+            component: "unet".into(),
+            load: Duration::from_millis(2100),
+            warm_up: Duration::from_millis(350),
+        }),
+    );
+    progress(&mut app, 2, 12, 20);
+    app
+}
+
+fn finished_app() -> App {
+    let mut app = app();
+    update(&mut app, ch('p'));
+    typed(&mut app, "2");
+    update(&mut app, key(KeyCode::Enter));
+    typed(&mut app, "5");
+    update(&mut app, key(KeyCode::Enter));
+    run_all(&mut app);
+    update(&mut app, ch('l'));
+    app
+}
+
+#[test]
+fn snapshot_idle() {
+    let app = app();
+    insta::assert_snapshot!("idle_80x24", render(&app, 80, 24));
+    insta::assert_snapshot!("idle_160x48", render(&app, 160, 48));
+}
+
+#[test]
+fn snapshot_mid_run() {
+    let app = mid_run();
+    insta::assert_snapshot!("mid_run_80x24", render(&app, 80, 24));
+    insta::assert_snapshot!("mid_run_160x48", render(&app, 160, 48));
+}
+
+#[test]
+fn snapshot_finished() {
+    let app = finished_app();
+    insta::assert_snapshot!("finished_80x24", render(&app, 80, 24));
+    insta::assert_snapshot!("finished_160x48", render(&app, 160, 48));
+}
+
+#[test]
+fn snapshot_help() {
+    let mut app = mid_run();
+    update(&mut app, ch('?'));
+    insta::assert_snapshot!("help_80x24", render(&app, 80, 24));
+    insta::assert_snapshot!("help_160x48", render(&app, 160, 48));
+}
+
+#[test]
+fn snapshot_editor_and_prediction() {
+    let mut app = app().with_tokenizer(Some(tokenizer()));
+    update(&mut app, ch('e'));
+    insta::assert_snapshot!("editor_80x24", render(&app, 80, 24));
+    update(&mut app, key(KeyCode::Esc));
+    update(&mut app, ch('p'));
+    typed(&mut app, "2.5");
+    insta::assert_snapshot!("predict_80x24", render(&app, 80, 24));
+}
+
+#[test]
+fn snapshot_too_small() {
+    let app = app();
+    insta::assert_snapshot!("too_small_60x20", render(&app, 60, 20));
+}
+
+#[test]
+fn help_reports_the_bytes_of_a_preview_frame() {
+    let mut app = mid_run();
+    update(&mut app, ch('?'));
+    let mut images = Images::new(Picker::halfblocks(), Encoder::Inline);
+    images.sync(&app);
+    let mut term = Terminal::new(TestBackend::new(160, 48)).unwrap();
+    term.draw(|f| ui::draw(&app, &mut images, f)).unwrap();
+    let bytes = images.preview_bytes.expect("a preview was drawn");
+    assert!(
+        bytes > 0 && bytes < super::images::PREVIEW_BUDGET,
+        "{bytes}"
+    );
+    assert!(images.final_bytes.is_some());
+}

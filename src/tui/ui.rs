@@ -1,0 +1,543 @@
+//! Drawing: a pure function of the app state (plus the panels' encoded images). No I/O, no
+//! clocks; every number comes from `App`.
+
+use ratatui::Frame;
+use ratatui::layout::{Alignment, Constraint, Layout, Rect};
+use ratatui::style::{Color, Style, Stylize};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Borders, Cell, Clear, LineGauge, Paragraph, Row, Table, Wrap};
+use ratatui_image::picker::ProtocolType;
+
+use super::app::{
+    App, ExerciseState, FORM_LABELS, Form, KEYS, Mode, PredictInput, TOKEN_LIMIT, table_rows,
+};
+use super::images::{Images, PREVIEW_BUDGET};
+use crate::report::table::{RowState, TableRow};
+use crate::runtime::Provider;
+
+/// The smallest terminal the layout is made for.
+pub const MIN_WIDTH: u16 = 80;
+pub const MIN_HEIGHT: u16 = 24;
+
+const DIM: Style = Style::new().fg(Color::DarkGray);
+
+pub fn draw(app: &App, images: &mut Images, frame: &mut Frame) {
+    let area = frame.area();
+    if area.width < MIN_WIDTH || area.height < MIN_HEIGHT {
+        too_small(frame, area);
+        return;
+    }
+    let ex = app.current();
+    let top_h = if area.height >= 40 { 11 } else { 7 };
+    let [header, top, panels, progress, table, hints] = Layout::vertical([
+        Constraint::Length(1),
+        Constraint::Length(top_h),
+        Constraint::Fill(1),
+        Constraint::Length(2),
+        Constraint::Length(ex.runs.len() as u16 + 2),
+        Constraint::Length(1),
+    ])
+    .areas(area);
+    draw_header(app, images, frame, header);
+    let [list, about] =
+        Layout::horizontal([Constraint::Length(36), Constraint::Fill(1)]).areas(top);
+    draw_list(app, frame, list);
+    draw_about(ex, frame, about);
+    if let Some(error) = &app.fatal {
+        let p = Paragraph::new(format!("The worker could not start:\n\n{error}"))
+            .wrap(Wrap { trim: false })
+            .red()
+            .block(Block::bordered().title(" worker failed "));
+        frame.render_widget(p, panels);
+    } else {
+        draw_panels(app, images, frame, panels);
+    }
+    draw_progress(app, frame, progress);
+    draw_table(ex, frame, table);
+    draw_hints(app, frame, hints);
+    match &app.mode {
+        Mode::Normal => {}
+        Mode::Help => draw_help(app, images, frame, area),
+        Mode::Edit(form) => draw_form(app, form, frame, area),
+        Mode::Predict(input) => draw_predict(ex, input, frame, area),
+    }
+}
+
+fn too_small(frame: &mut Frame, area: Rect) {
+    let text = vec![
+        Line::from(format!(
+            "The terminal is {}×{}; speedscape needs at least {MIN_WIDTH}×{MIN_HEIGHT}.",
+            area.width, area.height
+        )),
+        Line::from("Enlarge the window (or the font smaller); q quits."),
+    ];
+    let p = Paragraph::new(text)
+        .wrap(Wrap { trim: true })
+        .alignment(Alignment::Center);
+    let [_, mid, _] = Layout::vertical([
+        Constraint::Fill(1),
+        Constraint::Length(3),
+        Constraint::Fill(1),
+    ])
+    .areas(area);
+    frame.render_widget(p, mid);
+}
+
+fn protocol_name(p: ProtocolType) -> &'static str {
+    match p {
+        ProtocolType::Halfblocks => "halfblocks",
+        ProtocolType::Sixel => "sixel",
+        ProtocolType::Kitty => "kitty",
+        ProtocolType::Iterm2 => "iterm2",
+    }
+}
+
+fn draw_header(app: &App, images: &Images, frame: &mut Frame, area: Rect) {
+    let mut spans = vec![Span::styled(" speedscape ", Style::new().bold().reversed())];
+    let sep = || Span::styled(" │ ", DIM);
+    match (&app.info, &app.fatal) {
+        (_, Some(_)) => spans.push(Span::raw(" worker failed").red().bold()),
+        (None, None) => spans.push(Span::styled(" starting the worker…", DIM)),
+        (Some(info), None) => {
+            let provider = match info.provider {
+                Provider::Cuda => Span::raw(" CUDA").green().bold(),
+                Provider::Cpu => Span::raw(" CPU").yellow().bold(),
+            };
+            spans.push(provider);
+            spans.push(sep());
+            let name = info
+                .model_dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| info.model_dir.display().to_string());
+            spans.push(Span::raw(format!("model {name}")));
+            if info.tiny_model {
+                spans.push(Span::raw(" (random weights: images are noise)").yellow());
+            }
+            spans.push(sep());
+            spans.push(Span::raw(format!(
+                "{} · {}px",
+                info.device, info.image_size
+            )));
+        }
+    }
+    spans.push(sep());
+    spans.push(Span::styled(
+        format!("graphics {}", protocol_name(images.protocol())),
+        DIM,
+    ));
+    frame.render_widget(Line::from(spans), area);
+}
+
+fn draw_list(app: &App, frame: &mut Frame, area: Rect) {
+    let mut lines: Vec<Line> = app
+        .exercises
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let text = format!("{} {}", e.exercise.number, e.exercise.title);
+            if i == app.selected {
+                Line::from(vec![Span::raw("▶ ").cyan(), Span::raw(text).bold().cyan()])
+            } else {
+                Line::from(format!("  {text}"))
+            }
+        })
+        .collect();
+    lines.push(Line::styled(
+        format!(
+            "  {} Decision cheat sheet (coming)",
+            app.exercises.len() + 1
+        ),
+        DIM,
+    ));
+    let p = Paragraph::new(lines).block(Block::bordered().title(" Exercises "));
+    frame.render_widget(p, area);
+}
+
+fn draw_about(ex: &ExerciseState, frame: &mut Frame, area: Rect) {
+    let e = &ex.exercise;
+    let block = Block::bordered().title(format!(" {} · {} ", e.number, e.title));
+    let inner = block.inner(area);
+    frame.render_widget(block, area);
+    let nq = e.questions.len() as u16;
+    let q_h = if nq == 0 { 0 } else { nq + 1 };
+    let [about, questions] = Layout::vertical([
+        Constraint::Fill(1),
+        Constraint::Length(q_h.min(inner.height)),
+    ])
+    .areas(inner);
+    frame.render_widget(
+        Paragraph::new(e.about.as_str()).wrap(Wrap { trim: true }),
+        about,
+    );
+    if nq == 0 {
+        return;
+    }
+    let rows = table_rows(ex);
+    let mut lines = vec![Line::styled(
+        "Predict before you run (p to type a number):",
+        Style::new().italic(),
+    )];
+    for (i, q) in e.questions.iter().enumerate() {
+        let mut spans = vec![Span::raw(format!("Q{} ", i + 1)).bold()];
+        let you = ex.predictions[i];
+        let got = q.measure.value(&rows);
+        if you.is_some() || got.is_some() {
+            let fmt = |v: Option<f64>| v.map_or("?".to_string(), |v| format!("{v:.2}×"));
+            spans.push(Span::raw("[you ").cyan());
+            spans.push(Span::raw(fmt(you)).cyan().bold());
+            spans.push(Span::raw(" · measured ").green());
+            spans.push(Span::raw(fmt(got)).green().bold());
+            spans.push(Span::raw("] "));
+        }
+        spans.push(Span::raw(q.text.as_str()));
+        lines.push(Line::from(spans));
+    }
+    frame.render_widget(Paragraph::new(lines), questions);
+}
+
+pub fn fmt_ms(ms: f64) -> String {
+    if ms >= 1000.0 {
+        format!("{:.2}s", ms / 1000.0)
+    } else if ms >= 10.0 {
+        format!("{ms:.0}ms")
+    } else {
+        format!("{ms:.1}ms")
+    }
+}
+
+fn draw_panels(app: &App, images: &mut Images, frame: &mut Frame, area: Rect) {
+    let ex = app.current();
+    let n = ex.runs.len().max(1) as u32;
+    let areas = Layout::horizontal((0..n).map(|_| Constraint::Ratio(1, n))).split(area);
+    let rows = table_rows(ex);
+    for (i, (spec, run)) in ex.exercise.runs.iter().zip(&ex.runs).enumerate() {
+        let selected = i == app.selected_run;
+        let active = app
+            .active
+            .is_some_and(|a| a.exercise == app.selected && a.run == i);
+        let border = if active {
+            Style::new().yellow()
+        } else if selected {
+            Style::new().cyan().bold()
+        } else {
+            Style::new()
+        };
+        let status = match run.state {
+            RowState::Finished => rows[i].total_ms.map(fmt_ms).unwrap_or_default(),
+            RowState::Running => format!("{}/{}", run.steps_done, run.total_steps),
+            RowState::Loading => "loading".into(),
+            RowState::Cancelled => "cancelled".into(),
+            RowState::Failed => "failed".into(),
+            RowState::Pending if active || app.queue.contains(&(app.selected, i)) => {
+                "queued".into()
+            }
+            RowState::Pending => "–".into(),
+        };
+        let block = Block::bordered()
+            .border_style(border)
+            .title(format!(" {} · cfg {} ", spec.label, spec.cfg))
+            .title_bottom(Line::from(format!(" {status} ")).right_aligned());
+        let inner = block.inner(areas[i]);
+        frame.render_widget(block, areas[i]);
+        if run.image.is_some() {
+            images.render((app.selected, i), inner, frame.buffer_mut());
+        } else {
+            let text = match (&run.error, run.state) {
+                (Some(e), _) => Paragraph::new(e.as_str()).red(),
+                (None, RowState::Pending) if app.active.is_none() => {
+                    Paragraph::new("enter runs the exercise").style(DIM)
+                }
+                _ => Paragraph::new("").style(DIM),
+            };
+            frame.render_widget(text.wrap(Wrap { trim: true }), inner);
+        }
+    }
+}
+
+fn draw_progress(app: &App, frame: &mut Frame, area: Rect) {
+    let [line1, line2] =
+        Layout::vertical([Constraint::Length(1), Constraint::Length(1)]).areas(area);
+    if let Some(a) = app.active {
+        let spec = &app.exercises[a.exercise].exercise.runs[a.run];
+        let run = &app.exercises[a.exercise].runs[a.run];
+        let queued = if app.queue.is_empty() {
+            String::new()
+        } else {
+            format!("  (+{} queued)", app.queue.len())
+        };
+        if let Some(component) = &app.loading {
+            let p = Line::from(vec![
+                Span::raw(format!("▶ {} ", spec.label)).yellow(),
+                Span::raw(format!(
+                    "loading {component}… (not counted in the run){queued}"
+                )),
+            ]);
+            frame.render_widget(p, line1);
+        } else if run.total_steps > 0 {
+            let its = run.its().map_or("–".into(), |v| format!("{v:.1}"));
+            let eta = run
+                .eta()
+                .map_or("–".into(), |d| fmt_ms(d.as_secs_f64() * 1e3));
+            let label = format!(
+                "▶ {}  step {}/{}  {} it/s  ETA {}{queued} ",
+                spec.label, run.steps_done, run.total_steps, its, eta
+            );
+            let ratio = (run.steps_done as f64 / run.total_steps as f64).clamp(0.0, 1.0);
+            let gauge = LineGauge::default()
+                .ratio(ratio)
+                .label(label)
+                .filled_style(Style::new().yellow())
+                .unfilled_style(DIM);
+            frame.render_widget(gauge, line1);
+        } else {
+            let p = Line::from(format!("▶ {} starting…{queued}", spec.label)).yellow();
+            frame.render_widget(p, line1);
+        }
+    }
+    let second = if let Some(s) = &app.status {
+        Line::from(s.as_str())
+    } else if let Some(l) = app.loaded.last() {
+        Line::styled(
+            format!(
+                "loaded {} in {} (+{} warm-up), apart from the run's time",
+                l.component,
+                fmt_ms(l.load.as_secs_f64() * 1e3),
+                fmt_ms(l.warm_up.as_secs_f64() * 1e3)
+            ),
+            DIM,
+        )
+    } else {
+        Line::default()
+    };
+    frame.render_widget(second, line2);
+}
+
+fn row_cells(row: &TableRow, wide: bool) -> Vec<Cell<'static>> {
+    let mark = |v: Option<f64>, f: &dyn Fn(f64) -> String| match v {
+        Some(v) if row.partial => format!("~{}", f(v)),
+        Some(v) => f(v),
+        None => "–".into(),
+    };
+    let glyph = match row.state {
+        RowState::Pending => "·",
+        RowState::Loading => "…",
+        RowState::Running => "▶",
+        RowState::Finished => "✓",
+        RowState::Cancelled => "⊘",
+        RowState::Failed => "✗",
+    };
+    let steps = if row.partial {
+        format!("{}/{}", row.steps_done, row.steps)
+    } else {
+        row.steps.to_string()
+    };
+    let unet = match (row.unet_ms, row.unet_ms_per_step) {
+        (Some(u), Some(p)) => {
+            let s = format!("{} ({})", fmt_ms(u), fmt_ms(p));
+            if row.partial { format!("~{s}") } else { s }
+        }
+        _ => "–".into(),
+    };
+    let speedup = match (row.speedup, row.is_baseline) {
+        (Some(s), _) => format!("{s:.2}×"),
+        (None, true) => "base".into(),
+        (None, false) => "–".into(),
+    };
+    let mut cells = vec![Cell::from(format!("{glyph} {}", row.label))];
+    if wide {
+        cells.push(Cell::from(row.scheduler.clone()));
+    }
+    cells.extend([Cell::from(steps), Cell::from(format!("{}", row.cfg))]);
+    if wide {
+        cells.push(Cell::from(row.unet.clone()));
+    }
+    cells.extend([
+        Cell::from(mark(row.total_ms, &fmt_ms)),
+        Cell::from(mark(row.text_ms, &fmt_ms)),
+        Cell::from(unet),
+        Cell::from(mark(row.vae_ms, &fmt_ms)),
+        Cell::from(mark(row.its, &|v| format!("{v:.1}"))),
+        Cell::from(speedup),
+    ]);
+    cells
+}
+
+fn draw_table(ex: &ExerciseState, frame: &mut Frame, area: Rect) {
+    let wide = area.width >= 120;
+    let rows = table_rows(ex);
+    let mut header = vec!["run"];
+    let mut widths = vec![Constraint::Fill(1)];
+    if wide {
+        header.push("sched");
+        widths.push(Constraint::Length(12));
+    }
+    header.extend(["steps", "cfg"]);
+    widths.extend([Constraint::Length(5), Constraint::Length(3)]);
+    // Narrow: the label already names the scheduler and the UNet variant.
+    if wide {
+        header.push("UNet");
+        widths.push(Constraint::Length(9));
+    }
+    header.extend(["total", "text", "UNet (/step)", "VAE", "it/s", "speedup"]);
+    widths.extend([
+        Constraint::Length(7),
+        Constraint::Length(6),
+        Constraint::Length(if wide { 16 } else { 15 }),
+        Constraint::Length(6),
+        Constraint::Length(5),
+        Constraint::Length(7),
+    ]);
+    let body = rows.iter().map(|r| {
+        let style = match r.state {
+            RowState::Finished => Style::new(),
+            RowState::Running | RowState::Loading => Style::new().yellow(),
+            RowState::Failed => Style::new().red(),
+            RowState::Cancelled | RowState::Pending => DIM,
+        };
+        Row::new(row_cells(r, wide)).style(style)
+    });
+    let saved = ex
+        .saved
+        .as_ref()
+        .map(|d| format!(" · saved in {}", d.display()))
+        .unwrap_or_default();
+    let table = Table::new(body, widths)
+        .header(Row::new(header).style(Style::new().bold().underlined()))
+        .column_spacing(1)
+        .block(Block::new().borders(Borders::TOP).title(format!(
+            " Timings (speedup = baseline total ÷ total; ~ partial){saved} "
+        )));
+    frame.render_widget(table, area);
+}
+
+fn draw_hints(app: &App, frame: &mut Frame, area: Rect) {
+    let text = match app.mode {
+        Mode::Normal => {
+            "r run · R rerun · esc cancel · jk/hl move · e edit · p predict · s save · ? help · q quit"
+        }
+        Mode::Help => "any key closes the help",
+        Mode::Edit(_) => "tab/↑↓ field · type to edit · enter apply · esc close",
+        Mode::Predict(_) => "type a number · tab/↑↓ question · enter keep · esc close",
+    };
+    frame.render_widget(Line::styled(text, DIM), area);
+}
+
+fn popup(frame: &mut Frame, area: Rect, width: u16, height: u16, title: &str) -> Rect {
+    let w = width.min(area.width);
+    let h = height.min(area.height);
+    let r = Rect::new(
+        area.x + (area.width - w) / 2,
+        area.y + (area.height - h) / 2,
+        w,
+        h,
+    );
+    frame.render_widget(Clear, r);
+    let block = Block::bordered()
+        .title(format!(" {title} "))
+        .border_style(Style::new().cyan());
+    let inner = block.inner(r);
+    frame.render_widget(block, r);
+    inner
+}
+
+fn draw_help(app: &App, images: &Images, frame: &mut Frame, area: Rect) {
+    let mut lines: Vec<Line> = KEYS
+        .iter()
+        .map(|(k, what)| {
+            Line::from(vec![
+                Span::raw(format!("{k:>14}  ")).cyan().bold(),
+                Span::raw(*what),
+            ])
+        })
+        .collect();
+    let kb = |b: Option<usize>| b.map_or("–".into(), |b| format!("{:.1} KB", b as f64 / 1000.0));
+    lines.push(Line::from(format!(
+        "graphics {} ({}) · preview {}/frame (≤ {} KB) · full image {}",
+        protocol_name(images.protocol()),
+        app.graphics,
+        kb(images.preview_bytes),
+        PREVIEW_BUDGET / 1000,
+        kb(images.final_bytes),
+    )));
+    lines.push(Line::styled(
+        "previews: the latent-resolution x0 guess each step; the VAE decode replaces it at the end",
+        DIM,
+    ));
+    let inner = popup(frame, area, 90, lines.len() as u16 + 3, "Help");
+    frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), inner);
+}
+
+fn draw_form(app: &App, form: &Form, frame: &mut Frame, area: Rect) {
+    let label = &app.current().exercise.runs[form.run].label;
+    let mut lines = Vec::new();
+    for (i, (name, value)) in FORM_LABELS.iter().zip(&form.fields).enumerate() {
+        let focused = i == form.focus;
+        let cursor = if focused { "▏" } else { "" };
+        let name_style = if focused {
+            Style::new().cyan().bold()
+        } else {
+            Style::new()
+        };
+        lines.push(Line::from(vec![
+            Span::styled(format!("{name:>7} "), name_style),
+            Span::raw(format!("{value}{cursor}")),
+        ]));
+        if i == 0 {
+            let tokens = match form.tokens {
+                None => Line::styled("        (no tokenizer: token count unknown)", DIM),
+                Some((count, 0)) => Line::styled(
+                    format!("        {count}/{TOKEN_LIMIT} tokens"),
+                    if count == TOKEN_LIMIT {
+                        Style::new().yellow()
+                    } else {
+                        DIM
+                    },
+                ),
+                Some((count, dropped)) => Line::styled(
+                    format!(
+                        "        {}/{TOKEN_LIMIT} tokens: the last {dropped} are dropped",
+                        count + dropped
+                    ),
+                    Style::new().red().bold(),
+                ),
+            };
+            lines.push(tokens);
+        }
+    }
+    if let Some(e) = &form.error {
+        lines.push(Line::default());
+        lines.push(Line::from(e.as_str()).red());
+    }
+    let height = lines.len() as u16 + 4;
+    let inner = popup(frame, area, 76, height, &format!("Edit run: {label}"));
+    frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), inner);
+}
+
+fn draw_predict(ex: &ExerciseState, input: &PredictInput, frame: &mut Frame, area: Rect) {
+    let q = &ex.exercise.questions[input.question];
+    let inner = popup(
+        frame,
+        area,
+        70,
+        7,
+        &format!(
+            "Predict Q{} of {}",
+            input.question + 1,
+            ex.exercise.questions.len()
+        ),
+    );
+    let mut lines = vec![
+        Line::from(q.text.as_str()),
+        Line::default(),
+        Line::from(vec![
+            Span::raw("your guess: ").cyan(),
+            Span::raw(format!("{}▏", input.buffer)).bold(),
+            Span::raw(" ×"),
+        ]),
+    ];
+    if let Some(e) = &input.error {
+        lines.push(Line::from(e.as_str()).red());
+    }
+    frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: true }), inner);
+}

@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# End to end: drive the real `speedscape` TUI in a detached tmux session (120×40) on the tiny
+# model, run exercise 1, wait for three finished timing rows, quit, and check that the program
+# exited and left the alternate screen.
+#
+#   SPEEDSCAPE_BIN          the binary (default target/debug/speedscape)
+#   SPEEDSCAPE_E2E_TIMEOUT  seconds to wait for the three rows (default 120)
+#   SPEEDSCAPE_E2E_ARGS     extra arguments; `--fake-backend` (TEST ONLY: made-up events, no
+#                           model) checks the TUI alone, e.g. before the worker is built
+#
+# Exits non-zero, printing the last screen, on any failure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+BIN=${SPEEDSCAPE_BIN:-target/debug/speedscape}
+TIMEOUT=${SPEEDSCAPE_E2E_TIMEOUT:-120}
+EXTRA=${SPEEDSCAPE_E2E_ARGS:-}
+SESSION="speedscape-e2e-$$"
+# The TUI writes its frame-draw and key-to-screen times here on exit (printed at the end).
+STATS=${SPEEDSCAPE_UI_STATS:-$(mktemp /tmp/speedscape-ui-stats.XXXXXX.json)}
+
+fail() {
+    echo "tui_e2e: FAIL: $*" >&2
+    if tmux has-session -t "$SESSION" 2>/dev/null; then
+        echo "---- screen ----" >&2
+        tmux capture-pane -p -t "$SESSION" >&2 || true
+        echo "----------------" >&2
+    fi
+    exit 1
+}
+
+command -v tmux >/dev/null || fail "tmux is not installed"
+[ -x "$BIN" ] || fail "no binary at $BIN (cargo build, or set SPEEDSCAPE_BIN)"
+BIN=$(cd "$(dirname "$BIN")" && pwd)/$(basename "$BIN")
+
+cleanup() { tmux kill-session -t "$SESSION" 2>/dev/null || true; }
+trap cleanup EXIT
+
+screen() { tmux capture-pane -p -t "$SESSION"; }
+
+# wait_for SECONDS DESCRIPTION TEST-COMMAND...: poll the screen every 0.25 s.
+wait_for() {
+    local secs=$1 what=$2
+    shift 2
+    local deadline=$((SECONDS + secs))
+    while ((SECONDS < deadline)); do
+        if "$@"; then return 0; fi
+        if [ "$what" != "the program to exit" ] && screen | grep -q "e2e-exit="; then
+            fail "speedscape exited while waiting for: $what"
+        fi
+        sleep 0.25
+    done
+    fail "timed out after ${secs}s waiting for: $what"
+}
+
+# A plain shell, so that after the TUI exits its prompt and exit status show.
+tmux new-session -d -s "$SESSION" -x 120 -y 40 "env PS1='e2e-shell\$ ' bash --norc --noprofile"
+tmux send-keys -t "$SESSION" "clear; SPEEDSCAPE_UI_STATS='$STATS' '$BIN' --graphics halfblocks $EXTRA; echo e2e-exit=\$?" Enter
+
+has() { screen | grep -q -- "$1"; }
+wait_for 30 "the TUI to start (Exercises list)" has "Exercises"
+wait_for 60 "the worker to be ready (provider in the header)" has "model "
+
+# Exercise 1, all three runs.
+tmux send-keys -t "$SESSION" 1
+tmux send-keys -t "$SESSION" r
+# Keys while the runs go (move between run panels): their handling time is measured.
+for _ in 1 2 3 4 5 6; do
+    tmux send-keys -t "$SESSION" l
+    sleep 0.02
+    tmux send-keys -t "$SESSION" h
+    sleep 0.02
+done
+
+# Finished rows start with ✓ and carry a total time and a speedup.
+three_rows() {
+    [ "$(screen | grep -cE '^✓ .*[0-9.]+(ms|s) .*[0-9]+\.[0-9]{2}×')" -ge 3 ]
+}
+wait_for "$TIMEOUT" "three finished rows in the timing table" three_rows
+echo "tui_e2e: three finished rows:"
+screen | grep -E '^(run|✓) '
+
+tmux send-keys -t "$SESSION" q
+wait_for 15 "the program to exit" has "e2e-exit="
+screen | grep -q "e2e-exit=0" || fail "speedscape exited non-zero"
+has 'e2e-shell\$' || fail "the shell prompt did not come back"
+[ "$(tmux display-message -p -t "$SESSION" '#{alternate_on}')" = "0" ] ||
+    fail "the terminal is still in the alternate screen"
+screen | grep -q "Exercises" && fail "the TUI is still on screen after exit"
+echo "tui_e2e: UI timings (ms):"
+cat "$STATS" 2>/dev/null || echo "(no stats written)"
+echo "tui_e2e: ok"
