@@ -247,10 +247,11 @@ fn cost(protocol: ProtocolType) -> f64 {
     match protocol {
         // "▀" plus a 24-bit foreground and background escape.
         ProtocolType::Halfblocks => 40.0,
-        // RGBA, base64.
-        ProtocolType::Kitty => 4.0 * 4.0 / 3.0,
-        // Palette indices in six-pixel bands, run-length coded: about a byte a pixel on noise.
-        ProtocolType::Sixel => 1.0,
+        // Pixels in base64 (measured ~3 bytes a pixel on noise, see the test below).
+        ProtocolType::Kitty => 3.2,
+        // Palette indices in six-pixel bands, one colour register per band pass: measured
+        // 1.9–2.7 bytes a pixel on noise (see the test below), so budget 3.
+        ProtocolType::Sixel => 3.0,
         // PNG of a noisy image, base64.
         ProtocolType::Iterm2 => 3.0 * 4.0 / 3.0,
     }
@@ -325,5 +326,50 @@ mod tests {
     fn a_small_halfblocks_panel_is_left_alone() {
         let area = Rect::new(3, 4, 40, 20);
         assert_eq!(capped_area(area, ProtocolType::Halfblocks, (10, 20)), area);
+    }
+
+    /// Renders a 64×64 preview (SD v1.5's latent size) of noise, the worst case for every
+    /// encoding, into a run panel of the 80×24 and 160×48 layouts with each protocol, and counts
+    /// the bytes that frame puts on the wire.
+    #[test]
+    fn a_preview_frame_fits_the_budget_with_every_protocol() {
+        let mut state = 1u32;
+        let noise = image::RgbImage::from_fn(64, 64, |_, _| {
+            state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            let [a, b, c, _] = state.to_le_bytes();
+            image::Rgb([a, b, c])
+        });
+        let font = (10, 20);
+        for panel in [Rect::new(0, 0, 25, 6), Rect::new(0, 0, 52, 15)] {
+            for protocol in [
+                ProtocolType::Halfblocks,
+                ProtocolType::Kitty,
+                ProtocolType::Sixel,
+                ProtocolType::Iterm2,
+            ] {
+                // halfblocks() assumes a 10×20-pixel font, as `font` says.
+                let mut picker = Picker::halfblocks();
+                picker.set_protocol_type(protocol);
+                let mut proto = picker.new_resize_protocol(DynamicImage::ImageRgb8(noise.clone()));
+                let area = capped_area(panel, protocol, font);
+                let mut buf = Buffer::empty(panel);
+                ratatui::widgets::StatefulWidget::render(
+                    StatefulImage::<StatefulProtocol>::default().resize(Resize::Scale(None)),
+                    area,
+                    &mut buf,
+                    &mut proto,
+                );
+                let bytes = wire_bytes(&copy_out(&buf, area));
+                eprintln!(
+                    "{protocol:?} in {}x{} cells: {bytes} bytes a frame",
+                    panel.width, panel.height
+                );
+                assert!(bytes > 0, "{protocol:?} drew nothing");
+                assert!(
+                    bytes <= PREVIEW_BUDGET,
+                    "{protocol:?} in {panel:?}: {bytes} bytes"
+                );
+            }
+        }
     }
 }
