@@ -1,5 +1,6 @@
 //! Outputs: atomic file writes (temp file + rename), PNG / NPY images, timing summaries.
 
+pub mod quality;
 pub mod table;
 
 use std::io::Write;
