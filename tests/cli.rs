@@ -685,7 +685,7 @@ fn exercise_1_prints_a_table_of_three_finished_runs_with_speedups() {
     );
     let header = lines
         .iter()
-        .position(|l| l.starts_with("run ") && l.ends_with("speedup"))
+        .position(|l| l.starts_with("run ") && l.ends_with("speedup      SSIM   PSNR dB"))
         .expect("a table header");
     let rows = &lines[header + 1..header + 4];
     for (row, label) in rows
@@ -696,11 +696,19 @@ fn exercise_1_prints_a_table_of_three_finished_runs_with_speedups() {
         assert!(row.contains(" done "), "finished: {stdout}");
         assert!(!row.contains('~'), "no partial numbers: {stdout}");
     }
-    assert!(rows[0].ends_with("baseline"), "{stdout}");
+    assert!(
+        rows[0].ends_with("baseline  baseline  baseline"),
+        "{stdout}"
+    );
     for row in &rows[1..] {
-        let speedup = row.split_whitespace().last().unwrap();
-        let v: f64 = speedup.trim_end_matches('×').parse().expect(speedup);
-        assert!(v > 0.0, "{stdout}");
+        // speedup, SSIM and PSNR against the baseline: numbers.
+        let cells: Vec<&str> = row.split_whitespace().rev().take(3).collect();
+        let speedup: f64 = cells[2].trim_end_matches('×').parse().expect(cells[2]);
+        let ssim: f64 = cells[1].parse().expect(cells[1]);
+        let psnr: f64 = cells[0].parse().expect(cells[0]);
+        assert!(speedup > 0.0, "{stdout}");
+        assert!((-1.0..1.0).contains(&ssim), "different images: {stdout}");
+        assert!(psnr.is_finite() && psnr > 0.0, "{stdout}");
     }
     assert!(stdout.contains("What happened:"), "{stdout}");
     assert!(stdout.contains("took"), "{stdout}");

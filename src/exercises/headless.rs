@@ -14,7 +14,7 @@ use serde::Serialize;
 use super::{Exercise, what_happened};
 use crate::config::Config;
 use crate::pipeline::RunReport;
-use crate::report::table::{RowState, TableRow, format_table, with_speedups};
+use crate::report::table::{RowState, TableRow, format_table, with_quality, with_speedups};
 use crate::report::{save_png, write_atomic};
 use crate::rng::RngSource;
 use crate::runtime::Device;
@@ -183,6 +183,8 @@ pub fn run_exercise(
     }
     worker.shutdown();
     with_speedups(&mut rows, ex.baseline);
+    let finals: Vec<Option<&RgbImage>> = images.iter().map(Option::as_ref).collect();
+    with_quality(&mut rows, &finals, ex.baseline);
     let notes = what_happened(ex, &rows, info.tiny_model);
     Ok(ExerciseOutcome {
         info,

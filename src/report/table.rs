@@ -2,7 +2,10 @@
 //! run goes (partial numbers marked) and from its report when it ends. The TUI draws these rows;
 //! the headless `speedscape exercise` prints them with [`format_table`].
 
+use image::RgbImage;
 use serde::Serialize;
+
+use super::quality::{Quality, compare};
 
 use crate::exercises::RunSpec;
 use crate::worker::Event;
@@ -29,6 +32,9 @@ pub struct TableRow {
     /// Baseline total time ÷ this run's total time.
     pub speedup: Option<f64>,
     pub is_baseline: bool,
+    /// The finished image against the baseline's (`None` for the baseline itself, or while
+    /// either image is missing).
+    pub quality: Option<Quality>,
     /// The run is still going: the numbers so far are partial.
     pub partial: bool,
     pub state: RowState,
@@ -152,6 +158,20 @@ pub fn with_speedups(rows: &mut [TableRow], baseline: usize) {
     }
 }
 
+/// Fills in each finished run's quality against the baseline's image (`images[i]` is run `i`'s
+/// final image). Rows whose image or baseline image is missing, or of another size, get none.
+pub fn with_quality(rows: &mut [TableRow], images: &[Option<&RgbImage>], baseline: usize) {
+    let reference = images.get(baseline).copied().flatten();
+    for (i, row) in rows.iter_mut().enumerate() {
+        row.quality = match (reference, images.get(i).copied().flatten()) {
+            (Some(r), Some(img)) if i != baseline && row.state == RowState::Finished => {
+                compare(r, img).ok()
+            }
+            _ => None,
+        };
+    }
+}
+
 /// Milliseconds with precision that suits their size: `1234`, `123`, `12.3`, `1.23`.
 pub fn format_ms(v: f64) -> String {
     if v >= 100.0 {
@@ -166,7 +186,7 @@ pub fn format_ms(v: f64) -> String {
 /// The fixed-width text table of an exercise's rows: a header, one line per run. Numbers of a
 /// run still going (or cancelled) carry `~`; the baseline's speedup column says `baseline`.
 pub fn format_table(rows: &[TableRow]) -> String {
-    const HEADER: [&str; 13] = [
+    const HEADER: [&str; 15] = [
         "run",
         "scheduler",
         "steps",
@@ -180,12 +200,15 @@ pub fn format_table(rows: &[TableRow]) -> String {
         "vae ms",
         "it/s",
         "speedup",
+        "SSIM",
+        "PSNR dB",
     ];
     // Right-aligned from "steps" on, except the text columns.
-    const LEFT: [bool; 13] = [
+    const LEFT: [bool; 15] = [
         true, true, false, false, true, true, false, false, false, false, false, false, false,
+        false, false,
     ];
-    let lines: Vec<[String; 13]> = rows
+    let lines: Vec<[String; 15]> = rows
         .iter()
         .map(|r| {
             let mark = if r.partial { "~" } else { "" };
@@ -205,6 +228,15 @@ pub fn format_table(rows: &[TableRow]) -> String {
                 (false, Some(s)) => format!("{s:.2}×"),
                 (false, None) => "-".to_string(),
             };
+            let (ssim, psnr) = match (r.is_baseline, r.quality) {
+                (true, _) => ("baseline".to_string(), "baseline".to_string()),
+                (false, Some(q)) => (
+                    format!("{:.4}", q.ssim),
+                    q.psnr_db
+                        .map_or_else(|| "identical".to_string(), |p| format!("{p:.2}")),
+                ),
+                (false, None) => ("-".to_string(), "-".to_string()),
+            };
             [
                 r.label.clone(),
                 r.scheduler.clone(),
@@ -219,6 +251,8 @@ pub fn format_table(rows: &[TableRow]) -> String {
                 num(r.vae_ms, &format_ms),
                 num(r.its, &|v| format!("{v:.1}")),
                 speedup,
+                ssim,
+                psnr,
             ]
         })
         .collect();
@@ -471,22 +505,29 @@ mod tests {
         let lines: Vec<&str> = table.lines().collect();
         assert_eq!(lines.len(), 4, "{table}");
         assert!(
-            lines[0].starts_with("run") && lines[0].ends_with("speedup"),
+            lines[0].starts_with("run") && lines[0].ends_with("speedup      SSIM   PSNR dB"),
             "{table}"
         );
         // Every column starts where its header does: "total ms" is right-aligned, so its
         // numbers end where the header ends.
         let end = lines[0].find("total ms").unwrap() + "total ms".len();
         assert_eq!(&lines[1][end - 3..end], "651", "{table}"); // 6 + 50 × 12.5 + 20
-        assert!(lines[1].ends_with("baseline"), "{table}");
-        // 651 / 276 = 2.36
-        assert!(lines[2].ends_with("2.36×"), "{table}");
+        fn last3(l: &str) -> Vec<&str> {
+            l.split_whitespace().rev().take(3).collect()
+        }
+        assert_eq!(last3(lines[1]), ["baseline"; 3], "{table}");
+        // 651 / 276 = 2.36 (no images here, so no quality numbers)
+        assert_eq!(last3(lines[2]), ["-", "-", "2.36×"], "{table}");
         assert!(
             lines[3].contains("~12.3"),
             "partial UNet time marked: {table}"
         );
         assert!(lines[3].contains("1/10"), "{table}");
-        assert!(lines[3].ends_with('-'), "no speedup while running: {table}");
+        assert_eq!(
+            last3(lines[3]),
+            ["-"; 3],
+            "no speedup while running: {table}"
+        );
         assert!(!lines[1].contains('~'), "{table}");
     }
 
@@ -496,5 +537,39 @@ mod tests {
         assert_eq!(format_ms(123.456), "123");
         assert_eq!(format_ms(12.345), "12.3");
         assert_eq!(format_ms(1.2345), "1.23");
+    }
+
+    #[test]
+    fn quality_is_measured_against_the_baseline_image_for_finished_rows_only() {
+        let base = RgbImage::from_fn(16, 16, |x, y| {
+            image::Rgb([(x * 16) as u8, (y * 16) as u8, 0])
+        });
+        let mut other = base.clone();
+        other.put_pixel(3, 3, image::Rgb([255, 255, 255]));
+        let finished = || TableRow {
+            state: RowState::Finished,
+            ..TableRow::default()
+        };
+        let mut rows = vec![finished(), finished(), TableRow::default(), finished()];
+        let images = [Some(&base), Some(&other), Some(&other), None];
+        with_quality(&mut rows, &images, 0);
+        assert_eq!(rows[0].quality, None, "the baseline itself");
+        assert_eq!(rows[1].quality, Some(compare(&base, &other).unwrap()));
+        assert_eq!(rows[2].quality, None, "not finished");
+        assert_eq!(rows[3].quality, None, "no image");
+        with_speedups(&mut rows, 0);
+        let text = format_table(&rows);
+        let header = text.lines().next().unwrap();
+        assert!(
+            header.contains("SSIM") && header.contains("PSNR dB"),
+            "{text}"
+        );
+        let ssim = format!("{:.4}", rows[1].quality.unwrap().ssim);
+        assert!(text.lines().nth(2).unwrap().contains(&ssim), "{text}");
+        assert_eq!(
+            text.lines().nth(1).unwrap().matches("baseline").count(),
+            3,
+            "{text}"
+        );
     }
 }

@@ -419,6 +419,22 @@ fn save_asks_only_when_something_finished() {
 
 // ---- draw snapshots ----
 
+#[test]
+fn finished_runs_get_quality_numbers_against_the_baseline_image() {
+    let mut app = app();
+    run_all(&mut app);
+    let ex = &app.exercises[0];
+    let rows = table_rows(ex);
+    let baseline = ex.runs[0].image.as_deref().unwrap();
+    assert!(rows[0].is_baseline && rows[0].quality.is_none());
+    for (i, (row, run)) in rows.iter().zip(&ex.runs).enumerate().skip(1) {
+        let image = run.image.as_deref().unwrap();
+        let want = crate::report::quality::compare(baseline, image).unwrap();
+        assert_eq!(row.quality, Some(want), "run {i}");
+        assert!(want.ssim < 1.0, "the fake images differ by step count");
+    }
+}
+
 fn render(app: &App, w: u16, h: u16) -> String {
     let mut images = Images::new(Picker::halfblocks(), Encoder::Inline);
     images.sync(app);

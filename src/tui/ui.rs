@@ -352,14 +352,30 @@ fn row_cells(row: &TableRow, wide: bool) -> Vec<Cell<'static>> {
     if wide {
         cells.push(Cell::from(row.unet.clone()));
     }
+    cells.push(Cell::from(mark(row.total_ms, &fmt_ms)));
+    if wide {
+        cells.push(Cell::from(mark(row.text_ms, &fmt_ms)));
+    }
     cells.extend([
-        Cell::from(mark(row.total_ms, &fmt_ms)),
-        Cell::from(mark(row.text_ms, &fmt_ms)),
         Cell::from(unet),
         Cell::from(mark(row.vae_ms, &fmt_ms)),
         Cell::from(mark(row.its, &|v| format!("{v:.1}"))),
         Cell::from(speedup),
     ]);
+    // Quality against the baseline's image: SSIM always, PSNR when there is room.
+    let (ssim, psnr) = match (row.is_baseline, row.quality) {
+        (true, _) => ("base".to_string(), "base".to_string()),
+        (false, Some(q)) => (
+            format!("{:.3}", q.ssim),
+            q.psnr_db
+                .map_or_else(|| "same".to_string(), |p| format!("{p:.1}")),
+        ),
+        (false, None) => ("–".to_string(), "–".to_string()),
+    };
+    cells.push(Cell::from(ssim));
+    if wide {
+        cells.push(Cell::from(psnr));
+    }
     cells
 }
 
@@ -379,15 +395,26 @@ fn draw_table(ex: &ExerciseState, frame: &mut Frame, area: Rect) {
         header.push("UNet");
         widths.push(Constraint::Length(9));
     }
-    header.extend(["total", "text", "UNet (/step)", "VAE", "it/s", "speedup"]);
+    // Narrow: the text encoder's time (the same for every run) gives way to the label.
+    header.push("total");
+    widths.push(Constraint::Length(7));
+    if wide {
+        header.push("text");
+        widths.push(Constraint::Length(6));
+    }
+    header.extend(["UNet (/step)", "VAE", "it/s", "speedup"]);
     widths.extend([
-        Constraint::Length(7),
-        Constraint::Length(6),
         Constraint::Length(if wide { 16 } else { 15 }),
         Constraint::Length(6),
         Constraint::Length(5),
         Constraint::Length(7),
     ]);
+    header.push("SSIM");
+    widths.push(Constraint::Length(5));
+    if wide {
+        header.push("PSNR dB");
+        widths.push(Constraint::Length(7));
+    }
     let body = rows.iter().map(|r| {
         let style = match r.state {
             RowState::Finished => Style::new(),
@@ -406,7 +433,7 @@ fn draw_table(ex: &ExerciseState, frame: &mut Frame, area: Rect) {
         .header(Row::new(header).style(Style::new().bold().underlined()))
         .column_spacing(1)
         .block(Block::new().borders(Borders::TOP).title(format!(
-            " Timings (speedup = baseline total ÷ total; ~ partial){saved} "
+            " Timings (~ partial; speedup and SSIM/PSNR against the baseline run){saved} "
         )));
     frame.render_widget(table, area);
 }
@@ -461,10 +488,15 @@ fn draw_help(app: &App, images: &Images, frame: &mut Frame, area: Rect) {
         kb(images.final_bytes),
     )));
     lines.push(Line::styled(
-        "previews: the latent-resolution x0 guess each step; the VAE decode replaces it at the end",
+        "previews: the x0 guess each step (latent size); the VAE image at the end",
         DIM,
     ));
-    let inner = popup(frame, area, 90, lines.len() as u16 + 3, "Help");
+    lines.push(Line::styled(
+        "SSIM/PSNR: the image vs the baseline run's, pixel by pixel (SSIM 1 = same). Low is not \
+         worse by itself: a style LoRA or another seed should score low.",
+        DIM,
+    ));
+    let inner = popup(frame, area, 90, lines.len() as u16 + 4, "Help");
     frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), inner);
 }
 
