@@ -22,6 +22,12 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$hash" ]; then
   [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$req"
   echo "$hash" > "$stamp"
+  # Older pins' venvs in the cache (~6 GB each) are no longer used by this checkout.
+  if [ "$venv" != .venv-ref ]; then
+    for old in "$(dirname "$venv")"/venv-ref-*; do
+      [ "$old" = "$venv" ] || [ ! -d "$old" ] || rm -rf "$old"
+    done
+  fi
 fi
 if [ "$venv" != .venv-ref ]; then
   ln -sfn "$venv" .venv-ref
