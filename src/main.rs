@@ -433,6 +433,7 @@ fn exercise(
             &outcome.rows,
             &outcome.images,
             &outcome.reports,
+            &[],
         )?),
         None => None,
     };

@@ -14,7 +14,10 @@ use serde::Serialize;
 use super::{Exercise, what_happened};
 use crate::config::Config;
 use crate::pipeline::RunReport;
-use crate::report::table::{RowState, TableRow, format_table, with_quality, with_speedups};
+use crate::report::sheet::{Tile, contact_sheet};
+use crate::report::table::{
+    RowState, TableRow, format_ms, format_table, with_quality, with_speedups,
+};
 use crate::report::{save_png, write_atomic};
 use crate::rng::RngSource;
 use crate::runtime::Device;
@@ -297,8 +300,10 @@ struct SavedTimings<'a> {
     runs: &'a [Option<RunReport>],
 }
 
-/// Saves an exercise's images (one PNG per run that has one) and `timings.json` into a new
-/// folder `out_root/exercise-N-YYYYmmdd-HHMMSS` (UTC; `-2`, `-3`, … when that exists). Nothing
+/// Saves an exercise's images (one PNG per run that has one), `contact-sheet.png` (the images
+/// side by side under their titles), `timings.json`, `timings.csv` and `report.md` (which ties
+/// them together: the exercise text, the table with quality numbers, predictions against
+/// measurements, what happened) into a new folder `out_root/exercise-N-YYYYmmdd-HHMMSS` (UTC; `-2`, `-3`, … when that exists). Nothing
 /// is ever overwritten, and the folder appears whole: it is written beside and renamed into
 /// place. Returns the folder.
 pub fn save_exercise(
@@ -307,6 +312,7 @@ pub fn save_exercise(
     rows: &[TableRow],
     images: &[Option<RgbImage>],
     reports: &[Option<RunReport>],
+    predictions: &[Option<f64>],
 ) -> color_eyre::Result<PathBuf> {
     std::fs::create_dir_all(out_root).wrap_err_with(|| {
         format!(
@@ -340,11 +346,30 @@ pub fn save_exercise(
         runs: reports,
     };
     let json = serde_json::to_string_pretty(&timings)?;
-    write_atomic(&staging.path().join("timings.json"), |f| {
-        use std::io::Write;
-        f.write_all(json.as_bytes())?;
-        Ok(())
-    })?;
+    let write_text = |name: &str, text: &str| {
+        write_atomic(&staging.path().join(name), |f| {
+            use std::io::Write;
+            f.write_all(text.as_bytes())?;
+            Ok(())
+        })
+    };
+    write_text("timings.json", &json)?;
+    let tiles: Vec<Tile> = ex
+        .runs
+        .iter()
+        .enumerate()
+        .map(|(i, spec)| Tile {
+            title: spec.label.clone(),
+            subtitle: tile_subtitle(spec, rows.get(i)),
+            image: images.get(i).and_then(Option::as_ref),
+        })
+        .collect();
+    save_png(&staging.path().join(CONTACT_SHEET), &contact_sheet(&tiles))?;
+    write_text("timings.csv", &timings_csv(ex, rows, reports)?)?;
+    write_text(
+        "report.md",
+        &report_markdown(ex, rows, &timings.images, reports, predictions),
+    )?;
     // Claim a fresh name (create_dir fails if it exists), then move the staged folder onto
     // it: renaming a folder onto an empty one replaces it in one step.
     let stem = format!("exercise-{}-{}", ex.number, utc_stamp(SystemTime::now()));
@@ -380,6 +405,241 @@ pub fn save_exercise(
         "{} already holds 999 folders named {stem}*\nFix: choose another --out folder",
         out_root.display()
     )
+}
+
+const CONTACT_SHEET: &str = "contact-sheet.png";
+
+/// "20 steps · cfg 7.5 · 77.3 ms · SSIM 0.895" (what is known of the run).
+fn tile_subtitle(spec: &crate::exercises::RunSpec, row: Option<&TableRow>) -> String {
+    let mut parts = vec![format!("{} steps", spec.steps), format!("cfg {}", spec.cfg)];
+    if let Some(r) = row {
+        if let Some(t) = r.total_ms.filter(|_| r.state == RowState::Finished) {
+            parts.push(format!("{} ms", format_ms(t)));
+        }
+        if r.is_baseline {
+            parts.push("baseline".into());
+        } else if let Some(q) = r.quality {
+            parts.push(format!("SSIM {:.3}", q.ssim));
+        }
+    }
+    parts.join(" · ")
+}
+
+/// One CSV row per run: every phase, the quality numbers, and where it ran.
+fn timings_csv(
+    ex: &Exercise,
+    rows: &[TableRow],
+    reports: &[Option<RunReport>],
+) -> color_eyre::Result<String> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record([
+        "exercise",
+        "run",
+        "label",
+        "scheduler",
+        "steps",
+        "cfg",
+        "unet",
+        "seed",
+        "state",
+        "total_ms",
+        "text_ms",
+        "unet_ms",
+        "unet_ms_per_step",
+        "scheduler_ms",
+        "vae_ms",
+        "its",
+        "speedup",
+        "ssim",
+        "psnr_db",
+        "mean_abs_diff",
+        "provider",
+        "onnxruntime",
+        "model",
+        "width",
+        "height",
+    ])?;
+    let num = |v: Option<f64>| v.map(|v| format!("{v}")).unwrap_or_default();
+    for (i, (spec, row)) in ex.runs.iter().zip(rows).enumerate() {
+        let report = reports.get(i).and_then(Option::as_ref);
+        let q = row.quality;
+        w.write_record([
+            ex.number.to_string(),
+            (i + 1).to_string(),
+            spec.label.clone(),
+            spec.scheduler.to_string(),
+            row.steps.to_string(),
+            spec.cfg.to_string(),
+            spec.unet.clone(),
+            spec.seed.unwrap_or(ex.seed).to_string(),
+            format!("{:?}", row.state).to_lowercase(),
+            num(row.total_ms),
+            num(row.text_ms),
+            num(row.unet_ms),
+            num(row.unet_ms_per_step),
+            num(row.scheduler_ms),
+            num(row.vae_ms),
+            num(row.its),
+            num(row.speedup),
+            num(q.map(|q| q.ssim)),
+            num(q.and_then(|q| q.psnr_db)),
+            num(q.map(|q| q.mean_abs_diff)),
+            report
+                .map(|r| format!("{:?}", r.provider))
+                .unwrap_or_default(),
+            report
+                .map(|r| r.onnxruntime_version.clone())
+                .unwrap_or_default(),
+            report.map(|r| r.model.clone()).unwrap_or_default(),
+            report.map(|r| r.width.to_string()).unwrap_or_default(),
+            report.map(|r| r.height.to_string()).unwrap_or_default(),
+        ])?;
+    }
+    Ok(String::from_utf8(
+        w.into_inner().map_err(|e| eyre!("{e}"))?,
+    )?)
+}
+
+/// `report.md`: the exercise, its numbers and its images, linked by relative paths.
+fn report_markdown(
+    ex: &Exercise,
+    rows: &[TableRow],
+    images: &[Option<String>],
+    reports: &[Option<RunReport>],
+    predictions: &[Option<f64>],
+) -> String {
+    use std::fmt::Write;
+    let mut md = String::new();
+    let first = reports.iter().flatten().next();
+    let _ = writeln!(
+        md,
+        "# Exercise {}: {}
+",
+        ex.number, ex.title
+    );
+    let _ = writeln!(
+        md,
+        "{}
+",
+        ex.about
+    );
+    let _ = writeln!(md, "- prompt: `{}`", ex.prompt);
+    let _ = writeln!(md, "- seed: {} (the same for every run)", ex.seed);
+    if let Some(r) = first {
+        let _ = writeln!(
+            md,
+            "- ran on: {}, ONNX Runtime {}, model `{}`{}",
+            r.provider,
+            r.onnxruntime_version,
+            r.model,
+            if r.tiny_model {
+                " (the embedded tiny model: random weights, images are noise)"
+            } else {
+                ""
+            }
+        );
+    }
+    let _ = writeln!(
+        md,
+        "
+![the runs side by side]({CONTACT_SHEET})
+"
+    );
+    let _ = writeln!(
+        md,
+        "## Timings and quality
+"
+    );
+    let _ = writeln!(
+        md,
+        "Quality compares each image with the baseline run's, pixel by pixel (SSIM 1 = identical); \
+         it is closeness to the baseline, not beauty.\n"
+    );
+    let _ = writeln!(
+        md,
+        "| run | scheduler | steps | cfg | UNet | total ms | text ms | UNet ms/step | VAE ms | speedup | SSIM | PSNR dB | image |"
+    );
+    let _ = writeln!(md, "|---|---|--:|--:|---|--:|--:|--:|--:|--:|--:|--:|---|");
+    let cell = |v: Option<f64>| v.map(format_ms).unwrap_or_else(|| "–".into());
+    for (i, row) in rows.iter().enumerate() {
+        let (speedup, ssim, psnr) = if row.is_baseline {
+            (
+                "baseline".to_string(),
+                "baseline".to_string(),
+                "baseline".to_string(),
+            )
+        } else {
+            (
+                row.speedup.map_or("–".into(), |s| format!("{s:.2}×")),
+                row.quality.map_or("–".into(), |q| format!("{:.4}", q.ssim)),
+                row.quality.map_or("–".into(), |q| {
+                    q.psnr_db.map_or("identical".into(), |p| format!("{p:.2}"))
+                }),
+            )
+        };
+        let image = images
+            .get(i)
+            .and_then(Option::as_ref)
+            .map_or("–".into(), |n| format!("[{n}]({n})"));
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {speedup} | {ssim} | {psnr} | {image} |",
+            row.label,
+            row.scheduler,
+            row.steps,
+            row.cfg,
+            row.unet,
+            cell(row.total_ms),
+            cell(row.text_ms),
+            cell(row.unet_ms_per_step),
+            cell(row.vae_ms),
+        );
+    }
+    if !ex.questions.is_empty() {
+        let _ = writeln!(
+            md,
+            "
+## Predictions
+"
+        );
+        for (i, q) in ex.questions.iter().enumerate() {
+            let measured = q.measure.value(rows);
+            let said = predictions.get(i).copied().flatten();
+            let verdict = match (said, measured) {
+                (Some(p), Some(m)) => crate::exercises::judge(p, m),
+                (None, Some(m)) => format!("measured {}", crate::exercises::times(m)),
+                (_, None) => "not measured (the runs did not all finish)".into(),
+            };
+            let _ = writeln!(md, "- {} — {verdict}", q.text);
+        }
+    }
+    let tiny = first.is_some_and(|r| r.tiny_model);
+    let notes = what_happened(ex, rows, tiny);
+    if !notes.is_empty() {
+        let _ = writeln!(
+            md,
+            "
+## What happened
+"
+        );
+        for n in notes {
+            // Indented notes continue the one before: a nested item.
+            match n.strip_prefix("  ") {
+                Some(more) => {
+                    let _ = writeln!(md, "  - {}", more.trim_start());
+                }
+                None => {
+                    let _ = writeln!(md, "- {n}");
+                }
+            }
+        }
+    }
+    let _ = writeln!(
+        md,
+        "
+Files: [timings.csv](timings.csv) (one row per run, every phase) · [timings.json](timings.json) (the full reports)"
+    );
+    md
 }
 
 /// `DPM-Solver++ 20` → `dpm-solver-20`.
@@ -447,8 +707,8 @@ mod tests {
         let rows: Vec<TableRow> = ex.runs.iter().map(|s| TableRow::new(s, false)).collect();
         let images = vec![Some(RgbImage::new(4, 4)), None, Some(RgbImage::new(4, 4))];
         let reports = vec![None, None, None];
-        let a = save_exercise(&root, &ex, &rows, &images, &reports).unwrap();
-        let b = save_exercise(&root, &ex, &rows, &images, &reports).unwrap();
+        let a = save_exercise(&root, &ex, &rows, &images, &reports, &[]).unwrap();
+        let b = save_exercise(&root, &ex, &rows, &images, &reports, &[]).unwrap();
         assert_ne!(a, b);
         for d in [&a, &b] {
             let mut names: Vec<String> = std::fs::read_dir(d)
@@ -458,7 +718,14 @@ mod tests {
             names.sort();
             assert_eq!(
                 names,
-                vec!["1-ddpm-50.png", "3-dpm-solver-10.png", "timings.json"]
+                vec![
+                    "1-ddpm-50.png",
+                    "3-dpm-solver-10.png",
+                    "contact-sheet.png",
+                    "report.md",
+                    "timings.csv",
+                    "timings.json"
+                ]
             );
         }
         let json: serde_json::Value =
@@ -467,6 +734,73 @@ mod tests {
         assert_eq!(json["images"][1], serde_json::Value::Null);
         // Only the two folders: no staging leftovers.
         assert_eq!(std::fs::read_dir(&root).unwrap().count(), 2);
+    }
+
+    #[test]
+    fn the_report_folder_is_complete_and_consistent() {
+        let dir = tempfile::tempdir().unwrap();
+        let ex = default_exercises().remove(0);
+        let mut rows: Vec<TableRow> = ex
+            .runs
+            .iter()
+            .enumerate()
+            .map(|(i, s)| TableRow::new(s, i == 0))
+            .collect();
+        for (i, row) in rows.iter_mut().enumerate() {
+            row.state = RowState::Finished;
+            row.total_ms = Some(100.0 / (i + 1) as f64);
+        }
+        let img =
+            |v: u8| RgbImage::from_fn(64, 64, |x, y| image::Rgb([v, (x * 4) as u8, (y * 4) as u8]));
+        let images = vec![Some(img(10)), Some(img(40)), None];
+        with_speedups(&mut rows, 0);
+        let refs: Vec<Option<&RgbImage>> = images.iter().map(Option::as_ref).collect();
+        with_quality(&mut rows, &refs, 0);
+        let folder = save_exercise(
+            dir.path(),
+            &ex,
+            &rows,
+            &images,
+            &[None, None, None],
+            &[Some(2.5), None],
+        )
+        .unwrap();
+
+        // The contact sheet: one tile per run, 64×64 images shown 5×.
+        let sheet = image::open(folder.join("contact-sheet.png")).unwrap();
+        let want = crate::report::sheet::sheet_size(3, 64, 64);
+        assert_eq!((sheet.width(), sheet.height()), want);
+
+        // The CSV parses: a header and one record per run, with the quality numbers.
+        let mut reader = csv::Reader::from_path(folder.join("timings.csv")).unwrap();
+        let header = reader.headers().unwrap().clone();
+        let records: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+        assert_eq!(records.len(), 3);
+        let col = |name: &str| header.iter().position(|h| h == name).unwrap();
+        assert_eq!(&records[1][col("label")], "DPM-Solver++ 20");
+        let ssim: f64 = records[1][col("ssim")].parse().unwrap();
+        assert_eq!(ssim, rows[1].quality.unwrap().ssim);
+        assert_eq!(&records[0][col("ssim")], "", "no quality for the baseline");
+        let speedup: f64 = records[2][col("speedup")].parse().unwrap();
+        assert!((speedup - 3.0).abs() < 1e-12);
+
+        // Every relative link in report.md points at a file of the folder.
+        let md = std::fs::read_to_string(folder.join("report.md")).unwrap();
+        let mut links = 0;
+        for part in md.split("](").skip(1) {
+            let target = &part[..part.find(')').unwrap()];
+            assert!(folder.join(target).is_file(), "broken link {target}");
+            links += 1;
+        }
+        assert_eq!(links, 5, "sheet, two images, csv, json: {md}");
+        assert!(
+            md.contains("you said 2.5×"),
+            "the prediction is reported: {md}"
+        );
+        assert!(
+            md.contains(&format!("{:.4}", rows[1].quality.unwrap().ssim)),
+            "{md}"
+        );
     }
 
     #[test]

@@ -360,6 +360,7 @@ fn save(app: &App, exercise: usize, saver: &dyn Saver) -> color_eyre::Result<Pat
             .map(|r| r.image.as_deref().filter(|_| r.image_final))
             .collect(),
         reports: ex.runs.iter().map(|r| r.report.as_deref()).collect(),
+        predictions: ex.predictions.clone(),
     };
     saver.save_exercise(&request)
 }

@@ -15,6 +15,8 @@ pub struct SaveRequest<'a> {
     pub rows: Vec<TableRow>,
     pub images: Vec<Option<&'a RgbImage>>,
     pub reports: Vec<Option<&'a RunReport>>,
+    /// The user's answers to the exercise's questions.
+    pub predictions: Vec<Option<f64>>,
 }
 
 pub trait Saver {
@@ -39,6 +41,7 @@ impl Saver for FolderSaver {
             &req.rows,
             &images,
             &reports,
+            &req.predictions,
         )
     }
 }
@@ -59,6 +62,7 @@ mod tests {
             rows: vec![TableRow::default(); 3],
             images: vec![Some(&img), None, None],
             reports: vec![Some(&rep), None, None],
+            predictions: vec![Some(2.5), None],
         };
         let saver = FolderSaver {
             root: root.path().to_path_buf(),
