@@ -608,7 +608,11 @@ fn report_markdown(
             let verdict = match (said, measured) {
                 (Some(p), Some(m)) => crate::exercises::judge(p, m),
                 (None, Some(m)) => format!("measured {}", crate::exercises::times(m)),
-                (_, None) => "not measured (the runs did not all finish)".into(),
+                (Some(p), None) => format!(
+                    "you said {}; not measured (the runs did not all finish)",
+                    crate::exercises::times(p)
+                ),
+                (None, None) => "not measured (the runs did not all finish)".into(),
             };
             let _ = writeln!(md, "- {} — {verdict}", q.text);
         }

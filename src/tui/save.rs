@@ -76,8 +76,11 @@ mod tests {
                 .unwrap()
                 .filter(|e| e.as_ref().unwrap().path().extension() == Some("png".as_ref()))
                 .count();
-            assert_eq!(pngs, 1, "only the finished run's image");
+            assert_eq!(pngs, 2, "the finished run's image and the contact sheet");
+            assert!(dir.join("contact-sheet.png").is_file());
             assert!(dir.join("timings.json").is_file());
+            let md = std::fs::read_to_string(dir.join("report.md")).unwrap();
+            assert!(md.contains("you said 2.5×"), "the TUI's prediction: {md}");
         }
     }
 }
