@@ -734,7 +734,7 @@ fn exercise_json_has_rows_with_times_and_a_report_per_run() {
 }
 
 #[test]
-fn exercise_out_twice_makes_two_folders_of_three_pngs_and_a_json() {
+fn exercise_out_twice_makes_two_complete_report_folders() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().to_str().unwrap();
     for _ in 0..2 {
@@ -757,14 +757,24 @@ fn exercise_out_twice_makes_two_folders_of_three_pngs_and_a_json() {
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
             .collect();
-        let pngs: Vec<&String> = names.iter().filter(|n| n.ends_with(".png")).collect();
+        let pngs: Vec<&String> = names
+            .iter()
+            .filter(|n| n.ends_with(".png") && *n != "contact-sheet.png")
+            .collect();
         assert_eq!(pngs.len(), 3, "{names:?}");
         for p in pngs {
             let img = image::open(f.join(p)).unwrap();
             assert_eq!((img.width(), img.height()), (64, 64));
         }
-        assert!(names.contains(&"timings.json".to_string()), "{names:?}");
-        assert_eq!(names.len(), 4, "{names:?}");
+        for file in [
+            "contact-sheet.png",
+            "timings.json",
+            "timings.csv",
+            "report.md",
+        ] {
+            assert!(names.contains(&file.to_string()), "{file}: {names:?}");
+        }
+        assert_eq!(names.len(), 7, "{names:?}");
         json_file(&f.join("timings.json"));
     }
 }
