@@ -3,6 +3,7 @@
 //! questions to answer before running (a number the user may type), and a note after the runs
 //! that reads the actual measurements.
 
+pub mod cheatsheet;
 pub mod headless;
 
 use color_eyre::eyre::bail;

@@ -1,0 +1,417 @@
+//! Exercise 4, the decision cheat sheet, as data: three scenarios, the approaches speedscape can
+//! run, our reference answers, and each scenario's measurable constraint. The user's answers are
+//! kept between sessions in a JSON file written atomically; a damaged file is reported, never
+//! silently replaced.
+
+use std::path::Path;
+
+use color_eyre::eyre::{WrapErr, eyre};
+use serde::{Deserialize, Serialize};
+
+use crate::report::write_atomic;
+use crate::schedulers::SchedulerKind;
+
+/// What a scenario's choice can be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "method", rename_all = "snake_case")]
+pub enum Approach {
+    /// DPM-Solver++ on the base UNet (or the style UNet), cfg 7.5.
+    DpmSolver { steps: usize },
+    /// LCM-LoRA (`unet_lcm`), LCM scheduler, cfg 1.5.
+    Lcm { steps: usize },
+    /// LCM-LoRA fused with the style LoRA (`unet_lcm_style`), cfg 1.5.
+    LcmStyle { steps: usize },
+    /// A one-step distilled model (SD-Turbo and the like): not installed here.
+    OneStep,
+}
+
+impl Approach {
+    /// Shown in lists and reports.
+    pub fn label(self) -> String {
+        match self {
+            Approach::DpmSolver { steps } => format!("DPM-Solver++ {steps}"),
+            Approach::Lcm { steps } => format!("LCM-LoRA {steps}"),
+            Approach::LcmStyle { steps } => format!("LCM-LoRA + style {steps}"),
+            Approach::OneStep => "SD-Turbo / one-step (not installed)".into(),
+        }
+    }
+
+    /// `(scheduler, steps, cfg, unet variant)`, or `None` when speedscape cannot run it.
+    pub fn run(self) -> Option<(SchedulerKind, usize, f32, &'static str)> {
+        match self {
+            Approach::DpmSolver { steps } => Some((SchedulerKind::DpmSolverPp, steps, 7.5, "base")),
+            Approach::Lcm { steps } => Some((SchedulerKind::Lcm, steps, 1.5, "lcm")),
+            Approach::LcmStyle { steps } => Some((SchedulerKind::Lcm, steps, 1.5, "lcm_style")),
+            Approach::OneStep => None,
+        }
+    }
+
+    /// `dpmpp:20`, `lcm:4`, `lcm_style:4`, `turbo` (the `--choice` spelling).
+    pub fn parse(text: &str) -> color_eyre::Result<Self> {
+        let (method, steps) = text.split_once(':').unwrap_or((text, ""));
+        let steps = || -> color_eyre::Result<usize> {
+            let n: usize = steps.parse().map_err(|_| {
+                eyre!("{text:?}: the step count after ':' must be a whole number ≥ 1")
+            })?;
+            if n == 0 {
+                return Err(eyre!("{text:?}: the step count must be ≥ 1"));
+            }
+            Ok(n)
+        };
+        match method {
+            "dpmpp" => Ok(Approach::DpmSolver { steps: steps()? }),
+            "lcm" => Ok(Approach::Lcm { steps: steps()? }),
+            "lcm_style" => Ok(Approach::LcmStyle { steps: steps()? }),
+            "turbo" | "one-step" => Ok(Approach::OneStep),
+            _ => Err(eyre!(
+                "unknown approach {text:?}\nFix: use dpmpp:N, lcm:N, lcm_style:N or turbo (not installed)"
+            )),
+        }
+    }
+}
+
+/// The four dimensions a choice is judged on.
+pub const DIMENSIONS: [&str; 4] = ["speed", "quality", "flexibility", "composability"];
+
+/// A measurable condition the scenario puts on its choice.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Constraint {
+    /// End-to-end time of one image under `ms`.
+    LatencyUnder { ms: f64 },
+    /// At least `images` images in `hours` hours: each image within hours·3600/images seconds.
+    Throughput { images: u32, hours: f64 },
+    /// SSIM of the choice's image against the alternative's at least `min`.
+    SimilarityAtLeast { min: f64 },
+}
+
+/// What a verification run measured.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Measured {
+    /// End-to-end time of the chosen approach's image (ms).
+    pub total_ms: f64,
+    /// SSIM of the chosen image against the alternative's.
+    pub ssim_vs_alternative: Option<f64>,
+}
+
+/// A constraint's verdict, with the numbers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verdict {
+    pub passed: bool,
+    pub text: String,
+}
+
+impl Constraint {
+    pub fn describe(self) -> String {
+        match self {
+            Constraint::LatencyUnder { ms } => format!("one image end to end in under {ms:.0} ms"),
+            Constraint::Throughput { images, hours } => format!(
+                "{images} images in {hours} h: at most {:.1} s an image",
+                hours * 3600.0 / f64::from(images)
+            ),
+            Constraint::SimilarityAtLeast { min } => {
+                format!("SSIM against the alternative's image at least {min:.2}")
+            }
+        }
+    }
+
+    pub fn check(self, m: &Measured) -> Verdict {
+        match self {
+            Constraint::LatencyUnder { ms } => Verdict {
+                passed: m.total_ms < ms,
+                text: format!("{:.0} ms against a limit of {ms:.0} ms", m.total_ms),
+            },
+            Constraint::Throughput { images, hours } => {
+                let budget = hours * 3600.0 / f64::from(images);
+                let per_image = m.total_ms / 1e3;
+                Verdict {
+                    passed: per_image <= budget,
+                    text: format!(
+                        "{per_image:.2} s an image against {budget:.1} s ({:.0} images in {hours} h)",
+                        (hours * 3600.0 / per_image.max(1e-9)).floor()
+                    ),
+                }
+            }
+            Constraint::SimilarityAtLeast { min } => match m.ssim_vs_alternative {
+                Some(s) => Verdict {
+                    passed: s >= min,
+                    text: format!("SSIM {s:.3} against a threshold of {min:.2}"),
+                },
+                None => Verdict {
+                    passed: false,
+                    text: "no SSIM: the alternative's image is missing".into(),
+                },
+            },
+        }
+    }
+}
+
+/// One scenario of the cheat sheet.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scenario {
+    /// 'A', 'B', 'C'.
+    pub key: char,
+    pub title: &'static str,
+    pub brief: &'static str,
+    pub constraint: Constraint,
+    /// Our answer: the approach and a line per dimension.
+    pub reference: Approach,
+    pub reasoning: [&'static str; 4],
+    /// What verification runs by default: the choice against this alternative.
+    pub default_choice: Approach,
+    pub alternative: Approach,
+}
+
+/// The three scenarios, in our words.
+pub fn scenarios() -> Vec<Scenario> {
+    vec![
+        Scenario {
+            key: 'A',
+            title: "Concept artist",
+            brief: "Vanilla SD v1.5; 50 or more variations of an idea in an afternoon; previews, \
+                    not production images.",
+            constraint: Constraint::Throughput {
+                images: 50,
+                hours: 4.0,
+            },
+            reference: Approach::DpmSolver { steps: 20 },
+            reasoning: [
+                "speed: 20 steps instead of 50 is ~2.5× faster with no new weights",
+                "quality: close to the 50-step image; plenty for previews",
+                "flexibility: any prompt, any cfg, negative prompts keep working",
+                "composability: nothing to combine yet; LCM-LoRA is the next step if 20 is still slow",
+            ],
+            default_choice: Approach::DpmSolver { steps: 20 },
+            alternative: Approach::DpmSolver { steps: 50 },
+        },
+        Scenario {
+            key: 'B',
+            title: "Game studio",
+            brief: "A custom SD v1.5 fine-tune for character portraits at good quality, with a \
+                    ControlNet pose model; quality matters more than speed.",
+            constraint: Constraint::SimilarityAtLeast { min: 0.8 },
+            reference: Approach::DpmSolver { steps: 20 },
+            reasoning: [
+                "speed: secondary; 20 solver steps are already a 2.5× saving",
+                "quality: a sampler swap keeps the fine-tune's own look; LCM-LoRA was distilled \
+                 from the base model, not from this fine-tune",
+                "flexibility: full cfg range and negative prompts for art direction",
+                "composability: ControlNet works with any sampler; LCM-LoRA with a fine-tune \
+                 and ControlNet is a gamble to verify first",
+            ],
+            default_choice: Approach::Lcm { steps: 8 },
+            alternative: Approach::DpmSolver { steps: 20 },
+        },
+        Scenario {
+            key: 'C',
+            title: "A/B tester",
+            brief: "An image on every page load from a fixed prompt template; no custom models; \
+                    under 1 second end to end; a little quality loss is fine.",
+            constraint: Constraint::LatencyUnder { ms: 1000.0 },
+            reference: Approach::Lcm { steps: 4 },
+            reasoning: [
+                "speed: 4 steps at cfg 1.5 (one UNet call a step) is the only option here that \
+                 can meet a 1 s budget on one GPU",
+                "quality: a little softer than 20 solver steps, acceptable by the brief",
+                "flexibility: low cfg means weaker prompt adherence and no negative prompt — \
+                 fine for a fixed template",
+                "composability: a LoRA, so it stacks with a style LoRA if the brand needs one",
+            ],
+            default_choice: Approach::Lcm { steps: 4 },
+            alternative: Approach::DpmSolver { steps: 20 },
+        },
+    ]
+}
+
+/// The user's answer to one scenario.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Answer {
+    pub choice: Option<Approach>,
+    /// One line per dimension, in [`DIMENSIONS`] order.
+    #[serde(default)]
+    pub notes: [String; 4],
+    /// B's threshold as the user set it (None: the scenario's default).
+    #[serde(default)]
+    pub threshold: Option<f64>,
+}
+
+/// Every answer, keyed by scenario letter; what `cheatsheet.json` holds.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Answers {
+    pub format: u32,
+    pub answers: std::collections::BTreeMap<char, Answer>,
+}
+
+impl Answers {
+    /// Reads `path`; a missing file is an empty sheet. A file that does not parse (damaged, half
+    /// written by something else) is an error naming it — it is never overwritten silently.
+    pub fn load(path: &Path) -> color_eyre::Result<Self> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(Self {
+                    format: 1,
+                    ..Self::default()
+                });
+            }
+            Err(e) => return Err(e).wrap_err_with(|| format!("reading {}", path.display())),
+        };
+        serde_json::from_str(&text).map_err(|e| {
+            eyre!(
+                "{} is damaged ({e}); your cheat-sheet answers are in it\nFix: repair or move it away; speedscape will not overwrite it",
+                path.display()
+            )
+        })
+    }
+
+    /// Writes `path` atomically (temp file + rename).
+    pub fn save(&self, path: &Path) -> color_eyre::Result<()> {
+        let json = serde_json::to_string_pretty(self)?;
+        write_atomic(path, |f| {
+            use std::io::Write;
+            f.write_all(json.as_bytes())?;
+            Ok(())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn approaches_parse_from_their_spelling_and_say_what_they_run() {
+        assert_eq!(
+            Approach::parse("lcm:4").unwrap(),
+            Approach::Lcm { steps: 4 }
+        );
+        assert_eq!(
+            Approach::parse("dpmpp:20").unwrap().run(),
+            Some((SchedulerKind::DpmSolverPp, 20, 7.5, "base"))
+        );
+        assert_eq!(Approach::parse("turbo").unwrap().run(), None);
+        for bad in ["lcm", "lcm:0", "lcm:x", "euler:4"] {
+            let e = format!("{}", Approach::parse(bad).unwrap_err());
+            assert!(e.contains(bad), "{e}");
+        }
+    }
+
+    #[test]
+    fn constraints_pass_or_fail_on_the_numbers() {
+        let c = Constraint::LatencyUnder { ms: 1000.0 };
+        let fast = Measured {
+            total_ms: 420.0,
+            ssim_vs_alternative: None,
+        };
+        let slow = Measured {
+            total_ms: 1300.0,
+            ssim_vs_alternative: None,
+        };
+        assert!(c.check(&fast).passed && !c.check(&slow).passed);
+        assert!(c.check(&slow).text.contains("1300 ms"));
+        // 50 images in 4 h: 288 s an image.
+        let t = Constraint::Throughput {
+            images: 50,
+            hours: 4.0,
+        };
+        assert!(
+            t.check(&Measured {
+                total_ms: 287_000.0,
+                ssim_vs_alternative: None
+            })
+            .passed
+        );
+        assert!(
+            !t.check(&Measured {
+                total_ms: 289_000.0,
+                ssim_vs_alternative: None
+            })
+            .passed
+        );
+        let s = Constraint::SimilarityAtLeast { min: 0.8 };
+        assert!(
+            s.check(&Measured {
+                total_ms: 1.0,
+                ssim_vs_alternative: Some(0.81)
+            })
+            .passed
+        );
+        assert!(
+            !s.check(&Measured {
+                total_ms: 1.0,
+                ssim_vs_alternative: Some(0.79)
+            })
+            .passed
+        );
+        assert!(
+            !s.check(&Measured {
+                total_ms: 1.0,
+                ssim_vs_alternative: None
+            })
+            .passed
+        );
+    }
+
+    #[test]
+    fn the_scenarios_verify_runnable_approaches() {
+        let all = scenarios();
+        assert_eq!(all.iter().map(|s| s.key).collect::<String>(), "ABC");
+        for s in &all {
+            assert!(s.default_choice.run().is_some() && s.alternative.run().is_some());
+            assert!(
+                s.reasoning
+                    .iter()
+                    .zip(DIMENSIONS)
+                    .all(|(r, d)| r.starts_with(d))
+            );
+        }
+    }
+
+    #[test]
+    fn answers_round_trip_through_their_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cheatsheet.json");
+        let empty = Answers::load(&path).unwrap();
+        assert!(empty.answers.is_empty());
+        let mut a = empty.clone();
+        a.answers.insert(
+            'C',
+            Answer {
+                choice: Some(Approach::Lcm { steps: 4 }),
+                notes: [
+                    "fast".into(),
+                    "ok".into(),
+                    "fixed prompt".into(),
+                    "a LoRA".into(),
+                ],
+                threshold: None,
+            },
+        );
+        a.save(&path).unwrap();
+        assert_eq!(Answers::load(&path).unwrap(), a);
+    }
+
+    #[test]
+    fn a_damaged_or_half_written_file_is_reported_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cheatsheet.json");
+        let mut a = Answers::load(&path).unwrap();
+        a.answers.insert('A', Answer::default());
+        a.save(&path).unwrap();
+        let full = std::fs::read_to_string(&path).unwrap();
+        let half = &full[..full.len() / 2];
+        std::fs::write(&path, half).unwrap();
+        let e = format!("{}", Answers::load(&path).unwrap_err());
+        assert!(
+            e.contains("damaged") && e.contains("will not overwrite"),
+            "{e}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            half,
+            "left as it was"
+        );
+    }
+}
