@@ -83,8 +83,18 @@ enum Command {
     /// Run every run of exercise N headless: progress on stderr, the timing table and what
     /// happened on stdout.
     Exercise {
-        /// The exercise's number (1–3 by default; config.toml's [[exercises]] may add more).
+        /// The exercise's number (1–3 by default; config.toml's [[exercises]] may add more;
+        /// 4 verifies a cheat-sheet scenario, see --scenario).
         number: usize,
+        /// Exercise 4: the scenario to verify (A concept artist, B game studio, C A/B tester).
+        #[arg(long)]
+        scenario: Option<char>,
+        /// Exercise 4: the approach to verify (dpmpp:N, lcm:N, lcm_style:N); default: the scenario's.
+        #[arg(long)]
+        choice: Option<String>,
+        /// Exercise 4, scenario B: the SSIM threshold (default 0.8).
+        #[arg(long)]
+        threshold: Option<f64>,
         /// Save every run's PNG and a timings JSON into a new folder under this one.
         #[arg(long)]
         out: Option<PathBuf>,
@@ -196,11 +206,31 @@ fn main() -> color_eyre::Result<()> {
         }) => doctor(&config, device, model_dir.as_deref(), json),
         Some(Command::Models(args)) => models(&config, args),
         Some(Command::Exercise {
+            number: 4,
+            scenario,
+            choice,
+            threshold,
+            out,
+            json,
+            device,
+            model_dir,
+        }) if scenario.is_some() || !has_exercise(&config, 4) => verify_scenario(
+            &config,
+            scenario,
+            choice,
+            threshold,
+            out.as_deref(),
+            json,
+            device,
+            model_dir,
+        ),
+        Some(Command::Exercise {
             number,
             out,
             json,
             device,
             model_dir,
+            ..
         }) => exercise(&config, number, out.as_deref(), json, device, model_dir),
         None => {
             let (graphics, graphics_source) = match cli.graphics {
@@ -411,6 +441,69 @@ fn models(config: &Config, args: ModelsArgs) -> color_eyre::Result<()> {
     if !ok {
         // The report above already says what failed and how to fix it.
         std::process::exit(1);
+    }
+    Ok(())
+}
+
+fn has_exercise(config: &Config, number: usize) -> bool {
+    config.exercises().iter().any(|e| e.number == number)
+}
+
+/// `speedscape exercise 4 --scenario X`: the cheat sheet's verification run, pass/fail with the
+/// numbers; exit 0 either way unless a run failed.
+#[allow(clippy::too_many_arguments)]
+fn verify_scenario(
+    config: &Config,
+    scenario: Option<char>,
+    choice: Option<String>,
+    threshold: Option<f64>,
+    out: Option<&Path>,
+    json: bool,
+    device: Option<Device>,
+    model_dir: Option<PathBuf>,
+) -> color_eyre::Result<()> {
+    use speedscape::exercises::{cheatsheet, headless};
+    let Some(key) = scenario else {
+        bail!(
+            "exercise 4 is the decision cheat sheet: it verifies one scenario's choice by a run\nFix: pass --scenario A, B or C (and optionally --choice lcm:4); the TUI lets you fill in the whole sheet"
+        );
+    };
+    let choice = choice
+        .as_deref()
+        .map(cheatsheet::Approach::parse)
+        .transpose()?;
+    let v = cheatsheet::verify(config, key, choice, threshold, device, model_dir, !json)?;
+    let saved = match out {
+        Some(root) => Some(headless::save_exercise(
+            root,
+            &v.outcome.exercise,
+            &v.outcome.rows,
+            &v.outcome.images,
+            &v.outcome.reports,
+            &[],
+        )?),
+        None => None,
+    };
+    if json {
+        let mut value = v.outcome.json();
+        value["scenario"] = v.scenario.key.to_string().into();
+        value["choice"] = v.choice.label().into();
+        value["constraint"] = v.constraint.describe().into();
+        value["passed"] = v.verdict.as_ref().map(|d| d.passed).into();
+        value["verdict"] = v.verdict.as_ref().map(|d| d.text.clone()).into();
+        if let Some(dir) = &saved {
+            value["saved"] = dir.display().to_string().into();
+        }
+        println!("{}", serde_json::to_string_pretty(&value)?);
+    } else {
+        print!("{}", v.outcome.render());
+        println!("\n{}", v.summary());
+        if let Some(dir) = &saved {
+            println!("saved in {}", dir.display());
+        }
+    }
+    if v.outcome.any_failed() {
+        bail!("a verification run did not finish; the constraint could not be checked");
     }
     Ok(())
 }

@@ -788,3 +788,47 @@ fn an_unknown_exercise_names_the_valid_numbers() {
     assert!(t.contains("1 (The sampler swap)"), "{t}");
     assert!(t.contains("3 (Composability)"), "{t}");
 }
+
+#[test]
+fn exercise_4_verifies_a_scenario_and_prints_pass_or_fail_with_numbers() {
+    let o = exercise(&["4", "--scenario", "C"]);
+    let t = text(&o);
+    assert!(o.status.success(), "pass or fail, the exit is 0: {t}");
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout.contains("LCM-LoRA 4 against DPM-Solver++ 20"),
+        "{stdout}"
+    );
+    let verdict = stdout
+        .lines()
+        .find(|l| l.starts_with("PASS: ") || l.starts_with("FAIL: "))
+        .expect("a verdict line");
+    assert!(
+        verdict.contains("ms against a limit of 1000 ms"),
+        "{verdict}"
+    );
+    // The tiny model is far under a second: this one passes.
+    assert!(verdict.starts_with("PASS"), "{verdict}");
+
+    let o = exercise(&["4", "--scenario", "b", "--threshold", "1.0", "--json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["scenario"], "B");
+    assert_eq!(v["passed"], false, "SSIM 1.0 needs identical images: {v}");
+    assert!(
+        v["verdict"].as_str().unwrap().contains("threshold of 1.00"),
+        "{v}"
+    );
+}
+
+#[test]
+fn exercise_4_without_a_scenario_or_with_an_unrunnable_choice_says_what_to_do() {
+    let t = text(&exercise(&["4"]));
+    assert!(t.contains("--scenario A, B or C"), "{t}");
+    let o = exercise(&["4", "--scenario", "A", "--choice", "turbo"]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("not installed"), "{}", text(&o));
+    let o = exercise(&["4", "--scenario", "Z"]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("no scenario 'Z'"), "{}", text(&o));
+}

@@ -153,6 +153,8 @@ pub struct Scenario {
     pub key: char,
     pub title: &'static str,
     pub brief: &'static str,
+    /// The prompt its verification runs (the same for the choice and the alternative).
+    pub prompt: &'static str,
     pub constraint: Constraint,
     /// Our answer: the approach and a line per dimension.
     pub reference: Approach,
@@ -168,6 +170,7 @@ pub fn scenarios() -> Vec<Scenario> {
         Scenario {
             key: 'A',
             title: "Concept artist",
+            prompt: "a small cottage on a hillside at sunset, warm golden light, detailed",
             brief: "Vanilla SD v1.5; 50 or more variations of an idea in an afternoon; previews, \
                     not production images.",
             constraint: Constraint::Throughput {
@@ -187,6 +190,7 @@ pub fn scenarios() -> Vec<Scenario> {
         Scenario {
             key: 'B',
             title: "Game studio",
+            prompt: "portrait of a fantasy knight character, detailed armor, studio lighting",
             brief: "A custom SD v1.5 fine-tune for character portraits at good quality, with a \
                     ControlNet pose model; quality matters more than speed.",
             constraint: Constraint::SimilarityAtLeast { min: 0.8 },
@@ -205,6 +209,7 @@ pub fn scenarios() -> Vec<Scenario> {
         Scenario {
             key: 'C',
             title: "A/B tester",
+            prompt: "a product photo of a red sneaker on a white background",
             brief: "An image on every page load from a fixed prompt template; no custom models; \
                     under 1 second end to end; a little quality loss is fine.",
             constraint: Constraint::LatencyUnder { ms: 1000.0 },
@@ -275,6 +280,121 @@ impl Answers {
             Ok(())
         })
     }
+}
+
+/// A scenario's verification: its choice run against its alternative, and the constraint's verdict.
+pub struct Verification {
+    pub scenario: Scenario,
+    pub choice: Approach,
+    pub constraint: Constraint,
+    pub outcome: super::headless::ExerciseOutcome,
+    /// `None` when a run did not finish.
+    pub verdict: Option<Verdict>,
+}
+
+impl Verification {
+    /// The exercise that runs it: the alternative first (the baseline quality is measured
+    /// against), then the choice; the same seed and prompt for both.
+    pub fn exercise(scenario: &Scenario, choice: Approach) -> color_eyre::Result<super::Exercise> {
+        let spec = |a: Approach| -> color_eyre::Result<super::RunSpec> {
+            let (scheduler, steps, cfg, unet) = a.run().ok_or_else(|| {
+                eyre!(
+                    "{} cannot be verified: no one-step model is installed in speedscape\nFix: pick one it can run (dpmpp:N, lcm:N, lcm_style:N)",
+                    a.label()
+                )
+            })?;
+            Ok(super::RunSpec {
+                label: a.label(),
+                scheduler,
+                steps,
+                cfg,
+                unet: unet.into(),
+                prompt: None,
+                seed: None,
+            })
+        };
+        Ok(super::Exercise {
+            number: 4,
+            title: format!("Cheat sheet, scenario {}: {}", scenario.key, scenario.title),
+            about: scenario.brief.into(),
+            prompt: scenario.prompt.into(),
+            negative_prompt: String::new(),
+            seed: 42,
+            runs: vec![spec(scenario.alternative)?, spec(choice)?],
+            baseline: 0,
+            questions: Vec::new(),
+        })
+    }
+
+    /// The verdict as printed: "PASS — 420 ms against a limit of 1000 ms".
+    pub fn summary(&self) -> String {
+        let head = format!(
+            "scenario {} ({}): {} against {} — {}",
+            self.scenario.key,
+            self.scenario.title,
+            self.choice.label(),
+            self.scenario.alternative.label(),
+            self.constraint.describe()
+        );
+        match &self.verdict {
+            Some(v) => format!(
+                "{head}\n{}: {}",
+                if v.passed { "PASS" } else { "FAIL" },
+                v.text
+            ),
+            None => format!("{head}\nnot verified: a run did not finish"),
+        }
+    }
+}
+
+/// Finds scenario `key` (A, B or C, either case).
+pub fn scenario(key: char) -> color_eyre::Result<Scenario> {
+    scenarios()
+        .into_iter()
+        .find(|s| s.key == key.to_ascii_uppercase())
+        .ok_or_else(|| eyre!("no scenario {key:?}\nFix: use A (concept artist), B (game studio) or C (A/B tester)"))
+}
+
+/// Runs scenario `key`'s verification through the worker: `choice` (default: the scenario's)
+/// against its alternative; `threshold` replaces B's SSIM threshold.
+pub fn verify(
+    config: &crate::config::Config,
+    key: char,
+    choice: Option<Approach>,
+    threshold: Option<f64>,
+    device: Option<crate::runtime::Device>,
+    model_dir: Option<std::path::PathBuf>,
+    progress: bool,
+) -> color_eyre::Result<Verification> {
+    let scenario = scenario(key)?;
+    let choice = choice.unwrap_or(scenario.default_choice);
+    let constraint = match (scenario.constraint, threshold) {
+        (Constraint::SimilarityAtLeast { .. }, Some(min)) => {
+            if !(-1.0..=1.0).contains(&min) {
+                return Err(eyre!(
+                    "--threshold {min} is not an SSIM\nFix: use a value between -1 and 1, e.g. 0.8"
+                ));
+            }
+            Constraint::SimilarityAtLeast { min }
+        }
+        (c, _) => c,
+    };
+    let ex = Verification::exercise(&scenario, choice)?;
+    let outcome = super::headless::run_exercise(config, &ex, device, model_dir, progress)?;
+    let verdict = (!outcome.any_failed()).then(|| {
+        let row = &outcome.rows[1];
+        constraint.check(&Measured {
+            total_ms: row.total_ms.unwrap_or(f64::INFINITY),
+            ssim_vs_alternative: row.quality.map(|q| q.ssim),
+        })
+    });
+    Ok(Verification {
+        scenario,
+        choice,
+        constraint,
+        outcome,
+        verdict,
+    })
 }
 
 #[cfg(test)]
