@@ -474,14 +474,34 @@ fn verify_scenario(
         .transpose()?;
     let v = cheatsheet::verify(config, key, choice, threshold, device, model_dir, !json)?;
     let saved = match out {
-        Some(root) => Some(headless::save_exercise(
-            root,
-            &v.outcome.exercise,
-            &v.outcome.rows,
-            &v.outcome.images,
-            &v.outcome.reports,
-            &[],
-        )?),
+        Some(root) => {
+            // The user's answers live beside the reports (written by the TUI); a damaged file
+            // stops here with its name rather than being replaced.
+            let answers = cheatsheet::Answers::load(&root.join("cheatsheet.json"))?;
+            let dir = headless::save_exercise(
+                root,
+                &v.outcome.exercise,
+                &v.outcome.rows,
+                &v.outcome.images,
+                &v.outcome.reports,
+                &[],
+            )?;
+            let checked = cheatsheet::Checked {
+                key: v.scenario.key,
+                choice: v.choice.label(),
+                alternative: v.scenario.alternative.label(),
+                constraint: v.constraint.describe(),
+                verdict: v.verdict.clone(),
+                image: Some("contact-sheet.png".into()),
+            };
+            let md = cheatsheet::markdown(&answers, &[checked]);
+            speedscape::report::write_atomic(&dir.join("cheatsheet.md"), |f| {
+                use std::io::Write;
+                f.write_all(md.as_bytes())?;
+                Ok(())
+            })?;
+            Some(dir)
+        }
         None => None,
     };
     if json {

@@ -832,3 +832,38 @@ fn exercise_4_without_a_scenario_or_with_an_unrunnable_choice_says_what_to_do() 
     assert!(!o.status.success());
     assert!(text(&o).contains("no scenario 'Z'"), "{}", text(&o));
 }
+
+#[test]
+fn exercise_4_out_writes_the_cheat_sheet_and_never_replaces_damaged_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().to_str().unwrap();
+    let o = exercise(&["4", "--scenario", "C", "--out", out]);
+    assert!(o.status.success(), "{}", text(&o));
+    let folder = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.is_dir())
+        .unwrap();
+    let md = std::fs::read_to_string(folder.join("cheatsheet.md")).unwrap();
+    assert!(
+        md.contains("Verified: LCM-LoRA 4 against DPM-Solver++ 20"),
+        "{md}"
+    );
+    assert!(md.contains("ms against a limit of 1000 ms**"), "{md}");
+    assert!(folder.join("contact-sheet.png").is_file());
+
+    let answers = dir.path().join("cheatsheet.json");
+    std::fs::write(&answers, "{\"format\": 1, \"answ").unwrap();
+    let o = exercise(&["4", "--scenario", "C", "--out", out]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("cheatsheet.json is damaged"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(
+        std::fs::read_to_string(&answers).unwrap(),
+        "{\"format\": 1, \"answ",
+        "left as it was"
+    );
+}

@@ -535,3 +535,109 @@ mod tests {
         );
     }
 }
+
+/// A verification's result as the cheat sheet shows it.
+pub struct Checked {
+    pub key: char,
+    pub choice: String,
+    pub alternative: String,
+    pub constraint: String,
+    /// `None`: a run did not finish.
+    pub verdict: Option<Verdict>,
+    /// The contact sheet of the two runs, relative to the Markdown file.
+    pub image: Option<String>,
+}
+
+/// The cheat sheet as Markdown: per scenario, the brief, the user's answer (if any), our
+/// reference answer with its reasoning, and the verification's verdict with its numbers.
+pub fn markdown(answers: &Answers, checked: &[Checked]) -> String {
+    use std::fmt::Write;
+    let mut md = String::from("# Decision cheat sheet\n\n");
+    md.push_str(
+        "Speed is one of four dimensions: speed, quality, flexibility, composability. Each choice \
+         below is checked by a measured run.\n",
+    );
+    for s in scenarios() {
+        let _ = writeln!(md, "\n## {}. {}\n\n{}\n", s.key, s.title, s.brief);
+        let _ = writeln!(md, "Constraint: {}.\n", s.constraint.describe());
+        match answers.answers.get(&s.key) {
+            Some(a) => {
+                let choice = a.choice.map_or("(no choice yet)".into(), |c| c.label());
+                let _ = writeln!(md, "**Your choice: {choice}**\n");
+                for (d, note) in DIMENSIONS.iter().zip(&a.notes) {
+                    if !note.is_empty() {
+                        let _ = writeln!(md, "- {d}: {note}");
+                    }
+                }
+                md.push('\n');
+            }
+            None => md.push_str("Your choice: not answered yet.\n\n"),
+        }
+        let _ = writeln!(md, "Reference: **{}**\n", s.reference.label());
+        for r in s.reasoning {
+            let _ = writeln!(md, "- {r}");
+        }
+        for c in checked.iter().filter(|c| c.key == s.key) {
+            let result = match &c.verdict {
+                Some(v) => format!("{} — {}", if v.passed { "PASS" } else { "FAIL" }, v.text),
+                None => "not verified: a run did not finish".into(),
+            };
+            let _ = writeln!(
+                md,
+                "\nVerified: {} against {} ({}): **{result}**",
+                c.choice, c.alternative, c.constraint
+            );
+            if let Some(img) = &c.image {
+                let _ = writeln!(md, "\n![{} against {}]({img})", c.choice, c.alternative);
+            }
+        }
+    }
+    md
+}
+
+#[cfg(test)]
+mod markdown_tests {
+    use super::*;
+
+    #[test]
+    fn the_sheet_shows_answers_references_and_verdicts() {
+        let mut answers = Answers::default();
+        answers.answers.insert(
+            'C',
+            Answer {
+                choice: Some(Approach::Lcm { steps: 4 }),
+                notes: [
+                    "under a second".into(),
+                    String::new(),
+                    String::new(),
+                    String::new(),
+                ],
+                threshold: None,
+            },
+        );
+        let checked = [Checked {
+            key: 'C',
+            choice: "LCM-LoRA 4".into(),
+            alternative: "DPM-Solver++ 20".into(),
+            constraint: Constraint::LatencyUnder { ms: 1000.0 }.describe(),
+            verdict: Some(Verdict {
+                passed: true,
+                text: "58 ms against a limit of 1000 ms".into(),
+            }),
+            image: Some("contact-sheet.png".into()),
+        }];
+        let md = markdown(&answers, &checked);
+        for s in scenarios() {
+            assert!(md.contains(&format!("## {}. {}", s.key, s.title)), "{md}");
+            assert!(md.contains(&s.reference.label()), "{md}");
+        }
+        assert!(md.contains("**Your choice: LCM-LoRA 4**"), "{md}");
+        assert!(md.contains("- speed: under a second"), "{md}");
+        assert!(
+            md.contains("**PASS — 58 ms against a limit of 1000 ms**"),
+            "{md}"
+        );
+        assert!(md.contains("](contact-sheet.png)"), "{md}");
+        assert_eq!(md.matches("not answered yet").count(), 2, "A and B: {md}");
+    }
+}
