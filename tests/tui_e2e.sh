@@ -17,7 +17,7 @@ TIMEOUT=${SPEEDSCAPE_E2E_TIMEOUT:-120}
 EXTRA=${SPEEDSCAPE_E2E_ARGS:-}
 SESSION="speedscape-e2e-$$"
 # The TUI writes its frame-draw and key-to-screen times here on exit (printed at the end).
-STATS=${SPEEDSCAPE_UI_STATS:-$(mktemp /tmp/speedscape-ui-stats.XXXXXX.json)}
+STATS=${SPEEDSCAPE_UI_STATS:-$(mktemp -d)/ui-stats.json}
 
 fail() {
     echo "tui_e2e: FAIL: $*" >&2
