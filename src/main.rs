@@ -462,7 +462,7 @@ fn verify_scenario(
     device: Option<Device>,
     model_dir: Option<PathBuf>,
 ) -> color_eyre::Result<()> {
-    use speedscape::exercises::{cheatsheet, headless};
+    use speedscape::exercises::cheatsheet;
     let Some(key) = scenario else {
         bail!(
             "exercise 4 is the decision cheat sheet: it verifies one scenario's choice by a run\nFix: pass --scenario A, B or C (and optionally --choice lcm:4); the TUI lets you fill in the whole sheet"
@@ -478,28 +478,20 @@ fn verify_scenario(
             // The user's answers live beside the reports (written by the TUI); a damaged file
             // stops here with its name rather than being replaced.
             let answers = cheatsheet::Answers::load(&root.join("cheatsheet.json"))?;
-            let dir = headless::save_exercise(
+            let o = &v.outcome;
+            let dir = cheatsheet::save(
                 root,
-                &v.outcome.exercise,
-                &v.outcome.rows,
-                &v.outcome.images,
-                &v.outcome.reports,
-                &[],
+                &answers,
+                &[cheatsheet::Saved {
+                    key: v.scenario.key,
+                    choice: v.choice,
+                    constraint: v.constraint,
+                    exercise: &o.exercise,
+                    rows: &o.rows,
+                    images: &o.images,
+                    reports: &o.reports,
+                }],
             )?;
-            let checked = cheatsheet::Checked {
-                key: v.scenario.key,
-                choice: v.choice.label(),
-                alternative: v.scenario.alternative.label(),
-                constraint: v.constraint.describe(),
-                verdict: v.verdict.clone(),
-                image: Some("contact-sheet.png".into()),
-            };
-            let md = cheatsheet::markdown(&answers, &[checked]);
-            speedscape::report::write_atomic(&dir.join("cheatsheet.md"), |f| {
-                use std::io::Write;
-                f.write_all(md.as_bytes())?;
-                Ok(())
-            })?;
             Some(dir)
         }
         None => None,

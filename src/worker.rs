@@ -689,6 +689,7 @@ impl Worker {
         );
         let mut out = out?;
         out.report.tiny_model = self.info.tiny_model;
+        out.report.device = self.info.device.clone();
         let image = out.rgb8();
         Ok((out.report, image))
     }

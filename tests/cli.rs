@@ -862,7 +862,27 @@ fn exercise_4_out_writes_the_cheat_sheet_and_never_replaces_damaged_answers() {
         "{md}"
     );
     assert!(md.contains("ms against a limit of 1000 ms**"), "{md}");
-    assert!(folder.join("contact-sheet.png").is_file());
+    assert!(md.contains("Measured: LCM-LoRA 4: "), "{md}");
+    // Every link of the cheat sheet resolves: the scenario's contact sheet and its report.
+    let mut links = 0;
+    for part in md.split("](").skip(1) {
+        let target = &part[..part.find(')').unwrap()];
+        assert!(folder.join(target).is_file(), "broken link {target}: {md}");
+        links += 1;
+    }
+    assert_eq!(links, 2, "{md}");
+    for name in [
+        "report.md",
+        "timings.csv",
+        "timings.json",
+        "contact-sheet.png",
+    ] {
+        assert!(folder.join("scenario-C").join(name).is_file(), "{name}");
+    }
+    assert!(
+        folder.join("cheatsheet.json").is_file(),
+        "the answers as they were"
+    );
 
     let answers = dir.path().join("cheatsheet.json");
     std::fs::write(&answers, "{\"format\": 1, \"answ").unwrap();

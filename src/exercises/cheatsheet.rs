@@ -3,11 +3,12 @@
 //! kept between sessions in a JSON file written atomically; a damaged file is reported, never
 //! silently replaced.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use color_eyre::eyre::{WrapErr, eyre};
 use serde::{Deserialize, Serialize};
 
+use crate::report::table::{RowState, TableRow, format_ms};
 use crate::report::write_atomic;
 use crate::schedulers::SchedulerKind;
 
@@ -347,6 +348,94 @@ impl Verification {
     }
 }
 
+/// The constraint checked on a verification's rows (the alternative first, then the choice, as
+/// [`Verification::exercise`] orders them); `None` until both runs have finished.
+pub fn check_rows(constraint: Constraint, rows: &[TableRow]) -> Option<Verdict> {
+    let [alternative, choice] = rows else {
+        return None;
+    };
+    if alternative.state != RowState::Finished || choice.state != RowState::Finished {
+        return None;
+    }
+    Some(constraint.check(&Measured {
+        total_ms: choice.total_ms?,
+        ssim_vs_alternative: choice.quality.map(|q| q.ssim),
+    }))
+}
+
+/// Both runs' numbers in one line: "LCM-LoRA 4: 58 ms · DPM-Solver++ 20: 310 ms · 5.34× faster ·
+/// SSIM 0.412 against it". `None` until the choice has finished.
+pub fn measured_line(rows: &[TableRow]) -> Option<String> {
+    let [alternative, choice] = rows else {
+        return None;
+    };
+    let t = choice
+        .total_ms
+        .filter(|_| choice.state == RowState::Finished)?;
+    let mut parts = vec![format!("{}: {}", choice.label, format_ms(t))];
+    if let Some(a) = alternative
+        .total_ms
+        .filter(|_| alternative.state == RowState::Finished)
+    {
+        parts.push(format!("{}: {}", alternative.label, format_ms(a)));
+        if t > 0.0 {
+            parts.push(format!("{:.2}× the speed", a / t));
+        }
+    }
+    if let Some(q) = choice.quality {
+        parts.push(format!("SSIM {:.3} against it", q.ssim));
+    }
+    Some(parts.join(" · "))
+}
+
+/// One verified scenario, as saved: its exercise (alternative, choice) and what the runs left.
+pub struct Saved<'a> {
+    pub key: char,
+    pub choice: Approach,
+    pub constraint: Constraint,
+    pub exercise: &'a super::Exercise,
+    pub rows: &'a [TableRow],
+    pub images: &'a [Option<image::RgbImage>],
+    pub reports: &'a [Option<crate::pipeline::RunReport>],
+}
+
+/// Saves the cheat sheet into a new folder `out_root/exercise-4-YYYYmmdd-HHMMSS`:
+/// `cheatsheet.md` (every scenario: the brief, your answer, ours with its reasoning, and each
+/// verification's verdict, numbers and contact sheet), `cheatsheet.json` (the answers as they
+/// were), and per verified scenario a `scenario-X/` folder with the runs' full report. Nothing
+/// is overwritten; the folder appears whole. Returns the folder.
+pub fn save(out_root: &Path, answers: &Answers, verified: &[Saved]) -> color_eyre::Result<PathBuf> {
+    super::headless::save_new_folder(out_root, "exercise-4", |dir| {
+        let mut checked = Vec::new();
+        for v in verified {
+            let scenario = scenario(v.key)?;
+            let folder = format!("scenario-{}", v.key);
+            std::fs::create_dir(dir.join(&folder))
+                .wrap_err_with(|| format!("cannot create {folder} in {}", dir.display()))?;
+            super::headless::write_exercise(
+                &dir.join(&folder),
+                v.exercise,
+                v.rows,
+                v.images,
+                v.reports,
+                &[],
+            )?;
+            checked.push(Checked {
+                key: v.key,
+                choice: v.choice.label(),
+                alternative: scenario.alternative.label(),
+                constraint: v.constraint.describe(),
+                verdict: check_rows(v.constraint, v.rows),
+                measured: measured_line(v.rows),
+                folder: Some(folder),
+            });
+        }
+        let md = markdown(answers, &checked);
+        super::headless::write_text(&dir.join("cheatsheet.md"), &md)?;
+        answers.save(&dir.join("cheatsheet.json"))
+    })
+}
+
 /// Finds scenario `key` (A, B or C, either case).
 pub fn scenario(key: char) -> color_eyre::Result<Scenario> {
     scenarios()
@@ -381,13 +470,7 @@ pub fn verify(
     };
     let ex = Verification::exercise(&scenario, choice)?;
     let outcome = super::headless::run_exercise(config, &ex, device, model_dir, progress)?;
-    let verdict = (!outcome.any_failed()).then(|| {
-        let row = &outcome.rows[1];
-        constraint.check(&Measured {
-            total_ms: row.total_ms.unwrap_or(f64::INFINITY),
-            ssim_vs_alternative: row.quality.map(|q| q.ssim),
-        })
-    });
+    let verdict = check_rows(constraint, &outcome.rows);
     Ok(Verification {
         scenario,
         choice,
@@ -544,8 +627,11 @@ pub struct Checked {
     pub constraint: String,
     /// `None`: a run did not finish.
     pub verdict: Option<Verdict>,
-    /// The contact sheet of the two runs, relative to the Markdown file.
-    pub image: Option<String>,
+    /// Both runs' numbers in a line ("LCM-LoRA 4 58 ms · DPM-Solver++ 20 310 ms (5.3×) · SSIM…").
+    pub measured: Option<String>,
+    /// The folder with the runs' report (contact sheet, images, timings), relative to the
+    /// Markdown file.
+    pub folder: Option<String>,
 }
 
 /// The cheat sheet as Markdown: per scenario, the brief, the user's answer (if any), our
@@ -587,8 +673,15 @@ pub fn markdown(answers: &Answers, checked: &[Checked]) -> String {
                 "\nVerified: {} against {} ({}): **{result}**",
                 c.choice, c.alternative, c.constraint
             );
-            if let Some(img) = &c.image {
-                let _ = writeln!(md, "\n![{} against {}]({img})", c.choice, c.alternative);
+            if let Some(m) = &c.measured {
+                let _ = writeln!(md, "\nMeasured: {m}");
+            }
+            if let Some(dir) = &c.folder {
+                let _ = writeln!(
+                    md,
+                    "\n![{} against {}]({dir}/contact-sheet.png)\n\nThe runs' report: [{dir}/report.md]({dir}/report.md)",
+                    c.choice, c.alternative
+                );
             }
         }
     }
@@ -624,7 +717,8 @@ mod markdown_tests {
                 passed: true,
                 text: "58 ms against a limit of 1000 ms".into(),
             }),
-            image: Some("contact-sheet.png".into()),
+            measured: Some("LCM-LoRA 4 58 ms".into()),
+            folder: Some("scenario-C".into()),
         }];
         let md = markdown(&answers, &checked);
         for s in scenarios() {
@@ -637,7 +731,8 @@ mod markdown_tests {
             md.contains("**PASS — 58 ms against a limit of 1000 ms**"),
             "{md}"
         );
-        assert!(md.contains("](contact-sheet.png)"), "{md}");
+        assert!(md.contains("](scenario-C/contact-sheet.png)"), "{md}");
+        assert!(md.contains("Measured: LCM-LoRA 4 58 ms"), "{md}");
         assert_eq!(md.matches("not answered yet").count(), 2, "A and B: {md}");
     }
 }

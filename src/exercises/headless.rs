@@ -294,18 +294,139 @@ struct SavedTimings<'a> {
     prompt: &'a str,
     seed: u64,
     baseline: usize,
+    /// Where the numbers come from: versions, runtime, device, the model's manifest.
+    provenance: &'a Provenance,
     rows: &'a [TableRow],
     /// PNG file per run (`null`: the run has no image).
     images: Vec<Option<String>>,
     runs: &'a [Option<RunReport>],
 }
 
+/// What produced a report's numbers: speedscape's version, the runtime and device of the runs,
+/// and the model folder's `manifest.json` (sources, revisions, LoRA weights, dtype, exporter and
+/// library versions), as the exporter wrote it.
+#[derive(Debug, Serialize)]
+pub struct Provenance {
+    pub speedscape: &'static str,
+    pub provider: Option<String>,
+    pub device: Option<String>,
+    pub onnxruntime: Option<String>,
+    pub onnxruntime_library: Option<String>,
+    pub model: Option<String>,
+    pub tiny_model: bool,
+    /// The manifest as written (`null`: the model folder has none, or it did not parse).
+    pub model_manifest: Option<serde_json::Value>,
+}
+
+impl Provenance {
+    /// From the first finished run's report (every run of an exercise shares one worker).
+    pub fn of(reports: &[Option<RunReport>]) -> Self {
+        let first = reports.iter().flatten().next();
+        let model_manifest = first.and_then(|r| {
+            let text = std::fs::read_to_string(Path::new(&r.model).join("manifest.json")).ok()?;
+            serde_json::from_str(&text).ok()
+        });
+        Self {
+            speedscape: env!("CARGO_PKG_VERSION"),
+            provider: first.map(|r| r.provider.to_string()),
+            device: first.map(|r| r.device.clone()).filter(|d| !d.is_empty()),
+            onnxruntime: first.map(|r| r.onnxruntime_version.clone()),
+            onnxruntime_library: first.map(|r| r.onnxruntime.clone()),
+            model: first.map(|r| r.model.clone()),
+            tiny_model: first.is_some_and(|r| r.tiny_model),
+            model_manifest,
+        }
+    }
+
+    /// Markdown lines for report.md: versions and device, then the model's sources and the
+    /// LoRA weights of the UNet variants `unets` the runs used.
+    fn markdown(&self, unets: &[&str]) -> String {
+        use std::fmt::Write;
+        let mut md = String::new();
+        let _ = writeln!(md, "- speedscape {}", self.speedscape);
+        if let (Some(p), Some(v)) = (&self.provider, &self.onnxruntime) {
+            let device = self.device.as_deref().unwrap_or("unknown device");
+            let _ = writeln!(md, "- ran on {p} ({device}), ONNX Runtime {v}");
+        }
+        let Some(model) = &self.model else {
+            return md;
+        };
+        let tiny = if self.tiny_model {
+            " — the embedded tiny model: random weights, images are noise"
+        } else {
+            ""
+        };
+        let _ = writeln!(md, "- model `{model}`{tiny}");
+        let Some(manifest) = self
+            .model_manifest
+            .clone()
+            .and_then(|v| serde_json::from_value::<crate::models::manifest::Manifest>(v).ok())
+        else {
+            let _ = writeln!(
+                md,
+                "  - no manifest.json: the model's sources and versions are unknown"
+            );
+            return md;
+        };
+        if let Some(b) = &manifest.base {
+            let _ = writeln!(
+                md,
+                "  - base: {} (revision {})",
+                b.source.as_deref().unwrap_or("unknown"),
+                b.revision.as_deref().unwrap_or("none recorded")
+            );
+        }
+        let _ = writeln!(
+            md,
+            "  - weights {}, optimised for {}",
+            manifest.dtype.as_deref().unwrap_or("fp32"),
+            manifest.optimize.as_deref().unwrap_or("none")
+        );
+        for name in unets {
+            let Some((_, v)) = manifest.variants.iter().find(|(n, _)| n == name) else {
+                continue;
+            };
+            if v.loras.is_empty() {
+                continue;
+            }
+            let loras: Vec<String> = v
+                .loras
+                .iter()
+                .map(|l| {
+                    let src = manifest
+                        .loras
+                        .get(&l.name)
+                        .and_then(|s| s.source.clone())
+                        .unwrap_or_else(|| "unknown source".into());
+                    format!("{} × {} ({src})", l.name, l.weight)
+                })
+                .collect();
+            let _ = writeln!(md, "  - UNet `{name}`: {}", loras.join(", "));
+        }
+        if let Some(e) = &manifest.exporter {
+            let libs: Vec<String> = e
+                .libraries
+                .iter()
+                .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k} {v}")))
+                .collect();
+            let _ = writeln!(
+                md,
+                "  - exported by {} {} with {}",
+                e.script.as_deref().unwrap_or("the exporter"),
+                e.version.as_deref().unwrap_or("?"),
+                libs.join(", ")
+            );
+        }
+        md
+    }
+}
+
 /// Saves an exercise's images (one PNG per run that has one), `contact-sheet.png` (the images
 /// side by side under their titles), `timings.json`, `timings.csv` and `report.md` (which ties
 /// them together: the exercise text, the table with quality numbers, predictions against
-/// measurements, what happened) into a new folder `out_root/exercise-N-YYYYmmdd-HHMMSS` (UTC; `-2`, `-3`, … when that exists). Nothing
-/// is ever overwritten, and the folder appears whole: it is written beside and renamed into
-/// place. Returns the folder.
+/// measurements, what happened, where the numbers come from) into a new folder
+/// `out_root/exercise-N-YYYYmmdd-HHMMSS` (UTC; `-2`, `-3`, … when that exists) — see
+/// [`save_new_folder`]. Returns the folder.
 pub fn save_exercise(
     out_root: &Path,
     ex: &Exercise,
@@ -313,6 +434,85 @@ pub fn save_exercise(
     images: &[Option<RgbImage>],
     reports: &[Option<RunReport>],
     predictions: &[Option<f64>],
+) -> color_eyre::Result<PathBuf> {
+    save_new_folder(out_root, &format!("exercise-{}", ex.number), |dir| {
+        write_exercise(dir, ex, rows, images, reports, predictions)
+    })
+}
+
+/// Writes an exercise's files (see [`save_exercise`]) into the existing folder `dir`.
+pub fn write_exercise(
+    dir: &Path,
+    ex: &Exercise,
+    rows: &[TableRow],
+    images: &[Option<RgbImage>],
+    reports: &[Option<RunReport>],
+    predictions: &[Option<f64>],
+) -> color_eyre::Result<()> {
+    let mut names = Vec::with_capacity(ex.runs.len());
+    for (i, spec) in ex.runs.iter().enumerate() {
+        match images.get(i).and_then(Option::as_ref) {
+            Some(img) => {
+                let name = format!("{}-{}.png", i + 1, slug(&spec.label));
+                save_png(&dir.join(&name), img)?;
+                names.push(Some(name));
+            }
+            None => names.push(None),
+        }
+    }
+    let provenance = Provenance::of(reports);
+    let timings = SavedTimings {
+        exercise: ex.number,
+        title: &ex.title,
+        prompt: &ex.prompt,
+        seed: ex.seed,
+        baseline: ex.baseline,
+        provenance: &provenance,
+        rows,
+        images: names,
+        runs: reports,
+    };
+    let json = serde_json::to_string_pretty(&timings)?;
+    write_text(&dir.join("timings.json"), &json)?;
+    let tiles: Vec<Tile> = ex
+        .runs
+        .iter()
+        .enumerate()
+        .map(|(i, spec)| Tile {
+            title: spec.label.clone(),
+            subtitle: tile_subtitle(spec, rows.get(i)),
+            image: images.get(i).and_then(Option::as_ref),
+        })
+        .collect();
+    save_png(&dir.join(CONTACT_SHEET), &contact_sheet(&tiles))?;
+    write_text(
+        &dir.join("timings.csv"),
+        &timings_csv(ex, rows, reports, &provenance)?,
+    )?;
+    write_text(
+        &dir.join("report.md"),
+        &report_markdown(ex, rows, &timings.images, reports, predictions, &provenance),
+    )?;
+    Ok(())
+}
+
+/// Writes `text` to `path` atomically.
+pub fn write_text(path: &Path, text: &str) -> color_eyre::Result<()> {
+    write_atomic(path, |f| {
+        use std::io::Write;
+        f.write_all(text.as_bytes())?;
+        Ok(())
+    })
+}
+
+/// Makes a new folder `out_root/<stem>-YYYYmmdd-HHMMSS` (UTC; `-2`, `-3`, … when that exists)
+/// holding what `fill` writes. Nothing is ever overwritten, and the folder appears whole: `fill`
+/// writes into a staging folder beside it, which is renamed into place only once complete (and
+/// removed if `fill` fails). Returns the folder.
+pub fn save_new_folder(
+    out_root: &Path,
+    stem: &str,
+    fill: impl FnOnce(&Path) -> color_eyre::Result<()>,
 ) -> color_eyre::Result<PathBuf> {
     std::fs::create_dir_all(out_root).wrap_err_with(|| {
         format!(
@@ -324,55 +524,10 @@ pub fn save_exercise(
         .prefix(".speedscape-")
         .tempdir_in(out_root)
         .wrap_err_with(|| format!("cannot write in {}", out_root.display()))?;
-    let mut names = Vec::with_capacity(ex.runs.len());
-    for (i, spec) in ex.runs.iter().enumerate() {
-        match images.get(i).and_then(Option::as_ref) {
-            Some(img) => {
-                let name = format!("{}-{}.png", i + 1, slug(&spec.label));
-                save_png(&staging.path().join(&name), img)?;
-                names.push(Some(name));
-            }
-            None => names.push(None),
-        }
-    }
-    let timings = SavedTimings {
-        exercise: ex.number,
-        title: &ex.title,
-        prompt: &ex.prompt,
-        seed: ex.seed,
-        baseline: ex.baseline,
-        rows,
-        images: names,
-        runs: reports,
-    };
-    let json = serde_json::to_string_pretty(&timings)?;
-    let write_text = |name: &str, text: &str| {
-        write_atomic(&staging.path().join(name), |f| {
-            use std::io::Write;
-            f.write_all(text.as_bytes())?;
-            Ok(())
-        })
-    };
-    write_text("timings.json", &json)?;
-    let tiles: Vec<Tile> = ex
-        .runs
-        .iter()
-        .enumerate()
-        .map(|(i, spec)| Tile {
-            title: spec.label.clone(),
-            subtitle: tile_subtitle(spec, rows.get(i)),
-            image: images.get(i).and_then(Option::as_ref),
-        })
-        .collect();
-    save_png(&staging.path().join(CONTACT_SHEET), &contact_sheet(&tiles))?;
-    write_text("timings.csv", &timings_csv(ex, rows, reports)?)?;
-    write_text(
-        "report.md",
-        &report_markdown(ex, rows, &timings.images, reports, predictions),
-    )?;
+    fill(staging.path())?;
     // Claim a fresh name (create_dir fails if it exists), then move the staged folder onto
     // it: renaming a folder onto an empty one replaces it in one step.
-    let stem = format!("exercise-{}-{}", ex.number, utc_stamp(SystemTime::now()));
+    let stem = format!("{stem}-{}", utc_stamp(SystemTime::now()));
     for k in 1..1000 {
         let name = if k == 1 {
             stem.clone()
@@ -389,7 +544,7 @@ pub fn save_exercise(
                         let _ = std::fs::remove_dir(&target);
                         let _ = std::fs::remove_dir_all(&staged);
                         Err(eyre!(
-                            "cannot move the saved exercise into {}: {e}",
+                            "cannot move the saved folder into {}: {e}",
                             target.display()
                         ))
                     }
@@ -430,6 +585,7 @@ fn timings_csv(
     ex: &Exercise,
     rows: &[TableRow],
     reports: &[Option<RunReport>],
+    provenance: &Provenance,
 ) -> color_eyre::Result<String> {
     let mut w = csv::Writer::from_writer(Vec::new());
     w.write_record([
@@ -454,10 +610,12 @@ fn timings_csv(
         "psnr_db",
         "mean_abs_diff",
         "provider",
+        "device",
         "onnxruntime",
         "model",
         "width",
         "height",
+        "speedscape",
     ])?;
     let num = |v: Option<f64>| v.map(|v| format!("{v}")).unwrap_or_default();
     for (i, (spec, row)) in ex.runs.iter().zip(rows).enumerate() {
@@ -487,12 +645,14 @@ fn timings_csv(
             report
                 .map(|r| format!("{:?}", r.provider))
                 .unwrap_or_default(),
+            report.map(|r| r.device.clone()).unwrap_or_default(),
             report
                 .map(|r| r.onnxruntime_version.clone())
                 .unwrap_or_default(),
             report.map(|r| r.model.clone()).unwrap_or_default(),
             report.map(|r| r.width.to_string()).unwrap_or_default(),
             report.map(|r| r.height.to_string()).unwrap_or_default(),
+            provenance.speedscape.to_string(),
         ])?;
     }
     Ok(String::from_utf8(
@@ -507,6 +667,7 @@ fn report_markdown(
     images: &[Option<String>],
     reports: &[Option<RunReport>],
     predictions: &[Option<f64>],
+    provenance: &Provenance,
 ) -> String {
     use std::fmt::Write;
     let mut md = String::new();
@@ -638,10 +799,20 @@ fn report_markdown(
             }
         }
     }
+    let mut unets: Vec<&str> = Vec::new();
+    for r in &ex.runs {
+        if !unets.contains(&r.unet.as_str()) {
+            unets.push(&r.unet);
+        }
+    }
     let _ = writeln!(
         md,
-        "
-Files: [timings.csv](timings.csv) (one row per run, every phase) · [timings.json](timings.json) (the full reports)"
+        "\n## Where these numbers come from\n\n{}",
+        provenance.markdown(&unets)
+    );
+    let _ = writeln!(
+        md,
+        "Files: [timings.csv](timings.csv) (one row per run, every phase) · [timings.json](timings.json) (the full reports)"
     );
     md
 }
@@ -805,6 +976,51 @@ mod tests {
             md.contains(&format!("{:.4}", rows[1].quality.unwrap().ssim)),
             "{md}"
         );
+    }
+
+    #[test]
+    fn the_report_says_where_its_numbers_come_from() {
+        let dir = tempfile::tempdir().unwrap();
+        let ex = default_exercises().remove(2);
+        let rows: Vec<TableRow> = ex.runs.iter().map(|s| TableRow::new(s, false)).collect();
+        let tiny = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/tiny");
+        let reports: Vec<Option<RunReport>> = (0..ex.runs.len())
+            .map(|i| {
+                let mut r = crate::tui::fake::report(&ex.request(i, RngSource::TorchCpu));
+                r.model = tiny.display().to_string();
+                r.device = "Test CPU 9000".into();
+                Some(r)
+            })
+            .collect();
+        let images = vec![None; ex.runs.len()];
+        let folder = save_exercise(dir.path(), &ex, &rows, &images, &reports, &[]).unwrap();
+
+        let json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(folder.join("timings.json")).unwrap()).unwrap();
+        let p = &json["provenance"];
+        assert_eq!(p["speedscape"], env!("CARGO_PKG_VERSION"));
+        assert_eq!(p["device"], "Test CPU 9000");
+        let manifest: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(tiny.join("manifest.json")).unwrap()).unwrap();
+        assert_eq!(p["model_manifest"], manifest, "the manifest as written");
+
+        let md = std::fs::read_to_string(folder.join("report.md")).unwrap();
+        let libs = &manifest["exporter"]["libraries"];
+        for lib in ["torch", "diffusers", "onnxruntime"] {
+            let v = libs[lib].as_str().unwrap();
+            assert!(md.contains(&format!("{lib} {v}")), "{lib} {v}: {md}");
+        }
+        // Exercise 3 uses the style and LCM variants: their LoRAs and weights are named.
+        assert!(md.contains("UNet `style`: style × 1"), "{md}");
+        assert!(md.contains("lcm × 1"), "{md}");
+        assert!(md.contains("Test CPU 9000"), "{md}");
+
+        let mut reader = csv::Reader::from_path(folder.join("timings.csv")).unwrap();
+        let header = reader.headers().unwrap().clone();
+        let first = reader.records().next().unwrap().unwrap();
+        let col = |name: &str| header.iter().position(|h| h == name).unwrap();
+        assert_eq!(&first[col("device")], "Test CPU 9000");
+        assert_eq!(&first[col("speedscape")], env!("CARGO_PKG_VERSION"));
     }
 
     #[test]

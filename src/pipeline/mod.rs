@@ -87,6 +87,8 @@ pub struct RunReport {
     pub model: String,
     pub tiny_model: bool,
     pub provider: Provider,
+    /// The GPU's or the CPU's name (set by the worker; empty when run without one).
+    pub device: String,
     pub onnxruntime: String,
     pub onnxruntime_version: String,
     pub unet: String,
@@ -348,6 +350,7 @@ pub fn generate_with(
             model: model.root.display().to_string(),
             tiny_model: false,
             provider: rt.provider,
+            device: String::new(),
             onnxruntime: rt.library.path.display().to_string(),
             onnxruntime_version: rt.library.version.clone(),
             unet: variant.name.clone(),

@@ -322,6 +322,7 @@ mod tests {
             model: "models/tiny".into(),
             tiny_model: true,
             provider: Provider::Cpu,
+            device: "test CPU".into(),
             onnxruntime: "lib".into(),
             onnxruntime_version: "1.0".into(),
             unet: "base".into(),

@@ -186,6 +186,7 @@ pub fn report(r: &Request) -> RunReport {
         model: "fake".into(),
         tiny_model: true,
         provider: Provider::Cpu,
+        device: "fake CPU".into(),
         onnxruntime: String::new(),
         onnxruntime_version: String::new(),
         unet: r.unet.clone(),
