@@ -56,6 +56,9 @@ pub struct TuiConfig {
     /// Image protocol for the run panels: `auto` (ask the terminal once at start), `kitty`,
     /// `sixel`, `iterm2`, `halfblocks`. `--graphics` overrides it.
     pub graphics: Graphics,
+    /// Where `s` saves reports and the cheat-sheet answers (`cheatsheet.json`) are kept.
+    /// Unset: `speedscape-out` in the working folder. `--out` overrides it.
+    pub out: Option<PathBuf>,
 }
 
 /// How the TUI draws images.
@@ -99,6 +102,7 @@ impl Config {
         };
         cfg.runtime.onnxruntime = cfg.runtime.onnxruntime.map(|p| dir.join(p));
         cfg.model.dir = cfg.model.dir.map(|p| dir.join(p));
+        cfg.tui.out = cfg.tui.out.map(|p| dir.join(p));
         cfg.path = Some(path.to_path_buf());
         Ok(cfg)
     }

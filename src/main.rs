@@ -34,6 +34,10 @@ struct Cli {
     /// The TUI's model folder (default: model.dir in config.toml, else the embedded tiny model).
     #[arg(long)]
     model_dir: Option<PathBuf>,
+    /// Where the TUI's `s` saves and the cheat-sheet answers are kept (default: `[tui] out` in
+    /// config.toml, else ./speedscape-out).
+    #[arg(long)]
+    out: Option<PathBuf>,
     /// TEST ONLY: run the TUI against a stand-in backend that makes up events (no model, no
     /// ONNX Runtime); used by tests/tui_e2e.sh.
     #[arg(long, hide = true)]
@@ -95,7 +99,9 @@ enum Command {
         /// Exercise 4, scenario B: the SSIM threshold (default 0.8).
         #[arg(long)]
         threshold: Option<f64>,
-        /// Save every run's PNG and a timings JSON into a new folder under this one.
+        /// Save the session report into a new folder under this one: every run's PNG, a contact
+        /// sheet, timings.json/.csv and report.md (exercise 4: cheatsheet.md with the answers
+        /// kept in <OUT>/cheatsheet.json).
         #[arg(long)]
         out: Option<PathBuf>,
         /// Print one JSON object instead of the table.
@@ -245,7 +251,10 @@ fn main() -> color_eyre::Result<()> {
                     device: cli.device,
                     model_dir: cli.model_dir,
                     fake_backend: cli.fake_backend,
-                    save_root: PathBuf::from("speedscape-out"),
+                    save_root: cli
+                        .out
+                        .or_else(|| config.tui.out.clone())
+                        .unwrap_or_else(|| PathBuf::from("speedscape-out")),
                 },
             )
         }

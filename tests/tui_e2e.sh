@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # End to end: drive the real `speedscape` TUI in a detached tmux session (120×40) on the tiny
-# model, run exercise 1, wait for three finished timing rows, quit, and check that the program
-# exited and left the alternate screen.
+# model: run exercise 1 and wait for three finished timing rows; then complete exercise 4 from
+# the keyboard (answer scenario C, verify it, look at our answer, save the cheat sheet); quit and
+# check that the program exited and left the alternate screen, that the report folder is whole,
+# and that a second start shows the answer kept.
 #
 #   SPEEDSCAPE_BIN          the binary (default target/debug/speedscape)
 #   SPEEDSCAPE_E2E_TIMEOUT  seconds to wait for the three rows (default 120)
@@ -18,6 +20,8 @@ EXTRA=${SPEEDSCAPE_E2E_ARGS:-}
 SESSION="speedscape-e2e-$$"
 # The TUI writes its frame-draw and key-to-screen times here on exit (printed at the end).
 STATS=${SPEEDSCAPE_UI_STATS:-$(mktemp -d)/ui-stats.json}
+# Where `s` saves and the cheat-sheet answers live.
+OUT=$(mktemp -d)
 
 fail() {
     echo "tui_e2e: FAIL: $*" >&2
@@ -33,7 +37,10 @@ command -v tmux >/dev/null || fail "tmux is not installed"
 [ -x "$BIN" ] || fail "no binary at $BIN (cargo build, or set SPEEDSCAPE_BIN)"
 BIN=$(cd "$(dirname "$BIN")" && pwd)/$(basename "$BIN")
 
-cleanup() { tmux kill-session -t "$SESSION" 2>/dev/null || true; }
+cleanup() {
+    tmux kill-session -t "$SESSION" 2>/dev/null || true
+    rm -rf "$OUT"
+}
 trap cleanup EXIT
 
 screen() { tmux capture-pane -p -t "$SESSION"; }
@@ -55,7 +62,11 @@ wait_for() {
 
 # A plain shell, so that after the TUI exits its prompt and exit status show.
 tmux new-session -d -s "$SESSION" -x 120 -y 40 "env PS1='e2e-shell\$ ' bash --norc --noprofile"
-tmux send-keys -t "$SESSION" "clear; SPEEDSCAPE_UI_STATS='$STATS' '$BIN' --graphics halfblocks $EXTRA; echo e2e-exit=\$?" Enter
+# start STATS-FILE
+start() {
+    tmux send-keys -t "$SESSION" "clear; SPEEDSCAPE_UI_STATS='$1' '$BIN' --graphics halfblocks --out '$OUT' $EXTRA; echo e2e-exit=\$?" Enter
+}
+start "$STATS"
 
 has() { screen | grep -q -- "$1"; }
 wait_for 30 "the TUI to start (Exercises list)" has "Exercises"
@@ -80,6 +91,29 @@ wait_for "$TIMEOUT" "three finished rows in the timing table" three_rows
 echo "tui_e2e: three finished rows:"
 screen | grep -E '^(run|✓) '
 
+# Exercise 4 from the keyboard: scenario C, answer LCM-LoRA 4 with a line on speed, verify.
+keys() { tmux send-keys -t "$SESSION" "$@"; }
+keys 4
+wait_for 10 "the cheat sheet" has "Decision cheat sheet ─"
+keys h
+wait_for 10 "scenario C" has "C. A/B tester"
+keys e
+wait_for 10 "the answer form" has "Your answer · C. A/B tester"
+keys Right Right Tab Tab
+keys -l "one UNet call a step"
+keys Enter
+wait_for 10 "the answer to be kept" has "answer kept: enter verifies LCM-LoRA 4"
+keys r
+verdict() { screen | grep -qE '^ (PASS|FAIL) .* ms against a limit of 1000 ms'; }
+wait_for "$TIMEOUT" "the verification's PASS/FAIL line" verdict
+echo "tui_e2e: exercise 4, scenario C:"
+screen | grep -E '^(run|✓) |^ (PASS|FAIL) '
+keys a
+wait_for 10 "our answer" has "Our answer · C. A/B tester"
+keys x
+keys s
+wait_for 30 "the cheat sheet to be saved" has "saved to $OUT/exercise-4-"
+
 tmux send-keys -t "$SESSION" q
 wait_for 15 "the program to exit" has "e2e-exit="
 screen | grep -q "e2e-exit=0" || fail "speedscape exited non-zero"
@@ -87,6 +121,28 @@ has 'e2e-shell\$' || fail "the shell prompt did not come back"
 [ "$(tmux display-message -p -t "$SESSION" '#{alternate_on}')" = "0" ] ||
     fail "the terminal is still in the alternate screen"
 screen | grep -q "Exercises" && fail "the TUI is still on screen after exit"
+# The report folder: the sheet with the verdict, the answers, scenario C's runs.
+sheet=$(ls -d "$OUT"/exercise-4-*/ 2>/dev/null | head -1)
+[ -n "$sheet" ] || fail "no exercise-4 folder in $OUT"
+grep -q "Your choice: LCM-LoRA 4" "$sheet/cheatsheet.md" || fail "cheatsheet.md lacks the answer"
+grep -qE "\*\*(PASS|FAIL) — [0-9]+ ms against a limit of 1000 ms\*\*" "$sheet/cheatsheet.md" ||
+    fail "cheatsheet.md lacks the verdict"
+for f in contact-sheet.png report.md timings.csv timings.json; do
+    [ -f "$sheet/scenario-C/$f" ] || fail "scenario-C/$f is missing"
+done
+grep -q '"lcm"' "$OUT/cheatsheet.json" || fail "the answers file lacks the choice"
+
+# A second start shows the kept answer.
+tmux send-keys -t "$SESSION" "clear" Enter
+start "$OUT/second-start-stats.json"
+wait_for 30 "the TUI to start again" has "Exercises"
+keys 4 h
+wait_for 10 "the kept answer" has "one UNet call a step"
+keys q
+wait_for 15 "the program to exit again" has "e2e-exit="
+screen | grep -q "e2e-exit=0" || fail "speedscape exited non-zero the second time"
+echo "tui_e2e: the cheat sheet was saved in $sheet and the answer kept"
+
 echo "tui_e2e: UI timings (ms):"
 cat "$STATS" 2>/dev/null || echo "(no stats written)"
 echo "tui_e2e: ok"

@@ -10,7 +10,9 @@ use std::time::Duration;
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 use image::RgbImage;
 
+use super::cheat::{self, AnswerForm};
 use crate::exercises::Exercise;
+use crate::exercises::cheatsheet::Answers;
 use crate::models::ClipTokenizer;
 use crate::models::tokenizer::Tokens;
 use crate::pipeline::{Request, RunReport};
@@ -34,6 +36,8 @@ pub enum Msg {
     },
     /// The result of `Effect::Save`: the folder written, or the error as the user should read it.
     Saved(Result<PathBuf, String>),
+    /// The result of `Effect::SaveAnswers`: the answers file written, or why not.
+    AnswersSaved(Result<PathBuf, String>),
 }
 
 /// What the loop must do after an update.
@@ -48,6 +52,12 @@ pub enum Effect {
     Cancel(RunId),
     /// Save exercise `.0`'s images and timings; answer with `Msg::Saved`.
     Save(usize),
+    /// Save the whole cheat sheet (answers, verdicts, every verified scenario's runs); answer
+    /// with `Msg::Saved`.
+    SaveSheet,
+    /// Write the cheat-sheet answers file (atomically, never over a damaged one); answer with
+    /// `Msg::AnswersSaved`.
+    SaveAnswers(Box<Answers>),
     /// Leave (cancelling the active run first, if any).
     Quit {
         cancel: Option<RunId>,
@@ -68,6 +78,7 @@ pub enum Action {
     Edit,
     Predict,
     Save,
+    Reveal,
     Help,
     Quit,
 }
@@ -89,6 +100,7 @@ pub fn action(key: &KeyEvent) -> Option<Action> {
         KeyCode::Char('e') => Action::Edit,
         KeyCode::Char('p') => Action::Predict,
         KeyCode::Char('s') => Action::Save,
+        KeyCode::Char('a') => Action::Reveal,
         KeyCode::Char('?') => Action::Help,
         KeyCode::Char('q') => Action::Quit,
         _ => return None,
@@ -107,9 +119,16 @@ pub const KEYS: &[(&str, &str)] = &[
         "cancel the active run (and the ones queued after it)",
     ),
     ("j / k, ↓ / ↑", "select an exercise"),
-    ("h / l, ← / →", "select a run panel"),
-    ("1–4", "jump to an exercise"),
-    ("e", "edit the selected run: prompt, steps, cfg, seed"),
+    (
+        "h / l, ← / →",
+        "select a run panel (cheat sheet: a scenario)",
+    ),
+    ("1–9", "jump to an exercise by its number"),
+    (
+        "e",
+        "edit the selected run (cheat sheet: write your answer)",
+    ),
+    ("a", "cheat sheet: show our answer and its reasoning"),
     ("p", "type your predictions for the exercise's questions"),
     ("s", "save the exercise's images and timings"),
     ("?", "this help (any key closes it)"),
@@ -176,7 +195,7 @@ impl RunState {
         ))
     }
 
-    fn reset(&mut self) {
+    pub(super) fn reset(&mut self) {
         let image_gen = self.image_gen + 1;
         *self = RunState {
             image_gen,
@@ -193,6 +212,8 @@ pub struct ExerciseState {
     /// One per question.
     pub predictions: Vec<Option<f64>>,
     pub saved: Option<PathBuf>,
+    /// The cheat-sheet scenario this exercise verifies (exercise 4), if any.
+    pub scenario: Option<char>,
 }
 
 impl ExerciseState {
@@ -201,6 +222,7 @@ impl ExerciseState {
             runs: vec![RunState::default(); exercise.runs.len()],
             predictions: vec![None; exercise.questions.len()],
             saved: None,
+            scenario: None,
             exercise,
         }
     }
@@ -234,6 +256,10 @@ pub enum Mode {
     Help,
     Edit(Form),
     Predict(PredictInput),
+    /// Writing a cheat-sheet answer.
+    Answer(AnswerForm),
+    /// Our answer to a cheat-sheet scenario, shown over the screen.
+    Reference(char),
 }
 
 /// The run the worker is doing now.
@@ -265,15 +291,25 @@ pub struct App {
     pub graphics: String,
     pub rng: RngSource,
     pub tokenizer: Option<Arc<ClipTokenizer>>,
+    /// The cheat-sheet answers (exercise 4), as last kept.
+    pub answers: Answers,
+    /// The cheat-sheet scenario last shown, to come back to from the list.
+    pub last_scenario: Option<usize>,
+    /// Scenarios whose reference answer the user has looked at.
+    pub revealed: Vec<char>,
     pub quit: bool,
     /// Something changed since the last draw.
     pub dirty: bool,
 }
 
 impl App {
+    /// The exercises, then the cheat sheet's scenarios (exercise 4).
     pub fn new(exercises: Vec<Exercise>, graphics: String) -> Self {
+        let mut states: Vec<ExerciseState> =
+            exercises.into_iter().map(ExerciseState::new).collect();
+        states.extend(cheat::scenario_states());
         Self {
-            exercises: exercises.into_iter().map(ExerciseState::new).collect(),
+            exercises: states,
             selected: 0,
             selected_run: 0,
             mode: Mode::Normal,
@@ -287,6 +323,12 @@ impl App {
             graphics,
             rng: RngSource::TorchCpu,
             tokenizer: None,
+            answers: Answers {
+                format: 1,
+                ..Answers::default()
+            },
+            last_scenario: None,
+            revealed: Vec::new(),
             quit: false,
             dirty: true,
         }
@@ -295,6 +337,46 @@ impl App {
     pub fn with_tokenizer(mut self, tokenizer: Option<ClipTokenizer>) -> Self {
         self.tokenizer = tokenizer.map(Arc::new);
         self
+    }
+
+    /// Starts from the answers kept in `cheatsheet.json`; each scenario verifies its answer.
+    pub fn with_answers(mut self, answers: Answers) -> Self {
+        self.answers = answers;
+        for i in 0..self.exercises.len() {
+            cheat::sync_choice(&mut self, i);
+        }
+        self
+    }
+
+    /// The list's entries: each exercise, then the cheat sheet as one entry; as the index of the
+    /// state each one shows (the cheat sheet: its scenario last shown).
+    pub fn entries(&self) -> Vec<usize> {
+        let mut out: Vec<usize> = (0..self.exercises.len())
+            .filter(|&i| self.exercises[i].scenario.is_none())
+            .collect();
+        if let Some(first) = cheat::first_scenario(self) {
+            let shown = if self.exercises[self.selected].scenario.is_some() {
+                self.selected
+            } else {
+                self.last_scenario.unwrap_or(first)
+            };
+            out.push(shown);
+        }
+        out
+    }
+
+    /// The list entry of the selected state.
+    pub fn selected_entry(&self) -> usize {
+        let entries = self.entries();
+        entries
+            .iter()
+            .position(|&i| i == self.selected)
+            .unwrap_or(0)
+    }
+
+    /// The cheat sheet is on screen.
+    pub fn in_cheat_sheet(&self) -> bool {
+        self.current().scenario.is_some()
     }
 
     pub fn current(&self) -> &ExerciseState {
@@ -351,6 +433,16 @@ pub fn update(app: &mut App, msg: Msg) -> Option<Effect> {
             }
             None
         }
+        Msg::AnswersSaved(result) => {
+            app.dirty = true;
+            if let Err(e) = result {
+                app.status = Some(format!(
+                    "your answers are kept in memory but not saved: {}",
+                    first_line(&e)
+                ));
+            }
+            None
+        }
     }
 }
 
@@ -362,30 +454,45 @@ fn on_key(app: &mut App, key: KeyEvent) -> Option<Effect> {
         }
         Mode::Edit(form) => on_form_key(app, form, key),
         Mode::Predict(input) => on_predict_key(app, input, key),
+        Mode::Answer(form) => cheat::on_form_key(app, form, key),
+        Mode::Reference(_) => {
+            app.mode = Mode::Normal;
+            None
+        }
         Mode::Normal => on_action(app, action(&key)?),
     }
 }
 
 fn on_action(app: &mut App, action: Action) -> Option<Effect> {
-    let n_ex = app.exercises.len();
+    if app.in_cheat_sheet()
+        && let Some(effect) = on_cheat_action(app, action)
+    {
+        return effect;
+    }
     let n_runs = app.current().runs.len();
     match action {
-        Action::Up => {
-            select(app, (app.selected + n_ex - 1) % n_ex);
-        }
-        Action::Down => {
-            select(app, (app.selected + 1) % n_ex);
+        Action::Up | Action::Down => {
+            let entries = app.entries();
+            let next = step_around(app.selected_entry(), entries.len(), action == Action::Up);
+            select(app, entries[next]);
         }
         Action::Jump(i) => {
-            if i < n_ex {
-                select(app, i);
-            } else {
-                app.status = Some(format!("exercise {} is not built yet", i + 1));
+            let number = i + 1;
+            match app
+                .entries()
+                .into_iter()
+                .find(|&e| app.exercises[e].exercise.number == number)
+            {
+                Some(e) => select(app, e),
+                None => app.status = Some(format!("there is no exercise {number}")),
             }
         }
         Action::Left => app.selected_run = app.selected_run.saturating_sub(1),
         Action::Right => app.selected_run = (app.selected_run + 1).min(n_runs.saturating_sub(1)),
         Action::Help => app.mode = Mode::Help,
+        Action::Reveal => {
+            app.status = Some("a shows our answer in the cheat sheet (exercise 4)".into());
+        }
         Action::Quit => {
             app.quit = true;
             app.queue.clear();
@@ -466,10 +573,72 @@ fn on_action(app: &mut App, action: Action) -> Option<Effect> {
     None
 }
 
+/// One place back or on from `at` among `n`, wrapping around.
+fn step_around(at: usize, n: usize, back: bool) -> usize {
+    if back { (at + n - 1) % n } else { (at + 1) % n }
+}
+
 fn select(app: &mut App, i: usize) {
     if i != app.selected {
         app.selected = i;
         app.selected_run = 0;
+    }
+    if app.exercises[i].scenario.is_some() {
+        app.last_scenario = Some(i);
+        // The choice's panel: R reruns it against the alternative already measured.
+        app.selected_run = 1;
+    }
+}
+
+/// What an action means in the cheat sheet, where it differs: `Some(effect)` when handled here.
+fn on_cheat_action(app: &mut App, action: Action) -> Option<Option<Effect>> {
+    let i = app.selected;
+    let s = cheat::scenario_of(app, i)?;
+    match action {
+        Action::Left | Action::Right => {
+            let states: Vec<usize> = (0..app.exercises.len())
+                .filter(|&k| app.exercises[k].scenario.is_some())
+                .collect();
+            let at = states.iter().position(|&k| k == i)?;
+            let next = step_around(at, states.len(), action == Action::Left);
+            select(app, states[next]);
+            Some(None)
+        }
+        Action::Edit => {
+            let form = AnswerForm::new(&s, app.answers.answers.get(&s.key));
+            app.mode = Mode::Answer(form);
+            Some(None)
+        }
+        Action::Reveal => {
+            app.mode = Mode::Reference(s.key);
+            if !app.revealed.contains(&s.key) {
+                app.revealed.push(s.key);
+            }
+            Some(None)
+        }
+        Action::Predict => {
+            app.status = Some("the cheat sheet has no predictions: e writes your answer".into());
+            Some(None)
+        }
+        Action::Save => {
+            app.status = Some("saving the cheat sheet…".into());
+            Some(Some(Effect::SaveSheet))
+        }
+        Action::RunExercise | Action::RerunSelected => {
+            if app.is_busy() || app.fatal.is_some() {
+                return None; // the general path says why
+            }
+            if !cheat::sync_choice(app, i) {
+                app.status = Some(format!(
+                    "{} is not installed here, so it cannot be verified: e picks an approach speedscape runs",
+                    cheat::choice(app, &s).label()
+                ));
+                return Some(None);
+            }
+            app.selected_run = 1;
+            None
+        }
+        _ => None,
     }
 }
 

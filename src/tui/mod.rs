@@ -12,6 +12,8 @@
 
 pub mod app;
 pub mod backend;
+pub mod cheat;
+mod cheat_ui;
 pub mod fake;
 pub mod images;
 pub mod save;
@@ -33,7 +35,7 @@ use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 pub use app::{App, Effect, Msg, update};
 pub use backend::RunBackend;
 pub use images::{Encoder, Images};
-pub use save::{FolderSaver, SaveRequest, Saver};
+pub use save::{FolderSaver, SaveRequest, Saver, SheetRun};
 
 use crate::config::{Config, Graphics};
 use crate::exercises::Exercise;
@@ -85,6 +87,20 @@ pub fn run(config: &Config, opts: Options) -> color_eyre::Result<()> {
     let (picker, how) = pick_graphics(opts.graphics, opts.graphics_source);
     let mut app = App::new(exercises(config), how).with_tokenizer(tokenizer);
     app.rng = rng;
+    // The cheat-sheet answers kept from earlier sessions; a damaged file is named and left as it
+    // is (answers then live in memory only, and every save attempt says why it is refused).
+    match crate::exercises::cheatsheet::Answers::load(&save::answers_path(&opts.save_root)) {
+        Ok(answers) => app = app.with_answers(answers),
+        Err(e) => {
+            app.status = Some(
+                format!("{e}")
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .to_string(),
+            );
+        }
+    }
     let saver = FolderSaver {
         root: opts.save_root.clone(),
     };
@@ -346,12 +362,21 @@ fn carry_out(
             let result = save(app, exercise, saver).map_err(|e| format!("{e:#}"));
             update(app, Msg::Saved(result))
         }
+        Effect::SaveSheet => {
+            let result = save_sheet(app, saver).map_err(|e| format!("{e:#}"));
+            update(app, Msg::Saved(result))
+        }
+        Effect::SaveAnswers(answers) => {
+            let result = saver.save_answers(&answers).map_err(|e| format!("{e:#}"));
+            update(app, Msg::AnswersSaved(result))
+        }
     }
 }
 
-fn save(app: &App, exercise: usize, saver: &dyn Saver) -> color_eyre::Result<PathBuf> {
-    let ex = &app.exercises[exercise];
-    let request = SaveRequest {
+/// What there is to save of exercise `i`.
+fn save_request(app: &App, i: usize) -> SaveRequest<'_> {
+    let ex = &app.exercises[i];
+    SaveRequest {
         exercise: &ex.exercise,
         rows: app::table_rows(ex),
         images: ex
@@ -361,6 +386,29 @@ fn save(app: &App, exercise: usize, saver: &dyn Saver) -> color_eyre::Result<Pat
             .collect(),
         reports: ex.runs.iter().map(|r| r.report.as_deref()).collect(),
         predictions: ex.predictions.clone(),
-    };
-    saver.save_exercise(&request)
+    }
+}
+
+/// The cheat sheet with every scenario that has a finished run.
+fn save_sheet(app: &App, saver: &dyn Saver) -> color_eyre::Result<PathBuf> {
+    let verified: Vec<SheetRun> = (0..app.exercises.len())
+        .filter_map(|i| {
+            let s = cheat::scenario_of(app, i)?;
+            let ex = &app.exercises[i];
+            ex.runs
+                .iter()
+                .any(|r| r.report.is_some())
+                .then(|| SheetRun {
+                    key: s.key,
+                    choice: cheat::choice(app, &s),
+                    constraint: cheat::constraint(app, &s),
+                    request: save_request(app, i),
+                })
+        })
+        .collect();
+    saver.save_sheet(&app.answers, &verified)
+}
+
+fn save(app: &App, exercise: usize, saver: &dyn Saver) -> color_eyre::Result<PathBuf> {
+    saver.save_exercise(&save_request(app, exercise))
 }

@@ -1,11 +1,12 @@
 //! Saving an exercise's results from the TUI, behind a trait so the headless exporter's
 //! `save_exercise` (report module) can replace [`FolderSaver`].
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use image::RgbImage;
 
 use crate::exercises::Exercise;
+use crate::exercises::cheatsheet::{self, Answers, Approach, Constraint};
 use crate::pipeline::RunReport;
 use crate::report::table::TableRow;
 
@@ -22,6 +23,23 @@ pub struct SaveRequest<'a> {
 pub trait Saver {
     /// Writes the results; returns the folder written.
     fn save_exercise(&self, request: &SaveRequest) -> color_eyre::Result<PathBuf>;
+    /// Writes the cheat sheet with every verified scenario; returns the folder written.
+    fn save_sheet(&self, answers: &Answers, verified: &[SheetRun]) -> color_eyre::Result<PathBuf>;
+    /// Keeps the cheat-sheet answers; returns the file written.
+    fn save_answers(&self, answers: &Answers) -> color_eyre::Result<PathBuf>;
+}
+
+/// One scenario's verification, as saved with the cheat sheet.
+pub struct SheetRun<'a> {
+    pub key: char,
+    pub choice: Approach,
+    pub constraint: Constraint,
+    pub request: SaveRequest<'a>,
+}
+
+/// Where the answers are kept: `cheatsheet.json` in the output folder.
+pub fn answers_path(root: &Path) -> PathBuf {
+    root.join("cheatsheet.json")
 }
 
 /// Writes a new folder under `root` with the same writer as the headless
@@ -44,12 +62,76 @@ impl Saver for FolderSaver {
             &req.predictions,
         )
     }
+
+    fn save_sheet(&self, answers: &Answers, verified: &[SheetRun]) -> color_eyre::Result<PathBuf> {
+        // The sheet writer takes owned images and reports (as the headless path has them).
+        type Owned = (Vec<Option<RgbImage>>, Vec<Option<RunReport>>);
+        let owned: Vec<Owned> = verified
+            .iter()
+            .map(|v| {
+                (
+                    v.request.images.iter().map(|i| i.cloned()).collect(),
+                    v.request.reports.iter().map(|r| r.cloned()).collect(),
+                )
+            })
+            .collect();
+        let saved: Vec<cheatsheet::Saved> = verified
+            .iter()
+            .zip(&owned)
+            .map(|(v, (images, reports))| cheatsheet::Saved {
+                key: v.key,
+                choice: v.choice,
+                constraint: v.constraint,
+                exercise: v.request.exercise,
+                rows: &v.request.rows,
+                images,
+                reports,
+            })
+            .collect();
+        cheatsheet::save(&self.root, answers, &saved)
+    }
+
+    /// Never writes over a file that does not parse: that would lose the answers in it.
+    fn save_answers(&self, answers: &Answers) -> color_eyre::Result<PathBuf> {
+        let path = answers_path(&self.root);
+        Answers::load(&path)?;
+        std::fs::create_dir_all(&self.root)?;
+        answers.save(&path)?;
+        Ok(path)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::exercises::default_exercises;
+
+    #[test]
+    fn answers_are_kept_but_never_written_over_a_damaged_file() {
+        let root = tempfile::tempdir().unwrap();
+        let saver = FolderSaver {
+            root: root.path().join("out"),
+        };
+        let mut answers = Answers {
+            format: 1,
+            ..Answers::default()
+        };
+        answers.answers.insert('C', cheatsheet::Answer::default());
+        let path = saver.save_answers(&answers).unwrap();
+        assert_eq!(path, answers_path(&saver.root));
+        assert_eq!(Answers::load(&path).unwrap(), answers);
+        // Damaged by something else between two saves: refused, the file left as it is.
+        std::fs::write(&path, "{\"format\": 1, \"ans").unwrap();
+        let e = format!("{}", saver.save_answers(&answers).unwrap_err());
+        assert!(
+            e.contains("damaged") && e.contains("will not overwrite"),
+            "{e}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "{\"format\": 1, \"ans"
+        );
+    }
 
     #[test]
     fn saves_finished_runs_into_a_new_folder_each_time() {

@@ -13,6 +13,7 @@ use super::app::{App, Effect, Mode, Msg, table_rows, update};
 use super::fake;
 use super::images::{Encoder, Images};
 use super::ui;
+use crate::exercises::cheatsheet::{Answer, Answers, Approach};
 use crate::exercises::default_exercises;
 use crate::models::ClipTokenizer;
 use crate::report::table::RowState;
@@ -307,12 +308,14 @@ fn moving_and_jumping() {
     assert_eq!(app.selected, 1);
     update(&mut app, key(KeyCode::Up));
     update(&mut app, key(KeyCode::Up));
-    assert_eq!(app.selected, 2, "wraps around");
+    assert!(app.in_cheat_sheet(), "wraps around to the cheat sheet");
+    update(&mut app, key(KeyCode::Up));
+    assert_eq!(app.selected, 2);
     update(&mut app, ch('1'));
     assert_eq!(app.selected, 0);
-    update(&mut app, ch('4'));
+    update(&mut app, ch('9'));
     assert_eq!(app.selected, 0);
-    assert!(app.status.as_deref().unwrap().contains("not built yet"));
+    assert!(app.status.as_deref().unwrap().contains("no exercise 9"));
     update(&mut app, ch('l'));
     update(&mut app, ch('l'));
     update(&mut app, ch('l'));
@@ -415,6 +418,261 @@ fn save_asks_only_when_something_finished() {
         app.exercises[0].saved.as_deref(),
         Some(std::path::Path::new("out/exercise-1"))
     );
+}
+
+// ---- the cheat sheet (exercise 4) ----
+
+/// The state index of cheat-sheet scenario `key`.
+fn scenario_index(app: &App, key: char) -> usize {
+    app.exercises
+        .iter()
+        .position(|e| e.scenario == Some(key))
+        .unwrap()
+}
+
+fn shown_scenario(app: &App) -> Option<char> {
+    app.current().scenario
+}
+
+#[test]
+fn the_cheat_sheet_is_one_list_entry_whose_scenarios_h_and_l_switch() {
+    let mut app = app();
+    assert_eq!(
+        app.entries().len(),
+        4,
+        "three exercises and the cheat sheet"
+    );
+    update(&mut app, ch('4'));
+    assert_eq!(shown_scenario(&app), Some('A'));
+    assert_eq!(app.selected_run, 1, "R reruns the choice");
+    update(&mut app, ch('l'));
+    assert_eq!(shown_scenario(&app), Some('B'));
+    update(&mut app, key(KeyCode::Right));
+    assert_eq!(shown_scenario(&app), Some('C'));
+    update(&mut app, ch('l'));
+    assert_eq!(shown_scenario(&app), Some('A'), "wraps around");
+    update(&mut app, ch('h'));
+    assert_eq!(shown_scenario(&app), Some('C'));
+    // Leaving and coming back shows the scenario last shown.
+    update(&mut app, ch('j'));
+    assert_eq!(app.selected, 0);
+    update(&mut app, ch('k'));
+    assert_eq!(shown_scenario(&app), Some('C'));
+    assert_eq!(app.selected_entry(), 3);
+    // A scenario's verification: the alternative (baseline) first, then the default choice.
+    let ex = &app.current().exercise;
+    assert_eq!(ex.number, 4);
+    let labels: Vec<&str> = ex.runs.iter().map(|r| r.label.as_str()).collect();
+    assert_eq!(labels, ["DPM-Solver++ 20", "LCM-LoRA 4"]);
+    assert_eq!(ex.baseline, 0);
+}
+
+#[test]
+fn writing_an_answer_keeps_it_runs_its_choice_and_asks_to_save_it() {
+    let mut app = app();
+    update(&mut app, ch('4'));
+    update(&mut app, ch('l'));
+    update(&mut app, ch('l'));
+    update(&mut app, ch('e'));
+    assert!(matches!(&app.mode, Mode::Answer(f) if f.key == 'C' && f.method.is_none()));
+    update(&mut app, key(KeyCode::Right)); // DPM-Solver++ 20
+    update(&mut app, key(KeyCode::Right)); // LCM-LoRA 4
+    update(&mut app, key(KeyCode::Tab));
+    update(&mut app, key(KeyCode::Backspace));
+    typed(&mut app, "6");
+    update(&mut app, key(KeyCode::Tab));
+    typed(&mut app, "one UNet call a step");
+    update(&mut app, key(KeyCode::Down));
+    update(&mut app, key(KeyCode::Down));
+    typed(&mut app, "fixed template");
+    let effect = update(&mut app, key(KeyCode::Enter));
+    assert_eq!(app.mode, Mode::Normal);
+    let Some(Effect::SaveAnswers(saved)) = effect else {
+        panic!("expected SaveAnswers, got {effect:?}")
+    };
+    let c = &saved.answers[&'C'];
+    assert_eq!(c.choice, Some(Approach::Lcm { steps: 6 }));
+    assert_eq!(c.notes[0], "one UNet call a step");
+    assert_eq!(c.notes[1], "");
+    assert_eq!(c.notes[2], "fixed template");
+    assert_eq!(app.answers, *saved);
+    // The verification now runs the new choice.
+    let run = &app.exercises[scenario_index(&app, 'C')].exercise.runs[1];
+    assert_eq!((run.label.as_str(), run.steps), ("LCM-LoRA 6", 6));
+    assert!(
+        app.status
+            .as_deref()
+            .unwrap()
+            .contains("enter verifies LCM-LoRA 6")
+    );
+    // A bad step count keeps the form open with the reason; esc drops the edit.
+    update(&mut app, ch('e'));
+    update(&mut app, key(KeyCode::Tab));
+    typed(&mut app, "x");
+    assert!(update(&mut app, key(KeyCode::Enter)).is_none());
+    assert!(
+        matches!(&app.mode, Mode::Answer(f) if f.error.as_deref().unwrap().starts_with("steps"))
+    );
+    update(&mut app, key(KeyCode::Esc));
+    assert_eq!(app.answers, *saved);
+}
+
+#[test]
+fn a_save_refused_keeps_the_answers_and_says_why() {
+    let mut app = app();
+    update(
+        &mut app,
+        Msg::AnswersSaved(Err(
+            "out/cheatsheet.json is damaged (EOF)\nFix: repair it".into()
+        )),
+    );
+    let status = app.status.as_deref().unwrap();
+    assert!(status.contains("kept in memory but not saved"), "{status}");
+    assert!(status.contains("cheatsheet.json is damaged"), "{status}");
+}
+
+#[test]
+fn loaded_answers_are_what_each_scenario_verifies() {
+    let mut answers = Answers {
+        format: 1,
+        ..Answers::default()
+    };
+    answers.answers.insert(
+        'A',
+        Answer {
+            choice: Some(Approach::Lcm { steps: 8 }),
+            ..Answer::default()
+        },
+    );
+    let app = app().with_answers(answers);
+    let a = &app.exercises[scenario_index(&app, 'A')].exercise;
+    assert_eq!(a.runs[0].label, "DPM-Solver++ 50", "A's alternative");
+    assert_eq!(a.runs[1].label, "LCM-LoRA 8");
+    assert_eq!(a.runs[1].unet, "lcm");
+    assert_eq!(a.runs[1].cfg, 1.5);
+}
+
+/// Verifies the selected scenario with fake runs: 5 + 21·steps + 15 ms each.
+fn verify(app: &mut App) {
+    run_all(app);
+}
+
+#[test]
+fn verifying_runs_the_alternative_then_the_choice_and_judges_the_constraint() {
+    let mut app = app();
+    update(&mut app, ch('4'));
+    update(&mut app, ch('h')); // C
+    let c = scenario_index(&app, 'C');
+    let effect = update(&mut app, ch('r'));
+    assert!(matches!(effect, Some(Effect::Submit { exercise, run: 0, .. }) if exercise == c));
+    submitted(&mut app, effect, 1);
+    assert_eq!(app.queue, [(c, 1)]);
+    assert_eq!(
+        super::cheat::verdict(&app, c),
+        None,
+        "not before both finish"
+    );
+    app.active = None;
+    app.queue.clear();
+    app.exercises[c].runs[0].reset();
+    verify(&mut app);
+    // LCM-LoRA 4: 5 + 84 + 15 = 104 ms, under the 1000 ms limit.
+    let v = super::cheat::verdict(&app, c).unwrap();
+    assert!(v.passed);
+    assert_eq!(v.text, "104 ms against a limit of 1000 ms");
+    let rows = table_rows(&app.exercises[c]);
+    assert!(rows[1].quality.is_some(), "SSIM against the alternative");
+
+    // B with a threshold of 1.0 fails: the images differ.
+    update(&mut app, ch('h'));
+    let b = scenario_index(&app, 'B');
+    assert_eq!(app.selected, b);
+    update(&mut app, ch('e'));
+    for _ in 0..6 {
+        update(&mut app, key(KeyCode::Up));
+    }
+    let Mode::Answer(form) = &app.mode else {
+        panic!()
+    };
+    assert_eq!(
+        form.focus, 1,
+        "up from the approach wraps to the threshold… and on"
+    );
+    for _ in 0..5 {
+        update(&mut app, key(KeyCode::Down));
+    }
+    for _ in 0..3 {
+        update(&mut app, key(KeyCode::Backspace));
+    }
+    typed(&mut app, "1.0");
+    update(&mut app, key(KeyCode::Enter));
+    verify(&mut app);
+    let v = super::cheat::verdict(&app, b).unwrap();
+    assert!(!v.passed, "{v:?}");
+    assert!(v.text.contains("threshold of 1.00"), "{}", v.text);
+}
+
+#[test]
+fn an_uninstalled_choice_is_kept_but_not_run() {
+    let mut app = app();
+    update(&mut app, ch('4'));
+    update(&mut app, ch('e'));
+    update(&mut app, key(KeyCode::Left)); // the last method: one-step
+    update(&mut app, key(KeyCode::Enter));
+    assert_eq!(
+        app.answers.answers[&'A'].choice,
+        Some(Approach::OneStep),
+        "a fair answer to give"
+    );
+    assert!(update(&mut app, ch('r')).is_none());
+    assert!(app.status.as_deref().unwrap().contains("not installed"));
+    assert!(app.queue.is_empty() && app.active.is_none());
+}
+
+#[test]
+fn a_shows_our_answer_and_any_key_closes_it() {
+    let mut app = app();
+    update(&mut app, ch('a'));
+    assert_eq!(app.mode, Mode::Normal, "only in the cheat sheet");
+    update(&mut app, ch('4'));
+    update(&mut app, ch('a'));
+    assert_eq!(app.mode, Mode::Reference('A'));
+    assert_eq!(app.revealed, ['A']);
+    update(&mut app, ch('x'));
+    assert_eq!(app.mode, Mode::Normal);
+}
+
+#[test]
+fn s_in_the_cheat_sheet_saves_every_verified_scenario_with_the_sheet() {
+    let mut app = app();
+    update(&mut app, ch('4'));
+    update(&mut app, ch('h')); // C
+    update(&mut app, ch('e'));
+    update(&mut app, key(KeyCode::Right));
+    update(&mut app, key(KeyCode::Right));
+    for _ in 0..2 {
+        update(&mut app, key(KeyCode::Tab));
+    }
+    typed(&mut app, "under a second");
+    update(&mut app, key(KeyCode::Enter));
+    verify(&mut app);
+    assert!(matches!(update(&mut app, ch('s')), Some(Effect::SaveSheet)));
+    let root = tempfile::tempdir().unwrap();
+    let saver = super::FolderSaver {
+        root: root.path().to_path_buf(),
+    };
+    let dir = super::save_sheet(&app, &saver).unwrap();
+    let md = std::fs::read_to_string(dir.join("cheatsheet.md")).unwrap();
+    assert!(md.contains("**Your choice: LCM-LoRA 4**"), "{md}");
+    assert!(md.contains("- speed: under a second"), "{md}");
+    assert!(
+        md.contains("**PASS — 104 ms against a limit of 1000 ms**"),
+        "{md}"
+    );
+    assert!(dir.join("scenario-C/contact-sheet.png").is_file());
+    assert!(!dir.join("scenario-A").exists(), "A was not run");
+    let kept = Answers::load(&dir.join("cheatsheet.json")).unwrap();
+    assert_eq!(kept, app.answers);
 }
 
 // ---- draw snapshots ----
@@ -548,4 +806,50 @@ fn help_reports_the_bytes_of_a_preview_frame() {
         "{bytes}"
     );
     assert!(images.final_bytes.is_some());
+}
+
+/// The cheat sheet on scenario C with an answer written and half of another being typed.
+fn cheat_sheet_app() -> App {
+    let mut app = app();
+    update(&mut app, ch('4'));
+    update(&mut app, ch('h'));
+    update(&mut app, ch('e'));
+    update(&mut app, key(KeyCode::Right));
+    update(&mut app, key(KeyCode::Right));
+    update(&mut app, key(KeyCode::Tab));
+    update(&mut app, key(KeyCode::Tab));
+    typed(&mut app, "4 steps at cfg 1.5: one UNet call a step");
+    update(&mut app, key(KeyCode::Tab));
+    typed(&mut app, "softer, fine for a test");
+    update(&mut app, key(KeyCode::Tab));
+    typed(&mut app, "fixed template, no negative prompt");
+    update(&mut app, key(KeyCode::Tab));
+    typed(&mut app, "stacks with a brand LoRA");
+    update(&mut app, key(KeyCode::Enter));
+    app
+}
+
+#[test]
+fn snapshot_cheat_sheet() {
+    let mut app = self::app();
+    update(&mut app, ch('4'));
+    insta::assert_snapshot!("cheat_idle_80x24", render(&app, 80, 24));
+    let mut app = cheat_sheet_app();
+    insta::assert_snapshot!("cheat_answered_160x48", render(&app, 160, 48));
+    // The form, reopened on the kept answer.
+    update(&mut app, ch('e'));
+    update(&mut app, key(KeyCode::Tab));
+    insta::assert_snapshot!("cheat_form_80x24", render(&app, 80, 24));
+    update(&mut app, key(KeyCode::Esc));
+    // Verified: PASS with the numbers; our answer looked at.
+    verify(&mut app);
+    update(&mut app, ch('a'));
+    insta::assert_snapshot!("cheat_reference_80x24", render(&app, 80, 24));
+    update(&mut app, ch('x'));
+    insta::assert_snapshot!("cheat_verified_80x24", render(&app, 80, 24));
+    insta::assert_snapshot!("cheat_verified_160x48", render(&app, 160, 48));
+    // B: its threshold row, and a FAIL at a threshold of 1.
+    update(&mut app, ch('h'));
+    update(&mut app, ch('e'));
+    insta::assert_snapshot!("cheat_form_b_80x24", render(&app, 80, 24));
 }

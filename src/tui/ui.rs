@@ -11,6 +11,7 @@ use ratatui_image::picker::ProtocolType;
 use super::app::{
     App, ExerciseState, FORM_LABELS, Form, KEYS, Mode, PredictInput, TOKEN_LIMIT, table_rows,
 };
+use super::cheat_ui;
 use super::images::{Images, PREVIEW_BUDGET};
 use crate::report::table::{RowState, TableRow};
 use crate::runtime::Provider;
@@ -19,7 +20,7 @@ use crate::runtime::Provider;
 pub const MIN_WIDTH: u16 = 80;
 pub const MIN_HEIGHT: u16 = 24;
 
-const DIM: Style = Style::new().fg(Color::DarkGray);
+pub(super) const DIM: Style = Style::new().fg(Color::DarkGray);
 
 pub fn draw(app: &App, images: &mut Images, frame: &mut Frame) {
     let area = frame.area();
@@ -28,13 +29,15 @@ pub fn draw(app: &App, images: &mut Images, frame: &mut Frame) {
         return;
     }
     let ex = app.current();
+    let cheat = ex.scenario.is_some();
     let top_h = if area.height >= 40 { 11 } else { 7 };
-    let [header, top, panels, progress, table, hints] = Layout::vertical([
+    let [header, top, mut panels, progress, table, verdict, hints] = Layout::vertical([
         Constraint::Length(1),
         Constraint::Length(top_h),
         Constraint::Fill(1),
         Constraint::Length(2),
         Constraint::Length(ex.runs.len() as u16 + 2),
+        Constraint::Length(u16::from(cheat)),
         Constraint::Length(1),
     ])
     .areas(area);
@@ -42,7 +45,20 @@ pub fn draw(app: &App, images: &mut Images, frame: &mut Frame) {
     let [list, about] =
         Layout::horizontal([Constraint::Length(36), Constraint::Fill(1)]).areas(top);
     draw_list(app, frame, list);
-    draw_about(ex, frame, about);
+    if cheat {
+        cheat_ui::draw_scenario(app, frame, about);
+        // Your answer beside the two runs' panels.
+        let [answer, rest] = Layout::horizontal([
+            Constraint::Length((panels.width / 2).min(72)),
+            Constraint::Fill(1),
+        ])
+        .areas(panels);
+        cheat_ui::draw_answer(app, frame, answer);
+        cheat_ui::draw_verdict(app, frame, verdict);
+        panels = rest;
+    } else {
+        draw_about(ex, frame, about);
+    }
     if let Some(error) = &app.fatal {
         let p = Paragraph::new(format!("The worker could not start:\n\n{error}"))
             .wrap(Wrap { trim: false })
@@ -60,6 +76,8 @@ pub fn draw(app: &App, images: &mut Images, frame: &mut Frame) {
         Mode::Help => draw_help(app, images, frame, area),
         Mode::Edit(form) => draw_form(app, form, frame, area),
         Mode::Predict(input) => draw_predict(ex, input, frame, area),
+        Mode::Answer(form) => cheat_ui::draw_form(form, frame, area),
+        Mode::Reference(key) => cheat_ui::draw_reference(app, *key, frame, area),
     }
 }
 
@@ -130,26 +148,26 @@ fn draw_header(app: &App, images: &Images, frame: &mut Frame, area: Rect) {
 }
 
 fn draw_list(app: &App, frame: &mut Frame, area: Rect) {
-    let mut lines: Vec<Line> = app
-        .exercises
-        .iter()
+    let selected = app.selected_entry();
+    let lines: Vec<Line> = app
+        .entries()
+        .into_iter()
         .enumerate()
-        .map(|(i, e)| {
-            let text = format!("{} {}", e.exercise.number, e.exercise.title);
-            if i == app.selected {
+        .map(|(k, i)| {
+            let e = &app.exercises[i];
+            let title = if e.scenario.is_some() {
+                "Decision cheat sheet"
+            } else {
+                e.exercise.title.as_str()
+            };
+            let text = format!("{} {title}", e.exercise.number);
+            if k == selected {
                 Line::from(vec![Span::raw("▶ ").cyan(), Span::raw(text).bold().cyan()])
             } else {
                 Line::from(format!("  {text}"))
             }
         })
         .collect();
-    lines.push(Line::styled(
-        format!(
-            "  {} Decision cheat sheet (coming)",
-            app.exercises.len() + 1
-        ),
-        DIM,
-    ));
     let p = Paragraph::new(lines).block(Block::bordered().title(" Exercises "));
     frame.render_widget(p, area);
 }
@@ -440,17 +458,23 @@ fn draw_table(ex: &ExerciseState, frame: &mut Frame, area: Rect) {
 
 fn draw_hints(app: &App, frame: &mut Frame, area: Rect) {
     let text = match app.mode {
+        Mode::Normal if app.in_cheat_sheet() => {
+            "hl scenario · e answer · a ours · r verify · R rerun · esc stop · s save · ? · q"
+        }
         Mode::Normal => {
             "r run · R rerun · esc cancel · jk/hl move · e edit · p predict · s save · ? help · q quit"
         }
-        Mode::Help => "any key closes the help",
+        Mode::Help | Mode::Reference(_) => "any key closes this",
+        Mode::Answer(_) => {
+            "tab/↑↓ row · ←/→ approach · type to write · enter keep (saved) · esc drop"
+        }
         Mode::Edit(_) => "tab/↑↓ field · type to edit · enter apply · esc close",
         Mode::Predict(_) => "type a number · tab/↑↓ question · enter keep · esc close",
     };
     frame.render_widget(Line::styled(text, DIM), area);
 }
 
-fn popup(frame: &mut Frame, area: Rect, width: u16, height: u16, title: &str) -> Rect {
+pub(super) fn popup(frame: &mut Frame, area: Rect, width: u16, height: u16, title: &str) -> Rect {
     let w = width.min(area.width);
     let h = height.min(area.height);
     let r = Rect::new(
