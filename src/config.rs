@@ -35,6 +35,12 @@ pub struct RuntimeConfig {
     pub device: Device,
     /// Noise source for seeds: `torch-cpu`.
     pub rng: Option<String>,
+    /// `[runtime.session]`: graph optimisation, threads, denormals, arena, memory pattern.
+    pub session: crate::runtime::options::SessionOptions,
+    /// `[runtime.cuda]`: the CUDA provider's options.
+    pub cuda: crate::runtime::options::CudaOptions,
+    /// `[runtime.tensorrt]`: the TensorRT provider's options.
+    pub tensorrt: crate::runtime::options::TensorRtOptions,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -103,6 +109,7 @@ impl Config {
         cfg.runtime.onnxruntime = cfg.runtime.onnxruntime.map(|p| dir.join(p));
         cfg.model.dir = cfg.model.dir.map(|p| dir.join(p));
         cfg.tui.out = cfg.tui.out.map(|p| dir.join(p));
+        cfg.runtime.tensorrt.engine_cache = dir.join(&cfg.runtime.tensorrt.engine_cache);
         cfg.path = Some(path.to_path_buf());
         Ok(cfg)
     }
@@ -178,6 +185,24 @@ impl Config {
 
     pub fn search_plan(&self) -> SearchPlan {
         SearchPlan::new(self.runtime.onnxruntime.clone(), self.dir())
+    }
+
+    /// Session and provider options from `[runtime.session]`, `[runtime.cuda]`, `[runtime.tensorrt]`.
+    pub fn runtime_options(&self) -> crate::runtime::Options {
+        crate::runtime::Options {
+            session: self.runtime.session.clone(),
+            cuda: self.runtime.cuda.clone(),
+            tensorrt: self.runtime.tensorrt.clone(),
+        }
+    }
+
+    /// Loads ONNX Runtime for `device` (else `runtime.device`) with this config's options.
+    pub fn open_runtime(&self, device: Option<Device>) -> color_eyre::Result<Runtime> {
+        Runtime::init_with(
+            &self.search_plan(),
+            device.unwrap_or(self.runtime.device),
+            self.runtime_options(),
+        )
     }
 
     /// The model folder to use: `override_dir`, else `model.dir`, else the embedded tiny model.

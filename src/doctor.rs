@@ -144,7 +144,7 @@ pub fn run(config: &Config, device: Device, model_dir: Option<&Path>) -> DoctorR
     };
     let plan = config.search_plan();
     // Load the library on the CPU first so a CUDA failure still shows which library it was.
-    let rt_cpu = match Runtime::init(&plan, Device::Cpu) {
+    let rt_cpu = match Runtime::init_with(&plan, Device::Cpu, config.runtime_options()) {
         Ok(rt) => rt,
         Err(e) => {
             report.onnxruntime = Err(format!("{e}"));
@@ -160,7 +160,7 @@ pub fn run(config: &Config, device: Device, model_dir: Option<&Path>) -> DoctorR
     }
     let rt = match device {
         Device::Cpu => Some(rt_cpu),
-        _ => match Runtime::init(&plan, device) {
+        _ => match Runtime::init_with(&plan, device, config.runtime_options()) {
             Ok(rt) => Some(rt),
             Err(e) => {
                 report.provider = Err(format!("{e}"));

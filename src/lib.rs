@@ -1,6 +1,7 @@
 //! speedscape: Stable Diffusion v1.5 on ONNX Runtime, with schedulers and seeded noise that
 //! reproduce Hugging Face diffusers, for comparing diffusion acceleration methods.
 
+pub mod bench;
 pub mod config;
 pub mod doctor;
 pub mod exercises;

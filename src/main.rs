@@ -12,7 +12,7 @@ use speedscape::config::{Config, Graphics};
 use speedscape::pipeline::{self, Request};
 use speedscape::report;
 use speedscape::rng::RngSource;
-use speedscape::runtime::{Device, Runtime};
+use speedscape::runtime::Device;
 use speedscape::schedulers::{SchedulerKind, SchedulerOptions};
 
 #[derive(Parser)]
@@ -44,6 +44,35 @@ struct Cli {
     fake_backend: bool,
     #[command(subcommand)]
     command: Option<Command>,
+}
+
+#[derive(clap::Args)]
+struct BenchArgs {
+    /// What to time: ex1, ex2, ex3, all (exercises' runs), or specs SCHEDULER:STEPS[:CFG][@UNET]
+    /// (dpmpp:20, lcm:4, ddim:30:5@style), comma-separated.
+    #[arg(long, default_value = "ex1")]
+    runs: String,
+    /// Image size in pixels (square; default: the model's native size).
+    #[arg(long)]
+    size: Option<usize>,
+    /// Timed repeats per run.
+    #[arg(long, default_value_t = 3)]
+    repeat: usize,
+    /// Untimed runs before the repeats (session warm-up, cuDNN algorithm search).
+    #[arg(long, default_value_t = 1)]
+    warmup: usize,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Also write every number as JSON here (atomically).
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Print b/a ratios of two earlier --json files instead of running.
+    #[arg(long, num_args = 2, value_names = ["A", "B"])]
+    compare: Option<Vec<PathBuf>>,
+    #[arg(long)]
+    device: Option<Device>,
+    #[arg(long)]
+    model_dir: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -84,6 +113,9 @@ enum Command {
     },
     /// Show the model folder: manifest, components, variants, export checks, scheduler config.
     Models(ModelsArgs),
+    /// Time runs: warm-up, then repeats; per run the median/min/max of every phase, the time
+    /// outside ONNX Runtime, it/s, peak memory. `--compare a.json b.json` prints ratios.
+    Bench(BenchArgs),
     /// Run every run of exercise N headless: progress on stderr, the timing table and what
     /// happened on stdout.
     Exercise {
@@ -211,6 +243,7 @@ fn main() -> color_eyre::Result<()> {
             json,
         }) => doctor(&config, device, model_dir.as_deref(), json),
         Some(Command::Models(args)) => models(&config, args),
+        Some(Command::Bench(args)) => bench(&config, args),
         Some(Command::Exercise {
             number: 4,
             scenario,
@@ -273,7 +306,7 @@ fn rng_source(config: &Config, flag: Option<RngSource>) -> color_eyre::Result<Rn
 
 fn generate(config: &Config, args: GenerateArgs) -> color_eyre::Result<()> {
     let device = args.device.unwrap_or(config.runtime.device);
-    let rt = Runtime::init(&config.search_plan(), device)?;
+    let rt = config.open_runtime(Some(device))?;
     let (dir, tiny) = config.model_dir(args.model_dir.as_deref())?;
     let mut model = config.open_model(&rt, &dir)?;
     let latents = match &args.latents {
@@ -450,6 +483,37 @@ fn models(config: &Config, args: ModelsArgs) -> color_eyre::Result<()> {
     if !ok {
         // The report above already says what failed and how to fix it.
         std::process::exit(1);
+    }
+    Ok(())
+}
+
+fn bench(config: &Config, args: BenchArgs) -> color_eyre::Result<()> {
+    use speedscape::bench;
+    if let Some(files) = &args.compare {
+        print!("{}", bench::compare(&files[0], &files[1])?);
+        return Ok(());
+    }
+    let opts = bench::BenchOptions {
+        runs: bench::BenchSpec::parse_list(config, &args.runs)?,
+        size: args.size,
+        warmup: args.warmup,
+        repeat: args.repeat,
+        seed: args.seed,
+        device: args.device,
+        model_dir: args.model_dir,
+        progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+    };
+    let report = bench::run(config, &opts)?;
+    print!("{}", bench::render(&report));
+    if let Some(path) = &args.json {
+        let json = serde_json::to_string_pretty(&report)?;
+        speedscape::report::write_atomic(path, |f| {
+            use std::io::Write;
+            f.write_all(json.as_bytes())?;
+            Ok(())
+        })
+        .wrap_err_with(|| format!("writing {}", path.display()))?;
+        eprintln!("wrote {}", path.display());
     }
     Ok(())
 }

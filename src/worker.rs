@@ -415,7 +415,7 @@ impl Worker {
         events: Sender,
     ) -> color_eyre::Result<Self> {
         let device = device.unwrap_or(config.runtime.device);
-        let rt = Runtime::init(&config.search_plan(), device)?;
+        let rt = config.open_runtime(Some(device))?;
         let (dir, tiny) = config.model_dir(model_dir)?;
         let model = config.open_model(&rt, &dir)?;
         let info = WorkerInfo {
@@ -696,9 +696,9 @@ impl Worker {
 }
 
 /// The device's name for the header: the GPU's (CUDA) or the CPU's.
-fn device_name(provider: Provider) -> String {
+pub fn device_name(provider: Provider) -> String {
     match provider {
-        Provider::Cuda => crate::doctor::query_gpu()
+        Provider::Cuda | Provider::TensorRt => crate::doctor::query_gpu()
             .map(|g| g.name)
             .unwrap_or_else(|| "CUDA GPU".into()),
         Provider::Cpu => cpu_name().unwrap_or_else(|| "CPU".into()),

@@ -899,3 +899,133 @@ fn exercise_4_out_writes_the_cheat_sheet_and_never_replaces_damaged_answers() {
         "left as it was"
     );
 }
+
+/// The CI smoke bench: the JSON's structure, and phases that add up to the total (no speed is
+/// asserted anywhere).
+#[test]
+fn bench_writes_every_number_and_its_phases_add_up_to_the_total() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a.json");
+    let o = speedscape(&[
+        "bench",
+        "--runs",
+        "dpmpp:3,lcm:2",
+        "--repeat",
+        "2",
+        "--device",
+        "cpu",
+        "--json",
+        a.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("1 warm-up + 2 repeats"), "{stdout}");
+    let v = json_file(&a);
+    assert_eq!(v["provider"], "CPU");
+    assert_eq!(v["tiny_model"], true);
+    assert!(v["intra_op_threads"].as_u64().unwrap() >= 1);
+    assert!(v["load_ms"]["unet"].as_f64().unwrap() > 0.0);
+    assert!(v["load_ms"]["unet_lcm"].as_f64().unwrap() > 0.0);
+    let runs = v["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 2);
+    assert_eq!(
+        (runs[1]["scheduler"].as_str(), runs[1]["unet"].as_str()),
+        (Some("lcm"), Some("lcm"))
+    );
+    for run in runs {
+        assert_eq!(run["warmup_ms"].as_array().unwrap().len(), 1);
+        let repeats = run["repeats"].as_array().unwrap();
+        assert_eq!(repeats.len(), 2);
+        for r in repeats {
+            let f = |k: &str| r[k].as_f64().unwrap();
+            let phases = f("text_ms") + f("unet_ms") + f("scheduler_ms") + f("vae_ms");
+            let total = f("total_ms");
+            assert!(
+                (phases - total).abs() <= 0.02 * total,
+                "phases {phases} ms against a total of {total} ms: {r}"
+            );
+            assert!((f("other_ms") - (total - phases)).abs() < 1e-9);
+            assert!(f("ort_ms") > 0.0 && f("ort_ms") <= total, "{r}");
+            assert_eq!(r["unet_calls"], run["steps"]);
+        }
+        for k in [
+            "total_ms",
+            "text_ms",
+            "unet_ms",
+            "unet_call_ms",
+            "scheduler_ms",
+            "vae_ms",
+            "other_ms",
+        ] {
+            let s = &run[k];
+            let (med, min, max) = (
+                s["median"].as_f64().unwrap(),
+                s["min"].as_f64().unwrap(),
+                s["max"].as_f64().unwrap(),
+            );
+            assert!(min <= med && med <= max, "{k}: {s}");
+        }
+        assert!(run["its"].as_f64().unwrap() > 0.0);
+        let pct = run["outside_ort_pct"].as_f64().unwrap();
+        assert!((0.0..100.0).contains(&pct), "{pct}");
+        assert!(run["peak_rss_bytes"].as_u64().unwrap() > 0);
+        assert!(run["rss_growth_bytes"].is_i64());
+        assert!(run["peak_gpu_bytes"].is_null(), "CPU: no GPU memory");
+        assert_eq!(
+            (run["width"].as_u64(), run["height"].as_u64()),
+            (Some(64), Some(64))
+        );
+    }
+
+    // --compare: the ratios of the runs both files have.
+    let b = dir.path().join("b.json");
+    let o = speedscape(&[
+        "bench",
+        "--runs",
+        "dpmpp:3",
+        "--repeat",
+        "1",
+        "--device",
+        "cpu",
+        "--json",
+        b.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = speedscape(&[
+        "bench",
+        "--compare",
+        a.to_str().unwrap(),
+        b.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let table = String::from_utf8_lossy(&o.stdout);
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("dpmpp 3 cfg 7.5 @base"))
+        .unwrap_or_else(|| panic!("{table}"));
+    let ratio: f64 = row.split_whitespace().nth(8).unwrap().parse().unwrap();
+    let want = json_file(&b)["runs"][0]["total_ms"]["median"]
+        .as_f64()
+        .unwrap()
+        / v["runs"][0]["total_ms"]["median"].as_f64().unwrap();
+    assert!((ratio - want).abs() < 1e-3, "{ratio} vs {want}: {table}");
+    assert!(
+        !table.contains("lcm 2"),
+        "only runs both files have: {table}"
+    );
+    let o = speedscape(&[
+        "bench",
+        "--compare",
+        a.to_str().unwrap(),
+        "/nonexistent.json",
+    ]);
+    assert!(!o.status.success());
+}
+
+#[test]
+fn bench_refuses_bad_run_specs_with_the_fix() {
+    let o = speedscape(&["bench", "--runs", "dpmpp:0", "--device", "cpu"]);
+    assert!(!o.status.success());
+    let t = text(&o);
+    assert!(t.contains("step count") && t.contains("Fix:"), "{t}");
+}

@@ -911,7 +911,7 @@ pub fn verify(
     }
     // Sessions.
     let components = component_folders(root, manifest.as_ref());
-    let rt = match Runtime::init(&config.search_plan(), device) {
+    let rt = match config.open_runtime(Some(device)) {
         Ok(rt) => rt,
         Err(e) => {
             r.failures.push(format!("{e}"));

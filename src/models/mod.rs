@@ -244,6 +244,8 @@ pub struct TextEncoder {
     /// Width D of the hidden states, when the graph fixes it.
     pub hidden_dim: Option<usize>,
     pub file: PathBuf,
+    /// Time spent inside ONNX Runtime's run calls so far.
+    pub ort: Duration,
 }
 
 impl TextEncoder {
@@ -284,16 +286,19 @@ impl TextEncoder {
             hidden_dim: usize::try_from(output.shape[2]).ok(),
             output: output.name,
             file: file.to_path_buf(),
+            ort: Duration::ZERO,
         })
     }
 
     /// Hidden states `[batch, 77, D]` for `batch` rows of 77 ids each.
     pub fn encode(&mut self, ids: &[i64], batch: usize) -> color_eyre::Result<Array3<f32>> {
         let input = tensor::int_input(ids, &[batch, ids.len() / batch], self.ids.elem)?;
+        let start = Instant::now();
         let outputs = self
             .session
             .run(ort::inputs![self.ids.name.as_str() => input])
             .wrap_err_with(|| format!("running the text encoder {}", self.file.display()))?;
+        self.ort += start.elapsed();
         let out = tensor::float_output(&outputs[self.output.as_str()])?;
         Ok(out.into_dimensionality::<Ix3>()?)
     }
@@ -307,6 +312,8 @@ pub struct Unet {
     context: IoSpec,
     output: String,
     pub file: PathBuf,
+    /// Time spent inside ONNX Runtime's run calls so far.
+    pub ort: Duration,
 }
 
 impl Unet {
@@ -335,6 +342,7 @@ impl Unet {
             session,
             output,
             file: file.to_path_buf(),
+            ort: Duration::ZERO,
         })
     }
 
@@ -381,11 +389,13 @@ impl Unet {
             self.timestep.name.as_str() => ts,
             self.context.name.as_str() => ctx,
         ];
+        let start = Instant::now();
         let outputs = match options {
             Some(o) => self.session.run_with_options(inputs, o),
             None => self.session.run(inputs),
         }
         .wrap_err_with(|| format!("running the UNet {}", self.file.display()))?;
+        self.ort += start.elapsed();
         let out = tensor::float_output(&outputs[self.output.as_str()])?;
         Ok(out.into_dimensionality::<Ix4>()?)
     }
@@ -397,6 +407,8 @@ pub struct VaeDecoder {
     input: IoSpec,
     output: String,
     pub file: PathBuf,
+    /// Time spent inside ONNX Runtime's run calls so far.
+    pub ort: Duration,
 }
 
 impl VaeDecoder {
@@ -426,6 +438,7 @@ impl VaeDecoder {
             input,
             output,
             file: file.to_path_buf(),
+            ort: Duration::ZERO,
         })
     }
 
@@ -442,11 +455,13 @@ impl VaeDecoder {
     ) -> color_eyre::Result<Array4<f32>> {
         let x = tensor::float_input(latents.into_dyn(), self.input.elem)?;
         let inputs = ort::inputs![self.input.name.as_str() => x];
+        let start = Instant::now();
         let outputs = match options {
             Some(o) => self.session.run_with_options(inputs, o),
             None => self.session.run(inputs),
         }
         .wrap_err_with(|| format!("running the VAE decoder {}", self.file.display()))?;
+        self.ort += start.elapsed();
         let out = tensor::float_output(&outputs[self.output.as_str()])?;
         Ok(out.into_dimensionality::<Ix4>()?)
     }
@@ -576,6 +591,18 @@ impl Model {
                     .any(|f| !self.root.join(f).join("model.onnx").is_file())
             })
             .collect()
+    }
+
+    /// Time spent inside ONNX Runtime's run calls by every session of this model so far.
+    pub fn ort_time(&self) -> Duration {
+        self.text_encoder.ort
+            + self.vae.ort
+            + self.unets.iter().map(|(_, u)| u.ort).sum::<Duration>()
+            + self
+                .text_encoders
+                .iter()
+                .map(|(_, t)| t.ort)
+                .sum::<Duration>()
     }
 
     /// Whether the UNet of `variant` already has a session (no load on next use).

@@ -70,6 +70,10 @@ pub struct Timings {
     /// Whole run, excluding model loading.
     #[serde(rename = "total_ms", serialize_with = "ser_ms")]
     pub total: Duration,
+    /// Of `total`, the time inside ONNX Runtime's run calls (every session); the rest is ours:
+    /// tokenizing, tensor copies, guidance, the scheduler, conversions.
+    #[serde(rename = "ort_ms", serialize_with = "ser_ms")]
+    pub ort: Duration,
 }
 
 impl Timings {
@@ -257,6 +261,7 @@ pub fn generate_with(
         width,
         height,
     });
+    let ort_before = model.ort_time();
     let run_start = Instant::now();
     // Text: [uncond, cond] under guidance, else cond alone.
     let guided = req.guidance > 1.0;
@@ -343,6 +348,7 @@ pub fn generate_with(
         scheduler: step_timings.iter().map(|t| t.scheduler).collect(),
         vae,
         total,
+        ort: model.ort_time().saturating_sub(ort_before),
     };
     Ok(RunOutput {
         image,

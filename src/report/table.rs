@@ -342,6 +342,7 @@ mod tests {
                 scheduler: vec![msd(sched_each); steps],
                 vae: msd(vae),
                 total: msd(total),
+                ort: msd(total * 0.9),
             },
             load_ms: Default::default(),
             warnings: vec![],

@@ -5,6 +5,7 @@
 //! the CUDA provider with `error_on_failure`, and `auto` says when it falls back.
 
 pub mod library;
+pub mod options;
 pub mod tensor;
 
 use std::path::{Path, PathBuf};
@@ -14,10 +15,10 @@ use color_eyre::eyre::{WrapErr, bail, eyre};
 use ort::environment::Environment;
 use ort::ep::{self, ExecutionProvider, ExecutionProviderDispatch};
 use ort::session::Session;
-use ort::session::builder::GraphOptimizationLevel;
 use serde::{Deserialize, Serialize};
 
 pub use library::{LibrarySource, SearchPlan};
+pub use options::Options;
 
 /// The execution provider the user asks for (`device` in config.toml, `--device`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
@@ -28,6 +29,11 @@ pub enum Device {
     Auto,
     /// CUDA or a clear error; never a silent CPU run.
     Cuda,
+    /// TensorRT (with CUDA for what it does not take), engines cached on disk; falls back to
+    /// CUDA with a note when TensorRT is not installed.
+    #[value(name = "tensorrt")]
+    #[serde(rename = "tensorrt")]
+    TensorRt,
     /// ONNX Runtime's CPU provider.
     Cpu,
 }
@@ -37,6 +43,7 @@ impl std::fmt::Display for Device {
         f.write_str(match self {
             Self::Auto => "auto",
             Self::Cuda => "cuda",
+            Self::TensorRt => "tensorrt",
             Self::Cpu => "cpu",
         })
     }
@@ -47,14 +54,34 @@ impl std::fmt::Display for Device {
 pub enum Provider {
     #[serde(rename = "CUDAExecutionProvider")]
     Cuda,
+    /// TensorRT first, CUDA for the nodes TensorRT does not take.
+    #[serde(rename = "TensorrtExecutionProvider")]
+    TensorRt,
     #[serde(rename = "CPUExecutionProvider")]
     Cpu,
+}
+
+impl Provider {
+    /// Runs on the GPU.
+    pub fn is_gpu(self) -> bool {
+        matches!(self, Self::Cuda | Self::TensorRt)
+    }
+
+    /// A short name for headers: `CUDA`, `TensorRT`, `CPU`.
+    pub fn short(self) -> &'static str {
+        match self {
+            Self::Cuda => "CUDA",
+            Self::TensorRt => "TensorRT",
+            Self::Cpu => "CPU",
+        }
+    }
 }
 
 impl std::fmt::Display for Provider {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Self::Cuda => "CUDAExecutionProvider",
+            Self::TensorRt => "TensorrtExecutionProvider",
             Self::Cpu => "CPUExecutionProvider",
         })
     }
@@ -86,6 +113,8 @@ pub struct Runtime {
     pub library: LoadedLibrary,
     pub requested: Device,
     pub provider: Provider,
+    /// Session and provider options (config.toml's `[runtime.*]` tables).
+    pub options: Options,
     /// Things the user should know (a fallback, preloaded CUDA libraries).
     pub notes: Vec<String>,
 }
@@ -100,20 +129,49 @@ pub const SETUP_FIX: &str = "run `scripts/setup.sh` (installs the `onnxruntime` 
      runtime.onnxruntime in config.toml / ORT_DYLIB_PATH to the full path of libonnxruntime.so.1.x.y";
 
 impl Runtime {
-    /// Loads ONNX Runtime (once per process) and settles the execution provider for `device`.
+    /// Loads ONNX Runtime (once per process) and settles the execution provider for `device`,
+    /// with default session options.
     pub fn init(plan: &SearchPlan, device: Device) -> color_eyre::Result<Self> {
+        Self::init_with(plan, device, Options::default())
+    }
+
+    /// [`Runtime::init`] with `options` for every session.
+    pub fn init_with(
+        plan: &SearchPlan,
+        device: Device,
+        options: Options,
+    ) -> color_eyre::Result<Self> {
         let (library, env) = load_library(plan)?;
         let mut notes = Vec::new();
         let provider = match device {
             Device::Cpu => Provider::Cpu,
             Device::Cuda => {
                 prepare_cuda(&library, &mut notes)?;
-                probe_cuda(&env).map_err(|e| eyre!(cuda_failure_message(&library, &e)))?;
+                probe_cuda(&env, &options)
+                    .map_err(|e| eyre!(cuda_failure_message(&library, &e)))?;
                 Provider::Cuda
+            }
+            Device::TensorRt => {
+                prepare_cuda(&library, &mut notes)?;
+                preload_tensorrt(&library, &mut notes);
+                let cache = options.tensorrt.engine_cache.clone();
+                match probe_tensorrt(&env, &options, &cache) {
+                    Ok(()) => Provider::TensorRt,
+                    Err(e) => {
+                        probe_cuda(&env, &options)
+                            .map_err(|e| eyre!(cuda_failure_message(&library, &e)))?;
+                        notes.push(format!(
+                            "device tensorrt: TensorRT is not usable ({}); running on CUDA. Fix: \
+                             pip install tensorrt-cu13 (NVIDIA's wheels) beside onnxruntime-gpu",
+                            first_line(&e)
+                        ));
+                        Provider::Cuda
+                    }
+                }
             }
             Device::Auto => {
                 let attempt = prepare_cuda(&library, &mut notes)
-                    .and_then(|()| probe_cuda(&env).map_err(|e| eyre!(e)));
+                    .and_then(|()| probe_cuda(&env, &options).map_err(|e| eyre!(e)));
                 match attempt {
                     Ok(()) => Provider::Cuda,
                     Err(e) => {
@@ -131,28 +189,36 @@ impl Runtime {
             library,
             requested: device,
             provider,
+            options,
             notes,
         })
     }
 
     /// The execution providers a session of this runtime registers, in order.
     fn execution_providers(&self) -> Vec<ExecutionProviderDispatch> {
+        let o = &self.options;
         match self.provider {
-            Provider::Cuda => vec![ep::CUDA::default().build().error_on_failure()],
-            Provider::Cpu => vec![ep::CPU::default().build()],
+            Provider::Cuda => vec![o.cuda().build().error_on_failure()],
+            Provider::TensorRt => vec![
+                o.tensorrt(&o.tensorrt.engine_cache)
+                    .build()
+                    .error_on_failure(),
+                o.cuda().build().error_on_failure(),
+            ],
+            Provider::Cpu => vec![o.cpu().build()],
         }
     }
 
     /// Opens `model` (an `.onnx` file; external data beside it) on this runtime's provider.
     pub fn session(&self, model: &Path) -> color_eyre::Result<Session> {
         let eps = self.execution_providers();
-        let builder = Session::builder(&self.env)
-            .map_err(|e| eyre!("{e}"))?
-            .with_optimization_level(GraphOptimizationLevel::Level3)
+        let builder = Session::builder(&self.env).map_err(|e| eyre!("{e}"))?;
+        let mut builder = self
+            .options
+            .apply(builder)
             .map_err(|e| eyre!("{e}"))?
             .with_execution_providers(eps)
             .map_err(|e| eyre!("{e}"))?;
-        let mut builder = builder;
         builder
             .commit_from_file(model)
             .map_err(|e| eyre!("{e}"))
@@ -308,10 +374,33 @@ const PROBE_MODEL: &[u8] = &[
 ];
 
 /// Builds and runs the probe model with the CUDA provider registered strictly.
-fn probe_cuda(env: &Environment) -> Result<(), String> {
+fn probe_cuda(env: &Environment, options: &Options) -> Result<(), String> {
+    probe_with(env, vec![options.cuda().build().error_on_failure()], "CUDA")
+}
+
+/// The same with TensorRT (engine built into `cache`).
+fn probe_tensorrt(env: &Environment, options: &Options, cache: &Path) -> Result<(), String> {
+    if !ep::TensorRT::is_available().unwrap_or(false) {
+        return Err("this ONNX Runtime build has no TensorrtExecutionProvider".into());
+    }
+    std::fs::create_dir_all(cache)
+        .map_err(|e| format!("cannot create the engine cache {}: {e}", cache.display()))?;
+    probe_with(
+        env,
+        vec![options.tensorrt(cache).build().error_on_failure()],
+        "TensorRT",
+    )
+}
+
+/// Runs the one-node probe model with `eps` registered strictly.
+fn probe_with(
+    env: &Environment,
+    eps: Vec<ExecutionProviderDispatch>,
+    name: &str,
+) -> Result<(), String> {
     let mut session = Session::builder(env)
         .map_err(|e| e.to_string())?
-        .with_execution_providers([ep::CUDA::default().build().error_on_failure()])
+        .with_execution_providers(eps)
         .map_err(|e| e.to_string())?
         .commit_from_memory(PROBE_MODEL)
         .map_err(|e| e.to_string())?;
@@ -321,9 +410,39 @@ fn probe_cuda(env: &Environment) -> Result<(), String> {
         .try_extract_tensor::<f32>()
         .map_err(|e| e.to_string())?;
     if y != [0.0] {
-        return Err(format!("the CUDA probe computed Relu(-1) = {y:?}"));
+        return Err(format!("the {name} probe computed Relu(-1) = {y:?}"));
     }
     Ok(())
+}
+
+/// Preloads TensorRT's libraries from NVIDIA's pip wheels (`tensorrt_libs/` beside the
+/// onnxruntime wheel) so the TensorRT provider finds them.
+fn preload_tensorrt(library: &LoadedLibrary, notes: &mut Vec<String>) {
+    let Some(site_packages) = library.path.ancestors().nth(3) else {
+        return;
+    };
+    let Ok(entries) = std::fs::read_dir(site_packages.join("tensorrt_libs")) else {
+        return;
+    };
+    let mut libs: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("libnvinfer") && n.contains(".so"))
+        })
+        .collect();
+    libs.sort();
+    let loaded = libs
+        .iter()
+        .filter(|p| ort::util::preload_dylib(p.as_path()).is_ok())
+        .count();
+    if loaded > 0 {
+        notes.push(format!(
+            "preloaded {loaded} TensorRT libraries from {}",
+            site_packages.join("tensorrt_libs").display()
+        ));
+    }
 }
 
 fn cuda_failure_message(library: &LoadedLibrary, error: &str) -> String {

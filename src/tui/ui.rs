@@ -14,7 +14,6 @@ use super::app::{
 use super::cheat_ui;
 use super::images::{Images, PREVIEW_BUDGET};
 use crate::report::table::{RowState, TableRow};
-use crate::runtime::Provider;
 
 /// The smallest terminal the layout is made for.
 pub const MIN_WIDTH: u16 = 80;
@@ -117,9 +116,11 @@ fn draw_header(app: &App, images: &Images, frame: &mut Frame, area: Rect) {
         (_, Some(_)) => spans.push(Span::raw(" worker failed").red().bold()),
         (None, None) => spans.push(Span::styled(" starting the worker…", DIM)),
         (Some(info), None) => {
-            let provider = match info.provider {
-                Provider::Cuda => Span::raw(" CUDA").green().bold(),
-                Provider::Cpu => Span::raw(" CPU").yellow().bold(),
+            let name = format!(" {}", info.provider.short());
+            let provider = if info.provider.is_gpu() {
+                Span::raw(name).green().bold()
+            } else {
+                Span::raw(name).yellow().bold()
             };
             spans.push(provider);
             spans.push(sep());

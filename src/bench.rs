@@ -1,0 +1,684 @@
+//! `speedscape bench`: each run warmed up, then repeated; per run the median/min/max of the
+//! total and of every phase, the time outside ONNX Runtime's calls, it/s, peak host RSS and
+//! (on a GPU) the GPU memory held; JSON for scripts and `--compare` for ratios between two.
+//!
+//! Runs go straight through [`crate::pipeline::generate`] in this thread (no worker, no UI), so
+//! the numbers describe the engine itself.
+
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use color_eyre::eyre::{WrapErr, bail, eyre};
+use serde::{Deserialize, Serialize};
+
+use crate::config::Config;
+use crate::pipeline::{Request, RunReport, generate};
+use crate::rng::RngSource;
+use crate::runtime::{Device, Provider};
+use crate::schedulers::{SchedulerKind, SchedulerOptions};
+
+/// One configuration to time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BenchSpec {
+    /// How it was asked for (`dpmpp:20`, `ex1`'s `DDPM 50`).
+    pub spec: String,
+    pub label: String,
+    pub scheduler: SchedulerKind,
+    pub steps: usize,
+    pub cfg: f32,
+    pub unet: String,
+    pub prompt: String,
+}
+
+/// The prompt of runs given by spec (an exercise's runs keep their exercise's).
+pub const BENCH_PROMPT: &str =
+    "a small cottage on a hillside at sunset, warm golden light, detailed";
+
+impl BenchSpec {
+    /// `sched:steps[:cfg][@unet]`: `dpmpp:20`, `lcm:4` (cfg 1.5 on `lcm`), `ddpm:50:7.5@base`.
+    pub fn parse(text: &str) -> color_eyre::Result<Self> {
+        let fix = "Fix: write SCHEDULER:STEPS[:CFG][@UNET], e.g. dpmpp:20, lcm:4, ddim:30:5@style";
+        let (body, unet) = match text.split_once('@') {
+            Some((b, u)) if !u.is_empty() => (b, Some(u)),
+            Some(_) => bail!("{text:?}: nothing after '@'\n{fix}"),
+            None => (text, None),
+        };
+        let mut parts = body.split(':');
+        let scheduler: SchedulerKind = parts
+            .next()
+            .unwrap_or_default()
+            .parse()
+            .map_err(|e| eyre!("{text:?}: {e}\n{fix}"))?;
+        let steps: usize = parts
+            .next()
+            .and_then(|s| s.parse().ok())
+            .filter(|&s| s >= 1)
+            .ok_or_else(|| eyre!("{text:?}: the step count must be a whole number ≥ 1\n{fix}"))?;
+        let lcm = scheduler == SchedulerKind::Lcm;
+        let cfg: f32 = match parts.next() {
+            None => {
+                if lcm {
+                    1.5
+                } else {
+                    7.5
+                }
+            }
+            Some(c) => c
+                .parse()
+                .ok()
+                .filter(|c: &f32| c.is_finite() && *c >= 0.0)
+                .ok_or_else(|| eyre!("{text:?}: the cfg {c:?} is not a number ≥ 0\n{fix}"))?,
+        };
+        if parts.next().is_some() {
+            bail!("{text:?}: too many ':' parts\n{fix}");
+        }
+        let unet = unet.unwrap_or(if lcm { "lcm" } else { "base" }).to_string();
+        Ok(Self {
+            spec: text.to_string(),
+            label: format!("{} {steps} cfg {cfg} @{unet}", scheduler.as_str()),
+            scheduler,
+            steps,
+            cfg,
+            unet,
+            prompt: BENCH_PROMPT.into(),
+        })
+    }
+
+    /// `--runs`: `all`, `ex1`…`exN` (an exercise's runs), or specs, comma-separated.
+    pub fn parse_list(config: &Config, text: &str) -> color_eyre::Result<Vec<Self>> {
+        let exercises = config.exercises();
+        let mut out = Vec::new();
+        for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let from_exercise = |number: usize| -> color_eyre::Result<Vec<Self>> {
+                let ex = exercises
+                    .iter()
+                    .find(|e| e.number == number)
+                    .ok_or_else(|| {
+                        eyre!("--runs {item}: there is no exercise {number}\nFix: use ex1, ex2, ex3, all or a spec like dpmpp:20")
+                    })?;
+                Ok(ex
+                    .runs
+                    .iter()
+                    .map(|r| Self {
+                        spec: format!("ex{number}:{}", r.label),
+                        label: r.label.clone(),
+                        scheduler: r.scheduler,
+                        steps: r.steps,
+                        cfg: r.cfg,
+                        unet: r.unet.clone(),
+                        prompt: r.prompt.clone().unwrap_or_else(|| ex.prompt.clone()),
+                    })
+                    .collect())
+            };
+            if item == "all" {
+                for ex in exercises.iter().filter(|e| !e.runs.is_empty()) {
+                    out.extend(from_exercise(ex.number)?);
+                }
+            } else if let Some(n) = item.strip_prefix("ex") {
+                let n: usize = n.parse().map_err(|_| {
+                    eyre!("--runs {item}: not an exercise\nFix: use ex1, ex2, ex3, all or a spec like dpmpp:20")
+                })?;
+                out.extend(from_exercise(n)?);
+            } else {
+                out.push(Self::parse(item)?);
+            }
+        }
+        if out.is_empty() {
+            bail!("--runs is empty\nFix: e.g. --runs ex1, --runs all, --runs dpmpp:20,lcm:4");
+        }
+        Ok(out)
+    }
+}
+
+/// What `speedscape bench` was asked to do.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    pub runs: Vec<BenchSpec>,
+    /// Pixels (square); `None`: the model's native size.
+    pub size: Option<usize>,
+    pub warmup: usize,
+    pub repeat: usize,
+    pub seed: u64,
+    pub device: Option<Device>,
+    pub model_dir: Option<std::path::PathBuf>,
+    pub progress: bool,
+}
+
+/// Median, min and max of a phase over the repeats (ms).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Spread {
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+impl Spread {
+    pub fn of(values: &[f64]) -> Self {
+        let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
+        if v.is_empty() {
+            return Self::default();
+        }
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        let median = if n % 2 == 1 {
+            v[n / 2]
+        } else {
+            (v[n / 2 - 1] + v[n / 2]) / 2.0
+        };
+        Self {
+            median,
+            min: v[0],
+            max: v[n - 1],
+        }
+    }
+}
+
+/// One timed repeat (ms). `other_ms` is the total minus the four phases: noise, tensor
+/// copies and image conversion.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Repeat {
+    pub total_ms: f64,
+    pub text_ms: f64,
+    pub unet_ms: f64,
+    pub scheduler_ms: f64,
+    pub vae_ms: f64,
+    pub other_ms: f64,
+    /// Inside ONNX Runtime's run calls.
+    pub ort_ms: f64,
+    pub unet_calls: usize,
+    /// Host RSS right after this repeat.
+    pub rss_bytes: Option<u64>,
+}
+
+impl Repeat {
+    fn of(report: &RunReport) -> Self {
+        let t = &report.timings;
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        let (text, unet, sched, vae, total) = (
+            ms(t.text),
+            ms(t.unet_total()),
+            ms(t.scheduler_total()),
+            ms(t.vae),
+            ms(t.total),
+        );
+        Self {
+            total_ms: total,
+            text_ms: text,
+            unet_ms: unet,
+            scheduler_ms: sched,
+            vae_ms: vae,
+            other_ms: total - text - unet - sched - vae,
+            ort_ms: ms(t.ort),
+            unet_calls: t.unet.len(),
+            rss_bytes: memory::rss(),
+        }
+    }
+}
+
+/// A run's results.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunResult {
+    pub spec: String,
+    pub label: String,
+    pub scheduler: String,
+    pub steps: usize,
+    pub cfg: f32,
+    pub unet: String,
+    pub width: usize,
+    pub height: usize,
+    /// The warm-up runs' totals (ms), apart from the repeats.
+    pub warmup_ms: Vec<f64>,
+    pub repeats: Vec<Repeat>,
+    pub total_ms: Spread,
+    pub text_ms: Spread,
+    pub unet_ms: Spread,
+    /// Per UNet call (one per step; batch 2 under guidance).
+    pub unet_call_ms: Spread,
+    pub scheduler_ms: Spread,
+    pub vae_ms: Spread,
+    pub other_ms: Spread,
+    /// Denoising steps per second (UNet + scheduler), median repeat.
+    pub its: f64,
+    /// Share of the median total spent outside ONNX Runtime's run calls (%).
+    pub outside_ort_pct: f64,
+    /// Peak host RSS during this run's warm-up and repeats (bytes); `peak_rss_scope` says
+    /// whether it was reset for this run (`run`) or is the process's (`process`).
+    pub peak_rss_bytes: Option<u64>,
+    pub peak_rss_scope: String,
+    /// RSS after the last repeat minus after the first (growth across repeats).
+    pub rss_growth_bytes: Option<i64>,
+    /// GPU memory this process holds after the run (ONNX Runtime's arena keeps its peak);
+    /// `null` on the CPU or where nvidia-smi cannot tell.
+    pub peak_gpu_bytes: Option<u64>,
+}
+
+/// A whole bench: where it ran and every run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BenchReport {
+    pub speedscape: String,
+    pub provider: String,
+    pub device: String,
+    pub onnxruntime: String,
+    pub model: String,
+    pub tiny_model: bool,
+    pub intra_op_threads: usize,
+    pub warmup: usize,
+    pub repeat: usize,
+    /// Session creation per component (ms), before any run.
+    pub load_ms: std::collections::BTreeMap<String, f64>,
+    pub runs: Vec<RunResult>,
+}
+
+/// Runs the bench.
+pub fn run(config: &Config, opts: &BenchOptions) -> color_eyre::Result<BenchReport> {
+    if opts.repeat == 0 {
+        bail!("--repeat 0 times nothing\nFix: --repeat 3 (or more)");
+    }
+    let rt = config.open_runtime(opts.device)?;
+    let (dir, tiny) = config.model_dir(opts.model_dir.as_deref())?;
+    let mut model = config.open_model(&rt, &dir)?;
+    let rng: RngSource = match &config.runtime.rng {
+        Some(s) => s.parse()?,
+        None => RngSource::TorchCpu,
+    };
+    let device = crate::worker::device_name(rt.provider);
+    let cancel = AtomicBool::new(false);
+    let mut results = Vec::new();
+    let n = opts.runs.len();
+    for (i, spec) in opts.runs.iter().enumerate() {
+        // Sessions this run needs are created (and their time reported) before its clock.
+        model.unet(&rt, &spec.unet)?;
+        model.text_encoder_for(&rt, &spec.unet)?;
+        let request = Request {
+            prompt: spec.prompt.clone(),
+            negative_prompt: String::new(),
+            scheduler: spec.scheduler,
+            scheduler_options: SchedulerOptions::default(),
+            steps: spec.steps,
+            guidance: spec.cfg,
+            seed: opts.seed,
+            rng,
+            unet: spec.unet.clone(),
+            width: opts.size,
+            height: opts.size,
+            latents: None,
+        };
+        let scope = if memory::reset_peak() {
+            "run"
+        } else {
+            "process"
+        };
+        let mut warmup_ms = Vec::new();
+        let mut repeats = Vec::new();
+        let mut size = (0, 0);
+        for k in 0..opts.warmup + opts.repeat {
+            let warm = k < opts.warmup;
+            if opts.progress {
+                let what = if warm {
+                    "warm-up".to_string()
+                } else {
+                    format!("repeat {}/{}", k - opts.warmup + 1, opts.repeat)
+                };
+                eprint!("\rbench [{}/{n}] {}: {what}…        ", i + 1, spec.label);
+            }
+            let started = Instant::now();
+            let out = generate(&rt, &mut model, &request, &cancel, &mut |_| {})
+                .wrap_err_with(|| format!("bench run {}", spec.spec))?;
+            let report = out.report;
+            size = (report.width, report.height);
+            if warm {
+                warmup_ms.push(started.elapsed().as_secs_f64() * 1e3);
+            } else {
+                repeats.push(Repeat::of(&report));
+            }
+        }
+        if opts.progress {
+            eprintln!();
+        }
+        results.push(summarise(
+            spec,
+            size,
+            warmup_ms,
+            repeats,
+            scope,
+            rt.provider,
+        ));
+    }
+    Ok(BenchReport {
+        speedscape: env!("CARGO_PKG_VERSION").into(),
+        provider: rt.provider.short().into(),
+        device,
+        onnxruntime: rt.library.version.clone(),
+        model: dir.display().to_string(),
+        tiny_model: tiny,
+        intra_op_threads: rt.options.intra_threads(),
+        warmup: opts.warmup,
+        repeat: opts.repeat,
+        load_ms: model
+            .load_times
+            .iter()
+            .map(|(name, d)| (name.clone(), d.as_secs_f64() * 1e3))
+            .collect(),
+        runs: results,
+    })
+}
+
+fn summarise(
+    spec: &BenchSpec,
+    (width, height): (usize, usize),
+    warmup_ms: Vec<f64>,
+    repeats: Vec<Repeat>,
+    scope: &str,
+    provider: Provider,
+) -> RunResult {
+    let col = |f: fn(&Repeat) -> f64| Spread::of(&repeats.iter().map(f).collect::<Vec<_>>());
+    let total = col(|r| r.total_ms);
+    let ort = col(|r| r.ort_ms);
+    let steps = col(|r| r.unet_ms + r.scheduler_ms);
+    let calls = repeats.first().map_or(0, |r| r.unet_calls).max(1);
+    let rss: Vec<u64> = repeats.iter().filter_map(|r| r.rss_bytes).collect();
+    RunResult {
+        spec: spec.spec.clone(),
+        label: spec.label.clone(),
+        scheduler: spec.scheduler.as_str().into(),
+        steps: spec.steps,
+        cfg: spec.cfg,
+        unet: spec.unet.clone(),
+        width,
+        height,
+        warmup_ms,
+        total_ms: total,
+        text_ms: col(|r| r.text_ms),
+        unet_ms: col(|r| r.unet_ms),
+        unet_call_ms: Spread::of(
+            &repeats
+                .iter()
+                .map(|r| r.unet_ms / r.unet_calls.max(1) as f64)
+                .collect::<Vec<_>>(),
+        ),
+        scheduler_ms: col(|r| r.scheduler_ms),
+        vae_ms: col(|r| r.vae_ms),
+        other_ms: col(|r| r.other_ms),
+        its: if steps.median > 0.0 {
+            calls as f64 / (steps.median / 1e3)
+        } else {
+            0.0
+        },
+        outside_ort_pct: if total.median > 0.0 {
+            (100.0 * (total.median - ort.median) / total.median).max(0.0)
+        } else {
+            0.0
+        },
+        peak_rss_bytes: memory::peak_rss(),
+        peak_rss_scope: scope.into(),
+        rss_growth_bytes: match (rss.first(), rss.last()) {
+            (Some(&a), Some(&b)) if rss.len() > 1 => Some(b as i64 - a as i64),
+            _ => None,
+        },
+        peak_gpu_bytes: provider.is_gpu().then(memory::gpu_bytes).flatten(),
+        repeats,
+    }
+}
+
+fn mib(bytes: Option<u64>) -> String {
+    bytes.map_or("–".into(), |b| {
+        format!("{:.0}", b as f64 / (1 << 20) as f64)
+    })
+}
+
+fn fmt_spread(s: &Spread) -> String {
+    format!("{:.1} ({:.1}–{:.1})", s.median, s.min, s.max)
+}
+
+/// The human table.
+pub fn render(r: &BenchReport) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "speedscape {} · {} ({}) · ONNX Runtime {} · {} intra-op threads · model {}{}",
+        r.speedscape,
+        r.provider,
+        r.device,
+        r.onnxruntime,
+        r.intra_op_threads,
+        r.model,
+        if r.tiny_model {
+            " (tiny, random weights)"
+        } else {
+            ""
+        }
+    );
+    let loads: Vec<String> = r
+        .load_ms
+        .iter()
+        .map(|(k, v)| format!("{k} {v:.0} ms"))
+        .collect();
+    let _ = writeln!(
+        out,
+        "sessions created (apart from the runs): {}",
+        loads.join(", ")
+    );
+    let _ = writeln!(
+        out,
+        "{} warm-up + {} repeats per run; times in ms, median (min–max)\n",
+        r.warmup, r.repeat
+    );
+    let _ = writeln!(
+        out,
+        "{:<26} {:>9} {:>22} {:>9} {:>18} {:>8} {:>8} {:>7} {:>7} {:>8} {:>9} {:>8}",
+        "run",
+        "size",
+        "total",
+        "text",
+        "UNet/call",
+        "sched",
+        "VAE",
+        "other",
+        "it/s",
+        "out-ORT",
+        "peak RSS",
+        "GPU MiB"
+    );
+    for run in &r.runs {
+        let _ = writeln!(
+            out,
+            "{:<26} {:>9} {:>22} {:>9.1} {:>18} {:>8.2} {:>8.1} {:>7.1} {:>7.2} {:>7.2}% {:>5} MiB {:>8}",
+            run.label,
+            format!("{}×{}", run.width, run.height),
+            fmt_spread(&run.total_ms),
+            run.text_ms.median,
+            fmt_spread(&run.unet_call_ms),
+            run.scheduler_ms.median,
+            run.vae_ms.median,
+            run.other_ms.median,
+            run.its,
+            run.outside_ort_pct,
+            mib(run.peak_rss_bytes),
+            mib(run.peak_gpu_bytes),
+        );
+    }
+    out
+}
+
+/// `--compare a.json b.json`: for every run both have (same spec and size), b's numbers over
+/// a's: above 1 means b takes longer (or holds more).
+pub fn compare(a_path: &Path, b_path: &Path) -> color_eyre::Result<String> {
+    use std::fmt::Write;
+    let read = |p: &Path| -> color_eyre::Result<BenchReport> {
+        let text =
+            std::fs::read_to_string(p).wrap_err_with(|| format!("reading {}", p.display()))?;
+        serde_json::from_str(&text).map_err(|e| {
+            eyre!(
+                "{} is not a `speedscape bench --json` file ({e})\nFix: pass two files written by speedscape bench --json",
+                p.display()
+            )
+        })
+    };
+    let (a, b) = (read(a_path)?, read(b_path)?);
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "a: {} — {} ({}), ONNX Runtime {}\nb: {} — {} ({}), ONNX Runtime {}\nratios b/a (< 1: b is faster or leaner)\n",
+        a_path.display(),
+        a.provider,
+        a.device,
+        a.onnxruntime,
+        b_path.display(),
+        b.provider,
+        b.device,
+        b.onnxruntime
+    );
+    let _ = writeln!(
+        out,
+        "{:<26} {:>9} {:>12} {:>12} {:>8} {:>10} {:>10} {:>9}",
+        "run", "size", "a total", "b total", "total", "UNet/call", "VAE", "peak RSS"
+    );
+    let ratio = |x: f64, y: f64| {
+        if x > 0.0 {
+            format!("{:.3}", y / x)
+        } else {
+            "–".into()
+        }
+    };
+    let mut matched = 0;
+    for ra in &a.runs {
+        let Some(rb) = b
+            .runs
+            .iter()
+            .find(|r| r.spec == ra.spec && r.width == ra.width && r.height == ra.height)
+        else {
+            continue;
+        };
+        matched += 1;
+        let rss = match (ra.peak_rss_bytes, rb.peak_rss_bytes) {
+            (Some(x), Some(y)) => ratio(x as f64, y as f64),
+            _ => "–".into(),
+        };
+        let _ = writeln!(
+            out,
+            "{:<26} {:>9} {:>12.1} {:>12.1} {:>8} {:>10} {:>10} {:>9}",
+            ra.label,
+            format!("{}×{}", ra.width, ra.height),
+            ra.total_ms.median,
+            rb.total_ms.median,
+            ratio(ra.total_ms.median, rb.total_ms.median),
+            ratio(ra.unet_call_ms.median, rb.unet_call_ms.median),
+            ratio(ra.vae_ms.median, rb.vae_ms.median),
+            rss,
+        );
+    }
+    if matched == 0 {
+        bail!(
+            "{} and {} have no run in common (same spec and size)\nFix: bench the same --runs and --size in both",
+            a_path.display(),
+            b_path.display()
+        );
+    }
+    Ok(out)
+}
+
+/// Host and GPU memory of this process.
+pub mod memory {
+    /// A `kB` field of /proc/self/status, in bytes.
+    fn status_field(name: &str) -> Option<u64> {
+        let status = std::fs::read_to_string("/proc/self/status").ok()?;
+        status.lines().find_map(|l| {
+            let rest = l.strip_prefix(name)?.strip_prefix(':')?;
+            let kb: u64 = rest.trim().trim_end_matches("kB").trim().parse().ok()?;
+            Some(kb * 1024)
+        })
+    }
+
+    /// Resident set size now.
+    pub fn rss() -> Option<u64> {
+        status_field("VmRSS")
+    }
+
+    /// Peak resident set size since start or the last [`reset_peak`].
+    pub fn peak_rss() -> Option<u64> {
+        status_field("VmHWM")
+    }
+
+    /// Resets the peak RSS to the current RSS (Linux ≥ 4.0: `5` into /proc/self/clear_refs);
+    /// false where that is not allowed (the peak is then the process's).
+    pub fn reset_peak() -> bool {
+        std::fs::write("/proc/self/clear_refs", "5").is_ok()
+    }
+
+    /// GPU memory this process holds, from nvidia-smi (`None` where it cannot tell).
+    pub fn gpu_bytes() -> Option<u64> {
+        let out = std::process::Command::new("nvidia-smi")
+            .args([
+                "--query-compute-apps=pid,used_memory",
+                "--format=csv,noheader,nounits",
+            ])
+            .output()
+            .ok()?;
+        let me = std::process::id().to_string();
+        String::from_utf8_lossy(&out.stdout).lines().find_map(|l| {
+            let (pid, mib) = l.split_once(',')?;
+            (pid.trim() == me)
+                .then(|| mib.trim().parse::<u64>().ok())
+                .flatten()
+                .map(|m| m << 20)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specs_parse_with_sensible_defaults_and_clear_errors() {
+        let s = BenchSpec::parse("dpmpp:20").unwrap();
+        assert_eq!(
+            (s.scheduler, s.steps, s.cfg, s.unet.as_str()),
+            (SchedulerKind::DpmSolverPp, 20, 7.5, "base")
+        );
+        let s = BenchSpec::parse("lcm:4").unwrap();
+        assert_eq!((s.cfg, s.unet.as_str()), (1.5, "lcm"));
+        let s = BenchSpec::parse("ddim:30:5@style").unwrap();
+        assert_eq!((s.steps, s.cfg, s.unet.as_str()), (30, 5.0, "style"));
+        for bad in [
+            "dpmpp",
+            "dpmpp:0",
+            "dpm:20",
+            "dpmpp:20:x",
+            "dpmpp:20@",
+            "lcm:4:1:2",
+        ] {
+            let e = format!("{}", BenchSpec::parse(bad).unwrap_err());
+            assert!(e.contains(bad) && e.contains("Fix:"), "{e}");
+        }
+    }
+
+    #[test]
+    fn run_lists_expand_exercises() {
+        let c = Config::default();
+        let ex1 = BenchSpec::parse_list(&c, "ex1").unwrap();
+        let labels: Vec<&str> = ex1.iter().map(|s| s.label.as_str()).collect();
+        assert_eq!(labels, ["DDPM 50", "DPM-Solver++ 20", "DPM-Solver++ 10"]);
+        assert_eq!(BenchSpec::parse_list(&c, "all").unwrap().len(), 9);
+        assert_eq!(BenchSpec::parse_list(&c, "ex2, lcm:4").unwrap().len(), 4);
+        let e = format!("{}", BenchSpec::parse_list(&c, "ex9").unwrap_err());
+        assert!(e.contains("no exercise 9"), "{e}");
+    }
+
+    #[test]
+    fn spreads_are_median_min_max() {
+        let s = Spread::of(&[3.0, 1.0, 2.0]);
+        assert_eq!((s.median, s.min, s.max), (2.0, 1.0, 3.0));
+        assert_eq!(Spread::of(&[4.0, 1.0, 2.0, 3.0]).median, 2.5);
+        assert_eq!(Spread::of(&[]), Spread::default());
+    }
+
+    #[test]
+    fn memory_numbers_come_from_proc() {
+        let rss = memory::rss().expect("Linux has VmRSS");
+        let peak = memory::peak_rss().expect("and VmHWM");
+        assert!(rss > 0 && peak >= rss);
+    }
+}

@@ -1,0 +1,253 @@
+//! Session options from config.toml (`[runtime.session]`, `[runtime.cuda]`, `[runtime.tensorrt]`):
+//! how ONNX Runtime optimises and runs each graph. The defaults are what measured fastest (or
+//! leanest at the same speed) on our machines; `speedscape bench` shows the effect of a change.
+
+use std::path::PathBuf;
+
+use ort::ep;
+use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
+use serde::{Deserialize, Serialize};
+
+/// ONNX Runtime's graph optimisation level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Optimization {
+    Disable,
+    Basic,
+    Extended,
+    /// Everything, including layout changes (ORT's Level3). The default.
+    #[default]
+    All,
+}
+
+impl Optimization {
+    fn level(self) -> GraphOptimizationLevel {
+        match self {
+            Self::Disable => GraphOptimizationLevel::Disable,
+            Self::Basic => GraphOptimizationLevel::Level1,
+            Self::Extended => GraphOptimizationLevel::Level2,
+            Self::All => GraphOptimizationLevel::Level3,
+        }
+    }
+}
+
+/// `[runtime.session]`: options of every session, on any provider.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionOptions {
+    pub optimization: Optimization,
+    /// Threads one operator may use; 0 (default) = one per physical core (hyper-threads slow
+    /// convolutions down).
+    pub intra_op_threads: usize,
+    /// Treat subnormal floats as zero in ONNX Runtime's threads (default on): random-weight UNets
+    /// produce them, and x86 runs up to 10× slower on them. The effect on values is < 1e-38.
+    pub flush_denormals: bool,
+    /// ONNX Runtime's CPU arena (default off): it keeps every buffer it ever grew to, which
+    /// peaks far above what a run needs (10.4 GiB at 512² for SD v1.5 in fp32); off, buffers go
+    /// back to the system allocator after each call.
+    pub cpu_arena: bool,
+    /// Plan buffers once per input shape and reuse the plan (default on).
+    pub memory_pattern: bool,
+}
+
+impl Default for SessionOptions {
+    fn default() -> Self {
+        Self {
+            optimization: Optimization::All,
+            intra_op_threads: 0,
+            flush_denormals: true,
+            cpu_arena: false,
+            memory_pattern: true,
+        }
+    }
+}
+
+/// cuDNN's convolution algorithm search.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConvSearch {
+    /// Time every algorithm once per shape (ORT's default; the first call per shape is slow,
+    /// which the warm-up absorbs).
+    #[default]
+    Exhaustive,
+    /// cuDNN's heuristics: fast to start, sometimes slower to run.
+    Heuristic,
+    /// The default algorithm.
+    Default,
+}
+
+/// `[runtime.cuda]`: the CUDA execution provider.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CudaOptions {
+    pub device_id: i32,
+    pub conv_algo_search: ConvSearch,
+    /// TF32 matmuls/convolutions for fp32 graphs on Ampere and newer (default on).
+    pub tf32: bool,
+    /// Capture each UNet call as a CUDA graph and replay it (static shapes only; default off).
+    pub cuda_graphs: bool,
+    /// NHWC convolutions where ORT has them (default off; the exporter's `--optimize cuda`
+    /// graphs are already NHWC where it pays).
+    pub prefer_nhwc: bool,
+    /// Cap on the CUDA arena in MiB (0: no cap).
+    pub memory_limit_mib: usize,
+}
+
+impl Default for CudaOptions {
+    fn default() -> Self {
+        Self {
+            device_id: 0,
+            conv_algo_search: ConvSearch::Exhaustive,
+            tf32: true,
+            cuda_graphs: false,
+            prefer_nhwc: false,
+            memory_limit_mib: 0,
+        }
+    }
+}
+
+/// `[runtime.tensorrt]`: the TensorRT execution provider (`device = "tensorrt"`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TensorRtOptions {
+    /// Built engines are cached here (building one takes minutes; relative to config.toml).
+    pub engine_cache: PathBuf,
+    /// Let TensorRT pick fp16 kernels (default on).
+    pub fp16: bool,
+    /// Builder workspace in MiB.
+    pub workspace_mib: usize,
+}
+
+impl Default for TensorRtOptions {
+    fn default() -> Self {
+        Self {
+            engine_cache: PathBuf::from(".cache/tensorrt"),
+            fp16: true,
+            workspace_mib: 4096,
+        }
+    }
+}
+
+/// Every provider's options.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Options {
+    pub session: SessionOptions,
+    pub cuda: CudaOptions,
+    pub tensorrt: TensorRtOptions,
+}
+
+impl Options {
+    /// Threads for one operator: the configured count, else one per physical core.
+    pub fn intra_threads(&self) -> usize {
+        match self.session.intra_op_threads {
+            0 => physical_cores(),
+            n => n,
+        }
+    }
+
+    /// Applies the session options to `builder`.
+    pub fn apply(&self, builder: SessionBuilder) -> ort::Result<SessionBuilder> {
+        let s = &self.session;
+        let mut b = builder
+            .with_optimization_level(s.optimization.level())?
+            .with_intra_threads(self.intra_threads())?
+            .with_memory_pattern(s.memory_pattern)?;
+        if s.flush_denormals {
+            b = b.with_flush_to_zero()?;
+        }
+        Ok(b)
+    }
+
+    /// The CPU provider as configured (arena on or off).
+    pub fn cpu(&self) -> ep::CPU {
+        ep::CPU::default().with_arena_allocator(self.session.cpu_arena)
+    }
+
+    /// The CUDA provider as configured.
+    pub fn cuda(&self) -> ep::CUDA {
+        let c = &self.cuda;
+        let mut cuda = ep::CUDA::default()
+            .with_device_id(c.device_id)
+            .with_conv_algorithm_search(match c.conv_algo_search {
+                ConvSearch::Exhaustive => ep::cuda::ConvAlgorithmSearch::Exhaustive,
+                ConvSearch::Heuristic => ep::cuda::ConvAlgorithmSearch::Heuristic,
+                ConvSearch::Default => ep::cuda::ConvAlgorithmSearch::Default,
+            })
+            .with_tf32(c.tf32)
+            .with_cuda_graph(c.cuda_graphs)
+            .with_prefer_nhwc(c.prefer_nhwc);
+        if c.memory_limit_mib > 0 {
+            cuda = cuda.with_memory_limit(c.memory_limit_mib << 20);
+        }
+        cuda
+    }
+
+    /// The TensorRT provider as configured, its engine cache at `cache`.
+    pub fn tensorrt(&self, cache: &std::path::Path) -> ep::TensorRT {
+        let t = &self.tensorrt;
+        ep::TensorRT::default()
+            .with_device_id(self.cuda.device_id)
+            .with_fp16(t.fp16)
+            .with_max_workspace_size(t.workspace_mib << 20)
+            .with_engine_cache(true)
+            .with_engine_cache_path(cache.display())
+            .with_timing_cache(true)
+            .with_timing_cache_path(cache.display())
+    }
+}
+
+/// Physical cores of this machine (hyper-thread siblings counted once), from /proc/cpuinfo;
+/// the logical CPU count where that cannot be read.
+pub fn physical_cores() -> usize {
+    let logical = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let Ok(info) = std::fs::read_to_string("/proc/cpuinfo") else {
+        return logical;
+    };
+    physical_cores_in(&info).unwrap_or(logical).min(logical)
+}
+
+/// Distinct `(physical id, core id)` pairs in a /proc/cpuinfo text.
+fn physical_cores_in(cpuinfo: &str) -> Option<usize> {
+    let mut cores = std::collections::BTreeSet::new();
+    for block in cpuinfo.split("\n\n") {
+        let field = |name: &str| {
+            block.lines().find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                (k.trim() == name).then(|| v.trim().to_string())
+            })
+        };
+        if let Some(core) = field("core id") {
+            cores.insert((field("physical id").unwrap_or_default(), core));
+        }
+    }
+    (!cores.is_empty()).then_some(cores.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hyper_thread_siblings_count_once() {
+        let two_threads_per_core = "processor\t: 0\nphysical id\t: 0\ncore id\t: 0\n\n\
+             processor\t: 1\nphysical id\t: 0\ncore id\t: 0\n\n\
+             processor\t: 2\nphysical id\t: 0\ncore id\t: 1\n\n\
+             processor\t: 3\nphysical id\t: 0\ncore id\t: 1\n";
+        assert_eq!(physical_cores_in(two_threads_per_core), Some(2));
+        let two_sockets = "physical id\t: 0\ncore id\t: 0\n\nphysical id\t: 1\ncore id\t: 0\n";
+        assert_eq!(physical_cores_in(two_sockets), Some(2));
+        assert_eq!(physical_cores_in("processor\t: 0\n"), None, "no core ids");
+        assert!(physical_cores() >= 1);
+    }
+
+    #[test]
+    fn the_defaults_read_from_an_empty_table_and_typos_are_refused() {
+        let s: SessionOptions = toml::from_str("").unwrap();
+        assert_eq!(s, SessionOptions::default());
+        assert!(s.flush_denormals && !s.cpu_arena && s.intra_op_threads == 0);
+        let e = toml::from_str::<SessionOptions>("cpu_arean = true").unwrap_err();
+        assert!(e.to_string().contains("cpu_arean"), "{e}");
+        let c: CudaOptions = toml::from_str("conv_algo_search = \"heuristic\"").unwrap();
+        assert_eq!(c.conv_algo_search, ConvSearch::Heuristic);
+    }
+}
