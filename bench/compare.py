@@ -709,12 +709,13 @@ def compare(args) -> int:
     settings = parse_list(args.settings, SETTINGS, "settings")
     contenders = parse_list(args.contenders, CONTENDERS, "contenders")
     if args.repeat < 1 or args.warmup < 0:
-        raise CompareError("--repeat must be at least 1 and --warmup at least 0")
+        raise CompareError(f"--repeat {args.repeat} / --warmup {args.warmup}: out of range\nFix: --repeat 1 or more, --warmup 0 or more")
     pythons = {}
     for spec in args.python:
         name, sep, path = spec.partition("=")
         if not sep or name not in PYTHON_CONTENDERS:
-            raise CompareError(f"--python {spec!r}: expected CONTENDER=PATH with CONTENDER one of {', '.join(PYTHON_CONTENDERS)}")
+            raise CompareError(f"--python {spec!r}: expected CONTENDER=PATH with CONTENDER one of {', '.join(PYTHON_CONTENDERS)}\n"
+                               f"Fix: e.g. --python diffusers=.venv-ref/bin/python")
         pythons[name] = path
     # The reference venv wrote the model (models/export.py's pins); its diffusers loads it as written.
     ref = REPO / ".venv-ref" / "bin" / "python"

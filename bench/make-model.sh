@@ -4,7 +4,7 @@
 # one fused UNet variant, `lcm`, made from the stand-in's UNet-only LoRA (as LCM-LoRA is), so the
 # LCM setting has a unet_lcm whose weights diffusers can reproduce by fusing the same file.
 #
-#   bench/make-model.sh [OUT] [--size sd15|tiny]     (default OUT: .bench, size: sd15)
+#   bench/make-model.sh [OUT] [--size sd15|tiny] [--no-verify]   (default OUT: .bench, size: sd15)
 #
 # Writes
 #   OUT/standin/pipeline/              diffusers folder (what diffusers-torch loads)
@@ -13,16 +13,20 @@
 # Each part is skipped when already complete (standin: built in standin.partial and renamed;
 # onnx: export.py moves it into place only after every graph passed its check, manifest last).
 # sd15 takes ~10 min on 2 cores and ~12 GB of disk; tiny takes seconds.
+# --no-verify skips export.py's ONNX Runtime vs torch check of each graph (the tests do; compare.py
+# checks every contender's image against diffusers' anyway).
 # PYTHON picks the interpreter (default .venv-ref/bin/python: the pinned reference environment).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=.bench
 size=sd15
+verify=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --size) size="${2:?--size needs sd15 or tiny}"; shift 2 ;;
     --size=*) size="${1#--size=}"; shift ;;
-    -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --no-verify) verify=(--no-verify); shift ;;
+    -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) echo "make-model: unknown option $1 (see --help)" >&2; exit 2 ;;
     *) out="$1"; shift ;;
   esac
@@ -49,6 +53,6 @@ else
   echo "make-model: exporting to ONNX fp32 in $out/onnx" >&2
   "$python" models/export.py --out "$out/onnx" --model "$out/standin/pipeline" \
     --base-label "random-init SD v1.5 architecture ($size, models/make_standin.py)" \
-    --lora "lcm=$out/standin/loras/peft.safetensors" --variant lcm=lcm:1.0 --force >&2
+    --lora "lcm=$out/standin/loras/peft.safetensors" --variant lcm=lcm:1.0 --force "${verify[@]}" >&2
 fi
 echo "$out"
