@@ -658,6 +658,12 @@ def render(report: dict) -> str:
     lines.append(f"Threads: ort_unet = the UNet session's intra-op setting, 0 = ONNX Runtime's default (one per physical core, "
                  f"{report['cpu']['physical_cores']} here); torch = torch.get_num_threads(). Load excludes Python imports (in the JSON as import_ms). "
                  f"Image vs diffusers: the last image's max abs difference from diffusers' (pixels in [0, 1]; same seed, so near 0).")
+    load = report["loadavg_1min"]
+    busy = max(load["start"], load["end"])
+    cores = report["cpu"]["physical_cores"] or report["cpu"]["logical_cores"]
+    if busy > 0.5 * cores:
+        notes.append(f"- the machine was busy: 1-min load average {load['start']:.1f} at the start, {load['end']:.1f} at the end, "
+                     f"on {cores} cores; other work shares the CPU, so these times are inflated and noisy")
     if notes:
         lines.append("")
         lines.extend(notes)
@@ -736,6 +742,7 @@ def compare(args) -> int:
         "python": {"compare": sys.executable, **{c: pythons.get(c, sys.executable) for c in contenders if c != "speedscape"}},
         "versions": {"compare": library_versions()},
         "speedscape": None if speedscape is None else {"path": str(speedscape.path), "version": speedscape.version, "mode": speedscape.mode, "skipped": speedscape.skip},
+        "loadavg_1min": {"start": os.getloadavg()[0]},
         "cells": [],
     }
     failed = False
@@ -769,6 +776,7 @@ def compare(args) -> int:
                     cell["results"][c] = r
                 compare_images(cell)
                 report["cells"].append(cell)
+    report["loadavg_1min"]["end"] = os.getloadavg()[0]
     text = render(report)
     sys.stdout.write(text)
     if args.json:
