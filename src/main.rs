@@ -63,6 +63,9 @@ struct BenchArgs {
     warmup: usize,
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    /// The prompt of every run (default: the exercises' own; specs use the cottage prompt).
+    #[arg(long)]
+    prompt: Option<String>,
     /// Also write every number as JSON here (atomically).
     #[arg(long)]
     json: Option<PathBuf>,
@@ -493,8 +496,14 @@ fn bench(config: &Config, args: BenchArgs) -> color_eyre::Result<()> {
         print!("{}", bench::compare(&files[0], &files[1])?);
         return Ok(());
     }
+    let mut runs = bench::BenchSpec::parse_list(config, &args.runs)?;
+    if let Some(p) = &args.prompt {
+        for r in &mut runs {
+            r.prompt = p.clone();
+        }
+    }
     let opts = bench::BenchOptions {
-        runs: bench::BenchSpec::parse_list(config, &args.runs)?,
+        runs,
         size: args.size,
         warmup: args.warmup,
         repeat: args.repeat,

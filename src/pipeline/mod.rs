@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use color_eyre::eyre::{WrapErr, bail, eyre};
 use image::RgbImage;
-use ndarray::{Array4, Axis, concatenate};
+use ndarray::Array4;
 use ort::session::RunOptions;
 use serde::Serialize;
 
@@ -235,6 +235,12 @@ pub fn generate_with(
         on_phase,
         on_step,
     } = ctl;
+    // Without the caller's, the runtime's own per-call options (arena shrinkage and the like).
+    let own_options = match run_options {
+        Some(_) => None,
+        None => Some(rt.run_options()?),
+    };
+    let run_options = run_options.or(own_options.as_ref());
     let (width, height) = resolve_size(model, req.width, req.height)?;
     if !req.guidance.is_finite() || req.guidance < 0.0 {
         bail!(
@@ -278,13 +284,14 @@ pub fn generate_with(
     };
     // The variant's text encoder: its own when its LoRAs also train the text encoder.
     let text_encoder = model.text_encoder_for(rt, &req.unet)?;
-    let cond = text_encoder.encode(&cond_tokens.ids_i64(), 1)?;
+    // Both prompts in one batch-2 call under guidance, `[uncond, cond]` as diffusers stacks them.
     let context = match uncond_tokens {
         Some(uncond_tokens) => {
-            let uncond = text_encoder.encode(&uncond_tokens.ids_i64(), 1)?;
-            concatenate(Axis(0), &[uncond.view(), cond.view()])?
+            let mut ids = uncond_tokens.ids_i64();
+            ids.extend(cond_tokens.ids_i64());
+            text_encoder.encode(&ids, 2)?
         }
-        None => cond,
+        None => text_encoder.encode(&cond_tokens.ids_i64(), 1)?,
     };
     let text = run_start.elapsed();
     on_phase(Phase::Encoded { text });

@@ -184,6 +184,15 @@ impl Runtime {
                 }
             }
         };
+        let mut options = options;
+        if options.session.cpu_memory == options::CpuMemory::SharedArena
+            && let Err(e) = options::register_shared_cpu_arena(&env)
+        {
+            notes.push(format!(
+                "cpu_memory = \"shared-arena\" is not available ({e}); each session keeps its own arena"
+            ));
+            options.session.cpu_memory = options::CpuMemory::Arena;
+        }
         Ok(Self {
             env,
             library,
@@ -207,6 +216,13 @@ impl Runtime {
             ],
             Provider::Cpu => vec![o.cpu().build()],
         }
+    }
+
+    /// Fresh run options with this runtime's per-call settings (see [`Options::run_options`]).
+    pub fn run_options(&self) -> color_eyre::Result<ort::session::RunOptions> {
+        self.options
+            .run_options()
+            .map_err(|e| eyre!("ONNX Runtime could not create run options: {e}"))
     }
 
     /// Opens `model` (an `.onnx` file; external data beside it) on this runtime's provider.

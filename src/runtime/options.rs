@@ -42,11 +42,11 @@ pub struct SessionOptions {
     /// Treat subnormal floats as zero in ONNX Runtime's threads (default on): random-weight UNets
     /// produce them, and x86 runs up to 10× slower on them. The effect on values is < 1e-38.
     pub flush_denormals: bool,
-    /// ONNX Runtime's CPU arena (default off): it keeps every buffer it ever grew to, which
-    /// peaks far above what a run needs (10.4 GiB at 512² for SD v1.5 in fp32); off, buffers go
-    /// back to the system allocator after each call.
-    pub cpu_arena: bool,
-    /// Plan buffers once per input shape and reuse the plan (default on).
+    /// Where CPU sessions get their buffers; see [`CpuMemory`].
+    pub cpu_memory: CpuMemory,
+    /// Plan one block per call for all of a graph's buffers (default off): in a shared arena,
+    /// the UNet's block and the VAE's block cannot reuse each other's room, which costs 2.2 GiB
+    /// at 512² and gains no time (bench/RESULTS.md).
     pub memory_pattern: bool,
 }
 
@@ -56,10 +56,27 @@ impl Default for SessionOptions {
             optimization: Optimization::All,
             intra_op_threads: 0,
             flush_denormals: true,
-            cpu_arena: false,
-            memory_pattern: true,
+            cpu_memory: CpuMemory::SharedArena,
+            memory_pattern: false,
         }
     }
+}
+
+/// How CPU sessions allocate their buffers. Measured on SD v1.5 (fp32, 512², DPM-Solver++ 4
+/// steps, 2 cores; bench/RESULTS.md): `arena` 34.2 s at a 10.4 GiB peak, `system` 36.9 s at
+/// 6.7 GiB, `shared-arena` (without the memory pattern) 34.0 s at 6.2 GiB.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CpuMemory {
+    /// One arena for every session of the process (default): buffers are reused from call to
+    /// call without returning to the system, and the text encoder, the UNets and the VAE share
+    /// them, so the peak is the largest single call rather than the sum of every session's.
+    #[default]
+    SharedArena,
+    /// ONNX Runtime's default: an arena per session, each keeping the most it ever held.
+    Arena,
+    /// No arena: every buffer comes from and goes back to the system allocator, each call.
+    System,
 }
 
 /// cuDNN's convolution algorithm search.
@@ -155,12 +172,21 @@ impl Options {
         if s.flush_denormals {
             b = b.with_flush_to_zero()?;
         }
+        if s.cpu_memory == CpuMemory::SharedArena {
+            // The environment's CPU arena (registered by the runtime) instead of the session's own.
+            b = b.with_env_allocators()?;
+        }
         Ok(b)
     }
 
-    /// The CPU provider as configured (arena on or off).
+    /// Run options every call gets.
+    pub fn run_options(&self) -> ort::Result<ort::session::RunOptions> {
+        ort::session::RunOptions::new()
+    }
+
+    /// The CPU provider as configured (with an arena unless `system`).
     pub fn cpu(&self) -> ep::CPU {
-        ep::CPU::default().with_arena_allocator(self.session.cpu_arena)
+        ep::CPU::default().with_arena_allocator(self.session.cpu_memory != CpuMemory::System)
     }
 
     /// The CUDA provider as configured.
@@ -244,10 +270,57 @@ mod tests {
     fn the_defaults_read_from_an_empty_table_and_typos_are_refused() {
         let s: SessionOptions = toml::from_str("").unwrap();
         assert_eq!(s, SessionOptions::default());
-        assert!(s.flush_denormals && !s.cpu_arena && s.intra_op_threads == 0);
-        let e = toml::from_str::<SessionOptions>("cpu_arean = true").unwrap_err();
-        assert!(e.to_string().contains("cpu_arean"), "{e}");
+        assert!(s.flush_denormals && s.intra_op_threads == 0);
+        assert_eq!(s.cpu_memory, CpuMemory::SharedArena);
+        let e = toml::from_str::<SessionOptions>("cpu_memroy = \"system\"").unwrap_err();
+        assert!(e.to_string().contains("cpu_memroy"), "{e}");
+        let s: SessionOptions = toml::from_str("cpu_memory = \"shared-arena\"").unwrap();
+        assert_eq!(s.cpu_memory, CpuMemory::SharedArena);
         let c: CudaOptions = toml::from_str("conv_algo_search = \"heuristic\"").unwrap();
         assert_eq!(c.conv_algo_search, ConvSearch::Heuristic);
+    }
+}
+
+/// Registers one CPU arena in `env` that sessions built with `use_env_allocators` share
+/// (`cpu_memory = "shared-arena"`). Growing by what is asked (not powers of two) keeps its peak
+/// at the largest call's need. Registering twice in one process is harmless.
+pub fn register_shared_cpu_arena(env: &ort::environment::Environment) -> Result<(), String> {
+    use ort::AsPointer;
+    use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
+    let api = ort::api();
+    let check = |status: ort::sys::OrtStatusPtr| -> Result<(), String> {
+        if status.0.is_null() {
+            return Ok(());
+        }
+        // SAFETY: a non-null status from the API; read its message, then release it once.
+        let message = unsafe {
+            let m = (api.GetErrorMessage)(status.0);
+            let text = std::ffi::CStr::from_ptr(m).to_string_lossy().into_owned();
+            (api.ReleaseStatus)(status.0);
+            text
+        };
+        Err(message)
+    };
+    let info = MemoryInfo::new(
+        AllocationDevice::CPU,
+        0,
+        AllocatorType::Arena,
+        MemoryType::Default,
+    )
+    .map_err(|e| e.to_string())?;
+    // arena_extend_strategy 1 = kSameAsRequested.
+    let keys = [c"arena_extend_strategy".as_ptr()];
+    let values = [1usize];
+    let mut cfg: *mut ort::sys::OrtArenaCfg = std::ptr::null_mut();
+    // SAFETY: keys/values outlive the call; `cfg` is released below whatever happens next.
+    check(unsafe { (api.CreateArenaCfgV2)(keys.as_ptr(), values.as_ptr(), keys.len(), &mut cfg) })?;
+    // SAFETY: env and info are live ORT objects; the environment copies what it needs.
+    let registered =
+        check(unsafe { (api.CreateAndRegisterAllocator)(env.ptr().cast_mut(), info.ptr(), cfg) });
+    // SAFETY: created above, not used after this.
+    unsafe { (api.ReleaseArenaCfg)(cfg) };
+    match registered {
+        Err(e) if e.contains("already") => Ok(()),
+        other => other,
     }
 }
