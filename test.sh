@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Command 2: set up (ONNX Runtime's wheel into ./.venv, the pinned Python reference environment
-# into a cached venv, tmux for the TUI's end-to-end test) and run every test: Rust (cargo), the
-# TUI end to end (tmux drives the real binary), and the exporter's (pytest).
+# and the benchmark environment into cached venvs, tmux for the TUI's end-to-end test) and run
+# every test: Rust (cargo, including a smoke `speedscape bench`), the TUI end to end (tmux drives
+# the real binary), the exporter's and bench/compare.py's (pytest, on the tiny architecture).
 set -euo pipefail
 cd "$(dirname "$0")"
 scripts/setup.sh
 scripts/setup-ref.sh
+bench/setup.sh
 if ! command -v tmux >/dev/null; then
   echo "test.sh: installing tmux (the TUI's end-to-end test drives the binary in it)" >&2
   sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
@@ -15,3 +17,4 @@ cargo test --all-targets "$@"
 # These run the speedscape binary that `cargo test` just built.
 SPEEDSCAPE_BIN="$PWD/target/debug/speedscape" tests/tui_e2e.sh
 SPEEDSCAPE_BIN="$PWD/target/debug/speedscape" .venv-ref/bin/python -m pytest -q -p no:cacheprovider -p no:warnings models/tests
+SPEEDSCAPE_BIN="$PWD/target/debug/speedscape" .venv-bench/bin/python -m pytest -q -p no:cacheprovider -p no:warnings bench/tests

@@ -210,3 +210,39 @@ fn every_run_reproduces_the_diffusers_image() {
     }
     println!("{}", report.join("\n"));
 }
+
+/// The UNet's IoBinding (the context bound once per run, the output into a kept buffer) gives
+/// the very same image as plain calls, and is what runs by default.
+#[test]
+fn io_binding_gives_the_same_image_as_plain_calls() {
+    let plan = SearchPlan::new(None, Some(&root()));
+    let mut plain_opts = speedscape::runtime::Options::default();
+    plain_opts.session.io_binding = false;
+    let bound_rt = Runtime::init(&plan, Device::Cpu).unwrap();
+    let plain_rt = Runtime::init_with(&plan, Device::Cpu, plain_opts).unwrap();
+    let req = Request {
+        prompt: "a small cottage on a hillside at sunset".into(),
+        negative_prompt: String::new(),
+        scheduler: SchedulerKind::DpmSolverPp,
+        scheduler_options: SchedulerOptions::default(),
+        steps: 5,
+        guidance: 7.5,
+        seed: 7,
+        rng: RngSource::TorchCpu,
+        unet: "base".into(),
+        width: None,
+        height: None,
+        latents: None,
+    };
+    let cancel = AtomicBool::new(false);
+    let mut images = Vec::new();
+    for rt in [&bound_rt, &plain_rt] {
+        let mut model = Model::open(rt, &root().join("models/tiny"), default_variants()).unwrap();
+        let out = pipeline::generate(rt, &mut model, &req, &cancel, &mut |_| {}).unwrap();
+        let bound_calls = model.unet(rt, "base").unwrap().bound_calls;
+        let want = if rt.options.session.io_binding { 5 } else { 0 };
+        assert_eq!(bound_calls, want, "every step through the binding, or none");
+        images.push(out.image);
+    }
+    assert_eq!(images[0], images[1], "bit for bit");
+}

@@ -311,9 +311,32 @@ pub struct Unet {
     timestep: IoSpec,
     context: IoSpec,
     output: String,
+    output_elem: TensorElementType,
     pub file: PathBuf,
     /// Time spent inside ONNX Runtime's run calls so far.
     pub ort: Duration,
+    /// The current run's IoBinding ([`Unet::bind_run`]).
+    bound: Option<RunBinding>,
+    /// Calls that went through a binding so far.
+    pub bound_calls: usize,
+}
+
+/// One run's IoBinding: the text context is bound once (on the GPU, uploaded once) and the
+/// output lands in a buffer kept across steps. With CUDA graphs every input and the output live
+/// on the device at fixed addresses (what graph replay needs), filled and read by copies.
+struct RunBinding {
+    binding: ort::session::IoBinding,
+    /// The context the binding holds, to refuse another one silently.
+    context_shape: Vec<usize>,
+    /// CUDA graphs: device-resident sample, timestep and output, and a host buffer for the output.
+    device: Option<DeviceBuffers>,
+}
+
+struct DeviceBuffers {
+    sample: ort::value::DynTensor,
+    timestep: ort::value::DynTensor,
+    output: ort::value::DynTensor,
+    host_output: ort::value::DynTensor,
 }
 
 impl Unet {
@@ -333,17 +356,120 @@ impl Unet {
             .iter()
             .find(|o| o.name == "out_sample")
             .or_else(|| outputs.first())
-            .map(|o| o.name.clone())
+            .cloned()
             .ok_or_else(|| eyre!("{} has no outputs", file.display()))?;
         Ok(Self {
             sample: sample.clone(),
             timestep: timestep.clone(),
             context: context.clone(),
             session,
-            output,
+            output: output.name,
+            output_elem: output.elem,
             file: file.to_path_buf(),
             ort: Duration::ZERO,
+            bound: None,
+            bound_calls: 0,
         })
+    }
+
+    /// Binds a run: `context` `[batch, 77, D]` once for every step, the output into a kept
+    /// buffer of `sample_shape` (`[batch, 4, h, w]`). Until [`Unet::unbind`], calls with this
+    /// context go through the binding. With CUDA graphs (`[runtime.cuda] cuda_graphs`) the sample,
+    /// timestep and output also live on the device at fixed addresses.
+    pub fn bind_run(
+        &mut self,
+        rt: &Runtime,
+        context: ArrayView3<f32>,
+        sample_shape: [usize; 4],
+    ) -> color_eyre::Result<()> {
+        use ort::memory::{AllocationDevice, Allocator, AllocatorType, MemoryInfo, MemoryType};
+        use ort::value::DynTensor;
+        let file = self.file.display().to_string();
+        let e = |what: &'static str| {
+            let file = file.clone();
+            move |err: ort::Error| eyre!("{file}: binding the {what}: {err}")
+        };
+        self.bound = None;
+        let mut binding = self.session.create_binding().map_err(e("UNet"))?;
+        let ctx = tensor::float_input(context.into_dyn(), self.context.elem)?;
+        let gpu = rt.provider.is_gpu();
+        let device_id = rt.options.cuda.device_id;
+        if gpu {
+            let ctx = ctx
+                .downcast::<ort::value::DynTensorValueType>()
+                .map_err(e("context"))?
+                .to(AllocationDevice::CUDA, device_id)
+                .map_err(e("context (upload)"))?;
+            binding
+                .bind_input(self.context.name.as_str(), &ctx)
+                .map_err(e("context"))?;
+        } else {
+            binding
+                .bind_input(self.context.name.as_str(), &ctx)
+                .map_err(e("context"))?;
+        }
+        let host = Allocator::default();
+        let out_shape = sample_shape.to_vec();
+        let device = if gpu && rt.options.cuda.cuda_graphs {
+            let cuda = Allocator::new(
+                &self.session,
+                MemoryInfo::new(
+                    AllocationDevice::CUDA,
+                    device_id,
+                    AllocatorType::Device,
+                    MemoryType::Default,
+                )
+                .map_err(e("device memory"))?,
+            )
+            .map_err(e("device allocator"))?;
+            let ts_shape = self.timestep_shape(sample_shape[0]);
+            let mut bufs = DeviceBuffers {
+                sample: DynTensor::new(&cuda, self.sample.elem, out_shape.clone())
+                    .map_err(e("sample"))?,
+                timestep: DynTensor::new(&cuda, self.timestep.elem, ts_shape)
+                    .map_err(e("timestep"))?,
+                output: DynTensor::new(&cuda, self.output_elem, out_shape.clone())
+                    .map_err(e("output"))?,
+                host_output: DynTensor::new(&host, self.output_elem, out_shape.clone())
+                    .map_err(e("output"))?,
+            };
+            binding
+                .bind_input(self.sample.name.as_str(), &bufs.sample)
+                .map_err(e("sample"))?;
+            binding
+                .bind_input(self.timestep.name.as_str(), &bufs.timestep)
+                .map_err(e("timestep"))?;
+            binding
+                .bind_output(self.output.as_str(), bufs.output.view_mut())
+                .map_err(e("output"))?;
+            Some(bufs)
+        } else {
+            let out = DynTensor::new(&host, self.output_elem, out_shape).map_err(e("output"))?;
+            binding
+                .bind_output(self.output.as_str(), out)
+                .map_err(e("output"))?;
+            None
+        };
+        self.bound = Some(RunBinding {
+            binding,
+            context_shape: context.shape().to_vec(),
+            device,
+        });
+        Ok(())
+    }
+
+    /// Ends the run's binding (frees its buffers).
+    pub fn unbind(&mut self) {
+        self.bound = None;
+    }
+
+    /// The timestep input's shape for a batch: 0-d, fixed, or one per batch row.
+    fn timestep_shape(&self, batch: usize) -> Vec<usize> {
+        match self.timestep.shape.first() {
+            None => vec![],
+            Some(&d) if d > 0 => vec![d as usize],
+            Some(_) => vec![batch],
+        }
     }
 
     /// Width of the text embeddings this UNet attends to, when the graph fixes it.
@@ -375,15 +501,18 @@ impl Unet {
         options: Option<&RunOptions>,
     ) -> color_eyre::Result<Array4<f32>> {
         let batch = sample.shape()[0];
+        let shape = self.timestep_shape(batch);
         let x = tensor::float_input(sample.into_dyn(), self.sample.elem)?;
-        let ctx = tensor::float_input(context.into_dyn(), self.context.elem)?;
-        let shape: Vec<usize> = match self.timestep.shape.first() {
-            None => vec![],
-            Some(&d) if d > 0 => vec![d as usize],
-            Some(_) => vec![batch],
-        };
         let ts = tensor::timestep_input(t, &shape, self.timestep.elem)
             .wrap_err_with(|| format!("{}: timestep input", self.file.display()))?;
+        if self
+            .bound
+            .as_ref()
+            .is_some_and(|b| b.context_shape == context.shape())
+        {
+            return self.predict_bound(x, ts, options);
+        }
+        let ctx = tensor::float_input(context.into_dyn(), self.context.elem)?;
         let inputs = ort::inputs![
             self.sample.name.as_str() => x,
             self.timestep.name.as_str() => ts,
@@ -397,6 +526,68 @@ impl Unet {
         .wrap_err_with(|| format!("running the UNet {}", self.file.display()))?;
         self.ort += start.elapsed();
         let out = tensor::float_output(&outputs[self.output.as_str()])?;
+        Ok(out.into_dimensionality::<Ix4>()?)
+    }
+}
+
+impl Unet {
+    /// A step through the run's binding: only the sample and timestep go in.
+    fn predict_bound(
+        &mut self,
+        x: ort::value::DynValue,
+        ts: ort::value::DynValue,
+        options: Option<&RunOptions>,
+    ) -> color_eyre::Result<Array4<f32>> {
+        use ort::value::DynTensorValueType;
+        let file = self.file.display().to_string();
+        let e = |what: &'static str| {
+            let file = file.clone();
+            move |err: ort::Error| eyre!("{file}: {what}: {err}")
+        };
+        let bound = self
+            .bound
+            .as_mut()
+            .expect("predict_bound runs with a binding");
+        match &mut bound.device {
+            Some(dev) => {
+                x.downcast::<DynTensorValueType>()
+                    .map_err(e("sample"))?
+                    .copy_into(dev.sample.view_mut())
+                    .map_err(e("copying the sample to the GPU"))?;
+                ts.downcast::<DynTensorValueType>()
+                    .map_err(e("timestep"))?
+                    .copy_into(dev.timestep.view_mut())
+                    .map_err(e("copying the timestep to the GPU"))?;
+            }
+            None => {
+                bound
+                    .binding
+                    .bind_input(self.sample.name.as_str(), &x)
+                    .map_err(e("binding the sample"))?;
+                bound
+                    .binding
+                    .bind_input(self.timestep.name.as_str(), &ts)
+                    .map_err(e("binding the timestep"))?;
+            }
+        }
+        let start = Instant::now();
+        let outputs = match options {
+            Some(o) => self.session.run_binding_with_options(&bound.binding, o),
+            None => self.session.run_binding(&bound.binding),
+        }
+        .map_err(|err| eyre!("running the UNet {file}: {err}"))?;
+        let out = match &mut bound.device {
+            Some(dev) => {
+                drop(outputs);
+                dev.output
+                    .copy_into(dev.host_output.view_mut())
+                    .map_err(e("copying the output from the GPU"))?;
+                tensor::float_output(&dev.host_output)?
+            }
+            None => tensor::float_output(&outputs[self.output.as_str()])?,
+        };
+        self.ort += start.elapsed();
+        self.bound_calls += 1;
         Ok(out.into_dimensionality::<Ix4>()?)
     }
 }

@@ -313,11 +313,16 @@ pub fn generate_with(
     let latents = initial * scheduler.init_noise_sigma();
 
     let unet = model.unet(rt, &req.unet)?;
-    let (latents, step_timings) = denoise(
-        &mut Terminable {
-            unet,
-            options: run_options,
-        },
+    if rt.options.session.io_binding {
+        let [_, c, h, w] = shape;
+        unet.bind_run(rt, context.view(), [context.shape()[0], c, h, w])?;
+    }
+    let mut bound_unet = Terminable {
+        unet,
+        options: run_options,
+    };
+    let result = denoise(
+        &mut bound_unet,
         scheduler.as_mut(),
         noise.as_mut(),
         latents,
@@ -327,7 +332,9 @@ pub fn generate_with(
         },
         cancel,
         on_step,
-    )?;
+    );
+    bound_unet.unet.unbind();
+    let (latents, step_timings) = result?;
 
     if cancel.load(Ordering::Relaxed) {
         return Err(eyre!(Cancelled {

@@ -48,6 +48,9 @@ pub struct SessionOptions {
     /// the UNet's block and the VAE's block cannot reuse each other's room, which costs 2.2 GiB
     /// at 512² and gains no time (bench/RESULTS.md).
     pub memory_pattern: bool,
+    /// Bind each run's UNet inputs and output once (IoBinding): the text context is uploaded
+    /// once per run instead of every step, the output lands in a kept buffer (default on).
+    pub io_binding: bool,
 }
 
 impl Default for SessionOptions {
@@ -58,6 +61,7 @@ impl Default for SessionOptions {
             flush_denormals: true,
             cpu_memory: CpuMemory::SharedArena,
             memory_pattern: false,
+            io_binding: true,
         }
     }
 }
@@ -249,38 +253,6 @@ fn physical_cores_in(cpuinfo: &str) -> Option<usize> {
     (!cores.is_empty()).then_some(cores.len())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hyper_thread_siblings_count_once() {
-        let two_threads_per_core = "processor\t: 0\nphysical id\t: 0\ncore id\t: 0\n\n\
-             processor\t: 1\nphysical id\t: 0\ncore id\t: 0\n\n\
-             processor\t: 2\nphysical id\t: 0\ncore id\t: 1\n\n\
-             processor\t: 3\nphysical id\t: 0\ncore id\t: 1\n";
-        assert_eq!(physical_cores_in(two_threads_per_core), Some(2));
-        let two_sockets = "physical id\t: 0\ncore id\t: 0\n\nphysical id\t: 1\ncore id\t: 0\n";
-        assert_eq!(physical_cores_in(two_sockets), Some(2));
-        assert_eq!(physical_cores_in("processor\t: 0\n"), None, "no core ids");
-        assert!(physical_cores() >= 1);
-    }
-
-    #[test]
-    fn the_defaults_read_from_an_empty_table_and_typos_are_refused() {
-        let s: SessionOptions = toml::from_str("").unwrap();
-        assert_eq!(s, SessionOptions::default());
-        assert!(s.flush_denormals && s.intra_op_threads == 0);
-        assert_eq!(s.cpu_memory, CpuMemory::SharedArena);
-        let e = toml::from_str::<SessionOptions>("cpu_memroy = \"system\"").unwrap_err();
-        assert!(e.to_string().contains("cpu_memroy"), "{e}");
-        let s: SessionOptions = toml::from_str("cpu_memory = \"shared-arena\"").unwrap();
-        assert_eq!(s.cpu_memory, CpuMemory::SharedArena);
-        let c: CudaOptions = toml::from_str("conv_algo_search = \"heuristic\"").unwrap();
-        assert_eq!(c.conv_algo_search, ConvSearch::Heuristic);
-    }
-}
-
 /// Registers one CPU arena in `env` that sessions built with `use_env_allocators` share
 /// (`cpu_memory = "shared-arena"`). Growing by what is asked (not powers of two) keeps its peak
 /// at the largest call's need. Registering twice in one process is harmless.
@@ -322,5 +294,37 @@ pub fn register_shared_cpu_arena(env: &ort::environment::Environment) -> Result<
     match registered {
         Err(e) if e.contains("already") => Ok(()),
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hyper_thread_siblings_count_once() {
+        let two_threads_per_core = "processor\t: 0\nphysical id\t: 0\ncore id\t: 0\n\n\
+             processor\t: 1\nphysical id\t: 0\ncore id\t: 0\n\n\
+             processor\t: 2\nphysical id\t: 0\ncore id\t: 1\n\n\
+             processor\t: 3\nphysical id\t: 0\ncore id\t: 1\n";
+        assert_eq!(physical_cores_in(two_threads_per_core), Some(2));
+        let two_sockets = "physical id\t: 0\ncore id\t: 0\n\nphysical id\t: 1\ncore id\t: 0\n";
+        assert_eq!(physical_cores_in(two_sockets), Some(2));
+        assert_eq!(physical_cores_in("processor\t: 0\n"), None, "no core ids");
+        assert!(physical_cores() >= 1);
+    }
+
+    #[test]
+    fn the_defaults_read_from_an_empty_table_and_typos_are_refused() {
+        let s: SessionOptions = toml::from_str("").unwrap();
+        assert_eq!(s, SessionOptions::default());
+        assert!(s.flush_denormals && s.intra_op_threads == 0);
+        assert_eq!(s.cpu_memory, CpuMemory::SharedArena);
+        let e = toml::from_str::<SessionOptions>("cpu_memroy = \"system\"").unwrap_err();
+        assert!(e.to_string().contains("cpu_memroy"), "{e}");
+        let s: SessionOptions = toml::from_str("cpu_memory = \"shared-arena\"").unwrap();
+        assert_eq!(s.cpu_memory, CpuMemory::SharedArena);
+        let c: CudaOptions = toml::from_str("conv_algo_search = \"heuristic\"").unwrap();
+        assert_eq!(c.conv_algo_search, ConvSearch::Heuristic);
     }
 }

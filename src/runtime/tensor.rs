@@ -166,7 +166,9 @@ pub fn timestep_input(
 }
 
 /// A float output (float32 or float16) as an f32 array.
-pub fn float_output(value: &DynValue) -> color_eyre::Result<ArrayD<f32>> {
+pub fn float_output<T: ort::value::TensorValueTypeMarker + ?Sized>(
+    value: &ort::value::Value<T>,
+) -> color_eyre::Result<ArrayD<f32>> {
     match value.dtype() {
         ValueType::Tensor {
             ty: TensorElementType::Float32,
