@@ -53,6 +53,9 @@ pub struct ModelConfig {
     /// `file` (default): obey the folder's `scheduler/scheduler_config.json`; `sd15`: use SD
     /// v1.5's original, bundled (for folders whose config diffusers re-saved).
     pub scheduler_config: SchedulerConfigSource,
+    /// Memory the loaded UNets may take together (MiB); past it, the least recently used one is
+    /// unloaded first. 0 (default): 70% of the GPU's memory on a GPU, half the host's on the CPU.
+    pub unet_budget_mib: u64,
 }
 
 /// `[tui]`: the interactive exercises.
@@ -180,7 +183,12 @@ impl Config {
 
     /// Opens the model folder `dir` with this config's variants and scheduler config choice.
     pub fn open_model(&self, rt: &Runtime, dir: &Path) -> color_eyre::Result<Model> {
-        Model::open_with(rt, dir, self.variants(), self.model.scheduler_config)
+        let mut model = Model::open_with(rt, dir, self.variants(), self.model.scheduler_config)?;
+        model.unet_budget = match self.model.unet_budget_mib {
+            0 => crate::models::default_unet_budget(rt.provider.is_gpu()),
+            mib => mib << 20,
+        };
+        Ok(model)
     }
 
     pub fn search_plan(&self) -> SearchPlan {

@@ -319,6 +319,8 @@ pub struct Unet {
     bound: Option<RunBinding>,
     /// Calls that went through a binding so far.
     pub bound_calls: usize,
+    /// Size of its folder (graph and weights) on disk: what it takes in memory, roughly.
+    pub bytes: u64,
 }
 
 /// One run's IoBinding: the text context is bound once (on the GPU, uploaded once) and the
@@ -369,6 +371,7 @@ impl Unet {
             ort: Duration::ZERO,
             bound: None,
             bound_calls: 0,
+            bytes: 0,
         })
     }
 
@@ -682,6 +685,57 @@ pub struct Model {
     text_encoders: Vec<(String, TextEncoder)>,
     /// Time spent creating sessions, per component folder.
     pub load_times: Vec<(String, Duration)>,
+    /// Bytes the loaded UNets may take together (0: no limit); see [`Model::unet`].
+    pub unet_budget: u64,
+    /// UNets unloaded to stay within the budget since the last [`Model::take_unloaded`].
+    unloaded: Vec<String>,
+}
+
+/// The UNet budget when config.toml sets none: 70% of the GPU's memory on a GPU, half the
+/// host's memory on the CPU (0, no limit, where neither can be read).
+pub fn default_unet_budget(gpu: bool) -> u64 {
+    let mib = if gpu {
+        crate::doctor::query_gpu()
+            .and_then(|g| g.memory.split_whitespace().next()?.parse::<u64>().ok())
+            .map(|m| m * 7 / 10)
+    } else {
+        std::fs::read_to_string("/proc/meminfo").ok().and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+                .map(|kb| kb / 1024 / 2)
+        })
+    };
+    mib.map_or(0, |m| m << 20)
+}
+
+/// How many of the loaded UNets (sizes in least-recently-used order) to unload, oldest first,
+/// so that one of `incoming` bytes fits in `budget` (0: no limit). A UNet larger than the
+/// whole budget unloads every other one and loads anyway.
+pub fn unets_to_unload(loaded: &[u64], incoming: u64, budget: u64) -> usize {
+    if budget == 0 {
+        return 0;
+    }
+    let mut total: u64 = loaded.iter().sum::<u64>() + incoming;
+    let mut n = 0;
+    while total > budget && n < loaded.len() {
+        total -= loaded[n];
+        n += 1;
+    }
+    n
+}
+
+/// Bytes of the files in `dir` (a component folder: the graph and its external weights).
+fn folder_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok()?.metadata().ok())
+                .filter(|m| m.is_file())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
 }
 
 impl Model {
@@ -755,6 +809,8 @@ impl Model {
             unets: Vec::new(),
             text_encoders: Vec::new(),
             load_times,
+            unet_budget: 0,
+            unloaded: Vec::new(),
         })
     }
 
@@ -815,12 +871,26 @@ impl Model {
         let v = self.variant(variant)?.clone();
         let folder = v.folder.clone();
         if let Some(i) = self.unets.iter().position(|(f, _)| *f == folder) {
-            return Ok(&mut self.unets[i].1);
+            // Most recently used last.
+            let entry = self.unets.remove(i);
+            self.unets.push(entry);
+            return Ok(&mut self.unets.last_mut().expect("just pushed").1);
         }
         if v.name != "base" && !self.root.join(&folder).join("model.onnx").is_file() {
             return Err(missing_variant_error(&self.root, &v, "UNet", &folder));
         }
         let file = component_file(&self.root, &folder)?;
+        let incoming = folder_bytes(&self.root.join(&folder));
+        let sizes: Vec<u64> = self.unets.iter().map(|(_, u)| u.bytes).collect();
+        let n = unets_to_unload(&sizes, incoming, self.unet_budget);
+        for (name, u) in self.unets.drain(..n) {
+            self.unloaded.push(format!(
+                "unloaded the UNet {name} ({} MiB) to load {folder} ({} MiB) within the UNet budget of {} MiB ([model] unet_budget_mib)",
+                u.bytes >> 20,
+                incoming >> 20,
+                self.unet_budget >> 20
+            ));
+        }
         let start = Instant::now();
         let unet = Unet::load(rt, &file)?;
         if let (Some(need), Some(have)) = (unet.context_dim(), self.text_encoder.hidden_dim)
@@ -833,8 +903,20 @@ impl Model {
             );
         }
         self.load_times.push((folder.clone(), start.elapsed()));
+        let mut unet = unet;
+        unet.bytes = incoming;
         self.unets.push((folder, unet));
         Ok(&mut self.unets.last_mut().expect("just pushed").1)
+    }
+
+    /// The UNet folders loaded now, least recently used first.
+    pub fn loaded_unets(&self) -> Vec<&str> {
+        self.unets.iter().map(|(f, _)| f.as_str()).collect()
+    }
+
+    /// What was unloaded to stay within the UNet budget since the last call.
+    pub fn take_unloaded(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.unloaded)
     }
 
     /// The text encoder of `variant` (the base one unless its LoRAs also train the text
@@ -880,6 +962,50 @@ impl Model {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_least_recently_used_unets_make_room() {
+        let gib = 1u64 << 30;
+        // No budget: nothing is unloaded.
+        assert_eq!(unets_to_unload(&[4 * gib, 4 * gib], 4 * gib, 0), 0);
+        // 10 GiB for 3.4 GiB fp32 UNets: two stay, the third pushes out the oldest.
+        let unet = 34 * gib / 10;
+        assert_eq!(unets_to_unload(&[unet], unet, 10 * gib), 0);
+        assert_eq!(unets_to_unload(&[unet, unet], unet, 10 * gib), 1);
+        assert_eq!(unets_to_unload(&[unet, unet, unet], unet, 10 * gib), 2);
+        // Bigger than the whole budget: everything else goes, and it loads anyway.
+        assert_eq!(unets_to_unload(&[gib, gib], 11 * gib, 10 * gib), 2);
+    }
+
+    #[test]
+    fn the_unet_budget_unloads_the_oldest_unet_and_says_so() {
+        let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        let rt = crate::runtime::Runtime::init(
+            &crate::runtime::SearchPlan::new(None, Some(&root)),
+            crate::runtime::Device::Cpu,
+        )
+        .unwrap();
+        let mut model = Model::open(&rt, &root.join("models/tiny"), default_variants()).unwrap();
+        // Room for one tiny UNet (3.3 MiB), not two.
+        model.unet_budget = 5 << 20;
+        model.unet(&rt, "base").unwrap();
+        model.unet(&rt, "lcm").unwrap();
+        assert_eq!(model.loaded_unets(), ["unet_lcm"]);
+        let notes = model.take_unloaded();
+        assert_eq!(notes.len(), 1);
+        assert!(
+            notes[0].contains("unloaded the UNet unet ") && notes[0].contains("unet_budget_mib"),
+            "{notes:?}"
+        );
+        // Room for two: using one moves it last, so the other is the one to go.
+        model.unet_budget = 8 << 20;
+        model.unet(&rt, "base").unwrap();
+        model.unet(&rt, "lcm").unwrap();
+        assert_eq!(model.loaded_unets(), ["unet", "unet_lcm"]);
+        model.unet(&rt, "style").unwrap();
+        assert_eq!(model.loaded_unets(), ["unet_lcm", "unet_style"]);
+        assert!(model.take_unloaded()[0].contains("the UNet unet "));
+    }
+
     use super::*;
 
     fn manifest(json: &str) -> Manifest {

@@ -260,6 +260,7 @@ pub fn generate_with(
         schedulers::build(req.scheduler, &sched_cfg, req.steps, &req.scheduler_options)?;
     let mut noise = req.rng.generator(req.seed);
     let mut warnings = model.notes.clone();
+    warnings.extend(model.take_unloaded());
     warnings.extend(rt.notes.iter().cloned());
 
     on_phase(Phase::Started {
