@@ -15,7 +15,9 @@
 #                              other parts travel
 #   bench/gpu-check.sh stash   middle calls: keeps the ORT part carried, prints the build's progress
 #   bench/gpu-check.sh [run]   last call: assembles ONNX Runtime's CUDA build, doctor (cuda, tensorrt),
-#                              waits for the model, speedscape bench, diffusers, the table
+#                              waits for the model (timing diffusers meanwhile, beside the export,
+#                              stopped when the model is ready), speedscape bench (base-UNet runs,
+#                              then LCM, two processes), diffusers alone, the table
 #   bench/gpu-check.sh model   the model build itself: models/make_standin.py --size sd15, then
 #                              models/export.py --dtype fp16 --optimize cuda with unet_lcm, --no-verify
 #                              (falling back to plain fp16, then fp32; the table says which)
@@ -24,14 +26,16 @@
 # to GPU_CHECK_BUDGET seconds (default 420): what does not fit is skipped, and every result is
 # written to $OUT as soon as it exists. At most 8 files come back: gpu-check.log (everything,
 # the model build's log at its end), summary.md (the table), doctor.txt, bench-cuda.json,
-# diffusers-cuda.json, diffusers-cuda-busy.json (only when diffusers had to run beside the export),
-# manifest.json (the export's: form, fused operator counts), nvidia-smi.txt.
+# diffusers-cuda.json, diffusers-cuda-busy.json (when diffusers ran beside the export; the table
+# uses it, marked †, only for a setting not timed alone), manifest.json (the export's: form, fused
+# operator counts), nvidia-smi.txt.
 # Work files stay on the machine while it is held (gone when it is given back), under GPU_HOME
 # (default /root): speedscape-gpu/ (model, binary, logs), ortcuda/ (the parts), ort/ (the
 # libraries), pylib/ (the wheels). A dry run of the flow on a CPU machine (the numbers mean
 # nothing; the CUDA-fused graph has no CPU kernels): GPU_HOME=/tmp/g GPU_CHECK_MODEL_SIZE=tiny
-# GPU_CHECK_DEVICE=cpu GPU_CHECK_FORMS=fp16 bench/gpu-check.sh run. GPU_CHECK_FORMS is the list of
-# export forms tried in turn (default "fp16-cuda fp16 fp32").
+# GPU_CHECK_DEVICE=cpu GPU_CHECK_FORMS=fp16 GPU_CHECK_IMAGE_SIZE=128 OUT=/tmp/g/out
+# bench/gpu-check.sh run (~1 min here, with the reference venv's python3 first on PATH).
+# GPU_CHECK_FORMS is the list of export forms tried in turn (default "fp16-cuda fp16 fp32").
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 2
 repo=$(pwd)
@@ -43,6 +47,7 @@ ORT=$HOME_GPU/ort
 PYLIB=$HOME_GPU/pylib
 SIZE=${GPU_CHECK_MODEL_SIZE:-sd15}
 DEVICE=${GPU_CHECK_DEVICE:-cuda}  # cpu: a dry run of the flow here (diffusers then fp32)
+IMG=${GPU_CHECK_IMAGE_SIZE:-512}
 bin=$W/bin/speedscape
 mkdir -p "$W"
 export PYTHONPATH=$PYLIB${PYTHONPATH:+:$PYTHONPATH}
@@ -68,7 +73,7 @@ setup() {
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$PYLIB" .gpu-wheels/*.whl \
       && ls .gpu-wheels > "$PYLIB/.installed"
   fi
-  if [ ! -x "$bin" ] && [ -f .gpu-bin/speedscape.xz ]; then
+  if [ -f .gpu-bin/speedscape.xz ]; then  # the one carried, also over an earlier one
     mkdir -p "$W/bin"
     python3 -c 'import lzma,sys; open(sys.argv[2],"wb").write(lzma.open(sys.argv[1]).read())' .gpu-bin/speedscape.xz "$bin.tmp" \
       && chmod +x "$bin.tmp" && mv "$bin.tmp" "$bin"
@@ -229,26 +234,24 @@ else
   trt=0
 fi
 
-# diffusers: alone after speedscape when there is time; beside the export (CPU busy with the
-# export, GPU idle) only while waiting, so that a number exists even if the export is late.
-diffusers_run() { # json-path deadline-epoch
-  local t=$(( $2 - $(date +%s) ))
-  [ "$t" -gt 30 ] || { echo "diffusers: no time left"; return 1; }
-  timeout "$t" python3 bench/gpu_diffusers.py --device "$DEVICE" --pipeline "$W/model/standin/pipeline" \
-    --lora "$W/model/standin/loras/peft.safetensors" --runs dpmpp:20,ddpm:50,lcm:4 --size 512 --repeat 3 \
-    --warmup 1 --json "$1" --deadline "$2"
+# diffusers: alone after speedscape when there is time. While the export still runs (GPU idle),
+# also once beside it, in the background, stopped the moment the model is ready (its JSON keeps the
+# runs already measured), so that a number exists even if the export is late.
+diffusers_go() { # json-path deadline-epoch; it execs, so call it in ( ) or with & ($! is then timeout's)
+  exec timeout "$(( $2 - $(date +%s) ))" python3 bench/gpu_diffusers.py --device "$DEVICE" \
+    --pipeline "$W/model/standin/pipeline" --lora "$W/model/standin/loras/peft.safetensors" \
+    --runs dpmpp:20,ddpm:50,lcm:4 --size "$IMG" --repeat 3 --warmup 1 --json "$1" --deadline "$2"
 }
 SPEEDSCAPE_NEED=${GPU_CHECK_SPEEDSCAPE_S:-150}  # load 4 fp16 sessions on CUDA + warm-ups + 3×3 images
 DIFFUSERS_NEED=${GPU_CHECK_DIFFUSERS_S:-75}
 
 step "waiting for the model build"
-busy_done=0
+busy_pid=
 while [ ! -f "$W/model.done" ]; do
-  if [ "$busy_done" = 0 ] && [ -f "$W/model/standin/pipeline/model_index.json" ] && [ "$(left)" -gt $((SPEEDSCAPE_NEED + DIFFUSERS_NEED + 60)) ]; then
-    step "diffusers eager fp16 while the export runs (GPU otherwise idle; its CPU use may slow diffusers a little)"
-    diffusers_run "$out/diffusers-cuda-busy.json" $(($(date +%s) + 150))
-    busy_done=1
-    continue
+  if [ -z "$busy_pid" ] && [ -f "$W/model/standin/pipeline/model_index.json" ] && [ "$(left)" -gt $((SPEEDSCAPE_NEED + DIFFUSERS_NEED)) ]; then
+    step "diffusers beside the export, in the background (GPU otherwise idle; the export's CPU use may slow it a little)"
+    diffusers_go "$out/diffusers-cuda-busy.json" $((DEADLINE - SPEEDSCAPE_NEED)) &
+    busy_pid=$!
   fi
   if ! kill -0 "$(cat "$W/model.pid" 2>/dev/null || echo 0)" 2>/dev/null && [ ! -f "$W/model.done" ]; then
     notes+=("the model build died without a result (killed? out of memory?): see its log at the end of gpu-check.log")
@@ -260,6 +263,10 @@ while [ ! -f "$W/model.done" ]; do
   fi
   progress; sleep 10
 done
+if [ -n "$busy_pid" ] && kill -0 "$busy_pid" 2> /dev/null; then
+  echo "[$(stamp)] stopping diffusers beside the export: the GPU is speedscape's now"
+  kill "$busy_pid" 2> /dev/null; wait "$busy_pid" 2> /dev/null
+fi
 progress
 model_state=$(cat "$W/model.done" 2>/dev/null || echo "not finished")
 echo "model: $model_state"; cat "$W/model.state" 2>/dev/null
@@ -278,9 +285,9 @@ if [ -f "$onnx/manifest.json" ] && [ -x "$bin" ] && { [ "$ort_ok" = 1 ] || [ "$D
   for runs in dpmpp:20,ddpm:50 "$lcm"; do
     json=$out/bench-cuda.json; [ "$runs" = "$lcm" ] && json=$W/bench-cuda-lcm.json
     t=$(( $(left) - reserve - 10 ))
-    step "speedscape bench --device $DEVICE --size 512 --runs $runs --repeat 3 --warmup 1 (limit ${t} s)"
+    step "speedscape bench --device $DEVICE --size $IMG --runs $runs --repeat 3 --warmup 1 (limit ${t} s)"
     if [ "$t" -gt 30 ]; then
-      timeout "$t" "$bin" bench --device "$DEVICE" --model-dir "$onnx" --size 512 --runs "$runs" --repeat 3 --warmup 1 \
+      timeout "$t" "$bin" bench --device "$DEVICE" --model-dir "$onnx" --size "$IMG" --runs "$runs" --repeat 3 --warmup 1 \
         --json "$json" || notes+=("speedscape bench --runs $runs exited with $? (124: killed at its time limit)")
     else
       notes+=("speedscape bench --runs $runs skipped: ${t} s left for it")
@@ -307,7 +314,11 @@ fi
 if [ -f "$W/model/standin/pipeline/model_index.json" ]; then
   if [ "$(left)" -gt $((DIFFUSERS_NEED - 15)) ] || ! has_runs "$out/diffusers-cuda-busy.json"; then
     step "diffusers eager fp16, alone (same card, same stand-in, same settings)"
-    diffusers_run "$out/diffusers-cuda.json" $((DEADLINE - 15)) || notes+=("diffusers (alone) did not finish: exit $?")
+    if [ $((DEADLINE - 15 - $(date +%s))) -gt 30 ]; then
+      (diffusers_go "$out/diffusers-cuda.json" $((DEADLINE - 15))) || notes+=("diffusers (alone) did not finish: exit $?")
+    else
+      notes+=("diffusers (alone) skipped: no time left")
+    fi
   else
     notes+=("diffusers timed only beside the export (no time left to time it alone)")
   fi
@@ -315,15 +326,15 @@ fi
 
 if [ "$trt" = 1 ] && [ -f "$onnx/manifest.json" ] && [ "$(left)" -gt 90 ]; then
   step "speedscape bench --device tensorrt (dpmpp:20; the engine build falls in its warm-up)"
-  timeout $(( $(left) - 20 )) "$bin" bench --device tensorrt --model-dir "$onnx" --size 512 --runs dpmpp:20 --repeat 3 \
+  timeout $(( $(left) - 20 )) "$bin" bench --device tensorrt --model-dir "$onnx" --size "$IMG" --runs dpmpp:20 --repeat 3 \
     --json "$W/bench-tensorrt.json" || notes+=("speedscape bench --device tensorrt exited with $?")
 fi
 
 step "summary"
 printf '%s\n' "${notes[@]}" > "$W/notes.txt"
-python3 - "$out" "$W" "$model_state" <<'PY' | tee "$out/summary.md"
+python3 - "$out" "$W" "$model_state" "$IMG" <<'PY' | tee "$out/summary.md"
 import json, pathlib, sys
-out, work, model_state = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2]), sys.argv[3]
+out, work, model_state, img = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2]), sys.argv[3], sys.argv[4]
 def load(p):
     try:
         return json.loads(pathlib.Path(p).read_text())
@@ -335,12 +346,12 @@ df = alone if alone and alone.get("runs") else busy
 smi = (out / "nvidia-smi.txt").read_text().splitlines() if (out / "nvidia-smi.txt").exists() else []
 card = smi[0] if smi and "," in smi[0] else "?"  # name, memory, driver
 man = load(out / "manifest.json") or {}
-print("# speedscape vs diffusers on CUDA: SD v1.5 architecture (random weights), 512²\n")
+print(f"# speedscape vs diffusers: SD v1.5 architecture (random weights), {img}²\n")
 print(f"- card: {card}; speedscape provider: {ss['provider'] if ss else '—'}, onnxruntime {ss['onnxruntime'] if ss else '—'}")
 print(f"- export: {model_state} (manifest dtype {man.get('dtype', '?')}, optimize {man.get('optimize', '?')}); VAE decoder fp32")
 if df:
     v = df["versions"]
-    print(f"- diffusers {v.get('diffusers')} eager fp16, torch {v.get('torch')} (CUDA {df.get('cuda')}, cuDNN {df.get('cudnn')}); "
+    print(f"- {df.get('contender')}: diffusers {v.get('diffusers')}, torch {v.get('torch')} (CUDA {df.get('cuda')}, cuDNN {df.get('cudnn')}); "
           "† = timed only beside the export (CPU shared with it)")
 print("- per image end to end (text + loop + VAE), loading apart; median of 3 after 1 warm-up; steps/s = UNet+scheduler loop only (speedscape's `its`; under cfg each step is one batch-2 UNet call)\n")
 key = lambda sched, steps, cfg: (sched, int(steps), round(float(cfg), 3))

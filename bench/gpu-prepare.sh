@@ -132,10 +132,11 @@ for i, (carry, cmd) in enumerate(calls, 1):
     total = tree + sum(size(c) for c in carry)
     over = total > limit
     bad |= over
-    extra = ", timeout_s = GPU_CHECK_BUDGET + 30" if "run" in cmd.split() else ""
+    extra = ", timeout_s GPU_CHECK_BUDGET + 30" if "run" in cmd.split() else ""
     print(f"{i}. carry {carry}\n   command: {cmd}{extra}\n   transfer {total / mib:.1f} MiB{'  OVER THE LIMIT' if over else ''}")
-print("\nBefore the last call, `status` gives budget_left_s: set GPU_CHECK_BUDGET to it minus 60 and timeout_s to")
-print("GPU_CHECK_BUDGET + 30 (at most 600). Results come back under files_at: summary.md holds the table.")
+print("\nIn the last call, GPU_CHECK_BUDGET = the previous reply's lease.budget_left_s minus 60, at most 560")
+print("(no `status` call in between: the 30 s idle window), timeout_s = GPU_CHECK_BUDGET + 30. Then give_back.")
+print("Results come back under files_at: summary.md holds the table, gpu-check.log everything.")
 if bad:
     sys.exit("gpu-prepare: a call would carry more than 64 MiB (the working tree grew?): see above")
 PY
