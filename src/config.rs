@@ -113,6 +113,8 @@ impl Config {
         cfg.model.dir = cfg.model.dir.map(|p| dir.join(p));
         cfg.tui.out = cfg.tui.out.map(|p| dir.join(p));
         cfg.runtime.tensorrt.engine_cache = dir.join(&cfg.runtime.tensorrt.engine_cache);
+        cfg.runtime.session.optimized_cache =
+            cfg.runtime.session.optimized_cache.map(|p| dir.join(p));
         cfg.path = Some(path.to_path_buf());
         Ok(cfg)
     }

@@ -246,3 +246,68 @@ fn io_binding_gives_the_same_image_as_plain_calls() {
     }
     assert_eq!(images[0], images[1], "bit for bit");
 }
+
+/// `optimized_cache`: the first session writes the optimised graph, the second loads it, and
+/// both give the image a plain session gives.
+#[test]
+fn the_optimized_graph_cache_is_written_then_used_and_changes_nothing() {
+    let plan = SearchPlan::new(None, Some(&root()));
+    let cache = tempfile::tempdir().unwrap();
+    let mut cached_opts = speedscape::runtime::Options::default();
+    cached_opts.session.optimized_cache = Some(cache.path().to_path_buf());
+    let req = Request {
+        prompt: "a lighthouse".into(),
+        negative_prompt: String::new(),
+        scheduler: SchedulerKind::Lcm,
+        scheduler_options: SchedulerOptions::default(),
+        steps: 2,
+        guidance: 1.5,
+        seed: 3,
+        rng: RngSource::TorchCpu,
+        unet: "lcm".into(),
+        width: None,
+        height: None,
+        latents: None,
+    };
+    let cancel = AtomicBool::new(false);
+    let image = |opts: speedscape::runtime::Options| {
+        let rt = Runtime::init_with(&plan, Device::Cpu, opts).unwrap();
+        let mut model = Model::open(&rt, &root().join("models/tiny"), default_variants()).unwrap();
+        pipeline::generate(&rt, &mut model, &req, &cancel, &mut |_| {})
+            .unwrap()
+            .image
+    };
+    let plain = image(speedscape::runtime::Options::default());
+    let first = image(cached_opts.clone());
+    let mut entries: Vec<String> = std::fs::read_dir(cache.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    entries.sort();
+    assert_eq!(
+        entries.len(),
+        3,
+        "text encoder, UNet, VAE decoder: {entries:?}"
+    );
+    assert!(
+        entries.iter().any(|e| e.starts_with("unet_lcm-")),
+        "{entries:?}"
+    );
+    for e in &entries {
+        assert!(cache.path().join(e).join("model.onnx").is_file(), "{e}");
+    }
+    let second = image(cached_opts);
+    let max = |a: &Array4<f32>, b: &Array4<f32>| {
+        a.iter()
+            .zip(b.iter())
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0f32, f32::max)
+    };
+    assert!(max(&plain, &first) < 1e-6, "{}", max(&plain, &first));
+    assert!(max(&plain, &second) < 1e-6, "{}", max(&plain, &second));
+    assert_eq!(
+        std::fs::read_dir(cache.path()).unwrap().count(),
+        3,
+        "a hit writes nothing new"
+    );
+}

@@ -226,7 +226,23 @@ impl Runtime {
     }
 
     /// Opens `model` (an `.onnx` file; external data beside it) on this runtime's provider.
+    /// With `[runtime.session] optimized_cache`, the graph ONNX Runtime optimised for this
+    /// provider is kept there and loaded as is next time (see [`Runtime::cached_session`]).
     pub fn session(&self, model: &Path) -> color_eyre::Result<Session> {
+        match self.options.session.optimized_cache.clone() {
+            Some(dir) if !dir.as_os_str().is_empty() => self.cached_session(model, &dir),
+            _ => self.build_session(model, None, false),
+        }
+    }
+
+    /// A session of `model`; `save_to` writes the optimised graph there (weights beside it in
+    /// `model.onnx.data`); `preoptimised` loads a graph already optimised (no passes again).
+    fn build_session(
+        &self,
+        model: &Path,
+        save_to: Option<&Path>,
+        preoptimised: bool,
+    ) -> color_eyre::Result<Session> {
         let eps = self.execution_providers();
         let builder = Session::builder(&self.env).map_err(|e| eyre!("{e}"))?;
         let mut builder = self
@@ -235,10 +251,108 @@ impl Runtime {
             .map_err(|e| eyre!("{e}"))?
             .with_execution_providers(eps)
             .map_err(|e| eyre!("{e}"))?;
+        if preoptimised {
+            builder = builder
+                .with_optimization_level(ort::session::builder::GraphOptimizationLevel::Disable)
+                .map_err(|e| eyre!("{e}"))?;
+        }
+        if let Some(path) = save_to {
+            builder = builder
+                .with_optimized_model_path(path)
+                .map_err(|e| eyre!("{e}"))?
+                .with_config_entry(
+                    "session.optimized_model_external_initializers_file_name",
+                    "model.onnx.data",
+                )
+                .map_err(|e| eyre!("{e}"))?
+                .with_config_entry(
+                    "session.optimized_model_external_initializers_min_size_in_bytes",
+                    "1024",
+                )
+                .map_err(|e| eyre!("{e}"))?;
+        }
         builder
             .commit_from_file(model)
             .map_err(|e| eyre!("{e}"))
             .wrap_err_with(|| format!("ONNX Runtime could not load {}", model.display()))
+    }
+
+    /// The optimised-graph cache: `dir/<key>/model.onnx`, the key hashing the source files
+    /// (path, size, modification time), ONNX Runtime's version, the provider and the options.
+    /// A miss builds the session normally and writes the optimised graph beside, renamed into
+    /// place only once complete; a cached graph that does not load is rebuilt from the source.
+    fn cached_session(&self, model: &Path, dir: &Path) -> color_eyre::Result<Session> {
+        let key = self.cache_key(model);
+        let entry = dir.join(&key);
+        let cached = entry.join("model.onnx");
+        if cached.is_file() {
+            match self.build_session(&cached, None, true) {
+                Ok(s) => return Ok(s),
+                Err(_) => {
+                    // Damaged or written by another build: drop it and make it again.
+                    let _ = std::fs::remove_dir_all(&entry);
+                }
+            }
+        }
+        let staging = dir.join(format!(".{key}.partial-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&staging);
+        if std::fs::create_dir_all(&staging).is_err() {
+            // An unwritable cache must not stop the run.
+            return self.build_session(model, None, false);
+        }
+        let session = self.build_session(model, Some(&staging.join("model.onnx")), false);
+        let complete = session.is_ok() && staging.join("model.onnx").is_file();
+        if !complete || std::fs::rename(&staging, &entry).is_err() {
+            let _ = std::fs::remove_dir_all(&staging);
+        }
+        session
+    }
+
+    fn cache_key(&self, model: &Path) -> String {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        let folder = model.parent().unwrap_or(Path::new("."));
+        let mut files: Vec<(String, u64, u128)> = std::fs::read_dir(folder)
+            .map(|entries| {
+                entries
+                    .filter_map(|e| e.ok())
+                    .filter_map(|e| {
+                        let m = e.metadata().ok()?;
+                        let mtime = m
+                            .modified()
+                            .ok()?
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .ok()?
+                            .as_nanos();
+                        m.is_file()
+                            .then(|| (e.file_name().to_string_lossy().into_owned(), m.len(), mtime))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        files.sort();
+        h.update(
+            model
+                .canonicalize()
+                .unwrap_or_else(|_| model.to_path_buf())
+                .to_string_lossy()
+                .as_bytes(),
+        );
+        h.update(format!("{files:?}").as_bytes());
+        h.update(self.library.version.as_bytes());
+        h.update(self.provider.to_string().as_bytes());
+        h.update(
+            serde_json::to_string(&self.options)
+                .unwrap_or_default()
+                .as_bytes(),
+        );
+        let name = folder
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "model".into());
+        let digest = h.finalize();
+        let hex: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+        format!("{name}-{hex}")
     }
 }
 

@@ -51,6 +51,9 @@ pub struct SessionOptions {
     /// Bind each run's UNet inputs and output once (IoBinding): the text context is uploaded
     /// once per run instead of every step, the output lands in a kept buffer (default on).
     pub io_binding: bool,
+    /// Keep each graph as ONNX Runtime optimised it for this provider in this folder, and load
+    /// that next time (unset: off). Costs a copy of the weights on disk.
+    pub optimized_cache: Option<PathBuf>,
 }
 
 impl Default for SessionOptions {
@@ -62,6 +65,7 @@ impl Default for SessionOptions {
             cpu_memory: CpuMemory::SharedArena,
             memory_pattern: false,
             io_binding: true,
+            optimized_cache: None,
         }
     }
 }
