@@ -83,7 +83,11 @@ def test_all_contenders_on_tiny(tiny_model, tmp_path):
             t = r["total_ms"]
             assert len(t["runs"]) == 1 and t["min"] <= t["median"] <= t["max"] and t["median"] > 0
             assert r["load_ms"]["total"] > 0 and r["peak_rss_bytes"] > 10 * 2**20
-            if name != "diffusers":
+            if name == "speedscape" and r.get("mode") == "bench":
+                # `speedscape bench` keeps no image; tests/pipeline.rs checks speedscape's images
+                # against diffusers' on these weights.
+                assert "max_abs_vs_diffusers" not in r, r
+            elif name != "diffusers":
                 # same seed, same weights (unet_lcm = the LoRA diffusers fused): the same image
                 assert r["max_abs_vs_diffusers"] < 1e-3, (name, cell["setting"], r["max_abs_vs_diffusers"])
         assert cell["results"]["diffusers"]["threads"]["torch"] >= 1
