@@ -234,18 +234,23 @@ class DiffusersRunner:
         self.threads = {"torch": torch.get_num_threads(), "torch_interop": torch.get_num_interop_threads()}
 
     def __call__(self, job: dict):
-        torch = self.torch
-        with torch.inference_mode():
-            out = self.pipe(
-                job["prompt"],
-                num_inference_steps=job["steps"],
-                guidance_scale=job["cfg"],
-                height=job["size"],
-                width=job["size"],
-                generator=torch.Generator("cpu").manual_seed(job["seed"]),
-                output_type="np",
-            )
-        return out.images
+        with self.torch.inference_mode():
+            return call_pipeline(self.pipe, self.torch, job)
+
+
+def call_pipeline(pipe, torch, job: dict):
+    """One image from a diffusers-style pipeline (diffusers' or optimum's) with the job's settings
+    and a CPU generator seeded like speedscape's torch-cpu noise; NHWC floats in [0, 1]."""
+    out = pipe(
+        job["prompt"],
+        num_inference_steps=job["steps"],
+        guidance_scale=job["cfg"],
+        height=job["size"],
+        width=job["size"],
+        generator=torch.Generator("cpu").manual_seed(job["seed"]),
+        output_type="np",
+    )
+    return out.images
 
 
 class OptimumRunner:
@@ -271,17 +276,7 @@ class OptimumRunner:
         self.threads = {"ort_unet": ort_threads(pipe.unet.session)}
 
     def __call__(self, job: dict):
-        torch = self.torch
-        out = self.pipe(
-            job["prompt"],
-            num_inference_steps=job["steps"],
-            guidance_scale=job["cfg"],
-            height=job["size"],
-            width=job["size"],
-            generator=torch.Generator("cpu").manual_seed(job["seed"]),
-            output_type="np",
-        )
-        return out.images
+        return call_pipeline(self.pipe, self.torch, job)
 
 
 class OrtLoopRunner:

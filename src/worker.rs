@@ -344,7 +344,7 @@ fn worker_main(
             if s.cancelled.remove(&job.run) {
                 None
             } else {
-                match worker.rt.run_options() {
+                match RunOptions::new() {
                     Ok(options) => {
                         let active = Active {
                             run: job.run,
@@ -355,7 +355,7 @@ fn worker_main(
                         s.active = Some(active);
                         Some(Ok(pair))
                     }
-                    Err(e) => Some(Err(e)),
+                    Err(e) => Some(Err(eyre!("ONNX Runtime could not create run options: {e}"))),
                 }
             }
         };

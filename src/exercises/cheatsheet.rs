@@ -165,6 +165,18 @@ pub struct Scenario {
     pub alternative: Approach,
 }
 
+impl Scenario {
+    /// The scenario's constraint, with `threshold` replacing an SSIM minimum where it has one.
+    pub fn constraint_with(&self, threshold: Option<f64>) -> Constraint {
+        match (self.constraint, threshold) {
+            (Constraint::SimilarityAtLeast { .. }, Some(min)) => {
+                Constraint::SimilarityAtLeast { min }
+            }
+            (c, _) => c,
+        }
+    }
+}
+
 /// The three scenarios, in our words.
 pub fn scenarios() -> Vec<Scenario> {
     vec![
@@ -304,15 +316,7 @@ impl Verification {
                     a.label()
                 )
             })?;
-            Ok(super::RunSpec {
-                label: a.label(),
-                scheduler,
-                steps,
-                cfg,
-                unet: unet.into(),
-                prompt: None,
-                seed: None,
-            })
+            Ok(super::run(&a.label(), scheduler, steps, cfg, unet))
         };
         Ok(super::Exercise {
             number: 4,
@@ -457,17 +461,12 @@ pub fn verify(
 ) -> color_eyre::Result<Verification> {
     let scenario = scenario(key)?;
     let choice = choice.unwrap_or(scenario.default_choice);
-    let constraint = match (scenario.constraint, threshold) {
-        (Constraint::SimilarityAtLeast { .. }, Some(min)) => {
-            if !(-1.0..=1.0).contains(&min) {
-                return Err(eyre!(
-                    "--threshold {min} is not an SSIM\nFix: use a value between -1 and 1, e.g. 0.8"
-                ));
-            }
-            Constraint::SimilarityAtLeast { min }
-        }
-        (c, _) => c,
-    };
+    if let Some(min) = threshold.filter(|m| !(-1.0..=1.0).contains(m)) {
+        return Err(eyre!(
+            "--threshold {min} is not an SSIM\nFix: use a value between -1 and 1, e.g. 0.8"
+        ));
+    }
+    let constraint = scenario.constraint_with(threshold);
     let ex = Verification::exercise(&scenario, choice)?;
     let outcome = super::headless::run_exercise(config, &ex, device, model_dir, progress)?;
     let verdict = check_rows(constraint, &outcome.rows);

@@ -181,7 +181,13 @@ impl Exercise {
 const COTTAGE: &str = "a small cottage on a hillside at sunset, warm golden light, detailed";
 const LIGHTHOUSE: &str = "a lighthouse on a rocky coast during a storm, waves crashing, PixArFK";
 
-fn run(label: &str, scheduler: SchedulerKind, steps: usize, cfg: f32, unet: &str) -> RunSpec {
+pub(crate) fn run(
+    label: &str,
+    scheduler: SchedulerKind,
+    steps: usize,
+    cfg: f32,
+    unet: &str,
+) -> RunSpec {
     RunSpec {
         label: label.into(),
         scheduler,

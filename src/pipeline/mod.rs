@@ -235,12 +235,6 @@ pub fn generate_with(
         on_phase,
         on_step,
     } = ctl;
-    // Without the caller's, the runtime's own per-call options (arena shrinkage and the like).
-    let own_options = match run_options {
-        Some(_) => None,
-        None => Some(rt.run_options()?),
-    };
-    let run_options = run_options.or(own_options.as_ref());
     let (width, height) = resolve_size(model, req.width, req.height)?;
     if !req.guidance.is_finite() || req.guidance < 0.0 {
         bail!(

@@ -218,13 +218,6 @@ impl Runtime {
         }
     }
 
-    /// Fresh run options with this runtime's per-call settings (see [`Options::run_options`]).
-    pub fn run_options(&self) -> color_eyre::Result<ort::session::RunOptions> {
-        self.options
-            .run_options()
-            .map_err(|e| eyre!("ONNX Runtime could not create run options: {e}"))
-    }
-
     /// Opens `model` (an `.onnx` file; external data beside it) on this runtime's provider.
     /// With `[runtime.session] optimized_cache`, the graph ONNX Runtime optimised for this
     /// provider is kept there and loaded as is next time (see [`Runtime::cached_session`]).

@@ -187,11 +187,6 @@ impl Options {
         Ok(b)
     }
 
-    /// Run options every call gets.
-    pub fn run_options(&self) -> ort::Result<ort::session::RunOptions> {
-        ort::session::RunOptions::new()
-    }
-
     /// The CPU provider as configured (with an arena unless `system`).
     pub fn cpu(&self) -> ep::CPU {
         ep::CPU::default().with_arena_allocator(self.session.cpu_memory != CpuMemory::System)

@@ -167,11 +167,7 @@ pub fn choice(app: &App, s: &Scenario) -> Approach {
 
 /// Scenario `s`'s constraint with the user's threshold.
 pub fn constraint(app: &App, s: &Scenario) -> Constraint {
-    let user = app.answers.answers.get(&s.key).and_then(|a| a.threshold);
-    match (s.constraint, user) {
-        (Constraint::SimilarityAtLeast { .. }, Some(min)) => Constraint::SimilarityAtLeast { min },
-        (c, _) => c,
-    }
+    s.constraint_with(app.answers.answers.get(&s.key).and_then(|a| a.threshold))
 }
 
 /// The verdict on state `i`'s measured rows; `None` until both runs have finished.
