@@ -174,6 +174,26 @@ progress() {
   grep -v '^\s*$' "$W/model.log" | grep -v 'it/s\]' | tail -n 3 | cut -c1-200 | sed 's/^/    /'
 }
 
+# Checks for other issues that need this machine and take seconds, in the first call while the model
+# builds: torch's CUDA randn reference draws (the RNG issue) and what `--device cuda` says with the
+# machine's CPU-only onnxruntime wheel (the reliability issue). Results go to $OUT.
+extras() {
+  local o=${OUT:-$W/out}
+  mkdir -p "$o"
+  echo "[$(stamp)] torch CUDA randn reference draws"
+  timeout 120 python3 scripts/torch_cuda_randn.py "$o" 2>&1 | tail -n 3
+  local cpu_ort
+  cpu_ort=$(python3 -c 'import glob,os,onnxruntime as o; print(sorted(glob.glob(os.path.join(os.path.dirname(o.__file__), "capi", "libonnxruntime.so*")))[0])' 2> /dev/null)
+  {
+    echo "CPU-only onnxruntime wheel: ${cpu_ort:-not found}"
+    echo "\$ ORT_DYLIB_PATH=<cpu wheel> speedscape doctor --device cuda"
+    ORT_DYLIB_PATH=$cpu_ort timeout 60 "$bin" doctor --device cuda; echo "(exit $?)"
+    echo; echo "\$ ORT_DYLIB_PATH=<cpu wheel> speedscape generate --device cuda (tiny model)"
+    ORT_DYLIB_PATH=$cpu_ort timeout 60 "$bin" generate --device cuda --prompt "a red fox" --scheduler dpmpp --steps 4 --cfg 7.5 --seed 42 --out "$W/cpu-wheel.png"; echo "(exit $?)"
+  } > "$o/cuda-cpu-wheel.txt" 2>&1
+  tail -n 12 "$o/cuda-cpu-wheel.txt"
+}
+
 case "$mode" in
   model) model; exit ;;
   start)
@@ -181,6 +201,7 @@ case "$mode" in
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
     versions
     start_model
+    extras
     exit 0 ;;
   stash) stash; progress; exit 0 ;;
   run) ;;
@@ -328,6 +349,14 @@ if [ "$trt" = 1 ] && [ -f "$onnx/manifest.json" ] && [ "$(left)" -gt 90 ]; then
   step "speedscape bench --device tensorrt (dpmpp:20; the engine build falls in its warm-up)"
   timeout $(( $(left) - 20 )) "$bin" bench --device tensorrt --model-dir "$onnx" --size "$IMG" --runs dpmpp:20 --repeat 3 \
     --json "$W/bench-tensorrt.json" || notes+=("speedscape bench --device tensorrt exited with $?")
+fi
+
+if [ "$ort_ok" = 1 ] && [ -f "$onnx/manifest.json" ] && [ "$(left)" -gt 40 ]; then
+  step "out of GPU memory on purpose: the full-size UNet under a 256 MiB CUDA arena cap (the reliability issue)"
+  printf '[runtime.cuda]\nmemory_limit_mib = 256\n' > "$W/oom.toml"
+  timeout $(( $(left) - 20 )) "$bin" generate --config "$W/oom.toml" --device cuda --model-dir "$onnx" --prompt "a red fox" \
+    --scheduler dpmpp --steps 2 --cfg 7.5 --seed 42 --width 512 --height 512 --out "$W/oom.png" > "$out/oom.txt" 2>&1
+  echo "(exit $?)" >> "$out/oom.txt"; tail -n 15 "$out/oom.txt"
 fi
 
 step "summary"
