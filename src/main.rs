@@ -221,8 +221,32 @@ struct GenerateArgs {
     json: bool,
 }
 
+/// Errors print as the message and its causes alone: no colours unless stderr is a terminal (and
+/// `NO_COLOR` is unset), and no backtrace (a user's global `RUST_BACKTRACE=1` is for panics);
+/// `SPEEDSCAPE_BACKTRACE=1` brings the error's backtrace back for a bug report.
+fn install_error_report() -> color_eyre::Result<()> {
+    use std::io::IsTerminal;
+    if std::env::var_os("SPEEDSCAPE_BACKTRACE").is_some_and(|v| v != "0") {
+        // SAFETY: first thing in main, before any other thread exists.
+        unsafe { std::env::set_var("RUST_LIB_BACKTRACE", "1") };
+    } else if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
+        // SAFETY: as above.
+        unsafe { std::env::set_var("RUST_LIB_BACKTRACE", "0") };
+    }
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let theme = if colour {
+        color_eyre::config::Theme::dark()
+    } else {
+        color_eyre::config::Theme::new()
+    };
+    color_eyre::config::HookBuilder::default()
+        .theme(theme)
+        .display_env_section(false)
+        .install()
+}
+
 fn main() -> color_eyre::Result<()> {
-    color_eyre::install()?;
+    install_error_report()?;
     let cli = Cli::parse();
     let explicit = std::env::args().any(|a| a == "--config" || a.starts_with("--config="));
     let config = Config::load(&cli.config, explicit)?;
