@@ -218,9 +218,12 @@ impl Config {
     /// The model folder to use: `override_dir`, else `model.dir`, else the embedded tiny model.
     pub fn model_dir(&self, override_dir: Option<&Path>) -> color_eyre::Result<(PathBuf, bool)> {
         if let Some(d) = override_dir {
+            crate::models::check_model_dir(d, "--model-dir")?;
             return Ok((d.to_path_buf(), false));
         }
         if let Some(d) = &self.model.dir {
+            let file = self.path.as_deref().unwrap_or(Path::new("config.toml"));
+            crate::models::check_model_dir(d, &format!("model.dir in {}", file.display()))?;
             return Ok((d.clone(), false));
         }
         tiny_model_dir().map(|d| (d, true))

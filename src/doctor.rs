@@ -40,10 +40,14 @@ pub struct DoctorReport {
     pub model_dir: Option<String>,
     pub tiny_model: bool,
     pub components: Vec<ComponentStatus>,
+    /// Why the model cannot make images here (its folder does not open, or its base UNet does
+    /// not load); a variant that does not load is only a component status.
+    pub model_error: Option<String>,
 }
 
 impl DoctorReport {
-    /// The error that makes `doctor` exit non-zero: no library, or the requested device unusable.
+    /// The error that makes `doctor` exit non-zero: no library, the requested device unusable,
+    /// or a model that cannot make images.
     pub fn fatal(&self) -> Option<String> {
         if let Err(e) = &self.onnxruntime {
             return Some(e.clone());
@@ -51,7 +55,7 @@ impl DoctorReport {
         if let Err(e) = &self.provider {
             return Some(e.clone());
         }
-        None
+        self.model_error.clone()
     }
 
     pub fn render(&self) -> String {
@@ -116,6 +120,9 @@ impl DoctorReport {
                 None => "not found".into(),
             },
         );
+        if let Some(e) = &self.model_error {
+            line("  ERROR", e.replace('\n', &format!("\n{:15}", "")));
+        }
         for c in &self.components {
             line(
                 &format!("  {}", c.name),
@@ -141,6 +148,7 @@ pub fn run(config: &Config, device: Device, model_dir: Option<&Path>) -> DoctorR
         model_dir: None,
         tiny_model: false,
         components: Vec::new(),
+        model_error: None,
     };
     let plan = config.search_plan();
     // Load the library on the CPU first so a CUDA failure still shows which library it was.
@@ -177,16 +185,25 @@ pub fn run(config: &Config, device: Device, model_dir: Option<&Path>) -> DoctorR
             report.model_dir = Some(dir.display().to_string());
             report.tiny_model = tiny;
             if let Some(rt) = &rt {
-                report.components = check_components(rt, &dir, config);
+                let (components, error) = check_components(rt, &dir, config);
+                report.components = components;
+                report.model_error = error;
             }
         }
-        Err(e) => report.notes.push(format!("{e}")),
+        Err(e) => report.model_error = Some(format!("{e}")),
     }
     report
 }
 
-fn check_components(rt: &Runtime, dir: &Path, config: &Config) -> Vec<ComponentStatus> {
+/// Every component's status, and the error that keeps the model from making images (the
+/// folder does not open, or the base UNet does not load).
+fn check_components(
+    rt: &Runtime,
+    dir: &Path,
+    config: &Config,
+) -> (Vec<ComponentStatus>, Option<String>) {
     let mut out = Vec::new();
+    let mut error = None;
     let status = |r: color_eyre::Result<()>| match r {
         Ok(()) => "ok".to_string(),
         Err(e) => format!("{e:#}").replace('\n', " "),
@@ -225,6 +242,11 @@ fn check_components(rt: &Runtime, dir: &Path, config: &Config) -> Vec<ComponentS
             for v in m.variants.clone() {
                 let path = dir.join(&v.folder).join("model.onnx");
                 let r = m.unet(rt, &v.name).map(|_| ());
+                if v.folder == "unet"
+                    && let Err(e) = &r
+                {
+                    error = Some(format!("{e:#}"));
+                }
                 out.push(ComponentStatus {
                     name: format!("{} ({})", v.folder, v.label),
                     path: path.display().to_string(),
@@ -232,23 +254,23 @@ fn check_components(rt: &Runtime, dir: &Path, config: &Config) -> Vec<ComponentS
                 });
             }
         }
-        Err(e) => out.push(ComponentStatus {
-            name: "model".into(),
-            path: dir.display().to_string(),
-            status: status(Err(e)),
-        }),
+        // The report's model error says why; the folders below say what is there.
+        Err(e) => error = Some(format!("{e:#}")),
     }
     // A folder that does not open still says which files are there.
-    if out.len() == 1 {
+    if out.is_empty() {
         for folder in ["text_encoder", "unet", "vae_decoder"] {
             out.push(ComponentStatus {
                 name: folder.into(),
                 path: dir.join(folder).join("model.onnx").display().to_string(),
-                status: status(models::component_file(dir, folder).map(|_| ())),
+                status: match models::component_file(dir, folder) {
+                    Ok(_) => "file present (not loaded: the model did not open)".into(),
+                    Err(e) => status(Err(e)),
+                },
             });
         }
     }
-    out
+    (out, error)
 }
 
 pub(crate) fn query_gpu() -> Option<GpuInfo> {

@@ -46,6 +46,9 @@ pub struct WorkerInfo {
     pub tiny_model: bool,
     /// Native image size (pixels).
     pub image_size: usize,
+    /// Fallbacks taken while starting (`device auto` on the CPU, a missing scheduler config):
+    /// the TUI shows them, never silently.
+    pub notes: Vec<String>,
 }
 
 /// What the worker reports: `Ready` (or `Fatal`) first, then for each run, in order:
@@ -424,6 +427,7 @@ impl Worker {
             model_dir: dir,
             tiny_model: tiny,
             image_size: model.geometry.default_size(),
+            notes: rt.notes.iter().chain(&model.notes).cloned().collect(),
         };
         Ok(Self {
             rt,

@@ -354,3 +354,64 @@ fn a_model_that_cannot_open_is_fatal_with_its_fix_and_no_colours() {
     }
     assert!(rx.next().is_none(), "the worker stops after Fatal");
 }
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let dest = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &dest);
+        } else {
+            std::fs::copy(entry.path(), &dest).unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_variant_that_does_not_load_fails_its_run_with_the_fix_and_the_worker_goes_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("tiny");
+    copy_dir(&root().join("models/tiny"), &model);
+    // unet_lcm loads on first use: its weights file is cut short.
+    let data = model.join("unet_lcm/model.onnx_data");
+    let bytes = std::fs::read(&data).unwrap();
+    std::fs::write(&data, &bytes[..bytes.len() / 2]).unwrap();
+    let (worker, mut rx) = spawn(Some(model.clone()));
+    assert!(matches!(rx.event(), Event::Ready(_)));
+
+    let a = worker.next_run_id();
+    worker.submit(Job {
+        run: a,
+        request: request(SchedulerKind::Lcm, 2, 1.0, "lcm"),
+    });
+    let events = rx.until_terminal(a);
+    match events.last() {
+        Some(Event::Failed { error, .. }) => {
+            assert!(
+                error.contains(&format!(
+                    "the external data beside {} ",
+                    model.join("unet_lcm/model.onnx").display()
+                )) && error.contains("is shorter than the graph needs"),
+                "{error}"
+            );
+            assert!(
+                error.contains("\nFix: copy the folder's data file again"),
+                "{error}"
+            );
+        }
+        other => panic!("expected Failed, got {other:?}"),
+    }
+    // The worker is still there: the base UNet runs.
+    let b = worker.next_run_id();
+    worker.submit(Job {
+        run: b,
+        request: request(SchedulerKind::DpmSolverPp, 2, 1.0, "base"),
+    });
+    let events = rx.until_terminal(b);
+    assert!(
+        matches!(events.last(), Some(Event::Finished { .. })),
+        "{:?}",
+        trace(&events)
+    );
+}

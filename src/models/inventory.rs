@@ -106,6 +106,9 @@ pub struct Inventory {
     pub checks: Vec<ExportCheck>,
     pub files: Option<SizeCheck>,
     pub scheduler: Option<SchedulerReport>,
+    /// What keeps this folder from making images (a required component or the tokenizer
+    /// missing, a scheduler config speedscape cannot use), each with its fix.
+    pub problems: Vec<String>,
 }
 
 fn folder_bytes(dir: &Path) -> u64 {
@@ -292,11 +295,7 @@ fn scheduler_report(root: &Path, config: &Config) -> Result<SchedulerReport, Str
 }
 
 fn missing_folder_message(root: &Path) -> String {
-    format!(
-        "model folder {} does not exist\nFix: create it with `python models/export.py --out {}` (see {README_SECTION}), or point model.dir in config.toml at an existing export",
-        root.display(),
-        root.display()
-    )
+    super::missing_dir_message(root, None)
 }
 
 /// What the model folder `root` holds, by reading files only (no sessions, no hashing).
@@ -312,6 +311,7 @@ pub fn inventory(config: &Config, root: &Path, tiny_model: bool) -> Inventory {
         checks: Vec::new(),
         files: None,
         scheduler: None,
+        problems: Vec::new(),
     };
     if !inv.exists {
         inv.error = Some(missing_folder_message(root));
@@ -360,7 +360,30 @@ pub fn inventory(config: &Config, root: &Path, tiny_model: bool) -> Inventory {
         Ok(r) => inv.scheduler = Some(r),
         Err(e) => inv.error = Some(e),
     }
+    inv.problems = problems(root, config);
     inv
+}
+
+/// What keeps the folder `root` from making images, read from files only: a required
+/// component or the tokenizer missing, scheduler values speedscape's schedulers do not take.
+fn problems(root: &Path, config: &Config) -> Vec<String> {
+    let mut out = Vec::new();
+    for folder in [BASE_TEXT_ENCODER, "unet", "vae_decoder"] {
+        if let Err(e) = super::component_file(root, folder) {
+            out.push(format!("{e}"));
+        }
+    }
+    if let Err(e) = ClipTokenizer::from_dir(&root.join("tokenizer")) {
+        out.push(format!("{e:#}"));
+    }
+    let file = root.join("scheduler").join("scheduler_config.json");
+    if config.model.scheduler_config == super::SchedulerConfigSource::File
+        && let Ok(Some(cfg)) = read_json_opt(&file)
+        && let Err(e) = super::scheduler_status::check_values(&file, &cfg)
+    {
+        out.push(format!("{e}"));
+    }
+    out
 }
 
 fn opt(s: &Option<String>) -> &str {
@@ -370,7 +393,7 @@ fn opt(s: &Option<String>) -> &str {
 impl Inventory {
     /// Whether `speedscape models` should exit 0.
     pub fn ok(&self) -> bool {
-        self.exists && self.error.is_none()
+        self.exists && self.error.is_none() && self.problems.is_empty()
     }
 
     pub fn render(&self) -> String {
@@ -501,6 +524,12 @@ impl Inventory {
             && self.exists
         {
             s.push_str(&format!("error       {e}\n"));
+        }
+        for p in &self.problems {
+            s.push_str(&format!(
+                "ERROR       {}\n",
+                p.replace('\n', "\n            ")
+            ));
         }
         s
     }
@@ -889,6 +918,13 @@ pub fn verify(
                 r.warnings.push(s.message.clone());
             }
             r.scheduler = Some(s);
+            let file = root.join("scheduler").join("scheduler_config.json");
+            if config.model.scheduler_config == super::SchedulerConfigSource::File
+                && let Ok(Some(cfg)) = read_json_opt(&file)
+                && let Err(e) = super::scheduler_status::check_values(&file, &cfg)
+            {
+                r.failures.push(format!("{e}"));
+            }
         }
         Err(e) => r.failures.push(format!(
             "{e}\nFix: restore scheduler/scheduler_config.json from the export"

@@ -27,6 +27,7 @@ use ort::value::TensorElementType;
 use serde::{Deserialize, Serialize};
 
 use crate::runtime::Runtime;
+use crate::runtime::failure::{self, MemoryContext, MemoryPhase};
 use crate::runtime::tensor::{self, IoSpec};
 pub use manifest::Manifest;
 pub use scheduler_status::{SchedulerConfigSource, SchedulerConfigStatus, SchedulerReport};
@@ -188,25 +189,58 @@ pub(crate) fn read_json_opt(path: &Path) -> color_eyre::Result<Option<serde_json
     }
     let text =
         std::fs::read_to_string(path).wrap_err_with(|| format!("reading {}", path.display()))?;
-    serde_json::from_str(&text)
-        .map(Some)
-        .wrap_err_with(|| format!("{} is not valid JSON", path.display()))
+    serde_json::from_str(&text).map(Some).map_err(|e| {
+        eyre!(
+            "{} is not valid JSON: {e}\nFix: copy it again from the export it came from, or re-export the model",
+            path.display()
+        )
+    })
+}
+
+/// Why `root` cannot be a model folder (missing, or a file), naming what named it
+/// (`--model-dir`, `model.dir in …/config.toml`; `None`: not known), with the fix.
+pub fn missing_dir_message(root: &Path, named_by: Option<&str>) -> String {
+    let by = named_by.map(|n| format!(" (from {n})")).unwrap_or_default();
+    let point = named_by.unwrap_or("--model-dir (or model.dir in config.toml)");
+    if root.exists() {
+        return format!(
+            "model folder {}{by} is not a folder\nFix: point {point} at the folder that holds text_encoder/, unet/, vae_decoder/, tokenizer/ and scheduler/",
+            root.display()
+        );
+    }
+    let what = "does not exist";
+    format!(
+        "model folder {}{by} {what}\nFix: create it with `.venv-ref/bin/python models/export.py --out {}` (README \"Real SD v1.5 on a GPU box\"), point {point} at an existing export, or leave it unset to use the embedded tiny model",
+        root.display(),
+        root.display()
+    )
+}
+
+/// Checks that `root`, named by `named_by` (`--model-dir`, `model.dir in …`), is a folder.
+pub fn check_model_dir(root: &Path, named_by: &str) -> color_eyre::Result<()> {
+    if root.is_dir() {
+        Ok(())
+    } else {
+        Err(eyre!(missing_dir_message(root, Some(named_by))))
+    }
 }
 
 /// Checks that `folder/model.onnx` exists and says what is missing otherwise.
 pub fn component_file(root: &Path, folder: &str) -> color_eyre::Result<PathBuf> {
     if !root.is_dir() {
-        bail!(
-            "model folder {} does not exist\nFix: create it with `.venv-ref/bin/python models/export.py --out {}` (README \"Real SD v1.5 on a GPU box\"), point --model-dir (or model.dir in config.toml) at an existing export, or leave it unset to use the embedded tiny model",
-            root.display(),
-            root.display()
-        );
+        bail!(missing_dir_message(root, None));
     }
     let file = root.join(folder).join("model.onnx");
     if !file.is_file() {
+        let what = if root.join(folder).is_dir() {
+            format!("{} has no model.onnx", root.join(folder).display())
+        } else {
+            format!("{} has no {folder}/ folder", root.display())
+        };
         bail!(
-            "model component missing: expected {} (Optimum ONNX layout: text_encoder/, unet/, vae_decoder/, tokenizer/, scheduler/)\nFix: re-run the exporter for this folder",
-            file.display()
+            "model component {folder} is missing: {what} (expected {}; the Optimum ONNX layout has text_encoder/, unet/, vae_decoder/, tokenizer/, scheduler/)\nFix: copy {folder}/ from the export it came from, or re-export (`.venv-ref/bin/python models/export.py --out {} --force`)",
+            file.display(),
+            root.display()
         );
     }
     Ok(file)
@@ -228,13 +262,74 @@ fn is_float(e: TensorElementType) -> bool {
     matches!(e, TensorElementType::Float32 | TensorElementType::Float16)
 }
 
+/// What a graph with these inputs looks like (`a UNet (the unet/ folder)`), to say what was
+/// put where.
+fn looks_like(inputs: &[IoSpec]) -> Option<&'static str> {
+    let has = |n: &str| find(inputs, n).is_some();
+    if has("sample") && has("timestep") && has("encoder_hidden_states") {
+        Some("a UNet (it belongs in unet/ or a unet_<variant>/ folder)")
+    } else if has("input_ids") {
+        Some("a text encoder (it belongs in text_encoder/)")
+    } else if has("latent_sample") {
+        Some("a VAE decoder (it belongs in vae_decoder/)")
+    } else if has("sample") {
+        Some("a VAE encoder (it belongs in vae_encoder/)")
+    } else {
+        None
+    }
+}
+
 fn mismatch(file: &Path, what: &str, expected: &str, found: &[IoSpec]) -> color_eyre::Report {
+    let folder = file
+        .parent()
+        .map(|d| d.display().to_string())
+        .unwrap_or_default();
+    // "looks like a text encoder" says nothing new when a text encoder was expected.
+    let guess = looks_like(found)
+        .filter(|g| {
+            let noun = g.trim_start_matches("a ").split(" (").next().unwrap_or("");
+            !what.ends_with(noun)
+        })
+        .map(|g| format!("; this graph looks like {g}"))
+        .unwrap_or_default();
     eyre!(
-        "{} is not a {what}: expected inputs {expected}; found inputs {}\nFix: check that this folder holds the right component (Optimum ONNX layout)",
+        "{} is not a {what}: expected inputs {expected}; found inputs {}{guess}\nFix: put the {what}'s model.onnx (with its data file, if any) in {folder}, as the export wrote it (Optimum ONNX layout)",
         file.display(),
         describe_all(found)
     )
 }
+
+/// The folder name of a component's `model.onnx` (`unet_lcm`), for messages.
+fn component_name(file: &Path) -> String {
+    file.parent()
+        .and_then(Path::file_name)
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| file.display().to_string())
+}
+
+/// An error from a session's run: out of memory explained (what ran, at what size, the fixes
+/// that fit), anything else with the call and file named.
+fn run_error(
+    memory: MemoryContext,
+    doing: &str,
+    file: &Path,
+    err: impl std::fmt::Display,
+) -> color_eyre::Report {
+    let raw = err.to_string();
+    match failure::out_of_memory(&raw) {
+        Some(oom) => eyre!(failure::out_of_memory_message(
+            doing,
+            MemoryPhase::Running,
+            oom,
+            &raw,
+            memory
+        )),
+        None => eyre!(raw).wrap_err(format!("{doing}: {}", file.display())),
+    }
+}
+
+/// The VAE's scale factor until the model folder says otherwise (SD v1.5's).
+const DEFAULT_VAE_SCALE: usize = 8;
 
 /// CLIP text encoder: ids → per-token hidden states.
 pub struct TextEncoder {
@@ -246,6 +341,7 @@ pub struct TextEncoder {
     pub file: PathBuf,
     /// Time spent inside ONNX Runtime's run calls so far.
     pub ort: Duration,
+    memory: MemoryContext,
 }
 
 impl TextEncoder {
@@ -287,6 +383,7 @@ impl TextEncoder {
             output: output.name,
             file: file.to_path_buf(),
             ort: Duration::ZERO,
+            memory: rt.memory_context(),
         })
     }
 
@@ -294,10 +391,17 @@ impl TextEncoder {
     pub fn encode(&mut self, ids: &[i64], batch: usize) -> color_eyre::Result<Array3<f32>> {
         let input = tensor::int_input(ids, &[batch, ids.len() / batch], self.ids.elem)?;
         let start = Instant::now();
+        let (memory, file) = (self.memory, &self.file);
         let outputs = self
             .session
             .run(ort::inputs![self.ids.name.as_str() => input])
-            .wrap_err_with(|| format!("running the text encoder {}", self.file.display()))?;
+            .map_err(|e| {
+                let doing = format!(
+                    "running the text encoder {} (batch {batch})",
+                    component_name(file)
+                );
+                run_error(memory, &doing, file, e)
+            })?;
         self.ort += start.elapsed();
         let out = tensor::float_output(&outputs[self.output.as_str()])?;
         Ok(out.into_dimensionality::<Ix3>()?)
@@ -321,6 +425,9 @@ pub struct Unet {
     pub bound_calls: usize,
     /// Size of its folder (graph and weights) on disk: what it takes in memory, roughly.
     pub bytes: u64,
+    memory: MemoryContext,
+    /// Pixels per latent cell (the VAE's scale factor), for sizes in messages.
+    pub vae_scale: usize,
 }
 
 /// One run's IoBinding: the text context is bound once (on the GPU, uploaded once) and the
@@ -330,6 +437,8 @@ struct RunBinding {
     binding: ort::session::IoBinding,
     /// The context the binding holds, to refuse another one silently.
     context_shape: Vec<usize>,
+    /// What a call through it does, for messages (`running the UNet unet at 512×512 (batch 2)`).
+    doing: String,
     /// CUDA graphs: device-resident sample, timestep and output, and a host buffer for the output.
     device: Option<DeviceBuffers>,
 }
@@ -372,6 +481,8 @@ impl Unet {
             bound: None,
             bound_calls: 0,
             bytes: 0,
+            memory: rt.memory_context(),
+            vae_scale: DEFAULT_VAE_SCALE,
         })
     }
 
@@ -387,10 +498,13 @@ impl Unet {
     ) -> color_eyre::Result<()> {
         use ort::memory::{AllocationDevice, Allocator, AllocatorType, MemoryInfo, MemoryType};
         use ort::value::DynTensor;
-        let file = self.file.display().to_string();
+        let (memory, file) = (self.memory, self.file.clone());
+        let doing = self.doing(&sample_shape);
         let e = |what: &'static str| {
-            let file = file.clone();
-            move |err: ort::Error| eyre!("{file}: binding the {what}: {err}")
+            let (file, doing) = (file.clone(), doing.clone());
+            move |err: ort::Error| {
+                run_error(memory, &format!("{doing}: binding the {what}"), &file, err)
+            }
         };
         self.bound = None;
         let mut binding = self.session.create_binding().map_err(e("UNet"))?;
@@ -457,6 +571,7 @@ impl Unet {
             binding,
             context_shape: context.shape().to_vec(),
             device,
+            doing,
         });
         Ok(())
     }
@@ -473,6 +588,20 @@ impl Unet {
             Some(&d) if d > 0 => vec![d as usize],
             Some(_) => vec![batch],
         }
+    }
+
+    /// `running the UNet unet_lcm at 512×512 (batch 2)` for a sample of `shape` `[b, c, h, w]`.
+    fn doing(&self, shape: &[usize]) -> String {
+        let (h, w) = (shape.get(2).copied(), shape.get(3).copied());
+        let size = match (h, w) {
+            (Some(h), Some(w)) => format!(" at {}×{}", w * self.vae_scale, h * self.vae_scale),
+            _ => String::new(),
+        };
+        format!(
+            "running the UNet {}{size} (batch {})",
+            component_name(&self.file),
+            shape.first().copied().unwrap_or(1)
+        )
     }
 
     /// Width of the text embeddings this UNet attends to, when the graph fixes it.
@@ -504,6 +633,7 @@ impl Unet {
         options: Option<&RunOptions>,
     ) -> color_eyre::Result<Array4<f32>> {
         let batch = sample.shape()[0];
+        let doing = self.doing(sample.shape());
         let shape = self.timestep_shape(batch);
         let x = tensor::float_input(sample.into_dyn(), self.sample.elem)?;
         let ts = tensor::timestep_input(t, &shape, self.timestep.elem)
@@ -526,7 +656,7 @@ impl Unet {
             Some(o) => self.session.run_with_options(inputs, o),
             None => self.session.run(inputs),
         }
-        .wrap_err_with(|| format!("running the UNet {}", self.file.display()))?;
+        .map_err(|e| run_error(self.memory, &doing, &self.file, e))?;
         self.ort += start.elapsed();
         let out = tensor::float_output(&outputs[self.output.as_str()])?;
         Ok(out.into_dimensionality::<Ix4>()?)
@@ -542,15 +672,16 @@ impl Unet {
         options: Option<&RunOptions>,
     ) -> color_eyre::Result<Array4<f32>> {
         use ort::value::DynTensorValueType;
-        let file = self.file.display().to_string();
-        let e = |what: &'static str| {
-            let file = file.clone();
-            move |err: ort::Error| eyre!("{file}: {what}: {err}")
-        };
+        let (memory, file) = (self.memory, self.file.clone());
         let bound = self
             .bound
             .as_mut()
             .expect("predict_bound runs with a binding");
+        let doing = bound.doing.clone();
+        let e = |what: &'static str| {
+            let (file, doing) = (file.clone(), doing.clone());
+            move |err: ort::Error| run_error(memory, &format!("{doing}: {what}"), &file, err)
+        };
         match &mut bound.device {
             Some(dev) => {
                 x.downcast::<DynTensorValueType>()
@@ -578,7 +709,7 @@ impl Unet {
             Some(o) => self.session.run_binding_with_options(&bound.binding, o),
             None => self.session.run_binding(&bound.binding),
         }
-        .map_err(|err| eyre!("running the UNet {file}: {err}"))?;
+        .map_err(|err| run_error(memory, &doing, &file, err))?;
         let out = match &mut bound.device {
             Some(dev) => {
                 drop(outputs);
@@ -603,6 +734,9 @@ pub struct VaeDecoder {
     pub file: PathBuf,
     /// Time spent inside ONNX Runtime's run calls so far.
     pub ort: Duration,
+    memory: MemoryContext,
+    /// Pixels per latent cell, for sizes in messages.
+    pub vae_scale: usize,
 }
 
 impl VaeDecoder {
@@ -633,6 +767,8 @@ impl VaeDecoder {
             output,
             file: file.to_path_buf(),
             ort: Duration::ZERO,
+            memory: rt.memory_context(),
+            vae_scale: DEFAULT_VAE_SCALE,
         })
     }
 
@@ -647,6 +783,18 @@ impl VaeDecoder {
         latents: ArrayView4<f32>,
         options: Option<&RunOptions>,
     ) -> color_eyre::Result<Array4<f32>> {
+        let [b, _, h, w] = latents.shape() else {
+            bail!(
+                "latents of shape {:?}, expected [batch, 4, h, w]",
+                latents.shape()
+            );
+        };
+        let doing = format!(
+            "running the VAE decoder {} at {}×{} (batch {b})",
+            component_name(&self.file),
+            w * self.vae_scale,
+            h * self.vae_scale
+        );
         let x = tensor::float_input(latents.into_dyn(), self.input.elem)?;
         let inputs = ort::inputs![self.input.name.as_str() => x];
         let start = Instant::now();
@@ -654,7 +802,7 @@ impl VaeDecoder {
             Some(o) => self.session.run_with_options(inputs, o),
             None => self.session.run(inputs),
         }
-        .wrap_err_with(|| format!("running the VAE decoder {}", self.file.display()))?;
+        .map_err(|e| run_error(self.memory, &doing, &self.file, e))?;
         self.ort += start.elapsed();
         let out = tensor::float_output(&outputs[self.output.as_str()])?;
         Ok(out.into_dimensionality::<Ix4>()?)
@@ -765,10 +913,15 @@ impl Model {
         let geometry = ModelGeometry::read(root)?;
         let mut notes = Vec::new();
         let sched_file = root.join("scheduler").join("scheduler_config.json");
-        let file_config = read_json_opt(&sched_file)?;
+        // With SD v1.5's config in force, a damaged file is only reported, not fatal.
+        let file_config = match scheduler {
+            SchedulerConfigSource::File => read_json_opt(&sched_file)?,
+            SchedulerConfigSource::Sd15 => read_json_opt(&sched_file).ok().flatten(),
+        };
         let scheduler_report = SchedulerReport::new(&sched_file, file_config.as_ref(), scheduler);
         let scheduler_config = match (scheduler, file_config) {
             (SchedulerConfigSource::File, Some(v)) => {
+                scheduler_status::check_values(&sched_file, &v)?;
                 if scheduler_report.warning {
                     notes.push(scheduler_report.message.replace('\n', " "));
                 }
@@ -793,7 +946,8 @@ impl Model {
         let text_encoder = TextEncoder::load(rt, &te_file)?;
         load_times.push((BASE_TEXT_ENCODER.to_string(), start.elapsed()));
         let start = Instant::now();
-        let vae = VaeDecoder::load(rt, &vae_file)?;
+        let mut vae = VaeDecoder::load(rt, &vae_file)?;
+        vae.vae_scale = geometry.vae_scale_factor;
         load_times.push(("vae_decoder".to_string(), start.elapsed()));
         Ok(Self {
             root: root.to_path_buf(),
@@ -905,6 +1059,7 @@ impl Model {
         self.load_times.push((folder.clone(), start.elapsed()));
         let mut unet = unet;
         unet.bytes = incoming;
+        unet.vae_scale = self.geometry.vae_scale_factor;
         self.unets.push((folder, unet));
         Ok(&mut self.unets.last_mut().expect("just pushed").1)
     }
@@ -1007,6 +1162,60 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn a_run_out_of_memory_names_the_call_and_its_size_and_other_errors_keep_the_file() {
+        let gpu = MemoryContext {
+            gpu: true,
+            memory_limit_mib: 0,
+        };
+        let file = Path::new("/m/sd15/unet/model.onnx");
+        let oom = run_error(
+            gpu,
+            "running the UNet unet at 512×512 (batch 2)",
+            file,
+            "Non-zero status code returned while running Conv node. Status Message: CUDA error cudaErrorMemoryAllocation:out of memory",
+        );
+        let text = format!("{oom:#}");
+        assert!(
+            text.starts_with("out of GPU memory while running the UNet unet at 512×512 (batch 2)\nONNX Runtime: CUDA error cudaErrorMemoryAllocation:out of memory\nFix: "),
+            "{text}"
+        );
+        let other = run_error(
+            gpu,
+            "running the UNet unet at 512×512 (batch 2)",
+            file,
+            "Got invalid dimensions for input: sample",
+        );
+        assert_eq!(
+            other.to_string(),
+            "running the UNet unet at 512×512 (batch 2): /m/sd15/unet/model.onnx"
+        );
+        assert_eq!(
+            other.root_cause().to_string(),
+            "Got invalid dimensions for input: sample"
+        );
+    }
+
+    #[test]
+    fn run_messages_give_the_image_size_in_pixels() {
+        let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        let rt = crate::runtime::Runtime::init(
+            &crate::runtime::SearchPlan::new(None, Some(&root)),
+            crate::runtime::Device::Cpu,
+        )
+        .unwrap();
+        let mut model = Model::open(&rt, &root.join("models/tiny"), default_variants()).unwrap();
+        let unet = model.unet(&rt, "lcm").unwrap();
+        assert_eq!(
+            unet.doing(&[2, 4, 64, 64]),
+            "running the UNet unet_lcm at 512×512 (batch 2)"
+        );
+        assert_eq!(
+            unet.doing(&[1, 4, 8, 12]),
+            "running the UNet unet_lcm at 96×64 (batch 1)"
+        );
+    }
 
     fn manifest(json: &str) -> Manifest {
         Manifest::parse(json).unwrap()

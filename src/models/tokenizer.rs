@@ -66,14 +66,36 @@ impl ClipTokenizer {
         } else {
             let vocab = dir.join("vocab.json");
             let merges = dir.join("merges.txt");
-            if !vocab.is_file() || !merges.is_file() {
+            let missing: Vec<&str> = [(&vocab, "vocab.json"), (&merges, "merges.txt")]
+                .into_iter()
+                .filter(|(p, _)| !p.is_file())
+                .map(|(_, n)| n)
+                .collect();
+            if !missing.is_empty() {
+                let found = if !dir.is_dir() {
+                    "the folder does not exist".to_string()
+                } else {
+                    format!("no tokenizer.json, and no {}", missing.join(" or "))
+                };
                 return Err(eyre!(
-                    "no tokenizer in {}: expected tokenizer.json, or vocab.json and merges.txt\nFix: copy the tokenizer/ folder of SD v1.5 (or openai/clip-vit-large-patch14) there",
+                    "no tokenizer in {}: {found} (it needs tokenizer.json, or vocab.json and merges.txt)\nFix: copy the tokenizer/ folder of SD v1.5 (or openai/clip-vit-large-patch14) there",
                     dir.display()
                 ));
             }
             from_vocab_and_merges(&vocab, &merges)?
         };
+        // SD v1.5's text encoder was trained on these ids: another vocabulary would run and
+        // draw nonsense.
+        for (token, id) in [("<|startoftext|>", BOS), ("<|endoftext|>", EOS)] {
+            let got = inner.token_to_id(token);
+            if got != Some(id) {
+                return Err(eyre!(
+                    "the tokenizer in {} is not CLIP's: {token} is {}, SD v1.5's text encoder expects id {id}\nFix: copy the tokenizer/ folder of SD v1.5 (or openai/clip-vit-large-patch14) there",
+                    dir.display(),
+                    got.map_or("missing".to_string(), |g| format!("id {g}"))
+                ));
+            }
+        }
         Ok(Self { inner })
     }
 
@@ -103,7 +125,18 @@ fn from_vocab_and_merges(vocab: &Path, merges: &Path) -> color_eyre::Result<toke
     let vocab_map: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(vocab).wrap_err_with(|| format!("reading {}", vocab.display()))?,
     )
-    .wrap_err_with(|| format!("{} is not JSON", vocab.display()))?;
+    .map_err(|e| {
+        eyre!(
+            "tokenizer {} is not valid JSON: {e}\nFix: copy the tokenizer/ folder of SD v1.5 (or openai/clip-vit-large-patch14) there again",
+            vocab.display()
+        )
+    })?;
+    if !vocab_map.is_object() {
+        return Err(eyre!(
+            "tokenizer {} is not a vocabulary (a JSON object of token → id)\nFix: copy the tokenizer/ folder of SD v1.5 (or openai/clip-vit-large-patch14) there again",
+            vocab.display()
+        ));
+    }
     let merges_text = std::fs::read_to_string(merges)
         .wrap_err_with(|| format!("reading {}", merges.display()))?;
     let merge_list: Vec<&str> = merges_text
@@ -138,5 +171,11 @@ fn from_vocab_and_merges(vocab: &Path, merges: &Path) -> color_eyre::Result<toke
     });
     spec.to_string()
         .parse::<tokenizers::Tokenizer>()
-        .map_err(|e| eyre!("building the CLIP tokenizer from {}: {e}", vocab.display()))
+        .map_err(|e| {
+            eyre!(
+                "tokenizer {} and {} do not make a CLIP tokenizer: {e}\nFix: copy the tokenizer/ folder of SD v1.5 (or openai/clip-vit-large-patch14) there again",
+                vocab.display(),
+                merges.display()
+            )
+        })
 }

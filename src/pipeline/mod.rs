@@ -11,7 +11,7 @@ pub mod preview;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use color_eyre::eyre::{WrapErr, bail, eyre};
+use color_eyre::eyre::{bail, eyre};
 use image::RgbImage;
 use ndarray::Array4;
 use ort::session::RunOptions;
@@ -248,8 +248,10 @@ pub fn generate_with(
     model.unet(rt, &req.unet)?;
     model.text_encoder_for(rt, &req.unet)?;
 
-    let sched_cfg: SchedulerConfig = serde_json::from_value(model.scheduler_config.clone())
-        .wrap_err("reading scheduler/scheduler_config.json")?;
+    let sched_cfg: SchedulerConfig = crate::models::scheduler_status::check_values(
+        &model.root.join("scheduler").join("scheduler_config.json"),
+        &model.scheduler_config,
+    )?;
     let mut scheduler =
         schedulers::build(req.scheduler, &sched_cfg, req.steps, &req.scheduler_options)?;
     let mut noise = req.rng.generator(req.seed);

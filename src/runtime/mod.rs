@@ -4,14 +4,16 @@
 //! process gets. A CUDA request never runs on the CPU silently: `device = "cuda"` registers
 //! the CUDA provider with `error_on_failure`, and `auto` says when it falls back.
 
+pub mod failure;
 pub mod library;
 pub mod options;
 pub mod tensor;
 
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
-use color_eyre::eyre::{WrapErr, bail, eyre};
+use color_eyre::eyre::{bail, eyre};
 use ort::environment::Environment;
 use ort::ep::{self, ExecutionProvider, ExecutionProviderDispatch};
 use ort::session::Session;
@@ -122,6 +124,53 @@ pub struct Runtime {
 /// ONNX Runtime can be loaded once per process; tests and the TUI share it.
 static LOADED: OnceLock<Mutex<Option<(LoadedLibrary, Environment)>>> = OnceLock::new();
 
+/// ONNX Runtime's own error log lines, newest last (the last 8). They are not printed: each
+/// comes with the error of the call that failed, which speedscape explains, and ORT's coloured
+/// copy would only repeat it raw (on the TUI's screen too). Where a log line adds to an error
+/// (the CUDA provider's reason for not loading), the message quotes it from here.
+/// `ORT_LOG=warning` (or info, verbose) prints ORT's log on stderr instead, for debugging.
+static ORT_LOG: Mutex<VecDeque<String>> = Mutex::new(VecDeque::new());
+
+/// The logger: keeps error lines (see [`ORT_LOG`]), or prints from `print_from` up.
+fn ort_logger(print_from: Option<ort::logging::LogLevel>) -> ort::logging::LoggerFunction {
+    use ort::logging::LogLevel;
+    Arc::new(
+        move |level: LogLevel, _category: &str, _id: &str, location: &str, message: &str| {
+            if let Some(min) = print_from {
+                if level >= min {
+                    eprintln!("onnxruntime {level:?} {location}: {message}");
+                }
+            } else if level >= LogLevel::Error
+                && let Ok(mut log) = ORT_LOG.lock()
+            {
+                if log.len() == 8 {
+                    log.pop_front();
+                }
+                log.push_back(message.trim().to_string());
+            }
+        },
+    )
+}
+
+/// Takes ONNX Runtime's error log lines kept since the last call.
+pub fn take_ort_log() -> Vec<String> {
+    ORT_LOG
+        .lock()
+        .map(|mut l| l.drain(..).collect())
+        .unwrap_or_default()
+}
+
+/// `error` plus what ONNX Runtime logged (`logged`) that it does not already say.
+fn with_ort_log(error: &str, logged: Vec<String>) -> String {
+    let mut out = error.trim_end().to_string();
+    for line in logged {
+        if !error.contains(&line) {
+            out.push_str(&format!("\nONNX Runtime logged: {line}"));
+        }
+    }
+    out
+}
+
 /// The fix printed when no library loads.
 pub const SETUP_FIX: &str = "run `scripts/setup.sh` (installs the `onnxruntime` wheel into ./.venv), \
      or `pip install onnxruntime` (CPU) / `pip install 'onnxruntime-gpu[cuda,cudnn]'` (CUDA 13; \
@@ -142,6 +191,8 @@ impl Runtime {
         options: Options,
     ) -> color_eyre::Result<Self> {
         let (library, env) = load_library(plan)?;
+        // What ORT logged before is about other calls; the CUDA probe's message quotes its own.
+        take_ort_log();
         let mut notes = Vec::new();
         let provider = match device {
             Device::Cpu => Provider::Cpu,
@@ -266,8 +317,48 @@ impl Runtime {
         }
         builder
             .commit_from_file(model)
-            .map_err(|e| eyre!("{e}"))
-            .wrap_err_with(|| format!("ONNX Runtime could not load {}", model.display()))
+            .map_err(|e| self.load_error(model, &e.to_string()))
+    }
+
+    /// What the allocator situation is, for out-of-memory messages.
+    pub fn memory_context(&self) -> failure::MemoryContext {
+        failure::MemoryContext {
+            gpu: self.provider.is_gpu(),
+            memory_limit_mib: self.options.cuda.memory_limit_mib,
+        }
+    }
+
+    /// ONNX Runtime's refusal to make a session of `model`, explained: out of memory, a file
+    /// that is not (all) there, or its own words with the check to run.
+    fn load_error(&self, model: &Path, raw: &str) -> color_eyre::Report {
+        let logged = take_ort_log();
+        let component = model
+            .parent()
+            .and_then(Path::file_name)
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "the model".into());
+        if let Some(oom) = failure::out_of_memory(raw) {
+            return eyre!(failure::out_of_memory_message(
+                &format!("loading {component} ({})", model.display()),
+                failure::MemoryPhase::Loading,
+                oom,
+                raw,
+                self.memory_context(),
+            ));
+        }
+        if let Some(why) = failure::load_failure(model, raw) {
+            return eyre!(why);
+        }
+        let root = model
+            .parent()
+            .and_then(Path::parent)
+            .unwrap_or(Path::new("."));
+        eyre!(
+            "{}\nFix: `speedscape models verify {}` checks every file of the folder against manifest.json and runs each graph once",
+            with_ort_log(raw, logged),
+            root.display()
+        )
+        .wrap_err(format!("ONNX Runtime could not load {}", model.display()))
     }
 
     /// The optimised-graph cache: `dir/<key>/model.onnx`, the key hashing the source files
@@ -362,6 +453,8 @@ fn load_library(plan: &SearchPlan) -> color_eyre::Result<(LoadedLibrary, Environ
         return Ok((lib.clone(), env.clone()));
     }
     let mut tried = Vec::new();
+    // The explicit choice that failed (and stopped the search), if any.
+    let mut explicit: Option<LibrarySource> = None;
     for candidate in plan.candidates() {
         let path = match candidate.path {
             Ok(p) => p,
@@ -380,18 +473,32 @@ fn load_library(plan: &SearchPlan) -> color_eyre::Result<(LoadedLibrary, Environ
                 candidate.source,
                 LibrarySource::Config | LibrarySource::EnvVar
             ) {
+                explicit = Some(candidate.source);
                 break; // an explicit choice that fails is not silently replaced
             }
             continue;
         }
         match ort::init_from(&path) {
             Ok(builder) => {
-                let env = builder.with_name("speedscape").build().map_err(|e| {
-                    eyre!(
-                        "ONNX Runtime at {} loaded but would not start: {e}",
-                        path.display()
-                    )
-                })?;
+                let level = match std::env::var("ORT_LOG").as_deref() {
+                    Ok("warning") => Some(ort::logging::LogLevel::Warning),
+                    Ok("info") => Some(ort::logging::LogLevel::Info),
+                    Ok("verbose") => Some(ort::logging::LogLevel::Verbose),
+                    _ => None,
+                };
+                let env = builder
+                    .with_name("speedscape")
+                    .with_logger(ort_logger(level))
+                    .build()
+                    .map_err(|e| {
+                        eyre!(
+                            "ONNX Runtime at {} loaded but would not start: {e}",
+                            path.display()
+                        )
+                    })?;
+                // A custom logger gets every level unless told; keep ORT from formatting
+                // verbose messages nobody reads.
+                env.set_log_level(level.unwrap_or(ort::logging::LogLevel::Error));
                 let version = ort_version(&path);
                 let lib = LoadedLibrary {
                     gpu_build: library::has_cuda_provider(&path),
@@ -403,23 +510,33 @@ fn load_library(plan: &SearchPlan) -> color_eyre::Result<(LoadedLibrary, Environ
                 return Ok((lib, env));
             }
             Err(e) => {
-                // The Debug form carries dlopen's own reason; Display hides it.
                 tried.push(format!(
-                    "  - {} → {}: {e:?}",
+                    "  - {} → {}: {}",
                     candidate.source,
-                    path.display()
+                    path.display(),
+                    failure::library_failure(&e)
                 ));
                 if matches!(
                     candidate.source,
                     LibrarySource::Config | LibrarySource::EnvVar
                 ) {
+                    explicit = Some(candidate.source);
                     break;
                 }
             }
         }
     }
+    let first = match explicit {
+        Some(LibrarySource::EnvVar) => {
+            "point ORT_DYLIB_PATH at the full path of libonnxruntime.so.1.x.y (the onnxruntime wheel has it in site-packages/onnxruntime/capi/), or unset it so speedscape searches python3 and ./.venv; else "
+        }
+        Some(LibrarySource::Config) => {
+            "correct runtime.onnxruntime in config.toml (the full path of libonnxruntime.so.1.x.y), or remove it so speedscape searches ORT_DYLIB_PATH, python3 and ./.venv; else "
+        }
+        _ => "",
+    };
     bail!(
-        "could not load ONNX Runtime (speedscape needs version 1.{} or newer).\nSearched:\n{}\nFix: {SETUP_FIX}",
+        "could not load ONNX Runtime (speedscape needs version 1.{} or newer).\nSearched:\n{}\nFix: {first}{SETUP_FIX}",
         ort::MINOR_VERSION,
         tried.join("\n")
     )
@@ -569,6 +686,7 @@ fn preload_tensorrt(library: &LoadedLibrary, notes: &mut Vec<String>) {
 }
 
 fn cuda_failure_message(library: &LoadedLibrary, error: &str) -> String {
+    let error = with_ort_log(error, take_ort_log());
     format!(
         "--device cuda was asked for, but ONNX Runtime's CUDA provider does not work here: {error}\n\
          ONNX Runtime: {} (version {}).\n\
@@ -594,4 +712,45 @@ pub fn probe_cpu(rt: &Runtime) -> color_eyre::Result<()> {
         bail!("the CPU probe computed Relu(-2) = {y:?}");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cpu_runtime() -> Runtime {
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        Runtime::init(&SearchPlan::new(None, Some(&root)), Device::Cpu).unwrap()
+    }
+
+    #[test]
+    fn a_session_that_runs_out_of_memory_while_loading_names_the_component_and_the_cap() {
+        // Verbatim from an H200 with `[runtime.cuda] memory_limit_mib = 256`: speedscape used to
+        // print only "ONNX Runtime could not load …/text_encoder/model.onnx" and this text.
+        let raw = "Exception during initialization: /onnxruntime_src/onnxruntime/core/framework/bfc_arena.cc:360 void* onnxruntime::BFCArena::AllocateRawInternal(size_t, bool, onnxruntime::Stream*) Available memory of 0 is smaller than requested bytes of 4718592";
+        let mut rt = cpu_runtime();
+        rt.provider = Provider::Cuda;
+        rt.options.cuda.memory_limit_mib = 256;
+        let model = Path::new("/m/sd15/text_encoder/model.onnx");
+        let e = format!("{:#}", rt.load_error(model, raw));
+        assert!(
+            e.starts_with("out of GPU memory while loading text_encoder (/m/sd15/text_encoder/model.onnx): asked for 4.5 MiB (the CUDA arena is capped at 256 MiB by [runtime.cuda] memory_limit_mib)\n"),
+            "{e}"
+        );
+        assert!(
+            e.contains("\nFix: raise or unset `[runtime.cuda] memory_limit_mib`"),
+            "{e}"
+        );
+        // Any other load error keeps ONNX Runtime's words, under the file, with the check to run.
+        let e = rt.load_error(model, "Node (x) Op (Foo) is not a registered function/op");
+        let text = format!("{e:?}");
+        assert!(
+            text.contains("ONNX Runtime could not load /m/sd15/text_encoder/model.onnx"),
+            "{text}"
+        );
+        assert!(
+            text.contains("Fix: `speedscape models verify /m/sd15`"),
+            "{text}"
+        );
+    }
 }

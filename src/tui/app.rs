@@ -793,6 +793,9 @@ fn on_event(app: &mut App, event: Event) -> Option<Effect> {
     match event {
         Event::Ready(info) => {
             app.dirty = true;
+            if !info.notes.is_empty() {
+                app.status = Some(format!("note: {}", info.notes.join(" · ")));
+            }
             app.info = Some(info);
             return None;
         }

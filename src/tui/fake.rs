@@ -46,6 +46,7 @@ pub fn info() -> WorkerInfo {
         model_dir: PathBuf::from("fake"),
         tiny_model: true,
         image_size: 64,
+        notes: Vec::new(),
     }
 }
 

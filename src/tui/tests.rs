@@ -853,3 +853,83 @@ fn snapshot_cheat_sheet() {
     update(&mut app, ch('e'));
     insta::assert_snapshot!("cheat_form_b_80x24", render(&app, 80, 24));
 }
+
+/// The panels' text with the borders and line ends taken out, so wrapped words join again.
+fn panel_text(screen: &str) -> String {
+    screen
+        .lines()
+        .map(|l| l.trim_matches('"').replace(['│', '┃'], " "))
+        .map(|l| l.trim().to_string())
+        .collect::<Vec<_>>()
+        .join(" ")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[test]
+fn a_model_that_cannot_open_fills_the_panel_with_its_fix_and_the_app_keeps_running() {
+    let mut app = App::new(default_exercises(), "set by --graphics".into());
+    let error = "model component vae_decoder is missing: /m/sd15 has no vae_decoder/ folder\nFix: copy vae_decoder/ from the export it came from";
+    update(
+        &mut app,
+        Msg::Worker(Event::Fatal {
+            error: error.into(),
+        }),
+    );
+    let text = panel_text(&render(&app, 160, 48));
+    assert!(text.contains("worker failed"), "{text}");
+    assert!(
+        text.contains("model component vae_decoder is missing: /m/sd15 has no vae_decoder/ folder"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Fix: copy vae_decoder/ from the export it came from"),
+        "{text}"
+    );
+    // Still running: keys are handled, runs are refused with the reason, q quits.
+    assert!(update(&mut app, ch('r')).is_none());
+    assert!(app.status.as_deref().unwrap().contains("could not start"));
+    update(&mut app, ch('j'));
+    assert_eq!(app.selected, 1, "moving still works");
+    assert!(matches!(
+        update(&mut app, ch('q')),
+        Some(Effect::Quit { cancel: None })
+    ));
+}
+
+#[test]
+fn a_run_that_runs_out_of_memory_shows_why_and_the_fix_in_its_panel() {
+    let mut app = app();
+    let effect = update(&mut app, ch('r'));
+    submitted(&mut app, effect, 1);
+    let error = "out of GPU memory while running the UNet unet at 512×512 (batch 2): asked for 4.5 MiB\nONNX Runtime: CUDA failure 2: out of memory\nFix: keep fewer UNet variants loaded at once";
+    let next = update(
+        &mut app,
+        Msg::Worker(Event::Failed {
+            run: 1,
+            error: error.into(),
+        }),
+    );
+    assert_eq!(app.exercises[0].runs[0].state, RowState::Failed);
+    assert_eq!(app.exercises[0].runs[0].error.as_deref(), Some(error));
+    let text = panel_text(&render(&app, 160, 48));
+    assert!(text.contains("out of GPU memory while running"), "{text}");
+    assert!(text.contains("Fix: keep fewer UNet variants"), "{text}");
+    // The queue goes on with the next run.
+    assert_eq!(submitted(&mut app, next, 2), (0, 1));
+}
+
+#[test]
+fn fallbacks_taken_at_start_are_shown_not_silent() {
+    let mut app = App::new(default_exercises(), "set by --graphics".into());
+    let mut info = fake::info();
+    info.notes = vec!["device auto: CUDA is not usable (a CPU-only build); running on CPU".into()];
+    update(&mut app, Msg::Worker(Event::Ready(info)));
+    assert_eq!(
+        app.status.as_deref(),
+        Some("note: device auto: CUDA is not usable (a CPU-only build); running on CPU")
+    );
+    let screen = render(&app, 160, 48);
+    assert!(screen.contains("CUDA is not usable"), "{screen}");
+}
