@@ -506,7 +506,7 @@ class Speedscape:
             cmd = [str(self.path), "generate", "--model-dir", str(onnx), "--prompt", job["prompt"], "--scheduler", sched,
                    "--steps", str(steps), "--cfg", f"{cfg:g}", "--unet", unet, "--seed", str(job["seed"]),
                    "--width", str(size), "--height", str(size), "--device", "cpu",
-                   "--out", str(tmp / f"speedscape-{i}.png"), "--save-raw", str(tmp / "speedscape-raw.npy"), "--json"]
+                   "--out", str(tmp / f"speedscape-{i}.png"), "--save-raw", str(tmp / f"speedscape-raw-{i}.npy"), "--json"]
             out_file, err_file = tmp / f"speedscape-{i}.json", tmp / f"speedscape-{i}.err"
             with open(out_file, "w") as out, open(err_file, "w") as err:
                 code, rss = run_child(cmd, timeout, stdout=out, stderr=err)

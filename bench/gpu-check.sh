@@ -189,7 +189,7 @@ extras() {
     echo "\$ ORT_DYLIB_PATH=<cpu wheel> speedscape doctor --device cuda"
     ORT_DYLIB_PATH=$cpu_ort timeout 60 "$bin" doctor --device cuda; echo "(exit $?)"
     echo; echo "\$ ORT_DYLIB_PATH=<cpu wheel> speedscape generate --device cuda (tiny model)"
-    ORT_DYLIB_PATH=$cpu_ort timeout 60 "$bin" generate --device cuda --prompt "a red fox" --scheduler dpmpp --steps 4 --cfg 7.5 --seed 42 --out "$W/cpu-wheel.png"; echo "(exit $?)"
+    ORT_DYLIB_PATH=$cpu_ort timeout 60 "$bin" generate --device cuda --prompt "a red fox" --scheduler dpmpp --steps 4 --cfg 7.5 --seed 42 --out "$W/cpu-wheel.png" --force; echo "(exit $?)"
   } > "$o/cuda-cpu-wheel.txt" 2>&1
   tail -n 12 "$o/cuda-cpu-wheel.txt"
 }
@@ -309,7 +309,7 @@ if [ -f "$onnx/manifest.json" ] && [ -x "$bin" ] && { [ "$ort_ok" = 1 ] || [ "$D
     step "speedscape bench --device $DEVICE --size $IMG --runs $runs --repeat 3 --warmup 1 (limit ${t} s)"
     if [ "$t" -gt 30 ]; then
       timeout "$t" "$bin" bench --device "$DEVICE" --model-dir "$onnx" --size "$IMG" --runs "$runs" --repeat 3 --warmup 1 \
-        --json "$json" || notes+=("speedscape bench --runs $runs exited with $? (124: killed at its time limit)")
+        --json "$json" --force || notes+=("speedscape bench --runs $runs exited with $? (124: killed at its time limit)")
     else
       notes+=("speedscape bench --runs $runs skipped: ${t} s left for it")
     fi
@@ -348,14 +348,14 @@ fi
 if [ "$trt" = 1 ] && [ -f "$onnx/manifest.json" ] && [ "$(left)" -gt 90 ]; then
   step "speedscape bench --device tensorrt (dpmpp:20; the engine build falls in its warm-up)"
   timeout $(( $(left) - 20 )) "$bin" bench --device tensorrt --model-dir "$onnx" --size "$IMG" --runs dpmpp:20 --repeat 3 \
-    --json "$W/bench-tensorrt.json" || notes+=("speedscape bench --device tensorrt exited with $?")
+    --json "$W/bench-tensorrt.json" --force || notes+=("speedscape bench --device tensorrt exited with $?")
 fi
 
 if [ "$ort_ok" = 1 ] && [ -f "$onnx/manifest.json" ] && [ "$(left)" -gt 40 ]; then
   step "out of GPU memory on purpose: the full-size UNet under a 256 MiB CUDA arena cap (the reliability issue)"
   printf '[runtime.cuda]\nmemory_limit_mib = 256\n' > "$W/oom.toml"
   timeout $(( $(left) - 20 )) "$bin" generate --config "$W/oom.toml" --device cuda --model-dir "$onnx" --prompt "a red fox" \
-    --scheduler dpmpp --steps 2 --cfg 7.5 --seed 42 --width 512 --height 512 --out "$W/oom.png" > "$out/oom.txt" 2>&1
+    --scheduler dpmpp --steps 2 --cfg 7.5 --seed 42 --width 512 --height 512 --out "$W/oom.png" --force > "$out/oom.txt" 2>&1
   echo "(exit $?)" >> "$out/oom.txt"; tail -n 15 "$out/oom.txt"
 fi
 

@@ -19,7 +19,7 @@ $bin doctor --device cuda | tee "$out/doctor-cuda.txt"
 prompt="a small cottage on a hillside at sunset, warm golden light, detailed"
 run() { # name scheduler steps cfg unet device
   $bin generate --prompt "$prompt" --scheduler $2 --steps $3 --cfg $4 --unet $5 --seed 42 \
-    --device $6 --out "$out/$1-$6.png" --save-raw "$out/$1-$6.npy" --json > "$out/$1-$6.json"
+    --device $6 --out "$out/$1-$6.png" --save-raw "$out/$1-$6.npy" --force --json > "$out/$1-$6.json"
 }
 for d in cuda cpu; do
   run ddpm50 ddpm 50 7.5 base $d; run dpmpp20 dpmpp 20 7.5 base $d; run dpmpp10 dpmpp 10 7.5 base $d
@@ -32,7 +32,7 @@ if [ -d .gpu-models/tiny-cuda ]; then
   $bin models verify .gpu-models/tiny-cuda --device cuda | tee "$out/verify-cuda.txt"
   for m in cuda fp32; do
     $bin generate --model-dir .gpu-models/tiny-$m --unet pk --prompt "$prompt" --scheduler dpmpp \
-      --steps 20 --cfg 7.5 --seed 42 --device cuda --out "$out/export-$m.png" --save-raw "$out/export-$m.npy" \
+      --steps 20 --cfg 7.5 --seed 42 --device cuda --out "$out/export-$m.png" --save-raw "$out/export-$m.npy" --force \
       --json > "$out/export-$m.json"
   done
 fi

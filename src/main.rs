@@ -66,9 +66,12 @@ struct BenchArgs {
     /// The prompt of every run (default: the exercises' own; specs use the cottage prompt).
     #[arg(long)]
     prompt: Option<String>,
-    /// Also write every number as JSON here (atomically).
+    /// Also write every number as JSON here (atomically; an existing file is kept unless --force).
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Replace the --json file if it exists.
+    #[arg(long)]
+    force: bool,
     /// Print b/a ratios of two earlier --json files instead of running.
     #[arg(long, num_args = 2, value_names = ["A", "B"])]
     compare: Option<Vec<PathBuf>>,
@@ -102,8 +105,12 @@ enum Command {
         /// How many draws of that shape, in order (the initial latents, then step noise).
         #[arg(long, default_value_t = 1)]
         draws: usize,
+        /// The .npy to write (an existing file is kept unless --force).
         #[arg(long)]
         out: PathBuf,
+        /// Replace --out if it exists.
+        #[arg(long)]
+        force: bool,
     },
     /// Report the ONNX Runtime library, the provider sessions really get, and the model.
     Doctor {
@@ -211,11 +218,15 @@ struct GenerateArgs {
     /// Karras sigmas (DPM-Solver++).
     #[arg(long)]
     karras: bool,
+    /// The PNG to write (an existing file is kept unless --force).
     #[arg(long)]
     out: PathBuf,
     /// Also write the float image (NHWC, [0,1]) before 8-bit conversion.
     #[arg(long)]
     save_raw: Option<PathBuf>,
+    /// Replace --out and --save-raw if they exist.
+    #[arg(long)]
+    force: bool,
     /// Print the report as JSON instead of the summary.
     #[arg(long)]
     json: bool,
@@ -263,7 +274,8 @@ fn main() -> color_eyre::Result<()> {
             shape,
             draws,
             out,
-        }) => noise(rng, seed, &shape, draws, &out),
+            force,
+        }) => noise(rng, seed, &shape, draws, &out, force),
         Some(Command::Doctor {
             device,
             model_dir,
@@ -332,6 +344,16 @@ fn rng_source(config: &Config, flag: Option<RngSource>) -> color_eyre::Result<Rn
 }
 
 fn generate(config: &Config, args: GenerateArgs) -> color_eyre::Result<()> {
+    // Before the run: a bad output path must not cost the image at its end.
+    report::check_output_file(&args.out, args.force)?;
+    if let Some(raw) = &args.save_raw {
+        report::check_output_file(raw, args.force)?;
+    }
+    let existing = if args.force {
+        report::Existing::Replace
+    } else {
+        report::Existing::Refuse
+    };
     let device = args.device.unwrap_or(config.runtime.device);
     let rt = config.open_runtime(Some(device))?;
     let (dir, tiny) = config.model_dir(args.model_dir.as_deref())?;
@@ -361,8 +383,10 @@ fn generate(config: &Config, args: GenerateArgs) -> color_eyre::Result<()> {
     };
     let cancel = AtomicBool::new(false);
     let show_progress = !args.json;
-    let mut out = pipeline::generate(&rt, &mut model, &req, &cancel, &mut |ev| {
+    let mut shown = false;
+    let result = pipeline::generate(&rt, &mut model, &req, &cancel, &mut |ev| {
         if show_progress {
+            shown = true;
             eprint!(
                 "\rstep {}/{} (t={})   ",
                 ev.index + 1,
@@ -370,14 +394,16 @@ fn generate(config: &Config, args: GenerateArgs) -> color_eyre::Result<()> {
                 ev.timestep
             );
         }
-    })?;
-    if show_progress {
+    });
+    if shown {
+        // The error, if any, starts on its own line.
         eprintln!();
     }
+    let mut out = result?;
     out.report.tiny_model = tiny;
-    report::save_png(&args.out, &out.rgb8())?;
+    report::save_png_as(&args.out, &out.rgb8(), existing)?;
     if let Some(raw) = &args.save_raw {
-        report::save_npy(raw, &out.image)?;
+        report::save_npy_as(raw, &out.image, existing)?;
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&out.report)?);
@@ -427,7 +453,9 @@ fn noise(
     shape: &str,
     draws: usize,
     out: &Path,
+    force: bool,
 ) -> color_eyre::Result<()> {
+    report::check_output_file(out, force)?;
     let dims: Vec<usize> = shape
         .split(',')
         .map(|s| s.trim().parse::<usize>())
@@ -452,7 +480,12 @@ fn noise(
     let mut full = vec![draws];
     full.extend(&dims);
     let arr = ArrayD::from_shape_vec(IxDyn(&full), data)?;
-    report::save_npy(out, &arr)?;
+    let existing = if force {
+        report::Existing::Replace
+    } else {
+        report::Existing::Refuse
+    };
+    report::save_npy_as(out, &arr, existing)?;
     println!(
         "wrote {} draws of {dims:?} ({rng}, seed {seed}) to {}",
         draws,
@@ -520,6 +553,9 @@ fn bench(config: &Config, args: BenchArgs) -> color_eyre::Result<()> {
         print!("{}", bench::compare(&files[0], &files[1])?);
         return Ok(());
     }
+    if let Some(path) = &args.json {
+        report::check_output_file(path, args.force)?;
+    }
     let mut runs = bench::BenchSpec::parse_list(config, &args.runs)?;
     if let Some(p) = &args.prompt {
         for r in &mut runs {
@@ -540,12 +576,15 @@ fn bench(config: &Config, args: BenchArgs) -> color_eyre::Result<()> {
     print!("{}", bench::render(&report));
     if let Some(path) = &args.json {
         let json = serde_json::to_string_pretty(&report)?;
-        speedscape::report::write_atomic(path, |f| {
-            use std::io::Write;
+        let existing = if args.force {
+            report::Existing::Replace
+        } else {
+            report::Existing::Refuse
+        };
+        report::write_file(path, existing, |f| {
             f.write_all(json.as_bytes())?;
             Ok(())
-        })
-        .wrap_err_with(|| format!("writing {}", path.display()))?;
+        })?;
         eprintln!("wrote {}", path.display());
     }
     Ok(())
@@ -578,29 +617,34 @@ fn verify_scenario(
         .as_deref()
         .map(cheatsheet::Approach::parse)
         .transpose()?;
+    if let Some(root) = out {
+        speedscape::report::check_output_root(root)?;
+    }
     let v = cheatsheet::verify(config, key, choice, threshold, device, model_dir, !json)?;
-    let saved = match out {
-        Some(root) => {
-            // The user's answers live beside the reports (written by the TUI); a damaged file
-            // stops here with its name rather than being replaced.
-            let answers = cheatsheet::Answers::load(&root.join("cheatsheet.json"))?;
-            let o = &v.outcome;
-            let dir = cheatsheet::save(
-                root,
-                &answers,
-                &[cheatsheet::Saved {
-                    key: v.scenario.key,
-                    choice: v.choice,
-                    constraint: v.constraint,
-                    exercise: &o.exercise,
-                    rows: &o.rows,
-                    images: &o.images,
-                    reports: &o.reports,
-                }],
-            )?;
-            Some(dir)
-        }
-        None => None,
+    // A failed save is reported after the verdict, which still prints.
+    let save = |root: &Path| -> color_eyre::Result<PathBuf> {
+        // The user's answers live beside the reports (written by the TUI); a damaged file
+        // stops here with its name rather than being replaced.
+        let answers = cheatsheet::Answers::load(&root.join("cheatsheet.json"))?;
+        let o = &v.outcome;
+        cheatsheet::save(
+            root,
+            &answers,
+            &[cheatsheet::Saved {
+                key: v.scenario.key,
+                choice: v.choice,
+                constraint: v.constraint,
+                exercise: &o.exercise,
+                rows: &o.rows,
+                images: &o.images,
+                reports: &o.reports,
+            }],
+        )
+    };
+    let (saved, save_error) = match out.map(save) {
+        Some(Ok(dir)) => (Some(dir), None),
+        Some(Err(e)) => (None, Some(e)),
+        None => (None, None),
     };
     if json {
         let mut value = v.outcome.json();
@@ -620,6 +664,9 @@ fn verify_scenario(
             println!("saved in {}", dir.display());
         }
     }
+    if let Some(e) = save_error {
+        return Err(e);
+    }
     if v.outcome.any_failed() {
         bail!("a verification run did not finish; the constraint could not be checked");
     }
@@ -636,17 +683,25 @@ fn exercise(
 ) -> color_eyre::Result<()> {
     use speedscape::exercises::headless;
     let ex = headless::find_exercise(config, number)?;
+    if let Some(root) = out {
+        // Before the runs: a bad --out must not cost them at the end.
+        speedscape::report::check_output_root(root)?;
+    }
     let outcome = headless::run_exercise(config, &ex, device, model_dir, !json)?;
-    let saved = match out {
-        Some(root) => Some(headless::save_exercise(
+    // A failed save is reported after the table, which still prints.
+    let (saved, save_error) = match out.map(|root| {
+        headless::save_exercise(
             root,
             &ex,
             &outcome.rows,
             &outcome.images,
             &outcome.reports,
             &[],
-        )?),
-        None => None,
+        )
+    }) {
+        Some(Ok(dir)) => (Some(dir), None),
+        Some(Err(e)) => (None, Some(e)),
+        None => (None, None),
     };
     if json {
         let mut v = outcome.json();
@@ -657,6 +712,9 @@ fn exercise(
         if let Some(p) = &saved {
             println!("\nsaved to {}", p.display());
         }
+    }
+    if let Some(e) = save_error {
+        return Err(e);
     }
     if outcome.any_failed() {
         // The table and the errors above say which run failed and why.

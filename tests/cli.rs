@@ -544,6 +544,7 @@ fn a_variant_with_its_own_text_encoder_encodes_with_it() {
                 "--unet",
                 unet,
                 "--json",
+                "--force",
                 "--model-dir",
                 model.to_str().unwrap(),
             ],
@@ -564,7 +565,7 @@ fn a_variant_with_its_own_text_encoder_encodes_with_it() {
 
     std::fs::remove_dir_all(model.join("text_encoder_style")).unwrap();
     let o = generate(
-        &out,
+        &tmp.path().join("y.png"),
         &["--unet", "style", "--model-dir", model.to_str().unwrap()],
     );
     let t = text(&o);
@@ -603,6 +604,7 @@ fn scheduler_config_sd15_runs_a_resaved_folder_with_the_original_timesteps() {
             "--device",
             "cpu",
             "--json",
+            "--force",
             "--out",
             out.to_str().unwrap(),
         ]);

@@ -288,7 +288,6 @@ impl Answers {
     pub fn save(&self, path: &Path) -> color_eyre::Result<()> {
         let json = serde_json::to_string_pretty(self)?;
         write_atomic(path, |f| {
-            use std::io::Write;
             f.write_all(json.as_bytes())?;
             Ok(())
         })

@@ -499,7 +499,6 @@ pub fn write_exercise(
 /// Writes `text` to `path` atomically.
 pub fn write_text(path: &Path, text: &str) -> color_eyre::Result<()> {
     write_atomic(path, |f| {
-        use std::io::Write;
         f.write_all(text.as_bytes())?;
         Ok(())
     })
@@ -514,17 +513,63 @@ pub fn save_new_folder(
     stem: &str,
     fill: impl FnOnce(&Path) -> color_eyre::Result<()>,
 ) -> color_eyre::Result<PathBuf> {
+    crate::report::check_output_root(out_root)?;
+    // The folders this call creates, deepest first: removed again (when empty) if it fails.
+    let created: Vec<PathBuf> = out_root
+        .ancestors()
+        .take_while(|a| !a.as_os_str().is_empty() && !a.exists())
+        .map(Path::to_path_buf)
+        .collect();
+    let remove_created = || {
+        for dir in &created {
+            if std::fs::remove_dir(dir).is_err() {
+                break;
+            }
+        }
+    };
     std::fs::create_dir_all(out_root).wrap_err_with(|| {
         format!(
             "cannot create the output folder {}\nFix: choose a folder you can write to",
             out_root.display()
         )
     })?;
-    let staging = tempfile::Builder::new()
+    let staging = match tempfile::Builder::new()
         .prefix(".speedscape-")
         .tempdir_in(out_root)
-        .wrap_err_with(|| format!("cannot write in {}", out_root.display()))?;
-    fill(staging.path())?;
+    {
+        Ok(s) => s,
+        Err(e) => {
+            remove_created();
+            return Err(e).wrap_err_with(|| {
+                format!(
+                    "cannot write in {}\nFix: choose a folder you can write to",
+                    out_root.display()
+                )
+            });
+        }
+    };
+    if let Err(e) = fill(staging.path()) {
+        // Dropping `staging` removes it and whatever `fill` wrote: no partial folder stays.
+        drop(staging);
+        remove_created();
+        // `df` needs a folder that still exists.
+        let disk = match created.last().and_then(|d| d.parent()) {
+            Some(p) if p.as_os_str().is_empty() => Path::new("."),
+            Some(p) => p,
+            None => out_root,
+        };
+        return Err(match e.downcast::<crate::report::DiskFull>() {
+            Ok(full) => eyre!(
+                "disk full while saving into {} ({} did not fit: {}); nothing was saved, the partial folder was removed\nFix: free space on the disk of {} (see df -h {}), or choose --out on another disk",
+                out_root.display(),
+                full.path.file_name().unwrap_or_default().to_string_lossy(),
+                full.error,
+                disk.display(),
+                disk.display()
+            ),
+            Err(e) => e,
+        });
+    }
     // Claim a fresh name (create_dir fails if it exists), then move the staged folder onto
     // it: renaming a folder onto an empty one replaces it in one step.
     let stem = format!("{stem}-{}", utc_stamp(SystemTime::now()));
@@ -543,6 +588,7 @@ pub fn save_new_folder(
                     Err(e) => {
                         let _ = std::fs::remove_dir(&target);
                         let _ = std::fs::remove_dir_all(&staged);
+                        remove_created();
                         Err(eyre!(
                             "cannot move the saved folder into {}: {e}",
                             target.display()
@@ -552,7 +598,12 @@ pub fn save_new_folder(
             }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
             Err(e) => {
-                return Err(eyre!("cannot create {}: {e}", target.display()));
+                drop(staging);
+                remove_created();
+                return Err(eyre!(
+                    "cannot create {}: {e}\nFix: choose a folder you can write to",
+                    target.display()
+                ));
             }
         }
     }
@@ -909,6 +960,58 @@ mod tests {
         assert_eq!(json["images"][1], serde_json::Value::Null);
         // Only the two folders: no staging leftovers.
         assert_eq!(std::fs::read_dir(&root).unwrap().count(), 2);
+    }
+
+    #[test]
+    fn a_disk_that_fills_up_mid_save_leaves_no_partial_folder_and_says_disk_full() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("out/deeper");
+        let ex = default_exercises().remove(0);
+        let rows: Vec<TableRow> = ex.runs.iter().map(|s| TableRow::new(s, false)).collect();
+        let img = RgbImage::from_fn(64, 64, |x, y| image::Rgb([(x * 9) as u8, (y * 5) as u8, 7]));
+        let images = vec![Some(img.clone()), Some(img), None];
+        let reports = vec![None, None, None];
+        // The first PNG fits, a later file does not.
+        let first = crate::report::encode_png(images[0].as_ref().unwrap())
+            .unwrap()
+            .len() as u64;
+        let err = {
+            let _full = crate::report::fault::disk_full_after(first + 100);
+            save_exercise(&root, &ex, &rows, &images, &reports, &[]).unwrap_err()
+        };
+        let text = err.to_string();
+        assert!(
+            text.starts_with(&format!(
+                "disk full while saving into {} (2-dpm-solver-20.png did not fit: No space left on device (os error 28)); nothing was saved, the partial folder was removed\nFix: free space on the disk of {d} (see df -h {d}), or choose --out on another disk",
+                root.display(),
+                d = dir.path().display()
+            )),
+            "{text}"
+        );
+        // Nothing: no staging folder, no half folder, not even the folders it created.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        // With room again the same save works.
+        save_exercise(&root, &ex, &rows, &images, &reports, &[]).unwrap();
+        assert_eq!(std::fs::read_dir(&root).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_save_under_a_file_names_the_file_and_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("results");
+        std::fs::write(&file, b"not a folder").unwrap();
+        let ex = default_exercises().remove(0);
+        let rows: Vec<TableRow> = ex.runs.iter().map(|s| TableRow::new(s, false)).collect();
+        let err = save_exercise(&file.join("out"), &ex, &rows, &[], &[], &[]).unwrap_err();
+        assert!(
+            err.to_string().starts_with(&format!(
+                "cannot create the output folder {}: {} is a file, not a folder\nFix: ",
+                file.join("out").display(),
+                file.display()
+            )),
+            "{err}"
+        );
+        assert_eq!(std::fs::read(&file).unwrap(), b"not a folder");
     }
 
     #[test]

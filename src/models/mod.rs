@@ -258,6 +258,15 @@ fn describe_all(specs: &[IoSpec]) -> String {
         .join(", ")
 }
 
+/// `fp16` for half-precision tensors, else `fp32`.
+fn precision_name(e: TensorElementType) -> &'static str {
+    match e {
+        TensorElementType::Float16 => "fp16",
+        TensorElementType::Bfloat16 => "bf16",
+        _ => "fp32",
+    }
+}
+
 fn is_float(e: TensorElementType) -> bool {
     matches!(e, TensorElementType::Float32 | TensorElementType::Float16)
 }
@@ -612,6 +621,11 @@ impl Unet {
             .and_then(|d| usize::try_from(*d).ok())
     }
 
+    /// `fp16` or `fp32`: the type the graph takes its sample in.
+    pub fn io_precision(&self) -> &'static str {
+        precision_name(self.sample.elem)
+    }
+
     /// ε prediction `[batch, 4, h, w]` for `sample` at timestep `t` with text context `[batch, 77, D]`.
     /// `t` goes in as the graph's dtype: float as is, integer truncated (a cast, as torch does).
     pub fn predict(
@@ -770,6 +784,11 @@ impl VaeDecoder {
             memory: rt.memory_context(),
             vae_scale: DEFAULT_VAE_SCALE,
         })
+    }
+
+    /// `fp16` or `fp32`: the type the graph takes its latents in.
+    pub fn io_precision(&self) -> &'static str {
+        precision_name(self.input.elem)
     }
 
     /// Image `[batch, 3, H, W]`, roughly in [-1, 1], from already-unscaled latents.
@@ -1072,6 +1091,12 @@ impl Model {
     /// What was unloaded to stay within the UNet budget since the last call.
     pub fn take_unloaded(&mut self) -> Vec<String> {
         std::mem::take(&mut self.unloaded)
+    }
+
+    /// The weights' precision of a component folder as manifest.json records it (`fp16`,
+    /// `fp32`); `None` without a manifest or an entry.
+    pub fn component_precision(&self, folder: &str) -> Option<String> {
+        self.manifest.as_ref()?.component(folder)?.dtype.clone()
     }
 
     /// The text encoder of `variant` (the base one unless its LoRAs also train the text

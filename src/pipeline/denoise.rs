@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use color_eyre::eyre::eyre;
 use ndarray::{Array4, ArrayView3, ArrayView4, Axis, concatenate, s};
 
+use super::numerics::{self, NonFinite, StepAt, Tensor};
 use crate::rng::NoiseSource;
 use crate::schedulers::Scheduler;
 
@@ -82,6 +83,8 @@ pub struct Conditioning<'a> {
 }
 
 /// Runs every timestep of `scheduler` from `latents` (already × init_noise_sigma).
+/// A NaN or Inf in the UNet's output or in the latents after a step stops the loop with a
+/// [`NonFinite`] error naming the step (before that step's event).
 pub fn denoise(
     denoiser: &mut dyn Denoiser,
     scheduler: &mut dyn Scheduler,
@@ -99,11 +102,19 @@ pub fn denoise(
         if cancel.load(Ordering::Relaxed) {
             return Err(eyre!(Cancelled { completed: index }));
         }
+        let at = Some(StepAt {
+            index,
+            total: timesteps.len(),
+            t,
+        });
         let unet_start = Instant::now();
         let scaled = scheduler.scale_model_input(latents.view(), t);
         let eps = if guided {
             let input = concatenate(Axis(0), &[scaled.view(), scaled.view()])?;
             let out = denoiser.predict(input.view(), model_t, cond.context)?;
+            if let Some(e) = NonFinite::find(Tensor::UnetOutput, at, &out) {
+                return Err(eyre!(e));
+            }
             let uncond = out.slice(s![0..1, .., .., ..]);
             let text = out.slice(s![1..2, .., .., ..]);
             let g = cond.guidance;
@@ -111,12 +122,24 @@ pub fn denoise(
                 .and(&text)
                 .map_collect(|&u, &c| u + g * (c - u))
         } else {
-            denoiser.predict(scaled.view(), model_t, cond.context)?
+            let out = denoiser.predict(scaled.view(), model_t, cond.context)?;
+            if let Some(e) = NonFinite::find(Tensor::UnetOutput, at, &out) {
+                return Err(eyre!(e));
+            }
+            out
         };
         let unet = unet_start.elapsed();
         let sched_start = Instant::now();
         let out = scheduler.step(eps.view(), t, latents.view(), noise);
         let scheduler_time = sched_start.elapsed();
+        if let Some(count) = numerics::check(&out.prev_sample) {
+            // The UNet's output was finite: guidance or the scheduler overflowed.
+            let e = match NonFinite::find(Tensor::Guided, at, &eps) {
+                Some(guided) => guided,
+                None => NonFinite::new(Tensor::SchedulerLatents, at, count),
+            };
+            return Err(eyre!(e));
+        }
         latents = out.prev_sample;
         let timing = StepTiming {
             unet,
@@ -283,5 +306,139 @@ mod tests {
         assert_eq!(cancelled.completed, 1);
         assert_eq!(unet.calls.len(), 1);
         assert_eq!(events.len(), 1);
+    }
+
+    /// ε = 1 everywhere, except NaN in one element at the `bad`-th call.
+    struct NanAt {
+        bad: usize,
+        calls: usize,
+    }
+
+    impl Denoiser for NanAt {
+        fn predict(
+            &mut self,
+            sample: ArrayView4<f32>,
+            _t: f32,
+            _context: ArrayView3<f32>,
+        ) -> color_eyre::Result<Array4<f32>> {
+            self.calls += 1;
+            let mut out = Array4::from_elem(sample.raw_dim(), 1.0);
+            if self.calls == self.bad {
+                out[[0, 1, 1, 0]] = f32::NAN;
+            }
+            Ok(out)
+        }
+    }
+
+    fn run_with(
+        denoiser: &mut dyn Denoiser,
+        sched: &mut dyn Scheduler,
+        guidance: f32,
+        rows: usize,
+    ) -> (color_eyre::Result<Array4<f32>>, Vec<usize>) {
+        let context = Array3::<f32>::zeros((rows, 77, 8));
+        let mut events = Vec::new();
+        let res = denoise(
+            denoiser,
+            sched,
+            &mut NoNoise,
+            Array4::zeros((1, 4, 2, 2)),
+            &Conditioning {
+                context: context.view(),
+                guidance,
+            },
+            &AtomicBool::new(false),
+            &mut |ev| events.push(ev.index),
+        )
+        .map(|(l, _)| l);
+        (res, events)
+    }
+
+    #[test]
+    fn a_nan_from_the_unet_stops_the_loop_at_its_step_before_the_steps_event() {
+        let mut unet = NanAt { bad: 2, calls: 0 };
+        let mut sched = FakeScheduler {
+            ts: vec![900, 500, 100],
+            seen_eps: vec![],
+        };
+        let (res, events) = run_with(&mut unet, &mut sched, 7.5, 2);
+        let err = res.unwrap_err();
+        let nf = err.downcast_ref::<NonFinite>().expect("a NonFinite error");
+        assert_eq!(nf.tensor, Tensor::UnetOutput);
+        assert_eq!(
+            nf.step,
+            Some(StepAt {
+                index: 1,
+                total: 3,
+                t: 500
+            })
+        );
+        assert_eq!((nf.count.nan, nf.count.inf, nf.count.len), (1, 0, 32));
+        assert_eq!(events, vec![0], "step 2 sent no event");
+        assert_eq!(unet.calls, 2, "no UNet call after the bad one");
+        assert_eq!(sched.seen_eps.len(), 1, "the scheduler never saw the NaN");
+        assert!(
+            err.to_string()
+                .starts_with("the UNet's output at step 2 of 3 (t=500) has 1 NaN value (of 32)"),
+            "{err}"
+        );
+    }
+
+    /// Steps to x · 1e30, which overflows f32 on its second step.
+    struct Explodes;
+
+    impl Scheduler for Explodes {
+        fn timesteps(&self) -> &[i64] {
+            &[900, 500, 100]
+        }
+        fn init_noise_sigma(&self) -> f32 {
+            1.0
+        }
+        fn scale_model_input(&self, x: ArrayView4<f32>, _t: i64) -> Array4<f32> {
+            x.to_owned()
+        }
+        fn step(
+            &mut self,
+            eps: ArrayView4<f32>,
+            _t: i64,
+            x: ArrayView4<f32>,
+            _noise: &mut dyn NoiseSource,
+        ) -> StepOutput {
+            StepOutput {
+                prev_sample: (&x + &eps) * 1e30,
+                denoised: None,
+            }
+        }
+    }
+
+    #[test]
+    fn an_overflow_in_the_scheduler_is_blamed_on_the_scheduler_not_the_unet() {
+        let mut unet = NanAt { bad: 0, calls: 0 };
+        let (res, events) = run_with(&mut unet, &mut Explodes, 1.0, 1);
+        let err = res.unwrap_err();
+        let nf = err.downcast_ref::<NonFinite>().expect("a NonFinite error");
+        assert_eq!(nf.tensor, Tensor::SchedulerLatents);
+        assert_eq!(nf.step.map(|s| s.index), Some(1));
+        assert_eq!((nf.count.inf, nf.count.len), (16, 16));
+        assert_eq!(events, vec![0]);
+        assert!(
+            err.to_string().starts_with(
+                "the latents after the scheduler's step at step 2 of 3 (t=500) have 16 Inf values"
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_guidance_scale_that_overflows_is_blamed_on_guidance() {
+        let mut unet = FakeUnet { calls: vec![] };
+        let mut sched = FakeScheduler {
+            ts: vec![900],
+            seen_eps: vec![],
+        };
+        let (res, _) = run_with(&mut unet, &mut sched, f32::MAX, 2);
+        let err = res.unwrap_err();
+        let nf = err.downcast_ref::<NonFinite>().expect("a NonFinite error");
+        assert_eq!(nf.tensor, Tensor::Guided);
     }
 }

@@ -4,8 +4,11 @@
 //! Guidance: when `guidance_scale > 1` one UNet call at batch 2 (`[uncond, cond]`) per step,
 //! also for LCM-LoRA at 1.5; at ≤ 1, batch 1 and the negative prompt is not encoded.
 //! Latents are `randn × init_noise_sigma`; the image is `clamp(vae(latents / scaling)/2 + 0.5, 0, 1)`.
+//! A NaN or Inf in the text encoder's output, the UNet's output or the latents after any step, or
+//! the VAE's image stops the run with a [`NonFinite`] error naming the component and step.
 
 pub mod denoise;
+pub mod numerics;
 pub mod preview;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,6 +25,7 @@ use crate::rng::RngSource;
 use crate::runtime::{Provider, Runtime};
 use crate::schedulers::{self, SchedulerConfig, SchedulerKind, SchedulerOptions};
 pub use denoise::{Cancelled, Conditioning, Denoiser, StepEvent, StepTiming, denoise};
+pub use numerics::NonFinite;
 
 pub(crate) fn ser_ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_f64(d.as_secs_f64() * 1e3)
@@ -222,6 +226,20 @@ impl Denoiser for Terminable<'_> {
     }
 }
 
+/// A component as a [`NonFinite`] error names it (`UNet variant lcm (unet_lcm), fp16`), and
+/// whether its weights are fp16: manifest.json's dtype, else the graph's input type `io`.
+fn describe(model: &Model, component: &str, folder: &str, io: Option<&str>) -> (String, bool) {
+    let precision = model
+        .component_precision(folder)
+        .or_else(|| io.map(str::to_string));
+    let fp16 = precision.as_deref() == Some("fp16");
+    let text = match precision {
+        Some(p) => format!("{component} ({folder}), {p}"),
+        None => format!("{component} ({folder})"),
+    };
+    (text, fp16)
+}
+
 /// [`generate`] with every hook: phases, terminable sessions.
 pub fn generate_with(
     rt: &Runtime,
@@ -290,6 +308,17 @@ pub fn generate_with(
         }
         None => text_encoder.encode(&cond_tokens.ids_i64(), 1)?,
     };
+    let te_folder = variant.text_encoder_folder().to_string();
+    let guidance = guided.then_some(req.guidance);
+    let blame = |mut e: NonFinite, (component, fp16): (String, bool)| {
+        e.component = Some(component);
+        e.fp16 = fp16;
+        e.guidance = guidance;
+        eyre!(e)
+    };
+    if let Some(e) = NonFinite::find(numerics::Tensor::TextEncoder, None, &context) {
+        return Err(blame(e, describe(model, "text encoder", &te_folder, None)));
+    }
     let text = run_start.elapsed();
     on_phase(Phase::Encoded { text });
 
@@ -307,8 +336,29 @@ pub fn generate_with(
         }
         None => noise.randn(shape),
     };
+    if let Some(e) = NonFinite::find(numerics::Tensor::InitialLatents, None, &initial) {
+        let source = if req.latents.is_some() {
+            "given with --latents"
+        } else {
+            "drawn from the seed"
+        };
+        return Err(blame(e, (source.to_string(), false)));
+    }
     let latents = initial * scheduler.init_noise_sigma();
 
+    let unet_precision = model.unet(rt, &req.unet)?.io_precision();
+    let unet_blame = describe(
+        model,
+        &format!("UNet variant {}", variant.name),
+        &variant.folder,
+        Some(unet_precision),
+    );
+    let vae_blame = describe(
+        model,
+        "VAE decoder",
+        "vae_decoder",
+        Some(model.vae.io_precision()),
+    );
     let unet = model.unet(rt, &req.unet)?;
     if rt.options.session.io_binding {
         let [_, c, h, w] = shape;
@@ -331,7 +381,14 @@ pub fn generate_with(
         on_step,
     );
     bound_unet.unet.unbind();
-    let (latents, step_timings) = result?;
+    let (latents, step_timings) = result.map_err(|e| match e.downcast::<NonFinite>() {
+        Ok(nf) if nf.tensor == numerics::Tensor::SchedulerLatents => {
+            let scheduler = (format!("scheduler {}", req.scheduler), false);
+            blame(nf, scheduler)
+        }
+        Ok(nf) => blame(nf, unet_blame),
+        Err(e) => e,
+    })?;
 
     if cancel.load(Ordering::Relaxed) {
         return Err(eyre!(Cancelled {
@@ -344,6 +401,9 @@ pub fn generate_with(
         (latents / model.geometry.scaling_factor).view(),
         run_options,
     )?;
+    if let Some(e) = NonFinite::find(numerics::Tensor::VaeImage, None, &decoded) {
+        return Err(blame(e, vae_blame));
+    }
     // NCHW [-1,1] → NHWC [0,1]
     let image = decoded
         .permuted_axes([0, 2, 3, 1])

@@ -389,7 +389,12 @@ impl Runtime {
         if !complete || std::fs::rename(&staging, &entry).is_err() {
             let _ = std::fs::remove_dir_all(&staging);
         }
-        session
+        match session {
+            Ok(s) => Ok(s),
+            // Writing the optimised graph failed (a full disk, say) or the model is bad: a
+            // session without the cache tells which, and a full cache disk must not stop the run.
+            Err(_) => self.build_session(model, None, false),
+        }
     }
 
     fn cache_key(&self, model: &Path) -> String {

@@ -323,7 +323,11 @@ impl LoopStats {
             "key_to_drawn_idle": pick(&self.keys, false),
         });
         // Best effort: the terminal is being restored; a failed write only loses the stats.
-        let _ = std::fs::write(path, format!("{value:#}\n"));
+        let text = format!("{value:#}\n");
+        let _ = crate::report::write_atomic(std::path::Path::new(&path), |f| {
+            f.write_all(text.as_bytes())?;
+            Ok(())
+        });
     }
 }
 

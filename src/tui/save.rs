@@ -95,7 +95,13 @@ impl Saver for FolderSaver {
     fn save_answers(&self, answers: &Answers) -> color_eyre::Result<PathBuf> {
         let path = answers_path(&self.root);
         Answers::load(&path)?;
-        std::fs::create_dir_all(&self.root)?;
+        crate::report::check_output_root(&self.root)?;
+        std::fs::create_dir_all(&self.root).map_err(|e| {
+            color_eyre::eyre::eyre!(
+                "cannot create the output folder {}: {e}\nFix: choose a folder you can write to (--out DIR)",
+                self.root.display()
+            )
+        })?;
         answers.save(&path)?;
         Ok(path)
     }
