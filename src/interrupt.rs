@@ -5,7 +5,8 @@
 //! The TUI waits for the signals in its own event loop (see `tui::run`). The headless commands
 //! (`generate`, `exercise`, `bench`) call [`install`] first: a thread then waits for the signals;
 //! the first one sets [`flag`] (the pipeline checks it between steps) and calls the hooks
-//! registered with [`on_signal`] (the worker's runs are cancelled); a second one exits at once.
+//! registered with [`on_signal`] (the worker's runs are cancelled); a second one exits at once
+//! (a save under way at that instant may then leave its hidden `.speedscape-*` staging folder).
 //! Outputs are written through temp files and folders renamed into place only once whole, and a
 //! command checks [`check`] before it starts writing, so a signal leaves either nothing or a
 //! whole output.
@@ -239,5 +240,8 @@ mod tests {
                 143
             ))
         );
+        // No signal (none is ever sent to the test process): no outcome.
+        assert_eq!(outcome(&Ok(())), None);
+        assert_eq!(outcome::<()>(&Err(color_eyre::eyre::eyre!("other"))), None);
     }
 }

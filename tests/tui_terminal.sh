@@ -4,8 +4,9 @@
 # the tty cooked (`stty -a`: icanon echo, checked in the same command line, before the shell's
 # readline touches it) and that the shell prompt works.
 #
-#   1. refusals: TERM=dumb on a real terminal; stdout a pipe (nothing drawn, exit 1, the hint)
-#   2. resized during a run: 40×10 shows "terminal too small: 40×10", then 100×30 redraws the layout
+#   1. refusals: TERM=dumb on a real terminal; stdout a pipe; stdin /dev/null (exit 1, the hint)
+#   2. --graphics auto where the terminal has no image protocol (tmux): half-blocks, said so;
+#      resized during a run: 40×10 shows "terminal too small: 40×10", then 100×30 redraws the layout
 #      at that size, and the run goes on to finish
 #   3. SIGTERM, SIGINT, SIGHUP during a run: the run is cancelled, exit 143/130/129, the message
 #      names the signal and the run, nothing is left in the save folder; and the terminal
@@ -80,7 +81,7 @@ keys "ttystate() { if stty -a | grep -qwE -- '-icanon|-echo'; then echo tty=raw;
 start() {
     local env=$1
     shift
-    keys "clear; $env '$BIN' --graphics halfblocks --out '$OUT' $*; echo term-exit=\$?; ttystate" Enter
+    keys "clear; $env '$BIN' --graphics ${GRAPHICS:-halfblocks} --out '$OUT' $*; echo term-exit=\$?; ttystate" Enter
 }
 
 # The TUI's pid: the shell's child.
@@ -124,9 +125,15 @@ start "" --fake-backend "</dev/null"
 came_back 1
 has "but stdin is not one" || fail "no refusal for stdin /dev/null"
 
-echo "tui_terminal: 2. resized during a run"
-start "" --fake-backend
+echo "tui_terminal: 2. graphics auto, then resized during a run"
+GRAPHICS=auto start "" --fake-backend
 wait_for 20 "the TUI to start" ready
+# tmux has no image protocol: the query goes unanswered and the TUI says it draws half-blocks.
+keys "?"
+wait_for 10 "the help" has "any key closes this"
+has_re "graphics [a-z0-9]+ \((detected|the terminal did not answer: halfblocks)\)" ||
+    fail "the help does not say which graphics were picked and how"
+keys Escape
 long_run 250
 tmux resize-window -t "$SESSION" -x 40 -y 10
 wait_for 10 "the too-small screen" has "terminal too small: 40×10"
