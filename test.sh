@@ -16,5 +16,6 @@ fi
 cargo test --all-targets "$@"
 # These run the speedscape binary that `cargo test` just built.
 SPEEDSCAPE_BIN="$PWD/target/debug/speedscape" tests/tui_e2e.sh
+SPEEDSCAPE_BIN="$PWD/target/debug/speedscape" tests/tui_terminal.sh
 SPEEDSCAPE_BIN="$PWD/target/debug/speedscape" .venv-ref/bin/python -m pytest -q -p no:cacheprovider -p no:warnings models/tests
 SPEEDSCAPE_BIN="$PWD/target/debug/speedscape" .venv-bench/bin/python -m pytest -q -p no:cacheprovider -p no:warnings bench/tests

@@ -283,7 +283,8 @@ pub fn run(config: &Config, opts: &BenchOptions) -> color_eyre::Result<BenchRepo
         None => RngSource::TorchCpu,
     };
     let device = crate::worker::device_name(rt.provider);
-    let cancel = AtomicBool::new(false);
+    // A signal (SIGINT, SIGTERM, SIGHUP) stops the bench between steps; nothing is written.
+    let cancel: &AtomicBool = crate::interrupt::flag();
     let mut results = Vec::new();
     let n = opts.runs.len();
     for (i, spec) in opts.runs.iter().enumerate() {
@@ -323,7 +324,7 @@ pub fn run(config: &Config, opts: &BenchOptions) -> color_eyre::Result<BenchRepo
                 eprint!("\rbench [{}/{n}] {}: {what}…        ", i + 1, spec.label);
             }
             let started = Instant::now();
-            let out = generate(&rt, &mut model, &request, &cancel, &mut |_| {})
+            let out = generate(&rt, &mut model, &request, cancel, &mut |_| {})
                 .wrap_err_with(|| format!("bench run {}", spec.spec))?;
             let report = out.report;
             size = (report.width, report.height);

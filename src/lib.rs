@@ -5,6 +5,7 @@ pub mod bench;
 pub mod config;
 pub mod doctor;
 pub mod exercises;
+pub mod interrupt;
 pub mod models;
 pub mod pipeline;
 pub mod report;

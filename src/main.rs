@@ -259,6 +259,24 @@ fn install_error_report() -> color_eyre::Result<()> {
 fn main() -> color_eyre::Result<()> {
     install_error_report()?;
     let cli = Cli::parse();
+    // The commands that run the model stop cleanly on SIGINT, SIGTERM and SIGHUP (the TUI
+    // waits for them in its own loop).
+    if matches!(
+        cli.command,
+        Some(Command::Generate(_) | Command::Bench(_) | Command::Exercise { .. })
+    ) {
+        speedscape::interrupt::install().wrap_err("installing the signal handlers")?;
+    }
+    let result = run(cli);
+    if let Some((message, code)) = speedscape::interrupt::outcome(&result) {
+        use std::io::Write;
+        let _ = writeln!(std::io::stderr(), "speedscape: {message}");
+        std::process::exit(code);
+    }
+    result
+}
+
+fn run(cli: Cli) -> color_eyre::Result<()> {
     let explicit = std::env::args().any(|a| a == "--config" || a.starts_with("--config="));
     let config = Config::load(&cli.config, explicit)?;
     match cli.command {
@@ -381,10 +399,11 @@ fn generate(config: &Config, args: GenerateArgs) -> color_eyre::Result<()> {
         height: args.height,
         latents,
     };
-    let cancel = AtomicBool::new(false);
+    // A signal (SIGINT, SIGTERM, SIGHUP) sets this flag: the run stops between steps.
+    let cancel: &AtomicBool = speedscape::interrupt::flag();
     let show_progress = !args.json;
     let mut shown = false;
-    let result = pipeline::generate(&rt, &mut model, &req, &cancel, &mut |ev| {
+    let out = pipeline::generate(&rt, &mut model, &req, cancel, &mut |ev| {
         if show_progress {
             shown = true;
             eprint!(
@@ -399,7 +418,20 @@ fn generate(config: &Config, args: GenerateArgs) -> color_eyre::Result<()> {
         // The error, if any, starts on its own line.
         eprintln!();
     }
-    let mut out = result?;
+    let steps = req.steps;
+    let not_written = |how: String| format!("{how}; {} was not written", args.out.display());
+    if let Err(e) = &out
+        && let Some(c) = e.downcast_ref::<pipeline::Cancelled>()
+    {
+        speedscape::interrupt::check(|| {
+            not_written(format!(
+                "the run was cancelled after {} of {steps} steps",
+                c.completed
+            ))
+        })?;
+    }
+    let mut out = out?;
+    speedscape::interrupt::check(|| not_written("the run had finished".into()))?;
     out.report.tiny_model = tiny;
     report::save_png_as(&args.out, &out.rgb8(), existing)?;
     if let Some(raw) = &args.save_raw {
@@ -573,6 +605,7 @@ fn bench(config: &Config, args: BenchArgs) -> color_eyre::Result<()> {
         progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
     };
     let report = bench::run(config, &opts)?;
+    speedscape::interrupt::check(|| "the runs had finished; nothing was written".into())?;
     print!("{}", bench::render(&report));
     if let Some(path) = &args.json {
         let json = serde_json::to_string_pretty(&report)?;
@@ -621,6 +654,7 @@ fn verify_scenario(
         speedscape::report::check_output_root(root)?;
     }
     let v = cheatsheet::verify(config, key, choice, threshold, device, model_dir, !json)?;
+    speedscape::interrupt::check(|| format!("{}; nothing was saved", v.outcome.stopped_runs()))?;
     // A failed save is reported after the verdict, which still prints.
     let save = |root: &Path| -> color_eyre::Result<PathBuf> {
         // The user's answers live beside the reports (written by the TUI); a damaged file
@@ -688,6 +722,7 @@ fn exercise(
         speedscape::report::check_output_root(root)?;
     }
     let outcome = headless::run_exercise(config, &ex, device, model_dir, !json)?;
+    speedscape::interrupt::check(|| format!("{}; nothing was saved", outcome.stopped_runs()))?;
     // A failed save is reported after the table, which still prints.
     let (saved, save_error) = match out.map(|root| {
         headless::save_exercise(

@@ -173,6 +173,8 @@ struct Shared {
     active: Option<Active>,
     /// Runs cancelled before they started.
     cancelled: HashSet<RunId>,
+    /// Every run from now on is cancelled (a signal stops a headless command).
+    cancel_all: bool,
     stopping: bool,
 }
 
@@ -264,6 +266,14 @@ impl WorkerHandle {
         }
     }
 
+    /// A handle that cancels every run, under way or to come, from any thread (a signal
+    /// handler's hook): each ends with `Cancelled`.
+    pub fn canceller(&self) -> Canceller {
+        Canceller {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+
     /// A fresh run id, larger than every one handed out before in this process.
     pub fn next_run_id(&self) -> RunId {
         NEXT_RUN.fetch_add(1, Ordering::Relaxed)
@@ -294,6 +304,23 @@ impl Drop for WorkerHandle {
     /// Asks the thread to stop (cancelling a run under way) without waiting for it.
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// See [`WorkerHandle::canceller`].
+#[derive(Clone)]
+pub struct Canceller {
+    shared: Arc<Mutex<Shared>>,
+}
+
+impl Canceller {
+    /// Cancels the run under way and every run submitted before or after.
+    pub fn cancel_all(&self) {
+        let mut shared = lock(&self.shared);
+        shared.cancel_all = true;
+        if let Some(active) = &shared.active {
+            active.stop();
+        }
     }
 }
 
@@ -338,13 +365,16 @@ fn worker_main(
     if events.send(Event::Ready(worker.info.clone())).is_err() {
         return;
     }
+    // TEST ONLY: `SPEEDSCAPE_TEST_PANIC=worker` makes every run panic here (tests/tui_terminal.sh
+    // checks that the TUI shows it as the run's error and keeps going).
+    let test_panic = std::env::var_os("SPEEDSCAPE_TEST_PANIC").is_some_and(|v| v == "worker");
     while let Ok(job) = jobs.recv() {
         let active = {
             let mut s = lock(&shared);
             if s.stopping {
                 return;
             }
-            if s.cancelled.remove(&job.run) {
+            if s.cancelled.remove(&job.run) || s.cancel_all {
                 None
             } else {
                 match RunOptions::new() {
@@ -371,6 +401,11 @@ fn worker_main(
             Some(Ok((cancel, options))) => {
                 let run = job.run;
                 std::panic::catch_unwind(AssertUnwindSafe(|| {
+                    if test_panic {
+                        panic!(
+                            "SPEEDSCAPE_TEST_PANIC=worker: a deliberate panic on the inference thread (test only)"
+                        );
+                    }
                     worker.run(&job, &cancel, &options)
                 }))
                 .unwrap_or_else(|p| {

@@ -66,6 +66,25 @@ impl ExerciseOutcome {
         self.rows.iter().any(|r| r.state != RowState::Finished)
     }
 
+    /// How far each run got, for the message of a command a signal stopped: "DDPM 50 finished;
+    /// DPM-Solver++ 20 cancelled after 3 of 20 steps; DPM-Solver++ 10 cancelled before it started".
+    pub fn stopped_runs(&self) -> String {
+        let parts: Vec<String> = self
+            .rows
+            .iter()
+            .map(|r| match r.state {
+                RowState::Finished => format!("{} finished", r.label),
+                RowState::Failed => format!("{} failed", r.label),
+                _ if r.steps_done > 0 => format!(
+                    "{} cancelled after {} of {} steps",
+                    r.label, r.steps_done, r.steps
+                ),
+                _ => format!("{} cancelled before it started", r.label),
+            })
+            .collect();
+        parts.join("; ")
+    }
+
     /// The header line: provider, device, model.
     pub fn header(&self) -> String {
         let model = if self.info.tiny_model {
@@ -133,6 +152,12 @@ pub fn run_exercise(
 ) -> color_eyre::Result<ExerciseOutcome> {
     let rng = rng_source(config)?;
     let (worker, mut events) = WorkerHandle::spawn(config.clone(), device, model_dir);
+    // SIGINT, SIGTERM or SIGHUP (when the command installed the handlers) cancels every run;
+    // each ends with `Cancelled`, so the loop below still ends, and the caller writes nothing.
+    let _on_signal = {
+        let canceller = worker.canceller();
+        crate::interrupt::on_signal(move || canceller.cancel_all())
+    };
     let info = match events.blocking_recv() {
         Some(Event::Ready(info)) => info,
         Some(Event::Fatal { error }) => bail!("{error}"),

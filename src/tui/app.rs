@@ -447,6 +447,11 @@ pub fn update(app: &mut App, msg: Msg) -> Option<Effect> {
 }
 
 fn on_key(app: &mut App, key: KeyEvent) -> Option<Effect> {
+    // ctrl-c quits from every mode, forms and overlays included: in raw mode it is a key, not
+    // SIGINT, and the key a stuck user presses.
+    if key.modifiers.contains(KeyModifiers::CONTROL) && key.code == KeyCode::Char('c') {
+        return on_action(app, Action::Quit);
+    }
     match app.mode.clone() {
         Mode::Help => {
             app.mode = Mode::Normal;
@@ -801,8 +806,15 @@ fn on_event(app: &mut App, event: Event) -> Option<Effect> {
         }
         Event::Fatal { error } => {
             app.dirty = true;
+            // A run under way when the worker died failed with it (not left "going" forever).
+            if let Some(a) = app.active.take() {
+                let run = &mut app.exercises[a.exercise].runs[a.run];
+                run.state = RowState::Failed;
+                run.id = None;
+                run.error = Some(error.clone());
+            }
+            app.loading = None;
             app.fatal = Some(error);
-            app.active = None;
             app.queue.clear();
             return None;
         }

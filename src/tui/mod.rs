@@ -7,8 +7,10 @@
 //! - [`save`]: saving an exercise's results ([`Saver`])
 //!
 //! This module is the loop: a current-thread tokio runtime waits with `select!` on terminal
-//! events, worker events, finished image encodes and a ~30 fps frame timer, and draws only when
-//! something changed.
+//! events, worker events, finished image encodes, signals and a ~30 fps frame timer, and draws
+//! only when something changed. [`terminal`] decides whether the TUI can run here at all and
+//! gives the terminal back on every way out (quit, error, SIGINT/SIGTERM/SIGHUP, the input
+//! closing, a panic).
 
 pub mod app;
 pub mod backend;
@@ -17,18 +19,21 @@ mod cheat_ui;
 pub mod fake;
 pub mod images;
 pub mod save;
+pub mod terminal;
 #[cfg(test)]
 mod tests;
 pub mod ui;
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::pin::Pin;
+use std::task::Poll;
 use std::time::Duration;
 
-use color_eyre::eyre::WrapErr;
-use crossterm::event::{Event as TermEvent, EventStream};
-use ratatui::DefaultTerminal;
+use color_eyre::eyre::{WrapErr, eyre};
+use crossterm::event::{Event as TermEvent, EventStream, KeyCode};
+use futures_core::Stream;
+use ratatui::Terminal;
+use ratatui::backend::Backend;
 use ratatui_image::picker::{Picker, ProtocolType, cap_parser::QueryStdioOptions};
 use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 
@@ -39,6 +44,7 @@ pub use save::{FolderSaver, SaveRequest, Saver, SheetRun};
 
 use crate::config::{Config, Graphics};
 use crate::exercises::Exercise;
+use crate::interrupt::{Interrupted, Signal};
 use crate::runtime::Device;
 use crate::worker::{Event, Job};
 
@@ -61,8 +67,12 @@ pub fn exercises(config: &Config) -> Vec<Exercise> {
     config.exercises()
 }
 
-/// Opens the TUI and runs it until `q`; the terminal is restored on every exit, error or panic.
+/// Opens the TUI and runs it until `q`; the terminal is restored on every exit, error, signal
+/// or panic. Refuses (before touching the terminal) where it cannot run: see
+/// [`terminal::check`]. A signal ends it with an [`Interrupted`] error (`main` exits 128 + the
+/// signal's number); the input closing ends it with an error.
 pub fn run(config: &Config, opts: Options) -> color_eyre::Result<()> {
+    terminal::check_this_process()?;
     let (backend, events) = if opts.fake_backend {
         fake::spawn(Duration::from_millis(40))
     } else {
@@ -77,12 +87,20 @@ pub fn run(config: &Config, opts: Options) -> color_eyre::Result<()> {
         None => crate::rng::RngSource::TorchCpu,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
+        .enable_all()
         .build()
         .wrap_err("starting the UI's event loop")?;
+    // The signals are the loop's from before raw mode on, so none can kill the process with the
+    // terminal still raw.
+    let signals = {
+        let _entered = runtime.enter();
+        Signals::new().wrap_err("installing the signal handlers")?
+    };
+    // TEST ONLY: `SPEEDSCAPE_TEST_PANIC=ui` makes the key `!` panic on the UI thread
+    // (tests/tui_terminal.sh checks that the terminal comes back and the report is printed).
+    let panic_key = std::env::var_os("SPEEDSCAPE_TEST_PANIC").is_some_and(|v| v == "ui");
 
-    // ratatui::init installs a panic hook that restores the terminal.
-    let mut terminal = ratatui::init();
+    let mut session = terminal::Session::enter()?;
     // Ask the terminal about graphics now: after the alternate screen, before reading events.
     let (picker, how) = pick_graphics(opts.graphics, opts.graphics_source);
     let mut app = App::new(exercises(config), how).with_tokenizer(tokenizer);
@@ -104,16 +122,54 @@ pub fn run(config: &Config, opts: Options) -> color_eyre::Result<()> {
     let saver = FolderSaver {
         root: opts.save_root.clone(),
     };
-    let result = runtime.block_on(event_loop(
-        &mut terminal,
+    let end = runtime.block_on(event_loop(
+        &mut session.terminal,
         &mut app,
         picker,
         backend.as_ref(),
         events,
         &saver,
+        Input {
+            events: EventStream::new(),
+            signals,
+            panic_key,
+        },
     ));
-    ratatui::restore();
-    result
+    drop(session);
+    // The runs' own panics were shown as their errors; any panic is printed in full now that
+    // the screen is the shell's again.
+    let mut panics: Vec<(String, usize)> = Vec::new();
+    for p in terminal::take_background_panics() {
+        match panics.iter_mut().find(|(q, _)| *q == p) {
+            Some((_, n)) => *n += 1,
+            None => panics.push((p, 1)),
+        }
+    }
+    for (p, n) in &panics {
+        use std::io::Write;
+        let times = if *n > 1 {
+            format!(" ({n} times)")
+        } else {
+            String::new()
+        };
+        let _ = writeln!(
+            std::io::stderr(),
+            "speedscape: {p}{times}\n{}",
+            terminal::BUG_HINT
+        );
+    }
+    match end? {
+        End::Quit => Ok(()),
+        End::Signal { signal, stopped } => Err(Interrupted {
+            signal,
+            what: stopped,
+        }
+        .into()),
+        End::InputClosed { stopped } => Err(eyre!(
+            "the terminal's input closed (end of file), so speedscape stopped: {stopped}\nFix: run speedscape in a terminal that stays open; for unattended runs use {}",
+            terminal::HEADLESS_HINT
+        )),
+    }
 }
 
 fn protocol_of(g: Graphics) -> Option<ProtocolType> {
@@ -126,16 +182,11 @@ fn protocol_of(g: Graphics) -> Option<ProtocolType> {
     }
 }
 
-/// The picker for `graphics` and a few words on how it was chosen.
+/// The picker for `graphics` and a few words on how it was chosen (stdin and stdout are a
+/// terminal: [`terminal::check`] passed).
 fn pick_graphics(graphics: Graphics, source: &str) -> (Picker, String) {
     if graphics == Graphics::Halfblocks {
         return (Picker::halfblocks(), format!("set by {source}"));
-    }
-    if !std::io::stdin().is_terminal() {
-        return (
-            Picker::halfblocks(),
-            "stdin is not a terminal: halfblocks".into(),
-        );
     }
     let options = QueryStdioOptions {
         timeout: Duration::from_millis(1000),
@@ -174,22 +225,98 @@ fn pick_graphics(graphics: Graphics, source: &str) -> (Picker, String) {
     }
 }
 
-async fn next_term_event(stream: &mut EventStream) -> Option<std::io::Result<TermEvent>> {
-    use futures_core::Stream;
+/// SIGINT, SIGTERM and SIGHUP, as the loop waits for them.
+pub struct Signals(Vec<(Signal, tokio::signal::unix::Signal)>);
+
+impl Signals {
+    /// Takes the three signals over (inside a tokio runtime with I/O enabled).
+    pub fn new() -> std::io::Result<Signals> {
+        let mut v = Vec::new();
+        for s in Signal::ALL {
+            v.push((s, tokio::signal::unix::signal(s.kind())?));
+        }
+        Ok(Signals(v))
+    }
+
+    /// None ever comes (tests).
+    pub fn none() -> Signals {
+        Signals(Vec::new())
+    }
+
+    async fn recv(&mut self) -> Signal {
+        std::future::poll_fn(|cx| {
+            for (signal, stream) in &mut self.0 {
+                if let Poll::Ready(Some(())) = stream.poll_recv(cx) {
+                    return Poll::Ready(*signal);
+                }
+            }
+            Poll::Pending
+        })
+        .await
+    }
+}
+
+/// What the loop reads besides the worker: the terminal's events, the signals.
+pub struct Input<S> {
+    pub events: S,
+    pub signals: Signals,
+    /// TEST ONLY: the key `!` panics (see [`run`]).
+    pub panic_key: bool,
+}
+
+/// Why the loop ended.
+#[derive(Debug, PartialEq)]
+pub enum End {
+    /// `q` or ctrl-c.
+    Quit,
+    /// A signal; `stopped` says what was cancelled.
+    Signal { signal: Signal, stopped: String },
+    /// The terminal's events ended (end of file).
+    InputClosed { stopped: String },
+}
+
+async fn next_term_event<S>(stream: &mut S) -> Option<std::io::Result<TermEvent>>
+where
+    S: Stream<Item = std::io::Result<TermEvent>> + Unpin,
+{
     std::future::poll_fn(|cx| Pin::new(&mut *stream).poll_next(cx)).await
 }
 
-async fn event_loop(
-    terminal: &mut DefaultTerminal,
+/// Cancels the active run and drops the queue (the loop is ending); says what that stopped.
+fn stop_runs(app: &mut App, backend: &dyn RunBackend) -> String {
+    let queued = std::mem::take(&mut app.queue).len();
+    let Some(active) = app.active else {
+        return "no run was going".into();
+    };
+    if let Some(id) = active.id {
+        backend.cancel(id);
+    }
+    let label = &app.exercises[active.exercise].exercise.runs[active.run].label;
+    let after = match queued {
+        0 => String::new(),
+        1 => ", and the run queued after it dropped".into(),
+        n => format!(", and the {n} runs queued after it dropped"),
+    };
+    format!("the run under way ({label}) was cancelled{after}")
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn event_loop<B, S>(
+    terminal: &mut Terminal<B>,
     app: &mut App,
     picker: Picker,
     backend: &dyn RunBackend,
     mut worker: UnboundedReceiver<Event>,
     saver: &dyn Saver,
-) -> color_eyre::Result<()> {
+    mut input: Input<S>,
+) -> color_eyre::Result<End>
+where
+    B: Backend,
+    B::Error: std::error::Error + Send + Sync + 'static,
+    S: Stream<Item = std::io::Result<TermEvent>> + Unpin,
+{
     let (enc_tx, mut encoded) = unbounded_channel();
     let mut images = Images::new(picker, Encoder::Threaded(enc_tx));
-    let mut term = EventStream::new();
     let mut frame = tokio::time::interval(Duration::from_millis(33));
     frame.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut worker_open = true;
@@ -197,23 +324,45 @@ async fn event_loop(
     let mut stats = LoopStats::default();
     while !app.quit {
         let msg = tokio::select! {
-            ev = next_term_event(&mut term) => match ev {
-                Some(Ok(TermEvent::Key(key))) => Some(Msg::Key(key)),
+            signal = input.signals.recv() => {
+                let stopped = stop_runs(app, backend);
+                stats.write_if_asked();
+                return Ok(End::Signal { signal, stopped });
+            }
+            ev = next_term_event(&mut input.events) => match ev {
+                Some(Ok(TermEvent::Key(key))) => {
+                    if input.panic_key && key.code == KeyCode::Char('!') {
+                        panic!("SPEEDSCAPE_TEST_PANIC=ui: a deliberate panic on the UI thread (test only)");
+                    }
+                    Some(Msg::Key(key))
+                }
                 Some(Ok(TermEvent::Resize(..))) => {
                     redraw = true;
                     None
                 }
                 Some(Ok(_)) => None,
-                Some(Err(e)) => return Err(e).wrap_err("reading terminal events"),
-                None => break,
+                Some(Err(e)) => {
+                    stop_runs(app, backend);
+                    return Err(e).wrap_err("reading terminal events");
+                }
+                None => {
+                    let stopped = stop_runs(app, backend);
+                    stats.write_if_asked();
+                    return Ok(End::InputClosed { stopped });
+                }
             },
             ev = worker.recv(), if worker_open => match ev {
                 Some(ev) => Some(Msg::Worker(ev)),
                 None => {
                     worker_open = false;
                     if app.fatal.is_none() {
+                        // A thread that died of a panic left its message with the panic hook.
+                        let why = terminal::take_background_panics()
+                            .first()
+                            .map(|p| format!(": {p}\nFix: this is a bug in speedscape; please report it with this message"))
+                            .unwrap_or_default();
                         Some(Msg::Worker(Event::Fatal {
-                            error: "the inference worker stopped".into(),
+                            error: format!("the inference worker stopped{why}"),
                         }))
                     } else {
                         None
@@ -248,15 +397,19 @@ async fn event_loop(
         }
     }
     stats.write_if_asked();
-    Ok(())
+    Ok(End::Quit)
 }
 
-fn draw(
-    terminal: &mut DefaultTerminal,
+fn draw<B>(
+    terminal: &mut Terminal<B>,
     app: &mut App,
     images: &mut Images,
     stats: &mut LoopStats,
-) -> color_eyre::Result<()> {
+) -> color_eyre::Result<()>
+where
+    B: Backend,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
     let start = std::time::Instant::now();
     images.sync(app);
     terminal.draw(|f| ui::draw(app, images, f))?;

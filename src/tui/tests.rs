@@ -267,6 +267,28 @@ fn quit_cancels_the_active_run() {
 }
 
 #[test]
+fn ctrl_c_quits_from_every_mode_and_q_only_from_the_normal_one() {
+    let ctrl_c = || Msg::Key(KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL));
+    for open in ['e', 'p', '?'] {
+        let mut app = app();
+        let effect = update(&mut app, ch('r'));
+        submitted(&mut app, effect, 5);
+        update(&mut app, ch('l')); // a queued run: the one going cannot be edited
+        update(&mut app, ch(open));
+        assert_ne!(app.mode, Mode::Normal, "{open}");
+        // q is text in a form (or closes the help), never a quit there.
+        assert!(update(&mut app, ch('q')).is_none(), "{open}");
+        assert!(!app.quit, "{open}");
+        update(&mut app, ch(open));
+        match update(&mut app, ctrl_c()) {
+            Some(Effect::Quit { cancel: Some(5) }) => {}
+            other => panic!("{open}: {other:?}"),
+        }
+        assert!(app.quit, "{open}");
+    }
+}
+
+#[test]
 fn a_failed_run_is_marked_and_the_queue_goes_on() {
     let mut app = app();
     let effect = update(&mut app, ch('r'));
@@ -299,6 +321,29 @@ fn fatal_worker_refuses_runs() {
     );
     assert!(update(&mut app, ch('r')).is_none());
     assert!(app.status.as_deref().unwrap().contains("could not start"));
+}
+
+#[test]
+fn a_worker_dying_mid_run_fails_that_run_instead_of_leaving_it_going() {
+    let mut app = app();
+    let effect = update(&mut app, ch('r'));
+    submitted(&mut app, effect, 4);
+    progress(&mut app, 4, 3, 50);
+    assert_eq!(app.exercises[0].runs[0].state, RowState::Running);
+    let error = "the inference worker stopped: thread 'speedscape-worker' panicked";
+    update(
+        &mut app,
+        Msg::Worker(Event::Fatal {
+            error: error.into(),
+        }),
+    );
+    let run = &app.exercises[0].runs[0];
+    assert_eq!(run.state, RowState::Failed);
+    assert_eq!(run.id, None);
+    assert_eq!(run.error.as_deref(), Some(error));
+    assert_eq!(app.active, None);
+    assert!(app.queue.is_empty());
+    assert_eq!(app.fatal.as_deref(), Some(error));
 }
 
 #[test]
@@ -790,6 +835,31 @@ fn snapshot_editor_and_prediction() {
 fn snapshot_too_small() {
     let app = app();
     insta::assert_snapshot!("too_small_60x20", render(&app, 60, 20));
+    // Mid-run at 40×10: the message, not a broken layout.
+    let app = mid_run();
+    insta::assert_snapshot!("too_small_mid_run_40x10", render(&app, 40, 10));
+}
+
+#[test]
+fn the_layout_needs_80x24_and_comes_back_at_that_size() {
+    let app = mid_run();
+    for (w, h) in [(79, 24), (80, 23), (40, 10)] {
+        let screen = render(&app, w, h);
+        assert!(
+            screen.contains(&format!("terminal too small: {w}×{h}")),
+            "{screen}"
+        );
+        assert!(
+            screen.contains("speedscape needs at least 80×24"),
+            "{screen}"
+        );
+        assert!(!screen.contains("Exercises"), "{screen}");
+    }
+    // The same state at the minimum size: the whole layout, the run's progress in it.
+    let screen = render(&app, 80, 24);
+    assert!(!screen.contains("too small"), "{screen}");
+    assert!(screen.contains("Exercises"), "{screen}");
+    assert!(screen.contains("▶ DPM-Solver++ 20  step 12/20"), "{screen}");
 }
 
 #[test]
@@ -932,4 +1002,407 @@ fn fallbacks_taken_at_start_are_shown_not_silent() {
     );
     let screen = render(&app, 160, 48);
     assert!(screen.contains("CUDA is not usable"), "{screen}");
+}
+
+mod random_input {
+    //! 1,000 random keys among worker events in random interleavings: `update` never panics and
+    //! the state stays whole (see `check`).
+
+    use std::path::PathBuf;
+    use std::time::Duration;
+
+    use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
+    use proptest::prelude::*;
+
+    use super::{app, fake};
+    use crate::report::table::RowState;
+    use crate::tui::app::{Active, App, Effect, Mode, Msg, update};
+    use crate::worker::{Event, RunId};
+
+    #[derive(Debug, Clone)]
+    enum Input {
+        Key(KeyEvent),
+        /// A worker event of kind `kind` for the active run, or for a stale id when `stale`;
+        /// `n` picks a step index.
+        Worker {
+            kind: u8,
+            stale: bool,
+            n: usize,
+        },
+    }
+
+    fn key() -> impl Strategy<Value = KeyEvent> {
+        let code = prop_oneof![
+            // Printable ASCII without q; q (a quit key) on its own, rarely.
+            200 => proptest::char::range(' ', '~')
+                .prop_filter("q apart", |c| *c != 'q')
+                .prop_map(KeyCode::Char),
+            1 => Just(KeyCode::Char('q')),
+            10 => proptest::char::range('\u{a0}', '\u{2fff}').prop_map(KeyCode::Char),
+            60 => prop_oneof![
+                Just(KeyCode::Enter),
+                Just(KeyCode::Esc),
+                Just(KeyCode::Tab),
+                Just(KeyCode::BackTab),
+                Just(KeyCode::Backspace),
+                Just(KeyCode::Up),
+                Just(KeyCode::Down),
+                Just(KeyCode::Left),
+                Just(KeyCode::Right),
+                Just(KeyCode::Home),
+                Just(KeyCode::Delete),
+                (1u8..=12).prop_map(KeyCode::F),
+            ],
+        ];
+        let modifiers = prop_oneof![
+            30 => Just(KeyModifiers::NONE),
+            3 => Just(KeyModifiers::SHIFT),
+            1 => Just(KeyModifiers::ALT),
+            1 => Just(KeyModifiers::CONTROL),
+        ];
+        let kind = prop_oneof![
+            8 => Just(KeyEventKind::Press),
+            1 => Just(KeyEventKind::Repeat),
+            1 => Just(KeyEventKind::Release),
+        ];
+        (code, modifiers, kind).prop_map(|(c, m, k)| KeyEvent::new_with_kind(c, m, k))
+    }
+
+    fn input() -> impl Strategy<Value = Input> {
+        prop_oneof![
+            3 => key().prop_map(Input::Key),
+            2 => (0u8..12, proptest::bool::weighted(0.1), 0usize..60)
+                .prop_map(|(kind, stale, n)| Input::Worker { kind, stale, n }),
+        ]
+    }
+
+    fn is_quit_key(key: &KeyEvent, mode: &Mode) -> bool {
+        if key.kind == KeyEventKind::Release {
+            return false;
+        }
+        let ctrl = key.modifiers.contains(KeyModifiers::CONTROL);
+        (ctrl && key.code == KeyCode::Char('c'))
+            || (!ctrl && key.code == KeyCode::Char('q') && *mode == Mode::Normal)
+    }
+
+    /// The worker event `kind` for run `run` (the active one's request when there is one).
+    fn event(app: &App, kind: u8, run: RunId, n: usize) -> Event {
+        let (steps, request) = match app.active {
+            Some(Active {
+                exercise, run: r, ..
+            }) => {
+                let req = app.exercises[exercise]
+                    .exercise
+                    .request(r, crate::rng::RngSource::TorchCpu);
+                (req.steps.max(1), Some(req))
+            }
+            None => (10, None),
+        };
+        let index = n % steps;
+        match kind {
+            0 => Event::Loading {
+                run,
+                component: "unet".into(),
+            },
+            1 => Event::Loaded {
+                run,
+                component: "unet".into(),
+                load: Duration::from_millis(100),
+                warm_up: Duration::from_millis(10),
+            },
+            2 => Event::Started {
+                run,
+                total_steps: steps,
+                width: 16,
+                height: 16,
+            },
+            3 => Event::Encoded {
+                run,
+                text: Duration::from_millis(5),
+            },
+            4 | 5 => Event::Step {
+                run,
+                index,
+                total: steps,
+                timestep: 999,
+                timing: fake::step_timing(),
+                elapsed: Duration::from_millis(21 * (index as u64 + 1)),
+            },
+            6 => Event::Preview {
+                run,
+                index,
+                image: fake::pattern(4, 1, index),
+            },
+            7 => match request {
+                Some(req) => Event::Finished {
+                    run,
+                    report: Box::new(fake::report(&req)),
+                    image: fake::pattern(16, req.seed, req.steps),
+                },
+                None => Event::Cancelled { run },
+            },
+            8 => Event::Cancelled { run },
+            9 => Event::Failed {
+                run,
+                error: "it broke\nFix: none".into(),
+            },
+            10 if n == 0 => Event::Fatal {
+                error: "the worker died\nFix: none".into(),
+            },
+            _ => Event::Ready(fake::info()),
+        }
+    }
+
+    /// The state is whole.
+    fn check(app: &App) {
+        assert!(app.selected < app.exercises.len());
+        assert!(app.selected_run < app.current().runs.len());
+        let mut going = 0;
+        for (e, ex) in app.exercises.iter().enumerate() {
+            assert_eq!(ex.runs.len(), ex.exercise.runs.len());
+            for (r, run) in ex.runs.iter().enumerate() {
+                let is_active = app.active.is_some_and(|a| a.exercise == e && a.run == r);
+                if matches!(run.state, RowState::Running | RowState::Loading) {
+                    going += 1;
+                    assert!(is_active, "run {e}/{r} is {:?} but not active", run.state);
+                    assert!(
+                        run.report.is_none(),
+                        "run {e}/{r} is both going and finished"
+                    );
+                }
+                if run.state == RowState::Finished {
+                    assert!(run.report.is_some() && run.image_final, "run {e}/{r}");
+                }
+                if let Some(id) = run.id {
+                    assert!(is_active && app.active_id() == Some(id), "run {e}/{r}");
+                }
+            }
+        }
+        assert!(going <= 1, "{going} runs going at once");
+        if app.active.is_none() {
+            assert!(app.queue.is_empty(), "a queue with no active run");
+        }
+    }
+
+    /// Checks an effect against the state that asked for it, then does what the loop does.
+    fn carry_out(app: &mut App, effect: Effect, next_id: &mut RunId) -> Option<Effect> {
+        match effect {
+            Effect::Submit {
+                exercise,
+                run,
+                request,
+            } => {
+                assert_eq!(
+                    app.active,
+                    Some(Active {
+                        exercise,
+                        run,
+                        id: None
+                    })
+                );
+                assert_eq!(
+                    request.steps,
+                    app.exercises[exercise].exercise.runs[run].steps
+                );
+                *next_id += 1;
+                update(
+                    app,
+                    Msg::Submitted {
+                        exercise,
+                        run,
+                        id: *next_id,
+                    },
+                )
+            }
+            Effect::Cancel(id) => {
+                assert_eq!(app.active_id(), Some(id));
+                None
+            }
+            Effect::Save(i) => {
+                assert!(app.exercises[i].runs.iter().any(|r| r.report.is_some()));
+                update(app, Msg::Saved(Ok(PathBuf::from("/nowhere/saved"))))
+            }
+            Effect::SaveSheet => update(app, Msg::Saved(Err("disk full".into()))),
+            Effect::SaveAnswers(_) => update(app, Msg::AnswersSaved(Ok(PathBuf::from("/a")))),
+            Effect::Quit { cancel } => {
+                assert!(app.quit);
+                assert_eq!(cancel, app.active_id());
+                None
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            cases: 128,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        })]
+
+        #[test]
+        fn random_keys_and_worker_events_keep_the_state_whole(
+            inputs in proptest::collection::vec(input(), 1..1000)
+        ) {
+            let mut app = app();
+            let mut next_id: RunId = 100;
+            for input in inputs {
+                let msg = match input {
+                    Input::Key(k) => Msg::Key(k),
+                    Input::Worker { kind, stale, n } => {
+                        let id = match app.active_id() {
+                            Some(id) if !stale => id,
+                            _ => 1 + n as RunId,
+                        };
+                        Msg::Worker(event(&app, kind, id, n))
+                    }
+                };
+                let quit_key = match &msg {
+                    Msg::Key(k) => is_quit_key(k, &app.mode),
+                    _ => false,
+                };
+                let mut effect = update(&mut app, msg);
+                let mut quit_effects = 0;
+                while let Some(e) = effect.take() {
+                    quit_effects += usize::from(matches!(e, Effect::Quit { .. }));
+                    effect = carry_out(&mut app, e, &mut next_id);
+                }
+                check(&app);
+                prop_assert_eq!(app.quit, quit_key, "quit only on q (normal mode) or ctrl-c");
+                prop_assert_eq!(quit_effects, usize::from(quit_key));
+                if app.quit {
+                    break;
+                }
+            }
+        }
+    }
+}
+
+mod event_loop {
+    //! The loop itself, on a test terminal, with the input as a channel.
+
+    use std::pin::Pin;
+    use std::sync::Mutex;
+    use std::task::{Context, Poll};
+    use std::time::Duration;
+
+    use crossterm::event::{Event as TermEvent, KeyCode, KeyEvent, KeyModifiers};
+    use futures_core::Stream;
+    use ratatui::Terminal;
+    use ratatui::backend::TestBackend;
+    use ratatui_image::picker::Picker;
+    use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
+
+    use super::fake;
+    use crate::exercises::default_exercises;
+    use crate::tui::{App, End, FolderSaver, Input, RunBackend, Signals, event_loop};
+    use crate::worker::{Job, RunId};
+
+    /// The fake backend, recording what the loop asked of it.
+    struct Recording {
+        inner: Box<dyn RunBackend>,
+        submitted: Mutex<Vec<RunId>>,
+        cancelled: Mutex<Vec<RunId>>,
+    }
+
+    impl RunBackend for Recording {
+        fn submit(&self, job: Job) {
+            self.submitted.lock().unwrap().push(job.run);
+            self.inner.submit(job);
+        }
+        fn cancel(&self, run: RunId) {
+            self.cancelled.lock().unwrap().push(run);
+            self.inner.cancel(run);
+        }
+        fn next_run_id(&self) -> RunId {
+            self.inner.next_run_id()
+        }
+    }
+
+    struct Keys(UnboundedReceiver<std::io::Result<TermEvent>>);
+
+    impl Stream for Keys {
+        type Item = std::io::Result<TermEvent>;
+        fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+            self.0.poll_recv(cx)
+        }
+    }
+
+    /// Starts exercise 1 (`r`) on a fake whose runs take far longer than the test (the first run
+    /// loads for 10 s), then sends `last` (if any) and ends the input after 200 ms.
+    async fn run_then(
+        last: Option<std::io::Result<TermEvent>>,
+    ) -> (color_eyre::Result<End>, Vec<RunId>, Vec<RunId>, String) {
+        let (inner, events) = fake::spawn(Duration::from_secs(5));
+        let backend = Recording {
+            inner,
+            submitted: Mutex::new(Vec::new()),
+            cancelled: Mutex::new(Vec::new()),
+        };
+        let (tx, rx): (UnboundedSender<_>, _) = unbounded_channel();
+        tx.send(Ok(TermEvent::Key(KeyEvent::new(
+            KeyCode::Char('r'),
+            KeyModifiers::NONE,
+        ))))
+        .unwrap();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            if let Some(ev) = last {
+                let _ = tx.send(ev);
+            }
+            drop(tx);
+        });
+        let out = tempfile::tempdir().unwrap();
+        let saver = FolderSaver {
+            root: out.path().to_path_buf(),
+        };
+        let mut terminal = Terminal::new(TestBackend::new(120, 40)).unwrap();
+        let mut app = App::new(default_exercises(), "halfblocks".into());
+        let end = event_loop(
+            &mut terminal,
+            &mut app,
+            Picker::halfblocks(),
+            &backend,
+            events,
+            &saver,
+            Input {
+                events: Keys(rx),
+                signals: Signals::none(),
+                panic_key: false,
+            },
+        )
+        .await;
+        assert_eq!(
+            std::fs::read_dir(out.path()).unwrap().count(),
+            0,
+            "nothing saved"
+        );
+        let screen = format!("{}", terminal.backend());
+        let submitted = backend.submitted.lock().unwrap().clone();
+        let cancelled = backend.cancelled.lock().unwrap().clone();
+        (end, submitted, cancelled, screen)
+    }
+
+    #[tokio::test]
+    async fn the_input_ending_mid_run_cancels_the_run_and_ends_the_loop() {
+        let (end, submitted, cancelled, screen) = run_then(None).await;
+        assert_eq!(
+            end.unwrap(),
+            End::InputClosed {
+                stopped: "the run under way (DDPM 50) was cancelled, and the 2 runs queued after it dropped".into()
+            }
+        );
+        assert_eq!(submitted.len(), 1, "only the first run was sent");
+        assert_eq!(cancelled, submitted, "and it was cancelled");
+        assert!(screen.contains("▶ DDPM 50"), "{screen}");
+    }
+
+    #[tokio::test]
+    async fn an_input_error_mid_run_cancels_the_run_and_is_returned() {
+        let eio = std::io::Error::other("Input/output error");
+        let (end, submitted, cancelled, _) = run_then(Some(Err(eio))).await;
+        let e = format!("{:#}", end.unwrap_err());
+        assert_eq!(e, "reading terminal events: Input/output error");
+        assert_eq!(submitted.len(), 1);
+        assert_eq!(cancelled, submitted);
+    }
 }

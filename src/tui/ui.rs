@@ -80,20 +80,26 @@ pub fn draw(app: &App, images: &mut Images, frame: &mut Frame) {
     }
 }
 
+/// What a terminal smaller than the layout shows instead of it (the runs go on; the layout
+/// comes back when the window is enlarged). Short lines, so it reads even at 40×10.
 fn too_small(frame: &mut Frame, area: Rect) {
     let text = vec![
         Line::from(format!(
-            "The terminal is {}×{}; speedscape needs at least {MIN_WIDTH}×{MIN_HEIGHT}.",
+            "terminal too small: {}×{}",
             area.width, area.height
+        ))
+        .bold(),
+        Line::from(format!(
+            "speedscape needs at least {MIN_WIDTH}×{MIN_HEIGHT}"
         )),
-        Line::from("Enlarge the window (or the font smaller); q quits."),
+        Line::from("enlarge the window (or make the font smaller); q quits"),
     ];
     let p = Paragraph::new(text)
         .wrap(Wrap { trim: true })
         .alignment(Alignment::Center);
     let [_, mid, _] = Layout::vertical([
         Constraint::Fill(1),
-        Constraint::Length(3),
+        Constraint::Length(4),
         Constraint::Fill(1),
     ])
     .areas(area);
