@@ -46,6 +46,10 @@ pub struct WorkerInfo {
     pub tiny_model: bool,
     /// Native image size (pixels).
     pub image_size: usize,
+    /// The model's UNet variants (config.toml's, with the manifest's added).
+    pub variants: Vec<crate::models::Variant>,
+    /// The scheduler config in force (see [`crate::models::Model::scheduler_config`]).
+    pub scheduler_config: serde_json::Value,
 }
 
 /// What the worker reports: `Ready` (or `Fatal`) first, then for each run, in order:
@@ -424,6 +428,8 @@ impl Worker {
             model_dir: dir,
             tiny_model: tiny,
             image_size: model.geometry.default_size(),
+            variants: model.variants.clone(),
+            scheduler_config: model.scheduler_config.clone(),
         };
         Ok(Self {
             rt,
@@ -486,7 +492,8 @@ impl Worker {
     ) -> color_eyre::Result<()> {
         let req = &job.request;
         let run = job.run;
-        let (width, height) = pipeline::resolve_size(&self.model, req.width, req.height)?;
+        let pipeline::limits::Checked { width, height, .. } =
+            pipeline::limits::check_request(&self.model, self.rt.provider, req)?;
         let f = self.model.geometry.vae_scale_factor;
         let (h, w) = (height / f, width / f);
         let batch = if req.guidance > 1.0 { 2 } else { 1 };

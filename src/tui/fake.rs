@@ -46,6 +46,9 @@ pub fn info() -> WorkerInfo {
         model_dir: PathBuf::from("fake"),
         tiny_model: true,
         image_size: 64,
+        variants: crate::models::default_variants(),
+        scheduler_config: serde_json::from_str(crate::models::SD15_SCHEDULER_CONFIG)
+            .unwrap_or_default(),
     }
 }
 
