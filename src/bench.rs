@@ -278,10 +278,7 @@ pub fn run(config: &Config, opts: &BenchOptions) -> color_eyre::Result<BenchRepo
     let rt = config.open_runtime(opts.device)?;
     let (dir, tiny) = config.model_dir(opts.model_dir.as_deref())?;
     let mut model = config.open_model(&rt, &dir)?;
-    let rng: RngSource = match &config.runtime.rng {
-        Some(s) => s.parse()?,
-        None => RngSource::TorchCpu,
-    };
+    let rng: RngSource = config.runtime.rng;
     let device = crate::worker::device_name(rt.provider);
     // A signal (SIGINT, SIGTERM, SIGHUP) stops the bench between steps; nothing is written.
     let cancel: &AtomicBool = crate::interrupt::flag();

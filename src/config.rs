@@ -33,8 +33,9 @@ pub struct RuntimeConfig {
     pub onnxruntime: Option<PathBuf>,
     /// `auto` | `cuda` | `cpu`.
     pub device: Device,
-    /// Noise source for seeds: `torch-cpu`.
-    pub rng: Option<String>,
+    /// Noise source for seeds: `torch-cpu` (the default). An unknown name is refused at load,
+    /// with its line.
+    pub rng: crate::rng::RngSource,
     /// `[runtime.session]`: graph optimisation, threads, denormals, arena, memory pattern.
     pub session: crate::runtime::options::SessionOptions,
     /// `[runtime.cuda]`: the CUDA provider's options.
@@ -90,16 +91,32 @@ impl Config {
         if !path.exists() {
             if explicit {
                 bail!(
-                    "config file {} does not exist\nFix: pass an existing file to --config, or drop --config to use ./config.toml",
-                    path.display()
+                    "config file {} does not exist{}\nFix: pass an existing file to --config, or drop --config to use ./config.toml",
+                    path.display(),
+                    absolute_note(path)
                 );
             }
             return Ok(Self::default());
         }
-        let text = std::fs::read_to_string(path)
-            .wrap_err_with(|| format!("reading {}", path.display()))?;
-        let mut cfg = Self::parse(&text).map_err(|e| eyre!("{}: {e}", path.display()))?;
-        let path = &path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+        let bytes = std::fs::read(path).wrap_err_with(|| format!("reading {}", path.display()))?;
+        let text = std::str::from_utf8(&bytes).map_err(|e| {
+            let at = e.valid_up_to();
+            let (line, column) = line_column(&String::from_utf8_lossy(&bytes[..at]), at);
+            eyre!(
+                "{} is not UTF-8 text: byte {at} (line {line}, column {column}) does not start a valid UTF-8 character\nFix: save the file as UTF-8",
+                path.display()
+            )
+        })?;
+        Self::parse_at(text, path)
+    }
+
+    /// Parses and validates `text` as the config file at `path` (which need not exist):
+    /// errors name the file, and relative paths resolve against its folder. The binary's
+    /// [`Config::load`] reads the file and comes here.
+    pub fn parse_at(text: &str, path: &Path) -> color_eyre::Result<Self> {
+        let mut cfg = Self::parse(text).map_err(|e| eyre!("{}: {e}", path.display()))?;
+        let path = &std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+        let path = &path.canonicalize().unwrap_or_else(|_| path.clone());
         let dir = path
             .parent()
             .map(Path::to_path_buf)
@@ -119,9 +136,25 @@ impl Config {
         Ok(cfg)
     }
 
-    /// Parses and validates TOML text (paths left as written).
+    /// Parses and validates TOML text (paths left as written). A TOML error keeps toml's
+    /// message (line, column, the line itself, what was expected) and adds a `Fix:` line.
     pub fn parse(text: &str) -> color_eyre::Result<Self> {
-        let cfg: Self = toml::from_str(text).map_err(|e| eyre!("{e}"))?;
+        let cfg: Self = toml::from_str(text).map_err(|e| {
+            let fix = match e.span() {
+                Some(span) => {
+                    let (line, column) = line_column(text, span.start);
+                    let table = table_at(text, span.start)
+                        .map(|t| format!(" (in {t})"))
+                        .unwrap_or_default();
+                    format!("Fix: correct line {line}, column {column}{table}")
+                }
+                None => "Fix: correct the key named above".to_string(),
+            };
+            eyre!(
+                "{}\n{fix}; speedscape's own config.toml lists every key, its allowed values and its default",
+                e.to_string().trim_end()
+            )
+        })?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -152,10 +185,6 @@ impl Config {
                     );
                 }
             }
-        }
-        if let Some(rng) = &self.runtime.rng {
-            rng.parse::<crate::rng::RngSource>()
-                .map_err(|e| eyre!("runtime.rng = {rng:?}: {e}"))?;
         }
         Ok(())
     }
@@ -230,6 +259,41 @@ impl Config {
     }
 }
 
+/// 1-based line and column (in characters) of byte `offset` of `text` (clamped to its end).
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let mut at = offset.min(text.len());
+    while !text.is_char_boundary(at) {
+        at -= 1;
+    }
+    let before = &text[..at];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+    (line, column)
+}
+
+/// The table header (`[runtime.session]`, `[[exercises]]`) last opened before byte `offset`.
+fn table_at(text: &str, offset: usize) -> Option<&str> {
+    let mut at = offset.min(text.len());
+    while !text.is_char_boundary(at) {
+        at -= 1;
+    }
+    text[..at]
+        .lines()
+        // A header line: `[x]` or `[[x]]`, maybe with a comment after it.
+        .map(|l| l.split('#').next().unwrap_or("").trim())
+        .rfind(|l| l.starts_with('[') && l.ends_with(']'))
+}
+
+/// " (looked for /abs/path)" when `path` is relative, so the message says where it was looked for.
+fn absolute_note(path: &Path) -> String {
+    if path.is_absolute() {
+        return String::new();
+    }
+    std::path::absolute(path)
+        .map(|p| format!(" (looked for {})", p.display()))
+        .unwrap_or_default()
+}
+
 /// Where the embedded tiny model lives: `models/tiny` beside the config, in the working
 /// directory, or in the source tree the binary was built from.
 pub fn tiny_model_dir() -> color_eyre::Result<PathBuf> {
@@ -269,6 +333,69 @@ mod tests {
         let msg = format!("{err}");
         assert!(msg.contains("devise"), "{msg}");
         assert!(msg.contains("line 2"), "{msg}");
+    }
+
+    #[test]
+    fn a_toml_error_gives_line_column_table_and_fix() {
+        let err = Config::parse("[runtime]\ndevice = \"cpu\"\n\n[runtime.session]\ntreads = 2\n")
+            .unwrap_err();
+        let msg = format!("{err}");
+        assert!(msg.contains("line 5, column 1"), "{msg}");
+        assert!(msg.contains("unknown field `treads`"), "{msg}");
+        assert!(
+            msg.contains("Fix: correct line 5, column 1 (in [runtime.session])"),
+            "{msg}"
+        );
+        let msg = format!("{}", Config::parse("[runtime]\nrng = \n").unwrap_err());
+        assert!(
+            msg.contains("Fix: correct line 2, column 7 (in [runtime])"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn an_unknown_rng_is_refused_at_load_with_its_line() {
+        let msg = format!(
+            "{}",
+            Config::parse("[runtime]\nrng = \"philox\"\n").unwrap_err()
+        );
+        assert!(
+            msg.contains("unknown variant `philox`, expected `torch-cpu`"),
+            "{msg}"
+        );
+        assert!(msg.contains("line 2, column 7"), "{msg}");
+        let cfg = Config::parse("[runtime]\nrng = \"torch-cpu\"\n").unwrap();
+        assert_eq!(cfg.runtime.rng, crate::rng::RngSource::TorchCpu);
+        assert_eq!(
+            Config::parse("").unwrap().runtime.rng,
+            crate::rng::RngSource::TorchCpu
+        );
+    }
+
+    #[test]
+    fn parse_at_resolves_against_the_files_folder_and_names_the_file() {
+        let path = Path::new("/some/where/config.toml");
+        let cfg = Config::parse_at("[model]\ndir = \"m\"\n", path).unwrap();
+        assert_eq!(cfg.model.dir.unwrap(), Path::new("/some/where/m"));
+        let err = Config::parse_at("x = 1\n", path).unwrap_err();
+        assert!(
+            format!("{err}").starts_with("/some/where/config.toml: TOML parse error at line 1"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_config_that_is_not_utf8_names_the_byte_line_and_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, b"[model]\ndir = \"m\xff\"\n").unwrap();
+        let msg = format!("{}", Config::load(&path, true).unwrap_err());
+        assert!(msg.contains(&path.display().to_string()), "{msg}");
+        assert!(
+            msg.contains("byte 16 (line 2, column 9)")
+                && msg.contains("Fix: save the file as UTF-8"),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -86,8 +86,13 @@ enum Command {
     /// Make one image, write it as PNG and print its timings.
     Generate(GenerateArgs),
     /// Print the 77 CLIP token ids SD v1.5 sees for a prompt.
+    #[command(group = clap::ArgGroup::new("text").required(true))]
     Tokens {
-        prompt: String,
+        #[arg(group = "text")]
+        prompt: Option<String>,
+        /// Read the prompt from this UTF-8 file instead (its first 64 KiB).
+        #[arg(long, value_name = "PATH", group = "text")]
+        prompt_file: Option<PathBuf>,
         #[arg(long)]
         json: bool,
         #[arg(long)]
@@ -182,9 +187,13 @@ enum ModelsAction {
 }
 
 #[derive(clap::Args)]
+#[command(group = clap::ArgGroup::new("text").required(true))]
 struct GenerateArgs {
-    #[arg(long)]
-    prompt: String,
+    #[arg(long, group = "text")]
+    prompt: Option<String>,
+    /// Read the prompt from this UTF-8 file instead (its first 64 KiB).
+    #[arg(long, value_name = "PATH", group = "text")]
+    prompt_file: Option<PathBuf>,
     #[arg(long, default_value = "")]
     negative_prompt: String,
     #[arg(long)]
@@ -192,9 +201,10 @@ struct GenerateArgs {
     #[arg(long)]
     steps: usize,
     /// Classifier-free guidance scale (7.5 for DDPM/DPM-Solver++, 1.5 for LCM-LoRA).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     cfg: f32,
-    #[arg(long)]
+    /// Any whole number 0..=18446744073709551615 (torch's manual_seed range).
+    #[arg(long, allow_negative_numbers = true)]
     seed: u64,
     /// `base` (the unet/ folder) or a variant from config.toml (lcm, style, lcm_style, …).
     #[arg(long, default_value = "base")]
@@ -283,9 +293,13 @@ fn run(cli: Cli) -> color_eyre::Result<()> {
         Some(Command::Generate(args)) => generate(&config, args),
         Some(Command::Tokens {
             prompt,
+            prompt_file,
             json,
             model_dir,
-        }) => tokens(&config, &prompt, json, model_dir.as_deref()),
+        }) => {
+            let prompt = read_prompt(prompt, prompt_file.as_deref())?;
+            tokens(&config, &prompt, json, model_dir.as_deref())
+        }
         Some(Command::Noise {
             rng,
             seed,
@@ -351,14 +365,16 @@ fn run(cli: Cli) -> color_eyre::Result<()> {
     }
 }
 
-fn rng_source(config: &Config, flag: Option<RngSource>) -> color_eyre::Result<RngSource> {
-    if let Some(r) = flag {
-        return Ok(r);
+/// `--prompt`, or the text of `--prompt-file` (a note on stderr when only its head was read).
+fn read_prompt(prompt: Option<String>, file: Option<&Path>) -> color_eyre::Result<String> {
+    let Some(path) = file else {
+        return Ok(prompt.unwrap_or_default());
+    };
+    let (text, note) = speedscape::models::prompt::read_prompt_file(path)?;
+    if let Some(note) = note {
+        eprintln!("warning: {note}");
     }
-    match &config.runtime.rng {
-        Some(s) => s.parse().map_err(|e| eyre!("runtime.rng: {e}")),
-        None => Ok(RngSource::TorchCpu),
-    }
+    Ok(text)
 }
 
 fn generate(config: &Config, args: GenerateArgs) -> color_eyre::Result<()> {
@@ -372,6 +388,7 @@ fn generate(config: &Config, args: GenerateArgs) -> color_eyre::Result<()> {
     } else {
         report::Existing::Refuse
     };
+    let prompt = read_prompt(args.prompt, args.prompt_file.as_deref())?;
     let device = args.device.unwrap_or(config.runtime.device);
     let rt = config.open_runtime(Some(device))?;
     let (dir, tiny) = config.model_dir(args.model_dir.as_deref())?;
@@ -385,15 +402,25 @@ fn generate(config: &Config, args: GenerateArgs) -> color_eyre::Result<()> {
         use_karras_sigmas: args.karras.then_some(true),
         ..SchedulerOptions::default()
     };
+    // What the tokenizer removes, cuts or drops is said now, before the run.
+    let mut said = Vec::new();
+    // The negative prompt is only encoded under guidance (cfg > 1).
+    let negative = (args.cfg > 1.0).then_some(("negative ", &args.negative_prompt));
+    for (what, p) in [("", &prompt)].into_iter().chain(negative) {
+        for w in model.tokenizer.encode(p)?.warnings() {
+            eprintln!("warning: {what}{w}");
+            said.push(format!("{what}{w}"));
+        }
+    }
     let req = Request {
-        prompt: args.prompt,
+        prompt,
         negative_prompt: args.negative_prompt,
         scheduler: args.scheduler,
         scheduler_options: options,
         steps: args.steps,
         guidance: args.cfg,
         seed: args.seed,
-        rng: rng_source(config, args.rng)?,
+        rng: args.rng.unwrap_or(config.runtime.rng),
         unet: args.unet,
         width: args.width,
         height: args.height,
@@ -433,6 +460,9 @@ fn generate(config: &Config, args: GenerateArgs) -> color_eyre::Result<()> {
     let mut out = out?;
     speedscape::interrupt::check(|| not_written("the run had finished".into()))?;
     out.report.tiny_model = tiny;
+    for w in out.report.warnings.iter().filter(|w| !said.contains(w)) {
+        eprintln!("warning: {w}");
+    }
     report::save_png_as(&args.out, &out.rgb8(), existing)?;
     if let Some(raw) = &args.save_raw {
         report::save_npy_as(raw, &out.image, existing)?;
@@ -472,9 +502,9 @@ fn tokens(
         let ids: Vec<String> = t.ids.iter().map(u32::to_string).collect();
         println!("{}", ids.join(" "));
         println!("{} prompt tokens (of 75)", t.count);
-        if let Some(w) = t.truncation_warning() {
-            eprintln!("warning: {w}");
-        }
+    }
+    for w in t.warnings() {
+        eprintln!("warning: {w}");
     }
     Ok(())
 }

@@ -49,6 +49,10 @@ pub struct WorkerInfo {
     /// Fallbacks taken while starting (`device auto` on the CPU, a missing scheduler config):
     /// the TUI shows them, never silently.
     pub notes: Vec<String>,
+    /// The model's UNet variants (config.toml's, with the manifest's added).
+    pub variants: Vec<crate::models::Variant>,
+    /// The scheduler config in force (see [`crate::models::Model::scheduler_config`]).
+    pub scheduler_config: serde_json::Value,
 }
 
 /// What the worker reports: `Ready` (or `Fatal`) first, then for each run, in order:
@@ -463,6 +467,8 @@ impl Worker {
             tiny_model: tiny,
             image_size: model.geometry.default_size(),
             notes: rt.notes.iter().chain(&model.notes).cloned().collect(),
+            variants: model.variants.clone(),
+            scheduler_config: model.scheduler_config.clone(),
         };
         Ok(Self {
             rt,
@@ -525,7 +531,8 @@ impl Worker {
     ) -> color_eyre::Result<()> {
         let req = &job.request;
         let run = job.run;
-        let (width, height) = pipeline::resolve_size(&self.model, req.width, req.height)?;
+        let pipeline::limits::Checked { width, height, .. } =
+            pipeline::limits::check_request(&self.model, self.rt.provider, req)?;
         let f = self.model.geometry.vae_scale_factor;
         let (h, w) = (height / f, width / f);
         let batch = if req.guidance > 1.0 { 2 } else { 1 };

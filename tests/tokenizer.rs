@@ -80,3 +80,60 @@ fn a_folder_without_tokenizer_files_says_what_it_expected() {
         "{msg}"
     );
 }
+
+#[test]
+fn the_truncation_warning_says_how_many_were_dropped_and_where_the_cut_fell() {
+    let tok = ClipTokenizer::from_dir(&tokenizer_dir()).unwrap();
+    // 75 "cat"s, then the words that do not fit.
+    let prompt = format!("{} red fox jumping", vec!["cat"; 75].join(" "));
+    let t = tok.encode(&prompt).unwrap();
+    assert_eq!((t.count, t.dropped), (75, 3));
+    let w = t.truncation_warning().unwrap();
+    assert!(
+        w.starts_with(
+            "prompt is 78 CLIP tokens; SD v1.5 reads at most 75, so the last 3 were dropped"
+        ),
+        "{w}"
+    );
+    assert!(
+        w.ends_with(": cut here: \"…cat cat cat cat cat cat cat\" ✂ \"red fox jumping\""),
+        "{w}"
+    );
+    assert_eq!(t.warnings(), vec![w]);
+}
+
+#[test]
+fn control_characters_are_removed_before_tokenizing_and_noted() {
+    let tok = ClipTokenizer::from_dir(&tokenizer_dir()).unwrap();
+    let clean = tok.encode("a red fox in snow").unwrap();
+    let dirty = tok
+        .encode("a \u{7}red\u{0} \u{1b}[31mfox\u{1b}[0m in snow")
+        .unwrap();
+    assert_eq!(dirty.ids, clean.ids, "the same ids as the clean prompt");
+    assert_eq!(dirty.removed_controls, 4);
+    let w = dirty.warnings();
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(w[0].starts_with("prompt had 4 control characters"), "{w:?}");
+    assert!(clean.warnings().is_empty());
+}
+
+#[test]
+fn a_10_mb_prompt_is_capped_before_tokenizing_and_says_so() {
+    let tok = ClipTokenizer::from_dir(&tokenizer_dir()).unwrap();
+    let huge = "cat ".repeat(10 << 18); // 10 MiB
+    let t = tok.encode(&huge).unwrap();
+    assert_eq!(t.count, 75);
+    assert_eq!(t.capped_from, Some(10 << 20));
+    // 64 KiB of "cat " is 16384 tokens; the rest of the 10 MiB was never tokenized.
+    assert_eq!(t.dropped, 16384 - 75);
+    let w = t.warnings();
+    assert_eq!(w.len(), 2, "{w:?}");
+    assert!(
+        w[0].contains("prompt is 10485760 bytes; only its first 65536 were tokenized"),
+        "{w:?}"
+    );
+    assert!(
+        w[1].starts_with("prompt is at least 16384 CLIP tokens; SD v1.5 reads at most 75, so at least 16309 were dropped"),
+        "{w:?}"
+    );
+}

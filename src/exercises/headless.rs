@@ -19,7 +19,6 @@ use crate::report::table::{
     RowState, TableRow, format_ms, format_table, with_quality, with_speedups,
 };
 use crate::report::{save_png, write_atomic};
-use crate::rng::RngSource;
 use crate::runtime::Device;
 use crate::worker::{Event, Job, WorkerHandle, WorkerInfo};
 
@@ -39,14 +38,6 @@ pub fn find_exercise(config: &Config, number: usize) -> color_eyre::Result<Exerc
                 valid.join(", ")
             )
         })
-}
-
-/// The noise source config.toml asks for (`torch-cpu` by default).
-pub fn rng_source(config: &Config) -> color_eyre::Result<RngSource> {
-    match &config.runtime.rng {
-        Some(s) => s.parse().map_err(|e| eyre!("runtime.rng: {e}")),
-        None => Ok(RngSource::TorchCpu),
-    }
 }
 
 /// Everything an exercise's runs produced, in the order of its runs.
@@ -150,7 +141,7 @@ pub fn run_exercise(
     model_dir: Option<PathBuf>,
     progress: bool,
 ) -> color_eyre::Result<ExerciseOutcome> {
-    let rng = rng_source(config)?;
+    let rng = config.runtime.rng;
     let (worker, mut events) = WorkerHandle::spawn(config.clone(), device, model_dir);
     // SIGINT, SIGTERM or SIGHUP (when the command installed the handlers) cancels every run;
     // each ends with `Cancelled`, so the loop below still ends, and the caller writes nothing.
@@ -164,6 +155,11 @@ pub fn run_exercise(
         Some(other) => bail!("the worker spoke before it was ready: {other:?}"),
         None => bail!("the inference thread stopped before it was ready"),
     };
+    // A run the model cannot do stops the exercise before any run: no half-made table.
+    let sched_cfg: crate::schedulers::SchedulerConfig =
+        serde_json::from_value(info.scheduler_config.clone())
+            .wrap_err("reading scheduler/scheduler_config.json")?;
+    ex.preflight(&info.variants, &sched_cfg)?;
     let n = ex.runs.len();
     let mut rows: Vec<TableRow> = ex
         .runs
@@ -1114,7 +1110,8 @@ mod tests {
         let tiny = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/tiny");
         let reports: Vec<Option<RunReport>> = (0..ex.runs.len())
             .map(|i| {
-                let mut r = crate::tui::fake::report(&ex.request(i, RngSource::TorchCpu));
+                let mut r =
+                    crate::tui::fake::report(&ex.request(i, crate::rng::RngSource::TorchCpu));
                 r.model = tiny.display().to_string();
                 r.device = "Test CPU 9000".into();
                 Some(r)

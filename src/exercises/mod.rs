@@ -146,13 +146,44 @@ impl Exercise {
                     r.label
                 );
             }
-            if !r.cfg.is_finite() || r.cfg < 0.0 {
+            if let Some(e) = crate::pipeline::limits::guidance_error(r.cfg) {
+                bail!("{name}: run {:?} has cfg = {}: {e}", r.label, r.cfg);
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks every run against the model before any runs: its UNet variant exists (by name or
+    /// folder, as [`crate::models::Model::variant`] finds it) and its scheduler accepts its steps
+    /// with the model's scheduler config. The error names the exercise, the run and the fix.
+    pub fn preflight(
+        &self,
+        variants: &[crate::models::Variant],
+        scheduler_config: &crate::schedulers::SchedulerConfig,
+    ) -> color_eyre::Result<()> {
+        let name = format!("exercise {} ({:?})", self.number, self.title);
+        for r in &self.runs {
+            if !variants
+                .iter()
+                .any(|v| v.name == r.unet || v.folder == r.unet)
+            {
+                let known: Vec<&str> = variants.iter().map(|v| v.name.as_str()).collect();
                 bail!(
-                    "{name}: run {:?} has cfg = {}, not a finite number ≥ 0\nFix: use e.g. cfg = 7.5 (DDPM/DPM-Solver++) or 1.5 (LCM-LoRA)",
+                    "{name}: run {:?} names UNet variant {:?}, which this model does not have; \
+                     known: {}\nFix: set that run's unet to one of those in config.toml's \
+                     [[exercises]], or add a [[model.variants]] entry for it",
                     r.label,
-                    r.cfg
+                    r.unet,
+                    known.join(", ")
                 );
             }
+            crate::schedulers::build(
+                r.scheduler,
+                scheduler_config,
+                r.steps,
+                &SchedulerOptions::default(),
+            )
+            .map_err(|e| color_eyre::eyre::eyre!("{name}: run {:?}: {e}", r.label))?;
         }
         Ok(())
     }

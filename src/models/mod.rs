@@ -14,6 +14,7 @@
 
 pub mod inventory;
 pub mod manifest;
+pub mod prompt;
 pub mod scheduler_status;
 pub mod tokenizer;
 

@@ -2,6 +2,8 @@
 //!
 //! SD's rules: 77 ids, `<|startoftext|>` (49406) first, `<|endoftext|>` (49407) after the
 //! prompt and as padding, no attention mask. A prompt over 75 tokens is cut to its first 75.
+//! Before tokenizing, [`prompt::clean`](super::prompt::clean) removes control characters and
+//! caps the text at 64 KiB; [`Tokens::warnings`] says what was removed, cut or dropped.
 //! Known limit: Python's slow `CLIPTokenizer` runs `ftfy.fix_text` first (curly quotes,
 //! ligatures, full-width characters, HTML entities); `tokenizer.json` applies only NFC,
 //! whitespace collapsing and lowercasing, so such prompts can tokenize differently.
@@ -25,26 +27,96 @@ pub struct Tokens {
     pub ids: Vec<u32>,
     /// Prompt tokens kept (0..=75), without BOS/EOS.
     pub count: usize,
-    /// Prompt tokens dropped by truncation.
+    /// Prompt tokens dropped by truncation (of the tokenized text: at least this many when
+    /// `capped_from` is set).
     pub dropped: usize,
+    /// Where the cut fell, in the cleaned prompt: the kept text's last characters and the
+    /// dropped text's first ones (`None` when nothing was dropped).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cut: Option<(String, String)>,
+    /// Control characters removed before tokenizing.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub removed_controls: usize,
+    /// The prompt's length in bytes when only its first 64 KiB were tokenized.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub capped_from: Option<usize>,
 }
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+/// Characters of context shown on each side of a truncation cut.
+const CUT_CONTEXT: usize = 30;
 
 impl Tokens {
     pub fn ids_i64(&self) -> Vec<i64> {
         self.ids.iter().map(|&i| i64::from(i)).collect()
     }
 
-    /// The warning to show when the prompt was truncated.
+    /// The warning to show when the prompt was truncated: how many tokens were dropped and
+    /// where the cut fell.
     pub fn truncation_warning(&self) -> Option<String> {
         (self.dropped > 0).then(|| {
-            format!(
-                "prompt is {} CLIP tokens; SD v1.5 reads at most {}, so the last {} were dropped",
+            let (total, dropped) = if self.capped_from.is_some() {
+                ("at least ", "at least")
+            } else {
+                ("", "the last")
+            };
+            let mut w = format!(
+                "prompt is {total}{} CLIP tokens; SD v1.5 reads at most {}, so {dropped} {} were \
+                 dropped",
                 self.count + self.dropped,
                 MAX_LENGTH - 2,
                 self.dropped
-            )
+            );
+            if let Some((kept, dropped)) = &self.cut {
+                w.push_str(&format!(": cut here: \"{kept}\" ✂ \"{dropped}\""));
+            }
+            w
         })
     }
+
+    /// Every note about the prompt, in order: control characters removed, the 64 KiB cap,
+    /// truncation to 75 tokens. Each starts with "prompt".
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = super::prompt::CleanPrompt {
+            text: "".into(),
+            removed: self.removed_controls,
+            capped_from: self.capped_from,
+        }
+        .notes();
+        out.extend(self.truncation_warning());
+        out
+    }
+}
+
+/// The text around byte `at` of `text`, whitespace runs shown as one space: up to
+/// [`CUT_CONTEXT`] characters before and after, in whole words where it is cut short (marked
+/// with "…").
+fn cut_context(text: &str, at: usize) -> (String, String) {
+    let squash = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
+    let (before, after) = text.split_at(at);
+    let (before, after) = (squash(before), squash(after));
+    let n = before.chars().count();
+    let kept = if n > CUT_CONTEXT {
+        let tail: String = before.chars().skip(n - CUT_CONTEXT).collect();
+        // Start at a word unless the tail is one word.
+        let word = tail.split_once(' ').map_or(tail.as_str(), |(_, rest)| rest);
+        format!("…{word}")
+    } else {
+        before
+    };
+    let dropped = if after.chars().count() > CUT_CONTEXT {
+        let head: String = after.chars().take(CUT_CONTEXT).collect();
+        let word = head
+            .rsplit_once(' ')
+            .map_or(head.as_str(), |(first, _)| first);
+        format!("{word}…")
+    } else {
+        after
+    };
+    (kept, dropped)
 }
 
 pub struct ClipTokenizer {
@@ -99,22 +171,34 @@ impl ClipTokenizer {
         Ok(Self { inner })
     }
 
-    /// SD v1.5's 77 ids for `prompt`.
+    /// SD v1.5's 77 ids for `prompt` (cleaned first: see [`super::prompt::clean`]).
     pub fn encode(&self, prompt: &str) -> color_eyre::Result<Tokens> {
-        let enc = self
-            .inner
-            .encode(prompt, false)
-            .map_err(|e| eyre!("tokenizing {prompt:?}: {e}"))?;
+        let clean = super::prompt::clean(prompt);
+        let text: &str = &clean.text;
+        let enc = self.inner.encode(text, false).map_err(|e| {
+            let head: String = text.chars().take(60).collect();
+            eyre!("tokenizing the prompt {head:?}…: {e}")
+        })?;
         let body = enc.get_ids();
         let keep = body.len().min(MAX_LENGTH - 2);
         let mut ids = Vec::with_capacity(MAX_LENGTH);
         ids.push(BOS);
         ids.extend_from_slice(&body[..keep]);
         ids.resize(MAX_LENGTH, EOS);
+        // Byte offset of the first dropped token in `text` (offsets are bytes of the input).
+        let cut = enc
+            .get_offsets()
+            .get(keep)
+            .map(|&(start, _)| start)
+            .filter(|&at| text.is_char_boundary(at))
+            .map(|at| cut_context(text, at));
         Ok(Tokens {
             ids,
             count: keep,
             dropped: body.len() - keep,
+            cut,
+            removed_controls: clean.removed,
+            capped_from: clean.capped_from,
         })
     }
 }

@@ -9,6 +9,7 @@
 
 pub mod denoise;
 pub mod numerics;
+pub mod limits;
 pub mod preview;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,7 +24,7 @@ use serde::Serialize;
 use crate::models::Model;
 use crate::rng::RngSource;
 use crate::runtime::{Provider, Runtime};
-use crate::schedulers::{self, SchedulerConfig, SchedulerKind, SchedulerOptions};
+use crate::schedulers::{SchedulerKind, SchedulerOptions};
 pub use denoise::{Cancelled, Conditioning, Denoiser, StepEvent, StepTiming, denoise};
 pub use numerics::NonFinite;
 
@@ -253,25 +254,18 @@ pub fn generate_with(
         on_phase,
         on_step,
     } = ctl;
-    let (width, height) = resolve_size(model, req.width, req.height)?;
-    if !req.guidance.is_finite() || req.guidance < 0.0 {
-        bail!(
-            "guidance scale {} is not a finite number ≥ 0\nFix: use e.g. 7.5 (DDPM/DPM-Solver++) or 1.5 (LCM-LoRA)",
-            req.guidance
-        );
-    }
+    // Every refusal that needs no session comes before any session loads.
+    let limits::Checked {
+        width,
+        height,
+        mut scheduler,
+    } = limits::check_request(model, rt.provider, req)?;
     let variant = model.variant(&req.unet)?.clone();
     // Load the UNet and text encoder before the clock starts: session creation is reported
     // apart (load_ms).
     model.unet(rt, &req.unet)?;
     model.text_encoder_for(rt, &req.unet)?;
 
-    let sched_cfg: SchedulerConfig = crate::models::scheduler_status::check_values(
-        &model.root.join("scheduler").join("scheduler_config.json"),
-        &model.scheduler_config,
-    )?;
-    let mut scheduler =
-        schedulers::build(req.scheduler, &sched_cfg, req.steps, &req.scheduler_options)?;
     let mut noise = req.rng.generator(req.seed);
     let mut warnings = model.notes.clone();
     warnings.extend(model.take_unloaded());
@@ -287,12 +281,10 @@ pub fn generate_with(
     // Text: [uncond, cond] under guidance, else cond alone.
     let guided = req.guidance > 1.0;
     let cond_tokens = model.tokenizer.encode(&req.prompt)?;
-    warnings.extend(cond_tokens.truncation_warning());
+    warnings.extend(cond_tokens.warnings());
     let uncond_tokens = if guided {
         let t = model.tokenizer.encode(&req.negative_prompt)?;
-        if let Some(w) = t.truncation_warning() {
-            warnings.push(format!("negative {w}"));
-        }
+        warnings.extend(t.warnings().into_iter().map(|w| format!("negative {w}")));
         Some(t)
     } else {
         None

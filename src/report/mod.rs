@@ -384,7 +384,7 @@ fn ms(d: std::time::Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-/// The human summary printed after `speedscape generate`.
+/// The human summary printed after `speedscape generate` (its warnings go to stderr apart).
 pub fn summary(r: &RunReport) -> String {
     let t = &r.timings;
     let steps = t.unet.len().max(1) as f64;
@@ -423,9 +423,6 @@ pub fn summary(r: &RunReport) -> String {
     }
     if r.tiny_model {
         out.push_str("note: the embedded tiny model has random weights, so its images are noise-like by design\n");
-    }
-    for w in &r.warnings {
-        out.push_str(&format!("warning: {w}\n"));
     }
     out
 }

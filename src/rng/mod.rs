@@ -38,11 +38,12 @@ pub trait NoiseSource: Send {
 ///
 /// Only the CPU generator so far; a `torch-cuda` (Philox) source is meant to join it, which is
 /// why the seed is interpreted here and not by callers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum RngSource {
     /// `torch.Generator("cpu")`, diffusers' usual choice for reproducible seeds; see
     /// [`TorchCpu`] (x86-64 kernel).
+    #[default]
     TorchCpu,
 }
 

@@ -147,6 +147,21 @@ impl DpmSolverPp {
             FinalSigmasType::SigmaMin => f64::from(train_sigmas[0]),
         };
         let sigmas: Vec<f32> = sigmas.iter().chain([&last]).map(|&s| s as f32).collect();
+        // A repeated σ is a zero log-SNR gap h; the next multistep update divides by it
+        // (r0 = h_0 / h), so diffusers returns NaN (e.g. 1000 linspace steps repeat t = 999).
+        if order > 1
+            && let Some(i) = (1..timesteps.len()).find(|&i| sigmas[i] >= sigmas[i - 1])
+        {
+            bail!(
+                "dpmpp with {steps} `{spacing}` steps visits timestep {} twice (steps {i} and {}): \
+                 a multistep DPM-Solver++ update then divides by a zero log-SNR gap, and diffusers' \
+                 DPMSolverMultistepScheduler returns NaN for it\nFix: use fewer steps (dpmpp is \
+                 meant for 10–25; with linspace spacing at most {})",
+                timesteps[i],
+                i + 1,
+                t_train - 1
+            );
+        }
 
         Ok(DpmSolverPp {
             timesteps,

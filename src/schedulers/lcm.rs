@@ -50,8 +50,8 @@ impl Lcm {
             bail!(
                 "lcm cannot run {steps} steps: its timesteps are a subset of the \
                  {original}-step schedule it was distilled on (`original_inference_steps`), and \
-                 diffusers' LCMScheduler refuses more; use at most {original} steps (LCM is meant \
-                 for 1–8)"
+                 diffusers' LCMScheduler refuses more\nFix: use at most {original} steps (LCM is \
+                 meant for 1–8)"
             );
         }
         // [k−1, 2k−1, …, original·k − 1], largest first.

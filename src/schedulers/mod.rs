@@ -423,6 +423,10 @@ pub struct SchedulerOptions {
     pub eta: f32,
 }
 
+/// The most inference steps any scheduler runs: far past every useful count (SD v1.5 was
+/// trained on 1000 timesteps), and low enough that a schedule's arrays stay small.
+pub const MAX_STEPS: usize = 10_000;
+
 /// Builds a scheduler for `steps` inference steps, as
 /// `X.from_config(config, **options); X.set_timesteps(steps)` does in diffusers.
 ///
@@ -442,8 +446,15 @@ pub fn build(
     if steps == 0 {
         bail!(
             "{kind} cannot run 0 inference steps (diffusers' {} either divides by zero or \
-             returns an empty schedule); use at least 1 step",
+             returns an empty schedule)\nFix: use at least 1 step",
             kind.diffusers_class()
+        );
+    }
+    if steps > MAX_STEPS {
+        bail!(
+            "{kind} cannot run {steps} steps: speedscape runs at most {MAX_STEPS} (the UNet was \
+             trained on 1000 timesteps, so more steps only repeat its calls, for hours)\nFix: use \
+             at most {MAX_STEPS} steps (20–50 is usual; LCM 1–8)"
         );
     }
     check_common(kind, config)?;
@@ -789,7 +800,7 @@ fn check_max_steps(kind: SchedulerKind, steps: usize, num_train_timesteps: usize
         bail!(
             "{kind} cannot run {steps} steps: more than `num_train_timesteps` = \
              {num_train_timesteps}, the timesteps the UNet was trained on (diffusers' {} refuses \
-             it too); use at most {num_train_timesteps} steps",
+             it too)\nFix: use at most {num_train_timesteps} steps",
             kind.diffusers_class()
         );
     }
@@ -1205,6 +1216,98 @@ mod tests {
                 err.contains("0 inference steps") && err.contains("at least 1"),
                 "{err}"
             );
+        }
+    }
+
+    #[test]
+    fn step_counts_past_each_schedulers_limit_are_refused_with_the_fix() {
+        let config = sd_config();
+        let opts = SchedulerOptions::default();
+        let err = |kind, steps| {
+            build(kind, &config, steps, &opts)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default()
+        };
+        // LCMScheduler.set_timesteps raises above original_inference_steps (50).
+        assert!(build(SchedulerKind::Lcm, &config, 50, &opts).is_ok());
+        let e = err(SchedulerKind::Lcm, 51);
+        assert!(
+            e.contains("lcm cannot run 51 steps") && e.contains("Fix: use at most 50 steps"),
+            "{e}"
+        );
+        // DDPM/DDIM raise above num_train_timesteps (SD's `leading` spacing with
+        // steps_offset 1 already leaves the table at 1000: refused apart, see integer_timesteps).
+        for kind in [SchedulerKind::Ddpm, SchedulerKind::Ddim] {
+            assert!(build(kind, &config, 999, &opts).is_ok(), "{kind}");
+            let e = err(kind, 1001);
+            assert!(
+                e.contains("more than `num_train_timesteps` = 1000")
+                    && e.contains("Fix: use at most 1000 steps"),
+                "{e}"
+            );
+        }
+        // DPM-Solver++ at 1000 linspace steps repeats t = 500: diffusers returns NaN.
+        assert!(build(SchedulerKind::DpmSolverPp, &config, 999, &opts).is_ok());
+        let e = err(SchedulerKind::DpmSolverPp, 1000);
+        assert!(
+            e.contains("visits timestep 500 twice") && e.contains("Fix: use fewer steps"),
+            "{e}"
+        );
+        // First order never divides by the gap: diffusers' output stays finite.
+        let first_order = SchedulerOptions {
+            solver_order: Some(1),
+            ..SchedulerOptions::default()
+        };
+        assert!(build(SchedulerKind::DpmSolverPp, &config, 1000, &first_order).is_ok());
+        // Everyone: at most MAX_STEPS, and huge counts are refused, not a panic.
+        assert!(build(SchedulerKind::Euler, &config, MAX_STEPS, &opts).is_ok());
+        for kind in SchedulerKind::ALL {
+            for steps in [MAX_STEPS + 1, usize::MAX] {
+                let e = err(kind, steps);
+                assert!(
+                    e.contains(&format!("cannot run {steps} steps"))
+                        && e.contains(&format!("Fix: use at most {MAX_STEPS} steps")),
+                    "{kind}: {e}"
+                );
+            }
+        }
+    }
+
+    /// Order 3 on 1–3 steps is allowed: like diffusers (`lower_order_final` and the warm-up of
+    /// `lower_order_nums`), it never has the history for a third-order step there, so it takes
+    /// exactly order 2's steps (tests/fixtures/schedulers/dpmpp-order3-{1,2,3} check the values
+    /// against diffusers itself).
+    #[test]
+    fn dpmpp_order_3_on_fewer_than_3_steps_runs_as_order_2() {
+        let config = sd_config();
+        let x0 = known_x0();
+        let eps = known_eps();
+        for steps in [1usize, 2, 3] {
+            let run = |order| {
+                let opts = SchedulerOptions {
+                    solver_order: Some(order),
+                    ..SchedulerOptions::default()
+                };
+                let mut s = build(SchedulerKind::DpmSolverPp, &config, steps, &opts).unwrap();
+                let first = s.timesteps()[0];
+                let mut x = noisy_sample(
+                    SchedulerKind::DpmSolverPp,
+                    &config,
+                    steps,
+                    0,
+                    first,
+                    &x0,
+                    &eps,
+                );
+                for t in s.timesteps().to_vec() {
+                    // A different ε each step, so a higher-order step would change the result.
+                    let e = eps.mapv(|v| v * (1.0 + t as f32 / 1000.0));
+                    x = s.step(e.view(), t, x.view(), &mut ZeroNoise).prev_sample;
+                }
+                x
+            };
+            assert_eq!(run(3), run(2), "{steps} steps");
         }
     }
 }

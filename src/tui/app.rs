@@ -721,8 +721,8 @@ fn apply_form(app: &mut App, form: &Form) -> Result<(), String> {
         .trim()
         .parse()
         .ok()
-        .filter(|c: &f32| c.is_finite() && (0.0..=50.0).contains(c))
-        .ok_or("cfg: a number from 0 to 50 (7.5 for DDPM/DPM-Solver++, 1.5 for LCM)")?;
+        .filter(|&c: &f32| crate::pipeline::limits::guidance_error(c).is_none())
+        .ok_or("cfg: a number from 0 to 100 (7.5 for DDPM/DPM-Solver++, 1.5 for LCM)")?;
     let seed: u64 = form.fields[3]
         .trim()
         .parse()

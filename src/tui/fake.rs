@@ -47,6 +47,9 @@ pub fn info() -> WorkerInfo {
         tiny_model: true,
         image_size: 64,
         notes: Vec::new(),
+        variants: crate::models::default_variants(),
+        scheduler_config: serde_json::from_str(crate::models::SD15_SCHEDULER_CONFIG)
+            .unwrap_or_default(),
     }
 }
 

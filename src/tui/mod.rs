@@ -82,10 +82,7 @@ pub fn run(config: &Config, opts: Options) -> color_eyre::Result<()> {
         .model_dir(opts.model_dir.as_deref())
         .ok()
         .and_then(|(dir, _)| crate::models::ClipTokenizer::from_dir(&dir.join("tokenizer")).ok());
-    let rng = match &config.runtime.rng {
-        Some(s) => s.parse().unwrap_or(crate::rng::RngSource::TorchCpu),
-        None => crate::rng::RngSource::TorchCpu,
-    };
+    let rng = config.runtime.rng;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -1406,3 +1406,51 @@ mod event_loop {
         assert_eq!(cancelled, submitted);
     }
 }
+
+#[test]
+fn the_editor_shows_a_red_warning_when_the_prompt_is_over_75_tokens() {
+    let mut app = app().with_tokenizer(Some(tokenizer()));
+    update(&mut app, ch('e'));
+    let screen = render(&app, 100, 30);
+    assert!(!screen.contains("are dropped"), "{screen}");
+    typed(&mut app, &" cat".repeat(80));
+    let Mode::Edit(form) = &app.mode else {
+        panic!("no form")
+    };
+    let (count, dropped) = form.tokens.unwrap();
+    let screen = render(&app, 100, 30);
+    assert!(
+        screen.contains(&format!(
+            "{}/75 tokens: the last {dropped} are dropped",
+            count + dropped
+        )),
+        "{screen}"
+    );
+}
+
+#[test]
+fn the_editor_refuses_cfg_above_the_pipelines_bound() {
+    let mut app = app();
+    update(&mut app, ch('e'));
+    update(&mut app, key(KeyCode::Tab));
+    update(&mut app, key(KeyCode::Tab));
+    for _ in 0..5 {
+        update(&mut app, key(KeyCode::Backspace));
+    }
+    typed(&mut app, "101");
+    update(&mut app, key(KeyCode::Enter));
+    let Mode::Edit(form) = &app.mode else {
+        panic!("cfg 101 keeps the form open")
+    };
+    assert_eq!(
+        form.error.as_deref(),
+        Some("cfg: a number from 0 to 100 (7.5 for DDPM/DPM-Solver++, 1.5 for LCM)")
+    );
+    for _ in 0..3 {
+        update(&mut app, key(KeyCode::Backspace));
+    }
+    typed(&mut app, "100");
+    update(&mut app, key(KeyCode::Enter));
+    assert_eq!(app.mode, Mode::Normal);
+    assert_eq!(app.exercises[0].exercise.runs[0].cfg, 100.0);
+}
