@@ -140,6 +140,8 @@ pub struct BenchOptions {
     pub warmup: usize,
     pub repeat: usize,
     pub seed: u64,
+    /// `None`: config.toml's `runtime.rng`, else [`RngSource::DEFAULT`].
+    pub rng: Option<RngSource>,
     pub device: Option<Device>,
     pub model_dir: Option<std::path::PathBuf>,
     pub progress: bool,
@@ -278,9 +280,9 @@ pub fn run(config: &Config, opts: &BenchOptions) -> color_eyre::Result<BenchRepo
     let rt = config.open_runtime(opts.device)?;
     let (dir, tiny) = config.model_dir(opts.model_dir.as_deref())?;
     let mut model = config.open_model(&rt, &dir)?;
-    let rng: RngSource = match &config.runtime.rng {
-        Some(s) => s.parse()?,
-        None => RngSource::TorchCpu,
+    let rng = match opts.rng {
+        Some(r) => r,
+        None => crate::exercises::headless::rng_source(config)?,
     };
     let device = crate::worker::device_name(rt.provider);
     let cancel = AtomicBool::new(false);

@@ -33,7 +33,7 @@ pub struct RuntimeConfig {
     pub onnxruntime: Option<PathBuf>,
     /// `auto` | `cuda` | `cpu`.
     pub device: Device,
-    /// Noise source for seeds: `torch-cpu`.
+    /// Noise source for seeds: `torch-cuda` (the default) or `torch-cpu`.
     pub rng: Option<String>,
     /// `[runtime.session]`: graph optimisation, threads, denormals, arena, memory pattern.
     pub session: crate::runtime::options::SessionOptions,

@@ -34,6 +34,9 @@ struct Cli {
     /// The TUI's model folder (default: model.dir in config.toml, else the embedded tiny model).
     #[arg(long)]
     model_dir: Option<PathBuf>,
+    /// The TUI's noise source for seeds (default: runtime.rng in config.toml, else torch-cuda).
+    #[arg(long)]
+    rng: Option<RngSource>,
     /// Where the TUI's `s` saves and the cheat-sheet answers are kept (default: `[tui] out` in
     /// config.toml, else ./speedscape-out).
     #[arg(long)]
@@ -72,6 +75,9 @@ struct BenchArgs {
     /// Print b/a ratios of two earlier --json files instead of running.
     #[arg(long, num_args = 2, value_names = ["A", "B"])]
     compare: Option<Vec<PathBuf>>,
+    /// Noise source for seeds (default: runtime.rng in config.toml, else torch-cuda).
+    #[arg(long)]
+    rng: Option<RngSource>,
     #[arg(long)]
     device: Option<Device>,
     #[arg(long)]
@@ -92,7 +98,8 @@ enum Command {
     },
     /// Write the noise draws a run would make, for checking against other tools.
     Noise {
-        #[arg(long, default_value = "torch-cpu")]
+        /// torch-cuda: torch.Generator("cuda"), the notebook's; torch-cpu: torch.Generator("cpu").
+        #[arg(long, default_value = "torch-cuda")]
         rng: RngSource,
         #[arg(long)]
         seed: u64,
@@ -142,6 +149,9 @@ enum Command {
         /// Print one JSON object instead of the table.
         #[arg(long)]
         json: bool,
+        /// Noise source for seeds (default: runtime.rng in config.toml, else torch-cuda).
+        #[arg(long)]
+        rng: Option<RngSource>,
         #[arg(long)]
         device: Option<Device>,
         #[arg(long)]
@@ -278,10 +288,11 @@ fn main() -> color_eyre::Result<()> {
             threshold,
             out,
             json,
+            rng,
             device,
             model_dir,
         }) if scenario.is_some() || !has_exercise(&config, 4) => verify_scenario(
-            &config,
+            &with_rng(&config, rng),
             scenario,
             choice,
             threshold,
@@ -294,10 +305,18 @@ fn main() -> color_eyre::Result<()> {
             number,
             out,
             json,
+            rng,
             device,
             model_dir,
             ..
-        }) => exercise(&config, number, out.as_deref(), json, device, model_dir),
+        }) => exercise(
+            &with_rng(&config, rng),
+            number,
+            out.as_deref(),
+            json,
+            device,
+            model_dir,
+        ),
         None => {
             let (graphics, graphics_source) = match cli.graphics {
                 Some(g) => (g, "--graphics"),
@@ -311,6 +330,7 @@ fn main() -> color_eyre::Result<()> {
                     device: cli.device,
                     model_dir: cli.model_dir,
                     fake_backend: cli.fake_backend,
+                    rng: cli.rng,
                     save_root: cli
                         .out
                         .or_else(|| config.tui.out.clone())
@@ -321,14 +341,20 @@ fn main() -> color_eyre::Result<()> {
     }
 }
 
+/// `config` with `runtime.rng` set to `--rng` when it was given.
+fn with_rng(config: &Config, rng: Option<RngSource>) -> Config {
+    let mut config = config.clone();
+    if let Some(rng) = rng {
+        config.runtime.rng = Some(rng.name().to_owned());
+    }
+    config
+}
+
 fn rng_source(config: &Config, flag: Option<RngSource>) -> color_eyre::Result<RngSource> {
     if let Some(r) = flag {
         return Ok(r);
     }
-    match &config.runtime.rng {
-        Some(s) => s.parse().map_err(|e| eyre!("runtime.rng: {e}")),
-        None => Ok(RngSource::TorchCpu),
-    }
+    speedscape::exercises::headless::rng_source(config)
 }
 
 fn generate(config: &Config, args: GenerateArgs) -> color_eyre::Result<()> {
@@ -532,6 +558,7 @@ fn bench(config: &Config, args: BenchArgs) -> color_eyre::Result<()> {
         warmup: args.warmup,
         repeat: args.repeat,
         seed: args.seed,
+        rng: args.rng,
         device: args.device,
         model_dir: args.model_dir,
         progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),

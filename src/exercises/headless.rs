@@ -41,11 +41,11 @@ pub fn find_exercise(config: &Config, number: usize) -> color_eyre::Result<Exerc
         })
 }
 
-/// The noise source config.toml asks for (`torch-cpu` by default).
+/// The noise source config.toml asks for ([`RngSource::DEFAULT`], `torch-cuda`, when it names none).
 pub fn rng_source(config: &Config) -> color_eyre::Result<RngSource> {
     match &config.runtime.rng {
         Some(s) => s.parse().map_err(|e| eyre!("runtime.rng: {e}")),
-        None => Ok(RngSource::TorchCpu),
+        None => Ok(RngSource::DEFAULT),
     }
 }
 
@@ -59,6 +59,8 @@ pub struct ExerciseOutcome {
     /// The error of each failed run.
     pub errors: Vec<Option<String>>,
     pub notes: Vec<String>,
+    /// The noise source every run's seed meant.
+    pub rng: RngSource,
 }
 
 impl ExerciseOutcome {
@@ -66,7 +68,7 @@ impl ExerciseOutcome {
         self.rows.iter().any(|r| r.state != RowState::Finished)
     }
 
-    /// The header line: provider, device, model.
+    /// The header line: seed and noise source, provider, device, model.
     pub fn header(&self) -> String {
         let model = if self.info.tiny_model {
             format!(
@@ -77,8 +79,14 @@ impl ExerciseOutcome {
             self.info.model_dir.display().to_string()
         };
         format!(
-            "exercise {}: {} — {} on {}, model {}",
-            self.exercise.number, self.exercise.title, self.info.provider, self.info.device, model
+            "exercise {}: {} — seed {} ({} noise) — {} on {}, model {}",
+            self.exercise.number,
+            self.exercise.title,
+            self.exercise.seed,
+            self.rng,
+            self.info.provider,
+            self.info.device,
+            model
         )
     }
 
@@ -190,6 +198,7 @@ pub fn run_exercise(
     with_quality(&mut rows, &finals, ex.baseline);
     let notes = what_happened(ex, &rows, info.tiny_model);
     Ok(ExerciseOutcome {
+        rng,
         info,
         exercise: ex.clone(),
         rows,
@@ -685,7 +694,10 @@ fn report_markdown(
         ex.about
     );
     let _ = writeln!(md, "- prompt: `{}`", ex.prompt);
-    let _ = writeln!(md, "- seed: {} (the same for every run)", ex.seed);
+    let noise = first
+        .map(|r| format!(", {} noise", r.rng))
+        .unwrap_or_default();
+    let _ = writeln!(md, "- seed: {}{noise} (the same for every run)", ex.seed);
     if let Some(r) = first {
         let _ = writeln!(
             md,

@@ -54,6 +54,8 @@ pub struct Options {
     pub fake_backend: bool,
     /// Where `s` saves.
     pub save_root: PathBuf,
+    /// `--rng`, else config.toml's `runtime.rng`, else torch-cuda.
+    pub rng: Option<crate::rng::RngSource>,
 }
 
 /// The exercises the TUI offers: the defaults, replaced or extended by config.toml's `[[exercises]]`.
@@ -72,9 +74,9 @@ pub fn run(config: &Config, opts: Options) -> color_eyre::Result<()> {
         .model_dir(opts.model_dir.as_deref())
         .ok()
         .and_then(|(dir, _)| crate::models::ClipTokenizer::from_dir(&dir.join("tokenizer")).ok());
-    let rng = match &config.runtime.rng {
-        Some(s) => s.parse().unwrap_or(crate::rng::RngSource::TorchCpu),
-        None => crate::rng::RngSource::TorchCpu,
+    let rng = match opts.rng {
+        Some(r) => r,
+        None => crate::exercises::headless::rng_source(config)?,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
