@@ -477,7 +477,7 @@ class Speedscape:
             cmd = [str(self.path), "bench", "--model-dir", str(onnx), "--runs", f"{sched}:{steps}:{cfg:g}@{unet}",
                    "--size", str(size), "--repeat", str(job["repeat"]), "--json", str(out)]
             notes = []
-            for flag, value in (("--warmup", job["warmup"]), ("--prompt", job["prompt"]), ("--seed", job["seed"])):
+            for flag, value in (("--warmup", job["warmup"]), ("--prompt", job["prompt"]), ("--seed", job["seed"]), ("--rng", "torch-cpu")):
                 if flag in self.bench_flags:
                     cmd += [flag, str(value)]
                 else:
@@ -505,7 +505,7 @@ class Speedscape:
         for i in range(job["warmup"] + job["repeat"]):
             cmd = [str(self.path), "generate", "--model-dir", str(onnx), "--prompt", job["prompt"], "--scheduler", sched,
                    "--steps", str(steps), "--cfg", f"{cfg:g}", "--unet", unet, "--seed", str(job["seed"]),
-                   "--width", str(size), "--height", str(size), "--device", "cpu",
+                   "--width", str(size), "--height", str(size), "--device", "cpu", "--rng", "torch-cpu",
                    "--out", str(tmp / f"speedscape-{i}.png"), "--save-raw", str(tmp / f"speedscape-raw-{i}.npy"), "--json"]
             out_file, err_file = tmp / f"speedscape-{i}.json", tmp / f"speedscape-{i}.err"
             with open(out_file, "w") as out, open(err_file, "w") as err:

@@ -140,6 +140,8 @@ pub struct BenchOptions {
     pub warmup: usize,
     pub repeat: usize,
     pub seed: u64,
+    /// `None`: config.toml's `runtime.rng` (torch-cuda when it names none).
+    pub rng: Option<RngSource>,
     pub device: Option<Device>,
     pub model_dir: Option<std::path::PathBuf>,
     pub progress: bool,
@@ -278,7 +280,7 @@ pub fn run(config: &Config, opts: &BenchOptions) -> color_eyre::Result<BenchRepo
     let rt = config.open_runtime(opts.device)?;
     let (dir, tiny) = config.model_dir(opts.model_dir.as_deref())?;
     let mut model = config.open_model(&rt, &dir)?;
-    let rng: RngSource = config.runtime.rng;
+    let rng = opts.rng.unwrap_or(config.runtime.rng);
     let device = crate::worker::device_name(rt.provider);
     // A signal (SIGINT, SIGTERM, SIGHUP) stops the bench between steps; nothing is written.
     let cancel: &AtomicBool = crate::interrupt::flag();

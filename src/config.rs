@@ -33,8 +33,8 @@ pub struct RuntimeConfig {
     pub onnxruntime: Option<PathBuf>,
     /// `auto` | `cuda` | `cpu`.
     pub device: Device,
-    /// Noise source for seeds: `torch-cpu` (the default). An unknown name is refused at load,
-    /// with its line.
+    /// Noise source for seeds: `torch-cuda` (the default: the course notebook's generator) or
+    /// `torch-cpu`. An unknown name is refused at load, with its line.
     pub rng: crate::rng::RngSource,
     /// `[runtime.session]`: graph optimisation, threads, denormals, arena, memory pattern.
     pub session: crate::runtime::options::SessionOptions,
@@ -366,9 +366,10 @@ mod tests {
         assert!(msg.contains("line 2, column 7"), "{msg}");
         let cfg = Config::parse("[runtime]\nrng = \"torch-cpu\"\n").unwrap();
         assert_eq!(cfg.runtime.rng, crate::rng::RngSource::TorchCpu);
+        // Nothing said: the course notebook's generator.
         assert_eq!(
             Config::parse("").unwrap().runtime.rng,
-            crate::rng::RngSource::TorchCpu
+            crate::rng::RngSource::TorchCuda
         );
     }
 

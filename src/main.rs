@@ -34,6 +34,9 @@ struct Cli {
     /// The TUI's model folder (default: model.dir in config.toml, else the embedded tiny model).
     #[arg(long)]
     model_dir: Option<PathBuf>,
+    /// The TUI's noise source for seeds (default: runtime.rng in config.toml, else torch-cuda).
+    #[arg(long)]
+    rng: Option<RngSource>,
     /// Where the TUI's `s` saves and the cheat-sheet answers are kept (default: `[tui] out` in
     /// config.toml, else ./speedscape-out).
     #[arg(long)]
@@ -75,6 +78,9 @@ struct BenchArgs {
     /// Print b/a ratios of two earlier --json files instead of running.
     #[arg(long, num_args = 2, value_names = ["A", "B"])]
     compare: Option<Vec<PathBuf>>,
+    /// Noise source for seeds (default: runtime.rng in config.toml, else torch-cuda).
+    #[arg(long)]
+    rng: Option<RngSource>,
     #[arg(long)]
     device: Option<Device>,
     #[arg(long)]
@@ -100,7 +106,8 @@ enum Command {
     },
     /// Write the noise draws a run would make, for checking against other tools.
     Noise {
-        #[arg(long, default_value = "torch-cpu")]
+        /// torch-cuda: torch.Generator("cuda"), the notebook's; torch-cpu: torch.Generator("cpu").
+        #[arg(long, default_value = "torch-cuda")]
         rng: RngSource,
         #[arg(long)]
         seed: u64,
@@ -154,6 +161,9 @@ enum Command {
         /// Print one JSON object instead of the table.
         #[arg(long)]
         json: bool,
+        /// Noise source for seeds (default: runtime.rng in config.toml, else torch-cuda).
+        #[arg(long)]
+        rng: Option<RngSource>,
         #[arg(long)]
         device: Option<Device>,
         #[arg(long)]
@@ -322,10 +332,11 @@ fn run(cli: Cli) -> color_eyre::Result<()> {
             threshold,
             out,
             json,
+            rng,
             device,
             model_dir,
         }) if scenario.is_some() || !has_exercise(&config, 4) => verify_scenario(
-            &config,
+            &with_rng(&config, rng),
             scenario,
             choice,
             threshold,
@@ -338,10 +349,18 @@ fn run(cli: Cli) -> color_eyre::Result<()> {
             number,
             out,
             json,
+            rng,
             device,
             model_dir,
             ..
-        }) => exercise(&config, number, out.as_deref(), json, device, model_dir),
+        }) => exercise(
+            &with_rng(&config, rng),
+            number,
+            out.as_deref(),
+            json,
+            device,
+            model_dir,
+        ),
         None => {
             let (graphics, graphics_source) = match cli.graphics {
                 Some(g) => (g, "--graphics"),
@@ -355,6 +374,7 @@ fn run(cli: Cli) -> color_eyre::Result<()> {
                     device: cli.device,
                     model_dir: cli.model_dir,
                     fake_backend: cli.fake_backend,
+                    rng: cli.rng,
                     save_root: cli
                         .out
                         .or_else(|| config.tui.out.clone())
@@ -375,6 +395,15 @@ fn read_prompt(prompt: Option<String>, file: Option<&Path>) -> color_eyre::Resul
         eprintln!("warning: {note}");
     }
     Ok(text)
+}
+
+/// `config` with `runtime.rng` set to `--rng` when it was given.
+fn with_rng(config: &Config, rng: Option<RngSource>) -> Config {
+    let mut config = config.clone();
+    if let Some(rng) = rng {
+        config.runtime.rng = rng;
+    }
+    config
 }
 
 fn generate(config: &Config, args: GenerateArgs) -> color_eyre::Result<()> {
@@ -630,6 +659,7 @@ fn bench(config: &Config, args: BenchArgs) -> color_eyre::Result<()> {
         warmup: args.warmup,
         repeat: args.repeat,
         seed: args.seed,
+        rng: args.rng,
         device: args.device,
         model_dir: args.model_dir,
         progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),

@@ -207,6 +207,62 @@ fn noise_writes_the_runs_draws_in_order() {
     }
 }
 
+/// The default source is the notebook's CUDA generator (config.toml says so, and so does the
+/// built-in default); `noise` draws what `TorchCuda` draws, offsets carried across draws.
+#[test]
+fn noise_defaults_to_the_cuda_generator() {
+    use speedscape::rng::{NoiseSource, TorchCuda};
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("noise.npy");
+    let o = speedscape(&[
+        "noise",
+        "--seed",
+        "42",
+        "--shape",
+        "1,4,32,32",
+        "--draws",
+        "2",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("torch-cuda, seed 42"), "{}", text(&o));
+    let got: ArrayD<f32> = read_npy(&out).unwrap();
+    let mut source = TorchCuda::new(42);
+    for i in 0..2 {
+        let want = source.randn([1, 4, 32, 32]);
+        assert_eq!(
+            got.index_axis(ndarray::Axis(0), i),
+            want.into_dyn(),
+            "draw {i}"
+        );
+    }
+}
+
+/// `generate` names the source in its summary, and `--rng` changes the image (same seed).
+#[test]
+fn generate_names_the_noise_source_and_rng_selects_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cuda, cpu) = (dir.path().join("cuda.png"), dir.path().join("cpu.png"));
+    let o = generate(&cuda, &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("seed 42 (torch-cuda)"), "{}", text(&o));
+    let o = generate(&cpu, &["--rng", "torch-cpu"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("seed 42 (torch-cpu)"), "{}", text(&o));
+    assert_ne!(std::fs::read(&cuda).unwrap(), std::fs::read(&cpu).unwrap());
+}
+
+/// `exercise --rng` reaches every run, and the table's header says which source it was.
+#[test]
+fn exercise_header_names_the_noise_source() {
+    let o = speedscape(&["exercise", "3", "--rng", "torch-cpu", "--device", "cpu"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    let header = out.lines().next().unwrap_or_default();
+    assert!(header.contains("(torch-cpu noise)"), "{header}");
+}
+
 #[test]
 fn doctor_on_the_cpu_wheel_says_cpu() {
     let o = speedscape(&["doctor", "--device", "cpu"]);

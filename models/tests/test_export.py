@@ -252,7 +252,7 @@ def test_speedscape_runs_the_export_like_diffusers_with_the_loras_loaded(standin
     raw = tmp_path / "pk.npy"
     proc = run_speedscape(
         "generate", "--model-dir", str(out), "--unet", "pk", "--prompt", PROMPT, "--scheduler", "dpmpp",
-        "--steps", "10", "--cfg", "7.5", "--seed", "42", "--device", "cpu",
+        "--steps", "10", "--cfg", "7.5", "--seed", "42", "--device", "cpu", "--rng", "torch-cpu",
         "--out", str(tmp_path / "pk.png"), "--save-raw", str(raw),
     )
     assert proc.returncode == 0, proc.stderr

@@ -19,6 +19,7 @@ use crate::report::table::{
     RowState, TableRow, format_ms, format_table, with_quality, with_speedups,
 };
 use crate::report::{save_png, write_atomic};
+use crate::rng::RngSource;
 use crate::runtime::Device;
 use crate::worker::{Event, Job, WorkerHandle, WorkerInfo};
 
@@ -50,6 +51,8 @@ pub struct ExerciseOutcome {
     /// The error of each failed run.
     pub errors: Vec<Option<String>>,
     pub notes: Vec<String>,
+    /// The noise source every run's seed meant.
+    pub rng: RngSource,
 }
 
 impl ExerciseOutcome {
@@ -76,7 +79,7 @@ impl ExerciseOutcome {
         parts.join("; ")
     }
 
-    /// The header line: provider, device, model.
+    /// The header line: seed and noise source, provider, device, model.
     pub fn header(&self) -> String {
         let model = if self.info.tiny_model {
             format!(
@@ -87,8 +90,14 @@ impl ExerciseOutcome {
             self.info.model_dir.display().to_string()
         };
         format!(
-            "exercise {}: {} — {} on {}, model {}",
-            self.exercise.number, self.exercise.title, self.info.provider, self.info.device, model
+            "exercise {}: {} — seed {} ({} noise) — {} on {}, model {}",
+            self.exercise.number,
+            self.exercise.title,
+            self.exercise.seed,
+            self.rng,
+            self.info.provider,
+            self.info.device,
+            model
         )
     }
 
@@ -211,6 +220,7 @@ pub fn run_exercise(
     with_quality(&mut rows, &finals, ex.baseline);
     let notes = what_happened(ex, &rows, info.tiny_model);
     Ok(ExerciseOutcome {
+        rng,
         info,
         exercise: ex.clone(),
         rows,
@@ -757,7 +767,10 @@ fn report_markdown(
         ex.about
     );
     let _ = writeln!(md, "- prompt: `{}`", ex.prompt);
-    let _ = writeln!(md, "- seed: {} (the same for every run)", ex.seed);
+    let noise = first
+        .map(|r| format!(", {} noise", r.rng))
+        .unwrap_or_default();
+    let _ = writeln!(md, "- seed: {}{noise} (the same for every run)", ex.seed);
     if let Some(r) = first {
         let _ = writeln!(
             md,

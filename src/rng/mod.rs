@@ -4,11 +4,15 @@
 //! first, then each stochastic scheduler step's noise (DDPM, LCM, Euler ancestral), same shape.
 //!
 //! [`TorchCpu`] is `torch.randn` on a CPU generator, bit-exact with the x86-64 (AVX2/AVX512)
-//! kernel of torch 2.15; [`RngSource`] names the available sources for the CLI and config.
+//! kernel of torch 2.15. [`TorchCuda`] is `torch.randn` on a CUDA generator (Philox4x32-10),
+//! computed on the host: exact stream, layout and offsets, values within 1.3e-6 of the GPU's (its
+//! sine comes from the GPU's special-function unit; see the module). [`RngSource`] names the
+//! sources for the CLI and config.
 
 mod avx2_math;
 mod mt19937;
 mod torch_cpu;
+mod torch_cuda;
 
 use std::fmt;
 use std::str::FromStr;
@@ -18,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 pub use mt19937::Mt19937;
 pub use torch_cpu::{BLOCK, CpuKernel, TorchCpu};
+pub use torch_cuda::{CudaLaunch, TorchCuda, philox4x32_10};
 
 /// A stream of standard-normal draws, one call per `torch.randn` a diffusers run would make.
 pub trait NoiseSource: Send {
@@ -36,25 +41,30 @@ pub trait NoiseSource: Send {
 
 /// Which generator's `torch.randn` a seed means. CLI and config spelling in kebab case.
 ///
-/// Only the CPU generator so far; a `torch-cuda` (Philox) source is meant to join it, which is
-/// why the seed is interpreted here and not by callers.
+/// To see a notebook's image for its seed, pick the generator the notebook seeded:
+/// `torch.Generator("cuda")` (the course's) → `torch-cuda`, `torch.Generator("cpu")` or
+/// `torch.manual_seed` on a CPU → `torch-cpu`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum RngSource {
     /// `torch.Generator("cpu")`, diffusers' usual choice for reproducible seeds; see
     /// [`TorchCpu`] (x86-64 kernel).
-    #[default]
     TorchCpu,
+    /// `torch.Generator("cuda")`, what the course notebook seeds; see [`TorchCuda`].
+    #[default]
+    TorchCuda,
 }
 
 impl RngSource {
     /// Every source, in the order help text lists them.
-    pub const ALL: [RngSource; 1] = [RngSource::TorchCpu];
+    pub const ALL: [RngSource; 2] = [RngSource::TorchCuda, RngSource::TorchCpu];
+
 
     /// The CLI / config spelling, e.g. `torch-cpu`.
     pub fn name(self) -> &'static str {
         match self {
             RngSource::TorchCpu => "torch-cpu",
+            RngSource::TorchCuda => "torch-cuda",
         }
     }
 
@@ -62,6 +72,7 @@ impl RngSource {
     pub fn generator(self, seed: u64) -> Box<dyn NoiseSource> {
         match self {
             RngSource::TorchCpu => Box::new(TorchCpu::new(seed)),
+            RngSource::TorchCuda => Box::new(TorchCuda::new(seed)),
         }
     }
 }
@@ -116,6 +127,7 @@ mod tests {
             );
         }
         assert_eq!("torch-cpu".parse::<RngSource>(), Ok(RngSource::TorchCpu));
+        assert_eq!("torch-cuda".parse::<RngSource>(), Ok(RngSource::TorchCuda));
     }
 
     #[test]
@@ -123,7 +135,7 @@ mod tests {
         let err = "torch_cpu".parse::<RngSource>().unwrap_err();
         assert_eq!(
             err.to_string(),
-            "unknown noise source \"torch_cpu\"; expected one of: torch-cpu"
+            "unknown noise source \"torch_cpu\"; expected one of: torch-cuda torch-cpu"
         );
     }
 
@@ -131,6 +143,10 @@ mod tests {
     fn generator_draws_what_the_named_source_draws() {
         let mut boxed = RngSource::TorchCpu.generator(42);
         let mut direct = TorchCpu::new(42);
+        assert_eq!(boxed.randn([1, 4, 8, 8]), direct.randn([1, 4, 8, 8]));
+        assert_eq!(boxed.randn_vec(5), direct.randn_vec(5));
+        let mut boxed = RngSource::TorchCuda.generator(42);
+        let mut direct = TorchCuda::new(42);
         assert_eq!(boxed.randn([1, 4, 8, 8]), direct.randn([1, 4, 8, 8]));
         assert_eq!(boxed.randn_vec(5), direct.randn_vec(5));
     }

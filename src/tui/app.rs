@@ -321,7 +321,7 @@ impl App {
             loaded: Vec::new(),
             status: None,
             graphics,
-            rng: RngSource::TorchCpu,
+            rng: RngSource::default(),
             tokenizer: None,
             answers: Answers {
                 format: 1,

@@ -60,6 +60,8 @@ pub struct Options {
     pub fake_backend: bool,
     /// Where `s` saves.
     pub save_root: PathBuf,
+    /// `--rng`, else config.toml's `runtime.rng`, else torch-cuda.
+    pub rng: Option<crate::rng::RngSource>,
 }
 
 /// The exercises the TUI offers: the defaults, replaced or extended by config.toml's `[[exercises]]`.
@@ -82,7 +84,7 @@ pub fn run(config: &Config, opts: Options) -> color_eyre::Result<()> {
         .model_dir(opts.model_dir.as_deref())
         .ok()
         .and_then(|(dir, _)| crate::models::ClipTokenizer::from_dir(&dir.join("tokenizer")).ok());
-    let rng = config.runtime.rng;
+    let rng = opts.rng.unwrap_or(config.runtime.rng);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -14,6 +14,7 @@ use super::app::{
 use super::cheat_ui;
 use super::images::{Images, PREVIEW_BUDGET};
 use crate::report::table::{RowState, TableRow};
+use crate::rng::RngSource;
 
 /// The smallest terminal the layout is made for.
 pub const MIN_WIDTH: u16 = 80;
@@ -68,7 +69,7 @@ pub fn draw(app: &App, images: &mut Images, frame: &mut Frame) {
         draw_panels(app, images, frame, panels);
     }
     draw_progress(app, frame, progress);
-    draw_table(ex, frame, table);
+    draw_table(ex, app.rng, frame, table);
     draw_hints(app, frame, hints);
     match &app.mode {
         Mode::Normal => {}
@@ -404,7 +405,7 @@ fn row_cells(row: &TableRow, wide: bool) -> Vec<Cell<'static>> {
     cells
 }
 
-fn draw_table(ex: &ExerciseState, frame: &mut Frame, area: Rect) {
+fn draw_table(ex: &ExerciseState, rng: RngSource, frame: &mut Frame, area: Rect) {
     let wide = area.width >= 120;
     let rows = table_rows(ex);
     let mut header = vec!["run"];
@@ -458,7 +459,8 @@ fn draw_table(ex: &ExerciseState, frame: &mut Frame, area: Rect) {
         .header(Row::new(header).style(Style::new().bold().underlined()))
         .column_spacing(1)
         .block(Block::new().borders(Borders::TOP).title(format!(
-            " Timings (~ partial; speedup and SSIM/PSNR against the baseline run){saved} "
+            " Timings · seed {} ({rng}) · ~ partial · speedup, SSIM, PSNR vs the baseline{saved} ",
+            ex.exercise.seed
         )));
     frame.render_widget(table, area);
 }
