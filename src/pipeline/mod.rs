@@ -8,8 +8,8 @@
 //! the VAE's image stops the run with a [`NonFinite`] error naming the component and step.
 
 pub mod denoise;
-pub mod numerics;
 pub mod limits;
+pub mod numerics;
 pub mod preview;
 
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -59,7 +59,6 @@ impl RngSource {
     /// Every source, in the order help text lists them.
     pub const ALL: [RngSource; 2] = [RngSource::TorchCuda, RngSource::TorchCpu];
 
-
     /// The CLI / config spelling, e.g. `torch-cpu`.
     pub fn name(self) -> &'static str {
         match self {

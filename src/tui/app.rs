@@ -707,10 +707,8 @@ fn on_form_key(app: &mut App, mut form: Form, key: KeyEvent) -> Option<Effect> {
 }
 
 fn apply_form(app: &mut App, form: &Form) -> Result<(), String> {
+    // An empty prompt is allowed, as in the CLI and diffusers: the image is then unconditional.
     let prompt = form.fields[0].trim().to_string();
-    if prompt.is_empty() {
-        return Err("the prompt is empty".into());
-    }
     let steps: usize = form.fields[1]
         .trim()
         .parse()

@@ -1454,3 +1454,21 @@ fn the_editor_refuses_cfg_above_the_pipelines_bound() {
     assert_eq!(app.mode, Mode::Normal);
     assert_eq!(app.exercises[0].exercise.runs[0].cfg, 100.0);
 }
+
+#[test]
+fn the_editor_accepts_an_empty_prompt_as_the_cli_does() {
+    let mut app = app();
+    update(&mut app, ch('e'));
+    let Mode::Edit(form) = &app.mode else {
+        panic!("e opens the editor")
+    };
+    for _ in 0..form.fields[0].chars().count() {
+        update(&mut app, key(KeyCode::Backspace));
+    }
+    update(&mut app, key(KeyCode::Enter));
+    assert_eq!(app.mode, Mode::Normal);
+    let request = app.exercises[0]
+        .exercise
+        .request(0, crate::rng::RngSource::TorchCpu);
+    assert_eq!(request.prompt, "");
+}
