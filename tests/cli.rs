@@ -1,31 +1,13 @@
 //! The `speedscape` binary end to end, on the embedded tiny model and the CPU wheel.
 
+mod common;
+
+use common::{root, speedscape, text};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use ndarray::ArrayD;
 use ndarray_npy::read_npy;
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn speedscape(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_speedscape"))
-        .args(args)
-        .current_dir(root())
-        .env_remove("ORT_DYLIB_PATH")
-        .output()
-        .unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 fn generate(out: &Path, extra: &[&str]) -> Output {
     let mut args = vec![

@@ -2,19 +2,11 @@
 //! a clear error (path and fix) before the run when the output cannot be written, nothing
 //! half-written when a write fails midway, and a cache that cannot be written never stops a run.
 
+mod common;
+
+use common::{speedscape, text};
 use std::path::Path;
 use std::process::{Command, Output};
-
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_speedscape"));
-    c.current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env_remove("ORT_DYLIB_PATH");
-    c
-}
-
-fn speedscape(args: &[&str]) -> Output {
-    bin().args(args).output().unwrap()
-}
 
 /// `speedscape args…` with writes limited to `kib` KiB per file (`ulimit -f`; SIGXFSZ ignored,
 /// so a write past it fails with EFBIG as a full disk fails with ENOSPC).
@@ -28,14 +20,6 @@ fn speedscape_with_file_limit(kib: u32, args: &[&str]) -> Output {
         .env_remove("ORT_DYLIB_PATH")
         .output()
         .unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 fn generate_args<'a>(out: &'a str, extra: &[&'a str]) -> Vec<&'a str> {

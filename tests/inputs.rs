@@ -2,22 +2,11 @@
 //! embedded tiny model and the CPU wheel: each refusal names the value, the rule and the fix,
 //! exit ≠ 0; each accepted edge case runs.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn speedscape(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_speedscape"))
-        .args(args)
-        .current_dir(root())
-        .env_remove("ORT_DYLIB_PATH")
-        .env_remove("SPEEDSCAPE_BACKTRACE")
-        .output()
-        .unwrap()
-}
+use common::speedscape;
+use std::path::Path;
+use std::process::Output;
 
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()

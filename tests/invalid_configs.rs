@@ -12,31 +12,10 @@
 //! Besides the folder: an explicit `--config` that does not exist, a missing default
 //! config.toml (fine), a config that is not UTF-8, and a relative `model.dir` that works.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// Runs the binary in `cwd` with `args`.
-fn speedscape(cwd: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_speedscape"))
-        .args(args)
-        .current_dir(cwd)
-        .env_remove("ORT_DYLIB_PATH")
-        .env_remove("SPEEDSCAPE_BACKTRACE")
-        .output()
-        .unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use common::{root, speedscape_in, text};
+use std::path::PathBuf;
 
 /// The `# key: value` lines of a case.
 fn directives<'a>(case: &'a str, key: &str) -> Vec<&'a str> {
@@ -67,7 +46,7 @@ fn every_invalid_config_is_refused_with_its_message() {
         let args_line = directives(&body, "args");
         let mut args = vec!["--config", case.to_str().unwrap()];
         args.extend(args_line.first().map_or("models", |a| a).split_whitespace());
-        let out = speedscape(cwd.path(), &args);
+        let out = speedscape_in(cwd.path(), &args);
         let all = text(&out);
         if out.status.success() {
             failures.push(format!("{name}: exit 0\n{all}"));
@@ -98,7 +77,7 @@ fn every_invalid_config_is_refused_with_its_message() {
 #[test]
 fn an_explicit_config_that_does_not_exist_is_an_error_naming_where_it_looked() {
     let cwd = tempfile::tempdir().unwrap();
-    let out = speedscape(cwd.path(), &["--config", "nope.toml", "models"]);
+    let out = speedscape_in(cwd.path(), &["--config", "nope.toml", "models"]);
     assert!(!out.status.success());
     let all = text(&out);
     let looked = cwd.path().canonicalize().unwrap().join("nope.toml");
@@ -123,7 +102,7 @@ fn an_explicit_config_that_does_not_exist_is_an_error_naming_where_it_looked() {
 #[test]
 fn a_missing_default_config_toml_means_the_built_in_defaults() {
     let cwd = tempfile::tempdir().unwrap();
-    let out = speedscape(cwd.path(), &["tokens", "a red fox"]);
+    let out = speedscape_in(cwd.path(), &["tokens", "a red fox"]);
     assert!(out.status.success(), "{}", text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.starts_with("49406 "), "{stdout}");
@@ -135,7 +114,7 @@ fn a_config_that_is_not_utf8_names_the_byte() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("latin1.toml");
     std::fs::write(&path, b"[exercises]\n# caf\xe9\n").unwrap();
-    let out = speedscape(dir.path(), &["--config", path.to_str().unwrap(), "models"]);
+    let out = speedscape_in(dir.path(), &["--config", path.to_str().unwrap(), "models"]);
     assert!(!out.status.success());
     let all = text(&out);
     assert!(
@@ -157,13 +136,13 @@ fn a_relative_model_dir_resolves_against_the_configs_folder_not_the_working_one(
     std::os::unix::fs::symlink(root().join("models/tiny"), config_dir.path().join("m")).unwrap();
     let path = config_dir.path().join("config.toml");
     std::fs::write(&path, "[model]\ndir = \"m\"\n").unwrap();
-    let out = speedscape(cwd.path(), &["--config", path.to_str().unwrap(), "models"]);
+    let out = speedscape_in(cwd.path(), &["--config", path.to_str().unwrap(), "models"]);
     let all = text(&out);
     assert!(out.status.success(), "{all}");
     let resolved = config_dir.path().canonicalize().unwrap().join("m");
     assert!(all.contains(&resolved.display().to_string()), "{all}");
     // The same config from the config's own folder, by a relative --config: the same folder.
-    let out = speedscape(config_dir.path(), &["--config", "config.toml", "models"]);
+    let out = speedscape_in(config_dir.path(), &["--config", "config.toml", "models"]);
     let all = text(&out);
     assert!(out.status.success(), "{all}");
     assert!(all.contains(&resolved.display().to_string()), "{all}");

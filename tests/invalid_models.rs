@@ -6,6 +6,9 @@
 //! happen here; its classifier is unit-tested on real ONNX Runtime messages in
 //! `src/runtime/failure.rs` and `src/runtime/mod.rs`.
 
+mod common;
+
+use common::text;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -87,14 +90,6 @@ impl Setup {
         }
         cmd.output().unwrap()
     }
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 /// The C library this test process runs on: a real shared library that is not ONNX Runtime.

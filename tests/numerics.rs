@@ -2,30 +2,16 @@
 //! step and component that produced them, with a fix, on the CLI (exit ≠ 0, no image), in the
 //! headless exercise runner, through the worker, and in the TUI's panel.
 
+mod common;
+
 mod poisoned;
 
+use common::{speedscape, text};
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::Duration;
 
 use poisoned::{Poison, poisoned_model, set_manifest};
-
-fn speedscape(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_speedscape"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env_remove("ORT_DYLIB_PATH")
-        .output()
-        .unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 /// `generate` on `model` (dpmpp, 3 steps, cfg 7.5) into `out`.
 fn generate(model: &Path, out: &Path, extra: &[&str]) -> Output {

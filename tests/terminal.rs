@@ -4,22 +4,18 @@
 //! 128 + the signal's number and leave nothing in their output folder. On the embedded tiny
 //! model and the CPU wheel. (tests/tui_terminal.sh drives the TUI itself in tmux.)
 
+mod common;
+
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
+/// The binary as `common::command` builds it, in a terminal type that could run the TUI.
 fn command(args: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_speedscape"));
-    c.args(args)
-        .current_dir(root())
-        .env_remove("ORT_DYLIB_PATH")
-        .env("TERM", "xterm-256color");
+    let mut c = common::command(args);
+    c.env("TERM", "xterm-256color");
     c
 }
 
