@@ -725,6 +725,22 @@ fn apply_form(app: &mut App, form: &Form) -> Result<(), String> {
         .trim()
         .parse()
         .map_err(|_| "seed: a whole number ≥ 0".to_string())?;
+    // The run's scheduler must accept that many steps with the model's scheduler config (LCM at
+    // most its original 50, DDPM its 1000 …): said here, in the form, not when the run starts.
+    let scheduler = app.exercises[app.selected].exercise.runs[form.run].scheduler;
+    let scheduler_config: crate::schedulers::SchedulerConfig = app
+        .info
+        .as_ref()
+        .and_then(|i| serde_json::from_value(i.scheduler_config.clone()).ok())
+        .or_else(|| serde_json::from_str(crate::models::SD15_SCHEDULER_CONFIG).ok())
+        .unwrap_or_default();
+    crate::schedulers::build(
+        scheduler,
+        &scheduler_config,
+        steps,
+        &crate::schedulers::SchedulerOptions::default(),
+    )
+    .map_err(|e| format!("steps: {}", e.to_string().replace('\n', " — ")))?;
     let ex = &mut app.exercises[app.selected];
     let default_prompt = ex.exercise.prompt.clone();
     let default_seed = ex.exercise.seed;

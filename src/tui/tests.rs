@@ -1472,3 +1472,33 @@ fn the_editor_accepts_an_empty_prompt_as_the_cli_does() {
         .request(0, crate::rng::RngSource::TorchCpu);
     assert_eq!(request.prompt, "");
 }
+
+/// The editor asks the run's own scheduler: LCM takes at most its original 50 steps, as
+/// diffusers' LCMScheduler does, and the form says so instead of the run failing later.
+#[test]
+fn the_editor_refuses_steps_the_runs_scheduler_cannot_take() {
+    let mut app = app();
+    update(&mut app, ch('2'));
+    update(&mut app, ch('l')); // LCM-LoRA 8
+    update(&mut app, ch('e'));
+    update(&mut app, key(KeyCode::Tab));
+    update(&mut app, key(KeyCode::Backspace));
+    typed(&mut app, "60");
+    update(&mut app, key(KeyCode::Enter));
+    let Mode::Edit(form) = &app.mode else {
+        panic!("LCM 60 keeps the form open")
+    };
+    let error = form.error.as_deref().unwrap_or_default();
+    assert!(
+        error.starts_with("steps: lcm cannot run 60 steps")
+            && error.contains("Fix: use at most 50 steps"),
+        "{error}"
+    );
+    for _ in 0..2 {
+        update(&mut app, key(KeyCode::Backspace));
+    }
+    typed(&mut app, "50");
+    update(&mut app, key(KeyCode::Enter));
+    assert_eq!(app.mode, Mode::Normal);
+    assert_eq!(app.exercises[1].exercise.runs[1].steps, 50);
+}
