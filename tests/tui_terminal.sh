@@ -154,13 +154,13 @@ for sig in TERM:143 INT:130 HUP:129; do
     name=${sig%%:*} code=${sig##*:}
     start "" --fake-backend
     wait_for 20 "the TUI to start" ready
-    long_run 1000
+    long_run 999
     pid=$(tui_pid)
     [ -n "$pid" ] || fail "no speedscape process"
     kill "-$name" "$pid"
     came_back "$code"
     # Printed after the alternate screen was left, so it stays on the shell's screen.
-    has "speedscape: stopped by SIG$name: the run under way (DDPM 1000) was cancelled" ||
+    has "speedscape: stopped by SIG$name: the run under way (DDPM 999) was cancelled" ||
         fail "no 'stopped by SIG$name' message naming the cancelled run"
     [ -z "$(ls -A "$OUT")" ] || fail "SIG$name left files in the save folder: $(ls -A "$OUT")"
 done
@@ -170,7 +170,7 @@ tmux new-window -d -t "$SESSION" -n gone "'$BIN' --fake-backend --graphics halfb
 T="$SESSION:gone"
 wait_for 20 "the TUI to start in its own window" ready
 pid=$(pane '#{pane_pid}')
-long_run 1000
+long_run 999
 tmux kill-window -t "$T"
 T=$SESSION
 gone() { ! kill -0 "$pid" 2>/dev/null; }
