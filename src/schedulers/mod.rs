@@ -780,10 +780,22 @@ fn integer_timesteps(
         .iter()
         .find(|&&t| t < 0 || t >= num_train_timesteps as i64)
     {
+        // The nearest smaller step count whose schedule stays inside, for the fix.
+        let fits = (1..steps).rev().find(|&s| {
+            spaced_timesteps(spacing, num_train_timesteps, s, steps_offset)
+                .into_iter()
+                .map(round_i64)
+                .all(|t| (0..num_train_timesteps as i64).contains(&t))
+        });
+        let fix = match fits {
+            Some(s) => format!("use {s} steps (or fewer)"),
+            None => "use another step count".to_string(),
+        };
         bail!(
             "{kind} with {steps} `{spacing}` steps (steps_offset {steps_offset}) visits timestep \
              {bad}, outside 0..{num_train_timesteps}; diffusers builds this schedule but its \
-             step() {} it. Use a different step count or timestep spacing",
+             step() {} it\nFix: {fix}, or set another timestep_spacing in the model's \
+             scheduler/scheduler_config.json",
             if bad < 0 {
                 "silently reads the wrong alpha for"
             } else {
@@ -1244,6 +1256,18 @@ mod tests {
             assert!(
                 e.contains("more than `num_train_timesteps` = 1000")
                     && e.contains("Fix: use at most 1000 steps"),
+                "{e}"
+            );
+        }
+        // 1000 `leading` steps with steps_offset 1 visit t = 1000: the fix names the nearest
+        // count that fits.
+        for kind in [SchedulerKind::Ddpm, SchedulerKind::Ddim] {
+            let e = err(kind, 1000);
+            assert!(
+                e.contains("visits timestep 1000, outside 0..1000")
+                    && e.contains(
+                        "\nFix: use 999 steps (or fewer), or set another timestep_spacing"
+                    ),
                 "{e}"
             );
         }
