@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{root, speedscape, text};
+use common::{copy_dir, root, speedscape, text};
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
@@ -312,19 +312,6 @@ fn a_missing_onnxruntime_says_where_it_looked_and_how_to_fix_it() {
 // ---------------------------------------------------------------------------------------------
 // speedscape models / models verify
 // ---------------------------------------------------------------------------------------------
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let dest = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &dest);
-        } else {
-            std::fs::copy(entry.path(), &dest).unwrap();
-        }
-    }
-}
 
 /// A private copy of models/tiny at `<tmp>/tiny`.
 /// `speedscape models verify DIR --device cpu`.

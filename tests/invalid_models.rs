@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::text;
+use common::{copy_dir, text};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -18,19 +18,6 @@ fn root() -> PathBuf {
 
 fn tiny() -> PathBuf {
     root().join("models/tiny")
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let dest = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &dest);
-        } else {
-            std::fs::copy(entry.path(), &dest).unwrap();
-        }
-    }
 }
 
 fn truncate_to_half(file: &Path) {

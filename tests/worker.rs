@@ -1,6 +1,9 @@
 //! The inference thread on the embedded tiny model (CPU): event order, lazy loading, cancel,
 //! run ids, shutdown, a model that cannot open.
 
+mod common;
+
+use common::copy_dir;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -353,19 +356,6 @@ fn a_model_that_cannot_open_is_fatal_with_its_fix_and_no_colours() {
         other => panic!("expected Fatal, got {other:?}"),
     }
     assert!(rx.next().is_none(), "the worker stops after Fatal");
-}
-
-fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let dest = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &dest);
-        } else {
-            std::fs::copy(entry.path(), &dest).unwrap();
-        }
-    }
 }
 
 #[test]

@@ -1157,15 +1157,21 @@ mod tests {
         assert_eq!(unets_to_unload(&[gib, gib], 11 * gib, 10 * gib), 2);
     }
 
-    #[test]
-    fn the_unet_budget_unloads_the_oldest_unet_and_says_so() {
+    /// The embedded tiny model on the CPU wheel.
+    fn tiny_on_cpu() -> (crate::runtime::Runtime, Model) {
         let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
         let rt = crate::runtime::Runtime::init(
             &crate::runtime::SearchPlan::new(None, Some(&root)),
             crate::runtime::Device::Cpu,
         )
         .unwrap();
-        let mut model = Model::open(&rt, &root.join("models/tiny"), default_variants()).unwrap();
+        let model = Model::open(&rt, &root.join("models/tiny"), default_variants()).unwrap();
+        (rt, model)
+    }
+
+    #[test]
+    fn the_unet_budget_unloads_the_oldest_unet_and_says_so() {
+        let (rt, mut model) = tiny_on_cpu();
         // Room for one tiny UNet (3.3 MiB), not two.
         model.unet_budget = 5 << 20;
         model.unet(&rt, "base").unwrap();
@@ -1225,13 +1231,7 @@ mod tests {
 
     #[test]
     fn run_messages_give_the_image_size_in_pixels() {
-        let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-        let rt = crate::runtime::Runtime::init(
-            &crate::runtime::SearchPlan::new(None, Some(&root)),
-            crate::runtime::Device::Cpu,
-        )
-        .unwrap();
-        let mut model = Model::open(&rt, &root.join("models/tiny"), default_variants()).unwrap();
+        let (rt, mut model) = tiny_on_cpu();
         let unet = model.unet(&rt, "lcm").unwrap();
         assert_eq!(
             unet.doing(&[2, 4, 64, 64]),
