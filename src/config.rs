@@ -21,6 +21,8 @@ pub struct Config {
     /// `[[exercises]]`: each replaces the default exercise with the same `number`, or adds one.
     pub exercises: Option<Vec<Exercise>>,
     pub tui: TuiConfig,
+    /// `[sweep]`: the speed landscape's default sweep.
+    pub sweep: crate::sweep::SweepConfig,
     /// Where the file was read from (`None`: built-in defaults).
     #[serde(skip)]
     pub path: Option<PathBuf>,
@@ -186,6 +188,7 @@ impl Config {
                 }
             }
         }
+        self.sweep.validate()?;
         Ok(())
     }
 

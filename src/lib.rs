@@ -12,5 +12,6 @@ pub mod report;
 pub mod rng;
 pub mod runtime;
 pub mod schedulers;
+pub mod sweep;
 pub mod tui;
 pub mod worker;

@@ -169,6 +169,50 @@ enum Command {
         #[arg(long)]
         model_dir: Option<PathBuf>,
     },
+    /// Step sweeps: each method at several step counts, the same prompt and seeds, against one
+    /// reference image per seed; prints the points (median time, SSIM/PSNR over seeds, each
+    /// curve's knee) and saves CSV, JSON, a PNG plot and a Markdown summary.
+    Sweep(SweepArgs),
+}
+
+#[derive(clap::Args)]
+struct SweepArgs {
+    /// Which methods: a [sweep] method's name (dpmpp, lcm, ddpm by default) or all.
+    #[arg(long, default_value = "all")]
+    preset: String,
+    /// Step counts for every chosen method instead of its own list, e.g. 5,10,20.
+    #[arg(long)]
+    steps: Option<String>,
+    /// Seeds per point (default: [sweep] seeds in config.toml, else 4).
+    #[arg(long)]
+    seeds: Option<usize>,
+    /// The first seed (default: [sweep] seed, else 42); the others follow it.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// The prompt of every run (default: [sweep] prompt, else exercise 1's).
+    #[arg(long)]
+    prompt: Option<String>,
+    /// Read the prompt from this file instead.
+    #[arg(long, conflicts_with = "prompt")]
+    prompt_file: Option<PathBuf>,
+    /// The reference every point is compared with, SCHEDULER:STEPS[:CFG][@UNET] (default:
+    /// [sweep] reference, else dpmpp:50).
+    #[arg(long)]
+    reference: Option<String>,
+    /// Save into a new folder sweep-<time> under this one (default: [tui] out in config.toml,
+    /// else ./speedscape-out).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    json: bool,
+    /// Noise source for seeds (default: runtime.rng in config.toml, else torch-cuda).
+    #[arg(long)]
+    rng: Option<RngSource>,
+    #[arg(long)]
+    device: Option<Device>,
+    #[arg(long)]
+    model_dir: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -283,7 +327,9 @@ fn main() -> color_eyre::Result<()> {
     // waits for them in its own loop).
     if matches!(
         cli.command,
-        Some(Command::Generate(_) | Command::Bench(_) | Command::Exercise { .. })
+        Some(
+            Command::Generate(_) | Command::Bench(_) | Command::Exercise { .. } | Command::Sweep(_)
+        )
     ) {
         speedscape::interrupt::install().wrap_err("installing the signal handlers")?;
     }
@@ -361,6 +407,7 @@ fn run(cli: Cli) -> color_eyre::Result<()> {
             device,
             model_dir,
         ),
+        Some(Command::Sweep(args)) => sweep(&with_rng(&config, args.rng), args),
         None => {
             let (graphics, graphics_source) = match cli.graphics {
                 Some(g) => (g, "--graphics"),
@@ -811,6 +858,55 @@ fn exercise(
     if let Some(e) = save_error {
         return Err(e);
     }
+    if outcome.any_failed() {
+        // The table and the errors above say which run failed and why.
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+fn sweep(config: &Config, args: SweepArgs) -> color_eyre::Result<()> {
+    use speedscape::sweep::{self, Sweep, headless, output};
+    let mut plan = Sweep::from_config(&config.sweep, Some(&args.preset))?;
+    if let Some(steps) = &args.steps {
+        plan = plan.with_steps(&sweep::parse_steps(steps)?)?;
+    }
+    if let Some(seed) = args.seed {
+        plan = plan.with_first_seed(seed);
+    }
+    if let Some(n) = args.seeds {
+        plan = plan.with_seed_count(n)?;
+    }
+    if args.prompt.is_some() || args.prompt_file.is_some() {
+        plan = plan.with_prompt(read_prompt(args.prompt, args.prompt_file.as_deref())?);
+    }
+    if let Some(r) = &args.reference {
+        plan = plan.with_reference(sweep::parse_reference(r)?);
+    }
+    let root = args
+        .out
+        .or_else(|| config.tui.out.clone())
+        .unwrap_or_else(|| PathBuf::from("speedscape-out"));
+    // Before the runs: a bad --out must not cost them at the end.
+    report::check_output_root(&root)?;
+    let outcome =
+        headless::run_sweep(config, plan.plan(), args.device, args.model_dir, !args.json)?;
+    speedscape::interrupt::check(|| format!("{}; nothing was saved", outcome.stopped_runs()))?;
+    let saved = output::save_sweep(&root, &outcome);
+    if args.json {
+        let mut v = output::json(&outcome, &[]);
+        v["saved"] = serde_json::json!(saved.as_ref().ok().map(|p| p.display().to_string()));
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        print!("{}", output::render(&outcome));
+        if let Ok(p) = &saved {
+            println!(
+                "\nsaved to {} (summary.md, plot.png, points.csv, sweep.json)",
+                p.display()
+            );
+        }
+    }
+    saved?;
     if outcome.any_failed() {
         // The table and the errors above say which run failed and why.
         std::process::exit(1);

@@ -371,7 +371,7 @@ impl Provenance {
 
     /// Markdown lines for report.md: versions and device, then the model's sources and the
     /// LoRA weights of the UNet variants `unets` the runs used.
-    fn markdown(&self, unets: &[&str]) -> String {
+    pub fn markdown(&self, unets: &[&str]) -> String {
         use std::fmt::Write;
         let mut md = String::new();
         let _ = writeln!(md, "- speedscape {}", self.speedscape);

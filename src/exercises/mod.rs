@@ -109,9 +109,19 @@ impl Measure {
 }
 
 impl Exercise {
+    /// How errors name it: `exercise 2 ("DPM-Solver++ vs LCM-LoRA")`; number 0, which is not
+    /// one of the course's (the speed landscape's sweep), by its title alone.
+    pub fn name(&self) -> String {
+        if self.number == 0 {
+            self.title.to_lowercase()
+        } else {
+            format!("exercise {} ({:?})", self.number, self.title)
+        }
+    }
+
     /// Checks what config.toml may get wrong; the error names the exercise and the fix.
     pub fn validate(&self) -> color_eyre::Result<()> {
-        let name = format!("exercise {} ({:?})", self.number, self.title);
+        let name = self.name();
         let n = self.runs.len();
         if self.number == 0 {
             bail!(
@@ -161,7 +171,7 @@ impl Exercise {
         variants: &[crate::models::Variant],
         scheduler_config: &crate::schedulers::SchedulerConfig,
     ) -> color_eyre::Result<()> {
-        let name = format!("exercise {} ({:?})", self.number, self.title);
+        let name = self.name();
         for r in &self.runs {
             if !variants
                 .iter()
@@ -209,7 +219,8 @@ impl Exercise {
     }
 }
 
-const COTTAGE: &str = "a small cottage on a hillside at sunset, warm golden light, detailed";
+pub(crate) const COTTAGE: &str =
+    "a small cottage on a hillside at sunset, warm golden light, detailed";
 const LIGHTHOUSE: &str = "a lighthouse on a rocky coast during a storm, waves crashing, PixArFK";
 
 pub(crate) fn run(

@@ -1,0 +1,993 @@
+//! Step sweeps: the speed landscape. A sweep is a few methods (a scheduler, a UNet variant and a
+//! guidance scale), each run at a list of step counts, all with one prompt and the same seeds,
+//! against one reference image per seed (DPM-Solver++ 50 unless config.toml says otherwise).
+//! Each point of a method's curve is its median time over its runs against its SSIM / PSNR to the
+//! reference, averaged over the seeds with their spread; the knee of a curve is the fewest steps
+//! whose quality is within a tolerance of the method's best — where its "free" speedup ends.
+//!
+//! [`Sweep`] is what to run (from `[sweep]` in config.toml, narrowed by `--preset`, `--steps`,
+//! `--seeds`); [`Plan`] flattens it into runs (as an [`Exercise`], so the TUI's queue runs it like
+//! any other); [`Plan::landscape`] turns what the runs measured into curves ([`Landscape`]), which
+//! [`output`] writes as a table, CSV, JSON, Markdown and [`plot`] draws.
+
+pub mod headless;
+pub mod output;
+pub mod plot;
+
+use color_eyre::eyre::{bail, eyre};
+use serde::{Deserialize, Serialize};
+
+use crate::exercises::{Exercise, RunSpec};
+use crate::report::quality::Quality;
+use crate::schedulers::SchedulerKind;
+
+/// One curve of the landscape: a method and the step counts it is run at.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Method {
+    /// What `--preset` calls it (`dpmpp`, `lcm`, `ddpm`).
+    pub name: String,
+    /// The chart's legend ("DPM-Solver++").
+    pub label: String,
+    pub scheduler: SchedulerKind,
+    /// UNet variant (`base`, `lcm`, `style`, `lcm_style`).
+    #[serde(default = "base_unet")]
+    pub unet: String,
+    /// Classifier-free guidance scale.
+    pub cfg: f32,
+    /// Step counts, run in this order (the curve sorts them).
+    pub steps: Vec<usize>,
+}
+
+/// The run every point is compared with (one per seed).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Reference {
+    pub scheduler: SchedulerKind,
+    pub steps: usize,
+    pub cfg: f32,
+    #[serde(default = "base_unet")]
+    pub unet: String,
+}
+
+fn base_unet() -> String {
+    "base".into()
+}
+
+impl Reference {
+    /// "DPM-Solver++ 50" (cfg and UNet when they are not the usual ones).
+    pub fn label(&self) -> String {
+        let mut s = format!("{} {}", scheduler_label(self.scheduler), self.steps);
+        if self.unet != "base" {
+            s.push_str(&format!(" @{}", self.unet));
+        }
+        s
+    }
+}
+
+/// The legend name of a scheduler.
+pub fn scheduler_label(kind: SchedulerKind) -> &'static str {
+    match kind {
+        SchedulerKind::Ddpm => "DDPM",
+        SchedulerKind::DpmSolverPp => "DPM-Solver++",
+        SchedulerKind::Lcm => "LCM",
+        SchedulerKind::Euler => "Euler",
+        SchedulerKind::EulerAncestral => "Euler a",
+        SchedulerKind::Ddim => "DDIM",
+    }
+}
+
+/// `[sweep]` in config.toml. `[[sweep.methods]]` entries replace the default method of the same
+/// name, or add one.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SweepConfig {
+    pub prompt: String,
+    pub negative_prompt: String,
+    /// The first seed; a sweep with N seeds uses seed, seed + 1, …, seed + N − 1.
+    pub seed: u64,
+    /// Seeds per point (each one image, compared with the reference of the same seed).
+    pub seeds: usize,
+    /// SSIM below a method's best that still counts as "as good": the knee is the fewest steps
+    /// within it.
+    pub tolerance: f64,
+    pub reference: Reference,
+    pub methods: Option<Vec<Method>>,
+}
+
+/// Most seeds a sweep takes (each one multiplies its runs).
+pub const MAX_SEEDS: usize = 64;
+
+impl Default for SweepConfig {
+    fn default() -> Self {
+        Self {
+            prompt: crate::exercises::COTTAGE.into(),
+            negative_prompt: String::new(),
+            seed: 42,
+            seeds: 4,
+            tolerance: 0.02,
+            reference: Reference {
+                scheduler: SchedulerKind::DpmSolverPp,
+                steps: 50,
+                cfg: 7.5,
+                unet: base_unet(),
+            },
+            methods: None,
+        }
+    }
+}
+
+/// The built-in methods: the curves of exercises 1 and 2.
+pub fn default_methods() -> Vec<Method> {
+    let m = |name: &str, label: &str, scheduler, unet: &str, cfg, steps: &[usize]| Method {
+        name: name.into(),
+        label: label.into(),
+        scheduler,
+        unet: unet.into(),
+        cfg,
+        steps: steps.to_vec(),
+    };
+    vec![
+        m(
+            "dpmpp",
+            "DPM-Solver++",
+            SchedulerKind::DpmSolverPp,
+            "base",
+            7.5,
+            &[5, 8, 10, 15, 20, 30, 50],
+        ),
+        m(
+            "lcm",
+            "LCM-LoRA",
+            SchedulerKind::Lcm,
+            "lcm",
+            1.5,
+            &[1, 2, 3, 4, 6, 8],
+        ),
+        m(
+            "ddpm",
+            "DDPM",
+            SchedulerKind::Ddpm,
+            "base",
+            7.5,
+            &[25, 50, 100],
+        ),
+    ]
+}
+
+impl SweepConfig {
+    /// The methods in force: the defaults, each replaced by a config entry of the same name,
+    /// then the config's new ones.
+    pub fn methods(&self) -> Vec<Method> {
+        let mut all = default_methods();
+        for m in self.methods.iter().flatten() {
+            match all.iter_mut().find(|d| d.name == m.name) {
+                Some(d) => *d = m.clone(),
+                None => all.push(m.clone()),
+            }
+        }
+        all
+    }
+
+    /// What config.toml may get wrong; the error names the key and the fix.
+    pub fn validate(&self) -> color_eyre::Result<()> {
+        if self.seeds == 0 || self.seeds > MAX_SEEDS {
+            bail!(
+                "[sweep] seeds = {} is outside 1–{MAX_SEEDS}\nFix: use a few seeds (4 is the default; each one adds a run per point)",
+                self.seeds
+            );
+        }
+        if !(self.tolerance.is_finite() && self.tolerance > 0.0 && self.tolerance < 1.0) {
+            bail!(
+                "[sweep] tolerance = {} is not between 0 and 1 (an SSIM difference)\nFix: use e.g. 0.02",
+                self.tolerance
+            );
+        }
+        if self.reference.steps == 0 {
+            bail!("[sweep] reference has steps = 0\nFix: give the reference at least 1 step");
+        }
+        if let Some(e) = crate::pipeline::limits::guidance_error(self.reference.cfg) {
+            bail!("[sweep] reference has cfg = {}: {e}", self.reference.cfg);
+        }
+        let methods = self.methods();
+        for (i, m) in methods.iter().enumerate() {
+            if methods[..i].iter().any(|o| o.name == m.name) {
+                bail!(
+                    "[[sweep.methods]] defines {:?} twice\nFix: give each method its own name",
+                    m.name
+                );
+            }
+            if m.steps.is_empty() {
+                bail!(
+                    "[[sweep.methods]] {:?} has no steps\nFix: list the step counts to run, e.g. steps = [5, 10, 20]",
+                    m.name
+                );
+            }
+            if m.steps.contains(&0) {
+                bail!(
+                    "[[sweep.methods]] {:?} lists 0 steps\nFix: give every point at least 1 step",
+                    m.name
+                );
+            }
+            if let Some(e) = crate::pipeline::limits::guidance_error(m.cfg) {
+                bail!("[[sweep.methods]] {:?} has cfg = {}: {e}", m.name, m.cfg);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A sweep to run: the config narrowed by the command line.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Sweep {
+    pub prompt: String,
+    pub negative_prompt: String,
+    pub seeds: Vec<u64>,
+    pub tolerance: f64,
+    pub reference: Reference,
+    pub methods: Vec<Method>,
+}
+
+impl Sweep {
+    /// The sweep of `config` for `preset` (a method's name, or `all`; `None` is `all`).
+    pub fn from_config(config: &SweepConfig, preset: Option<&str>) -> color_eyre::Result<Self> {
+        config.validate()?;
+        let all = config.methods();
+        let methods = match preset {
+            None | Some("all") => all,
+            Some(name) => {
+                let picked: Vec<Method> = all.iter().filter(|m| m.name == name).cloned().collect();
+                if picked.is_empty() {
+                    let names: Vec<&str> = all.iter().map(|m| m.name.as_str()).collect();
+                    bail!(
+                        "there is no sweep preset {name:?}; the presets are {} and all\nFix: pass one of those to --preset, or add a [[sweep.methods]] entry named {name:?} to config.toml",
+                        names.join(", ")
+                    );
+                }
+                picked
+            }
+        };
+        Ok(Self {
+            prompt: config.prompt.clone(),
+            negative_prompt: config.negative_prompt.clone(),
+            seeds: (0..config.seeds as u64)
+                .map(|k| config.seed.wrapping_add(k))
+                .collect(),
+            tolerance: config.tolerance,
+            reference: config.reference.clone(),
+            methods,
+        })
+    }
+
+    /// Runs every method at `steps` instead of its own list.
+    pub fn with_steps(mut self, steps: &[usize]) -> color_eyre::Result<Self> {
+        if steps.is_empty() || steps.contains(&0) {
+            bail!(
+                "--steps needs step counts of at least 1, e.g. --steps 5,10,20\nFix: list positive step counts, comma-separated"
+            );
+        }
+        for m in &mut self.methods {
+            m.steps = steps.to_vec();
+        }
+        Ok(self)
+    }
+
+    /// `count` seeds from the first one.
+    pub fn with_seed_count(mut self, count: usize) -> color_eyre::Result<Self> {
+        if count == 0 || count > MAX_SEEDS {
+            bail!(
+                "--seeds {count} is outside 1–{MAX_SEEDS}\nFix: use a few seeds (each one adds a run per point)"
+            );
+        }
+        let first = self.seeds[0];
+        self.seeds = (0..count as u64).map(|k| first.wrapping_add(k)).collect();
+        Ok(self)
+    }
+
+    pub fn with_first_seed(mut self, seed: u64) -> Self {
+        let n = self.seeds.len() as u64;
+        self.seeds = (0..n).map(|k| seed.wrapping_add(k)).collect();
+        self
+    }
+
+    pub fn with_prompt(mut self, prompt: String) -> Self {
+        self.prompt = prompt;
+        self
+    }
+
+    pub fn with_reference(mut self, reference: Reference) -> Self {
+        self.reference = reference;
+        self
+    }
+
+    /// The runs, in order: each seed's reference first, then each method's points in its
+    /// order, every seed of a point before the next point (so a point is whole as soon as it
+    /// can be).
+    pub fn plan(&self) -> Plan {
+        let mut runs = Vec::new();
+        for (s, &seed) in self.seeds.iter().enumerate() {
+            let r = &self.reference;
+            runs.push(PlannedRun {
+                target: Target::Reference,
+                seed_index: s,
+                spec: RunSpec {
+                    label: format!("reference {} · seed {seed}", r.label()),
+                    scheduler: r.scheduler,
+                    steps: r.steps,
+                    cfg: r.cfg,
+                    unet: r.unet.clone(),
+                    prompt: None,
+                    seed: Some(seed),
+                },
+            });
+        }
+        for (mi, m) in self.methods.iter().enumerate() {
+            let mut seen = Vec::new();
+            for &steps in &m.steps {
+                if seen.contains(&steps) {
+                    continue;
+                }
+                seen.push(steps);
+                for (s, &seed) in self.seeds.iter().enumerate() {
+                    runs.push(PlannedRun {
+                        target: Target::Point { method: mi, steps },
+                        seed_index: s,
+                        spec: RunSpec {
+                            label: format!("{} {steps} · seed {seed}", m.label),
+                            scheduler: m.scheduler,
+                            steps,
+                            cfg: m.cfg,
+                            unet: m.unet.clone(),
+                            prompt: None,
+                            seed: Some(seed),
+                        },
+                    });
+                }
+            }
+        }
+        Plan {
+            sweep: self.clone(),
+            runs,
+        }
+    }
+}
+
+/// What a run of a sweep is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Target {
+    /// The image every point of the same seed is compared with.
+    Reference,
+    /// Method `method` (index into the sweep's methods) at `steps`.
+    Point { method: usize, steps: usize },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PlannedRun {
+    pub target: Target,
+    /// Index into the sweep's seeds.
+    pub seed_index: usize,
+    pub spec: RunSpec,
+}
+
+/// A sweep flattened into runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    pub sweep: Sweep,
+    pub runs: Vec<PlannedRun>,
+}
+
+/// What one finished run measured.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Measured {
+    /// The run's whole time (text encoder, denoising, VAE), as every table reports it.
+    pub total_ms: f64,
+    /// The image against its seed's reference (the reference itself: identical).
+    pub quality: Quality,
+    /// CLIP score against the prompt, where the model has a CLIP image encoder.
+    pub clip_score: Option<f64>,
+}
+
+/// The quality of an image that is its own reference.
+pub const IDENTICAL: Quality = Quality {
+    psnr_db: None,
+    ssim: 1.0,
+    mean_abs_diff: 0.0,
+};
+
+impl Plan {
+    /// The run holding seed `seed_index`'s reference image.
+    pub fn reference_run(&self, seed_index: usize) -> usize {
+        self.runs
+            .iter()
+            .position(|r| r.target == Target::Reference && r.seed_index == seed_index)
+            .unwrap_or(0)
+    }
+
+    /// The reference run that run `run` is compared with (a reference: itself).
+    pub fn reference_for(&self, run: usize) -> usize {
+        self.reference_run(self.runs[run].seed_index)
+    }
+
+    /// The sweep as an exercise (number 0: not one of the course's), so the TUI's run queue
+    /// runs it like any other. Its baseline is the first reference.
+    pub fn exercise(&self) -> Exercise {
+        let s = &self.sweep;
+        let seeds = match s.seeds.as_slice() {
+            [one] => format!("seed {one}"),
+            [first, .., last] => format!("seeds {first}–{last}"),
+            [] => "no seeds".into(),
+        };
+        Exercise {
+            number: 0,
+            title: "The speed landscape".into(),
+            about: format!(
+                "Each method runs at several step counts with {seeds}; every image is compared \
+                 with the {} image of its seed. A point is the median time against the mean SSIM; \
+                 the ring on each curve marks its knee, the fewest steps within {} SSIM of the \
+                 method's best — where its free speedup ends.",
+                s.reference.label(),
+                s.tolerance
+            ),
+            prompt: s.prompt.clone(),
+            negative_prompt: s.negative_prompt.clone(),
+            seed: s.seeds.first().copied().unwrap_or(42),
+            runs: self.runs.iter().map(|r| r.spec.clone()).collect(),
+            baseline: 0,
+            questions: Vec::new(),
+        }
+    }
+
+    /// The curves from what the runs measured so far (`measured[i]` is run `i`'s; `None`: not
+    /// finished). Points without a finished run are left out.
+    pub fn landscape(&self, measured: &[Option<Measured>]) -> Landscape {
+        let got = |i: usize| measured.get(i).copied().flatten();
+        let series = self
+            .sweep
+            .methods
+            .iter()
+            .enumerate()
+            .map(|(mi, method)| {
+                let mut steps: Vec<usize> = method.steps.clone();
+                steps.sort_unstable();
+                steps.dedup();
+                let points: Vec<Point> = steps
+                    .into_iter()
+                    .filter_map(|n| {
+                        let runs: Vec<Measured> = self
+                            .runs
+                            .iter()
+                            .enumerate()
+                            .filter(|(_, r)| {
+                                r.target
+                                    == Target::Point {
+                                        method: mi,
+                                        steps: n,
+                                    }
+                            })
+                            .filter_map(|(i, _)| got(i))
+                            .collect();
+                        Point::of(n, &runs, self.sweep.seeds.len())
+                    })
+                    .collect();
+                let knee = knee(
+                    &points
+                        .iter()
+                        .map(|p| (p.steps, p.ssim.mean))
+                        .collect::<Vec<_>>(),
+                    self.sweep.tolerance,
+                );
+                Series {
+                    method: method.clone(),
+                    points,
+                    knee,
+                }
+            })
+            .collect();
+        let refs: Vec<Measured> = self
+            .runs
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.target == Target::Reference)
+            .filter_map(|(i, _)| got(i))
+            .collect();
+        Landscape {
+            sweep: self.sweep.clone(),
+            reference: Point::of(self.sweep.reference.steps, &refs, self.sweep.seeds.len()),
+            series,
+            clip_score: measured.iter().flatten().any(|m| m.clip_score.is_some()),
+        }
+    }
+}
+
+/// Mean, spread and range of a few numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Stat {
+    pub mean: f64,
+    /// Sample standard deviation (0 for one value).
+    pub std: f64,
+    pub min: f64,
+    pub max: f64,
+    pub n: usize,
+}
+
+impl Stat {
+    /// `None` for no values.
+    pub fn of(values: &[f64]) -> Option<Self> {
+        let n = values.len();
+        if n == 0 {
+            return None;
+        }
+        let mean = values.iter().sum::<f64>() / n as f64;
+        let var = if n > 1 {
+            values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64
+        } else {
+            0.0
+        };
+        Some(Self {
+            mean,
+            std: var.sqrt(),
+            min: values.iter().copied().fold(f64::INFINITY, f64::min),
+            max: values.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+            n,
+        })
+    }
+}
+
+/// The median of `values` (mean of the middle two for an even count); `None` for none.
+pub fn median(values: &[f64]) -> Option<f64> {
+    let mut v: Vec<f64> = values.iter().copied().filter(|x| !x.is_nan()).collect();
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let mid = v.len() / 2;
+    Some(if v.len() % 2 == 0 {
+        (v[mid - 1] + v[mid]) / 2.0
+    } else {
+        v[mid]
+    })
+}
+
+/// One point of a curve.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Point {
+    pub steps: usize,
+    /// Finished runs behind it (one per seed when complete).
+    pub runs: usize,
+    /// Runs planned for it.
+    pub planned: usize,
+    /// Median total time over its runs, and their range.
+    pub time_ms: f64,
+    pub time_min_ms: f64,
+    pub time_max_ms: f64,
+    /// SSIM to the reference over the seeds.
+    pub ssim: Stat,
+    /// PSNR over the seeds whose image differs from the reference (identical ones have no
+    /// finite PSNR); `None` when every one is identical.
+    pub psnr_db: Option<Stat>,
+    /// Seeds whose image is bit-identical to the reference's.
+    pub identical: usize,
+    pub clip_score: Option<Stat>,
+}
+
+impl Point {
+    fn of(steps: usize, runs: &[Measured], planned: usize) -> Option<Self> {
+        let times: Vec<f64> = runs.iter().map(|m| m.total_ms).collect();
+        let time_ms = median(&times)?;
+        let ssim = Stat::of(&runs.iter().map(|m| m.quality.ssim).collect::<Vec<_>>())?;
+        let psnr: Vec<f64> = runs.iter().filter_map(|m| m.quality.psnr_db).collect();
+        let clips: Vec<f64> = runs.iter().filter_map(|m| m.clip_score).collect();
+        Some(Self {
+            steps,
+            runs: runs.len(),
+            planned,
+            time_ms,
+            time_min_ms: times.iter().copied().fold(f64::INFINITY, f64::min),
+            time_max_ms: times.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+            ssim,
+            psnr_db: Stat::of(&psnr),
+            identical: runs.len() - psnr.len(),
+            clip_score: Stat::of(&clips),
+        })
+    }
+
+    /// Every planned run of it finished.
+    pub fn complete(&self) -> bool {
+        self.runs >= self.planned
+    }
+}
+
+/// One method's curve.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Series {
+    pub method: Method,
+    /// By step count, ascending; only points with a finished run.
+    pub points: Vec<Point>,
+    /// The knee's step count (see [`knee`]).
+    pub knee: Option<usize>,
+}
+
+impl Series {
+    /// The points in the order a line through them is drawn: by time, fastest first (ties by
+    /// steps), so the x axis only goes forward.
+    pub fn by_time(&self) -> Vec<Point> {
+        let mut p = self.points.clone();
+        p.sort_by(|a, b| a.time_ms.total_cmp(&b.time_ms).then(a.steps.cmp(&b.steps)));
+        p
+    }
+
+    pub fn point(&self, steps: usize) -> Option<&Point> {
+        self.points.iter().find(|p| p.steps == steps)
+    }
+
+    /// The point with the best mean SSIM (fewest steps among equals).
+    pub fn best(&self) -> Option<&Point> {
+        self.points
+            .iter()
+            .fold(None, |best: Option<&Point>, p| match best {
+                Some(b) if b.ssim.mean >= p.ssim.mean => Some(b),
+                _ => Some(p),
+            })
+    }
+}
+
+/// Every curve of a sweep, as far as it got.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Landscape {
+    pub sweep: Sweep,
+    /// The reference runs' time (their SSIM is 1 by definition).
+    pub reference: Option<Point>,
+    pub series: Vec<Series>,
+    /// Some run has a CLIP score (the model has a CLIP image encoder): the column exists.
+    pub clip_score: bool,
+}
+
+impl Landscape {
+    /// Reference time ÷ the point's time.
+    pub fn speedup(&self, p: &Point) -> Option<f64> {
+        let r = self.reference?;
+        (p.time_ms > 0.0).then(|| r.time_ms / p.time_ms)
+    }
+
+    /// No point has any run yet.
+    pub fn is_empty(&self) -> bool {
+        self.series.iter().all(|s| s.points.is_empty())
+    }
+}
+
+/// The knee of a curve of `(steps, quality)` points: the fewest steps whose quality is within
+/// `tolerance` of the best quality on the curve. `None` for no points; NaN qualities never count.
+pub fn knee(points: &[(usize, f64)], tolerance: f64) -> Option<usize> {
+    let best = points
+        .iter()
+        .map(|&(_, q)| q)
+        .filter(|q| !q.is_nan())
+        .fold(None, |b: Option<f64>, q| Some(b.map_or(q, |b| b.max(q))))?;
+    points
+        .iter()
+        .filter(|&&(_, q)| q >= best - tolerance)
+        .map(|&(n, _)| n)
+        .min()
+}
+
+/// `--steps 5,10,20` → `[5, 10, 20]`.
+pub fn parse_steps(text: &str) -> color_eyre::Result<Vec<usize>> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse::<usize>().map_err(|_| {
+                eyre!(
+                    "--steps: {s:?} is not a step count\nFix: list positive whole numbers, comma-separated, e.g. --steps 5,10,20"
+                )
+            })
+        })
+        .collect()
+}
+
+/// `--reference dpmpp:50[:CFG][@UNET]` (the bench's spelling).
+pub fn parse_reference(text: &str) -> color_eyre::Result<Reference> {
+    let fix = "Fix: write SCHEDULER:STEPS[:CFG][@UNET], e.g. dpmpp:50 or ddpm:100:7.5";
+    let (body, unet) = match text.split_once('@') {
+        Some((b, u)) => (b, u.to_string()),
+        None => (text, base_unet()),
+    };
+    let mut parts = body.split(':');
+    let scheduler: SchedulerKind = parts
+        .next()
+        .unwrap_or_default()
+        .parse()
+        .map_err(|e| eyre!("--reference {text:?}: {e}\n{fix}"))?;
+    let steps: usize = parts
+        .next()
+        .and_then(|s| s.parse().ok())
+        .filter(|&n| n > 0)
+        .ok_or_else(|| eyre!("--reference {text:?} has no step count ≥ 1\n{fix}"))?;
+    let cfg: f32 = match parts.next() {
+        Some(c) => c
+            .parse()
+            .map_err(|_| eyre!("--reference {text:?}: cfg {c:?} is not a number\n{fix}"))?,
+        None => 7.5,
+    };
+    if parts.next().is_some() {
+        bail!("--reference {text:?} has too many parts\n{fix}");
+    }
+    Ok(Reference {
+        scheduler,
+        steps,
+        cfg,
+        unet,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn measured(total_ms: f64, ssim: f64) -> Option<Measured> {
+        Some(Measured {
+            total_ms,
+            quality: Quality {
+                psnr_db: (ssim < 1.0).then_some(30.0 * ssim),
+                ssim,
+                mean_abs_diff: 0.0,
+            },
+            clip_score: None,
+        })
+    }
+
+    #[test]
+    fn the_knee_is_the_fewest_steps_within_the_tolerance_of_the_best() {
+        // A solver curve: flat from 15 steps up, falling below.
+        let curve = [
+            (5, 0.67),
+            (8, 0.85),
+            (10, 0.91),
+            (15, 0.975),
+            (20, 0.985),
+            (30, 0.99),
+            (50, 0.992),
+        ];
+        assert_eq!(knee(&curve, 0.02), Some(15));
+        assert_eq!(knee(&curve, 0.1), Some(10));
+        assert_eq!(knee(&curve, 0.001), Some(30));
+        // Order of the input does not matter.
+        let mut rev = curve;
+        rev.reverse();
+        assert_eq!(knee(&rev, 0.02), Some(15));
+    }
+
+    #[test]
+    fn a_flat_curve_has_its_knee_at_the_fewest_steps_and_a_late_peak_at_the_peak() {
+        // LCM-like: good from 4 steps, barely better after.
+        assert_eq!(
+            knee(&[(1, 0.5), (2, 0.7), (4, 0.8), (6, 0.805), (8, 0.81)], 0.02),
+            Some(4)
+        );
+        // Rising to the end: the knee is the last point.
+        assert_eq!(knee(&[(1, 0.1), (2, 0.5), (3, 0.9)], 0.02), Some(3));
+        // One point, or a constant curve: its fewest steps.
+        assert_eq!(knee(&[(7, 0.3)], 0.02), Some(7));
+        assert_eq!(knee(&[(9, 1.0), (3, 1.0)], 0.02), Some(3));
+        // A dip that recovers does not move the knee past an earlier point that is good enough.
+        assert_eq!(knee(&[(2, 0.95), (4, 0.7), (8, 0.96)], 0.02), Some(2));
+    }
+
+    #[test]
+    fn no_points_or_only_nan_have_no_knee() {
+        assert_eq!(knee(&[], 0.02), None);
+        assert_eq!(knee(&[(4, f64::NAN)], 0.02), None);
+        assert_eq!(knee(&[(4, f64::NAN), (8, 0.5)], 0.02), Some(8));
+    }
+
+    fn small_sweep(seeds: usize) -> Sweep {
+        let cfg = SweepConfig {
+            seeds,
+            ..SweepConfig::default()
+        };
+        Sweep::from_config(&cfg, Some("dpmpp"))
+            .unwrap()
+            .with_steps(&[10, 5, 10, 20])
+            .unwrap()
+    }
+
+    #[test]
+    fn a_plan_runs_each_seeds_reference_first_then_every_seed_of_a_point_together() {
+        let plan = small_sweep(2).plan();
+        let got: Vec<(Target, usize)> =
+            plan.runs.iter().map(|r| (r.target, r.seed_index)).collect();
+        let p = |steps| Target::Point { method: 0, steps };
+        assert_eq!(
+            got,
+            vec![
+                (Target::Reference, 0),
+                (Target::Reference, 1),
+                (p(10), 0),
+                (p(10), 1),
+                (p(5), 0),
+                (p(5), 1),
+                (p(20), 0),
+                (p(20), 1),
+            ],
+            "the repeated 10 runs once"
+        );
+        assert_eq!(plan.runs[3].spec.seed, Some(43));
+        assert_eq!(plan.runs[3].spec.label, "DPM-Solver++ 10 · seed 43");
+        assert_eq!(plan.reference_for(5), 1);
+        assert_eq!(plan.reference_for(4), 0);
+        let ex = plan.exercise();
+        assert_eq!(ex.runs.len(), 8);
+        assert_eq!(ex.runs[0].steps, 50);
+        assert_eq!(ex.request(3, crate::rng::RngSource::TorchCpu).seed, 43);
+    }
+
+    #[test]
+    fn points_take_the_median_time_and_the_mean_ssim_over_seeds_with_their_spread() {
+        let plan = small_sweep(3).plan();
+        let mut m = vec![None; plan.runs.len()];
+        for (i, r) in plan.runs.iter().enumerate() {
+            m[i] = match r.target {
+                Target::Reference => Some(Measured {
+                    total_ms: 500.0 + i as f64,
+                    quality: IDENTICAL,
+                    clip_score: None,
+                }),
+                Target::Point { steps: 10, .. } => measured(
+                    [100.0, 300.0, 110.0][r.seed_index],
+                    [0.9, 0.8, 0.7][r.seed_index],
+                ),
+                Target::Point { steps: 5, .. } if r.seed_index == 0 => measured(50.0, 0.5),
+                _ => None,
+            };
+        }
+        let land = plan.landscape(&m);
+        let s = &land.series[0];
+        assert_eq!(
+            s.points.iter().map(|p| p.steps).collect::<Vec<_>>(),
+            [5, 10]
+        );
+        let ten = s.point(10).unwrap();
+        assert_eq!(ten.time_ms, 110.0);
+        assert_eq!((ten.time_min_ms, ten.time_max_ms), (100.0, 300.0));
+        assert!((ten.ssim.mean - 0.8).abs() < 1e-12);
+        assert!((ten.ssim.std - 0.1).abs() < 1e-12);
+        assert_eq!((ten.ssim.min, ten.ssim.max, ten.ssim.n), (0.7, 0.9, 3));
+        assert!(ten.complete());
+        let five = s.point(5).unwrap();
+        assert_eq!((five.runs, five.planned, five.complete()), (1, 3, false));
+        assert_eq!(land.reference.unwrap().time_ms, 501.0);
+        assert!((land.speedup(ten).unwrap() - 501.0 / 110.0).abs() < 1e-12);
+        assert_eq!(s.knee, Some(10));
+        assert!(!land.clip_score, "no run had a CLIP score: no column");
+    }
+
+    #[test]
+    fn identical_images_count_apart_from_the_psnr_mean() {
+        let plan = small_sweep(2).plan();
+        let mut m = vec![None; plan.runs.len()];
+        let twenty: Vec<usize> = (0..plan.runs.len())
+            .filter(|&i| matches!(plan.runs[i].target, Target::Point { steps: 20, .. }))
+            .collect();
+        m[twenty[0]] = Some(Measured {
+            total_ms: 1.0,
+            quality: IDENTICAL,
+            clip_score: Some(31.0),
+        });
+        m[twenty[1]] = measured(1.0, 0.9);
+        let land = plan.landscape(&m);
+        let p = land.series[0].point(20).unwrap();
+        assert_eq!(p.identical, 1);
+        assert_eq!(p.psnr_db.unwrap().n, 1);
+        assert_eq!(p.clip_score.unwrap().n, 1);
+        assert!(land.clip_score);
+    }
+
+    #[test]
+    fn a_line_through_a_curve_goes_forward_in_time_even_when_times_cross() {
+        let s = Series {
+            method: default_methods().remove(0),
+            points: [(5, 40.0), (8, 35.0), (10, 60.0)]
+                .iter()
+                .map(|&(steps, t)| Point {
+                    steps,
+                    runs: 1,
+                    planned: 1,
+                    time_ms: t,
+                    time_min_ms: t,
+                    time_max_ms: t,
+                    ssim: Stat::of(&[0.5]).unwrap(),
+                    psnr_db: None,
+                    identical: 0,
+                    clip_score: None,
+                })
+                .collect(),
+            knee: None,
+        };
+        let order: Vec<usize> = s.by_time().iter().map(|p| p.steps).collect();
+        assert_eq!(order, [8, 5, 10]);
+    }
+
+    #[test]
+    fn presets_pick_methods_by_name_and_an_unknown_one_names_the_choices() {
+        let cfg = SweepConfig::default();
+        let all = Sweep::from_config(&cfg, Some("all")).unwrap();
+        let names: Vec<&str> = all.methods.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(names, ["dpmpp", "lcm", "ddpm"]);
+        assert_eq!(all.seeds, [42, 43, 44, 45]);
+        let lcm = Sweep::from_config(&cfg, Some("lcm")).unwrap();
+        assert_eq!(lcm.methods[0].steps, [1, 2, 3, 4, 6, 8]);
+        assert_eq!(lcm.methods[0].unet, "lcm");
+        let err = Sweep::from_config(&cfg, Some("euler"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no sweep preset \"euler\""), "{err}");
+        assert!(err.contains("dpmpp, lcm, ddpm and all"), "{err}");
+        assert!(err.contains("Fix:"), "{err}");
+    }
+
+    #[test]
+    fn command_line_step_and_reference_lists_are_checked() {
+        assert_eq!(parse_steps("5, 10,20").unwrap(), [5, 10, 20]);
+        let e = parse_steps("5,ten").unwrap_err().to_string();
+        assert!(
+            e.contains("\"ten\" is not a step count") && e.contains("Fix:"),
+            "{e}"
+        );
+        let e = small_sweep(1).with_steps(&[0]).unwrap_err().to_string();
+        assert!(e.contains("at least 1"), "{e}");
+        let r = parse_reference("ddpm:100:5@style").unwrap();
+        assert_eq!(
+            (r.scheduler, r.steps, r.cfg, r.unet.as_str()),
+            (SchedulerKind::Ddpm, 100, 5.0, "style")
+        );
+        assert_eq!(r.label(), "DDPM 100 @style");
+        assert_eq!(
+            parse_reference("dpmpp:50").unwrap().label(),
+            "DPM-Solver++ 50"
+        );
+        let e = parse_reference("dpmpp").unwrap_err().to_string();
+        assert!(e.contains("no step count") && e.contains("Fix:"), "{e}");
+    }
+
+    #[test]
+    fn config_methods_replace_defaults_by_name_and_bad_values_are_refused() {
+        let mut cfg = SweepConfig {
+            methods: Some(vec![Method {
+                name: "lcm".into(),
+                label: "LCM-LoRA".into(),
+                scheduler: SchedulerKind::Lcm,
+                unet: "lcm".into(),
+                cfg: 1.0,
+                steps: vec![2, 4],
+            }]),
+            ..SweepConfig::default()
+        };
+        let m = cfg.methods();
+        assert_eq!(m.len(), 3);
+        assert_eq!(m[1].steps, [2, 4]);
+        cfg.seeds = 0;
+        assert!(
+            cfg.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("seeds = 0")
+        );
+        cfg.seeds = 2;
+        cfg.tolerance = 1.5;
+        assert!(
+            cfg.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("tolerance = 1.5")
+        );
+        cfg.tolerance = 0.02;
+        cfg.methods.as_mut().unwrap()[0].steps.clear();
+        assert!(
+            cfg.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("has no steps")
+        );
+    }
+}

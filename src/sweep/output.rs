@@ -1,0 +1,536 @@
+//! A sweep's results as text and files: the table `speedscape sweep` prints, `points.csv`,
+//! `sweep.json`, `summary.md` (the plot, where each method's free speedup ended, in numbers, and
+//! how to read the chart), `plot.svg`/`plot.png`, and one image per point (the first seed's).
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use super::headless::SweepOutcome;
+use super::{Landscape, Point, Series, Target, plot};
+use crate::exercises::headless::{Provenance, save_new_folder, write_text};
+use crate::exercises::times;
+use crate::report::save_png;
+use crate::report::table::format_ms;
+
+/// What the chart shows on the random-weight tiny model.
+pub const TINY_NOTE: &str = "random-weight tiny model: these curves show numerical convergence \
+                             towards the reference, not visual quality";
+
+fn ms(v: f64) -> String {
+    format!("{} ms", format_ms(v))
+}
+
+fn psnr(p: &Point) -> String {
+    match p.psnr_db {
+        Some(s) if p.identical == 0 => format!("{:.1}", s.mean),
+        Some(s) => format!("{:.1} ({} identical)", s.mean, p.identical),
+        None => "identical".into(),
+    }
+}
+
+fn clip(p: &Point) -> String {
+    p.clip_score
+        .map_or_else(|| "–".into(), |s| format!("{:.2} ± {:.2}", s.mean, s.std))
+}
+
+/// The fixed-width table: one line per point, each method's knee marked; the reference's time
+/// last. The CLIP column is there only when some run has a CLIP score.
+pub fn format_table(land: &Landscape) -> String {
+    let mut header = vec![
+        "method", "steps", "seeds", "time", "range", "vs ref", "SSIM", "± sd", "min", "PSNR dB",
+    ];
+    if land.clip_score {
+        header.push("CLIP");
+    }
+    header.push("");
+    let mut rows: Vec<Vec<String>> = Vec::new();
+    for s in &land.series {
+        for p in &s.points {
+            let mut row = vec![
+                s.method.label.clone(),
+                p.steps.to_string(),
+                format!("{}/{}", p.runs, p.planned),
+                ms(p.time_ms),
+                format!("{}–{}", format_ms(p.time_min_ms), format_ms(p.time_max_ms)),
+                land.speedup(p).map_or_else(|| "–".into(), times),
+                format!("{:.3}", p.ssim.mean),
+                format!("{:.3}", p.ssim.std),
+                format!("{:.3}", p.ssim.min),
+                psnr(p),
+            ];
+            if land.clip_score {
+                row.push(clip(p));
+            }
+            row.push(if s.knee == Some(p.steps) {
+                "◀ knee".into()
+            } else {
+                String::new()
+            });
+            rows.push(row);
+        }
+    }
+    let widths: Vec<usize> = (0..header.len())
+        .map(|c| {
+            rows.iter()
+                .map(|r| r[c].chars().count())
+                .chain([header[c].chars().count()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |cells: Vec<String>| -> String {
+        let mut out = String::new();
+        for (c, cell) in cells.iter().enumerate() {
+            let pad = widths[c].saturating_sub(cell.chars().count());
+            // Text columns left, numbers right.
+            if c == 0 || c == cells.len() - 1 {
+                out.push_str(cell);
+                out.push_str(&" ".repeat(pad));
+            } else {
+                out.push_str(&" ".repeat(pad));
+                out.push_str(cell);
+            }
+            out.push_str("  ");
+        }
+        out.trim_end().to_string() + "\n"
+    };
+    let mut out = line(header.iter().map(|h| h.to_string()).collect());
+    for r in rows {
+        out.push_str(&line(r));
+    }
+    match land.reference {
+        Some(r) => {
+            let _ = writeln!(
+                out,
+                "reference {}: {} median over {} seed{} (every point's SSIM is to its seed's reference image)",
+                land.sweep.reference.label(),
+                ms(r.time_ms),
+                r.runs,
+                if r.runs == 1 { "" } else { "s" }
+            );
+        }
+        None => out.push_str("no reference image finished: no point has a quality number\n"),
+    }
+    out
+}
+
+/// The point `steps` steps below the knee on its curve (the next one with fewer steps).
+fn below(s: &Series, steps: usize) -> Option<&Point> {
+    s.points.iter().rev().find(|p| p.steps < steps)
+}
+
+/// "where the free speedup ended", one paragraph per method, in numbers.
+pub fn findings(land: &Landscape) -> Vec<String> {
+    let tol = land.sweep.tolerance;
+    let mut out = Vec::new();
+    for s in &land.series {
+        let (Some(best), Some(k)) = (s.best(), s.knee.and_then(|k| s.point(k))) else {
+            continue;
+        };
+        let m = &s.method;
+        let mut text = format!(
+            "**{}** (cfg {}, UNet `{}`): its best is SSIM {:.3} at {} steps. ",
+            m.label, m.cfg, m.unet, best.ssim.mean, best.steps
+        );
+        let speed = land
+            .speedup(k)
+            .map(|x| format!(", {} the reference's speed", times(x)))
+            .unwrap_or_default();
+        if k.steps == best.steps {
+            let _ = write!(
+                text,
+                "No point with fewer steps comes within {tol} of it: the knee is {} steps ({}{speed}).",
+                k.steps,
+                ms(k.time_ms)
+            );
+        } else {
+            let _ = write!(
+                text,
+                "It stays within {tol} of that down to **{} steps** (SSIM {:.3} ± {:.3}, {}{speed}): \
+                 the free speedup ends there.",
+                k.steps,
+                k.ssim.mean,
+                k.ssim.std,
+                ms(k.time_ms)
+            );
+        }
+        match below(s, k.steps) {
+            Some(b) => {
+                let _ = write!(
+                    text,
+                    " Below it, {} steps falls to {:.3} ({:+.3}) in {}",
+                    b.steps,
+                    b.ssim.mean,
+                    b.ssim.mean - k.ssim.mean,
+                    ms(b.time_ms)
+                );
+                if let Some(low) = s.points.first().filter(|f| f.steps < b.steps) {
+                    let _ = write!(text, ", and {} steps to {:.3}", low.steps, low.ssim.mean);
+                }
+                text.push('.');
+            }
+            None => text.push_str(" It is the fewest steps this sweep ran."),
+        }
+        if !(k.complete() && best.complete()) {
+            text.push_str(" (Not every seed finished: provisional.)");
+        }
+        out.push(text);
+    }
+    // Across methods: the fastest image at a few quality levels.
+    for level in [0.95, 0.9, 0.8] {
+        let fastest = land
+            .series
+            .iter()
+            .flat_map(|s| s.points.iter().map(move |p| (s, p)))
+            .filter(|(_, p)| p.ssim.mean >= level)
+            .min_by(|a, b| a.1.time_ms.total_cmp(&b.1.time_ms));
+        if let Some((s, p)) = fastest {
+            let speed = land
+                .speedup(p)
+                .map(|x| format!(", {} the reference's speed", times(x)))
+                .unwrap_or_default();
+            out.push(format!(
+                "The fastest image with SSIM ≥ {level} to the reference: {} {} steps, {}{speed}.",
+                s.method.label,
+                p.steps,
+                ms(p.time_ms)
+            ));
+        }
+    }
+    out
+}
+
+/// `points.csv`: one row per point (and one for the reference), every number of the table at
+/// full precision. The CLIP columns exist only when some run has a CLIP score.
+pub fn csv(land: &Landscape) -> color_eyre::Result<String> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    let mut header = vec![
+        "method",
+        "label",
+        "scheduler",
+        "unet",
+        "cfg",
+        "steps",
+        "runs",
+        "planned",
+        "time_ms_median",
+        "time_ms_min",
+        "time_ms_max",
+        "speedup_vs_reference",
+        "ssim_mean",
+        "ssim_std",
+        "ssim_min",
+        "ssim_max",
+        "psnr_db_mean",
+        "psnr_db_std",
+        "identical_to_reference",
+    ];
+    if land.clip_score {
+        header.extend(["clip_score_mean", "clip_score_std"]);
+    }
+    header.push("knee");
+    w.write_record(&header)?;
+    let opt = |v: Option<f64>| v.map(|v| v.to_string()).unwrap_or_default();
+    let mut record = |name: &str,
+                      label: &str,
+                      scheduler: &str,
+                      unet: &str,
+                      cfg: f32,
+                      p: &Point,
+                      knee: bool|
+     -> color_eyre::Result<()> {
+        let mut r = vec![
+            name.to_string(),
+            label.to_string(),
+            scheduler.to_string(),
+            unet.to_string(),
+            cfg.to_string(),
+            p.steps.to_string(),
+            p.runs.to_string(),
+            p.planned.to_string(),
+            p.time_ms.to_string(),
+            p.time_min_ms.to_string(),
+            p.time_max_ms.to_string(),
+            opt(land.speedup(p)),
+            p.ssim.mean.to_string(),
+            p.ssim.std.to_string(),
+            p.ssim.min.to_string(),
+            p.ssim.max.to_string(),
+            opt(p.psnr_db.map(|s| s.mean)),
+            opt(p.psnr_db.map(|s| s.std)),
+            p.identical.to_string(),
+        ];
+        if land.clip_score {
+            r.push(opt(p.clip_score.map(|s| s.mean)));
+            r.push(opt(p.clip_score.map(|s| s.std)));
+        }
+        r.push(knee.to_string());
+        w.write_record(&r)?;
+        Ok(())
+    };
+    if let Some(p) = &land.reference {
+        let r = &land.sweep.reference;
+        record(
+            "reference",
+            &r.label(),
+            r.scheduler.as_str(),
+            &r.unet,
+            r.cfg,
+            p,
+            false,
+        )?;
+    }
+    for s in &land.series {
+        let m = &s.method;
+        for p in &s.points {
+            record(
+                &m.name,
+                &m.label,
+                m.scheduler.as_str(),
+                &m.unet,
+                m.cfg,
+                p,
+                s.knee == Some(p.steps),
+            )?;
+        }
+    }
+    Ok(String::from_utf8(w.into_inner()?)?)
+}
+
+/// One run in `sweep.json`.
+#[derive(Serialize)]
+struct RunRecord<'a> {
+    label: &'a str,
+    target: Target,
+    seed: Option<u64>,
+    measured: Option<super::Measured>,
+    error: Option<&'a str>,
+    /// This run's image in the folder (the first seed's runs).
+    image: Option<String>,
+    report: Option<&'a crate::pipeline::RunReport>,
+}
+
+/// The model and device line of every output.
+fn setting(o: &SweepOutcome) -> String {
+    let s = &o.plan.sweep;
+    let seeds = match s.seeds.as_slice() {
+        [one] => format!("seed {one}"),
+        [first, .., last] => format!("seeds {first}–{last}"),
+        [] => String::new(),
+    };
+    format!(
+        "{seeds} ({} noise), reference {} (cfg {}) — {} on {}, model {}{}",
+        o.rng,
+        s.reference.label(),
+        s.reference.cfg,
+        o.info.provider,
+        o.info.device,
+        o.info.model_dir.display(),
+        if o.info.tiny_model {
+            " (embedded tiny model, random weights)"
+        } else {
+            ""
+        }
+    )
+}
+
+/// What `speedscape sweep` prints: the setting, the table, the findings, the failures.
+pub fn render(o: &SweepOutcome) -> String {
+    let land = o.landscape();
+    let mut out = format!(
+        "sweep: {:?} — {}\n\n{}",
+        o.plan.sweep.prompt,
+        setting(o),
+        format_table(&land)
+    );
+    if o.info.tiny_model {
+        let _ = writeln!(out, "\nNote: {TINY_NOTE}.");
+    }
+    let f = findings(&land);
+    if !f.is_empty() {
+        out.push_str("\nWhere the free speedup ended:\n");
+        for line in f {
+            let _ = writeln!(out, "- {}", line.replace("**", ""));
+        }
+    }
+    for (r, e) in o.plan.runs.iter().zip(&o.errors) {
+        if let Some(e) = e {
+            let _ = writeln!(out, "\n{} failed: {e}", r.spec.label);
+        }
+    }
+    out
+}
+
+/// The `--json` object (also `sweep.json`).
+pub fn json(o: &SweepOutcome, images: &[Option<String>]) -> serde_json::Value {
+    let runs: Vec<RunRecord> = o
+        .plan
+        .runs
+        .iter()
+        .enumerate()
+        .map(|(i, r)| RunRecord {
+            label: &r.spec.label,
+            target: r.target,
+            seed: r.spec.seed,
+            measured: o.measured[i],
+            error: o.errors[i].as_deref(),
+            image: images.get(i).cloned().flatten(),
+            report: o.reports[i].as_ref(),
+        })
+        .collect();
+    serde_json::json!({
+        "prompt": o.plan.sweep.prompt,
+        "rng": o.rng,
+        "provider": o.info.provider,
+        "device": o.info.device,
+        "model": o.info.model_dir.display().to_string(),
+        "tiny_model": o.info.tiny_model,
+        "landscape": o.landscape(),
+        "findings": findings(&o.landscape()),
+        "provenance": Provenance::of(&o.reports),
+        "runs": runs,
+    })
+}
+
+/// `summary.md`.
+pub fn markdown(o: &SweepOutcome, images: &[Option<String>]) -> String {
+    let land = o.landscape();
+    let mut md = String::from("# The speed landscape\n\n");
+    let _ = writeln!(md, "Prompt: “{}”  \n{}\n", o.plan.sweep.prompt, setting(o));
+    if o.info.tiny_model {
+        let _ = writeln!(md, "> **Note:** {TINY_NOTE}.\n");
+    }
+    md.push_str("![SSIM to the reference against time, one curve per method](plot.png)\n\n");
+    let f = findings(&land);
+    if !f.is_empty() {
+        md.push_str("## Where the free speedup ended\n\n");
+        for line in f {
+            let _ = writeln!(md, "- {line}");
+        }
+        md.push('\n');
+    }
+    md.push_str(
+        "## How to read the plot\n\n\
+         - **x**: the median time of one image at that point (text encoder, denoising, VAE), on a \
+         log scale; **y**: SSIM of the image to the reference image of the same seed, averaged over \
+         the seeds, with ± one standard deviation as a bar.\n\
+         - Each line is one method; the number beside a point is its step count. Up is closer to the \
+         reference, left is faster.\n\
+         - The ring marks each curve's **knee**: the fewest steps whose SSIM is within the \
+         tolerance of the method's best. Left of the knee, the speed costs quality.\n\
+         - The dashed line is the reference's own time. SSIM measures closeness to the reference, \
+         not beauty: a method on another curve (LCM-LoRA) makes a different image and scores lower \
+         without looking worse.\n\n",
+    );
+    md.push_str("## Points\n\n");
+    let mut head =
+        "| method | steps | seeds | time | vs ref | SSIM ± sd | min | PSNR dB |".to_string();
+    let mut rule = "|---|---:|---:|---:|---:|---:|---:|---:|".to_string();
+    if land.clip_score {
+        head.push_str(" CLIP |");
+        rule.push_str("---:|");
+    }
+    head.push_str(" knee |");
+    rule.push_str("---|");
+    let _ = writeln!(md, "{head}\n{rule}");
+    for s in &land.series {
+        for p in &s.points {
+            let _ = write!(
+                md,
+                "| {} | {} | {}/{} | {} | {} | {:.3} ± {:.3} | {:.3} | {} |",
+                s.method.label,
+                p.steps,
+                p.runs,
+                p.planned,
+                ms(p.time_ms),
+                land.speedup(p).map_or_else(|| "–".into(), times),
+                p.ssim.mean,
+                p.ssim.std,
+                p.ssim.min,
+                psnr(p)
+            );
+            if land.clip_score {
+                let _ = write!(md, " {} |", clip(p));
+            }
+            let knee = if s.knee == Some(p.steps) { "◀" } else { "" };
+            let _ = writeln!(md, " {knee} |");
+        }
+    }
+    if let Some(r) = land.reference {
+        let _ = writeln!(
+            md,
+            "\nThe reference, {}, took {} (median over {} seed{}).",
+            land.sweep.reference.label(),
+            ms(r.time_ms),
+            r.runs,
+            if r.runs == 1 { "" } else { "s" }
+        );
+    }
+    let shown: Vec<(&str, &str)> = o
+        .plan
+        .runs
+        .iter()
+        .zip(images)
+        .filter_map(|(r, img)| img.as_deref().map(|f| (r.spec.label.as_str(), f)))
+        .collect();
+    if !shown.is_empty() {
+        md.push_str("\n## Images (first seed)\n\n");
+        for (label, file) in shown {
+            let _ = writeln!(md, "- [{label}]({file})");
+        }
+    }
+    md.push_str("\n## Where the numbers come from\n\n");
+    let mut unets: Vec<&str> = o.plan.runs.iter().map(|r| r.spec.unet.as_str()).collect();
+    unets.sort_unstable();
+    unets.dedup();
+    md.push_str(&Provenance::of(&o.reports).markdown(&unets));
+    md
+}
+
+/// "dpmpp-10-seed42.png".
+fn image_name(o: &SweepOutcome, run: usize) -> String {
+    let r = &o.plan.runs[run];
+    let seed = r.spec.seed.unwrap_or_default();
+    match r.target {
+        Target::Reference => format!("images/reference-seed{seed}.png"),
+        Target::Point { method, steps } => format!(
+            "images/{}-{steps}-seed{seed}.png",
+            o.plan.sweep.methods[method].name
+        ),
+    }
+}
+
+/// Writes every file of a sweep into the existing folder `dir`.
+pub fn write_sweep(dir: &Path, o: &SweepOutcome) -> color_eyre::Result<()> {
+    std::fs::create_dir(dir.join("images"))?;
+    let mut names = vec![None; o.plan.runs.len()];
+    for (i, r) in o.plan.runs.iter().enumerate() {
+        if r.seed_index != 0 {
+            continue;
+        }
+        if let Some(img) = &o.images[i] {
+            let name = image_name(o, i);
+            save_png(&dir.join(&name), img)?;
+            names[i] = Some(name);
+        }
+    }
+    let land = o.landscape();
+    let note = o.info.tiny_model.then_some(TINY_NOTE);
+    let svg = plot::svg(&land, note)?;
+    write_text(&dir.join("plot.svg"), &svg)?;
+    save_png(&dir.join("plot.png"), &plot::rasterise(&svg)?)?;
+    write_text(&dir.join("points.csv"), &csv(&land)?)?;
+    write_text(
+        &dir.join("sweep.json"),
+        &serde_json::to_string_pretty(&json(o, &names))?,
+    )?;
+    write_text(&dir.join("summary.md"), &markdown(o, &names))?;
+    Ok(())
+}
+
+/// Saves a sweep into a new folder `out_root/sweep-YYYYmmdd-HHMMSS` (see [`save_new_folder`]).
+pub fn save_sweep(out_root: &Path, o: &SweepOutcome) -> color_eyre::Result<PathBuf> {
+    save_new_folder(out_root, "sweep", |dir| write_sweep(dir, o))
+}

@@ -1,0 +1,252 @@
+//! The landscape as a picture: plotters draws the chart as SVG (time on a log x axis, SSIM on
+//! y, one line per method through its points with the seeds' spread as error bars, each point
+//! labelled with its step count, the knee ringed, the reference's time as a dashed line), and
+//! resvg rasterises it to PNG with the bundled DejaVu Sans, so the picture is the same on every
+//! machine and needs no system fonts.
+
+use color_eyre::eyre::{WrapErr, eyre};
+use image::RgbImage;
+use plotters::prelude::*;
+
+use super::{Landscape, Point};
+use crate::report::table::format_ms;
+
+/// Pixels of the picture.
+pub const WIDTH: u32 = 1000;
+pub const HEIGHT: u32 = 640;
+
+static FONT: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
+const FAMILY: &str = "DejaVu Sans";
+
+/// Okabe–Ito: told apart with every kind of colour blindness.
+const PALETTE: [RGBColor; 6] = [
+    RGBColor(0, 114, 178),
+    RGBColor(230, 159, 0),
+    RGBColor(0, 158, 115),
+    RGBColor(213, 94, 0),
+    RGBColor(204, 121, 167),
+    RGBColor(86, 180, 233),
+];
+
+/// The colour of method `i`, in the chart and the TUI alike.
+pub fn colour(i: usize) -> (u8, u8, u8) {
+    let c = PALETTE[i % PALETTE.len()];
+    (c.0, c.1, c.2)
+}
+
+fn plot_error(e: impl std::fmt::Display) -> color_eyre::Report {
+    eyre!("drawing the landscape plot: {e}")
+}
+
+/// Seconds on the axis: `0.05 s`, `1.2 s`, `40 s`.
+fn seconds(v: f64) -> String {
+    if v >= 10.0 {
+        format!("{v:.0} s")
+    } else if v >= 1.0 {
+        format!("{v:.1} s")
+    } else if v >= 0.01 {
+        format!("{v:.2} s")
+    } else {
+        format!("{} ms", format_ms(v * 1e3))
+    }
+}
+
+/// The x range (seconds) that holds every point and the reference, widened a little on the
+/// log scale so no point sits on the frame.
+fn x_range(land: &Landscape) -> (f64, f64) {
+    let times = land
+        .series
+        .iter()
+        .flat_map(|s| s.points.iter())
+        .chain(land.reference.iter())
+        .flat_map(|p: &Point| [p.time_min_ms, p.time_max_ms, p.time_ms])
+        .map(|ms| (ms / 1e3).max(1e-6));
+    let (lo, hi) = times.fold((f64::INFINITY, 0.0f64), |(lo, hi), t| {
+        (lo.min(t), hi.max(t))
+    });
+    if !lo.is_finite() {
+        return (0.01, 1.0);
+    }
+    let (lo, hi) = if hi / lo < 1.5 {
+        (lo / 1.5, hi * 1.5)
+    } else {
+        (lo, hi)
+    };
+    let span = (hi / lo).ln();
+    (lo / (span * 0.06).exp(), hi * (span * 0.06).exp())
+}
+
+/// The y range: from a little under the lowest point (its error bar included) to just above 1.
+fn y_range(land: &Landscape) -> (f64, f64) {
+    let low = land
+        .series
+        .iter()
+        .flat_map(|s| s.points.iter())
+        .map(|p| (p.ssim.mean - p.ssim.std).min(p.ssim.min))
+        .fold(1.0f64, f64::min);
+    let low = (low - 0.05 * (1.0 - low).max(0.2)).max(-1.0);
+    (low, 1.0 + 0.04 * (1.0 - low))
+}
+
+/// The chart as an SVG document. `note` goes under the chart (what the curves mean on this
+/// model).
+pub fn svg(land: &Landscape, note: Option<&str>) -> color_eyre::Result<String> {
+    let mut out = String::new();
+    {
+        let root = SVGBackend::with_string(&mut out, (WIDTH, HEIGHT)).into_drawing_area();
+        root.fill(&WHITE).map_err(plot_error)?;
+        let (chart_area, foot) = root.split_vertically(HEIGHT - 34);
+        let (x0, x1) = x_range(land);
+        let (y0, y1) = y_range(land);
+        let reference = land.sweep.reference.label();
+        let mut chart = ChartBuilder::on(&chart_area)
+            .caption(
+                format!("Quality against time: SSIM to {reference} over seeds"),
+                (FAMILY, 22),
+            )
+            .margin(14)
+            .x_label_area_size(48)
+            .y_label_area_size(64)
+            .build_cartesian_2d((x0..x1).log_scale(), y0..y1)
+            .map_err(plot_error)?;
+        chart
+            .configure_mesh()
+            .x_desc("median time per image (log scale)")
+            .y_desc(format!("SSIM to {reference} (mean ± sd)"))
+            .x_label_formatter(&|v| seconds(*v))
+            .y_label_formatter(&|v| format!("{v:.2}"))
+            .label_style((FAMILY, 14))
+            .axis_desc_style((FAMILY, 15))
+            .light_line_style(RGBColor(235, 235, 235))
+            .bold_line_style(RGBColor(205, 205, 205))
+            .draw()
+            .map_err(plot_error)?;
+        if let Some(r) = land.reference {
+            let t = r.time_ms / 1e3;
+            let grey = RGBColor(120, 120, 120);
+            chart
+                .draw_series(DashedLineSeries::new(
+                    [(t, y0), (t, y1)],
+                    6,
+                    4,
+                    grey.stroke_width(1),
+                ))
+                .map_err(plot_error)?;
+            chart
+                .draw_series(std::iter::once(Text::new(
+                    format!(" reference {reference}"),
+                    (t, y0 + 0.03 * (y1 - y0)),
+                    (FAMILY, 13).into_font().color(&grey),
+                )))
+                .map_err(plot_error)?;
+        }
+        for (i, s) in land.series.iter().enumerate() {
+            let c = PALETTE[i % PALETTE.len()];
+            let pts = s.by_time();
+            let xy: Vec<(f64, f64)> = pts.iter().map(|p| (p.time_ms / 1e3, p.ssim.mean)).collect();
+            let name = format!(
+                "{} (cfg {}{})",
+                s.method.label,
+                s.method.cfg,
+                match s.knee {
+                    Some(k) => format!(", knee {k} steps"),
+                    None => String::new(),
+                }
+            );
+            chart
+                .draw_series(LineSeries::new(xy.clone(), c.stroke_width(2)))
+                .map_err(plot_error)?
+                .label(name)
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 22, y)], c.stroke_width(3))
+                });
+            // The seeds' spread.
+            chart
+                .draw_series(pts.iter().filter(|p| p.ssim.n > 1).map(|p| {
+                    let t = p.time_ms / 1e3;
+                    PathElement::new(
+                        vec![(t, p.ssim.mean - p.ssim.std), (t, p.ssim.mean + p.ssim.std)],
+                        c.mix(0.7).stroke_width(1),
+                    )
+                }))
+                .map_err(plot_error)?;
+            chart
+                .draw_series(xy.iter().map(|&(x, y)| Circle::new((x, y), 4, c.filled())))
+                .map_err(plot_error)?;
+            if let Some(k) = s.knee.and_then(|k| s.point(k)) {
+                chart
+                    .draw_series(std::iter::once(Circle::new(
+                        (k.time_ms / 1e3, k.ssim.mean),
+                        10,
+                        c.stroke_width(2),
+                    )))
+                    .map_err(plot_error)?;
+            }
+            chart
+                .draw_series(pts.iter().map(|p| {
+                    // The step count a little right of and above its marker.
+                    EmptyElement::at((p.time_ms / 1e3, p.ssim.mean))
+                        + Text::new(
+                            p.steps.to_string(),
+                            (6, -18),
+                            (FAMILY, 13).into_font().color(&c),
+                        )
+                }))
+                .map_err(plot_error)?;
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::LowerRight)
+            .label_font((FAMILY, 14))
+            .background_style(WHITE.mix(0.9))
+            .border_style(RGBColor(180, 180, 180))
+            .draw()
+            .map_err(plot_error)?;
+        let foot_text = note.map_or_else(
+            || "numbers beside the points: steps; ring: the knee (fewest steps within tolerance of the method's best)".to_string(),
+            str::to_string,
+        );
+        foot.draw(&Text::new(
+            foot_text,
+            (16, 8),
+            (FAMILY, 14).into_font().color(&RGBColor(90, 90, 90)),
+        ))
+        .map_err(plot_error)?;
+        root.present().map_err(plot_error)?;
+    }
+    Ok(out)
+}
+
+/// Rasterises an SVG document from [`svg`] at its own size, on white, with the bundled font.
+pub fn rasterise(svg: &str) -> color_eyre::Result<RgbImage> {
+    let mut opt = resvg::usvg::Options::default();
+    {
+        let db = opt.fontdb_mut();
+        db.load_font_data(FONT.to_vec());
+        db.set_sans_serif_family(FAMILY);
+        db.set_serif_family(FAMILY);
+    }
+    let tree = resvg::usvg::Tree::from_str(svg, &opt).wrap_err("reading the plot's SVG")?;
+    let size = tree.size().to_int_size();
+    let mut pixmap = resvg::tiny_skia::Pixmap::new(size.width(), size.height())
+        .ok_or_else(|| eyre!("the plot has no area ({}×{})", size.width(), size.height()))?;
+    pixmap.fill(resvg::tiny_skia::Color::WHITE);
+    resvg::render(
+        &tree,
+        resvg::tiny_skia::Transform::default(),
+        &mut pixmap.as_mut(),
+    );
+    // Opaque white underneath: premultiplied RGBA is plain RGB here.
+    let rgb: Vec<u8> = pixmap
+        .data()
+        .chunks_exact(4)
+        .flat_map(|p| [p[0], p[1], p[2]])
+        .collect();
+    RgbImage::from_raw(size.width(), size.height(), rgb)
+        .ok_or_else(|| eyre!("the plot's pixels do not fill its size"))
+}
+
+/// The chart as a PNG-ready image.
+pub fn png(land: &Landscape, note: Option<&str>) -> color_eyre::Result<RgbImage> {
+    rasterise(&svg(land, note)?)
+}
