@@ -178,10 +178,16 @@ impl Exercise {
                 .any(|v| v.name == r.unet || v.folder == r.unet)
             {
                 let known: Vec<&str> = variants.iter().map(|v| v.name.as_str()).collect();
+                // The sweep's runs come from [sweep] (or --reference), not [[exercises]].
+                let table = if self.number == 0 {
+                    "[sweep] (its reference or [[sweep.methods]])"
+                } else {
+                    "[[exercises]]"
+                };
                 bail!(
                     "{name}: run {:?} names UNet variant {:?}, which this model does not have; \
                      known: {}\nFix: set that run's unet to one of those in config.toml's \
-                     [[exercises]], or add a [[model.variants]] entry for it",
+                     {table}, or add a [[model.variants]] entry for it",
                     r.label,
                     r.unet,
                     known.join(", ")

@@ -154,7 +154,7 @@ pub fn run_sweep(
                 if let Some(b) = &bar {
                     b.inc(1);
                     if let Some(line) = point_line(&plan, &measured, i) {
-                        b.println(line);
+                        say(b, line);
                     }
                 }
             }
@@ -163,7 +163,7 @@ pub fn run_sweep(
                 errors[i] = Some(error);
                 if let Some(b) = &bar {
                     b.inc(1);
-                    b.println(format!("{label} failed"));
+                    say(b, format!("{label} failed"));
                 }
             }
             Event::Cancelled { .. } => {
@@ -189,6 +189,16 @@ pub fn run_sweep(
         reports,
         errors,
     })
+}
+
+/// A line above the bar; on its own line when stderr is not a terminal (the bar is hidden then,
+/// and so would be its lines).
+fn say(bar: &ProgressBar, line: String) {
+    if bar.is_hidden() {
+        eprintln!("{line}");
+    } else {
+        bar.println(line);
+    }
 }
 
 /// "DPM-Solver++ 10: 312 ms, SSIM 0.931 ± 0.012 (4 seeds)" once run `run` completes its point.

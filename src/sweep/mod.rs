@@ -542,7 +542,7 @@ pub fn median(values: &[f64]) -> Option<f64> {
     }
     v.sort_by(f64::total_cmp);
     let mid = v.len() / 2;
-    Some(if v.len() % 2 == 0 {
+    Some(if v.len().is_multiple_of(2) {
         (v[mid - 1] + v[mid]) / 2.0
     } else {
         v[mid]
@@ -751,7 +751,8 @@ mod tests {
         ];
         assert_eq!(knee(&curve, 0.02), Some(15));
         assert_eq!(knee(&curve, 0.1), Some(10));
-        assert_eq!(knee(&curve, 0.001), Some(30));
+        assert_eq!(knee(&curve, 0.003), Some(30));
+        assert_eq!(knee(&curve, 0.001), Some(50));
         // Order of the input does not matter.
         let mut rev = curve;
         rev.reverse();
@@ -948,6 +949,18 @@ mod tests {
         );
         let e = parse_reference("dpmpp").unwrap_err().to_string();
         assert!(e.contains("no step count") && e.contains("Fix:"), "{e}");
+    }
+
+    #[test]
+    fn the_committed_config_toml_states_the_built_in_sweep() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml");
+        let cfg = crate::config::Config::parse(&std::fs::read_to_string(path).unwrap()).unwrap();
+        assert_eq!(cfg.sweep.methods(), default_methods());
+        let without_methods = SweepConfig {
+            methods: None,
+            ..cfg.sweep.clone()
+        };
+        assert_eq!(without_methods, SweepConfig::default());
     }
 
     #[test]

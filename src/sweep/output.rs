@@ -53,10 +53,18 @@ pub fn format_table(land: &Landscape) -> String {
                 p.steps.to_string(),
                 format!("{}/{}", p.runs, p.planned),
                 ms(p.time_ms),
-                format!("{}–{}", format_ms(p.time_min_ms), format_ms(p.time_max_ms)),
+                if p.runs > 1 {
+                    format!("{}–{}", format_ms(p.time_min_ms), format_ms(p.time_max_ms))
+                } else {
+                    "–".into()
+                },
                 land.speedup(p).map_or_else(|| "–".into(), times),
                 format!("{:.3}", p.ssim.mean),
-                format!("{:.3}", p.ssim.std),
+                if p.ssim.n > 1 {
+                    format!("{:.3}", p.ssim.std)
+                } else {
+                    "–".into()
+                },
                 format!("{:.3}", p.ssim.min),
                 psnr(p),
             ];
@@ -121,64 +129,102 @@ fn below(s: &Series, steps: usize) -> Option<&Point> {
     s.points.iter().rev().find(|p| p.steps < steps)
 }
 
-/// "where the free speedup ended", one paragraph per method, in numbers.
+/// "3 steps", "1 step".
+pub fn steps(n: usize) -> String {
+    if n == 1 {
+        "1 step".into()
+    } else {
+        format!("{n} steps")
+    }
+}
+
+/// "0.985 ± 0.004" (the spread only over more than one seed).
+fn ssim_text(p: &Point) -> String {
+    if p.ssim.n > 1 {
+        format!("{:.3} ± {:.3}", p.ssim.mean, p.ssim.std)
+    } else {
+        format!("{:.3}", p.ssim.mean)
+    }
+}
+
+/// Where the free speedup ended, in numbers: a paragraph per method, then the fastest point
+/// across methods at a few quality levels. Markdown (`**` for emphasis).
 pub fn findings(land: &Landscape) -> Vec<String> {
     let tol = land.sweep.tolerance;
     let mut out = Vec::new();
+    let speed = |p: &Point| {
+        land.speedup(p)
+            .map(|x| format!(", {} the reference's speed", times(x)))
+            .unwrap_or_default()
+    };
     for s in &land.series {
         let (Some(best), Some(k)) = (s.best(), s.knee.and_then(|k| s.point(k))) else {
             continue;
         };
         let m = &s.method;
+        let fewest = s.points.first().map(|p| p.steps) == Some(k.steps);
         let mut text = format!(
-            "**{}** (cfg {}, UNet `{}`): its best is SSIM {:.3} at {} steps. ",
-            m.label, m.cfg, m.unet, best.ssim.mean, best.steps
+            "**{}** (cfg {}, UNet `{}`): best SSIM {} at {}. ",
+            m.label,
+            m.cfg,
+            m.unet,
+            ssim_text(best),
+            steps(best.steps)
         );
-        let speed = land
-            .speedup(k)
-            .map(|x| format!(", {} the reference's speed", times(x)))
-            .unwrap_or_default();
-        if k.steps == best.steps {
+        if k.steps == best.steps && fewest {
             let _ = write!(
                 text,
-                "No point with fewer steps comes within {tol} of it: the knee is {} steps ({}{speed}).",
-                k.steps,
-                ms(k.time_ms)
+                "It is at its best already at the fewest steps this sweep ran ({}{}){}.",
+                ms(k.time_ms),
+                speed(k),
+                if k.steps > 1 {
+                    "; run fewer steps to find where its quality falls"
+                } else {
+                    ""
+                }
+            );
+        } else if k.steps == best.steps {
+            let _ = write!(
+                text,
+                "No point with fewer steps comes within {tol} of it: the free speedup ends at {} \
+                 ({}{}).",
+                steps(k.steps),
+                ms(k.time_ms),
+                speed(k)
             );
         } else {
             let _ = write!(
                 text,
-                "It stays within {tol} of that down to **{} steps** (SSIM {:.3} ± {:.3}, {}{speed}): \
-                 the free speedup ends there.",
-                k.steps,
-                k.ssim.mean,
-                k.ssim.std,
-                ms(k.time_ms)
+                "It stays within {tol} of that down to **{}** (SSIM {}, {}{}): the free speedup \
+                 ends there.",
+                steps(k.steps),
+                ssim_text(k),
+                ms(k.time_ms),
+                speed(k)
             );
         }
-        match below(s, k.steps) {
-            Some(b) => {
-                let _ = write!(
-                    text,
-                    " Below it, {} steps falls to {:.3} ({:+.3}) in {}",
-                    b.steps,
-                    b.ssim.mean,
-                    b.ssim.mean - k.ssim.mean,
-                    ms(b.time_ms)
-                );
-                if let Some(low) = s.points.first().filter(|f| f.steps < b.steps) {
-                    let _ = write!(text, ", and {} steps to {:.3}", low.steps, low.ssim.mean);
-                }
-                text.push('.');
+        if let Some(b) = below(s, k.steps) {
+            let _ = write!(
+                text,
+                " Below it, {} falls to {:.3} ({:+.3}) in {}",
+                steps(b.steps),
+                b.ssim.mean,
+                b.ssim.mean - k.ssim.mean,
+                ms(b.time_ms)
+            );
+            if let Some(low) = s.points.first().filter(|f| f.steps < b.steps) {
+                let _ = write!(text, ", and {} to {:.3}", steps(low.steps), low.ssim.mean);
             }
-            None => text.push_str(" It is the fewest steps this sweep ran."),
+            text.push('.');
         }
         if !(k.complete() && best.complete()) {
-            text.push_str(" (Not every seed finished: provisional.)");
+            text.push_str(" (Not every seed has finished: provisional.)");
         }
         out.push(text);
     }
-    // Across methods: the fastest image at a few quality levels.
+    // Across methods: the fastest image at a few quality levels (levels the same point wins are
+    // said once).
+    let mut said: Vec<(Vec<String>, String)> = Vec::new();
     for level in [0.95, 0.9, 0.8] {
         let fastest = land
             .series
@@ -187,17 +233,29 @@ pub fn findings(land: &Landscape) -> Vec<String> {
             .filter(|(_, p)| p.ssim.mean >= level)
             .min_by(|a, b| a.1.time_ms.total_cmp(&b.1.time_ms));
         if let Some((s, p)) = fastest {
-            let speed = land
-                .speedup(p)
-                .map(|x| format!(", {} the reference's speed", times(x)))
-                .unwrap_or_default();
-            out.push(format!(
-                "The fastest image with SSIM ≥ {level} to the reference: {} {} steps, {}{speed}.",
+            let what = format!(
+                "{} {}, {}{}",
                 s.method.label,
-                p.steps,
-                ms(p.time_ms)
-            ));
+                steps(p.steps),
+                ms(p.time_ms),
+                speed(p)
+            );
+            match said.last_mut() {
+                Some((levels, w)) if *w == what => levels.push(format!("{level}")),
+                _ => said.push((vec![format!("{level}")], what)),
+            }
         }
+    }
+    for (levels, what) in said {
+        let also = if levels.len() > 1 {
+            format!(" (also the fastest at ≥ {})", levels[1..].join(", ≥ "))
+        } else {
+            String::new()
+        };
+        out.push(format!(
+            "The fastest image with SSIM ≥ {} to the reference{also}: {what}.",
+            levels[0]
+        ));
     }
     out
 }

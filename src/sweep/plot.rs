@@ -6,6 +6,7 @@
 
 use color_eyre::eyre::{WrapErr, eyre};
 use image::RgbImage;
+use plotters::coord::combinators::BindKeyPoints;
 use plotters::prelude::*;
 
 use super::{Landscape, Point};
@@ -88,6 +89,59 @@ fn y_range(land: &Landscape) -> (f64, f64) {
     (low, 1.0 + 0.04 * (1.0 - low))
 }
 
+/// Round times (1-2-5 per decade, in seconds) inside `lo..hi`, for the x axis's labels and grid.
+pub fn time_ticks(lo: f64, hi: f64) -> Vec<f64> {
+    let mut out = Vec::new();
+    if !(lo > 0.0 && hi > lo && lo.is_finite() && hi.is_finite()) {
+        return out;
+    }
+    let mut decade = 10f64.powf(lo.log10().floor());
+    while decade <= hi {
+        for m in [1.0, 2.0, 5.0] {
+            let v = decade * m;
+            if v >= lo && v <= hi {
+                out.push(v);
+            }
+        }
+        decade *= 10.0;
+    }
+    out
+}
+
+/// Where the legend hides the fewest points: the corner of the plot area (in data fractions)
+/// holding the fewest of them.
+fn legend_corner(land: &Landscape, x: (f64, f64), y: (f64, f64)) -> SeriesLabelPosition {
+    let frac: Vec<(f64, f64)> = land
+        .series
+        .iter()
+        .flat_map(|s| s.points.iter())
+        .map(|p| {
+            let t = (p.time_ms / 1e3).max(1e-9);
+            (
+                (t / x.0).ln() / (x.1 / x.0).ln(),
+                (p.ssim.mean - y.0) / (y.1 - y.0),
+            )
+        })
+        .collect();
+    let count = |right: bool, top: bool| {
+        frac.iter()
+            .filter(|&&(fx, fy)| {
+                (if right { fx > 0.55 } else { fx < 0.45 })
+                    && (if top { fy > 0.7 } else { fy < 0.3 })
+            })
+            .count()
+    };
+    [
+        (SeriesLabelPosition::LowerRight, count(true, false)),
+        (SeriesLabelPosition::LowerLeft, count(false, false)),
+        (SeriesLabelPosition::UpperRight, count(true, true)),
+        (SeriesLabelPosition::UpperLeft, count(false, true)),
+    ]
+    .into_iter()
+    .min_by_key(|&(_, n)| n)
+    .map_or(SeriesLabelPosition::LowerRight, |(pos, _)| pos)
+}
+
 /// The chart as an SVG document. `note` goes under the chart (what the curves mean on this
 /// model).
 pub fn svg(land: &Landscape, note: Option<&str>) -> color_eyre::Result<String> {
@@ -107,7 +161,10 @@ pub fn svg(land: &Landscape, note: Option<&str>) -> color_eyre::Result<String> {
             .margin(14)
             .x_label_area_size(48)
             .y_label_area_size(64)
-            .build_cartesian_2d((x0..x1).log_scale(), y0..y1)
+            .build_cartesian_2d(
+                (x0..x1).log_scale().with_key_points(time_ticks(x0, x1)),
+                y0..y1,
+            )
             .map_err(plot_error)?;
         chart
             .configure_mesh()
@@ -117,7 +174,8 @@ pub fn svg(land: &Landscape, note: Option<&str>) -> color_eyre::Result<String> {
             .y_label_formatter(&|v| format!("{v:.2}"))
             .label_style((FAMILY, 14))
             .axis_desc_style((FAMILY, 15))
-            .light_line_style(RGBColor(235, 235, 235))
+            .y_max_light_lines(1)
+            .light_line_style(RGBColor(238, 238, 238))
             .bold_line_style(RGBColor(205, 205, 205))
             .draw()
             .map_err(plot_error)?;
@@ -196,7 +254,7 @@ pub fn svg(land: &Landscape, note: Option<&str>) -> color_eyre::Result<String> {
         }
         chart
             .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
+            .position(legend_corner(land, (x0, x1), (y0, y1)))
             .label_font((FAMILY, 14))
             .background_style(WHITE.mix(0.9))
             .border_style(RGBColor(180, 180, 180))
@@ -249,4 +307,25 @@ pub fn rasterise(svg: &str) -> color_eyre::Result<RgbImage> {
 /// The chart as a PNG-ready image.
 pub fn png(land: &Landscape, note: Option<&str>) -> color_eyre::Result<RgbImage> {
     rasterise(&svg(land, note)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn time_ticks_are_round_1_2_5_values_inside_the_range() {
+        assert_eq!(time_ticks(0.02, 0.9), [0.02, 0.05, 0.1, 0.2, 0.5]);
+        assert_eq!(time_ticks(1.5, 30.0), [2.0, 5.0, 10.0, 20.0]);
+        assert!(time_ticks(0.0, 1.0).is_empty());
+        assert!(time_ticks(2.0, 1.0).is_empty());
+    }
+
+    #[test]
+    fn axis_times_read_in_seconds_or_milliseconds() {
+        assert_eq!(seconds(0.005), "5.00 ms");
+        assert_eq!(seconds(0.2), "0.20 s");
+        assert_eq!(seconds(2.0), "2.0 s");
+        assert_eq!(seconds(20.0), "20 s");
+    }
 }
