@@ -247,3 +247,21 @@ fn bad_sweep_arguments_are_refused_before_any_run() {
         );
     }
 }
+
+#[test]
+fn the_readme_shows_a_plot_the_command_made() {
+    let readme = std::fs::read_to_string(common::root().join("README.md")).unwrap();
+    assert!(
+        readme.contains("](assets/landscape-tiny.png)"),
+        "README shows the plot"
+    );
+    let png = image::open(common::root().join("assets/landscape-tiny.png")).unwrap();
+    assert_eq!(
+        (png.width(), png.height()),
+        (
+            speedscape::sweep::plot::WIDTH,
+            speedscape::sweep::plot::HEIGHT
+        ),
+        "the plot's own size: it came from plot.png, unscaled"
+    );
+}

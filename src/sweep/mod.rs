@@ -864,6 +864,14 @@ mod tests {
     }
 
     #[test]
+    fn the_median_is_the_middle_value_or_the_mean_of_the_middle_two() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), Some(2.5));
+        assert_eq!(median(&[f64::NAN, 5.0]), Some(5.0));
+        assert_eq!(median(&[]), None);
+    }
+
+    #[test]
     fn identical_images_count_apart_from_the_psnr_mean() {
         let plan = small_sweep(2).plan();
         let mut m = vec![None; plan.runs.len()];
