@@ -87,6 +87,7 @@ fn request(scheduler: SchedulerKind, steps: usize, cfg: f32, unet: &str) -> Requ
         width: None,
         height: None,
         latents: None,
+        clip_score: false,
     }
 }
 

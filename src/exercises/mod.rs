@@ -205,6 +205,7 @@ impl Exercise {
             width: None,
             height: None,
             latents: None,
+            clip_score: false,
         }
     }
 }
