@@ -409,8 +409,7 @@ impl TextEncoder {
 
     /// Hidden states `[batch, 77, D]` for `batch` rows of 77 ids each.
     pub fn encode(&mut self, ids: &[i64], batch: usize) -> color_eyre::Result<Array3<f32>> {
-        let output = self.output.clone();
-        let out = self.run(ids, batch, &output)?;
+        let out = self.run(ids, batch, false)?;
         Ok(out.into_dimensionality::<Ix3>()?)
     }
 
@@ -424,23 +423,24 @@ impl TextEncoder {
     /// `text_projection` takes. Only this output is copied out; [`TextEncoder::encode`] is
     /// unchanged.
     pub fn encode_pooled(&mut self, ids: &[i64], batch: usize) -> color_eyre::Result<Array2<f32>> {
-        let Some(pooled) = self.pooled.clone() else {
+        if self.pooled.is_none() {
             return Err(eyre!(
                 "the text encoder {} has no pooler_output output (found {}); the CLIP score needs it\nFix: re-export the model with models/export.py, which writes last_hidden_state and pooler_output as Optimum does",
                 self.file.display(),
                 describe_all(&tensor::outputs(&self.session))
             ));
-        };
-        let out = self.run(ids, batch, &pooled)?;
+        }
+        let out = self.run(ids, batch, true)?;
         Ok(out.into_dimensionality::<Ix2>()?)
     }
 
-    /// One run; the output called `name`, copied out.
+    /// One run; `pooler_output` (when `pooled` and the graph has it) or the hidden states,
+    /// copied out (only that one).
     fn run(
         &mut self,
         ids: &[i64],
         batch: usize,
-        name: &str,
+        pooled: bool,
     ) -> color_eyre::Result<ndarray::ArrayD<f32>> {
         let input = tensor::int_input(ids, &[batch, ids.len() / batch], self.ids.elem)?;
         let start = Instant::now();
@@ -456,6 +456,10 @@ impl TextEncoder {
                 run_error(memory, &doing, file, e)
             })?;
         self.ort += start.elapsed();
+        let name = match (&self.pooled, pooled) {
+            (Some(p), true) => p.as_str(),
+            _ => self.output.as_str(),
+        };
         tensor::float_output(&outputs[name])
     }
 }
