@@ -18,6 +18,8 @@ What is written (the Hugging Face Optimum ONNX layout speedscape reads, plus one
     text_encoder/ unet/ (external data) vae_decoder/ [vae_encoder/] tokenizer/ scheduler/
     unet_<variant>/            the UNet with that variant's LoRAs fused (set_adapters + fuse_lora)
     text_encoder_<variant>/    only when a variant's LoRAs also train the text encoder
+    clip_image_encoder/        with --clip-scorer: a CLIP vision tower + both projections, for
+                               the CLIP score (see `clip_scorer_spec`)
     model_index.json  manifest.json
 
 The scheduler config is copied byte for byte from the source (never re-saved by diffusers, which
@@ -97,6 +99,18 @@ BASE_PATTERNS = [
     "vae/diffusion_pytorch_model.safetensors",
 ]
 LORA_PATTERNS = ["*.safetensors", "*.json"]
+
+# The CLIP model whose text tower SD v1.5's text encoder is (same weights): its vision tower and
+# projections give the CLIP score (--clip-scorer).
+DEFAULT_CLIP = "openai/clip-vit-large-patch14"
+CLIP_PATTERNS = ["config.json", "preprocessor_config.json", "model.safetensors"]
+CLIP_FOLDER = "clip_image_encoder"
+CLIP_CONFIG_FORMAT = "speedscape-clip-scorer/1"
+# Text-tower settings that must agree for the pipeline's text encoder to stand in for CLIP's.
+CLIP_TEXT_FIELDS = (
+    "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+    "max_position_embeddings", "hidden_act", "layer_norm_eps",
+)
 
 # Max abs difference allowed between ONNX Runtime and torch (float32 reference), relative to the
 # reference's largest magnitude (at least 1).
@@ -181,6 +195,128 @@ def resolve_base(source: str, revision: str | None, label: str | None = None) ->
             weights[rel] = sha256_file(p)
     prov["sha256"] = weights
     return Base(folder, prov)
+
+
+@dataclasses.dataclass
+class ClipSource:
+    """A CLIPModel (hub id or a folder saved by transformers) for the CLIP scorer."""
+
+    folder: Path
+    provenance: dict
+
+
+def resolve_clip(source: str, revision: str | None = None, label: str | None = None) -> ClipSource:
+    if Path(source).is_dir():
+        folder = Path(source)
+        if not (folder / "config.json").is_file():
+            raise ExportError(
+                f"--clip-scorer {folder}: not a transformers CLIPModel folder (no config.json)\n"
+                f"Fix: pass a folder saved by `CLIPModel.save_pretrained` or a hub id like {DEFAULT_CLIP}"
+            )
+        prov = {"kind": "folder", "source": label or str(folder.resolve()), "revision": None}
+    elif looks_like_hub_id(source):
+        log(f"downloading {source} (config, preprocessor config, weights) ...")
+        folder, commit = download(source, revision, CLIP_PATTERNS)
+        prov = {"kind": "hub", "source": source, "revision": commit}
+    else:
+        raise ExportError(
+            f"--clip-scorer {source!r} is neither a folder nor a hub id\n"
+            f"Fix: pass a CLIPModel folder or a hub id such as {DEFAULT_CLIP} (the default of a bare --clip-scorer)"
+        )
+    prov["sha256"] = {p.name: sha256_file(p) for p in sorted(folder.glob("*")) if p.is_file() and p.suffix in (".json", ".safetensors")}
+    return ClipSource(folder, prov)
+
+
+def load_clip(source: ClipSource):
+    """(CLIPModel, CLIPImageProcessorPil) from the folder; the processor's defaults are OpenAI's
+    when the folder has no preprocessor_config.json."""
+    from transformers import CLIPModel
+    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+    try:
+        model = CLIPModel.from_pretrained(str(source.folder), dtype=torch.float32).eval()
+    except Exception as e:
+        raise ExportError(
+            f"cannot load a CLIPModel from {source.folder}: {type(e).__name__}: {e}\n"
+            f"Fix: --clip-scorer needs a full CLIPModel (text and vision towers), e.g. {DEFAULT_CLIP}"
+        ) from None
+    if (source.folder / "preprocessor_config.json").is_file():
+        processor = CLIPImageProcessorPil.from_pretrained(str(source.folder))
+    else:
+        processor = CLIPImageProcessorPil()
+    return model, processor
+
+
+def check_clip_text_tower(clip, text_encoder, clip_label: str) -> dict:
+    """The CLIP model's text tower must be the pipeline's text encoder (SD v1.5's text encoder is
+    openai/clip-vit-large-patch14's text tower): same settings, same tensors. Then the exported
+    text_encoder's pooler_output stands in for CLIP's, and only text_projection is exported."""
+    mine, theirs = clip.config.text_config, text_encoder.config
+    differ = [f"{k}: {getattr(mine, k, None)!r} vs {getattr(theirs, k, None)!r}" for k in CLIP_TEXT_FIELDS
+              if getattr(mine, k, None) != getattr(theirs, k, None)]
+    a = clip.text_model.state_dict()
+    b = text_encoder.state_dict()
+    if not differ:
+        if a.keys() != b.keys():
+            differ.append(f"tensors only in one of them: {sorted(set(a) ^ set(b))[:5]}")
+        else:
+            for k in a:
+                if a[k].shape != b[k].shape:
+                    differ.append(f"{k}: shape {list(a[k].shape)} vs {list(b[k].shape)}")
+                elif not torch.equal(a[k], b[k]):
+                    err = (a[k].double() - b[k].double()).abs().max().item()
+                    differ.append(f"{k}: max abs difference {err:.3e}")
+    if differ:
+        shown = "; ".join(differ[:4]) + (f"; and {len(differ) - 4} more" if len(differ) > 4 else "")
+        raise ExportError(
+            f"--clip-scorer {clip_label}: its text tower is not this pipeline's text encoder ({shown}); the CLIP "
+            f"score reuses the pipeline's text_encoder pooler_output, so it needs the CLIP model the text encoder "
+            f"came from\nFix: pass the CLIP model of this pipeline's text encoder (SD v1.5: {DEFAULT_CLIP}), "
+            f"or leave out --clip-scorer"
+        )
+    return {"matches": "text_encoder", "tensors_compared": len(a), "settings_compared": list(CLIP_TEXT_FIELDS)}
+
+
+def clip_scorer_config(clip, processor, source: ClipSource) -> dict:
+    """clip_image_encoder/config.json: what speedscape needs to preprocess and score."""
+    p = processor
+    size = dict(p.size) if p.size is not None else {}
+    crop = dict(p.crop_size) if p.crop_size is not None else {}
+    resample = int(p.resample) if p.resample is not None else None
+    problems = []
+    if not (p.do_resize and size.get("shortest_edge")):
+        problems.append(f"resize {size} (speedscape implements resize of the shortest edge)")
+    if resample != 3:
+        problems.append(f"resample {resample} (speedscape implements PIL's bicubic, 3)")
+    if not (p.do_center_crop and crop.get("height") and crop.get("width")):
+        problems.append(f"center crop {crop}")
+    if not (p.do_rescale and p.do_normalize):
+        problems.append("no rescale or normalize")
+    if problems:
+        raise ExportError(
+            f"--clip-scorer {source.folder}: its image processor does what speedscape does not reproduce: "
+            f"{'; '.join(problems)}\nFix: use a CLIP model with CLIPImageProcessor's usual settings (e.g. {DEFAULT_CLIP})"
+        )
+    vision = clip.config.vision_config
+    return {
+        "format": CLIP_CONFIG_FORMAT,
+        "source": source.provenance["source"],
+        "revision": source.provenance["revision"],
+        "score": "max(100 * cos(image_embeds, text_embeds), 0) (torchmetrics CLIPScore)",
+        "text_input": "text_encoder pooler_output",
+        "image_size": vision.image_size,
+        "patch_size": vision.patch_size,
+        "resize_shortest_edge": size["shortest_edge"],
+        "resample": "bicubic",
+        "crop_height": crop["height"],
+        "crop_width": crop["width"],
+        "rescale_factor": float(p.rescale_factor),
+        "image_mean": [float(v) for v in p.image_mean],
+        "image_std": [float(v) for v in p.image_std],
+        "projection_dim": clip.config.projection_dim,
+        "text_hidden_size": clip.config.text_config.hidden_size,
+        "logit_scale": float(clip.logit_scale.exp().item()),
+    }
 
 
 @dataclasses.dataclass
@@ -355,6 +491,22 @@ class TextEncoderGraph(torch.nn.Module):
         return out.last_hidden_state, out.pooler_output
 
 
+class ClipScorerGraph(torch.nn.Module):
+    """CLIPModel.get_image_features (vision tower -> post layernorm on the CLS token ->
+    visual_projection) and text_projection, applied to a text encoder's pooler_output: the two
+    halves of CLIPModel.get_text_features the exported text_encoder does not already hold."""
+
+    def __init__(self, clip):
+        super().__init__()
+        self.vision_model = clip.vision_model
+        self.visual_projection = clip.visual_projection
+        self.text_projection = clip.text_projection
+
+    def forward(self, pixel_values, text_pooled):
+        pooled = self.vision_model(pixel_values=pixel_values, return_dict=True).pooler_output
+        return self.visual_projection(pooled), self.text_projection(text_pooled)
+
+
 class UNetGraph(torch.nn.Module):
     def __init__(self, unet):
         super().__init__()
@@ -387,7 +539,7 @@ class VaeEncoderGraph(torch.nn.Module):
 class Spec:
     """How to export and check one kind of component."""
 
-    kind: str  # text_encoder | unet | vae_decoder | vae_encoder
+    kind: str  # text_encoder | unet | vae_decoder | vae_encoder | clip_image_encoder
     graph: torch.nn.Module
     args: tuple
     input_names: list[str]
@@ -395,7 +547,7 @@ class Spec:
     dynamic_axes: dict
     external_data: bool
     checks: list[tuple[dict, list]]  # (onnx feeds as float32/int numpy, torch reference outputs)
-    ort_model_type: str  # model type of onnxruntime.transformers' optimizer
+    ort_model_type: str | None  # model type of onnxruntime.transformers' optimizer (None: no fusions)
     keep_fp32: bool = False  # stays float32 in an fp16 export
 
 
@@ -430,6 +582,54 @@ def text_encoder_spec(text_encoder) -> Spec:
         external_data=False,
         checks=[({"input_ids": check_ids.numpy()}, [ref.last_hidden_state.numpy(), ref.pooler_output.numpy()])],
         ort_model_type="clip",
+    )
+
+
+def clip_scorer_spec(clip, text_encoder) -> Spec:
+    """Checks: random pixels with random pooled text, and pixels with the pipeline's own text
+    encoder's pooler_output for real prompts against CLIPModel.get_text_features on the same ids
+    (which proves the text side end to end)."""
+    vision = clip.config.vision_config
+    size = vision.image_size
+    hidden = clip.config.text_config.hidden_size
+    gen = torch.Generator().manual_seed(9)
+    pixels = torch.randn(1, 3, size, size, generator=gen)
+    pooled = torch.randn(1, hidden, generator=gen)
+    checks = []
+    x = torch.randn(2, 3, size, size, generator=gen)
+    t = torch.randn(3, hidden, generator=gen)
+    with torch.no_grad():
+        ref_img = clip.get_image_features(pixel_values=x).pooler_output
+        ref_txt = clip.text_projection(t)
+    checks.append(({"pixel_values": x.numpy(), "text_pooled": t.numpy()}, [ref_img.numpy(), ref_txt.numpy()]))
+    seq = text_encoder.config.max_position_embeddings
+    ids = torch.full((2, seq), CLIP_EOS, dtype=torch.int64)
+    ids[:, 0] = CLIP_BOS
+    ids[0, 1:5] = torch.tensor([320, 1929, 530, 2442])
+    ids[1, 1:3] = torch.tensor([1237, 3365])
+    x = torch.randn(1, 3, size, size, generator=gen)
+    with torch.no_grad():
+        te_pooled = text_encoder(input_ids=ids, return_dict=True).pooler_output
+        ref_img = clip.get_image_features(pixel_values=x).pooler_output
+        ref_txt = clip.get_text_features(input_ids=ids).pooler_output
+    checks.append(({"pixel_values": x.numpy(), "text_pooled": te_pooled.numpy()}, [ref_img.numpy(), ref_txt.numpy()]))
+    n_params = sum(p.numel() for p in clip.vision_model.parameters())
+    return Spec(
+        "clip_image_encoder",
+        ClipScorerGraph(clip),
+        (pixels, pooled),
+        ["pixel_values", "text_pooled"],
+        ["image_embeds", "text_embeds"],
+        {
+            "pixel_values": {0: "image_batch"},
+            "text_pooled": {0: "text_batch"},
+            "image_embeds": {0: "image_batch"},
+            "text_embeds": {0: "text_batch"},
+        },
+        external_data=n_params * 4 > (1 << 30),  # ViT-L/14's vision tower: 1.2 GB
+        checks=checks,
+        ort_model_type=None,  # no fusions: it runs once per image, after the timed run
+        keep_fp32=True,  # a quality measure, not a speed one
     )
 
 
@@ -982,8 +1182,11 @@ def export_pipeline(
     command: list[str] | None = None,
     force: bool = False,
     copy_loras: bool = False,
+    clip_scorer: ClipSource | None = None,
 ) -> dict:
-    """Export everything into `<out>.partial`, check it, write the manifest, then move it to `out`."""
+    """Export everything into `<out>.partial`, check it, write the manifest, then move it to `out`.
+    With `clip_scorer`, also clip_image_encoder/ (after every other component, whose files it
+    leaves as they would be without it)."""
     if out.exists() and any(out.iterdir()) and not force:
         raise ExportError(f"{out} exists and is not empty\nFix: pass --force to replace it, or choose another --out")
     partial = out.with_name(out.name + ".partial")
@@ -991,17 +1194,24 @@ def export_pipeline(
         shutil.rmtree(partial)
     partial.mkdir(parents=True)
     try:
-        return _export_into(base, loras, variants, out, partial, settings, vae_encoder, command, copy_loras)
+        return _export_into(base, loras, variants, out, partial, settings, vae_encoder, command, copy_loras, clip_scorer)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)  # never leave a half-written model behind
         raise
 
 
-def _export_into(base, loras, variants, out: Path, partial: Path, settings: Settings, vae_encoder, command, copy_loras) -> dict:
+def _export_into(base, loras, variants, out: Path, partial: Path, settings: Settings, vae_encoder, command, copy_loras, clip_scorer=None) -> dict:
     started = time.perf_counter()
 
     log(f"loading the base pipeline from {base.folder}")
     pipe = load_pipeline(base.folder)
+    clip = None
+    if clip_scorer is not None:
+        # Checked before the long exports: a CLIP model of another text encoder is refused now.
+        log(f"loading the CLIP model from {clip_scorer.folder}")
+        clip, processor = load_clip(clip_scorer)
+        clip_text_check = check_clip_text_tower(clip, pipe.text_encoder, clip_scorer.provenance["source"])
+        clip_config = clip_scorer_config(clip, processor, clip_scorer)
     latent = pipe.unet.config.sample_size
     vae_scale = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
 
@@ -1021,12 +1231,15 @@ def _export_into(base, loras, variants, out: Path, partial: Path, settings: Sett
     if vae_encoder:
         jobs.append(("vae_encoder", "vae", None))
     components, variant_records = {}, {}
-    total_jobs = len(jobs) + len(variants)
+    total_jobs = len(jobs) + len(variants) + (clip is not None)
 
-    def run_job(index: int, folder: str, spec: Spec, config_src: Path, what: str):
+    def run_job(index: int, folder: str, spec: Spec, config_src: Path | dict, what: str):
         log(f"[{index}/{total_jobs}] {folder}: {what} ...")
         rec = export_component(spec, partial / folder, settings)
-        copy_verbatim(config_src, partial / folder / "config.json")
+        if isinstance(config_src, dict):
+            write_json_atomic(partial / folder / "config.json", config_src)
+        else:
+            copy_verbatim(config_src, partial / folder / "config.json")
         rec["bytes"] = folder_bytes(partial / folder)
         components[folder] = rec
         check = rec.get("check")
@@ -1058,6 +1271,17 @@ def _export_into(base, loras, variants, out: Path, partial: Path, settings: Sett
                 run_job(j, te_folder, text_encoder_spec(pipe.text_encoder), base.folder / "text_encoder" / "config.json", f"fusing {desc}")
                 record["text_encoder"] = te_folder
         variant_records[name] = record
+
+    clip_record = None
+    if clip is not None:
+        run_job(total_jobs, CLIP_FOLDER, clip_scorer_spec(clip, pipe.text_encoder), clip_config, "CLIP vision tower + projections")
+        clip_record = {
+            "folder": CLIP_FOLDER,
+            **clip_scorer.provenance,
+            "score": clip_config["score"],
+            "text_tower": clip_text_check,
+        }
+        del clip
 
     lora_records = {}
     for name, lora in loras.items():
@@ -1091,6 +1315,8 @@ def _export_into(base, loras, variants, out: Path, partial: Path, settings: Sett
         "variants": {"base": {"loras": [], "unet": "unet", "text_encoder": "text_encoder"}, **variant_records},
         "files": file_table(partial),
     }
+    if clip_record is not None:
+        manifest["clip_scorer"] = clip_record
     write_json_atomic(partial / "manifest.json", manifest)
 
     # Move into place; an old folder is only removed once the new one is complete.
@@ -1120,6 +1346,12 @@ def parse_args(argv=None):
     ap.add_argument("--optimize", choices=("none", "cuda"), default="none", help="cuda: ONNX Runtime's SD fusions (the graph then needs the CUDA provider)")
     ap.add_argument("--vae-encoder", action="store_true", help="also export the VAE encoder (img2img)")
     ap.add_argument("--copy-loras", action="store_true", help="keep a copy of each LoRA file in <out>/loras/")
+    ap.add_argument(
+        "--clip-scorer", nargs="?", const=DEFAULT_CLIP, default=None, metavar="HUB_ID_OR_FOLDER",
+        help=f"also export clip_image_encoder/ for the CLIP score: the vision tower and projections of the CLIP "
+        f"model whose text tower is the pipeline's text encoder (checked; default {DEFAULT_CLIP})",
+    )
+    ap.add_argument("--clip-revision", default=None, help="hub revision of --clip-scorer")
     ap.add_argument("--no-verify", action="store_true", help="skip the ONNX Runtime vs torch checks")
     ap.add_argument("--tolerance", type=float, default=None, help="max relative difference vs torch (default 1e-3 fp32, 5e-2 fp16)")
     ap.add_argument("--force", action="store_true", help="replace --out if it exists")
@@ -1144,7 +1376,8 @@ def main(argv=None) -> int:
             log(f"LoRA {lora.name}: {lora.file.name} ({lora.format} format, {'+'.join(lora.components)}, {human(lora.file.stat().st_size)})")
         variant_specs = [] if args.no_variants else (args.variant or list(DEFAULT_VARIANTS))
         variants = dict(parse_variant(v, loras) for v in variant_specs)
-        export_pipeline(base, loras, variants, out, settings, args.vae_encoder, command, args.force, args.copy_loras)
+        clip = resolve_clip(args.clip_scorer, args.clip_revision) if args.clip_scorer else None
+        export_pipeline(base, loras, variants, out, settings, args.vae_encoder, command, args.force, args.copy_loras, clip)
     except ExportError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -18,7 +18,10 @@ What it does (see models/tiny/README.md for the result):
 3. hands both to models/export.py -- the exporter real SD v1.5 goes through -- with variants
    unet_lcm, unet_style and unet_lcm_style, the VAE encoder and `copy_loras`: it exports, fuses
    (`load_lora_weights` -> `set_adapters` -> `fuse_lora`), checks every graph against torch with
-   onnxruntime (CPU) and writes manifest.json.
+   onnxruntime (CPU) and writes manifest.json;
+4. also gives the exporter a random `CLIPModel` with OpenAI ViT-L/14's structure at toy size whose
+   text tower is the tiny text encoder (`build_clip`): `--clip-scorer` exports its vision tower and
+   projections to clip_image_encoder/ (the CLIP score), after every other component.
 
 Everything is deterministic: each component is initialised right after `torch.manual_seed(0)`, the
 LoRA tensors come from their own seeded generators, torch and onnxruntime run single-threaded, the
@@ -60,7 +63,8 @@ from diffusers import (  # noqa: E402
     UNet2DConditionModel,
 )
 from diffusers.utils import logging as diffusers_logging  # noqa: E402
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer  # noqa: E402
+from transformers import CLIPConfig, CLIPModel, CLIPTextConfig, CLIPTextModel, CLIPTokenizer  # noqa: E402
+from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil  # noqa: E402
 
 diffusers_logging.set_verbosity_error()
 
@@ -128,6 +132,25 @@ TEXT_ENCODER_CONFIG = dict(
     projection_dim=32,
 )
 
+# The CLIP scorer's vision tower: OpenAI's ViT-L/14 structure (patch 14, 224 px, quick_gelu, pre-
+# and post-layernorm, CLS pooling) at toy size. Its text tower is the tiny text encoder itself.
+CLIP_VISION_CONFIG = dict(
+    image_size=224,
+    patch_size=14,
+    num_channels=3,
+    hidden_size=32,  # ViT-L/14: 1024
+    intermediate_size=37,  # ViT-L/14: 4096
+    num_hidden_layers=2,  # ViT-L/14: 24
+    num_attention_heads=4,  # ViT-L/14: 16
+    hidden_act="quick_gelu",
+    layer_norm_eps=1e-5,
+)
+CLIP_PROJECTION_DIM = 32  # ViT-L/14: 768
+# Random weights give cosines of about ±0.3; with this seed the tiny scorer's cosines for the
+# fixture images and prompts are mostly positive (one is negative): scores above the clamp at 0,
+# and one at it, so tests see both. (Seed 1003 gave only negative cosines: every score 0.)
+CLIP_SEED = 1007
+
 # UNet attention projections a LoRA adapter targets (attn1 = self, attn2 = cross attention).
 LORA_TARGET_RE = re.compile(r"\.attn[12]\.(to_q|to_k|to_v|to_out\.0)$")
 
@@ -193,6 +216,27 @@ def build_text_encoder() -> CLIPTextModel:
     config = CLIPTextConfig(**TEXT_ENCODER_CONFIG)
     config.architectures = ["CLIPTextModel"]
     return CLIPTextModel(config).eval()
+
+
+def build_clip(text_encoder: CLIPTextModel) -> CLIPModel:
+    """A random CLIPModel whose text tower is `text_encoder` (its weights copied in), so the
+    exporter's text-tower check holds as it does for SD v1.5 and openai/clip-vit-large-patch14."""
+    torch.manual_seed(CLIP_SEED)
+    config = CLIPConfig(
+        text_config=text_encoder.config.to_dict(),
+        vision_config=CLIP_VISION_CONFIG,
+        projection_dim=CLIP_PROJECTION_DIM,
+    )
+    config.architectures = ["CLIPModel"]
+    clip = CLIPModel(config).eval()
+    clip.text_model.load_state_dict(text_encoder.state_dict())
+    return clip
+
+
+def save_clip_folder(clip: CLIPModel, folder: Path) -> None:
+    """The CLIP model as a hub download looks: weights, config, OpenAI's preprocessor config."""
+    clip.save_pretrained(str(folder), safe_serialization=True)
+    CLIPImageProcessorPil().save_pretrained(str(folder))
 
 
 def build_scheduler() -> PNDMScheduler:
@@ -423,6 +467,9 @@ def export_all(out_dir: Path, tokenizer_dir: Path | None = None, verify: bool = 
             loras[spec.name] = lora
         base = export.resolve_base(str(src), None, label="random-init tiny SD v1.5 look-alike (models/make_tiny.py)")
         variants = {folder.removeprefix("unet_"): parts for folder, parts in TINY_UNET_VARIANTS.items()}
+        clip_dir = Path(tmp) / "clip"
+        save_clip_folder(build_clip(pipe.text_encoder), clip_dir)
+        clip = export.resolve_clip(str(clip_dir), label=f"random-init tiny CLIP ViT-L/14 look-alike (models/make_tiny.py, seed {CLIP_SEED})")
         settings = export.Settings(verify=verify, check_threads=1)
         export.log = log
         return export.export_pipeline(
@@ -435,6 +482,7 @@ def export_all(out_dir: Path, tokenizer_dir: Path | None = None, verify: bool = 
             command=["python", "models/make_tiny.py"],
             force=True,
             copy_loras=True,
+            clip_scorer=clip,
         )
 
 

@@ -303,6 +303,7 @@ pub fn run(config: &Config, opts: &BenchOptions) -> color_eyre::Result<BenchRepo
             width: opts.size,
             height: opts.size,
             latents: None,
+            clip_score: false,
         };
         let scope = if memory::reset_peak() {
             "run"

@@ -501,6 +501,7 @@ fn generate(config: &Config, args: GenerateArgs) -> color_eyre::Result<()> {
         width: args.width,
         height: args.height,
         latents,
+        clip_score: false,
     };
     // A signal (SIGINT, SIGTERM, SIGHUP) sets this flag: the run stops between steps.
     let cancel: &AtomicBool = speedscape::interrupt::flag();

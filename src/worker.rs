@@ -53,12 +53,17 @@ pub struct WorkerInfo {
     pub variants: Vec<crate::models::Variant>,
     /// The scheduler config in force (see [`crate::models::Model::scheduler_config`]).
     pub scheduler_config: serde_json::Value,
+    /// The model folder has a CLIP scorer (`clip_image_encoder/`): a request with
+    /// `clip_score: true` gets [`RunReport::clip_score`]. Without one the score is absent, so a
+    /// view shows no CLIP column rather than zeros.
+    pub clip_scorer: bool,
 }
 
 /// What the worker reports: `Ready` (or `Fatal`) first, then for each run, in order:
 /// `Loading`/`Loaded` for each component (text encoder, UNet, VAE decoder) the worker has not
 /// used before, with its session-creation time and an untimed warm-up pass at the run's size,
-/// all before the timed run; `Started`, `Encoded`, then `Step` and `Preview` per step, then
+/// and for the CLIP scorer (`clip_image_encoder`, no warm-up) the first time a run asks for a
+/// CLIP score on a model that has one, all before the timed run; `Started`, `Encoded`, then `Step` and `Preview` per step, then
 /// exactly one of `Finished`, `Cancelled`, `Failed`. A run cancelled while queued gets
 /// `Cancelled` alone.
 #[derive(Debug, Clone)]
@@ -469,6 +474,7 @@ impl Worker {
             notes: rt.notes.iter().chain(&model.notes).cloned().collect(),
             variants: model.variants.clone(),
             scheduler_config: model.scheduler_config.clone(),
+            clip_scorer: model.has_clip_scorer(),
         };
         Ok(Self {
             rt,
@@ -655,6 +661,30 @@ impl Worker {
                     gone,
                 )?;
             }
+        }
+
+        // CLIP scorer: loaded the first time a run asks for a score (it runs after the timed
+        // run, so it needs no warm-up).
+        let clip = crate::models::CLIP_FOLDER;
+        if req.clip_score && self.model.has_clip_scorer() && !self.announced.contains(clip) {
+            self.send(
+                Event::Loading {
+                    run,
+                    component: clip.to_string(),
+                },
+                gone,
+            )?;
+            self.model.clip_scorer(&self.rt)?;
+            self.announced.insert(clip.to_string());
+            self.send(
+                Event::Loaded {
+                    run,
+                    component: clip.to_string(),
+                    load: self.load_time(clip),
+                    warm_up: Duration::ZERO,
+                },
+                gone,
+            )?;
         }
         Ok(())
     }

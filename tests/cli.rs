@@ -460,6 +460,7 @@ fn models_verify_passes_on_the_tiny_model() {
         "unet_lcm_style",
         "vae_decoder",
         "vae_encoder",
+        "clip_image_encoder",
     ] {
         assert!(sessions.contains(&folder), "{folder}: {sessions:?}");
     }

@@ -173,6 +173,7 @@ fn every_run_reproduces_the_diffusers_image() {
             width: Some(run["width"].as_u64().unwrap() as usize),
             height: Some(run["height"].as_u64().unwrap() as usize),
             latents: None,
+            clip_score: false,
         };
         let want_latents = array(&run, "latents")
             .into_dimensionality::<ndarray::Ix5>()
@@ -233,6 +234,7 @@ fn io_binding_gives_the_same_image_as_plain_calls() {
         width: None,
         height: None,
         latents: None,
+        clip_score: false,
     };
     let cancel = AtomicBool::new(false);
     let mut images = Vec::new();
@@ -268,6 +270,7 @@ fn the_optimized_graph_cache_is_written_then_used_and_changes_nothing() {
         width: None,
         height: None,
         latents: None,
+        clip_score: false,
     };
     let cancel = AtomicBool::new(false);
     let image = |opts: speedscape::runtime::Options| {

@@ -46,6 +46,7 @@ fn request(i: usize) -> Request {
         width: None,
         height: None,
         latents: None,
+        clip_score: false,
     }
 }
 

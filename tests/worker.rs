@@ -87,6 +87,7 @@ fn request(scheduler: SchedulerKind, steps: usize, cfg: f32, unet: &str) -> Requ
         width: None,
         height: None,
         latents: None,
+        clip_score: false,
     }
 }
 
@@ -404,4 +405,80 @@ fn a_variant_that_does_not_load_fails_its_run_with_the_fix_and_the_worker_goes_o
         "{:?}",
         trace(&events)
     );
+}
+
+#[test]
+fn a_clip_score_request_loads_the_scorer_once_before_its_run_and_reports_the_score() {
+    let (worker, mut rx) = spawn(None);
+    match rx.event() {
+        Event::Ready(info) => assert!(info.clip_scorer, "the tiny model has a CLIP scorer"),
+        other => panic!("expected Ready first, got {other:?}"),
+    }
+    let mut asked = request(SchedulerKind::DpmSolverPp, 2, 7.5, "base");
+    asked.clip_score = true;
+    let plain = request(SchedulerKind::DpmSolverPp, 2, 7.5, "base");
+    let runs: Vec<RunId> = (0..3).map(|_| worker.next_run_id()).collect();
+    for (run, req) in runs.iter().zip([plain, asked.clone(), asked]) {
+        worker.submit(Job {
+            run: *run,
+            request: req,
+        });
+    }
+    let mut scores = Vec::new();
+    for (i, run) in runs.iter().enumerate() {
+        let events = rx.until_terminal(*run);
+        let t = trace(&events);
+        let loads = t
+            .iter()
+            .filter(|e| e.ends_with(":clip_image_encoder"))
+            .count();
+        // Loaded by the first run that asks (before `Started`), never again.
+        assert_eq!(loads, if i == 1 { 2 } else { 0 }, "run {i}: {t:?}");
+        if i == 1 {
+            let started = t.iter().position(|e| e == "Started").unwrap();
+            assert_eq!(
+                t[started - 2..started],
+                ["Loading:clip_image_encoder", "Loaded:clip_image_encoder"]
+            );
+        }
+        match events.last() {
+            Some(Event::Finished { report, .. }) => scores.push(report.clip_score),
+            other => panic!("run {i}: {other:?}"),
+        }
+    }
+    assert_eq!(scores[0], None, "not asked for");
+    assert!(
+        scores[1].is_some_and(|s| s.is_finite() && s >= 0.0),
+        "{scores:?}"
+    );
+    assert_eq!(scores[1], scores[2], "same run, same score");
+    worker.shutdown();
+}
+
+#[test]
+fn a_model_without_a_scorer_says_so_in_ready_and_runs_without_a_score() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("tiny");
+    copy_dir(&root().join("models/tiny"), &dir);
+    std::fs::remove_dir_all(dir.join("clip_image_encoder")).unwrap();
+    let (worker, mut rx) = spawn(Some(dir));
+    match rx.event() {
+        Event::Ready(info) => assert!(!info.clip_scorer),
+        other => panic!("expected Ready first, got {other:?}"),
+    }
+    let mut req = request(SchedulerKind::DpmSolverPp, 2, 7.5, "base");
+    req.clip_score = true;
+    let run = worker.next_run_id();
+    worker.submit(Job { run, request: req });
+    let events = rx.until_terminal(run);
+    assert!(
+        !trace(&events)
+            .iter()
+            .any(|e| e.contains("clip_image_encoder"))
+    );
+    match events.last() {
+        Some(Event::Finished { report, .. }) => assert_eq!(report.clip_score, None),
+        other => panic!("{other:?}"),
+    }
+    worker.shutdown();
 }

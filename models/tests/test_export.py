@@ -434,3 +434,114 @@ def test_streamed_fp16_conversion_matches_in_memory_conversion(tmp_path):
     for name, ref in reference.items():
         assert streamed[name].dtype == ref.dtype and np.array_equal(streamed[name], ref), name
 
+
+
+# --- the CLIP scorer (--clip-scorer) ------------------------------------------------------------
+
+
+def write_clip(folder: Path, text_encoder, perturb: str | None = None) -> Path:
+    """A random CLIPModel folder whose text tower is `text_encoder` (as make_tiny builds one);
+    `perturb` names a text-tower tensor to nudge by 1e-3, making it another text encoder."""
+    make_tiny.set_determinism()
+    clip = make_tiny.build_clip(text_encoder)
+    if perturb:
+        with torch.no_grad():
+            dict(clip.text_model.named_parameters())[perturb].add_(1e-3)
+    make_tiny.save_clip_folder(clip, folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def clip_export(standin, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("clip")
+    te = fresh_pipeline(standin["pipeline"]).text_encoder
+    folder = write_clip(tmp / "clip", te)
+    out = tmp / "sd"
+    proc = run_export("--out", str(out), "--model", str(standin["pipeline"]), "--no-variants", "--clip-scorer", str(folder))
+    return out, folder, proc.stdout
+
+
+def test_clip_scorer_is_exported_checked_and_recorded(clip_export):
+    out, folder, stdout = clip_export
+    assert re.search(r"\[\d+/\d+\] clip_image_encoder: [\d.]+ [KMG]B fp32 in [\d.]+ s, max abs err vs torch", stdout), stdout
+    manifest = json.loads((out / "manifest.json").read_text())
+    comp = manifest["components"]["clip_image_encoder"]
+    assert comp["kind"] == "clip_image_encoder" and comp["dtype"] == "fp32"
+    assert comp["check"]["passed"] and comp["check"]["max_abs_err"] < FUSED_TOL
+    # Its second check case feeds the pipeline's own text encoder pooler_output and compares
+    # with CLIPModel.get_text_features on the same ids: the text side end to end.
+    assert any(c["output"] == "text_embeds" and "text_pooled[2, 32]" in c["inputs"] for c in comp["check"]["cases"])
+    rec = manifest["clip_scorer"]
+    assert rec["folder"] == "clip_image_encoder" and rec["kind"] == "folder"
+    assert rec["text_tower"]["matches"] == "text_encoder" and rec["text_tower"]["tensors_compared"] > 0
+    assert {"clip_image_encoder/model.onnx", "clip_image_encoder/config.json"} <= set(manifest["files"])
+    config = json.loads((out / "clip_image_encoder" / "config.json").read_text())
+    assert config["format"] == "speedscape-clip-scorer/1"
+    assert (config["resize_shortest_edge"], config["crop_height"], config["crop_width"], config["resample"]) == (224, 224, 224, "bicubic")
+    assert config["image_mean"] == [0.48145466, 0.4578275, 0.40821073]
+    assert config["image_std"] == [0.26862954, 0.26130258, 0.27577711]
+    assert (config["projection_dim"], config["text_hidden_size"]) == (32, 32)
+
+
+def test_clip_scorer_graph_computes_clip_features(standin, clip_export):
+    """Independent of the exporter's own check: new inputs, ONNX Runtime against CLIPModel."""
+    from transformers import CLIPModel
+
+    out, folder, _ = clip_export
+    clip = CLIPModel.from_pretrained(str(folder)).eval()
+    te = fresh_pipeline(standin["pipeline"]).text_encoder
+    gen = torch.Generator().manual_seed(21)
+    pixels = torch.randn(3, 3, 224, 224, generator=gen)
+    ids = torch.full((1, 77), 49407, dtype=torch.int64)
+    ids[0, :6] = torch.tensor([49406, 320, 2292, 525, 320, 49407])
+    with torch.no_grad():
+        pooled = te(input_ids=ids).pooler_output
+        img_ref = clip.get_image_features(pixel_values=pixels).pooler_output.numpy()
+        txt_ref = clip.get_text_features(input_ids=ids).pooler_output.numpy()
+    img, txt = session(out / "clip_image_encoder" / "model.onnx").run(None, {"pixel_values": pixels.numpy(), "text_pooled": pooled.numpy()})
+    assert img.shape == (3, 32) and txt.shape == (1, 32)
+    assert np.abs(img - img_ref).max() < FUSED_TOL
+    assert np.abs(txt - txt_ref).max() < FUSED_TOL
+
+
+def test_models_verify_runs_the_clip_scorer(clip_export):
+    out, _, _ = clip_export
+    proc = run_speedscape("models", "verify", str(out), "--device", "cpu", "--json")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    sessions = {s["folder"]: s for s in json.loads(proc.stdout)["sessions"]}
+    assert sessions["clip_image_encoder"]["passed"], sessions
+    assert "CLIP score" in sessions["clip_image_encoder"]["detail"]
+
+
+@pytest.mark.parametrize("perturb", ["encoder.layers.0.mlp.fc1.weight", "final_layer_norm.bias"])
+def test_clip_scorer_of_another_text_encoder_is_refused(standin, tmp_path, perturb):
+    te = fresh_pipeline(standin["pipeline"]).text_encoder
+    folder = write_clip(tmp_path / "clip", te, perturb=perturb)
+    out = tmp_path / "o"
+    proc = run_export("--out", str(out), "--model", str(standin["pipeline"]), "--no-variants", "--clip-scorer", str(folder), check=False)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "its text tower is not this pipeline's text encoder" in proc.stderr, proc.stderr
+    assert perturb in proc.stderr and "max abs difference 1.000e-03" in proc.stderr, proc.stderr
+    assert "Fix: pass the CLIP model of this pipeline's text encoder" in proc.stderr
+    assert not out.exists() and not out.with_name("o.partial").exists()
+    # Refused before any component was exported.
+    assert "[1/" not in proc.stdout
+
+
+def test_clip_scorer_with_another_text_architecture_is_refused(standin, tmp_path):
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    config = dict(make_tiny.TEXT_ENCODER_CONFIG, num_hidden_layers=2)
+    make_tiny.set_determinism()
+    other = CLIPTextModel(CLIPTextConfig(**config)).eval()
+    folder = write_clip(tmp_path / "clip", other)
+    proc = run_export("--out", str(tmp_path / "o"), "--model", str(standin["pipeline"]), "--no-variants", "--clip-scorer", str(folder), check=False)
+    assert proc.returncode == 2
+    assert "num_hidden_layers: 2 vs" in proc.stderr, proc.stderr
+
+
+def test_clip_scorer_option_defaults_to_openai_vit_l14():
+    args = export.parse_args(["--out", "x", "--clip-scorer"])
+    assert args.clip_scorer == "openai/clip-vit-large-patch14"
+    assert export.parse_args(["--out", "x"]).clip_scorer is None
+    assert export.parse_args(["--out", "x", "--clip-scorer", "some/clip"]).clip_scorer == "some/clip"

@@ -221,6 +221,7 @@ impl Exercise {
             width: None,
             height: None,
             latents: None,
+            clip_score: false,
         }
     }
 }

@@ -158,6 +158,8 @@ fn kind_from_name(folder: &str) -> Option<&'static str> {
         Some("vae_decoder")
     } else if folder == "vae_encoder" {
         Some("vae_encoder")
+    } else if folder == super::CLIP_FOLDER {
+        Some("clip_image_encoder")
     } else {
         None
     }
@@ -852,6 +854,33 @@ impl Probe<'_> {
                     "{} {shape:?} from a {px}×{px} image, {}",
                     out_name,
                     finite_summary(&out.iter().copied().collect::<Vec<_>>())?
+                ))
+            }
+            "clip_image_encoder" => {
+                // A mid-grey 64×64 image against the probe prompt's pooler_output.
+                let tok = self
+                    .tokenizer
+                    .as_ref()
+                    .ok_or("the tokenizer did not load")?;
+                let ids = tok.encode(PROBE_PROMPT).map_err(e)?.ids_i64();
+                let te_file = self.root.join(BASE_TEXT_ENCODER).join("model.onnx");
+                let mut te = TextEncoder::load(self.rt, &te_file).map_err(e)?;
+                let pooled = te.encode_pooled(&ids, 1).map_err(e)?;
+                let mut scorer = super::ClipScorer::open(self.rt, self.root)
+                    .map_err(e)?
+                    .ok_or("no clip_image_encoder/ folder")?;
+                let image = image::RgbImage::from_pixel(64, 64, image::Rgb([128, 128, 128]));
+                let pixels = scorer.preprocess(&image);
+                let (img, txt) = scorer.embed(pixels.view(), pooled.view()).map_err(e)?;
+                let p = scorer.config.projection_dim;
+                check_shape(img.shape(), &[1, p])?;
+                check_shape(txt.shape(), &[1, p])?;
+                let values: Vec<f32> = img.iter().chain(txt.iter()).copied().collect();
+                let score = super::clip::clip_score(img.row(0), txt.row(0));
+                Ok(format!(
+                    "image_embeds and text_embeds [1, {p}], {}; CLIP score {:.2} of a grey image",
+                    finite_summary(&values)?,
+                    score.score
                 ))
             }
             other => Err(format!("unknown component kind {other:?}")),

@@ -1,17 +1,19 @@
 //! The model folder (Hugging Face Optimum ONNX layout), UNet variants and the tokenizer.
 //!
 //! ```text
-//! text_encoder/model.onnx      input_ids [B,77] int32|int64 → last_hidden_state [B,77,D]
+//! text_encoder/model.onnx      input_ids [B,77] int32|int64 → last_hidden_state [B,77,D] (+ pooler_output [B,D])
 //! unet/model.onnx (+ data)     sample [B,4,h,w], timestep 0-d|1-d, encoder_hidden_states [B,77,D] → out_sample
 //! unet_<variant>/model.onnx    the same with LoRA adapters fused in
 //! text_encoder_<variant>/      a text encoder with LoRA adapters fused in (only when they train it)
 //! manifest.json                what models/export.py wrote (optional; see `manifest`)
+//! clip_image_encoder/          optional: the CLIP scorer (see `clip`)
 //! vae_decoder/model.onnx       latent_sample [B,4,h,w] → sample [B,3,8h,8w]
 //! tokenizer/                   tokenizer.json, else vocab.json + merges.txt
 //! scheduler/scheduler_config.json
 //! ```
 //! Names, ranks and dtypes are read from each graph and converted at the boundary.
 
+pub mod clip;
 pub mod inventory;
 pub mod manifest;
 pub mod prompt;
@@ -22,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use color_eyre::eyre::{WrapErr, bail, eyre};
-use ndarray::{Array3, Array4, ArrayView3, ArrayView4, Ix3, Ix4};
+use ndarray::{Array2, Array3, Array4, ArrayView3, ArrayView4, Ix2, Ix3, Ix4};
 use ort::session::{RunOptions, Session};
 use ort::value::TensorElementType;
 use serde::{Deserialize, Serialize};
@@ -30,6 +32,7 @@ use serde::{Deserialize, Serialize};
 use crate::runtime::Runtime;
 use crate::runtime::failure::{self, MemoryContext, MemoryPhase};
 use crate::runtime::tensor::{self, IoSpec};
+pub use clip::{CLIP_FOLDER, ClipScore, ClipScorer};
 pub use manifest::Manifest;
 pub use scheduler_status::{SchedulerConfigSource, SchedulerConfigStatus, SchedulerReport};
 pub use tokenizer::{ClipTokenizer, Tokens};
@@ -346,6 +349,8 @@ pub struct TextEncoder {
     session: Session,
     ids: IoSpec,
     output: String,
+    /// The `pooler_output` output (the EOS token's final hidden state), when the graph has it.
+    pooled: Option<String>,
     /// Width D of the hidden states, when the graph fixes it.
     pub hidden_dim: Option<usize>,
     pub file: PathBuf,
@@ -386,11 +391,16 @@ impl TextEncoder {
                     describe_all(&outputs)
                 )
             })?;
+        let pooled = outputs
+            .iter()
+            .find(|o| o.name == "pooler_output" && o.rank() == 2 && is_float(o.elem))
+            .map(|o| o.name.clone());
         Ok(Self {
             session,
             ids,
             hidden_dim: usize::try_from(output.shape[2]).ok(),
             output: output.name,
+            pooled,
             file: file.to_path_buf(),
             ort: Duration::ZERO,
             memory: rt.memory_context(),
@@ -399,6 +409,39 @@ impl TextEncoder {
 
     /// Hidden states `[batch, 77, D]` for `batch` rows of 77 ids each.
     pub fn encode(&mut self, ids: &[i64], batch: usize) -> color_eyre::Result<Array3<f32>> {
+        let out = self.run(ids, batch, false)?;
+        Ok(out.into_dimensionality::<Ix3>()?)
+    }
+
+    /// Whether the graph has a `pooler_output` output ([`TextEncoder::encode_pooled`]).
+    pub fn has_pooled(&self) -> bool {
+        self.pooled.is_some()
+    }
+
+    /// `pooler_output` `[batch, D]` (the final hidden state at each row's first EOS, as
+    /// transformers' CLIPTextModel pools) for `batch` rows of 77 ids: what CLIP's
+    /// `text_projection` takes. Only this output is copied out; [`TextEncoder::encode`] is
+    /// unchanged.
+    pub fn encode_pooled(&mut self, ids: &[i64], batch: usize) -> color_eyre::Result<Array2<f32>> {
+        if self.pooled.is_none() {
+            return Err(eyre!(
+                "the text encoder {} has no pooler_output output (found {}); the CLIP score needs it\nFix: re-export the model with models/export.py, which writes last_hidden_state and pooler_output as Optimum does",
+                self.file.display(),
+                describe_all(&tensor::outputs(&self.session))
+            ));
+        }
+        let out = self.run(ids, batch, true)?;
+        Ok(out.into_dimensionality::<Ix2>()?)
+    }
+
+    /// One run; `pooler_output` (when `pooled` and the graph has it) or the hidden states,
+    /// copied out (only that one).
+    fn run(
+        &mut self,
+        ids: &[i64],
+        batch: usize,
+        pooled: bool,
+    ) -> color_eyre::Result<ndarray::ArrayD<f32>> {
         let input = tensor::int_input(ids, &[batch, ids.len() / batch], self.ids.elem)?;
         let start = Instant::now();
         let (memory, file) = (self.memory, &self.file);
@@ -413,8 +456,11 @@ impl TextEncoder {
                 run_error(memory, &doing, file, e)
             })?;
         self.ort += start.elapsed();
-        let out = tensor::float_output(&outputs[self.output.as_str()])?;
-        Ok(out.into_dimensionality::<Ix3>()?)
+        let name = match (&self.pooled, pooled) {
+            (Some(p), true) => p.as_str(),
+            _ => self.output.as_str(),
+        };
+        tensor::float_output(&outputs[name])
     }
 }
 
@@ -857,6 +903,8 @@ pub struct Model {
     pub unet_budget: u64,
     /// UNets unloaded to stay within the budget since the last [`Model::take_unloaded`].
     unloaded: Vec<String>,
+    /// The CLIP scorer, once a run asked for a CLIP score ([`Model::clip_scorer`]).
+    clip: Option<ClipScorer>,
 }
 
 /// The UNet budget when config.toml sets none: 70% of the GPU's memory on a GPU, half the
@@ -985,6 +1033,7 @@ impl Model {
             load_times,
             unet_budget: 0,
             unloaded: Vec::new(),
+            clip: None,
         })
     }
 
@@ -1082,6 +1131,74 @@ impl Model {
         unet.vae_scale = self.geometry.vae_scale_factor;
         self.unets.push((folder, unet));
         Ok(&mut self.unets.last_mut().expect("just pushed").1)
+    }
+
+    /// Whether the folder has a CLIP scorer (`clip_image_encoder/`); it loads on first use.
+    pub fn has_clip_scorer(&self) -> bool {
+        ClipScorer::present(&self.root)
+    }
+
+    /// Whether the CLIP scorer already has a session.
+    pub fn clip_scorer_loaded(&self) -> bool {
+        self.clip.is_some()
+    }
+
+    /// The CLIP scorer, loading it on first use: `Ok(None)` when the folder has none, an error
+    /// (cause and fix) when it is there but broken or made for another text encoder.
+    pub fn clip_scorer(&mut self, rt: &Runtime) -> color_eyre::Result<Option<&mut ClipScorer>> {
+        if self.clip.is_none() {
+            let start = Instant::now();
+            let Some(scorer) = ClipScorer::open(rt, &self.root)? else {
+                return Ok(None);
+            };
+            let width = scorer.config.text_hidden_size;
+            let te = &self.text_encoder;
+            if !te.has_pooled() || te.hidden_dim.is_some_and(|d| d != width) {
+                let what = match te.hidden_dim {
+                    Some(d) if te.has_pooled() => format!("produces width {d}"),
+                    _ => "has no pooler_output output".to_string(),
+                };
+                bail!(
+                    "the CLIP scorer {} takes the text encoder's pooler_output of width {width}, but the text encoder {} {what}\nFix: re-export the model with its CLIP scorer (`.venv-ref/bin/python models/export.py --out {} --clip-scorer --force`; the exporter checks that the CLIP model's text tower is this text encoder), or remove {} to run without CLIP scores",
+                    scorer.file.display(),
+                    te.file.display(),
+                    self.root.display(),
+                    self.root.join(CLIP_FOLDER).display()
+                );
+            }
+            self.load_times
+                .push((CLIP_FOLDER.to_string(), start.elapsed()));
+            self.clip = Some(scorer);
+        }
+        Ok(self.clip.as_mut())
+    }
+
+    /// The CLIP score of `image` against the prompt whose 77 token ids are `ids`: the base text
+    /// encoder's pooler_output (CLIP's own text tower; a variant's LoRA-fused text encoder is
+    /// not) through the scorer. `Ok(None)` when the folder has no scorer.
+    pub fn clip_score_ids(
+        &mut self,
+        rt: &Runtime,
+        image: &image::RgbImage,
+        ids: &[i64],
+    ) -> color_eyre::Result<Option<ClipScore>> {
+        if self.clip_scorer(rt)?.is_none() {
+            return Ok(None);
+        }
+        let pooled = self.text_encoder.encode_pooled(ids, 1)?;
+        let scorer = self.clip.as_mut().expect("loaded just now");
+        scorer.score(image, pooled.row(0)).map(Some)
+    }
+
+    /// [`Model::clip_score_ids`] for a prompt (tokenized as a run tokenizes it).
+    pub fn clip_score(
+        &mut self,
+        rt: &Runtime,
+        image: &image::RgbImage,
+        prompt: &str,
+    ) -> color_eyre::Result<Option<ClipScore>> {
+        let ids = self.tokenizer.encode(prompt)?.ids_i64();
+        self.clip_score_ids(rt, image, &ids)
     }
 
     /// The UNet folders loaded now, least recently used first.

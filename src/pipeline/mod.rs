@@ -56,6 +56,10 @@ pub struct Request {
     pub height: Option<usize>,
     /// Initial latents `[1, 4, h, w]` (before × init_noise_sigma) instead of drawing them.
     pub latents: Option<Array4<f32>>,
+    /// Also compute the CLIP score of the final image against `prompt`
+    /// ([`RunReport::clip_score`]), after the timed run; ignored when the model has no CLIP
+    /// scorer (`clip_image_encoder/`).
+    pub clip_score: bool,
 }
 
 /// Per-phase wall times of one run, each stamped after outputs were back on the host.
@@ -115,6 +119,12 @@ pub struct RunReport {
     /// Session creation per component so far (ms), apart from any run's time.
     pub load_ms: std::collections::BTreeMap<String, f64>,
     pub warnings: Vec<String>,
+    /// CLIP score of the final 8-bit image against the prompt, `max(100 · cos, 0)` (torchmetrics'
+    /// CLIPScore; [`crate::models::clip`]). `None` (absent from the JSON, not zero) unless the
+    /// request asked for it and the model has a CLIP scorer. Computed after the timed run: never
+    /// part of `timings`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub clip_score: Option<f64>,
 }
 
 /// A finished run: the float image and its report.
@@ -265,6 +275,9 @@ pub fn generate_with(
     // apart (load_ms).
     model.unet(rt, &req.unet)?;
     model.text_encoder_for(rt, &req.unet)?;
+    // The CLIP scorer too, the first time a run asks for it (a broken one fails here, before
+    // the run; a model without one gives no score).
+    let clip = req.clip_score && model.clip_scorer(rt)?.is_some();
 
     let mut noise = req.rng.generator(req.seed);
     let mut warnings = model.notes.clone();
@@ -413,6 +426,14 @@ pub fn generate_with(
         total,
         ort: model.ort_time().saturating_sub(ort_before),
     };
+    // After the clock: the score is a measurement of the run, not part of it.
+    let clip_score = if clip {
+        model
+            .clip_score_ids(rt, &to_rgb8(&image), &cond_tokens.ids_i64())?
+            .map(|s| s.score)
+    } else {
+        None
+    };
     Ok(RunOutput {
         image,
         report: RunReport {
@@ -440,6 +461,7 @@ pub fn generate_with(
                 .map(|(name, d)| (name.clone(), d.as_secs_f64() * 1e3))
                 .collect(),
             warnings,
+            clip_score,
         },
     })
 }

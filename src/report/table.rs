@@ -346,6 +346,7 @@ mod tests {
             },
             load_ms: Default::default(),
             warnings: vec![],
+            clip_score: None,
         }
     }
 

@@ -50,6 +50,7 @@ pub fn info() -> WorkerInfo {
         variants: crate::models::default_variants(),
         scheduler_config: serde_json::from_str(crate::models::SD15_SCHEDULER_CONFIG)
             .unwrap_or_default(),
+        clip_scorer: false,
     }
 }
 
@@ -209,5 +210,6 @@ pub fn report(r: &Request) -> RunReport {
         timings,
         load_ms: BTreeMap::new(),
         warnings: Vec::new(),
+        clip_score: None,
     }
 }
