@@ -123,6 +123,18 @@ fn a_one_seed_sweep_of_every_preset_measures_each_point_and_writes_its_files() {
         3,
         "one knee per method:\n{csv}"
     );
+    // The tiny model has a CLIP image encoder: every point has a CLIP score.
+    assert!(
+        lines[0].contains(",clip_score_mean,clip_score_std,knee"),
+        "{csv}"
+    );
+    assert_eq!(land["clip_score"], true);
+    for s in series {
+        for p in s["points"].as_array().unwrap() {
+            let clip = p["clip_score"]["mean"].as_f64().unwrap();
+            assert!((0.0..=100.0).contains(&clip), "{p}");
+        }
+    }
     let images: Vec<String> = std::fs::read_dir(dir.join("images"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -264,4 +276,45 @@ fn the_readme_shows_a_plot_the_command_made() {
         ),
         "the plot's own size: it came from plot.png, unscaled"
     );
+}
+
+#[test]
+fn without_a_clip_image_encoder_the_clip_column_is_absent_not_zero() {
+    let model = tempfile::tempdir().unwrap();
+    common::copy_dir(&common::root().join("models/tiny"), model.path());
+    std::fs::remove_dir_all(model.path().join("clip_image_encoder")).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let o = speedscape(&[
+        "sweep",
+        "--device",
+        "cpu",
+        "--out",
+        out.path().to_str().unwrap(),
+        "--model-dir",
+        model.path().to_str().unwrap(),
+        "--preset",
+        "lcm",
+        "--steps",
+        "1,2",
+        "--seeds",
+        "1",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let header = stdout.lines().find(|l| l.starts_with("method")).unwrap();
+    assert!(!header.contains("CLIP"), "{stdout}");
+    let dir = std::fs::read_dir(out.path())
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let csv = std::fs::read_to_string(dir.join("points.csv")).unwrap();
+    assert!(!csv.contains("clip"), "{csv}");
+    let json: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("sweep.json")).unwrap()).unwrap();
+    assert_eq!(json["landscape"]["clip_score"], false);
+    assert!(json["landscape"]["series"][0]["points"][0]["clip_score"].is_null());
+    let md = std::fs::read_to_string(dir.join("summary.md")).unwrap();
+    assert!(!md.contains("CLIP"), "{md}");
 }

@@ -67,7 +67,7 @@ pub fn measure(
     Ok(Measured {
         total_ms: report.timings.total.as_secs_f64() * 1e3,
         quality,
-        clip_score: None,
+        clip_score: report.clip_score,
     })
 }
 
@@ -110,7 +110,7 @@ pub fn run_sweep(
         index.insert(run, i);
         worker.submit(Job {
             run,
-            request: ex.request(i, rng),
+            request: plan.request(i, rng),
         });
     }
     let bar = progress.then(|| {

@@ -409,6 +409,15 @@ impl Plan {
         self.reference_run(self.runs[run].seed_index)
     }
 
+    /// Run `run`'s request: its exercise request (see [`Plan::exercise`]) asking for a CLIP
+    /// score, which the model gives when it has a CLIP image encoder (computed after the timed
+    /// part of the run).
+    pub fn request(&self, run: usize, rng: crate::rng::RngSource) -> crate::pipeline::Request {
+        let mut r = self.exercise().request(run, rng);
+        r.clip_score = true;
+        r
+    }
+
     /// The sweep as an exercise (number 0: not one of the course's), so the TUI's run queue
     /// runs it like any other. Its baseline is the first reference.
     pub fn exercise(&self) -> Exercise {
