@@ -110,9 +110,13 @@ pub fn format_table(land: &Landscape) -> String {
     }
     match land.reference {
         Some(r) => {
+            let clip = r
+                .clip_score
+                .map(|c| format!(", CLIP {:.2}", c.mean))
+                .unwrap_or_default();
             let _ = writeln!(
                 out,
-                "reference {}: {} median over {} seed{} (every point's SSIM is to its seed's reference image)",
+                "reference {}: {} median over {} seed{}{clip} (every point's SSIM is to its seed's reference image)",
                 land.sweep.reference.label(),
                 ms(r.time_ms),
                 r.runs,
@@ -482,6 +486,14 @@ pub fn markdown(o: &SweepOutcome, images: &[Option<String>]) -> String {
          not beauty: a method on another curve (LCM-LoRA) makes a different image and scores lower \
          without looking worse.\n\n",
     );
+    if land.clip_score {
+        md.push_str(
+            "The **CLIP** column is the CLIP score of each image against the prompt (100 × the \
+             cosine of CLIP ViT-L/14's image and text embeddings, at least 0; torchmetrics' \
+             definition): a reference-free number that does not depend on the reference image. \
+             On a random-weight model it is a number, not a judgment.\n\n",
+        );
+    }
     md.push_str("## Points\n\n");
     let mut head =
         "| method | steps | seeds | time | vs ref | SSIM ± sd | min | PSNR dB |".to_string();
@@ -517,9 +529,13 @@ pub fn markdown(o: &SweepOutcome, images: &[Option<String>]) -> String {
         }
     }
     if let Some(r) = land.reference {
+        let clip = r
+            .clip_score
+            .map(|c| format!("; its CLIP score is {:.2}", c.mean))
+            .unwrap_or_default();
         let _ = writeln!(
             md,
-            "\nThe reference, {}, took {} (median over {} seed{}).",
+            "\nThe reference, {}, took {} (median over {} seed{}){clip}.",
             land.sweep.reference.label(),
             ms(r.time_ms),
             r.runs,
