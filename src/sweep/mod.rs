@@ -542,7 +542,7 @@ pub fn median(values: &[f64]) -> Option<f64> {
     }
     v.sort_by(f64::total_cmp);
     let mid = v.len() / 2;
-    Some(if v.len() % 2 == 0 {
+    Some(if v.len().is_multiple_of(2) {
         (v[mid - 1] + v[mid]) / 2.0
     } else {
         v[mid]
@@ -751,7 +751,8 @@ mod tests {
         ];
         assert_eq!(knee(&curve, 0.02), Some(15));
         assert_eq!(knee(&curve, 0.1), Some(10));
-        assert_eq!(knee(&curve, 0.001), Some(30));
+        assert_eq!(knee(&curve, 0.003), Some(30));
+        assert_eq!(knee(&curve, 0.001), Some(50));
         // Order of the input does not matter.
         let mut rev = curve;
         rev.reverse();
