@@ -53,7 +53,8 @@ wait_for() {
     local deadline=$((SECONDS + secs))
     while ((SECONDS < deadline)); do
         if "$@"; then return 0; fi
-        if [ "$what" != "the program to exit" ] && screen | grep -q "e2e-exit="; then
+        # (Not while waiting for an exit: it may come between the test above and this one.)
+        if [[ "$what" != "the program to exit"* ]] && screen | grep -q "e2e-exit="; then
             fail "speedscape exited while waiting for: $what"
         fi
         sleep 0.25
