@@ -120,7 +120,12 @@ fn draw_about(app: &App, l: &LandscapeState, tiny: bool, frame: &mut Frame, area
     let block = Block::bordered().title(" L · The speed landscape ");
     let inner = block.inner(area);
     frame.render_widget(block, area);
-    let mut lines = vec![
+    // The note first: it is what a narrow box must not cut off.
+    let mut lines = Vec::new();
+    if tiny {
+        lines.push(Line::from(format!("Note: {TINY_NOTE}.")).yellow());
+    }
+    lines.extend([
         Line::from(vec![
             Span::raw("prompt ").italic(),
             Span::styled(format!("“{}”", s.prompt), DIM),
@@ -140,10 +145,7 @@ fn draw_about(app: &App, l: &LandscapeState, tiny: bool, frame: &mut Frame, area
                 s.tolerance
             )),
         ]),
-    ];
-    if tiny {
-        lines.push(Line::from(format!("Note: {TINY_NOTE}.")).yellow());
-    }
+    ]);
     frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: true }), inner);
 }
 
