@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # End to end: drive the real `speedscape` TUI in a detached tmux session (120×40) on the tiny
 # model: run exercise 1 and wait for three finished timing rows; then complete exercise 4 from
-# the keyboard (answer scenario C, verify it, look at our answer, save the cheat sheet); quit and
+# the keyboard (answer scenario C, verify it, look at our answer, save the cheat sheet); open the
+# speed landscape (L), run it until two points are whole, cancel, resume and save it; quit and
 # check that the program exited and left the alternate screen, that the report folder is whole,
 # and that a second start shows the answer kept.
 #
@@ -52,7 +53,8 @@ wait_for() {
     local deadline=$((SECONDS + secs))
     while ((SECONDS < deadline)); do
         if "$@"; then return 0; fi
-        if [ "$what" != "the program to exit" ] && screen | grep -q "e2e-exit="; then
+        # (Not while waiting for an exit: it may come between the test above and this one.)
+        if [[ "$what" != "the program to exit"* ]] && screen | grep -q "e2e-exit="; then
             fail "speedscape exited while waiting for: $what"
         fi
         sleep 0.25
@@ -113,6 +115,34 @@ wait_for 10 "our answer" has "Our answer · C. A/B tester"
 keys x
 keys s
 wait_for 30 "the cheat sheet to be saved" has "saved to $OUT/exercise-4-"
+
+# The speed landscape (L): run the sweep until two points are whole, check the chart's time
+# labels and the table, cancel, resume, cancel again, save its folder.
+keys L
+wait_for 10 "the landscape" has "L · The speed landscape"
+keys r
+two_points() { [ "$(screen | grep -cE '✓ DPM-Solver\+\+ +[0-9]+ +([0-9]+)/\1 ')" -ge 2 ]; }
+wait_for "$TIMEOUT" "two whole points in the landscape's table" two_points
+has "SSIM to the reference against time" || fail "the landscape has no chart title"
+screen | grep -qE '[0-9]+ (ms|s)( |$)' || fail "the chart has no time labels"
+echo "tui_e2e: the landscape:"
+screen | grep -E 'SSIM|ms|reference|DPM-Solver'
+keys Escape
+sleep 0.5
+wait_for 10 "the sweep to stop" has "runs done · enter resumes the rest"
+keys r
+wait_for 10 "the sweep to resume" has "resuming: "
+keys Escape
+sleep 0.5
+wait_for 10 "the sweep to stop again" has "runs done · enter resumes the rest"
+keys s
+wait_for 30 "the landscape to be saved" has "saved to $OUT/sweep-"
+sweep_dir=$(ls -d "$OUT"/sweep-*/ 2>/dev/null | head -1)
+[ -n "$sweep_dir" ] || fail "no sweep folder in $OUT"
+for f in plot.png points.csv sweep.json summary.md; do
+    [ -f "$sweep_dir/$f" ] || fail "the saved landscape lacks $f"
+done
+grep -q "DPM-Solver++" "$sweep_dir/points.csv" || fail "points.csv has no DPM-Solver++ point"
 
 tmux send-keys -t "$SESSION" q
 wait_for 15 "the program to exit" has "e2e-exit="

@@ -11,6 +11,7 @@ use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 use image::RgbImage;
 
 use super::cheat::{self, AnswerForm};
+use super::landscape::{self, LandscapeState};
 use crate::exercises::Exercise;
 use crate::exercises::cheatsheet::Answers;
 use crate::models::ClipTokenizer;
@@ -58,6 +59,9 @@ pub enum Effect {
     /// Write the cheat-sheet answers file (atomically, never over a damaged one); answer with
     /// `Msg::AnswersSaved`.
     SaveAnswers(Box<Answers>),
+    /// Save the landscape's sweep (plot, points, JSON, summary, first-seed images) into a new
+    /// folder; answer with `Msg::Saved`.
+    SaveLandscape,
     /// Leave (cancelling the active run first, if any).
     Quit {
         cancel: Option<RunId>,
@@ -79,6 +83,8 @@ pub enum Action {
     Predict,
     Save,
     Reveal,
+    /// Open the speed landscape, or go back from it.
+    Landscape,
     Help,
     Quit,
 }
@@ -101,6 +107,7 @@ pub fn action(key: &KeyEvent) -> Option<Action> {
         KeyCode::Char('p') => Action::Predict,
         KeyCode::Char('s') => Action::Save,
         KeyCode::Char('a') => Action::Reveal,
+        KeyCode::Char('L') => Action::Landscape,
         KeyCode::Char('?') => Action::Help,
         KeyCode::Char('q') => Action::Quit,
         _ => return None,
@@ -111,9 +118,12 @@ pub fn action(key: &KeyEvent) -> Option<Action> {
 pub const KEYS: &[(&str, &str)] = &[
     (
         "enter / r",
-        "run the selected exercise (all its runs, in order)",
+        "run the exercise, all its runs (landscape: the ones not done)",
     ),
-    ("R", "rerun the selected run"),
+    (
+        "R",
+        "rerun the selected run (landscape: the sweep from scratch)",
+    ),
     (
         "esc",
         "cancel the active run (and the ones queued after it)",
@@ -121,7 +131,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("j / k, ↓ / ↑", "select an exercise"),
     (
         "h / l, ← / →",
-        "select a run panel (cheat sheet: a scenario)",
+        "select a run panel (cheat sheet: scenario; landscape: row)",
     ),
     ("1–9", "jump to an exercise by its number"),
     (
@@ -130,7 +140,14 @@ pub const KEYS: &[(&str, &str)] = &[
     ),
     ("a", "cheat sheet: show our answer and its reasoning"),
     ("p", "type your predictions for the exercise's questions"),
-    ("s", "save the exercise's images and timings"),
+    (
+        "s",
+        "save images and timings (landscape: plot, points, summary)",
+    ),
+    (
+        "L",
+        "the speed landscape: SSIM against time (L again: back)",
+    ),
     ("?", "this help (any key closes it)"),
     ("q, ctrl-c", "quit (cancels a running run first)"),
     (
@@ -214,6 +231,8 @@ pub struct ExerciseState {
     pub saved: Option<PathBuf>,
     /// The cheat-sheet scenario this exercise verifies (exercise 4), if any.
     pub scenario: Option<char>,
+    /// The speed landscape's sweep, when this state is the landscape's runs.
+    pub landscape: Option<Box<LandscapeState>>,
 }
 
 impl ExerciseState {
@@ -223,6 +242,7 @@ impl ExerciseState {
             predictions: vec![None; exercise.questions.len()],
             saved: None,
             scenario: None,
+            landscape: None,
             exercise,
         }
     }
@@ -297,17 +317,21 @@ pub struct App {
     pub last_scenario: Option<usize>,
     /// Scenarios whose reference answer the user has looked at.
     pub revealed: Vec<char>,
+    /// The state `L` opened the landscape from, to go back to.
+    pub landscape_back: Option<usize>,
     pub quit: bool,
     /// Something changed since the last draw.
     pub dirty: bool,
 }
 
 impl App {
-    /// The exercises, then the cheat sheet's scenarios (exercise 4).
+    /// The exercises, then the cheat sheet's scenarios (exercise 4), then the speed landscape
+    /// of the default sweep ([`App::with_sweep`] puts config.toml's in its place).
     pub fn new(exercises: Vec<Exercise>, graphics: String) -> Self {
         let mut states: Vec<ExerciseState> =
             exercises.into_iter().map(ExerciseState::new).collect();
         states.extend(cheat::scenario_states());
+        states.extend(landscape::default_sweep().map(|s| landscape::state(&s)));
         Self {
             exercises: states,
             selected: 0,
@@ -329,6 +353,7 @@ impl App {
             },
             last_scenario: None,
             revealed: Vec::new(),
+            landscape_back: None,
             quit: false,
             dirty: true,
         }
@@ -336,6 +361,16 @@ impl App {
 
     pub fn with_tokenizer(mut self, tokenizer: Option<ClipTokenizer>) -> Self {
         self.tokenizer = tokenizer.map(Arc::new);
+        self
+    }
+
+    /// The landscape runs `sweep` (from `[sweep]` in config.toml) instead of the default one.
+    pub fn with_sweep(mut self, sweep: &crate::sweep::Sweep) -> Self {
+        let state = landscape::state(sweep);
+        match landscape::index(&self) {
+            Some(i) => self.exercises[i] = state,
+            None => self.exercises.push(state),
+        }
         self
     }
 
@@ -348,11 +383,14 @@ impl App {
         self
     }
 
-    /// The list's entries: each exercise, then the cheat sheet as one entry; as the index of the
-    /// state each one shows (the cheat sheet: its scenario last shown).
+    /// The list's entries: each exercise, then the cheat sheet as one entry, then the speed
+    /// landscape; as the index of the state each one shows (the cheat sheet: its scenario last
+    /// shown).
     pub fn entries(&self) -> Vec<usize> {
         let mut out: Vec<usize> = (0..self.exercises.len())
-            .filter(|&i| self.exercises[i].scenario.is_none())
+            .filter(|&i| {
+                self.exercises[i].scenario.is_none() && self.exercises[i].landscape.is_none()
+            })
             .collect();
         if let Some(first) = cheat::first_scenario(self) {
             let shown = if self.exercises[self.selected].scenario.is_some() {
@@ -362,6 +400,7 @@ impl App {
             };
             out.push(shown);
         }
+        out.extend(landscape::index(self));
         out
     }
 
@@ -377,6 +416,11 @@ impl App {
     /// The cheat sheet is on screen.
     pub fn in_cheat_sheet(&self) -> bool {
         self.current().scenario.is_some()
+    }
+
+    /// The speed landscape is on screen.
+    pub fn in_landscape(&self) -> bool {
+        self.current().landscape.is_some()
     }
 
     pub fn current(&self) -> &ExerciseState {
@@ -474,6 +518,11 @@ fn on_action(app: &mut App, action: Action) -> Option<Effect> {
     {
         return effect;
     }
+    if app.in_landscape()
+        && let Some(effect) = landscape::on_action(app, action)
+    {
+        return effect;
+    }
     let n_runs = app.current().runs.len();
     match action {
         Action::Up | Action::Down => {
@@ -495,6 +544,7 @@ fn on_action(app: &mut App, action: Action) -> Option<Effect> {
         Action::Left => app.selected_run = app.selected_run.saturating_sub(1),
         Action::Right => app.selected_run = (app.selected_run + 1).min(n_runs.saturating_sub(1)),
         Action::Help => app.mode = Mode::Help,
+        Action::Landscape => landscape::toggle(app),
         Action::Reveal => {
             app.status = Some("a shows our answer in the cheat sheet (exercise 4)".into());
         }
@@ -583,7 +633,7 @@ fn step_around(at: usize, n: usize, back: bool) -> usize {
     if back { (at + n - 1) % n } else { (at + 1) % n }
 }
 
-fn select(app: &mut App, i: usize) {
+pub(super) fn select(app: &mut App, i: usize) {
     if i != app.selected {
         app.selected = i;
         app.selected_run = 0;
@@ -657,7 +707,7 @@ fn predict_input(app: &App, question: usize) -> PredictInput {
     }
 }
 
-fn next_in_queue(app: &mut App) -> Option<Effect> {
+pub(super) fn next_in_queue(app: &mut App) -> Option<Effect> {
     let (exercise, run) = app.queue.pop_front()?;
     app.active = Some(Active {
         exercise,
@@ -915,7 +965,12 @@ fn on_event(app: &mut App, event: Event) -> Option<Effect> {
             run.image_final = true;
             run.id = None;
             app.active = None;
-            refresh_quality(&mut app.exercises[active.exercise]);
+            if app.exercises[active.exercise].landscape.is_some() {
+                // Against its seed's reference, not the exercise's baseline.
+                landscape::on_finished(app, active.exercise, active.run);
+            } else {
+                refresh_quality(&mut app.exercises[active.exercise]);
+            }
             return next_in_queue(app);
         }
         Event::Cancelled { .. } => {

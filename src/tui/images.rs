@@ -113,6 +113,11 @@ impl Images {
     /// Brings every panel's protocol up to date with the app's images.
     pub fn sync(&mut self, app: &App) {
         for (e, ex) in app.exercises.iter().enumerate() {
+            // The landscape shows no images: its dozens of runs get no panels (nor threads).
+            if ex.landscape.is_some() {
+                self.slots.retain(|k, _| k.0 != e);
+                continue;
+            }
             for (r, run) in ex.runs.iter().enumerate() {
                 let key = (e, r);
                 let Some(image) = &run.image else {

@@ -5,6 +5,7 @@
 //! - [`images`]: the run panels' terminal graphics, encoded off the render path
 //! - [`backend`]: the worker as a trait ([`RunBackend`]); [`fake`] is a test-only stand-in
 //! - [`save`]: saving an exercise's results ([`Saver`])
+//! - [`landscape`]: the speed landscape (a step sweep) as a list entry; `landscape_ui` draws it
 //!
 //! This module is the loop: a current-thread tokio runtime waits with `select!` on terminal
 //! events, worker events, finished image encodes, signals and a ~30 fps frame timer, and draws
@@ -18,6 +19,8 @@ pub mod cheat;
 mod cheat_ui;
 pub mod fake;
 pub mod images;
+pub mod landscape;
+mod landscape_ui;
 pub mod save;
 pub mod terminal;
 #[cfg(test)]
@@ -75,6 +78,8 @@ pub fn exercises(config: &Config) -> Vec<Exercise> {
 /// signal's number); the input closing ends it with an error.
 pub fn run(config: &Config, opts: Options) -> color_eyre::Result<()> {
     terminal::check_this_process()?;
+    // The landscape's sweep: `[sweep]` in config.toml (checked before the terminal is touched).
+    let sweep = crate::sweep::Sweep::from_config(&config.sweep, None)?;
     let (backend, events) = if opts.fake_backend {
         fake::spawn(Duration::from_millis(40))
     } else {
@@ -102,7 +107,9 @@ pub fn run(config: &Config, opts: Options) -> color_eyre::Result<()> {
     let mut session = terminal::Session::enter()?;
     // Ask the terminal about graphics now: after the alternate screen, before reading events.
     let (picker, how) = pick_graphics(opts.graphics, opts.graphics_source);
-    let mut app = App::new(exercises(config), how).with_tokenizer(tokenizer);
+    let mut app = App::new(exercises(config), how)
+        .with_tokenizer(tokenizer)
+        .with_sweep(&sweep);
     app.rng = rng;
     // The cheat-sheet answers kept from earlier sessions; a damaged file is named and left as it
     // is (answers then live in memory only, and every save attempt says why it is refused).
@@ -520,6 +527,13 @@ fn carry_out(
         }
         Effect::SaveSheet => {
             let result = save_sheet(app, saver).map_err(|e| format!("{e:#}"));
+            update(app, Msg::Saved(result))
+        }
+        Effect::SaveLandscape => {
+            let result = match landscape::index(app).and_then(|i| landscape::outcome(app, i)) {
+                Some(outcome) => saver.save_sweep(&outcome).map_err(|e| format!("{e:#}")),
+                None => Err("the worker is not ready, so nothing has run yet".into()),
+            };
             update(app, Msg::Saved(result))
         }
         Effect::SaveAnswers(answers) => {

@@ -9,6 +9,7 @@ use crate::exercises::Exercise;
 use crate::exercises::cheatsheet::{self, Answers, Approach, Constraint};
 use crate::pipeline::RunReport;
 use crate::report::table::TableRow;
+use crate::sweep::headless::SweepOutcome;
 
 /// What there is to save, per run (`None`: that run has not finished).
 pub struct SaveRequest<'a> {
@@ -27,6 +28,8 @@ pub trait Saver {
     fn save_sheet(&self, answers: &Answers, verified: &[SheetRun]) -> color_eyre::Result<PathBuf>;
     /// Keeps the cheat-sheet answers; returns the file written.
     fn save_answers(&self, answers: &Answers) -> color_eyre::Result<PathBuf>;
+    /// Writes the speed landscape's sweep as `speedscape sweep --out` does; returns the folder.
+    fn save_sweep(&self, outcome: &SweepOutcome) -> color_eyre::Result<PathBuf>;
 }
 
 /// One scenario's verification, as saved with the cheat sheet.
@@ -89,6 +92,10 @@ impl Saver for FolderSaver {
             })
             .collect();
         cheatsheet::save(&self.root, answers, &saved)
+    }
+
+    fn save_sweep(&self, outcome: &SweepOutcome) -> color_eyre::Result<PathBuf> {
+        crate::sweep::output::save_sweep(&self.root, outcome)
     }
 
     /// Never writes over a file that does not parse: that would lose the answers in it.

@@ -353,7 +353,12 @@ fn moving_and_jumping() {
     assert_eq!(app.selected, 1);
     update(&mut app, key(KeyCode::Up));
     update(&mut app, key(KeyCode::Up));
-    assert!(app.in_cheat_sheet(), "wraps around to the cheat sheet");
+    assert!(
+        app.in_landscape(),
+        "wraps around to the landscape, the last entry"
+    );
+    update(&mut app, key(KeyCode::Up));
+    assert!(app.in_cheat_sheet(), "then the cheat sheet");
     update(&mut app, key(KeyCode::Up));
     assert_eq!(app.selected, 2);
     update(&mut app, ch('1'));
@@ -484,8 +489,8 @@ fn the_cheat_sheet_is_one_list_entry_whose_scenarios_h_and_l_switch() {
     let mut app = app();
     assert_eq!(
         app.entries().len(),
-        4,
-        "three exercises and the cheat sheet"
+        5,
+        "three exercises, the cheat sheet and the landscape"
     );
     update(&mut app, ch('4'));
     assert_eq!(shown_scenario(&app), Some('A'));
@@ -498,9 +503,9 @@ fn the_cheat_sheet_is_one_list_entry_whose_scenarios_h_and_l_switch() {
     assert_eq!(shown_scenario(&app), Some('A'), "wraps around");
     update(&mut app, ch('h'));
     assert_eq!(shown_scenario(&app), Some('C'));
-    // Leaving and coming back shows the scenario last shown.
+    // Leaving (to the landscape, the next entry) and coming back shows the scenario last shown.
     update(&mut app, ch('j'));
-    assert_eq!(app.selected, 0);
+    assert!(app.in_landscape());
     update(&mut app, ch('k'));
     assert_eq!(shown_scenario(&app), Some('C'));
     assert_eq!(app.selected_entry(), 3);
@@ -1223,6 +1228,11 @@ mod random_input {
                 update(app, Msg::Saved(Ok(PathBuf::from("/nowhere/saved"))))
             }
             Effect::SaveSheet => update(app, Msg::Saved(Err("disk full".into()))),
+            Effect::SaveLandscape => {
+                let l = app.current().landscape.as_deref();
+                assert!(l.is_some_and(|l| l.measured.iter().any(Option::is_some)));
+                update(app, Msg::Saved(Ok(PathBuf::from("/nowhere/sweep"))))
+            }
             Effect::SaveAnswers(_) => update(app, Msg::AnswersSaved(Ok(PathBuf::from("/a")))),
             Effect::Quit { cancel } => {
                 assert!(app.quit);
@@ -1501,4 +1511,461 @@ fn the_editor_refuses_steps_the_runs_scheduler_cannot_take() {
     update(&mut app, key(KeyCode::Enter));
     assert_eq!(app.mode, Mode::Normal);
     assert_eq!(app.exercises[1].exercise.runs[1].steps, 50);
+}
+
+// ---- the speed landscape ----
+
+mod landscape_view {
+    //! The landscape entry: `L` opens it, enter runs (and resumes) its sweep through the same
+    //! queue, each finished run is measured against its seed's reference, and the chart and
+    //! table draw what was measured.
+
+    use std::path::PathBuf;
+
+    use crossterm::event::KeyCode;
+
+    use super::{app, ch, finished, key, render, step, submitted};
+    use crate::report::quality::{Quality, compare};
+    use crate::report::table::RowState;
+    use crate::sweep::headless::measure;
+    use crate::sweep::{IDENTICAL, Measured, Sweep, SweepConfig, Target};
+    use crate::tui::app::{App, Effect, Msg, update};
+    use crate::tui::landscape::{self, RowKind};
+    use crate::worker::{Event, RunId};
+
+    /// A small sweep: every method at `steps`, `seeds` seeds (2 + 3 × steps × seeds runs for 2).
+    fn sweep(seeds: usize, steps: &[usize]) -> Sweep {
+        let cfg = SweepConfig {
+            seeds,
+            ..SweepConfig::default()
+        };
+        Sweep::from_config(&cfg, None)
+            .unwrap()
+            .with_steps(steps)
+            .unwrap()
+    }
+
+    fn index(app: &App) -> usize {
+        landscape::index(app).expect("the app has a landscape")
+    }
+
+    fn measured(app: &App) -> Vec<Option<Measured>> {
+        app.exercises[index(app)]
+            .landscape
+            .as_ref()
+            .unwrap()
+            .measured
+            .clone()
+    }
+
+    /// The landscape's run `run`, finished through the loop's messages; the next effect.
+    fn finish(app: &mut App, id: RunId, run: usize) -> Option<Effect> {
+        let li = index(app);
+        let m = finished(app, id, li, run);
+        update(app, m)
+    }
+
+    /// Runs the landscape's queue until `count` runs have finished (ids from `*id` on); returns
+    /// the effect that submits the next one.
+    fn finish_runs(
+        app: &mut App,
+        mut effect: Option<Effect>,
+        count: usize,
+        id: &mut RunId,
+    ) -> Option<Effect> {
+        for _ in 0..count {
+            let (_, run) = submitted(app, effect, *id);
+            effect = finish(app, *id, run);
+            *id += 1;
+        }
+        effect
+    }
+
+    #[test]
+    fn capital_l_opens_the_landscape_from_exercises_1_and_2_and_goes_back() {
+        for (digit, from) in [('1', 0), ('2', 1), ('3', 2)] {
+            let mut app = app();
+            update(&mut app, ch(digit));
+            assert_eq!(app.selected, from);
+            assert!(update(&mut app, ch('L')).is_none());
+            assert!(app.in_landscape(), "L from exercise {digit}");
+            assert_eq!(app.selected, index(&app));
+            assert_eq!(app.selected_run, 0);
+            assert!(render(&app, 80, 24).contains("The speed landscape"));
+            // L again goes back where it came from.
+            update(&mut app, ch('L'));
+            assert_eq!(app.selected, from, "back to exercise {digit}");
+        }
+    }
+
+    #[test]
+    fn the_landscape_is_the_last_entry_of_the_list() {
+        let mut app = app();
+        let li = index(&app);
+        assert_eq!(app.entries().last(), Some(&li));
+        // 1 → 2 → 3 → cheat sheet → landscape, and on round to 1.
+        for _ in 0..4 {
+            update(&mut app, ch('j'));
+        }
+        assert!(app.in_landscape());
+        let screen = render(&app, 160, 48);
+        assert!(screen.contains("▶ L The speed landscape"), "{screen}");
+        update(&mut app, ch('j'));
+        assert_eq!(app.selected, 0);
+        update(&mut app, ch('k'));
+        assert!(app.in_landscape(), "k wraps back to it");
+        // Digits still jump to exercises from it.
+        update(&mut app, ch('2'));
+        assert_eq!(app.selected, 1);
+    }
+
+    #[test]
+    fn enter_queues_every_run_of_the_plan_in_order() {
+        let s = sweep(2, &[2, 4]);
+        let mut app = app().with_sweep(&s);
+        let plan = s.plan();
+        update(&mut app, ch('L'));
+        let li = index(&app);
+        let effect = update(&mut app, key(KeyCode::Enter));
+        let Some(Effect::Submit {
+            exercise,
+            run,
+            request,
+        }) = &effect
+        else {
+            panic!("{effect:?}");
+        };
+        assert_eq!((*exercise, *run), (li, 0));
+        let spec = &plan.runs[0].spec;
+        assert_eq!(
+            (request.steps, request.seed, request.scheduler),
+            (spec.steps, spec.seed.unwrap(), spec.scheduler)
+        );
+        let queued: Vec<(usize, usize)> = app.queue.iter().copied().collect();
+        let want: Vec<(usize, usize)> = (1..plan.runs.len()).map(|r| (li, r)).collect();
+        assert_eq!(queued, want);
+        assert_eq!(plan.runs.len(), 2 + 3 * 2 * 2);
+        // The queue submits each run's own request (its seed, steps, UNet and cfg).
+        let mut id = 1;
+        let mut effect = effect;
+        for r in 0..plan.runs.len() {
+            let Some(Effect::Submit { run, request, .. }) = &effect else {
+                panic!("run {r}: {effect:?}");
+            };
+            let spec = &plan.runs[r].spec;
+            assert_eq!(*run, r);
+            assert_eq!(request.seed, spec.seed.unwrap(), "run {r}");
+            assert_eq!(
+                (request.steps, request.unet.as_str(), request.guidance),
+                (spec.steps, spec.unet.as_str(), spec.cfg)
+            );
+            effect = finish_runs(&mut app, effect, 1, &mut id);
+        }
+        assert!(effect.is_none() && app.active.is_none());
+        assert!(measured(&app).iter().all(Option::is_some));
+        // Everything done: enter says so and runs nothing; R starts over.
+        assert!(update(&mut app, key(KeyCode::Enter)).is_none());
+        assert!(app.status.as_deref().unwrap().contains("R runs it again"));
+        let effect = update(&mut app, ch('R'));
+        assert!(matches!(effect, Some(Effect::Submit { run: 0, .. })));
+        assert_eq!(app.queue.len(), plan.runs.len() - 1);
+        assert!(measured(&app).iter().all(Option::is_none), "from scratch");
+    }
+
+    #[test]
+    fn after_a_cancel_enter_resumes_with_only_the_runs_not_finished() {
+        let s = sweep(2, &[2, 4]);
+        let mut app = app().with_sweep(&s);
+        update(&mut app, ch('L'));
+        let li = index(&app);
+        let mut id = 1;
+        let effect = update(&mut app, key(KeyCode::Enter));
+        // Runs 0–2 finish, 3 fails, 4 finishes, 5 is cancelled mid-run.
+        let effect = finish_runs(&mut app, effect, 3, &mut id);
+        submitted(&mut app, effect, id);
+        let effect = update(
+            &mut app,
+            Msg::Worker(Event::Failed {
+                run: id,
+                error: "no unet_lcm folder\nFix: export it".into(),
+            }),
+        );
+        id += 1;
+        let effect = finish_runs(&mut app, effect, 1, &mut id);
+        let (_, five) = submitted(&mut app, effect, id);
+        assert_eq!(five, 5);
+        update(&mut app, step(id, 0, 2));
+        assert!(matches!(
+            update(&mut app, key(KeyCode::Esc)),
+            Some(Effect::Cancel(i)) if i == id
+        ));
+        assert!(app.queue.is_empty());
+        update(&mut app, Msg::Worker(Event::Cancelled { run: id }));
+        assert!(app.active.is_none());
+        let done: Vec<bool> = measured(&app).iter().map(Option::is_some).collect();
+        assert_eq!(&done[..6], [true, true, true, false, true, false]);
+        let screen = render(&app, 160, 48);
+        assert!(screen.contains("4 of 14 runs done · 1 failed"), "{screen}");
+        // Resume: the failed and the cancelled run, then the rest; the finished are kept.
+        let effect = update(&mut app, key(KeyCode::Enter));
+        assert!(matches!(effect, Some(Effect::Submit { run: 3, .. })));
+        let queued: Vec<usize> = app
+            .queue
+            .iter()
+            .map(|&(e, r)| {
+                assert_eq!(e, li);
+                r
+            })
+            .collect();
+        assert_eq!(queued, [5, 6, 7, 8, 9, 10, 11, 12, 13]);
+        assert!(
+            app.status
+                .as_deref()
+                .unwrap()
+                .contains("10 of 14 runs left")
+        );
+        assert_eq!(app.exercises[li].runs[0].state, RowState::Finished);
+        assert_eq!(measured(&app).iter().flatten().count(), 4);
+    }
+
+    #[test]
+    fn a_finished_run_is_measured_against_its_own_seeds_reference() {
+        let s = sweep(2, &[2, 4]);
+        let plan = s.plan();
+        let mut app = app().with_sweep(&s);
+        update(&mut app, ch('L'));
+        let li = index(&app);
+        let mut id = 1;
+        let effect = update(&mut app, key(KeyCode::Enter));
+        finish_runs(&mut app, effect, 4, &mut id);
+        let m = measured(&app);
+        // The references are their own images.
+        assert_eq!(m[0].unwrap().quality, IDENTICAL);
+        assert_eq!(m[1].unwrap().quality, IDENTICAL);
+        // Run 3 is seed 43's: compared with run 1 (seed 43's reference), not run 0.
+        assert_eq!(plan.runs[3].seed_index, 1);
+        assert_eq!(plan.reference_for(3), 1);
+        let runs = &app.exercises[li].runs;
+        let image = |r: usize| runs[r].image.as_deref().unwrap();
+        let want = measure(
+            &plan,
+            3,
+            image(3),
+            runs[3].report.as_deref().unwrap(),
+            Some(image(1)),
+        )
+        .unwrap();
+        assert_eq!(m[3], Some(want));
+        assert_eq!(want.quality, compare(image(1), image(3)).unwrap());
+        let other: Quality = compare(image(0), image(3)).unwrap();
+        assert_ne!(
+            want.quality, other,
+            "seed 42's reference would give other numbers"
+        );
+        // The run's whole time, as the report has it.
+        let total = runs[3].report.as_ref().unwrap().timings.total;
+        assert_eq!(want.total_ms, total.as_secs_f64() * 1e3);
+        // And the exercise baseline's comparison is not made for landscape runs.
+        assert!(runs[3].quality.is_none());
+    }
+
+    /// Made-up SSIM for method `m` at `steps` and seed index `k`: DPM-Solver++ rises to its
+    /// best by 15 steps, LCM-LoRA is flat from 4, DDPM still rises at 100.
+    fn made_up_ssim(m: usize, steps: usize, k: usize) -> f64 {
+        let n = steps as f64;
+        let base = match m {
+            0 => 0.99 - 0.55 * (-n / 4.0).exp(),
+            1 => 0.62 + 0.2 * (1.0 - (-n / 1.5).exp()),
+            _ => 0.70 + 0.25 * (1.0 - (-n / 60.0).exp()),
+        };
+        base - 0.004 * k as f64
+    }
+
+    /// Overwrites every measured point with made-up SSIM (the times stay the fake reports').
+    fn make_up(app: &mut App) {
+        let li = index(app);
+        let l = app.exercises[li].landscape.as_deref_mut().unwrap();
+        for (i, r) in l.plan.runs.iter().enumerate() {
+            if let (Some(m), Target::Point { method, steps }) = (&mut l.measured[i], r.target) {
+                let ssim = made_up_ssim(method, steps, r.seed_index);
+                m.quality = Quality {
+                    psnr_db: Some(12.0 + 20.0 * ssim),
+                    ssim,
+                    mean_abs_diff: 0.0,
+                };
+            }
+        }
+    }
+
+    /// The default methods with 2 seeds, everything but DDPM finished, DDPM 50's second seed
+    /// 12 steps in.
+    fn partly_finished() -> App {
+        let s = Sweep::from_config(
+            &SweepConfig {
+                seeds: 2,
+                ..SweepConfig::default()
+            },
+            None,
+        )
+        .unwrap();
+        let mut app = app().with_sweep(&s);
+        update(&mut app, ch('L'));
+        let mut id = 1;
+        let effect = update(&mut app, key(KeyCode::Enter));
+        // 2 references, 7 + 6 points of 2 seeds, DDPM 25 and DDPM 50's first seed.
+        let effect = finish_runs(&mut app, effect, 2 + 26 + 3, &mut id);
+        let (_, run) = submitted(&mut app, effect, id);
+        assert_eq!(
+            app.exercises[index(&app)].exercise.runs[run].label,
+            "DDPM 50 · seed 43"
+        );
+        update(&mut app, super::started(id, 50));
+        for i in 0..12 {
+            update(&mut app, step(id, i, 50));
+        }
+        make_up(&mut app);
+        app
+    }
+
+    #[test]
+    fn the_table_marks_each_methods_knee_on_its_row() {
+        let app = partly_finished();
+        let l = app.exercises[index(&app)].landscape.as_deref().unwrap();
+        let land = landscape::landscape(l);
+        let rows = landscape::table(&land);
+        let knees: Vec<(RowKind, usize)> = rows
+            .iter()
+            .filter(|r| r.knee)
+            .map(|r| (r.kind, r.point.steps))
+            .collect();
+        // DPM-Solver++ is within 0.02 of its best (0.99 at 50) from 15 steps (0.976); LCM-LoRA
+        // within 0.02 of 0.82 from 4 (0.813); DDPM's best so far is its last point.
+        assert_eq!(
+            knees,
+            [
+                (RowKind::Point { series: 0 }, 15),
+                (RowKind::Point { series: 1 }, 4),
+                (RowKind::Point { series: 2 }, 50),
+            ]
+        );
+        assert_eq!(rows[0].kind, RowKind::Reference);
+        // On screen: the knee mark on the rows that say so, nowhere else.
+        let screen = render(&app, 160, 48);
+        let marked: Vec<&str> = screen.lines().filter(|l| l.contains("◀ █")).collect();
+        assert_eq!(marked.len(), 3, "{screen}");
+        assert!(
+            marked[0].contains("DPM-Solver++") && marked[0].contains(" 15 "),
+            "{screen}"
+        );
+        assert!(
+            marked[1].contains("LCM-LoRA") && marked[1].contains(" 4 "),
+            "{screen}"
+        );
+        assert!(
+            marked[2].contains("DDPM") && marked[2].contains(" 50 "),
+            "{screen}"
+        );
+        // DDPM 50 has one of its two seeds: a partial point, its run under way.
+        assert!(
+            marked[2].contains("1/2") && marked[2].contains("▶"),
+            "{screen}"
+        );
+    }
+
+    #[test]
+    fn snapshot_landscape() {
+        let app = partly_finished();
+        let small = render(&app, 80, 24);
+        let large = render(&app, 160, 48);
+        for screen in [&small, &large] {
+            assert!(
+                screen.contains("Note: random-weight tiny model"),
+                "{screen}"
+            );
+            assert!(
+                screen.contains("run 32/34: DDPM 50 · seed 43, step 12/50"),
+                "{screen}"
+            );
+            assert!(screen.contains("◀ █"), "the knee in the table: {screen}");
+            assert!(
+                screen.contains(" ms ") || screen.contains(" s "),
+                "time labels: {screen}"
+            );
+        }
+        insta::assert_snapshot!("landscape_80x24", small);
+        insta::assert_snapshot!("landscape_160x48", large);
+    }
+
+    #[test]
+    fn snapshot_landscape_before_any_run_and_scrolled() {
+        let mut app = app();
+        update(&mut app, ch('L'));
+        insta::assert_snapshot!("landscape_idle_80x24", render(&app, 80, 24));
+        // h/l pick a table row: the table scrolls to keep it in view.
+        let mut app = partly_finished();
+        for _ in 0..40 {
+            update(&mut app, ch('h'));
+        }
+        let l = app.exercises[index(&app)].landscape.as_deref().unwrap();
+        assert_eq!(l.row, Some(0), "h stops at the first row");
+        let screen = render(&app, 80, 24);
+        assert!(screen.contains("rows 1–"), "{screen}");
+        insta::assert_snapshot!("landscape_top_rows_80x24", screen);
+    }
+
+    #[test]
+    fn s_saves_the_landscape_once_something_finished() {
+        let s = sweep(1, &[2]);
+        let mut app = app().with_sweep(&s);
+        update(&mut app, ch('L'));
+        assert!(update(&mut app, ch('s')).is_none());
+        assert!(app.status.as_deref().unwrap().contains("nothing finished"));
+        let mut id = 1;
+        let effect = update(&mut app, key(KeyCode::Enter));
+        finish_runs(&mut app, effect, 2, &mut id);
+        assert!(matches!(
+            update(&mut app, ch('s')),
+            Some(Effect::SaveLandscape)
+        ));
+        // What is saved: the runs as the headless sweep has them.
+        let outcome = landscape::outcome(&app, index(&app)).unwrap();
+        assert_eq!(outcome.measured, measured(&app));
+        assert!(outcome.images[0].is_some() && outcome.reports[1].is_some());
+        assert!(outcome.errors[0].is_none());
+        assert!(outcome.errors[2].as_deref().unwrap().contains("not run"));
+        update(&mut app, Msg::Saved(Ok(PathBuf::from("out/sweep-1"))));
+        assert!(app.status.as_deref().unwrap().contains("out/sweep-1"));
+        // e and p say why they do nothing here.
+        update(&mut app, ch('e'));
+        assert!(
+            app.status
+                .as_deref()
+                .unwrap()
+                .contains("[sweep] in config.toml")
+        );
+        update(&mut app, ch('p'));
+        assert!(app.status.as_deref().unwrap().contains("no questions"));
+    }
+
+    #[test]
+    fn saving_writes_the_sweep_folder() {
+        use crate::tui::save::{FolderSaver, Saver};
+        let s = sweep(1, &[2, 4]);
+        let mut app = app().with_sweep(&s);
+        update(&mut app, ch('L'));
+        let mut id = 1;
+        let effect = update(&mut app, key(KeyCode::Enter));
+        finish_runs(&mut app, effect, 4, &mut id);
+        let root = tempfile::tempdir().unwrap();
+        let saver = FolderSaver {
+            root: root.path().to_path_buf(),
+        };
+        let outcome = landscape::outcome(&app, index(&app)).unwrap();
+        let dir = saver.save_sweep(&outcome).unwrap();
+        for f in ["plot.png", "points.csv", "sweep.json", "summary.md"] {
+            assert!(dir.join(f).is_file(), "{f}");
+        }
+        let csv = std::fs::read_to_string(dir.join("points.csv")).unwrap();
+        assert!(csv.contains("DPM-Solver++"), "{csv}");
+    }
 }

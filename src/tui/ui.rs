@@ -13,6 +13,7 @@ use super::app::{
 };
 use super::cheat_ui;
 use super::images::{Images, PREVIEW_BUDGET};
+use super::landscape_ui;
 use crate::report::table::{RowState, TableRow};
 use crate::rng::RngSource;
 
@@ -28,6 +29,25 @@ pub fn draw(app: &App, images: &mut Images, frame: &mut Frame) {
         too_small(frame, area);
         return;
     }
+    if app.in_landscape() {
+        landscape_ui::draw(app, images, frame, area);
+    } else {
+        draw_exercise(app, images, frame, area);
+    }
+    let ex = app.current();
+    match &app.mode {
+        Mode::Normal => {}
+        Mode::Help => draw_help(app, images, frame, area),
+        Mode::Edit(form) => draw_form(app, form, frame, area),
+        Mode::Predict(input) => draw_predict(ex, input, frame, area),
+        Mode::Answer(form) => cheat_ui::draw_form(form, frame, area),
+        Mode::Reference(key) => cheat_ui::draw_reference(app, *key, frame, area),
+    }
+}
+
+/// An exercise (the cheat sheet included): the list, its text, the run panels, the progress and
+/// the timing table.
+fn draw_exercise(app: &App, images: &mut Images, frame: &mut Frame, area: Rect) {
     let ex = app.current();
     let cheat = ex.scenario.is_some();
     let top_h = if area.height >= 40 { 11 } else { 7 };
@@ -71,14 +91,6 @@ pub fn draw(app: &App, images: &mut Images, frame: &mut Frame) {
     draw_progress(app, frame, progress);
     draw_table(ex, app.rng, frame, table);
     draw_hints(app, frame, hints);
-    match &app.mode {
-        Mode::Normal => {}
-        Mode::Help => draw_help(app, images, frame, area),
-        Mode::Edit(form) => draw_form(app, form, frame, area),
-        Mode::Predict(input) => draw_predict(ex, input, frame, area),
-        Mode::Answer(form) => cheat_ui::draw_form(form, frame, area),
-        Mode::Reference(key) => cheat_ui::draw_reference(app, *key, frame, area),
-    }
 }
 
 /// What a terminal smaller than the layout shows instead of it (the runs go on; the layout
@@ -116,7 +128,7 @@ fn protocol_name(p: ProtocolType) -> &'static str {
     }
 }
 
-fn draw_header(app: &App, images: &Images, frame: &mut Frame, area: Rect) {
+pub(super) fn draw_header(app: &App, images: &Images, frame: &mut Frame, area: Rect) {
     let mut spans = vec![Span::styled(" speedscape ", Style::new().bold().reversed())];
     let sep = || Span::styled(" │ ", DIM);
     match (&app.info, &app.fatal) {
@@ -155,7 +167,7 @@ fn draw_header(app: &App, images: &Images, frame: &mut Frame, area: Rect) {
     frame.render_widget(Line::from(spans), area);
 }
 
-fn draw_list(app: &App, frame: &mut Frame, area: Rect) {
+pub(super) fn draw_list(app: &App, frame: &mut Frame, area: Rect) {
     let selected = app.selected_entry();
     let lines: Vec<Line> = app
         .entries()
@@ -163,12 +175,13 @@ fn draw_list(app: &App, frame: &mut Frame, area: Rect) {
         .enumerate()
         .map(|(k, i)| {
             let e = &app.exercises[i];
-            let title = if e.scenario.is_some() {
-                "Decision cheat sheet"
+            let text = if e.scenario.is_some() {
+                format!("{} Decision cheat sheet", e.exercise.number)
+            } else if e.landscape.is_some() {
+                format!("L {}", e.exercise.title)
             } else {
-                e.exercise.title.as_str()
+                format!("{} {}", e.exercise.number, e.exercise.title)
             };
-            let text = format!("{} {title}", e.exercise.number);
             if k == selected {
                 Line::from(vec![Span::raw("▶ ").cyan(), Span::raw(text).bold().cyan()])
             } else {
@@ -465,10 +478,16 @@ fn draw_table(ex: &ExerciseState, rng: RngSource, frame: &mut Frame, area: Rect)
     frame.render_widget(table, area);
 }
 
-fn draw_hints(app: &App, frame: &mut Frame, area: Rect) {
+pub(super) fn draw_hints(app: &App, frame: &mut Frame, area: Rect) {
     let text = match app.mode {
         Mode::Normal if app.in_cheat_sheet() => {
             "hl scenario · e answer · a ours · r verify · R rerun · esc stop · s save · ? · q"
+        }
+        Mode::Normal if app.in_landscape() => {
+            "r run/resume · R start over · esc cancel · hl row · s save · L back · ? · q"
+        }
+        Mode::Normal if matches!(app.current().exercise.number, 1 | 2) => {
+            "r run · R rerun · esc cancel · e edit · p predict · s save · L landscape · ? · q"
         }
         Mode::Normal => {
             "r run · R rerun · esc cancel · jk/hl move · e edit · p predict · s save · ? help · q quit"
