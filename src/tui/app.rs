@@ -714,7 +714,12 @@ pub(super) fn next_in_queue(app: &mut App) -> Option<Effect> {
         run,
         id: None,
     });
-    let request = app.exercises[exercise].exercise.request(run, app.rng);
+    let state = &app.exercises[exercise];
+    // The landscape's runs also ask for a CLIP score (given where the model has a scorer).
+    let request = match &state.landscape {
+        Some(l) => l.plan.request(run, app.rng),
+        None => state.exercise.request(run, app.rng),
+    };
     Some(Effect::Submit {
         exercise,
         run,

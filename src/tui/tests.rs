@@ -1659,6 +1659,7 @@ mod landscape_view {
                 (request.steps, request.unet.as_str(), request.guidance),
                 (spec.steps, spec.unet.as_str(), spec.cfg)
             );
+            assert!(request.clip_score, "run {r} asks for its CLIP score");
             effect = finish_runs(&mut app, effect, 1, &mut id);
         }
         assert!(effect.is_none() && app.active.is_none());
