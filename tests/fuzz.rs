@@ -148,15 +148,22 @@ const FIELDS: &[&str] = &[
     "kind",
     "run",
     "over",
+    "sweep",
+    "seeds",
+    "tolerance",
+    "reference",
+    "methods",
 ];
 
 /// Whether an error message says where: a line and column, or a field by its config name
-/// (`model.variants`, `exercise 7 …`, `key = value`, `` `key` ``).
+/// (`model.variants`, `exercise 7 …`, `[sweep]`, `key = value`, `` `key` ``).
 fn locates(msg: &str) -> bool {
     (msg.contains("line ") && msg.contains("column "))
         || msg.contains("model.variants")
         || msg.contains("[[exercises]]")
         || msg.contains("exercise ")
+        || msg.contains("[sweep]")
+        || msg.contains("[[sweep.methods]]")
         || FIELDS
             .iter()
             .any(|f| msg.contains(&format!("{f} =")) || msg.contains(&format!("`{f}`")))

@@ -121,7 +121,7 @@ impl Exercise {
 
     /// Checks what config.toml may get wrong; the error names the exercise and the fix.
     pub fn validate(&self) -> color_eyre::Result<()> {
-        let name = self.name();
+        let name = format!("exercise {} ({:?})", self.number, self.title);
         let n = self.runs.len();
         if self.number == 0 {
             bail!(
