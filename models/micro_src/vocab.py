@@ -134,7 +134,7 @@ def tie_unused_rows(text_encoder, keep_ids: list[int]) -> None:
     """Zero every token-embedding row not in `keep_ids` (in place)."""
     import torch
 
-    emb = text_encoder.text_model.embeddings.token_embedding.weight
+    emb = text_encoder.get_input_embeddings().weight
     mask = torch.ones(emb.shape[0], dtype=torch.bool)
     mask[torch.tensor(keep_ids)] = False
     with torch.no_grad():
