@@ -80,8 +80,8 @@ STAGES = {
                 ddim_steps=50, huber_c=1e-3, timestep_scaling=10.0),
     "style": dict(batch=32, steps=3000, budget_s=600, lr=1e-3, warmup=50, rank=8, prior_fraction=0.3,
                   cfg_dropout=0.1),
-    "evaluate": dict(prompts=32, seeds=2, cfg=7.5, lcm_cfg=1.5, dpm_steps=(5, 10, 20), reference_steps=100,
-                     lcm_steps=4, batch=32),
+    "evaluate": dict(prompts=32, seeds=2, cfg=7.5, lcm_cfg=1.5, dpm_steps=(5, 10, 20), dpm_main=20, dpm_low=5,
+                     reference_steps=100, lcm_steps=4, batch=32),
     "export": dict(dtype="fp16", verify=True),
 }
 ORDER = tuple(STAGES)
@@ -95,7 +95,7 @@ SMOKE = {
     "base": dict(batch=4, steps=2, warmup=1),
     "lcm": dict(batch=4, steps=2, warmup=1),
     "style": dict(batch=4, steps=2, warmup=1),
-    "evaluate": dict(prompts=2, seeds=1, dpm_steps=(2, 3), reference_steps=4, lcm_steps=2, batch=4),
+    "evaluate": dict(prompts=2, seeds=1, dpm_steps=(2, 3), dpm_main=3, dpm_low=2, reference_steps=4, lcm_steps=2, batch=4),
     "export": dict(dtype="fp16", verify=True),
 }
 
