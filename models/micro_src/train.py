@@ -55,6 +55,10 @@ for _l in (_dlog, _tlog):
     _l.set_verbosity_error()
     _l.disable_progress_bar()
 
+import warnings  # noqa: E402
+
+warnings.filterwarnings("ignore", message=".*Already found a `peft_config`.*")
+
 import config  # noqa: E402
 import judge as judge_mod  # noqa: E402
 import vocab  # noqa: E402
