@@ -71,7 +71,7 @@ LORA_TARGETS = [
 # Per stage: batch, steps (cap), budget_s (wall-time cap), lr and stage-specific settings.
 STAGES = {
     "data": dict(train=20000, heldout=1024, style=8000),
-    "judge": dict(batch=64, steps=2500, budget_s=180, lr=2e-3, pixel_fraction=0.33),
+    "judge": dict(batch=64, steps=2500, budget_s=240, lr=2e-3, pixel_fraction=0.33),
     "vae": dict(batch=32, steps=8000, budget_s=900, lr=1e-3, kl_weight=1e-6, pixel_fraction=0.25, scale_batch=1024),
     "latents": dict(batch=256),
     "base": dict(batch=64, steps=40000, budget_s=4500, lr=6e-4, warmup=300, cfg_dropout=0.1, ema=0.999,

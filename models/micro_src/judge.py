@@ -40,9 +40,10 @@ class Judge(nn.Module):
             )
 
         self.features = nn.Sequential(
-            block(3, w), nn.MaxPool2d(2),  # 32
-            block(w, 2 * w), nn.MaxPool2d(2),  # 16
-            block(2 * w, 3 * w), nn.MaxPool2d(2),  # 8
+            nn.Conv2d(3, w, 4, stride=2, padding=1), nn.GroupNorm(8, w), nn.SiLU(),  # 32x32
+            block(w, w), nn.MaxPool2d(2),  # 16
+            block(w, 2 * w), nn.MaxPool2d(2),  # 8
+            block(2 * w, 3 * w), nn.MaxPool2d(2),  # 4
             block(3 * w, 4 * w),
         )
         self.heads = nn.ModuleDict({k: nn.Linear(8 * w, n) for k, n in HEADS.items()})

@@ -719,6 +719,9 @@ def run_stage(ctx: Context, stage: str, force: bool = False) -> dict:
     if (rec := ctx.done(stage)) is not None and not force:
         log(f"{stage}: done ({rec.get('wall_s')} s), skipped")
         return rec
+    if force:  # from scratch: drop the stage's checkpoint and record
+        for name in ("ckpt.pt", "done.json"):
+            (ctx.run_dir / stage / name).unlink(missing_ok=True)
     log(f"{stage}: starting")
     t0 = time.perf_counter()
     rec = STAGE_FUNCS[stage](ctx)
@@ -783,7 +786,7 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     ap.add_argument("--seed", type=int, default=config.SEED)
     ap.add_argument("--stages", default=",".join(config.ORDER), help="comma-separated stages to run, in order")
-    ap.add_argument("--force", default="", help="comma-separated stages to rerun even if done")
+    ap.add_argument("--force", default="", help="comma-separated stages to rerun from scratch (their checkpoint and record dropped)")
     ap.add_argument("--set", action="append", metavar="STAGE.KEY=VALUE", help="override a stage setting, e.g. base.budget_s=3600")
     ap.add_argument("--ckpt-every", type=float, default=120.0, help="seconds between checkpoints")
     ap.add_argument("--interrupt-after", type=int, default=None, help=argparse.SUPPRESS)  # tests: stop a stage early

@@ -244,3 +244,24 @@ def test_export_has_four_unets_passes_checks_and_fits(smoke_run):
     assert total <= 10_000_000, total
     micro = manifest["micro"]
     assert micro["grammar"]["trigger"] == "PixArFK" and "base" in micro["stages"] and "metrics" in micro
+
+
+def test_speedscape_runs_the_exported_micro_model(smoke_run, tmp_path):
+    """The Rust side loads the export (fp16 UNets, trimmed text encoder, compacted graphs, 3-level
+    VAE) and draws a 64x64 image with the fused LCM + style UNet."""
+    import os
+    import subprocess
+
+    from PIL import Image
+
+    binary = Path(os.environ.get("SPEEDSCAPE_BIN", ROOT / "target" / "debug" / "speedscape"))
+    if not binary.is_file():
+        pytest.skip(f"no speedscape binary at {binary} (cargo build, or SPEEDSCAPE_BIN)")
+    out = tmp_path / "lcm_style.png"
+    proc = subprocess.run(
+        [str(binary), "generate", "--model-dir", str(smoke_run[1]), "--unet", "lcm_style", "--scheduler", "lcm",
+         "--steps", "2", "--cfg", "1.5", "--seed", "1", "--prompt", CAPTION + ", PixArFK", "--out", str(out), "--device", "cpu"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert Image.open(out).size == (64, 64)
