@@ -265,3 +265,32 @@ def test_speedscape_runs_the_exported_micro_model(smoke_run, tmp_path):
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert Image.open(out).size == (64, 64)
+
+
+def test_evaluation_switches_adapters(smoke_run, tmp_path):
+    """evaluate.Generator runs the base with no adapter active, and exactly the adapters asked for
+    (probe LoRAs with large weights, so a wrong switch shows)."""
+    import evaluate
+
+    run_dir = smoke_run[0]
+    for i, name in enumerate(("lcm", "style")):
+        donor = train.load_pipeline(run_dir)
+        params = train.add_lora(donor.unet, name, 4)
+        gen = torch.Generator().manual_seed(10 + i)
+        with torch.no_grad():
+            for p in params:
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.2)
+        train.save_lora(donor.unet, name, tmp_path)
+    clean = evaluate.Generator(train.load_pipeline(run_dir), 4, "cpu")
+    pipe = train.load_pipeline(run_dir)
+    for name in ("lcm", "style"):
+        pipe.load_lora_weights(str(tmp_path), weight_name=f"{name}.safetensors", adapter_name=name)
+    g = evaluate.Generator(pipe, 4, "cpu")
+    args = (["a small red circle on a blue background"], [1000], "dpm", 2, 7.5)
+    base = clean(*args, [])
+    assert np.array_equal(g(*args, []), base)
+    style = g(*args, ["style"])
+    both = g(*args, ["lcm", "style"])
+    assert not np.array_equal(style, base) and not np.array_equal(both, style)
+    assert np.array_equal(g(*args, ["style"]), style)
+    assert np.array_equal(g(*args, []), base)  # off again after adapters were on
