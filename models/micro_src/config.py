@@ -1,0 +1,110 @@
+"""Sizes and schedules of the micro model (one place; written into the manifest).
+
+Sizes: SD v1.5's structure (AutoencoderKL, CLIPTextModel, UNet2DConditionModel with cross-attention
+down/up blocks and a plain bottom block) at the size that fits speedscape's 10 MB budget with four
+fused UNets: the exporter writes each UNet whole, so 4 x UNet + VAE decoder + text encoder must
+stay under 10 MB. The issue's experiment UNet (32, 64, 64), 1.49 M params, is 6 MB in fp32 and
+3 MB in fp16 -- four of them alone break the budget; (32, 48, 48) is 0.95 M params, 1.9 MB in
+fp16, and its 16x16 level (where most compute is) keeps the experiment's 32 channels. The VAE
+(32, 48, 48) has 3 levels (scale factor 4: 64x64 images, 16x16 latents); its decoder stays fp32
+in the export (models/export.py keeps every VAE in fp32).
+
+Schedules: every stage stops at `steps` or `budget_s` seconds of wall time, whichever comes first;
+the learning rate follows a cosine over progress = max(step / steps, elapsed / budget_s), so a
+time-capped CPU run still anneals. The CPU budgets add up to about 2 h 20 min with the data,
+evaluation and export (the issue's limit: 2.5 h on 2 cores); on a GPU the step caps end first.
+"""
+
+from __future__ import annotations
+
+import copy
+
+SEED = 0
+
+UNET = dict(
+    sample_size=16,
+    in_channels=4,
+    out_channels=4,
+    block_out_channels=(32, 48, 48),  # SD: (320, 640, 1280, 1280); the experiment: (32, 64, 64)
+    layers_per_block=1,  # SD: 2
+    down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+    mid_block_type="UNetMidBlock2DCrossAttn",
+    cross_attention_dim=64,  # = text encoder hidden size (SD: 768)
+    attention_head_dim=4,  # diffusers' legacy name: the number of heads (SD: 8)
+    norm_num_groups=8,  # SD: 32 (32 channels in 32 groups would be instance norm)
+)
+VAE = dict(
+    in_channels=3,
+    out_channels=3,
+    down_block_types=("DownEncoderBlock2D",) * 3,  # 3 levels: scale factor 4 (SD: 4 levels, 8)
+    up_block_types=("UpDecoderBlock2D",) * 3,
+    block_out_channels=(32, 48, 48),  # SD: (128, 256, 512, 512)
+    layers_per_block=1,  # SD: 2
+    norm_num_groups=16,  # SD: 32
+    latent_channels=4,
+    sample_size=64,
+    scaling_factor=1.0,  # replaced by 1 / std of the trained VAE's latents, as SD computed it
+)
+TEXT_ENCODER = dict(
+    vocab_size=49408,  # CLIP ids; unused rows are zeroed and trimmed in the export (vocab.py)
+    hidden_size=64,  # SD: 768
+    intermediate_size=256,  # SD: 3072
+    num_hidden_layers=2,  # SD: 12
+    num_attention_heads=4,  # SD: 12
+    max_position_embeddings=77,
+    hidden_act="quick_gelu",
+    layer_norm_eps=1e-5,
+    bos_token_id=49406,
+    eos_token_id=49407,
+    pad_token_id=49407,
+    projection_dim=64,
+)
+
+# diffusers' LCM-LoRA recipe targets (train_lcm_distill_lora_sd_wds.py): attention, feed-forward,
+# projections, resnet convolutions, resamplers and the time embedding projections.
+LORA_TARGETS = [
+    "to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2",
+    "conv1", "conv2", "conv_shortcut", "downsamplers.0.conv", "upsamplers.0.conv", "time_emb_proj",
+]
+
+# Per stage: batch, steps (cap), budget_s (wall-time cap), lr and stage-specific settings.
+STAGES = {
+    "data": dict(train=20000, heldout=1024, style=8000),
+    "judge": dict(batch=64, steps=2500, budget_s=240, lr=2e-3, pixel_fraction=0.33),
+    "vae": dict(batch=32, steps=8000, budget_s=900, lr=1e-3, kl_weight=1e-6, pixel_fraction=0.25, scale_batch=1024),
+    "latents": dict(batch=256),
+    "base": dict(batch=64, steps=40000, budget_s=4500, lr=6e-4, warmup=300, cfg_dropout=0.1, ema=0.999,
+                 min_snr_gamma=5.0, weight_decay=1e-2),
+    "lcm": dict(batch=32, steps=4000, budget_s=1200, lr=1e-3, warmup=100, rank=8, w_min=3.0, w_max=9.0,
+                ddim_steps=50, huber_c=1e-3, timestep_scaling=10.0),
+    "style": dict(batch=32, steps=3000, budget_s=600, lr=1e-3, warmup=50, rank=8, prior_fraction=0.3,
+                  cfg_dropout=0.1),
+    "evaluate": dict(prompts=32, seeds=2, cfg=7.5, lcm_cfg=1.5, dpm_steps=(5, 10, 20), dpm_main=20, dpm_low=5,
+                     reference_steps=100, lcm_steps=4, batch=32),
+    "export": dict(dtype="fp16", verify=True),
+}
+ORDER = tuple(STAGES)
+
+# --smoke: every stage end to end in a couple of minutes on one CPU thread (untrained quality).
+SMOKE = {
+    "data": dict(train=48, heldout=16, style=16),
+    "judge": dict(batch=8, steps=2),
+    "vae": dict(batch=4, steps=2, scale_batch=16),
+    "latents": dict(batch=16),
+    "base": dict(batch=4, steps=2, warmup=1),
+    "lcm": dict(batch=4, steps=2, warmup=1),
+    "style": dict(batch=4, steps=2, warmup=1),
+    "evaluate": dict(prompts=2, seeds=1, dpm_steps=(2, 3), dpm_main=3, dpm_low=2, reference_steps=4, lcm_steps=2, batch=4),
+    "export": dict(dtype="fp16", verify=True),
+}
+
+
+def stage_settings(smoke: bool = False, overrides: dict | None = None) -> dict:
+    out = copy.deepcopy(STAGES)
+    if smoke:
+        for k, v in SMOKE.items():
+            out[k].update(v)
+    for stage, values in (overrides or {}).items():
+        out[stage].update(values)
+    return out

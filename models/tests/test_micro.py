@@ -1,0 +1,296 @@
+"""Tests of the micro model's code (models/micro_src/) at smoke scale: the world, the trimmed
+vocabulary, the pixelation measure, every training stage (one step, interrupted, resumed), the
+evaluation and the export through models/export.py. No training to quality: well under a minute
+on one CPU thread.
+
+    .venv-ref/bin/python -m pytest -q -p no:cacheprovider models/tests/test_micro.py
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+SRC = ROOT / "models" / "micro_src"
+sys.path.insert(0, str(SRC))
+sys.path.insert(0, str(ROOT / "models"))
+
+import config  # noqa: E402
+import judge  # noqa: E402
+import train  # noqa: E402
+import vocab  # noqa: E402
+import world  # noqa: E402
+
+torch.set_num_threads(1)
+
+# CLIP's ids, from the full tokenizer (openai/clip-vit-large-patch14 as SD v1.5 ships it).
+CAPTION = "a large yellow star on a blue background at sunset"
+CAPTION_IDS = [49406, 320, 3638, 4481, 1565, 525, 320, 1746, 5994, 536, 3424, 49407]
+TRAINING_STAGES = ("judge", "vae", "base", "lcm", "style")
+
+
+# ---- the world -------------------------------------------------------------------------------
+
+
+def test_world_is_deterministic_by_seed():
+    a, b = world.scene("train", 123), world.scene("train", 123)
+    assert a == b
+    assert np.array_equal(world.render(a), world.render(b))
+    img = world.render(a)
+    assert img.shape == (64, 64, 3) and img.dtype == np.uint8
+    # the splits draw from different streams
+    train_scenes = [world.scene("train", i) for i in range(50)]
+    held = [world.scene("heldout", i) for i in range(50)]
+    assert train_scenes != held
+    # anti-aliased: edge pixels hold colours between the shape's and the background's
+    assert len(np.unique(img.reshape(-1, 3), axis=0)) > 10
+
+
+def test_sampler_is_balanced():
+    combos = [(s.colour, s.shape, s.background) for s in (world.scene("train", i) for i in range(len(world.COMBOS)))]
+    assert sorted(combos) == sorted(world.COMBOS)
+    assert all(c != b for c, _, b in combos)
+
+
+def test_caption_grammar():
+    sc = world.scene("heldout", 7, full_caption=True)
+    cap = sc.caption()
+    assert cap.startswith(f"a {sc.size} {sc.colour} {sc.shape} {sc.position} on a {sc.background} background")
+    assert sc.caption(trigger=True) == cap + ", PixArFK"
+    assert (" at sunset" in cap) == sc.sunset
+    short = [world.scene("train", i) for i in range(300)]
+    assert any(not s.say_size for s in short) and any(not s.say_position for s in short)
+
+
+def test_captions_tokenize_to_clip_ids(tmp_path):
+    from tokenizers import Tokenizer
+    from transformers import CLIPTokenizer
+
+    full = train.tokenizer_source()
+    assert Tokenizer.from_file(str(full / "tokenizer.json")).encode(CAPTION).ids == CAPTION_IDS
+    texts = world.vocabulary_texts() + [world.scene("train", i).caption(trigger=i % 2 == 0) for i in range(200)]
+    stats = vocab.trim_tokenizer(full, tmp_path / "tok", texts)
+    trimmed = Tokenizer.from_file(str(tmp_path / "tok" / "tokenizer.json"))
+    assert trimmed.encode(CAPTION).ids == CAPTION_IDS
+    # what speedscape's Rust tokenizer checks: CLIP's special ids
+    assert trimmed.token_to_id("<|startoftext|>") == 49406 and trimmed.token_to_id("<|endoftext|>") == 49407
+    vocab.check_same_ids(full, tmp_path / "tok", texts)  # raises on any difference
+    # diffusers' CLIPTokenizer reads the trimmed files the same way (pads with EOS to 77)
+    ids = CLIPTokenizer.from_pretrained(str(tmp_path / "tok"))(CAPTION, padding="max_length", max_length=77).input_ids
+    assert ids[: len(CAPTION_IDS)] == CAPTION_IDS and set(ids[len(CAPTION_IDS):]) == {49407}
+    assert stats["tokens"] < 700 and (tmp_path / "tok" / "tokenizer.json").stat().st_size < 50_000
+    # words outside the grammar still tokenize (byte-level fallback)
+    assert trimmed.encode("a cat").ids[0] == 49406 and len(trimmed.encode("a cat").ids) >= 4
+
+
+# ---- the measures ----------------------------------------------------------------------------
+
+
+def test_pixel_art_scores_above_plain_renders():
+    imgs, _ = world.render_batch("heldout", 0, 64)
+    px = np.stack([world.pixel_art(im) for im in imgs])
+    plain_s, px_s = judge.pixelation(imgs), judge.pixelation(px)
+    assert px_s.min() > 0.95
+    assert plain_s.mean() < 0.25
+    assert px_s.min() > plain_s.max() + 0.3
+    # every 4x4 block of a pixel-art image is flat
+    blocks = px.reshape(64, 16, 4, 16, 4, 3)
+    assert (blocks == blocks[:, :, :1, :, :1]).all()
+    # a shifted pixel-art image still scores (the best grid offset is taken)
+    assert judge.pixelation(np.roll(px[0], 2, axis=1)) > 0.95
+    # flat images score 0, not NaN
+    assert judge.pixelation(np.zeros((64, 64, 3), np.uint8)) == 0.0
+
+
+def test_judge_shapes_and_accuracy():
+    model = judge.Judge()
+    imgs, scenes = world.render_batch("heldout", 0, 4)
+    out = model(judge.to_tensor(imgs))
+    assert {k: tuple(v.shape) for k, v in out.items()} == {"colour": (4, 6), "shape": (4, 4), "background": (4, 6)}
+    labels = np.array([s.labels() for s in scenes])
+    assert judge.accuracy(labels, labels) == {"colour": 1.0, "shape": 1.0, "background": 1.0}
+
+
+# ---- training stages, evaluation, export ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    """Every stage at smoke scale; each training stage is first stopped after one step, then resumed."""
+    base = tmp_path_factory.mktemp("micro")
+    run_dir, export_dir = base / "run", base / "micro"
+    history = {}
+    for stage in config.ORDER:
+        if stage in TRAINING_STAGES:
+            with pytest.raises(train.Interrupted):
+                train.run(run_dir, [stage], smoke=True, interrupt_after=1, export_dir=export_dir)
+            ckpt = torch.load(run_dir / stage / "ckpt.pt", weights_only=False)
+            history[stage] = {"ckpt_step": ckpt["step"], "done_after_interrupt": (run_dir / stage / "done.json").exists()}
+        train.run(run_dir, [stage], smoke=True, export_dir=export_dir)
+    return run_dir, export_dir, history
+
+
+def test_training_stages_resume(smoke_run):
+    run_dir, _, history = smoke_run
+    for stage in TRAINING_STAGES:
+        assert history[stage] == {"ckpt_step": 1, "done_after_interrupt": False}, stage
+        done = json.loads((run_dir / stage / "done.json").read_text())
+        assert done["resumed_from"] == 1 and done["steps"] == config.SMOKE[stage]["steps"], stage
+        assert done["loss_last"] is not None and np.isfinite(done["loss_last"])
+    log = json.loads((run_dir / "train_log.json").read_text())
+    assert set(log["stages"]) == set(config.ORDER)
+    assert all("wall_s" in r for r in log["stages"].values())
+    # a done stage is skipped, not rerun
+    before = (run_dir / "base" / "done.json").read_text()
+    train.run(run_dir, ["base"], smoke=True, export_dir=None)
+    assert (run_dir / "base" / "done.json").read_text() == before
+
+
+def test_vae_scaling_factor_is_one_over_latent_std(smoke_run):
+    run_dir = smoke_run[0]
+    vae = train.load_vae(run_dir)
+    done = json.loads((run_dir / "vae" / "done.json").read_text())
+    assert vae.config.scaling_factor == pytest.approx(done["scaling_factor"])
+    assert vae.config.scaling_factor != 1.0
+
+
+def test_pipeline_folder(smoke_run):
+    run_dir = smoke_run[0]
+    import make_tiny
+
+    # SD v1.5's scheduler config, byte for byte
+    assert (run_dir / "pipeline" / "scheduler" / "scheduler_config.json").read_text() == make_tiny.SD15_SCHEDULER_CONFIG + "\n"
+    pipe = train.load_pipeline(run_dir)
+    kept = json.loads((run_dir / "pipeline" / "vocab.json").read_text())["kept_ids"]
+    emb = pipe.text_encoder.get_input_embeddings().weight
+    unused = torch.ones(emb.shape[0], dtype=torch.bool)
+    unused[kept] = False
+    assert emb[unused].abs().max() == 0 and emb[kept].abs().max() > 0
+    assert pipe.unet.config.block_out_channels == list(config.UNET["block_out_channels"])
+
+
+def test_lora_file_reproduces_the_trained_adapter(smoke_run, tmp_path):
+    run_dir = smoke_run[0]
+    pipe = train.load_pipeline(run_dir)
+    params = train.add_lora(pipe.unet, "probe", 4)
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in params:
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
+    x = torch.randn(1, 4, 16, 16, generator=gen)
+    ehs = torch.randn(1, 77, 64, generator=gen)
+    with torch.no_grad():
+        want = pipe.unet(x, 500, ehs).sample
+    path = train.save_lora(pipe.unet, "probe", tmp_path)
+    fresh = train.load_pipeline(run_dir)
+    with torch.no_grad():
+        plain = fresh.unet(x, 500, ehs).sample
+    fresh.load_lora_weights(str(tmp_path), weight_name=path.name, adapter_name="probe")
+    with torch.no_grad():
+        got = fresh.unet(x, 500, ehs).sample
+    assert (want - plain).abs().max() > 1e-3
+    assert torch.allclose(got, want, atol=1e-5)
+
+
+def test_evaluate_writes_every_target(smoke_run):
+    import evaluate
+
+    run_dir = smoke_run[0]
+    m = json.loads((run_dir / "metrics.json").read_text())
+    assert set(m["targets"]) == set(evaluate.TARGETS)
+    for t in m["targets"].values():
+        assert isinstance(t["pass"], bool) and np.isfinite(t["value"])
+    s = config.SMOKE["evaluate"]
+    assert len(m["prompts"]) == s["prompts"] and m["seeds"] == [evaluate.SEED0]
+    assert (run_dir / "eval" / "sheet.png").is_file()
+    assert set(m["pixelation"]) >= {"style_triggered", "style_untriggered", "lcm_style_triggered"}
+
+
+def test_export_has_four_unets_passes_checks_and_fits(smoke_run):
+    import onnxruntime as ort
+
+    run_dir, out, _ = smoke_run
+    manifest = json.loads((out / "manifest.json").read_text())
+    for folder in ("unet", "unet_lcm", "unet_style", "unet_lcm_style", "text_encoder", "vae_decoder"):
+        assert (out / folder / "model.onnx").is_file(), folder
+        assert manifest["components"][folder]["check"]["passed"], folder
+    assert set(manifest["variants"]) == {"base", "lcm", "style", "lcm_style"}
+    assert manifest["variants"]["lcm_style"]["loras"] == [{"name": "lcm", "weight": 1.0}, {"name": "style", "weight": 1.0}]
+    assert manifest["dtype"] == "fp16" and manifest["geometry"]["image_size"] == 64
+    # the manifest's file table is the folder as it is (after trimming and compaction)
+    files = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file() and p.name != "manifest.json"}
+    assert files == set(manifest["files"])
+    for rel, entry in manifest["files"].items():
+        assert (out / rel).stat().st_size == entry["bytes"], rel
+    # the fused variants differ from the base
+    assert (out / "unet_lcm" / "model.onnx_data").read_bytes() != (out / "unet" / "model.onnx_data").read_bytes()
+    # trimmed text encoder: a small table, exact on grammar captions, zero-row for other ids
+    te = manifest["components"]["text_encoder"]
+    kept = json.loads((run_dir / "pipeline" / "vocab.json").read_text())["kept_ids"]
+    assert te["vocabulary_trim"]["rows"] == len(kept) + 1
+    assert te["check"]["grammar_captions_max_abs_err"] < 5e-2
+    sess = ort.InferenceSession(str(out / "text_encoder" / "model.onnx"), providers=["CPUExecutionProvider"])
+    ids = np.full((1, 77), 49407, dtype=np.int32 if "int32" in sess.get_inputs()[0].type else np.int64)
+    ids[0, :len(CAPTION_IDS)] = CAPTION_IDS
+    assert np.isfinite(sess.run(None, {"input_ids": ids})[0]).all()
+    # the budget: <= 10 MB at the real sizes (smoke changes steps, not sizes)
+    total = sum(e["bytes"] for e in manifest["files"].values()) + (out / "manifest.json").stat().st_size
+    assert total <= 10_000_000, total
+    micro = manifest["micro"]
+    assert micro["grammar"]["trigger"] == "PixArFK" and "base" in micro["stages"] and "metrics" in micro
+
+
+def test_speedscape_runs_the_exported_micro_model(smoke_run, tmp_path):
+    """The Rust side loads the export (fp16 UNets, trimmed text encoder, compacted graphs, 3-level
+    VAE) and draws a 64x64 image with the fused LCM + style UNet."""
+    import os
+    import subprocess
+
+    from PIL import Image
+
+    binary = Path(os.environ.get("SPEEDSCAPE_BIN", ROOT / "target" / "debug" / "speedscape"))
+    if not binary.is_file():
+        pytest.skip(f"no speedscape binary at {binary} (cargo build, or SPEEDSCAPE_BIN)")
+    out = tmp_path / "lcm_style.png"
+    proc = subprocess.run(
+        [str(binary), "generate", "--model-dir", str(smoke_run[1]), "--unet", "lcm_style", "--scheduler", "lcm",
+         "--steps", "2", "--cfg", "1.5", "--seed", "1", "--prompt", CAPTION + ", PixArFK", "--out", str(out), "--device", "cpu"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert Image.open(out).size == (64, 64)
+
+
+def test_evaluation_switches_adapters(smoke_run, tmp_path):
+    """evaluate.Generator runs the base with no adapter active, and exactly the adapters asked for
+    (probe LoRAs with large weights, so a wrong switch shows)."""
+    import evaluate
+
+    run_dir = smoke_run[0]
+    for i, name in enumerate(("lcm", "style")):
+        donor = train.load_pipeline(run_dir)
+        params = train.add_lora(donor.unet, name, 4)
+        gen = torch.Generator().manual_seed(10 + i)
+        with torch.no_grad():
+            for p in params:
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.2)
+        train.save_lora(donor.unet, name, tmp_path)
+    clean = evaluate.Generator(train.load_pipeline(run_dir), 4, "cpu")
+    pipe = train.load_pipeline(run_dir)
+    for name in ("lcm", "style"):
+        pipe.load_lora_weights(str(tmp_path), weight_name=f"{name}.safetensors", adapter_name=name)
+    g = evaluate.Generator(pipe, 4, "cpu")
+    args = (["a small red circle on a blue background"], [1000], "dpm", 2, 7.5)
+    base = clean(*args, [])
+    assert np.array_equal(g(*args, []), base)
+    style = g(*args, ["style"])
+    both = g(*args, ["lcm", "style"])
+    assert not np.array_equal(style, base) and not np.array_equal(both, style)
+    assert np.array_equal(g(*args, ["style"]), style)
+    assert np.array_equal(g(*args, []), base)  # off again after adapters were on
