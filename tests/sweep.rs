@@ -14,22 +14,26 @@ fn sweep(out: &Path, args: &[&str]) -> (PathBuf, Value) {
     all.extend_from_slice(args);
     let o = speedscape(&all);
     assert!(o.status.success(), "{}", text(&o));
+    let dir = saved_folder(out);
+    let json = saved_json(&dir);
+    (dir, json)
+}
+
+/// The one folder a sweep saved under `out`.
+fn saved_folder(out: &Path) -> PathBuf {
     let mut folders: Vec<PathBuf> = std::fs::read_dir(out)
         .unwrap()
         .map(|e| e.unwrap().path())
         .collect();
     assert_eq!(folders.len(), 1, "one new folder: {folders:?}");
     let dir = folders.remove(0);
-    assert!(
-        dir.file_name()
-            .unwrap()
-            .to_string_lossy()
-            .starts_with("sweep-"),
-        "{dir:?}"
-    );
-    let json: Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("sweep.json")).unwrap()).unwrap();
-    (dir, json)
+    let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(name.starts_with("sweep-"), "{dir:?}");
+    dir
+}
+
+fn saved_json(dir: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(dir.join("sweep.json")).unwrap()).unwrap()
 }
 
 fn steps_of(series: &Value) -> Vec<u64> {
@@ -207,14 +211,8 @@ fn two_seeds_give_each_point_a_spread_and_the_table_prints_the_knees() {
     assert!(stdout.contains("saved to "), "{stdout}");
     // Progress went to stderr, a line per completed point.
     assert!(all.contains("DPM-Solver++ 4: "), "{all}");
-    let dir = std::fs::read_dir(out.path())
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
-    let json: Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("sweep.json")).unwrap()).unwrap();
+    let dir = saved_folder(out.path());
+    let json = saved_json(&dir);
     let p = &json["landscape"]["series"][0]["points"][0];
     assert_eq!(p["ssim"]["n"], 2);
     assert!(p["ssim"]["min"].as_f64() <= p["ssim"]["max"].as_f64());
@@ -303,16 +301,10 @@ fn without_a_clip_image_encoder_the_clip_column_is_absent_not_zero() {
     let stdout = String::from_utf8_lossy(&o.stdout);
     let header = stdout.lines().find(|l| l.starts_with("method")).unwrap();
     assert!(!header.contains("CLIP"), "{stdout}");
-    let dir = std::fs::read_dir(out.path())
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+    let dir = saved_folder(out.path());
     let csv = std::fs::read_to_string(dir.join("points.csv")).unwrap();
     assert!(!csv.contains("clip"), "{csv}");
-    let json: Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("sweep.json")).unwrap()).unwrap();
+    let json = saved_json(&dir);
     assert_eq!(json["landscape"]["clip_score"], false);
     assert!(json["landscape"]["series"][0]["points"][0]["clip_score"].is_null());
     let md = std::fs::read_to_string(dir.join("summary.md")).unwrap();

@@ -140,6 +140,49 @@ impl ExerciseOutcome {
     }
 }
 
+/// A worker ready for an exercise's runs (see [`start`]).
+pub struct Started {
+    pub worker: WorkerHandle,
+    pub events: tokio::sync::mpsc::UnboundedReceiver<Event>,
+    pub info: WorkerInfo,
+    /// Cancels every run on SIGINT, SIGTERM or SIGHUP while kept.
+    pub on_signal: crate::interrupt::Hook,
+}
+
+/// Starts the worker for `ex`'s runs and waits until it is ready; SIGINT, SIGTERM or SIGHUP
+/// (when the command installed the handlers) then cancels every run, each ending with
+/// `Cancelled`, so the caller's loop still ends (and it writes nothing). A run the model cannot
+/// do (a missing UNet variant, steps its scheduler refuses) is an error here, before any run:
+/// no half-made table.
+pub fn start(
+    config: &Config,
+    ex: &Exercise,
+    device: Option<Device>,
+    model_dir: Option<PathBuf>,
+) -> color_eyre::Result<Started> {
+    let (worker, mut events) = WorkerHandle::spawn(config.clone(), device, model_dir);
+    let on_signal = {
+        let canceller = worker.canceller();
+        crate::interrupt::on_signal(move || canceller.cancel_all())
+    };
+    let info = match events.blocking_recv() {
+        Some(Event::Ready(info)) => info,
+        Some(Event::Fatal { error }) => bail!("{error}"),
+        Some(other) => bail!("the worker spoke before it was ready: {other:?}"),
+        None => bail!("the inference thread stopped before it was ready"),
+    };
+    let sched_cfg: crate::schedulers::SchedulerConfig =
+        serde_json::from_value(info.scheduler_config.clone())
+            .wrap_err("reading scheduler/scheduler_config.json")?;
+    ex.preflight(&info.variants, &sched_cfg)?;
+    Ok(Started {
+        worker,
+        events,
+        info,
+        on_signal,
+    })
+}
+
 /// Runs every run of `ex`, in order, through one worker; progress bars on stderr when
 /// `progress`. A run that fails is recorded (its row says so) and the next one still runs; an
 /// error comes back only when the worker cannot start.
@@ -151,24 +194,12 @@ pub fn run_exercise(
     progress: bool,
 ) -> color_eyre::Result<ExerciseOutcome> {
     let rng = config.runtime.rng;
-    let (worker, mut events) = WorkerHandle::spawn(config.clone(), device, model_dir);
-    // SIGINT, SIGTERM or SIGHUP (when the command installed the handlers) cancels every run;
-    // each ends with `Cancelled`, so the loop below still ends, and the caller writes nothing.
-    let _on_signal = {
-        let canceller = worker.canceller();
-        crate::interrupt::on_signal(move || canceller.cancel_all())
-    };
-    let info = match events.blocking_recv() {
-        Some(Event::Ready(info)) => info,
-        Some(Event::Fatal { error }) => bail!("{error}"),
-        Some(other) => bail!("the worker spoke before it was ready: {other:?}"),
-        None => bail!("the inference thread stopped before it was ready"),
-    };
-    // A run the model cannot do stops the exercise before any run: no half-made table.
-    let sched_cfg: crate::schedulers::SchedulerConfig =
-        serde_json::from_value(info.scheduler_config.clone())
-            .wrap_err("reading scheduler/scheduler_config.json")?;
-    ex.preflight(&info.variants, &sched_cfg)?;
+    let Started {
+        worker,
+        mut events,
+        info,
+        on_signal: _on_signal,
+    } = start(config, ex, device, model_dir)?;
     let n = ex.runs.len();
     let mut rows: Vec<TableRow> = ex
         .runs

@@ -4,18 +4,19 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use color_eyre::eyre::{WrapErr, bail};
+use color_eyre::eyre::bail;
 use image::RgbImage;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::{IDENTICAL, Landscape, Measured, Plan, Target};
 use crate::config::Config;
+use crate::exercises::headless::{Started, start};
 use crate::pipeline::RunReport;
 use crate::report::quality::compare;
 use crate::report::table::format_ms;
 use crate::rng::RngSource;
 use crate::runtime::Device;
-use crate::worker::{Event, Job, WorkerHandle, WorkerInfo};
+use crate::worker::{Event, Job, WorkerInfo};
 
 /// Everything a sweep's runs produced, in the order of the plan's runs.
 pub struct SweepOutcome {
@@ -83,22 +84,12 @@ pub fn run_sweep(
     progress: bool,
 ) -> color_eyre::Result<SweepOutcome> {
     let rng = config.runtime.rng;
-    let (worker, mut events) = WorkerHandle::spawn(config.clone(), device, model_dir);
-    let _on_signal = {
-        let canceller = worker.canceller();
-        crate::interrupt::on_signal(move || canceller.cancel_all())
-    };
-    let info = match events.blocking_recv() {
-        Some(Event::Ready(info)) => info,
-        Some(Event::Fatal { error }) => bail!("{error}"),
-        Some(other) => bail!("the worker spoke before it was ready: {other:?}"),
-        None => bail!("the inference thread stopped before it was ready"),
-    };
-    let sched_cfg: crate::schedulers::SchedulerConfig =
-        serde_json::from_value(info.scheduler_config.clone())
-            .wrap_err("reading scheduler/scheduler_config.json")?;
-    let ex = plan.exercise();
-    ex.preflight(&info.variants, &sched_cfg)?;
+    let Started {
+        worker,
+        mut events,
+        info,
+        on_signal: _on_signal,
+    } = start(config, &plan.exercise(), device, model_dir)?;
     let n = plan.runs.len();
     let mut measured = vec![None; n];
     let mut images: Vec<Option<RgbImage>> = vec![None; n];
