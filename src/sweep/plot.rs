@@ -207,7 +207,7 @@ pub fn svg(land: &Landscape, note: Option<&str>) -> color_eyre::Result<String> {
                 s.method.label,
                 s.method.cfg,
                 match s.knee {
-                    Some(k) => format!(", knee {k} steps"),
+                    Some(k) => format!(", knee {}", super::output::steps(k)),
                     None => String::new(),
                 }
             );
