@@ -63,9 +63,9 @@ pub struct WorkerInfo {
 /// `Loading`/`Loaded` for each component (text encoder, UNet, VAE decoder) the worker has not
 /// used before, with its session-creation time and an untimed warm-up pass at the run's size,
 /// and for the CLIP scorer (`clip_image_encoder`, no warm-up) the first time a run asks for a
-/// CLIP score on a model that has one, all before the timed run; `Started`, `Encoded`, then `Step` and `Preview` per step, then
-/// exactly one of `Finished`, `Cancelled`, `Failed`. A run cancelled while queued gets
-/// `Cancelled` alone.
+/// CLIP score on a model that has one, all before the timed run; `Started`, `Encoded`, then
+/// `Step` and `Preview` per step, then exactly one of `Finished`, `Cancelled`, `Failed`. A run
+/// cancelled while queued gets `Cancelled` alone.
 #[derive(Debug, Clone)]
 pub enum Event {
     /// The runtime and the model are open (first event of the worker).

@@ -32,6 +32,12 @@ fn saved_folder(out: &Path) -> PathBuf {
     dir
 }
 
+fn md_has_no_clip(dir: &Path) -> bool {
+    std::fs::read_to_string(dir.join("summary.md"))
+        .unwrap()
+        .contains("No CLIP score")
+}
+
 fn saved_json(dir: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(dir.join("sweep.json")).unwrap()).unwrap()
 }
@@ -127,6 +133,7 @@ fn a_one_seed_sweep_of_every_preset_measures_each_point_and_writes_its_files() {
         3,
         "one knee per method:\n{csv}"
     );
+    assert!(!md_has_no_clip(&dir), "the tiny model has a scorer");
     // The tiny model has a CLIP image encoder: every point has a CLIP score.
     assert!(
         lines[0].contains(",clip_score_mean,clip_score_std,knee"),
@@ -307,6 +314,12 @@ fn without_a_clip_image_encoder_the_clip_column_is_absent_not_zero() {
     let json = saved_json(&dir);
     assert_eq!(json["landscape"]["clip_score"], false);
     assert!(json["landscape"]["series"][0]["points"][0]["clip_score"].is_null());
+    // Both say why, and how to get one.
+    assert!(stdout.contains("No CLIP score: "), "{stdout}");
     let md = std::fs::read_to_string(dir.join("summary.md")).unwrap();
-    assert!(!md.contains("CLIP"), "{md}");
+    assert!(
+        md.contains("has no CLIP image encoder (clip_image_encoder/)"),
+        "{md}"
+    );
+    assert!(!md.contains("| CLIP |"), "{md}");
 }

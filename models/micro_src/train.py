@@ -572,18 +572,36 @@ def lcm_scalings(t: torch.Tensor, timestep_scaling: float, sigma_data: float = 0
     return c_skip.view(-1, 1, 1, 1), c_out.view(-1, 1, 1, 1)
 
 
+def lora_student(ctx: Context, name: str, seed_offset: int):
+    """The trained base pipeline, frozen, with a fresh rank-`settings[name].rank` LoRA adapter
+    `name` on its UNet (seeded with seed + seed_offset): the adapter is all that trains.
+    Returns (unet, text_encoder, the adapter's parameters, their optimizer)."""
+    s = ctx.settings[name]
+    pipe = load_pipeline(ctx.run_dir, ctx.device)
+    unet, te = pipe.unet, pipe.text_encoder
+    te.requires_grad_(False)
+    unet.requires_grad_(False)
+    torch.manual_seed(ctx.seed + seed_offset)
+    params = add_lora(unet, name, s["rank"])
+    opt = torch.optim.AdamW(params, lr=s["lr"], weight_decay=0.0)
+    return unet, te, params, opt
+
+
+def train_lora(ctx: Context, name: str, unet, params, opt, step_fn) -> dict:
+    """Runs a LoRA stage's loop (checkpointing the adapter) and saves the adapter under
+    <run-dir>/loras; the stage's record."""
+    rec = train_loop(ctx, name, {"lora": AdapterState(params)}, opt, step_fn, ctx.settings[name]["warmup"])
+    rec["lora_params"] = sum(p.numel() for p in params)
+    rec["file"] = str(save_lora(unet, name, ctx.run_dir / "loras").relative_to(ctx.run_dir))
+    return rec
+
+
 def stage_lcm(ctx: Context) -> dict:
     s = ctx.settings["lcm"]
     data = ctx.data()
     lat = LatentSource(ctx)
     sched = noise_scheduler()
-    pipe = load_pipeline(ctx.run_dir, ctx.device)
-    unet, te = pipe.unet, pipe.text_encoder
-    te.requires_grad_(False)
-    unet.requires_grad_(False)
-    torch.manual_seed(ctx.seed + 2)
-    params = add_lora(unet, "lcm", s["rank"])
-    opt = torch.optim.AdamW(params, lr=s["lr"], weight_decay=0.0)
+    unet, te, params, opt = lora_student(ctx, "lcm", seed_offset=2)
     ac = sched.alphas_cumprod.to(ctx.device)
     T = sched.config.num_train_timesteps
     k = T // s["ddim_steps"]
@@ -637,10 +655,7 @@ def stage_lcm(ctx: Context) -> dict:
         opt.step()
         return loss.item()
 
-    rec = train_loop(ctx, "lcm", {"lora": AdapterState(params)}, opt, step_fn, s["warmup"])
-    rec["lora_params"] = sum(p.numel() for p in params)
-    rec["file"] = str(save_lora(unet, "lcm", ctx.run_dir / "loras").relative_to(ctx.run_dir))
-    return rec
+    return train_lora(ctx, "lcm", unet, params, opt, step_fn)
 
 
 def stage_style(ctx: Context) -> dict:
@@ -648,13 +663,7 @@ def stage_style(ctx: Context) -> dict:
     data = ctx.data()
     lat = LatentSource(ctx)
     sched = noise_scheduler()
-    pipe = load_pipeline(ctx.run_dir, ctx.device)
-    unet, te = pipe.unet, pipe.text_encoder
-    te.requires_grad_(False)
-    unet.requires_grad_(False)
-    torch.manual_seed(ctx.seed + 3)
-    params = add_lora(unet, "style", s["rank"])
-    opt = torch.optim.AdamW(params, lr=s["lr"], weight_decay=0.0)
+    unet, te, params, opt = lora_student(ctx, "style", seed_offset=3)
     n_plain, n_px = len(lat.sets["images"][0]), len(lat.sets["pixel"][0])
 
     def step_fn(step):
@@ -677,10 +686,8 @@ def stage_style(ctx: Context) -> dict:
         opt.step()
         return loss.item()
 
-    rec = train_loop(ctx, "style", {"lora": AdapterState(params)}, opt, step_fn, s["warmup"])
-    rec["lora_params"] = sum(p.numel() for p in params)
+    rec = train_lora(ctx, "style", unet, params, opt, step_fn)
     rec["trigger"] = world.TRIGGER
-    rec["file"] = str(save_lora(unet, "style", ctx.run_dir / "loras").relative_to(ctx.run_dir))
     return rec
 
 

@@ -183,6 +183,21 @@ pub fn start(
     })
 }
 
+/// Sends every request to the worker, in order; which request each run id is (its index).
+pub fn submit_all(
+    requests: impl Iterator<Item = crate::pipeline::Request>,
+    worker: &WorkerHandle,
+) -> HashMap<crate::worker::RunId, usize> {
+    requests
+        .enumerate()
+        .map(|(i, request)| {
+            let run = worker.next_run_id();
+            worker.submit(Job { run, request });
+            (run, i)
+        })
+        .collect()
+}
+
 /// Runs every run of `ex`, in order, through one worker; progress bars on stderr when
 /// `progress`. A run that fails is recorded (its row says so) and the next one still runs; an
 /// error comes back only when the worker cannot start.
@@ -210,15 +225,7 @@ pub fn run_exercise(
     let mut images = vec![None; n];
     let mut reports = vec![None; n];
     let mut errors = vec![None; n];
-    let mut index: HashMap<u64, usize> = HashMap::new();
-    for i in 0..n {
-        let run = worker.next_run_id();
-        index.insert(run, i);
-        worker.submit(Job {
-            run,
-            request: ex.request(i, rng),
-        });
-    }
+    let index = submit_all((0..n).map(|i| ex.request(i, rng)), &worker);
     let mut bars = Bars::new(progress, n);
     let mut left = n;
     while left > 0 {

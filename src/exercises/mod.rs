@@ -207,17 +207,30 @@ impl Exercise {
     /// The pipeline request of run `index` (the exercise's prompt and seed unless the run
     /// overrides them; the model's native size).
     pub fn request(&self, index: usize, rng: RngSource) -> Request {
-        let spec = &self.runs[index];
+        self.runs[index].request(&self.prompt, &self.negative_prompt, self.seed, rng)
+    }
+}
+
+impl RunSpec {
+    /// This run's pipeline request, with `prompt` and `seed` where the run does not set its own
+    /// (the model's native size, no CLIP score).
+    pub fn request(
+        &self,
+        prompt: &str,
+        negative_prompt: &str,
+        seed: u64,
+        rng: RngSource,
+    ) -> Request {
         Request {
-            prompt: spec.prompt.clone().unwrap_or_else(|| self.prompt.clone()),
-            negative_prompt: self.negative_prompt.clone(),
-            scheduler: spec.scheduler,
+            prompt: self.prompt.clone().unwrap_or_else(|| prompt.to_string()),
+            negative_prompt: negative_prompt.to_string(),
+            scheduler: self.scheduler,
             scheduler_options: SchedulerOptions::default(),
-            steps: spec.steps,
-            guidance: spec.cfg,
-            seed: spec.seed.unwrap_or(self.seed),
+            steps: self.steps,
+            guidance: self.cfg,
+            seed: self.seed.unwrap_or(seed),
             rng,
-            unet: spec.unet.clone(),
+            unet: self.unet.clone(),
             width: None,
             height: None,
             latents: None,

@@ -1,7 +1,6 @@
 //! `speedscape sweep`: every run of a [`Plan`] through one worker, progress on stderr (a line as
 //! each point completes), the landscape at the end.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 
 use color_eyre::eyre::bail;
@@ -10,13 +9,13 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use super::{IDENTICAL, Landscape, Measured, Plan, Target};
 use crate::config::Config;
-use crate::exercises::headless::{Started, start};
+use crate::exercises::headless::{Started, start, submit_all};
 use crate::pipeline::RunReport;
 use crate::report::quality::compare;
 use crate::report::table::format_ms;
 use crate::rng::RngSource;
 use crate::runtime::Device;
-use crate::worker::{Event, Job, WorkerInfo};
+use crate::worker::{Event, WorkerInfo};
 
 /// Everything a sweep's runs produced, in the order of the plan's runs.
 pub struct SweepOutcome {
@@ -95,15 +94,7 @@ pub fn run_sweep(
     let mut images: Vec<Option<RgbImage>> = vec![None; n];
     let mut reports = vec![None; n];
     let mut errors = vec![None; n];
-    let mut index: HashMap<u64, usize> = HashMap::new();
-    for i in 0..n {
-        let run = worker.next_run_id();
-        index.insert(run, i);
-        worker.submit(Job {
-            run,
-            request: plan.request(i, rng),
-        });
-    }
+    let index = submit_all((0..n).map(|i| plan.request(i, rng)), &worker);
     let bar = progress.then(|| {
         let bar = ProgressBar::new(n as u64);
         bar.set_style(

@@ -413,7 +413,11 @@ impl Plan {
     /// score, which the model gives when it has a CLIP image encoder (computed after the timed
     /// part of the run).
     pub fn request(&self, run: usize, rng: crate::rng::RngSource) -> crate::pipeline::Request {
-        let mut r = self.exercise().request(run, rng);
+        let s = &self.sweep;
+        let first_seed = s.seeds.first().copied().unwrap_or(42);
+        let mut r = self.runs[run]
+            .spec
+            .request(&s.prompt, &s.negative_prompt, first_seed, rng);
         r.clip_score = true;
         r
     }

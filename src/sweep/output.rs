@@ -398,6 +398,15 @@ fn setting(o: &SweepOutcome) -> String {
     )
 }
 
+/// Why there is no CLIP column, and how to get one.
+fn no_clip_note(o: &SweepOutcome) -> String {
+    format!(
+        "No CLIP score: {} has no CLIP image encoder ({}/); `models/export.py --clip-scorer` exports one.",
+        o.info.model_dir.display(),
+        crate::models::CLIP_FOLDER
+    )
+}
+
 /// What `speedscape sweep` prints: the setting, the table, the findings, the failures.
 pub fn render(o: &SweepOutcome) -> String {
     let land = o.landscape();
@@ -409,6 +418,9 @@ pub fn render(o: &SweepOutcome) -> String {
     );
     if o.info.tiny_model {
         let _ = writeln!(out, "\nNote: {TINY_NOTE}.");
+    }
+    if !o.info.clip_scorer {
+        let _ = writeln!(out, "\n{}", no_clip_note(o));
     }
     let f = findings(&land);
     if !f.is_empty() {
@@ -493,6 +505,9 @@ pub fn markdown(o: &SweepOutcome, images: &[Option<String>]) -> String {
              definition): a reference-free number that does not depend on the reference image. \
              On a random-weight model it is a number, not a judgment.\n\n",
         );
+    }
+    if !o.info.clip_scorer {
+        let _ = writeln!(md, "{}\n", no_clip_note(o));
     }
     md.push_str("## Points\n\n");
     let mut head =
