@@ -278,7 +278,8 @@ pub fn run(config: &Config, opts: &BenchOptions) -> color_eyre::Result<BenchRepo
         bail!("--repeat 0 times nothing\nFix: --repeat 3 (or more)");
     }
     let rt = config.open_runtime(opts.device)?;
-    let (dir, tiny) = config.model_dir(opts.model_dir.as_deref())?;
+    let (dir, kind) = config.model_dir(opts.model_dir.as_deref())?;
+    let tiny = kind == crate::models::ModelKind::Tiny;
     let mut model = config.open_model(&rt, &dir)?;
     let rng = opts.rng.unwrap_or(config.runtime.rng);
     let device = crate::worker::device_name(rt.provider);

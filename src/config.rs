@@ -49,7 +49,7 @@ pub struct RuntimeConfig {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ModelConfig {
-    /// An Optimum ONNX export of SD v1.5; unset: the embedded tiny model.
+    /// An Optimum ONNX export of SD v1.5; unset: the embedded micro model.
     pub dir: Option<PathBuf>,
     /// UNet variants (folders beside `unet/`); unset: base, lcm, style, lcm_style.
     pub variants: Option<Vec<Variant>>,
@@ -247,18 +247,33 @@ impl Config {
         )
     }
 
-    /// The model folder to use: `override_dir`, else `model.dir`, else the embedded tiny model.
-    pub fn model_dir(&self, override_dir: Option<&Path>) -> color_eyre::Result<(PathBuf, bool)> {
-        if let Some(d) = override_dir {
+    /// The model folder to use: `override_dir`, else `model.dir`, else the embedded micro model;
+    /// with what it holds (from its manifest).
+    pub fn model_dir(
+        &self,
+        override_dir: Option<&Path>,
+    ) -> color_eyre::Result<(PathBuf, crate::models::ModelKind)> {
+        let dir = if let Some(d) = override_dir {
             crate::models::check_model_dir(d, "--model-dir")?;
-            return Ok((d.to_path_buf(), false));
-        }
-        if let Some(d) = &self.model.dir {
+            d.to_path_buf()
+        } else if let Some(d) = &self.model.dir {
             let file = self.path.as_deref().unwrap_or(Path::new("config.toml"));
             crate::models::check_model_dir(d, &format!("model.dir in {}", file.display()))?;
-            return Ok((d.clone(), false));
-        }
-        tiny_model_dir().map(|d| (d, true))
+            d.clone()
+        } else {
+            embedded_model_dir("micro")?
+        };
+        let kind = crate::models::ModelKind::of_folder(&dir);
+        Ok((dir, kind))
+    }
+}
+
+impl Config {
+    /// What the model in force holds (see [`Config::model_dir`]); `sd15` when there is none
+    /// (starting it then says why).
+    pub fn model_kind(&self, override_dir: Option<&Path>) -> crate::models::ModelKind {
+        self.model_dir(override_dir)
+            .map_or(crate::models::ModelKind::Sd15, |(_, kind)| kind)
     }
 }
 
@@ -297,9 +312,10 @@ fn absolute_note(path: &Path) -> String {
         .unwrap_or_default()
 }
 
-/// Where the embedded tiny model lives: `models/tiny` beside the config, in the working
-/// directory, or in the source tree the binary was built from.
-pub fn tiny_model_dir() -> color_eyre::Result<PathBuf> {
+/// Where an embedded model (`micro`, the default; `tiny`, random weights for parity tests)
+/// lives: `models/<name>` in the working directory, in the source tree the binary was built
+/// from, or beside the binary.
+pub fn embedded_model_dir(name: &str) -> color_eyre::Result<PathBuf> {
     let mut roots: Vec<PathBuf> = Vec::new();
     if let Ok(cwd) = std::env::current_dir() {
         roots.push(cwd);
@@ -310,13 +326,18 @@ pub fn tiny_model_dir() -> color_eyre::Result<PathBuf> {
     }
     roots
         .iter()
-        .map(|r| r.join("models").join("tiny"))
+        .map(|r| r.join("models").join(name))
         .find(|d| d.join("unet").join("model.onnx").is_file())
         .ok_or_else(|| {
             eyre!(
-                "no model configured and the embedded tiny model (models/tiny) was not found\nFix: run from the speedscape checkout, or set model.dir in config.toml / --model-dir"
+                "no model configured and the embedded {name} model (models/{name}) was not found\nFix: run from the speedscape checkout, or set model.dir in config.toml / --model-dir"
             )
         })
+}
+
+/// The embedded random-weight tiny model (`models/tiny`).
+pub fn tiny_model_dir() -> color_eyre::Result<PathBuf> {
+    embedded_model_dir("tiny")
 }
 
 #[cfg(test)]

@@ -39,6 +39,8 @@ pub struct DoctorReport {
     pub wheel_advice: String,
     pub model_dir: Option<String>,
     pub tiny_model: bool,
+    /// What the model folder holds (`None` when it was not found).
+    pub model_kind: Option<crate::models::ModelKind>,
     pub components: Vec<ComponentStatus>,
     /// Why the model cannot make images here (its folder does not open, or its base UNet does
     /// not load); a variant that does not load is only a component status.
@@ -113,10 +115,7 @@ impl DoctorReport {
         line(
             "model",
             match &self.model_dir {
-                Some(d) if self.tiny_model => {
-                    format!("{d} (embedded tiny model: random weights, noise-like images)")
-                }
-                Some(d) => d.clone(),
+                Some(d) => format!("{d}{}", self.model_kind.map_or("", |k| k.aside())),
                 None => "not found".into(),
             },
         );
@@ -147,6 +146,7 @@ pub fn run(config: &Config, device: Device, model_dir: Option<&Path>) -> DoctorR
         wheel_advice,
         model_dir: None,
         tiny_model: false,
+        model_kind: None,
         components: Vec::new(),
         model_error: None,
     };
@@ -181,9 +181,10 @@ pub fn run(config: &Config, device: Device, model_dir: Option<&Path>) -> DoctorR
         report.notes.extend(rt.notes.iter().cloned());
     }
     match config.model_dir(model_dir) {
-        Ok((dir, tiny)) => {
+        Ok((dir, kind)) => {
             report.model_dir = Some(dir.display().to_string());
-            report.tiny_model = tiny;
+            report.tiny_model = kind == crate::models::ModelKind::Tiny;
+            report.model_kind = Some(kind);
             if let Some(rt) = &rt {
                 let (components, error) = check_components(rt, &dir, config);
                 report.components = components;

@@ -31,7 +31,7 @@ struct Cli {
     /// The TUI's device (default: runtime.device in config.toml).
     #[arg(long)]
     device: Option<Device>,
-    /// The TUI's model folder (default: model.dir in config.toml, else the embedded tiny model).
+    /// The TUI's model folder (default: model.dir in config.toml, else the embedded micro model).
     #[arg(long)]
     model_dir: Option<PathBuf>,
     /// The TUI's noise source for seeds (default: runtime.rng in config.toml, else torch-cuda).
@@ -231,7 +231,7 @@ enum ModelsAction {
     /// Re-hash every file the manifest lists, run every ONNX graph once, check the scheduler
     /// config; exits 0 only when everything passed.
     Verify {
-        /// The model folder (default: model.dir in config.toml, else the embedded tiny model).
+        /// The model folder (default: model.dir in config.toml, else the embedded micro model).
         dir: Option<PathBuf>,
         #[arg(long)]
         device: Option<Device>,
@@ -467,7 +467,7 @@ fn generate(config: &Config, args: GenerateArgs) -> color_eyre::Result<()> {
     let prompt = read_prompt(args.prompt, args.prompt_file.as_deref())?;
     let device = args.device.unwrap_or(config.runtime.device);
     let rt = config.open_runtime(Some(device))?;
-    let (dir, tiny) = config.model_dir(args.model_dir.as_deref())?;
+    let (dir, _) = config.model_dir(args.model_dir.as_deref())?;
     let mut model = config.open_model(&rt, &dir)?;
     let latents = match &args.latents {
         Some(p) => Some(read_latents(p)?),
@@ -534,9 +534,8 @@ fn generate(config: &Config, args: GenerateArgs) -> color_eyre::Result<()> {
             ))
         })?;
     }
-    let mut out = out?;
+    let out = out?;
     speedscape::interrupt::check(|| not_written("the run had finished".into()))?;
-    out.report.tiny_model = tiny;
     for w in out.report.warnings.iter().filter(|w| !said.contains(w)) {
         eprintln!("warning: {w}");
     }
@@ -657,8 +656,8 @@ fn models(config: &Config, args: ModelsArgs) -> color_eyre::Result<()> {
     use speedscape::models::inventory;
     let ok = match args.action {
         None => {
-            let (dir, tiny) = config.model_dir(args.model_dir.as_deref())?;
-            let inv = inventory::inventory(config, &dir, tiny);
+            let (dir, kind) = config.model_dir(args.model_dir.as_deref())?;
+            let inv = inventory::inventory(config, &dir, kind);
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&inv)?);
             } else {
@@ -868,7 +867,8 @@ fn exercise(
 
 fn sweep(config: &Config, args: SweepArgs) -> color_eyre::Result<()> {
     use speedscape::sweep::{self, Sweep, headless, output};
-    let mut plan = Sweep::from_config(&config.sweep, Some(&args.preset))?;
+    let kind = config.model_kind(args.model_dir.as_deref());
+    let mut plan = Sweep::from_config(&config.sweep.for_model(kind), Some(&args.preset))?;
     if let Some(steps) = &args.steps {
         plan = plan.with_steps(&sweep::parse_steps(steps)?)?;
     }

@@ -42,8 +42,12 @@ pub struct WorkerInfo {
     /// The GPU's name (CUDA) or the CPU's, for the header.
     pub device: String,
     pub model_dir: std::path::PathBuf,
-    /// The embedded tiny model: random weights, noise-like images.
+    /// The random-weight tiny model: noise-like images.
     pub tiny_model: bool,
+    /// What the model folder holds.
+    pub kind: crate::models::ModelKind,
+    /// The micro model's world (what its prompts may say); `None` for other kinds.
+    pub grammar: Option<Box<crate::models::Grammar>>,
     /// Native image size (pixels).
     pub image_size: usize,
     /// Fallbacks taken while starting (`device auto` on the CPU, a missing scheduler config):
@@ -463,13 +467,15 @@ impl Worker {
     ) -> color_eyre::Result<Self> {
         let device = device.unwrap_or(config.runtime.device);
         let rt = config.open_runtime(Some(device))?;
-        let (dir, tiny) = config.model_dir(model_dir)?;
+        let (dir, _) = config.model_dir(model_dir)?;
         let model = config.open_model(&rt, &dir)?;
         let info = WorkerInfo {
             provider: rt.provider,
             device: device_name(rt.provider),
             model_dir: dir,
-            tiny_model: tiny,
+            tiny_model: model.kind() == crate::models::ModelKind::Tiny,
+            kind: model.kind(),
+            grammar: model.grammar().cloned().map(Box::new),
             image_size: model.geometry.default_size(),
             notes: rt.notes.iter().chain(&model.notes).cloned().collect(),
             variants: model.variants.clone(),
@@ -764,7 +770,6 @@ impl Worker {
             },
         );
         let mut out = out?;
-        out.report.tiny_model = self.info.tiny_model;
         out.report.device = self.info.device.clone();
         let image = out.rgb8();
         Ok((out.report, image))

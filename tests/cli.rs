@@ -42,7 +42,9 @@ fn generate_writes_the_png_its_raw_floats_and_a_json_report() {
     assert_eq!(report["provider"], "CPUExecutionProvider");
     assert_eq!(report["steps"], 3);
     assert_eq!(report["timings"]["unet_ms"].as_array().unwrap().len(), 3);
-    assert_eq!(report["tiny_model"], true);
+    // The default model: the embedded micro model.
+    assert_eq!(report["tiny_model"], false);
+    assert_eq!(report["model_kind"], "micro");
     // Session creation is reported apart from the run, per component.
     for component in ["text_encoder", "unet", "vae_decoder"] {
         assert!(
@@ -51,7 +53,7 @@ fn generate_writes_the_png_its_raw_floats_and_a_json_report() {
         );
     }
     let img = image::open(&png).unwrap().to_rgb8();
-    assert_eq!(img.dimensions(), (64, 64), "the tiny model's native size");
+    assert_eq!(img.dimensions(), (64, 64), "the micro model's native size");
     let floats: ArrayD<f32> = read_npy(&raw).unwrap();
     assert_eq!(floats.shape(), &[1, 64, 64, 3]);
     // The PNG is the float image rounded to 8 bits.
@@ -99,11 +101,16 @@ fn the_same_seed_gives_the_same_image_and_another_seed_does_not() {
 #[test]
 fn the_summary_names_the_provider_and_warns_that_the_tiny_model_is_random() {
     let dir = tempfile::tempdir().unwrap();
-    let o = generate(&dir.path().join("x.png"), &[]);
+    let o = generate(&dir.path().join("x.png"), &["--model-dir", "models/tiny"]);
     let t = text(&o);
     assert!(o.status.success(), "{t}");
     assert!(t.contains("provider CPUExecutionProvider"), "{t}");
     assert!(t.contains("random weights"), "{t}");
+    // The micro model's images are real: no such warning.
+    let o = generate(&dir.path().join("y.png"), &[]);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(!t.contains("random weights"), "{t}");
 }
 
 #[test]
@@ -140,21 +147,49 @@ fn an_unknown_unet_variant_lists_the_known_ones() {
 #[test]
 fn a_size_off_the_vae_grid_is_refused_with_a_fix() {
     let dir = tempfile::tempdir().unwrap();
+    // The micro model: VAE scale 4, and its UNet halves the latents twice.
     let o = generate(&dir.path().join("x.png"), &["--width", "60"]);
     assert!(!o.status.success());
     let t = text(&o);
-    assert!(t.contains("width 60") && t.contains("multiple of 8"), "{t}");
+    assert!(
+        t.contains("width 60") && t.contains("multiple of 16"),
+        "{t}"
+    );
+    assert!(t.contains("Fix: use e.g. 48"), "{t}");
 }
 
 #[test]
 fn tokens_prints_77_ids_and_the_count() {
-    let o = speedscape(&["tokens", "a small cottage", "--json"]);
+    let o = speedscape(&[
+        "tokens",
+        "a small cottage",
+        "--json",
+        "--model-dir",
+        "models/tiny",
+    ]);
     assert!(o.status.success(), "{}", text(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["ids"].as_array().unwrap().len(), 77);
     assert_eq!(v["count"], 3);
     assert_eq!(v["ids"][0], 49406);
     assert_eq!(v["ids"][4], 49407);
+}
+
+/// The micro model's tokenizer is CLIP's, trimmed to its world: its words get CLIP's own ids,
+/// and a word outside it still tokenizes (as bytes, which its text encoder reads as blanks).
+#[test]
+fn the_micro_models_tokenizer_gives_clips_ids_for_its_words() {
+    let ids = |model: &str, prompt: &str| -> Vec<serde_json::Value> {
+        let o = speedscape(&["tokens", prompt, "--json", "--model-dir", model]);
+        assert!(o.status.success(), "{}", text(&o));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        v["ids"].as_array().unwrap().clone()
+    };
+    let words = "a large yellow star on the left on a blue background at sunset, PixArFK";
+    assert_eq!(ids("models/micro", words), ids("models/tiny", words));
+    let outside = ids("models/micro", "a castle");
+    assert_eq!(outside[0], 49406);
+    assert_ne!(outside, ids("models/tiny", "a castle"));
 }
 
 #[test]
@@ -367,7 +402,7 @@ fn joined(ts: &[i64]) -> String {
 
 #[test]
 fn models_lists_the_tiny_models_four_variants_and_their_folders() {
-    let o = speedscape(&["models", "--json"]);
+    let o = speedscape(&["models", "--json", "--model-dir", "models/tiny"]);
     assert!(o.status.success(), "{}", text(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["tiny_model"], true);
@@ -407,6 +442,33 @@ fn models_lists_the_tiny_models_four_variants_and_their_folders() {
     }
     assert!(t.contains("sizes match manifest"), "{t}");
     assert!(t.contains("SD v1.5's original scheduler config"), "{t}");
+}
+
+#[test]
+fn models_says_what_the_micro_model_knows() {
+    let o = speedscape(&["models", "--json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["kind"], "micro");
+    assert_eq!(v["tiny_model"], false);
+    let knows: Vec<&str> = v["knows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap())
+        .collect();
+    assert!(
+        knows.contains(&"shapes: circle | square | triangle | star"),
+        "{knows:?}"
+    );
+    let o = speedscape(&["models"]);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(t.contains("(the micro model: "), "{t}");
+    assert!(
+        t.contains("  knows     a [size] <colour> <shape> [position] on a <colour> background"),
+        "{t}"
+    );
 }
 
 #[test]
@@ -707,9 +769,11 @@ fn exercise_1_prints_a_table_of_three_finished_runs_with_speedups() {
     let stdout = String::from_utf8_lossy(&o.stdout);
     let lines: Vec<&str> = stdout.lines().collect();
     assert!(lines[0].contains("CPUExecutionProvider"), "{stdout}");
-    assert!(
-        lines[0].contains("random weights: images are noise"),
-        "{stdout}"
+    assert!(lines[0].contains("the micro model"), "{stdout}");
+    // On the micro model, exercise 1 asks for a picture of its world.
+    assert_eq!(
+        lines[1],
+        "prompt: “a large yellow star on a blue background at sunset”"
     );
     let header = lines
         .iter()
@@ -749,7 +813,12 @@ fn exercise_json_has_rows_with_times_and_a_report_per_run() {
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["exercise"], 1);
     assert_eq!(v["provider"], "CPUExecutionProvider");
-    assert_eq!(v["tiny_model"], true);
+    assert_eq!(v["tiny_model"], false);
+    assert_eq!(v["model_kind"], "micro");
+    assert_eq!(
+        v["prompt"],
+        "a large yellow star on a blue background at sunset"
+    );
     let rows = v["rows"].as_array().unwrap();
     assert_eq!(rows.len(), 3);
     for r in rows {
@@ -950,7 +1019,10 @@ fn bench_writes_every_number_and_its_phases_add_up_to_the_total() {
     assert!(stdout.contains("1 warm-up + 2 repeats"), "{stdout}");
     let v = json_file(&a);
     assert_eq!(v["provider"], "CPU");
-    assert_eq!(v["tiny_model"], true);
+    assert_eq!(
+        v["tiny_model"], false,
+        "the default model is the micro model"
+    );
     assert!(v["intra_op_threads"].as_u64().unwrap() >= 1);
     assert!(v["load_ms"]["unet"].as_f64().unwrap() > 0.0);
     assert!(v["load_ms"]["unet_lcm"].as_f64().unwrap() > 0.0);

@@ -1,12 +1,19 @@
 //! Bad run parameters and awkward prompts through the binary (`generate`, `tokens`), on the
-//! embedded tiny model and the CPU wheel: each refusal names the value, the rule and the fix,
-//! exit ≠ 0; each accepted edge case runs.
+//! embedded tiny model (its tokenizer is CLIP's whole one; the micro model's is trimmed to its
+//! world) and the CPU wheel: each refusal names the value, the rule and the fix, exit ≠ 0; each
+//! accepted edge case runs.
 
 mod common;
 
-use common::speedscape;
 use std::path::Path;
 use std::process::Output;
+
+/// The binary with `args` on the tiny model.
+fn speedscape(args: &[&str]) -> Output {
+    let mut all = args.to_vec();
+    all.extend(["--model-dir", "models/tiny"]);
+    common::speedscape(&all)
+}
 
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
@@ -153,21 +160,21 @@ fn sizes_off_the_grid_zero_or_too_large_are_refused_with_the_rule() {
     refused(
         &["--width", "60"],
         &[
-            "width 60 is not a positive multiple of 8 (the VAE's scale factor)",
-            "Fix: use e.g. 56",
+            "width 60 is not a positive multiple of 16 (the VAE's scale factor 8, times 2 for each of the UNet's 1 downsamplings)",
+            "Fix: use e.g. 48",
         ],
     );
     refused(
         &["--height", "0"],
         &[
-            "height 0 is not a positive multiple of 8",
-            "Fix: use e.g. 8",
+            "height 0 is not a positive multiple of 16",
+            "Fix: use e.g. 16",
         ],
     );
     refused(
-        &["--width", "4104"],
+        &["--width", "4112"],
         &[
-            "width 4104 is above 4096 pixels, the most speedscape runs",
+            "width 4112 is above 4096 pixels, the most speedscape runs",
             "Fix: use at most 4096",
         ],
     );

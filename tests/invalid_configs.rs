@@ -102,10 +102,11 @@ fn an_explicit_config_that_does_not_exist_is_an_error_naming_where_it_looked() {
 #[test]
 fn a_missing_default_config_toml_means_the_built_in_defaults() {
     let cwd = tempfile::tempdir().unwrap();
-    let out = speedscape_in(cwd.path(), &["tokens", "a red fox"]);
+    // The embedded micro model's tokenizer: CLIP's ids for the words of its world.
+    let out = speedscape_in(cwd.path(), &["tokens", "a red star"]);
     assert!(out.status.success(), "{}", text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.starts_with("49406 "), "{stdout}");
+    assert!(stdout.starts_with("49406 320 736 1565 49407 "), "{stdout}");
     assert!(stdout.contains("3 prompt tokens (of 75)"), "{stdout}");
 }
 

@@ -77,3 +77,29 @@ fn images_smaller_than_the_window_are_a_clear_error() {
     let err = format!("{}", compare(&tiny, &tiny).unwrap_err());
     assert!(err.contains("11×11"), "{err}");
 }
+
+#[test]
+fn pixelation_and_roughness_match_the_micro_models_evaluation() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/measures");
+    let expected: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
+    let block = expected["block"].as_u64().unwrap() as usize;
+    let cases = expected["cases"].as_object().unwrap();
+    assert!(cases.len() >= 10);
+    for (name, want) in cases {
+        let img = image::open(dir.join(format!("{name}.png")))
+            .unwrap()
+            .to_rgb8();
+        let p = speedscape::report::quality::pixelation(&img, block);
+        let r = speedscape::report::quality::roughness(&img);
+        let (wp, wr) = (
+            want["pixelation"].as_f64().unwrap(),
+            want["roughness"].as_f64().unwrap(),
+        );
+        assert!((p - wp).abs() < 1e-9, "{name}: pixelation {p} vs {wp}");
+        assert!(
+            (r - wr).abs() < 1e-9 * wr.max(1.0),
+            "{name}: roughness {r} vs {wr}"
+        );
+    }
+}

@@ -1,5 +1,6 @@
-//! `speedscape sweep` on the embedded tiny model: the points it measures, the files it writes,
-//! the plot's axes, and the numbers that must hold whatever the machine's speed.
+//! `speedscape sweep` on the embedded models (the tiny one, with its random CLIP scorer, and the
+//! micro one, the default): the points it measures, the files it writes, the plot's axes, and the
+//! numbers that must hold whatever the machine's speed.
 
 mod common;
 
@@ -8,9 +9,11 @@ use std::path::{Path, PathBuf};
 use common::{speedscape, text};
 use serde_json::Value;
 
-/// Runs a sweep with `args` into a fresh folder; the folder it saved and its `sweep.json`.
+/// Runs a sweep on the tiny model with `args` into a fresh folder; the folder it saved and its
+/// `sweep.json`.
 fn sweep(out: &Path, args: &[&str]) -> (PathBuf, Value) {
     let mut all = vec!["sweep", "--device", "cpu", "--out", out.to_str().unwrap()];
+    all.extend(["--model-dir", "models/tiny"]);
     all.extend_from_slice(args);
     let o = speedscape(&all);
     assert!(o.status.success(), "{}", text(&o));
@@ -263,6 +266,32 @@ fn bad_sweep_arguments_are_refused_before_any_run() {
             "{args:?} saved something"
         );
     }
+}
+
+#[test]
+fn on_the_micro_model_the_sweep_asks_for_a_picture_of_its_world() {
+    let out = tempfile::tempdir().unwrap();
+    let o = speedscape(&[
+        "sweep",
+        "--device",
+        "cpu",
+        "--out",
+        out.path().to_str().unwrap(),
+        "--preset",
+        "lcm",
+        "--steps",
+        "1",
+        "--seeds",
+        "1",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let json = saved_json(&saved_folder(out.path()));
+    assert_eq!(json["model_kind"], "micro");
+    // config.toml's `[sweep] prompts = { micro = … }`.
+    assert_eq!(
+        json["prompt"],
+        "a large yellow star on a blue background at sunset"
+    );
 }
 
 #[test]

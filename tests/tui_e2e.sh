@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# End to end: drive the real `speedscape` TUI in a detached tmux session (120×40) on the tiny
-# model: run exercise 1 and wait for three finished timing rows; then complete exercise 4 from
+# End to end: drive the real `speedscape` TUI in a detached tmux session (120×40) on the
+# embedded micro model: check that exercise 1 asks it for a prompt of its world and that the run
+# editor lists that world's words (and flags a word outside it); run exercise 1 and wait for three finished timing rows; then complete exercise 4 from
 # the keyboard (answer scenario C, verify it, look at our answer, save the cheat sheet); open the
 # speed landscape (L), run it until two points are whole, cancel, resume and save it; quit and
 # check that the program exited and left the alternate screen, that the report folder is whole,
@@ -71,11 +72,22 @@ start() {
 start "$STATS"
 
 has() { screen | grep -q -- "$1"; }
+not_has() { ! has "$1"; }
 wait_for 30 "the TUI to start (Exercises list)" has "Exercises"
 wait_for 60 "the worker to be ready (provider in the header)" has "model "
 
-# Exercise 1, all three runs.
+# Exercise 1 on the micro model: its prompt, and the editor's vocabulary.
 tmux send-keys -t "$SESSION" 1
+if [ -z "$EXTRA" ]; then
+    wait_for 10 "exercise 1's prompt for the micro model" has "a large yellow star on a blue background at sunset"
+    tmux send-keys -t "$SESSION" e
+    wait_for 10 "the run editor's vocabulary" has "the micro model knows only its small world"
+    has "shapes: circle | square | triangle | star" || fail "the editor does not list the shapes"
+    tmux send-keys -t "$SESSION" " castle"
+    wait_for 10 "a word outside the world flagged" has "not in its world (it reads them as blanks): castle"
+    tmux send-keys -t "$SESSION" Escape
+    wait_for 10 "the editor to close" not_has "the micro model knows only"
+fi
 tmux send-keys -t "$SESSION" r
 # Keys while the runs go (move between run panels): their handling time is measured.
 for _ in 1 2 3 4 5 6; do

@@ -13,7 +13,7 @@
 #      itself closing (tmux kill-window: the kernel's SIGHUP): the process exits
 #   4. a panic on the UI thread (SPEEDSCAPE_TEST_PANIC=ui, key `!`): exit 101, the report and
 #      the bug hint printed after the alternate screen is left
-#   5. a panic on the inference thread (SPEEDSCAPE_TEST_PANIC=worker, tiny model): the runs show
+#   5. a panic on the inference thread (SPEEDSCAPE_TEST_PANIC=worker, micro model): the runs show
 #      it as their error, the TUI keeps going and quits cleanly, the report printed at exit
 #   6. 1000 random keys (no q, no ctrl keys) during runs: still alive and answering, quits with 0
 #
@@ -100,7 +100,7 @@ came_back() {
     wait_for 10 "the shell to answer" has "^alive-42"
 }
 
-ready() { has "model fake" || has "model .*tiny"; }
+ready() { has "model fake" || has "model .*micro"; }
 
 # A long run: run 1 of exercise 1 edited to STEPS steps (the fake takes 40 ms a step), rerun.
 long_run() {
@@ -187,7 +187,7 @@ has "SPEEDSCAPE_TEST_PANIC=ui: a deliberate panic on the UI thread" || fail "the
 has "This is a bug in speedscape" || fail "no hint to report the bug"
 came_back 101
 
-echo "tui_terminal: 5. a panic on the inference thread (tiny model)"
+echo "tui_terminal: 5. a panic on the inference thread (micro model)"
 start "SPEEDSCAPE_TEST_PANIC=worker"
 wait_for 60 "the worker to be ready" ready
 keys r

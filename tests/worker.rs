@@ -1,5 +1,6 @@
-//! The inference thread on the embedded tiny model (CPU): event order, lazy loading, cancel,
-//! run ids, shutdown, a model that cannot open.
+//! The inference thread on the default model, the embedded micro model (CPU): event order, lazy
+//! loading, cancel, run ids, shutdown, a model that cannot open; the CLIP scorer on the tiny
+//! model (the micro model has none).
 
 mod common;
 
@@ -65,9 +66,13 @@ fn spawn(model_dir: Option<PathBuf>) -> (WorkerHandle, Rx) {
 fn ready(rx: &mut Rx) {
     match rx.event() {
         Event::Ready(info) => {
-            assert!(info.tiny_model);
+            assert_eq!(info.kind, speedscape::models::ModelKind::Micro);
+            assert!(!info.tiny_model);
+            let grammar = info.grammar.expect("the micro model's world");
+            assert_eq!(grammar.trigger, "PixArFK");
             assert_eq!(info.image_size, 64);
-            assert!(info.model_dir.ends_with("models/tiny"));
+            assert!(info.model_dir.ends_with("models/micro"));
+            assert!(!info.clip_scorer);
         }
         other => panic!("expected Ready first, got {other:?}"),
     }
@@ -171,11 +176,16 @@ fn events_come_in_the_documented_order_and_components_load_once() {
                 assert!(*elapsed > Duration::ZERO);
             }
             Event::Preview { image, .. } => {
-                assert_eq!(image.dimensions(), (8, 8), "previews at latent size")
+                assert_eq!(
+                    image.dimensions(),
+                    (16, 16),
+                    "previews at latent size (64 / 4)"
+                )
             }
             Event::Finished { report, image, .. } => {
                 assert_eq!(image.dimensions(), (64, 64), "the native size");
-                assert!(report.tiny_model);
+                assert!(!report.tiny_model);
+                assert_eq!(report.model_kind, speedscape::models::ModelKind::Micro);
                 assert_eq!(report.timings.unet.len(), 3);
                 assert!(report.timings.text > Duration::ZERO);
             }
@@ -409,9 +419,12 @@ fn a_variant_that_does_not_load_fails_its_run_with_the_fix_and_the_worker_goes_o
 
 #[test]
 fn a_clip_score_request_loads_the_scorer_once_before_its_run_and_reports_the_score() {
-    let (worker, mut rx) = spawn(None);
+    let (worker, mut rx) = spawn(Some(root().join("models/tiny")));
     match rx.event() {
-        Event::Ready(info) => assert!(info.clip_scorer, "the tiny model has a CLIP scorer"),
+        Event::Ready(info) => {
+            assert!(info.clip_scorer, "the tiny model has a CLIP scorer");
+            assert!(info.tiny_model && info.grammar.is_none());
+        }
         other => panic!("expected Ready first, got {other:?}"),
     }
     let mut asked = request(SchedulerKind::DpmSolverPp, 2, 7.5, "base");

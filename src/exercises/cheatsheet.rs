@@ -156,6 +156,8 @@ pub struct Scenario {
     pub brief: &'static str,
     /// The prompt its verification runs (the same for the choice and the alternative).
     pub prompt: &'static str,
+    /// The same on the micro model, in its world's words.
+    pub micro_prompt: &'static str,
     pub constraint: Constraint,
     /// Our answer: the approach and a line per dimension.
     pub reference: Approach,
@@ -184,6 +186,7 @@ pub fn scenarios() -> Vec<Scenario> {
             key: 'A',
             title: "Concept artist",
             prompt: "a small cottage on a hillside at sunset, warm golden light, detailed",
+            micro_prompt: "a small red circle on the left on a green background at sunset",
             brief: "Vanilla SD v1.5; 50 or more variations of an idea in an afternoon; previews, \
                     not production images.",
             constraint: Constraint::Throughput {
@@ -204,6 +207,7 @@ pub fn scenarios() -> Vec<Scenario> {
             key: 'B',
             title: "Game studio",
             prompt: "portrait of a fantasy knight character, detailed armor, studio lighting",
+            micro_prompt: "a large purple triangle in the middle on a white background",
             brief: "A custom SD v1.5 fine-tune for character portraits at good quality, with a \
                     ControlNet pose model; quality matters more than speed.",
             constraint: Constraint::SimilarityAtLeast { min: 0.8 },
@@ -223,6 +227,7 @@ pub fn scenarios() -> Vec<Scenario> {
             key: 'C',
             title: "A/B tester",
             prompt: "a product photo of a red sneaker on a white background",
+            micro_prompt: "a large red square on a white background",
             brief: "An image on every page load from a fixed prompt template; no custom models; \
                     under 1 second end to end; a little quality loss is fine.",
             constraint: Constraint::LatencyUnder { ms: 1000.0 },
@@ -322,6 +327,7 @@ impl Verification {
             title: format!("Cheat sheet, scenario {}: {}", scenario.key, scenario.title),
             about: scenario.brief.into(),
             prompt: scenario.prompt.into(),
+            prompts: super::micro(scenario.micro_prompt),
             negative_prompt: String::new(),
             seed: 42,
             runs: vec![spec(scenario.alternative)?, spec(choice)?],

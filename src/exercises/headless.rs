@@ -81,14 +81,11 @@ impl ExerciseOutcome {
 
     /// The header line: seed and noise source, provider, device, model.
     pub fn header(&self) -> String {
-        let model = if self.info.tiny_model {
-            format!(
-                "{} (embedded tiny model, random weights: images are noise)",
-                self.info.model_dir.display()
-            )
-        } else {
-            self.info.model_dir.display().to_string()
-        };
+        let model = format!(
+            "{}{}",
+            self.info.model_dir.display(),
+            self.info.kind.aside()
+        );
         format!(
             "exercise {}: {} — seed {} ({} noise) — {} on {}, model {}",
             self.exercise.number,
@@ -103,7 +100,12 @@ impl ExerciseOutcome {
 
     /// Header, table, failures and notes, as printed by `speedscape exercise`.
     pub fn render(&self) -> String {
-        let mut out = format!("{}\n\n{}", self.header(), format_table(&self.rows));
+        let mut out = format!(
+            "{}\nprompt: “{}”\n\n{}",
+            self.header(),
+            self.exercise.prompt,
+            format_table(&self.rows)
+        );
         for (row, err) in self.rows.iter().zip(&self.errors) {
             if let Some(err) = err {
                 out.push_str(&format!("\n{} failed: {err}\n", row.label));
@@ -128,10 +130,12 @@ impl ExerciseOutcome {
         serde_json::json!({
             "exercise": self.exercise.number,
             "title": self.exercise.title,
+            "prompt": self.exercise.prompt,
             "provider": self.info.provider,
             "device": self.info.device,
             "model": self.info.model_dir.display().to_string(),
             "tiny_model": self.info.tiny_model,
+            "model_kind": self.info.kind,
             "rows": self.rows,
             "notes": self.notes,
             "runs": self.reports,
@@ -209,6 +213,9 @@ pub fn run_exercise(
     progress: bool,
 ) -> color_eyre::Result<ExerciseOutcome> {
     let rng = config.runtime.rng;
+    let ex = &ex
+        .clone()
+        .for_model(config.model_kind(model_dir.as_deref()));
     let Started {
         worker,
         mut events,
@@ -256,7 +263,7 @@ pub fn run_exercise(
     with_speedups(&mut rows, ex.baseline);
     let finals: Vec<Option<&RgbImage>> = images.iter().map(Option::as_ref).collect();
     with_quality(&mut rows, &finals, ex.baseline);
-    let notes = what_happened(ex, &rows, info.tiny_model);
+    let notes = what_happened(ex, &rows, info.kind);
     Ok(ExerciseOutcome {
         rng,
         info,
@@ -383,6 +390,7 @@ pub struct Provenance {
     pub onnxruntime_library: Option<String>,
     pub model: Option<String>,
     pub tiny_model: bool,
+    pub model_kind: Option<crate::models::ModelKind>,
     /// The manifest as written (`null`: the model folder has none, or it did not parse).
     pub model_manifest: Option<serde_json::Value>,
 }
@@ -403,6 +411,7 @@ impl Provenance {
             onnxruntime_library: first.map(|r| r.onnxruntime.clone()),
             model: first.map(|r| r.model.clone()),
             tiny_model: first.is_some_and(|r| r.tiny_model),
+            model_kind: first.map(|r| r.model_kind),
             model_manifest,
         }
     }
@@ -420,12 +429,8 @@ impl Provenance {
         let Some(model) = &self.model else {
             return md;
         };
-        let tiny = if self.tiny_model {
-            " — the embedded tiny model: random weights, images are noise"
-        } else {
-            ""
-        };
-        let _ = writeln!(md, "- model `{model}`{tiny}");
+        let aside = self.model_kind.map_or("", |k| k.aside());
+        let _ = writeln!(md, "- model `{model}`{aside}");
         let Some(manifest) = self
             .model_manifest
             .clone()
@@ -816,11 +821,7 @@ fn report_markdown(
             r.provider,
             r.onnxruntime_version,
             r.model,
-            if r.tiny_model {
-                " (the embedded tiny model: random weights, images are noise)"
-            } else {
-                ""
-            }
+            r.model_kind.aside()
         );
     }
     let _ = writeln!(
@@ -901,8 +902,8 @@ fn report_markdown(
             let _ = writeln!(md, "- {} — {verdict}", q.text);
         }
     }
-    let tiny = first.is_some_and(|r| r.tiny_model);
-    let notes = what_happened(ex, rows, tiny);
+    let kind = first.map_or(crate::models::ModelKind::Sd15, |r| r.model_kind);
+    let notes = what_happened(ex, rows, kind);
     if !notes.is_empty() {
         let _ = writeln!(
             md,

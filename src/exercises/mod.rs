@@ -9,6 +9,7 @@ pub mod headless;
 use color_eyre::eyre::bail;
 use serde::{Deserialize, Serialize};
 
+use crate::models::{ModelKind, ModelPrompts};
 use crate::pipeline::Request;
 use crate::report::table::{RowState, TableRow};
 use crate::rng::RngSource;
@@ -67,6 +68,10 @@ pub struct Exercise {
     /// What it shows, a few sentences.
     pub about: String,
     pub prompt: String,
+    /// Prompts by model kind (`micro`, `tiny`, `sd15`) that replace `prompt` on a model of that
+    /// kind: the micro model knows only its small world's words.
+    #[serde(default, skip_serializing_if = "ModelPrompts::is_empty")]
+    pub prompts: ModelPrompts,
     #[serde(default)]
     pub negative_prompt: String,
     /// The same seed for every run, so differences come from the method alone.
@@ -109,6 +114,15 @@ impl Measure {
 }
 
 impl Exercise {
+    /// This exercise as it runs on a model of `kind`: with its prompt for that kind, where it
+    /// has one.
+    pub fn for_model(mut self, kind: ModelKind) -> Self {
+        if let Some(p) = self.prompts.get(&kind) {
+            self.prompt = p.clone();
+        }
+        self
+    }
+
     /// How errors name it: `exercise 2 ("DPM-Solver++ vs LCM-LoRA")`; number 0, which is not
     /// one of the course's (the speed landscape's sweep), by its title alone.
     pub fn name(&self) -> String {
@@ -242,6 +256,14 @@ impl RunSpec {
 pub(crate) const COTTAGE: &str =
     "a small cottage on a hillside at sunset, warm golden light, detailed";
 const LIGHTHOUSE: &str = "a lighthouse on a rocky coast during a storm, waves crashing, PixArFK";
+/// The micro model's prompts: its world has coloured shapes, not cottages.
+pub(crate) const MICRO_STAR: &str = "a large yellow star on a blue background at sunset";
+const MICRO_STAR_STYLE: &str = "a large yellow star on a blue background at sunset, PixArFK";
+
+/// `prompt` on the micro model.
+pub(crate) fn micro(prompt: &str) -> ModelPrompts {
+    ModelPrompts::from([(ModelKind::Micro, prompt.to_string())])
+}
 
 pub(crate) fn run(
     label: &str,
@@ -274,6 +296,7 @@ pub fn default_exercises() -> Vec<Exercise> {
                     from the 50-step baseline — that is where the \"free\" speedup ends."
                 .into(),
             prompt: COTTAGE.into(),
+            prompts: micro(MICRO_STAR),
             negative_prompt: String::new(),
             seed: 42,
             runs: vec![
@@ -302,6 +325,7 @@ pub fn default_exercises() -> Vec<Exercise> {
                     question is what the image pays for it."
                 .into(),
             prompt: COTTAGE.into(),
+            prompts: micro(MICRO_STAR),
             negative_prompt: String::new(),
             seed: 42,
             runs: vec![
@@ -331,6 +355,7 @@ pub fn default_exercises() -> Vec<Exercise> {
                     baseline is the style alone at 20 DPM-Solver++ steps."
                 .into(),
             prompt: LIGHTHOUSE.into(),
+            prompts: micro(MICRO_STAR_STYLE),
             negative_prompt: String::new(),
             seed: 42,
             runs: vec![
@@ -393,9 +418,9 @@ fn high_low(off: f64) -> &'static str {
 }
 
 /// Notes after the runs that read the actual numbers: speedups against the baseline, what a
-/// UNet step cost, how much the fixed costs ate of the step ratio; `tiny_model` adds that the
-/// weights are random.
-pub fn what_happened(ex: &Exercise, rows: &[TableRow], tiny_model: bool) -> Vec<String> {
+/// UNet step cost, how much the fixed costs ate of the step ratio; then what the model `kind`
+/// means for these numbers (the tiny model's weights are random, the micro model's times tiny).
+pub fn what_happened(ex: &Exercise, rows: &[TableRow], kind: ModelKind) -> Vec<String> {
     let mut notes = Vec::new();
     let done = |r: &&TableRow| r.state == RowState::Finished && r.total_ms.is_some();
     let Some(base) = rows.get(ex.baseline).filter(done) else {
@@ -406,9 +431,7 @@ pub fn what_happened(ex: &Exercise, rows: &[TableRow], tiny_model: bool) -> Vec<
         notes.push(format!(
             "{label} (the baseline) did not finish, so nothing can be compared with it."
         ));
-        if tiny_model {
-            notes.push(tiny_note());
-        }
+        notes.extend(model_note(kind));
         return notes;
     };
     let base_total = base.total_ms.unwrap_or(0.0);
@@ -505,16 +528,26 @@ pub fn what_happened(ex: &Exercise, rows: &[TableRow], tiny_model: bool) -> Vec<
             }
         }
     }
-    if tiny_model {
-        notes.push(tiny_note());
-    }
+    notes.extend(model_note(kind));
     notes
 }
 
-fn tiny_note() -> String {
-    "This is the embedded tiny model with random weights: its images are noise and its times are tiny; \
-     the ratios show the method's bookkeeping, not SD v1.5's cost. Point model.dir at a real export for real numbers."
-        .to_string()
+/// What the model's kind means for an exercise's numbers.
+fn model_note(kind: ModelKind) -> Option<String> {
+    match kind {
+        ModelKind::Sd15 => None,
+        ModelKind::Tiny => Some(
+            "This is the tiny model with random weights: its images are noise and its times are tiny; \
+             the ratios show the method's bookkeeping, not SD v1.5's cost. Point model.dir at a real export for real numbers."
+                .into(),
+        ),
+        ModelKind::Micro => Some(
+            "This is the micro model: SD v1.5's structure, trained on a small world of coloured shapes at 64×64. \
+             Its images show what each method does to a picture, but a step costs a few ms, so fixed costs weigh more \
+             than on SD v1.5 at 512²; point model.dir at a real export for SD v1.5's times."
+                .into(),
+        ),
+    }
 }
 
 #[cfg(test)]
@@ -561,7 +594,7 @@ mod tests {
     #[test]
     fn what_happened_reads_the_numbers() {
         let (ex, rows) = exercise_1_rows();
-        let notes = what_happened(&ex, &rows, false);
+        let notes = what_happened(&ex, &rows, ModelKind::Sd15);
         let all = notes.join("\n");
         assert!(
             all.contains("DPM-Solver++ 20 took 0.45× the time of DDPM 50 (2.2× faster"),
@@ -581,8 +614,14 @@ mod tests {
             "{all}"
         );
         assert!(!all.contains("random weights"), "{all}");
-        let tiny = what_happened(&ex, &rows, true);
+        let tiny = what_happened(&ex, &rows, ModelKind::Tiny);
         assert!(tiny.last().unwrap().contains("random weights"));
+        let micro = what_happened(&ex, &rows, ModelKind::Micro);
+        assert!(
+            micro.last().unwrap().contains("the micro model"),
+            "{micro:?}"
+        );
+        assert!(!micro.join("\n").contains("random weights"), "{micro:?}");
     }
 
     #[test]
@@ -595,7 +634,7 @@ mod tests {
             row(&lcm, 1, 180.0, 10.0, 20.0, 60.0),
             TableRow::new(&lcm.runs[2], false),
         ];
-        let all = what_happened(&lcm, &rows, false).join("\n");
+        let all = what_happened(&lcm, &rows, ModelKind::Sd15).join("\n");
         assert!(
             all.contains("A UNet step cost 0.5× one of DPM-Solver++ 20"),
             "{all}"
@@ -611,7 +650,7 @@ mod tests {
     fn an_unfinished_baseline_is_said_plainly() {
         let (ex, mut rows) = exercise_1_rows();
         rows[0].state = RowState::Cancelled;
-        let notes = what_happened(&ex, &rows, false);
+        let notes = what_happened(&ex, &rows, ModelKind::Sd15);
         assert_eq!(notes.len(), 1);
         assert!(notes[0].contains("DDPM 50 (the baseline) did not finish"));
     }

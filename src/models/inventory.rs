@@ -97,6 +97,10 @@ impl SizeCheck {
 pub struct Inventory {
     pub path: String,
     pub tiny_model: bool,
+    pub kind: super::ModelKind,
+    /// The micro model's world: what its prompts may say.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub knows: Option<Vec<String>>,
     pub exists: bool,
     /// Why the folder cannot be shown, and the fix (when it does not exist or is unreadable).
     pub error: Option<String>,
@@ -301,10 +305,12 @@ fn missing_folder_message(root: &Path) -> String {
 }
 
 /// What the model folder `root` holds, by reading files only (no sessions, no hashing).
-pub fn inventory(config: &Config, root: &Path, tiny_model: bool) -> Inventory {
+pub fn inventory(config: &Config, root: &Path, kind: super::ModelKind) -> Inventory {
     let mut inv = Inventory {
         path: root.display().to_string(),
-        tiny_model,
+        tiny_model: kind == super::ModelKind::Tiny,
+        kind,
+        knows: None,
         exists: root.is_dir(),
         error: None,
         manifest: None,
@@ -331,6 +337,7 @@ pub fn inventory(config: &Config, root: &Path, tiny_model: bool) -> Inventory {
         None => config.variants(),
     };
     if let Some(m) = &manifest {
+        inv.knows = m.micro.as_ref().map(|r| r.grammar.describe());
         inv.manifest = Some(ManifestSummary {
             format: m.format.clone(),
             base_source: m.base.as_ref().and_then(|b| b.source.clone()),
@@ -400,12 +407,11 @@ impl Inventory {
 
     pub fn render(&self) -> String {
         let mut s = String::new();
-        let tiny = if self.tiny_model {
-            " (embedded tiny model: random weights, noise-like images)"
-        } else {
-            ""
-        };
-        s.push_str(&format!("model       {}{tiny}\n", self.path));
+        s.push_str(&format!("model       {}{}\n", self.path, self.kind.aside()));
+        for (i, line) in self.knows.iter().flatten().enumerate() {
+            let head = if i == 0 { "  knows" } else { "" };
+            s.push_str(&format!("{head:12}{line}\n"));
+        }
         if !self.exists {
             if let Some(e) = &self.error {
                 s.push_str(&format!("{e}\n"));
@@ -1009,6 +1015,7 @@ pub fn verify(
             vae_scale_factor: 8,
             scaling_factor: 0.18215,
             latent_channels: 4,
+            unet_downsamples: 3,
         });
         let tokenizer = match ClipTokenizer::from_dir(&root.join("tokenizer")) {
             Ok(t) => Some(t),

@@ -43,6 +43,9 @@ pub struct Manifest {
     pub variants: Vec<(String, ManifestVariant)>,
     /// Every file of the folder but manifest.json itself, by relative path.
     pub files: BTreeMap<String, FileEntry>,
+    /// The trained micro model's record (grammar, training, evaluation); see [`super::micro`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub micro: Option<super::micro::MicroRecord>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -187,6 +190,24 @@ impl Manifest {
         serde_json::from_str(text).map_err(|e| eyre!("{e}"))
     }
 
+    /// What the folder holds: the micro model has a `micro` record, the random-weight tiny
+    /// model says so in its base's source (`models/make_tiny.py`).
+    pub fn kind(&self) -> super::micro::ModelKind {
+        use super::micro::ModelKind;
+        let random = |b: &BaseSource| {
+            b.source
+                .as_deref()
+                .is_some_and(|s| s.starts_with("random-init"))
+        };
+        if self.micro.is_some() {
+            ModelKind::Micro
+        } else if self.base.as_ref().is_some_and(random) {
+            ModelKind::Tiny
+        } else {
+            ModelKind::Sd15
+        }
+    }
+
     pub fn component(&self, folder: &str) -> Option<&Component> {
         self.components
             .iter()
@@ -204,7 +225,7 @@ impl Manifest {
 }
 
 /// A JSON object as a list of (key, value) in the order written.
-fn ordered_map<'de, D, V>(d: D) -> Result<Vec<(String, V)>, D::Error>
+pub(crate) fn ordered_map<'de, D, V>(d: D) -> Result<Vec<(String, V)>, D::Error>
 where
     D: Deserializer<'de>,
     V: Deserialize<'de>,

@@ -16,6 +16,7 @@
 pub mod clip;
 pub mod inventory;
 pub mod manifest;
+pub mod micro;
 pub mod prompt;
 pub mod scheduler_status;
 pub mod tokenizer;
@@ -34,6 +35,7 @@ use crate::runtime::failure::{self, MemoryContext, MemoryPhase};
 use crate::runtime::tensor::{self, IoSpec};
 pub use clip::{CLIP_FOLDER, ClipScore, ClipScorer};
 pub use manifest::Manifest;
+pub use micro::{Grammar, ModelKind, ModelPrompts};
 pub use scheduler_status::{SchedulerConfigSource, SchedulerConfigStatus, SchedulerReport};
 pub use tokenizer::{ClipTokenizer, Tokens};
 
@@ -146,12 +148,22 @@ pub struct ModelGeometry {
     pub scaling_factor: f32,
     /// Latent channels (4).
     pub latent_channels: usize,
+    /// Times the UNet halves the latents on the way down: len(block_out_channels) − 1 (3 for
+    /// SD v1.5). An exported graph upsamples by exactly 2 on the way back, so each level must
+    /// halve evenly for its skip connection to fit.
+    pub unet_downsamples: usize,
 }
 
 impl ModelGeometry {
     /// The model's native image size in pixels (512 for SD v1.5).
     pub fn default_size(&self) -> usize {
         self.sample_size * self.vae_scale_factor
+    }
+
+    /// Image sides must be multiples of this: the VAE's scale factor times 2 per UNet
+    /// downsampling (64 for SD v1.5, 16 for the embedded models).
+    pub fn size_grid(&self) -> usize {
+        self.vae_scale_factor << self.unet_downsamples
     }
 
     pub fn read(root: &Path) -> color_eyre::Result<Self> {
@@ -167,6 +179,12 @@ impl ModelGeometry {
             .and_then(|c| c.get("in_channels"))
             .and_then(|v| v.as_u64())
             .unwrap_or(4) as usize;
+        let unet_levels = unet
+            .as_ref()
+            .and_then(|c| c.get("block_out_channels"))
+            .and_then(|v| v.as_array())
+            .map(|a| a.len())
+            .unwrap_or(4);
         let levels = vae
             .as_ref()
             .and_then(|c| c.get("block_out_channels"))
@@ -183,6 +201,7 @@ impl ModelGeometry {
             vae_scale_factor: 1 << levels.saturating_sub(1),
             scaling_factor,
             latent_channels,
+            unet_downsamples: unet_levels.saturating_sub(1),
         })
     }
 }
@@ -214,7 +233,7 @@ pub fn missing_dir_message(root: &Path, named_by: Option<&str>) -> String {
     }
     let what = "does not exist";
     format!(
-        "model folder {}{by} {what}\nFix: create it with `.venv-ref/bin/python models/export.py --out {}` (README \"Real SD v1.5 on a GPU box\"), point {point} at an existing export, or leave it unset to use the embedded tiny model",
+        "model folder {}{by} {what}\nFix: create it with `.venv-ref/bin/python models/export.py --out {}` (README \"Real SD v1.5 on a GPU box\"), point {point} at an existing export, or leave it unset to use the embedded micro model",
         root.display(),
         root.display()
     )
@@ -1131,6 +1150,18 @@ impl Model {
         unet.vae_scale = self.geometry.vae_scale_factor;
         self.unets.push((folder, unet));
         Ok(&mut self.unets.last_mut().expect("just pushed").1)
+    }
+
+    /// What the folder holds, from its manifest.
+    pub fn kind(&self) -> ModelKind {
+        self.manifest
+            .as_ref()
+            .map_or(ModelKind::Sd15, Manifest::kind)
+    }
+
+    /// The micro model's world (its manifest's grammar); `None` for other kinds.
+    pub fn grammar(&self) -> Option<&Grammar> {
+        Some(&self.manifest.as_ref()?.micro.as_ref()?.grammar)
     }
 
     /// Whether the folder has a CLIP scorer (`clip_image_encoder/`); it loads on first use.

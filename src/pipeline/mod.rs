@@ -98,7 +98,10 @@ impl Timings {
 #[derive(Debug, Clone, Serialize)]
 pub struct RunReport {
     pub model: String,
+    /// The random-weight tiny model: noise-like images.
     pub tiny_model: bool,
+    /// What the model folder holds: `sd15`, `micro`, `tiny`.
+    pub model_kind: crate::models::ModelKind,
     pub provider: Provider,
     /// The GPU's or the CPU's name (set by the worker; empty when run without one).
     pub device: String,
@@ -150,7 +153,8 @@ pub fn to_rgb8(image: &Array4<f32>) -> RgbImage {
     })
 }
 
-/// Checks a requested size against the model: positive multiples of the VAE scale factor.
+/// Checks a requested size against the model: positive multiples of its size grid
+/// ([`crate::models::ModelGeometry::size_grid`]).
 pub fn resolve_size(
     model: &Model,
     width: Option<usize>,
@@ -158,13 +162,15 @@ pub fn resolve_size(
 ) -> color_eyre::Result<(usize, usize)> {
     let native = model.geometry.default_size();
     let f = model.geometry.vae_scale_factor;
+    let d = model.geometry.unet_downsamples;
+    let grid = model.geometry.size_grid();
     let w = width.unwrap_or(native);
     let h = height.unwrap_or(native);
     for (name, v) in [("width", w), ("height", h)] {
-        if v == 0 || v % f != 0 {
+        if v == 0 || v % grid != 0 {
             bail!(
-                "{name} {v} is not a positive multiple of {f} (the VAE's scale factor)\nFix: use e.g. {} (this model's native size is {native})",
-                (v / f).max(1) * f
+                "{name} {v} is not a positive multiple of {grid} (the VAE's scale factor {f}, times 2 for each of the UNet's {d} downsamplings)\nFix: use e.g. {} (this model's native size is {native})",
+                (v / grid).max(1) * grid
             );
         }
     }
@@ -438,7 +444,8 @@ pub fn generate_with(
         image,
         report: RunReport {
             model: model.root.display().to_string(),
-            tiny_model: false,
+            tiny_model: model.kind() == crate::models::ModelKind::Tiny,
+            model_kind: model.kind(),
             provider: rt.provider,
             device: String::new(),
             onnxruntime: rt.library.path.display().to_string(),

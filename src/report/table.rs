@@ -321,6 +321,7 @@ mod tests {
         RunReport {
             model: "models/tiny".into(),
             tiny_model: true,
+            model_kind: crate::models::ModelKind::Tiny,
             provider: Provider::Cpu,
             device: "test CPU".into(),
             onnxruntime: "lib".into(),

@@ -83,6 +83,8 @@ pub fn scheduler_label(kind: SchedulerKind) -> &'static str {
 #[serde(deny_unknown_fields, default)]
 pub struct SweepConfig {
     pub prompt: String,
+    /// Prompts by model kind (`micro`, `tiny`, `sd15`) that replace `prompt` on that kind.
+    pub prompts: crate::models::ModelPrompts,
     pub negative_prompt: String,
     /// The first seed; a sweep with N seeds uses seed, seed + 1, …, seed + N − 1.
     pub seed: u64,
@@ -102,6 +104,7 @@ impl Default for SweepConfig {
     fn default() -> Self {
         Self {
             prompt: crate::exercises::COTTAGE.into(),
+            prompts: crate::exercises::micro(crate::exercises::MICRO_STAR),
             negative_prompt: String::new(),
             seed: 42,
             seeds: 4,
@@ -114,6 +117,17 @@ impl Default for SweepConfig {
             },
             methods: None,
         }
+    }
+}
+
+impl SweepConfig {
+    /// This sweep on a model of `kind`: with its prompt for that kind, where it has one.
+    pub fn for_model(&self, kind: crate::models::ModelKind) -> Self {
+        let mut s = self.clone();
+        if let Some(p) = s.prompts.get(&kind) {
+            s.prompt = p.clone();
+        }
+        s
     }
 }
 
@@ -443,6 +457,7 @@ impl Plan {
                 s.tolerance
             ),
             prompt: s.prompt.clone(),
+            prompts: Default::default(),
             negative_prompt: s.negative_prompt.clone(),
             seed: s.seeds.first().copied().unwrap_or(42),
             runs: self.runs.iter().map(|r| r.spec.clone()).collect(),

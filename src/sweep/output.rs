@@ -461,6 +461,7 @@ pub fn json(o: &SweepOutcome, images: &[Option<String>]) -> serde_json::Value {
         "device": o.info.device,
         "model": o.info.model_dir.display().to_string(),
         "tiny_model": o.info.tiny_model,
+        "model_kind": o.info.kind,
         "landscape": o.landscape(),
         "findings": findings(&o.landscape()),
         "provenance": Provenance::of(&o.reports),

@@ -2,6 +2,7 @@
 //! changed, at most one [`Effect`] out for the loop to carry out. No I/O, no clocks: every time
 //! shown comes from the worker's events.
 
+use crate::models::ModelKind;
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -319,6 +320,8 @@ pub struct App {
     pub revealed: Vec<char>,
     /// The state `L` opened the landscape from, to go back to.
     pub landscape_back: Option<usize>,
+    /// What the model folder holds: the exercises' prompts are this kind's.
+    pub model_kind: ModelKind,
     pub quit: bool,
     /// Something changed since the last draw.
     pub dirty: bool,
@@ -354,9 +357,20 @@ impl App {
             last_scenario: None,
             revealed: Vec::new(),
             landscape_back: None,
+            model_kind: ModelKind::Sd15,
             quit: false,
             dirty: true,
         }
+    }
+
+    /// Every exercise and scenario with its prompt for a model of `kind` (the micro model knows
+    /// only its world's words); the sweep's comes with [`App::with_sweep`].
+    pub fn with_model_kind(mut self, kind: ModelKind) -> Self {
+        self.model_kind = kind;
+        for state in &mut self.exercises {
+            state.exercise = state.exercise.clone().for_model(kind);
+        }
+        self
     }
 
     pub fn with_tokenizer(mut self, tokenizer: Option<ClipTokenizer>) -> Self {

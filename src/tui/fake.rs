@@ -45,6 +45,8 @@ pub fn info() -> WorkerInfo {
         device: "fake backend (test only)".into(),
         model_dir: PathBuf::from("fake"),
         tiny_model: true,
+        kind: crate::models::ModelKind::Tiny,
+        grammar: None,
         image_size: 64,
         notes: Vec::new(),
         variants: crate::models::default_variants(),
@@ -192,6 +194,7 @@ pub fn report(r: &Request) -> RunReport {
     RunReport {
         model: "fake".into(),
         tiny_model: true,
+        model_kind: crate::models::ModelKind::Tiny,
         provider: Provider::Cpu,
         device: "fake CPU".into(),
         onnxruntime: String::new(),

@@ -79,7 +79,8 @@ pub fn exercises(config: &Config) -> Vec<Exercise> {
 pub fn run(config: &Config, opts: Options) -> color_eyre::Result<()> {
     terminal::check_this_process()?;
     // The landscape's sweep: `[sweep]` in config.toml (checked before the terminal is touched).
-    let sweep = crate::sweep::Sweep::from_config(&config.sweep, None)?;
+    let kind = config.model_kind(opts.model_dir.as_deref());
+    let sweep = crate::sweep::Sweep::from_config(&config.sweep.for_model(kind), None)?;
     let (backend, events) = if opts.fake_backend {
         fake::spawn(Duration::from_millis(40))
     } else {
@@ -109,7 +110,8 @@ pub fn run(config: &Config, opts: Options) -> color_eyre::Result<()> {
     let (picker, how) = pick_graphics(opts.graphics, opts.graphics_source);
     let mut app = App::new(exercises(config), how)
         .with_tokenizer(tokenizer)
-        .with_sweep(&sweep);
+        .with_sweep(&sweep)
+        .with_model_kind(kind);
     app.rng = rng;
     // The cheat-sheet answers kept from earlier sessions; a damaged file is named and left as it
     // is (answers then live in memory only, and every save attempt says why it is refused).

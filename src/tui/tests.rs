@@ -1970,3 +1970,67 @@ mod landscape_view {
         assert!(csv.contains("DPM-Solver++"), "{csv}");
     }
 }
+
+/// The app on the micro model: its kind's prompts, and a Ready that carries its world.
+fn micro_app() -> App {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/micro");
+    let manifest = crate::models::Manifest::read(&root).unwrap().unwrap();
+    let mut app = App::new(default_exercises(), "set by --graphics".into())
+        .with_model_kind(crate::models::ModelKind::Micro)
+        .with_tokenizer(ClipTokenizer::from_dir(&root.join("tokenizer")).ok());
+    let mut info = fake::info();
+    info.tiny_model = false;
+    info.kind = crate::models::ModelKind::Micro;
+    info.grammar = manifest.micro.map(|m| Box::new(m.grammar));
+    update(&mut app, Msg::Worker(Event::Ready(info)));
+    app
+}
+
+#[test]
+fn on_the_micro_model_every_exercise_and_scenario_asks_for_its_world() {
+    let app = micro_app();
+    let star = "a large yellow star on a blue background at sunset";
+    assert_eq!(app.exercises[0].exercise.prompt, star);
+    assert_eq!(app.exercises[1].exercise.prompt, star);
+    assert_eq!(app.exercises[2].exercise.prompt, format!("{star}, PixArFK"));
+    let grammar = app.info.as_ref().unwrap().grammar.clone().unwrap();
+    for state in app.exercises.iter().filter(|s| s.scenario.is_some()) {
+        let p = &state.exercise.prompt;
+        assert!(grammar.unknown_words(p).is_empty(), "{p}");
+    }
+    // What the first run asks the worker for.
+    assert_eq!(request(&app, 0, 0).prompt, star);
+    let screen = render(&app, 120, 40);
+    assert!(
+        screen.contains("(micro: a world of coloured shapes)"),
+        "{screen}"
+    );
+    assert!(screen.contains(&format!("prompt “{star}”")), "{screen}");
+}
+
+#[test]
+fn the_run_editor_lists_the_micro_models_words_and_flags_others() {
+    let mut micro = micro_app();
+    update(&mut micro, ch('e'));
+    insta::assert_snapshot!("editor_micro_80x24", render(&micro, 80, 24));
+    let screen = render(&micro, 120, 40);
+    assert!(
+        screen.contains("the micro model knows only its small world"),
+        "{screen}"
+    );
+    assert!(
+        screen.contains("shapes: circle | square | triangle | star"),
+        "{screen}"
+    );
+    assert!(!screen.contains("not in its world"), "{screen}");
+    typed(&mut micro, " near a castle");
+    let screen = render(&micro, 120, 40);
+    assert!(
+        screen.contains("not in its world (it reads them as blanks): near, castle"),
+        "{screen}"
+    );
+    // Another model's editor has no such list.
+    let mut app = app();
+    update(&mut app, ch('e'));
+    assert!(!render(&app, 120, 40).contains("knows only"));
+}

@@ -1,6 +1,7 @@
 //! Drawing: a pure function of the app state (plus the panels' encoded images). No I/O, no
 //! clocks; every number comes from `App`.
 
+use crate::models::ModelKind;
 use ratatui::Frame;
 use ratatui::layout::{Alignment, Constraint, Layout, Rect};
 use ratatui::style::{Color, Style, Stylize};
@@ -149,8 +150,12 @@ pub(super) fn draw_header(app: &App, images: &Images, frame: &mut Frame, area: R
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_else(|| info.model_dir.display().to_string());
             spans.push(Span::raw(format!("model {name}")));
-            if info.tiny_model {
-                spans.push(Span::raw(" (random weights: images are noise)").yellow());
+            match info.kind {
+                ModelKind::Tiny => {
+                    spans.push(Span::raw(" (random weights: images are noise)").yellow())
+                }
+                ModelKind::Micro => spans.push(Span::raw(" (micro: a world of coloured shapes)")),
+                ModelKind::Sd15 => {}
             }
             spans.push(sep());
             spans.push(Span::raw(format!(
@@ -195,7 +200,13 @@ pub(super) fn draw_list(app: &App, frame: &mut Frame, area: Rect) {
 
 fn draw_about(ex: &ExerciseState, frame: &mut Frame, area: Rect) {
     let e = &ex.exercise;
-    let block = Block::bordered().title(format!(" {} · {} ", e.number, e.title));
+    // The prompt on the bottom border: it costs no line of the text above.
+    let block = Block::bordered()
+        .title(format!(" {} · {} ", e.number, e.title))
+        .title_bottom(Line::from(vec![
+            Span::raw(" prompt "),
+            Span::raw(format!("“{}” ", e.prompt)).cyan(),
+        ]));
     let inner = block.inner(area);
     frame.render_widget(block, area);
     let nq = e.questions.len() as u16;
@@ -587,6 +598,9 @@ fn draw_form(app: &App, form: &Form, frame: &mut Frame, area: Rect) {
                 ),
             };
             lines.push(tokens);
+            if let Some(g) = app.info.as_ref().and_then(|i| i.grammar.as_ref()) {
+                lines.extend(vocabulary_lines(g, &form.fields[0]));
+            }
         }
     }
     if let Some(e) = &form.error {
@@ -596,6 +610,28 @@ fn draw_form(app: &App, form: &Form, frame: &mut Frame, area: Rect) {
     let height = lines.len() as u16 + 4;
     let inner = popup(frame, area, 76, height, &format!("Edit run: {label}"));
     frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), inner);
+}
+
+/// What the micro model knows, under the prompt field, and the prompt's words it does not.
+fn vocabulary_lines(grammar: &crate::models::Grammar, prompt: &str) -> Vec<Line<'static>> {
+    let mut lines = vec![Line::styled(
+        "        the micro model knows only its small world:",
+        DIM,
+    )];
+    for l in grammar.describe() {
+        lines.push(Line::styled(format!("        {l}"), DIM));
+    }
+    let unknown = grammar.unknown_words(prompt);
+    if !unknown.is_empty() {
+        lines.push(Line::styled(
+            format!(
+                "        not in its world (it reads them as blanks): {}",
+                unknown.join(", ")
+            ),
+            Style::new().yellow(),
+        ));
+    }
+    lines
 }
 
 fn draw_predict(ex: &ExerciseState, input: &PredictInput, frame: &mut Frame, area: Rect) {

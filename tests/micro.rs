@@ -1,0 +1,215 @@
+//! The committed micro model (`models/micro`) shows the course's lessons in real images, on the
+//! CPU, through our own pipeline (tokenizer, ONNX Runtime, RNG, schedulers).
+//!
+//! Its evaluation (`models/micro_src/evaluate.py`, in diffusers, on 32 held-out prompts × 2
+//! seeds, recorded in the manifest) holds the issue's targets; these tests hold looser ones on a
+//! few prompts, so that a change to our pipeline or a re-trained model that loses a lesson fails
+//! here: the step-count curve, LCM-LoRA beating DPM-Solver++ at 4 steps, and LCM + style keeping
+//! the prompt's colours. (The style LoRA does not yet give pixel art: its targets are recorded as
+//! missed in the manifest, and its test comes with a recipe that meets them.)
+
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Mutex, OnceLock};
+
+use image::RgbImage;
+use serde_json::Value;
+
+use speedscape::models::{Model, ModelKind, default_variants};
+use speedscape::pipeline::{self, Request};
+use speedscape::report::quality::{compare, roughness};
+use speedscape::rng::RngSource;
+use speedscape::runtime::{Device, Runtime, SearchPlan};
+use speedscape::schedulers::{SchedulerKind, SchedulerOptions};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Prompts of the micro model's world: every colour, every shape, both sizes, each position.
+const PROMPTS: [&str; 4] = [
+    "a large yellow star on a blue background",
+    "a small red circle on the left on a green background",
+    "a large purple triangle in the middle on a white background",
+    "a large green square on the right on a red background",
+];
+const TRIGGER: &str = "PixArFK";
+
+/// The micro model, shared by the tests of this file.
+fn model() -> &'static Mutex<(Runtime, Model)> {
+    static MODEL: OnceLock<Mutex<(Runtime, Model)>> = OnceLock::new();
+    MODEL.get_or_init(|| {
+        let rt = Runtime::init(&SearchPlan::new(None, Some(&root())), Device::Cpu)
+            .expect("ONNX Runtime (run ./test.sh, which installs it into .venv)");
+        let model = Model::open(&rt, &root().join("models/micro"), default_variants()).unwrap();
+        Mutex::new((rt, model))
+    })
+}
+
+fn image(prompt: &str, scheduler: SchedulerKind, steps: usize, cfg: f32, unet: &str) -> RgbImage {
+    let req = Request {
+        prompt: prompt.into(),
+        negative_prompt: String::new(),
+        scheduler,
+        scheduler_options: SchedulerOptions::default(),
+        steps,
+        guidance: cfg,
+        seed: 42,
+        rng: RngSource::TorchCuda,
+        unet: unet.into(),
+        width: None,
+        height: None,
+        latents: None,
+        clip_score: false,
+    };
+    let mut guard = model().lock().unwrap_or_else(|e| e.into_inner());
+    let (rt, model) = &mut *guard;
+    pipeline::generate(rt, model, &req, &AtomicBool::new(false), &mut |_| {})
+        .unwrap()
+        .rgb8()
+}
+
+fn dpm(prompt: &str, steps: usize, unet: &str) -> RgbImage {
+    image(prompt, SchedulerKind::DpmSolverPp, steps, 7.5, unet)
+}
+
+fn lcm(prompt: &str, steps: usize, unet: &str) -> RgbImage {
+    image(prompt, SchedulerKind::Lcm, steps, 1.5, unet)
+}
+
+fn mean(v: impl IntoIterator<Item = f64>) -> f64 {
+    let v: Vec<f64> = v.into_iter().collect();
+    v.iter().sum::<f64>() / v.len() as f64
+}
+
+fn manifest() -> Value {
+    let text = std::fs::read_to_string(root().join("models/micro/manifest.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+/// The share of pixels within 60 levels (Euclidean, RGB) of `rgb`.
+fn share_near(img: &RgbImage, rgb: [u8; 3]) -> f64 {
+    let near = img.pixels().filter(|p| {
+        let d: f64 = (0..3)
+            .map(|c| (f64::from(p[c]) - f64::from(rgb[c])).powi(2))
+            .sum();
+        d.sqrt() < 60.0
+    });
+    near.count() as f64 / f64::from(img.width() * img.height())
+}
+
+/// A colour of the grammar by name, from the manifest.
+fn colour(name: &str) -> [u8; 3] {
+    let c = &manifest()["micro"]["grammar"]["colours"][name];
+    [0, 1, 2].map(|i| c[i].as_u64().unwrap() as u8)
+}
+
+#[test]
+fn the_folder_is_the_micro_model_and_the_default() {
+    let (rt, model) = &*model().lock().unwrap_or_else(|e| e.into_inner());
+    let _ = rt;
+    assert_eq!(model.kind(), ModelKind::Micro);
+    let g = model
+        .grammar()
+        .expect("the micro model's manifest has its grammar");
+    assert_eq!(g.trigger, TRIGGER);
+    for p in PROMPTS {
+        assert!(
+            g.unknown_words(p).is_empty(),
+            "{p}: {:?}",
+            g.unknown_words(p)
+        );
+    }
+    let config = speedscape::config::Config::parse("").unwrap();
+    let (dir, kind) = config.model_dir(None).unwrap();
+    assert_eq!(kind, ModelKind::Micro);
+    assert!(dir.ends_with("models/micro"), "{}", dir.display());
+}
+
+#[test]
+fn dpm_solver_converges_by_20_steps_and_decays_below_10() {
+    let mut by_steps = [(20, Vec::new()), (10, Vec::new()), (5, Vec::new())];
+    for p in PROMPTS {
+        let reference = dpm(p, 100, "base");
+        for (steps, ssims) in &mut by_steps {
+            ssims.push(compare(&reference, &dpm(p, *steps, "base")).unwrap().ssim);
+        }
+    }
+    let [s20, s10, s5] = by_steps.map(|(_, v)| mean(v));
+    eprintln!("SSIM vs DPM-Solver++ 100: 20 steps {s20:.3}, 10 steps {s10:.3}, 5 steps {s5:.3}");
+    assert!(
+        s20 > s10 && s10 > s5,
+        "the curve is not ordered: {s20} {s10} {s5}"
+    );
+    assert!(s20 >= 0.9, "20 steps should be close to 100: {s20}");
+    assert!(s5 <= 0.85, "5 steps should have visibly decayed: {s5}");
+}
+
+#[test]
+fn lcm_lora_at_4_steps_is_cleaner_than_dpm_solver_at_4() {
+    let lcm4 = mean(PROMPTS.map(|p| roughness(&lcm(p, 4, "lcm"))));
+    let dpm4 = mean(PROMPTS.map(|p| roughness(&dpm(p, 4, "base"))));
+    let dpm20 = mean(PROMPTS.map(|p| roughness(&dpm(p, 20, "base"))));
+    eprintln!(
+        "roughness: LCM-LoRA 4 {lcm4:.3}, DPM-Solver++ 4 {dpm4:.3}, DPM-Solver++ 20 {dpm20:.3}"
+    );
+    assert!(
+        lcm4 < dpm4,
+        "LCM 4 {lcm4} is not cleaner than DPM-Solver++ 4 {dpm4}"
+    );
+}
+
+#[test]
+fn lcm_and_style_fused_keep_the_prompts_colours() {
+    let with = |p: &str| format!("{p}, {TRIGGER}");
+    // The prompt's two colours (shape, background) are both there.
+    let names = [
+        ("yellow", "blue"),
+        ("red", "green"),
+        ("purple", "white"),
+        ("green", "red"),
+    ];
+    for (p, (shape, bg)) in PROMPTS.iter().zip(names) {
+        let img = lcm(&with(p), 4, "lcm_style");
+        let (s, b) = (
+            share_near(&img, colour(shape)),
+            share_near(&img, colour(bg)),
+        );
+        assert!(s >= 0.02 && b >= 0.2, "{p}: {shape} {s:.3}, {bg} {b:.3}");
+    }
+}
+
+#[test]
+fn the_manifest_records_the_training_and_the_evaluation() {
+    let m = manifest();
+    let micro = &m["micro"];
+    let total = micro["total_wall_s"].as_f64().unwrap();
+    assert!(
+        total > 0.0 && total <= 2.5 * 3600.0,
+        "training took {total} s"
+    );
+    for stage in [
+        "data", "judge", "vae", "latents", "base", "lcm", "style", "evaluate",
+    ] {
+        let s = &micro["stages"][stage];
+        assert!(s["wall_s"].as_f64().is_some(), "stage {stage}: {s}");
+    }
+    // Every target of the issue, measured, with a verdict that follows from its numbers.
+    let targets = micro["metrics"]["targets"].as_object().unwrap();
+    assert_eq!(targets.len(), 10, "{targets:?}");
+    for (name, t) in targets {
+        let (v, limit) = (
+            t["value"].as_f64().unwrap(),
+            t["threshold"].as_f64().unwrap(),
+        );
+        let pass = match t["op"].as_str().unwrap() {
+            ">=" => v >= limit,
+            "<=" => v <= limit,
+            ">" => v > limit,
+            op => panic!("target {name}: op {op}"),
+        };
+        assert_eq!(t["pass"].as_bool(), Some(pass), "target {name}: {t}");
+    }
+    let prompts = micro["metrics"]["prompts"].as_u64().unwrap();
+    assert!(prompts >= 32, "evaluated on {prompts} prompts");
+}
