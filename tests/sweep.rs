@@ -295,21 +295,23 @@ fn on_the_micro_model_the_sweep_asks_for_a_picture_of_its_world() {
 }
 
 #[test]
-fn the_readme_shows_a_plot_the_command_made() {
+fn the_readme_shows_the_plots_the_command_made() {
     let readme = std::fs::read_to_string(common::root().join("README.md")).unwrap();
-    assert!(
-        readme.contains("](assets/landscape-tiny.png)"),
-        "README shows the plot"
-    );
-    let png = image::open(common::root().join("assets/landscape-tiny.png")).unwrap();
-    assert_eq!(
-        (png.width(), png.height()),
-        (
-            speedscape::sweep::plot::WIDTH,
-            speedscape::sweep::plot::HEIGHT
-        ),
-        "the plot's own size: it came from plot.png, unscaled"
-    );
+    for name in ["landscape-tiny.png", "landscape-micro.png"] {
+        assert!(
+            readme.contains(&format!("](assets/{name})")),
+            "README shows {name}"
+        );
+        let png = image::open(common::root().join("assets").join(name)).unwrap();
+        assert_eq!(
+            (png.width(), png.height()),
+            (
+                speedscape::sweep::plot::WIDTH,
+                speedscape::sweep::plot::HEIGHT
+            ),
+            "{name}: the plot's own size: it came from plot.png, unscaled"
+        );
+    }
 }
 
 #[test]
