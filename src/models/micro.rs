@@ -29,17 +29,6 @@ pub enum ModelKind {
 }
 
 impl ModelKind {
-    pub const ALL: [ModelKind; 3] = [ModelKind::Sd15, ModelKind::Micro, ModelKind::Tiny];
-
-    /// The key config.toml's `prompts = { … }` tables use.
-    pub fn key(self) -> &'static str {
-        match self {
-            ModelKind::Sd15 => "sd15",
-            ModelKind::Micro => "micro",
-            ModelKind::Tiny => "tiny",
-        }
-    }
-
     /// The kind of the folder `dir`, from its manifest.json; a folder without one (or with one
     /// that does not parse: opening the model says why) is taken for an SD v1.5 export.
     pub fn of_folder(dir: &Path) -> ModelKind {
@@ -58,12 +47,6 @@ impl ModelKind {
             }
             ModelKind::Tiny => " (the tiny model: random weights, noise-like images)",
         }
-    }
-
-    /// "`sd15`, `micro` or `tiny`", for messages.
-    pub fn keys_listed() -> String {
-        let keys: Vec<String> = Self::ALL.iter().map(|k| format!("`{}`", k.key())).collect();
-        format!("{}, {} or {}", keys[0], keys[1], keys[2])
     }
 }
 
