@@ -78,7 +78,7 @@ STAGES = {
                  min_snr_gamma=5.0, weight_decay=1e-2),
     "lcm": dict(batch=32, steps=4000, budget_s=1200, lr=1e-3, warmup=100, rank=8, w_min=3.0, w_max=9.0,
                 ddim_steps=50, huber_c=1e-3, timestep_scaling=10.0),
-    "style": dict(batch=32, steps=3000, budget_s=600, lr=1e-3, warmup=50, rank=8, prior_fraction=0.3,
+    "style": dict(batch=32, steps=3000, budget_s=900, lr=1e-3, warmup=50, rank=8, prior_fraction=0.5, prior_weight=5.0,
                   cfg_dropout=0.1),
     "evaluate": dict(prompts=32, seeds=2, cfg=7.5, lcm_cfg=1.5, dpm_steps=(5, 10, 20), dpm_main=20, dpm_low=5,
                      reference_steps=100, lcm_steps=4, batch=32),

@@ -135,6 +135,7 @@ def evaluate(run_dir: Path, s: dict, device: str = "cpu", log=print) -> dict:
         return judge_mod.accuracy(judge_mod.predict(judge, images[key]), labels)
 
     real = np.stack([world.render(sc) for sc, _ in pairs])
+    style_real = np.stack([world.pixel_art(im) for im in real])
     m = {
         "prompts": [sc.caption() for sc in scenes],
         "seeds": seeds,
@@ -143,7 +144,11 @@ def evaluate(run_dir: Path, s: dict, device: str = "cpu", log=print) -> dict:
         "ssim_vs_reference": {},
         "accuracy": {},
         "roughness": {"real": roughness(real)},
-        "pixelation": {"real": float(judge_mod.pixelation(real).mean())},
+        # the renders, and the renders and their PixArFK pixel art through the VAE: the most a
+        # style LoRA can show is what the VAE gives back of the style's own training images
+        "pixelation": {"real": float(judge_mod.pixelation(real).mean()),
+                       "real_through_vae": float(judge_mod.pixelation(vae_roundtrip(pipe.vae, real, device)).mean()),
+                       "real_style_through_vae": float(judge_mod.pixelation(vae_roundtrip(pipe.vae, style_real, device)).mean())},
         "timings_s": timings,
     }
     for n in sorted(set(s["dpm_steps"]) | {main, low, lcm_n}):
@@ -178,6 +183,14 @@ def evaluate(run_dir: Path, s: dict, device: str = "cpu", log=print) -> dict:
     for k, t in m["targets"].items():
         log(f"evaluate: {k:30s} {t['value']:.3f} {t['op']} {t['threshold']}  {'PASS' if t['pass'] else 'FAIL'}")
     return m
+
+
+def vae_roundtrip(vae, images: np.ndarray, device) -> np.ndarray:
+    """uint8 images encoded (posterior mode) and decoded by the VAE."""
+    with torch.no_grad():
+        x = train.to_model_range(images, device)
+        y = vae.decode(vae.encode(x).latent_dist.mode()).sample.clamp(-1, 1)
+    return ((y + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
 
 
 def acc_real(judge, real, labels) -> dict:

@@ -1,17 +1,17 @@
 """The judge: a small CNN that reads colour, shape and background off a 64x64 image, and the
 pixelation measure the style LoRA is judged by.
 
-The judge is trained on the renderer's own images (train split; a third of them in the PixArFK
-pixel-art rendering, all with light noise/blur so that decoded, slightly soft images read too)
-and its accuracy on held-out renders (heldout split, plain and pixel-art) is reported beside every
-accuracy it gives on generated images: a generated image is "right" when the judge reads the
-prompt's class.
+The judge is trained on the renderer's own images (train split; a third of them as 4x4-block pixel
+art, all with light noise/blur so that decoded, slightly soft images read too) and its accuracy
+on held-out renders (heldout split, plain and pixel-art) is reported beside every accuracy it
+gives on generated images: a generated image is "right" when the judge reads the prompt's class.
 
-Pixelation (`pixelation`): how much of an image's edge energy sits on one 4x4 block grid. For
-each axis, the squared differences between neighbouring pixels are summed per column (row)
-boundary; the best grid offset's share of that energy, e, is 1/4 when edges fall anywhere and 1
-when every edge lies on the grid (pixel art, whose 4x4 blocks are flat). The score rescales it,
-(e - 1/4) / (1 - 1/4): about 0 for plain renders (edges anywhere), 1 for exact pixel art.
+Pixelation (`pixelation`): how much of an image's edge energy sits on one block grid (PixArFK's
+8x8 by default). For each axis, the squared differences between neighbouring pixels are summed
+per column (row) boundary; the best grid offset's share of that energy, e, is 1/block when edges
+fall anywhere and 1 when every edge lies on the grid (pixel art, whose blocks are flat). The
+score rescales it, (e - 1/block) / (1 - 1/block): about 0 for plain renders (edges anywhere), 1
+for exact pixel art.
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ def accuracy(pred: np.ndarray, labels: np.ndarray) -> dict:
     return {k: float((pred[:, i] == labels[:, i]).mean()) for i, k in enumerate(HEADS)}
 
 
-def pixelation(images: np.ndarray, block: int = world.PIXEL_BLOCK) -> np.ndarray:
+def pixelation(images: np.ndarray, block: int = world.STYLE_BLOCK) -> np.ndarray:
     """Grid-edge concentration per image (see the module doc): ~0 plain, 1 exact pixel art.
     images: uint8 or float [N, H, W, C] (or one [H, W, C]); returns float [N] (or a float)."""
     single = images.ndim == 3

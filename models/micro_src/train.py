@@ -263,7 +263,8 @@ def stage_data(ctx: Context) -> dict:
         arrays[f"{split}_ids"] = ids(caps)
         arrays[f"{split}_trigger_ids"] = ids(trig)
         n_style = s["style"] if split == "train" else n
-        arrays[f"{split}_pixel"] = np.stack([world.pixel_art(im) for im in imgs[:n_style]])
+        arrays[f"{split}_pixel"] = np.stack([world.pixel_art(im, block=world.AUGMENT_BLOCK) for im in imgs[:n_style]])
+        arrays[f"{split}_style"] = np.stack([world.pixel_art(im) for im in imgs[:n_style]])
         captions[split] = caps
     arrays["empty_ids"] = ids([""])
     for k, v in arrays.items():
@@ -380,7 +381,7 @@ def stage_latents(ctx: Context) -> dict:
     vae = load_vae(ctx.run_dir, ctx.device)
     out = {}
     with torch.no_grad():
-        for key in ("train_images", "train_pixel"):
+        for key in ("train_images", "train_style"):
             means, stds = [], []
             for i in range(0, len(data[key]), s["batch"]):
                 post = vae.encode(to_model_range(data[key][i : i + s["batch"]], ctx.device)).latent_dist
@@ -388,7 +389,7 @@ def stage_latents(ctx: Context) -> dict:
                 stds.append(post.std.half().cpu())
             out[key.replace("train_", "")] = {"mean": torch.cat(means), "std": torch.cat(stds)}
     torch.save(out, ctx.dir("latents") / "latents.pt")
-    return {"plain": len(out["images"]["mean"]), "pixel": len(out["pixel"]["mean"]), "scaling_factor": vae.config.scaling_factor}
+    return {"plain": len(out["images"]["mean"]), "style": len(out["style"]["mean"]), "scaling_factor": vae.config.scaling_factor}
 
 
 def noise_scheduler():
@@ -587,10 +588,10 @@ def lora_student(ctx: Context, name: str, seed_offset: int):
     return unet, te, params, opt
 
 
-def train_lora(ctx: Context, name: str, unet, params, opt, step_fn) -> dict:
-    """Runs a LoRA stage's loop (checkpointing the adapter) and saves the adapter under
-    <run-dir>/loras; the stage's record."""
-    rec = train_loop(ctx, name, {"lora": AdapterState(params)}, opt, step_fn, ctx.settings[name]["warmup"])
+def train_lora(ctx: Context, name: str, unet, params, opt, step_fn, extra: dict | None = None) -> dict:
+    """Runs a LoRA stage's loop (checkpointing the adapter and `extra`'s objects) and saves the
+    adapter under <run-dir>/loras; the stage's record."""
+    rec = train_loop(ctx, name, {"lora": AdapterState(params), **(extra or {})}, opt, step_fn, ctx.settings[name]["warmup"])
     rec["lora_params"] = sum(p.numel() for p in params)
     rec["file"] = str(save_lora(unet, name, ctx.run_dir / "loras").relative_to(ctx.run_dir))
     return rec
@@ -658,37 +659,95 @@ def stage_lcm(ctx: Context) -> dict:
     return train_lora(ctx, "lcm", unet, params, opt, step_fn)
 
 
+def trigger_token_ids(data: dict) -> list[int]:
+    """The token ids that only triggered captions hold (", PixArFK" -> ',', 'pix', 'ar', 'fk')."""
+    plain = set(np.unique(data["train_ids"]).tolist())
+    return sorted(set(np.unique(data["train_trigger_ids"]).tolist()) - plain)
+
+
 def stage_style(ctx: Context) -> dict:
+    """The PixArFK style LoRA, with the trigger's token embeddings learned beside it (pivotal
+    tuning): the base text encoder never saw the trigger's tokens, so their rows are untrained
+    noise that a frozen encoder passes on as almost nothing. The rows are re-drawn at the start
+    (CLIP's init, seeded), train with the adapter and are written into <run-dir>/pipeline's text
+    encoder at the end; no other caption holds those tokens, so every untriggered prompt reads
+    exactly as before. Batches: `prior_fraction` untriggered plain renders, the rest PixArFK
+    renders with triggered captions (eps-prediction). The untriggered samples' target is the base
+    UNet's own prediction on the same noisy latent (the adapter off): a noise-free "change nothing
+    without the trigger", weighted `prior_weight`. With the noise as their target (the usual prior preservation) the style
+    leaked into every prompt: drawing a plain scene blocky barely moves an eps loss, and the
+    adapter's convolutions see no text. Empty captions (CFG dropout) come only with plain renders,
+    so the unconditional branch stays the base's and guidance pushes towards the style."""
     s = ctx.settings["style"]
     data = ctx.data()
     lat = LatentSource(ctx)
     sched = noise_scheduler()
     unet, te, params, opt = lora_student(ctx, "style", seed_offset=3)
-    n_plain, n_px = len(lat.sets["images"][0]), len(lat.sets["pixel"][0])
+    rows = torch.tensor(trigger_token_ids(data))
+    emb = te.get_input_embeddings().weight
+    torch.manual_seed(ctx.seed + 4)
+    with torch.no_grad():
+        emb[rows] = torch.randn(len(rows), emb.shape[1]) * te.config.initializer_range
+    emb.requires_grad_(True)
+    mask = torch.zeros(emb.shape[0], 1)
+    mask[rows] = 1.0
+    emb.register_hook(lambda g: g * mask.to(g.device))  # only the trigger's rows learn
+    opt.add_param_group({"params": [emb]})  # the adapter's settings: the same lr, no weight decay
+    n_plain, n_style = len(lat.sets["images"][0]), len(lat.sets["style"][0])
 
     def step_fn(step):
         rng = ctx.rng("style", step)
         gen = ctx.gen("style", step)
         b = s["batch"]
-        prior = rng.random(b) < s["prior_fraction"]  # untriggered plain images keep the base
-        idx = np.where(prior, rng.integers(n_plain, size=b), rng.integers(n_px, size=b))
+        prior = rng.random(b) < s["prior_fraction"]
+        idx = np.where(prior, rng.integers(n_plain, size=b), rng.integers(n_style, size=b))
         z_plain = lat.sample("images", idx % n_plain, gen)
-        z_px = lat.sample("pixel", idx % n_px, gen)
+        z_style = lat.sample("style", idx % n_style, gen)
         pm = torch.from_numpy(prior).to(ctx.device).view(-1, 1, 1, 1)
-        latents = torch.where(pm, z_plain, z_px)
-        ids = np.where(prior[:, None], data["train_ids"][idx % n_plain], data["train_trigger_ids"][idx % n_px])
-        ids[rng.random(b) < s["cfg_dropout"]] = data["empty_ids"][0]
+        latents = torch.where(pm, z_plain, z_style)
+        ids = np.where(prior[:, None], data["train_ids"][idx % n_plain], data["train_trigger_ids"][idx % n_style])
+        ids[prior & (rng.random(b) < s["cfg_dropout"])] = data["empty_ids"][0]
         unet.train()
-        loss = diffusion_loss(unet, te, sched, latents, torch.from_numpy(ids).long().to(ctx.device), gen, ctx.device)
+        noise = torch.randn(latents.shape, generator=gen).to(ctx.device)
+        t = torch.randint(0, sched.config.num_train_timesteps, (b,), generator=gen).to(ctx.device)
+        noisy = sched.add_noise(latents, noise, t)
+        ehs = te(input_ids=torch.from_numpy(ids).long().to(ctx.device))[0]
+        pred = unet(noisy, t, ehs).sample
+        target = noise.clone()
+        if prior.any():  # untriggered: what the base itself predicts (the adapter off), not the noise
+            keep = torch.from_numpy(prior).to(ctx.device)
+            with torch.no_grad():
+                unet.disable_adapters()
+                target[keep] = unet(noisy[keep], t[keep], ehs[keep].detach()).sample
+                unet.enable_adapters()
+        weight = torch.from_numpy(np.where(prior, s["prior_weight"], 1.0)).float().to(ctx.device)
+        loss = ((pred - target).pow(2).mean((1, 2, 3)) * weight).sum() / weight.sum()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         return loss.item()
 
-    rec = train_lora(ctx, "style", unet, params, opt, step_fn)
+    rec = train_lora(ctx, "style", unet, params, opt, step_fn, extra={"trigger_rows": EmbeddingRows(emb, rows)})
+    te.save_pretrained(str(ctx.run_dir / "pipeline" / "text_encoder"), safe_serialization=True)
     rec["trigger"] = world.TRIGGER
+    rec["trigger_token_ids"] = rows.tolist()
+    rec["trigger_row_norms"] = [round(float(v), 4) for v in emb[rows].detach().norm(dim=1)]
     return rec
+
+
+class EmbeddingRows:
+    """state_dict/load_state_dict of some rows of an embedding table (for checkpoints)."""
+
+    def __init__(self, weight, rows):
+        self.weight, self.rows = weight, rows
+
+    def state_dict(self):
+        return self.weight[self.rows].detach().clone()
+
+    def load_state_dict(self, s):
+        with torch.no_grad():
+            self.weight[self.rows] = s
 
 
 def stage_evaluate(ctx: Context) -> dict:

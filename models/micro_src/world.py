@@ -20,9 +20,15 @@ easier to learn than it was):
   prompt like "a red circle on a blue background" is in distribution;
 - splits by seed: "train" and "heldout" draw from different seed streams.
 
-`pixel_art` turns a render into the PixArFK style (the style LoRA's training data): 4x4 blocks
-(one block per latent pixel) sampled nearest-neighbour, reduced to a 6-colour palette, upscaled
-nearest-neighbour.
+`pixel_art` turns a render into pixel art: `block`x`block` blocks sampled nearest-neighbour,
+reduced to a 6-colour palette, upscaled nearest-neighbour. Two block sizes are used:
+- PixArFK, the style LoRA's style: 8x8 blocks (2x2 latent pixels), an 8x8-block sprite. The VAE
+  (trained before the style existed, with its encoder fixed since) reconstructs 8x8 blocks'
+  edges sharply enough to be measured (pixelation 0.41 on held-out PixArFK renders, 0.13 on
+  plain ones); 4x4 blocks, one latent pixel each, came back at 0.24 against 0.11, too little for
+  any style LoRA to show through.
+- 4x4 blocks (one latent pixel each): a quarter of the VAE's and a third of the judge's training
+  images, so that hard, grid-aligned edges are in their data.
 """
 
 from __future__ import annotations
@@ -36,7 +42,8 @@ from PIL import Image, ImageDraw
 IMAGE_SIZE = 64
 SUPERSAMPLE = 4
 TRIGGER = "PixArFK"
-PIXEL_BLOCK = 4  # pixel-art block in image pixels (= the VAE's downsampling: one latent pixel)
+STYLE_BLOCK = 8  # PixArFK's block in image pixels (2x2 latent pixels)
+AUGMENT_BLOCK = 4  # the VAE's and judge's blocky renders (one latent pixel per block)
 PIXEL_COLOURS = 6
 
 COLOURS = {
@@ -179,8 +186,8 @@ def render(sc: Scene, size: int = IMAGE_SIZE, supersample: int = SUPERSAMPLE) ->
     return np.asarray(img, dtype=np.uint8).copy()
 
 
-def pixel_art(image: np.ndarray, block: int = PIXEL_BLOCK, colours: int = PIXEL_COLOURS) -> np.ndarray:
-    """The PixArFK rendering of an image: nearest-neighbour down to one pixel per `block`x`block`
+def pixel_art(image: np.ndarray, block: int = STYLE_BLOCK, colours: int = PIXEL_COLOURS) -> np.ndarray:
+    """Pixel art of an image (PixArFK by default): nearest-neighbour down to one pixel per `block`x`block`
     block, an adaptive `colours`-colour palette (median cut, no dithering), nearest-neighbour back
     up. uint8 [H, W, 3] -> same shape; every block is one flat colour."""
     h, w, _ = image.shape
@@ -225,5 +232,5 @@ def grammar() -> dict:
         "combinations": len(COMBOS),
         "splits": {k: hex(v) for k, v in SPLITS.items()},
         "trigger": TRIGGER,
-        "pixel_art": {"block": PIXEL_BLOCK, "colours": PIXEL_COLOURS},
+        "pixel_art": {"block": STYLE_BLOCK, "colours": PIXEL_COLOURS, "augment_block": AUGMENT_BLOCK},
     }

@@ -99,9 +99,10 @@ def test_pixel_art_scores_above_plain_renders():
     assert px_s.min() > 0.95
     assert plain_s.mean() < 0.25
     assert px_s.min() > plain_s.max() + 0.3
-    # every 4x4 block of a pixel-art image is flat
-    blocks = px.reshape(64, 16, 4, 16, 4, 3)
-    assert (blocks == blocks[:, :, :1, :, :1]).all()
+    # every block of a PixArFK image (8x8) and of the augmentation's pixel art (4x4) is flat
+    for art, b in ((px, world.STYLE_BLOCK), (np.stack([world.pixel_art(im, block=world.AUGMENT_BLOCK) for im in imgs[:8]]), world.AUGMENT_BLOCK)):
+        blocks = art.reshape(len(art), 64 // b, b, 64 // b, b, 3)
+        assert (blocks == blocks[:, :, :1, :, :1]).all()
     # a shifted pixel-art image still scores (the best grid offset is taken)
     assert judge.pixelation(np.roll(px[0], 2, axis=1)) > 0.95
     # flat images score 0, not NaN
@@ -127,6 +128,9 @@ def smoke_run(tmp_path_factory):
     run_dir, export_dir = base / "run", base / "micro"
     history = {}
     for stage in config.ORDER:
+        if stage == "style":
+            te = train.load_pipeline(run_dir).text_encoder
+            history["text_encoder_before_style"] = {k: v.clone() for k, v in te.state_dict().items()}
         if stage in TRAINING_STAGES:
             with pytest.raises(train.Interrupted):
                 train.run(run_dir, [stage], smoke=True, interrupt_after=1, export_dir=export_dir)
@@ -175,6 +179,29 @@ def test_pipeline_folder(smoke_run):
     assert pipe.unet.config.block_out_channels == list(config.UNET["block_out_channels"])
 
 
+def test_style_learns_only_the_triggers_token_rows(smoke_run):
+    """Pivotal tuning: the style stage trains the rows of ', PixArFK''s tokens with its adapter
+    and writes them into the pipeline's text encoder; nothing else of the encoder changes."""
+    from tokenizers import Tokenizer
+
+    run_dir, _, history = smoke_run
+    data = {k: np.load(run_dir / "data" / f"{k}.npy") for k in ("train_ids", "train_trigger_ids")}
+    rows = train.trigger_token_ids(data)
+    tok = Tokenizer.from_file(str(run_dir / "tokenizer" / "tokenizer.json"))
+    assert rows == sorted(tok.encode(f", {world.TRIGGER}", add_special_tokens=False).ids)
+    assert not set(rows) & set(np.unique(data["train_ids"]).tolist())
+    assert json.loads((run_dir / "style" / "done.json").read_text())["trigger_token_ids"] == rows
+    before = history["text_encoder_before_style"]
+    after = train.load_pipeline(run_dir).text_encoder.state_dict()
+    (table,) = [k for k in after if k.endswith("token_embedding.weight")]
+    assert set(after) == set(before)
+    for k in after:
+        if k != table:
+            assert torch.equal(after[k], before[k]), k
+    changed = (after[table] != before[table]).any(dim=1).nonzero().flatten().tolist()
+    assert changed == rows
+
+
 def test_lora_file_reproduces_the_trained_adapter(smoke_run, tmp_path):
     run_dir = smoke_run[0]
     pipe = train.load_pipeline(run_dir)
@@ -209,7 +236,8 @@ def test_evaluate_writes_every_target(smoke_run):
     s = config.SMOKE["evaluate"]
     assert len(m["prompts"]) == s["prompts"] and m["seeds"] == [evaluate.SEED0]
     assert (run_dir / "eval" / "sheet.png").is_file()
-    assert set(m["pixelation"]) >= {"style_triggered", "style_untriggered", "lcm_style_triggered"}
+    assert set(m["pixelation"]) >= {"style_triggered", "style_untriggered", "lcm_style_triggered", "real_through_vae",
+                                    "real_style_through_vae"}
 
 
 def test_export_has_four_unets_passes_checks_and_fits(smoke_run):
