@@ -673,11 +673,12 @@ def stage_style(ctx: Context) -> dict:
     encoder at the end; no other caption holds those tokens, so every untriggered prompt reads
     exactly as before. Batches: `prior_fraction` untriggered plain renders, the rest PixArFK
     renders with triggered captions (eps-prediction). The untriggered samples' target is the base
-    UNet's own prediction on the same noisy latent (the adapter off): a noise-free "change nothing
-    without the trigger", weighted `prior_weight`. With the noise as their target (the usual prior preservation) the style
-    leaked into every prompt: drawing a plain scene blocky barely moves an eps loss, and the
-    adapter's convolutions see no text. Empty captions (CFG dropout) come only with plain renders,
-    so the unconditional branch stays the base's and guidance pushes towards the style."""
+    UNet's own prediction on the same noisy latent (the adapter off), weighted `prior_weight`: a
+    noise-free "change nothing without the trigger". With the noise as their target (the usual
+    prior preservation) the style leaked into every prompt: drawing a plain scene blocky barely
+    moves an eps loss, and the adapter's convolutions see no text. Empty captions (CFG dropout)
+    come only with plain renders, so the unconditional branch stays the base's and guidance pushes
+    towards the style -- at cfg 7.5 too far: the shapes break up (models/micro_src/README.md)."""
     s = ctx.settings["style"]
     data = ctx.data()
     lat = LatentSource(ctx)
