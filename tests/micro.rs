@@ -14,12 +14,13 @@ use std::sync::{Mutex, OnceLock};
 use image::RgbImage;
 use serde_json::Value;
 
+use speedscape::exercises::RunSpec;
 use speedscape::models::{Model, ModelKind, default_variants};
-use speedscape::pipeline::{self, Request};
+use speedscape::pipeline;
 use speedscape::report::quality::{compare, pixelation, roughness};
 use speedscape::rng::RngSource;
 use speedscape::runtime::{Device, Runtime, SearchPlan};
-use speedscape::schedulers::{SchedulerKind, SchedulerOptions};
+use speedscape::schedulers::SchedulerKind;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -50,21 +51,16 @@ fn model() -> &'static Mutex<(Runtime, Model)> {
 }
 
 fn image(prompt: &str, scheduler: SchedulerKind, steps: usize, cfg: f32, unet: &str) -> RgbImage {
-    let req = Request {
-        prompt: prompt.into(),
-        negative_prompt: String::new(),
+    let spec = RunSpec {
+        label: String::new(),
         scheduler,
-        scheduler_options: SchedulerOptions::default(),
         steps,
-        guidance: cfg,
-        seed: 42,
-        rng: RngSource::TorchCuda,
+        cfg,
         unet: unet.into(),
-        width: None,
-        height: None,
-        latents: None,
-        clip_score: false,
+        prompt: None,
+        seed: None,
     };
+    let req = spec.request(prompt, "", 42, RngSource::TorchCuda);
     let mut guard = model().lock().unwrap_or_else(|e| e.into_inner());
     let (rt, model) = &mut *guard;
     pipeline::generate(rt, model, &req, &AtomicBool::new(false), &mut |_| {})

@@ -428,12 +428,16 @@ def build_text_encoder():
     return CLIPTextModel(cfg)
 
 
+def noised(sched, latents, gen, device):
+    """SD's forward process at a uniform timestep: (noise, t, noisy latents)."""
+    noise = torch.randn(latents.shape, generator=gen).to(device)
+    t = torch.randint(0, sched.config.num_train_timesteps, (latents.shape[0],), generator=gen).to(device)
+    return noise, t, sched.add_noise(latents, noise, t)
+
+
 def diffusion_loss(unet, text_encoder, sched, latents, ids, gen, device, min_snr_gamma=None):
     """SD's training objective: eps-prediction at a uniform timestep, optional min-SNR weights."""
-    b = latents.shape[0]
-    noise = torch.randn(latents.shape, generator=gen).to(device)
-    t = torch.randint(0, sched.config.num_train_timesteps, (b,), generator=gen).to(device)
-    noisy = sched.add_noise(latents, noise, t)
+    noise, t, noisy = noised(sched, latents, gen, device)
     ehs = text_encoder(input_ids=ids)[0]
     pred = unet(noisy, t, ehs).sample
     mse = (pred - noise).pow(2).mean((1, 2, 3))
@@ -709,9 +713,7 @@ def stage_style(ctx: Context) -> dict:
         ids = np.where(prior[:, None], data["train_ids"][idx % n_plain], data["train_trigger_ids"][idx % n_style])
         ids[prior & (rng.random(b) < s["cfg_dropout"])] = data["empty_ids"][0]
         unet.train()
-        noise = torch.randn(latents.shape, generator=gen).to(ctx.device)
-        t = torch.randint(0, sched.config.num_train_timesteps, (b,), generator=gen).to(ctx.device)
-        noisy = sched.add_noise(latents, noise, t)
+        noise, t, noisy = noised(sched, latents, gen, ctx.device)
         ehs = te(input_ids=torch.from_numpy(ids).long().to(ctx.device))[0]
         pred = unet(noisy, t, ehs).sample
         target = noise.clone()
