@@ -35,9 +35,9 @@ const PROMPTS: [&str; 4] = [
 ];
 const TRIGGER: &str = "PixArFK";
 /// The least pixelation the style must add with its trigger, here (the evaluation's margins, on
-/// 64 images: 0.128 alone and 0.168 fused with LCM-LoRA; its target 0.2; these 4 prompts at seed
-/// 42 measured 0.138 and 0.174).
-const MARGIN: f64 = 0.07;
+/// 64 images: 0.226 alone and 0.208 fused with LCM-LoRA; its target 0.2; these 4 prompts at seed
+/// 42 measured 0.252 and 0.187).
+const MARGIN: f64 = 0.1;
 
 /// The micro model, shared by the tests of this file.
 fn model() -> &'static Mutex<(Runtime, Model)> {
@@ -176,16 +176,17 @@ fn the_style_shows_only_with_its_trigger() {
     eprintln!("{summary}");
     assert!(triggered > untriggered + MARGIN, "{summary}");
     assert!(fused > untriggered + MARGIN, "{summary}");
-    // Without its trigger the style UNet draws what the base draws (the evaluation: 0.163 against
-    // the base's 0.148; here 0.165 against 0.147).
+    // Without its trigger the style UNet draws what the base draws (the evaluation: 0.142 against
+    // the base's 0.148; here 0.147 against 0.147).
     assert!((untriggered - base).abs() < 0.04, "{summary}");
 }
 
-#[test]
-fn lcm_and_style_fused_keep_the_prompts_colours() {
+/// The prompt's two colours (shape, background) in triggered images from `draw`: every
+/// background, and the shape's colour in at least 3 of the 4 images (the small red circle is the
+/// one LCM + style loses; the evaluation's judge reads the colour right in all 64 images of
+/// either run).
+fn assert_the_prompts_colours_kept(draw: impl Fn(&str) -> RgbImage) {
     let with = |p: &str| format!("{p}, {TRIGGER}");
-    // The prompt's two colours (shape, background): every background, and the shape's colour in
-    // at least 3 of the 4 images (the evaluation reads the shape's colour right in 95 % of them).
     let names = [
         ("yellow", "blue"),
         ("red", "green"),
@@ -196,7 +197,7 @@ fn lcm_and_style_fused_keep_the_prompts_colours() {
         .iter()
         .zip(names)
         .map(|(p, (shape, bg))| {
-            let img = lcm(&with(p), 4, "lcm_style");
+            let img = draw(&with(p));
             let (s, b) = (
                 share_near(&img, colour(shape)),
                 share_near(&img, colour(bg)),
@@ -208,6 +209,18 @@ fn lcm_and_style_fused_keep_the_prompts_colours() {
     assert!(shares.iter().all(|(_, _, b)| *b >= 0.2), "{shares:#?}");
     let shapes_kept = shares.iter().filter(|(_, s, _)| *s >= 0.02).count();
     assert!(shapes_kept >= 3, "{shares:#?}");
+}
+
+#[test]
+fn lcm_and_style_fused_keep_the_prompts_colours() {
+    assert_the_prompts_colours_kept(|p| lcm(p, 4, "lcm_style"));
+}
+
+/// Exercise 3's first run: guidance 7.5 multiplies what the trigger adds, and a style whose
+/// unconditional branch never saw pixel art broke the shapes into wrong colours there.
+#[test]
+fn the_style_alone_at_cfg_7_5_keeps_the_prompts_colours() {
+    assert_the_prompts_colours_kept(|p| dpm(p, 20, "style"));
 }
 
 #[test]
@@ -227,7 +240,7 @@ fn the_manifest_records_the_training_and_the_evaluation() {
     }
     // Every target of the issue, measured, with a verdict that follows from its numbers.
     let targets = micro["metrics"]["targets"].as_object().unwrap();
-    assert_eq!(targets.len(), 10, "{targets:?}");
+    assert_eq!(targets.len(), 11, "{targets:?}");
     for (name, t) in targets {
         let (v, limit) = (
             t["value"].as_f64().unwrap(),

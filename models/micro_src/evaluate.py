@@ -55,6 +55,9 @@ TARGETS = {
     "style_pixelation_margin": (">=", 0.2),  # triggered - untriggered
     "lcm_style_pixelation_margin": (">=", 0.2),  # LCM + style triggered - untriggered style
     "lcm_style_colour": (">=", 0.8),
+    # ours, beyond the issue's: exercise 3's first run (the style alone, DPM-Solver++ 20, cfg 7.5)
+    # must draw the prompt's colours too, not only pixels
+    "style_colour": (">=", 0.8),
 }
 
 
@@ -173,6 +176,7 @@ def evaluate(run_dir: Path, s: dict, device: str = "cpu", log=print) -> dict:
         "style_pixelation_margin": m["pixelation"]["style_triggered"] - m["pixelation"]["style_untriggered"],
         "lcm_style_pixelation_margin": m["pixelation"]["lcm_style_triggered"] - m["pixelation"]["style_untriggered"],
         "lcm_style_colour": m["accuracy"]["lcm_style_triggered"]["colour"],
+        "style_colour": m["accuracy"]["style_triggered"]["colour"],
     }
     ops = {">=": np.greater_equal, "<=": np.less_equal, ">": np.greater}
     m["targets"] = {k: {"value": v, "op": TARGETS[k][0], "threshold": TARGETS[k][1], "pass": bool(ops[TARGETS[k][0]](v, TARGETS[k][1]))}

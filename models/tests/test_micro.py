@@ -202,6 +202,28 @@ def test_style_learns_only_the_triggers_token_rows(smoke_run):
     assert changed == rows
 
 
+def test_style_batches_empty_captions_on_both_kinds_of_image():
+    """CFG dropout in the style stage: plain renders lose their caption at `cfg_dropout`, PixArFK
+    ones at `style_dropout`; the others keep theirs (plain untriggered, PixArFK triggered)."""
+    b, n = 4000, 50
+    data = {
+        "train_ids": np.tile(np.arange(n)[:, None], (1, 77)),
+        "train_trigger_ids": np.tile(1000 + np.arange(n)[:, None], (1, 77)),
+        "empty_ids": np.full((1, 77), -1),
+    }
+    s = dict(config.STAGES["style"], batch=b, cfg_dropout=0.1, style_dropout=0.3)
+    prior, idx, ids = train.style_batch(np.random.default_rng(0), s, data, n, n)
+    empty = (ids == -1).all(axis=1)
+    assert abs(prior.mean() - s["prior_fraction"]) < 0.03
+    assert abs(empty[prior].mean() - 0.1) < 0.03
+    assert abs(empty[~prior].mean() - 0.3) < 0.04
+    kept = ~empty
+    assert (ids[prior & kept, 0] == idx[prior & kept]).all()
+    assert (ids[~prior & kept, 0] == 1000 + idx[~prior & kept]).all()
+    none = train.style_batch(np.random.default_rng(0), dict(s, cfg_dropout=0.0, style_dropout=0.0), data, n, n)[2]
+    assert not (none == -1).all(axis=1).any()
+
+
 def test_lora_file_reproduces_the_trained_adapter(smoke_run, tmp_path):
     run_dir = smoke_run[0]
     pipe = train.load_pipeline(run_dir)
