@@ -9,13 +9,20 @@ use std::path::{Path, PathBuf};
 use common::{speedscape, text};
 use serde_json::Value;
 
+/// `speedscape sweep --device cpu --out <out>` with `args` (on the default model unless they
+/// name another).
+fn run_sweep(out: &Path, args: &[&str]) -> std::process::Output {
+    let mut all = vec!["sweep", "--device", "cpu", "--out", out.to_str().unwrap()];
+    all.extend_from_slice(args);
+    speedscape(&all)
+}
+
 /// Runs a sweep on the tiny model with `args` into a fresh folder; the folder it saved and its
 /// `sweep.json`.
 fn sweep(out: &Path, args: &[&str]) -> (PathBuf, Value) {
-    let mut all = vec!["sweep", "--device", "cpu", "--out", out.to_str().unwrap()];
-    all.extend(["--model-dir", "models/tiny"]);
+    let mut all = vec!["--model-dir", "models/tiny"];
     all.extend_from_slice(args);
-    let o = speedscape(&all);
+    let o = run_sweep(out, &all);
     assert!(o.status.success(), "{}", text(&o));
     let dir = saved_folder(out);
     let json = saved_json(&dir);
@@ -183,21 +190,21 @@ fn a_one_seed_sweep_of_every_preset_measures_each_point_and_writes_its_files() {
 #[test]
 fn two_seeds_give_each_point_a_spread_and_the_table_prints_the_knees() {
     let out = tempfile::tempdir().unwrap();
-    let mut args = vec!["sweep", "--device", "cpu", "--out"];
-    args.push(out.path().to_str().unwrap());
-    args.extend([
-        "--preset",
-        "dpmpp",
-        "--steps",
-        "2,4,50",
-        "--seeds",
-        "2",
-        "--seed",
-        "7",
-        "--reference",
-        "dpmpp:50",
-    ]);
-    let o = speedscape(&args);
+    let o = run_sweep(
+        out.path(),
+        &[
+            "--preset",
+            "dpmpp",
+            "--steps",
+            "2,4,50",
+            "--seeds",
+            "2",
+            "--seed",
+            "7",
+            "--reference",
+            "dpmpp:50",
+        ],
+    );
     let all = text(&o);
     assert!(o.status.success(), "{all}");
     let stdout = String::from_utf8_lossy(&o.stdout);
@@ -247,15 +254,7 @@ fn bad_sweep_arguments_are_refused_before_any_run() {
     ];
     for (args, expect) in cases {
         let out = tempfile::tempdir().unwrap();
-        let mut all = vec![
-            "sweep",
-            "--device",
-            "cpu",
-            "--out",
-            out.path().to_str().unwrap(),
-        ];
-        all.extend_from_slice(args);
-        let o = speedscape(&all);
+        let o = run_sweep(out.path(), args);
         let t = text(&o);
         assert!(!o.status.success(), "{args:?} ran:\n{t}");
         assert!(t.contains(expect), "{args:?}: {expect:?} not in\n{t}");
@@ -271,19 +270,10 @@ fn bad_sweep_arguments_are_refused_before_any_run() {
 #[test]
 fn on_the_micro_model_the_sweep_asks_for_a_picture_of_its_world() {
     let out = tempfile::tempdir().unwrap();
-    let o = speedscape(&[
-        "sweep",
-        "--device",
-        "cpu",
-        "--out",
-        out.path().to_str().unwrap(),
-        "--preset",
-        "lcm",
-        "--steps",
-        "1",
-        "--seeds",
-        "1",
-    ]);
+    let o = run_sweep(
+        out.path(),
+        &["--preset", "lcm", "--steps", "1", "--seeds", "1"],
+    );
     assert!(o.status.success(), "{}", text(&o));
     let json = saved_json(&saved_folder(out.path()));
     assert_eq!(json["model_kind"], "micro");
@@ -320,21 +310,19 @@ fn without_a_clip_image_encoder_the_clip_column_is_absent_not_zero() {
     common::copy_dir(&common::root().join("models/tiny"), model.path());
     std::fs::remove_dir_all(model.path().join("clip_image_encoder")).unwrap();
     let out = tempfile::tempdir().unwrap();
-    let o = speedscape(&[
-        "sweep",
-        "--device",
-        "cpu",
-        "--out",
-        out.path().to_str().unwrap(),
-        "--model-dir",
-        model.path().to_str().unwrap(),
-        "--preset",
-        "lcm",
-        "--steps",
-        "1,2",
-        "--seeds",
-        "1",
-    ]);
+    let o = run_sweep(
+        out.path(),
+        &[
+            "--model-dir",
+            model.path().to_str().unwrap(),
+            "--preset",
+            "lcm",
+            "--steps",
+            "1,2",
+            "--seeds",
+            "1",
+        ],
+    );
     assert!(o.status.success(), "{}", text(&o));
     let stdout = String::from_utf8_lossy(&o.stdout);
     let header = stdout.lines().find(|l| l.starts_with("method")).unwrap();

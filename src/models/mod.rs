@@ -169,31 +169,23 @@ impl ModelGeometry {
     pub fn read(root: &Path) -> color_eyre::Result<Self> {
         let unet = read_json_opt(&root.join("unet").join("config.json"))?;
         let vae = read_json_opt(&root.join("vae_decoder").join("config.json"))?;
-        let sample_size = unet
-            .as_ref()
-            .and_then(|c| c.get("sample_size"))
+        use serde_json::Value;
+        // A key of a config that may be missing; the defaults are SD v1.5's.
+        let field = |c: &Option<Value>, key: &str| c.as_ref().and_then(|c| c.get(key)).cloned();
+        let count = |c: &Option<Value>, key: &str| {
+            field(c, key)
+                .and_then(|v| v.as_array().map(Vec::len))
+                .unwrap_or(4)
+        };
+        let sample_size = field(&unet, "sample_size")
             .and_then(|v| v.as_u64())
             .unwrap_or(64) as usize;
-        let latent_channels = unet
-            .as_ref()
-            .and_then(|c| c.get("in_channels"))
+        let latent_channels = field(&unet, "in_channels")
             .and_then(|v| v.as_u64())
             .unwrap_or(4) as usize;
-        let unet_levels = unet
-            .as_ref()
-            .and_then(|c| c.get("block_out_channels"))
-            .and_then(|v| v.as_array())
-            .map(|a| a.len())
-            .unwrap_or(4);
-        let levels = vae
-            .as_ref()
-            .and_then(|c| c.get("block_out_channels"))
-            .and_then(|v| v.as_array())
-            .map(|a| a.len())
-            .unwrap_or(4);
-        let scaling_factor = vae
-            .as_ref()
-            .and_then(|c| c.get("scaling_factor"))
+        let unet_levels = count(&unet, "block_out_channels");
+        let levels = count(&vae, "block_out_channels");
+        let scaling_factor = field(&vae, "scaling_factor")
             .and_then(|v| v.as_f64())
             .unwrap_or(0.18215) as f32;
         Ok(Self {
