@@ -13,7 +13,7 @@ if ! command -v tmux >/dev/null; then
   sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
   $sudo apt-get install -y -qq tmux >/dev/null 2>&1 || { $sudo apt-get update -qq && $sudo apt-get install -y -qq tmux; }
 fi
-cargo test --all-targets "$@"
+cargo test --workspace --all-targets "$@"
 # These run the speedscape binary that `cargo test` just built.
 SPEEDSCAPE_BIN="$PWD/target/debug/speedscape" tests/tui_e2e.sh
 SPEEDSCAPE_BIN="$PWD/target/debug/speedscape" tests/tui_terminal.sh

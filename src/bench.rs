@@ -277,10 +277,10 @@ pub fn run(config: &Config, opts: &BenchOptions) -> color_eyre::Result<BenchRepo
     if opts.repeat == 0 {
         bail!("--repeat 0 times nothing\nFix: --repeat 3 (or more)");
     }
-    let rt = config.open_runtime(opts.device)?;
-    let (dir, kind) = config.model_dir(opts.model_dir.as_deref())?;
+    let rt = crate::open::runtime(config, opts.device)?;
+    let (dir, kind) = crate::open::model_dir(config, opts.model_dir.as_deref())?;
     let tiny = kind == crate::models::ModelKind::Tiny;
-    let mut model = config.open_model(&rt, &dir)?;
+    let mut model = crate::open::model(config, &rt, &dir)?;
     let rng = opts.rng.unwrap_or(config.runtime.rng);
     let device = crate::worker::device_name(rt.provider);
     // A signal (SIGINT, SIGTERM, SIGHUP) stops the bench between steps; nothing is written.

@@ -9,8 +9,7 @@ use color_eyre::eyre::{WrapErr, bail, eyre};
 use serde::Deserialize;
 
 use crate::exercises::{Exercise, default_exercises};
-use crate::models::{Model, SchedulerConfigSource, Variant, default_variants};
-use crate::runtime::Runtime;
+use crate::models::{SchedulerConfigSource, Variant, default_variants};
 use crate::runtime::{Device, SearchPlan};
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -215,16 +214,6 @@ impl Config {
         all
     }
 
-    /// Opens the model folder `dir` with this config's variants and scheduler config choice.
-    pub fn open_model(&self, rt: &Runtime, dir: &Path) -> color_eyre::Result<Model> {
-        let mut model = Model::open_with(rt, dir, self.variants(), self.model.scheduler_config)?;
-        model.unet_budget = match self.model.unet_budget_mib {
-            0 => crate::models::default_unet_budget(rt.provider.is_gpu()),
-            mib => mib << 20,
-        };
-        Ok(model)
-    }
-
     pub fn search_plan(&self) -> SearchPlan {
         SearchPlan::new(self.runtime.onnxruntime.clone(), self.dir())
     }
@@ -236,44 +225,6 @@ impl Config {
             cuda: self.runtime.cuda.clone(),
             tensorrt: self.runtime.tensorrt.clone(),
         }
-    }
-
-    /// Loads ONNX Runtime for `device` (else `runtime.device`) with this config's options.
-    pub fn open_runtime(&self, device: Option<Device>) -> color_eyre::Result<Runtime> {
-        Runtime::init_with(
-            &self.search_plan(),
-            device.unwrap_or(self.runtime.device),
-            self.runtime_options(),
-        )
-    }
-
-    /// The model folder to use: `override_dir`, else `model.dir`, else the embedded micro model;
-    /// with what it holds (from its manifest).
-    pub fn model_dir(
-        &self,
-        override_dir: Option<&Path>,
-    ) -> color_eyre::Result<(PathBuf, crate::models::ModelKind)> {
-        let dir = if let Some(d) = override_dir {
-            crate::models::check_model_dir(d, "--model-dir")?;
-            d.to_path_buf()
-        } else if let Some(d) = &self.model.dir {
-            let file = self.path.as_deref().unwrap_or(Path::new("config.toml"));
-            crate::models::check_model_dir(d, &format!("model.dir in {}", file.display()))?;
-            d.clone()
-        } else {
-            embedded_model_dir("micro")?
-        };
-        let kind = crate::models::ModelKind::of_folder(&dir);
-        Ok((dir, kind))
-    }
-}
-
-impl Config {
-    /// What the model in force holds (see [`Config::model_dir`]); `sd15` when there is none
-    /// (starting it then says why).
-    pub fn model_kind(&self, override_dir: Option<&Path>) -> crate::models::ModelKind {
-        self.model_dir(override_dir)
-            .map_or(crate::models::ModelKind::Sd15, |(_, kind)| kind)
     }
 }
 
@@ -310,34 +261,6 @@ fn absolute_note(path: &Path) -> String {
     std::path::absolute(path)
         .map(|p| format!(" (looked for {})", p.display()))
         .unwrap_or_default()
-}
-
-/// Where an embedded model (`micro`, the default; `tiny`, random weights for parity tests)
-/// lives: `models/<name>` in the working directory, in the source tree the binary was built
-/// from, or beside the binary.
-pub fn embedded_model_dir(name: &str) -> color_eyre::Result<PathBuf> {
-    let mut roots: Vec<PathBuf> = Vec::new();
-    if let Ok(cwd) = std::env::current_dir() {
-        roots.push(cwd);
-    }
-    roots.push(PathBuf::from(env!("CARGO_MANIFEST_DIR")));
-    if let Ok(exe) = std::env::current_exe() {
-        roots.extend(exe.ancestors().skip(1).take(4).map(Path::to_path_buf));
-    }
-    roots
-        .iter()
-        .map(|r| r.join("models").join(name))
-        .find(|d| d.join("unet").join("model.onnx").is_file())
-        .ok_or_else(|| {
-            eyre!(
-                "no model configured and the embedded {name} model (models/{name}) was not found\nFix: run from the speedscape checkout, or set model.dir in config.toml / --model-dir"
-            )
-        })
-}
-
-/// The embedded random-weight tiny model (`models/tiny`).
-pub fn tiny_model_dir() -> color_eyre::Result<PathBuf> {
-    embedded_model_dir("tiny")
 }
 
 #[cfg(test)]

@@ -1,13 +1,12 @@
 //! `speedscape doctor`: what this box can run, and why not where it cannot.
 
 use std::path::Path;
-use std::process::Command;
 
 use serde::Serialize;
 
 use crate::config::Config;
 use crate::models;
-use crate::runtime::{self, Device, Runtime};
+use crate::runtime::{self, Device, GpuInfo, Runtime, query_gpu};
 
 #[derive(Debug, Serialize)]
 pub struct ComponentStatus {
@@ -15,15 +14,6 @@ pub struct ComponentStatus {
     pub path: String,
     /// `ok`, or the error.
     pub status: String,
-}
-
-#[derive(Debug, Serialize)]
-pub struct GpuInfo {
-    pub name: String,
-    pub memory: String,
-    pub driver: String,
-    /// Highest CUDA version the driver supports, from `nvidia-smi`.
-    pub cuda: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -180,7 +170,7 @@ pub fn run(config: &Config, device: Device, model_dir: Option<&Path>) -> DoctorR
         report.provider = Ok(rt.provider);
         report.notes.extend(rt.notes.iter().cloned());
     }
-    match config.model_dir(model_dir) {
+    match crate::open::model_dir(config, model_dir) {
         Ok((dir, kind)) => {
             report.model_dir = Some(dir.display().to_string());
             report.tiny_model = kind == crate::models::ModelKind::Tiny;
@@ -209,7 +199,7 @@ fn check_components(
         Ok(()) => "ok".to_string(),
         Err(e) => format!("{e:#}").replace('\n', " "),
     };
-    let model = config.open_model(rt, dir);
+    let model = crate::open::model(config, rt, dir);
     match model {
         Ok(mut m) => {
             for (name, path) in [
@@ -272,37 +262,6 @@ fn check_components(
         }
     }
     (out, error)
-}
-
-pub(crate) fn query_gpu() -> Option<GpuInfo> {
-    let out = Command::new("nvidia-smi")
-        .args([
-            "--query-gpu=name,memory.total,driver_version",
-            "--format=csv,noheader",
-        ])
-        .output()
-        .ok()?;
-    if !out.status.success() {
-        return None;
-    }
-    let text = String::from_utf8_lossy(&out.stdout);
-    let first = text.lines().next()?;
-    let mut parts = first.split(',').map(|s| s.trim().to_string());
-    let (name, memory, driver) = (parts.next()?, parts.next()?, parts.next()?);
-    let header = Command::new("nvidia-smi").output().ok();
-    let cuda = header.and_then(|h| {
-        let t = String::from_utf8_lossy(&h.stdout).to_string();
-        t.split("CUDA Version:")
-            .nth(1)
-            .and_then(|s| s.split_whitespace().next())
-            .map(str::to_string)
-    });
-    Some(GpuInfo {
-        name,
-        memory,
-        driver,
-        cuda,
-    })
 }
 
 /// Which `onnxruntime-gpu` wheel fits this driver.

@@ -29,7 +29,7 @@ struct Cli {
     #[arg(long, global = true, value_enum)]
     graphics: Option<Graphics>,
     /// The TUI's device (default: runtime.device in config.toml).
-    #[arg(long)]
+    #[arg(long, value_parser = device_values())]
     device: Option<Device>,
     /// The TUI's model folder (default: model.dir in config.toml, else the embedded micro model).
     #[arg(long)]
@@ -81,7 +81,7 @@ struct BenchArgs {
     /// Noise source for seeds (default: runtime.rng in config.toml, else torch-cuda).
     #[arg(long)]
     rng: Option<RngSource>,
-    #[arg(long)]
+    #[arg(long, value_parser = device_values())]
     device: Option<Device>,
     #[arg(long)]
     model_dir: Option<PathBuf>,
@@ -126,7 +126,7 @@ enum Command {
     },
     /// Report the ONNX Runtime library, the provider sessions really get, and the model.
     Doctor {
-        #[arg(long)]
+        #[arg(long, value_parser = device_values())]
         device: Option<Device>,
         #[arg(long)]
         model_dir: Option<PathBuf>,
@@ -164,7 +164,7 @@ enum Command {
         /// Noise source for seeds (default: runtime.rng in config.toml, else torch-cuda).
         #[arg(long)]
         rng: Option<RngSource>,
-        #[arg(long)]
+        #[arg(long, value_parser = device_values())]
         device: Option<Device>,
         #[arg(long)]
         model_dir: Option<PathBuf>,
@@ -209,7 +209,7 @@ struct SweepArgs {
     /// Noise source for seeds (default: runtime.rng in config.toml, else torch-cuda).
     #[arg(long)]
     rng: Option<RngSource>,
-    #[arg(long)]
+    #[arg(long, value_parser = device_values())]
     device: Option<Device>,
     #[arg(long)]
     model_dir: Option<PathBuf>,
@@ -233,7 +233,7 @@ enum ModelsAction {
     Verify {
         /// The model folder (default: model.dir in config.toml, else the embedded micro model).
         dir: Option<PathBuf>,
-        #[arg(long)]
+        #[arg(long, value_parser = device_values())]
         device: Option<Device>,
         #[arg(long)]
         json: bool,
@@ -269,7 +269,7 @@ struct GenerateArgs {
     height: Option<usize>,
     #[arg(long)]
     model_dir: Option<PathBuf>,
-    #[arg(long)]
+    #[arg(long, value_parser = device_values())]
     device: Option<Device>,
     /// Initial latents [1,4,h,w] (.npy, float32) instead of drawing them from the seed.
     #[arg(long)]
@@ -294,6 +294,13 @@ struct GenerateArgs {
     /// Print the report as JSON instead of the summary.
     #[arg(long)]
     json: bool,
+}
+
+/// `--device`'s values (the engine's [`Device`] names), each with its meaning in `--help`.
+fn device_values() -> impl clap::builder::TypedValueParser<Value = Device> {
+    use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
+    PossibleValuesParser::new(Device::ALL.map(|d| PossibleValue::new(d.name()).help(d.about())))
+        .map(|name| name.parse::<Device>().expect("one of Device::ALL's names"))
 }
 
 /// Errors print as the message and its causes alone: no colours unless stderr is a terminal (and
@@ -466,9 +473,9 @@ fn generate(config: &Config, args: GenerateArgs) -> color_eyre::Result<()> {
     };
     let prompt = read_prompt(args.prompt, args.prompt_file.as_deref())?;
     let device = args.device.unwrap_or(config.runtime.device);
-    let rt = config.open_runtime(Some(device))?;
-    let (dir, _) = config.model_dir(args.model_dir.as_deref())?;
-    let mut model = config.open_model(&rt, &dir)?;
+    let rt = speedscape::open::runtime(config, Some(device))?;
+    let (dir, _) = speedscape::open::model_dir(config, args.model_dir.as_deref())?;
+    let mut model = speedscape::open::model(config, &rt, &dir)?;
     let latents = match &args.latents {
         Some(p) => Some(read_latents(p)?),
         None => None,
@@ -569,7 +576,7 @@ fn tokens(
     json: bool,
     model_dir: Option<&Path>,
 ) -> color_eyre::Result<()> {
-    let (dir, _) = config.model_dir(model_dir)?;
+    let (dir, _) = speedscape::open::model_dir(config, model_dir)?;
     let tok = speedscape::models::ClipTokenizer::from_dir(&dir.join("tokenizer"))?;
     let t = tok.encode(prompt)?;
     if json {
@@ -653,10 +660,10 @@ fn doctor(
 }
 
 fn models(config: &Config, args: ModelsArgs) -> color_eyre::Result<()> {
-    use speedscape::models::inventory;
+    use speedscape::inventory;
     let ok = match args.action {
         None => {
-            let (dir, kind) = config.model_dir(args.model_dir.as_deref())?;
+            let (dir, kind) = speedscape::open::model_dir(config, args.model_dir.as_deref())?;
             let inv = inventory::inventory(config, &dir, kind);
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&inv)?);
@@ -667,7 +674,7 @@ fn models(config: &Config, args: ModelsArgs) -> color_eyre::Result<()> {
         }
         Some(ModelsAction::Verify { dir, device, json }) => {
             let dir = dir.or(args.model_dir);
-            let (dir, _) = config.model_dir(dir.as_deref())?;
+            let (dir, _) = speedscape::open::model_dir(config, dir.as_deref())?;
             let device = device.unwrap_or(config.runtime.device);
             let report = inventory::verify(config, &dir, device, &mut |line| eprint!("{line}"));
             if json {
@@ -867,7 +874,7 @@ fn exercise(
 
 fn sweep(config: &Config, args: SweepArgs) -> color_eyre::Result<()> {
     use speedscape::sweep::{self, Sweep, headless, output};
-    let kind = config.model_kind(args.model_dir.as_deref());
+    let kind = speedscape::open::model_kind(config, args.model_dir.as_deref());
     let mut plan = Sweep::from_config(&config.sweep.for_model(kind), Some(&args.preset))?;
     if let Some(steps) = &args.steps {
         plan = plan.with_steps(&sweep::parse_steps(steps)?)?;

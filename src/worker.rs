@@ -466,9 +466,9 @@ impl Worker {
         events: Sender,
     ) -> color_eyre::Result<Self> {
         let device = device.unwrap_or(config.runtime.device);
-        let rt = config.open_runtime(Some(device))?;
-        let (dir, _) = config.model_dir(model_dir)?;
-        let model = config.open_model(&rt, &dir)?;
+        let rt = crate::open::runtime(config, Some(device))?;
+        let (dir, _) = crate::open::model_dir(config, model_dir)?;
+        let model = crate::open::model(config, &rt, &dir)?;
         let info = WorkerInfo {
             provider: rt.provider,
             device: device_name(rt.provider),
@@ -779,7 +779,7 @@ impl Worker {
 /// The device's name for the header: the GPU's (CUDA) or the CPU's.
 pub fn device_name(provider: Provider) -> String {
     match provider {
-        Provider::Cuda | Provider::TensorRt => crate::doctor::query_gpu()
+        Provider::Cuda | Provider::TensorRt => crate::runtime::query_gpu()
             .map(|g| g.name)
             .unwrap_or_else(|| "CUDA GPU".into()),
         Provider::Cpu => cpu_name().unwrap_or_else(|| "CPU".into()),

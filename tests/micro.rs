@@ -17,7 +17,7 @@ use serde_json::Value;
 use speedscape::exercises::RunSpec;
 use speedscape::models::{Model, ModelKind, default_variants};
 use speedscape::pipeline;
-use speedscape::report::quality::{compare, pixelation, roughness};
+use speedscape::quality::{compare, pixelation, roughness};
 use speedscape::rng::RngSource;
 use speedscape::runtime::{Device, Runtime, SearchPlan};
 use speedscape::schedulers::SchedulerKind;
@@ -120,7 +120,7 @@ fn the_folder_is_the_micro_model_and_the_default() {
         );
     }
     let config = speedscape::config::Config::parse("").unwrap();
-    let (dir, kind) = config.model_dir(None).unwrap();
+    let (dir, kind) = speedscape::open::model_dir(&config, None).unwrap();
     assert_eq!(kind, ModelKind::Micro);
     assert!(dir.ends_with("models/micro"), "{}", dir.display());
 }

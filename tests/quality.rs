@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use speedscape::report::quality::compare;
+use speedscape::quality::compare;
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/quality")
@@ -90,8 +90,8 @@ fn pixelation_and_roughness_match_the_micro_models_evaluation() {
         let img = image::open(dir.join(format!("{name}.png")))
             .unwrap()
             .to_rgb8();
-        let p = speedscape::report::quality::pixelation(&img, block);
-        let r = speedscape::report::quality::roughness(&img);
+        let p = speedscape::quality::pixelation(&img, block);
+        let r = speedscape::quality::roughness(&img);
         let (wp, wr) = (
             want["pixelation"].as_f64().unwrap(),
             want["roughness"].as_f64().unwrap(),

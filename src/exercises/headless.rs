@@ -215,7 +215,7 @@ pub fn run_exercise(
     let rng = config.runtime.rng;
     let ex = &ex
         .clone()
-        .for_model(config.model_kind(model_dir.as_deref()));
+        .for_model(crate::open::model_kind(config, model_dir.as_deref()));
     let Started {
         worker,
         mut events,

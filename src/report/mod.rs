@@ -1,6 +1,5 @@
 //! Outputs: atomic file writes (temp file + rename), PNG / NPY images, timing summaries.
 
-pub mod quality;
 pub mod sheet;
 pub mod table;
 

@@ -5,7 +5,7 @@
 use image::RgbImage;
 use serde::Serialize;
 
-use super::quality::{Quality, compare};
+use crate::quality::{Quality, compare};
 
 use crate::exercises::RunSpec;
 use crate::worker::Event;

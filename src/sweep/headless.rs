@@ -11,7 +11,7 @@ use super::{IDENTICAL, Landscape, Measured, Plan, Target};
 use crate::config::Config;
 use crate::exercises::headless::{Started, start, submit_all};
 use crate::pipeline::RunReport;
-use crate::report::quality::compare;
+use crate::quality::compare;
 use crate::report::table::format_ms;
 use crate::rng::RngSource;
 use crate::runtime::Device;

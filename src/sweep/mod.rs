@@ -18,7 +18,7 @@ use color_eyre::eyre::{bail, eyre};
 use serde::{Deserialize, Serialize};
 
 use crate::exercises::{Exercise, RunSpec};
-use crate::report::quality::Quality;
+use crate::quality::Quality;
 use crate::schedulers::SchedulerKind;
 
 /// One curve of the landscape: a method and the step counts it is run at.

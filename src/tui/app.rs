@@ -192,7 +192,7 @@ pub struct RunState {
     pub error: Option<String>,
     /// The finished image against the exercise's baseline image, computed once when either
     /// finishes (not on every draw).
-    pub quality: Option<crate::report::quality::Quality>,
+    pub quality: Option<crate::quality::Quality>,
 }
 
 impl RunState {

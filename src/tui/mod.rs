@@ -79,15 +79,14 @@ pub fn exercises(config: &Config) -> Vec<Exercise> {
 pub fn run(config: &Config, opts: Options) -> color_eyre::Result<()> {
     terminal::check_this_process()?;
     // The landscape's sweep: `[sweep]` in config.toml (checked before the terminal is touched).
-    let kind = config.model_kind(opts.model_dir.as_deref());
+    let kind = crate::open::model_kind(config, opts.model_dir.as_deref());
     let sweep = crate::sweep::Sweep::from_config(&config.sweep.for_model(kind), None)?;
     let (backend, events) = if opts.fake_backend {
         fake::spawn(Duration::from_millis(40))
     } else {
         backend::spawn_worker(config, opts.device, opts.model_dir.clone())?
     };
-    let tokenizer = config
-        .model_dir(opts.model_dir.as_deref())
+    let tokenizer = crate::open::model_dir(config, opts.model_dir.as_deref())
         .ok()
         .and_then(|(dir, _)| crate::models::ClipTokenizer::from_dir(&dir.join("tokenizer")).ok());
     let rng = opts.rng.unwrap_or(config.runtime.rng);

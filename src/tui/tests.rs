@@ -737,7 +737,7 @@ fn finished_runs_get_quality_numbers_against_the_baseline_image() {
     assert!(rows[0].is_baseline && rows[0].quality.is_none());
     for (i, (row, run)) in rows.iter().zip(&ex.runs).enumerate().skip(1) {
         let image = run.image.as_deref().unwrap();
-        let want = crate::report::quality::compare(baseline, image).unwrap();
+        let want = crate::quality::compare(baseline, image).unwrap();
         assert_eq!(row.quality, Some(want), "run {i}");
         assert!(want.ssim < 1.0, "the fake images differ by step count");
     }
@@ -1525,7 +1525,7 @@ mod landscape_view {
     use crossterm::event::KeyCode;
 
     use super::{app, ch, finished, key, render, step, submitted};
-    use crate::report::quality::{Quality, compare};
+    use crate::quality::{Quality, compare};
     use crate::report::table::RowState;
     use crate::sweep::headless::measure;
     use crate::sweep::{IDENTICAL, Measured, Sweep, SweepConfig, Target};

@@ -13,7 +13,7 @@
 //! keeps the composition scores high; a different seed, or a style LoRA that is supposed to change
 //! the look, scores low without being worse. They say nothing about how good an image looks.
 
-use color_eyre::eyre::bail;
+use eyre::bail;
 use image::RgbImage;
 use serde::Serialize;
 
@@ -35,7 +35,7 @@ pub struct Quality {
 }
 
 /// Compares `image` with `reference`. Both must be the same size, at least 11×11 (the SSIM window).
-pub fn compare(reference: &RgbImage, image: &RgbImage) -> color_eyre::Result<Quality> {
+pub fn compare(reference: &RgbImage, image: &RgbImage) -> eyre::Result<Quality> {
     if reference.dimensions() != image.dimensions() {
         let (rw, rh) = reference.dimensions();
         let (w, h) = image.dimensions();

@@ -2,7 +2,7 @@
 //! between our f32/i64 arrays and whatever dtype the exported graph wants (fp16 weights,
 //! int32 `input_ids`, 0-d or 1-d `timestep`: Optimum versions differ).
 
-use color_eyre::eyre::{bail, eyre};
+use eyre::{bail, eyre};
 use half::f16;
 use ndarray::{ArrayD, ArrayViewD, IxDyn};
 use ort::session::Session;
@@ -86,7 +86,7 @@ pub fn outputs(session: &Session) -> Vec<IoSpec> {
 }
 
 /// A float tensor for an input that wants `elem` (float32 or float16).
-pub fn float_input(x: ArrayViewD<f32>, elem: TensorElementType) -> color_eyre::Result<DynValue> {
+pub fn float_input(x: ArrayViewD<f32>, elem: TensorElementType) -> eyre::Result<DynValue> {
     let shape: Vec<usize> = x.shape().to_vec();
     Ok(match elem {
         TensorElementType::Float32 => {
@@ -109,7 +109,7 @@ pub fn int_input(
     values: &[i64],
     shape: &[usize],
     elem: TensorElementType,
-) -> color_eyre::Result<DynValue> {
+) -> eyre::Result<DynValue> {
     let shape = shape.to_vec();
     Ok(match elem {
         TensorElementType::Int64 => Tensor::from_array((shape, values.to_vec()))?.into_dyn(),
@@ -143,11 +143,7 @@ pub fn int_input(
 
 /// A timestep tensor of `shape` filled with `t`: float graphs get `t` as is, integer graphs
 /// `t` truncated toward zero (what torch's cast of a float timestep gives).
-pub fn timestep_input(
-    t: f32,
-    shape: &[usize],
-    elem: TensorElementType,
-) -> color_eyre::Result<DynValue> {
+pub fn timestep_input(t: f32, shape: &[usize], elem: TensorElementType) -> eyre::Result<DynValue> {
     let n = shape.iter().product::<usize>();
     let shape = shape.to_vec();
     Ok(match elem {
@@ -168,7 +164,7 @@ pub fn timestep_input(
 /// A float output (float32 or float16) as an f32 array.
 pub fn float_output<T: ort::value::TensorValueTypeMarker + ?Sized>(
     value: &ort::value::Value<T>,
-) -> color_eyre::Result<ArrayD<f32>> {
+) -> eyre::Result<ArrayD<f32>> {
     match value.dtype() {
         ValueType::Tensor {
             ty: TensorElementType::Float32,

@@ -7,12 +7,12 @@ use std::path::{Path, PathBuf};
 use ndarray::{Array3, Array4};
 use serde::Serialize;
 
-use super::manifest::{Manifest, human_bytes, sha256_file};
-use super::{
+use crate::config::Config;
+use crate::models::manifest::{Manifest, human_bytes, sha256_file};
+use crate::models::{
     BASE_TEXT_ENCODER, ClipTokenizer, ModelGeometry, SchedulerReport, TextEncoder, Unet,
     VaeDecoder, Variant, export_fix, merge_manifest_variants, read_json_opt,
 };
-use crate::config::Config;
 use crate::rng::RngSource;
 use crate::runtime::tensor;
 use crate::runtime::{Device, Provider, Runtime};
@@ -97,7 +97,7 @@ impl SizeCheck {
 pub struct Inventory {
     pub path: String,
     pub tiny_model: bool,
-    pub kind: super::ModelKind,
+    pub kind: crate::models::ModelKind,
     /// The micro model's world: what its prompts may say.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub knows: Option<Vec<String>>,
@@ -162,7 +162,7 @@ fn kind_from_name(folder: &str) -> Option<&'static str> {
         Some("vae_decoder")
     } else if folder == "vae_encoder" {
         Some("vae_encoder")
-    } else if folder == super::CLIP_FOLDER {
+    } else if folder == crate::models::CLIP_FOLDER {
         Some("clip_image_encoder")
     } else {
         None
@@ -301,14 +301,14 @@ fn scheduler_report(root: &Path, config: &Config) -> Result<SchedulerReport, Str
 }
 
 fn missing_folder_message(root: &Path) -> String {
-    super::missing_dir_message(root, None)
+    crate::models::missing_dir_message(root, None)
 }
 
 /// What the model folder `root` holds, by reading files only (no sessions, no hashing).
-pub fn inventory(config: &Config, root: &Path, kind: super::ModelKind) -> Inventory {
+pub fn inventory(config: &Config, root: &Path, kind: crate::models::ModelKind) -> Inventory {
     let mut inv = Inventory {
         path: root.display().to_string(),
-        tiny_model: kind == super::ModelKind::Tiny,
+        tiny_model: kind == crate::models::ModelKind::Tiny,
         kind,
         knows: None,
         exists: root.is_dir(),
@@ -378,7 +378,7 @@ pub fn inventory(config: &Config, root: &Path, kind: super::ModelKind) -> Invent
 fn problems(root: &Path, config: &Config) -> Vec<String> {
     let mut out = Vec::new();
     for folder in [BASE_TEXT_ENCODER, "unet", "vae_decoder"] {
-        if let Err(e) = super::component_file(root, folder) {
+        if let Err(e) = crate::models::component_file(root, folder) {
             out.push(format!("{e}"));
         }
     }
@@ -386,9 +386,9 @@ fn problems(root: &Path, config: &Config) -> Vec<String> {
         out.push(format!("{e:#}"));
     }
     let file = root.join("scheduler").join("scheduler_config.json");
-    if config.model.scheduler_config == super::SchedulerConfigSource::File
+    if config.model.scheduler_config == crate::models::SchedulerConfigSource::File
         && let Ok(Some(cfg)) = read_json_opt(&file)
-        && let Err(e) = super::scheduler_status::check_values(&file, &cfg)
+        && let Err(e) = crate::models::scheduler_status::check_values(&file, &cfg)
     {
         out.push(format!("{e}"));
     }
@@ -726,7 +726,7 @@ fn hash_check(root: &Path, m: &Manifest, progress: &mut dyn FnMut(String)) -> Ha
     }
     for p in walk(root) {
         let r = rel(root, &p);
-        if r != super::manifest::MANIFEST_FILE && !m.files.contains_key(&r) {
+        if r != crate::models::manifest::MANIFEST_FILE && !m.files.contains_key(&r) {
             h.unlisted.push(r);
         }
     }
@@ -872,7 +872,7 @@ impl Probe<'_> {
                 let te_file = self.root.join(BASE_TEXT_ENCODER).join("model.onnx");
                 let mut te = TextEncoder::load(self.rt, &te_file).map_err(e)?;
                 let pooled = te.encode_pooled(&ids, 1).map_err(e)?;
-                let mut scorer = super::ClipScorer::open(self.rt, self.root)
+                let mut scorer = crate::models::ClipScorer::open(self.rt, self.root)
                     .map_err(e)?
                     .ok_or("no clip_image_encoder/ folder")?;
                 let image = image::RgbImage::from_pixel(64, 64, image::Rgb([128, 128, 128]));
@@ -882,7 +882,7 @@ impl Probe<'_> {
                 check_shape(img.shape(), &[1, p])?;
                 check_shape(txt.shape(), &[1, p])?;
                 let values: Vec<f32> = img.iter().chain(txt.iter()).copied().collect();
-                let score = super::clip::clip_score(img.row(0), txt.row(0));
+                let score = crate::models::clip::clip_score(img.row(0), txt.row(0));
                 Ok(format!(
                     "image_embeds and text_embeds [1, {p}], {}; CLIP score {:.2} of a grey image",
                     finite_summary(&values)?,
@@ -954,9 +954,9 @@ pub fn verify(
             }
             r.scheduler = Some(s);
             let file = root.join("scheduler").join("scheduler_config.json");
-            if config.model.scheduler_config == super::SchedulerConfigSource::File
+            if config.model.scheduler_config == crate::models::SchedulerConfigSource::File
                 && let Ok(Some(cfg)) = read_json_opt(&file)
-                && let Err(e) = super::scheduler_status::check_values(&file, &cfg)
+                && let Err(e) = crate::models::scheduler_status::check_values(&file, &cfg)
             {
                 r.failures.push(format!("{e}"));
             }
@@ -982,7 +982,7 @@ pub fn verify(
     }
     // Sessions.
     let components = component_folders(root, manifest.as_ref());
-    let rt = match config.open_runtime(Some(device)) {
+    let rt = match crate::open::runtime(config, Some(device)) {
         Ok(rt) => rt,
         Err(e) => {
             r.failures.push(format!("{e}"));

@@ -3,7 +3,7 @@
 //! `DPMSolverMultistepScheduler` (`scheduling_dpmsolver_multistep.py`) with
 //! `algorithm_type="dpmsolver++"`.
 
-use color_eyre::eyre::{Result, bail};
+use eyre::{Result, bail};
 use ndarray::{Array4, ArrayView4, Zip};
 
 use super::{

@@ -15,7 +15,7 @@ pub mod preview;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use color_eyre::eyre::{bail, eyre};
+use eyre::{bail, eyre};
 use image::RgbImage;
 use ndarray::Array4;
 use ort::session::RunOptions;
@@ -159,7 +159,7 @@ pub fn resolve_size(
     model: &Model,
     width: Option<usize>,
     height: Option<usize>,
-) -> color_eyre::Result<(usize, usize)> {
+) -> eyre::Result<(usize, usize)> {
     let native = model.geometry.default_size();
     let f = model.geometry.vae_scale_factor;
     let d = model.geometry.unet_downsamples;
@@ -212,7 +212,7 @@ pub fn generate(
     req: &Request,
     cancel: &AtomicBool,
     on_step: &mut dyn FnMut(StepEvent),
-) -> color_eyre::Result<RunOutput> {
+) -> eyre::Result<RunOutput> {
     generate_with(
         rt,
         model,
@@ -238,7 +238,7 @@ impl Denoiser for Terminable<'_> {
         sample: ndarray::ArrayView4<f32>,
         t: f32,
         context: ndarray::ArrayView3<f32>,
-    ) -> color_eyre::Result<Array4<f32>> {
+    ) -> eyre::Result<Array4<f32>> {
         self.unet.predict_with(sample, t, context, self.options)
     }
 }
@@ -263,7 +263,7 @@ pub fn generate_with(
     model: &mut Model,
     req: &Request,
     ctl: RunControl,
-) -> color_eyre::Result<RunOutput> {
+) -> eyre::Result<RunOutput> {
     let RunControl {
         cancel,
         run_options,

@@ -10,7 +10,7 @@
 
 use std::path::Path;
 
-use color_eyre::eyre::{WrapErr, eyre};
+use eyre::{WrapErr, eyre};
 use serde::Serialize;
 
 /// Length of SD v1.5's text-encoder input.
@@ -126,7 +126,7 @@ pub struct ClipTokenizer {
 impl ClipTokenizer {
     /// Loads `tokenizer.json` from `dir`, else builds the same tokenizer from
     /// `vocab.json` + `merges.txt` (the files transformers' slow tokenizer uses).
-    pub fn from_dir(dir: &Path) -> color_eyre::Result<Self> {
+    pub fn from_dir(dir: &Path) -> eyre::Result<Self> {
         let json = dir.join("tokenizer.json");
         let inner = if json.is_file() {
             tokenizers::Tokenizer::from_file(&json).map_err(|e| {
@@ -172,7 +172,7 @@ impl ClipTokenizer {
     }
 
     /// SD v1.5's 77 ids for `prompt` (cleaned first: see [`super::prompt::clean`]).
-    pub fn encode(&self, prompt: &str) -> color_eyre::Result<Tokens> {
+    pub fn encode(&self, prompt: &str) -> eyre::Result<Tokens> {
         let clean = super::prompt::clean(prompt);
         let text: &str = &clean.text;
         let enc = self.inner.encode(text, false).map_err(|e| {
@@ -205,7 +205,7 @@ impl ClipTokenizer {
 
 /// The CLIP tokenizer's pipeline around a BPE model read from `vocab.json` + `merges.txt`,
 /// the same pipeline transformers writes into `tokenizer.json`.
-fn from_vocab_and_merges(vocab: &Path, merges: &Path) -> color_eyre::Result<tokenizers::Tokenizer> {
+fn from_vocab_and_merges(vocab: &Path, merges: &Path) -> eyre::Result<tokenizers::Tokenizer> {
     let vocab_map: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(vocab).wrap_err_with(|| format!("reading {}", vocab.display()))?,
     )

@@ -2,7 +2,7 @@
 //! space, x = x0 + σ·ε. Mirrors diffusers' `EulerDiscreteScheduler`
 //! (`scheduling_euler_discrete.py`).
 
-use color_eyre::eyre::{Result, bail};
+use eyre::{Result, bail};
 use ndarray::{Array4, ArrayView4, Zip};
 
 use super::{

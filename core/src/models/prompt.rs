@@ -12,7 +12,7 @@ use std::borrow::Cow;
 use std::io::Read;
 use std::path::Path;
 
-use color_eyre::eyre::{WrapErr, bail};
+use eyre::{WrapErr, bail};
 
 /// The most prompt text tokenized (bytes, cut at a character boundary): 64 KiB, about a hundred
 /// times what 75 CLIP tokens can hold, so no prompt that fits loses anything to the cap.
@@ -127,7 +127,7 @@ pub fn clean(prompt: &str) -> CleanPrompt<'_> {
 /// Reads a prompt from `path`: UTF-8 text, at most [`MAX_PROMPT_BYTES`] of it (a longer file is
 /// read only that far, and the note says so). Invalid UTF-8 is an error naming the file and the
 /// byte offset.
-pub fn read_prompt_file(path: &Path) -> color_eyre::Result<(String, Option<String>)> {
+pub fn read_prompt_file(path: &Path) -> eyre::Result<(String, Option<String>)> {
     let file = std::fs::File::open(path).wrap_err_with(|| {
         format!(
             "cannot open prompt file {}\nFix: pass an existing text file to --prompt-file",

@@ -127,7 +127,7 @@ pub fn classify(cfg: &Value) -> SchedulerConfigStatus {
 /// Reads `cfg` (the JSON of `file`) as a scheduler config, refusing values speedscape's
 /// schedulers do not know: the message names the file, the field, its value, the accepted
 /// values and SD v1.5's own, and the fix.
-pub fn check_values(file: &std::path::Path, cfg: &Value) -> color_eyre::Result<SchedulerConfig> {
+pub fn check_values(file: &std::path::Path, cfg: &Value) -> eyre::Result<SchedulerConfig> {
     serde_json::from_value(cfg.clone()).map_err(|e| {
         let why = e.to_string();
         let field = why.split('`').nth(1).unwrap_or("");
@@ -139,7 +139,7 @@ pub fn check_values(file: &std::path::Path, cfg: &Value) -> color_eyre::Result<S
             Some(v) => format!("set `{field}` to one of the accepted values (SD v1.5's is {v})"),
             None => "correct the value".into(),
         };
-        color_eyre::eyre::eyre!(
+        eyre::eyre!(
             "{} is not a scheduler config speedscape can use: {why}\nFix: {set}, or set scheduler_config = \"sd15\" under [model] in config.toml to use SD v1.5's original (bundled in speedscape)",
             file.display()
         )
@@ -147,7 +147,7 @@ pub fn check_values(file: &std::path::Path, cfg: &Value) -> color_eyre::Result<S
 }
 
 /// DPM-Solver++ 4-step timesteps under `cfg`, as speedscape's scheduler builds them.
-pub fn dpmpp4_timesteps(cfg: &Value) -> color_eyre::Result<Vec<i64>> {
+pub fn dpmpp4_timesteps(cfg: &Value) -> eyre::Result<Vec<i64>> {
     let cfg: SchedulerConfig = serde_json::from_value(cfg.clone())?;
     let s = schedulers::build(
         SchedulerKind::DpmSolverPp,

@@ -1,7 +1,7 @@
 //! DDIM (Song et al. 2021): the non-Markovian sampler, deterministic at η = 0.
 //! Mirrors diffusers' `DDIMScheduler` (`scheduling_ddim.py`).
 
-use color_eyre::eyre::Result;
+use eyre::Result;
 use ndarray::{ArrayView4, Zip};
 
 use super::ddpm::predict_x0;

@@ -2,7 +2,7 @@
 //! step is stochastic. Mirrors diffusers' `EulerAncestralDiscreteScheduler`
 //! (`scheduling_euler_ancestral_discrete.py`).
 
-use color_eyre::eyre::Result;
+use eyre::Result;
 use ndarray::{Array4, ArrayView4, Zip};
 
 use super::euler::{SigmaSchedule, predict_x0, scale_by_sigma};

@@ -1,6 +1,6 @@
-//! What kind of model a folder holds, and what the trained micro model knows.
+//! What the trained micro model knows: its manifest record and the grammar of its world.
 //!
-//! Three kinds, told apart by `manifest.json`:
+//! Three kinds of model folder, told apart by `manifest.json` ([`super::ModelKind`]):
 //! - `micro` (`models/micro`, the default): SD v1.5's structure, trained on a synthetic world of
 //!   coloured shapes by `models/micro_src/train.py`. Its manifest has a `micro` section with the
 //!   world's grammar, every training stage and the evaluation's numbers. It knows only that
@@ -10,49 +10,10 @@
 //! - `sd15`: any other export (SD v1.5 itself, through `models/export.py` or optimum-cli).
 
 use std::collections::BTreeSet;
-use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::manifest::{Manifest, ordered_map};
-
-/// What a model folder holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ModelKind {
-    /// An export of SD v1.5 (or a folder without a manifest).
-    Sd15,
-    /// The trained micro model.
-    Micro,
-    /// The random-weight tiny model: noise images.
-    Tiny,
-}
-
-impl ModelKind {
-    /// The kind of the folder `dir`, from its manifest.json; a folder without one (or with one
-    /// that does not parse: opening the model says why) is taken for an SD v1.5 export.
-    pub fn of_folder(dir: &Path) -> ModelKind {
-        match Manifest::read(dir) {
-            Ok(Some(m)) => m.kind(),
-            _ => ModelKind::Sd15,
-        }
-    }
-
-    /// What a line naming the model folder adds after it.
-    pub fn aside(self) -> &'static str {
-        match self {
-            ModelKind::Sd15 => "",
-            ModelKind::Micro => {
-                " (the micro model: SD v1.5's structure trained on a small world of coloured shapes)"
-            }
-            ModelKind::Tiny => " (the tiny model: random weights, noise-like images)",
-        }
-    }
-}
-
-/// Prompts by model kind: config.toml's `prompts = { micro = "…" }` on an exercise or the sweep,
-/// each replacing the `prompt` beside it on a model of that kind.
-pub type ModelPrompts = std::collections::BTreeMap<ModelKind, String>;
+use super::ordered::ordered_map;
 
 /// The micro model's record in its manifest (`micro`): what `models/micro_src/train.py` wrote.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -154,6 +115,8 @@ fn split_words(text: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::models::ModelKind;
+    use std::path::Path;
 
     fn grammar() -> Grammar {
         let json = r#"{
@@ -214,7 +177,7 @@ mod tests {
 
     #[test]
     fn the_kind_of_each_committed_model_comes_from_its_manifest() {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let root = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
         assert_eq!(
             ModelKind::of_folder(&root.join("models/tiny")),
             ModelKind::Tiny

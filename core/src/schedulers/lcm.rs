@@ -1,7 +1,7 @@
 //! Latent Consistency Models (Luo et al. 2023): multistep consistency sampling, 1–8 steps.
 //! Mirrors diffusers' `LCMScheduler` (`scheduling_lcm.py`).
 
-use color_eyre::eyre::{Result, bail};
+use eyre::{Result, bail};
 use ndarray::{ArrayView4, Zip};
 
 use super::ddpm::predict_x0;

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use color_eyre::eyre::bail;
+use eyre::bail;
 
 use super::Request;
 use crate::models::Model;
@@ -55,11 +55,7 @@ pub struct Checked {
 /// Everything about `req` that can be refused before a session loads: size (VAE grid,
 /// [`MAX_SIDE`], memory on the CPU), guidance, UNet variant, and steps (by building the
 /// scheduler as diffusers would, with the model's scheduler config).
-pub fn check_request(
-    model: &Model,
-    provider: Provider,
-    req: &Request,
-) -> color_eyre::Result<Checked> {
+pub fn check_request(model: &Model, provider: Provider, req: &Request) -> eyre::Result<Checked> {
     let (width, height) = super::resolve_size(model, req.width, req.height)?;
     if let Some(e) = guidance_error(req.guidance) {
         bail!("{e}");
@@ -178,7 +174,7 @@ pub fn check_memory(
     width: usize,
     height: usize,
     batch: usize,
-) -> color_eyre::Result<()> {
+) -> eyre::Result<()> {
     let native = model.geometry.default_size();
     for (name, v) in [("width", width), ("height", height)] {
         if v > MAX_SIDE {
@@ -273,7 +269,8 @@ mod tests {
 
     #[test]
     fn the_tiny_model_config_reads_as_eight_heads_and_eight_vae_channels() {
-        let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/tiny");
+        let root = std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+            .join("models/tiny");
         assert_eq!(
             MemoryShape::read(&root, 8),
             MemoryShape {

@@ -21,7 +21,7 @@ use std::fmt;
 use std::path::Path;
 use std::str::FromStr;
 
-use color_eyre::eyre::{Result, WrapErr, bail, eyre};
+use eyre::{Result, WrapErr, bail, eyre};
 use ndarray::{Array4, ArrayView4};
 use serde::Deserialize;
 
@@ -393,7 +393,7 @@ impl fmt::Display for SchedulerKind {
 }
 
 impl FromStr for SchedulerKind {
-    type Err = color_eyre::Report;
+    type Err = eyre::Report;
     fn from_str(s: &str) -> Result<Self> {
         SchedulerKind::ALL
             .into_iter()
@@ -530,7 +530,7 @@ fn check_common(kind: SchedulerKind, config: &SchedulerConfig) -> Result<()> {
 }
 
 /// A prediction type a scheduler cannot use.
-fn unsupported_prediction(kind: SchedulerKind, p: PredictionType) -> color_eyre::Report {
+fn unsupported_prediction(kind: SchedulerKind, p: PredictionType) -> eyre::Report {
     eyre!(
         "{kind} does not support `prediction_type` {:?} (diffusers' {} raises for it)",
         p.as_str(),

@@ -5,14 +5,15 @@
 //! everything but the essentials has a default.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::io::Read;
 use std::path::Path;
 
-use color_eyre::eyre::{WrapErr, eyre};
-use serde::de::{Deserializer, MapAccess, Visitor};
+use eyre::{WrapErr, eyre};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+
+use super::micro::MicroRecord;
+use super::ordered::ordered_map;
 
 /// The file name inside a model folder.
 pub const MANIFEST_FILE: &str = "manifest.json";
@@ -45,7 +46,7 @@ pub struct Manifest {
     pub files: BTreeMap<String, FileEntry>,
     /// The trained micro model's record (grammar, training, evaluation); see [`super::micro`].
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub micro: Option<super::micro::MicroRecord>,
+    pub micro: Option<MicroRecord>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -170,7 +171,7 @@ impl ManifestVariant {
 
 impl Manifest {
     /// Reads `dir/manifest.json`: `None` when the folder has none.
-    pub fn read(dir: &Path) -> color_eyre::Result<Option<Self>> {
+    pub fn read(dir: &Path) -> eyre::Result<Option<Self>> {
         let path = dir.join(MANIFEST_FILE);
         if !path.is_file() {
             return Ok(None);
@@ -186,14 +187,13 @@ impl Manifest {
     }
 
     /// Parses the text of a manifest.
-    pub fn parse(text: &str) -> color_eyre::Result<Self> {
+    pub fn parse(text: &str) -> eyre::Result<Self> {
         serde_json::from_str(text).map_err(|e| eyre!("{e}"))
     }
 
     /// What the folder holds: the micro model has a `micro` record, the random-weight tiny
     /// model says so in its base's source (`models/make_tiny.py`).
-    pub fn kind(&self) -> super::micro::ModelKind {
-        use super::micro::ModelKind;
+    pub fn kind(&self) -> ModelKind {
         let random = |b: &BaseSource| {
             b.source
                 .as_deref()
@@ -224,31 +224,8 @@ impl Manifest {
     }
 }
 
-/// A JSON object as a list of (key, value) in the order written.
-pub(crate) fn ordered_map<'de, D, V>(d: D) -> Result<Vec<(String, V)>, D::Error>
-where
-    D: Deserializer<'de>,
-    V: Deserialize<'de>,
-{
-    struct Ordered<V>(std::marker::PhantomData<V>);
-    impl<'de, V: Deserialize<'de>> Visitor<'de> for Ordered<V> {
-        type Value = Vec<(String, V)>;
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str("a JSON object")
-        }
-        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-            let mut out = Vec::new();
-            while let Some((k, v)) = map.next_entry::<String, V>()? {
-                out.push((k, v));
-            }
-            Ok(out)
-        }
-    }
-    d.deserialize_map(Ordered(std::marker::PhantomData))
-}
-
 /// SHA-256 of a file as lower-case hex, read in 1 MiB chunks (files can be several GB).
-pub fn sha256_file(path: &Path) -> color_eyre::Result<String> {
+pub fn sha256_file(path: &Path) -> eyre::Result<String> {
     let mut file =
         std::fs::File::open(path).wrap_err_with(|| format!("opening {}", path.display()))?;
     let mut hasher = Sha256::new();
@@ -285,13 +262,51 @@ pub fn human_bytes(n: u64) -> String {
     }
 }
 
+/// What a model folder holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelKind {
+    /// An export of SD v1.5 (or a folder without a manifest).
+    Sd15,
+    /// The trained micro model.
+    Micro,
+    /// The random-weight tiny model: noise images.
+    Tiny,
+}
+
+impl ModelKind {
+    /// The kind of the folder `dir`, from its manifest.json; a folder without one (or with one
+    /// that does not parse: opening the model says why) is taken for an SD v1.5 export.
+    pub fn of_folder(dir: &Path) -> ModelKind {
+        match Manifest::read(dir) {
+            Ok(Some(m)) => m.kind(),
+            _ => ModelKind::Sd15,
+        }
+    }
+
+    /// What a line naming the model folder adds after it.
+    pub fn aside(self) -> &'static str {
+        match self {
+            ModelKind::Sd15 => "",
+            ModelKind::Micro => {
+                " (the micro model: SD v1.5's structure trained on a small world of coloured shapes)"
+            }
+            ModelKind::Tiny => " (the tiny model: random weights, noise-like images)",
+        }
+    }
+}
+
+/// Prompts by model kind: config.toml's `prompts = { micro = "…" }` on an exercise or the sweep,
+/// each replacing the `prompt` beside it on a model of that kind.
+pub type ModelPrompts = std::collections::BTreeMap<ModelKind, String>;
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::path::PathBuf;
 
     fn tiny() -> PathBuf {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/tiny")
+        PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).join("models/tiny")
     }
 
     #[test]

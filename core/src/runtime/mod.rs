@@ -5,6 +5,7 @@
 //! the CUDA provider with `error_on_failure`, and `auto` says when it falls back.
 
 pub mod failure;
+pub mod gpu;
 pub mod library;
 pub mod options;
 pub mod tensor;
@@ -13,17 +14,18 @@ use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use color_eyre::eyre::{bail, eyre};
+use eyre::{bail, eyre};
 use ort::environment::Environment;
 use ort::ep::{self, ExecutionProvider, ExecutionProviderDispatch};
 use ort::session::Session;
 use serde::{Deserialize, Serialize};
 
+pub use gpu::{GpuInfo, query_gpu};
 pub use library::{LibrarySource, SearchPlan};
 pub use options::Options;
 
 /// The execution provider the user asks for (`device` in config.toml, `--device`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Device {
     /// CUDA when it works, else CPU — and say so.
@@ -33,21 +35,53 @@ pub enum Device {
     Cuda,
     /// TensorRT (with CUDA for what it does not take), engines cached on disk; falls back to
     /// CUDA with a note when TensorRT is not installed.
-    #[value(name = "tensorrt")]
     #[serde(rename = "tensorrt")]
     TensorRt,
     /// ONNX Runtime's CPU provider.
     Cpu,
 }
 
-impl std::fmt::Display for Device {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
+impl Device {
+    /// Every device, in the order a command line lists them.
+    pub const ALL: [Device; 4] = [Device::Auto, Device::Cuda, Device::TensorRt, Device::Cpu];
+
+    /// The name config.toml and `--device` use.
+    pub fn name(self) -> &'static str {
+        match self {
             Self::Auto => "auto",
             Self::Cuda => "cuda",
             Self::TensorRt => "tensorrt",
             Self::Cpu => "cpu",
-        })
+        }
+    }
+
+    /// One line on what the device means, for a command line's help.
+    pub fn about(self) -> &'static str {
+        match self {
+            Self::Auto => "CUDA when it works, else CPU — and say so",
+            Self::Cuda => "CUDA or a clear error; never a silent CPU run",
+            Self::TensorRt => {
+                "TensorRT (with CUDA for what it does not take), engines cached on disk; falls back to CUDA with a note when TensorRT is not installed"
+            }
+            Self::Cpu => "ONNX Runtime's CPU provider",
+        }
+    }
+}
+
+impl std::fmt::Display for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Device {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Device::ALL
+            .into_iter()
+            .find(|d| d.name() == s)
+            .ok_or_else(|| format!("unknown device {s:?} (auto, cuda, tensorrt or cpu)"))
     }
 }
 
@@ -180,16 +214,12 @@ pub const SETUP_FIX: &str = "run `scripts/setup.sh` (installs the `onnxruntime` 
 impl Runtime {
     /// Loads ONNX Runtime (once per process) and settles the execution provider for `device`,
     /// with default session options.
-    pub fn init(plan: &SearchPlan, device: Device) -> color_eyre::Result<Self> {
+    pub fn init(plan: &SearchPlan, device: Device) -> eyre::Result<Self> {
         Self::init_with(plan, device, Options::default())
     }
 
     /// [`Runtime::init`] with `options` for every session.
-    pub fn init_with(
-        plan: &SearchPlan,
-        device: Device,
-        options: Options,
-    ) -> color_eyre::Result<Self> {
+    pub fn init_with(plan: &SearchPlan, device: Device, options: Options) -> eyre::Result<Self> {
         let (library, env) = load_library(plan)?;
         // What ORT logged before is about other calls; the CUDA probe's message quotes its own.
         take_ort_log();
@@ -272,7 +302,7 @@ impl Runtime {
     /// Opens `model` (an `.onnx` file; external data beside it) on this runtime's provider.
     /// With `[runtime.session] optimized_cache`, the graph ONNX Runtime optimised for this
     /// provider is kept there and loaded as is next time (see [`Runtime::cached_session`]).
-    pub fn session(&self, model: &Path) -> color_eyre::Result<Session> {
+    pub fn session(&self, model: &Path) -> eyre::Result<Session> {
         match self.options.session.optimized_cache.clone() {
             Some(dir) if !dir.as_os_str().is_empty() => self.cached_session(model, &dir),
             _ => self.build_session(model, None, false),
@@ -286,7 +316,7 @@ impl Runtime {
         model: &Path,
         save_to: Option<&Path>,
         preoptimised: bool,
-    ) -> color_eyre::Result<Session> {
+    ) -> eyre::Result<Session> {
         let eps = self.execution_providers();
         let builder = Session::builder(&self.env).map_err(|e| eyre!("{e}"))?;
         let mut builder = self
@@ -330,7 +360,7 @@ impl Runtime {
 
     /// ONNX Runtime's refusal to make a session of `model`, explained: out of memory, a file
     /// that is not (all) there, or its own words with the check to run.
-    fn load_error(&self, model: &Path, raw: &str) -> color_eyre::Report {
+    fn load_error(&self, model: &Path, raw: &str) -> eyre::Report {
         let logged = take_ort_log();
         let component = model
             .parent()
@@ -365,7 +395,7 @@ impl Runtime {
     /// (path, size, modification time), ONNX Runtime's version, the provider and the options.
     /// A miss builds the session normally and writes the optimised graph beside, renamed into
     /// place only once complete; a cached graph that does not load is rebuilt from the source.
-    fn cached_session(&self, model: &Path, dir: &Path) -> color_eyre::Result<Session> {
+    fn cached_session(&self, model: &Path, dir: &Path) -> eyre::Result<Session> {
         let key = self.cache_key(model);
         let entry = dir.join(&key);
         let cached = entry.join("model.onnx");
@@ -449,7 +479,7 @@ fn first_line(s: &str) -> &str {
     s.lines().next().unwrap_or(s)
 }
 
-fn load_library(plan: &SearchPlan) -> color_eyre::Result<(LoadedLibrary, Environment)> {
+fn load_library(plan: &SearchPlan) -> eyre::Result<(LoadedLibrary, Environment)> {
     let cell = LOADED.get_or_init(|| Mutex::new(None));
     let mut guard = cell
         .lock()
@@ -570,7 +600,7 @@ fn ort_version(path: &Path) -> String {
 
 /// Checks that the library can do CUDA at all and preloads CUDA/cuDNN from pip's
 /// `nvidia-*` packages when they sit beside the wheel.
-fn prepare_cuda(library: &LoadedLibrary, notes: &mut Vec<String>) -> color_eyre::Result<()> {
+fn prepare_cuda(library: &LoadedLibrary, notes: &mut Vec<String>) -> eyre::Result<()> {
     if !ep::CUDA::is_available().unwrap_or(false) {
         bail!(
             "the ONNX Runtime at {} (version {}) is a CPU-only build: it has no CUDAExecutionProvider.\n\
@@ -705,7 +735,7 @@ fn cuda_failure_message(library: &LoadedLibrary, error: &str) -> String {
 }
 
 /// Runs the probe model on the CPU provider: proves the library executes a graph.
-pub fn probe_cpu(rt: &Runtime) -> color_eyre::Result<()> {
+pub fn probe_cpu(rt: &Runtime) -> eyre::Result<()> {
     let mut session = Session::builder(&rt.env)
         .map_err(|e| eyre!("{e}"))?
         .commit_from_memory(PROBE_MODEL)
@@ -724,7 +754,7 @@ mod tests {
     use super::*;
 
     fn cpu_runtime() -> Runtime {
-        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        let root = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
         Runtime::init(&SearchPlan::new(None, Some(&root)), Device::Cpu).unwrap()
     }
 

@@ -24,7 +24,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use color_eyre::eyre::{WrapErr, eyre};
+use eyre::{WrapErr, eyre};
 use image::RgbImage;
 use ndarray::{Array2, Array4, ArrayView1, ArrayView2, ArrayView4, Ix2};
 use ort::session::Session;
@@ -101,7 +101,7 @@ fn fix(root: &Path) -> String {
 
 impl ClipConfig {
     /// Reads and checks `dir/config.json`; `root` is the model folder, for the fix.
-    pub fn read(dir: &Path, root: &Path) -> color_eyre::Result<Self> {
+    pub fn read(dir: &Path, root: &Path) -> eyre::Result<Self> {
         let file = dir.join("config.json");
         let text = std::fs::read_to_string(&file).map_err(|e| {
             eyre!(
@@ -177,7 +177,7 @@ impl ClipScorer {
 
     /// Opens `root/clip_image_encoder/`: `Ok(None)` when the model has none; an error with the
     /// cause and fix when it is there but incomplete, damaged or not a CLIP scorer.
-    pub fn open(rt: &Runtime, root: &Path) -> color_eyre::Result<Option<Self>> {
+    pub fn open(rt: &Runtime, root: &Path) -> eyre::Result<Option<Self>> {
         let dir = root.join(CLIP_FOLDER);
         if !dir.exists() {
             return Ok(None);
@@ -258,7 +258,7 @@ impl ClipScorer {
         &mut self,
         pixel_values: ArrayView4<f32>,
         text_pooled: ArrayView2<f32>,
-    ) -> color_eyre::Result<(Array2<f32>, Array2<f32>)> {
+    ) -> eyre::Result<(Array2<f32>, Array2<f32>)> {
         let want = self.config.text_hidden_size;
         if text_pooled.shape()[1] != want {
             return Err(eyre!(
@@ -295,7 +295,7 @@ impl ClipScorer {
         &mut self,
         image: &RgbImage,
         text_pooled: ArrayView1<f32>,
-    ) -> color_eyre::Result<ClipScore> {
+    ) -> eyre::Result<ClipScore> {
         let pixels = self.preprocess(image);
         let text = text_pooled.insert_axis(ndarray::Axis(0));
         let (img, txt) = self.embed(pixels.view(), text)?;

@@ -1,7 +1,7 @@
 //! DDPM (Ho et al. 2020): ancestral sampling with the posterior mean and a fixed variance.
 //! Mirrors diffusers' `DDPMScheduler` (`scheduling_ddpm.py`).
 
-use color_eyre::eyre::{Result, bail};
+use eyre::{Result, bail};
 use ndarray::{Array4, ArrayView4, Zip};
 
 use super::{

@@ -14,9 +14,9 @@
 //! Names, ranks and dtypes are read from each graph and converted at the boundary.
 
 pub mod clip;
-pub mod inventory;
 pub mod manifest;
 pub mod micro;
+mod ordered;
 pub mod prompt;
 pub mod scheduler_status;
 pub mod tokenizer;
@@ -24,7 +24,7 @@ pub mod tokenizer;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use color_eyre::eyre::{WrapErr, bail, eyre};
+use eyre::{WrapErr, bail, eyre};
 use ndarray::{Array2, Array3, Array4, ArrayView3, ArrayView4, Ix2, Ix3, Ix4};
 use ort::session::{RunOptions, Session};
 use ort::value::TensorElementType;
@@ -34,8 +34,8 @@ use crate::runtime::Runtime;
 use crate::runtime::failure::{self, MemoryContext, MemoryPhase};
 use crate::runtime::tensor::{self, IoSpec};
 pub use clip::{CLIP_FOLDER, ClipScore, ClipScorer};
-pub use manifest::Manifest;
-pub use micro::{Grammar, ModelKind, ModelPrompts};
+pub use manifest::{Manifest, ModelKind, ModelPrompts};
+pub use micro::Grammar;
 pub use scheduler_status::{SchedulerConfigSource, SchedulerConfigStatus, SchedulerReport};
 pub use tokenizer::{ClipTokenizer, Tokens};
 
@@ -116,7 +116,7 @@ pub fn export_fix(root: &Path) -> String {
     )
 }
 
-fn missing_variant_error(root: &Path, v: &Variant, what: &str, folder: &str) -> color_eyre::Report {
+fn missing_variant_error(root: &Path, v: &Variant, what: &str, folder: &str) -> eyre::Report {
     eyre!(
         "variant {:?} ({}) needs its {what} in {}, which this model folder does not have (no {})\n{}",
         v.name,
@@ -166,7 +166,7 @@ impl ModelGeometry {
         self.vae_scale_factor << self.unet_downsamples
     }
 
-    pub fn read(root: &Path) -> color_eyre::Result<Self> {
+    pub fn read(root: &Path) -> eyre::Result<Self> {
         let unet = read_json_opt(&root.join("unet").join("config.json"))?;
         let vae = read_json_opt(&root.join("vae_decoder").join("config.json"))?;
         use serde_json::Value;
@@ -198,7 +198,7 @@ impl ModelGeometry {
     }
 }
 
-pub(crate) fn read_json_opt(path: &Path) -> color_eyre::Result<Option<serde_json::Value>> {
+pub fn read_json_opt(path: &Path) -> eyre::Result<Option<serde_json::Value>> {
     if !path.is_file() {
         return Ok(None);
     }
@@ -232,7 +232,7 @@ pub fn missing_dir_message(root: &Path, named_by: Option<&str>) -> String {
 }
 
 /// Checks that `root`, named by `named_by` (`--model-dir`, `model.dir in …`), is a folder.
-pub fn check_model_dir(root: &Path, named_by: &str) -> color_eyre::Result<()> {
+pub fn check_model_dir(root: &Path, named_by: &str) -> eyre::Result<()> {
     if root.is_dir() {
         Ok(())
     } else {
@@ -241,7 +241,7 @@ pub fn check_model_dir(root: &Path, named_by: &str) -> color_eyre::Result<()> {
 }
 
 /// Checks that `folder/model.onnx` exists and says what is missing otherwise.
-pub fn component_file(root: &Path, folder: &str) -> color_eyre::Result<PathBuf> {
+pub fn component_file(root: &Path, folder: &str) -> eyre::Result<PathBuf> {
     if !root.is_dir() {
         bail!(missing_dir_message(root, None));
     }
@@ -303,7 +303,7 @@ fn looks_like(inputs: &[IoSpec]) -> Option<&'static str> {
     }
 }
 
-fn mismatch(file: &Path, what: &str, expected: &str, found: &[IoSpec]) -> color_eyre::Report {
+fn mismatch(file: &Path, what: &str, expected: &str, found: &[IoSpec]) -> eyre::Report {
     let folder = file
         .parent()
         .map(|d| d.display().to_string())
@@ -338,7 +338,7 @@ fn run_error(
     doing: &str,
     file: &Path,
     err: impl std::fmt::Display,
-) -> color_eyre::Report {
+) -> eyre::Report {
     let raw = err.to_string();
     match failure::out_of_memory(&raw) {
         Some(oom) => eyre!(failure::out_of_memory_message(
@@ -371,7 +371,7 @@ pub struct TextEncoder {
 }
 
 impl TextEncoder {
-    pub fn load(rt: &Runtime, file: &Path) -> color_eyre::Result<Self> {
+    pub fn load(rt: &Runtime, file: &Path) -> eyre::Result<Self> {
         let session = rt.session(file)?;
         let inputs = tensor::inputs(&session);
         let ids = find(&inputs, "input_ids")
@@ -419,7 +419,7 @@ impl TextEncoder {
     }
 
     /// Hidden states `[batch, 77, D]` for `batch` rows of 77 ids each.
-    pub fn encode(&mut self, ids: &[i64], batch: usize) -> color_eyre::Result<Array3<f32>> {
+    pub fn encode(&mut self, ids: &[i64], batch: usize) -> eyre::Result<Array3<f32>> {
         let out = self.run(ids, batch, false)?;
         Ok(out.into_dimensionality::<Ix3>()?)
     }
@@ -433,7 +433,7 @@ impl TextEncoder {
     /// transformers' CLIPTextModel pools) for `batch` rows of 77 ids: what CLIP's
     /// `text_projection` takes. Only this output is copied out; [`TextEncoder::encode`] is
     /// unchanged.
-    pub fn encode_pooled(&mut self, ids: &[i64], batch: usize) -> color_eyre::Result<Array2<f32>> {
+    pub fn encode_pooled(&mut self, ids: &[i64], batch: usize) -> eyre::Result<Array2<f32>> {
         if self.pooled.is_none() {
             return Err(eyre!(
                 "the text encoder {} has no pooler_output output (found {}); the CLIP score needs it\nFix: re-export the model with models/export.py, which writes last_hidden_state and pooler_output as Optimum does",
@@ -452,7 +452,7 @@ impl TextEncoder {
         ids: &[i64],
         batch: usize,
         pooled: bool,
-    ) -> color_eyre::Result<ndarray::ArrayD<f32>> {
+    ) -> eyre::Result<ndarray::ArrayD<f32>> {
         let input = tensor::int_input(ids, &[batch, ids.len() / batch], self.ids.elem)?;
         let start = Instant::now();
         let (memory, file) = (self.memory, &self.file);
@@ -518,7 +518,7 @@ struct DeviceBuffers {
 }
 
 impl Unet {
-    pub fn load(rt: &Runtime, file: &Path) -> color_eyre::Result<Self> {
+    pub fn load(rt: &Runtime, file: &Path) -> eyre::Result<Self> {
         let session = rt.session(file)?;
         let inputs = tensor::inputs(&session);
         let expected = "sample float[batch,4,h,w], timestep (0-d or 1-d), encoder_hidden_states float[batch,77,D]";
@@ -562,7 +562,7 @@ impl Unet {
         rt: &Runtime,
         context: ArrayView3<f32>,
         sample_shape: [usize; 4],
-    ) -> color_eyre::Result<()> {
+    ) -> eyre::Result<()> {
         use ort::memory::{AllocationDevice, Allocator, AllocatorType, MemoryInfo, MemoryType};
         use ort::value::DynTensor;
         let (memory, file) = (self.memory, self.file.clone());
@@ -691,7 +691,7 @@ impl Unet {
         sample: ArrayView4<f32>,
         t: f32,
         context: ArrayView3<f32>,
-    ) -> color_eyre::Result<Array4<f32>> {
+    ) -> eyre::Result<Array4<f32>> {
         self.predict_with(sample, t, context, None)
     }
 
@@ -703,7 +703,7 @@ impl Unet {
         t: f32,
         context: ArrayView3<f32>,
         options: Option<&RunOptions>,
-    ) -> color_eyre::Result<Array4<f32>> {
+    ) -> eyre::Result<Array4<f32>> {
         let batch = sample.shape()[0];
         let doing = self.doing(sample.shape());
         let shape = self.timestep_shape(batch);
@@ -742,7 +742,7 @@ impl Unet {
         x: ort::value::DynValue,
         ts: ort::value::DynValue,
         options: Option<&RunOptions>,
-    ) -> color_eyre::Result<Array4<f32>> {
+    ) -> eyre::Result<Array4<f32>> {
         use ort::value::DynTensorValueType;
         let (memory, file) = (self.memory, self.file.clone());
         let bound = self
@@ -812,7 +812,7 @@ pub struct VaeDecoder {
 }
 
 impl VaeDecoder {
-    pub fn load(rt: &Runtime, file: &Path) -> color_eyre::Result<Self> {
+    pub fn load(rt: &Runtime, file: &Path) -> eyre::Result<Self> {
         let session = rt.session(file)?;
         let inputs = tensor::inputs(&session);
         let input = find(&inputs, "latent_sample")
@@ -850,7 +850,7 @@ impl VaeDecoder {
     }
 
     /// Image `[batch, 3, H, W]`, roughly in [-1, 1], from already-unscaled latents.
-    pub fn decode(&mut self, latents: ArrayView4<f32>) -> color_eyre::Result<Array4<f32>> {
+    pub fn decode(&mut self, latents: ArrayView4<f32>) -> eyre::Result<Array4<f32>> {
         self.decode_with(latents, None)
     }
 
@@ -859,7 +859,7 @@ impl VaeDecoder {
         &mut self,
         latents: ArrayView4<f32>,
         options: Option<&RunOptions>,
-    ) -> color_eyre::Result<Array4<f32>> {
+    ) -> eyre::Result<Array4<f32>> {
         let [b, _, h, w] = latents.shape() else {
             bail!(
                 "latents of shape {:?}, expected [batch, 4, h, w]",
@@ -922,7 +922,7 @@ pub struct Model {
 /// host's memory on the CPU (0, no limit, where neither can be read).
 pub fn default_unet_budget(gpu: bool) -> u64 {
     let mib = if gpu {
-        crate::doctor::query_gpu()
+        crate::runtime::query_gpu()
             .and_then(|g| g.memory.split_whitespace().next()?.parse::<u64>().ok())
             .map(|m| m * 7 / 10)
     } else {
@@ -967,7 +967,7 @@ fn folder_bytes(dir: &Path) -> u64 {
 
 impl Model {
     /// Opens the folder obeying its scheduler config; see [`Model::open_with`].
-    pub fn open(rt: &Runtime, root: &Path, variants: Vec<Variant>) -> color_eyre::Result<Self> {
+    pub fn open(rt: &Runtime, root: &Path, variants: Vec<Variant>) -> eyre::Result<Self> {
         Self::open_with(rt, root, variants, SchedulerConfigSource::File)
     }
 
@@ -979,7 +979,7 @@ impl Model {
         root: &Path,
         variants: Vec<Variant>,
         scheduler: SchedulerConfigSource,
-    ) -> color_eyre::Result<Self> {
+    ) -> eyre::Result<Self> {
         let mut load_times = Vec::new();
         let te_file = component_file(root, BASE_TEXT_ENCODER)?;
         let vae_file = component_file(root, "vae_decoder")?;
@@ -1049,7 +1049,7 @@ impl Model {
     }
 
     /// The variant called `name` (its name or its folder), or an error listing the known ones.
-    pub fn variant(&self, name: &str) -> color_eyre::Result<&Variant> {
+    pub fn variant(&self, name: &str) -> eyre::Result<&Variant> {
         self.variants
             .iter()
             .find(|v| v.name == name || v.folder == name)
@@ -1101,7 +1101,7 @@ impl Model {
     }
 
     /// The UNet of `variant`, loading it on first use.
-    pub fn unet(&mut self, rt: &Runtime, variant: &str) -> color_eyre::Result<&mut Unet> {
+    pub fn unet(&mut self, rt: &Runtime, variant: &str) -> eyre::Result<&mut Unet> {
         let v = self.variant(variant)?.clone();
         let folder = v.folder.clone();
         if let Some(i) = self.unets.iter().position(|(f, _)| *f == folder) {
@@ -1168,7 +1168,7 @@ impl Model {
 
     /// The CLIP scorer, loading it on first use: `Ok(None)` when the folder has none, an error
     /// (cause and fix) when it is there but broken or made for another text encoder.
-    pub fn clip_scorer(&mut self, rt: &Runtime) -> color_eyre::Result<Option<&mut ClipScorer>> {
+    pub fn clip_scorer(&mut self, rt: &Runtime) -> eyre::Result<Option<&mut ClipScorer>> {
         if self.clip.is_none() {
             let start = Instant::now();
             let Some(scorer) = ClipScorer::open(rt, &self.root)? else {
@@ -1204,7 +1204,7 @@ impl Model {
         rt: &Runtime,
         image: &image::RgbImage,
         ids: &[i64],
-    ) -> color_eyre::Result<Option<ClipScore>> {
+    ) -> eyre::Result<Option<ClipScore>> {
         if self.clip_scorer(rt)?.is_none() {
             return Ok(None);
         }
@@ -1219,7 +1219,7 @@ impl Model {
         rt: &Runtime,
         image: &image::RgbImage,
         prompt: &str,
-    ) -> color_eyre::Result<Option<ClipScore>> {
+    ) -> eyre::Result<Option<ClipScore>> {
         let ids = self.tokenizer.encode(prompt)?.ids_i64();
         self.clip_score_ids(rt, image, &ids)
     }
@@ -1246,7 +1246,7 @@ impl Model {
         &mut self,
         rt: &Runtime,
         variant: &str,
-    ) -> color_eyre::Result<&mut TextEncoder> {
+    ) -> eyre::Result<&mut TextEncoder> {
         let v = self.variant(variant)?.clone();
         let folder = v.text_encoder_folder().to_string();
         if folder == BASE_TEXT_ENCODER {
@@ -1299,7 +1299,7 @@ mod tests {
 
     /// The embedded tiny model on the CPU wheel.
     fn tiny_on_cpu() -> (crate::runtime::Runtime, Model) {
-        let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        let root = std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
         let rt = crate::runtime::Runtime::init(
             &crate::runtime::SearchPlan::new(None, Some(&root)),
             crate::runtime::Device::Cpu,

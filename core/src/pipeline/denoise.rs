@@ -7,7 +7,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use color_eyre::eyre::eyre;
+use eyre::eyre;
 use ndarray::{Array4, ArrayView3, ArrayView4, Axis, concatenate, s};
 
 use super::numerics::{self, NonFinite, StepAt, Tensor};
@@ -23,7 +23,7 @@ pub trait Denoiser {
         sample: ArrayView4<f32>,
         t: f32,
         context: ArrayView3<f32>,
-    ) -> color_eyre::Result<Array4<f32>>;
+    ) -> eyre::Result<Array4<f32>>;
 }
 
 impl Denoiser for crate::models::Unet {
@@ -32,7 +32,7 @@ impl Denoiser for crate::models::Unet {
         sample: ArrayView4<f32>,
         t: f32,
         context: ArrayView3<f32>,
-    ) -> color_eyre::Result<Array4<f32>> {
+    ) -> eyre::Result<Array4<f32>> {
         crate::models::Unet::predict(self, sample, t, context)
     }
 }
@@ -93,7 +93,7 @@ pub fn denoise(
     cond: &Conditioning,
     cancel: &AtomicBool,
     on_step: &mut dyn FnMut(StepEvent),
-) -> color_eyre::Result<(Array4<f32>, Vec<StepTiming>)> {
+) -> eyre::Result<(Array4<f32>, Vec<StepTiming>)> {
     let guided = cond.context.shape()[0] == 2;
     let timesteps = scheduler.timesteps().to_vec();
     let model_timesteps = scheduler.model_timesteps();
@@ -175,7 +175,7 @@ mod tests {
             sample: ArrayView4<f32>,
             t: f32,
             context: ArrayView3<f32>,
-        ) -> color_eyre::Result<Array4<f32>> {
+        ) -> eyre::Result<Array4<f32>> {
             let t = t as i64;
             assert_eq!(
                 sample.shape()[0],
@@ -231,7 +231,7 @@ mod tests {
 
     /// The loop's result, the fakes after it, and the (index, timestep) of every event.
     type Outcome = (
-        color_eyre::Result<Array4<f32>>,
+        eyre::Result<Array4<f32>>,
         FakeUnet,
         FakeScheduler,
         Vec<(usize, i64)>,
@@ -320,7 +320,7 @@ mod tests {
             sample: ArrayView4<f32>,
             _t: f32,
             _context: ArrayView3<f32>,
-        ) -> color_eyre::Result<Array4<f32>> {
+        ) -> eyre::Result<Array4<f32>> {
             self.calls += 1;
             let mut out = Array4::from_elem(sample.raw_dim(), 1.0);
             if self.calls == self.bad {
@@ -335,7 +335,7 @@ mod tests {
         sched: &mut dyn Scheduler,
         guidance: f32,
         rows: usize,
-    ) -> (color_eyre::Result<Array4<f32>>, Vec<usize>) {
+    ) -> (eyre::Result<Array4<f32>>, Vec<usize>) {
         let context = Array3::<f32>::zeros((rows, 77, 8));
         let mut events = Vec::new();
         let res = denoise(
