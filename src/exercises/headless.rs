@@ -227,7 +227,7 @@ pub fn run_exercise(
         .runs
         .iter()
         .enumerate()
-        .map(|(i, s)| TableRow::new(s, i == ex.baseline))
+        .map(|(i, s)| s.table_row(i == ex.baseline))
         .collect();
     let mut images = vec![None; n];
     let mut reports = vec![None; n];
@@ -1003,7 +1003,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("out");
         let ex = default_exercises().remove(0);
-        let rows: Vec<TableRow> = ex.runs.iter().map(|s| TableRow::new(s, false)).collect();
+        let rows: Vec<TableRow> = ex.runs.iter().map(|s| s.table_row(false)).collect();
         let images = vec![Some(RgbImage::new(4, 4)), None, Some(RgbImage::new(4, 4))];
         let reports = vec![None, None, None];
         let a = save_exercise(&root, &ex, &rows, &images, &reports, &[]).unwrap();
@@ -1040,7 +1040,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("out/deeper");
         let ex = default_exercises().remove(0);
-        let rows: Vec<TableRow> = ex.runs.iter().map(|s| TableRow::new(s, false)).collect();
+        let rows: Vec<TableRow> = ex.runs.iter().map(|s| s.table_row(false)).collect();
         let img = RgbImage::from_fn(64, 64, |x, y| image::Rgb([(x * 9) as u8, (y * 5) as u8, 7]));
         let images = vec![Some(img.clone()), Some(img), None];
         let reports = vec![None, None, None];
@@ -1074,7 +1074,7 @@ mod tests {
         let file = dir.path().join("results");
         std::fs::write(&file, b"not a folder").unwrap();
         let ex = default_exercises().remove(0);
-        let rows: Vec<TableRow> = ex.runs.iter().map(|s| TableRow::new(s, false)).collect();
+        let rows: Vec<TableRow> = ex.runs.iter().map(|s| s.table_row(false)).collect();
         let err = save_exercise(&file.join("out"), &ex, &rows, &[], &[], &[]).unwrap_err();
         assert!(
             err.to_string().starts_with(&format!(
@@ -1095,7 +1095,7 @@ mod tests {
             .runs
             .iter()
             .enumerate()
-            .map(|(i, s)| TableRow::new(s, i == 0))
+            .map(|(i, s)| s.table_row(i == 0))
             .collect();
         for (i, row) in rows.iter_mut().enumerate() {
             row.state = RowState::Finished;
@@ -1158,7 +1158,7 @@ mod tests {
     fn the_report_says_where_its_numbers_come_from() {
         let dir = tempfile::tempdir().unwrap();
         let ex = default_exercises().remove(2);
-        let rows: Vec<TableRow> = ex.runs.iter().map(|s| TableRow::new(s, false)).collect();
+        let rows: Vec<TableRow> = ex.runs.iter().map(|s| s.table_row(false)).collect();
         let tiny = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/tiny");
         let reports: Vec<Option<RunReport>> = (0..ex.runs.len())
             .map(|i| {
