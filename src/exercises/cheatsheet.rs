@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use color_eyre::eyre::{WrapErr, eyre};
 use serde::{Deserialize, Serialize};
 
-use crate::report::table::{RowState, TableRow, format_ms};
+use crate::report::table::{RowState, TableRow, format_ms, speedup};
 use crate::report::write_atomic;
 use crate::schedulers::SchedulerKind;
 
@@ -387,8 +387,8 @@ pub fn measured_line(rows: &[TableRow]) -> Option<String> {
         .filter(|_| alternative.state == RowState::Finished)
     {
         parts.push(format!("{}: {}", alternative.label, format_ms(a)));
-        if t > 0.0 {
-            parts.push(format!("{:.2}× the speed", a / t));
+        if let Some(s) = speedup(a, t) {
+            parts.push(format!("{s:.2}× the speed"));
         }
     }
     if let Some(q) = choice.quality {

@@ -227,7 +227,7 @@ pub fn run_exercise(
         .runs
         .iter()
         .enumerate()
-        .map(|(i, s)| TableRow::new(s, i == ex.baseline))
+        .map(|(i, s)| s.table_row(i == ex.baseline))
         .collect();
     let mut images = vec![None; n];
     let mut reports = vec![None; n];
@@ -785,7 +785,8 @@ fn timings_csv(
     )?)
 }
 
-/// `report.md`: the exercise, its numbers and its images, linked by relative paths.
+/// `report.md`: the exercise, its numbers and its images, linked by relative paths. Its
+/// sections in order: the exercise, the table, the predictions, what happened, the sources.
 fn report_markdown(
     ex: &Exercise,
     rows: &[TableRow],
@@ -794,21 +795,25 @@ fn report_markdown(
     predictions: &[Option<f64>],
     provenance: &Provenance,
 ) -> String {
+    let first = reports.iter().flatten().next();
+    let kind = first.map_or(crate::models::ModelKind::Sd15, |r| r.model_kind);
+    [
+        markdown_exercise(ex, first),
+        markdown_table(rows, images),
+        markdown_predictions(ex, rows, predictions),
+        markdown_what_happened(ex, rows, kind),
+        markdown_sources(ex, provenance),
+    ]
+    .concat()
+}
+
+/// report.md's head: title, what the exercise shows, prompt, seed, where it ran, the contact
+/// sheet (`first`: the first finished run's report, if any).
+fn markdown_exercise(ex: &Exercise, first: Option<&RunReport>) -> String {
     use std::fmt::Write;
     let mut md = String::new();
-    let first = reports.iter().flatten().next();
-    let _ = writeln!(
-        md,
-        "# Exercise {}: {}
-",
-        ex.number, ex.title
-    );
-    let _ = writeln!(
-        md,
-        "{}
-",
-        ex.about
-    );
+    let _ = writeln!(md, "# Exercise {}: {}\n", ex.number, ex.title);
+    let _ = writeln!(md, "{}\n", ex.about);
     let _ = writeln!(md, "- prompt: `{}`", ex.prompt);
     let noise = first
         .map(|r| format!(", {} noise", r.rng))
@@ -824,17 +829,15 @@ fn report_markdown(
             r.model_kind.aside()
         );
     }
-    let _ = writeln!(
-        md,
-        "
-![the runs side by side]({CONTACT_SHEET})
-"
-    );
-    let _ = writeln!(
-        md,
-        "## Timings and quality
-"
-    );
+    let _ = writeln!(md, "\n![the runs side by side]({CONTACT_SHEET})\n");
+    md
+}
+
+/// report.md's "Timings and quality": one table line per run, its image linked.
+fn markdown_table(rows: &[TableRow], images: &[Option<String>]) -> String {
+    use std::fmt::Write;
+    let mut md = String::new();
+    let _ = writeln!(md, "## Timings and quality\n");
     let _ = writeln!(
         md,
         "Quality compares each image with the baseline run's, pixel by pixel (SSIM 1 = identical); \
@@ -880,49 +883,68 @@ fn report_markdown(
             cell(row.vae_ms),
         );
     }
-    if !ex.questions.is_empty() {
-        let _ = writeln!(
-            md,
-            "
-## Predictions
-"
-        );
-        for (i, q) in ex.questions.iter().enumerate() {
-            let measured = q.measure.value(rows);
-            let said = predictions.get(i).copied().flatten();
-            let verdict = match (said, measured) {
-                (Some(p), Some(m)) => crate::exercises::judge(p, m),
-                (None, Some(m)) => format!("measured {}", crate::exercises::times(m)),
-                (Some(p), None) => format!(
-                    "you said {}; not measured (the runs did not all finish)",
-                    crate::exercises::times(p)
-                ),
-                (None, None) => "not measured (the runs did not all finish)".into(),
-            };
-            let _ = writeln!(md, "- {} — {verdict}", q.text);
-        }
+    md
+}
+
+/// report.md's "Predictions": each question, what the user said against what was measured
+/// (nothing for an exercise without questions).
+fn markdown_predictions(ex: &Exercise, rows: &[TableRow], predictions: &[Option<f64>]) -> String {
+    use std::fmt::Write;
+    let mut md = String::new();
+    if ex.questions.is_empty() {
+        return md;
     }
-    let kind = first.map_or(crate::models::ModelKind::Sd15, |r| r.model_kind);
+    let _ = writeln!(md, "\n## Predictions\n");
+    for (i, q) in ex.questions.iter().enumerate() {
+        let measured = q.measure.value(rows);
+        let said = predictions.get(i).copied().flatten();
+        let verdict = match (said, measured) {
+            (Some(p), Some(m)) => crate::exercises::judge(p, m),
+            (None, Some(m)) => format!("measured {}", crate::exercises::times(m)),
+            (Some(p), None) => format!(
+                "you said {}; not measured (the runs did not all finish)",
+                crate::exercises::times(p)
+            ),
+            (None, None) => "not measured (the runs did not all finish)".into(),
+        };
+        let _ = writeln!(md, "- {} — {verdict}", q.text);
+    }
+    md
+}
+
+/// report.md's "What happened": [`what_happened`]'s notes as a list (indented notes nested
+/// under the one before); nothing when there are none.
+fn markdown_what_happened(
+    ex: &Exercise,
+    rows: &[TableRow],
+    kind: crate::models::ModelKind,
+) -> String {
+    use std::fmt::Write;
+    let mut md = String::new();
     let notes = what_happened(ex, rows, kind);
-    if !notes.is_empty() {
-        let _ = writeln!(
-            md,
-            "
-## What happened
-"
-        );
-        for n in notes {
-            // Indented notes continue the one before: a nested item.
-            match n.strip_prefix("  ") {
-                Some(more) => {
-                    let _ = writeln!(md, "  - {}", more.trim_start());
-                }
-                None => {
-                    let _ = writeln!(md, "- {n}");
-                }
+    if notes.is_empty() {
+        return md;
+    }
+    let _ = writeln!(md, "\n## What happened\n");
+    for n in notes {
+        // Indented notes continue the one before: a nested item.
+        match n.strip_prefix("  ") {
+            Some(more) => {
+                let _ = writeln!(md, "  - {}", more.trim_start());
+            }
+            None => {
+                let _ = writeln!(md, "- {n}");
             }
         }
     }
+    md
+}
+
+/// report.md's end: where the numbers come from (the UNet variants the runs used, each once)
+/// and the data files beside it.
+fn markdown_sources(ex: &Exercise, provenance: &Provenance) -> String {
+    use std::fmt::Write;
+    let mut md = String::new();
     let mut unets: Vec<&str> = Vec::new();
     for r in &ex.runs {
         if !unets.contains(&r.unet.as_str()) {
@@ -1003,7 +1025,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("out");
         let ex = default_exercises().remove(0);
-        let rows: Vec<TableRow> = ex.runs.iter().map(|s| TableRow::new(s, false)).collect();
+        let rows: Vec<TableRow> = ex.runs.iter().map(|s| s.table_row(false)).collect();
         let images = vec![Some(RgbImage::new(4, 4)), None, Some(RgbImage::new(4, 4))];
         let reports = vec![None, None, None];
         let a = save_exercise(&root, &ex, &rows, &images, &reports, &[]).unwrap();
@@ -1040,7 +1062,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("out/deeper");
         let ex = default_exercises().remove(0);
-        let rows: Vec<TableRow> = ex.runs.iter().map(|s| TableRow::new(s, false)).collect();
+        let rows: Vec<TableRow> = ex.runs.iter().map(|s| s.table_row(false)).collect();
         let img = RgbImage::from_fn(64, 64, |x, y| image::Rgb([(x * 9) as u8, (y * 5) as u8, 7]));
         let images = vec![Some(img.clone()), Some(img), None];
         let reports = vec![None, None, None];
@@ -1074,7 +1096,7 @@ mod tests {
         let file = dir.path().join("results");
         std::fs::write(&file, b"not a folder").unwrap();
         let ex = default_exercises().remove(0);
-        let rows: Vec<TableRow> = ex.runs.iter().map(|s| TableRow::new(s, false)).collect();
+        let rows: Vec<TableRow> = ex.runs.iter().map(|s| s.table_row(false)).collect();
         let err = save_exercise(&file.join("out"), &ex, &rows, &[], &[], &[]).unwrap_err();
         assert!(
             err.to_string().starts_with(&format!(
@@ -1095,7 +1117,7 @@ mod tests {
             .runs
             .iter()
             .enumerate()
-            .map(|(i, s)| TableRow::new(s, i == 0))
+            .map(|(i, s)| s.table_row(i == 0))
             .collect();
         for (i, row) in rows.iter_mut().enumerate() {
             row.state = RowState::Finished;
@@ -1158,7 +1180,7 @@ mod tests {
     fn the_report_says_where_its_numbers_come_from() {
         let dir = tempfile::tempdir().unwrap();
         let ex = default_exercises().remove(2);
-        let rows: Vec<TableRow> = ex.runs.iter().map(|s| TableRow::new(s, false)).collect();
+        let rows: Vec<TableRow> = ex.runs.iter().map(|s| s.table_row(false)).collect();
         let tiny = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/tiny");
         let reports: Vec<Option<RunReport>> = (0..ex.runs.len())
             .map(|i| {

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::models::{ModelKind, ModelPrompts};
 use crate::pipeline::Request;
-use crate::report::table::{RowState, TableRow};
+use crate::report::table::{RowState, RunSettings, TableRow, speedup};
 use crate::rng::RngSource;
 use crate::schedulers::{SchedulerKind, SchedulerOptions};
 
@@ -102,7 +102,11 @@ impl Measure {
         };
         let num = field(finished(run)?)?;
         let den = field(finished(over)?)?;
-        (den > 0.0 && num.is_finite()).then(|| num / den)
+        match self {
+            // A speedup as every table has it: none against a zero time.
+            Measure::Speedup { .. } => speedup(num, den),
+            Measure::StepCostRatio { .. } => (den > 0.0 && num.is_finite()).then(|| num / den),
+        }
     }
 
     /// The run indices it reads.
@@ -226,6 +230,21 @@ impl Exercise {
 }
 
 impl RunSpec {
+    /// A pending table row for this run, which its events then fill in
+    /// ([`TableRow::apply`]).
+    pub fn table_row(&self, is_baseline: bool) -> TableRow {
+        TableRow::new(
+            RunSettings {
+                label: self.label.clone(),
+                scheduler: self.scheduler.to_string(),
+                steps: self.steps,
+                cfg: self.cfg,
+                unet: self.unet.clone(),
+            },
+            is_baseline,
+        )
+    }
+
     /// This run's pipeline request, with `prompt` and `seed` where the run does not set its own
     /// (the model's native size, no CLIP score).
     pub fn request(
@@ -555,7 +574,7 @@ mod tests {
     use super::*;
 
     fn row(ex: &Exercise, i: usize, total: f64, per_step: f64, text: f64, vae: f64) -> TableRow {
-        let mut r = TableRow::new(&ex.runs[i], i == ex.baseline);
+        let mut r = ex.runs[i].table_row(i == ex.baseline);
         r.state = RowState::Finished;
         r.steps_done = ex.runs[i].steps;
         r.total_ms = Some(total);
@@ -589,6 +608,13 @@ mod tests {
         assert_eq!(speedup.value(&rows), None, "not finished");
         assert_eq!(Measure::Speedup { run: 5, over: 0 }.value(&rows), None);
         assert_eq!(ex.questions[0].measure, speedup);
+    }
+
+    #[test]
+    fn a_speedup_over_a_zero_time_baseline_is_not_measured() {
+        let (_, mut rows) = exercise_1_rows();
+        rows[0].total_ms = Some(0.0);
+        assert_eq!(Measure::Speedup { run: 1, over: 0 }.value(&rows), None);
     }
 
     #[test]
@@ -632,7 +658,7 @@ mod tests {
         let rows = vec![
             row(&lcm, 0, 500.0, 20.0, 40.0, 60.0),
             row(&lcm, 1, 180.0, 10.0, 20.0, 60.0),
-            TableRow::new(&lcm.runs[2], false),
+            lcm.runs[2].table_row(false),
         ];
         let all = what_happened(&lcm, &rows, ModelKind::Sd15).join("\n");
         assert!(

@@ -1,16 +1,19 @@
-//! The live timing table of an exercise: one row per run, filled in from worker events while the
-//! run goes (partial numbers marked) and from its report when it ends. The TUI draws these rows;
-//! the headless `speedscape exercise` prints them with [`format_table`].
+//! The timing table of an exercise: one row per run, filled in from worker events while the run
+//! goes (partial numbers marked) and from its report when it ends. [`TableRow::apply`] is the one
+//! fold of a run's events into its row: the TUI, `speedscape exercise` and the saved reports all
+//! build their rows with it; [`with_speedups`] and [`speedup`] say what a speedup is, for them and
+//! for the sweeps. The TUI draws these rows; the headless `speedscape exercise` prints them with
+//! [`format_table`].
 
 use image::RgbImage;
 use serde::Serialize;
 
 use crate::quality::{Quality, compare};
 
-use crate::exercises::RunSpec;
 use crate::worker::Event;
 
-/// One row, as displayed. Times in milliseconds; `None` where not known yet.
+/// One row, as displayed. Times in milliseconds; `None` where not known (yet): the table shows
+/// its "no value" mark there, never a made-up 0.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct TableRow {
     pub label: String,
@@ -23,13 +26,14 @@ pub struct TableRow {
     pub total_ms: Option<f64>,
     pub text_ms: Option<f64>,
     pub unet_ms: Option<f64>,
+    /// `None` for a run with no step done (nothing to divide by).
     pub unet_ms_per_step: Option<f64>,
     pub vae_ms: Option<f64>,
     /// Scheduler time summed over the steps so far.
     pub scheduler_ms: Option<f64>,
     /// Denoising steps per second (UNet + scheduler time only).
     pub its: Option<f64>,
-    /// Baseline total time ÷ this run's total time.
+    /// Baseline total time ÷ this run's total time (see [`speedup`]).
     pub speedup: Option<f64>,
     pub is_baseline: bool,
     /// The finished image against the baseline's (`None` for the baseline itself, or while
@@ -56,43 +60,53 @@ pub enum RowState {
 /// fed the run's events with [`TableRow::apply`].
 pub type RunRow = TableRow;
 
+/// What a run was asked to do, as its row's settings columns show it: what [`TableRow::new`]
+/// takes (the exercises fill it in from their run specs).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunSettings {
+    pub label: String,
+    /// The scheduler's name as the table shows it (`ddpm`, `dpmpp`, `lcm`).
+    pub scheduler: String,
+    pub steps: usize,
+    /// Classifier-free guidance scale.
+    pub cfg: f32,
+    /// UNet variant name.
+    pub unet: String,
+}
+
 fn ms(d: std::time::Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
 impl TableRow {
-    /// A pending row for `spec`.
-    pub fn new(spec: &RunSpec, is_baseline: bool) -> Self {
+    /// A pending row for a run of `settings`.
+    pub fn new(settings: RunSettings, is_baseline: bool) -> Self {
+        let RunSettings {
+            label,
+            scheduler,
+            steps,
+            cfg,
+            unet,
+        } = settings;
         Self {
-            label: spec.label.clone(),
-            scheduler: spec.scheduler.to_string(),
-            steps: spec.steps,
-            cfg: spec.cfg,
-            unet: spec.unet.clone(),
+            label,
+            scheduler,
+            steps,
+            cfg,
+            unet,
             is_baseline,
             ..Self::default()
         }
     }
 
-    /// Folds one event of this row's run into it (the caller routes events by run id;
-    /// `Ready`, `Fatal` and `Preview` change nothing).
+    /// Folds one event of this row's run into it: the one place worker events become table
+    /// numbers. The caller routes events by run id; `Ready`, `Fatal` and `Preview` change
+    /// nothing, and a step older than one already counted (out of order) is dropped.
     pub fn apply(&mut self, ev: &Event) {
         match ev {
             Event::Ready(_) | Event::Fatal { .. } | Event::Preview { .. } => {}
             Event::Loading { .. } | Event::Loaded { .. } => self.state = RowState::Loading,
-            Event::Started { total_steps, .. } => {
-                *self = Self {
-                    label: std::mem::take(&mut self.label),
-                    scheduler: std::mem::take(&mut self.scheduler),
-                    unet: std::mem::take(&mut self.unet),
-                    steps: *total_steps,
-                    cfg: self.cfg,
-                    is_baseline: self.is_baseline,
-                    state: RowState::Running,
-                    partial: true,
-                    ..Self::default()
-                };
-            }
+            Event::Started { total_steps, .. } => self.start(*total_steps),
             Event::Encoded { text, .. } => self.text_ms = Some(ms(*text)),
             Event::Step {
                 index,
@@ -101,58 +115,100 @@ impl TableRow {
                 elapsed,
                 ..
             } => {
-                self.steps_done = index + 1;
-                self.steps = *total;
-                let unet = self.unet_ms.unwrap_or(0.0) + ms(timing.unet);
-                let sched = self.scheduler_ms.unwrap_or(0.0) + ms(timing.scheduler);
-                self.unet_ms = Some(unet);
-                self.scheduler_ms = Some(sched);
-                self.unet_ms_per_step = Some(unet / self.steps_done as f64);
-                self.its = its(self.steps_done, unet + sched);
-                self.total_ms = Some(ms(*elapsed));
-                self.partial = true;
+                if *index >= self.steps_done {
+                    self.step(*index, *total, timing, *elapsed);
+                }
             }
-            Event::Finished { report, .. } => {
-                let t = &report.timings;
-                let n = t.unet.len();
-                let unet = ms(t.unet_total());
-                let sched = ms(t.scheduler_total());
-                self.steps = report.steps.max(n);
-                self.steps_done = n;
-                self.total_ms = Some(ms(t.total));
-                self.text_ms = Some(ms(t.text));
-                self.unet_ms = Some(unet);
-                self.scheduler_ms = Some(sched);
-                self.unet_ms_per_step = (n > 0).then(|| unet / n as f64);
-                self.vae_ms = Some(ms(t.vae));
-                self.its = its(n, unet + sched);
-                self.partial = false;
-                self.state = RowState::Finished;
-            }
+            Event::Finished { report, .. } => self.finish(&report.timings, report.steps),
             Event::Cancelled { .. } => self.state = RowState::Cancelled,
             Event::Failed { .. } => self.state = RowState::Failed,
         }
     }
+
+    /// `Started`: a fresh attempt, so the numbers of any earlier one go.
+    fn start(&mut self, total_steps: usize) {
+        *self = Self {
+            label: std::mem::take(&mut self.label),
+            scheduler: std::mem::take(&mut self.scheduler),
+            unet: std::mem::take(&mut self.unet),
+            steps: total_steps,
+            cfg: self.cfg,
+            is_baseline: self.is_baseline,
+            state: RowState::Running,
+            partial: true,
+            ..Self::default()
+        };
+    }
+
+    /// Step `index` of `total` done: the sums so far, marked partial.
+    fn step(
+        &mut self,
+        index: usize,
+        total: usize,
+        timing: &crate::pipeline::StepTiming,
+        elapsed: std::time::Duration,
+    ) {
+        self.state = RowState::Running;
+        self.steps_done = index + 1;
+        self.steps = total;
+        let unet = self.unet_ms.unwrap_or(0.0) + ms(timing.unet);
+        let sched = self.scheduler_ms.unwrap_or(0.0) + ms(timing.scheduler);
+        self.unet_ms = Some(unet);
+        self.scheduler_ms = Some(sched);
+        self.unet_ms_per_step = per_step(unet, self.steps_done);
+        self.its = its(self.steps_done, unet + sched);
+        self.total_ms = Some(ms(elapsed));
+        self.partial = true;
+    }
+
+    /// `Finished`: the report's timings replace the partial numbers.
+    fn finish(&mut self, t: &crate::pipeline::Timings, steps: usize) {
+        let n = t.unet.len();
+        let unet = ms(t.unet_total());
+        let sched = ms(t.scheduler_total());
+        self.steps = steps.max(n);
+        self.steps_done = n;
+        self.total_ms = Some(ms(t.total));
+        self.text_ms = Some(ms(t.text));
+        self.unet_ms = Some(unet);
+        self.scheduler_ms = Some(sched);
+        self.unet_ms_per_step = per_step(unet, n);
+        self.vae_ms = Some(ms(t.vae));
+        self.its = its(n, unet + sched);
+        self.partial = false;
+        self.state = RowState::Finished;
+    }
+}
+
+/// UNet time per step; `None` for no steps (not 0, not NaN).
+fn per_step(unet_ms: f64, steps: usize) -> Option<f64> {
+    (steps > 0).then(|| unet_ms / steps as f64)
 }
 
 fn its(steps: usize, denoise_ms: f64) -> Option<f64> {
     (steps > 0 && denoise_ms > 0.0).then(|| steps as f64 / (denoise_ms / 1e3))
 }
 
-/// Sets every row's speedup to the baseline's total time ÷ its own, where both runs finished
-/// (`None` elsewhere; the baseline itself gets 1).
+/// How many times faster a run of `ms` is than a baseline of `baseline_ms`: `None` unless both
+/// times are positive and finite (a zero baseline gives no speedup, not a misleading 0×).
+pub fn speedup(baseline_ms: f64, ms: f64) -> Option<f64> {
+    let ok = |t: f64| t.is_finite() && t > 0.0;
+    (ok(baseline_ms) && ok(ms)).then(|| baseline_ms / ms)
+}
+
+/// Sets every row's speedup to the baseline's total time ÷ its own ([`speedup`]), where both
+/// runs finished (`None` elsewhere; the baseline itself gets 1).
 pub fn with_speedups(rows: &mut [TableRow], baseline: usize) {
     let done = |r: &TableRow| {
         (r.state == RowState::Finished)
             .then_some(r.total_ms)
             .flatten()
-            .filter(|t| *t > 0.0)
     };
     let base = rows.get(baseline).and_then(done);
     for (i, row) in rows.iter_mut().enumerate() {
         row.is_baseline = i == baseline;
         row.speedup = match (base, done(row)) {
-            (Some(b), Some(t)) => Some(b / t),
+            (Some(b), Some(t)) => speedup(b, t),
             _ => None,
         };
     }
@@ -293,10 +349,26 @@ pub fn format_table(rows: &[TableRow]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::exercises::default_exercises;
     use crate::pipeline::{RunReport, StepTiming, Timings};
     use crate::runtime::Provider;
     use std::time::Duration;
+
+    /// Exercise 1's runs: DDPM 50 (the baseline), DPM-Solver++ 20 and 10.
+    fn exercise_1() -> Vec<RunSettings> {
+        [
+            ("DDPM 50", "ddpm", 50),
+            ("DPM-Solver++ 20", "dpmpp", 20),
+            ("DPM-Solver++ 10", "dpmpp", 10),
+        ]
+        .map(|(label, scheduler, steps)| RunSettings {
+            label: label.into(),
+            scheduler: scheduler.into(),
+            steps,
+            cfg: 7.5,
+            unet: "base".into(),
+        })
+        .to_vec()
+    }
 
     fn msd(v: f64) -> Duration {
         Duration::from_secs_f64(v / 1e3)
@@ -365,8 +437,7 @@ mod tests {
 
     #[test]
     fn steps_fill_in_partial_numbers_and_the_report_replaces_them() {
-        let ex = &default_exercises()[0];
-        let mut row = TableRow::new(&ex.runs[0], true);
+        let mut row = TableRow::new(exercise_1().remove(0), true);
         assert_eq!(row.state, RowState::Pending);
         row.apply(&Event::Loading {
             run: 1,
@@ -413,8 +484,8 @@ mod tests {
 
     #[test]
     fn cancelled_and_failed_rows_keep_their_partial_numbers() {
-        let spec = &default_exercises()[0].runs[0];
-        let mut row = TableRow::new(spec, false);
+        let spec = exercise_1().remove(0);
+        let mut row = TableRow::new(spec.clone(), false);
         row.apply(&Event::Started {
             run: 1,
             total_steps: 50,
@@ -437,8 +508,7 @@ mod tests {
 
     #[test]
     fn a_second_start_clears_the_numbers_of_an_earlier_attempt() {
-        let spec = &default_exercises()[0].runs[1];
-        let mut row = TableRow::new(spec, false);
+        let mut row = TableRow::new(exercise_1().remove(1), false);
         row.apply(&finished(3, 10.0, 1.0, 5.0, 5.0));
         row.apply(&Event::Started {
             run: 2,
@@ -452,12 +522,12 @@ mod tests {
     }
 
     fn rows_done(totals: &[Option<f64>]) -> Vec<TableRow> {
-        let ex = &default_exercises()[0];
         totals
             .iter()
+            .zip(exercise_1())
             .enumerate()
-            .map(|(i, t)| {
-                let mut r = TableRow::new(&ex.runs[i], i == 0);
+            .map(|(i, (t, settings))| {
+                let mut r = TableRow::new(settings, i == 0);
                 if let Some(t) = t {
                     r.state = RowState::Finished;
                     r.total_ms = Some(*t);
@@ -488,10 +558,8 @@ mod tests {
 
     #[test]
     fn the_table_aligns_columns_marks_partial_numbers_and_the_baseline() {
-        let ex = &default_exercises()[0];
-        let mut rows: Vec<TableRow> = ex
-            .runs
-            .iter()
+        let mut rows: Vec<TableRow> = exercise_1()
+            .into_iter()
             .enumerate()
             .map(|(i, s)| TableRow::new(s, i == 0))
             .collect();
@@ -575,5 +643,52 @@ mod tests {
             3,
             "{text}"
         );
+    }
+    #[test]
+    fn a_run_with_no_steps_has_no_ms_per_step_and_the_table_says_so() {
+        let mut row = TableRow::new(exercise_1().remove(1), false);
+        row.apply(&finished(0, 12.0, 0.5, 6.0, 20.0));
+        assert_eq!(row.state, RowState::Finished);
+        assert_eq!(row.unet_ms, Some(0.0), "no UNet time at all");
+        assert_eq!(
+            row.unet_ms_per_step, None,
+            "nothing to divide by: not 0, not NaN"
+        );
+        assert_eq!(row.its, None);
+        let table = format_table(&[row]);
+        let lines: Vec<&str> = table.lines().collect();
+        let end = lines[0].find("ms/step").unwrap() + "ms/step".len();
+        assert_eq!(&lines[1][end - 1..end], "-", "{table}");
+    }
+
+    #[test]
+    fn a_zero_baseline_time_gives_no_speedup_rather_than_zero_or_infinity() {
+        assert_eq!(speedup(1000.0, 400.0), Some(2.5));
+        assert_eq!(speedup(0.0, 400.0), None, "zero baseline");
+        assert_eq!(speedup(1000.0, 0.0), None, "zero run time");
+        assert_eq!(speedup(f64::NAN, 400.0), None);
+        assert_eq!(speedup(f64::INFINITY, 400.0), None);
+        let mut rows = rows_done(&[Some(0.0), Some(400.0), Some(200.0)]);
+        with_speedups(&mut rows, 0);
+        assert!(rows.iter().all(|r| r.speedup.is_none()), "{rows:?}");
+        let table = format_table(&rows);
+        let line = table.lines().nth(2).unwrap();
+        assert_eq!(line.split_whitespace().rev().nth(2), Some("-"), "{table}");
+    }
+
+    #[test]
+    fn a_step_older_than_one_already_counted_is_dropped() {
+        let mut row = TableRow::new(exercise_1().remove(0), true);
+        row.apply(&Event::Started {
+            run: 1,
+            total_steps: 50,
+            width: 64,
+            height: 64,
+        });
+        row.apply(&step(2, 50, 10.0, 1.0, 40.0));
+        row.apply(&step(1, 50, 10.0, 1.0, 30.0));
+        assert_eq!(row.steps_done, 3);
+        assert!(close(row.unet_ms, 10.0), "{:?}", row.unet_ms);
+        assert!(close(row.total_ms, 40.0));
     }
 }

@@ -672,10 +672,10 @@ pub struct Landscape {
 }
 
 impl Landscape {
-    /// Reference time ÷ the point's time.
+    /// Reference time ÷ the point's time, as every table has a speedup
+    /// ([`crate::report::table::speedup`]: none against a zero time).
     pub fn speedup(&self, p: &Point) -> Option<f64> {
-        let r = self.reference?;
-        (p.time_ms > 0.0).then(|| r.time_ms / p.time_ms)
+        crate::report::table::speedup(self.reference?.time_ms, p.time_ms)
     }
 
     /// No point has any run yet.
@@ -889,6 +889,27 @@ mod tests {
         assert!((land.speedup(ten).unwrap() - 501.0 / 110.0).abs() < 1e-12);
         assert_eq!(s.knee, Some(10));
         assert!(!land.clip_score, "no run had a CLIP score: no column");
+    }
+
+    #[test]
+    fn a_zero_reference_time_gives_no_speedup_rather_than_zero() {
+        let plan = small_sweep(1).plan();
+        let m: Vec<Option<Measured>> = plan
+            .runs
+            .iter()
+            .map(|r| match r.target {
+                Target::Reference => Some(Measured {
+                    total_ms: 0.0,
+                    quality: IDENTICAL,
+                    clip_score: None,
+                }),
+                Target::Point { .. } => measured(100.0, 0.9),
+            })
+            .collect();
+        let land = plan.landscape(&m);
+        let p = land.series[0].points[0];
+        assert_eq!(land.reference.unwrap().time_ms, 0.0);
+        assert_eq!(land.speedup(&p), None);
     }
 
     #[test]

@@ -13,12 +13,12 @@ use image::RgbImage;
 
 use super::cheat::{self, AnswerForm};
 use super::landscape::{self, LandscapeState};
-use crate::exercises::Exercise;
 use crate::exercises::cheatsheet::Answers;
+use crate::exercises::{Exercise, RunSpec};
 use crate::models::ClipTokenizer;
 use crate::models::tokenizer::Tokens;
 use crate::pipeline::{Request, RunReport};
-use crate::report::table::{RowState, TableRow};
+use crate::report::table::{RowState, TableRow, with_speedups};
 use crate::rng::RngSource;
 use crate::worker::{Event, RunId, WorkerInfo};
 
@@ -168,18 +168,19 @@ pub struct LoadNote {
 /// One run of an exercise as the TUI knows it.
 #[derive(Debug, Clone, Default)]
 pub struct RunState {
+    /// The run's table row: its settings, state, steps and times, as its events filled it in
+    /// with [`TableRow::apply`] (the fold the headless runner uses too). [`table_rows`] reads it.
+    pub row: TableRow,
+    /// `row.state`, copied here for the views that read it.
     pub state: RowState,
     /// The run id while this panel waits for events from it.
     pub id: Option<RunId>,
+    /// Steps the worker said the run takes (0 until `Started`).
     pub total_steps: usize,
+    /// `row.steps_done`, copied here for the views that read it.
     pub steps_done: usize,
     /// Image size in pixels (from `Started`).
     pub size: Option<(usize, usize)>,
-    pub text: Option<Duration>,
-    pub unet: Duration,
-    pub scheduler: Duration,
-    /// Since `Started`, as of the last step.
-    pub elapsed: Duration,
     pub report: Option<Box<RunReport>>,
     /// The newest preview (latent resolution) or, once finished, the full image.
     pub image: Option<Arc<RgbImage>>,
@@ -190,16 +191,15 @@ pub struct RunState {
     /// Step index of the shown preview.
     pub preview_index: Option<usize>,
     pub error: Option<String>,
-    /// The finished image against the exercise's baseline image, computed once when either
-    /// finishes (not on every draw).
-    pub quality: Option<crate::quality::Quality>,
 }
 
 impl RunState {
-    /// Denoising steps per second so far (UNet + scheduler time).
-    pub fn its(&self) -> Option<f64> {
-        let secs = (self.unet + self.scheduler).as_secs_f64();
-        (self.steps_done > 0 && secs > 0.0).then(|| self.steps_done as f64 / secs)
+    /// A run of `spec` that has not started.
+    pub fn new(spec: &RunSpec) -> Self {
+        Self {
+            row: spec.table_row(false),
+            ..Self::default()
+        }
     }
 
     /// Time left at the rate so far, from the steps' elapsed times (not a wall clock).
@@ -207,18 +207,43 @@ impl RunState {
         if self.steps_done == 0 || self.total_steps < self.steps_done {
             return None;
         }
-        let per = self.elapsed.as_secs_f64() / self.steps_done as f64;
+        let elapsed = self.row.total_ms? / 1e3;
+        let per = elapsed / self.steps_done as f64;
         Some(Duration::from_secs_f64(
             per * (self.total_steps - self.steps_done) as f64,
         ))
     }
 
-    pub(super) fn reset(&mut self) {
+    /// Back to a run of `spec` that has not started (a new image generation, so the view
+    /// drops the old picture).
+    pub(super) fn reset(&mut self, spec: &RunSpec) {
         let image_gen = self.image_gen + 1;
         *self = RunState {
             image_gen,
-            ..RunState::default()
+            ..RunState::new(spec)
         };
+    }
+
+    /// Folds an event of this run into its row, and the row's progress into the copies here.
+    fn apply(&mut self, ev: &Event) {
+        self.row.apply(ev);
+        self.state = self.row.state;
+        self.steps_done = self.row.steps_done;
+        match ev {
+            Event::Started { width, height, .. } => {
+                self.size = Some((*width, *height));
+                self.total_steps = self.row.steps;
+            }
+            Event::Step { .. } | Event::Finished { .. } => self.total_steps = self.row.steps,
+            _ => {}
+        }
+    }
+
+    /// Marks the run `state` without an event of its own (the worker died, the queue was
+    /// dropped).
+    fn set_state(&mut self, state: RowState) {
+        self.row.state = state;
+        self.state = state;
     }
 }
 
@@ -239,13 +264,18 @@ pub struct ExerciseState {
 impl ExerciseState {
     pub fn new(exercise: Exercise) -> Self {
         Self {
-            runs: vec![RunState::default(); exercise.runs.len()],
+            runs: exercise.runs.iter().map(RunState::new).collect(),
             predictions: vec![None; exercise.questions.len()],
             saved: None,
             scenario: None,
             landscape: None,
             exercise,
         }
+    }
+
+    /// Run `i` back to not started, as its spec now says (call it after changing the spec).
+    pub fn reset_run(&mut self, i: usize) {
+        self.runs[i].reset(&self.exercise.runs[i]);
     }
 }
 
@@ -471,10 +501,8 @@ pub fn update(app: &mut App, msg: Msg) -> Option<Effect> {
             match &mut app.active {
                 Some(a) if a.exercise == exercise && a.run == run && a.id.is_none() => {
                     a.id = Some(id);
-                    let r = &mut app.exercises[exercise].runs[run];
-                    r.reset();
-                    r.id = Some(id);
-                    r.state = RowState::Pending;
+                    app.exercises[exercise].reset_run(run);
+                    app.exercises[exercise].runs[run].id = Some(id);
                 }
                 _ => {}
             }
@@ -591,7 +619,7 @@ fn on_action(app: &mut App, action: Action) -> Option<Effect> {
                 vec![app.selected_run]
             };
             for &r in &runs {
-                app.exercises[ex].runs[r].reset();
+                app.exercises[ex].reset_run(r);
             }
             app.exercises[ex].saved = None;
             app.queue = runs.into_iter().map(|r| (ex, r)).collect();
@@ -819,7 +847,7 @@ fn apply_form(app: &mut App, form: &Form) -> Result<(), String> {
     spec.cfg = cfg;
     spec.prompt = (prompt != default_prompt).then_some(prompt);
     spec.seed = (seed != default_seed).then_some(seed);
-    ex.runs[form.run].reset();
+    ex.reset_run(form.run);
     Ok(())
 }
 
@@ -879,28 +907,8 @@ fn on_predict_key(app: &mut App, mut input: PredictInput, key: KeyEvent) -> Opti
 
 fn on_event(app: &mut App, event: Event) -> Option<Effect> {
     match event {
-        Event::Ready(info) => {
-            app.dirty = true;
-            if !info.notes.is_empty() {
-                app.status = Some(format!("note: {}", info.notes.join(" · ")));
-            }
-            app.info = Some(info);
-            return None;
-        }
-        Event::Fatal { error } => {
-            app.dirty = true;
-            // A run under way when the worker died failed with it (not left "going" forever).
-            if let Some(a) = app.active.take() {
-                let run = &mut app.exercises[a.exercise].runs[a.run];
-                run.state = RowState::Failed;
-                run.id = None;
-                run.error = Some(error.clone());
-            }
-            app.loading = None;
-            app.fatal = Some(error);
-            app.queue.clear();
-            return None;
-        }
+        Event::Ready(info) => return on_ready(app, info),
+        Event::Fatal { error } => return on_fatal(app, error),
         _ => {}
     }
     // Only the active run's events count; anything else is stale.
@@ -910,12 +918,9 @@ fn on_event(app: &mut App, event: Event) -> Option<Effect> {
     }
     app.dirty = true;
     let run = &mut app.exercises[active.exercise].runs[active.run];
+    run.apply(&event);
     match event {
-        Event::Ready(_) | Event::Fatal { .. } => unreachable!("handled above"),
-        Event::Loading { component, .. } => {
-            run.state = RowState::Loading;
-            app.loading = Some(component);
-        }
+        Event::Loading { component, .. } => app.loading = Some(component),
         Event::Loaded {
             component,
             load,
@@ -929,94 +934,99 @@ fn on_event(app: &mut App, event: Event) -> Option<Effect> {
                 warm_up,
             });
         }
-        Event::Started {
-            total_steps,
-            width,
-            height,
-            ..
-        } => {
-            app.loading = None;
-            run.state = RowState::Running;
-            run.total_steps = total_steps;
-            run.size = Some((width, height));
-        }
-        Event::Encoded { text, .. } => {
-            run.state = RowState::Running;
-            run.text = Some(text);
-        }
-        Event::Step {
-            index,
-            total,
-            timing,
-            elapsed,
-            ..
-        } => {
-            // A step older than one already counted is out of order: drop it.
-            if index < run.steps_done {
-                return None;
-            }
-            run.state = RowState::Running;
-            run.total_steps = total;
-            run.steps_done = index + 1;
-            run.unet += timing.unet;
-            run.scheduler += timing.scheduler;
-            run.elapsed = elapsed;
-        }
-        Event::Preview { index, image, .. } => {
-            if run.image_final || run.preview_index.is_some_and(|p| p >= index) {
-                return None;
-            }
-            run.preview_index = Some(index);
-            run.image = Some(Arc::new(image));
-            run.image_gen += 1;
-        }
-        Event::Finished { report, image, .. } => {
-            run.state = RowState::Finished;
-            run.steps_done = report.steps;
-            run.total_steps = report.steps;
-            run.elapsed = report.timings.total;
-            run.text = Some(report.timings.text);
-            run.unet = report.timings.unet_total();
-            run.scheduler = report.timings.scheduler_total();
-            run.report = Some(report);
-            run.image = Some(Arc::new(image));
-            run.image_gen += 1;
-            run.image_final = true;
-            run.id = None;
-            app.active = None;
-            if app.exercises[active.exercise].landscape.is_some() {
-                // Against its seed's reference, not the exercise's baseline.
-                landscape::on_finished(app, active.exercise, active.run);
-            } else {
-                refresh_quality(&mut app.exercises[active.exercise]);
-            }
-            return next_in_queue(app);
-        }
-        Event::Cancelled { .. } => {
-            run.state = RowState::Cancelled;
-            run.id = None;
-            app.active = None;
-            app.loading = None;
-            app.status = Some("cancelled".into());
-            for (ex, r) in std::mem::take(&mut app.queue) {
-                app.exercises[ex].runs[r].state = RowState::Pending;
-            }
-        }
-        Event::Failed { error, .. } => {
-            run.state = RowState::Failed;
-            run.id = None;
-            app.status = Some(format!(
-                "{} failed: {}",
-                run_label(app, active),
-                first_line(&error)
-            ));
-            app.exercises[active.exercise].runs[active.run].error = Some(error);
-            app.active = None;
-            app.loading = None;
-            return next_in_queue(app);
-        }
+        Event::Started { .. } => app.loading = None,
+        Event::Preview { index, image, .. } => on_preview(run, index, image),
+        Event::Finished { report, image, .. } => return on_finished(app, active, report, image),
+        Event::Cancelled { .. } => on_cancelled(app, active),
+        Event::Failed { error, .. } => return on_failed(app, active, error),
+        Event::Ready(_) | Event::Fatal { .. } | Event::Encoded { .. } | Event::Step { .. } => {}
     }
     None
+}
+
+fn on_ready(app: &mut App, info: WorkerInfo) -> Option<Effect> {
+    app.dirty = true;
+    if !info.notes.is_empty() {
+        app.status = Some(format!("note: {}", info.notes.join(" · ")));
+    }
+    app.info = Some(info);
+    None
+}
+
+/// The worker died: nothing more can run.
+fn on_fatal(app: &mut App, error: String) -> Option<Effect> {
+    app.dirty = true;
+    // A run under way when the worker died failed with it (not left "going" forever).
+    if let Some(a) = app.active.take() {
+        let run = &mut app.exercises[a.exercise].runs[a.run];
+        run.set_state(RowState::Failed);
+        run.id = None;
+        run.error = Some(error.clone());
+    }
+    app.loading = None;
+    app.fatal = Some(error);
+    app.queue.clear();
+    None
+}
+
+/// Shows a step's preview, unless a newer one (or the final image) is already shown.
+fn on_preview(run: &mut RunState, index: usize, image: RgbImage) {
+    if run.image_final || run.preview_index.is_some_and(|p| p >= index) {
+        return;
+    }
+    run.preview_index = Some(index);
+    run.image = Some(Arc::new(image));
+    run.image_gen += 1;
+}
+
+/// The active run finished (its row already has the report's numbers): keeps the report and the
+/// final image, measures quality, and submits the next queued run.
+fn on_finished(
+    app: &mut App,
+    active: Active,
+    report: Box<RunReport>,
+    image: RgbImage,
+) -> Option<Effect> {
+    let run = &mut app.exercises[active.exercise].runs[active.run];
+    run.report = Some(report);
+    run.image = Some(Arc::new(image));
+    run.image_gen += 1;
+    run.image_final = true;
+    run.id = None;
+    app.active = None;
+    if app.exercises[active.exercise].landscape.is_some() {
+        // Against its seed's reference, not the exercise's baseline.
+        landscape::on_finished(app, active.exercise, active.run);
+    } else {
+        refresh_quality(&mut app.exercises[active.exercise]);
+    }
+    next_in_queue(app)
+}
+
+/// The active run was cancelled: so are the runs queued after it.
+fn on_cancelled(app: &mut App, active: Active) {
+    app.exercises[active.exercise].runs[active.run].id = None;
+    app.active = None;
+    app.loading = None;
+    app.status = Some("cancelled".into());
+    for (ex, r) in std::mem::take(&mut app.queue) {
+        app.exercises[ex].runs[r].set_state(RowState::Pending);
+    }
+}
+
+/// The active run failed: its error is kept and shown, and the queue goes on.
+fn on_failed(app: &mut App, active: Active, error: String) -> Option<Effect> {
+    app.status = Some(format!(
+        "{} failed: {}",
+        run_label(app, active),
+        first_line(&error)
+    ));
+    let run = &mut app.exercises[active.exercise].runs[active.run];
+    run.id = None;
+    run.error = Some(error);
+    app.active = None;
+    app.loading = None;
+    next_in_queue(app)
 }
 
 fn run_label(app: &App, a: Active) -> String {
@@ -1027,12 +1037,8 @@ fn first_line(s: &str) -> &str {
     s.lines().next().unwrap_or("")
 }
 
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
-}
-
 /// Compares every finished run's image with the baseline's (PSNR, SSIM, mean abs difference) and
-/// keeps the numbers in the run's state; runs without a final image, or the baseline itself, get
+/// keeps the numbers in the run's row; runs without a final image, or the baseline itself, get
 /// none. About 3 ms per comparison at 64×64 and tens of ms at 512×512, once per finished run.
 fn refresh_quality(ex: &mut ExerciseState) {
     let finals: Vec<Option<&RgbImage>> = ex
@@ -1044,74 +1050,17 @@ fn refresh_quality(ex: &mut ExerciseState) {
                 .flatten()
         })
         .collect();
-    let mut rows = vec![TableRow::default(); ex.runs.len()];
-    for (row, run) in rows.iter_mut().zip(&ex.runs) {
-        row.state = run.state;
-    }
+    let mut rows: Vec<TableRow> = ex.runs.iter().map(|r| r.row.clone()).collect();
     crate::report::table::with_quality(&mut rows, &finals, ex.exercise.baseline);
     for (run, row) in ex.runs.iter_mut().zip(rows) {
-        run.quality = row.quality;
+        run.row.quality = row.quality;
     }
 }
 
-/// The timing table of an exercise, from the TUI's own per-run state. One function, so the
-/// worker's accumulator can replace it.
+/// The timing table of an exercise: each run's row as its events made it
+/// ([`TableRow::apply`], as in the headless runner), with the speedups against the baseline.
 pub fn table_rows(ex: &ExerciseState) -> Vec<TableRow> {
-    let mut rows: Vec<TableRow> = ex
-        .exercise
-        .runs
-        .iter()
-        .zip(&ex.runs)
-        .enumerate()
-        .map(|(i, (spec, run))| {
-            let mut row = TableRow {
-                label: spec.label.clone(),
-                scheduler: spec.scheduler.to_string(),
-                steps: spec.steps,
-                cfg: spec.cfg,
-                unet: spec.unet.clone(),
-                steps_done: run.steps_done,
-                is_baseline: i == ex.exercise.baseline,
-                state: run.state,
-                quality: run.quality,
-                ..TableRow::default()
-            };
-            match (&run.report, run.state) {
-                (Some(r), RowState::Finished) => {
-                    let t = &r.timings;
-                    let unet = t.unet_total();
-                    let n = t.unet.len().max(1) as f64;
-                    row.total_ms = Some(ms(t.total));
-                    row.text_ms = Some(ms(t.text));
-                    row.unet_ms = Some(ms(unet));
-                    row.unet_ms_per_step = Some(ms(unet) / n);
-                    row.vae_ms = Some(ms(t.vae));
-                    let secs = (unet + t.scheduler_total()).as_secs_f64();
-                    row.its = (secs > 0.0).then(|| t.unet.len() as f64 / secs);
-                }
-                (_, RowState::Running | RowState::Loading) => {
-                    row.partial = true;
-                    if run.steps_done > 0 {
-                        row.total_ms = Some(ms(run.elapsed));
-                        row.unet_ms = Some(ms(run.unet));
-                        row.unet_ms_per_step = Some(ms(run.unet) / run.steps_done as f64);
-                        row.its = run.its();
-                    }
-                    row.text_ms = run.text.map(ms);
-                }
-                _ => {}
-            }
-            row
-        })
-        .collect();
-    let base = rows
-        .get(ex.exercise.baseline)
-        .filter(|b| b.state == RowState::Finished)
-        .and_then(|b| b.total_ms);
-    for row in &mut rows {
-        if let (Some(b), Some(t), RowState::Finished) = (base, row.total_ms, row.state) {
-            row.speedup = (t > 0.0).then(|| b / t);
-        }
-    }
+    let mut rows: Vec<TableRow> = ex.runs.iter().map(|r| r.row.clone()).collect();
+    with_speedups(&mut rows, ex.exercise.baseline);
     rows
 }

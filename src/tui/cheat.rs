@@ -199,10 +199,10 @@ pub fn sync_choice(app: &mut App, i: usize) -> bool {
     {
         state.exercise.runs[1] = wanted.clone();
         state.exercise.title = ex.title;
-        state.runs[1].reset();
+        state.reset_run(1);
         state.saved = None;
         for run in &mut state.runs {
-            run.quality = None;
+            run.row.quality = None;
         }
     }
     true

@@ -136,7 +136,7 @@ pub fn on_action(app: &mut App, action: Action) -> Option<Option<Effect>> {
                 }
             }
             for &r in &todo {
-                ex.runs[r].reset();
+                ex.reset_run(r);
             }
             ex.saved = None;
             app.status = (todo.len() < n)

@@ -151,7 +151,7 @@ fn steps_give_progress_and_finishing_starts_the_next_run() {
     assert_eq!(run.state, RowState::Running);
     assert_eq!(run.steps_done, 10);
     // 10 steps of 21 ms (UNet + scheduler): 47.6 it/s; 215 ms elapsed → 40 more steps ≈ 860 ms.
-    assert!((run.its().unwrap() - 10.0 / 0.21).abs() < 1e-6);
+    assert!((run.row.its.unwrap() - 10.0 / 0.21).abs() < 1e-6);
     assert_eq!(run.eta().unwrap().as_millis(), 860);
     assert_eq!(run.preview_index, Some(9));
     let rows = table_rows(&app.exercises[0]);
@@ -624,7 +624,7 @@ fn verifying_runs_the_alternative_then_the_choice_and_judges_the_constraint() {
     );
     app.active = None;
     app.queue.clear();
-    app.exercises[c].runs[0].reset();
+    app.exercises[c].reset_run(0);
     verify(&mut app);
     // LCM-LoRA 4: 5 + 84 + 15 = 104 ms, under the 1000 ms limit.
     let v = super::cheat::verdict(&app, c).unwrap();
@@ -723,6 +723,79 @@ fn s_in_the_cheat_sheet_saves_every_verified_scenario_with_the_sheet() {
     assert!(!dir.join("scenario-A").exists(), "A was not run");
     let kept = Answers::load(&dir.join("cheatsheet.json")).unwrap();
     assert_eq!(kept, app.answers);
+}
+
+/// Runs the selected exercise's first `n` runs (ids 1, 2, …) to `Finished` with the fake
+/// report, `edit` changing each (run index, report) first.
+fn finish_runs(app: &mut App, n: usize, edit: impl Fn(usize, &mut crate::pipeline::RunReport)) {
+    let mut effect = update(app, ch('r'));
+    for id in 1..=n as RunId {
+        let (ex, r) = submitted(app, effect, id);
+        let req = request(app, ex, r);
+        let mut report = fake::report(&req);
+        edit(r, &mut report);
+        update(app, started(id, report.steps));
+        effect = update(
+            app,
+            Msg::Worker(Event::Finished {
+                run: id,
+                report: Box::new(report),
+                image: fake::pattern(64, req.seed, req.steps),
+            }),
+        );
+    }
+}
+
+#[test]
+fn a_finished_run_without_steps_has_no_ms_per_step_in_the_tui_table() {
+    let mut app = app();
+    finish_runs(&mut app, 1, |_, report| {
+        report.steps = 0;
+        report.timings.unet.clear();
+        report.timings.scheduler.clear();
+    });
+    let rows = table_rows(&app.exercises[0]);
+    assert_eq!(rows[0].state, RowState::Finished);
+    assert_eq!(rows[0].unet_ms, Some(0.0));
+    // Nothing to divide by: no value (the headless table's "-"), not a made-up 0 ms.
+    assert_eq!(rows[0].unet_ms_per_step, None);
+    assert_eq!(rows[0].its, None);
+}
+
+#[test]
+fn a_zero_time_baseline_gives_no_speedup_in_the_tui_table() {
+    let mut app = app();
+    finish_runs(&mut app, 2, |r, report| {
+        if r == 0 {
+            report.timings.total = Duration::ZERO;
+        }
+    });
+    let rows = table_rows(&app.exercises[0]);
+    assert_eq!(
+        (rows[0].state, rows[1].state),
+        (RowState::Finished, RowState::Finished)
+    );
+    assert_eq!(rows[0].total_ms, Some(0.0));
+    assert!(rows[1].total_ms.is_some_and(|t| t > 0.0));
+    assert_eq!(rows[1].speedup, None, "not 0×");
+    let screen = render(&app, 160, 48);
+    assert!(!screen.contains("0.00×"), "{screen}");
+}
+
+#[test]
+fn a_cancelled_run_keeps_its_partial_numbers_as_in_the_headless_table() {
+    let mut app = app();
+    let effect = update(&mut app, ch('r'));
+    submitted(&mut app, effect, 1);
+    progress(&mut app, 1, 5, 50);
+    update(&mut app, Msg::Worker(Event::Cancelled { run: 1 }));
+    let row = &table_rows(&app.exercises[0])[0];
+    assert_eq!(row.state, RowState::Cancelled);
+    assert!(row.partial, "the numbers are those of 5 of 50 steps");
+    assert_eq!((row.steps_done, row.steps), (5, 50));
+    assert_eq!(row.unet_ms, Some(100.0));
+    assert_eq!(row.unet_ms_per_step, Some(20.0));
+    assert_eq!(row.speedup, None);
 }
 
 // ---- draw snapshots ----
@@ -1767,7 +1840,7 @@ mod landscape_view {
         let total = runs[3].report.as_ref().unwrap().timings.total;
         assert_eq!(want.total_ms, total.as_secs_f64() * 1e3);
         // And the exercise baseline's comparison is not made for landscape runs.
-        assert!(runs[3].quality.is_none());
+        assert!(runs[3].row.quality.is_none());
     }
 
     /// Made-up SSIM for method `m` at `steps` and seed index `k`: DPM-Solver++ rises to its

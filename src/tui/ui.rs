@@ -325,7 +325,7 @@ fn draw_progress(app: &App, frame: &mut Frame, area: Rect) {
             ]);
             frame.render_widget(p, line1);
         } else if run.total_steps > 0 {
-            let its = run.its().map_or("–".into(), |v| format!("{v:.1}"));
+            let its = run.row.its.map_or("–".into(), |v| format!("{v:.1}"));
             let eta = run
                 .eta()
                 .map_or("–".into(), |d| fmt_ms(d.as_secs_f64() * 1e3));
@@ -377,7 +377,8 @@ fn row_cells(row: &TableRow, wide: bool) -> Vec<Cell<'static>> {
         RowState::Cancelled => "⊘",
         RowState::Failed => "✗",
     };
-    let steps = if row.partial {
+    // A run under way (loading included) shows its steps so far.
+    let steps = if row.partial || row.state == RowState::Loading {
         format!("{}/{}", row.steps_done, row.steps)
     } else {
         row.steps.to_string()
