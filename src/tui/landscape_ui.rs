@@ -615,8 +615,8 @@ impl Columns {
     }
 }
 
-/// One point's (or the reference's) row, its glyph `▶` when `active` (the run under way is
-/// one of its), else `✓` when all its seeds are in, else `…`.
+/// One point's (or the reference's) row. Its glyph: `▶` when `active` (the run under way is
+/// one of its runs), else `✓` when all its seeds are in, else `…`.
 fn point_row(land: &Landscape, columns: Columns, r: &TableRow, active: bool) -> Row<'static> {
     let p = &r.point;
     let glyph = if active {
