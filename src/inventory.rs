@@ -4,6 +4,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
+use color_eyre::eyre::{bail, eyre};
 use ndarray::{Array3, Array4};
 use serde::Serialize;
 
@@ -153,22 +154,6 @@ fn rel(root: &Path, p: &Path) -> String {
         .join("/")
 }
 
-fn kind_from_name(folder: &str) -> Option<&'static str> {
-    if folder.starts_with("text_encoder") {
-        Some("text_encoder")
-    } else if folder.starts_with("unet") {
-        Some("unet")
-    } else if folder == "vae_decoder" {
-        Some("vae_decoder")
-    } else if folder == "vae_encoder" {
-        Some("vae_encoder")
-    } else if folder == crate::models::CLIP_FOLDER {
-        Some("clip_image_encoder")
-    } else {
-        None
-    }
-}
-
 /// Component folders: every folder with a model.onnx, the manifest's components, and the three
 /// every model needs; in a stable order (text encoders, UNets, VAE).
 fn component_folders(root: &Path, manifest: Option<&Manifest>) -> Vec<ComponentInfo> {
@@ -192,7 +177,7 @@ fn component_folders(root: &Path, manifest: Option<&Manifest>) -> Vec<ComponentI
             let c = manifest.and_then(|m| m.component(&folder));
             let kind = c
                 .and_then(|c| c.kind.clone())
-                .or_else(|| kind_from_name(&folder).map(String::from));
+                .or_else(|| ComponentKind::of_folder(&folder).map(|k| k.name().to_string()));
             ComponentInfo {
                 dtype: c
                     .and_then(|c| c.dtype.clone())
@@ -204,12 +189,12 @@ fn component_folders(root: &Path, manifest: Option<&Manifest>) -> Vec<ComponentI
             }
         })
         .collect();
-    let rank = |c: &ComponentInfo| match c.kind.as_deref() {
-        Some("text_encoder") => 0,
-        Some("unet") => 1,
-        Some("vae_decoder") => 2,
-        Some("vae_encoder") => 3,
-        _ => 4,
+    let rank = |c: &ComponentInfo| match c.kind.as_deref().and_then(ComponentKind::parse) {
+        Some(ComponentKind::TextEncoder) => 0,
+        Some(ComponentKind::Unet) => 1,
+        Some(ComponentKind::VaeDecoder) => 2,
+        Some(ComponentKind::VaeEncoder) => 3,
+        Some(ComponentKind::ClipImageEncoder) | None => 4,
     };
     out.sort_by(|a, b| {
         (
@@ -405,6 +390,8 @@ impl Inventory {
         self.exists && self.error.is_none() && self.problems.is_empty()
     }
 
+    /// The text `speedscape models` prints: the folder, its manifest, components, variants,
+    /// the manifest's export checks, its files by size, the scheduler config, problems.
     pub fn render(&self) -> String {
         let mut s = String::new();
         s.push_str(&format!("model       {}{}\n", self.path, self.kind.aside()));
@@ -418,30 +405,42 @@ impl Inventory {
             }
             return s;
         }
-        match &self.manifest {
-            Some(m) => {
-                s.push_str(&format!(
-                    "manifest    {} by models/export.py version {}, created {}\n",
-                    m.format,
-                    opt(&m.exporter_version),
-                    opt(&m.created)
-                ));
-                s.push_str(&format!(
-                    "  base      {} (revision {})\n",
-                    opt(&m.base_source),
-                    m.base_revision.as_deref().unwrap_or("none")
-                ));
-                s.push_str(&format!(
-                    "  dtype     {}, optimize {}\n",
-                    opt(&m.dtype),
-                    opt(&m.optimize)
-                ));
-                for n in &m.notes {
-                    s.push_str(&format!("  note      {n}\n"));
-                }
-            }
-            None => s.push_str(&format!("manifest    {NO_MANIFEST}\n")),
+        self.render_manifest(&mut s);
+        self.render_components(&mut s);
+        self.render_variants(&mut s);
+        self.render_checks(&mut s);
+        self.render_files(&mut s);
+        self.render_problems(&mut s);
+        s
+    }
+
+    fn render_manifest(&self, s: &mut String) {
+        let Some(m) = &self.manifest else {
+            s.push_str(&format!("manifest    {NO_MANIFEST}\n"));
+            return;
+        };
+        s.push_str(&format!(
+            "manifest    {} by models/export.py version {}, created {}\n",
+            m.format,
+            opt(&m.exporter_version),
+            opt(&m.created)
+        ));
+        s.push_str(&format!(
+            "  base      {} (revision {})\n",
+            opt(&m.base_source),
+            m.base_revision.as_deref().unwrap_or("none")
+        ));
+        s.push_str(&format!(
+            "  dtype     {}, optimize {}\n",
+            opt(&m.dtype),
+            opt(&m.optimize)
+        ));
+        for n in &m.notes {
+            s.push_str(&format!("  note      {n}\n"));
         }
+    }
+
+    fn render_components(&self, s: &mut String) {
         s.push_str("components\n");
         for c in &self.components {
             let state = if c.present {
@@ -456,6 +455,9 @@ impl Inventory {
                 c.dtype
             ));
         }
+    }
+
+    fn render_variants(&self, s: &mut String) {
         s.push_str("variants\n");
         for v in &self.variants {
             let state = if v.present {
@@ -486,25 +488,33 @@ impl Inventory {
                 export_fix(Path::new(&self.path))
             ));
         }
-        if !self.checks.is_empty() {
-            s.push_str("export checks (ONNX Runtime vs torch, from the manifest)\n");
-            for c in &self.checks {
-                let verdict = match c.passed {
-                    Some(true) => "passed",
-                    Some(false) => "FAILED",
-                    None => "?",
-                };
-                s.push_str(&format!(
-                    "  {:<22} max abs err {} on {} (tolerance {}): {verdict}\n",
-                    c.folder,
-                    c.max_abs_err
-                        .map(|e| format!("{e:.1e}"))
-                        .unwrap_or("?".into()),
-                    opt(&c.provider),
-                    c.tolerance.map(|t| format!("{t:e}")).unwrap_or("?".into()),
-                ));
-            }
+    }
+
+    /// The manifest's export checks (ONNX Runtime against torch), when it has any.
+    fn render_checks(&self, s: &mut String) {
+        if self.checks.is_empty() {
+            return;
         }
+        s.push_str("export checks (ONNX Runtime vs torch, from the manifest)\n");
+        for c in &self.checks {
+            let verdict = match c.passed {
+                Some(true) => "passed",
+                Some(false) => "FAILED",
+                None => "?",
+            };
+            s.push_str(&format!(
+                "  {:<22} max abs err {} on {} (tolerance {}): {verdict}\n",
+                c.folder,
+                c.max_abs_err
+                    .map(|e| format!("{e:.1e}"))
+                    .unwrap_or("?".into()),
+                opt(&c.provider),
+                c.tolerance.map(|t| format!("{t:e}")).unwrap_or("?".into()),
+            ));
+        }
+    }
+
+    fn render_files(&self, s: &mut String) {
         match &self.files {
             Some(f) if f.ok() => s.push_str(&format!(
                 "files       {} listed: sizes match manifest (hashes: `speedscape models verify`)\n",
@@ -524,6 +534,10 @@ impl Inventory {
             }
             None => s.push_str("files       no manifest: nothing to compare sizes against\n"),
         }
+    }
+
+    /// The scheduler config's line, then what keeps the folder from working.
+    fn render_problems(&self, s: &mut String) {
         if let Some(r) = &self.scheduler {
             let tag = if r.warning { "WARNING " } else { "" };
             s.push_str(&format!("scheduler   {tag}{}\n", r.message));
@@ -539,7 +553,6 @@ impl Inventory {
                 p.replace('\n', "\n            ")
             ));
         }
-        s
     }
 }
 
@@ -733,164 +746,311 @@ fn hash_check(root: &Path, m: &Manifest, progress: &mut dyn FnMut(String)) -> Ha
     h
 }
 
-fn finite_summary(values: &[f32]) -> Result<String, String> {
-    let bad = values.iter().filter(|v| !v.is_finite()).count();
+/// The smallest and largest of `values`, or an error when any is NaN or infinite.
+fn finite_range(values: impl IntoIterator<Item = f32>) -> color_eyre::Result<(f32, f32)> {
+    let (mut n, mut bad) = (0usize, 0usize);
+    let (mut lo, mut hi) = (f32::INFINITY, f32::NEG_INFINITY);
+    for v in values {
+        n += 1;
+        if v.is_finite() {
+            (lo, hi) = (lo.min(v), hi.max(v));
+        } else {
+            bad += 1;
+        }
+    }
     if bad > 0 {
-        return Err(format!(
-            "{bad} of {} output values are NaN or inf",
-            values.len()
-        ));
+        bail!("{bad} of {n} output values are NaN or inf");
     }
-    let (lo, hi) = values
-        .iter()
-        .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| {
-            (lo.min(v), hi.max(v))
-        });
-    Ok(format!("all finite, in [{lo:.3}, {hi:.3}]"))
+    Ok((lo, hi))
 }
 
-fn check_shape(got: &[usize], want: &[usize]) -> Result<(), String> {
-    if got == want {
+fn check_shape(got: &[usize], want: &[usize]) -> color_eyre::Result<()> {
+    if got != want {
+        bail!("output shape {got:?}, expected {want:?}");
+    }
+    Ok(())
+}
+
+/// The component kinds `models verify` runs (a manifest's `kind`, else the folder's name says).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ComponentKind {
+    TextEncoder,
+    Unet,
+    VaeDecoder,
+    VaeEncoder,
+    ClipImageEncoder,
+}
+
+impl ComponentKind {
+    const ALL: [ComponentKind; 5] = [
+        ComponentKind::TextEncoder,
+        ComponentKind::Unet,
+        ComponentKind::VaeDecoder,
+        ComponentKind::VaeEncoder,
+        ComponentKind::ClipImageEncoder,
+    ];
+
+    /// Its name in manifests and reports.
+    fn name(self) -> &'static str {
+        match self {
+            ComponentKind::TextEncoder => "text_encoder",
+            ComponentKind::Unet => "unet",
+            ComponentKind::VaeDecoder => "vae_decoder",
+            ComponentKind::VaeEncoder => "vae_encoder",
+            ComponentKind::ClipImageEncoder => "clip_image_encoder",
+        }
+    }
+
+    /// The kind named `name` (see [`ComponentKind::name`]).
+    fn parse(name: &str) -> Option<ComponentKind> {
+        Self::ALL.into_iter().find(|k| k.name() == name)
+    }
+
+    /// The kind a component folder's name implies: `text_encoder*`, `unet*`, `vae_decoder`,
+    /// `vae_encoder`, the CLIP scorer's folder.
+    fn of_folder(folder: &str) -> Option<ComponentKind> {
+        if folder.starts_with("text_encoder") {
+            Some(ComponentKind::TextEncoder)
+        } else if folder.starts_with("unet") {
+            Some(ComponentKind::Unet)
+        } else if folder == "vae_decoder" {
+            Some(ComponentKind::VaeDecoder)
+        } else if folder == "vae_encoder" {
+            Some(ComponentKind::VaeEncoder)
+        } else if folder == crate::models::CLIP_FOLDER {
+            Some(ComponentKind::ClipImageEncoder)
+        } else {
+            None
+        }
+    }
+}
+
+/// What one probe found: an output of the expected shape, every value finite. It reads
+/// `{output} {shape}[ {input}], all finite, in [lo, hi][; CLIP score … of a grey image]`.
+#[derive(Debug, Clone, PartialEq)]
+struct Probed {
+    /// The output checked (`last_hidden_state`, `out_sample`, …).
+    output: String,
+    shape: Vec<usize>,
+    /// What the graph ran on, where worth saying (`at t=500`, `from a 64×64 image`).
+    input: Option<String>,
+    /// The smallest and largest output value.
+    range: (f32, f32),
+    /// The CLIP score of a mid-grey image against the probe prompt (the CLIP scorer's probe).
+    clip_score: Option<f64>,
+}
+
+impl std::fmt::Display for Probed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {:?}", self.output, self.shape)?;
+        if let Some(input) = &self.input {
+            write!(f, " {input}")?;
+        }
+        let (lo, hi) = self.range;
+        write!(f, ", all finite, in [{lo:.3}, {hi:.3}]")?;
+        if let Some(score) = self.clip_score {
+            write!(f, "; CLIP score {score:.2} of a grey image")?;
+        }
         Ok(())
-    } else {
-        Err(format!("output shape {got:?}, expected {want:?}"))
     }
 }
 
-/// Context width for UNet checks: the graph's, else the text encoder's, else the manifest's.
+/// Runs component graphs once each on small inputs, at the model's geometry.
 struct Probe<'a> {
     rt: &'a Runtime,
     root: &'a Path,
     geometry: ModelGeometry,
+    /// Context width for UNet checks when the graph does not say: the text encoder's once it
+    /// has been probed, else the manifest's.
     context_dim: Option<usize>,
     tokenizer: Option<ClipTokenizer>,
 }
 
 const PROBE_PROMPT: &str = "a small cottage on a hillside at sunset";
 
-impl Probe<'_> {
-    fn run(&mut self, folder: &str, kind: &str) -> Result<String, String> {
+impl<'a> Probe<'a> {
+    /// A probe of `root` at its geometry (SD v1.5's when unreadable), with the manifest's
+    /// context width; a tokenizer that does not load is one of `failures`.
+    fn new(
+        rt: &'a Runtime,
+        root: &'a Path,
+        manifest: Option<&Manifest>,
+        failures: &mut Vec<String>,
+    ) -> Probe<'a> {
+        let geometry = ModelGeometry::read(root).unwrap_or(ModelGeometry {
+            sample_size: 64,
+            vae_scale_factor: 8,
+            scaling_factor: 0.18215,
+            latent_channels: 4,
+            unet_downsamples: 3,
+        });
+        let tokenizer = match ClipTokenizer::from_dir(&root.join("tokenizer")) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                failures.push(format!("{e:#}"));
+                None
+            }
+        };
+        Probe {
+            rt,
+            root,
+            geometry,
+            context_dim: manifest
+                .and_then(|m| m.geometry.as_ref())
+                .and_then(|g| g.cross_attention_dim),
+            tokenizer,
+        }
+    }
+
+    /// Loads `folder`'s graph as a `kind` and runs it once.
+    fn run(&mut self, folder: &str, kind: ComponentKind) -> color_eyre::Result<Probed> {
         let file = self.root.join(folder).join("model.onnx");
-        let e = |e: color_eyre::Report| format!("{e:#}");
+        match kind {
+            ComponentKind::TextEncoder => self.text_encoder(&file),
+            ComponentKind::Unet => self.unet(&file),
+            ComponentKind::VaeDecoder => self.vae_decoder(&file),
+            ComponentKind::VaeEncoder => self.vae_encoder(&file),
+            ComponentKind::ClipImageEncoder => self.clip_image_encoder(),
+        }
+    }
+
+    /// The probe prompt's 77 token ids.
+    fn prompt_ids(&self) -> color_eyre::Result<Vec<i64>> {
+        let tok = self
+            .tokenizer
+            .as_ref()
+            .ok_or_else(|| eyre!("the tokenizer did not load"))?;
+        Ok(tok.encode(PROBE_PROMPT)?.ids_i64())
+    }
+
+    /// The probe prompt's hidden states; their width becomes the UNet checks' context width.
+    fn text_encoder(&mut self, file: &Path) -> color_eyre::Result<Probed> {
+        let ids = self.prompt_ids()?;
+        let mut te = TextEncoder::load(self.rt, file)?;
+        let out = te.encode(&ids, 1)?;
+        let d = te.hidden_dim.unwrap_or(out.shape()[2]);
+        check_shape(out.shape(), &[1, ids.len(), d])?;
+        self.context_dim.get_or_insert(d);
+        Ok(Probed {
+            output: "last_hidden_state".into(),
+            shape: out.shape().to_vec(),
+            input: None,
+            range: finite_range(out.iter().copied())?,
+            clip_score: None,
+        })
+    }
+
+    /// One noise prediction on seeded noise at t=500, at the model's sample size.
+    fn unet(&self, file: &Path) -> color_eyre::Result<Probed> {
+        let (s, c) = (self.geometry.sample_size, self.geometry.latent_channels);
         let mut noise = RngSource::TorchCpu.generator(0);
-        let s = self.geometry.sample_size;
+        let mut unet = Unet::load(self.rt, file)?;
+        let d = unet.context_dim().or(self.context_dim).unwrap_or(768);
+        let sample = noise.randn([1, c, s, s]);
+        let ctx: Array3<f32> = noise
+            .randn([1, 1, 77, d])
+            .into_shape_with_order((1, 77, d))?;
+        let out = unet.predict(sample.view(), 500.0, ctx.view())?;
+        check_shape(out.shape(), &[1, c, s, s])?;
+        Ok(Probed {
+            output: "out_sample".into(),
+            shape: out.shape().to_vec(),
+            input: Some("at t=500".into()),
+            range: finite_range(out.iter().copied())?,
+            clip_score: None,
+        })
+    }
+
+    /// One decode of seeded latents (at most 8×8).
+    fn vae_decoder(&self, file: &Path) -> color_eyre::Result<Probed> {
+        let (s, c) = (self.geometry.sample_size, self.geometry.latent_channels);
+        let f = self.geometry.vae_scale_factor;
+        let mut noise = RngSource::TorchCpu.generator(0);
+        let mut vae = VaeDecoder::load(self.rt, file)?;
+        let n = s.min(8);
+        let latents: Array4<f32> = noise.randn([1, c, n, n]);
+        let out = vae.decode(latents.view())?;
+        check_shape(out.shape(), &[1, 3, n * f, n * f])?;
+        Ok(Probed {
+            output: "sample".into(),
+            shape: out.shape().to_vec(),
+            input: None,
+            range: finite_range(out.iter().copied())?,
+            clip_score: None,
+        })
+    }
+
+    /// One encode of a seeded image that makes 8×8 latents: the latents, or their mean and
+    /// log-variance.
+    fn vae_encoder(&self, file: &Path) -> color_eyre::Result<Probed> {
         let c = self.geometry.latent_channels;
         let f = self.geometry.vae_scale_factor;
-        match kind {
-            "text_encoder" => {
-                let tok = self
-                    .tokenizer
-                    .as_ref()
-                    .ok_or("the tokenizer did not load")?;
-                let ids = tok.encode(PROBE_PROMPT).map_err(e)?.ids_i64();
-                let mut te = TextEncoder::load(self.rt, &file).map_err(e)?;
-                let out = te.encode(&ids, 1).map_err(e)?;
-                let d = te.hidden_dim.unwrap_or(out.shape()[2]);
-                check_shape(out.shape(), &[1, ids.len(), d])?;
-                self.context_dim.get_or_insert(d);
-                Ok(format!(
-                    "last_hidden_state {:?}, {}",
-                    out.shape(),
-                    finite_summary(&out.iter().copied().collect::<Vec<_>>())?
-                ))
-            }
-            "unet" => {
-                let mut unet = Unet::load(self.rt, &file).map_err(e)?;
-                let d = unet.context_dim().or(self.context_dim).unwrap_or(768);
-                let sample = noise.randn([1, c, s, s]);
-                let ctx: Array3<f32> = noise
-                    .randn([1, 1, 77, d])
-                    .into_shape_with_order((1, 77, d))
-                    .map_err(|x| x.to_string())?;
-                let out = unet.predict(sample.view(), 500.0, ctx.view()).map_err(e)?;
-                check_shape(out.shape(), &[1, c, s, s])?;
-                Ok(format!(
-                    "out_sample {:?} at t=500, {}",
-                    out.shape(),
-                    finite_summary(&out.iter().copied().collect::<Vec<_>>())?
-                ))
-            }
-            "vae_decoder" => {
-                let mut vae = VaeDecoder::load(self.rt, &file).map_err(e)?;
-                let n = s.min(8);
-                let latents: Array4<f32> = noise.randn([1, c, n, n]);
-                let out = vae.decode(latents.view()).map_err(e)?;
-                check_shape(out.shape(), &[1, 3, n * f, n * f])?;
-                Ok(format!(
-                    "sample {:?}, {}",
-                    out.shape(),
-                    finite_summary(&out.iter().copied().collect::<Vec<_>>())?
-                ))
-            }
-            "vae_encoder" => {
-                let session = self.rt.session(&file).map_err(e)?;
-                let inputs = tensor::inputs(&session);
-                let input = inputs
-                    .iter()
-                    .find(|i| i.name == "sample")
-                    .or_else(|| inputs.first())
-                    .filter(|i| i.rank() == 4)
-                    .cloned()
-                    .ok_or_else(|| {
-                        format!(
-                            "{} is not a VAE encoder: expected input sample float[batch,3,H,W]",
-                            file.display()
-                        )
-                    })?;
-                let px = 8 * f;
-                let image = noise.randn([1, 3, px, px]).mapv(|v| v.clamp(-1.0, 1.0));
-                let x = tensor::float_input(image.view().into_dyn(), input.elem).map_err(e)?;
-                let out_name = tensor::outputs(&session)
-                    .first()
-                    .map(|o| o.name.clone())
-                    .unwrap_or_default();
-                let mut session = session;
-                let outputs = session
-                    .run(ort::inputs![input.name.as_str() => x])
-                    .map_err(|x| x.to_string())?;
-                let out = tensor::float_output(&outputs[0]).map_err(e)?;
-                let shape = out.shape().to_vec();
-                if !(shape == [1, c, 8, 8] || shape == [1, 2 * c, 8, 8]) {
-                    return Err(format!(
-                        "output shape {shape:?}, expected [1, {c} or {}, 8, 8]",
-                        2 * c
-                    ));
-                }
-                Ok(format!(
-                    "{} {shape:?} from a {px}×{px} image, {}",
-                    out_name,
-                    finite_summary(&out.iter().copied().collect::<Vec<_>>())?
-                ))
-            }
-            "clip_image_encoder" => {
-                // A mid-grey 64×64 image against the probe prompt's pooler_output.
-                let tok = self
-                    .tokenizer
-                    .as_ref()
-                    .ok_or("the tokenizer did not load")?;
-                let ids = tok.encode(PROBE_PROMPT).map_err(e)?.ids_i64();
-                let te_file = self.root.join(BASE_TEXT_ENCODER).join("model.onnx");
-                let mut te = TextEncoder::load(self.rt, &te_file).map_err(e)?;
-                let pooled = te.encode_pooled(&ids, 1).map_err(e)?;
-                let mut scorer = crate::models::ClipScorer::open(self.rt, self.root)
-                    .map_err(e)?
-                    .ok_or("no clip_image_encoder/ folder")?;
-                let image = image::RgbImage::from_pixel(64, 64, image::Rgb([128, 128, 128]));
-                let pixels = scorer.preprocess(&image);
-                let (img, txt) = scorer.embed(pixels.view(), pooled.view()).map_err(e)?;
-                let p = scorer.config.projection_dim;
-                check_shape(img.shape(), &[1, p])?;
-                check_shape(txt.shape(), &[1, p])?;
-                let values: Vec<f32> = img.iter().chain(txt.iter()).copied().collect();
-                let score = crate::models::clip::clip_score(img.row(0), txt.row(0));
-                Ok(format!(
-                    "image_embeds and text_embeds [1, {p}], {}; CLIP score {:.2} of a grey image",
-                    finite_summary(&values)?,
-                    score.score
-                ))
-            }
-            other => Err(format!("unknown component kind {other:?}")),
+        let mut noise = RngSource::TorchCpu.generator(0);
+        let mut session = self.rt.session(file)?;
+        let inputs = tensor::inputs(&session);
+        let input = inputs
+            .iter()
+            .find(|i| i.name == "sample")
+            .or_else(|| inputs.first())
+            .filter(|i| i.rank() == 4)
+            .cloned()
+            .ok_or_else(|| {
+                eyre!(
+                    "{} is not a VAE encoder: expected input sample float[batch,3,H,W]",
+                    file.display()
+                )
+            })?;
+        let px = 8 * f;
+        let image = noise.randn([1, 3, px, px]).mapv(|v| v.clamp(-1.0, 1.0));
+        let x = tensor::float_input(image.view().into_dyn(), input.elem)?;
+        let out_name = tensor::outputs(&session)
+            .first()
+            .map(|o| o.name.clone())
+            .unwrap_or_default();
+        // The error's own text, as ONNX Runtime words it.
+        let outputs = session
+            .run(ort::inputs![input.name.as_str() => x])
+            .map_err(|x| eyre!("{x}"))?;
+        let out = tensor::float_output(&outputs[0])?;
+        let shape = out.shape().to_vec();
+        if !(shape == [1, c, 8, 8] || shape == [1, 2 * c, 8, 8]) {
+            bail!(
+                "output shape {shape:?}, expected [1, {c} or {}, 8, 8]",
+                2 * c
+            );
         }
+        Ok(Probed {
+            output: out_name,
+            shape,
+            input: Some(format!("from a {px}×{px} image")),
+            range: finite_range(out.iter().copied())?,
+            clip_score: None,
+        })
+    }
+
+    /// A mid-grey 64×64 image against the probe prompt's pooler_output (the base text
+    /// encoder's), through the folder's CLIP scorer.
+    fn clip_image_encoder(&self) -> color_eyre::Result<Probed> {
+        let ids = self.prompt_ids()?;
+        let te_file = self.root.join(BASE_TEXT_ENCODER).join("model.onnx");
+        let mut te = TextEncoder::load(self.rt, &te_file)?;
+        let pooled = te.encode_pooled(&ids, 1)?;
+        let mut scorer = crate::models::ClipScorer::open(self.rt, self.root)?
+            .ok_or_else(|| eyre!("no clip_image_encoder/ folder"))?;
+        let image = image::RgbImage::from_pixel(64, 64, image::Rgb([128, 128, 128]));
+        let pixels = scorer.preprocess(&image);
+        let (img, txt) = scorer.embed(pixels.view(), pooled.view())?;
+        let p = scorer.config.projection_dim;
+        check_shape(img.shape(), &[1, p])?;
+        check_shape(txt.shape(), &[1, p])?;
+        let score = crate::models::clip::clip_score(img.row(0), txt.row(0));
+        Ok(Probed {
+            output: "image_embeds and text_embeds".into(),
+            shape: vec![1, p],
+            input: None,
+            range: finite_range(img.iter().chain(txt.iter()).copied())?,
+            clip_score: Some(score.score),
+        })
     }
 }
 
@@ -902,18 +1062,7 @@ pub fn verify(
     device: Device,
     progress: &mut dyn FnMut(String),
 ) -> VerifyReport {
-    let mut r = VerifyReport {
-        path: root.display().to_string(),
-        manifest: false,
-        files: None,
-        provider: None,
-        sessions: Vec::new(),
-        scheduler: None,
-        failures: Vec::new(),
-        warnings: Vec::new(),
-        info: Vec::new(),
-        passed: false,
-    };
+    let mut r = VerifyReport::new(root);
     if !root.is_dir() {
         r.failures.push(missing_folder_message(root));
         return r;
@@ -927,26 +1076,86 @@ pub fn verify(
     };
     r.manifest = manifest.is_some();
     if let Some(m) = &manifest {
-        let h = hash_check(root, m, progress);
-        for p in &h.missing {
-            r.failures.push(format!(
-                "{p} is listed in manifest.json but missing\nFix: re-export the model (python models/export.py --out {}) or copy the file again",
-                root.display()
-            ));
-        }
-        for (p, want, got) in &h.size_differs {
-            r.failures.push(format!(
-                "{p} has {got} bytes, manifest.json says {want} (truncated or replaced)\nFix: copy the file again from the export, or re-export"
-            ));
-        }
-        for p in &h.hash_differs {
-            r.failures.push(format!(
-                "{p} does not match its sha256 in manifest.json (corrupted or changed)\nFix: copy the file again from the export, or re-export"
-            ));
-        }
-        r.files = Some(h);
+        r.files = Some(verify_files(root, m, progress, &mut r.failures));
     }
-    // Scheduler config.
+    verify_scheduler(config, root, &mut r);
+    verify_variants(config, root, manifest.as_ref(), &mut r.warnings);
+    verify_sessions(config, root, device, manifest.as_ref(), progress, &mut r);
+    r.passed = r.failures.is_empty();
+    r
+}
+
+impl VerifyReport {
+    /// Nothing checked yet, not passed.
+    fn new(root: &Path) -> VerifyReport {
+        VerifyReport {
+            path: root.display().to_string(),
+            manifest: false,
+            files: None,
+            provider: None,
+            sessions: Vec::new(),
+            scheduler: None,
+            failures: Vec::new(),
+            warnings: Vec::new(),
+            info: Vec::new(),
+            passed: false,
+        }
+    }
+
+    /// One component's session check: its line, and on failure the failure (cause and fix).
+    fn record_session(&mut self, folder: &str, kind: String, result: color_eyre::Result<Probed>) {
+        match result {
+            Ok(probed) => self.sessions.push(SessionCheck {
+                folder: folder.to_string(),
+                kind,
+                passed: true,
+                detail: probed.to_string(),
+            }),
+            Err(e) => {
+                let e = format!("{e:#}");
+                self.failures.push(format!("{folder}: {e}"));
+                self.sessions.push(SessionCheck {
+                    folder: folder.to_string(),
+                    kind,
+                    passed: false,
+                    detail: e.lines().next().unwrap_or("").to_string(),
+                });
+            }
+        }
+    }
+}
+
+/// The manifest's files by hash; each one missing, resized or changed is a failure with its
+/// fix.
+fn verify_files(
+    root: &Path,
+    m: &Manifest,
+    progress: &mut dyn FnMut(String),
+    failures: &mut Vec<String>,
+) -> HashCheck {
+    let h = hash_check(root, m, progress);
+    for p in &h.missing {
+        failures.push(format!(
+            "{p} is listed in manifest.json but missing\nFix: re-export the model (python models/export.py --out {}) or copy the file again",
+            root.display()
+        ));
+    }
+    for (p, want, got) in &h.size_differs {
+        failures.push(format!(
+            "{p} has {got} bytes, manifest.json says {want} (truncated or replaced)\nFix: copy the file again from the export, or re-export"
+        ));
+    }
+    for p in &h.hash_differs {
+        failures.push(format!(
+            "{p} does not match its sha256 in manifest.json (corrupted or changed)\nFix: copy the file again from the export, or re-export"
+        ));
+    }
+    h
+}
+
+/// The scheduler config: its report (a warning when speedscape falls back), a failure when
+/// it is unreadable or, when in force, holds values the schedulers do not take.
+fn verify_scheduler(config: &Config, root: &Path, r: &mut VerifyReport) {
     match scheduler_report(root, config) {
         Ok(s) => {
             if s.warning {
@@ -965,14 +1174,22 @@ pub fn verify(
             "{e}\nFix: restore scheduler/scheduler_config.json from the export"
         )),
     }
-    // Variants that cannot run.
-    let variants = match &manifest {
+}
+
+/// A warning for each variant that cannot run (a folder it needs has no model.onnx).
+fn verify_variants(
+    config: &Config,
+    root: &Path,
+    manifest: Option<&Manifest>,
+    warnings: &mut Vec<String>,
+) {
+    let variants = match manifest {
         Some(m) => merge_manifest_variants(config.variants(), m),
         None => config.variants(),
     };
-    for v in variant_infos(root, &variants, manifest.as_ref()) {
+    for v in variant_infos(root, &variants, manifest) {
         if !v.present {
-            r.warnings.push(format!(
+            warnings.push(format!(
                 "variant {:?} cannot run: no {} (base-only exercises work). {}",
                 v.name,
                 v.missing.join(", "),
@@ -980,20 +1197,29 @@ pub fn verify(
             ));
         }
     }
-    // Sessions.
-    let components = component_folders(root, manifest.as_ref());
+}
+
+/// Opens ONNX Runtime on `device` and runs every component folder's graph once; a model
+/// exported for CUDA only fails on the CPU with every session marked not run.
+fn verify_sessions(
+    config: &Config,
+    root: &Path,
+    device: Device,
+    manifest: Option<&Manifest>,
+    progress: &mut dyn FnMut(String),
+    r: &mut VerifyReport,
+) {
+    let components = component_folders(root, manifest);
     let rt = match crate::open::runtime(config, Some(device)) {
         Ok(rt) => rt,
         Err(e) => {
             r.failures.push(format!("{e}"));
-            r.passed = false;
-            return r;
+            return;
         }
     };
     r.provider = Some(rt.provider);
     r.info.extend(rt.notes.iter().cloned());
     let cuda_only = manifest
-        .as_ref()
         .and_then(|m| m.optimize.as_deref())
         .is_some_and(|o| o == "cuda");
     if cuda_only && rt.provider == Provider::Cpu {
@@ -1001,79 +1227,49 @@ pub fn verify(
             "this model was exported with optimize = \"cuda\": its graphs use CUDA-only fused operators and need the CUDA provider, but ONNX Runtime runs on {} here\nFix: run on the GPU box with onnxruntime-gpu (`SPEEDSCAPE_ORT_WHEEL='onnxruntime-gpu[cuda,cudnn]' scripts/setup.sh`, see README \"ONNX Runtime and the GPU\"), or export with --optimize none for the CPU",
             rt.provider
         ));
-        for c in &components {
-            r.sessions.push(SessionCheck {
-                folder: c.folder.clone(),
-                kind: c.kind.clone().unwrap_or_default(),
-                passed: false,
-                detail: "not run: needs the CUDA provider".into(),
-            });
-        }
-    } else {
-        let geometry = ModelGeometry::read(root).unwrap_or(ModelGeometry {
-            sample_size: 64,
-            vae_scale_factor: 8,
-            scaling_factor: 0.18215,
-            latent_channels: 4,
-            unet_downsamples: 3,
-        });
-        let tokenizer = match ClipTokenizer::from_dir(&root.join("tokenizer")) {
-            Ok(t) => Some(t),
-            Err(e) => {
-                r.failures.push(format!("{e:#}"));
-                None
-            }
-        };
-        let mut probe = Probe {
-            rt: &rt,
-            root,
-            geometry,
-            context_dim: manifest
-                .as_ref()
-                .and_then(|m| m.geometry.as_ref())
-                .and_then(|g| g.cross_attention_dim),
-            tokenizer,
-        };
-        for c in &components {
-            let kind = c.kind.clone().unwrap_or_default();
-            let result = if !c.present {
-                Err(format!(
-                    "no {}\nFix: {}",
-                    root.join(&c.folder).join("model.onnx").display(),
-                    if kind == "unet" && c.folder != "unet" {
-                        export_fix(root).trim_start_matches("Fix: ").to_string()
-                    } else {
-                        format!(
-                            "re-export the model (python models/export.py --out {}, see {README_SECTION})",
-                            root.display()
-                        )
-                    }
-                ))
-            } else {
-                progress(format!("running {} ({kind}) ... ", c.folder));
-                let res = probe.run(&c.folder, &kind);
-                progress(if res.is_ok() { "ok\n" } else { "FAILED\n" }.into());
-                res
-            };
-            match result {
-                Ok(detail) => r.sessions.push(SessionCheck {
-                    folder: c.folder.clone(),
-                    kind,
-                    passed: true,
-                    detail,
-                }),
-                Err(e) => {
-                    r.failures.push(format!("{}: {e}", c.folder));
-                    r.sessions.push(SessionCheck {
-                        folder: c.folder.clone(),
-                        kind,
-                        passed: false,
-                        detail: e.lines().next().unwrap_or("").to_string(),
-                    });
-                }
-            }
-        }
+        r.sessions.extend(components.iter().map(|c| SessionCheck {
+            folder: c.folder.clone(),
+            kind: c.kind.clone().unwrap_or_default(),
+            passed: false,
+            detail: "not run: needs the CUDA provider".into(),
+        }));
+        return;
     }
-    r.passed = r.failures.is_empty();
-    r
+    let mut probe = Probe::new(&rt, root, manifest, &mut r.failures);
+    for c in &components {
+        let kind = c.kind.clone().unwrap_or_default();
+        let result = probe_component(&mut probe, root, c, &kind, progress);
+        r.record_session(&c.folder, kind, result);
+    }
+}
+
+/// Runs component `c` (of kind `kind`) once, telling `progress`; a folder without its
+/// model.onnx, or of a kind verify does not know, fails.
+fn probe_component(
+    probe: &mut Probe,
+    root: &Path,
+    c: &ComponentInfo,
+    kind: &str,
+    progress: &mut dyn FnMut(String),
+) -> color_eyre::Result<Probed> {
+    if !c.present {
+        let fix = if kind == ComponentKind::Unet.name() && c.folder != "unet" {
+            export_fix(root).trim_start_matches("Fix: ").to_string()
+        } else {
+            format!(
+                "re-export the model (python models/export.py --out {}, see {README_SECTION})",
+                root.display()
+            )
+        };
+        bail!(
+            "no {}\nFix: {fix}",
+            root.join(&c.folder).join("model.onnx").display()
+        );
+    }
+    progress(format!("running {} ({kind}) ... ", c.folder));
+    let result = ComponentKind::parse(kind)
+        .ok_or_else(|| eyre!("unknown component kind {kind:?}"))
+        .and_then(|k| probe.run(&c.folder, k));
+    progress(if result.is_ok() { "ok\n" } else { "FAILED\n" }.into());
+    result
 }

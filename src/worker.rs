@@ -446,6 +446,98 @@ fn panic_text(p: &Box<dyn std::any::Any + Send>) -> String {
         .unwrap_or_else(|| "unknown panic".into())
 }
 
+/// The VAE decoder's folder, the name its events carry.
+const VAE_DECODER: &str = "vae_decoder";
+
+/// (component folder, batch, latent height, latent width) of a warm-up pass already run.
+type WarmKey = (String, usize, usize, usize);
+
+/// A run's size as its warm-up passes see it.
+#[derive(Debug, Clone, Copy)]
+struct LatentSize {
+    /// 2 with classifier-free guidance (both prompts in one UNet call), else 1.
+    batch: usize,
+    /// Latent pixels (image pixels / the VAE's scale factor).
+    h: usize,
+    w: usize,
+}
+
+impl LatentSize {
+    /// The [`WarmKey`] of `folder`'s pass at this size.
+    fn key(&self, folder: &str) -> WarmKey {
+        (folder.to_string(), self.batch, self.h, self.w)
+    }
+}
+
+/// What every component's preparation for one run shares.
+struct Prep<'a> {
+    run: RunId,
+    options: &'a RunOptions,
+    gone: &'a AtomicBool,
+}
+
+/// Where a component's `Loaded { load }` time comes from.
+#[derive(Debug, Clone, Copy)]
+enum LoadTime {
+    /// Timed around the session's creation by this preparation.
+    Measured,
+    /// The session-creation time the model recorded: for a session that existed before this
+    /// run (the base text encoder and the VAE decoder open with the model), and the CLIP
+    /// scorer's.
+    Recorded,
+}
+
+impl LoadTime {
+    /// `Recorded` when the session exists already, else `Measured`.
+    fn of(already_loaded: bool) -> LoadTime {
+        if already_loaded {
+            LoadTime::Recorded
+        } else {
+            LoadTime::Measured
+        }
+    }
+}
+
+/// One component on its way to the timed run (see [`Worker::load_and_warm`]).
+struct Component<'a> {
+    /// Its folder, the name its events carry (`text_encoder`, `unet_lcm`, `vae_decoder`, …).
+    folder: &'a str,
+    load_time: LoadTime,
+    /// It needs its step at this run's size even when the worker has used it before.
+    warm: bool,
+    /// Recorded as warmed once its step is done.
+    warmed: Option<WarmKey>,
+}
+
+/// Times the two phases of a component's step: its session creation ([`Stopwatch::load`]) and
+/// its warm-up pass ([`Stopwatch::warm_up`]); a phase not run takes zero.
+#[derive(Debug, Default)]
+struct Stopwatch {
+    load: Duration,
+    warm_up: Duration,
+}
+
+impl Stopwatch {
+    fn load<T>(&mut self, phase: impl FnOnce() -> color_eyre::Result<T>) -> color_eyre::Result<T> {
+        time_into(&mut self.load, phase)
+    }
+
+    fn warm_up<T>(
+        &mut self,
+        phase: impl FnOnce() -> color_eyre::Result<T>,
+    ) -> color_eyre::Result<T> {
+        time_into(&mut self.warm_up, phase)
+    }
+}
+
+/// Runs `phase`, storing its wall time in `slot`.
+fn time_into<T>(slot: &mut Duration, phase: impl FnOnce() -> T) -> T {
+    let start = Instant::now();
+    let out = phase();
+    *slot = start.elapsed();
+    out
+}
+
 /// The thread's state: runtime, model, and what has been loaded and warmed so far.
 struct Worker {
     rt: Runtime,
@@ -454,8 +546,8 @@ struct Worker {
     events: Sender,
     /// Components that have had their `Loading`/`Loaded` events.
     announced: HashSet<String>,
-    /// (component, batch, latent h, latent w) already run once.
-    warmed: HashSet<(String, usize, usize, usize)>,
+    /// Warm-up passes already run.
+    warmed: HashSet<WarmKey>,
 }
 
 impl Worker {
@@ -534,7 +626,8 @@ impl Worker {
     }
 
     /// Loads and warms up, outside the timed run, every component the job needs that the
-    /// worker has not run at this size yet.
+    /// worker has not run at this size yet: the text encoder, the UNet and the VAE decoder,
+    /// then the CLIP scorer when the run asks for a score.
     fn prepare(
         &mut self,
         job: &Job,
@@ -542,156 +635,163 @@ impl Worker {
         gone: &AtomicBool,
     ) -> color_eyre::Result<()> {
         let req = &job.request;
-        let run = job.run;
+        let size = self.latent_size(req)?;
+        let variant = self.model.variant(&req.unet)?.clone();
+        let prep = Prep {
+            run: job.run,
+            options,
+            gone,
+        };
+        // The UNet's warm-up takes the text encoder's output as its context: when the UNet
+        // needs one, so does the text encoder.
+        let warm_unet = !self.announced.contains(&variant.folder)
+            || !self.warmed.contains(&size.key(&variant.folder));
+        let te_folder = variant.text_encoder_folder();
+        let hidden = self.prepare_text_encoder(&prep, &req.unet, te_folder, warm_unet)?;
+        if warm_unet && let Some(hidden) = &hidden {
+            self.prepare_unet(&prep, &req.unet, &variant.folder, size, hidden)?;
+        }
+        self.prepare_vae_decoder(&prep, size)?;
+        if req.clip_score && self.model.has_clip_scorer() {
+            self.prepare_clip_scorer(&prep)?;
+        }
+        Ok(())
+    }
+
+    /// The run's checked size in latent pixels, and its UNet batch.
+    fn latent_size(&self, req: &Request) -> color_eyre::Result<LatentSize> {
         let pipeline::limits::Checked { width, height, .. } =
             pipeline::limits::check_request(&self.model, self.rt.provider, req)?;
         let f = self.model.geometry.vae_scale_factor;
-        let (h, w) = (height / f, width / f);
-        let batch = if req.guidance > 1.0 { 2 } else { 1 };
-        let variant = self.model.variant(&req.unet)?.clone();
+        Ok(LatentSize {
+            batch: if req.guidance > 1.0 { 2 } else { 1 },
+            h: height / f,
+            w: width / f,
+        })
+    }
 
-        // Text encoder: its warm-up is one encode of the empty prompt, whose hidden states
-        // also serve as the UNet warm-up's context.
-        let unet_key = (variant.folder.clone(), batch, h, w);
-        let announce_unet = !self.announced.contains(&variant.folder);
-        let warm_unet = announce_unet || !self.warmed.contains(&unet_key);
-        let te_folder = variant.text_encoder_folder().to_string();
-        let announce_te = !self.announced.contains(&te_folder);
-        let mut hidden: Option<Array3<f32>> = None;
-        if announce_te || warm_unet {
-            if announce_te {
-                self.send(
-                    Event::Loading {
-                        run,
-                        component: te_folder.clone(),
-                    },
-                    gone,
-                )?;
-            }
-            let was_loaded = self.model.has_text_encoder_for(&req.unet);
-            let ids = self.model.tokenizer.encode("")?.ids_i64();
-            let load_start = Instant::now();
-            let te = self.model.text_encoder_for(&self.rt, &req.unet)?;
-            let load = load_start.elapsed();
-            let warm_start = Instant::now();
-            hidden = Some(te.encode(&ids, 1)?);
-            let warm_up = warm_start.elapsed();
-            if announce_te {
-                self.announced.insert(te_folder.clone());
-                let load = if was_loaded {
-                    self.load_time(&te_folder)
-                } else {
-                    load
-                };
-                self.send(
-                    Event::Loaded {
-                        run,
-                        component: te_folder,
-                        load,
-                        warm_up,
-                    },
-                    gone,
-                )?;
-            }
+    /// The one way a component gets ready for the timed run: `Loading` the first time the
+    /// worker uses it; then, if it is new or `part.warm`, its `step` (session creation and
+    /// warm-up pass, each timed by the stopwatch); then, the first time, `Loaded` with both
+    /// times. `None` when there was nothing to do. A failed step's error is the run's error.
+    fn load_and_warm<T>(
+        &mut self,
+        prep: &Prep,
+        part: Component<'_>,
+        step: impl FnOnce(&mut Model, &Runtime, &mut Stopwatch) -> color_eyre::Result<T>,
+    ) -> color_eyre::Result<Option<T>> {
+        let announce = !self.announced.contains(part.folder);
+        if !announce && !part.warm {
+            return Ok(None);
         }
+        if announce {
+            let loading = Event::Loading {
+                run: prep.run,
+                component: part.folder.to_string(),
+            };
+            self.send(loading, prep.gone)?;
+        }
+        let mut clock = Stopwatch::default();
+        let out = step(&mut self.model, &self.rt, &mut clock)?;
+        if let Some(key) = part.warmed {
+            self.warmed.insert(key);
+        }
+        if announce {
+            self.announced.insert(part.folder.to_string());
+            let load = match part.load_time {
+                LoadTime::Measured => clock.load,
+                LoadTime::Recorded => self.load_time(part.folder),
+            };
+            let loaded = Event::Loaded {
+                run: prep.run,
+                component: part.folder.to_string(),
+                load,
+                warm_up: clock.warm_up,
+            };
+            self.send(loaded, prep.gone)?;
+        }
+        Ok(Some(out))
+    }
 
-        // UNet: one call at the run's batch and latent size.
-        if announce_unet {
-            self.send(
-                Event::Loading {
-                    run,
-                    component: variant.folder.clone(),
-                },
-                gone,
-            )?;
-        }
-        if let (true, Some(hidden)) = (warm_unet, &hidden) {
-            let was_loaded = self.model.has_unet(&req.unet);
-            let load_start = Instant::now();
-            let channels = self.model.geometry.latent_channels;
-            let unet = self.model.unet(&self.rt, &req.unet)?;
-            let load = load_start.elapsed();
-            let context = ndarray::concatenate(Axis(0), &vec![hidden.view(); batch])?;
-            let sample = Array4::<f32>::zeros((batch, channels, h, w));
-            let warm_start = Instant::now();
-            unet.predict_with(sample.view(), 500.0, context.view(), Some(options))?;
-            let warm_up = warm_start.elapsed();
-            self.warmed.insert(unet_key);
-            if announce_unet {
-                self.announced.insert(variant.folder.clone());
-                let load = if was_loaded {
-                    self.load_time(&variant.folder)
-                } else {
-                    load
-                };
-                self.send(
-                    Event::Loaded {
-                        run,
-                        component: variant.folder.clone(),
-                        load,
-                        warm_up,
-                    },
-                    gone,
-                )?;
-            }
-        }
+    /// The text encoder of `variant` (its folder `folder`): its warm-up is one encode of the
+    /// empty prompt, whose hidden states (`[1, 77, hidden]`) are returned to serve as the UNet
+    /// warm-up's context. It runs when new, and whenever `warm_unet`.
+    fn prepare_text_encoder(
+        &mut self,
+        prep: &Prep,
+        variant: &str,
+        folder: &str,
+        warm_unet: bool,
+    ) -> color_eyre::Result<Option<Array3<f32>>> {
+        let part = Component {
+            folder,
+            load_time: LoadTime::of(self.model.has_text_encoder_for(variant)),
+            warm: warm_unet,
+            warmed: None,
+        };
+        self.load_and_warm(prep, part, |model, rt, clock| {
+            let ids = model.tokenizer.encode("")?.ids_i64();
+            let te = clock.load(|| model.text_encoder_for(rt, variant))?;
+            clock.warm_up(|| te.encode(&ids, 1))
+        })
+    }
 
-        // VAE decoder: one decode at the run's latent size.
-        let vae = "vae_decoder".to_string();
-        let vae_key = (vae.clone(), 1, h, w);
-        let announce_vae = !self.announced.contains(&vae);
-        if announce_vae {
-            self.send(
-                Event::Loading {
-                    run,
-                    component: vae.clone(),
-                },
-                gone,
-            )?;
-        }
-        if announce_vae || !self.warmed.contains(&vae_key) {
-            let latents = Array4::<f32>::zeros((1, self.model.geometry.latent_channels, h, w));
-            let warm_start = Instant::now();
-            self.model.vae.decode_with(latents.view(), Some(options))?;
-            let warm_up = warm_start.elapsed();
-            self.warmed.insert(vae_key);
-            if announce_vae {
-                self.announced.insert(vae.clone());
-                self.send(
-                    Event::Loaded {
-                        run,
-                        component: vae.clone(),
-                        load: self.load_time(&vae),
-                        warm_up,
-                    },
-                    gone,
-                )?;
-            }
-        }
+    /// The UNet of `variant` (its folder `folder`): one call at the run's batch and latent
+    /// size, on `hidden` (the text encoder's warm-up output) once per batch row.
+    fn prepare_unet(
+        &mut self,
+        prep: &Prep,
+        variant: &str,
+        folder: &str,
+        size: LatentSize,
+        hidden: &Array3<f32>,
+    ) -> color_eyre::Result<()> {
+        let part = Component {
+            folder,
+            load_time: LoadTime::of(self.model.has_unet(variant)),
+            warm: true,
+            warmed: Some(size.key(folder)),
+        };
+        let options = prep.options;
+        self.load_and_warm(prep, part, |model, rt, clock| {
+            let channels = model.geometry.latent_channels;
+            let unet = clock.load(|| model.unet(rt, variant))?;
+            let context = ndarray::concatenate(Axis(0), &vec![hidden.view(); size.batch])?;
+            let sample = Array4::<f32>::zeros((size.batch, channels, size.h, size.w));
+            clock.warm_up(|| unet.predict_with(sample.view(), 500.0, context.view(), Some(options)))
+        })?;
+        Ok(())
+    }
 
-        // CLIP scorer: loaded the first time a run asks for a score (it runs after the timed
-        // run, so it needs no warm-up).
-        let clip = crate::models::CLIP_FOLDER;
-        if req.clip_score && self.model.has_clip_scorer() && !self.announced.contains(clip) {
-            self.send(
-                Event::Loading {
-                    run,
-                    component: clip.to_string(),
-                },
-                gone,
-            )?;
-            self.model.clip_scorer(&self.rt)?;
-            self.announced.insert(clip.to_string());
-            self.send(
-                Event::Loaded {
-                    run,
-                    component: clip.to_string(),
-                    load: self.load_time(clip),
-                    warm_up: Duration::ZERO,
-                },
-                gone,
-            )?;
-        }
+    /// The VAE decoder (opened with the model): one decode at the run's latent size.
+    fn prepare_vae_decoder(&mut self, prep: &Prep, size: LatentSize) -> color_eyre::Result<()> {
+        let key = LatentSize { batch: 1, ..size }.key(VAE_DECODER);
+        let part = Component {
+            folder: VAE_DECODER,
+            load_time: LoadTime::Recorded,
+            warm: !self.warmed.contains(&key),
+            warmed: Some(key),
+        };
+        let options = prep.options;
+        self.load_and_warm(prep, part, |model, _, clock| {
+            let latents = Array4::<f32>::zeros((1, model.geometry.latent_channels, size.h, size.w));
+            clock.warm_up(|| model.vae.decode_with(latents.view(), Some(options)))
+        })?;
+        Ok(())
+    }
+
+    /// The CLIP scorer, loaded the first time a run asks for a score; it runs after the timed
+    /// run, so it needs no warm-up.
+    fn prepare_clip_scorer(&mut self, prep: &Prep) -> color_eyre::Result<()> {
+        let part = Component {
+            folder: crate::models::CLIP_FOLDER,
+            load_time: LoadTime::Recorded,
+            warm: false,
+            warmed: None,
+        };
+        self.load_and_warm(prep, part, |model, rt, clock| {
+            clock.load(|| model.clip_scorer(rt).map(|_| ()))
+        })?;
         Ok(())
     }
 

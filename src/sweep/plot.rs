@@ -6,10 +6,12 @@
 
 use color_eyre::eyre::{WrapErr, eyre};
 use image::RgbImage;
-use plotters::coord::combinators::BindKeyPoints;
+use plotters::coord::Shift;
+use plotters::coord::combinators::{BindKeyPoints, LogCoord, WithKeyPoints};
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
-use super::{Landscape, Point};
+use super::{Landscape, Point, Series};
 use crate::report::table::format_ms;
 
 /// Pixels of the picture.
@@ -142,6 +144,10 @@ fn legend_corner(land: &Landscape, x: (f64, f64), y: (f64, f64)) -> SeriesLabelP
     .map_or(SeriesLabelPosition::LowerRight, |(pos, _)| pos)
 }
 
+/// The plot area: time in seconds on a log axis (its key points [`time_ticks`]), SSIM on y.
+type PlotChart<'a, 'b> =
+    ChartContext<'a, SVGBackend<'b>, Cartesian2d<WithKeyPoints<LogCoord<f64>>, RangedCoordf64>>;
+
 /// The chart as an SVG document. `note` goes under the chart (what the curves mean on this
 /// model).
 pub fn svg(land: &Landscape, note: Option<&str>) -> color_eyre::Result<String> {
@@ -150,111 +156,17 @@ pub fn svg(land: &Landscape, note: Option<&str>) -> color_eyre::Result<String> {
         let root = SVGBackend::with_string(&mut out, (WIDTH, HEIGHT)).into_drawing_area();
         root.fill(&WHITE).map_err(plot_error)?;
         let (chart_area, foot) = root.split_vertically(HEIGHT - 34);
-        let (x0, x1) = x_range(land);
-        let (y0, y1) = y_range(land);
-        let reference = land.sweep.reference.label();
-        let mut chart = ChartBuilder::on(&chart_area)
-            .caption(
-                format!("Quality against time: SSIM to {reference} over seeds"),
-                (FAMILY, 22),
-            )
-            .margin(14)
-            .x_label_area_size(48)
-            .y_label_area_size(64)
-            .build_cartesian_2d(
-                (x0..x1).log_scale().with_key_points(time_ticks(x0, x1)),
-                y0..y1,
-            )
-            .map_err(plot_error)?;
-        chart
-            .configure_mesh()
-            .x_desc("median time per image (log scale)")
-            .y_desc(format!("SSIM to {reference} (mean ± sd)"))
-            .x_label_formatter(&|v| seconds(*v))
-            .y_label_formatter(&|v| format!("{v:.2}"))
-            .label_style((FAMILY, 14))
-            .axis_desc_style((FAMILY, 15))
-            .y_max_light_lines(1)
-            .light_line_style(RGBColor(238, 238, 238))
-            .bold_line_style(RGBColor(205, 205, 205))
-            .draw()
-            .map_err(plot_error)?;
+        let (x, y) = (x_range(land), y_range(land));
+        let mut chart = axes(&chart_area, land, x, y)?;
         if let Some(r) = land.reference {
-            let t = r.time_ms / 1e3;
-            let grey = RGBColor(120, 120, 120);
-            chart
-                .draw_series(DashedLineSeries::new(
-                    [(t, y0), (t, y1)],
-                    6,
-                    4,
-                    grey.stroke_width(1),
-                ))
-                .map_err(plot_error)?;
-            chart
-                .draw_series(std::iter::once(Text::new(
-                    format!(" reference {reference}"),
-                    (t, y0 + 0.03 * (y1 - y0)),
-                    (FAMILY, 13).into_font().color(&grey),
-                )))
-                .map_err(plot_error)?;
+            draw_reference(&mut chart, land, r.time_ms / 1e3, y)?;
         }
         for (i, s) in land.series.iter().enumerate() {
-            let c = PALETTE[i % PALETTE.len()];
-            let pts = s.by_time();
-            let xy: Vec<(f64, f64)> = pts.iter().map(|p| (p.time_ms / 1e3, p.ssim.mean)).collect();
-            let name = format!(
-                "{} (cfg {}{})",
-                s.method.label,
-                s.method.cfg,
-                match s.knee {
-                    Some(k) => format!(", knee {}", super::output::steps(k)),
-                    None => String::new(),
-                }
-            );
-            chart
-                .draw_series(LineSeries::new(xy.clone(), c.stroke_width(2)))
-                .map_err(plot_error)?
-                .label(name)
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 22, y)], c.stroke_width(3))
-                });
-            // The seeds' spread.
-            chart
-                .draw_series(pts.iter().filter(|p| p.ssim.n > 1).map(|p| {
-                    let t = p.time_ms / 1e3;
-                    PathElement::new(
-                        vec![(t, p.ssim.mean - p.ssim.std), (t, p.ssim.mean + p.ssim.std)],
-                        c.mix(0.7).stroke_width(1),
-                    )
-                }))
-                .map_err(plot_error)?;
-            chart
-                .draw_series(xy.iter().map(|&(x, y)| Circle::new((x, y), 4, c.filled())))
-                .map_err(plot_error)?;
-            if let Some(k) = s.knee.and_then(|k| s.point(k)) {
-                chart
-                    .draw_series(std::iter::once(Circle::new(
-                        (k.time_ms / 1e3, k.ssim.mean),
-                        10,
-                        c.stroke_width(2),
-                    )))
-                    .map_err(plot_error)?;
-            }
-            chart
-                .draw_series(pts.iter().map(|p| {
-                    // The step count a little right of and above its marker.
-                    EmptyElement::at((p.time_ms / 1e3, p.ssim.mean))
-                        + Text::new(
-                            p.steps.to_string(),
-                            (6, -18),
-                            (FAMILY, 13).into_font().color(&c),
-                        )
-                }))
-                .map_err(plot_error)?;
+            draw_method(&mut chart, PALETTE[i % PALETTE.len()], s)?;
         }
         chart
             .configure_series_labels()
-            .position(legend_corner(land, (x0, x1), (y0, y1)))
+            .position(legend_corner(land, x, y))
             .label_font((FAMILY, 14))
             .background_style(WHITE.mix(0.9))
             .border_style(RGBColor(180, 180, 180))
@@ -273,6 +185,125 @@ pub fn svg(land: &Landscape, note: Option<&str>) -> color_eyre::Result<String> {
         root.present().map_err(plot_error)?;
     }
     Ok(out)
+}
+
+/// The caption, the axes over ranges `x` (seconds) and `y` (SSIM), their labels and the grid.
+fn axes<'a, 'b>(
+    area: &'a DrawingArea<SVGBackend<'b>, Shift>,
+    land: &Landscape,
+    (x0, x1): (f64, f64),
+    (y0, y1): (f64, f64),
+) -> color_eyre::Result<PlotChart<'a, 'b>> {
+    let reference = land.sweep.reference.label();
+    let mut chart = ChartBuilder::on(area)
+        .caption(
+            format!("Quality against time: SSIM to {reference} over seeds"),
+            (FAMILY, 22),
+        )
+        .margin(14)
+        .x_label_area_size(48)
+        .y_label_area_size(64)
+        .build_cartesian_2d(
+            (x0..x1).log_scale().with_key_points(time_ticks(x0, x1)),
+            y0..y1,
+        )
+        .map_err(plot_error)?;
+    chart
+        .configure_mesh()
+        .x_desc("median time per image (log scale)")
+        .y_desc(format!("SSIM to {reference} (mean ± sd)"))
+        .x_label_formatter(&|v| seconds(*v))
+        .y_label_formatter(&|v| format!("{v:.2}"))
+        .label_style((FAMILY, 14))
+        .axis_desc_style((FAMILY, 15))
+        .y_max_light_lines(1)
+        .light_line_style(RGBColor(238, 238, 238))
+        .bold_line_style(RGBColor(205, 205, 205))
+        .draw()
+        .map_err(plot_error)?;
+    Ok(chart)
+}
+
+/// The reference's time `t` (seconds) as a dashed grey line across the y range `y`, named at
+/// its foot.
+fn draw_reference(
+    chart: &mut PlotChart,
+    land: &Landscape,
+    t: f64,
+    (y0, y1): (f64, f64),
+) -> color_eyre::Result<()> {
+    let grey = RGBColor(120, 120, 120);
+    chart
+        .draw_series(DashedLineSeries::new(
+            [(t, y0), (t, y1)],
+            6,
+            4,
+            grey.stroke_width(1),
+        ))
+        .map_err(plot_error)?;
+    chart
+        .draw_series(std::iter::once(Text::new(
+            format!(" reference {}", land.sweep.reference.label()),
+            (t, y0 + 0.03 * (y1 - y0)),
+            (FAMILY, 13).into_font().color(&grey),
+        )))
+        .map_err(plot_error)?;
+    Ok(())
+}
+
+/// One method in colour `c`: its line through the points by time (with its legend entry), the
+/// seeds' spread as error bars, the markers, the knee's ring and each point's step count.
+fn draw_method(chart: &mut PlotChart, c: RGBColor, s: &Series) -> color_eyre::Result<()> {
+    let pts = s.by_time();
+    let xy: Vec<(f64, f64)> = pts.iter().map(|p| (p.time_ms / 1e3, p.ssim.mean)).collect();
+    let name = format!(
+        "{} (cfg {}{})",
+        s.method.label,
+        s.method.cfg,
+        match s.knee {
+            Some(k) => format!(", knee {}", super::output::steps(k)),
+            None => String::new(),
+        }
+    );
+    chart
+        .draw_series(LineSeries::new(xy.clone(), c.stroke_width(2)))
+        .map_err(plot_error)?
+        .label(name)
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 22, y)], c.stroke_width(3)));
+    // The seeds' spread.
+    chart
+        .draw_series(pts.iter().filter(|p| p.ssim.n > 1).map(|p| {
+            let t = p.time_ms / 1e3;
+            PathElement::new(
+                vec![(t, p.ssim.mean - p.ssim.std), (t, p.ssim.mean + p.ssim.std)],
+                c.mix(0.7).stroke_width(1),
+            )
+        }))
+        .map_err(plot_error)?;
+    chart
+        .draw_series(xy.iter().map(|&(x, y)| Circle::new((x, y), 4, c.filled())))
+        .map_err(plot_error)?;
+    if let Some(k) = s.knee.and_then(|k| s.point(k)) {
+        chart
+            .draw_series(std::iter::once(Circle::new(
+                (k.time_ms / 1e3, k.ssim.mean),
+                10,
+                c.stroke_width(2),
+            )))
+            .map_err(plot_error)?;
+    }
+    chart
+        .draw_series(pts.iter().map(|p| {
+            // The step count a little right of and above its marker.
+            EmptyElement::at((p.time_ms / 1e3, p.ssim.mean))
+                + Text::new(
+                    p.steps.to_string(),
+                    (6, -18),
+                    (FAMILY, 13).into_font().color(&c),
+                )
+        }))
+        .map_err(plot_error)?;
+    Ok(())
 }
 
 /// Rasterises an SVG document from [`svg`] at its own size, on white, with the bundled font.

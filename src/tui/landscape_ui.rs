@@ -330,20 +330,7 @@ fn draw_chart(land: &Landscape, l: &LandscapeState, frame: &mut Frame, area: Rec
     }
     let [legend, plot] =
         Layout::vertical([Constraint::Length(1), Constraint::Fill(1)]).areas(inner);
-    // The legend: every method in its colour, the knee mark, the reference's time.
-    let mut spans = Vec::new();
-    for (i, s) in land.series.iter().enumerate() {
-        spans.push(Span::styled("━ ", Style::new().fg(colour(i))));
-        spans.push(Span::raw(format!("{}  ", s.method.label)));
-    }
-    spans.push(Span::raw(format!("{KNEE} knee  ")).bold());
-    if let Some(r) = land.reference {
-        spans.push(Span::styled(
-            format!("┊ {} {}", land.sweep.reference.label(), fmt_ms(r.time_ms)),
-            DIM,
-        ));
-    }
-    frame.render_widget(Line::from(spans), legend);
+    frame.render_widget(chart_legend(land), legend);
     if land.is_empty() {
         let n = l.plan.runs.len();
         let text = format!(
@@ -356,8 +343,6 @@ fn draw_chart(land: &Landscape, l: &LandscapeState, frame: &mut Frame, area: Rec
         );
         return;
     }
-    // Data, in log10 seconds against mean SSIM.
-    let log_s = |ms: f64| (ms / 1e3).max(1e-9).log10();
     let times: Vec<f64> = land
         .series
         .iter()
@@ -367,68 +352,13 @@ fn draw_chart(land: &Landscape, l: &LandscapeState, frame: &mut Frame, area: Rec
     let xb = x_bounds(&times);
     let graph_h = plot.height.saturating_sub(2);
     let (yb, y_labels) = y_axis(land, usize::from(graph_h.saturating_sub(1) / 2).min(4));
-    let lines: Vec<Vec<(f64, f64)>> = land
-        .series
-        .iter()
-        .map(|s| {
-            s.by_time()
-                .iter()
-                .map(|p| (log_s(p.time_ms), p.ssim.mean))
-                .collect()
-        })
-        .collect();
-    let knees: Vec<Vec<(f64, f64)>> = land
-        .series
-        .iter()
-        .map(|s| {
-            s.knee
-                .and_then(|k| s.point(k))
-                .map(|p| vec![(log_s(p.time_ms), p.ssim.mean)])
-                .unwrap_or_default()
-        })
-        .collect();
-    let reference: Vec<(f64, f64)> = land
-        .reference
-        .map(|r| {
-            let x = log_s(r.time_ms);
-            let n = 24;
-            (0..=n)
-                .filter(|k| k % 2 == 0)
-                .map(|k| (x, yb[0] + (yb[1] - yb[0]) * k as f64 / n as f64))
-                .collect()
-        })
-        .unwrap_or_default();
-    let mut datasets = vec![
-        Dataset::default()
-            .marker(Marker::Braille)
-            .graph_type(GraphType::Scatter)
-            .style(DIM)
-            .data(&reference),
-    ];
-    for (i, pts) in lines.iter().enumerate() {
-        datasets.push(
-            Dataset::default()
-                .marker(Marker::Braille)
-                .graph_type(GraphType::Line)
-                .style(Style::new().fg(colour(i)))
-                .data(pts),
-        );
-    }
-    for (i, pts) in knees.iter().enumerate() {
-        datasets.push(
-            Dataset::default()
-                .marker(Marker::Block)
-                .graph_type(GraphType::Scatter)
-                .style(Style::new().fg(colour(i)))
-                .data(pts),
-        );
-    }
+    let points = ChartPoints::of(land, yb);
     let y_width = y_labels
         .iter()
         .map(|s| s.chars().count() as u16)
         .max()
         .unwrap_or(0);
-    let chart = Chart::new(datasets)
+    let chart = Chart::new(points.datasets())
         .legend_position(None)
         // Blank labels keep the label row; the round times are placed below, where they belong
         // on the log scale (a Chart spreads its labels evenly).
@@ -440,6 +370,112 @@ fn draw_chart(land: &Landscape, l: &LandscapeState, frame: &mut Frame, area: Rec
                 .style(DIM),
         );
     frame.render_widget(chart, plot);
+    draw_time_labels(frame, plot, xb, y_width);
+}
+
+/// The chart's legend: every method in its colour, the knee mark, the reference's time.
+fn chart_legend(land: &Landscape) -> Line<'static> {
+    let mut spans = Vec::new();
+    for (i, s) in land.series.iter().enumerate() {
+        spans.push(Span::styled("━ ", Style::new().fg(colour(i))));
+        spans.push(Span::raw(format!("{}  ", s.method.label)));
+    }
+    spans.push(Span::raw(format!("{KNEE} knee  ")).bold());
+    if let Some(r) = land.reference {
+        spans.push(Span::styled(
+            format!("┊ {} {}", land.sweep.reference.label(), fmt_ms(r.time_ms)),
+            DIM,
+        ));
+    }
+    Line::from(spans)
+}
+
+/// The chart's data, in log10 seconds against mean SSIM.
+struct ChartPoints {
+    /// Each method's points by time.
+    lines: Vec<Vec<(f64, f64)>>,
+    /// Each method's knee (none, or one point).
+    knees: Vec<Vec<(f64, f64)>>,
+    /// The reference's time: every other of 25 dots up the y range `yb`.
+    reference: Vec<(f64, f64)>,
+}
+
+impl ChartPoints {
+    fn of(land: &Landscape, yb: [f64; 2]) -> ChartPoints {
+        let log_s = |ms: f64| (ms / 1e3).max(1e-9).log10();
+        let lines = land
+            .series
+            .iter()
+            .map(|s| {
+                s.by_time()
+                    .iter()
+                    .map(|p| (log_s(p.time_ms), p.ssim.mean))
+                    .collect()
+            })
+            .collect();
+        let knees = land
+            .series
+            .iter()
+            .map(|s| {
+                s.knee
+                    .and_then(|k| s.point(k))
+                    .map(|p| vec![(log_s(p.time_ms), p.ssim.mean)])
+                    .unwrap_or_default()
+            })
+            .collect();
+        let reference = land
+            .reference
+            .map(|r| {
+                let x = log_s(r.time_ms);
+                let n = 24;
+                (0..=n)
+                    .filter(|k| k % 2 == 0)
+                    .map(|k| (x, yb[0] + (yb[1] - yb[0]) * k as f64 / n as f64))
+                    .collect()
+            })
+            .unwrap_or_default();
+        ChartPoints {
+            lines,
+            knees,
+            reference,
+        }
+    }
+
+    /// The reference's dotted line under the methods' lines, the knees' blocks on top.
+    fn datasets(&self) -> Vec<Dataset<'_>> {
+        let mut datasets = vec![
+            Dataset::default()
+                .marker(Marker::Braille)
+                .graph_type(GraphType::Scatter)
+                .style(DIM)
+                .data(&self.reference),
+        ];
+        for (i, pts) in self.lines.iter().enumerate() {
+            datasets.push(
+                Dataset::default()
+                    .marker(Marker::Braille)
+                    .graph_type(GraphType::Line)
+                    .style(Style::new().fg(colour(i)))
+                    .data(pts),
+            );
+        }
+        for (i, pts) in self.knees.iter().enumerate() {
+            datasets.push(
+                Dataset::default()
+                    .marker(Marker::Block)
+                    .graph_type(GraphType::Scatter)
+                    .style(Style::new().fg(colour(i)))
+                    .data(pts),
+            );
+        }
+        datasets
+    }
+}
+
+/// Round times under the chart drawn in `plot` (x bounds `xb` in log10 seconds, y labels
+/// `y_width` wide), each with a tick on the axis; a label that would overlap the one before is
+/// left out.
+fn draw_time_labels(frame: &mut Frame, plot: Rect, xb: [f64; 2], y_width: u16) {
     // Where the Chart put its graph (its layout: y labels, the axis column, then the graph;
     // the axis row and the label row at the bottom).
     if plot.height < 3 {
@@ -495,97 +531,18 @@ fn draw_table(
     let offset = focus.saturating_sub(visible - 1);
     let active_target = landscape::active_run(app, li).map(|a| l.plan.runs[a.run].target);
     let active_row = active_target.and_then(|t| landscape::row_of(rows, t));
-    let clip = land.clip_score;
-    let mut header = vec!["method", "steps", "seeds", "time", "vs ref", "SSIM ± sd"];
-    // The glyph, a space and the longest label.
-    let label_w = land
-        .series
-        .iter()
-        .map(|s| s.method.label.chars().count())
-        .chain([REFERENCE.len(), 6])
-        .max()
-        .unwrap_or(6) as u16
-        + 2;
-    let mut widths = vec![
-        Constraint::Length(label_w),
-        Constraint::Length(5),
-        Constraint::Length(5),
-        Constraint::Length(7),
-        Constraint::Length(7),
-        Constraint::Length(13),
-    ];
-    let psnr = !clip || area.width >= 100;
-    if psnr {
-        header.push("PSNR dB");
-        widths.push(Constraint::Length(7));
-    }
-    if clip {
-        header.push("CLIP");
-        widths.push(Constraint::Length(6));
-    }
-    header.push("knee");
-    widths.push(Constraint::Length(6));
+    let columns = Columns::of(land, area.width);
     let body = rows
         .iter()
         .enumerate()
         .skip(offset)
         .take(visible)
         .map(|(k, r)| {
-            let p = &r.point;
-            let glyph = if Some(k) == active_row {
-                "▶"
-            } else if p.complete() {
-                "✓"
-            } else {
-                "…"
-            };
-            let (label, style) = match r.kind {
-                RowKind::Reference => (REFERENCE.to_string(), DIM),
-                RowKind::Point { series } => (
-                    land.series[series].method.label.clone(),
-                    Style::new().fg(colour(series)),
-                ),
-            };
-            let ssim = match r.kind {
-                RowKind::Reference => "1 (itself)".to_string(),
-                RowKind::Point { .. } => format!("{:.3} ± {:.3}", p.ssim.mean, p.ssim.std),
-            };
-            let mut cells = vec![
-                Cell::from(Line::from(vec![
-                    Span::raw(format!("{glyph} ")),
-                    Span::styled(label, style),
-                ])),
-                Cell::from(p.steps.to_string()),
-                Cell::from(format!("{}/{}", p.runs, p.planned)),
-                Cell::from(fmt_ms(p.time_ms)),
-                Cell::from(
-                    land.speedup(p)
-                        .map_or_else(|| "–".into(), |s| format!("{s:.2}×")),
-                ),
-                Cell::from(ssim),
-            ];
-            if psnr {
-                cells.push(Cell::from(match (r.kind, p.psnr_db) {
-                    (RowKind::Reference, _) => "–".to_string(),
-                    (_, Some(s)) => format!("{:.1}", s.mean),
-                    (_, None) => "same".to_string(),
-                }));
-            }
-            if clip {
-                cells.push(Cell::from(
-                    p.clip_score
-                        .map_or_else(|| "–".into(), |s| format!("{:.2}", s.mean)),
-                ));
-            }
-            cells.push(if r.knee {
-                Cell::from(format!("◀ {KNEE}")).bold()
-            } else {
-                Cell::from("")
-            });
-            let row = Row::new(cells);
+            let active = Some(k) == active_row;
+            let row = point_row(land, columns, r, active);
             if l.row == Some(k) {
                 row.reversed()
-            } else if Some(k) == active_row {
+            } else if active {
                 row.yellow()
             } else {
                 row
@@ -601,6 +558,7 @@ fn draw_table(
     } else {
         String::new()
     };
+    let (header, widths): (Vec<_>, Vec<_>) = columns.heads(land).into_iter().unzip();
     let table = Table::new(body, widths)
         .header(Row::new(header).style(Style::new().bold().underlined()))
         .column_spacing(1)
@@ -608,4 +566,108 @@ fn draw_table(
             " Points · median time, SSIM over the seeds vs their reference{shown} "
         )));
     frame.render_widget(table, area);
+}
+
+/// The table's optional columns: PSNR unless CLIP scores crowd it out of a narrow screen, CLIP
+/// when the sweep scores it.
+#[derive(Debug, Clone, Copy)]
+struct Columns {
+    psnr: bool,
+    clip: bool,
+}
+
+impl Columns {
+    fn of(land: &Landscape, width: u16) -> Columns {
+        let clip = land.clip_score;
+        Columns {
+            psnr: !clip || width >= 100,
+            clip,
+        }
+    }
+
+    /// Each column's header and width, in order.
+    fn heads(self, land: &Landscape) -> Vec<(&'static str, Constraint)> {
+        // The glyph, a space and the longest label.
+        let label_w = land
+            .series
+            .iter()
+            .map(|s| s.method.label.chars().count())
+            .chain([REFERENCE.len(), 6])
+            .max()
+            .unwrap_or(6) as u16
+            + 2;
+        let mut heads = vec![
+            ("method", Constraint::Length(label_w)),
+            ("steps", Constraint::Length(5)),
+            ("seeds", Constraint::Length(5)),
+            ("time", Constraint::Length(7)),
+            ("vs ref", Constraint::Length(7)),
+            ("SSIM ± sd", Constraint::Length(13)),
+        ];
+        if self.psnr {
+            heads.push(("PSNR dB", Constraint::Length(7)));
+        }
+        if self.clip {
+            heads.push(("CLIP", Constraint::Length(6)));
+        }
+        heads.push(("knee", Constraint::Length(6)));
+        heads
+    }
+}
+
+/// One point's (or the reference's) row. Its glyph: `▶` when `active` (the run under way is
+/// one of its runs), else `✓` when all its seeds are in, else `…`.
+fn point_row(land: &Landscape, columns: Columns, r: &TableRow, active: bool) -> Row<'static> {
+    let p = &r.point;
+    let glyph = if active {
+        "▶"
+    } else if p.complete() {
+        "✓"
+    } else {
+        "…"
+    };
+    let (label, style) = match r.kind {
+        RowKind::Reference => (REFERENCE.to_string(), DIM),
+        RowKind::Point { series } => (
+            land.series[series].method.label.clone(),
+            Style::new().fg(colour(series)),
+        ),
+    };
+    let ssim = match r.kind {
+        RowKind::Reference => "1 (itself)".to_string(),
+        RowKind::Point { .. } => format!("{:.3} ± {:.3}", p.ssim.mean, p.ssim.std),
+    };
+    let mut cells = vec![
+        Cell::from(Line::from(vec![
+            Span::raw(format!("{glyph} ")),
+            Span::styled(label, style),
+        ])),
+        Cell::from(p.steps.to_string()),
+        Cell::from(format!("{}/{}", p.runs, p.planned)),
+        Cell::from(fmt_ms(p.time_ms)),
+        Cell::from(
+            land.speedup(p)
+                .map_or_else(|| "–".into(), |s| format!("{s:.2}×")),
+        ),
+        Cell::from(ssim),
+    ];
+    if columns.psnr {
+        cells.push(Cell::from(match (r.kind, p.psnr_db) {
+            (RowKind::Reference, _) => "–".to_string(),
+            (_, Some(s)) => format!("{:.1}", s.mean),
+            (_, None) => "same".to_string(),
+        }));
+    }
+    if columns.clip {
+        cells.push(Cell::from(
+            p.clip_score
+                .map_or_else(|| "–".into(), |s| format!("{:.2}", s.mean)),
+        ));
+    }
+    cells.push(if r.knee {
+        Cell::from(format!("◀ {KNEE}")).bold()
+    } else {
+        Cell::from("")
+    });
+    Row::new(cells)
 }
