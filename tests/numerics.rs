@@ -252,7 +252,7 @@ fn the_worker_sends_failed_and_the_tui_shows_it_in_the_runs_panel() {
     );
     assert!(failed.contains("\nFix: "), "{failed}");
     let row = &app.exercises[exercise].runs[run];
-    assert_eq!(row.state, RowState::Failed);
+    assert_eq!(row.row.state, RowState::Failed);
     assert_eq!(row.error.as_deref(), Some(failed.as_str()));
     assert!(
         app.status

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::quality::{Quality, compare};
 
-use crate::worker::Event;
+use crate::worker::protocol::Event;
 
 /// One row, as displayed. Times in milliseconds; `None` where not known (yet): the table shows
 /// its "no value" mark there, never a made-up 0.

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use super::headless::SweepOutcome;
+use super::plot::steps;
 use super::{Landscape, Point, Series, Target, plot};
 use crate::exercises::headless::{Provenance, save_new_folder, write_text};
 use crate::exercises::times;
@@ -131,15 +132,6 @@ pub fn format_table(land: &Landscape) -> String {
 /// The point `steps` steps below the knee on its curve (the next one with fewer steps).
 fn below(s: &Series, steps: usize) -> Option<&Point> {
     s.points.iter().rev().find(|p| p.steps < steps)
-}
-
-/// "3 steps", "1 step".
-pub fn steps(n: usize) -> String {
-    if n == 1 {
-        "1 step".into()
-    } else {
-        format!("{n} steps")
-    }
 }
 
 /// "0.985 ± 0.004" (the spread only over more than one seed).

@@ -261,7 +261,7 @@ fn draw_method(chart: &mut PlotChart, c: RGBColor, s: &Series) -> color_eyre::Re
         s.method.label,
         s.method.cfg,
         match s.knee {
-            Some(k) => format!(", knee {}", super::output::steps(k)),
+            Some(k) => format!(", knee {}", steps(k)),
             None => String::new(),
         }
     );
@@ -338,6 +338,15 @@ pub fn rasterise(svg: &str) -> color_eyre::Result<RgbImage> {
 /// The chart as a PNG-ready image.
 pub fn png(land: &Landscape, note: Option<&str>) -> color_eyre::Result<RgbImage> {
     rasterise(&svg(land, note)?)
+}
+
+/// "3 steps", "1 step": a step count as the plot and the summary write it.
+pub fn steps(n: usize) -> String {
+    if n == 1 {
+        "1 step".into()
+    } else {
+        format!("{n} steps")
+    }
 }
 
 #[cfg(test)]

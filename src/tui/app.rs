@@ -171,14 +171,10 @@ pub struct RunState {
     /// The run's table row: its settings, state, steps and times, as its events filled it in
     /// with [`TableRow::apply`] (the fold the headless runner uses too). [`table_rows`] reads it.
     pub row: TableRow,
-    /// `row.state`, copied here for the views that read it.
-    pub state: RowState,
     /// The run id while this panel waits for events from it.
     pub id: Option<RunId>,
     /// Steps the worker said the run takes (0 until `Started`).
     pub total_steps: usize,
-    /// `row.steps_done`, copied here for the views that read it.
-    pub steps_done: usize,
     /// Image size in pixels (from `Started`).
     pub size: Option<(usize, usize)>,
     pub report: Option<Box<RunReport>>,
@@ -204,13 +200,14 @@ impl RunState {
 
     /// Time left at the rate so far, from the steps' elapsed times (not a wall clock).
     pub fn eta(&self) -> Option<Duration> {
-        if self.steps_done == 0 || self.total_steps < self.steps_done {
+        let done = self.row.steps_done;
+        if done == 0 || self.total_steps < done {
             return None;
         }
         let elapsed = self.row.total_ms? / 1e3;
-        let per = elapsed / self.steps_done as f64;
+        let per = elapsed / done as f64;
         Some(Duration::from_secs_f64(
-            per * (self.total_steps - self.steps_done) as f64,
+            per * (self.total_steps - done) as f64,
         ))
     }
 
@@ -224,11 +221,10 @@ impl RunState {
         };
     }
 
-    /// Folds an event of this run into its row, and the row's progress into the copies here.
+    /// Folds an event of this run into its row; `Started` also gives the image size and the
+    /// step count.
     fn apply(&mut self, ev: &Event) {
         self.row.apply(ev);
-        self.state = self.row.state;
-        self.steps_done = self.row.steps_done;
         match ev {
             Event::Started { width, height, .. } => {
                 self.size = Some((*width, *height));
@@ -243,7 +239,6 @@ impl RunState {
     /// dropped).
     fn set_state(&mut self, state: RowState) {
         self.row.state = state;
-        self.state = state;
     }
 }
 
@@ -1045,7 +1040,7 @@ fn refresh_quality(ex: &mut ExerciseState) {
         .runs
         .iter()
         .map(|r| {
-            (r.image_final && r.state == RowState::Finished)
+            (r.image_final && r.row.state == RowState::Finished)
                 .then_some(r.image.as_deref())
                 .flatten()
         })

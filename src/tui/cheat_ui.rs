@@ -146,7 +146,7 @@ pub fn draw_verdict(app: &App, frame: &mut Frame, area: Rect) {
             "verifying…"
         } else if runs.iter().any(|r| {
             matches!(
-                r.state,
+                r.row.state,
                 RowState::Failed | RowState::Cancelled | RowState::Finished
             )
         }) {

@@ -160,7 +160,7 @@ pub fn on_finished(app: &mut App, ex: usize, run: usize) {
         return;
     };
     let reference = &state.runs[l.plan.reference_for(run)];
-    let reference = (reference.image_final && reference.state == RowState::Finished)
+    let reference = (reference.image_final && reference.row.state == RowState::Finished)
         .then_some(reference.image.as_deref())
         .flatten();
     let result = measure(&l.plan, run, image, report, reference);
@@ -190,10 +190,10 @@ pub fn outcome(app: &App, ex: usize) -> Option<SweepOutcome> {
     let mut reports = Vec::with_capacity(n);
     let mut errors = Vec::with_capacity(n);
     for (i, r) in state.runs.iter().enumerate() {
-        let finished = r.state == RowState::Finished && r.image_final;
+        let finished = r.row.state == RowState::Finished && r.image_final;
         images.push(finished.then(|| r.image.as_deref().cloned()).flatten());
         reports.push(finished.then(|| r.report.as_deref().cloned()).flatten());
-        errors.push(match (l.measured[i], r.state, &r.error) {
+        errors.push(match (l.measured[i], r.row.state, &r.error) {
             (Some(_), ..) => None,
             (None, _, Some(e)) => Some(e.clone()),
             (None, RowState::Cancelled, None) => Some("cancelled".into()),

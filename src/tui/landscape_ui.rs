@@ -158,7 +158,7 @@ fn progress_line(app: &App, l: &LandscapeState) -> Line<'static> {
     let failed = ex
         .runs
         .iter()
-        .filter(|r| r.state == RowState::Failed || r.error.is_some())
+        .filter(|r| r.row.state == RowState::Failed || r.error.is_some())
         .count();
     let failed = if failed > 0 {
         format!(" · {failed} failed")
@@ -195,7 +195,7 @@ fn progress_line(app: &App, l: &LandscapeState) -> Line<'static> {
     let what = match (&app.loading, run.total_steps) {
         (Some(component), _) => format!("loading {component}…"),
         (None, 0) => "starting…".into(),
-        (None, total) => format!("step {}/{total}", run.steps_done),
+        (None, total) => format!("step {}/{total}", run.row.steps_done),
     };
     Line::from(vec![
         Span::raw(format!("▶ run {}/{n}: {}, {what}", a.run + 1, spec.label)).yellow(),

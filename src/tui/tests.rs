@@ -148,8 +148,8 @@ fn steps_give_progress_and_finishing_starts_the_next_run() {
     submitted(&mut app, effect, 1);
     progress(&mut app, 1, 10, 50);
     let run = &app.exercises[0].runs[0];
-    assert_eq!(run.state, RowState::Running);
-    assert_eq!(run.steps_done, 10);
+    assert_eq!(run.row.state, RowState::Running);
+    assert_eq!(run.row.steps_done, 10);
     // 10 steps of 21 ms (UNet + scheduler): 47.6 it/s; 215 ms elapsed → 40 more steps ≈ 860 ms.
     assert!((run.row.its.unwrap() - 10.0 / 0.21).abs() < 1e-6);
     assert_eq!(run.eta().unwrap().as_millis(), 860);
@@ -169,7 +169,7 @@ fn steps_give_progress_and_finishing_starts_the_next_run() {
     let (_, r) = submitted(&mut app, next, 2);
     assert_eq!(r, 1);
     let first = &app.exercises[0].runs[0];
-    assert_eq!(first.state, RowState::Finished);
+    assert_eq!(first.row.state, RowState::Finished);
     assert!(first.image_final);
     assert_eq!(first.image.as_ref().unwrap().width(), 64);
 }
@@ -195,9 +195,9 @@ fn stale_run_ids_are_dropped() {
         assert!(update(&mut app, msg).is_none());
     }
     let after = &app.exercises[0].runs[0];
-    assert_eq!(after.steps_done, before.steps_done);
+    assert_eq!(after.row.steps_done, before.row.steps_done);
     assert_eq!(after.image_gen, before.image_gen);
-    assert_eq!(after.state, RowState::Running);
+    assert_eq!(after.row.state, RowState::Running);
     assert_eq!(app.active_id(), Some(5));
     assert!(!app.dirty, "stale events must not cause a redraw");
 }
@@ -210,7 +210,7 @@ fn out_of_order_steps_and_previews_never_go_back() {
     update(&mut app, started(1, 50));
     update(&mut app, step(1, 2, 50));
     update(&mut app, step(1, 1, 50));
-    assert_eq!(app.exercises[0].runs[0].steps_done, 3);
+    assert_eq!(app.exercises[0].runs[0].row.steps_done, 3);
     update(&mut app, preview(1, 2));
     let generation = app.exercises[0].runs[0].image_gen;
     update(&mut app, preview(1, 1));
@@ -237,8 +237,8 @@ fn cancel_mid_run_marks_it_cancelled_and_the_next_run_can_start() {
     }
     assert!(app.queue.is_empty(), "esc also drops the queued runs");
     assert!(update(&mut app, Msg::Worker(Event::Cancelled { run: 1 })).is_none());
-    assert_eq!(app.exercises[0].runs[0].state, RowState::Cancelled);
-    assert_eq!(app.exercises[0].runs[1].state, RowState::Pending);
+    assert_eq!(app.exercises[0].runs[0].row.state, RowState::Cancelled);
+    assert_eq!(app.exercises[0].runs[1].row.state, RowState::Pending);
     assert!(app.active.is_none());
     // Esc with nothing running does nothing.
     assert!(update(&mut app, key(KeyCode::Esc)).is_none());
@@ -300,7 +300,7 @@ fn a_failed_run_is_marked_and_the_queue_goes_on() {
             error: "no unet_lcm folder\nFix: export it".into(),
         }),
     );
-    assert_eq!(app.exercises[0].runs[0].state, RowState::Failed);
+    assert_eq!(app.exercises[0].runs[0].row.state, RowState::Failed);
     assert!(
         app.status
             .as_deref()
@@ -329,7 +329,7 @@ fn a_worker_dying_mid_run_fails_that_run_instead_of_leaving_it_going() {
     let effect = update(&mut app, ch('r'));
     submitted(&mut app, effect, 4);
     progress(&mut app, 4, 3, 50);
-    assert_eq!(app.exercises[0].runs[0].state, RowState::Running);
+    assert_eq!(app.exercises[0].runs[0].row.state, RowState::Running);
     let error = "the inference worker stopped: thread 'speedscape-worker' panicked";
     update(
         &mut app,
@@ -338,7 +338,7 @@ fn a_worker_dying_mid_run_fails_that_run_instead_of_leaving_it_going() {
         }),
     );
     let run = &app.exercises[0].runs[0];
-    assert_eq!(run.state, RowState::Failed);
+    assert_eq!(run.row.state, RowState::Failed);
     assert_eq!(run.id, None);
     assert_eq!(run.error.as_deref(), Some(error));
     assert_eq!(app.active, None);
@@ -1059,7 +1059,7 @@ fn a_run_that_runs_out_of_memory_shows_why_and_the_fix_in_its_panel() {
             error: error.into(),
         }),
     );
-    assert_eq!(app.exercises[0].runs[0].state, RowState::Failed);
+    assert_eq!(app.exercises[0].runs[0].row.state, RowState::Failed);
     assert_eq!(app.exercises[0].runs[0].error.as_deref(), Some(error));
     let text = panel_text(&render(&app, 160, 48));
     assert!(text.contains("out of GPU memory while running"), "{text}");
@@ -1240,15 +1240,19 @@ mod random_input {
             assert_eq!(ex.runs.len(), ex.exercise.runs.len());
             for (r, run) in ex.runs.iter().enumerate() {
                 let is_active = app.active.is_some_and(|a| a.exercise == e && a.run == r);
-                if matches!(run.state, RowState::Running | RowState::Loading) {
+                if matches!(run.row.state, RowState::Running | RowState::Loading) {
                     going += 1;
-                    assert!(is_active, "run {e}/{r} is {:?} but not active", run.state);
+                    assert!(
+                        is_active,
+                        "run {e}/{r} is {:?} but not active",
+                        run.row.state
+                    );
                     assert!(
                         run.report.is_none(),
                         "run {e}/{r} is both going and finished"
                     );
                 }
-                if run.state == RowState::Finished {
+                if run.row.state == RowState::Finished {
                     assert!(run.report.is_some() && run.image_final, "run {e}/{r}");
                 }
                 if let Some(id) = run.id {
@@ -1798,7 +1802,7 @@ mod landscape_view {
                 .unwrap()
                 .contains("10 of 14 runs left")
         );
-        assert_eq!(app.exercises[li].runs[0].state, RowState::Finished);
+        assert_eq!(app.exercises[li].runs[0].row.state, RowState::Finished);
         assert_eq!(measured(&app).iter().flatten().count(), 4);
     }
 

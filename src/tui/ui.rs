@@ -273,9 +273,9 @@ fn draw_panels(app: &App, images: &mut Images, frame: &mut Frame, area: Rect) {
         } else {
             Style::new()
         };
-        let status = match run.state {
+        let status = match run.row.state {
             RowState::Finished => rows[i].total_ms.map(fmt_ms).unwrap_or_default(),
-            RowState::Running => format!("{}/{}", run.steps_done, run.total_steps),
+            RowState::Running => format!("{}/{}", run.row.steps_done, run.total_steps),
             RowState::Loading => "loading".into(),
             RowState::Cancelled => "cancelled".into(),
             RowState::Failed => "failed".into(),
@@ -293,7 +293,7 @@ fn draw_panels(app: &App, images: &mut Images, frame: &mut Frame, area: Rect) {
         if run.image.is_some() {
             images.render((app.selected, i), inner, frame.buffer_mut());
         } else {
-            let text = match (&run.error, run.state) {
+            let text = match (&run.error, run.row.state) {
                 (Some(e), _) => Paragraph::new(e.as_str()).red(),
                 (None, RowState::Pending) if app.active.is_none() => {
                     Paragraph::new("enter runs the exercise").style(DIM)
@@ -331,9 +331,9 @@ fn draw_progress(app: &App, frame: &mut Frame, area: Rect) {
                 .map_or("–".into(), |d| fmt_ms(d.as_secs_f64() * 1e3));
             let label = format!(
                 "▶ {}  step {}/{}  {} it/s  ETA {}{queued} ",
-                spec.label, run.steps_done, run.total_steps, its, eta
+                spec.label, run.row.steps_done, run.total_steps, its, eta
             );
-            let ratio = (run.steps_done as f64 / run.total_steps as f64).clamp(0.0, 1.0);
+            let ratio = (run.row.steps_done as f64 / run.total_steps as f64).clamp(0.0, 1.0);
             let gauge = LineGauge::default()
                 .ratio(ratio)
                 .label(label)
