@@ -1377,6 +1377,7 @@ mod event_loop {
             Input {
                 events: Keys(rx),
                 signals: Signals::none(),
+                #[cfg(feature = "test-hooks")]
                 panic_key: false,
             },
         )
