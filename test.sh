@@ -13,9 +13,14 @@ if ! command -v tmux >/dev/null; then
   sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
   $sudo apt-get install -y -qq tmux >/dev/null 2>&1 || { $sudo apt-get update -qq && $sudo apt-get install -y -qq tmux; }
 fi
-cargo test --workspace --all-targets "$@"
+# test-hooks: the hidden --fake-backend flag and SPEEDSCAPE_TEST_PANIC, which the tmux tests use.
+cargo test --workspace --all-targets --features test-hooks "$@"
 # These run the speedscape binary that `cargo test` just built.
 SPEEDSCAPE_BIN="$PWD/target/debug/speedscape" tests/tui_e2e.sh
 SPEEDSCAPE_BIN="$PWD/target/debug/speedscape" tests/tui_terminal.sh
 SPEEDSCAPE_BIN="$PWD/target/debug/speedscape" .venv-ref/bin/python -m pytest -q -p no:cacheprovider -p no:warnings models/tests
 SPEEDSCAPE_BIN="$PWD/target/debug/speedscape" .venv-bench/bin/python -m pytest -q -p no:cacheprovider -p no:warnings bench/tests
+# Last, because the tests above need the hooked binary: rebuild it without the test-hooks feature
+# (only the speedscape crate recompiles) and check that a build without it has no test hooks.
+cargo build --bin speedscape
+SPEEDSCAPE_BIN="$PWD/target/debug/speedscape" tests/no_test_hooks.sh

@@ -8,7 +8,7 @@ mod common;
 
 use std::io::Read;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -20,7 +20,11 @@ fn command(args: &[&str]) -> Command {
 }
 
 /// `speedscape` with stdin from /dev/null and stdout, stderr piped: no terminal anywhere.
-fn without_terminal(args: &[&str], term: &str) -> Output {
+///
+/// The TUI's tests pass `--fake-backend` (no model behind the TUI if it did start), which exists
+/// only with the `test-hooks` feature (test.sh enables it): without it they are not built.
+#[cfg(feature = "test-hooks")]
+fn without_terminal(args: &[&str], term: &str) -> std::process::Output {
     command(args)
         .env("TERM", term)
         .stdin(Stdio::null())
@@ -28,6 +32,7 @@ fn without_terminal(args: &[&str], term: &str) -> Output {
         .unwrap()
 }
 
+#[cfg(feature = "test-hooks")]
 #[test]
 fn the_tui_without_a_terminal_refuses_naming_the_headless_commands() {
     let out = tempfile::tempdir().unwrap();
@@ -56,6 +61,7 @@ fn the_tui_without_a_terminal_refuses_naming_the_headless_commands() {
     assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), 0);
 }
 
+#[cfg(feature = "test-hooks")]
 #[test]
 fn the_tui_with_term_dumb_refuses_naming_the_headless_commands() {
     let o = without_terminal(&["--fake-backend"], "dumb");

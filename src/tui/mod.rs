@@ -3,7 +3,8 @@
 //! - [`app`]: state and `update(&mut App, Msg) -> Option<Effect>` (pure)
 //! - [`ui`]: `draw(&App, &mut Images, &mut Frame)` (pure drawing)
 //! - [`images`]: the run panels' terminal graphics, encoded off the render path
-//! - [`backend`]: the worker as a trait ([`RunBackend`]); [`fake`] is a test-only stand-in
+//! - [`backend`]: the worker as a trait ([`RunBackend`]); `fake` is a test-only stand-in (unit
+//!   tests and the `test-hooks` feature)
 //! - [`save`]: saving an exercise's results ([`Saver`])
 //! - [`landscape`]: the speed landscape (a step sweep) as a list entry; `landscape_ui` draws it
 //!
@@ -17,6 +18,7 @@ pub mod app;
 pub mod backend;
 pub mod cheat;
 mod cheat_ui;
+#[cfg(any(test, feature = "test-hooks"))]
 pub mod fake;
 pub mod images;
 pub mod landscape;
@@ -33,7 +35,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 use color_eyre::eyre::{WrapErr, eyre};
-use crossterm::event::{Event as TermEvent, EventStream, KeyCode};
+use crossterm::event::{Event as TermEvent, EventStream};
 use futures_core::Stream;
 use ratatui::Terminal;
 use ratatui::backend::Backend;
@@ -59,7 +61,8 @@ pub struct Options {
     pub graphics_source: &'static str,
     pub device: Option<Device>,
     pub model_dir: Option<PathBuf>,
-    /// TEST ONLY (`--fake-backend`): no model, made-up events.
+    /// TEST ONLY (`--fake-backend`, feature `test-hooks`): no model, made-up events.
+    #[cfg(feature = "test-hooks")]
     pub fake_backend: bool,
     /// Where `s` saves.
     pub save_root: PathBuf,
@@ -81,11 +84,7 @@ pub fn run(config: &Config, opts: Options) -> color_eyre::Result<()> {
     // The landscape's sweep: `[sweep]` in config.toml (checked before the terminal is touched).
     let kind = crate::open::model_kind(config, opts.model_dir.as_deref());
     let sweep = crate::sweep::Sweep::from_config(&config.sweep.for_model(kind), None)?;
-    let (backend, events) = if opts.fake_backend {
-        fake::spawn(Duration::from_millis(40))
-    } else {
-        backend::spawn_worker(config, opts.device, opts.model_dir.clone())?
-    };
+    let (backend, events) = spawn_backend(config, &opts)?;
     let tokenizer = crate::open::model_dir(config, opts.model_dir.as_deref())
         .ok()
         .and_then(|(dir, _)| crate::models::ClipTokenizer::from_dir(&dir.join("tokenizer")).ok());
@@ -100,8 +99,10 @@ pub fn run(config: &Config, opts: Options) -> color_eyre::Result<()> {
         let _entered = runtime.enter();
         Signals::new().wrap_err("installing the signal handlers")?
     };
-    // TEST ONLY: `SPEEDSCAPE_TEST_PANIC=ui` makes the key `!` panic on the UI thread
-    // (tests/tui_terminal.sh checks that the terminal comes back and the report is printed).
+    // TEST ONLY (feature `test-hooks`): `SPEEDSCAPE_TEST_PANIC=ui` makes the key `!` panic on
+    // the UI thread (tests/tui_terminal.sh checks that the terminal comes back and the report is
+    // printed).
+    #[cfg(feature = "test-hooks")]
     let panic_key = std::env::var_os("SPEEDSCAPE_TEST_PANIC").is_some_and(|v| v == "ui");
 
     let mut session = terminal::Session::enter()?;
@@ -139,6 +140,7 @@ pub fn run(config: &Config, opts: Options) -> color_eyre::Result<()> {
         Input {
             events: EventStream::new(),
             signals,
+            #[cfg(feature = "test-hooks")]
             panic_key,
         },
     ));
@@ -177,6 +179,15 @@ pub fn run(config: &Config, opts: Options) -> color_eyre::Result<()> {
             terminal::HEADLESS_HINT
         )),
     }
+}
+
+/// The worker on the model, or (feature `test-hooks`, `--fake-backend`) the fake backend.
+fn spawn_backend(config: &Config, opts: &Options) -> color_eyre::Result<backend::Spawned> {
+    #[cfg(feature = "test-hooks")]
+    if opts.fake_backend {
+        return Ok(fake::spawn(Duration::from_millis(40)));
+    }
+    backend::spawn_worker(config, opts.device, opts.model_dir.clone())
 }
 
 fn protocol_of(g: Graphics) -> Option<ProtocolType> {
@@ -267,7 +278,8 @@ impl Signals {
 pub struct Input<S> {
     pub events: S,
     pub signals: Signals,
-    /// TEST ONLY: the key `!` panics (see [`run`]).
+    /// TEST ONLY (feature `test-hooks`): the key `!` panics (see [`run`]).
+    #[cfg(feature = "test-hooks")]
     pub panic_key: bool,
 }
 
@@ -338,7 +350,8 @@ where
             }
             ev = next_term_event(&mut input.events) => match ev {
                 Some(Ok(TermEvent::Key(key))) => {
-                    if input.panic_key && key.code == KeyCode::Char('!') {
+                    #[cfg(feature = "test-hooks")]
+                    if input.panic_key && key.code == crossterm::event::KeyCode::Char('!') {
                         panic!("SPEEDSCAPE_TEST_PANIC=ui: a deliberate panic on the UI thread (test only)");
                     }
                     Some(Msg::Key(key))

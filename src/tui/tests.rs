@@ -1454,6 +1454,7 @@ mod event_loop {
             Input {
                 events: Keys(rx),
                 signals: Signals::none(),
+                #[cfg(feature = "test-hooks")]
                 panic_key: false,
             },
         )

@@ -245,8 +245,9 @@ fn worker_main(
     if events.send(Event::Ready(worker.info.clone())).is_err() {
         return;
     }
-    // TEST ONLY: `SPEEDSCAPE_TEST_PANIC=worker` makes every run panic here (tests/tui_terminal.sh
-    // checks that the TUI shows it as the run's error and keeps going).
+    // TEST ONLY (feature `test-hooks`): `SPEEDSCAPE_TEST_PANIC=worker` makes every run panic here
+    // (tests/tui_terminal.sh checks that the TUI shows it as the run's error and keeps going).
+    #[cfg(feature = "test-hooks")]
     let test_panic = std::env::var_os("SPEEDSCAPE_TEST_PANIC").is_some_and(|v| v == "worker");
     while let Ok(job) = jobs.recv() {
         let active = {
@@ -281,6 +282,7 @@ fn worker_main(
             Some(Ok((cancel, options))) => {
                 let run = job.run;
                 std::panic::catch_unwind(AssertUnwindSafe(|| {
+                    #[cfg(feature = "test-hooks")]
                     if test_panic {
                         panic!(
                             "SPEEDSCAPE_TEST_PANIC=worker: a deliberate panic on the inference thread (test only)"

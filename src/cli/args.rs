@@ -1,0 +1,387 @@
+//! The command line's shape: clap's structs for `speedscape` and its subcommands, and the flags
+//! several commands share ([`ModelDirArg`], [`DeviceArg`], [`EngineArgs`]), each defined once.
+//!
+//! The argument structs carry `//` comments, not doc comments: clap turns an `Args` struct's doc
+//! comment into the `about` of the command it is flattened into.
+
+use std::path::{Path, PathBuf};
+
+use clap::{Parser, Subcommand};
+
+use speedscape::config::Graphics;
+use speedscape::rng::RngSource;
+use speedscape::runtime::Device;
+use speedscape::schedulers::SchedulerKind;
+
+#[derive(Parser)]
+#[command(
+    name = "speedscape",
+    version,
+    about = "See how diffusion acceleration trades speed for quality: SD v1.5 on ONNX Runtime, schedulers that match diffusers"
+)]
+pub struct Cli {
+    /// Config file (relative paths in it resolve against its folder).
+    #[arg(long, global = true, default_value = "config.toml")]
+    pub config: PathBuf,
+    /// How the TUI draws images (default: `[tui] graphics` in config.toml, else auto).
+    #[arg(long, global = true, value_enum)]
+    pub graphics: Option<Graphics>,
+    #[command(flatten)]
+    pub tui: TuiArgs,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+impl Cli {
+    /// Whether `--config` was on the command line (before or after the subcommand): a config
+    /// file named there must exist, the default one may be missing.
+    pub fn config_given(matches: &clap::ArgMatches) -> bool {
+        matches.value_source("config") == Some(clap::parser::ValueSource::CommandLine)
+    }
+}
+
+// `--model-dir`: every command that reads the model folder.
+#[derive(clap::Args)]
+pub struct ModelDirArg {
+    /// The model folder (default: model.dir in config.toml, else the embedded micro model).
+    #[arg(long)]
+    pub model_dir: Option<PathBuf>,
+}
+
+// `--device`: every command that opens ONNX Runtime.
+#[derive(clap::Args)]
+pub struct DeviceArg {
+    /// The device to run on (default: runtime.device in config.toml).
+    #[arg(long, value_parser = device_values())]
+    pub device: Option<Device>,
+}
+
+/// `--device`'s values (the engine's [`Device`] names), each with its meaning in `--help`.
+fn device_values() -> impl clap::builder::TypedValueParser<Value = Device> {
+    use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
+    PossibleValuesParser::new(Device::ALL.map(|d| PossibleValue::new(d.name()).help(d.about())))
+        .map(|name| name.parse::<Device>().expect("one of Device::ALL's names"))
+}
+
+// The flags of everything that runs the model (the TUI, generate, bench, exercise, sweep):
+// `--device`, `--model-dir`, `--rng`.
+#[derive(clap::Args)]
+pub struct EngineArgs {
+    #[command(flatten)]
+    pub device: DeviceArg,
+    #[command(flatten)]
+    pub model: ModelDirArg,
+    /// Noise source for seeds (default: runtime.rng in config.toml, else torch-cuda).
+    #[arg(long)]
+    pub rng: Option<RngSource>,
+}
+
+impl EngineArgs {
+    pub fn device(&self) -> Option<Device> {
+        self.device.device
+    }
+
+    pub fn model_dir(&self) -> Option<&Path> {
+        self.model.model_dir.as_deref()
+    }
+}
+
+// `speedscape` with no subcommand: the interactive exercises.
+#[derive(clap::Args)]
+pub struct TuiArgs {
+    #[command(flatten)]
+    pub engine: EngineArgs,
+    /// Where the TUI's `s` saves and the cheat-sheet answers are kept (default: `[tui] out` in
+    /// config.toml, else ./speedscape-out).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// TEST ONLY: run the TUI against a stand-in backend that makes up events (no model, no
+    /// ONNX Runtime); used by tests/tui_e2e.sh. Only with the `test-hooks` feature.
+    #[cfg(feature = "test-hooks")]
+    #[arg(long, hide = true)]
+    pub fake_backend: bool,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Make one image, write it as PNG and print its timings.
+    Generate(GenerateArgs),
+    /// Print the 77 CLIP token ids SD v1.5 sees for a prompt.
+    Tokens(TokensArgs),
+    /// Write the noise draws a run would make, for checking against other tools.
+    Noise(NoiseArgs),
+    /// Report the ONNX Runtime library, the provider sessions really get, and the model.
+    Doctor(DoctorArgs),
+    /// Show the model folder: manifest, components, variants, export checks, scheduler config.
+    Models(ModelsArgs),
+    /// Time runs: warm-up, then repeats; per run the median/min/max of every phase, the time
+    /// outside ONNX Runtime, it/s, peak memory. `--compare a.json b.json` prints ratios.
+    Bench(BenchArgs),
+    /// Run every run of exercise N headless: progress on stderr, the timing table and what
+    /// happened on stdout.
+    Exercise(ExerciseArgs),
+    /// Step sweeps: each method at several step counts, the same prompt and seeds, against one
+    /// reference image per seed; prints the points (median time, SSIM/PSNR over seeds, each
+    /// curve's knee) and saves CSV, JSON, a PNG plot and a Markdown summary.
+    Sweep(SweepArgs),
+}
+
+impl Command {
+    /// Whether it runs the model, and so stops cleanly on SIGINT, SIGTERM and SIGHUP.
+    pub fn runs_the_model(&self) -> bool {
+        matches!(
+            self,
+            Command::Generate(_) | Command::Bench(_) | Command::Exercise(_) | Command::Sweep(_)
+        )
+    }
+}
+
+#[derive(clap::Args)]
+#[command(group = clap::ArgGroup::new("text").required(true))]
+pub struct GenerateArgs {
+    #[arg(long, group = "text")]
+    pub prompt: Option<String>,
+    /// Read the prompt from this UTF-8 file instead (its first 64 KiB).
+    #[arg(long, value_name = "PATH", group = "text")]
+    pub prompt_file: Option<PathBuf>,
+    #[arg(long, default_value = "")]
+    pub negative_prompt: String,
+    #[arg(long)]
+    pub scheduler: SchedulerKind,
+    #[arg(long)]
+    pub steps: usize,
+    /// Classifier-free guidance scale (7.5 for DDPM/DPM-Solver++, 1.5 for LCM-LoRA).
+    #[arg(long, allow_negative_numbers = true)]
+    pub cfg: f32,
+    /// Any whole number 0..=18446744073709551615 (torch's manual_seed range).
+    #[arg(long, allow_negative_numbers = true)]
+    pub seed: u64,
+    /// `base` (the unet/ folder) or a variant from config.toml (lcm, style, lcm_style, …).
+    #[arg(long, default_value = "base")]
+    pub unet: String,
+    #[arg(long)]
+    pub width: Option<usize>,
+    #[arg(long)]
+    pub height: Option<usize>,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+    /// Initial latents [1,4,h,w] (.npy, float32) instead of drawing them from the seed.
+    #[arg(long)]
+    pub latents: Option<PathBuf>,
+    /// DPM-Solver++ order (2 or 3).
+    #[arg(long)]
+    pub order: Option<usize>,
+    /// Karras sigmas (DPM-Solver++).
+    #[arg(long)]
+    pub karras: bool,
+    /// The PNG to write (an existing file is kept unless --force).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Also write the float image (NHWC, [0,1]) before 8-bit conversion.
+    #[arg(long)]
+    pub save_raw: Option<PathBuf>,
+    /// Replace --out and --save-raw if they exist.
+    #[arg(long)]
+    pub force: bool,
+    /// Print the report as JSON instead of the summary.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(clap::Args)]
+#[command(group = clap::ArgGroup::new("text").required(true))]
+pub struct TokensArgs {
+    #[arg(group = "text")]
+    pub prompt: Option<String>,
+    /// Read the prompt from this UTF-8 file instead (its first 64 KiB).
+    #[arg(long, value_name = "PATH", group = "text")]
+    pub prompt_file: Option<PathBuf>,
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub model: ModelDirArg,
+}
+
+#[derive(clap::Args)]
+pub struct NoiseArgs {
+    /// torch-cuda: torch.Generator("cuda"), the notebook's; torch-cpu: torch.Generator("cpu").
+    #[arg(long, default_value = "torch-cuda")]
+    pub rng: RngSource,
+    #[arg(long)]
+    pub seed: u64,
+    /// Comma-separated shape, e.g. 1,4,64,64.
+    #[arg(long)]
+    pub shape: String,
+    /// How many draws of that shape, in order (the initial latents, then step noise).
+    #[arg(long, default_value_t = 1)]
+    pub draws: usize,
+    /// The .npy to write (an existing file is kept unless --force).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Replace --out if it exists.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(clap::Args)]
+pub struct DoctorArgs {
+    #[command(flatten)]
+    pub device: DeviceArg,
+    #[command(flatten)]
+    pub model: ModelDirArg,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(clap::Args)]
+pub struct ModelsArgs {
+    #[command(subcommand)]
+    pub action: Option<ModelsAction>,
+    /// Print the report as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub model: ModelDirArg,
+}
+
+#[derive(Subcommand)]
+pub enum ModelsAction {
+    /// Re-hash every file the manifest lists, run every ONNX graph once, check the scheduler
+    /// config; exits 0 only when everything passed.
+    Verify {
+        /// The model folder (default: model.dir in config.toml, else the embedded micro model).
+        dir: Option<PathBuf>,
+        #[command(flatten)]
+        device: DeviceArg,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    /// What to time: ex1, ex2, ex3, all (exercises' runs), or specs SCHEDULER:STEPS[:CFG][@UNET]
+    /// (dpmpp:20, lcm:4, ddim:30:5@style), comma-separated.
+    #[arg(long, default_value = "ex1")]
+    pub runs: String,
+    /// Image size in pixels (square; default: the model's native size).
+    #[arg(long)]
+    pub size: Option<usize>,
+    /// Timed repeats per run.
+    #[arg(long, default_value_t = 3)]
+    pub repeat: usize,
+    /// Untimed runs before the repeats (session warm-up, cuDNN algorithm search).
+    #[arg(long, default_value_t = 1)]
+    pub warmup: usize,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// The prompt of every run (default: the exercises' own; specs use the cottage prompt).
+    #[arg(long)]
+    pub prompt: Option<String>,
+    /// Also write every number as JSON here (atomically; an existing file is kept unless --force).
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Replace the --json file if it exists.
+    #[arg(long)]
+    pub force: bool,
+    /// Print b/a ratios of two earlier --json files instead of running.
+    #[arg(long, num_args = 2, value_names = ["A", "B"])]
+    pub compare: Option<Vec<PathBuf>>,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+}
+
+#[derive(clap::Args)]
+pub struct ExerciseArgs {
+    /// The exercise's number (1–3 by default; config.toml's [[exercises]] may add more;
+    /// 4 verifies a cheat-sheet scenario, see --scenario).
+    pub number: usize,
+    /// Exercise 4: the scenario to verify (A concept artist, B game studio, C A/B tester).
+    #[arg(long)]
+    pub scenario: Option<char>,
+    /// Exercise 4: the approach to verify (dpmpp:N, lcm:N, lcm_style:N); default: the scenario's.
+    #[arg(long)]
+    pub choice: Option<String>,
+    /// Exercise 4, scenario B: the SSIM threshold (default 0.8).
+    #[arg(long)]
+    pub threshold: Option<f64>,
+    /// Save the session report into a new folder under this one: every run's PNG, a contact
+    /// sheet, timings.json/.csv and report.md (exercise 4: cheatsheet.md with the answers
+    /// kept in <OUT>/cheatsheet.json).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+}
+
+#[derive(clap::Args)]
+pub struct SweepArgs {
+    /// Which methods: a [sweep] method's name (dpmpp, lcm, ddpm by default) or all.
+    #[arg(long, default_value = "all")]
+    pub preset: String,
+    /// Step counts for every chosen method instead of its own list, e.g. 5,10,20.
+    #[arg(long)]
+    pub steps: Option<String>,
+    /// Seeds per point (default: [sweep] seeds in config.toml, else 4).
+    #[arg(long)]
+    pub seeds: Option<usize>,
+    /// The first seed (default: [sweep] seed, else 42); the others follow it.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// The prompt of every run (default: [sweep] prompt, else exercise 1's).
+    #[arg(long)]
+    pub prompt: Option<String>,
+    /// Read the prompt from this file instead.
+    #[arg(long, conflicts_with = "prompt")]
+    pub prompt_file: Option<PathBuf>,
+    /// The reference every point is compared with, SCHEDULER:STEPS[:CFG][@UNET] (default:
+    /// [sweep] reference, else dpmpp:50).
+    #[arg(long)]
+    pub reference: Option<String>,
+    /// Save into a new folder sweep-<time> under this one (default: [tui] out in config.toml,
+    /// else ./speedscape-out).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        // clap's own checks: no two flags with one name or id (the flattened shared flags
+        // included), groups and conflicts naming existing arguments.
+        Cli::command().debug_assert();
+    }
+
+    fn config_given(args: &[&str]) -> bool {
+        let matches = Cli::command().try_get_matches_from(args).unwrap();
+        Cli::config_given(&matches)
+    }
+
+    #[test]
+    fn config_is_given_only_when_the_flag_is_on_the_command_line() {
+        assert!(config_given(&[
+            "speedscape",
+            "--config",
+            "a.toml",
+            "doctor"
+        ]));
+        assert!(config_given(&["speedscape", "doctor", "--config=a.toml"]));
+        assert!(config_given(&["speedscape", "--config", "config.toml"]));
+        assert!(!config_given(&["speedscape", "doctor"]));
+        // A prompt that reads "--config" is not the flag.
+        assert!(!config_given(&["speedscape", "tokens", "--", "--config"]));
+    }
+}

@@ -1,0 +1,50 @@
+//! `speedscape bench`: time runs (warm-up, then repeats) and print the table; `--json` also
+//! writes every number; `--compare a.json b.json` prints the ratios of two earlier files instead.
+
+use std::process::ExitCode;
+
+use speedscape::bench;
+use speedscape::config::Config;
+use speedscape::report;
+
+use super::args::BenchArgs;
+use super::existing;
+
+pub fn run(config: &Config, args: BenchArgs) -> color_eyre::Result<ExitCode> {
+    if let Some(files) = &args.compare {
+        print!("{}", bench::compare(&files[0], &files[1])?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Some(path) = &args.json {
+        report::check_output_file(path, args.force)?;
+    }
+    let mut runs = bench::BenchSpec::parse_list(config, &args.runs)?;
+    if let Some(p) = &args.prompt {
+        for r in &mut runs {
+            r.prompt = p.clone();
+        }
+    }
+    let opts = bench::BenchOptions {
+        runs,
+        size: args.size,
+        warmup: args.warmup,
+        repeat: args.repeat,
+        seed: args.seed,
+        rng: args.engine.rng,
+        device: args.engine.device(),
+        model_dir: args.engine.model.model_dir,
+        progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+    };
+    let report = bench::run(config, &opts)?;
+    speedscape::interrupt::check(|| "the runs had finished; nothing was written".into())?;
+    print!("{}", bench::render(&report));
+    if let Some(path) = &args.json {
+        let json = serde_json::to_string_pretty(&report)?;
+        report::write_file(path, existing(args.force), |f| {
+            f.write_all(json.as_bytes())?;
+            Ok(())
+        })?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
