@@ -301,7 +301,7 @@ fn scheduler_report(root: &Path, config: &Config) -> Result<SchedulerReport, Str
 }
 
 fn missing_folder_message(root: &Path) -> String {
-    crate::models::missing_dir_message(root, None)
+    crate::models::missing_dir_message(root, None).to_string()
 }
 
 /// What the model folder `root` holds, by reading files only (no sessions, no hashing).
@@ -482,7 +482,7 @@ impl Inventory {
         }
         if self.variants.iter().any(|v| !v.present) {
             s.push_str(&format!(
-                "  missing variants cannot run; base-only exercises work.\n  {}\n",
+                "  missing variants cannot run; base-only exercises work.\n  Fix: {}\n",
                 export_fix(Path::new(&self.path))
             ));
         }
@@ -973,7 +973,7 @@ pub fn verify(
     for v in variant_infos(root, &variants, manifest.as_ref()) {
         if !v.present {
             r.warnings.push(format!(
-                "variant {:?} cannot run: no {} (base-only exercises work). {}",
+                "variant {:?} cannot run: no {} (base-only exercises work). Fix: {}",
                 v.name,
                 v.missing.join(", "),
                 export_fix(root)
@@ -1041,7 +1041,7 @@ pub fn verify(
                     "no {}\nFix: {}",
                     root.join(&c.folder).join("model.onnx").display(),
                     if kind == "unet" && c.folder != "unet" {
-                        export_fix(root).trim_start_matches("Fix: ").to_string()
+                        export_fix(root)
                     } else {
                         format!(
                             "re-export the model (python models/export.py --out {}, see {README_SECTION})",

@@ -9,6 +9,7 @@ use color_eyre::eyre::{WrapErr, bail, eyre};
 use ndarray::{Array4, ArrayD, IxDyn};
 
 use speedscape::config::{Config, Graphics};
+use speedscape::error::Fixable;
 use speedscape::pipeline::{self, Request};
 use speedscape::report;
 use speedscape::rng::RngSource;
@@ -561,9 +562,9 @@ fn generate(config: &Config, args: GenerateArgs) -> color_eyre::Result<()> {
 
 fn read_latents(path: &Path) -> color_eyre::Result<Array4<f32>> {
     let arr: ArrayD<f32> = ndarray_npy::read_npy(path).map_err(|e| {
-        eyre!(
-            "cannot read latents from {}: {e}\nFix: pass a float32 .npy of shape [1,4,h,w]",
-            path.display()
+        Fixable::new(
+            format!("cannot read latents from {}: {e}", path.display()),
+            "pass a float32 .npy of shape [1,4,h,w]",
         )
     })?;
     arr.into_dimensionality()
@@ -756,9 +757,10 @@ fn verify_scenario(
 ) -> color_eyre::Result<()> {
     use speedscape::exercises::cheatsheet;
     let Some(key) = scenario else {
-        bail!(
-            "exercise 4 is the decision cheat sheet: it verifies one scenario's choice by a run\nFix: pass --scenario A, B or C (and optionally --choice lcm:4); the TUI lets you fill in the whole sheet"
-        );
+        bail!(Fixable::new(
+            "exercise 4 is the decision cheat sheet: it verifies one scenario's choice by a run",
+            "pass --scenario A, B or C (and optionally --choice lcm:4); the TUI lets you fill in the whole sheet",
+        ));
     };
     let choice = choice
         .as_deref()
