@@ -868,4 +868,20 @@ mod tests {
             "loading the UNet\n  caused by: no such file\nFix: export the model"
         );
     }
+
+    #[test]
+    fn only_the_typed_fixes_go_last_once_each_and_a_quoted_fix_line_stays_with_its_cause() {
+        use crate::error::FixErr;
+        // ONNX Runtime's own words may hold a line that begins "Fix:"; it is a cause's text.
+        let quoted: color_eyre::Result<()> = Err(eyre!("ONNX Runtime said:\nFix: node 3"));
+        let err = quoted
+            .fix_err("loading the UNet", "re-export the model")
+            .fix_err("running exercise 2", "re-export the model")
+            .unwrap_err();
+        assert_eq!(
+            describe_error(&err),
+            "running exercise 2\n  caused by: loading the UNet\n  caused by: ONNX Runtime said:\n    \
+             Fix: node 3\nFix: re-export the model"
+        );
+    }
 }

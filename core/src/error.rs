@@ -74,27 +74,6 @@ impl Fixable {
     }
 }
 
-/// `report`'s message after `prefix`, as one error: a [`Fixable`] keeps its fix (and source)
-/// apart, any other error becomes the text `"{prefix}{report}"` (its outermost message).
-pub fn prefixed(prefix: impl fmt::Display, report: eyre::Report) -> eyre::Report {
-    // Only the outermost error: `Report::downcast` alone would also find a Fixable under
-    // `wrap_err` layers, and drop them.
-    if !(*report).is::<Fixable>() {
-        return eyre::eyre!("{prefix}{report}");
-    }
-    match report.downcast::<Fixable>() {
-        Ok(fixable) => eyre::Report::new(fixable.prefixed(prefix)),
-        Err(report) => eyre::eyre!("{prefix}{report}"),
-    }
-}
-
-/// The first detail of type `D` that a [`Fixable`] in `report`'s chain carries.
-pub fn detail<D: Any>(report: &eyre::Report) -> Option<&D> {
-    report
-        .chain()
-        .find_map(|e| e.downcast_ref::<Fixable>()?.detail())
-}
-
 impl fmt::Debug for Fixable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Fixable")
@@ -118,6 +97,27 @@ impl Error for Fixable {
         // found by `downcast_ref` when the chain is walked.
         self.source.as_deref().map(|e| e as &(dyn Error + 'static))
     }
+}
+
+/// `report`'s message after `prefix`, as one error: a [`Fixable`] keeps its fix (and source)
+/// apart, any other error becomes the text `"{prefix}{report}"` (its outermost message).
+pub fn prefixed(prefix: impl fmt::Display, report: eyre::Report) -> eyre::Report {
+    // Only the outermost error: `Report::downcast` alone would also find a Fixable under
+    // `wrap_err` layers, and drop them.
+    if !(*report).is::<Fixable>() {
+        return eyre::eyre!("{prefix}{report}");
+    }
+    match report.downcast::<Fixable>() {
+        Ok(fixable) => eyre::Report::new(fixable.prefixed(prefix)),
+        Err(report) => eyre::eyre!("{prefix}{report}"),
+    }
+}
+
+/// The first detail of type `D` that a [`Fixable`] in `report`'s chain carries.
+pub fn detail<D: Any>(report: &eyre::Report) -> Option<&D> {
+    report
+        .chain()
+        .find_map(|e| e.downcast_ref::<Fixable>()?.detail())
 }
 
 /// Adds a cause and its fix to a `Result`'s error, keeping that error as the source (the way
