@@ -13,6 +13,7 @@ use color_eyre::eyre::{WrapErr, bail, eyre};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
+use crate::error::Fixable;
 use crate::pipeline::{Request, RunReport, generate};
 use crate::rng::RngSource;
 use crate::runtime::{Device, Provider};
@@ -38,10 +39,10 @@ pub const BENCH_PROMPT: &str =
 impl BenchSpec {
     /// `sched:steps[:cfg][@unet]`: `dpmpp:20`, `lcm:4` (cfg 1.5 on `lcm`), `ddpm:50:7.5@base`.
     pub fn parse(text: &str) -> color_eyre::Result<Self> {
-        let fix = "Fix: write SCHEDULER:STEPS[:CFG][@UNET], e.g. dpmpp:20, lcm:4, ddim:30:5@style";
+        let fix = "write SCHEDULER:STEPS[:CFG][@UNET], e.g. dpmpp:20, lcm:4, ddim:30:5@style";
         let (body, unet) = match text.split_once('@') {
             Some((b, u)) if !u.is_empty() => (b, Some(u)),
-            Some(_) => bail!("{text:?}: nothing after '@'\n{fix}"),
+            Some(_) => bail!(Fixable::new(format!("{text:?}: nothing after '@'"), fix)),
             None => (text, None),
         };
         let mut parts = body.split(':');
@@ -49,12 +50,17 @@ impl BenchSpec {
             .next()
             .unwrap_or_default()
             .parse()
-            .map_err(|e| eyre!("{text:?}: {e}\n{fix}"))?;
+            .map_err(|e| Fixable::new(format!("{text:?}: {e}"), fix))?;
         let steps: usize = parts
             .next()
             .and_then(|s| s.parse().ok())
             .filter(|&s| s >= 1)
-            .ok_or_else(|| eyre!("{text:?}: the step count must be a whole number ≥ 1\n{fix}"))?;
+            .ok_or_else(|| {
+                Fixable::new(
+                    format!("{text:?}: the step count must be a whole number ≥ 1"),
+                    fix,
+                )
+            })?;
         let lcm = scheduler == SchedulerKind::Lcm;
         let cfg: f32 = match parts.next() {
             None => {
@@ -68,10 +74,12 @@ impl BenchSpec {
                 .parse()
                 .ok()
                 .filter(|c: &f32| c.is_finite() && *c >= 0.0)
-                .ok_or_else(|| eyre!("{text:?}: the cfg {c:?} is not a number ≥ 0\n{fix}"))?,
+                .ok_or_else(|| {
+                    Fixable::new(format!("{text:?}: the cfg {c:?} is not a number ≥ 0"), fix)
+                })?,
         };
         if parts.next().is_some() {
-            bail!("{text:?}: too many ':' parts\n{fix}");
+            bail!(Fixable::new(format!("{text:?}: too many ':' parts"), fix));
         }
         let unet = unet.unwrap_or(if lcm { "lcm" } else { "base" }).to_string();
         Ok(Self {
@@ -95,7 +103,10 @@ impl BenchSpec {
                     .iter()
                     .find(|e| e.number == number)
                     .ok_or_else(|| {
-                        eyre!("--runs {item}: there is no exercise {number}\nFix: use ex1, ex2, ex3, all or a spec like dpmpp:20")
+                        eyre!(Fixable::new(
+                            format!("--runs {item}: there is no exercise {number}"),
+                            "use ex1, ex2, ex3, all or a spec like dpmpp:20",
+                        ))
                     })?;
                 Ok(ex
                     .runs
@@ -117,7 +128,10 @@ impl BenchSpec {
                 }
             } else if let Some(n) = item.strip_prefix("ex") {
                 let n: usize = n.parse().map_err(|_| {
-                    eyre!("--runs {item}: not an exercise\nFix: use ex1, ex2, ex3, all or a spec like dpmpp:20")
+                    eyre!(Fixable::new(
+                        format!("--runs {item}: not an exercise"),
+                        "use ex1, ex2, ex3, all or a spec like dpmpp:20",
+                    ))
                 })?;
                 out.extend(from_exercise(n)?);
             } else {
@@ -125,7 +139,10 @@ impl BenchSpec {
             }
         }
         if out.is_empty() {
-            bail!("--runs is empty\nFix: e.g. --runs ex1, --runs all, --runs dpmpp:20,lcm:4");
+            bail!(Fixable::new(
+                "--runs is empty",
+                "e.g. --runs ex1, --runs all, --runs dpmpp:20,lcm:4",
+            ));
         }
         Ok(out)
     }
@@ -275,7 +292,10 @@ pub struct BenchReport {
 /// Runs the bench.
 pub fn run(config: &Config, opts: &BenchOptions) -> color_eyre::Result<BenchReport> {
     if opts.repeat == 0 {
-        bail!("--repeat 0 times nothing\nFix: --repeat 3 (or more)");
+        bail!(Fixable::new(
+            "--repeat 0 times nothing",
+            "--repeat 3 (or more)"
+        ));
     }
     let rt = crate::open::runtime(config, opts.device)?;
     let (dir, kind) = crate::open::model_dir(config, opts.model_dir.as_deref())?;
@@ -512,10 +532,13 @@ pub fn compare(a_path: &Path, b_path: &Path) -> color_eyre::Result<String> {
         let text =
             std::fs::read_to_string(p).wrap_err_with(|| format!("reading {}", p.display()))?;
         serde_json::from_str(&text).map_err(|e| {
-            eyre!(
-                "{} is not a `speedscape bench --json` file ({e})\nFix: pass two files written by speedscape bench --json",
-                p.display()
-            )
+            eyre!(Fixable::new(
+                format!(
+                    "{} is not a `speedscape bench --json` file ({e})",
+                    p.display()
+                ),
+                "pass two files written by speedscape bench --json",
+            ))
         })
     };
     let (a, b) = (read(a_path)?, read(b_path)?);
@@ -572,11 +595,14 @@ pub fn compare(a_path: &Path, b_path: &Path) -> color_eyre::Result<String> {
         );
     }
     if matched == 0 {
-        bail!(
-            "{} and {} have no run in common (same spec and size)\nFix: bench the same --runs and --size in both",
-            a_path.display(),
-            b_path.display()
-        );
+        bail!(Fixable::new(
+            format!(
+                "{} and {} have no run in common (same spec and size)",
+                a_path.display(),
+                b_path.display()
+            ),
+            "bench the same --runs and --size in both",
+        ));
     }
     Ok(out)
 }

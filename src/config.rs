@@ -5,9 +5,10 @@
 
 use std::path::{Path, PathBuf};
 
-use color_eyre::eyre::{WrapErr, bail, eyre};
+use color_eyre::eyre::{WrapErr, bail};
 use serde::Deserialize;
 
+use crate::error::Fixable;
 use crate::exercises::{Exercise, default_exercises};
 use crate::models::{SchedulerConfigSource, Variant, default_variants};
 use crate::runtime::{Device, SearchPlan};
@@ -91,11 +92,14 @@ impl Config {
     pub fn load(path: &Path, explicit: bool) -> color_eyre::Result<Self> {
         if !path.exists() {
             if explicit {
-                bail!(
-                    "config file {} does not exist{}\nFix: pass an existing file to --config, or drop --config to use ./config.toml",
-                    path.display(),
-                    absolute_note(path)
-                );
+                bail!(Fixable::new(
+                    format!(
+                        "config file {} does not exist{}",
+                        path.display(),
+                        absolute_note(path)
+                    ),
+                    "pass an existing file to --config, or drop --config to use ./config.toml",
+                ));
             }
             return Ok(Self::default());
         }
@@ -103,9 +107,12 @@ impl Config {
         let text = std::str::from_utf8(&bytes).map_err(|e| {
             let at = e.valid_up_to();
             let (line, column) = line_column(&String::from_utf8_lossy(&bytes[..at]), at);
-            eyre!(
-                "{} is not UTF-8 text: byte {at} (line {line}, column {column}) does not start a valid UTF-8 character\nFix: save the file as UTF-8",
-                path.display()
+            Fixable::new(
+                format!(
+                    "{} is not UTF-8 text: byte {at} (line {line}, column {column}) does not start a valid UTF-8 character",
+                    path.display()
+                ),
+                "save the file as UTF-8",
             )
         })?;
         Self::parse_at(text, path)
@@ -115,7 +122,8 @@ impl Config {
     /// errors name the file, and relative paths resolve against its folder. The binary's
     /// [`Config::load`] reads the file and comes here.
     pub fn parse_at(text: &str, path: &Path) -> color_eyre::Result<Self> {
-        let mut cfg = Self::parse(text).map_err(|e| eyre!("{}: {e}", path.display()))?;
+        let mut cfg = Self::parse(text)
+            .map_err(|e| crate::error::prefixed(format!("{}: ", path.display()), e))?;
         let path = &std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
         let path = &path.canonicalize().unwrap_or_else(|_| path.clone());
         let dir = path
@@ -138,7 +146,7 @@ impl Config {
     }
 
     /// Parses and validates TOML text (paths left as written). A TOML error keeps toml's
-    /// message (line, column, the line itself, what was expected) and adds a `Fix:` line.
+    /// message (line, column, the line itself, what was expected) and adds the fix.
     pub fn parse(text: &str) -> color_eyre::Result<Self> {
         let cfg: Self = toml::from_str(text).map_err(|e| {
             let fix = match e.span() {
@@ -147,13 +155,15 @@ impl Config {
                     let table = table_at(text, span.start)
                         .map(|t| format!(" (in {t})"))
                         .unwrap_or_default();
-                    format!("Fix: correct line {line}, column {column}{table}")
+                    format!("correct line {line}, column {column}{table}")
                 }
-                None => "Fix: correct the key named above".to_string(),
+                None => "correct the key named above".to_string(),
             };
-            eyre!(
-                "{}\n{fix}; speedscape's own config.toml lists every key, its allowed values and its default",
-                e.to_string().trim_end()
+            Fixable::new(
+                e.to_string().trim_end(),
+                format!(
+                    "{fix}; speedscape's own config.toml lists every key, its allowed values and its default"
+                ),
             )
         })?;
         cfg.validate()?;
@@ -163,16 +173,17 @@ impl Config {
     fn validate(&self) -> color_eyre::Result<()> {
         if let Some(vs) = &self.model.variants {
             if !vs.iter().any(|v| v.name == "base") {
-                bail!(
-                    "model.variants has no variant named \"base\"\nFix: add {{ name = \"base\", folder = \"unet\", label = \"SD v1.5\" }}"
-                );
+                bail!(Fixable::new(
+                    "model.variants has no variant named \"base\"",
+                    "add { name = \"base\", folder = \"unet\", label = \"SD v1.5\" }",
+                ));
             }
             for (i, v) in vs.iter().enumerate() {
                 if vs[..i].iter().any(|w| w.name == v.name) {
-                    bail!(
-                        "model.variants names {:?} twice\nFix: give each variant its own name",
-                        v.name
-                    );
+                    bail!(Fixable::new(
+                        format!("model.variants names {:?} twice", v.name),
+                        "give each variant its own name",
+                    ));
                 }
             }
         }
@@ -180,10 +191,10 @@ impl Config {
             for (i, ex) in exercises.iter().enumerate() {
                 ex.validate()?;
                 if exercises[..i].iter().any(|e| e.number == ex.number) {
-                    bail!(
-                        "[[exercises]] defines exercise {} twice\nFix: give each [[exercises]] entry its own number (an entry with a default's number replaces that default)",
-                        ex.number
-                    );
+                    bail!(Fixable::new(
+                        format!("[[exercises]] defines exercise {} twice", ex.number),
+                        "give each [[exercises]] entry its own number (an entry with a default's number replaces that default)",
+                    ));
                 }
             }
         }

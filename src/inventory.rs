@@ -286,7 +286,7 @@ fn scheduler_report(root: &Path, config: &Config) -> Result<SchedulerReport, Str
 }
 
 fn missing_folder_message(root: &Path) -> String {
-    crate::models::missing_dir_message(root, None)
+    crate::models::missing_dir_message(root, None).to_string()
 }
 
 /// What the model folder `root` holds, by reading files only (no sessions, no hashing).
@@ -484,7 +484,7 @@ impl Inventory {
         }
         if self.variants.iter().any(|v| !v.present) {
             s.push_str(&format!(
-                "  missing variants cannot run; base-only exercises work.\n  {}\n",
+                "  missing variants cannot run; base-only exercises work.\n  Fix: {}\n",
                 export_fix(Path::new(&self.path))
             ));
         }
@@ -1190,7 +1190,7 @@ fn verify_variants(
     for v in variant_infos(root, &variants, manifest) {
         if !v.present {
             warnings.push(format!(
-                "variant {:?} cannot run: no {} (base-only exercises work). {}",
+                "variant {:?} cannot run: no {} (base-only exercises work). Fix: {}",
                 v.name,
                 v.missing.join(", "),
                 export_fix(root)
@@ -1254,17 +1254,17 @@ fn probe_component(
 ) -> color_eyre::Result<Probed> {
     if !c.present {
         let fix = if kind == ComponentKind::Unet.name() && c.folder != "unet" {
-            export_fix(root).trim_start_matches("Fix: ").to_string()
+            export_fix(root)
         } else {
             format!(
                 "re-export the model (python models/export.py --out {}, see {README_SECTION})",
                 root.display()
             )
         };
-        bail!(
-            "no {}\nFix: {fix}",
-            root.join(&c.folder).join("model.onnx").display()
-        );
+        bail!(crate::error::Fixable::new(
+            format!("no {}", root.join(&c.folder).join("model.onnx").display()),
+            fix,
+        ));
     }
     progress(format!("running {} ({kind}) ... ", c.folder));
     let result = ComponentKind::parse(kind)

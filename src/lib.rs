@@ -11,7 +11,7 @@
 //!
 //! | module | owns | may use |
 //! |---|---|---|
-//! | engine: `rng`, `runtime`, `schedulers`, `quality`, `models`, `pipeline` | speedscape-core | — |
+//! | engine: `error`, `rng`, `runtime`, `schedulers`, `quality`, `models`, `pipeline` | speedscape-core | — |
 //! | `interrupt` | SIGINT/SIGTERM/SIGHUP: the cancel flag and the exit codes | — |
 //! | `report` | output files, tables, contact sheets, error text | engine |
 //! | `exercises` | the course's exercises: their runs, questions, cheat sheet | engine, `report` |
@@ -27,7 +27,7 @@
 //! its drawing across `ui.rs`, `cheat_ui.rs` and `landscape_ui.rs`: those two groups import each
 //! other by design (one state, one draw), the only import cycles in the crate.
 
-pub use speedscape_core::{models, pipeline, quality, rng, runtime, schedulers};
+pub use speedscape_core::{error, models, pipeline, quality, rng, runtime, schedulers};
 
 pub mod bench;
 pub mod config;

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use color_eyre::eyre::eyre;
 
 use crate::config::Config;
+use crate::error::Fixable;
 use crate::models::{self, Model, ModelKind};
 use crate::runtime::{Device, Runtime};
 
@@ -74,8 +75,11 @@ pub fn embedded_model_dir(name: &str) -> color_eyre::Result<PathBuf> {
         .map(|r| r.join("models").join(name))
         .find(|d| d.join("unet").join("model.onnx").is_file())
         .ok_or_else(|| {
-            eyre!(
-                "no model configured and the embedded {name} model (models/{name}) was not found\nFix: run from the speedscape checkout, or set model.dir in config.toml / --model-dir"
-            )
+            eyre!(Fixable::new(
+                format!(
+                    "no model configured and the embedded {name} model (models/{name}) was not found"
+                ),
+                "run from the speedscape checkout, or set model.dir in config.toml / --model-dir",
+            ))
         })
 }

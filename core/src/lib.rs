@@ -12,13 +12,15 @@
 //!
 //! | module | owns | may use |
 //! |---|---|---|
+//! | [`error`] | errors that keep their parts: the cause and the fix as fields | — |
 //! | [`rng`] | seeded noise that means what PyTorch's does (CPU and CUDA generators) | — |
-//! | [`runtime`] | ONNX Runtime: library discovery, providers, sessions, tensors, the GPU | — |
-//! | [`schedulers`] | diffusers' schedulers, step for step | `rng` |
-//! | [`quality`] | image metrics: SSIM, PSNR, roughness, pixelation | — |
-//! | [`models`] | the model folder: manifest, tokenizer, components, UNet variants, CLIP scorer | `runtime`, `schedulers` |
-//! | [`pipeline`] | a prompt to an image: encode, denoise, decode; timings, previews, limits | `models`, `rng`, `runtime`, `schedulers` |
+//! | [`runtime`] | ONNX Runtime: library discovery, providers, sessions, tensors, the GPU | `error` |
+//! | [`schedulers`] | diffusers' schedulers, step for step | `error`, `rng` |
+//! | [`quality`] | image metrics: SSIM, PSNR, roughness, pixelation | `error` |
+//! | [`models`] | the model folder: manifest, tokenizer, components, UNet variants, CLIP scorer | `error`, `runtime`, `schedulers` |
+//! | [`pipeline`] | a prompt to an image: encode, denoise, decode; timings, previews, limits | `error`, `models`, `rng`, `runtime`, `schedulers` |
 
+pub mod error;
 pub mod models;
 pub mod pipeline;
 pub mod quality;

@@ -17,6 +17,8 @@ use eyre::bail;
 use image::RgbImage;
 use serde::Serialize;
 
+use crate::error::Fixable;
+
 /// Radius of the Gaussian window: int(3.5 · 1.5 + 0.5) = 5, so 11 taps.
 const RADIUS: usize = 5;
 const SIGMA: f64 = 1.5;
@@ -39,15 +41,19 @@ pub fn compare(reference: &RgbImage, image: &RgbImage) -> eyre::Result<Quality> 
     if reference.dimensions() != image.dimensions() {
         let (rw, rh) = reference.dimensions();
         let (w, h) = image.dimensions();
-        bail!(
-            "cannot compare a {w}×{h} image with a {rw}×{rh} reference: quality numbers need the same size\nFix: run both at the same width and height"
-        );
+        bail!(Fixable::new(
+            format!(
+                "cannot compare a {w}×{h} image with a {rw}×{rh} reference: quality numbers need the same size"
+            ),
+            "run both at the same width and height",
+        ));
     }
     let (w, h) = (reference.width() as usize, reference.height() as usize);
     if w < 2 * RADIUS + 1 || h < 2 * RADIUS + 1 {
-        bail!(
-            "a {w}×{h} image is smaller than SSIM's 11×11 window\nFix: compare images of at least 11×11 pixels"
-        );
+        bail!(Fixable::new(
+            format!("a {w}×{h} image is smaller than SSIM's 11×11 window"),
+            "compare images of at least 11×11 pixels",
+        ));
     }
     let (a, b) = (reference.as_raw(), image.as_raw());
     let mut sq = 0.0f64;

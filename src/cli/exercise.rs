@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use color_eyre::eyre::bail;
 
 use speedscape::config::Config;
+use speedscape::error::Fixable;
 
 use super::args::ExerciseArgs;
 use super::{passed, with_rng};
@@ -74,9 +75,10 @@ fn exercise(config: &Config, args: ExerciseArgs) -> color_eyre::Result<ExitCode>
 fn verify_scenario(config: &Config, args: ExerciseArgs) -> color_eyre::Result<ExitCode> {
     use speedscape::exercises::cheatsheet;
     let Some(key) = args.scenario else {
-        bail!(
-            "exercise 4 is the decision cheat sheet: it verifies one scenario's choice by a run\nFix: pass --scenario A, B or C (and optionally --choice lcm:4); the TUI lets you fill in the whole sheet"
-        );
+        bail!(Fixable::new(
+            "exercise 4 is the decision cheat sheet: it verifies one scenario's choice by a run",
+            "pass --scenario A, B or C (and optionally --choice lcm:4); the TUI lets you fill in the whole sheet",
+        ));
     };
     let choice = args
         .choice

@@ -5,10 +5,11 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use color_eyre::eyre::{WrapErr, eyre};
+use color_eyre::eyre::WrapErr;
 use ndarray::{Array4, ArrayD};
 
 use speedscape::config::Config;
+use speedscape::error::Fixable;
 use speedscape::models::Model;
 use speedscape::pipeline::{self, Request};
 use speedscape::report;
@@ -149,9 +150,9 @@ fn write(out: &pipeline::RunOutput, args: &GenerateArgs) -> color_eyre::Result<(
 
 fn read_latents(path: &Path) -> color_eyre::Result<Array4<f32>> {
     let arr: ArrayD<f32> = ndarray_npy::read_npy(path).map_err(|e| {
-        eyre!(
-            "cannot read latents from {}: {e}\nFix: pass a float32 .npy of shape [1,4,h,w]",
-            path.display()
+        Fixable::new(
+            format!("cannot read latents from {}: {e}", path.display()),
+            "pass a float32 .npy of shape [1,4,h,w]",
         )
     })?;
     arr.into_dimensionality()

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use color_eyre::eyre::{WrapErr, eyre};
 use serde::{Deserialize, Serialize};
 
+use crate::error::Fixable;
 use crate::report::table::{RowState, TableRow, format_ms, speedup};
 use crate::report::write_atomic;
 use crate::schedulers::SchedulerKind;
@@ -64,9 +65,10 @@ impl Approach {
             "lcm" => Ok(Approach::Lcm { steps: steps()? }),
             "lcm_style" => Ok(Approach::LcmStyle { steps: steps()? }),
             "turbo" | "one-step" => Ok(Approach::OneStep),
-            _ => Err(eyre!(
-                "unknown approach {text:?}\nFix: use dpmpp:N, lcm:N, lcm_style:N or turbo (not installed)"
-            )),
+            _ => Err(eyre!(Fixable::new(
+                format!("unknown approach {text:?}"),
+                "use dpmpp:N, lcm:N, lcm_style:N or turbo (not installed)",
+            ))),
         }
     }
 }
@@ -282,10 +284,13 @@ impl Answers {
             Err(e) => return Err(e).wrap_err_with(|| format!("reading {}", path.display())),
         };
         serde_json::from_str(&text).map_err(|e| {
-            eyre!(
-                "{} is damaged ({e}); your cheat-sheet answers are in it\nFix: repair or move it away; speedscape will not overwrite it",
-                path.display()
-            )
+            eyre!(Fixable::new(
+                format!(
+                    "{} is damaged ({e}); your cheat-sheet answers are in it",
+                    path.display()
+                ),
+                "repair or move it away; speedscape will not overwrite it",
+            ))
         })
     }
 
@@ -315,10 +320,13 @@ impl Verification {
     pub fn exercise(scenario: &Scenario, choice: Approach) -> color_eyre::Result<super::Exercise> {
         let spec = |a: Approach| -> color_eyre::Result<super::RunSpec> {
             let (scheduler, steps, cfg, unet) = a.run().ok_or_else(|| {
-                eyre!(
-                    "{} cannot be verified: no one-step model is installed in speedscape\nFix: pick one it can run (dpmpp:N, lcm:N, lcm_style:N)",
-                    a.label()
-                )
+                eyre!(Fixable::new(
+                    format!(
+                        "{} cannot be verified: no one-step model is installed in speedscape",
+                        a.label()
+                    ),
+                    "pick one it can run (dpmpp:N, lcm:N, lcm_style:N)",
+                ))
             })?;
             Ok(super::run(&a.label(), scheduler, steps, cfg, unet))
         };
@@ -450,7 +458,12 @@ pub fn scenario(key: char) -> color_eyre::Result<Scenario> {
     scenarios()
         .into_iter()
         .find(|s| s.key == key.to_ascii_uppercase())
-        .ok_or_else(|| eyre!("no scenario {key:?}\nFix: use A (concept artist), B (game studio) or C (A/B tester)"))
+        .ok_or_else(|| {
+            eyre!(Fixable::new(
+                format!("no scenario {key:?}"),
+                "use A (concept artist), B (game studio) or C (A/B tester)",
+            ))
+        })
 }
 
 /// Runs scenario `key`'s verification through the worker: `choice` (default: the scenario's)
@@ -467,9 +480,10 @@ pub fn verify(
     let scenario = scenario(key)?;
     let choice = choice.unwrap_or(scenario.default_choice);
     if let Some(min) = threshold.filter(|m| !(-1.0..=1.0).contains(m)) {
-        return Err(eyre!(
-            "--threshold {min} is not an SSIM\nFix: use a value between -1 and 1, e.g. 0.8"
-        ));
+        return Err(eyre!(Fixable::new(
+            format!("--threshold {min} is not an SSIM"),
+            "use a value between -1 and 1, e.g. 0.8",
+        )));
     }
     let constraint = scenario.constraint_with(threshold);
     let ex = Verification::exercise(&scenario, choice)?;

@@ -13,6 +13,7 @@ use serde::Serialize;
 
 use super::{Exercise, what_happened};
 use crate::config::Config;
+use crate::error::{FixErr, Fixable};
 use crate::pipeline::RunReport;
 use crate::report::sheet::{Tile, contact_sheet};
 use crate::report::table::{
@@ -34,10 +35,13 @@ pub fn find_exercise(config: &Config, number: usize) -> color_eyre::Result<Exerc
                 .iter()
                 .map(|e| format!("{} ({})", e.number, e.title))
                 .collect();
-            eyre!(
-                "there is no exercise {number}; the exercises are {}\nFix: pass one of those numbers, or add an [[exercises]] entry to config.toml",
-                valid.join(", ")
-            )
+            eyre!(Fixable::new(
+                format!(
+                    "there is no exercise {number}; the exercises are {}",
+                    valid.join(", ")
+                ),
+                "pass one of those numbers, or add an [[exercises]] entry to config.toml",
+            ))
         })
 }
 
@@ -601,10 +605,10 @@ pub fn save_new_folder(
             }
         }
     };
-    std::fs::create_dir_all(out_root).wrap_err_with(|| {
-        format!(
-            "cannot create the output folder {}\nFix: choose a folder you can write to",
-            out_root.display()
+    std::fs::create_dir_all(out_root).fix_err_with(|| {
+        (
+            format!("cannot create the output folder {}", out_root.display()),
+            "choose a folder you can write to",
         )
     })?;
     let staging = match tempfile::Builder::new()
@@ -614,10 +618,10 @@ pub fn save_new_folder(
         Ok(s) => s,
         Err(e) => {
             remove_created();
-            return Err(e).wrap_err_with(|| {
-                format!(
-                    "cannot write in {}\nFix: choose a folder you can write to",
-                    out_root.display()
+            return Err(e).fix_err_with(|| {
+                (
+                    format!("cannot write in {}", out_root.display()),
+                    "choose a folder you can write to",
                 )
             });
         }
@@ -632,17 +636,24 @@ pub fn save_new_folder(
             Some(p) => p,
             None => out_root,
         };
-        return Err(match e.downcast::<crate::report::DiskFull>() {
-            Ok(full) => eyre!(
-                "disk full while saving into {} ({} did not fit: {}); nothing was saved, the partial folder was removed\nFix: free space on the disk of {} (see df -h {}), or choose --out on another disk",
-                out_root.display(),
-                full.path.file_name().unwrap_or_default().to_string_lossy(),
-                full.error,
-                disk.display(),
-                disk.display()
-            ),
-            Err(e) => e,
-        });
+        return Err(
+            match crate::error::detail::<crate::report::DiskFull>(&e).cloned() {
+                Some(full) => eyre!(Fixable::new(
+                    format!(
+                        "disk full while saving into {} ({} did not fit: {}); nothing was saved, the partial folder was removed",
+                        out_root.display(),
+                        full.path.file_name().unwrap_or_default().to_string_lossy(),
+                        full.error
+                    ),
+                    format!(
+                        "free space on the disk of {} (see df -h {}), or choose --out on another disk",
+                        disk.display(),
+                        disk.display()
+                    ),
+                )),
+                None => e,
+            },
+        );
     }
     // Claim a fresh name (create_dir fails if it exists), then move the staged folder onto
     // it: renaming a folder onto an empty one replaces it in one step.
@@ -674,17 +685,20 @@ pub fn save_new_folder(
             Err(e) => {
                 drop(staging);
                 remove_created();
-                return Err(eyre!(
-                    "cannot create {}: {e}\nFix: choose a folder you can write to",
-                    target.display()
-                ));
+                return Err(eyre!(Fixable::new(
+                    format!("cannot create {}: {e}", target.display()),
+                    "choose a folder you can write to",
+                )));
             }
         }
     }
-    bail!(
-        "{} already holds 999 folders named {stem}*\nFix: choose another --out folder",
-        out_root.display()
-    )
+    bail!(Fixable::new(
+        format!(
+            "{} already holds 999 folders named {stem}*",
+            out_root.display()
+        ),
+        "choose another --out folder",
+    ))
 }
 
 const CONTACT_SHEET: &str = "contact-sheet.png";

@@ -9,6 +9,7 @@ pub mod headless;
 use color_eyre::eyre::bail;
 use serde::{Deserialize, Serialize};
 
+use crate::error::Fixable;
 use crate::models::{ModelKind, ModelPrompts};
 use crate::pipeline::Request;
 use crate::report::table::{RowState, RunSettings, TableRow, speedup};
@@ -142,40 +143,48 @@ impl Exercise {
         let name = format!("exercise {} ({:?})", self.number, self.title);
         let n = self.runs.len();
         if self.number == 0 {
-            bail!(
-                "{name}: number 0 is not allowed\nFix: number exercises from 1 (1–3 replace the defaults)"
-            );
+            bail!(Fixable::new(
+                format!("{name}: number 0 is not allowed"),
+                "number exercises from 1 (1–3 replace the defaults)",
+            ));
         }
         if n == 0 {
-            bail!(
-                "{name} has no runs\nFix: add at least one run, e.g. runs = [{{ label = \"DDPM 50\", scheduler = \"ddpm\", steps = 50, cfg = 7.5 }}]"
-            );
+            bail!(Fixable::new(
+                format!("{name} has no runs"),
+                "add at least one run, e.g. runs = [{ label = \"DDPM 50\", scheduler = \"ddpm\", steps = 50, cfg = 7.5 }]",
+            ));
         }
         if self.baseline >= n {
-            bail!(
-                "{name}: baseline = {} but its runs are numbered 0–{}\nFix: set baseline to the 0-based index of the run speedups are measured against",
-                self.baseline,
-                n - 1
-            );
+            bail!(Fixable::new(
+                format!(
+                    "{name}: baseline = {} but its runs are numbered 0–{}",
+                    self.baseline,
+                    n - 1
+                ),
+                "set baseline to the 0-based index of the run speedups are measured against",
+            ));
         }
         for (i, q) in self.questions.iter().enumerate() {
             if let Some(bad) = q.measure.runs().into_iter().find(|&r| r >= n) {
-                bail!(
-                    "{name}: question {} refers to run {bad}, but the runs are numbered 0–{}\nFix: use 0-based indices into this exercise's runs",
-                    i + 1,
-                    n - 1
-                );
+                bail!(Fixable::new(
+                    format!(
+                        "{name}: question {} refers to run {bad}, but the runs are numbered 0–{}",
+                        i + 1,
+                        n - 1
+                    ),
+                    "use 0-based indices into this exercise's runs",
+                ));
             }
         }
         for r in &self.runs {
             if r.steps == 0 {
-                bail!(
-                    "{name}: run {:?} has steps = 0\nFix: give every run at least 1 step",
-                    r.label
-                );
+                bail!(Fixable::new(
+                    format!("{name}: run {:?} has steps = 0", r.label),
+                    "give every run at least 1 step",
+                ));
             }
             if let Some(e) = crate::pipeline::limits::guidance_error(r.cfg) {
-                bail!("{name}: run {:?} has cfg = {}: {e}", r.label, r.cfg);
+                bail!(e.prefixed(format!("{name}: run {:?} has cfg = {}: ", r.label, r.cfg)));
             }
         }
         Ok(())
@@ -202,14 +211,19 @@ impl Exercise {
                 } else {
                     "[[exercises]]"
                 };
-                bail!(
-                    "{name}: run {:?} names UNet variant {:?}, which this model does not have; \
-                     known: {}\nFix: set that run's unet to one of those in config.toml's \
-                     {table}, or add a [[model.variants]] entry for it",
-                    r.label,
-                    r.unet,
-                    known.join(", ")
-                );
+                bail!(Fixable::new(
+                    format!(
+                        "{name}: run {:?} names UNet variant {:?}, which this model does not have; \
+                         known: {}",
+                        r.label,
+                        r.unet,
+                        known.join(", ")
+                    ),
+                    format!(
+                        "set that run's unet to one of those in config.toml's {table}, or add a \
+                         [[model.variants]] entry for it"
+                    ),
+                ));
             }
             crate::schedulers::build(
                 r.scheduler,
@@ -217,7 +231,7 @@ impl Exercise {
                 r.steps,
                 &SchedulerOptions::default(),
             )
-            .map_err(|e| color_eyre::eyre::eyre!("{name}: run {:?}: {e}", r.label))?;
+            .map_err(|e| crate::error::prefixed(format!("{name}: run {:?}: ", r.label), e))?;
         }
         Ok(())
     }

@@ -10,6 +10,7 @@ use color_eyre::eyre::{WrapErr, eyre};
 use ndarray::{ArrayBase, Data, Dimension};
 use ndarray_npy::WritableElement;
 
+use crate::error::Fixable;
 use crate::pipeline::RunReport;
 
 /// What a write does when its file already exists.
@@ -72,11 +73,14 @@ pub fn write_file(
         if e.error.kind() == std::io::ErrorKind::AlreadyExists {
             already_exists(path)
         } else {
-            eyre!(
-                "cannot move the finished file to {}: {}\nFix: choose a folder you can write to",
-                path.display(),
-                e.error
-            )
+            eyre!(Fixable::new(
+                format!(
+                    "cannot move the finished file to {}: {}",
+                    path.display(),
+                    e.error
+                ),
+                "choose a folder you can write to",
+            ))
         }
     })?;
     Ok(())
@@ -110,12 +114,17 @@ pub fn check_output_root(root: &Path) -> color_eyre::Result<()> {
         })
         .unwrap_or(Path::new("/"));
     if !existing.is_dir() {
-        return Err(eyre!(
-            "cannot create the output folder {}: {} is a file, not a folder\nFix: choose an output folder whose parents are folders (e.g. --out speedscape-out), or move {} away",
-            root.display(),
-            existing.display(),
-            existing.display()
-        ));
+        return Err(eyre!(Fixable::new(
+            format!(
+                "cannot create the output folder {}: {} is a file, not a folder",
+                root.display(),
+                existing.display()
+            ),
+            format!(
+                "choose an output folder whose parents are folders (e.g. --out speedscape-out), or move {} away",
+                existing.display()
+            ),
+        )));
     }
     probe(root, existing)
 }
@@ -134,19 +143,29 @@ fn check_folder(path: &Path, dir: &Path) -> color_eyre::Result<()> {
         return Ok(());
     }
     if let Some(file) = dir.ancestors().find(|a| a.is_file()) {
-        return Err(eyre!(
-            "cannot write {}: {} is a file, not a folder\nFix: choose a path in a folder (or move {} away)",
-            path.display(),
-            file.display(),
-            file.display()
-        ));
+        return Err(eyre!(Fixable::new(
+            format!(
+                "cannot write {}: {} is a file, not a folder",
+                path.display(),
+                file.display()
+            ),
+            format!(
+                "choose a path in a folder (or move {} away)",
+                file.display()
+            ),
+        )));
     }
-    Err(eyre!(
-        "cannot write {}: folder {} does not exist\nFix: create it first (mkdir -p {}) or choose another path",
-        path.display(),
-        dir.display(),
-        dir.display()
-    ))
+    Err(eyre!(Fixable::new(
+        format!(
+            "cannot write {}: folder {} does not exist",
+            path.display(),
+            dir.display()
+        ),
+        format!(
+            "create it first (mkdir -p {}) or choose another path",
+            dir.display()
+        ),
+    )))
 }
 
 /// Creates and deletes a temporary file in `dir`: the only sure test that files can be made
@@ -171,24 +190,30 @@ fn folder_error(target: &Path, dir: &Path, e: std::io::Error) -> color_eyre::Rep
         ErrorKind::NotADirectory => format!("{} is not a folder", dir.display()),
         _ => format!("cannot create a file in {} ({e})", dir.display()),
     };
-    eyre!(
-        "cannot write {}: {why}\nFix: choose a folder you can write to",
-        target.display()
-    )
+    eyre!(Fixable::new(
+        format!("cannot write {}: {why}", target.display()),
+        "choose a folder you can write to",
+    ))
 }
 
 fn not_a_file(path: &Path) -> color_eyre::Report {
-    eyre!(
-        "cannot write {}: it exists and is not a regular file (a folder, a device or a link); speedscape replaces only files, and only with --force\nFix: name a new file",
-        path.display()
-    )
+    eyre!(Fixable::new(
+        format!(
+            "cannot write {}: it exists and is not a regular file (a folder, a device or a link); speedscape replaces only files, and only with --force",
+            path.display()
+        ),
+        "name a new file",
+    ))
 }
 
 fn already_exists(path: &Path) -> color_eyre::Report {
-    eyre!(
-        "{} already exists; speedscape does not overwrite it\nFix: choose a new name, or pass --force to replace it",
-        path.display()
-    )
+    eyre!(Fixable::new(
+        format!(
+            "{} already exists; speedscape does not overwrite it",
+            path.display()
+        ),
+        "choose a new name, or pass --force to replace it",
+    ))
 }
 
 /// ENOSPC or EDQUOT.
@@ -200,14 +225,30 @@ fn is_disk_full(e: &std::io::Error) -> bool {
 }
 
 fn disk_full(target: &Path, dir: &Path, e: &std::io::Error) -> color_eyre::Report {
-    eyre!(DiskFull {
+    let full = DiskFull {
         path: target.to_path_buf(),
         dir: dir.to_path_buf(),
         error: e.to_string(),
-    })
+    };
+    eyre!(
+        Fixable::new(
+            format!(
+                "disk full while writing {} ({}); nothing was written there",
+                full.path.display(),
+                full.error
+            ),
+            format!(
+                "free space on the disk of {} (see df -h {}), or write to another disk",
+                full.dir.display(),
+                full.dir.display()
+            ),
+        )
+        .with_detail(full)
+    )
 }
 
 /// A write failed for want of space (ENOSPC, or EDQUOT: a quota); nothing was left behind.
+/// The error's detail: `crate::error::detail::<DiskFull>(&report)` finds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DiskFull {
     /// The file (or folder) that was being written.
@@ -217,21 +258,6 @@ pub struct DiskFull {
     /// The system's words.
     pub error: String,
 }
-
-impl std::fmt::Display for DiskFull {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "disk full while writing {} ({}); nothing was written there\nFix: free space on the disk of {} (see df -h {}), or write to another disk",
-            self.path.display(),
-            self.error,
-            self.dir.display(),
-            self.dir.display()
-        )
-    }
-}
-
-impl std::error::Error for DiskFull {}
 
 /// A failed write as the user reads it: "disk full" when an ENOSPC/EDQUOT is in its chain.
 fn disk_full_or(err: color_eyre::Report, path: &Path) -> color_eyre::Report {
@@ -246,10 +272,15 @@ fn disk_full_or(err: color_eyre::Report, path: &Path) -> color_eyre::Report {
         Some(e) => disk_full(path, parent_dir(path), e),
         None if io => {
             let dir = parent_dir(path).display();
-            err.wrap_err(format!(
-                "cannot write {}; nothing was written there\nFix: check the disk of {dir} (free space, quota, a file-size limit: ulimit -f) and try again, or write elsewhere",
-                path.display()
-            ))
+            eyre!(
+                Fixable::new(
+                    format!("cannot write {}; nothing was written there", path.display()),
+                    format!(
+                        "check the disk of {dir} (free space, quota, a file-size limit: ulimit -f) and try again, or write elsewhere"
+                    ),
+                )
+                .with_source(err)
+            )
         }
         None => err.wrap_err(format!("writing {}", path.display())),
     }
@@ -482,7 +513,7 @@ mod tests {
             let _full = fault::disk_full_after(1000);
             save_png_as(&path, &noise_image(), Existing::Refuse).unwrap_err()
         };
-        let full = err.downcast_ref::<DiskFull>().expect("a DiskFull error");
+        let full = crate::error::detail::<DiskFull>(&err).expect("a DiskFull error");
         assert_eq!(full.path, path);
         assert_eq!(
             err.to_string(),
@@ -537,7 +568,7 @@ mod tests {
             )
             .unwrap_err()
         };
-        assert!(err.downcast_ref::<DiskFull>().is_some(), "{err}");
+        assert!(crate::error::detail::<DiskFull>(&err).is_some(), "{err}");
         assert!(files_in(dir.path()).is_empty());
     }
 

@@ -17,6 +17,7 @@ pub mod plot;
 use color_eyre::eyre::{bail, eyre};
 use serde::{Deserialize, Serialize};
 
+use crate::error::Fixable;
 use crate::exercises::{Exercise, RunSpec};
 use crate::quality::Quality;
 use crate::schedulers::SchedulerKind;
@@ -186,45 +187,57 @@ impl SweepConfig {
     /// What config.toml may get wrong; the error names the key and the fix.
     pub fn validate(&self) -> color_eyre::Result<()> {
         if self.seeds == 0 || self.seeds > MAX_SEEDS {
-            bail!(
-                "[sweep] seeds = {} is outside 1–{MAX_SEEDS}\nFix: use a few seeds (4 is the default; each one adds a run per point)",
-                self.seeds
-            );
+            bail!(Fixable::new(
+                format!("[sweep] seeds = {} is outside 1–{MAX_SEEDS}", self.seeds),
+                "use a few seeds (4 is the default; each one adds a run per point)",
+            ));
         }
         if !(self.tolerance.is_finite() && self.tolerance > 0.0 && self.tolerance < 1.0) {
-            bail!(
-                "[sweep] tolerance = {} is not between 0 and 1 (an SSIM difference)\nFix: use e.g. 0.02",
-                self.tolerance
-            );
+            bail!(Fixable::new(
+                format!(
+                    "[sweep] tolerance = {} is not between 0 and 1 (an SSIM difference)",
+                    self.tolerance
+                ),
+                "use e.g. 0.02",
+            ));
         }
         if self.reference.steps == 0 {
-            bail!("[sweep] reference has steps = 0\nFix: give the reference at least 1 step");
+            bail!(Fixable::new(
+                "[sweep] reference has steps = 0",
+                "give the reference at least 1 step",
+            ));
         }
         if let Some(e) = crate::pipeline::limits::guidance_error(self.reference.cfg) {
-            bail!("[sweep] reference has cfg = {}: {e}", self.reference.cfg);
+            bail!(e.prefixed(format!(
+                "[sweep] reference has cfg = {}: ",
+                self.reference.cfg
+            )));
         }
         let methods = self.methods();
         for (i, m) in methods.iter().enumerate() {
             if methods[..i].iter().any(|o| o.name == m.name) {
-                bail!(
-                    "[[sweep.methods]] defines {:?} twice\nFix: give each method its own name",
-                    m.name
-                );
+                bail!(Fixable::new(
+                    format!("[[sweep.methods]] defines {:?} twice", m.name),
+                    "give each method its own name",
+                ));
             }
             if m.steps.is_empty() {
-                bail!(
-                    "[[sweep.methods]] {:?} has no steps\nFix: list the step counts to run, e.g. steps = [5, 10, 20]",
-                    m.name
-                );
+                bail!(Fixable::new(
+                    format!("[[sweep.methods]] {:?} has no steps", m.name),
+                    "list the step counts to run, e.g. steps = [5, 10, 20]",
+                ));
             }
             if m.steps.contains(&0) {
-                bail!(
-                    "[[sweep.methods]] {:?} lists 0 steps\nFix: give every point at least 1 step",
-                    m.name
-                );
+                bail!(Fixable::new(
+                    format!("[[sweep.methods]] {:?} lists 0 steps", m.name),
+                    "give every point at least 1 step",
+                ));
             }
             if let Some(e) = crate::pipeline::limits::guidance_error(m.cfg) {
-                bail!("[[sweep.methods]] {:?} has cfg = {}: {e}", m.name, m.cfg);
+                bail!(e.prefixed(format!(
+                    "[[sweep.methods]] {:?} has cfg = {}: ",
+                    m.name, m.cfg
+                )));
             }
         }
         Ok(())
@@ -253,10 +266,15 @@ impl Sweep {
                 let picked: Vec<Method> = all.iter().filter(|m| m.name == name).cloned().collect();
                 if picked.is_empty() {
                     let names: Vec<&str> = all.iter().map(|m| m.name.as_str()).collect();
-                    bail!(
-                        "there is no sweep preset {name:?}; the presets are {} and all\nFix: pass one of those to --preset, or add a [[sweep.methods]] entry named {name:?} to config.toml",
-                        names.join(", ")
-                    );
+                    bail!(Fixable::new(
+                        format!(
+                            "there is no sweep preset {name:?}; the presets are {} and all",
+                            names.join(", ")
+                        ),
+                        format!(
+                            "pass one of those to --preset, or add a [[sweep.methods]] entry named {name:?} to config.toml"
+                        ),
+                    ));
                 }
                 picked
             }
@@ -276,9 +294,10 @@ impl Sweep {
     /// Runs every method at `steps` instead of its own list.
     pub fn with_steps(mut self, steps: &[usize]) -> color_eyre::Result<Self> {
         if steps.is_empty() || steps.contains(&0) {
-            bail!(
-                "--steps needs step counts of at least 1, e.g. --steps 5,10,20\nFix: list positive step counts, comma-separated"
-            );
+            bail!(Fixable::new(
+                "--steps needs step counts of at least 1, e.g. --steps 5,10,20",
+                "list positive step counts, comma-separated",
+            ));
         }
         for m in &mut self.methods {
             m.steps = steps.to_vec();
@@ -289,9 +308,10 @@ impl Sweep {
     /// `count` seeds from the first one.
     pub fn with_seed_count(mut self, count: usize) -> color_eyre::Result<Self> {
         if count == 0 || count > MAX_SEEDS {
-            bail!(
-                "--seeds {count} is outside 1–{MAX_SEEDS}\nFix: use a few seeds (each one adds a run per point)"
-            );
+            bail!(Fixable::new(
+                format!("--seeds {count} is outside 1–{MAX_SEEDS}"),
+                "use a few seeds (each one adds a run per point)",
+            ));
         }
         let first = self.seeds[0];
         self.seeds = (0..count as u64).map(|k| first.wrapping_add(k)).collect();
@@ -706,9 +726,10 @@ pub fn parse_steps(text: &str) -> color_eyre::Result<Vec<usize>> {
         .filter(|s| !s.is_empty())
         .map(|s| {
             s.parse::<usize>().map_err(|_| {
-                eyre!(
-                    "--steps: {s:?} is not a step count\nFix: list positive whole numbers, comma-separated, e.g. --steps 5,10,20"
-                )
+                eyre!(Fixable::new(
+                    format!("--steps: {s:?} is not a step count"),
+                    "list positive whole numbers, comma-separated, e.g. --steps 5,10,20",
+                ))
             })
         })
         .collect()
@@ -716,7 +737,7 @@ pub fn parse_steps(text: &str) -> color_eyre::Result<Vec<usize>> {
 
 /// `--reference dpmpp:50[:CFG][@UNET]` (the bench's spelling).
 pub fn parse_reference(text: &str) -> color_eyre::Result<Reference> {
-    let fix = "Fix: write SCHEDULER:STEPS[:CFG][@UNET], e.g. dpmpp:50 or ddpm:100:7.5";
+    let fix = "write SCHEDULER:STEPS[:CFG][@UNET], e.g. dpmpp:50 or ddpm:100:7.5";
     let (body, unet) = match text.split_once('@') {
         Some((b, u)) => (b, u.to_string()),
         None => (text, base_unet()),
@@ -726,20 +747,26 @@ pub fn parse_reference(text: &str) -> color_eyre::Result<Reference> {
         .next()
         .unwrap_or_default()
         .parse()
-        .map_err(|e| eyre!("--reference {text:?}: {e}\n{fix}"))?;
+        .map_err(|e| Fixable::new(format!("--reference {text:?}: {e}"), fix))?;
     let steps: usize = parts
         .next()
         .and_then(|s| s.parse().ok())
         .filter(|&n| n > 0)
-        .ok_or_else(|| eyre!("--reference {text:?} has no step count ≥ 1\n{fix}"))?;
+        .ok_or_else(|| Fixable::new(format!("--reference {text:?} has no step count ≥ 1"), fix))?;
     let cfg: f32 = match parts.next() {
-        Some(c) => c
-            .parse()
-            .map_err(|_| eyre!("--reference {text:?}: cfg {c:?} is not a number\n{fix}"))?,
+        Some(c) => c.parse().map_err(|_| {
+            Fixable::new(
+                format!("--reference {text:?}: cfg {c:?} is not a number"),
+                fix,
+            )
+        })?,
         None => 7.5,
     };
     if parts.next().is_some() {
-        bail!("--reference {text:?} has too many parts\n{fix}");
+        bail!(Fixable::new(
+            format!("--reference {text:?} has too many parts"),
+            fix
+        ));
     }
     Ok(Reference {
         scheduler,

@@ -48,6 +48,7 @@ pub use images::{Encoder, Images};
 pub use save::{FolderSaver, SaveRequest, Saver, SheetRun};
 
 use crate::config::{Config, Graphics};
+use crate::error::Fixable;
 use crate::exercises::Exercise;
 use crate::interrupt::{Interrupted, Signal};
 use crate::runtime::Device;
@@ -174,10 +175,13 @@ pub fn run(config: &Config, opts: Options) -> color_eyre::Result<()> {
             what: stopped,
         }
         .into()),
-        End::InputClosed { stopped } => Err(eyre!(
-            "the terminal's input closed (end of file), so speedscape stopped: {stopped}\nFix: run speedscape in a terminal that stays open; for unattended runs use {}",
-            terminal::HEADLESS_HINT
-        )),
+        End::InputClosed { stopped } => Err(eyre!(Fixable::new(
+            format!("the terminal's input closed (end of file), so speedscape stopped: {stopped}"),
+            format!(
+                "run speedscape in a terminal that stays open; for unattended runs use {}",
+                terminal::HEADLESS_HINT
+            ),
+        ))),
     }
 }
 
@@ -377,13 +381,15 @@ where
                     worker_open = false;
                     if app.fatal.is_none() {
                         // A thread that died of a panic left its message with the panic hook.
-                        let why = terminal::take_background_panics()
-                            .first()
-                            .map(|p| format!(": {p}\nFix: this is a bug in speedscape; please report it with this message"))
-                            .unwrap_or_default();
-                        Some(Msg::Worker(Event::Fatal {
-                            error: format!("the inference worker stopped{why}"),
-                        }))
+                        let error = match terminal::take_background_panics().first() {
+                            Some(p) => Fixable::new(
+                                format!("the inference worker stopped: {p}"),
+                                "this is a bug in speedscape; please report it with this message",
+                            )
+                            .to_string(),
+                            None => "the inference worker stopped".to_string(),
+                        };
+                        Some(Msg::Worker(Event::Fatal { error }))
                     } else {
                         None
                     }

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use image::RgbImage;
 
+use crate::error::Fixable;
 use crate::exercises::Exercise;
 use crate::exercises::cheatsheet::{self, Answers, Approach, Constraint};
 use crate::pipeline::RunReport;
@@ -104,9 +105,12 @@ impl Saver for FolderSaver {
         Answers::load(&path)?;
         crate::report::check_output_root(&self.root)?;
         std::fs::create_dir_all(&self.root).map_err(|e| {
-            color_eyre::eyre::eyre!(
-                "cannot create the output folder {}: {e}\nFix: choose a folder you can write to (--out DIR)",
-                self.root.display()
+            Fixable::new(
+                format!(
+                    "cannot create the output folder {}: {e}",
+                    self.root.display()
+                ),
+                "choose a folder you can write to (--out DIR)",
             )
         })?;
         answers.save(&path)?;

@@ -16,6 +16,8 @@ use color_eyre::eyre::{WrapErr, bail};
 use crossterm::ExecutableCommand;
 use ratatui::DefaultTerminal;
 
+use crate::error::Fixable;
+
 /// The commands that work without a terminal, for the refusals' "Fix:" lines.
 pub const HEADLESS_HINT: &str = "the headless commands: `speedscape exercise N` (e.g. `speedscape exercise 1 --out DIR`), `speedscape generate --prompt … --out image.png`, `speedscape bench`";
 
@@ -27,9 +29,12 @@ pub const BUG_HINT: &str = "This is a bug in speedscape (the terminal has been r
 /// /dev/null). Nothing is written to the terminal before this passes.
 pub fn check(term: Option<&str>, stdin_tty: bool, stdout_tty: bool) -> color_eyre::Result<()> {
     if term == Some("dumb") {
-        bail!(
-            "the terminal is TERM=dumb, which cannot show the interactive exercises (they need an alternate screen and cursor movement)\nFix: run speedscape in a full terminal (e.g. TERM=xterm-256color), or use {HEADLESS_HINT}"
-        );
+        bail!(Fixable::new(
+            "the terminal is TERM=dumb, which cannot show the interactive exercises (they need an alternate screen and cursor movement)",
+            format!(
+                "run speedscape in a full terminal (e.g. TERM=xterm-256color), or use {HEADLESS_HINT}"
+            ),
+        ));
     }
     let not = match (stdin_tty, stdout_tty) {
         (true, true) => return Ok(()),
@@ -37,9 +42,12 @@ pub fn check(term: Option<&str>, stdin_tty: bool, stdout_tty: bool) -> color_eyr
         (true, false) => "stdout is",
         (false, false) => "stdin and stdout are",
     };
-    bail!(
-        "speedscape with no command opens the interactive exercises, which need a terminal, but {not} not one (a pipe, a file or /dev/null)\nFix: run it in a terminal, or use {HEADLESS_HINT}"
-    )
+    bail!(Fixable::new(
+        format!(
+            "speedscape with no command opens the interactive exercises, which need a terminal, but {not} not one (a pipe, a file or /dev/null)"
+        ),
+        format!("run it in a terminal, or use {HEADLESS_HINT}"),
+    ))
 }
 
 /// [`check`] on this process.

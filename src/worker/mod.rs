@@ -21,6 +21,7 @@ use ort::session::RunOptions;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
 use crate::config::Config;
+use crate::error::Fixable;
 use crate::models::Model;
 use crate::pipeline::{self, Phase, Request, RunControl, RunReport};
 use crate::runtime::{Device, Provider, Runtime};
@@ -102,9 +103,11 @@ impl WorkerHandle {
                 // The receiver is still ours here: say why nothing will come.
                 let (tx, rx) = unbounded_channel();
                 let _ = tx.send(Event::Fatal {
-                    error: format!(
-                        "could not start the inference thread: {e}\nFix: free some memory or threads and start again"
-                    ),
+                    error: Fixable::new(
+                        format!("could not start the inference thread: {e}"),
+                        "free some memory or threads and start again",
+                    )
+                    .to_string(),
                 });
                 return (
                     WorkerHandle {
@@ -293,10 +296,11 @@ fn worker_main(
                 .unwrap_or_else(|p| {
                     events.send(Event::Failed {
                         run,
-                        error: format!(
-                            "the inference thread panicked: {}\nFix: this is a bug in speedscape; please report it with the command that caused it",
-                            panic_text(&p)
-                        ),
+                        error: Fixable::new(
+                            format!("the inference thread panicked: {}", panic_text(&p)),
+                            "this is a bug in speedscape; please report it with the command that caused it",
+                        )
+                        .to_string(),
                     })
                 })
             }
@@ -768,20 +772,16 @@ fn cpu_name() -> Option<String> {
     Some(format!("{name} ({cores} threads)"))
 }
 
-/// An error as the user should read it: each cause on its own line, `Fix:` lines last,
-/// no terminal colours.
+/// An error as the user should read it: each cause on its own line, then the fixes of the
+/// chain's [`Fixable`] errors (each once, as `Fix:` lines), no terminal colours.
 pub fn describe_error(err: &color_eyre::Report) -> String {
+    let parts = crate::error::parts(err);
     let mut lines: Vec<String> = Vec::new();
-    let mut fixes: Vec<String> = Vec::new();
-    for (i, cause) in err.chain().enumerate() {
-        let text = strip_ansi(&cause.to_string());
+    for (i, cause) in parts.causes.iter().enumerate() {
+        let text = strip_ansi(cause);
         for (j, line) in text.lines().enumerate() {
             let line = line.trim_end();
-            if line.trim_start().starts_with("Fix:") {
-                if !fixes.iter().any(|f| f == line.trim_start()) {
-                    fixes.push(line.trim_start().to_string());
-                }
-            } else if line.is_empty() {
+            if line.is_empty() {
                 continue;
             } else if i > 0 && j == 0 {
                 lines.push(format!("  caused by: {line}"));
@@ -792,7 +792,11 @@ pub fn describe_error(err: &color_eyre::Report) -> String {
             }
         }
     }
-    lines.extend(fixes);
+    lines.extend(parts.fixes.iter().map(|fix| {
+        format!("Fix: {}", strip_ansi(fix).trim())
+            .trim_end()
+            .to_string()
+    }));
     lines.join("\n")
 }
 
@@ -823,13 +827,30 @@ mod tests {
 
     #[test]
     fn an_error_chain_reads_as_causes_with_the_fix_last_and_no_colours() {
-        let inner: color_eyre::Result<()> = Err(eyre!(
-            "\u{1b}[31mno such file\u{1b}[0m\nFix: export the model"
-        ));
+        let inner: color_eyre::Result<()> = Err(eyre!(Fixable::new(
+            "\u{1b}[31mno such file\u{1b}[0m",
+            "export the model"
+        )));
         let err = inner.wrap_err("loading the UNet").unwrap_err();
         assert_eq!(
             describe_error(&err),
             "loading the UNet\n  caused by: no such file\nFix: export the model"
+        );
+    }
+
+    #[test]
+    fn only_the_typed_fixes_go_last_once_each_and_a_quoted_fix_line_stays_with_its_cause() {
+        use crate::error::FixErr;
+        // ONNX Runtime's own words may hold a line that begins "Fix:"; it is a cause's text.
+        let quoted: color_eyre::Result<()> = Err(eyre!("ONNX Runtime said:\nFix: node 3"));
+        let err = quoted
+            .fix_err("loading the UNet", "re-export the model")
+            .fix_err("running exercise 2", "re-export the model")
+            .unwrap_err();
+        assert_eq!(
+            describe_error(&err),
+            "running exercise 2\n  caused by: loading the UNet\n  caused by: ONNX Runtime said:\n    \
+             Fix: node 3\nFix: re-export the model"
         );
     }
 }

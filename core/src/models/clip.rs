@@ -31,6 +31,7 @@ use ort::session::Session;
 use serde::{Deserialize, Serialize};
 
 use super::{describe_all, find, is_float, run_error};
+use crate::error::Fixable;
 use crate::runtime::Runtime;
 use crate::runtime::failure::MemoryContext;
 use crate::runtime::tensor::{self, IoSpec};
@@ -90,10 +91,10 @@ pub fn clip_score(image_embeds: ArrayView1<f32>, text_embeds: ArrayView1<f32>) -
     }
 }
 
-/// The fix for a scorer folder that is there but unusable.
+/// The fix for a scorer folder that is there but unusable (without "Fix: ").
 fn fix(root: &Path) -> String {
     format!(
-        "Fix: re-export the model with its CLIP scorer (`.venv-ref/bin/python models/export.py --out {} --clip-scorer --force`), or remove {} to run without CLIP scores",
+        "re-export the model with its CLIP scorer (`.venv-ref/bin/python models/export.py --out {} --clip-scorer --force`), or remove {} to run without CLIP scores",
         root.display(),
         root.join(CLIP_FOLDER).display()
     )
@@ -104,17 +105,18 @@ impl ClipConfig {
     pub fn read(dir: &Path, root: &Path) -> eyre::Result<Self> {
         let file = dir.join("config.json");
         let text = std::fs::read_to_string(&file).map_err(|e| {
-            eyre!(
-                "the CLIP scorer {} has no readable config.json ({e}); it holds the image preprocessing\n{}",
-                dir.display(),
-                fix(root)
+            Fixable::new(
+                format!(
+                    "the CLIP scorer {} has no readable config.json ({e}); it holds the image preprocessing",
+                    dir.display()
+                ),
+                fix(root),
             )
         })?;
         let config: ClipConfig = serde_json::from_str(&text).map_err(|e| {
-            eyre!(
-                "{} is not a CLIP scorer config: {e}\n{}",
-                file.display(),
-                fix(root)
+            Fixable::new(
+                format!("{} is not a CLIP scorer config: {e}", file.display()),
+                fix(root),
             )
         })?;
         let mut problems = Vec::new();
@@ -144,12 +146,14 @@ impl ClipConfig {
             problems.push(format!("image_std {:?}", config.image_std));
         }
         if !problems.is_empty() {
-            return Err(eyre!(
-                "{} describes a preprocessing speedscape does not do: {}\n{}",
-                file.display(),
-                problems.join("; "),
-                fix(root)
-            ));
+            return Err(eyre!(Fixable::new(
+                format!(
+                    "{} describes a preprocessing speedscape does not do: {}",
+                    file.display(),
+                    problems.join("; ")
+                ),
+                fix(root),
+            )));
         }
         Ok(config)
     }
@@ -184,11 +188,10 @@ impl ClipScorer {
         }
         let file = dir.join("model.onnx");
         if !file.is_file() {
-            return Err(eyre!(
-                "the CLIP scorer {} has no model.onnx\n{}",
-                dir.display(),
-                fix(root)
-            ));
+            return Err(eyre!(Fixable::new(
+                format!("the CLIP scorer {} has no model.onnx", dir.display()),
+                fix(root),
+            )));
         }
         let config = ClipConfig::read(&dir, root)?;
         let session = rt
@@ -203,13 +206,15 @@ impl ClipScorer {
         let (Some(pixels), Some(text), Some(image_out), Some(text_out)) =
             (pixels, text, image_out, text_out)
         else {
-            return Err(eyre!(
-                "{} is not a CLIP scorer: expected inputs pixel_values float[batch,3,H,W], text_pooled float[batch,D] and outputs image_embeds, text_embeds; found inputs {}, outputs {}\n{}",
-                file.display(),
-                describe_all(&inputs),
-                describe_all(&outputs),
-                fix(root)
-            ));
+            return Err(eyre!(Fixable::new(
+                format!(
+                    "{} is not a CLIP scorer: expected inputs pixel_values float[batch,3,H,W], text_pooled float[batch,D] and outputs image_embeds, text_embeds; found inputs {}, outputs {}",
+                    file.display(),
+                    describe_all(&inputs),
+                    describe_all(&outputs)
+                ),
+                fix(root),
+            )));
         };
         // Fixed dimensions of the graph must be what config.json says.
         let fixed = |d: i64, want: usize| d <= 0 || d as usize == want;
@@ -220,19 +225,21 @@ impl ClipScorer {
             && fixed(image_out.shape[1], config.projection_dim)
             && fixed(text_out.shape[1], config.projection_dim);
         if !ok {
-            return Err(eyre!(
-                "{} does not match its config.json: the graph has {}, {} → {}, {}; config.json says {}×{} crops, text width {}, projection {}\n{}",
-                file.display(),
-                pixels.describe(),
-                text.describe(),
-                image_out.describe(),
-                text_out.describe(),
-                config.crop_width,
-                config.crop_height,
-                config.text_hidden_size,
-                config.projection_dim,
-                fix(root)
-            ));
+            return Err(eyre!(Fixable::new(
+                format!(
+                    "{} does not match its config.json: the graph has {}, {} → {}, {}; config.json says {}×{} crops, text width {}, projection {}",
+                    file.display(),
+                    pixels.describe(),
+                    text.describe(),
+                    image_out.describe(),
+                    text_out.describe(),
+                    config.crop_width,
+                    config.crop_height,
+                    config.text_hidden_size,
+                    config.projection_dim
+                ),
+                fix(root),
+            )));
         }
         Ok(Some(Self {
             pixels: pixels.clone(),
@@ -261,11 +268,14 @@ impl ClipScorer {
     ) -> eyre::Result<(Array2<f32>, Array2<f32>)> {
         let want = self.config.text_hidden_size;
         if text_pooled.shape()[1] != want {
-            return Err(eyre!(
-                "the CLIP scorer {} takes text pooler_output of width {want}, got width {}\nFix: use the CLIP scorer exported with this model's text encoder",
-                self.file.display(),
-                text_pooled.shape()[1]
-            ));
+            return Err(eyre!(Fixable::new(
+                format!(
+                    "the CLIP scorer {} takes text pooler_output of width {want}, got width {}",
+                    self.file.display(),
+                    text_pooled.shape()[1]
+                ),
+                "use the CLIP scorer exported with this model's text encoder",
+            )));
         }
         let x = tensor::float_input(pixel_values.into_dyn(), self.pixels.elem)?;
         let t = tensor::float_input(text_pooled.into_dyn(), self.text.elem)?;

@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 
 use super::micro::MicroRecord;
 use super::ordered::ordered_map;
+use crate::error::Fixable;
 
 /// The file name inside a model folder.
 pub const MANIFEST_FILE: &str = "manifest.json";
@@ -179,10 +180,10 @@ impl Manifest {
         let text = std::fs::read_to_string(&path)
             .wrap_err_with(|| format!("reading {}", path.display()))?;
         Self::parse(&text).map(Some).map_err(|e| {
-            eyre!(
-                "{} is malformed: {e}\nFix: re-export the model with models/export.py, or delete manifest.json (speedscape then treats the folder as a plain Optimum export)",
-                path.display()
-            )
+            eyre!(Fixable::new(
+                format!("{} is malformed: {e}", path.display()),
+                "re-export the model with models/export.py, or delete manifest.json (speedscape then treats the folder as a plain Optimum export)",
+            ))
         })
     }
 

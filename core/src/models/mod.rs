@@ -30,6 +30,7 @@ use ort::session::{RunOptions, Session};
 use ort::value::TensorElementType;
 use serde::{Deserialize, Serialize};
 
+use crate::error::Fixable;
 use crate::runtime::Runtime;
 use crate::runtime::failure::{self, MemoryContext, MemoryPhase};
 use crate::runtime::tensor::{self, IoSpec};
@@ -108,23 +109,25 @@ pub fn merge_manifest_variants(mut variants: Vec<Variant>, manifest: &Manifest) 
     variants
 }
 
-/// The fix for a missing variant folder.
+/// The fix for a missing variant folder (without "Fix: ").
 pub fn export_fix(root: &Path) -> String {
     format!(
-        "Fix: export the model with its LoRA variants: .venv-ref/bin/python models/export.py --out {} --force (defaults: --variant lcm=lcm:1.0 --variant style=style:1.0 --variant lcm_style=lcm:1.0,style:1.0; --force replaces the folder once the new export passed its checks); see README \"Real SD v1.5 on a GPU box\"",
+        "export the model with its LoRA variants: .venv-ref/bin/python models/export.py --out {} --force (defaults: --variant lcm=lcm:1.0 --variant style=style:1.0 --variant lcm_style=lcm:1.0,style:1.0; --force replaces the folder once the new export passed its checks); see README \"Real SD v1.5 on a GPU box\"",
         root.display()
     )
 }
 
 fn missing_variant_error(root: &Path, v: &Variant, what: &str, folder: &str) -> eyre::Report {
-    eyre!(
-        "variant {:?} ({}) needs its {what} in {}, which this model folder does not have (no {})\n{}",
-        v.name,
-        v.label,
-        folder,
-        root.join(folder).join("model.onnx").display(),
-        export_fix(root)
-    )
+    eyre!(Fixable::new(
+        format!(
+            "variant {:?} ({}) needs its {what} in {}, which this model folder does not have (no {})",
+            v.name,
+            v.label,
+            folder,
+            root.join(folder).join("model.onnx").display()
+        ),
+        export_fix(root),
+    ))
 }
 
 /// The variants speedscape knows by default; config.toml may replace or extend them.
@@ -205,29 +208,33 @@ pub fn read_json_opt(path: &Path) -> eyre::Result<Option<serde_json::Value>> {
     let text =
         std::fs::read_to_string(path).wrap_err_with(|| format!("reading {}", path.display()))?;
     serde_json::from_str(&text).map(Some).map_err(|e| {
-        eyre!(
-            "{} is not valid JSON: {e}\nFix: copy it again from the export it came from, or re-export the model",
-            path.display()
-        )
+        eyre!(Fixable::new(
+            format!("{} is not valid JSON: {e}", path.display()),
+            "copy it again from the export it came from, or re-export the model",
+        ))
     })
 }
 
 /// Why `root` cannot be a model folder (missing, or a file), naming what named it
 /// (`--model-dir`, `model.dir in …/config.toml`; `None`: not known), with the fix.
-pub fn missing_dir_message(root: &Path, named_by: Option<&str>) -> String {
+pub fn missing_dir_message(root: &Path, named_by: Option<&str>) -> Fixable {
     let by = named_by.map(|n| format!(" (from {n})")).unwrap_or_default();
     let point = named_by.unwrap_or("--model-dir (or model.dir in config.toml)");
     if root.exists() {
-        return format!(
-            "model folder {}{by} is not a folder\nFix: point {point} at the folder that holds text_encoder/, unet/, vae_decoder/, tokenizer/ and scheduler/",
-            root.display()
+        return Fixable::new(
+            format!("model folder {}{by} is not a folder", root.display()),
+            format!(
+                "point {point} at the folder that holds text_encoder/, unet/, vae_decoder/, tokenizer/ and scheduler/"
+            ),
         );
     }
     let what = "does not exist";
-    format!(
-        "model folder {}{by} {what}\nFix: create it with `.venv-ref/bin/python models/export.py --out {}` (README \"Real SD v1.5 on a GPU box\"), point {point} at an existing export, or leave it unset to use the embedded micro model",
-        root.display(),
-        root.display()
+    Fixable::new(
+        format!("model folder {}{by} {what}", root.display()),
+        format!(
+            "create it with `.venv-ref/bin/python models/export.py --out {}` (README \"Real SD v1.5 on a GPU box\"), point {point} at an existing export, or leave it unset to use the embedded micro model",
+            root.display()
+        ),
     )
 }
 
@@ -252,11 +259,16 @@ pub fn component_file(root: &Path, folder: &str) -> eyre::Result<PathBuf> {
         } else {
             format!("{} has no {folder}/ folder", root.display())
         };
-        bail!(
-            "model component {folder} is missing: {what} (expected {}; the Optimum ONNX layout has text_encoder/, unet/, vae_decoder/, tokenizer/, scheduler/)\nFix: copy {folder}/ from the export it came from, or re-export (`.venv-ref/bin/python models/export.py --out {} --force`)",
-            file.display(),
-            root.display()
-        );
+        bail!(Fixable::new(
+            format!(
+                "model component {folder} is missing: {what} (expected {}; the Optimum ONNX layout has text_encoder/, unet/, vae_decoder/, tokenizer/, scheduler/)",
+                file.display()
+            ),
+            format!(
+                "copy {folder}/ from the export it came from, or re-export (`.venv-ref/bin/python models/export.py --out {} --force`)",
+                root.display()
+            ),
+        ));
     }
     Ok(file)
 }
@@ -316,11 +328,16 @@ fn mismatch(file: &Path, what: &str, expected: &str, found: &[IoSpec]) -> eyre::
         })
         .map(|g| format!("; this graph looks like {g}"))
         .unwrap_or_default();
-    eyre!(
-        "{} is not a {what}: expected inputs {expected}; found inputs {}{guess}\nFix: put the {what}'s model.onnx (with its data file, if any) in {folder}, as the export wrote it (Optimum ONNX layout)",
-        file.display(),
-        describe_all(found)
-    )
+    eyre!(Fixable::new(
+        format!(
+            "{} is not a {what}: expected inputs {expected}; found inputs {}{guess}",
+            file.display(),
+            describe_all(found)
+        ),
+        format!(
+            "put the {what}'s model.onnx (with its data file, if any) in {folder}, as the export wrote it (Optimum ONNX layout)"
+        ),
+    ))
 }
 
 /// The folder name of a component's `model.onnx` (`unet_lcm`), for messages.
@@ -341,12 +358,12 @@ fn run_error(
 ) -> eyre::Report {
     let raw = err.to_string();
     match failure::out_of_memory(&raw) {
-        Some(oom) => eyre!(failure::out_of_memory_message(
+        Some(oom) => eyre::Report::new(failure::out_of_memory_message(
             doing,
             MemoryPhase::Running,
             oom,
             &raw,
-            memory
+            memory,
         )),
         None => eyre!(raw).wrap_err(format!("{doing}: {}", file.display())),
     }
@@ -435,11 +452,14 @@ impl TextEncoder {
     /// unchanged.
     pub fn encode_pooled(&mut self, ids: &[i64], batch: usize) -> eyre::Result<Array2<f32>> {
         if self.pooled.is_none() {
-            return Err(eyre!(
-                "the text encoder {} has no pooler_output output (found {}); the CLIP score needs it\nFix: re-export the model with models/export.py, which writes last_hidden_state and pooler_output as Optimum does",
-                self.file.display(),
-                describe_all(&tensor::outputs(&self.session))
-            ));
+            return Err(eyre!(Fixable::new(
+                format!(
+                    "the text encoder {} has no pooler_output output (found {}); the CLIP score needs it",
+                    self.file.display(),
+                    describe_all(&tensor::outputs(&self.session))
+                ),
+                "re-export the model with models/export.py, which writes last_hidden_state and pooler_output as Optimum does",
+            )));
         }
         let out = self.run(ids, batch, true)?;
         Ok(out.into_dimensionality::<Ix2>()?)
@@ -1055,10 +1075,10 @@ impl Model {
             .find(|v| v.name == name || v.folder == name)
             .ok_or_else(|| {
                 let known: Vec<&str> = self.variants.iter().map(|v| v.name.as_str()).collect();
-                eyre!(
-                    "unknown UNet variant {name:?}; known: {}\nFix: use one of those, or add a [[model.variants]] entry to config.toml",
-                    known.join(", ")
-                )
+                eyre!(Fixable::new(
+                    format!("unknown UNet variant {name:?}; known: {}", known.join(", ")),
+                    "use one of those, or add a [[model.variants]] entry to config.toml",
+                ))
             })
     }
 
@@ -1130,11 +1150,14 @@ impl Model {
         if let (Some(need), Some(have)) = (unet.context_dim(), self.text_encoder.hidden_dim)
             && need != have
         {
-            bail!(
-                "{} attends to text embeddings of width {need}, but the text encoder {} produces width {have}\nFix: use a UNet and text encoder from the same model",
-                file.display(),
-                self.text_encoder.file.display()
-            );
+            bail!(Fixable::new(
+                format!(
+                    "{} attends to text embeddings of width {need}, but the text encoder {} produces width {have}",
+                    file.display(),
+                    self.text_encoder.file.display()
+                ),
+                "use a UNet and text encoder from the same model",
+            ));
         }
         self.load_times.push((folder.clone(), start.elapsed()));
         let mut unet = unet;
@@ -1181,13 +1204,18 @@ impl Model {
                     Some(d) if te.has_pooled() => format!("produces width {d}"),
                     _ => "has no pooler_output output".to_string(),
                 };
-                bail!(
-                    "the CLIP scorer {} takes the text encoder's pooler_output of width {width}, but the text encoder {} {what}\nFix: re-export the model with its CLIP scorer (`.venv-ref/bin/python models/export.py --out {} --clip-scorer --force`; the exporter checks that the CLIP model's text tower is this text encoder), or remove {} to run without CLIP scores",
-                    scorer.file.display(),
-                    te.file.display(),
-                    self.root.display(),
-                    self.root.join(CLIP_FOLDER).display()
-                );
+                bail!(Fixable::new(
+                    format!(
+                        "the CLIP scorer {} takes the text encoder's pooler_output of width {width}, but the text encoder {} {what}",
+                        scorer.file.display(),
+                        te.file.display()
+                    ),
+                    format!(
+                        "re-export the model with its CLIP scorer (`.venv-ref/bin/python models/export.py --out {} --clip-scorer --force`; the exporter checks that the CLIP model's text tower is this text encoder), or remove {} to run without CLIP scores",
+                        self.root.display(),
+                        self.root.join(CLIP_FOLDER).display()
+                    ),
+                ));
             }
             self.load_times
                 .push((CLIP_FOLDER.to_string(), start.elapsed()));
@@ -1269,11 +1297,14 @@ impl Model {
         if let (Some(need), Some(have)) = (self.text_encoder.hidden_dim, te.hidden_dim)
             && need != have
         {
-            bail!(
-                "{} produces text embeddings of width {have}, but the base text encoder {} produces width {need}\nFix: use text encoders from the same model",
-                file.display(),
-                self.text_encoder.file.display()
-            );
+            bail!(Fixable::new(
+                format!(
+                    "{} produces text embeddings of width {have}, but the base text encoder {} produces width {need}",
+                    file.display(),
+                    self.text_encoder.file.display()
+                ),
+                "use text encoders from the same model",
+            ));
         }
         self.load_times.push((folder.clone(), start.elapsed()));
         self.text_encoders.push((folder, te));

@@ -14,6 +14,8 @@ use std::path::Path;
 
 use eyre::{WrapErr, bail};
 
+use crate::error::{FixErr, Fixable};
+
 /// The most prompt text tokenized (bytes, cut at a character boundary): 64 KiB, about a hundred
 /// times what 75 CLIP tokens can hold, so no prompt that fits loses anything to the cap.
 pub const MAX_PROMPT_BYTES: usize = 64 * 1024;
@@ -128,10 +130,10 @@ pub fn clean(prompt: &str) -> CleanPrompt<'_> {
 /// read only that far, and the note says so). Invalid UTF-8 is an error naming the file and the
 /// byte offset.
 pub fn read_prompt_file(path: &Path) -> eyre::Result<(String, Option<String>)> {
-    let file = std::fs::File::open(path).wrap_err_with(|| {
-        format!(
-            "cannot open prompt file {}\nFix: pass an existing text file to --prompt-file",
-            path.display()
+    let file = std::fs::File::open(path).fix_err_with(|| {
+        (
+            format!("cannot open prompt file {}", path.display()),
+            "pass an existing text file to --prompt-file",
         )
     })?;
     let len = file.metadata().map(|m| m.len()).unwrap_or(0);
@@ -149,14 +151,18 @@ pub fn read_prompt_file(path: &Path) -> eyre::Result<(String, Option<String>)> {
         Err(e) => {
             let at = e.valid_up_to();
             let line = bytes[..at].iter().filter(|&&b| b == b'\n').count() + 1;
-            bail!(
-                "prompt file {} is not UTF-8 text: byte {at} (0x{:02x}, line {line}) does not \
-                 start a valid UTF-8 character\nFix: save the file as UTF-8 (e.g. `iconv -f \
-                 latin1 -t utf-8 {} > prompt.txt`)",
-                path.display(),
-                bytes[at],
-                path.display()
-            );
+            bail!(Fixable::new(
+                format!(
+                    "prompt file {} is not UTF-8 text: byte {at} (0x{:02x}, line {line}) does not \
+                     start a valid UTF-8 character",
+                    path.display(),
+                    bytes[at]
+                ),
+                format!(
+                    "save the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8 {} > prompt.txt`)",
+                    path.display()
+                ),
+            ));
         }
     };
     let note = capped.then(|| {

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::SD15_SCHEDULER_CONFIG;
+use crate::error::Fixable;
 use crate::schedulers::{self, SchedulerConfig, SchedulerKind, SchedulerOptions};
 
 /// Which scheduler config a model uses (config.toml `model.scheduler_config`).
@@ -139,10 +140,15 @@ pub fn check_values(file: &std::path::Path, cfg: &Value) -> eyre::Result<Schedul
             Some(v) => format!("set `{field}` to one of the accepted values (SD v1.5's is {v})"),
             None => "correct the value".into(),
         };
-        eyre::eyre!(
-            "{} is not a scheduler config speedscape can use: {why}\nFix: {set}, or set scheduler_config = \"sd15\" under [model] in config.toml to use SD v1.5's original (bundled in speedscape)",
-            file.display()
-        )
+        eyre::eyre!(Fixable::new(
+            format!(
+                "{} is not a scheduler config speedscape can use: {why}",
+                file.display()
+            ),
+            format!(
+                "{set}, or set scheduler_config = \"sd15\" under [model] in config.toml to use SD v1.5's original (bundled in speedscape)"
+            ),
+        ))
     })
 }
 

@@ -13,6 +13,8 @@ use std::path::Path;
 use eyre::{WrapErr, eyre};
 use serde::Serialize;
 
+use crate::error::Fixable;
+
 /// Length of SD v1.5's text-encoder input.
 pub const MAX_LENGTH: usize = 77;
 /// CLIP's `<|startoftext|>`.
@@ -130,9 +132,12 @@ impl ClipTokenizer {
         let json = dir.join("tokenizer.json");
         let inner = if json.is_file() {
             tokenizers::Tokenizer::from_file(&json).map_err(|e| {
-                eyre!(
-                    "tokenizer {} is not a valid tokenizers JSON file: {e}\nFix: re-export the model, or delete it so vocab.json + merges.txt are used",
-                    json.display()
+                Fixable::new(
+                    format!(
+                        "tokenizer {} is not a valid tokenizers JSON file: {e}",
+                        json.display()
+                    ),
+                    "re-export the model, or delete it so vocab.json + merges.txt are used",
                 )
             })?
         } else {
@@ -149,10 +154,13 @@ impl ClipTokenizer {
                 } else {
                     format!("no tokenizer.json, and no {}", missing.join(" or "))
                 };
-                return Err(eyre!(
-                    "no tokenizer in {}: {found} (it needs tokenizer.json, or vocab.json and merges.txt)\nFix: copy the tokenizer/ folder of SD v1.5 (or openai/clip-vit-large-patch14) there",
-                    dir.display()
-                ));
+                return Err(eyre!(Fixable::new(
+                    format!(
+                        "no tokenizer in {}: {found} (it needs tokenizer.json, or vocab.json and merges.txt)",
+                        dir.display()
+                    ),
+                    "copy the tokenizer/ folder of SD v1.5 (or openai/clip-vit-large-patch14) there",
+                )));
             }
             from_vocab_and_merges(&vocab, &merges)?
         };
@@ -161,11 +169,14 @@ impl ClipTokenizer {
         for (token, id) in [("<|startoftext|>", BOS), ("<|endoftext|>", EOS)] {
             let got = inner.token_to_id(token);
             if got != Some(id) {
-                return Err(eyre!(
-                    "the tokenizer in {} is not CLIP's: {token} is {}, SD v1.5's text encoder expects id {id}\nFix: copy the tokenizer/ folder of SD v1.5 (or openai/clip-vit-large-patch14) there",
-                    dir.display(),
-                    got.map_or("missing".to_string(), |g| format!("id {g}"))
-                ));
+                return Err(eyre!(Fixable::new(
+                    format!(
+                        "the tokenizer in {} is not CLIP's: {token} is {}, SD v1.5's text encoder expects id {id}",
+                        dir.display(),
+                        got.map_or("missing".to_string(), |g| format!("id {g}"))
+                    ),
+                    "copy the tokenizer/ folder of SD v1.5 (or openai/clip-vit-large-patch14) there",
+                )));
             }
         }
         Ok(Self { inner })
@@ -210,16 +221,19 @@ fn from_vocab_and_merges(vocab: &Path, merges: &Path) -> eyre::Result<tokenizers
         &std::fs::read_to_string(vocab).wrap_err_with(|| format!("reading {}", vocab.display()))?,
     )
     .map_err(|e| {
-        eyre!(
-            "tokenizer {} is not valid JSON: {e}\nFix: copy the tokenizer/ folder of SD v1.5 (or openai/clip-vit-large-patch14) there again",
-            vocab.display()
+        Fixable::new(
+            format!("tokenizer {} is not valid JSON: {e}", vocab.display()),
+            "copy the tokenizer/ folder of SD v1.5 (or openai/clip-vit-large-patch14) there again",
         )
     })?;
     if !vocab_map.is_object() {
-        return Err(eyre!(
-            "tokenizer {} is not a vocabulary (a JSON object of token → id)\nFix: copy the tokenizer/ folder of SD v1.5 (or openai/clip-vit-large-patch14) there again",
-            vocab.display()
-        ));
+        return Err(eyre!(Fixable::new(
+            format!(
+                "tokenizer {} is not a vocabulary (a JSON object of token → id)",
+                vocab.display()
+            ),
+            "copy the tokenizer/ folder of SD v1.5 (or openai/clip-vit-large-patch14) there again",
+        )));
     }
     let merges_text = std::fs::read_to_string(merges)
         .wrap_err_with(|| format!("reading {}", merges.display()))?;
@@ -256,10 +270,13 @@ fn from_vocab_and_merges(vocab: &Path, merges: &Path) -> eyre::Result<tokenizers
     spec.to_string()
         .parse::<tokenizers::Tokenizer>()
         .map_err(|e| {
-            eyre!(
-                "tokenizer {} and {} do not make a CLIP tokenizer: {e}\nFix: copy the tokenizer/ folder of SD v1.5 (or openai/clip-vit-large-patch14) there again",
-                vocab.display(),
-                merges.display()
-            )
+            eyre!(Fixable::new(
+                format!(
+                    "tokenizer {} and {} do not make a CLIP tokenizer: {e}",
+                    vocab.display(),
+                    merges.display()
+                ),
+                "copy the tokenizer/ folder of SD v1.5 (or openai/clip-vit-large-patch14) there again",
+            ))
         })
 }

@@ -6,6 +6,7 @@ use std::path::Path;
 use eyre::bail;
 
 use super::Request;
+use crate::error::Fixable;
 use crate::models::Model;
 use crate::runtime::Provider;
 use crate::schedulers::{self, Scheduler, SchedulerConfig};
@@ -21,12 +22,13 @@ pub const MAX_GUIDANCE: f32 = 100.0;
 pub const MAX_SIDE: usize = 4096;
 
 /// Why `guidance` is refused, if it is: not finite, negative, or above [`MAX_GUIDANCE`].
-/// The message has its `Fix:` line.
-pub fn guidance_error(guidance: f32) -> Option<String> {
-    const FIX: &str = "Fix: use e.g. 7.5 (DDPM/DPM-Solver++) or 1.5 (LCM-LoRA)";
+/// The error comes with its fix.
+pub fn guidance_error(guidance: f32) -> Option<Fixable> {
+    const FIX: &str = "use e.g. 7.5 (DDPM/DPM-Solver++) or 1.5 (LCM-LoRA)";
     if !guidance.is_finite() || guidance < 0.0 {
-        return Some(format!(
-            "guidance scale {guidance} is not a finite number ≥ 0\n{FIX}"
+        return Some(Fixable::new(
+            format!("guidance scale {guidance} is not a finite number ≥ 0"),
+            FIX,
         ));
     }
     if guidance > MAX_GUIDANCE {
@@ -36,10 +38,13 @@ pub fn guidance_error(guidance: f32) -> Option<String> {
         } else {
             format!("{guidance:e}")
         };
-        return Some(format!(
-            "guidance scale {g} is above {MAX_GUIDANCE}: guidance multiplies the gap \
-             between the prompt's and the empty prompt's predictions, SD v1.5 is used at 1–15, \
-             and past {MAX_GUIDANCE} nothing of the prompt is left in the image\n{FIX}"
+        return Some(Fixable::new(
+            format!(
+                "guidance scale {g} is above {MAX_GUIDANCE}: guidance multiplies the gap \
+                 between the prompt's and the empty prompt's predictions, SD v1.5 is used at 1–15, \
+                 and past {MAX_GUIDANCE} nothing of the prompt is left in the image"
+            ),
+            FIX,
         ));
     }
     None
@@ -58,7 +63,7 @@ pub struct Checked {
 pub fn check_request(model: &Model, provider: Provider, req: &Request) -> eyre::Result<Checked> {
     let (width, height) = super::resolve_size(model, req.width, req.height)?;
     if let Some(e) = guidance_error(req.guidance) {
-        bail!("{e}");
+        bail!(e);
     }
     let batch = if req.guidance > 1.0 { 2 } else { 1 };
     check_memory(model, provider, width, height, batch)?;
@@ -178,11 +183,13 @@ pub fn check_memory(
     let native = model.geometry.default_size();
     for (name, v) in [("width", width), ("height", height)] {
         if v > MAX_SIDE {
-            bail!(
-                "{name} {v} is above {MAX_SIDE} pixels, the most speedscape runs: SD v1.5 is \
-                 trained at 512, and at {MAX_SIDE} one VAE decoder feature map alone is 8 GiB\n\
-                 Fix: use at most {MAX_SIDE} (this model's native size is {native})"
-            );
+            bail!(Fixable::new(
+                format!(
+                    "{name} {v} is above {MAX_SIDE} pixels, the most speedscape runs: SD v1.5 is \
+                     trained at 512, and at {MAX_SIDE} one VAE decoder feature map alone is 8 GiB"
+                ),
+                format!("use at most {MAX_SIDE} (this model's native size is {native})"),
+            ));
         }
     }
     if provider.is_gpu() {
@@ -210,13 +217,17 @@ pub fn check_memory(
                 shape.vae_channels
             )
         };
-        bail!(
-            "{width}×{height} needs at least {} on the CPU, more than this machine's {} of \
-             memory: {why}\nFix: use a smaller size, e.g. {native}×{native} (this model's native \
-             size), or run on a GPU",
-            gib(need),
-            gib(u128::from(total)),
-        );
+        bail!(Fixable::new(
+            format!(
+                "{width}×{height} needs at least {} on the CPU, more than this machine's {} of \
+                 memory: {why}",
+                gib(need),
+                gib(u128::from(total)),
+            ),
+            format!(
+                "use a smaller size, e.g. {native}×{native} (this model's native size), or run on a GPU"
+            ),
+        ));
     }
     Ok(())
 }
@@ -228,7 +239,7 @@ mod tests {
     #[test]
     fn guidance_is_refused_when_not_finite_negative_or_above_the_bound() {
         for g in [0.0, 1.0, 7.5, MAX_GUIDANCE] {
-            assert_eq!(guidance_error(g), None, "{g}");
+            assert!(guidance_error(g).is_none(), "{g}");
         }
         for (g, why) in [
             (f32::NAN, "NaN is not a finite number ≥ 0"),
@@ -237,7 +248,7 @@ mod tests {
             (100.5, "100.5 is above 100"),
             (1e30, "1e30 is above 100"),
         ] {
-            let e = guidance_error(g).unwrap();
+            let e = guidance_error(g).unwrap().to_string();
             assert!(e.contains(why), "{e}");
             assert!(e.contains("Fix: use e.g. 7.5"), "{e}");
         }

@@ -5,7 +5,8 @@
 //! also for LCM-LoRA at 1.5; at ≤ 1, batch 1 and the negative prompt is not encoded.
 //! Latents are `randn × init_noise_sigma`; the image is `clamp(vae(latents / scaling)/2 + 0.5, 0, 1)`.
 //! A NaN or Inf in the text encoder's output, the UNet's output or the latents after any step, or
-//! the VAE's image stops the run with a [`NonFinite`] error naming the component and step.
+//! the VAE's image stops the run with an error naming the component and step (a [`Fixable`]
+//! whose detail is the [`NonFinite`]).
 
 pub mod denoise;
 pub mod limits;
@@ -21,6 +22,7 @@ use ndarray::Array4;
 use ort::session::RunOptions;
 use serde::Serialize;
 
+use crate::error::Fixable;
 use crate::models::Model;
 use crate::rng::RngSource;
 use crate::runtime::{Provider, Runtime};
@@ -168,10 +170,15 @@ pub fn resolve_size(
     let h = height.unwrap_or(native);
     for (name, v) in [("width", w), ("height", h)] {
         if v == 0 || v % grid != 0 {
-            bail!(
-                "{name} {v} is not a positive multiple of {grid} (the VAE's scale factor {f}, times 2 for each of the UNet's {d} downsamplings)\nFix: use e.g. {} (this model's native size is {native})",
-                (v / grid).max(1) * grid
-            );
+            bail!(Fixable::new(
+                format!(
+                    "{name} {v} is not a positive multiple of {grid} (the VAE's scale factor {f}, times 2 for each of the UNet's {d} downsamplings)"
+                ),
+                format!(
+                    "use e.g. {} (this model's native size is {native})",
+                    (v / grid).max(1) * grid
+                ),
+            ));
         }
     }
     Ok((w, h))
@@ -325,7 +332,7 @@ pub fn generate_with(
         e.component = Some(component);
         e.fp16 = fp16;
         e.guidance = guidance;
-        eyre!(e)
+        eyre::Report::new(Fixable::from(e))
     };
     if let Some(e) = NonFinite::find(numerics::Tensor::TextEncoder, None, &context) {
         return Err(blame(e, describe(model, "text encoder", &te_folder, None)));
@@ -338,10 +345,13 @@ pub fn generate_with(
     let initial = match &req.latents {
         Some(l) => {
             if l.shape() != shape {
-                bail!(
-                    "--latents has shape {:?}, this run needs {shape:?} ({width}×{height} at VAE scale {f})\nFix: pass latents of that shape, or change --width/--height",
-                    l.shape()
-                );
+                bail!(Fixable::new(
+                    format!(
+                        "--latents has shape {:?}, this run needs {shape:?} ({width}×{height} at VAE scale {f})",
+                        l.shape()
+                    ),
+                    "pass latents of that shape, or change --width/--height",
+                ));
             }
             l.clone()
         }

@@ -7,6 +7,8 @@
 
 use ndarray::{ArrayBase, Data, Dimension};
 
+use crate::error::Fixable;
+
 /// How many values of a tensor are NaN or ±Inf, of how many.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct NonFiniteCount {
@@ -158,6 +160,7 @@ impl NonFinite {
         format!("{} {noun} (of {})", parts.join(" and "), c.len)
     }
 
+    /// What to do about it, without "Fix: ".
     fn fix(&self) -> String {
         let cfg = match self.guidance {
             Some(g) => format!("try a lower --cfg than {g}"),
@@ -165,45 +168,60 @@ impl NonFinite {
         };
         match self.tensor {
             Tensor::InitialLatents => {
-                "Fix: pass finite --latents (check the .npy file), or leave --latents out to draw them from the seed".to_string()
+                "pass finite --latents (check the .npy file), or leave --latents out to draw them from the seed".to_string()
             }
             Tensor::SchedulerLatents => format!(
-                "Fix: the scheduler's arithmetic overflowed: {cfg}, another --scheduler, or more --steps; if it persists, this is a bug in speedscape: please report it with the command"
+                "the scheduler's arithmetic overflowed: {cfg}, another --scheduler, or more --steps; if it persists, this is a bug in speedscape: please report it with the command"
             ),
             _ if self.fp16 => format!(
-                "Fix: fp16 overflow is the usual cause: use the fp32 export (python models/export.py --out DIR --dtype fp32), or {cfg}; if the fp32 export does it too, check the model (speedscape models verify)"
+                "fp16 overflow is the usual cause: use the fp32 export (python models/export.py --out DIR --dtype fp32), or {cfg}; if the fp32 export does it too, check the model (speedscape models verify)"
             ),
             _ => format!(
-                "Fix: {cfg}; check the model (speedscape models verify, or export it again: python models/export.py --out DIR)"
+                "{cfg}; check the model (speedscape models verify, or export it again: python models/export.py --out DIR)"
             ),
         }
     }
-}
 
-impl std::fmt::Display for NonFinite {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.tensor.describe())?;
+    /// What went wrong: the tensor, the step, the values, the component, what was not written.
+    fn cause(&self) -> String {
+        let mut out = self.tensor.describe().to_string();
         if let Some(s) = self.step {
-            write!(f, " at step {} of {} (t={})", s.index + 1, s.total, s.t)?;
+            out += &format!(" at step {} of {} (t={})", s.index + 1, s.total, s.t);
         }
         let verb = match self.tensor {
             Tensor::InitialLatents | Tensor::SchedulerLatents => "have",
             _ => "has",
         };
-        write!(f, " {verb} {}", self.values())?;
+        out += &format!(" {verb} {}", self.values());
         if let Some(c) = &self.component {
-            write!(f, " ({c})")?;
+            out += &format!(" ({c})");
         }
         let stopped = match (self.tensor, self.step) {
             (Tensor::VaeImage, _) => "; no image was written",
             (_, Some(_)) => "; the run stopped there, no image was written",
             _ => "; the run stopped before its first step, no image was written",
         };
-        write!(f, "{stopped}\n{}", self.fix())
+        out + stopped
+    }
+}
+
+impl std::fmt::Display for NonFinite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The same text as the error the run stops with.
+        write!(f, "{}", Fixable::new(self.cause(), self.fix()))
     }
 }
 
 impl std::error::Error for NonFinite {}
+
+/// The error a run stops with, once the pipeline has named the component: the same message,
+/// its cause and fix apart, and the [`NonFinite`] itself as the detail
+/// ([`crate::error::detail`] finds it).
+impl From<NonFinite> for Fixable {
+    fn from(e: NonFinite) -> Self {
+        Fixable::new(e.cause(), e.fix()).with_detail(e)
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -299,6 +317,29 @@ mod tests {
             ),
             "{text}"
         );
+    }
+
+    #[test]
+    fn as_the_runs_error_the_message_is_the_same_and_the_fix_and_tensor_are_typed() {
+        let e = NonFinite::new(
+            Tensor::InitialLatents,
+            None,
+            NonFiniteCount {
+                nan: 1,
+                inf: 0,
+                len: 16,
+            },
+        );
+        let text = e.to_string();
+        let report = eyre::Report::new(Fixable::from(e.clone()));
+        assert_eq!(report.to_string(), text);
+        assert_eq!(
+            crate::error::parts(&report).fixes,
+            [
+                "pass finite --latents (check the .npy file), or leave --latents out to draw them from the seed"
+            ]
+        );
+        assert_eq!(crate::error::detail::<NonFinite>(&report), Some(&e));
     }
 
     /// Not a test: what the check costs, per tensor the loop checks. Run with

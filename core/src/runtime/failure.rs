@@ -1,11 +1,13 @@
 //! What ONNX Runtime's failures mean to the user: a library that is not ONNX Runtime (or too
 //! old), a graph that does not load (truncated, not ONNX, external data missing), memory that
-//! runs out while a session loads or runs. Each message names the file, says why, and ends with
-//! a `Fix:` line.
+//! runs out while a session loads or runs. Each message names the file, says why, and comes
+//! with its fix ([`Fixable`]).
 
 use std::path::Path;
 
 use ort::LoadDynamicError;
+
+use crate::error::Fixable;
 
 /// An allocation ONNX Runtime could not make.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,7 +118,7 @@ pub fn out_of_memory_message(
     oom: OutOfMemory,
     raw: &str,
     ctx: MemoryContext,
-) -> String {
+) -> Fixable {
     let gpu = ctx.gpu || oom.cuda;
     let what = if gpu { "GPU memory" } else { "memory (RAM)" };
     let asked = oom
@@ -155,16 +157,18 @@ pub fn out_of_memory_message(
     } else {
         fixes.push("or close other programs".into());
     }
-    format!(
-        "out of {what} while {doing}{asked}{why}\nONNX Runtime: {}\nFix: {}",
-        quoted(raw),
-        fixes.join(", ")
+    Fixable::new(
+        format!(
+            "out of {what} while {doing}{asked}{why}\nONNX Runtime: {}",
+            quoted(raw)
+        ),
+        fixes.join(", "),
     )
 }
 
 /// Why ONNX Runtime could not make a session of `model` (an `.onnx` file), from its message
 /// `raw` and a look at the files; `None` when the message is not one of the known kinds.
-pub fn load_failure(model: &Path, raw: &str) -> Option<String> {
+pub fn load_failure(model: &Path, raw: &str) -> Option<Fixable> {
     let dir = model.parent().unwrap_or(Path::new("."));
     let root = dir.parent().unwrap_or(dir);
     let verify = format!(
@@ -188,10 +192,15 @@ pub fn load_failure(model: &Path, raw: &str) -> Option<String> {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| data.clone());
-        return Some(format!(
-            "{} keeps its weights in an external data file, {data}, which is missing\nFix: copy {name} from the export into {} beside model.onnx (the two belong together), or {reexport}; {verify}",
-            model.display(),
-            dir.display()
+        return Some(Fixable::new(
+            format!(
+                "{} keeps its weights in an external data file, {data}, which is missing",
+                model.display()
+            ),
+            format!(
+                "copy {name} from the export into {} beside model.onnx (the two belong together), or {reexport}; {verify}",
+                dir.display()
+            ),
         ));
     }
     if raw.contains("GetExtDataFromTensorProto") || raw.contains("can not be read in full") {
@@ -201,9 +210,12 @@ pub fn load_failure(model: &Path, raw: &str) -> Option<String> {
             .and_then(|s| s.split_whitespace().next())
             .map(|s| format!(" ({s} bytes)"))
             .unwrap_or_default();
-        return Some(format!(
-            "the external data beside {}{length} is shorter than the graph needs: truncated, or from another export\nFix: copy the folder's data file again from the export, or {reexport}; {verify}",
-            model.display()
+        return Some(Fixable::new(
+            format!(
+                "the external data beside {}{length} is shorter than the graph needs: truncated, or from another export",
+                model.display()
+            ),
+            format!("copy the folder's data file again from the export, or {reexport}; {verify}"),
         ));
     }
     if raw.contains("Protobuf parsing failed") || raw.contains("No graph was found") {
@@ -218,9 +230,12 @@ pub fn load_failure(model: &Path, raw: &str) -> Option<String> {
         let why = if bytes.is_empty() {
             "is empty (0 bytes), not an ONNX model".to_string()
         } else if head_text.starts_with("version https://git-lfs") {
-            return Some(format!(
-                "{} is a Git LFS pointer, not the model itself\nFix: `git lfs pull` in that checkout, or download the real file",
-                model.display()
+            return Some(Fixable::new(
+                format!(
+                    "{} is a Git LFS pointer, not the model itself",
+                    model.display()
+                ),
+                "`git lfs pull` in that checkout, or download the real file",
             ));
         } else if is_text {
             format!(
@@ -233,9 +248,9 @@ pub fn load_failure(model: &Path, raw: &str) -> Option<String> {
                 bytes.len()
             )
         };
-        return Some(format!(
-            "{} {why}\nFix: copy it again from the export, or {reexport}; {verify}",
-            model.display()
+        return Some(Fixable::new(
+            format!("{} {why}", model.display()),
+            format!("copy it again from the export, or {reexport}; {verify}"),
         ));
     }
     None
@@ -344,7 +359,8 @@ mod tests {
             oom,
             BFC_CAPPED,
             ctx,
-        );
+        )
+        .to_string();
         assert_eq!(
             m.lines().next().unwrap(),
             "out of GPU memory while loading text_encoder (/m/text_encoder/model.onnx): asked for 4.5 MiB (the CUDA arena is capped at 256 MiB by [runtime.cuda] memory_limit_mib)"
@@ -385,7 +401,8 @@ mod tests {
             out_of_memory(&raw).unwrap(),
             &raw,
             ctx,
-        );
+        )
+        .to_string();
         assert!(
             m.starts_with("out of GPU memory while running the UNet unet at 1024×1024 (batch 2)\n"),
             "{m}"
@@ -409,7 +426,8 @@ mod tests {
                 gpu: false,
                 memory_limit_mib: 0,
             },
-        );
+        )
+        .to_string();
         assert!(
             cpu.starts_with(
                 "out of memory (RAM) while running the VAE decoder: asked for 4.5 MiB\n"

@@ -20,6 +20,8 @@ use ort::ep::{self, ExecutionProvider, ExecutionProviderDispatch};
 use ort::session::Session;
 use serde::{Deserialize, Serialize};
 
+use crate::error::Fixable;
+
 pub use gpu::{GpuInfo, query_gpu};
 pub use library::{LibrarySource, SearchPlan};
 pub use options::Options;
@@ -228,8 +230,7 @@ impl Runtime {
             Device::Cpu => Provider::Cpu,
             Device::Cuda => {
                 prepare_cuda(&library, &mut notes)?;
-                probe_cuda(&env, &options)
-                    .map_err(|e| eyre!(cuda_failure_message(&library, &e)))?;
+                probe_cuda(&env, &options).map_err(|e| cuda_failure_message(&library, &e))?;
                 Provider::Cuda
             }
             Device::TensorRt => {
@@ -240,7 +241,7 @@ impl Runtime {
                     Ok(()) => Provider::TensorRt,
                     Err(e) => {
                         probe_cuda(&env, &options)
-                            .map_err(|e| eyre!(cuda_failure_message(&library, &e)))?;
+                            .map_err(|e| cuda_failure_message(&library, &e))?;
                         notes.push(format!(
                             "device tensorrt: TensorRT is not usable ({}); running on CUDA. Fix: \
                              pip install tensorrt-cu13 (NVIDIA's wheels) beside onnxruntime-gpu",
@@ -368,7 +369,7 @@ impl Runtime {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "the model".into());
         if let Some(oom) = failure::out_of_memory(raw) {
-            return eyre!(failure::out_of_memory_message(
+            return eyre::Report::new(failure::out_of_memory_message(
                 &format!("loading {component} ({})", model.display()),
                 failure::MemoryPhase::Loading,
                 oom,
@@ -377,17 +378,19 @@ impl Runtime {
             ));
         }
         if let Some(why) = failure::load_failure(model, raw) {
-            return eyre!(why);
+            return eyre::Report::new(why);
         }
         let root = model
             .parent()
             .and_then(Path::parent)
             .unwrap_or(Path::new("."));
-        eyre!(
-            "{}\nFix: `speedscape models verify {}` checks every file of the folder against manifest.json and runs each graph once",
+        eyre::Report::new(Fixable::new(
             with_ort_log(raw, logged),
-            root.display()
-        )
+            format!(
+                "`speedscape models verify {}` checks every file of the folder against manifest.json and runs each graph once",
+                root.display()
+            ),
+        ))
         .wrap_err(format!("ONNX Runtime could not load {}", model.display()))
     }
 
@@ -570,11 +573,14 @@ fn load_library(plan: &SearchPlan) -> eyre::Result<(LoadedLibrary, Environment)>
         }
         _ => "",
     };
-    bail!(
-        "could not load ONNX Runtime (speedscape needs version 1.{} or newer).\nSearched:\n{}\nFix: {first}{SETUP_FIX}",
-        ort::MINOR_VERSION,
-        tried.join("\n")
-    )
+    bail!(Fixable::new(
+        format!(
+            "could not load ONNX Runtime (speedscape needs version 1.{} or newer).\nSearched:\n{}",
+            ort::MINOR_VERSION,
+            tried.join("\n")
+        ),
+        format!("{first}{SETUP_FIX}"),
+    ))
 }
 
 /// ONNX Runtime's own version string (`OrtGetApiBase()->GetVersionString()`), e.g. `1.31.1`.
@@ -602,13 +608,15 @@ fn ort_version(path: &Path) -> String {
 /// `nvidia-*` packages when they sit beside the wheel.
 fn prepare_cuda(library: &LoadedLibrary, notes: &mut Vec<String>) -> eyre::Result<()> {
     if !ep::CUDA::is_available().unwrap_or(false) {
-        bail!(
-            "the ONNX Runtime at {} (version {}) is a CPU-only build: it has no CUDAExecutionProvider.\n\
-             Fix: install the GPU wheel, `SPEEDSCAPE_ORT_WHEEL='onnxruntime-gpu[cuda,cudnn]' scripts/setup.sh` \
+        bail!(Fixable::new(
+            format!(
+                "the ONNX Runtime at {} (version {}) is a CPU-only build: it has no CUDAExecutionProvider.",
+                library.path.display(),
+                library.version
+            ),
+            "install the GPU wheel, `SPEEDSCAPE_ORT_WHEEL='onnxruntime-gpu[cuda,cudnn]' scripts/setup.sh` \
              (CUDA 13 drivers; add SPEEDSCAPE_ORT_VERSION=1.26.0 for CUDA 12), or use --device cpu",
-            library.path.display(),
-            library.version
-        );
+        ));
     }
     let Some(site_packages) = library.path.ancestors().nth(3) else {
         return Ok(());
@@ -720,17 +728,19 @@ fn preload_tensorrt(library: &LoadedLibrary, notes: &mut Vec<String>) {
     }
 }
 
-fn cuda_failure_message(library: &LoadedLibrary, error: &str) -> String {
+fn cuda_failure_message(library: &LoadedLibrary, error: &str) -> Fixable {
     let error = with_ort_log(error, take_ort_log());
-    format!(
-        "--device cuda was asked for, but ONNX Runtime's CUDA provider does not work here: {error}\n\
-         ONNX Runtime: {} (version {}).\n\
-         Fix: check `nvidia-smi` shows a GPU; install CUDA 13 + cuDNN 9 libraries \
+    Fixable::new(
+        format!(
+            "--device cuda was asked for, but ONNX Runtime's CUDA provider does not work here: {error}\n\
+             ONNX Runtime: {} (version {}).",
+            library.path.display(),
+            library.version
+        ),
+        "check `nvidia-smi` shows a GPU; install CUDA 13 + cuDNN 9 libraries \
          (`pip install 'onnxruntime-gpu[cuda,cudnn]'` brings them) or put them on LD_LIBRARY_PATH; \
          for a CUDA 12 driver use onnxruntime-gpu 1.26; or run with --device cpu. \
          speedscape never falls back to the CPU when CUDA is asked for.",
-        library.path.display(),
-        library.version
     )
 }
 

@@ -12,6 +12,7 @@ use super::{
     index_for_timestep, karras_sigmas, np_arange_down, np_interp_unit_grid, np_linspace, round_i64,
     sigma_to_t,
 };
+use crate::error::Fixable;
 use crate::rng::NoiseSource;
 
 /// DPM-Solver++ for one run; the multistep history lives here.
@@ -152,15 +153,19 @@ impl DpmSolverPp {
         if order > 1
             && let Some(i) = (1..timesteps.len()).find(|&i| sigmas[i] >= sigmas[i - 1])
         {
-            bail!(
-                "dpmpp with {steps} `{spacing}` steps visits timestep {} twice (steps {i} and {}): \
-                 a multistep DPM-Solver++ update then divides by a zero log-SNR gap, and diffusers' \
-                 DPMSolverMultistepScheduler returns NaN for it\nFix: use fewer steps (dpmpp is \
-                 meant for 10–25; with linspace spacing at most {})",
-                timesteps[i],
-                i + 1,
-                t_train - 1
-            );
+            bail!(Fixable::new(
+                format!(
+                    "dpmpp with {steps} `{spacing}` steps visits timestep {} twice (steps {i} and {}): \
+                     a multistep DPM-Solver++ update then divides by a zero log-SNR gap, and diffusers' \
+                     DPMSolverMultistepScheduler returns NaN for it",
+                    timesteps[i],
+                    i + 1
+                ),
+                format!(
+                    "use fewer steps (dpmpp is meant for 10–25; with linspace spacing at most {})",
+                    t_train - 1
+                ),
+            ));
         }
 
         Ok(DpmSolverPp {

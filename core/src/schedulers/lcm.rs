@@ -9,6 +9,7 @@ use super::{
     BetaDefaults, BetaSchedule, PredictionType, Scheduler, SchedulerConfig, SchedulerKind,
     StepOutput, TrainTable, check_max_steps, clip, draw, index_for_timestep, np_linspace_open,
 };
+use crate::error::Fixable;
 use crate::rng::NoiseSource;
 
 /// LCM's own beta defaults (those of SD v1.5).
@@ -47,12 +48,14 @@ impl Lcm {
         }
         check_max_steps(kind, steps, t_train)?;
         if steps > original {
-            bail!(
-                "lcm cannot run {steps} steps: its timesteps are a subset of the \
-                 {original}-step schedule it was distilled on (`original_inference_steps`), and \
-                 diffusers' LCMScheduler refuses more\nFix: use at most {original} steps (LCM is \
-                 meant for 1–8)"
-            );
+            bail!(Fixable::new(
+                format!(
+                    "lcm cannot run {steps} steps: its timesteps are a subset of the \
+                     {original}-step schedule it was distilled on (`original_inference_steps`), and \
+                     diffusers' LCMScheduler refuses more"
+                ),
+                format!("use at most {original} steps (LCM is meant for 1–8)"),
+            ));
         }
         // [k−1, 2k−1, …, original·k − 1], largest first.
         let k = t_train / original;

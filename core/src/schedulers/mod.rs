@@ -25,6 +25,7 @@ use eyre::{Result, WrapErr, bail, eyre};
 use ndarray::{Array4, ArrayView4};
 use serde::Deserialize;
 
+use crate::error::Fixable;
 use crate::rng::NoiseSource;
 
 /// What one scheduler step returns.
@@ -444,18 +445,23 @@ pub fn build(
     options: &SchedulerOptions,
 ) -> Result<Box<dyn Scheduler>> {
     if steps == 0 {
-        bail!(
-            "{kind} cannot run 0 inference steps (diffusers' {} either divides by zero or \
-             returns an empty schedule)\nFix: use at least 1 step",
-            kind.diffusers_class()
-        );
+        bail!(Fixable::new(
+            format!(
+                "{kind} cannot run 0 inference steps (diffusers' {} either divides by zero or \
+                 returns an empty schedule)",
+                kind.diffusers_class()
+            ),
+            "use at least 1 step",
+        ));
     }
     if steps > MAX_STEPS {
-        bail!(
-            "{kind} cannot run {steps} steps: speedscape runs at most {MAX_STEPS} (the UNet was \
-             trained on 1000 timesteps, so more steps only repeat its calls, for hours)\nFix: use \
-             at most {MAX_STEPS} steps (20–50 is usual; LCM 1–8)"
-        );
+        bail!(Fixable::new(
+            format!(
+                "{kind} cannot run {steps} steps: speedscape runs at most {MAX_STEPS} (the UNet was \
+                 trained on 1000 timesteps, so more steps only repeat its calls, for hours)"
+            ),
+            format!("use at most {MAX_STEPS} steps (20–50 is usual; LCM 1–8)"),
+        ));
     }
     check_common(kind, config)?;
     if options.solver_order.is_some() && kind != SchedulerKind::DpmSolverPp {
@@ -791,17 +797,22 @@ fn integer_timesteps(
             Some(s) => format!("use {s} steps (or fewer)"),
             None => "use another step count".to_string(),
         };
-        bail!(
-            "{kind} with {steps} `{spacing}` steps (steps_offset {steps_offset}) visits timestep \
-             {bad}, outside 0..{num_train_timesteps}; diffusers builds this schedule but its \
-             step() {} it\nFix: {fix}, or set another timestep_spacing in the model's \
-             scheduler/scheduler_config.json",
-            if bad < 0 {
-                "silently reads the wrong alpha for"
-            } else {
-                "fails on"
-            }
-        );
+        bail!(Fixable::new(
+            format!(
+                "{kind} with {steps} `{spacing}` steps (steps_offset {steps_offset}) visits timestep \
+                 {bad}, outside 0..{num_train_timesteps}; diffusers builds this schedule but its \
+                 step() {} it",
+                if bad < 0 {
+                    "silently reads the wrong alpha for"
+                } else {
+                    "fails on"
+                }
+            ),
+            format!(
+                "{fix}, or set another timestep_spacing in the model's \
+                 scheduler/scheduler_config.json"
+            ),
+        ));
     }
     Ok(timesteps)
 }
@@ -809,12 +820,15 @@ fn integer_timesteps(
 /// Refuses step counts above the training schedule, as DDPM/DDIM/LCM `set_timesteps` do.
 fn check_max_steps(kind: SchedulerKind, steps: usize, num_train_timesteps: usize) -> Result<()> {
     if steps > num_train_timesteps {
-        bail!(
-            "{kind} cannot run {steps} steps: more than `num_train_timesteps` = \
-             {num_train_timesteps}, the timesteps the UNet was trained on (diffusers' {} refuses \
-             it too)\nFix: use at most {num_train_timesteps} steps",
-            kind.diffusers_class()
-        );
+        bail!(Fixable::new(
+            format!(
+                "{kind} cannot run {steps} steps: more than `num_train_timesteps` = \
+                 {num_train_timesteps}, the timesteps the UNet was trained on (diffusers' {} refuses \
+                 it too)",
+                kind.diffusers_class()
+            ),
+            format!("use at most {num_train_timesteps} steps"),
+        ));
     }
     Ok(())
 }
