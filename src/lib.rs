@@ -1,31 +1,33 @@
 //! speedscape: Stable Diffusion v1.5 on ONNX Runtime, with schedulers and seeded noise that
 //! reproduce Hugging Face diffusers, for comparing diffusion acceleration methods.
 //!
-//! The engine is the `speedscape-core` crate (re-exported below under its module names); this
-//! crate is the app around it.
+//! The engine is the `speedscape-core` crate (`core/`, re-exported below under its module
+//! names: `rng`, `runtime`, `schedulers`, `quality`, `error`, `models`, `pipeline`); this crate is
+//! the app around it.
 //!
 //! # Module map
 //!
-//! A module may use the ones above it in this list, never those below (the engine's layers are
-//! the crate's own, in `core/src/lib.rs`; `tests/layers.rs` checks this map):
+//! Layers from the bottom up: a file may use the files of lower layers (and the engine), never
+//! those of its own or a higher one; inside the TUI's layer, the App's update (`app.rs`,
+//! `cheat.rs`, `landscape.rs`) and its drawing (`ui.rs`, `cheat_ui.rs`, `landscape_ui.rs`)
+//! import each other by design (one state, one draw): the crate's only import cycles.
+//! `tests/layers.rs` reads this table and checks every import against it. The engine's own
+//! layers are in `core/src/lib.rs`; the command line (`src/cli/`, in the binary) is above all.
 //!
-//! | module | owns | may use |
+//! | layer | files | what they own |
 //! |---|---|---|
-//! | engine: `error`, `rng`, `runtime`, `schedulers`, `quality`, `models`, `pipeline` | speedscape-core | — |
-//! | `interrupt` | SIGINT/SIGTERM/SIGHUP: the cancel flag and the exit codes | — |
-//! | `report` | output files, tables, contact sheets, error text | engine |
-//! | `exercises` | the course's exercises: their runs, questions, cheat sheet | engine, `report` |
-//! | `sweep` | the speed landscape: its methods, points, outputs, plot | engine, `report`, `exercises` |
-//! | `config` | config.toml as data: serde structs, defaults, validation | engine, `exercises`, `sweep` |
-//! | `open` | opening what config names: ONNX Runtime, the model folder | engine, `config` |
-//! | `worker` | the inference thread: jobs in, events out | engine, `config`, `open`, `report` |
-//! | `doctor`, `inventory` | the environment report, the model folder report | engine, `config`, `open` |
-//! | `bench` | `speedscape bench` | engine, `config`, `open`, `worker`, `report` |
-//! | `tui` | the terminal UI | everything above |
-//!
-//! Inside `tui/`, the App's update is split across `app.rs`, `cheat.rs` and `landscape.rs`, and
-//! its drawing across `ui.rs`, `cheat_ui.rs` and `landscape_ui.rs`: those two groups import each
-//! other by design (one state, one draw), the only import cycles in the crate.
+//! | 1 | `interrupt`, `worker::protocol`, `report::error_text`, `report::sheet` | signals and exit codes; the worker's jobs and events; an error as users read it; contact sheets |
+//! | 2 | `report`, `report::table` | output files written whole; the timing table, its rows folded from worker events |
+//! | 3 | `exercises` | the exercises as data: runs, questions, what happened |
+//! | 4 | `sweep` | the speed landscape: methods, points, knees |
+//! | 5 | `sweep::plot` | the landscape's plot (SVG, PNG) |
+//! | 6 | `config` | config.toml as data: serde structs, defaults, validation |
+//! | 7 | `open` | opening what config names: ONNX Runtime, the model folder |
+//! | 8 | `worker` | the inference thread: jobs in, events out |
+//! | 9 | `doctor`, `inventory`, `bench`, `exercises::headless` | the environment report; the model folder report; `speedscape bench`; exercises run headless |
+//! | 10 | `exercises::cheatsheet`, `sweep::headless` | the cheat sheet's verified choices; sweeps run through the worker |
+//! | 11 | `sweep::output` | the landscape's files: summary, CSV, JSON, plot, images |
+//! | 12 | `tui`, `tui::*` | the terminal UI |
 
 pub use speedscape_core::{error, models, pipeline, quality, rng, runtime, schedulers};
 

@@ -1,7 +1,8 @@
-//! The module map holds: the import graph between source files, read from the sources, has no
-//! cycles but the intended ones inside `tui/` (src/lib.rs's map), the engine's top-level modules
-//! use only those their layer allows (core/src/lib.rs's map), and the engine crate depends on
-//! no UI, CLI, async or config-file crate.
+//! The module maps hold: the import graph between source files, read from the sources, follows
+//! src/lib.rs's layer table (every import goes to a lower layer) and has no cycles but the
+//! intended ones inside `tui/`; the engine's top-level modules use only those their layer
+//! allows (core/src/lib.rs's map); and the engine crate depends on no UI, CLI, async or
+//! config-file crate.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -217,6 +218,54 @@ fn the_apps_only_import_cycles_are_the_tuis_intended_ones() {
                 .any(|ok| cycle.iter().all(|m| ok.contains(&m.as_str()))),
             "an import cycle outside the module map's intended ones: {cycle:?}"
         );
+    }
+}
+
+/// src/lib.rs's layer table: each row's number and the modules (`tui::*`: every `tui` file).
+fn app_layers() -> Vec<(usize, Vec<String>)> {
+    let lib = std::fs::read_to_string(root().join("src/lib.rs")).unwrap();
+    lib.lines()
+        .filter_map(|l| l.strip_prefix("//! | "))
+        .filter_map(|row| {
+            let mut cells = row.split(" | ");
+            let layer = cells.next()?.trim().parse().ok()?;
+            let files = cells
+                .next()?
+                .split(", ")
+                .map(|f| f.trim().trim_matches('`').to_string())
+                .collect();
+            Some((layer, files))
+        })
+        .collect()
+}
+
+#[test]
+fn every_import_goes_down_the_module_maps_layers() {
+    let layers = app_layers();
+    assert!(layers.len() >= 10, "src/lib.rs's layer table: {layers:?}");
+    let layer_of = |module: &str| {
+        layers.iter().find_map(|(n, files)| {
+            files
+                .iter()
+                .any(|f| {
+                    f == module
+                        || f.strip_suffix("::*")
+                            .is_some_and(|p| module.starts_with(&format!("{p}::")))
+                })
+                .then_some(*n)
+        })
+    };
+    let tui = layer_of("tui").expect("the TUI's layer");
+    for (module, deps) in graph(&root().join("src")) {
+        let from = layer_of(&module)
+            .unwrap_or_else(|| panic!("src/{module} is in no layer of src/lib.rs's module map"));
+        for dep in deps {
+            let to = layer_of(&dep).unwrap();
+            assert!(
+                to < from || (to == tui && from == tui),
+                "src/{module} (layer {from}) uses {dep} (layer {to}): the module map says it may not"
+            );
+        }
     }
 }
 

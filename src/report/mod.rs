@@ -1,7 +1,10 @@
 //! Outputs: atomic file writes (temp file + rename), PNG / NPY images, timing summaries.
 
+mod error_text;
 pub mod sheet;
 pub mod table;
+
+pub use error_text::describe_error;
 
 use std::io::Write;
 use std::path::Path;
@@ -580,7 +583,7 @@ mod tests {
             Err(std::io::Error::from_raw_os_error(27).into()) // EFBIG
         })
         .unwrap_err();
-        let text = crate::worker::describe_error(&err);
+        let text = describe_error(&err);
         assert!(
             text.starts_with(&format!(
                 "cannot write {}; nothing was written there\n  caused by: File too large",

@@ -240,7 +240,7 @@ fn worker_main(
         Ok(w) => w,
         Err(e) => {
             let _ = events.send(Event::Fatal {
-                error: describe_error(&e),
+                error: crate::report::describe_error(&e),
             });
             return;
         }
@@ -280,7 +280,7 @@ fn worker_main(
             None => events.send(Event::Cancelled { run: job.run }),
             Some(Err(e)) => events.send(Event::Failed {
                 run: job.run,
-                error: describe_error(&e),
+                error: crate::report::describe_error(&e),
             }),
             Some(Ok((cancel, options))) => {
                 let run = job.run;
@@ -485,7 +485,7 @@ impl Worker {
             Err(e) if e.downcast_ref::<pipeline::Cancelled>().is_some() => Event::Cancelled { run },
             Err(e) => Event::Failed {
                 run,
-                error: describe_error(&e),
+                error: crate::report::describe_error(&e),
             },
         };
         self.events.send(ev)
@@ -770,87 +770,4 @@ fn cpu_name() -> Option<String> {
         .to_string();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     Some(format!("{name} ({cores} threads)"))
-}
-
-/// An error as the user should read it: each cause on its own line, then the fixes of the
-/// chain's [`Fixable`] errors (each once, as `Fix:` lines), no terminal colours.
-pub fn describe_error(err: &color_eyre::Report) -> String {
-    let parts = crate::error::parts(err);
-    let mut lines: Vec<String> = Vec::new();
-    for (i, cause) in parts.causes.iter().enumerate() {
-        let text = strip_ansi(cause);
-        for (j, line) in text.lines().enumerate() {
-            let line = line.trim_end();
-            if line.is_empty() {
-                continue;
-            } else if i > 0 && j == 0 {
-                lines.push(format!("  caused by: {line}"));
-            } else if i > 0 {
-                lines.push(format!("    {line}"));
-            } else {
-                lines.push(line.to_string());
-            }
-        }
-    }
-    lines.extend(parts.fixes.iter().map(|fix| {
-        format!("Fix: {}", strip_ansi(fix).trim())
-            .trim_end()
-            .to_string()
-    }));
-    lines.join("\n")
-}
-
-/// Removes ANSI escape sequences (CSI `ESC [ … final byte`, and lone `ESC x`).
-pub fn strip_ansi(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c != '\u{1b}' {
-            out.push(c);
-            continue;
-        }
-        if chars.next() == Some('[') {
-            for c in chars.by_ref() {
-                if ('@'..='~').contains(&c) {
-                    break;
-                }
-            }
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use color_eyre::eyre::WrapErr;
-
-    #[test]
-    fn an_error_chain_reads_as_causes_with_the_fix_last_and_no_colours() {
-        let inner: color_eyre::Result<()> = Err(eyre!(Fixable::new(
-            "\u{1b}[31mno such file\u{1b}[0m",
-            "export the model"
-        )));
-        let err = inner.wrap_err("loading the UNet").unwrap_err();
-        assert_eq!(
-            describe_error(&err),
-            "loading the UNet\n  caused by: no such file\nFix: export the model"
-        );
-    }
-
-    #[test]
-    fn only_the_typed_fixes_go_last_once_each_and_a_quoted_fix_line_stays_with_its_cause() {
-        use crate::error::FixErr;
-        // ONNX Runtime's own words may hold a line that begins "Fix:"; it is a cause's text.
-        let quoted: color_eyre::Result<()> = Err(eyre!("ONNX Runtime said:\nFix: node 3"));
-        let err = quoted
-            .fix_err("loading the UNet", "re-export the model")
-            .fix_err("running exercise 2", "re-export the model")
-            .unwrap_err();
-        assert_eq!(
-            describe_error(&err),
-            "running exercise 2\n  caused by: loading the UNet\n  caused by: ONNX Runtime said:\n    \
-             Fix: node 3\nFix: re-export the model"
-        );
-    }
 }
