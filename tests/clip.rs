@@ -126,7 +126,7 @@ fn preprocessing_matches_clip_image_processor() {
 
 /// What `image`'s stock CatmullRom resize (the nearest filter it has to PIL's bicubic) would
 /// cost, measured on the square images: 512² shrunk to 224² and 64² enlarged to 224². Our port
-/// of Pillow's resampling gives PIL's bytes exactly; CatmullRom does not (src/models/clip.rs
+/// of Pillow's resampling gives PIL's bytes exactly; CatmullRom does not (core/src/models/clip.rs
 /// states these numbers).
 #[test]
 fn pil_resize_is_exact_where_catmull_rom_is_only_close() {

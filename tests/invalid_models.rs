@@ -4,7 +4,7 @@
 //!
 //! Runs on the CPU-only `onnxruntime` wheel (as tests/cli.rs does). Out-of-GPU-memory cannot
 //! happen here; its classifier is unit-tested on real ONNX Runtime messages in
-//! `src/runtime/failure.rs` and `src/runtime/mod.rs`.
+//! `core/src/runtime/failure.rs` and `core/src/runtime/mod.rs`.
 
 mod common;
 

@@ -1,7 +1,7 @@
 """The micro model's vocabulary: the real CLIP tokenizer, trimmed to what the grammar uses.
 
 Why and how. A CLIPTextModel indexes its embedding table with CLIP's own ids, and speedscape's
-Rust side (src/models/tokenizer.rs) loads `tokenizer.json` and insists that `<|startoftext|>` is
+Rust side (core/src/models/tokenizer.rs) loads `tokenizer.json` and insists that `<|startoftext|>` is
 49406 and `<|endoftext|>` 49407. So ids cannot be renumbered: the grammar's words keep their
 CLIP ids. Two things are trimmed instead:
 
