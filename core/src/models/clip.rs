@@ -163,15 +163,15 @@ pub struct ClipScorer {
     image_out: String,
     text_out: String,
     pub config: ClipConfig,
-    pub file: PathBuf,
+    pub(crate) file: PathBuf,
     /// Time spent inside ONNX Runtime's run calls so far.
-    pub ort: Duration,
+    pub(crate) ort: Duration,
     memory: MemoryContext,
 }
 
 impl ClipScorer {
     /// Whether the model folder has a CLIP scorer (its folder; [`ClipScorer::open`] checks it).
-    pub fn present(root: &Path) -> bool {
+    pub(crate) fn present(root: &Path) -> bool {
         root.join(CLIP_FOLDER).is_dir()
     }
 
@@ -291,7 +291,7 @@ impl ClipScorer {
 
     /// The CLIP score of `image` against a prompt's `text_pooled` `[D]` (the base text
     /// encoder's pooler_output for the prompt's 77 ids).
-    pub fn score(
+    pub(crate) fn score(
         &mut self,
         image: &RgbImage,
         text_pooled: ArrayView1<f32>,

@@ -157,7 +157,7 @@ pub struct FileEntry {
 
 impl ManifestVariant {
     /// `lcm 1 + style 0.8`; `no LoRA` for the base.
-    pub fn label(&self) -> String {
+    pub(crate) fn label(&self) -> String {
         if self.loras.is_empty() {
             return "no LoRA".into();
         }
@@ -187,13 +187,13 @@ impl Manifest {
     }
 
     /// Parses the text of a manifest.
-    pub fn parse(text: &str) -> eyre::Result<Self> {
+    pub(crate) fn parse(text: &str) -> eyre::Result<Self> {
         serde_json::from_str(text).map_err(|e| eyre!("{e}"))
     }
 
     /// What the folder holds: the micro model has a `micro` record, the random-weight tiny
     /// model says so in its base's source (`models/make_tiny.py`).
-    pub fn kind(&self) -> ModelKind {
+    pub(crate) fn kind(&self) -> ModelKind {
         let random = |b: &BaseSource| {
             b.source
                 .as_deref()

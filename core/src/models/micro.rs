@@ -55,7 +55,7 @@ const FRAME_WORDS: [&str; 6] = ["a", "on", "background", "at", "sunset", "an"];
 
 impl Grammar {
     /// Every word a caption may hold, lower-case (CLIP's tokenizer lower-cases too).
-    pub fn words(&self) -> BTreeSet<String> {
+    pub(crate) fn words(&self) -> BTreeSet<String> {
         let lists = self
             .colours
             .iter()

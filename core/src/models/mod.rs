@@ -15,7 +15,7 @@
 
 pub mod clip;
 pub mod manifest;
-pub mod micro;
+mod micro;
 mod ordered;
 pub mod prompt;
 pub mod scheduler_status;
@@ -63,7 +63,7 @@ pub struct Variant {
 pub const BASE_TEXT_ENCODER: &str = "text_encoder";
 
 impl Variant {
-    pub fn new(name: &str, folder: &str, label: &str) -> Self {
+    pub(crate) fn new(name: &str, folder: &str, label: &str) -> Self {
         Self {
             name: name.into(),
             folder: folder.into(),
@@ -162,7 +162,7 @@ impl ModelGeometry {
 
     /// Image sides must be multiples of this: the VAE's scale factor times 2 per UNet
     /// downsampling (64 for SD v1.5, 16 for the embedded models).
-    pub fn size_grid(&self) -> usize {
+    pub(crate) fn size_grid(&self) -> usize {
         self.vae_scale_factor << self.unet_downsamples
     }
 
@@ -366,7 +366,7 @@ pub struct TextEncoder {
     pub hidden_dim: Option<usize>,
     pub file: PathBuf,
     /// Time spent inside ONNX Runtime's run calls so far.
-    pub ort: Duration,
+    pub(crate) ort: Duration,
     memory: MemoryContext,
 }
 
@@ -425,7 +425,7 @@ impl TextEncoder {
     }
 
     /// Whether the graph has a `pooler_output` output ([`TextEncoder::encode_pooled`]).
-    pub fn has_pooled(&self) -> bool {
+    pub(crate) fn has_pooled(&self) -> bool {
         self.pooled.is_some()
     }
 
@@ -483,18 +483,18 @@ pub struct Unet {
     context: IoSpec,
     output: String,
     output_elem: TensorElementType,
-    pub file: PathBuf,
+    pub(crate) file: PathBuf,
     /// Time spent inside ONNX Runtime's run calls so far.
-    pub ort: Duration,
+    pub(crate) ort: Duration,
     /// The current run's IoBinding ([`Unet::bind_run`]).
     bound: Option<RunBinding>,
     /// Calls that went through a binding so far.
     pub bound_calls: usize,
     /// Size of its folder (graph and weights) on disk: what it takes in memory, roughly.
-    pub bytes: u64,
+    pub(crate) bytes: u64,
     memory: MemoryContext,
     /// Pixels per latent cell (the VAE's scale factor), for sizes in messages.
-    pub vae_scale: usize,
+    pub(crate) vae_scale: usize,
 }
 
 /// One run's IoBinding: the text context is bound once (on the GPU, uploaded once) and the
@@ -557,7 +557,7 @@ impl Unet {
     /// buffer of `sample_shape` (`[batch, 4, h, w]`). Until [`Unet::unbind`], calls with this
     /// context go through the binding. With CUDA graphs (`[runtime.cuda] cuda_graphs`) the sample,
     /// timestep and output also live on the device at fixed addresses.
-    pub fn bind_run(
+    pub(crate) fn bind_run(
         &mut self,
         rt: &Runtime,
         context: ArrayView3<f32>,
@@ -644,7 +644,7 @@ impl Unet {
     }
 
     /// Ends the run's binding (frees its buffers).
-    pub fn unbind(&mut self) {
+    pub(crate) fn unbind(&mut self) {
         self.bound = None;
     }
 
@@ -680,7 +680,7 @@ impl Unet {
     }
 
     /// `fp16` or `fp32`: the type the graph takes its sample in.
-    pub fn io_precision(&self) -> &'static str {
+    pub(crate) fn io_precision(&self) -> &'static str {
         precision_name(self.sample.elem)
     }
 
@@ -805,10 +805,10 @@ pub struct VaeDecoder {
     output: String,
     pub file: PathBuf,
     /// Time spent inside ONNX Runtime's run calls so far.
-    pub ort: Duration,
+    pub(crate) ort: Duration,
     memory: MemoryContext,
     /// Pixels per latent cell, for sizes in messages.
-    pub vae_scale: usize,
+    pub(crate) vae_scale: usize,
 }
 
 impl VaeDecoder {
@@ -845,7 +845,7 @@ impl VaeDecoder {
     }
 
     /// `fp16` or `fp32`: the type the graph takes its latents in.
-    pub fn io_precision(&self) -> &'static str {
+    pub(crate) fn io_precision(&self) -> &'static str {
         precision_name(self.input.elem)
     }
 
@@ -889,7 +889,7 @@ impl VaeDecoder {
 /// A model folder with its shared components loaded; UNets and variant text encoders load
 /// on demand.
 pub struct Model {
-    pub root: PathBuf,
+    pub(crate) root: PathBuf,
     pub variants: Vec<Variant>,
     pub tokenizer: ClipTokenizer,
     /// The base text encoder (`text_encoder/`).
@@ -902,7 +902,7 @@ pub struct Model {
     /// What the folder's scheduler config is, and what that means.
     pub scheduler_report: SchedulerReport,
     /// What `models/export.py` recorded, when the folder has a manifest.json.
-    pub manifest: Option<Manifest>,
+    pub(crate) manifest: Option<Manifest>,
     /// Things the user should know about this folder (fallbacks taken).
     pub notes: Vec<String>,
     unets: Vec<(String, Unet)>,
@@ -939,7 +939,7 @@ pub fn default_unet_budget(gpu: bool) -> u64 {
 /// How many of the loaded UNets (sizes in least-recently-used order) to unload, oldest first,
 /// so that one of `incoming` bytes fits in `budget` (0: no limit). A UNet larger than the
 /// whole budget unloads every other one and loads anyway.
-pub fn unets_to_unload(loaded: &[u64], incoming: u64, budget: u64) -> usize {
+pub(crate) fn unets_to_unload(loaded: &[u64], incoming: u64, budget: u64) -> usize {
     if budget == 0 {
         return 0;
     }
@@ -1075,7 +1075,7 @@ impl Model {
     }
 
     /// Time spent inside ONNX Runtime's run calls by every session of this model so far.
-    pub fn ort_time(&self) -> Duration {
+    pub(crate) fn ort_time(&self) -> Duration {
         self.text_encoder.ort
             + self.vae.ort
             + self.unets.iter().map(|(_, u)| u.ort).sum::<Duration>()
@@ -1199,7 +1199,7 @@ impl Model {
     /// The CLIP score of `image` against the prompt whose 77 token ids are `ids`: the base text
     /// encoder's pooler_output (CLIP's own text tower; a variant's LoRA-fused text encoder is
     /// not) through the scorer. `Ok(None)` when the folder has no scorer.
-    pub fn clip_score_ids(
+    pub(crate) fn clip_score_ids(
         &mut self,
         rt: &Runtime,
         image: &image::RgbImage,
@@ -1225,18 +1225,19 @@ impl Model {
     }
 
     /// The UNet folders loaded now, least recently used first.
-    pub fn loaded_unets(&self) -> Vec<&str> {
+    #[cfg(test)]
+    pub(crate) fn loaded_unets(&self) -> Vec<&str> {
         self.unets.iter().map(|(f, _)| f.as_str()).collect()
     }
 
     /// What was unloaded to stay within the UNet budget since the last call.
-    pub fn take_unloaded(&mut self) -> Vec<String> {
+    pub(crate) fn take_unloaded(&mut self) -> Vec<String> {
         std::mem::take(&mut self.unloaded)
     }
 
     /// The weights' precision of a component folder as manifest.json records it (`fp16`,
     /// `fp32`); `None` without a manifest or an entry.
-    pub fn component_precision(&self, folder: &str) -> Option<String> {
+    pub(crate) fn component_precision(&self, folder: &str) -> Option<String> {
         self.manifest.as_ref()?.component(folder)?.dtype.clone()
     }
 

@@ -16,11 +16,11 @@ use eyre::{WrapErr, bail};
 
 /// The most prompt text tokenized (bytes, cut at a character boundary): 64 KiB, about a hundred
 /// times what 75 CLIP tokens can hold, so no prompt that fits loses anything to the cap.
-pub const MAX_PROMPT_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_PROMPT_BYTES: usize = 64 * 1024;
 
 /// A prompt made ready for the tokenizer.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CleanPrompt<'a> {
+pub(crate) struct CleanPrompt<'a> {
     /// The text to tokenize: no control characters except tab/newline/CR, at most
     /// [`MAX_PROMPT_BYTES`] bytes.
     pub text: Cow<'a, str>,
@@ -32,7 +32,7 @@ pub struct CleanPrompt<'a> {
 
 impl CleanPrompt<'_> {
     /// The notes to show about what was removed or cut (each starts with "prompt").
-    pub fn notes(&self) -> Vec<String> {
+    pub(crate) fn notes(&self) -> Vec<String> {
         let mut notes = Vec::new();
         if self.removed > 0 {
             notes.push(format!(
@@ -59,7 +59,7 @@ fn is_removed(c: char) -> bool {
 
 /// Removes control characters (whole escape sequences: `ESC [ … final`, `ESC ] … BEL|ESC \`,
 /// `ESC x`) and cuts the text to [`MAX_PROMPT_BYTES`]. Borrows when nothing changes.
-pub fn clean(prompt: &str) -> CleanPrompt<'_> {
+pub(crate) fn clean(prompt: &str) -> CleanPrompt<'_> {
     let capped_from = (prompt.len() > MAX_PROMPT_BYTES).then_some(prompt.len());
     let mut end = prompt.len().min(MAX_PROMPT_BYTES);
     while !prompt.is_char_boundary(end) {

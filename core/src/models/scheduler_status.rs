@@ -64,7 +64,7 @@ fn same(a: &Value, b: &Value) -> bool {
 }
 
 /// Classifies `cfg` against SD v1.5's original scheduler config.
-pub fn classify(cfg: &Value) -> SchedulerConfigStatus {
+pub(crate) fn classify(cfg: &Value) -> SchedulerConfigStatus {
     let Some(cfg) = cfg.as_object() else {
         return SchedulerConfigStatus::Other {
             differing: vec!["(not a JSON object)".into()],
@@ -147,7 +147,7 @@ pub fn check_values(file: &std::path::Path, cfg: &Value) -> eyre::Result<Schedul
 }
 
 /// DPM-Solver++ 4-step timesteps under `cfg`, as speedscape's scheduler builds them.
-pub fn dpmpp4_timesteps(cfg: &Value) -> eyre::Result<Vec<i64>> {
+pub(crate) fn dpmpp4_timesteps(cfg: &Value) -> eyre::Result<Vec<i64>> {
     let cfg: SchedulerConfig = serde_json::from_value(cfg.clone())?;
     let s = schedulers::build(
         SchedulerKind::DpmSolverPp,
@@ -163,7 +163,7 @@ fn join(ts: &[i64]) -> String {
 }
 
 /// The fix for a re-saved config.
-pub const SD15_FIX: &str = "Fix: to schedule as SD v1.5 does, set scheduler_config = \"sd15\" under [model] in config.toml (uses SD v1.5's original config, bundled in speedscape)";
+pub(crate) const SD15_FIX: &str = "Fix: to schedule as SD v1.5 does, set scheduler_config = \"sd15\" under [model] in config.toml (uses SD v1.5's original config, bundled in speedscape)";
 
 /// A report on a config: the status, a one-line description with its consequence, and the fix
 /// where there is one.

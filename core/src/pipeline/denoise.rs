@@ -15,7 +15,7 @@ use crate::rng::NoiseSource;
 use crate::schedulers::Scheduler;
 
 /// Predicts ε (the model output) for a batch of latents at one timestep.
-pub trait Denoiser {
+pub(crate) trait Denoiser {
     /// `sample` `[B, 4, h, w]` at timestep `t` (fractional for Euler's schedules),
     /// `context` `[B, 77, D]` → model output `[B, 4, h, w]`.
     fn predict(
@@ -76,7 +76,7 @@ pub struct StepEvent<'a> {
 }
 
 /// Text conditioning: `[1, 77, D]` without guidance, `[2, 77, D]` (`[uncond, cond]`) with.
-pub struct Conditioning<'a> {
+pub(crate) struct Conditioning<'a> {
     pub context: ArrayView3<'a, f32>,
     /// Classifier-free guidance scale; guidance is on when the context has two rows.
     pub guidance: f32,
@@ -85,7 +85,7 @@ pub struct Conditioning<'a> {
 /// Runs every timestep of `scheduler` from `latents` (already × init_noise_sigma).
 /// A NaN or Inf in the UNet's output or in the latents after a step stops the loop with a
 /// [`NonFinite`] error naming the step (before that step's event).
-pub fn denoise(
+pub(crate) fn denoise(
     denoiser: &mut dyn Denoiser,
     scheduler: &mut dyn Scheduler,
     noise: &mut dyn NoiseSource,

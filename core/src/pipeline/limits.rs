@@ -13,12 +13,12 @@ use crate::schedulers::{self, Scheduler, SchedulerConfig};
 /// The largest guidance scale accepted. Guidance multiplies the gap between the prompt's and
 /// the empty prompt's noise predictions; SD v1.5 is used at 1–15 (7.5 by default), past ~30
 /// the image burns out to saturated colour, and past 100 nothing of the prompt is left.
-pub const MAX_GUIDANCE: f32 = 100.0;
+pub(crate) const MAX_GUIDANCE: f32 = 100.0;
 
 /// The largest image side in pixels (on every device). SD v1.5 is trained at 512; at 4096 the
 /// VAE decoder's last block alone holds 128 × 4096 × 4096 float32 values (8 GiB) per map, and
 /// the UNet's first self-attention relates 262 144 latent cells to each other.
-pub const MAX_SIDE: usize = 4096;
+pub(crate) const MAX_SIDE: usize = 4096;
 
 /// Why `guidance` is refused, if it is: not finite, negative, or above [`MAX_GUIDANCE`].
 /// The message has its `Fix:` line.
@@ -79,7 +79,7 @@ pub fn check_request(model: &Model, provider: Provider, req: &Request) -> eyre::
 /// The parts of a model's configs the memory estimate needs (SD v1.5's values where a
 /// config.json is missing).
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct MemoryShape {
+pub(crate) struct MemoryShape {
     /// `vae_decoder/config.json` `block_out_channels[0]`: channels of the decoder's last,
     /// full-resolution block (128 for SD v1.5).
     pub vae_channels: usize,
@@ -91,7 +91,7 @@ pub struct MemoryShape {
 }
 
 impl MemoryShape {
-    pub fn read(root: &Path, vae_scale_factor: usize) -> Self {
+    pub(crate) fn read(root: &Path, vae_scale_factor: usize) -> Self {
         let json = |folder: &str| -> serde_json::Value {
             std::fs::read_to_string(root.join(folder).join("config.json"))
                 .ok()
@@ -123,21 +123,21 @@ impl MemoryShape {
     /// A lower bound, in bytes, on the memory one run at `width`×`height` (UNet batch
     /// `batch`) needs at its peak on the CPU: the larger of [`Self::attention_bytes`] and
     /// [`Self::vae_bytes`].
-    pub fn peak_bytes(&self, width: usize, height: usize, batch: usize) -> u128 {
+    pub(crate) fn peak_bytes(&self, width: usize, height: usize, batch: usize) -> u128 {
         self.attention_bytes(width, height, batch)
             .max(self.vae_bytes(width, height))
     }
 
     /// The UNet's first self-attention scores: `batch × heads × n²` float32, n = latent cells
     /// (ONNX Runtime's CPU attention holds them all at once).
-    pub fn attention_bytes(&self, width: usize, height: usize, batch: usize) -> u128 {
+    pub(crate) fn attention_bytes(&self, width: usize, height: usize, batch: usize) -> u128 {
         let cells = self.cells(width, height);
         batch as u128 * self.attention_heads as u128 * cells * cells * 4
     }
 
     /// The VAE decoder's last block: three `channels × width × height` float32 maps (a resnet's
     /// input, its normalised input and its convolution's output).
-    pub fn vae_bytes(&self, width: usize, height: usize) -> u128 {
+    pub(crate) fn vae_bytes(&self, width: usize, height: usize) -> u128 {
         3 * self.vae_channels as u128 * width as u128 * height as u128 * 4
     }
 
@@ -168,7 +168,7 @@ fn gib(bytes: u128) -> String {
 /// Refuses sizes above [`MAX_SIDE`], and on the CPU sizes whose [`MemoryShape::peak_bytes`]
 /// lower bound exceeds the machine's whole memory (such a run could only fail, after minutes).
 /// On a GPU only the side limit applies: its attention kernels need not hold every score.
-pub fn check_memory(
+pub(crate) fn check_memory(
     model: &Model,
     provider: Provider,
     width: usize,

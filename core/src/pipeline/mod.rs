@@ -7,9 +7,9 @@
 //! A NaN or Inf in the text encoder's output, the UNet's output or the latents after any step, or
 //! the VAE's image stops the run with a [`NonFinite`] error naming the component and step.
 
-pub mod denoise;
+mod denoise;
 pub mod limits;
-pub mod numerics;
+mod numerics;
 pub mod preview;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,8 +25,9 @@ use crate::models::Model;
 use crate::rng::RngSource;
 use crate::runtime::{Provider, Runtime};
 use crate::schedulers::{SchedulerKind, SchedulerOptions};
-pub use denoise::{Cancelled, Conditioning, Denoiser, StepEvent, StepTiming, denoise};
-pub use numerics::NonFinite;
+pub use denoise::{Cancelled, StepEvent, StepTiming};
+pub(crate) use denoise::{Conditioning, Denoiser, denoise};
+pub(crate) use numerics::NonFinite;
 
 pub(crate) fn ser_ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_f64(d.as_secs_f64() * 1e3)
@@ -145,7 +146,7 @@ impl RunOutput {
 }
 
 /// NHWC [0,1] floats → RGB8 with `round(x · 255)`.
-pub fn to_rgb8(image: &Array4<f32>) -> RgbImage {
+pub(crate) fn to_rgb8(image: &Array4<f32>) -> RgbImage {
     let (_, h, w, _) = image.dim();
     RgbImage::from_fn(w as u32, h as u32, |x, y| {
         let px = |c: usize| (image[[0, y as usize, x as usize, c]] * 255.0).round() as u8;
@@ -155,7 +156,7 @@ pub fn to_rgb8(image: &Array4<f32>) -> RgbImage {
 
 /// Checks a requested size against the model: positive multiples of its size grid
 /// ([`crate::models::ModelGeometry::size_grid`]).
-pub fn resolve_size(
+pub(crate) fn resolve_size(
     model: &Model,
     width: Option<usize>,
     height: Option<usize>,

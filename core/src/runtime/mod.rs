@@ -4,10 +4,10 @@
 //! process gets. A CUDA request never runs on the CPU silently: `device = "cuda"` registers
 //! the CUDA provider with `error_on_failure`, and `auto` says when it falls back.
 
-pub mod failure;
-pub mod gpu;
-pub mod library;
-pub mod options;
+pub(crate) mod failure;
+mod gpu;
+mod library;
+mod options;
 pub mod tensor;
 
 use std::collections::VecDeque;
@@ -22,7 +22,9 @@ use serde::{Deserialize, Serialize};
 
 pub use gpu::{GpuInfo, query_gpu};
 pub use library::{LibrarySource, SearchPlan};
-pub use options::Options;
+pub use options::{
+    ConvSearch, CpuMemory, CudaOptions, Optimization, Options, SessionOptions, TensorRtOptions,
+};
 
 /// The execution provider the user asks for (`device` in config.toml, `--device`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -147,7 +149,6 @@ fn serialize_display<S: serde::Serializer, T: std::fmt::Display>(
 pub struct Runtime {
     env: Environment,
     pub library: LoadedLibrary,
-    pub requested: Device,
     pub provider: Provider,
     /// Session and provider options (config.toml's `[runtime.*]` tables).
     pub options: Options,
@@ -187,7 +188,7 @@ fn ort_logger(print_from: Option<ort::logging::LogLevel>) -> ort::logging::Logge
 }
 
 /// Takes ONNX Runtime's error log lines kept since the last call.
-pub fn take_ort_log() -> Vec<String> {
+pub(crate) fn take_ort_log() -> Vec<String> {
     ORT_LOG
         .lock()
         .map(|mut l| l.drain(..).collect())
@@ -206,7 +207,7 @@ fn with_ort_log(error: &str, logged: Vec<String>) -> String {
 }
 
 /// The fix printed when no library loads.
-pub const SETUP_FIX: &str = "run `scripts/setup.sh` (installs the `onnxruntime` wheel into ./.venv), \
+pub(crate) const SETUP_FIX: &str = "run `scripts/setup.sh` (installs the `onnxruntime` wheel into ./.venv), \
      or `pip install onnxruntime` (CPU) / `pip install 'onnxruntime-gpu[cuda,cudnn]'` (CUDA 13; \
      `onnxruntime-gpu==1.26.*` for CUDA 12 drivers) into your python3, or set \
      runtime.onnxruntime in config.toml / ORT_DYLIB_PATH to the full path of libonnxruntime.so.1.x.y";
@@ -277,7 +278,6 @@ impl Runtime {
         Ok(Self {
             env,
             library,
-            requested: device,
             provider,
             options,
             notes,
@@ -351,7 +351,7 @@ impl Runtime {
     }
 
     /// What the allocator situation is, for out-of-memory messages.
-    pub fn memory_context(&self) -> failure::MemoryContext {
+    pub(crate) fn memory_context(&self) -> failure::MemoryContext {
         failure::MemoryContext {
             gpu: self.provider.is_gpu(),
             memory_limit_mib: self.options.cuda.memory_limit_mib,

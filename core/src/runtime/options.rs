@@ -171,7 +171,7 @@ impl Options {
     }
 
     /// Applies the session options to `builder`.
-    pub fn apply(&self, builder: SessionBuilder) -> ort::Result<SessionBuilder> {
+    pub(crate) fn apply(&self, builder: SessionBuilder) -> ort::Result<SessionBuilder> {
         let s = &self.session;
         let mut b = builder
             .with_optimization_level(s.optimization.level())?
@@ -188,12 +188,12 @@ impl Options {
     }
 
     /// The CPU provider as configured (with an arena unless `system`).
-    pub fn cpu(&self) -> ep::CPU {
+    pub(crate) fn cpu(&self) -> ep::CPU {
         ep::CPU::default().with_arena_allocator(self.session.cpu_memory != CpuMemory::System)
     }
 
     /// The CUDA provider as configured.
-    pub fn cuda(&self) -> ep::CUDA {
+    pub(crate) fn cuda(&self) -> ep::CUDA {
         let c = &self.cuda;
         let mut cuda = ep::CUDA::default()
             .with_device_id(c.device_id)
@@ -212,7 +212,7 @@ impl Options {
     }
 
     /// The TensorRT provider as configured, its engine cache at `cache`.
-    pub fn tensorrt(&self, cache: &std::path::Path) -> ep::TensorRT {
+    pub(crate) fn tensorrt(&self, cache: &std::path::Path) -> ep::TensorRT {
         let t = &self.tensorrt;
         ep::TensorRT::default()
             .with_device_id(self.cuda.device_id)
@@ -227,7 +227,7 @@ impl Options {
 
 /// Physical cores of this machine (hyper-thread siblings counted once), from /proc/cpuinfo;
 /// the logical CPU count where that cannot be read.
-pub fn physical_cores() -> usize {
+pub(crate) fn physical_cores() -> usize {
     let logical = std::thread::available_parallelism().map_or(1, |n| n.get());
     let Ok(info) = std::fs::read_to_string("/proc/cpuinfo") else {
         return logical;
@@ -255,7 +255,7 @@ fn physical_cores_in(cpuinfo: &str) -> Option<usize> {
 /// Registers one CPU arena in `env` that sessions built with `use_env_allocators` share
 /// (`cpu_memory = "shared-arena"`). Growing by what is asked (not powers of two) keeps its peak
 /// at the largest call's need. Registering twice in one process is harmless.
-pub fn register_shared_cpu_arena(env: &ort::environment::Environment) -> Result<(), String> {
+pub(crate) fn register_shared_cpu_arena(env: &ort::environment::Environment) -> Result<(), String> {
     use ort::AsPointer;
     use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
     let api = ort::api();

@@ -22,7 +22,7 @@ impl IoSpec {
     }
 
     /// `float32[-1,4,-1,-1]`-style description for error messages.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         let dims: Vec<String> = self
             .shape
             .iter()
@@ -38,7 +38,7 @@ impl IoSpec {
     }
 }
 
-pub fn elem_name(e: TensorElementType) -> &'static str {
+pub(crate) fn elem_name(e: TensorElementType) -> &'static str {
     match e {
         TensorElementType::Float32 => "float32",
         TensorElementType::Float16 => "float16",
@@ -105,7 +105,7 @@ pub fn float_input(x: ArrayViewD<f32>, elem: TensorElementType) -> eyre::Result<
 }
 
 /// An integer tensor for an input that wants `elem` (int32, int64, or float for timesteps).
-pub fn int_input(
+pub(crate) fn int_input(
     values: &[i64],
     shape: &[usize],
     elem: TensorElementType,
@@ -143,7 +143,11 @@ pub fn int_input(
 
 /// A timestep tensor of `shape` filled with `t`: float graphs get `t` as is, integer graphs
 /// `t` truncated toward zero (what torch's cast of a float timestep gives).
-pub fn timestep_input(t: f32, shape: &[usize], elem: TensorElementType) -> eyre::Result<DynValue> {
+pub(crate) fn timestep_input(
+    t: f32,
+    shape: &[usize],
+    elem: TensorElementType,
+) -> eyre::Result<DynValue> {
     let n = shape.iter().product::<usize>();
     let shape = shape.to_vec();
     Ok(match elem {

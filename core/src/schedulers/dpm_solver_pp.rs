@@ -15,7 +15,7 @@ use super::{
 use crate::rng::NoiseSource;
 
 /// DPM-Solver++ for one run; the multistep history lives here.
-pub struct DpmSolverPp {
+pub(crate) struct DpmSolverPp {
     timesteps: Vec<i64>,
     /// σ per step plus the final σ (0 by default), float32.
     sigmas: Vec<f32>,
@@ -46,7 +46,11 @@ fn lambda(alpha: f32, sigma: f32) -> f32 {
 impl DpmSolverPp {
     /// `DPMSolverMultistepScheduler.from_config(config, **options)` then
     /// `set_timesteps(steps)`.
-    pub fn new(config: &SchedulerConfig, steps: usize, options: &SchedulerOptions) -> Result<Self> {
+    pub(crate) fn new(
+        config: &SchedulerConfig,
+        steps: usize,
+        options: &SchedulerOptions,
+    ) -> Result<Self> {
         let table = TrainTable::new(config, LINEAR_DEFAULTS)?;
         let order = options.solver_order.or(config.solver_order).unwrap_or(2);
         if !(1..=3).contains(&order) {
@@ -179,7 +183,8 @@ impl DpmSolverPp {
     }
 
     /// σ at each step, then the final σ (length steps + 1).
-    pub fn sigmas(&self) -> &[f32] {
+    #[cfg(test)]
+    pub(crate) fn sigmas(&self) -> &[f32] {
         &self.sigmas
     }
 

@@ -124,7 +124,7 @@ pub(super) fn predict_x0(
 }
 
 /// Euler for one run.
-pub struct Euler {
+pub(crate) struct Euler {
     schedule: SigmaSchedule,
     /// σ per step plus the final σ (0 or σ_min), float32.
     sigmas: Vec<f32>,
@@ -133,7 +133,11 @@ pub struct Euler {
 
 impl Euler {
     /// `EulerDiscreteScheduler.from_config(config)` then `set_timesteps(steps)`.
-    pub fn new(config: &SchedulerConfig, steps: usize, options: &SchedulerOptions) -> Result<Self> {
+    pub(crate) fn new(
+        config: &SchedulerConfig,
+        steps: usize,
+        options: &SchedulerOptions,
+    ) -> Result<Self> {
         let schedule = SigmaSchedule::new(SchedulerKind::Euler, config, steps, options)?;
         let last = match config.final_sigmas_type.unwrap_or(FinalSigmasType::Zero) {
             FinalSigmasType::Zero => 0.0,
@@ -153,7 +157,8 @@ impl Euler {
     }
 
     /// σ at each step, then the final σ (length steps + 1).
-    pub fn sigmas(&self) -> &[f32] {
+    #[cfg(test)]
+    pub(crate) fn sigmas(&self) -> &[f32] {
         &self.sigmas
     }
 

@@ -13,7 +13,7 @@ use super::{
 use crate::rng::NoiseSource;
 
 /// Euler ancestral for one run.
-pub struct EulerAncestral {
+pub(crate) struct EulerAncestral {
     schedule: SigmaSchedule,
     /// σ per step, then 0 (length steps + 1), float32.
     sigmas: Vec<f32>,
@@ -22,7 +22,11 @@ pub struct EulerAncestral {
 
 impl EulerAncestral {
     /// `EulerAncestralDiscreteScheduler.from_config(config)` then `set_timesteps(steps)`.
-    pub fn new(config: &SchedulerConfig, steps: usize, options: &SchedulerOptions) -> Result<Self> {
+    pub(crate) fn new(
+        config: &SchedulerConfig,
+        steps: usize,
+        options: &SchedulerOptions,
+    ) -> Result<Self> {
         let kind = SchedulerKind::EulerAncestral;
         let schedule = SigmaSchedule::new(kind, config, steps, options)?;
         if schedule.prediction_type == PredictionType::Sample {
@@ -42,7 +46,8 @@ impl EulerAncestral {
     }
 
     /// σ at each step, then 0 (length steps + 1).
-    pub fn sigmas(&self) -> &[f32] {
+    #[cfg(test)]
+    pub(crate) fn sigmas(&self) -> &[f32] {
         &self.sigmas
     }
 
