@@ -1224,12 +1224,6 @@ impl Model {
         self.clip_score_ids(rt, image, &ids)
     }
 
-    /// The UNet folders loaded now, least recently used first.
-    #[cfg(test)]
-    pub(crate) fn loaded_unets(&self) -> Vec<&str> {
-        self.unets.iter().map(|(f, _)| f.as_str()).collect()
-    }
-
     /// What was unloaded to stay within the UNet budget since the last call.
     pub(crate) fn take_unloaded(&mut self) -> Vec<String> {
         std::mem::take(&mut self.unloaded)
@@ -1279,6 +1273,14 @@ impl Model {
         self.load_times.push((folder.clone(), start.elapsed()));
         self.text_encoders.push((folder, te));
         Ok(&mut self.text_encoders.last_mut().expect("just pushed").1)
+    }
+}
+
+#[cfg(test)]
+impl Model {
+    /// The UNet folders loaded now, least recently used first.
+    pub(crate) fn loaded_unets(&self) -> Vec<&str> {
+        self.unets.iter().map(|(f, _)| f.as_str()).collect()
     }
 }
 

@@ -65,12 +65,6 @@ impl CudaLaunch {
         let cap = u64::from(self.sm_count) * u64::from(self.max_threads_per_sm / 256);
         wanted.min(cap).max(1)
     }
-
-    /// The largest draw whose layout does not depend on the GPU beyond this one's limit.
-    #[cfg(test)]
-    pub(crate) fn launch_independent_up_to(self) -> u64 {
-        u64::from(self.sm_count) * u64::from(self.max_threads_per_sm / 256) * Self::BLOCK
-    }
 }
 
 impl Default for CudaLaunch {
@@ -215,6 +209,14 @@ impl NoiseSource for TorchCuda {
 
     fn randn_vec(&mut self, len: usize) -> Vec<f32> {
         self.draw(len)
+    }
+}
+
+#[cfg(test)]
+impl CudaLaunch {
+    /// The largest draw whose layout does not depend on the GPU beyond this one's limit.
+    pub(crate) fn launch_independent_up_to(self) -> u64 {
+        u64::from(self.sm_count) * u64::from(self.max_threads_per_sm / 256) * Self::BLOCK
     }
 }
 

@@ -182,12 +182,6 @@ impl DpmSolverPp {
         })
     }
 
-    /// σ at each step, then the final σ (length steps + 1).
-    #[cfg(test)]
-    pub(crate) fn sigmas(&self) -> &[f32] {
-        &self.sigmas
-    }
-
     /// The x0 prediction at step `i`: diffusers' `convert_model_output` for dpmsolver++.
     fn convert_model_output(
         &self,
@@ -357,5 +351,13 @@ impl Scheduler for DpmSolverPp {
             prev_sample: prev,
             denoised: Some(x0),
         }
+    }
+}
+
+#[cfg(test)]
+impl DpmSolverPp {
+    /// σ at each step, then the final σ (length steps + 1).
+    pub(crate) fn sigmas(&self) -> &[f32] {
+        &self.sigmas
     }
 }

@@ -156,12 +156,6 @@ impl Euler {
         })
     }
 
-    /// σ at each step, then the final σ (length steps + 1).
-    #[cfg(test)]
-    pub(crate) fn sigmas(&self) -> &[f32] {
-        &self.sigmas
-    }
-
     fn index(&self, t: i64) -> usize {
         self.step_index
             .unwrap_or_else(|| index_for_timestep(&self.schedule.timesteps, t, 0))
@@ -206,5 +200,13 @@ impl Scheduler for Euler {
             prev_sample: prev,
             denoised: Some(x0),
         }
+    }
+}
+
+#[cfg(test)]
+impl Euler {
+    /// σ at each step, then the final σ (length steps + 1).
+    pub(crate) fn sigmas(&self) -> &[f32] {
+        &self.sigmas
     }
 }

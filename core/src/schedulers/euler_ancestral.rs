@@ -45,12 +45,6 @@ impl EulerAncestral {
         })
     }
 
-    /// σ at each step, then 0 (length steps + 1).
-    #[cfg(test)]
-    pub(crate) fn sigmas(&self) -> &[f32] {
-        &self.sigmas
-    }
-
     fn index(&self, t: i64) -> usize {
         self.step_index
             .unwrap_or_else(|| index_for_timestep(&self.schedule.timesteps, t, 0))
@@ -103,5 +97,13 @@ impl Scheduler for EulerAncestral {
             prev_sample: prev,
             denoised: Some(x0),
         }
+    }
+}
+
+#[cfg(test)]
+impl EulerAncestral {
+    /// σ at each step, then 0 (length steps + 1).
+    pub(crate) fn sigmas(&self) -> &[f32] {
+        &self.sigmas
     }
 }
