@@ -19,8 +19,6 @@
 //! | [`models`] | the model folder: manifest, tokenizer, components, UNet variants, CLIP scorer | `runtime`, `schedulers` |
 //! | [`pipeline`] | a prompt to an image: encode, denoise, decode; timings, previews, limits | `models`, `rng`, `runtime`, `schedulers` |
 
-#![warn(missing_docs)]
-
 pub mod models;
 pub mod pipeline;
 pub mod quality;

@@ -918,6 +918,27 @@ pub struct Model {
     clip: Option<ClipScorer>,
 }
 
+/// What one run of a variant uses, borrowed together from its [`Model`] ([`Model::run_parts`]).
+pub(crate) struct RunParts<'a> {
+    pub(crate) tokenizer: &'a ClipTokenizer,
+    /// The variant's text encoder: the base one unless its LoRAs also train the text encoder.
+    pub(crate) text_encoder: &'a mut TextEncoder,
+    pub(crate) unet: &'a mut Unet,
+    pub(crate) vae: &'a mut VaeDecoder,
+    pub(crate) geometry: &'a ModelGeometry,
+    /// Whether the CLIP scorer is loaded: the run asked for a score and the folder has a scorer.
+    pub(crate) clip: bool,
+    /// The folder's notes, then what was unloaded to make room for this UNet.
+    pub(crate) notes: Vec<String>,
+}
+
+impl RunParts<'_> {
+    /// Time spent inside ONNX Runtime's run calls by these sessions so far.
+    pub(crate) fn ort_time(&self) -> Duration {
+        self.text_encoder.ort + self.unet.ort + self.vae.ort
+    }
+}
+
 /// The UNet budget when config.toml sets none: 70% of the GPU's memory on a GPU, half the
 /// host's memory on the CPU (0, no limit, where neither can be read).
 pub fn default_unet_budget(gpu: bool) -> u64 {
@@ -1072,18 +1093,6 @@ impl Model {
                     .any(|f| !self.root.join(f).join("model.onnx").is_file())
             })
             .collect()
-    }
-
-    /// Time spent inside ONNX Runtime's run calls by every session of this model so far.
-    pub(crate) fn ort_time(&self) -> Duration {
-        self.text_encoder.ort
-            + self.vae.ort
-            + self.unets.iter().map(|(_, u)| u.ort).sum::<Duration>()
-            + self
-                .text_encoders
-                .iter()
-                .map(|(_, t)| t.ort)
-                .sum::<Duration>()
     }
 
     /// Whether the UNet of `variant` already has a session (no load on next use).
@@ -1273,6 +1282,48 @@ impl Model {
         self.load_times.push((folder.clone(), start.elapsed()));
         self.text_encoders.push((folder, te));
         Ok(&mut self.text_encoders.last_mut().expect("just pushed").1)
+    }
+
+    /// What one run of `variant` uses, loaded on first use in this order — its UNet, its text
+    /// encoder, and with `clip` the CLIP scorer (a broken one fails here; a folder without one
+    /// gives [`RunParts::clip`] false) — and then borrowed together.
+    pub(crate) fn run_parts(
+        &mut self,
+        rt: &Runtime,
+        variant: &str,
+        clip: bool,
+    ) -> eyre::Result<RunParts<'_>> {
+        self.unet(rt, variant)?;
+        self.text_encoder_for(rt, variant)?;
+        let clip = clip && self.clip_scorer(rt)?.is_some();
+        let mut notes = self.notes.clone();
+        notes.extend(self.take_unloaded());
+        let v = self.variant(variant)?;
+        let (unet_folder, te_folder) = (v.folder.clone(), v.text_encoder_folder().to_string());
+        let unet = self
+            .unets
+            .iter_mut()
+            .find(|(f, _)| *f == unet_folder)
+            .map(|(_, u)| u)
+            .expect("loaded above");
+        let text_encoder = if te_folder == BASE_TEXT_ENCODER {
+            &mut self.text_encoder
+        } else {
+            self.text_encoders
+                .iter_mut()
+                .find(|(f, _)| *f == te_folder)
+                .map(|(_, t)| t)
+                .expect("loaded above")
+        };
+        Ok(RunParts {
+            tokenizer: &self.tokenizer,
+            text_encoder,
+            unet,
+            vae: &mut self.vae,
+            geometry: &self.geometry,
+            clip,
+            notes,
+        })
     }
 }
 

@@ -17,14 +17,14 @@ use std::time::{Duration, Instant};
 
 use eyre::{bail, eyre};
 use image::RgbImage;
-use ndarray::Array4;
+use ndarray::{Array3, Array4};
 use ort::session::RunOptions;
 use serde::Serialize;
 
-use crate::models::Model;
-use crate::rng::RngSource;
+use crate::models::{Model, ModelGeometry, RunParts, Variant};
+use crate::rng::{NoiseSource, RngSource};
 use crate::runtime::{Provider, Runtime};
-use crate::schedulers::{SchedulerKind, SchedulerOptions};
+use crate::schedulers::{Scheduler, SchedulerKind, SchedulerOptions};
 pub use denoise::{Cancelled, StepEvent, StepTiming};
 pub(crate) use denoise::{Conditioning, Denoiser, denoise};
 pub(crate) use numerics::NonFinite;
@@ -245,11 +245,15 @@ impl Denoiser for Terminable<'_> {
 }
 
 /// A component as a [`NonFinite`] error names it (`UNet variant lcm (unet_lcm), fp16`), and
-/// whether its weights are fp16: manifest.json's dtype, else the graph's input type `io`.
-fn describe(model: &Model, component: &str, folder: &str, io: Option<&str>) -> (String, bool) {
-    let precision = model
-        .component_precision(folder)
-        .or_else(|| io.map(str::to_string));
+/// whether its weights are fp16: manifest.json's dtype `recorded`, else the graph's input type
+/// `io`.
+fn describe(
+    recorded: Option<String>,
+    component: &str,
+    folder: &str,
+    io: Option<&str>,
+) -> (String, bool) {
+    let precision = recorded.or_else(|| io.map(str::to_string));
     let fp16 = precision.as_deref() == Some("fp16");
     let text = match precision {
         Some(p) => format!("{component} ({folder}), {p}"),
@@ -258,84 +262,113 @@ fn describe(model: &Model, component: &str, folder: &str, io: Option<&str>) -> (
     (text, fp16)
 }
 
-/// [`generate`] with every hook: phases, terminable sessions.
-pub fn generate_with(
-    rt: &Runtime,
-    model: &mut Model,
-    req: &Request,
-    ctl: RunControl,
-) -> eyre::Result<RunOutput> {
-    let RunControl {
-        cancel,
-        run_options,
-        on_phase,
-        on_step,
-    } = ctl;
-    // Every refusal that needs no session comes before any session loads.
-    let limits::Checked {
-        width,
-        height,
-        mut scheduler,
-    } = limits::check_request(model, rt.provider, req)?;
-    let variant = model.variant(&req.unet)?.clone();
-    // Load the UNet and text encoder before the clock starts: session creation is reported
-    // apart (load_ms).
-    model.unet(rt, &req.unet)?;
-    model.text_encoder_for(rt, &req.unet)?;
-    // The CLIP scorer too, the first time a run asks for it (a broken one fails here, before
-    // the run; a model without one gives no score).
-    let clip = req.clip_score && model.clip_scorer(rt)?.is_some();
+/// Whom a run's [`NonFinite`] errors blame: each component as the error names it, with whether
+/// its weights are fp16 ([`describe`]), and the guidance scale when guidance is on.
+struct Blame {
+    guidance: Option<f32>,
+    text_encoder: (String, bool),
+    unet: (String, bool),
+    vae: (String, bool),
+    scheduler: (String, bool),
+}
 
-    let mut noise = req.rng.generator(req.seed);
-    let mut warnings = model.notes.clone();
-    warnings.extend(model.take_unloaded());
-    warnings.extend(rt.notes.iter().cloned());
+impl Blame {
+    /// Precisions from manifest.json (`recorded`, read from `model` before its sessions are
+    /// borrowed), else from the graphs in `parts`.
+    fn new(
+        recorded: [Option<String>; 3],
+        variant: &Variant,
+        parts: &RunParts,
+        req: &Request,
+    ) -> Self {
+        let [text_encoder, unet, vae] = recorded;
+        Blame {
+            guidance: (req.guidance > 1.0).then_some(req.guidance),
+            text_encoder: describe(
+                text_encoder,
+                "text encoder",
+                variant.text_encoder_folder(),
+                None,
+            ),
+            unet: describe(
+                unet,
+                &format!("UNet variant {}", variant.name),
+                &variant.folder,
+                Some(parts.unet.io_precision()),
+            ),
+            vae: describe(
+                vae,
+                "VAE decoder",
+                "vae_decoder",
+                Some(parts.vae.io_precision()),
+            ),
+            scheduler: (format!("scheduler {}", req.scheduler), false),
+        }
+    }
 
-    on_phase(Phase::Started {
-        total_steps: scheduler.timesteps().len(),
-        width,
-        height,
-    });
-    let ort_before = model.ort_time();
-    let run_start = Instant::now();
-    // Text: [uncond, cond] under guidance, else cond alone.
-    let guided = req.guidance > 1.0;
-    let cond_tokens = model.tokenizer.encode(&req.prompt)?;
-    warnings.extend(cond_tokens.warnings());
-    let uncond_tokens = if guided {
-        let t = model.tokenizer.encode(&req.negative_prompt)?;
+    /// `e` as the run's error, blaming `culprit`.
+    fn on(&self, mut e: NonFinite, (component, fp16): &(String, bool)) -> eyre::Report {
+        e.component = Some(component.clone());
+        e.fp16 = *fp16;
+        e.guidance = self.guidance;
+        eyre!(e)
+    }
+}
+
+/// The encode phase's result.
+struct Encoded {
+    /// `[1, 77, D]`, or `[2, 77, D]` (`[uncond, cond]`) under guidance.
+    context: Array3<f32>,
+    /// The prompt's 77 token ids, for the CLIP score.
+    cond_ids: Vec<i64>,
+    /// The prompt's tokens before truncation ([`RunReport::prompt_tokens`]).
+    prompt_tokens: usize,
+    /// Truncation and tokenizer warnings, the negative prompt's prefixed `negative`.
+    warnings: Vec<String>,
+}
+
+/// Text: `[uncond, cond]` under guidance (both prompts in one batch-2 call of the variant's text
+/// encoder, stacked as diffusers stacks them), else cond alone.
+fn encode(parts: &mut RunParts, req: &Request, blame: &Blame) -> eyre::Result<Encoded> {
+    let cond_tokens = parts.tokenizer.encode(&req.prompt)?;
+    let mut warnings = cond_tokens.warnings();
+    let uncond_tokens = if req.guidance > 1.0 {
+        let t = parts.tokenizer.encode(&req.negative_prompt)?;
         warnings.extend(t.warnings().into_iter().map(|w| format!("negative {w}")));
         Some(t)
     } else {
         None
     };
-    // The variant's text encoder: its own when its LoRAs also train the text encoder.
-    let text_encoder = model.text_encoder_for(rt, &req.unet)?;
-    // Both prompts in one batch-2 call under guidance, `[uncond, cond]` as diffusers stacks them.
     let context = match uncond_tokens {
         Some(uncond_tokens) => {
             let mut ids = uncond_tokens.ids_i64();
             ids.extend(cond_tokens.ids_i64());
-            text_encoder.encode(&ids, 2)?
+            parts.text_encoder.encode(&ids, 2)?
         }
-        None => text_encoder.encode(&cond_tokens.ids_i64(), 1)?,
-    };
-    let te_folder = variant.text_encoder_folder().to_string();
-    let guidance = guided.then_some(req.guidance);
-    let blame = |mut e: NonFinite, (component, fp16): (String, bool)| {
-        e.component = Some(component);
-        e.fp16 = fp16;
-        e.guidance = guidance;
-        eyre!(e)
+        None => parts.text_encoder.encode(&cond_tokens.ids_i64(), 1)?,
     };
     if let Some(e) = NonFinite::find(numerics::Tensor::TextEncoder, None, &context) {
-        return Err(blame(e, describe(model, "text encoder", &te_folder, None)));
+        return Err(blame.on(e, &blame.text_encoder));
     }
-    let text = run_start.elapsed();
-    on_phase(Phase::Encoded { text });
+    Ok(Encoded {
+        context,
+        cond_ids: cond_tokens.ids_i64(),
+        prompt_tokens: cond_tokens.count,
+        warnings,
+    })
+}
 
-    let f = model.geometry.vae_scale_factor;
-    let shape = [1, model.geometry.latent_channels, height / f, width / f];
+/// The initial latents `[1, C, height/f, width/f]`: the request's, or drawn from `noise`;
+/// before × init_noise_sigma.
+fn initial_latents(
+    req: &Request,
+    geometry: &ModelGeometry,
+    (width, height): (usize, usize),
+    noise: &mut dyn NoiseSource,
+    blame: &Blame,
+) -> eyre::Result<Array4<f32>> {
+    let f = geometry.vae_scale_factor;
+    let shape = [1, geometry.latent_channels, height / f, width / f];
     let initial = match &req.latents {
         Some(l) => {
             if l.shape() != shape {
@@ -354,122 +387,204 @@ pub fn generate_with(
         } else {
             "drawn from the seed"
         };
-        return Err(blame(e, (source.to_string(), false)));
+        return Err(blame.on(e, &(source.to_string(), false)));
     }
-    let latents = initial * scheduler.init_noise_sigma();
+    Ok(initial)
+}
 
-    let unet_precision = model.unet(rt, &req.unet)?.io_precision();
-    let unet_blame = describe(
-        model,
-        &format!("UNet variant {}", variant.name),
-        &variant.folder,
-        Some(unet_precision),
-    );
-    let vae_blame = describe(
-        model,
-        "VAE decoder",
-        "vae_decoder",
-        Some(model.vae.io_precision()),
-    );
-    let unet = model.unet(rt, &req.unet)?;
+/// What the denoising loop runs on besides the UNet.
+struct Denoising<'a> {
+    scheduler: &'a mut dyn Scheduler,
+    noise: &'a mut dyn NoiseSource,
+    /// Already × init_noise_sigma.
+    latents: Array4<f32>,
+    cond: Conditioning<'a>,
+}
+
+/// The denoising loop on the run's UNet (bound to the run's context when `io_binding` is on,
+/// unbound after), then the cancel check before the decode.
+fn denoise_phase(
+    rt: &Runtime,
+    unet: &mut crate::models::Unet,
+    run: Denoising,
+    ctl: &mut RunControl,
+    blame: &Blame,
+) -> eyre::Result<(Array4<f32>, Vec<StepTiming>)> {
+    let context = run.cond.context;
     if rt.options.session.io_binding {
-        let [_, c, h, w] = shape;
-        unet.bind_run(rt, context.view(), [context.shape()[0], c, h, w])?;
+        let (_, c, h, w) = run.latents.dim();
+        unet.bind_run(rt, context, [context.shape()[0], c, h, w])?;
     }
     let mut bound_unet = Terminable {
         unet,
-        options: run_options,
+        options: ctl.run_options,
     };
     let result = denoise(
         &mut bound_unet,
-        scheduler.as_mut(),
-        noise.as_mut(),
-        latents,
-        &Conditioning {
-            context: context.view(),
-            guidance: req.guidance,
-        },
-        cancel,
-        on_step,
+        run.scheduler,
+        run.noise,
+        run.latents,
+        &run.cond,
+        ctl.cancel,
+        ctl.on_step,
     );
     bound_unet.unet.unbind();
     let (latents, step_timings) = result.map_err(|e| match e.downcast::<NonFinite>() {
-        Ok(nf) if nf.tensor == numerics::Tensor::SchedulerLatents => {
-            let scheduler = (format!("scheduler {}", req.scheduler), false);
-            blame(nf, scheduler)
-        }
-        Ok(nf) => blame(nf, unet_blame),
+        Ok(nf) if nf.tensor == numerics::Tensor::SchedulerLatents => blame.on(nf, &blame.scheduler),
+        Ok(nf) => blame.on(nf, &blame.unet),
         Err(e) => e,
     })?;
-
-    if cancel.load(Ordering::Relaxed) {
+    if ctl.cancel.load(Ordering::Relaxed) {
         return Err(eyre!(Cancelled {
             completed: step_timings.len()
         }));
     }
-    on_phase(Phase::Decoding);
-    let vae_start = Instant::now();
-    let decoded = model.vae.decode_with(
-        (latents / model.geometry.scaling_factor).view(),
+    Ok((latents, step_timings))
+}
+
+/// The VAE decode: latents → NHWC `[1, H, W, 3]` in [0, 1] (`clamp(vae(latents / scaling)/2 + 0.5, 0, 1)`).
+fn decode(
+    parts: &mut RunParts,
+    latents: Array4<f32>,
+    run_options: Option<&RunOptions>,
+    blame: &Blame,
+) -> eyre::Result<Array4<f32>> {
+    let decoded = parts.vae.decode_with(
+        (latents / parts.geometry.scaling_factor).view(),
         run_options,
     )?;
     if let Some(e) = NonFinite::find(numerics::Tensor::VaeImage, None, &decoded) {
-        return Err(blame(e, vae_blame));
+        return Err(blame.on(e, &blame.vae));
     }
     // NCHW [-1,1] → NHWC [0,1]
-    let image = decoded
+    Ok(decoded
         .permuted_axes([0, 2, 3, 1])
         .mapv(|v| (v / 2.0 + 0.5).clamp(0.0, 1.0))
         .as_standard_layout()
-        .to_owned();
+        .to_owned())
+}
+
+/// The report's fields that say what ran (model, runtime, request, variant, load times); those
+/// the run measures are left empty for [`generate_with`] to fill.
+fn describe_run(rt: &Runtime, model: &Model, req: &Request, variant: &Variant) -> RunReport {
+    RunReport {
+        model: model.root.display().to_string(),
+        tiny_model: model.kind() == crate::models::ModelKind::Tiny,
+        model_kind: model.kind(),
+        provider: rt.provider,
+        device: String::new(),
+        onnxruntime: rt.library.path.display().to_string(),
+        onnxruntime_version: rt.library.version.clone(),
+        unet: variant.name.clone(),
+        unet_label: variant.label.clone(),
+        scheduler: req.scheduler.to_string(),
+        steps: req.steps,
+        guidance: req.guidance,
+        seed: req.seed,
+        rng: req.rng.to_string(),
+        width: 0,
+        height: 0,
+        timesteps: Vec::new(),
+        prompt_tokens: 0,
+        timings: Timings::default(),
+        load_ms: model
+            .load_times
+            .iter()
+            .map(|(name, d)| (name.clone(), d.as_secs_f64() * 1e3))
+            .collect(),
+        warnings: Vec::new(),
+        clip_score: None,
+    }
+}
+
+/// [`generate`] with every hook: phases, terminable sessions.
+pub fn generate_with(
+    rt: &Runtime,
+    model: &mut Model,
+    req: &Request,
+    mut ctl: RunControl,
+) -> eyre::Result<RunOutput> {
+    // Every refusal that needs no session comes before any session loads.
+    let limits::Checked {
+        width,
+        height,
+        mut scheduler,
+    } = limits::check_request(model, rt.provider, req)?;
+    let variant = model.variant(&req.unet)?.clone();
+    let recorded = [
+        variant.text_encoder_folder(),
+        &variant.folder,
+        "vae_decoder",
+    ]
+    .map(|folder| model.component_precision(folder));
+    // Sessions load before the clock starts: their creation is reported apart (load_ms). The
+    // CLIP scorer too, the first time a run asks for it.
+    let mut parts = model.run_parts(rt, &req.unet, req.clip_score)?;
+    let blame = Blame::new(recorded, &variant, &parts, req);
+    let mut noise = req.rng.generator(req.seed);
+    let mut warnings = std::mem::take(&mut parts.notes);
+    warnings.extend(rt.notes.iter().cloned());
+
+    (ctl.on_phase)(Phase::Started {
+        total_steps: scheduler.timesteps().len(),
+        width,
+        height,
+    });
+    let ort_before = parts.ort_time();
+    let run_start = Instant::now();
+    let encoded = encode(&mut parts, req, &blame)?;
+    warnings.extend(encoded.warnings);
+    let text = run_start.elapsed();
+    (ctl.on_phase)(Phase::Encoded { text });
+
+    let initial = initial_latents(req, parts.geometry, (width, height), noise.as_mut(), &blame)?;
+    let latents = initial * scheduler.init_noise_sigma();
+    let (latents, step_timings) = denoise_phase(
+        rt,
+        parts.unet,
+        Denoising {
+            scheduler: scheduler.as_mut(),
+            noise: noise.as_mut(),
+            latents,
+            cond: Conditioning {
+                context: encoded.context.view(),
+                guidance: req.guidance,
+            },
+        },
+        &mut ctl,
+        &blame,
+    )?;
+
+    (ctl.on_phase)(Phase::Decoding);
+    let vae_start = Instant::now();
+    let image = decode(&mut parts, latents, ctl.run_options, &blame)?;
     let vae = vae_start.elapsed();
     let total = run_start.elapsed();
-
     let timings = Timings {
         text,
         unet: step_timings.iter().map(|t| t.unet).collect(),
         scheduler: step_timings.iter().map(|t| t.scheduler).collect(),
         vae,
         total,
-        ort: model.ort_time().saturating_sub(ort_before),
+        ort: parts.ort_time().saturating_sub(ort_before),
     };
     // After the clock: the score is a measurement of the run, not part of it.
-    let clip_score = if clip {
+    let clip_score = if parts.clip {
         model
-            .clip_score_ids(rt, &to_rgb8(&image), &cond_tokens.ids_i64())?
+            .clip_score_ids(rt, &to_rgb8(&image), &encoded.cond_ids)?
             .map(|s| s.score)
     } else {
         None
     };
-    Ok(RunOutput {
-        image,
-        report: RunReport {
-            model: model.root.display().to_string(),
-            tiny_model: model.kind() == crate::models::ModelKind::Tiny,
-            model_kind: model.kind(),
-            provider: rt.provider,
-            device: String::new(),
-            onnxruntime: rt.library.path.display().to_string(),
-            onnxruntime_version: rt.library.version.clone(),
-            unet: variant.name.clone(),
-            unet_label: variant.label.clone(),
-            scheduler: req.scheduler.to_string(),
-            steps: req.steps,
-            guidance: req.guidance,
-            seed: req.seed,
-            rng: req.rng.to_string(),
-            width,
-            height,
-            timesteps: scheduler.timesteps().to_vec(),
-            prompt_tokens: cond_tokens.count,
-            timings,
-            load_ms: model
-                .load_times
-                .iter()
-                .map(|(name, d)| (name.clone(), d.as_secs_f64() * 1e3))
-                .collect(),
-            warnings,
-            clip_score,
-        },
-    })
+    let report = RunReport {
+        width,
+        height,
+        timesteps: scheduler.timesteps().to_vec(),
+        prompt_tokens: encoded.prompt_tokens,
+        timings,
+        warnings,
+        clip_score,
+        ..describe_run(rt, model, req, &variant)
+    };
+    Ok(RunOutput { image, report })
 }
