@@ -19,6 +19,8 @@
 //! | [`models`] | the model folder: manifest, tokenizer, components, UNet variants, CLIP scorer | `runtime`, `schedulers` |
 //! | [`pipeline`] | a prompt to an image: encode, denoise, decode; timings, previews, limits | `models`, `rng`, `runtime`, `schedulers` |
 
+#![deny(missing_docs)]
+
 pub mod models;
 pub mod pipeline;
 pub mod quality;

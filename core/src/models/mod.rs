@@ -35,7 +35,7 @@ use crate::runtime::failure::{self, MemoryContext, MemoryPhase};
 use crate::runtime::tensor::{self, IoSpec};
 pub use clip::{CLIP_FOLDER, ClipScore, ClipScorer};
 pub use manifest::{Manifest, ModelKind, ModelPrompts};
-pub use micro::Grammar;
+pub use micro::{Grammar, MicroRecord};
 pub use scheduler_status::{SchedulerConfigSource, SchedulerConfigStatus, SchedulerReport};
 pub use tokenizer::{ClipTokenizer, Tokens};
 
@@ -166,6 +166,8 @@ impl ModelGeometry {
         self.vae_scale_factor << self.unet_downsamples
     }
 
+    /// Reads `unet/config.json` and `vae_decoder/config.json` under `root`; SD v1.5's values
+    /// stand in for a missing file or key.
     pub fn read(root: &Path) -> eyre::Result<Self> {
         let unet = read_json_opt(&root.join("unet").join("config.json"))?;
         let vae = read_json_opt(&root.join("vae_decoder").join("config.json"))?;
@@ -198,6 +200,8 @@ impl ModelGeometry {
     }
 }
 
+/// The JSON in `path`: `None` when there is no such file, an error (with the fix) when it is
+/// not valid JSON.
 pub fn read_json_opt(path: &Path) -> eyre::Result<Option<serde_json::Value>> {
     if !path.is_file() {
         return Ok(None);
@@ -364,6 +368,7 @@ pub struct TextEncoder {
     pooled: Option<String>,
     /// Width D of the hidden states, when the graph fixes it.
     pub hidden_dim: Option<usize>,
+    /// Its `model.onnx`.
     pub file: PathBuf,
     /// Time spent inside ONNX Runtime's run calls so far.
     pub(crate) ort: Duration,
@@ -371,6 +376,9 @@ pub struct TextEncoder {
 }
 
 impl TextEncoder {
+    /// A session for `file`, checked: `input_ids` of rank 2 (`[B, 77]`, int32 or int64) in,
+    /// `last_hidden_state` of rank 3 (`[B, 77, D]`) out, and `pooler_output` (`[B, D]`) used
+    /// where the graph has it; otherwise an error listing what the graph has.
     pub fn load(rt: &Runtime, file: &Path) -> eyre::Result<Self> {
         let session = rt.session(file)?;
         let inputs = tensor::inputs(&session);
@@ -518,6 +526,9 @@ struct DeviceBuffers {
 }
 
 impl Unet {
+    /// A session for `file`, checked: `sample` of rank 4 (`[B, 4, h, w]`), `timestep` 0-d or
+    /// 1-d, and `encoder_hidden_states` of rank 3 (`[B, 77, D]`) in, float32 or float16;
+    /// otherwise an error listing what the graph has.
     pub fn load(rt: &Runtime, file: &Path) -> eyre::Result<Self> {
         let session = rt.session(file)?;
         let inputs = tensor::inputs(&session);
@@ -803,6 +814,7 @@ pub struct VaeDecoder {
     session: Session,
     input: IoSpec,
     output: String,
+    /// Its `model.onnx`.
     pub file: PathBuf,
     /// Time spent inside ONNX Runtime's run calls so far.
     pub(crate) ort: Duration,
@@ -812,6 +824,8 @@ pub struct VaeDecoder {
 }
 
 impl VaeDecoder {
+    /// A session for `file`, checked: `latent_sample` of rank 4 (`[B, 4, h, w]`), float32 or
+    /// float16, in; otherwise an error listing what the graph has.
     pub fn load(rt: &Runtime, file: &Path) -> eyre::Result<Self> {
         let session = rt.session(file)?;
         let inputs = tensor::inputs(&session);
@@ -890,11 +904,15 @@ impl VaeDecoder {
 /// on demand.
 pub struct Model {
     pub(crate) root: PathBuf,
+    /// The UNet variants it may run, completed from manifest.json where the folder has one.
     pub variants: Vec<Variant>,
+    /// CLIP's BPE tokenizer (`tokenizer/`).
     pub tokenizer: ClipTokenizer,
     /// The base text encoder (`text_encoder/`).
     pub text_encoder: TextEncoder,
+    /// The VAE decoder (`vae_decoder/`).
     pub vae: VaeDecoder,
+    /// Sizes from the components' configs.
     pub geometry: ModelGeometry,
     /// The scheduler config in force: `scheduler/scheduler_config.json` as shipped, or SD
     /// v1.5's (folder has none, or config.toml says `scheduler_config = "sd15"`).
@@ -1109,7 +1127,8 @@ impl Model {
         })
     }
 
-    /// The UNet of `variant`, loading it on first use.
+    /// The UNet of `variant`, loading it on first use; loading first unloads the least recently
+    /// used UNets as far as [`Model::unet_budget`] needs (the next run's warnings say which).
     pub fn unet(&mut self, rt: &Runtime, variant: &str) -> eyre::Result<&mut Unet> {
         let v = self.variant(variant)?.clone();
         let folder = v.folder.clone();
@@ -1222,7 +1241,10 @@ impl Model {
         scorer.score(image, pooled.row(0)).map(Some)
     }
 
-    /// [`Model::clip_score_ids`] for a prompt (tokenized as a run tokenizes it).
+    /// The CLIP score of `image` against `prompt` (tokenized as a run tokenizes it): the base
+    /// text encoder's pooler_output (CLIP's own text tower; a variant's LoRA-fused text encoder
+    /// is not) through the scorer, loaded on first use. `Ok(None)` when the folder has no
+    /// scorer.
     pub fn clip_score(
         &mut self,
         rt: &Runtime,

@@ -5,7 +5,7 @@
 //! warnings, so they are removed (with a note) before anything sees them. Tab, newline and
 //! carriage return stay: the tokenizer treats them as spaces.
 //!
-//! SD v1.5 reads 75 tokens, a few hundred characters; [`MAX_PROMPT_BYTES`] caps what is
+//! SD v1.5 reads 75 tokens, a few hundred characters; only the first 64 KiB of a prompt are
 //! tokenized, so a 10 MB prompt costs no more than a 64 KiB one.
 
 use std::borrow::Cow;
@@ -124,8 +124,8 @@ pub(crate) fn clean(prompt: &str) -> CleanPrompt<'_> {
     }
 }
 
-/// Reads a prompt from `path`: UTF-8 text, at most [`MAX_PROMPT_BYTES`] of it (a longer file is
-/// read only that far, and the note says so). Invalid UTF-8 is an error naming the file and the
+/// Reads a prompt from `path`: UTF-8 text, at most 64 KiB of it (a longer file is read only that
+/// far, and the note says so). Invalid UTF-8 is an error naming the file and the
 /// byte offset.
 pub fn read_prompt_file(path: &Path) -> eyre::Result<(String, Option<String>)> {
     let file = std::fs::File::open(path).wrap_err_with(|| {

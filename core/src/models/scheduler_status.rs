@@ -37,8 +37,12 @@ pub enum SchedulerConfigStatus {
         /// Keys SD v1.5's original does not have.
         added: Vec<String>,
     },
-    /// Another model's config: these keys differ from SD v1.5's.
-    Other { differing: Vec<String> },
+    /// Another model's config.
+    Other {
+        /// The keys whose values differ from SD v1.5's (`beta_end`), or that it lacks
+        /// (`beta_end (missing)`).
+        differing: Vec<String>,
+    },
 }
 
 /// Keys a diffusers save adds to SD v1.5's PNDM config, with the value that keeps SD v1.5's
@@ -171,13 +175,18 @@ pub(crate) const SD15_FIX: &str = "Fix: to schedule as SD v1.5 does, set schedul
 pub struct SchedulerReport {
     /// The file looked at (`None`: the folder has none).
     pub file: Option<String>,
+    /// What the file is; `None` when there is no file.
     #[serde(flatten)]
     pub status: Option<SchedulerConfigStatus>,
     /// Which config runs: the file, or SD v1.5's bundled one.
     pub used: SchedulerConfigSource,
-    /// DPM-Solver++ 4-step timesteps with the file and with SD v1.5's original.
+    /// DPM-Solver++ 4-step timesteps with the file (`None`: no file, or one no scheduler can
+    /// be built from).
     pub dpmpp4_file: Option<Vec<i64>>,
+    /// DPM-Solver++ 4-step timesteps with SD v1.5's original (999, 749, 500, 250).
     pub dpmpp4_original: Option<Vec<i64>>,
+    /// One line on what the file is and what that changes, then the fix on its own line where
+    /// there is one.
     pub message: String,
     /// Whether this deserves a warning (re-saved and obeyed, or another model's config).
     pub warning: bool,

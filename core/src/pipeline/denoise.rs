@@ -55,8 +55,10 @@ impl std::error::Error for Cancelled {}
 /// What one step took, stamped around each phase after outputs are back on the host.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct StepTiming {
+    /// `scale_model_input`, the UNet call and guidance (milliseconds in JSON).
     #[serde(serialize_with = "super::ser_ms")]
     pub unet: Duration,
+    /// The scheduler's `step` (milliseconds in JSON).
     #[serde(serialize_with = "super::ser_ms")]
     pub scheduler: Duration,
 }
@@ -65,13 +67,17 @@ pub struct StepTiming {
 pub struct StepEvent<'a> {
     /// 0-based step index.
     pub index: usize,
+    /// Steps in the run.
     pub total: usize,
+    /// The timestep this step denoised from (truncated toward zero where the schedule is
+    /// fractional).
     pub timestep: i64,
+    /// What this step took.
     pub timing: StepTiming,
-    /// The current x0 prediction (latents), for previews; the new sample where the
-    /// scheduler has no x0 prediction.
+    /// The current x0 prediction, latents `[1, 4, h, w]` (unscaled), for previews; the new
+    /// sample where the scheduler has no x0 prediction.
     pub preview: ArrayView4<'a, f32>,
-    /// The latents after this step.
+    /// The latents after this step, `[1, 4, h, w]`.
     pub latents: ArrayView4<'a, f32>,
 }
 

@@ -20,7 +20,7 @@ pub(crate) const MAX_GUIDANCE: f32 = 100.0;
 /// the UNet's first self-attention relates 262 144 latent cells to each other.
 pub(crate) const MAX_SIDE: usize = 4096;
 
-/// Why `guidance` is refused, if it is: not finite, negative, or above [`MAX_GUIDANCE`].
+/// Why `guidance` is refused, if it is: not finite, negative, or above 100.
 /// The message has its `Fix:` line.
 pub fn guidance_error(guidance: f32) -> Option<String> {
     const FIX: &str = "Fix: use e.g. 7.5 (DDPM/DPM-Solver++) or 1.5 (LCM-LoRA)";
@@ -47,13 +47,16 @@ pub fn guidance_error(guidance: f32) -> Option<String> {
 
 /// A request that passed [`check_request`]: its size and its scheduler, ready to run.
 pub struct Checked {
+    /// Image width in pixels: the request's, or the model's native size.
     pub width: usize,
+    /// Image height in pixels.
     pub height: usize,
+    /// The request's scheduler, built with the model's scheduler config for its steps.
     pub scheduler: Box<dyn Scheduler>,
 }
 
-/// Everything about `req` that can be refused before a session loads: size (VAE grid,
-/// [`MAX_SIDE`], memory on the CPU), guidance, UNet variant, and steps (by building the
+/// Everything about `req` that can be refused before a session loads: size (VAE grid, at most
+/// 4096 pixels a side, memory on the CPU), guidance, UNet variant, and steps (by building the
 /// scheduler as diffusers would, with the model's scheduler config).
 pub fn check_request(model: &Model, provider: Provider, req: &Request) -> eyre::Result<Checked> {
     let (width, height) = super::resolve_size(model, req.width, req.height)?;

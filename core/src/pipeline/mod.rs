@@ -5,7 +5,8 @@
 //! also for LCM-LoRA at 1.5; at ≤ 1, batch 1 and the negative prompt is not encoded.
 //! Latents are `randn × init_noise_sigma`; the image is `clamp(vae(latents / scaling)/2 + 0.5, 0, 1)`.
 //! A NaN or Inf in the text encoder's output, the UNet's output or the latents after any step, or
-//! the VAE's image stops the run with a [`NonFinite`] error naming the component and step.
+//! the VAE's image stops the run with an error naming the tensor, the component (and its
+//! precision), the step, and a fix.
 
 mod denoise;
 pub mod limits;
@@ -40,27 +41,64 @@ fn ser_ms_vec<S: serde::Serializer>(d: &[Duration], s: S) -> Result<S::Ok, S::Er
 /// One image to make.
 #[derive(Debug, Clone)]
 pub struct Request {
+    /// What to draw; tokenized to at most 75 tokens (see [`crate::models::tokenizer`]).
     pub prompt: String,
     /// Used only under guidance (`guidance > 1`); empty is diffusers' default.
     pub negative_prompt: String,
+    /// Which scheduler runs the steps.
     pub scheduler: SchedulerKind,
+    /// Overrides of the model's scheduler config (diffusers' `from_config` keyword arguments).
     pub scheduler_options: SchedulerOptions,
+    /// Denoising steps (UNet calls), 1 to 10 000; a scheduler refuses a count its schedule
+    /// cannot hold (see [`crate::schedulers::build`]).
     pub steps: usize,
-    /// Classifier-free guidance scale.
+    /// Classifier-free guidance scale: ≤ 1 runs the UNet at batch 1 on the prompt alone, above
+    /// 1 at batch 2 on `[negative, prompt]`; finite, 0 to 100.
     pub guidance: f32,
+    /// The generator's seed: the same seed, source and size give the same initial latents as
+    /// `torch.randn` on that generator.
     pub seed: u64,
+    /// Which PyTorch generator the noise reproduces.
     pub rng: RngSource,
     /// UNet variant name (`base`, `lcm`, …) or folder.
     pub unet: String,
-    /// Pixels; `None`: the model's native size.
+    /// Image width in pixels, a multiple of the model's size grid (64 for SD v1.5); `None`: the
+    /// model's native size.
     pub width: Option<usize>,
+    /// Image height in pixels, like `width`.
     pub height: Option<usize>,
-    /// Initial latents `[1, 4, h, w]` (before × init_noise_sigma) instead of drawing them.
+    /// Initial latents `[1, 4, height/8, width/8]` (before × init_noise_sigma) instead of
+    /// drawing them.
     pub latents: Option<Array4<f32>>,
     /// Also compute the CLIP score of the final image against `prompt`
     /// ([`RunReport::clip_score`]), after the timed run; ignored when the model has no CLIP
     /// scorer (`clip_image_encoder/`).
     pub clip_score: bool,
+}
+
+impl Request {
+    /// `prompt` through `scheduler` in `steps` steps from `seed`, the rest as a plain diffusers
+    /// call has it: no negative prompt, guidance 7.5, the `base` UNet at the model's native size,
+    /// the model's scheduler config as is, latents drawn from [`RngSource::default`] (torch's
+    /// CUDA generator, computed on the host), no CLIP score. Change a field with struct update
+    /// syntax: `Request { guidance: 1.5, ..Request::new(…) }`.
+    pub fn new(prompt: &str, scheduler: SchedulerKind, steps: usize, seed: u64) -> Self {
+        Request {
+            prompt: prompt.to_string(),
+            negative_prompt: String::new(),
+            scheduler,
+            scheduler_options: SchedulerOptions::default(),
+            steps,
+            guidance: 7.5,
+            seed,
+            rng: RngSource::default(),
+            unet: "base".to_string(),
+            width: None,
+            height: None,
+            latents: None,
+            clip_score: false,
+        }
+    }
 }
 
 /// Per-phase wall times of one run, each stamped after outputs were back on the host.
@@ -75,6 +113,7 @@ pub struct Timings {
     /// Each scheduler step.
     #[serde(rename = "scheduler_ms", serialize_with = "ser_ms_vec")]
     pub scheduler: Vec<Duration>,
+    /// The VAE decode and the conversion to NHWC [0, 1].
     #[serde(rename = "vae_ms", serialize_with = "ser_ms")]
     pub vae: Duration,
     /// Whole run, excluding model loading.
@@ -87,9 +126,11 @@ pub struct Timings {
 }
 
 impl Timings {
+    /// Every step's UNet time together.
     pub fn unet_total(&self) -> Duration {
         self.unet.iter().sum()
     }
+    /// Every step's scheduler time together.
     pub fn scheduler_total(&self) -> Duration {
         self.scheduler.iter().sum()
     }
@@ -98,30 +139,48 @@ impl Timings {
 /// Everything about a finished run that a report needs.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunReport {
+    /// The model folder, as opened.
     pub model: String,
     /// The random-weight tiny model: noise-like images.
     pub tiny_model: bool,
     /// What the model folder holds: `sd15`, `micro`, `tiny`.
     pub model_kind: crate::models::ModelKind,
+    /// The execution provider the sessions ran on.
     pub provider: Provider,
     /// The GPU's or the CPU's name (set by the worker; empty when run without one).
     pub device: String,
+    /// The ONNX Runtime library file loaded.
     pub onnxruntime: String,
+    /// Its version (`1.22.0`).
     pub onnxruntime_version: String,
+    /// The UNet variant's name (`lcm`).
     pub unet: String,
+    /// The UNet variant's label (`LCM-LoRA`).
     pub unet_label: String,
+    /// The scheduler, as spelt on the command line (`dpmpp`).
     pub scheduler: String,
+    /// Steps asked for.
     pub steps: usize,
+    /// Guidance scale asked for.
     pub guidance: f32,
+    /// The seed.
     pub seed: u64,
+    /// The noise source's name (`torch-cpu`).
     pub rng: String,
+    /// Image width in pixels.
     pub width: usize,
+    /// Image height in pixels.
     pub height: usize,
+    /// The timesteps visited, in order (descending).
     pub timesteps: Vec<i64>,
+    /// The prompt's tokens kept (0 to 75, without BOS/EOS).
     pub prompt_tokens: usize,
+    /// Wall times of the run's phases.
     pub timings: Timings,
     /// Session creation per component so far (ms), apart from any run's time.
     pub load_ms: std::collections::BTreeMap<String, f64>,
+    /// What the user should know about the run, in order: the model's notes, UNets unloaded to
+    /// make room, the runtime's notes, the prompts' notes (cleaning, truncation).
     pub warnings: Vec<String>,
     /// CLIP score of the final 8-bit image against the prompt, `max(100 · cos, 0)` (torchmetrics'
     /// CLIPScore; [`crate::models::clip`]). `None` (absent from the JSON, not zero) unless the
@@ -135,6 +194,7 @@ pub struct RunReport {
 pub struct RunOutput {
     /// NHWC `[1, H, W, 3]` in [0, 1], before 8-bit conversion.
     pub image: Array4<f32>,
+    /// What ran, and how long each phase took.
     pub report: RunReport,
 }
 
@@ -187,6 +247,7 @@ pub struct RunControl<'a> {
     pub run_options: Option<&'a RunOptions>,
     /// Phases of the timed run, stamped here.
     pub on_phase: &'a mut dyn FnMut(Phase),
+    /// Called after every denoising step, with its timings and latents.
     pub on_step: &'a mut dyn FnMut(StepEvent),
 }
 
@@ -195,12 +256,18 @@ pub struct RunControl<'a> {
 pub enum Phase {
     /// Sessions are loaded; the clock starts now.
     Started {
+        /// The steps the scheduler will run.
         total_steps: usize,
+        /// Image width in pixels.
         width: usize,
+        /// Image height in pixels.
         height: usize,
     },
-    /// Prompt(s) tokenized and encoded (`text` is the same time the report gives).
-    Encoded { text: Duration },
+    /// Prompt(s) tokenized and encoded.
+    Encoded {
+        /// Time since `Started`: the same time the report gives as [`Timings::text`].
+        text: Duration,
+    },
     /// The last step is done; the VAE decode begins.
     Decoding,
 }

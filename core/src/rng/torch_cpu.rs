@@ -51,7 +51,7 @@ const STD: f32 = 1.0;
 pub enum CpuKernel {
     /// The x86-64 kernel torch runs on any CPU with AVX2 (AVX512 ones included): Cephes
     /// float32 polynomials for log, sin and cos, with GCC's fused multiply-adds
-    /// (src/rng/avx2_math.rs). Pure arithmetic, so bit-exact on every platform.
+    /// (core/src/rng/avx2_math.rs). Pure arithmetic, so bit-exact on every platform.
     #[default]
     Avx2,
     /// The portable kernel (`ATEN_CPU_CAPABILITY=default`; by the source also what builds
@@ -110,7 +110,9 @@ impl TorchCpu {
         Self::with_kernel(seed, CpuKernel::Avx2)
     }
 
-    /// As [`TorchCpu::new`], reproducing the given block kernel.
+    /// The generator `torch.Generator("cpu").manual_seed(seed)` gives (only `seed mod 2^32`
+    /// matters, as in torch), drawing as torch's `kernel` does: AVX2 is what
+    /// [`RngSource::TorchCpu`](super::RngSource::TorchCpu) uses.
     pub fn with_kernel(seed: u64, kernel: CpuKernel) -> Self {
         Self {
             engine: Mt19937::new(seed),

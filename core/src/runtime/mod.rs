@@ -90,11 +90,13 @@ impl std::str::FromStr for Device {
 /// The execution provider sessions really get.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum Provider {
+    /// ONNX Runtime's CUDA provider.
     #[serde(rename = "CUDAExecutionProvider")]
     Cuda,
     /// TensorRT first, CUDA for the nodes TensorRT does not take.
     #[serde(rename = "TensorrtExecutionProvider")]
     TensorRt,
+    /// ONNX Runtime's CPU provider.
     #[serde(rename = "CPUExecutionProvider")]
     Cpu,
 }
@@ -128,9 +130,11 @@ impl std::fmt::Display for Provider {
 /// The ONNX Runtime library this process loaded.
 #[derive(Debug, Clone, Serialize)]
 pub struct LoadedLibrary {
+    /// The shared library's full path (`…/onnxruntime/capi/libonnxruntime.so.1.31.1`).
     pub path: PathBuf,
     /// ONNX Runtime's own version string, e.g. `1.31.1`.
     pub version: String,
+    /// Where discovery found it.
     #[serde(serialize_with = "serialize_display")]
     pub source: LibrarySource,
     /// Whether the wheel ships the CUDA provider (`onnxruntime-gpu`).
@@ -148,7 +152,9 @@ fn serialize_display<S: serde::Serializer, T: std::fmt::Display>(
 #[derive(Clone)]
 pub struct Runtime {
     env: Environment,
+    /// The library loaded (once per process).
     pub library: LoadedLibrary,
+    /// The execution provider every session of this runtime gets.
     pub provider: Provider,
     /// Session and provider options (config.toml's `[runtime.*]` tables).
     pub options: Options,
@@ -301,7 +307,8 @@ impl Runtime {
 
     /// Opens `model` (an `.onnx` file; external data beside it) on this runtime's provider.
     /// With `[runtime.session] optimized_cache`, the graph ONNX Runtime optimised for this
-    /// provider is kept there and loaded as is next time (see [`Runtime::cached_session`]).
+    /// provider is kept there, keyed by the source files, ONNX Runtime's version, the provider
+    /// and the options, and loaded as is next time.
     pub fn session(&self, model: &Path) -> eyre::Result<Session> {
         match self.options.session.optimized_cache.clone() {
             Some(dir) if !dir.as_os_str().is_empty() => self.cached_session(model, &dir),

@@ -12,8 +12,11 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Optimization {
+    /// None: the graph runs as exported.
     Disable,
+    /// Constant folding and redundant-node elimination (ORT's Level1).
     Basic,
+    /// Also fusions of common subgraphs, such as attention and GELU (ORT's Level2).
     Extended,
     /// Everything, including layout changes (ORT's Level3). The default.
     #[default]
@@ -35,6 +38,7 @@ impl Optimization {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SessionOptions {
+    /// How far ONNX Runtime rewrites each graph when the session is created.
     pub optimization: Optimization,
     /// Threads one operator may use; 0 (default) = one per physical core (hyper-threads slow
     /// convolutions down).
@@ -105,7 +109,9 @@ pub enum ConvSearch {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CudaOptions {
+    /// The CUDA device's index (0: the first GPU).
     pub device_id: i32,
+    /// How cuDNN picks each convolution's algorithm.
     pub conv_algo_search: ConvSearch,
     /// TF32 matmuls/convolutions for fp32 graphs on Ampere and newer (default on).
     pub tf32: bool,
@@ -156,8 +162,11 @@ impl Default for TensorRtOptions {
 /// Every provider's options.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Options {
+    /// Options of every session, on any provider.
     pub session: SessionOptions,
+    /// The CUDA execution provider's options (also under TensorRT, for the nodes it leaves).
     pub cuda: CudaOptions,
+    /// The TensorRT execution provider's options.
     pub tensorrt: TensorRtOptions,
 }
 

@@ -11,12 +11,16 @@ use ort::value::{DynValue, Tensor, TensorElementType, ValueType};
 /// One input or output of a graph: name, element type and shape (`-1` for dynamic axes).
 #[derive(Debug, Clone, PartialEq)]
 pub struct IoSpec {
+    /// The graph's name for it (`sample`, `encoder_hidden_states`).
     pub name: String,
+    /// Its element type; `Undefined` for a value that is not a tensor.
     pub elem: TensorElementType,
+    /// Its dimensions, `-1` where dynamic; empty for a scalar (or a non-tensor).
     pub shape: Vec<i64>,
 }
 
 impl IoSpec {
+    /// Number of dimensions (0 for a scalar).
     pub fn rank(&self) -> usize {
         self.shape.len()
     }

@@ -122,7 +122,7 @@ config_enum!(
         Linear = "linear",
         /// `torch.linspace(√beta_start, √beta_end, T) ** 2` (Stable Diffusion).
         ScaledLinear = "scaled_linear",
-        /// The Glide cosine schedule, through [`betas_for_alpha_bar`].
+        /// The Glide cosine schedule, through `betas_for_alpha_bar`.
         SquaredcosCapV2 = "squaredcos_cap_v2",
     }
 );
