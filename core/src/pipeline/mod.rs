@@ -388,9 +388,9 @@ struct Encoded {
     context: Array3<f32>,
     /// The prompt's 77 token ids, for the CLIP score.
     cond_ids: Vec<i64>,
-    /// The prompt's tokens before truncation ([`RunReport::prompt_tokens`]).
+    /// The prompt's tokens kept, 0 to 75 ([`RunReport::prompt_tokens`]).
     prompt_tokens: usize,
-    /// Truncation and tokenizer warnings, the negative prompt's prefixed `negative`.
+    /// The prompts' notes (cleaning, truncation), the negative prompt's prefixed `negative`.
     warnings: Vec<String>,
 }
 
