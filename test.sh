@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Command 2: set up (ONNX Runtime's wheel into ./.venv, the pinned Python reference environment
 # and the benchmark environment into cached venvs, tmux for the TUI's end-to-end test) and run
-# every test: Rust (cargo, including a smoke `speedscape bench`), the TUI end to end (tmux drives
-# the real binary), the exporter's and bench/compare.py's (pytest, on the tiny architecture).
+# every test: Rust (cargo: the app's and the engine crate's, including a smoke `speedscape bench`,
+# then the engine's txt2img example), the TUI end to end (tmux drives the real binary), the
+# exporter's and bench/compare.py's (pytest, on the tiny architecture).
 set -euo pipefail
 cd "$(dirname "$0")"
 scripts/setup.sh
@@ -15,6 +16,16 @@ if ! command -v tmux >/dev/null; then
 fi
 # test-hooks: the hidden --fake-backend flag and SPEEDSCAPE_TEST_PANIC, which the tmux tests use.
 cargo test --workspace --all-targets --features test-hooks "$@"
+# The engine crate's example on the embedded micro model: it must write the PNG it names and
+# print the run's timings.
+rm -f target/txt2img.png
+txt2img=$(cargo run -q -p speedscape-core --example txt2img -- models/micro \
+  "a large yellow star on a blue background at sunset" target/txt2img.png)
+echo "$txt2img"
+image=$(sed -n 's/^image: //p' <<<"$txt2img")
+[ -n "$image" ] && [ -s "$image" ] || { echo "test.sh: txt2img wrote no image" >&2; exit 1; }
+grep -qE '^timings: text encoder [0-9.]+ ms, UNet [0-9.]+ ms/step × 20, VAE [0-9.]+ ms, total [0-9.]+ ms$' <<<"$txt2img" \
+  || { echo "test.sh: txt2img printed no timing line" >&2; exit 1; }
 # These run the speedscape binary that `cargo test` just built.
 SPEEDSCAPE_BIN="$PWD/target/debug/speedscape" tests/tui_e2e.sh
 SPEEDSCAPE_BIN="$PWD/target/debug/speedscape" tests/tui_terminal.sh

@@ -39,11 +39,11 @@ pub struct RuntimeConfig {
     /// `torch-cpu`. An unknown name is refused at load, with its line.
     pub rng: crate::rng::RngSource,
     /// `[runtime.session]`: graph optimisation, threads, denormals, arena, memory pattern.
-    pub session: crate::runtime::options::SessionOptions,
+    pub session: crate::runtime::SessionOptions,
     /// `[runtime.cuda]`: the CUDA provider's options.
-    pub cuda: crate::runtime::options::CudaOptions,
+    pub cuda: crate::runtime::CudaOptions,
     /// `[runtime.tensorrt]`: the TensorRT provider's options.
-    pub tensorrt: crate::runtime::options::TensorRtOptions,
+    pub tensorrt: crate::runtime::TensorRtOptions,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -1,9 +1,11 @@
 //! speedscape-core: Stable Diffusion v1.5 on ONNX Runtime, with schedulers and seeded noise
 //! that reproduce Hugging Face diffusers — same seed, same timesteps, same image.
 //!
-//! The engine of [speedscape](https://crates.io/crates/speedscape), usable on its own: open an
-//! exported model folder ([`models::Model`]), pick a scheduler ([`schedulers::SchedulerKind`]),
-//! and generate ([`pipeline::generate`]). See `examples/txt2img.rs`.
+//! The engine of speedscape (a terminal app for comparing diffusion acceleration methods),
+//! usable on its own: open ONNX Runtime ([`runtime::Runtime`]) and an exported model folder
+//! ([`models::Model`]), describe the image ([`pipeline::Request::new`], with a
+//! [`schedulers::SchedulerKind`]), and generate ([`pipeline::generate`]). See
+//! `examples/txt2img.rs`.
 //!
 //! # Layers
 //!
@@ -19,6 +21,8 @@
 //! | [`quality`] | image metrics: SSIM, PSNR, roughness, pixelation | `error` |
 //! | [`models`] | the model folder: manifest, tokenizer, components, UNet variants, CLIP scorer | `error`, `runtime`, `schedulers` |
 //! | [`pipeline`] | a prompt to an image: encode, denoise, decode; timings, previews, limits | `error`, `models`, `rng`, `runtime`, `schedulers` |
+
+#![deny(missing_docs)]
 
 pub mod error;
 pub mod models;

@@ -43,22 +43,27 @@ pub const CLIP_FOLDER: &str = "clip_image_encoder";
 /// Unknown keys are ignored: later exporters may add some.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ClipConfig {
+    /// `speedscape-clip-scorer/1`.
     pub format: String,
     /// The CLIP model it came from (`openai/clip-vit-large-patch14`).
     #[serde(default)]
     pub source: Option<String>,
+    /// The Hub commit of `source`.
     #[serde(default)]
     pub revision: Option<String>,
     /// The shortest edge is resized to this many pixels.
     pub resize_shortest_edge: usize,
     /// `bicubic` (PIL's); the only one implemented.
     pub resample: String,
+    /// Height in pixels of the center crop after resizing (224).
     pub crop_height: usize,
+    /// Width in pixels of the center crop (224).
     pub crop_width: usize,
     /// 1/255.
     pub rescale_factor: f64,
     /// Per RGB channel, after rescaling.
     pub image_mean: [f32; 3],
+    /// Per RGB channel, after rescaling: pixel values are `(x · rescale_factor − mean) / std`.
     pub image_std: [f32; 3],
     /// Width P of both embeddings.
     pub projection_dim: usize,
@@ -166,16 +171,17 @@ pub struct ClipScorer {
     text: IoSpec,
     image_out: String,
     text_out: String,
+    /// The folder's `config.json`: preprocessing and widths.
     pub config: ClipConfig,
-    pub file: PathBuf,
+    pub(crate) file: PathBuf,
     /// Time spent inside ONNX Runtime's run calls so far.
-    pub ort: Duration,
+    pub(crate) ort: Duration,
     memory: MemoryContext,
 }
 
 impl ClipScorer {
     /// Whether the model folder has a CLIP scorer (its folder; [`ClipScorer::open`] checks it).
-    pub fn present(root: &Path) -> bool {
+    pub(crate) fn present(root: &Path) -> bool {
         root.join(CLIP_FOLDER).is_dir()
     }
 
@@ -301,7 +307,7 @@ impl ClipScorer {
 
     /// The CLIP score of `image` against a prompt's `text_pooled` `[D]` (the base text
     /// encoder's pooler_output for the prompt's 77 ids).
-    pub fn score(
+    pub(crate) fn score(
         &mut self,
         image: &RgbImage,
         text_pooled: ArrayView1<f32>,

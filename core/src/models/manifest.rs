@@ -27,7 +27,9 @@ pub struct Manifest {
     pub format: String,
     /// UTC time stamp of the export.
     pub created: Option<String>,
+    /// Which script wrote the folder, how it was called, with which libraries.
     pub exporter: Option<Exporter>,
+    /// Where the base pipeline's weights came from.
     pub base: Option<BaseSource>,
     /// LoRA adapters by name.
     pub loras: BTreeMap<String, LoraSource>,
@@ -35,7 +37,9 @@ pub struct Manifest {
     pub dtype: Option<String>,
     /// `none` | `cuda` (CUDA-only fused operators).
     pub optimize: Option<String>,
+    /// Sizes the exporter read from the pipeline's configs.
     pub geometry: Option<Geometry>,
+    /// Remarks the exporter made (fallbacks taken, skipped steps), in the order made.
     pub notes: Vec<String>,
     /// Component folders (`unet`, `unet_lcm`, `text_encoder`, …) in the order written.
     #[serde(deserialize_with = "ordered_map")]
@@ -45,41 +49,58 @@ pub struct Manifest {
     pub variants: Vec<(String, ManifestVariant)>,
     /// Every file of the folder but manifest.json itself, by relative path.
     pub files: BTreeMap<String, FileEntry>,
-    /// The trained micro model's record (grammar, training, evaluation); see [`super::micro`].
+    /// The trained micro model's record (grammar, training, evaluation); see [`MicroRecord`].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub micro: Option<MicroRecord>,
 }
 
+/// The exporter that wrote a folder (manifest.json's `exporter`).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Exporter {
+    /// The script, relative to the repository (`models/export.py`).
     pub script: Option<String>,
+    /// The exporter's own version.
     pub version: Option<String>,
+    /// The command line it ran with, `python` first.
     pub command: Vec<String>,
+    /// The Python version it ran under (`3.11.9`).
     pub python: Option<String>,
     /// Library versions (`null` when not installed).
     pub libraries: BTreeMap<String, Option<String>>,
 }
 
+/// Where the base pipeline came from (manifest.json's `base`).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct BaseSource {
     /// `hub` | `folder`.
     pub kind: Option<String>,
+    /// The Hub repository id, or the folder (a label or its path); the random-weight tiny
+    /// model's starts with `random-init`.
     pub source: Option<String>,
+    /// The Hub commit; `None` for a folder.
     pub revision: Option<String>,
     /// SHA-256 of the source files that were read.
     pub sha256: BTreeMap<String, String>,
 }
 
+/// Where a LoRA adapter came from (an entry of manifest.json's `loras`).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct LoraSource {
+    /// `hub` | `folder` | `file`.
     pub kind: Option<String>,
+    /// The Hub repository id, or the local file's path (relative to the model folder when it
+    /// lies inside it).
     pub source: Option<String>,
+    /// The Hub commit; `None` for a local adapter.
     pub revision: Option<String>,
+    /// The adapter's file name (relative to the Hub repository for a Hub adapter).
     pub file: Option<String>,
+    /// SHA-256 of that file, lower-case hex.
     pub sha256: Option<String>,
+    /// Its size in bytes.
     pub bytes: Option<u64>,
     /// `diffusers` | `kohya`.
     pub format: Option<String>,
@@ -89,52 +110,79 @@ pub struct LoraSource {
     pub copy: Option<String>,
 }
 
+/// Sizes of the exported pipeline (manifest.json's `geometry`).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Geometry {
+    /// The UNet's latent side, in latent cells (64 for SD v1.5).
     pub sample_size: Option<usize>,
+    /// Pixels per latent cell (8 for SD v1.5).
     pub vae_scale_factor: Option<usize>,
+    /// The native image side in pixels: `sample_size × vae_scale_factor`.
     pub image_size: Option<usize>,
+    /// Width D of the text embeddings the UNet attends to (768 for SD v1.5).
     pub cross_attention_dim: Option<usize>,
 }
 
+/// One exported component folder (an entry of manifest.json's `components`).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Component {
     /// `text_encoder` | `unet` | `vae_decoder` | `vae_encoder`.
     pub kind: Option<String>,
+    /// The weights' precision: `fp32` | `fp16`.
     pub dtype: Option<String>,
+    /// What was done to the graph after the torch export, in order.
     pub optimizations: Vec<Optimization>,
+    /// Seconds the export of this component took.
     pub export_s: Option<f64>,
+    /// Bytes of the folder (graph and external weights).
     pub bytes: Option<u64>,
     /// The exporter's ONNX Runtime vs torch comparison.
     pub check: Option<Check>,
 }
 
+/// One transformation of an exported graph (`float16`, onnxruntime's transformer fusions).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Optimization {
+    /// What was done (`float16`, `onnxruntime.transformers fusions (unet)`).
     pub name: String,
+    /// Fusions: how many operators of each kind the optimizer fused.
     pub fused_operators: Option<BTreeMap<String, u64>>,
+    /// `float16`: the element type of the graph's inputs and outputs afterwards.
     pub io: Option<serde_json::Value>,
 }
 
+/// The exporter's comparison of ONNX Runtime against torch on random inputs.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Check {
+    /// The execution provider the graph ran on (`CPUExecutionProvider`).
     pub provider: Option<String>,
+    /// The precision checked: `fp32` | `fp16`.
     pub dtype: Option<String>,
+    /// Largest absolute difference over every case and output.
     pub max_abs_err: Option<f64>,
+    /// Largest difference relative to the reference's magnitude (at least 1).
     pub max_rel_err: Option<f64>,
+    /// The bound `max_rel_err` had to stay within.
     pub tolerance: Option<f64>,
+    /// Whether `max_rel_err ≤ tolerance`.
     pub passed: Option<bool>,
+    /// Which graph was checked when it is not the one written (the unfused graph, where the
+    /// CUDA-fused one needs onnxruntime-gpu).
     pub graph: Option<serde_json::Value>,
+    /// Per output and input set: the inputs' description and its `max_abs_err`.
     pub cases: Vec<serde_json::Value>,
 }
 
+/// A UNet variant: base weights plus LoRAs fused at fixed weights (manifest.json's
+/// `variants`).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ManifestVariant {
+    /// The LoRAs fused into it, in order; empty for the base.
     pub loras: Vec<LoraWeight>,
     /// UNet folder (`unet_lcm`).
     pub unet: String,
@@ -142,23 +190,29 @@ pub struct ManifestVariant {
     pub text_encoder: Option<String>,
 }
 
+/// A LoRA fused into a variant, and the weight it was fused at.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct LoraWeight {
+    /// Its key in [`Manifest::loras`].
     pub name: String,
+    /// The scale its low-rank update was added at (1 = as trained).
     pub weight: f64,
 }
 
+/// One file of the folder as written (manifest.json's `files`).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct FileEntry {
+    /// Size in bytes.
     pub bytes: u64,
+    /// SHA-256, lower-case hex.
     pub sha256: String,
 }
 
 impl ManifestVariant {
     /// `lcm 1 + style 0.8`; `no LoRA` for the base.
-    pub fn label(&self) -> String {
+    pub(crate) fn label(&self) -> String {
         if self.loras.is_empty() {
             return "no LoRA".into();
         }
@@ -188,13 +242,13 @@ impl Manifest {
     }
 
     /// Parses the text of a manifest.
-    pub fn parse(text: &str) -> eyre::Result<Self> {
+    pub(crate) fn parse(text: &str) -> eyre::Result<Self> {
         serde_json::from_str(text).map_err(|e| eyre!("{e}"))
     }
 
     /// What the folder holds: the micro model has a `micro` record, the random-weight tiny
     /// model says so in its base's source (`models/make_tiny.py`).
-    pub fn kind(&self) -> ModelKind {
+    pub(crate) fn kind(&self) -> ModelKind {
         let random = |b: &BaseSource| {
             b.source
                 .as_deref()
@@ -209,6 +263,7 @@ impl Manifest {
         }
     }
 
+    /// The component whose folder is `folder` (`unet_lcm`).
     pub fn component(&self, folder: &str) -> Option<&Component> {
         self.components
             .iter()

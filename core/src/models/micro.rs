@@ -19,11 +19,15 @@ use super::ordered::ordered_map;
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct MicroRecord {
+    /// How training was started (`python models/micro_src/train.py`).
     pub command: Option<String>,
+    /// The torch device it trained on (`cuda`, `cpu`).
     pub device: Option<String>,
+    /// The world it was trained on.
     pub grammar: Grammar,
     /// Each stage's steps, wall time and results.
     pub stages: serde_json::Value,
+    /// Seconds of training, all stages together.
     pub total_wall_s: Option<f64>,
     /// The evaluation (`models/micro_src/evaluate.py`): targets, accuracies, SSIMs.
     pub metrics: serde_json::Value,
@@ -33,10 +37,12 @@ pub struct MicroRecord {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Grammar {
+    /// Side of the training images in pixels.
     pub image_size: usize,
     /// Colour names with their sRGB values, in the order written; backgrounds take the same.
     #[serde(deserialize_with = "ordered_map")]
     pub colours: Vec<(String, [u8; 3])>,
+    /// Shape names (`circle`, `square`, …).
     pub shapes: Vec<String>,
     /// Size words with the shape's radius as a share of the image.
     #[serde(deserialize_with = "ordered_map")]
@@ -55,7 +61,7 @@ const FRAME_WORDS: [&str; 6] = ["a", "on", "background", "at", "sunset", "an"];
 
 impl Grammar {
     /// Every word a caption may hold, lower-case (CLIP's tokenizer lower-cases too).
-    pub fn words(&self) -> BTreeSet<String> {
+    pub(crate) fn words(&self) -> BTreeSet<String> {
         let lists = self
             .colours
             .iter()

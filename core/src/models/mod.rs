@@ -15,7 +15,7 @@
 
 pub mod clip;
 pub mod manifest;
-pub mod micro;
+mod micro;
 mod ordered;
 pub mod prompt;
 pub mod scheduler_status;
@@ -36,7 +36,7 @@ use crate::runtime::failure::{self, MemoryContext, MemoryPhase};
 use crate::runtime::tensor::{self, IoSpec};
 pub use clip::{CLIP_FOLDER, ClipScore, ClipScorer};
 pub use manifest::{Manifest, ModelKind, ModelPrompts};
-pub use micro::Grammar;
+pub use micro::{Grammar, MicroRecord};
 pub use scheduler_status::{SchedulerConfigSource, SchedulerConfigStatus, SchedulerReport};
 pub use tokenizer::{ClipTokenizer, Tokens};
 
@@ -64,7 +64,7 @@ pub struct Variant {
 pub const BASE_TEXT_ENCODER: &str = "text_encoder";
 
 impl Variant {
-    pub fn new(name: &str, folder: &str, label: &str) -> Self {
+    pub(crate) fn new(name: &str, folder: &str, label: &str) -> Self {
         Self {
             name: name.into(),
             folder: folder.into(),
@@ -165,10 +165,12 @@ impl ModelGeometry {
 
     /// Image sides must be multiples of this: the VAE's scale factor times 2 per UNet
     /// downsampling (64 for SD v1.5, 16 for the embedded models).
-    pub fn size_grid(&self) -> usize {
+    pub(crate) fn size_grid(&self) -> usize {
         self.vae_scale_factor << self.unet_downsamples
     }
 
+    /// Reads `unet/config.json` and `vae_decoder/config.json` under `root`; SD v1.5's values
+    /// stand in for a missing file or key.
     pub fn read(root: &Path) -> eyre::Result<Self> {
         let unet = read_json_opt(&root.join("unet").join("config.json"))?;
         let vae = read_json_opt(&root.join("vae_decoder").join("config.json"))?;
@@ -201,6 +203,8 @@ impl ModelGeometry {
     }
 }
 
+/// The JSON in `path`: `None` when there is no such file, an error (with the fix) when it is
+/// not valid JSON.
 pub fn read_json_opt(path: &Path) -> eyre::Result<Option<serde_json::Value>> {
     if !path.is_file() {
         return Ok(None);
@@ -381,13 +385,17 @@ pub struct TextEncoder {
     pooled: Option<String>,
     /// Width D of the hidden states, when the graph fixes it.
     pub hidden_dim: Option<usize>,
+    /// Its `model.onnx`.
     pub file: PathBuf,
     /// Time spent inside ONNX Runtime's run calls so far.
-    pub ort: Duration,
+    pub(crate) ort: Duration,
     memory: MemoryContext,
 }
 
 impl TextEncoder {
+    /// A session for `file`, checked: `input_ids` of rank 2 (`[B, 77]`, int32 or int64) in,
+    /// `last_hidden_state` of rank 3 (`[B, 77, D]`) out, and `pooler_output` (`[B, D]`) used
+    /// where the graph has it; otherwise an error listing what the graph has.
     pub fn load(rt: &Runtime, file: &Path) -> eyre::Result<Self> {
         let session = rt.session(file)?;
         let inputs = tensor::inputs(&session);
@@ -442,7 +450,7 @@ impl TextEncoder {
     }
 
     /// Whether the graph has a `pooler_output` output ([`TextEncoder::encode_pooled`]).
-    pub fn has_pooled(&self) -> bool {
+    pub(crate) fn has_pooled(&self) -> bool {
         self.pooled.is_some()
     }
 
@@ -503,18 +511,18 @@ pub struct Unet {
     context: IoSpec,
     output: String,
     output_elem: TensorElementType,
-    pub file: PathBuf,
+    pub(crate) file: PathBuf,
     /// Time spent inside ONNX Runtime's run calls so far.
-    pub ort: Duration,
+    pub(crate) ort: Duration,
     /// The current run's IoBinding ([`Unet::bind_run`]).
     bound: Option<RunBinding>,
     /// Calls that went through a binding so far.
     pub bound_calls: usize,
     /// Size of its folder (graph and weights) on disk: what it takes in memory, roughly.
-    pub bytes: u64,
+    pub(crate) bytes: u64,
     memory: MemoryContext,
     /// Pixels per latent cell (the VAE's scale factor), for sizes in messages.
-    pub vae_scale: usize,
+    pub(crate) vae_scale: usize,
 }
 
 /// One run's IoBinding: the text context is bound once (on the GPU, uploaded once) and the
@@ -538,6 +546,9 @@ struct DeviceBuffers {
 }
 
 impl Unet {
+    /// A session for `file`, checked: `sample` of rank 4 (`[B, 4, h, w]`), `timestep` 0-d or
+    /// 1-d, and `encoder_hidden_states` of rank 3 (`[B, 77, D]`) in, float32 or float16;
+    /// otherwise an error listing what the graph has.
     pub fn load(rt: &Runtime, file: &Path) -> eyre::Result<Self> {
         let session = rt.session(file)?;
         let inputs = tensor::inputs(&session);
@@ -577,7 +588,7 @@ impl Unet {
     /// buffer of `sample_shape` (`[batch, 4, h, w]`). Until [`Unet::unbind`], calls with this
     /// context go through the binding. With CUDA graphs (`[runtime.cuda] cuda_graphs`) the sample,
     /// timestep and output also live on the device at fixed addresses.
-    pub fn bind_run(
+    pub(crate) fn bind_run(
         &mut self,
         rt: &Runtime,
         context: ArrayView3<f32>,
@@ -664,7 +675,7 @@ impl Unet {
     }
 
     /// Ends the run's binding (frees its buffers).
-    pub fn unbind(&mut self) {
+    pub(crate) fn unbind(&mut self) {
         self.bound = None;
     }
 
@@ -700,7 +711,7 @@ impl Unet {
     }
 
     /// `fp16` or `fp32`: the type the graph takes its sample in.
-    pub fn io_precision(&self) -> &'static str {
+    pub(crate) fn io_precision(&self) -> &'static str {
         precision_name(self.sample.elem)
     }
 
@@ -823,15 +834,18 @@ pub struct VaeDecoder {
     session: Session,
     input: IoSpec,
     output: String,
+    /// Its `model.onnx`.
     pub file: PathBuf,
     /// Time spent inside ONNX Runtime's run calls so far.
-    pub ort: Duration,
+    pub(crate) ort: Duration,
     memory: MemoryContext,
     /// Pixels per latent cell, for sizes in messages.
-    pub vae_scale: usize,
+    pub(crate) vae_scale: usize,
 }
 
 impl VaeDecoder {
+    /// A session for `file`, checked: `latent_sample` of rank 4 (`[B, 4, h, w]`), float32 or
+    /// float16, in; otherwise an error listing what the graph has.
     pub fn load(rt: &Runtime, file: &Path) -> eyre::Result<Self> {
         let session = rt.session(file)?;
         let inputs = tensor::inputs(&session);
@@ -865,7 +879,7 @@ impl VaeDecoder {
     }
 
     /// `fp16` or `fp32`: the type the graph takes its latents in.
-    pub fn io_precision(&self) -> &'static str {
+    pub(crate) fn io_precision(&self) -> &'static str {
         precision_name(self.input.elem)
     }
 
@@ -909,12 +923,16 @@ impl VaeDecoder {
 /// A model folder with its shared components loaded; UNets and variant text encoders load
 /// on demand.
 pub struct Model {
-    pub root: PathBuf,
+    pub(crate) root: PathBuf,
+    /// The UNet variants it may run, completed from manifest.json where the folder has one.
     pub variants: Vec<Variant>,
+    /// CLIP's BPE tokenizer (`tokenizer/`).
     pub tokenizer: ClipTokenizer,
     /// The base text encoder (`text_encoder/`).
     pub text_encoder: TextEncoder,
+    /// The VAE decoder (`vae_decoder/`).
     pub vae: VaeDecoder,
+    /// Sizes from the components' configs.
     pub geometry: ModelGeometry,
     /// The scheduler config in force: `scheduler/scheduler_config.json` as shipped, or SD
     /// v1.5's (folder has none, or config.toml says `scheduler_config = "sd15"`).
@@ -922,7 +940,7 @@ pub struct Model {
     /// What the folder's scheduler config is, and what that means.
     pub scheduler_report: SchedulerReport,
     /// What `models/export.py` recorded, when the folder has a manifest.json.
-    pub manifest: Option<Manifest>,
+    pub(crate) manifest: Option<Manifest>,
     /// Things the user should know about this folder (fallbacks taken).
     pub notes: Vec<String>,
     unets: Vec<(String, Unet)>,
@@ -936,6 +954,27 @@ pub struct Model {
     unloaded: Vec<String>,
     /// The CLIP scorer, once a run asked for a CLIP score ([`Model::clip_scorer`]).
     clip: Option<ClipScorer>,
+}
+
+/// What one run of a variant uses, borrowed together from its [`Model`] ([`Model::run_parts`]).
+pub(crate) struct RunParts<'a> {
+    pub(crate) tokenizer: &'a ClipTokenizer,
+    /// The variant's text encoder: the base one unless its LoRAs also train the text encoder.
+    pub(crate) text_encoder: &'a mut TextEncoder,
+    pub(crate) unet: &'a mut Unet,
+    pub(crate) vae: &'a mut VaeDecoder,
+    pub(crate) geometry: &'a ModelGeometry,
+    /// Whether the CLIP scorer is loaded: the run asked for a score and the folder has a scorer.
+    pub(crate) clip: bool,
+    /// The folder's notes, then what was unloaded to make room for this UNet.
+    pub(crate) notes: Vec<String>,
+}
+
+impl RunParts<'_> {
+    /// Time spent inside ONNX Runtime's run calls by these sessions so far.
+    pub(crate) fn ort_time(&self) -> Duration {
+        self.text_encoder.ort + self.unet.ort + self.vae.ort
+    }
 }
 
 /// The UNet budget when config.toml sets none: 70% of the GPU's memory on a GPU, half the
@@ -959,7 +998,7 @@ pub fn default_unet_budget(gpu: bool) -> u64 {
 /// How many of the loaded UNets (sizes in least-recently-used order) to unload, oldest first,
 /// so that one of `incoming` bytes fits in `budget` (0: no limit). A UNet larger than the
 /// whole budget unloads every other one and loads anyway.
-pub fn unets_to_unload(loaded: &[u64], incoming: u64, budget: u64) -> usize {
+pub(crate) fn unets_to_unload(loaded: &[u64], incoming: u64, budget: u64) -> usize {
     if budget == 0 {
         return 0;
     }
@@ -1094,18 +1133,6 @@ impl Model {
             .collect()
     }
 
-    /// Time spent inside ONNX Runtime's run calls by every session of this model so far.
-    pub fn ort_time(&self) -> Duration {
-        self.text_encoder.ort
-            + self.vae.ort
-            + self.unets.iter().map(|(_, u)| u.ort).sum::<Duration>()
-            + self
-                .text_encoders
-                .iter()
-                .map(|(_, t)| t.ort)
-                .sum::<Duration>()
-    }
-
     /// Whether the UNet of `variant` already has a session (no load on next use).
     pub fn has_unet(&self, variant: &str) -> bool {
         self.variant(variant)
@@ -1120,7 +1147,8 @@ impl Model {
         })
     }
 
-    /// The UNet of `variant`, loading it on first use.
+    /// The UNet of `variant`, loading it on first use; loading first unloads the least recently
+    /// used UNets as far as [`Model::unet_budget`] needs (the next run's warnings say which).
     pub fn unet(&mut self, rt: &Runtime, variant: &str) -> eyre::Result<&mut Unet> {
         let v = self.variant(variant)?.clone();
         let folder = v.folder.clone();
@@ -1227,7 +1255,7 @@ impl Model {
     /// The CLIP score of `image` against the prompt whose 77 token ids are `ids`: the base text
     /// encoder's pooler_output (CLIP's own text tower; a variant's LoRA-fused text encoder is
     /// not) through the scorer. `Ok(None)` when the folder has no scorer.
-    pub fn clip_score_ids(
+    pub(crate) fn clip_score_ids(
         &mut self,
         rt: &Runtime,
         image: &image::RgbImage,
@@ -1241,7 +1269,10 @@ impl Model {
         scorer.score(image, pooled.row(0)).map(Some)
     }
 
-    /// [`Model::clip_score_ids`] for a prompt (tokenized as a run tokenizes it).
+    /// The CLIP score of `image` against `prompt` (tokenized as a run tokenizes it): the base
+    /// text encoder's pooler_output (CLIP's own text tower; a variant's LoRA-fused text encoder
+    /// is not) through the scorer, loaded on first use. `Ok(None)` when the folder has no
+    /// scorer.
     pub fn clip_score(
         &mut self,
         rt: &Runtime,
@@ -1252,19 +1283,14 @@ impl Model {
         self.clip_score_ids(rt, image, &ids)
     }
 
-    /// The UNet folders loaded now, least recently used first.
-    pub fn loaded_unets(&self) -> Vec<&str> {
-        self.unets.iter().map(|(f, _)| f.as_str()).collect()
-    }
-
     /// What was unloaded to stay within the UNet budget since the last call.
-    pub fn take_unloaded(&mut self) -> Vec<String> {
+    pub(crate) fn take_unloaded(&mut self) -> Vec<String> {
         std::mem::take(&mut self.unloaded)
     }
 
     /// The weights' precision of a component folder as manifest.json records it (`fp16`,
     /// `fp32`); `None` without a manifest or an entry.
-    pub fn component_precision(&self, folder: &str) -> Option<String> {
+    pub(crate) fn component_precision(&self, folder: &str) -> Option<String> {
         self.manifest.as_ref()?.component(folder)?.dtype.clone()
     }
 
@@ -1309,6 +1335,56 @@ impl Model {
         self.load_times.push((folder.clone(), start.elapsed()));
         self.text_encoders.push((folder, te));
         Ok(&mut self.text_encoders.last_mut().expect("just pushed").1)
+    }
+
+    /// What one run of `variant` uses, loaded on first use in this order — its UNet, its text
+    /// encoder, and with `clip` the CLIP scorer (a broken one fails here; a folder without one
+    /// gives [`RunParts::clip`] false) — and then borrowed together.
+    pub(crate) fn run_parts(
+        &mut self,
+        rt: &Runtime,
+        variant: &str,
+        clip: bool,
+    ) -> eyre::Result<RunParts<'_>> {
+        self.unet(rt, variant)?;
+        self.text_encoder_for(rt, variant)?;
+        let clip = clip && self.clip_scorer(rt)?.is_some();
+        let mut notes = self.notes.clone();
+        notes.extend(self.take_unloaded());
+        let v = self.variant(variant)?;
+        let (unet_folder, te_folder) = (v.folder.clone(), v.text_encoder_folder().to_string());
+        let unet = self
+            .unets
+            .iter_mut()
+            .find(|(f, _)| *f == unet_folder)
+            .map(|(_, u)| u)
+            .expect("loaded above");
+        let text_encoder = if te_folder == BASE_TEXT_ENCODER {
+            &mut self.text_encoder
+        } else {
+            self.text_encoders
+                .iter_mut()
+                .find(|(f, _)| *f == te_folder)
+                .map(|(_, t)| t)
+                .expect("loaded above")
+        };
+        Ok(RunParts {
+            tokenizer: &self.tokenizer,
+            text_encoder,
+            unet,
+            vae: &mut self.vae,
+            geometry: &self.geometry,
+            clip,
+            notes,
+        })
+    }
+}
+
+#[cfg(test)]
+impl Model {
+    /// The UNet folders loaded now, least recently used first.
+    pub(crate) fn loaded_unets(&self) -> Vec<&str> {
+        self.unets.iter().map(|(f, _)| f.as_str()).collect()
     }
 }
 

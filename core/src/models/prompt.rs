@@ -5,7 +5,7 @@
 //! warnings, so they are removed (with a note) before anything sees them. Tab, newline and
 //! carriage return stay: the tokenizer treats them as spaces.
 //!
-//! SD v1.5 reads 75 tokens, a few hundred characters; [`MAX_PROMPT_BYTES`] caps what is
+//! SD v1.5 reads 75 tokens, a few hundred characters; only the first 64 KiB of a prompt are
 //! tokenized, so a 10 MB prompt costs no more than a 64 KiB one.
 
 use std::borrow::Cow;
@@ -18,11 +18,11 @@ use crate::error::{FixErr, Fixable};
 
 /// The most prompt text tokenized (bytes, cut at a character boundary): 64 KiB, about a hundred
 /// times what 75 CLIP tokens can hold, so no prompt that fits loses anything to the cap.
-pub const MAX_PROMPT_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_PROMPT_BYTES: usize = 64 * 1024;
 
 /// A prompt made ready for the tokenizer.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CleanPrompt<'a> {
+pub(crate) struct CleanPrompt<'a> {
     /// The text to tokenize: no control characters except tab/newline/CR, at most
     /// [`MAX_PROMPT_BYTES`] bytes.
     pub text: Cow<'a, str>,
@@ -34,7 +34,7 @@ pub struct CleanPrompt<'a> {
 
 impl CleanPrompt<'_> {
     /// The notes to show about what was removed or cut (each starts with "prompt").
-    pub fn notes(&self) -> Vec<String> {
+    pub(crate) fn notes(&self) -> Vec<String> {
         let mut notes = Vec::new();
         if self.removed > 0 {
             notes.push(format!(
@@ -61,7 +61,7 @@ fn is_removed(c: char) -> bool {
 
 /// Removes control characters (whole escape sequences: `ESC [ … final`, `ESC ] … BEL|ESC \`,
 /// `ESC x`) and cuts the text to [`MAX_PROMPT_BYTES`]. Borrows when nothing changes.
-pub fn clean(prompt: &str) -> CleanPrompt<'_> {
+pub(crate) fn clean(prompt: &str) -> CleanPrompt<'_> {
     let capped_from = (prompt.len() > MAX_PROMPT_BYTES).then_some(prompt.len());
     let mut end = prompt.len().min(MAX_PROMPT_BYTES);
     while !prompt.is_char_boundary(end) {
@@ -126,8 +126,8 @@ pub fn clean(prompt: &str) -> CleanPrompt<'_> {
     }
 }
 
-/// Reads a prompt from `path`: UTF-8 text, at most [`MAX_PROMPT_BYTES`] of it (a longer file is
-/// read only that far, and the note says so). Invalid UTF-8 is an error naming the file and the
+/// Reads a prompt from `path`: UTF-8 text, at most 64 KiB of it (a longer file is read only that
+/// far, and the note says so). Invalid UTF-8 is an error naming the file and the
 /// byte offset.
 pub fn read_prompt_file(path: &Path) -> eyre::Result<(String, Option<String>)> {
     let file = std::fs::File::open(path).fix_err_with(|| {

@@ -38,8 +38,12 @@ pub enum SchedulerConfigStatus {
         /// Keys SD v1.5's original does not have.
         added: Vec<String>,
     },
-    /// Another model's config: these keys differ from SD v1.5's.
-    Other { differing: Vec<String> },
+    /// Another model's config.
+    Other {
+        /// The keys whose values differ from SD v1.5's (`beta_end`), or that it lacks
+        /// (`beta_end (missing)`).
+        differing: Vec<String>,
+    },
 }
 
 /// Keys a diffusers save adds to SD v1.5's PNDM config, with the value that keeps SD v1.5's
@@ -65,7 +69,7 @@ fn same(a: &Value, b: &Value) -> bool {
 }
 
 /// Classifies `cfg` against SD v1.5's original scheduler config.
-pub fn classify(cfg: &Value) -> SchedulerConfigStatus {
+pub(crate) fn classify(cfg: &Value) -> SchedulerConfigStatus {
     let Some(cfg) = cfg.as_object() else {
         return SchedulerConfigStatus::Other {
             differing: vec!["(not a JSON object)".into()],
@@ -153,7 +157,7 @@ pub fn check_values(file: &std::path::Path, cfg: &Value) -> eyre::Result<Schedul
 }
 
 /// DPM-Solver++ 4-step timesteps under `cfg`, as speedscape's scheduler builds them.
-pub fn dpmpp4_timesteps(cfg: &Value) -> eyre::Result<Vec<i64>> {
+pub(crate) fn dpmpp4_timesteps(cfg: &Value) -> eyre::Result<Vec<i64>> {
     let cfg: SchedulerConfig = serde_json::from_value(cfg.clone())?;
     let s = schedulers::build(
         SchedulerKind::DpmSolverPp,
@@ -169,7 +173,7 @@ fn join(ts: &[i64]) -> String {
 }
 
 /// The fix for a re-saved config.
-pub const SD15_FIX: &str = "Fix: to schedule as SD v1.5 does, set scheduler_config = \"sd15\" under [model] in config.toml (uses SD v1.5's original config, bundled in speedscape)";
+pub(crate) const SD15_FIX: &str = "Fix: to schedule as SD v1.5 does, set scheduler_config = \"sd15\" under [model] in config.toml (uses SD v1.5's original config, bundled in speedscape)";
 
 /// A report on a config: the status, a one-line description with its consequence, and the fix
 /// where there is one.
@@ -177,13 +181,18 @@ pub const SD15_FIX: &str = "Fix: to schedule as SD v1.5 does, set scheduler_conf
 pub struct SchedulerReport {
     /// The file looked at (`None`: the folder has none).
     pub file: Option<String>,
+    /// What the file is; `None` when there is no file.
     #[serde(flatten)]
     pub status: Option<SchedulerConfigStatus>,
     /// Which config runs: the file, or SD v1.5's bundled one.
     pub used: SchedulerConfigSource,
-    /// DPM-Solver++ 4-step timesteps with the file and with SD v1.5's original.
+    /// DPM-Solver++ 4-step timesteps with the file (`None`: no file, or one no scheduler can
+    /// be built from).
     pub dpmpp4_file: Option<Vec<i64>>,
+    /// DPM-Solver++ 4-step timesteps with SD v1.5's original (999, 749, 500, 250).
     pub dpmpp4_original: Option<Vec<i64>>,
+    /// One line on what the file is and what that changes, then the fix on its own line where
+    /// there is one.
     pub message: String,
     /// Whether this deserves a warning (re-saved and obeyed, or another model's config).
     pub warning: bool,

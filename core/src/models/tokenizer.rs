@@ -2,8 +2,8 @@
 //!
 //! SD's rules: 77 ids, `<|startoftext|>` (49406) first, `<|endoftext|>` (49407) after the
 //! prompt and as padding, no attention mask. A prompt over 75 tokens is cut to its first 75.
-//! Before tokenizing, [`prompt::clean`](super::prompt::clean) removes control characters and
-//! caps the text at 64 KiB; [`Tokens::warnings`] says what was removed, cut or dropped.
+//! Before tokenizing, control characters are removed and the text is capped at 64 KiB (see
+//! [`prompt`](super::prompt)); [`Tokens::warnings`] says what was removed, cut or dropped.
 //! Known limit: Python's slow `CLIPTokenizer` runs `ftfy.fix_text` first (curly quotes,
 //! ligatures, full-width characters, HTML entities); `tokenizer.json` applies only NFC,
 //! whitespace collapsing and lowercasing, so such prompts can tokenize differently.
@@ -52,6 +52,7 @@ fn is_zero(n: &usize) -> bool {
 const CUT_CONTEXT: usize = 30;
 
 impl Tokens {
+    /// [`Tokens::ids`] as the text encoder's `input_ids` take them.
     pub fn ids_i64(&self) -> Vec<i64> {
         self.ids.iter().map(|&i| i64::from(i)).collect()
     }
@@ -121,6 +122,7 @@ fn cut_context(text: &str, at: usize) -> (String, String) {
     (kept, dropped)
 }
 
+/// CLIP's byte-level BPE tokenizer, applied with SD v1.5's rules ([`ClipTokenizer::encode`]).
 pub struct ClipTokenizer {
     inner: tokenizers::Tokenizer,
 }
@@ -182,7 +184,8 @@ impl ClipTokenizer {
         Ok(Self { inner })
     }
 
-    /// SD v1.5's 77 ids for `prompt` (cleaned first: see [`super::prompt::clean`]).
+    /// SD v1.5's 77 ids for `prompt`, cleaned first (control characters out, at most 64 KiB:
+    /// see [`prompt`](super::prompt)).
     pub fn encode(&self, prompt: &str) -> eyre::Result<Tokens> {
         let clean = super::prompt::clean(prompt);
         let text: &str = &clean.text;

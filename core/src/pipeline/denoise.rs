@@ -15,7 +15,7 @@ use crate::rng::NoiseSource;
 use crate::schedulers::Scheduler;
 
 /// Predicts ε (the model output) for a batch of latents at one timestep.
-pub trait Denoiser {
+pub(crate) trait Denoiser {
     /// `sample` `[B, 4, h, w]` at timestep `t` (fractional for Euler's schedules),
     /// `context` `[B, 77, D]` → model output `[B, 4, h, w]`.
     fn predict(
@@ -55,8 +55,10 @@ impl std::error::Error for Cancelled {}
 /// What one step took, stamped around each phase after outputs are back on the host.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct StepTiming {
+    /// `scale_model_input`, the UNet call and guidance (milliseconds in JSON).
     #[serde(serialize_with = "super::ser_ms")]
     pub unet: Duration,
+    /// The scheduler's `step` (milliseconds in JSON).
     #[serde(serialize_with = "super::ser_ms")]
     pub scheduler: Duration,
 }
@@ -65,18 +67,22 @@ pub struct StepTiming {
 pub struct StepEvent<'a> {
     /// 0-based step index.
     pub index: usize,
+    /// Steps in the run.
     pub total: usize,
+    /// The timestep this step denoised from (truncated toward zero where the schedule is
+    /// fractional).
     pub timestep: i64,
+    /// What this step took.
     pub timing: StepTiming,
-    /// The current x0 prediction (latents), for previews; the new sample where the
-    /// scheduler has no x0 prediction.
+    /// The current x0 prediction, latents `[1, 4, h, w]` (unscaled), for previews; the new
+    /// sample where the scheduler has no x0 prediction.
     pub preview: ArrayView4<'a, f32>,
-    /// The latents after this step.
+    /// The latents after this step, `[1, 4, h, w]`.
     pub latents: ArrayView4<'a, f32>,
 }
 
 /// Text conditioning: `[1, 77, D]` without guidance, `[2, 77, D]` (`[uncond, cond]`) with.
-pub struct Conditioning<'a> {
+pub(crate) struct Conditioning<'a> {
     pub context: ArrayView3<'a, f32>,
     /// Classifier-free guidance scale; guidance is on when the context has two rows.
     pub guidance: f32,
@@ -85,7 +91,7 @@ pub struct Conditioning<'a> {
 /// Runs every timestep of `scheduler` from `latents` (already × init_noise_sigma).
 /// A NaN or Inf in the UNet's output or in the latents after a step stops the loop with a
 /// [`NonFinite`] error naming the step (before that step's event).
-pub fn denoise(
+pub(crate) fn denoise(
     denoiser: &mut dyn Denoiser,
     scheduler: &mut dyn Scheduler,
     noise: &mut dyn NoiseSource,

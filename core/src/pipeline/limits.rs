@@ -14,14 +14,14 @@ use crate::schedulers::{self, Scheduler, SchedulerConfig};
 /// The largest guidance scale accepted. Guidance multiplies the gap between the prompt's and
 /// the empty prompt's noise predictions; SD v1.5 is used at 1–15 (7.5 by default), past ~30
 /// the image burns out to saturated colour, and past 100 nothing of the prompt is left.
-pub const MAX_GUIDANCE: f32 = 100.0;
+pub(crate) const MAX_GUIDANCE: f32 = 100.0;
 
 /// The largest image side in pixels (on every device). SD v1.5 is trained at 512; at 4096 the
 /// VAE decoder's last block alone holds 128 × 4096 × 4096 float32 values (8 GiB) per map, and
 /// the UNet's first self-attention relates 262 144 latent cells to each other.
-pub const MAX_SIDE: usize = 4096;
+pub(crate) const MAX_SIDE: usize = 4096;
 
-/// Why `guidance` is refused, if it is: not finite, negative, or above [`MAX_GUIDANCE`].
+/// Why `guidance` is refused, if it is: not finite, negative, or above 100.
 /// The error comes with its fix.
 pub fn guidance_error(guidance: f32) -> Option<Fixable> {
     const FIX: &str = "use e.g. 7.5 (DDPM/DPM-Solver++) or 1.5 (LCM-LoRA)";
@@ -52,13 +52,16 @@ pub fn guidance_error(guidance: f32) -> Option<Fixable> {
 
 /// A request that passed [`check_request`]: its size and its scheduler, ready to run.
 pub struct Checked {
+    /// Image width in pixels: the request's, or the model's native size.
     pub width: usize,
+    /// Image height in pixels.
     pub height: usize,
+    /// The request's scheduler, built with the model's scheduler config for its steps.
     pub scheduler: Box<dyn Scheduler>,
 }
 
-/// Everything about `req` that can be refused before a session loads: size (VAE grid,
-/// [`MAX_SIDE`], memory on the CPU), guidance, UNet variant, and steps (by building the
+/// Everything about `req` that can be refused before a session loads: size (VAE grid, at most
+/// 4096 pixels a side, memory on the CPU), guidance, UNet variant, and steps (by building the
 /// scheduler as diffusers would, with the model's scheduler config).
 pub fn check_request(model: &Model, provider: Provider, req: &Request) -> eyre::Result<Checked> {
     let (width, height) = super::resolve_size(model, req.width, req.height)?;
@@ -84,7 +87,7 @@ pub fn check_request(model: &Model, provider: Provider, req: &Request) -> eyre::
 /// The parts of a model's configs the memory estimate needs (SD v1.5's values where a
 /// config.json is missing).
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct MemoryShape {
+pub(crate) struct MemoryShape {
     /// `vae_decoder/config.json` `block_out_channels[0]`: channels of the decoder's last,
     /// full-resolution block (128 for SD v1.5).
     pub vae_channels: usize,
@@ -96,7 +99,7 @@ pub struct MemoryShape {
 }
 
 impl MemoryShape {
-    pub fn read(root: &Path, vae_scale_factor: usize) -> Self {
+    pub(crate) fn read(root: &Path, vae_scale_factor: usize) -> Self {
         let json = |folder: &str| -> serde_json::Value {
             std::fs::read_to_string(root.join(folder).join("config.json"))
                 .ok()
@@ -128,21 +131,21 @@ impl MemoryShape {
     /// A lower bound, in bytes, on the memory one run at `width`×`height` (UNet batch
     /// `batch`) needs at its peak on the CPU: the larger of [`Self::attention_bytes`] and
     /// [`Self::vae_bytes`].
-    pub fn peak_bytes(&self, width: usize, height: usize, batch: usize) -> u128 {
+    pub(crate) fn peak_bytes(&self, width: usize, height: usize, batch: usize) -> u128 {
         self.attention_bytes(width, height, batch)
             .max(self.vae_bytes(width, height))
     }
 
     /// The UNet's first self-attention scores: `batch × heads × n²` float32, n = latent cells
     /// (ONNX Runtime's CPU attention holds them all at once).
-    pub fn attention_bytes(&self, width: usize, height: usize, batch: usize) -> u128 {
+    pub(crate) fn attention_bytes(&self, width: usize, height: usize, batch: usize) -> u128 {
         let cells = self.cells(width, height);
         batch as u128 * self.attention_heads as u128 * cells * cells * 4
     }
 
     /// The VAE decoder's last block: three `channels × width × height` float32 maps (a resnet's
     /// input, its normalised input and its convolution's output).
-    pub fn vae_bytes(&self, width: usize, height: usize) -> u128 {
+    pub(crate) fn vae_bytes(&self, width: usize, height: usize) -> u128 {
         3 * self.vae_channels as u128 * width as u128 * height as u128 * 4
     }
 
@@ -173,7 +176,7 @@ fn gib(bytes: u128) -> String {
 /// Refuses sizes above [`MAX_SIDE`], and on the CPU sizes whose [`MemoryShape::peak_bytes`]
 /// lower bound exceeds the machine's whole memory (such a run could only fail, after minutes).
 /// On a GPU only the side limit applies: its attention kernels need not hold every score.
-pub fn check_memory(
+pub(crate) fn check_memory(
     model: &Model,
     provider: Provider,
     width: usize,

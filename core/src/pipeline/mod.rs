@@ -5,12 +5,12 @@
 //! also for LCM-LoRA at 1.5; at ≤ 1, batch 1 and the negative prompt is not encoded.
 //! Latents are `randn × init_noise_sigma`; the image is `clamp(vae(latents / scaling)/2 + 0.5, 0, 1)`.
 //! A NaN or Inf in the text encoder's output, the UNet's output or the latents after any step, or
-//! the VAE's image stops the run with an error naming the component and step (a [`Fixable`]
-//! whose detail is the [`NonFinite`]).
+//! the VAE's image stops the run with an error naming the tensor, the component (and its
+//! precision), the step, and a fix (a [`Fixable`]).
 
-pub mod denoise;
+mod denoise;
 pub mod limits;
-pub mod numerics;
+mod numerics;
 pub mod preview;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,17 +18,18 @@ use std::time::{Duration, Instant};
 
 use eyre::{bail, eyre};
 use image::RgbImage;
-use ndarray::Array4;
+use ndarray::{Array3, Array4};
 use ort::session::RunOptions;
 use serde::Serialize;
 
 use crate::error::Fixable;
-use crate::models::Model;
-use crate::rng::RngSource;
+use crate::models::{Model, ModelGeometry, RunParts, Variant};
+use crate::rng::{NoiseSource, RngSource};
 use crate::runtime::{Provider, Runtime};
-use crate::schedulers::{SchedulerKind, SchedulerOptions};
-pub use denoise::{Cancelled, Conditioning, Denoiser, StepEvent, StepTiming, denoise};
-pub use numerics::NonFinite;
+use crate::schedulers::{Scheduler, SchedulerKind, SchedulerOptions};
+pub use denoise::{Cancelled, StepEvent, StepTiming};
+pub(crate) use denoise::{Conditioning, Denoiser, denoise};
+pub(crate) use numerics::NonFinite;
 
 pub(crate) fn ser_ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_f64(d.as_secs_f64() * 1e3)
@@ -41,27 +42,64 @@ fn ser_ms_vec<S: serde::Serializer>(d: &[Duration], s: S) -> Result<S::Ok, S::Er
 /// One image to make.
 #[derive(Debug, Clone)]
 pub struct Request {
+    /// What to draw; tokenized to at most 75 tokens (see [`crate::models::tokenizer`]).
     pub prompt: String,
     /// Used only under guidance (`guidance > 1`); empty is diffusers' default.
     pub negative_prompt: String,
+    /// Which scheduler runs the steps.
     pub scheduler: SchedulerKind,
+    /// Overrides of the model's scheduler config (diffusers' `from_config` keyword arguments).
     pub scheduler_options: SchedulerOptions,
+    /// Denoising steps (UNet calls), 1 to 10 000; a scheduler refuses a count its schedule
+    /// cannot hold (see [`crate::schedulers::build`]).
     pub steps: usize,
-    /// Classifier-free guidance scale.
+    /// Classifier-free guidance scale: ≤ 1 runs the UNet at batch 1 on the prompt alone, above
+    /// 1 at batch 2 on `[negative, prompt]`; finite, 0 to 100.
     pub guidance: f32,
+    /// The generator's seed: the same seed, source and size give the same initial latents as
+    /// `torch.randn` on that generator.
     pub seed: u64,
+    /// Which PyTorch generator the noise reproduces.
     pub rng: RngSource,
     /// UNet variant name (`base`, `lcm`, …) or folder.
     pub unet: String,
-    /// Pixels; `None`: the model's native size.
+    /// Image width in pixels, a multiple of the model's size grid (64 for SD v1.5); `None`: the
+    /// model's native size.
     pub width: Option<usize>,
+    /// Image height in pixels, like `width`.
     pub height: Option<usize>,
-    /// Initial latents `[1, 4, h, w]` (before × init_noise_sigma) instead of drawing them.
+    /// Initial latents `[1, 4, height/8, width/8]` (before × init_noise_sigma) instead of
+    /// drawing them.
     pub latents: Option<Array4<f32>>,
     /// Also compute the CLIP score of the final image against `prompt`
     /// ([`RunReport::clip_score`]), after the timed run; ignored when the model has no CLIP
     /// scorer (`clip_image_encoder/`).
     pub clip_score: bool,
+}
+
+impl Request {
+    /// `prompt` through `scheduler` in `steps` steps from `seed`, the rest as a plain diffusers
+    /// call has it: no negative prompt, guidance 7.5, the `base` UNet at the model's native size,
+    /// the model's scheduler config as is, latents drawn from [`RngSource::default`] (torch's
+    /// CUDA generator, computed on the host), no CLIP score. Change a field with struct update
+    /// syntax: `Request { guidance: 1.5, ..Request::new(…) }`.
+    pub fn new(prompt: &str, scheduler: SchedulerKind, steps: usize, seed: u64) -> Self {
+        Request {
+            prompt: prompt.to_string(),
+            negative_prompt: String::new(),
+            scheduler,
+            scheduler_options: SchedulerOptions::default(),
+            steps,
+            guidance: 7.5,
+            seed,
+            rng: RngSource::default(),
+            unet: "base".to_string(),
+            width: None,
+            height: None,
+            latents: None,
+            clip_score: false,
+        }
+    }
 }
 
 /// Per-phase wall times of one run, each stamped after outputs were back on the host.
@@ -76,6 +114,7 @@ pub struct Timings {
     /// Each scheduler step.
     #[serde(rename = "scheduler_ms", serialize_with = "ser_ms_vec")]
     pub scheduler: Vec<Duration>,
+    /// The VAE decode and the conversion to NHWC [0, 1].
     #[serde(rename = "vae_ms", serialize_with = "ser_ms")]
     pub vae: Duration,
     /// Whole run, excluding model loading.
@@ -88,9 +127,11 @@ pub struct Timings {
 }
 
 impl Timings {
+    /// Every step's UNet time together.
     pub fn unet_total(&self) -> Duration {
         self.unet.iter().sum()
     }
+    /// Every step's scheduler time together.
     pub fn scheduler_total(&self) -> Duration {
         self.scheduler.iter().sum()
     }
@@ -99,30 +140,48 @@ impl Timings {
 /// Everything about a finished run that a report needs.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunReport {
+    /// The model folder, as opened.
     pub model: String,
     /// The random-weight tiny model: noise-like images.
     pub tiny_model: bool,
     /// What the model folder holds: `sd15`, `micro`, `tiny`.
     pub model_kind: crate::models::ModelKind,
+    /// The execution provider the sessions ran on.
     pub provider: Provider,
     /// The GPU's or the CPU's name (set by the worker; empty when run without one).
     pub device: String,
+    /// The ONNX Runtime library file loaded.
     pub onnxruntime: String,
+    /// Its version (`1.22.0`).
     pub onnxruntime_version: String,
+    /// The UNet variant's name (`lcm`).
     pub unet: String,
+    /// The UNet variant's label (`LCM-LoRA`).
     pub unet_label: String,
+    /// The scheduler, as spelt on the command line (`dpmpp`).
     pub scheduler: String,
+    /// Steps asked for.
     pub steps: usize,
+    /// Guidance scale asked for.
     pub guidance: f32,
+    /// The seed.
     pub seed: u64,
+    /// The noise source's name (`torch-cpu`).
     pub rng: String,
+    /// Image width in pixels.
     pub width: usize,
+    /// Image height in pixels.
     pub height: usize,
+    /// The timesteps visited, in order (descending).
     pub timesteps: Vec<i64>,
+    /// The prompt's tokens kept (0 to 75, without BOS/EOS).
     pub prompt_tokens: usize,
+    /// Wall times of the run's phases.
     pub timings: Timings,
     /// Session creation per component so far (ms), apart from any run's time.
     pub load_ms: std::collections::BTreeMap<String, f64>,
+    /// What the user should know about the run, in order: the model's notes, UNets unloaded to
+    /// make room, the runtime's notes, the prompts' notes (cleaning, truncation).
     pub warnings: Vec<String>,
     /// CLIP score of the final 8-bit image against the prompt, `max(100 · cos, 0)` (torchmetrics'
     /// CLIPScore; [`crate::models::clip`]). `None` (absent from the JSON, not zero) unless the
@@ -136,6 +195,7 @@ pub struct RunReport {
 pub struct RunOutput {
     /// NHWC `[1, H, W, 3]` in [0, 1], before 8-bit conversion.
     pub image: Array4<f32>,
+    /// What ran, and how long each phase took.
     pub report: RunReport,
 }
 
@@ -147,7 +207,7 @@ impl RunOutput {
 }
 
 /// NHWC [0,1] floats → RGB8 with `round(x · 255)`.
-pub fn to_rgb8(image: &Array4<f32>) -> RgbImage {
+pub(crate) fn to_rgb8(image: &Array4<f32>) -> RgbImage {
     let (_, h, w, _) = image.dim();
     RgbImage::from_fn(w as u32, h as u32, |x, y| {
         let px = |c: usize| (image[[0, y as usize, x as usize, c]] * 255.0).round() as u8;
@@ -157,7 +217,7 @@ pub fn to_rgb8(image: &Array4<f32>) -> RgbImage {
 
 /// Checks a requested size against the model: positive multiples of its size grid
 /// ([`crate::models::ModelGeometry::size_grid`]).
-pub fn resolve_size(
+pub(crate) fn resolve_size(
     model: &Model,
     width: Option<usize>,
     height: Option<usize>,
@@ -193,6 +253,7 @@ pub struct RunControl<'a> {
     pub run_options: Option<&'a RunOptions>,
     /// Phases of the timed run, stamped here.
     pub on_phase: &'a mut dyn FnMut(Phase),
+    /// Called after every denoising step, with its timings and latents.
     pub on_step: &'a mut dyn FnMut(StepEvent),
 }
 
@@ -201,12 +262,18 @@ pub struct RunControl<'a> {
 pub enum Phase {
     /// Sessions are loaded; the clock starts now.
     Started {
+        /// The steps the scheduler will run.
         total_steps: usize,
+        /// Image width in pixels.
         width: usize,
+        /// Image height in pixels.
         height: usize,
     },
-    /// Prompt(s) tokenized and encoded (`text` is the same time the report gives).
-    Encoded { text: Duration },
+    /// Prompt(s) tokenized and encoded.
+    Encoded {
+        /// Time since `Started`: the same time the report gives as [`Timings::text`].
+        text: Duration,
+    },
     /// The last step is done; the VAE decode begins.
     Decoding,
 }
@@ -251,11 +318,15 @@ impl Denoiser for Terminable<'_> {
 }
 
 /// A component as a [`NonFinite`] error names it (`UNet variant lcm (unet_lcm), fp16`), and
-/// whether its weights are fp16: manifest.json's dtype, else the graph's input type `io`.
-fn describe(model: &Model, component: &str, folder: &str, io: Option<&str>) -> (String, bool) {
-    let precision = model
-        .component_precision(folder)
-        .or_else(|| io.map(str::to_string));
+/// whether its weights are fp16: manifest.json's dtype `recorded`, else the graph's input type
+/// `io`.
+fn describe(
+    recorded: Option<String>,
+    component: &str,
+    folder: &str,
+    io: Option<&str>,
+) -> (String, bool) {
+    let precision = recorded.or_else(|| io.map(str::to_string));
     let fp16 = precision.as_deref() == Some("fp16");
     let text = match precision {
         Some(p) => format!("{component} ({folder}), {p}"),
@@ -264,84 +335,113 @@ fn describe(model: &Model, component: &str, folder: &str, io: Option<&str>) -> (
     (text, fp16)
 }
 
-/// [`generate`] with every hook: phases, terminable sessions.
-pub fn generate_with(
-    rt: &Runtime,
-    model: &mut Model,
-    req: &Request,
-    ctl: RunControl,
-) -> eyre::Result<RunOutput> {
-    let RunControl {
-        cancel,
-        run_options,
-        on_phase,
-        on_step,
-    } = ctl;
-    // Every refusal that needs no session comes before any session loads.
-    let limits::Checked {
-        width,
-        height,
-        mut scheduler,
-    } = limits::check_request(model, rt.provider, req)?;
-    let variant = model.variant(&req.unet)?.clone();
-    // Load the UNet and text encoder before the clock starts: session creation is reported
-    // apart (load_ms).
-    model.unet(rt, &req.unet)?;
-    model.text_encoder_for(rt, &req.unet)?;
-    // The CLIP scorer too, the first time a run asks for it (a broken one fails here, before
-    // the run; a model without one gives no score).
-    let clip = req.clip_score && model.clip_scorer(rt)?.is_some();
+/// Whom a run's [`NonFinite`] errors blame: each component as the error names it, with whether
+/// its weights are fp16 ([`describe`]), and the guidance scale when guidance is on.
+struct Blame {
+    guidance: Option<f32>,
+    text_encoder: (String, bool),
+    unet: (String, bool),
+    vae: (String, bool),
+    scheduler: (String, bool),
+}
 
-    let mut noise = req.rng.generator(req.seed);
-    let mut warnings = model.notes.clone();
-    warnings.extend(model.take_unloaded());
-    warnings.extend(rt.notes.iter().cloned());
+impl Blame {
+    /// Precisions from manifest.json (`recorded`, read from `model` before its sessions are
+    /// borrowed), else from the graphs in `parts`.
+    fn new(
+        recorded: [Option<String>; 3],
+        variant: &Variant,
+        parts: &RunParts,
+        req: &Request,
+    ) -> Self {
+        let [text_encoder, unet, vae] = recorded;
+        Blame {
+            guidance: (req.guidance > 1.0).then_some(req.guidance),
+            text_encoder: describe(
+                text_encoder,
+                "text encoder",
+                variant.text_encoder_folder(),
+                None,
+            ),
+            unet: describe(
+                unet,
+                &format!("UNet variant {}", variant.name),
+                &variant.folder,
+                Some(parts.unet.io_precision()),
+            ),
+            vae: describe(
+                vae,
+                "VAE decoder",
+                "vae_decoder",
+                Some(parts.vae.io_precision()),
+            ),
+            scheduler: (format!("scheduler {}", req.scheduler), false),
+        }
+    }
 
-    on_phase(Phase::Started {
-        total_steps: scheduler.timesteps().len(),
-        width,
-        height,
-    });
-    let ort_before = model.ort_time();
-    let run_start = Instant::now();
-    // Text: [uncond, cond] under guidance, else cond alone.
-    let guided = req.guidance > 1.0;
-    let cond_tokens = model.tokenizer.encode(&req.prompt)?;
-    warnings.extend(cond_tokens.warnings());
-    let uncond_tokens = if guided {
-        let t = model.tokenizer.encode(&req.negative_prompt)?;
+    /// `e` as the run's error, blaming `culprit`.
+    fn on(&self, mut e: NonFinite, (component, fp16): &(String, bool)) -> eyre::Report {
+        e.component = Some(component.clone());
+        e.fp16 = *fp16;
+        e.guidance = self.guidance;
+        eyre::Report::new(Fixable::from(e))
+    }
+}
+
+/// The encode phase's result.
+struct Encoded {
+    /// `[1, 77, D]`, or `[2, 77, D]` (`[uncond, cond]`) under guidance.
+    context: Array3<f32>,
+    /// The prompt's 77 token ids, for the CLIP score.
+    cond_ids: Vec<i64>,
+    /// The prompt's tokens kept, 0 to 75 ([`RunReport::prompt_tokens`]).
+    prompt_tokens: usize,
+    /// The prompts' notes (cleaning, truncation), the negative prompt's prefixed `negative`.
+    warnings: Vec<String>,
+}
+
+/// Text: `[uncond, cond]` under guidance (both prompts in one batch-2 call of the variant's text
+/// encoder, stacked as diffusers stacks them), else cond alone.
+fn encode(parts: &mut RunParts, req: &Request, blame: &Blame) -> eyre::Result<Encoded> {
+    let cond_tokens = parts.tokenizer.encode(&req.prompt)?;
+    let mut warnings = cond_tokens.warnings();
+    let uncond_tokens = if req.guidance > 1.0 {
+        let t = parts.tokenizer.encode(&req.negative_prompt)?;
         warnings.extend(t.warnings().into_iter().map(|w| format!("negative {w}")));
         Some(t)
     } else {
         None
     };
-    // The variant's text encoder: its own when its LoRAs also train the text encoder.
-    let text_encoder = model.text_encoder_for(rt, &req.unet)?;
-    // Both prompts in one batch-2 call under guidance, `[uncond, cond]` as diffusers stacks them.
     let context = match uncond_tokens {
         Some(uncond_tokens) => {
             let mut ids = uncond_tokens.ids_i64();
             ids.extend(cond_tokens.ids_i64());
-            text_encoder.encode(&ids, 2)?
+            parts.text_encoder.encode(&ids, 2)?
         }
-        None => text_encoder.encode(&cond_tokens.ids_i64(), 1)?,
-    };
-    let te_folder = variant.text_encoder_folder().to_string();
-    let guidance = guided.then_some(req.guidance);
-    let blame = |mut e: NonFinite, (component, fp16): (String, bool)| {
-        e.component = Some(component);
-        e.fp16 = fp16;
-        e.guidance = guidance;
-        eyre::Report::new(Fixable::from(e))
+        None => parts.text_encoder.encode(&cond_tokens.ids_i64(), 1)?,
     };
     if let Some(e) = NonFinite::find(numerics::Tensor::TextEncoder, None, &context) {
-        return Err(blame(e, describe(model, "text encoder", &te_folder, None)));
+        return Err(blame.on(e, &blame.text_encoder));
     }
-    let text = run_start.elapsed();
-    on_phase(Phase::Encoded { text });
+    Ok(Encoded {
+        context,
+        cond_ids: cond_tokens.ids_i64(),
+        prompt_tokens: cond_tokens.count,
+        warnings,
+    })
+}
 
-    let f = model.geometry.vae_scale_factor;
-    let shape = [1, model.geometry.latent_channels, height / f, width / f];
+/// The initial latents `[1, C, height/f, width/f]`: the request's, or drawn from `noise`;
+/// before × init_noise_sigma.
+fn initial_latents(
+    req: &Request,
+    geometry: &ModelGeometry,
+    (width, height): (usize, usize),
+    noise: &mut dyn NoiseSource,
+    blame: &Blame,
+) -> eyre::Result<Array4<f32>> {
+    let f = geometry.vae_scale_factor;
+    let shape = [1, geometry.latent_channels, height / f, width / f];
     let initial = match &req.latents {
         Some(l) => {
             if l.shape() != shape {
@@ -363,122 +463,204 @@ pub fn generate_with(
         } else {
             "drawn from the seed"
         };
-        return Err(blame(e, (source.to_string(), false)));
+        return Err(blame.on(e, &(source.to_string(), false)));
     }
-    let latents = initial * scheduler.init_noise_sigma();
+    Ok(initial)
+}
 
-    let unet_precision = model.unet(rt, &req.unet)?.io_precision();
-    let unet_blame = describe(
-        model,
-        &format!("UNet variant {}", variant.name),
-        &variant.folder,
-        Some(unet_precision),
-    );
-    let vae_blame = describe(
-        model,
-        "VAE decoder",
-        "vae_decoder",
-        Some(model.vae.io_precision()),
-    );
-    let unet = model.unet(rt, &req.unet)?;
+/// What the denoising loop runs on besides the UNet.
+struct Denoising<'a> {
+    scheduler: &'a mut dyn Scheduler,
+    noise: &'a mut dyn NoiseSource,
+    /// Already × init_noise_sigma.
+    latents: Array4<f32>,
+    cond: Conditioning<'a>,
+}
+
+/// The denoising loop on the run's UNet (bound to the run's context when `io_binding` is on,
+/// unbound after), then the cancel check before the decode.
+fn denoise_phase(
+    rt: &Runtime,
+    unet: &mut crate::models::Unet,
+    run: Denoising,
+    ctl: &mut RunControl,
+    blame: &Blame,
+) -> eyre::Result<(Array4<f32>, Vec<StepTiming>)> {
+    let context = run.cond.context;
     if rt.options.session.io_binding {
-        let [_, c, h, w] = shape;
-        unet.bind_run(rt, context.view(), [context.shape()[0], c, h, w])?;
+        let (_, c, h, w) = run.latents.dim();
+        unet.bind_run(rt, context, [context.shape()[0], c, h, w])?;
     }
     let mut bound_unet = Terminable {
         unet,
-        options: run_options,
+        options: ctl.run_options,
     };
     let result = denoise(
         &mut bound_unet,
-        scheduler.as_mut(),
-        noise.as_mut(),
-        latents,
-        &Conditioning {
-            context: context.view(),
-            guidance: req.guidance,
-        },
-        cancel,
-        on_step,
+        run.scheduler,
+        run.noise,
+        run.latents,
+        &run.cond,
+        ctl.cancel,
+        ctl.on_step,
     );
     bound_unet.unet.unbind();
     let (latents, step_timings) = result.map_err(|e| match e.downcast::<NonFinite>() {
-        Ok(nf) if nf.tensor == numerics::Tensor::SchedulerLatents => {
-            let scheduler = (format!("scheduler {}", req.scheduler), false);
-            blame(nf, scheduler)
-        }
-        Ok(nf) => blame(nf, unet_blame),
+        Ok(nf) if nf.tensor == numerics::Tensor::SchedulerLatents => blame.on(nf, &blame.scheduler),
+        Ok(nf) => blame.on(nf, &blame.unet),
         Err(e) => e,
     })?;
-
-    if cancel.load(Ordering::Relaxed) {
+    if ctl.cancel.load(Ordering::Relaxed) {
         return Err(eyre!(Cancelled {
             completed: step_timings.len()
         }));
     }
-    on_phase(Phase::Decoding);
-    let vae_start = Instant::now();
-    let decoded = model.vae.decode_with(
-        (latents / model.geometry.scaling_factor).view(),
+    Ok((latents, step_timings))
+}
+
+/// The VAE decode: latents → NHWC `[1, H, W, 3]` in [0, 1] (`clamp(vae(latents / scaling)/2 + 0.5, 0, 1)`).
+fn decode(
+    parts: &mut RunParts,
+    latents: Array4<f32>,
+    run_options: Option<&RunOptions>,
+    blame: &Blame,
+) -> eyre::Result<Array4<f32>> {
+    let decoded = parts.vae.decode_with(
+        (latents / parts.geometry.scaling_factor).view(),
         run_options,
     )?;
     if let Some(e) = NonFinite::find(numerics::Tensor::VaeImage, None, &decoded) {
-        return Err(blame(e, vae_blame));
+        return Err(blame.on(e, &blame.vae));
     }
     // NCHW [-1,1] → NHWC [0,1]
-    let image = decoded
+    Ok(decoded
         .permuted_axes([0, 2, 3, 1])
         .mapv(|v| (v / 2.0 + 0.5).clamp(0.0, 1.0))
         .as_standard_layout()
-        .to_owned();
+        .to_owned())
+}
+
+/// The report's fields that say what ran (model, runtime, request, variant, load times); those
+/// the run measures are left empty for [`generate_with`] to fill.
+fn describe_run(rt: &Runtime, model: &Model, req: &Request, variant: &Variant) -> RunReport {
+    RunReport {
+        model: model.root.display().to_string(),
+        tiny_model: model.kind() == crate::models::ModelKind::Tiny,
+        model_kind: model.kind(),
+        provider: rt.provider,
+        device: String::new(),
+        onnxruntime: rt.library.path.display().to_string(),
+        onnxruntime_version: rt.library.version.clone(),
+        unet: variant.name.clone(),
+        unet_label: variant.label.clone(),
+        scheduler: req.scheduler.to_string(),
+        steps: req.steps,
+        guidance: req.guidance,
+        seed: req.seed,
+        rng: req.rng.to_string(),
+        width: 0,
+        height: 0,
+        timesteps: Vec::new(),
+        prompt_tokens: 0,
+        timings: Timings::default(),
+        load_ms: model
+            .load_times
+            .iter()
+            .map(|(name, d)| (name.clone(), d.as_secs_f64() * 1e3))
+            .collect(),
+        warnings: Vec::new(),
+        clip_score: None,
+    }
+}
+
+/// [`generate`] with every hook: phases, terminable sessions.
+pub fn generate_with(
+    rt: &Runtime,
+    model: &mut Model,
+    req: &Request,
+    mut ctl: RunControl,
+) -> eyre::Result<RunOutput> {
+    // Every refusal that needs no session comes before any session loads.
+    let limits::Checked {
+        width,
+        height,
+        mut scheduler,
+    } = limits::check_request(model, rt.provider, req)?;
+    let variant = model.variant(&req.unet)?.clone();
+    let recorded = [
+        variant.text_encoder_folder(),
+        &variant.folder,
+        "vae_decoder",
+    ]
+    .map(|folder| model.component_precision(folder));
+    // Sessions load before the clock starts: their creation is reported apart (load_ms). The
+    // CLIP scorer too, the first time a run asks for it.
+    let mut parts = model.run_parts(rt, &req.unet, req.clip_score)?;
+    let blame = Blame::new(recorded, &variant, &parts, req);
+    let mut noise = req.rng.generator(req.seed);
+    let mut warnings = std::mem::take(&mut parts.notes);
+    warnings.extend(rt.notes.iter().cloned());
+
+    (ctl.on_phase)(Phase::Started {
+        total_steps: scheduler.timesteps().len(),
+        width,
+        height,
+    });
+    let ort_before = parts.ort_time();
+    let run_start = Instant::now();
+    let encoded = encode(&mut parts, req, &blame)?;
+    warnings.extend(encoded.warnings);
+    let text = run_start.elapsed();
+    (ctl.on_phase)(Phase::Encoded { text });
+
+    let initial = initial_latents(req, parts.geometry, (width, height), noise.as_mut(), &blame)?;
+    let latents = initial * scheduler.init_noise_sigma();
+    let (latents, step_timings) = denoise_phase(
+        rt,
+        parts.unet,
+        Denoising {
+            scheduler: scheduler.as_mut(),
+            noise: noise.as_mut(),
+            latents,
+            cond: Conditioning {
+                context: encoded.context.view(),
+                guidance: req.guidance,
+            },
+        },
+        &mut ctl,
+        &blame,
+    )?;
+
+    (ctl.on_phase)(Phase::Decoding);
+    let vae_start = Instant::now();
+    let image = decode(&mut parts, latents, ctl.run_options, &blame)?;
     let vae = vae_start.elapsed();
     let total = run_start.elapsed();
-
     let timings = Timings {
         text,
         unet: step_timings.iter().map(|t| t.unet).collect(),
         scheduler: step_timings.iter().map(|t| t.scheduler).collect(),
         vae,
         total,
-        ort: model.ort_time().saturating_sub(ort_before),
+        ort: parts.ort_time().saturating_sub(ort_before),
     };
     // After the clock: the score is a measurement of the run, not part of it.
-    let clip_score = if clip {
+    let clip_score = if parts.clip {
         model
-            .clip_score_ids(rt, &to_rgb8(&image), &cond_tokens.ids_i64())?
+            .clip_score_ids(rt, &to_rgb8(&image), &encoded.cond_ids)?
             .map(|s| s.score)
     } else {
         None
     };
-    Ok(RunOutput {
-        image,
-        report: RunReport {
-            model: model.root.display().to_string(),
-            tiny_model: model.kind() == crate::models::ModelKind::Tiny,
-            model_kind: model.kind(),
-            provider: rt.provider,
-            device: String::new(),
-            onnxruntime: rt.library.path.display().to_string(),
-            onnxruntime_version: rt.library.version.clone(),
-            unet: variant.name.clone(),
-            unet_label: variant.label.clone(),
-            scheduler: req.scheduler.to_string(),
-            steps: req.steps,
-            guidance: req.guidance,
-            seed: req.seed,
-            rng: req.rng.to_string(),
-            width,
-            height,
-            timesteps: scheduler.timesteps().to_vec(),
-            prompt_tokens: cond_tokens.count,
-            timings,
-            load_ms: model
-                .load_times
-                .iter()
-                .map(|(name, d)| (name.clone(), d.as_secs_f64() * 1e3))
-                .collect(),
-            warnings,
-            clip_score,
-        },
-    })
+    let report = RunReport {
+        width,
+        height,
+        timesteps: scheduler.timesteps().to_vec(),
+        prompt_tokens: encoded.prompt_tokens,
+        timings,
+        warnings,
+        clip_score,
+        ..describe_run(rt, model, req, &variant)
+    };
+    Ok(RunOutput { image, report })
 }

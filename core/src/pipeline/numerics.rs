@@ -11,16 +11,10 @@ use crate::error::Fixable;
 
 /// How many values of a tensor are NaN or ±Inf, of how many.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct NonFiniteCount {
+pub(crate) struct NonFiniteCount {
     pub nan: usize,
     pub inf: usize,
     pub len: usize,
-}
-
-impl NonFiniteCount {
-    pub fn any(&self) -> bool {
-        self.nan + self.inf > 0
-    }
 }
 
 const EXPONENT: u32 = 0x7f80_0000;
@@ -50,7 +44,7 @@ fn count_slice(x: &[f32]) -> NonFiniteCount {
 }
 
 /// `None` when every value of `x` is finite (the common case: one pass); else the counts.
-pub fn check<S, D>(x: &ArrayBase<S, D>) -> Option<NonFiniteCount>
+pub(crate) fn check<S, D>(x: &ArrayBase<S, D>) -> Option<NonFiniteCount>
 where
     S: Data<Elem = f32>,
     D: Dimension,
@@ -71,7 +65,7 @@ where
 
 /// Which tensor of the run went non-finite.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Tensor {
+pub(crate) enum Tensor {
     /// The text encoder's hidden states (the prompt's conditioning).
     TextEncoder,
     /// The latents the run starts from (drawn, or given with `--latents`).
@@ -101,7 +95,7 @@ impl Tensor {
 
 /// Where in the denoising loop: 0-based `index` of `total` steps, at timestep `t`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StepAt {
+pub(crate) struct StepAt {
     pub index: usize,
     pub total: usize,
     pub t: i64,
@@ -109,7 +103,7 @@ pub struct StepAt {
 
 /// A tensor of the run holds NaN or Inf values: the run stopped there.
 #[derive(Debug, Clone, PartialEq)]
-pub struct NonFinite {
+pub(crate) struct NonFinite {
     pub tensor: Tensor,
     pub step: Option<StepAt>,
     pub count: NonFiniteCount,
@@ -123,7 +117,7 @@ pub struct NonFinite {
 }
 
 impl NonFinite {
-    pub fn new(tensor: Tensor, step: Option<StepAt>, count: NonFiniteCount) -> Self {
+    pub(crate) fn new(tensor: Tensor, step: Option<StepAt>, count: NonFiniteCount) -> Self {
         Self {
             tensor,
             step,
@@ -135,7 +129,11 @@ impl NonFinite {
     }
 
     /// `Some(err)` when `x` holds a non-finite value.
-    pub fn find<S, D>(tensor: Tensor, step: Option<StepAt>, x: &ArrayBase<S, D>) -> Option<Self>
+    pub(crate) fn find<S, D>(
+        tensor: Tensor,
+        step: Option<StepAt>,
+        x: &ArrayBase<S, D>,
+    ) -> Option<Self>
     where
         S: Data<Elem = f32>,
         D: Dimension,

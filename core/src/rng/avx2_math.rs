@@ -73,7 +73,7 @@ const FOPI: f32 = 1.27323954473516_f64 as f32;
 
 /// Natural logarithm as `log256_ps` computes it, for `x` in (0, 1] (any finite `x` follows
 /// the C code; `x <= 0` gives NaN).
-pub fn log(x: f32) -> f32 {
+pub(crate) fn log(x: f32) -> f32 {
     let invalid = x <= 0.0;
     // `_mm256_max_ps(x, min_norm_pos)`: returns the second operand when `x` is NaN.
     let min_norm = f32::from_bits(MIN_NORM_POS);
@@ -108,7 +108,7 @@ pub fn log(x: f32) -> f32 {
 
 /// `(sin x, cos x)` as `sincos256_ps` computes them; accurate for |x| < 8192, used here for
 /// `x` in [0, 2π).
-pub fn sincos(x: f32) -> (f32, f32) {
+pub(crate) fn sincos(x: f32) -> (f32, f32) {
     let sign_in = x.to_bits() & SIGN_MASK;
     let mut x = f32::from_bits(x.to_bits() & !SIGN_MASK);
 

@@ -20,9 +20,8 @@ use std::str::FromStr;
 use ndarray::Array4;
 use serde::{Deserialize, Serialize};
 
-pub use mt19937::Mt19937;
-pub use torch_cpu::{BLOCK, CpuKernel, TorchCpu};
-pub use torch_cuda::{CudaLaunch, TorchCuda, philox4x32_10};
+pub use torch_cpu::{CpuKernel, TorchCpu};
+pub use torch_cuda::{CudaLaunch, TorchCuda};
 
 /// A stream of standard-normal draws, one call per `torch.randn` a diffusers run would make.
 pub trait NoiseSource: Send {
@@ -57,10 +56,10 @@ pub enum RngSource {
 
 impl RngSource {
     /// Every source, in the order help text lists them.
-    pub const ALL: [RngSource; 2] = [RngSource::TorchCuda, RngSource::TorchCpu];
+    pub(crate) const ALL: [RngSource; 2] = [RngSource::TorchCuda, RngSource::TorchCpu];
 
     /// The CLI / config spelling, e.g. `torch-cpu`.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             RngSource::TorchCpu => "torch-cpu",
             RngSource::TorchCuda => "torch-cuda",

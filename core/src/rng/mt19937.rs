@@ -19,7 +19,7 @@ const LOWER_BITS: u32 = 0x7fff_ffff;
 /// Invariant: `next <= N`; `next == N` means the state is used up and is twisted before the
 /// next word (a fresh engine starts that way, like PyTorch's `left_ = 1, next_ = 0`).
 #[derive(Clone)]
-pub struct Mt19937 {
+pub(crate) struct Mt19937 {
     state: [u32; N],
     next: usize,
 }
@@ -27,7 +27,7 @@ pub struct Mt19937 {
 impl Mt19937 {
     /// A stream seeded as `at::mt19937(seed)` and `torch.Generator().manual_seed(seed)` do:
     /// only `seed mod 2^32` matters.
-    pub fn new(seed: u64) -> Self {
+    pub(crate) fn new(seed: u64) -> Self {
         let mut state = [0u32; N];
         // Truncation is the point: PyTorch keeps `seed & 0xffffffff`.
         state[0] = seed as u32;
@@ -41,7 +41,7 @@ impl Mt19937 {
     }
 
     /// The next 32-bit output (tempered).
-    pub fn next_u32(&mut self) -> u32 {
+    pub(crate) fn next_u32(&mut self) -> u32 {
         if self.next >= N {
             self.twist();
         }
@@ -56,7 +56,7 @@ impl Mt19937 {
 
     /// Two outputs joined as PyTorch's `CPUGeneratorImpl::random64` joins them: the first is
     /// the high word.
-    pub fn next_u64(&mut self) -> u64 {
+    pub(crate) fn next_u64(&mut self) -> u64 {
         let hi = u64::from(self.next_u32());
         let lo = u64::from(self.next_u32());
         (hi << 32) | lo

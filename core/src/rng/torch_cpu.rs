@@ -33,7 +33,7 @@ use super::mt19937::Mt19937;
 
 /// Draws of this many elements or more take the block (float) path; shorter ones the scalar
 /// (double) path.
-pub const BLOCK: usize = 16;
+pub(crate) const BLOCK: usize = 16;
 
 /// `torch.randn`'s mean and standard deviation, applied as torch applies them.
 const MEAN: f32 = 0.0;
@@ -106,11 +106,13 @@ pub struct TorchCpu {
 impl TorchCpu {
     /// The generator `torch.Generator("cpu").manual_seed(seed)` gives on x86-64 (any `u64`;
     /// only `seed mod 2^32` matters, as in torch).
-    pub fn new(seed: u64) -> Self {
+    pub(crate) fn new(seed: u64) -> Self {
         Self::with_kernel(seed, CpuKernel::Avx2)
     }
 
-    /// As [`TorchCpu::new`], reproducing the given block kernel.
+    /// The generator `torch.Generator("cpu").manual_seed(seed)` gives (only `seed mod 2^32`
+    /// matters, as in torch), drawing as torch's `kernel` does: AVX2 is what
+    /// [`RngSource::TorchCpu`](super::RngSource::TorchCpu) uses.
     pub fn with_kernel(seed: u64, kernel: CpuKernel) -> Self {
         Self {
             engine: Mt19937::new(seed),
@@ -119,14 +121,9 @@ impl TorchCpu {
         }
     }
 
-    /// The block kernel this generator reproduces.
-    pub fn kernel(&self) -> CpuKernel {
-        self.kernel
-    }
-
     /// The next draw of `len` standard normal floats: `torch.randn(shape, generator=g)` for any
     /// shape with `len` elements, in C order (only the element count matters to torch).
-    pub fn randn_vec(&mut self, len: usize) -> Vec<f32> {
+    pub(crate) fn randn_vec(&mut self, len: usize) -> Vec<f32> {
         if len >= BLOCK {
             self.block_path(len)
         } else {

@@ -49,26 +49,21 @@ pub struct CudaLaunch {
 
 impl CudaLaunch {
     /// An NVIDIA H100 or H200 (132 SMs of 2048 threads): where the reference draws were made.
-    pub const H100: CudaLaunch = CudaLaunch {
+    pub(crate) const H100: CudaLaunch = CudaLaunch {
         sm_count: 132,
         max_threads_per_sm: 2048,
     };
 
     /// Threads per block in torch's distribution kernels.
-    pub const BLOCK: u64 = 256;
+    pub(crate) const BLOCK: u64 = 256;
     /// Normals per Philox block (`curand_normal4`).
     const UNROLL: u64 = 4;
 
     /// Blocks of the grid torch launches for `numel` elements.
-    pub fn grid(self, numel: u64) -> u64 {
+    pub(crate) fn grid(self, numel: u64) -> u64 {
         let wanted = numel.div_ceil(Self::BLOCK);
         let cap = u64::from(self.sm_count) * u64::from(self.max_threads_per_sm / 256);
         wanted.min(cap).max(1)
-    }
-
-    /// The largest draw whose layout does not depend on the GPU beyond this one's limit.
-    pub fn launch_independent_up_to(self) -> u64 {
-        u64::from(self.sm_count) * u64::from(self.max_threads_per_sm / 256) * Self::BLOCK
     }
 }
 
@@ -84,7 +79,7 @@ const PHILOX_W0: u32 = 0x9E37_79B9;
 const PHILOX_W1: u32 = 0xBB67_AE85;
 
 /// Philox4x32 with 10 rounds (Salmon et al. 2011, as in Random123 and cuRAND).
-pub fn philox4x32_10(counter: [u32; 4], key: [u32; 2]) -> [u32; 4] {
+pub(crate) fn philox4x32_10(counter: [u32; 4], key: [u32; 2]) -> [u32; 4] {
     let mut c = counter;
     let mut k = key;
     for round in 0..10 {
@@ -160,7 +155,7 @@ impl TorchCuda {
     }
 
     /// The next `numel` normals, in C order.
-    pub fn draw(&mut self, numel: usize) -> Vec<f32> {
+    pub(crate) fn draw(&mut self, numel: usize) -> Vec<f32> {
         let mut out = vec![0.0f32; numel];
         if numel == 0 {
             return out;
@@ -214,6 +209,14 @@ impl NoiseSource for TorchCuda {
 
     fn randn_vec(&mut self, len: usize) -> Vec<f32> {
         self.draw(len)
+    }
+}
+
+#[cfg(test)]
+impl CudaLaunch {
+    /// The largest draw whose layout does not depend on the GPU beyond this one's limit.
+    pub(crate) fn launch_independent_up_to(self) -> u64 {
+        u64::from(self.sm_count) * u64::from(self.max_threads_per_sm / 256) * Self::BLOCK
     }
 }
 

@@ -11,7 +11,7 @@ use crate::error::Fixable;
 
 /// An allocation ONNX Runtime could not make.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct OutOfMemory {
+pub(crate) struct OutOfMemory {
     /// Bytes asked for, when the message says.
     pub requested: Option<u64>,
     /// The message is CUDA's (or cuBLAS'/cuDNN's) own: the GPU ran out, whatever the arena.
@@ -42,7 +42,7 @@ const OOM_PATTERNS: &[(&str, Option<&str>, bool)] = &[
 ];
 
 /// Recognises an out-of-memory error in ONNX Runtime's message (session creation or `run`).
-pub fn out_of_memory(message: &str) -> Option<OutOfMemory> {
+pub(crate) fn out_of_memory(message: &str) -> Option<OutOfMemory> {
     let mut found: Option<OutOfMemory> = None;
     for (phrase, size_prefix, cuda) in OOM_PATTERNS {
         if !message.contains(phrase) {
@@ -86,7 +86,7 @@ fn quoted(message: &str) -> &str {
 
 /// What an out-of-memory message needs to know about the session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MemoryContext {
+pub(crate) struct MemoryContext {
     /// Sessions run on the GPU (CUDA or TensorRT).
     pub gpu: bool,
     /// `[runtime.cuda] memory_limit_mib` (0: no cap).
@@ -104,7 +104,7 @@ fn mib(bytes: u64) -> String {
 
 /// Whether the out-of-memory happened making a session or in a call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MemoryPhase {
+pub(crate) enum MemoryPhase {
     Loading,
     Running,
 }
@@ -112,7 +112,7 @@ pub enum MemoryPhase {
 /// The message for `oom` while `doing` (`loading text_encoder (…/model.onnx)`, `running the
 /// UNet unet at 512×512 (batch 2)`), quoting ONNX Runtime's `raw` message, with the fixes that
 /// fit this configuration.
-pub fn out_of_memory_message(
+pub(crate) fn out_of_memory_message(
     doing: &str,
     phase: MemoryPhase,
     oom: OutOfMemory,
@@ -168,7 +168,7 @@ pub fn out_of_memory_message(
 
 /// Why ONNX Runtime could not make a session of `model` (an `.onnx` file), from its message
 /// `raw` and a look at the files; `None` when the message is not one of the known kinds.
-pub fn load_failure(model: &Path, raw: &str) -> Option<Fixable> {
+pub(crate) fn load_failure(model: &Path, raw: &str) -> Option<Fixable> {
     let dir = model.parent().unwrap_or(Path::new("."));
     let root = dir.parent().unwrap_or(dir);
     let verify = format!(
@@ -263,7 +263,7 @@ pub fn load_failure(model: &Path, raw: &str) -> Option<Fixable> {
 /// `OrtGetApiBase()->GetVersionString()`, takes the minor number of `1.MINOR.PATCH`, and refuses
 /// a library whose minor is below [`ort::MINOR_VERSION`] (the C API version speedscape is built
 /// against); a newer library is accepted (its C API keeps the older entry points).
-pub fn library_failure(error: &LoadDynamicError) -> String {
+pub(crate) fn library_failure(error: &LoadDynamicError) -> String {
     match error {
         LoadDynamicError::Dlopen { error, .. } => {
             // libloading's own text is "dlopen failed"; the reason is its source.

@@ -35,7 +35,7 @@ impl std::fmt::Display for LibrarySource {
 
 /// A library path to try, or the reason a source gave none.
 #[derive(Debug, Clone)]
-pub struct Candidate {
+pub(crate) struct Candidate {
     pub source: LibrarySource,
     pub path: Result<PathBuf, String>,
 }
@@ -77,7 +77,7 @@ impl SearchPlan {
     }
 
     /// Every candidate, in discovery order. Sources that yield nothing say why.
-    pub fn candidates(&self) -> Vec<Candidate> {
+    pub(crate) fn candidates(&self) -> Vec<Candidate> {
         let mut out = Vec::new();
         if let Some(p) = &self.configured {
             out.push(Candidate {
@@ -145,7 +145,7 @@ fn venv_site_packages(venv: &Path) -> Option<PathBuf> {
 }
 
 /// The `libonnxruntime.so.1.X.Y` with the highest version in `dir` (a wheel's `capi/`).
-pub fn highest_library_in(dir: &Path) -> Result<PathBuf, String> {
+pub(crate) fn highest_library_in(dir: &Path) -> Result<PathBuf, String> {
     let entries =
         std::fs::read_dir(dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
     let mut best: Option<(Vec<u64>, PathBuf)> = None;
@@ -163,7 +163,7 @@ pub fn highest_library_in(dir: &Path) -> Result<PathBuf, String> {
 }
 
 /// `libonnxruntime.so.1.31.1` → `[1, 31, 1]`; the plain `libonnxruntime.so` → `[]`.
-pub fn library_version_from_name(name: &str) -> Option<Vec<u64>> {
+pub(crate) fn library_version_from_name(name: &str) -> Option<Vec<u64>> {
     let rest = name.strip_prefix("libonnxruntime.so")?;
     if rest.is_empty() {
         return Some(Vec::new());
@@ -175,7 +175,7 @@ pub fn library_version_from_name(name: &str) -> Option<Vec<u64>> {
 }
 
 /// Whether the wheel folder that holds `lib` ships the CUDA provider (the `onnxruntime-gpu` wheel).
-pub fn has_cuda_provider(lib: &Path) -> bool {
+pub(crate) fn has_cuda_provider(lib: &Path) -> bool {
     lib.parent()
         .is_some_and(|d| d.join("libonnxruntime_providers_cuda.so").is_file())
 }

@@ -4,10 +4,10 @@
 //! process gets. A CUDA request never runs on the CPU silently: `device = "cuda"` registers
 //! the CUDA provider with `error_on_failure`, and `auto` says when it falls back.
 
-pub mod failure;
-pub mod gpu;
-pub mod library;
-pub mod options;
+pub(crate) mod failure;
+mod gpu;
+mod library;
+mod options;
 pub mod tensor;
 
 use std::collections::VecDeque;
@@ -24,7 +24,9 @@ use crate::error::Fixable;
 
 pub use gpu::{GpuInfo, query_gpu};
 pub use library::{LibrarySource, SearchPlan};
-pub use options::Options;
+pub use options::{
+    ConvSearch, CpuMemory, CudaOptions, Optimization, Options, SessionOptions, TensorRtOptions,
+};
 
 /// The execution provider the user asks for (`device` in config.toml, `--device`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -90,11 +92,13 @@ impl std::str::FromStr for Device {
 /// The execution provider sessions really get.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum Provider {
+    /// ONNX Runtime's CUDA provider.
     #[serde(rename = "CUDAExecutionProvider")]
     Cuda,
     /// TensorRT first, CUDA for the nodes TensorRT does not take.
     #[serde(rename = "TensorrtExecutionProvider")]
     TensorRt,
+    /// ONNX Runtime's CPU provider.
     #[serde(rename = "CPUExecutionProvider")]
     Cpu,
 }
@@ -128,9 +132,11 @@ impl std::fmt::Display for Provider {
 /// The ONNX Runtime library this process loaded.
 #[derive(Debug, Clone, Serialize)]
 pub struct LoadedLibrary {
+    /// The shared library's full path (`…/onnxruntime/capi/libonnxruntime.so.1.31.1`).
     pub path: PathBuf,
     /// ONNX Runtime's own version string, e.g. `1.31.1`.
     pub version: String,
+    /// Where discovery found it.
     #[serde(serialize_with = "serialize_display")]
     pub source: LibrarySource,
     /// Whether the wheel ships the CUDA provider (`onnxruntime-gpu`).
@@ -148,8 +154,9 @@ fn serialize_display<S: serde::Serializer, T: std::fmt::Display>(
 #[derive(Clone)]
 pub struct Runtime {
     env: Environment,
+    /// The library loaded (once per process).
     pub library: LoadedLibrary,
-    pub requested: Device,
+    /// The execution provider every session of this runtime gets.
     pub provider: Provider,
     /// Session and provider options (config.toml's `[runtime.*]` tables).
     pub options: Options,
@@ -189,7 +196,7 @@ fn ort_logger(print_from: Option<ort::logging::LogLevel>) -> ort::logging::Logge
 }
 
 /// Takes ONNX Runtime's error log lines kept since the last call.
-pub fn take_ort_log() -> Vec<String> {
+pub(crate) fn take_ort_log() -> Vec<String> {
     ORT_LOG
         .lock()
         .map(|mut l| l.drain(..).collect())
@@ -208,7 +215,7 @@ fn with_ort_log(error: &str, logged: Vec<String>) -> String {
 }
 
 /// The fix printed when no library loads.
-pub const SETUP_FIX: &str = "run `scripts/setup.sh` (installs the `onnxruntime` wheel into ./.venv), \
+pub(crate) const SETUP_FIX: &str = "run `scripts/setup.sh` (installs the `onnxruntime` wheel into ./.venv), \
      or `pip install onnxruntime` (CPU) / `pip install 'onnxruntime-gpu[cuda,cudnn]'` (CUDA 13; \
      `onnxruntime-gpu==1.26.*` for CUDA 12 drivers) into your python3, or set \
      runtime.onnxruntime in config.toml / ORT_DYLIB_PATH to the full path of libonnxruntime.so.1.x.y";
@@ -278,7 +285,6 @@ impl Runtime {
         Ok(Self {
             env,
             library,
-            requested: device,
             provider,
             options,
             notes,
@@ -302,7 +308,8 @@ impl Runtime {
 
     /// Opens `model` (an `.onnx` file; external data beside it) on this runtime's provider.
     /// With `[runtime.session] optimized_cache`, the graph ONNX Runtime optimised for this
-    /// provider is kept there and loaded as is next time (see [`Runtime::cached_session`]).
+    /// provider is kept there, keyed by the source files, ONNX Runtime's version, the provider
+    /// and the options, and loaded as is next time.
     pub fn session(&self, model: &Path) -> eyre::Result<Session> {
         match self.options.session.optimized_cache.clone() {
             Some(dir) if !dir.as_os_str().is_empty() => self.cached_session(model, &dir),
@@ -352,7 +359,7 @@ impl Runtime {
     }
 
     /// What the allocator situation is, for out-of-memory messages.
-    pub fn memory_context(&self) -> failure::MemoryContext {
+    pub(crate) fn memory_context(&self) -> failure::MemoryContext {
         failure::MemoryContext {
             gpu: self.provider.is_gpu(),
             memory_limit_mib: self.options.cuda.memory_limit_mib,

@@ -12,8 +12,11 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Optimization {
+    /// None: the graph runs as exported.
     Disable,
+    /// Constant folding and redundant-node elimination (ORT's Level1).
     Basic,
+    /// Also fusions of common subgraphs, such as attention and GELU (ORT's Level2).
     Extended,
     /// Everything, including layout changes (ORT's Level3). The default.
     #[default]
@@ -35,6 +38,7 @@ impl Optimization {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SessionOptions {
+    /// How far ONNX Runtime rewrites each graph when the session is created.
     pub optimization: Optimization,
     /// Threads one operator may use; 0 (default) = one per physical core (hyper-threads slow
     /// convolutions down).
@@ -105,7 +109,9 @@ pub enum ConvSearch {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CudaOptions {
+    /// The CUDA device's index (0: the first GPU).
     pub device_id: i32,
+    /// How cuDNN picks each convolution's algorithm.
     pub conv_algo_search: ConvSearch,
     /// TF32 matmuls/convolutions for fp32 graphs on Ampere and newer (default on).
     pub tf32: bool,
@@ -156,8 +162,11 @@ impl Default for TensorRtOptions {
 /// Every provider's options.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Options {
+    /// Options of every session, on any provider.
     pub session: SessionOptions,
+    /// The CUDA execution provider's options (also under TensorRT, for the nodes it leaves).
     pub cuda: CudaOptions,
+    /// The TensorRT execution provider's options.
     pub tensorrt: TensorRtOptions,
 }
 
@@ -171,7 +180,7 @@ impl Options {
     }
 
     /// Applies the session options to `builder`.
-    pub fn apply(&self, builder: SessionBuilder) -> ort::Result<SessionBuilder> {
+    pub(crate) fn apply(&self, builder: SessionBuilder) -> ort::Result<SessionBuilder> {
         let s = &self.session;
         let mut b = builder
             .with_optimization_level(s.optimization.level())?
@@ -188,12 +197,12 @@ impl Options {
     }
 
     /// The CPU provider as configured (with an arena unless `system`).
-    pub fn cpu(&self) -> ep::CPU {
+    pub(crate) fn cpu(&self) -> ep::CPU {
         ep::CPU::default().with_arena_allocator(self.session.cpu_memory != CpuMemory::System)
     }
 
     /// The CUDA provider as configured.
-    pub fn cuda(&self) -> ep::CUDA {
+    pub(crate) fn cuda(&self) -> ep::CUDA {
         let c = &self.cuda;
         let mut cuda = ep::CUDA::default()
             .with_device_id(c.device_id)
@@ -212,7 +221,7 @@ impl Options {
     }
 
     /// The TensorRT provider as configured, its engine cache at `cache`.
-    pub fn tensorrt(&self, cache: &std::path::Path) -> ep::TensorRT {
+    pub(crate) fn tensorrt(&self, cache: &std::path::Path) -> ep::TensorRT {
         let t = &self.tensorrt;
         ep::TensorRT::default()
             .with_device_id(self.cuda.device_id)
@@ -227,7 +236,7 @@ impl Options {
 
 /// Physical cores of this machine (hyper-thread siblings counted once), from /proc/cpuinfo;
 /// the logical CPU count where that cannot be read.
-pub fn physical_cores() -> usize {
+pub(crate) fn physical_cores() -> usize {
     let logical = std::thread::available_parallelism().map_or(1, |n| n.get());
     let Ok(info) = std::fs::read_to_string("/proc/cpuinfo") else {
         return logical;
@@ -255,7 +264,7 @@ fn physical_cores_in(cpuinfo: &str) -> Option<usize> {
 /// Registers one CPU arena in `env` that sessions built with `use_env_allocators` share
 /// (`cpu_memory = "shared-arena"`). Growing by what is asked (not powers of two) keeps its peak
 /// at the largest call's need. Registering twice in one process is harmless.
-pub fn register_shared_cpu_arena(env: &ort::environment::Environment) -> Result<(), String> {
+pub(crate) fn register_shared_cpu_arena(env: &ort::environment::Environment) -> Result<(), String> {
     use ort::AsPointer;
     use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
     let api = ort::api();

@@ -11,18 +11,22 @@ use ort::value::{DynValue, Tensor, TensorElementType, ValueType};
 /// One input or output of a graph: name, element type and shape (`-1` for dynamic axes).
 #[derive(Debug, Clone, PartialEq)]
 pub struct IoSpec {
+    /// The graph's name for it (`sample`, `encoder_hidden_states`).
     pub name: String,
+    /// Its element type; `Undefined` for a value that is not a tensor.
     pub elem: TensorElementType,
+    /// Its dimensions, `-1` where dynamic; empty for a scalar (or a non-tensor).
     pub shape: Vec<i64>,
 }
 
 impl IoSpec {
+    /// Number of dimensions (0 for a scalar).
     pub fn rank(&self) -> usize {
         self.shape.len()
     }
 
     /// `float32[-1,4,-1,-1]`-style description for error messages.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         let dims: Vec<String> = self
             .shape
             .iter()
@@ -38,7 +42,7 @@ impl IoSpec {
     }
 }
 
-pub fn elem_name(e: TensorElementType) -> &'static str {
+pub(crate) fn elem_name(e: TensorElementType) -> &'static str {
     match e {
         TensorElementType::Float32 => "float32",
         TensorElementType::Float16 => "float16",
@@ -105,7 +109,7 @@ pub fn float_input(x: ArrayViewD<f32>, elem: TensorElementType) -> eyre::Result<
 }
 
 /// An integer tensor for an input that wants `elem` (int32, int64, or float for timesteps).
-pub fn int_input(
+pub(crate) fn int_input(
     values: &[i64],
     shape: &[usize],
     elem: TensorElementType,
@@ -143,7 +147,11 @@ pub fn int_input(
 
 /// A timestep tensor of `shape` filled with `t`: float graphs get `t` as is, integer graphs
 /// `t` truncated toward zero (what torch's cast of a float timestep gives).
-pub fn timestep_input(t: f32, shape: &[usize], elem: TensorElementType) -> eyre::Result<DynValue> {
+pub(crate) fn timestep_input(
+    t: f32,
+    shape: &[usize],
+    elem: TensorElementType,
+) -> eyre::Result<DynValue> {
     let n = shape.iter().product::<usize>();
     let shape = shape.to_vec();
     Ok(match elem {

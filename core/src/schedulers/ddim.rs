@@ -12,7 +12,7 @@ use super::{
 use crate::rng::NoiseSource;
 
 /// DDIM for one run.
-pub struct Ddim {
+pub(crate) struct Ddim {
     table: TrainTable,
     timesteps: Vec<i64>,
     /// The requested step count (DDIM steps back by T / steps whatever the spacing).
@@ -29,7 +29,11 @@ pub struct Ddim {
 impl Ddim {
     /// `DDIMScheduler.from_config(config)` then `set_timesteps(steps)`; `options.eta` is the
     /// η that StableDiffusionPipeline passes to `step`.
-    pub fn new(config: &SchedulerConfig, steps: usize, options: &SchedulerOptions) -> Result<Self> {
+    pub(crate) fn new(
+        config: &SchedulerConfig,
+        steps: usize,
+        options: &SchedulerOptions,
+    ) -> Result<Self> {
         let kind = SchedulerKind::Ddim;
         let table = TrainTable::new(config, LINEAR_DEFAULTS)?;
         check_max_steps(kind, steps, table.num_train_timesteps)?;

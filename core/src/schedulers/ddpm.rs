@@ -12,7 +12,7 @@ use super::{
 use crate::rng::NoiseSource;
 
 /// DDPM for one run.
-pub struct Ddpm {
+pub(crate) struct Ddpm {
     table: TrainTable,
     timesteps: Vec<i64>,
     prediction_type: PredictionType,
@@ -23,7 +23,11 @@ pub struct Ddpm {
 
 impl Ddpm {
     /// `DDPMScheduler.from_config(config)` then `set_timesteps(steps)`.
-    pub fn new(config: &SchedulerConfig, steps: usize, options: &SchedulerOptions) -> Result<Self> {
+    pub(crate) fn new(
+        config: &SchedulerConfig,
+        steps: usize,
+        options: &SchedulerOptions,
+    ) -> Result<Self> {
         let kind = SchedulerKind::Ddpm;
         let table = TrainTable::new(config, LINEAR_DEFAULTS)?;
         let variance_type = config.variance_type.unwrap_or(VarianceType::FixedSmall);

@@ -16,7 +16,7 @@ use crate::error::Fixable;
 use crate::rng::NoiseSource;
 
 /// DPM-Solver++ for one run; the multistep history lives here.
-pub struct DpmSolverPp {
+pub(crate) struct DpmSolverPp {
     timesteps: Vec<i64>,
     /// σ per step plus the final σ (0 by default), float32.
     sigmas: Vec<f32>,
@@ -44,33 +44,124 @@ fn lambda(alpha: f32, sigma: f32) -> f32 {
     alpha.ln() - sigma.ln()
 }
 
+/// The solver order the config and options ask for, after refusing what this solver does not
+/// implement (another `algorithm_type`, learned variance).
+fn checked_order(config: &SchedulerConfig, options: &SchedulerOptions) -> Result<usize> {
+    let order = options.solver_order.or(config.solver_order).unwrap_or(2);
+    if !(1..=3).contains(&order) {
+        bail!("dpmpp `solver_order` must be 1, 2 or 3, got {order}");
+    }
+    let algorithm = config.algorithm_type.unwrap_or(AlgorithmType::DpmSolverPp);
+    if algorithm != AlgorithmType::DpmSolverPp {
+        bail!(
+            "dpmpp implements `algorithm_type` \"dpmsolver++\" only, the config asks for {:?}; \
+             remove the key or set it to \"dpmsolver++\"",
+            algorithm.as_str()
+        );
+    }
+    if config.variance_type.is_some_and(|v| {
+        matches!(
+            v,
+            super::VarianceType::Learned | super::VarianceType::LearnedRange
+        )
+    }) {
+        bail!(
+            "dpmpp does not implement learned-variance UNets (`variance_type` learned/learned_range)"
+        );
+    }
+    Ok(order)
+}
+
+/// The timesteps of `set_timesteps(steps)` before any Karras rewrite: `spacing` over the
+/// training timesteps left after λ(t) clipping (those whose λ is below `lambda_min_clipped`
+/// are cut off).
+fn spaced_timesteps(
+    config: &SchedulerConfig,
+    table: &TrainTable,
+    spacing: TimestepSpacing,
+    steps: usize,
+) -> Vec<i64> {
+    let t_train = table.num_train_timesteps;
+    let alphas = &table.alphas_cumprod;
+    let lambda_min_clipped = config.lambda_min_clipped.unwrap_or(f64::NEG_INFINITY);
+    let clipped_idx = alphas
+        .iter()
+        .rev()
+        .map(|&a| lambda(a.sqrt(), (1.0 - a).sqrt()))
+        .filter(|&l| f64::from(l) < lambda_min_clipped)
+        .count();
+    let last_timestep = t_train - clipped_idx;
+
+    match spacing {
+        TimestepSpacing::Linspace => {
+            // Reversed, without the final 0.
+            let v = np_linspace(0.0, last_timestep as f64 - 1.0, steps + 1);
+            v[1..].iter().rev().map(|&t| round_i64(t)).collect()
+        }
+        TimestepSpacing::Leading => {
+            let ratio = last_timestep / (steps + 1);
+            let offset = config.steps_offset.unwrap_or(0);
+            (1..=steps)
+                .rev()
+                .map(|i| (i * ratio) as i64 + offset)
+                .collect()
+        }
+        TimestepSpacing::Trailing => {
+            let ratio = t_train as f64 / steps as f64;
+            np_arange_down(last_timestep as f64, ratio)
+                .into_iter()
+                .map(|v| round_i64(v) - 1)
+                .collect()
+        }
+    }
+}
+
+/// σ per step, float64, for `timesteps`: interpolated in the training σ table, or with Karras
+/// sigmas `steps` new ones, in which case `timesteps` are rewritten to match them.
+fn step_sigmas(
+    config: &SchedulerConfig,
+    train_sigmas: &[f32],
+    use_karras: bool,
+    steps: usize,
+    timesteps: &mut Vec<i64>,
+) -> Vec<f64> {
+    if !use_karras {
+        return timesteps
+            .iter()
+            .map(|&t| np_interp_unit_grid(t as f64, train_sigmas))
+            .collect();
+    }
+    let log_sigmas: Vec<f32> = train_sigmas
+        .iter()
+        .map(|&s| f64::from(s).ln() as f32)
+        .collect();
+    let sigma_min = config.sigma_min.unwrap_or(f64::from(train_sigmas[0]));
+    let sigma_max = config
+        .sigma_max
+        .unwrap_or(f64::from(train_sigmas[train_sigmas.len() - 1]));
+    let sigmas = karras_sigmas(sigma_min, sigma_max, steps);
+    let cosine = config.beta_schedule == Some(BetaSchedule::SquaredcosCapV2);
+    *timesteps = sigmas
+        .iter()
+        .map(|&s| {
+            let t = sigma_to_t(s, &log_sigmas);
+            // Rounded, except for the cosine schedule, which casts (truncates).
+            if cosine { t as i64 } else { round_i64(t) }
+        })
+        .collect();
+    sigmas
+}
+
 impl DpmSolverPp {
     /// `DPMSolverMultistepScheduler.from_config(config, **options)` then
     /// `set_timesteps(steps)`.
-    pub fn new(config: &SchedulerConfig, steps: usize, options: &SchedulerOptions) -> Result<Self> {
+    pub(crate) fn new(
+        config: &SchedulerConfig,
+        steps: usize,
+        options: &SchedulerOptions,
+    ) -> Result<Self> {
         let table = TrainTable::new(config, LINEAR_DEFAULTS)?;
-        let order = options.solver_order.or(config.solver_order).unwrap_or(2);
-        if !(1..=3).contains(&order) {
-            bail!("dpmpp `solver_order` must be 1, 2 or 3, got {order}");
-        }
-        let algorithm = config.algorithm_type.unwrap_or(AlgorithmType::DpmSolverPp);
-        if algorithm != AlgorithmType::DpmSolverPp {
-            bail!(
-                "dpmpp implements `algorithm_type` \"dpmsolver++\" only, the config asks for {:?}; \
-                 remove the key or set it to \"dpmsolver++\"",
-                algorithm.as_str()
-            );
-        }
-        if config.variance_type.is_some_and(|v| {
-            matches!(
-                v,
-                super::VarianceType::Learned | super::VarianceType::LearnedRange
-            )
-        }) {
-            bail!(
-                "dpmpp does not implement learned-variance UNets (`variance_type` learned/learned_range)"
-            );
-        }
+        let order = checked_order(config, options)?;
         let use_karras = options
             .use_karras_sigmas
             .or(config.use_karras_sigmas)
@@ -82,67 +173,9 @@ impl DpmSolverPp {
         let final_sigmas_type = config.final_sigmas_type.unwrap_or(FinalSigmasType::Zero);
 
         let t_train = table.num_train_timesteps;
-        let alphas = &table.alphas_cumprod;
-        // λ(t) clipping: training timesteps whose λ is below `lambda_min_clipped` are cut off.
-        let lambda_min_clipped = config.lambda_min_clipped.unwrap_or(f64::NEG_INFINITY);
-        let clipped_idx = alphas
-            .iter()
-            .rev()
-            .map(|&a| lambda(a.sqrt(), (1.0 - a).sqrt()))
-            .filter(|&l| f64::from(l) < lambda_min_clipped)
-            .count();
-        let last_timestep = t_train - clipped_idx;
-
-        let mut timesteps: Vec<i64> = match spacing {
-            TimestepSpacing::Linspace => {
-                // Reversed, without the final 0.
-                let v = np_linspace(0.0, last_timestep as f64 - 1.0, steps + 1);
-                v[1..].iter().rev().map(|&t| round_i64(t)).collect()
-            }
-            TimestepSpacing::Leading => {
-                let ratio = last_timestep / (steps + 1);
-                let offset = config.steps_offset.unwrap_or(0);
-                (1..=steps)
-                    .rev()
-                    .map(|i| (i * ratio) as i64 + offset)
-                    .collect()
-            }
-            TimestepSpacing::Trailing => {
-                let ratio = t_train as f64 / steps as f64;
-                np_arange_down(last_timestep as f64, ratio)
-                    .into_iter()
-                    .map(|v| round_i64(v) - 1)
-                    .collect()
-            }
-        };
-
+        let mut timesteps = spaced_timesteps(config, &table, spacing, steps);
         let train_sigmas = table.sigmas();
-        let sigmas: Vec<f64> = if use_karras {
-            let log_sigmas: Vec<f32> = train_sigmas
-                .iter()
-                .map(|&s| f64::from(s).ln() as f32)
-                .collect();
-            let sigma_min = config.sigma_min.unwrap_or(f64::from(train_sigmas[0]));
-            let sigma_max = config
-                .sigma_max
-                .unwrap_or(f64::from(train_sigmas[t_train - 1]));
-            let sigmas = karras_sigmas(sigma_min, sigma_max, steps);
-            let cosine = config.beta_schedule == Some(BetaSchedule::SquaredcosCapV2);
-            timesteps = sigmas
-                .iter()
-                .map(|&s| {
-                    let t = sigma_to_t(s, &log_sigmas);
-                    // Rounded, except for the cosine schedule, which casts (truncates).
-                    if cosine { t as i64 } else { round_i64(t) }
-                })
-                .collect();
-            sigmas
-        } else {
-            timesteps
-                .iter()
-                .map(|&t| np_interp_unit_grid(t as f64, &train_sigmas))
-                .collect()
-        };
+        let sigmas = step_sigmas(config, &train_sigmas, use_karras, steps, &mut timesteps);
         let last = match final_sigmas_type {
             FinalSigmasType::Zero => 0.0,
             FinalSigmasType::SigmaMin => f64::from(train_sigmas[0]),
@@ -181,11 +214,6 @@ impl DpmSolverPp {
             lower_order_nums: 0,
             step_index: None,
         })
-    }
-
-    /// σ at each step, then the final σ (length steps + 1).
-    pub fn sigmas(&self) -> &[f32] {
-        &self.sigmas
     }
 
     /// The x0 prediction at step `i`: diffusers' `convert_model_output` for dpmsolver++.
@@ -357,5 +385,13 @@ impl Scheduler for DpmSolverPp {
             prev_sample: prev,
             denoised: Some(x0),
         }
+    }
+}
+
+#[cfg(test)]
+impl DpmSolverPp {
+    /// σ at each step, then the final σ (length steps + 1).
+    pub(crate) fn sigmas(&self) -> &[f32] {
+        &self.sigmas
     }
 }

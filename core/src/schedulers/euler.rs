@@ -124,7 +124,7 @@ pub(super) fn predict_x0(
 }
 
 /// Euler for one run.
-pub struct Euler {
+pub(crate) struct Euler {
     schedule: SigmaSchedule,
     /// σ per step plus the final σ (0 or σ_min), float32.
     sigmas: Vec<f32>,
@@ -133,7 +133,11 @@ pub struct Euler {
 
 impl Euler {
     /// `EulerDiscreteScheduler.from_config(config)` then `set_timesteps(steps)`.
-    pub fn new(config: &SchedulerConfig, steps: usize, options: &SchedulerOptions) -> Result<Self> {
+    pub(crate) fn new(
+        config: &SchedulerConfig,
+        steps: usize,
+        options: &SchedulerOptions,
+    ) -> Result<Self> {
         let schedule = SigmaSchedule::new(SchedulerKind::Euler, config, steps, options)?;
         let last = match config.final_sigmas_type.unwrap_or(FinalSigmasType::Zero) {
             FinalSigmasType::Zero => 0.0,
@@ -150,11 +154,6 @@ impl Euler {
             sigmas,
             step_index: None,
         })
-    }
-
-    /// σ at each step, then the final σ (length steps + 1).
-    pub fn sigmas(&self) -> &[f32] {
-        &self.sigmas
     }
 
     fn index(&self, t: i64) -> usize {
@@ -201,5 +200,13 @@ impl Scheduler for Euler {
             prev_sample: prev,
             denoised: Some(x0),
         }
+    }
+}
+
+#[cfg(test)]
+impl Euler {
+    /// σ at each step, then the final σ (length steps + 1).
+    pub(crate) fn sigmas(&self) -> &[f32] {
+        &self.sigmas
     }
 }

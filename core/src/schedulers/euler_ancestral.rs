@@ -13,7 +13,7 @@ use super::{
 use crate::rng::NoiseSource;
 
 /// Euler ancestral for one run.
-pub struct EulerAncestral {
+pub(crate) struct EulerAncestral {
     schedule: SigmaSchedule,
     /// σ per step, then 0 (length steps + 1), float32.
     sigmas: Vec<f32>,
@@ -22,7 +22,11 @@ pub struct EulerAncestral {
 
 impl EulerAncestral {
     /// `EulerAncestralDiscreteScheduler.from_config(config)` then `set_timesteps(steps)`.
-    pub fn new(config: &SchedulerConfig, steps: usize, options: &SchedulerOptions) -> Result<Self> {
+    pub(crate) fn new(
+        config: &SchedulerConfig,
+        steps: usize,
+        options: &SchedulerOptions,
+    ) -> Result<Self> {
         let kind = SchedulerKind::EulerAncestral;
         let schedule = SigmaSchedule::new(kind, config, steps, options)?;
         if schedule.prediction_type == PredictionType::Sample {
@@ -39,11 +43,6 @@ impl EulerAncestral {
             sigmas,
             step_index: None,
         })
-    }
-
-    /// σ at each step, then 0 (length steps + 1).
-    pub fn sigmas(&self) -> &[f32] {
-        &self.sigmas
     }
 
     fn index(&self, t: i64) -> usize {
@@ -98,5 +97,13 @@ impl Scheduler for EulerAncestral {
             prev_sample: prev,
             denoised: Some(x0),
         }
+    }
+}
+
+#[cfg(test)]
+impl EulerAncestral {
+    /// σ at each step, then 0 (length steps + 1).
+    pub(crate) fn sigmas(&self) -> &[f32] {
+        &self.sigmas
     }
 }

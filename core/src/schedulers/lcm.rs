@@ -20,7 +20,7 @@ pub(super) const BETA_DEFAULTS: BetaDefaults = BetaDefaults {
 };
 
 /// LCM for one run.
-pub struct Lcm {
+pub(crate) struct Lcm {
     table: TrainTable,
     timesteps: Vec<i64>,
     prediction_type: PredictionType,
@@ -35,7 +35,7 @@ impl Lcm {
     /// `LCMScheduler.from_config(config)` then `set_timesteps(steps)`. LCM ignores
     /// `timestep_spacing` and `steps_offset`: its timesteps are a subset of the
     /// `original_inference_steps`-step distillation schedule [T/n − 1, 2T/n − 1, …, T − 1].
-    pub fn new(config: &SchedulerConfig, steps: usize) -> Result<Self> {
+    pub(crate) fn new(config: &SchedulerConfig, steps: usize) -> Result<Self> {
         let kind = SchedulerKind::Lcm;
         let table = TrainTable::new(config, BETA_DEFAULTS)?;
         let t_train = table.num_train_timesteps;
@@ -80,7 +80,7 @@ impl Lcm {
 
 /// The consistency-model boundary conditions (c_skip, c_out) at timestep `t`, σ_data = 0.5,
 /// in float32: diffusers' `get_scalings_for_boundary_condition_discrete`.
-pub fn boundary_condition_scalings(t: i64, timestep_scaling: f32) -> (f32, f32) {
+pub(crate) fn boundary_condition_scalings(t: i64, timestep_scaling: f32) -> (f32, f32) {
     let sigma_data_sq = 0.25f32;
     let scaled = t as f32 * timestep_scaling;
     let denom = scaled * scaled + sigma_data_sq;

@@ -10,18 +10,17 @@
 //! float32 as torch makes them on the CPU, schedules are float64 as numpy makes them, and every
 //! per-step coefficient is a float32 scalar applied to float32 tensors in diffusers' order.
 
-pub mod ddim;
-pub mod ddpm;
-pub mod dpm_solver_pp;
-pub mod euler;
-pub mod euler_ancestral;
-pub mod lcm;
+mod ddim;
+mod ddpm;
+mod dpm_solver_pp;
+mod euler;
+mod euler_ancestral;
+mod lcm;
 
 use std::fmt;
-use std::path::Path;
 use std::str::FromStr;
 
-use eyre::{Result, WrapErr, bail, eyre};
+use eyre::{Result, bail, eyre};
 use ndarray::{Array4, ArrayView4};
 use serde::Deserialize;
 
@@ -84,10 +83,10 @@ macro_rules! config_enum {
 
         impl $name {
             /// Every spelling diffusers accepts for this field.
-            pub const ACCEPTED: &'static [&'static str] = &[$($($spelling),+),+];
+            pub(crate) const ACCEPTED: &'static [&'static str] = &[$($($spelling),+),+];
 
             /// The canonical diffusers spelling.
-            pub fn as_str(self) -> &'static str {
+            pub(crate) fn as_str(self) -> &'static str {
                 match self {
                     $($name::$variant => [$($spelling),+][0]),+
                 }
@@ -124,7 +123,7 @@ config_enum!(
         Linear = "linear",
         /// `torch.linspace(√beta_start, √beta_end, T) ** 2` (Stable Diffusion).
         ScaledLinear = "scaled_linear",
-        /// The Glide cosine schedule, through [`betas_for_alpha_bar`].
+        /// The Glide cosine schedule, through `betas_for_alpha_bar`.
         SquaredcosCapV2 = "squaredcos_cap_v2",
     }
 );
@@ -307,14 +306,6 @@ impl SchedulerConfig {
     pub fn from_json_str(text: &str) -> Result<Self> {
         serde_json::from_str(text).map_err(|e| eyre!("invalid scheduler config: {e}"))
     }
-
-    /// Reads a model's `scheduler_config.json`.
-    pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .wrap_err_with(|| format!("reading scheduler config {}", path.display()))?;
-        Self::from_json_str(&text)
-            .wrap_err_with(|| format!("parsing scheduler config {}", path.display()))
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -362,7 +353,7 @@ impl SchedulerKind {
     }
 
     /// The diffusers class this kind mirrors.
-    pub fn diffusers_class(self) -> &'static str {
+    pub(crate) fn diffusers_class(self) -> &'static str {
         match self {
             SchedulerKind::Ddpm => "DDPMScheduler",
             SchedulerKind::DpmSolverPp => "DPMSolverMultistepScheduler",
@@ -426,7 +417,7 @@ pub struct SchedulerOptions {
 
 /// The most inference steps any scheduler runs: far past every useful count (SD v1.5 was
 /// trained on 1000 timesteps), and low enough that a schedule's arrays stay small.
-pub const MAX_STEPS: usize = 10_000;
+pub(crate) const MAX_STEPS: usize = 10_000;
 
 /// Builds a scheduler for `steps` inference steps, as
 /// `X.from_config(config, **options); X.set_timesteps(steps)` does in diffusers.
@@ -637,7 +628,7 @@ pub fn betas(
 /// `torch.linspace(start, end, steps, dtype=torch.float32)` on the CPU, bit for bit: the
 /// bounds and step are float32, the first half counts up from `start` and the second half down
 /// from `end`, each as one fused multiply-add (how torch's AVX2/AVX-512 kernels compile).
-pub fn torch_linspace_f32(start: f64, end: f64, steps: usize) -> Vec<f32> {
+pub(crate) fn torch_linspace_f32(start: f64, end: f64, steps: usize) -> Vec<f32> {
     let (start, end) = (start as f32, end as f32);
     if steps == 1 {
         return vec![start];
@@ -659,7 +650,7 @@ pub fn torch_linspace_f32(start: f64, end: f64, steps: usize) -> Vec<f32> {
 /// ᾱ(t) = cos²((t + 0.008) / 1.008 · π/2), in float64, then rounded to float32.
 /// Mirrors diffusers' `betas_for_alpha_bar` (cosine); t is a float ratio, never `i / T` on
 /// integers.
-pub fn betas_for_alpha_bar(num_diffusion_timesteps: usize, max_beta: f64) -> Vec<f32> {
+pub(crate) fn betas_for_alpha_bar(num_diffusion_timesteps: usize, max_beta: f64) -> Vec<f32> {
     let alpha_bar = |t: f64| {
         ((t + 0.008) / 1.008 * std::f64::consts::PI / 2.0)
             .cos()
