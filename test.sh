@@ -19,7 +19,7 @@ cargo test --workspace --all-targets --features test-hooks "$@"
 # The engine crate's example on the embedded micro model: it must write the PNG it names and
 # print the run's timings.
 rm -f target/txt2img.png
-txt2img=$(cargo run -q -p speedscape-core --example txt2img -- models/micro \
+txt2img=$(cargo run -q --profile test -p speedscape-core --example txt2img -- models/micro \
   "a large yellow star on a blue background at sunset" target/txt2img.png)
 echo "$txt2img"
 image=$(sed -n 's/^image: //p' <<<"$txt2img")
@@ -31,7 +31,7 @@ SPEEDSCAPE_BIN="$PWD/target/debug/speedscape" tests/tui_e2e.sh
 SPEEDSCAPE_BIN="$PWD/target/debug/speedscape" tests/tui_terminal.sh
 SPEEDSCAPE_BIN="$PWD/target/debug/speedscape" .venv-ref/bin/python -m pytest -q -p no:cacheprovider -p no:warnings models/tests
 SPEEDSCAPE_BIN="$PWD/target/debug/speedscape" .venv-bench/bin/python -m pytest -q -p no:cacheprovider -p no:warnings bench/tests
-# Last, because the tests above need the hooked binary: rebuild it without the test-hooks feature
-# (only the speedscape crate recompiles) and check that a build without it has no test hooks.
-cargo build --bin speedscape
-SPEEDSCAPE_BIN="$PWD/target/debug/speedscape" tests/no_test_hooks.sh
+# Last, because the tests above need the hooked binary: tests/no_test_hooks.rs again without the
+# test-hooks feature (only the speedscape crate recompiles, dependencies are shared), checking that
+# a build without it has no test hooks.
+cargo test --test no_test_hooks
