@@ -321,6 +321,7 @@ pub fn run(config: &Config, opts: &BenchOptions) -> color_eyre::Result<BenchRepo
             seed: opts.seed,
             rng,
             unet: spec.unet.clone(),
+            loras: Vec::new(),
             width: opts.size,
             height: opts.size,
             latents: None,

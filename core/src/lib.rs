@@ -19,12 +19,14 @@
 //! | [`runtime`] | ONNX Runtime: library discovery, providers, sessions, tensors, the GPU | `error` |
 //! | [`schedulers`] | diffusers' schedulers, step for step | `error`, `rng` |
 //! | [`quality`] | image metrics: SSIM, PSNR, roughness, pixelation | `error` |
-//! | [`models`] | the model folder: manifest, tokenizer, components, UNet variants, CLIP scorer | `error`, `runtime`, `schedulers` |
-//! | [`pipeline`] | a prompt to an image: encode, denoise, decode; timings, previews, limits | `error`, `models`, `rng`, `runtime`, `schedulers` |
+//! | [`lora`] | LoRA adapters at run time: files, mapping to the graph, fusion into initializers | `error`, `runtime` |
+//! | [`models`] | the model folder: manifest, tokenizer, components, UNet variants, CLIP scorer | `error`, `lora`, `runtime`, `schedulers` |
+//! | [`pipeline`] | a prompt to an image: encode, denoise, decode; timings, previews, limits | `error`, `lora`, `models`, `rng`, `runtime`, `schedulers` |
 
 #![deny(missing_docs)]
 
 pub mod error;
+pub mod lora;
 pub mod models;
 pub mod pipeline;
 pub mod quality;

@@ -84,6 +84,7 @@ fn request(
         seed: args.seed,
         rng: args.engine.rng.unwrap_or(config.runtime.rng),
         unet: args.unet.clone(),
+        loras: Vec::new(),
         width: args.width,
         height: args.height,
         latents,

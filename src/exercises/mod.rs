@@ -278,6 +278,7 @@ impl RunSpec {
             seed: self.seed.unwrap_or(seed),
             rng,
             unet: self.unet.clone(),
+            loras: Vec::new(),
             width: None,
             height: None,
             latents: None,

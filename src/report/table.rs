@@ -400,6 +400,7 @@ mod tests {
             onnxruntime_version: "1.0".into(),
             unet: "base".into(),
             unet_label: "SD v1.5".into(),
+            adapters: Vec::new(),
             scheduler: "ddpm".into(),
             steps,
             guidance: 7.5,

@@ -201,6 +201,7 @@ pub fn report(r: &Request) -> RunReport {
         onnxruntime_version: String::new(),
         unet: r.unet.clone(),
         unet_label: r.unet.clone(),
+        adapters: Vec::new(),
         scheduler: r.scheduler.to_string(),
         steps: n,
         guidance: r.guidance,

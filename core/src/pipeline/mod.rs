@@ -63,6 +63,9 @@ pub struct Request {
     pub rng: RngSource,
     /// UNet variant name (`base`, `lcm`, …) or folder.
     pub unet: String,
+    /// LoRA adapters fused into that UNet (and the text encoder, where an adapter has
+    /// text-encoder layers) at run time, with their weights; empty: the variant as exported.
+    pub loras: Vec<crate::lora::AdapterWeight>,
     /// Image width in pixels, a multiple of the model's size grid (64 for SD v1.5); `None`: the
     /// model's native size.
     pub width: Option<usize>,
@@ -94,6 +97,7 @@ impl Request {
             seed,
             rng: RngSource::default(),
             unet: "base".to_string(),
+            loras: Vec::new(),
             width: None,
             height: None,
             latents: None,
@@ -158,6 +162,9 @@ pub struct RunReport {
     pub unet: String,
     /// The UNet variant's label (`LCM-LoRA`).
     pub unet_label: String,
+    /// The LoRA adapters fused at run time (on top of the variant), in the order given.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub adapters: Vec<crate::lora::AppliedAdapter>,
     /// The scheduler, as spelt on the command line (`dpmpp`).
     pub scheduler: String,
     /// Steps asked for.
@@ -553,6 +560,7 @@ fn describe_run(rt: &Runtime, model: &Model, req: &Request, variant: &Variant) -
         onnxruntime_version: rt.library.version.clone(),
         unet: variant.name.clone(),
         unet_label: variant.label.clone(),
+        adapters: Vec::new(),
         scheduler: req.scheduler.to_string(),
         steps: req.steps,
         guidance: req.guidance,

@@ -1,0 +1,167 @@
+//! LoRA adapters at run time: which adapters a run asks for and at what weights
+//! ([`AdapterWeight`], parsed from `NAME_OR_FILE=WEIGHT`), reading their `.safetensors` files
+//! (diffusers/peft and kohya layouts), finding each target's weight in an exported ONNX graph,
+//! and fusing `W' = W + Σᵢ wᵢ · (αᵢ/rᵢ) · Bᵢ·Aᵢ` into initializers that override the graph's
+//! own when ONNX Runtime makes the session — no graph written to disk, no Python.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::Serialize;
+
+use crate::error::Fixable;
+
+/// The largest |weight| a run may give an adapter: beyond it a LoRA's update swamps the base
+/// weights and the image is noise, so a larger one is almost surely a typo.
+pub const MAX_WEIGHT: f32 = 10.0;
+
+/// One adapter a run applies, and its weight: `--lora NAME_OR_FILE=WEIGHT`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AdapterWeight {
+    /// An adapter of the model folder (`lcm`, `style`: a file in its `loras/`) or a path to a
+    /// LoRA `.safetensors` file.
+    pub adapter: String,
+    /// The scale of its low-rank update (1 = as trained; negative subtracts it).
+    pub weight: f32,
+}
+
+impl AdapterWeight {
+    /// `NAME_OR_FILE=WEIGHT`, split at the last `=` (a path may hold `=`); the weight finite and
+    /// within ±[`MAX_WEIGHT`].
+    pub fn parse(spec: &str) -> eyre::Result<Self> {
+        let Some((adapter, weight)) = spec.rsplit_once('=') else {
+            return Err(Fixable::new(
+                format!("LoRA {spec:?} has no weight"),
+                format!("write NAME_OR_FILE=WEIGHT, e.g. {spec}=1.0"),
+            )
+            .into());
+        };
+        let adapter = adapter.trim();
+        if adapter.is_empty() {
+            return Err(Fixable::new(
+                format!("LoRA {spec:?} names no adapter before the `=`"),
+                "write NAME_OR_FILE=WEIGHT, e.g. style=0.6 or path/to/lora.safetensors=0.8",
+            )
+            .into());
+        }
+        let weight: f32 = weight.trim().parse().map_err(|_| {
+            Fixable::new(
+                format!("LoRA {adapter:?}: weight {weight:?} is not a number"),
+                format!("write a number after the last `=`, e.g. {adapter}=0.6"),
+            )
+        })?;
+        let this = AdapterWeight {
+            adapter: adapter.to_string(),
+            weight,
+        };
+        this.check()?;
+        Ok(this)
+    }
+
+    /// The weight is finite and within ±[`MAX_WEIGHT`].
+    pub fn check(&self) -> eyre::Result<()> {
+        if !self.weight.is_finite() || self.weight.abs() > MAX_WEIGHT {
+            return Err(Fixable::new(
+                format!(
+                    "LoRA {:?}: weight {} is outside -{MAX_WEIGHT}..{MAX_WEIGHT}",
+                    self.adapter, self.weight
+                ),
+                "use a finite weight; 1.0 applies the adapter as trained, 0.5 half as strongly",
+            )
+            .into());
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for AdapterWeight {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}={}", self.adapter, self.weight)
+    }
+}
+
+impl FromStr for AdapterWeight {
+    type Err = eyre::Report;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::parse(s)
+    }
+}
+
+/// Checks a run's adapters: each weight valid, no adapter twice.
+pub fn check_set(set: &[AdapterWeight]) -> eyre::Result<()> {
+    for (i, a) in set.iter().enumerate() {
+        a.check()?;
+        if set[..i].iter().any(|b| b.adapter == a.adapter) {
+            return Err(Fixable::new(
+                format!("LoRA {:?} is given twice", a.adapter),
+                "give each adapter once, with the weight you want (weights do not add up)",
+            )
+            .into());
+        }
+    }
+    Ok(())
+}
+
+/// An adapter as a run applied it, for reports: which file, its digest, the weight.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AppliedAdapter {
+    /// The name it was asked by (a folder adapter's name, or the file's stem).
+    pub name: String,
+    /// The `.safetensors` file read.
+    pub file: String,
+    /// SHA-256 of that file, lower-case hex.
+    pub sha256: String,
+    /// The weight applied.
+    pub weight: f32,
+    /// `diffusers` (peft keys) or `kohya`.
+    pub format: String,
+    /// What it changed: `unet`, `text_encoder`.
+    pub components: Vec<String>,
+}
+
+/// An adapter file a model folder offers by name (its `loras/` folder, as the exporter's
+/// `--copy-loras` writes it).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FolderAdapter {
+    /// The name `--lora NAME=…` takes (the file's stem, or manifest.json's name for it).
+    pub name: String,
+    /// Its `.safetensors` file.
+    pub file: std::path::PathBuf,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specs_split_at_the_last_equals_and_weights_are_checked() {
+        let a = AdapterWeight::parse("style=0.6").unwrap();
+        assert_eq!((a.adapter.as_str(), a.weight), ("style", 0.6));
+        let a = AdapterWeight::parse("dir/a=b.safetensors=-0.5").unwrap();
+        assert_eq!(
+            (a.adapter.as_str(), a.weight),
+            ("dir/a=b.safetensors", -0.5)
+        );
+        for bad in [
+            "style",
+            "=1",
+            "style=x",
+            "style=NaN",
+            "style=inf",
+            "style=10.5",
+        ] {
+            let e = AdapterWeight::parse(bad).unwrap_err();
+            assert_eq!(crate::error::parts(&e).fixes.len(), 1, "{bad}: {e:?}");
+        }
+        let dup = [
+            AdapterWeight::parse("style=1").unwrap(),
+            AdapterWeight::parse("style=0.5").unwrap(),
+        ];
+        assert!(
+            check_set(&dup)
+                .unwrap_err()
+                .to_string()
+                .contains("given twice")
+        );
+    }
+}
