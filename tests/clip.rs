@@ -241,6 +241,7 @@ fn request(clip_score: bool, unet: &str) -> Request {
         seed: 42,
         rng: RngSource::TorchCpu,
         unet: unet.into(),
+        loras: Vec::new(),
         width: None,
         height: None,
         latents: None,

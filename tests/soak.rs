@@ -43,6 +43,7 @@ fn request(i: usize) -> Request {
         seed: i as u64,
         rng: RngSource::TorchCpu,
         unet: unet.into(),
+        loras: Vec::new(),
         width: None,
         height: None,
         latents: None,

@@ -89,6 +89,7 @@ fn request(scheduler: SchedulerKind, steps: usize, cfg: f32, unet: &str) -> Requ
         seed: 42,
         rng: RngSource::TorchCpu,
         unet: unet.into(),
+        loras: Vec::new(),
         width: None,
         height: None,
         latents: None,
