@@ -129,6 +129,25 @@ pub struct FolderAdapter {
     pub file: std::path::PathBuf,
 }
 
+/// The adapters a model folder offers by name: the `.safetensors` files in its `loras/`
+/// (the exporter's `--copy-loras`), named by their stems, sorted by name. A folder without
+/// `loras/` offers none.
+pub fn folder_adapters(root: &std::path::Path) -> Vec<FolderAdapter> {
+    let mut found: Vec<FolderAdapter> = std::fs::read_dir(root.join("loras"))
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "safetensors"))
+        .filter_map(|file| {
+            let name = file.file_stem()?.to_string_lossy().into_owned();
+            Some(FolderAdapter { name, file })
+        })
+        .collect();
+    found.sort_by(|a, b| a.name.cmp(&b.name));
+    found
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
