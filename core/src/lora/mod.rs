@@ -183,4 +183,12 @@ mod tests {
                 .contains("given twice")
         );
     }
+
+    #[test]
+    fn a_folder_offers_the_safetensors_files_in_its_loras_folder() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/tiny");
+        let names: Vec<String> = folder_adapters(&root).into_iter().map(|a| a.name).collect();
+        assert_eq!(names, ["lcm", "style"]);
+        assert!(folder_adapters(std::path::Path::new("/nonexistent")).is_empty());
+    }
 }
