@@ -29,7 +29,7 @@
 //! | 11 | `sweep::output` | the landscape's files: summary, CSV, JSON, plot, images |
 //! | 12 | `tui`, `tui::*` | the terminal UI |
 
-pub use speedscape_core::{error, models, pipeline, quality, rng, runtime, schedulers};
+pub use speedscape_core::{error, lora, models, pipeline, quality, rng, runtime, schedulers};
 
 pub mod bench;
 pub mod config;

@@ -4,12 +4,20 @@
 //! and fusing `W' = W + Σᵢ wᵢ · (αᵢ/rᵢ) · Bᵢ·Aᵢ` into initializers that override the graph's
 //! own when ONNX Runtime makes the session — no graph written to disk, no Python.
 
+mod file;
+mod fuse;
+mod graph;
+mod onnx;
+
 use std::fmt;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use serde::Serialize;
 
 use crate::error::Fixable;
+pub(crate) use file::Component;
+pub(crate) use fuse::Overrides;
 
 /// The largest |weight| a run may give an adapter: beyond it a LoRA's update swamps the base
 /// weights and the image is noise, so a larger one is almost surely a typo.
@@ -146,6 +154,154 @@ pub fn folder_adapters(root: &std::path::Path) -> Vec<FolderAdapter> {
         .collect();
     found.sort_by(|a, b| a.name.cmp(&b.name));
     found
+}
+
+/// An adapter of a run, found and checked (its file read once and remembered by path, size
+/// and modification time; the layers are read again only when a session is fused).
+#[derive(Debug, Clone)]
+pub(crate) struct Resolved {
+    /// The name it was asked by: a folder adapter's name, or the file's stem.
+    pub(crate) name: String,
+    pub(crate) weight: f32,
+    pub(crate) path: PathBuf,
+    summary: Summary,
+}
+
+/// What a LoRA file is, without its tensors.
+#[derive(Debug, Clone)]
+struct Summary {
+    sha256: String,
+    format: &'static str,
+    components: Vec<Component>,
+}
+
+/// LoRA files already read, by (path, size, modification time).
+#[derive(Debug, Default)]
+pub(crate) struct Seen(Vec<(PathBuf, u64, Option<std::time::SystemTime>, Summary)>);
+
+impl Seen {
+    fn summary(&mut self, path: &Path) -> eyre::Result<Summary> {
+        let stat = std::fs::metadata(path).ok();
+        let (size, mtime) = (
+            stat.as_ref().map_or(0, |m| m.len()),
+            stat.as_ref().and_then(|m| m.modified().ok()),
+        );
+        if let Some((.., s)) = self
+            .0
+            .iter()
+            .find(|(p, z, t, _)| p == path && *z == size && *t == mtime)
+        {
+            return Ok(s.clone());
+        }
+        let f = file::read(path)?;
+        let summary = Summary {
+            sha256: f.sha256.clone(),
+            format: f.format,
+            components: f.components(),
+        };
+        self.0.retain(|(p, ..)| p != path);
+        self.0
+            .push((path.to_path_buf(), size, mtime, summary.clone()));
+        Ok(summary)
+    }
+}
+
+/// Finds and checks a run's adapters: a name of `root`'s adapters ([`folder_adapters`]) or a
+/// path to a `.safetensors` file. An unknown name lists the folder's adapters.
+pub(crate) fn resolve(
+    root: &Path,
+    set: &[AdapterWeight],
+    seen: &mut Seen,
+) -> eyre::Result<Vec<Resolved>> {
+    check_set(set)?;
+    let offered = folder_adapters(root);
+    set.iter()
+        .map(|a| {
+            let (name, path) = match offered.iter().find(|f| f.name == a.adapter) {
+                Some(f) => (f.name.clone(), f.file.clone()),
+                None if looks_like_path(&a.adapter) => {
+                    let path = PathBuf::from(&a.adapter);
+                    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned());
+                    (stem.unwrap_or_else(|| a.adapter.clone()), path)
+                }
+                None => return Err(unknown_adapter(root, &a.adapter, &offered)),
+            };
+            Ok(Resolved {
+                name,
+                weight: a.weight,
+                summary: seen.summary(&path)?,
+                path,
+            })
+        })
+        .collect()
+}
+
+fn looks_like_path(s: &str) -> bool {
+    s.contains('/') || s.ends_with(".safetensors") || Path::new(s).is_file()
+}
+
+fn unknown_adapter(root: &Path, name: &str, offered: &[FolderAdapter]) -> eyre::Report {
+    let have = if offered.is_empty() {
+        format!("{} has no loras/ folder of adapters", root.display())
+    } else {
+        let names: Vec<&str> = offered.iter().map(|f| f.name.as_str()).collect();
+        format!(
+            "{} offers: {}",
+            root.join("loras").display(),
+            names.join(", ")
+        )
+    };
+    Fixable::new(
+        format!("no LoRA adapter called {name:?}; {have}"),
+        "name one of those, or give a path to a .safetensors file (e.g. ./my_lora.safetensors=0.8)",
+    )
+    .into()
+}
+
+/// The adapters as reports name them.
+pub(crate) fn applied(adapters: &[Resolved]) -> Vec<AppliedAdapter> {
+    adapters
+        .iter()
+        .map(|a| AppliedAdapter {
+            name: a.name.clone(),
+            file: a.path.display().to_string(),
+            sha256: a.summary.sha256.clone(),
+            weight: a.weight,
+            format: a.summary.format.to_string(),
+            components: a
+                .summary
+                .components
+                .iter()
+                .map(|c| c.name().into())
+                .collect(),
+        })
+        .collect()
+}
+
+/// What distinguishes a session of a `component` graph fused with `adapters`: each adapter
+/// that changes it, by name, file digest and weight, in order (empty: none changes it).
+pub(crate) fn fingerprint(adapters: &[Resolved], component: Component) -> String {
+    adapters
+        .iter()
+        .filter(|a| a.summary.components.contains(&component))
+        .map(|a| format!("+{}@{}={}", a.name, &a.summary.sha256[..12], a.weight))
+        .collect()
+}
+
+/// The initializers overriding `graph_file`'s (a `component` graph) for `adapters` (their
+/// files read again, those that change the component only).
+pub(crate) fn overrides(
+    graph_file: &Path,
+    component: Component,
+    adapters: &[Resolved],
+) -> eyre::Result<Overrides> {
+    let files: Vec<(file::LoraFile, f32)> = adapters
+        .iter()
+        .filter(|a| a.summary.components.contains(&component))
+        .map(|a| Ok((file::read(&a.path)?, a.weight)))
+        .collect::<eyre::Result<_>>()?;
+    let set: Vec<(&file::LoraFile, f32)> = files.iter().map(|(f, w)| (f, *w)).collect();
+    fuse::overrides(graph_file, component, &set)
 }
 
 #[cfg(test)]

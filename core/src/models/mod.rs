@@ -31,6 +31,7 @@ use ort::value::TensorElementType;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Fixable;
+use crate::lora::{self, AdapterWeight, Component};
 use crate::runtime::Runtime;
 use crate::runtime::failure::{self, MemoryContext, MemoryPhase};
 use crate::runtime::tensor::{self, IoSpec};
@@ -397,7 +398,11 @@ impl TextEncoder {
     /// `last_hidden_state` of rank 3 (`[B, 77, D]`) out, and `pooler_output` (`[B, D]`) used
     /// where the graph has it; otherwise an error listing what the graph has.
     pub fn load(rt: &Runtime, file: &Path) -> eyre::Result<Self> {
-        let session = rt.session(file)?;
+        Self::from_session(rt, file, rt.session(file)?)
+    }
+
+    /// [`TextEncoder::load`] of a session already made (with fused LoRA weights, say).
+    fn from_session(rt: &Runtime, file: &Path, session: Session) -> eyre::Result<Self> {
         let inputs = tensor::inputs(&session);
         let ids = find(&inputs, "input_ids")
             .filter(|s| {
@@ -550,7 +555,11 @@ impl Unet {
     /// 1-d, and `encoder_hidden_states` of rank 3 (`[B, 77, D]`) in, float32 or float16;
     /// otherwise an error listing what the graph has.
     pub fn load(rt: &Runtime, file: &Path) -> eyre::Result<Self> {
-        let session = rt.session(file)?;
+        Self::from_session(rt, file, rt.session(file)?)
+    }
+
+    /// [`Unet::load`] of a session already made (with fused LoRA weights, say).
+    fn from_session(rt: &Runtime, file: &Path, session: Session) -> eyre::Result<Self> {
         let inputs = tensor::inputs(&session);
         let expected = "sample float[batch,4,h,w], timestep (0-d or 1-d), encoder_hidden_states float[batch,77,D]";
         let sample = find(&inputs, "sample").filter(|s| s.rank() == 4 && is_float(s.elem));
@@ -943,9 +952,14 @@ pub struct Model {
     pub(crate) manifest: Option<Manifest>,
     /// Things the user should know about this folder (fallbacks taken).
     pub notes: Vec<String>,
+    /// Loaded UNets by key: the folder, then the run-time adapters fused into it
+    /// ([`crate::lora::fingerprint`]), least recently used first.
     unets: Vec<(String, Unet)>,
-    /// Text encoders of variants with fused text-encoder LoRAs, by folder.
+    /// Text encoders of variants with fused text-encoder LoRAs (pre-fused or at run time), by
+    /// key as for `unets`.
     text_encoders: Vec<(String, TextEncoder)>,
+    /// LoRA files read so far ([`crate::lora::resolve`]).
+    adapters_seen: lora::Seen,
     /// Time spent creating sessions, per component folder.
     pub load_times: Vec<(String, Duration)>,
     /// Bytes the loaded UNets may take together (0: no limit); see [`Model::unet`].
@@ -968,6 +982,8 @@ pub(crate) struct RunParts<'a> {
     pub(crate) clip: bool,
     /// The folder's notes, then what was unloaded to make room for this UNet.
     pub(crate) notes: Vec<String>,
+    /// The adapters fused at run time, as reports name them.
+    pub(crate) adapters: Vec<crate::lora::AppliedAdapter>,
 }
 
 impl RunParts<'_> {
@@ -1100,6 +1116,7 @@ impl Model {
             notes,
             unets: Vec::new(),
             text_encoders: Vec::new(),
+            adapters_seen: lora::Seen::default(),
             load_times,
             unet_budget: 0,
             unloaded: Vec::new(),
@@ -1150,13 +1167,46 @@ impl Model {
     /// The UNet of `variant`, loading it on first use; loading first unloads the least recently
     /// used UNets as far as [`Model::unet_budget`] needs (the next run's warnings say which).
     pub fn unet(&mut self, rt: &Runtime, variant: &str) -> eyre::Result<&mut Unet> {
+        self.unet_with(rt, variant, &[])
+    }
+
+    /// The UNet of `variant` with `adapters` fused at run time (a session per variant, adapter
+    /// files and weights, kept like any UNet within [`Model::unet_budget`]); see [`Model::unet`].
+    pub fn unet_with(
+        &mut self,
+        rt: &Runtime,
+        variant: &str,
+        adapters: &[AdapterWeight],
+    ) -> eyre::Result<&mut Unet> {
+        let resolved = lora::resolve(&self.root, adapters, &mut self.adapters_seen)?;
+        let key = self.load_unet(rt, variant, &resolved)?;
+        Ok(self.loaded_unet(&key))
+    }
+
+    /// The loaded UNet under `key`, made the most recently used.
+    fn loaded_unet(&mut self, key: &str) -> &mut Unet {
+        let i = self
+            .unets
+            .iter()
+            .position(|(k, _)| k == key)
+            .expect("loaded before");
+        let entry = self.unets.remove(i);
+        self.unets.push(entry);
+        &mut self.unets.last_mut().expect("just pushed").1
+    }
+
+    /// Loads the UNet of `variant` fused with `adapters` unless loaded; gives its key.
+    fn load_unet(
+        &mut self,
+        rt: &Runtime,
+        variant: &str,
+        adapters: &[lora::Resolved],
+    ) -> eyre::Result<String> {
         let v = self.variant(variant)?.clone();
         let folder = v.folder.clone();
-        if let Some(i) = self.unets.iter().position(|(f, _)| *f == folder) {
-            // Most recently used last.
-            let entry = self.unets.remove(i);
-            self.unets.push(entry);
-            return Ok(&mut self.unets.last_mut().expect("just pushed").1);
+        let key = format!("{folder}{}", lora::fingerprint(adapters, Component::Unet));
+        if self.unets.iter().any(|(k, _)| *k == key) {
+            return Ok(key);
         }
         if v.name != "base" && !self.root.join(&folder).join("model.onnx").is_file() {
             return Err(missing_variant_error(&self.root, &v, "UNet", &folder));
@@ -1167,14 +1217,15 @@ impl Model {
         let n = unets_to_unload(&sizes, incoming, self.unet_budget);
         for (name, u) in self.unets.drain(..n) {
             self.unloaded.push(format!(
-                "unloaded the UNet {name} ({} MiB) to load {folder} ({} MiB) within the UNet budget of {} MiB ([model] unet_budget_mib)",
+                "unloaded the UNet {name} ({} MiB) to load {key} ({} MiB) within the UNet budget of {} MiB ([model] unet_budget_mib)",
                 u.bytes >> 20,
                 incoming >> 20,
                 self.unet_budget >> 20
             ));
         }
         let start = Instant::now();
-        let unet = Unet::load(rt, &file)?;
+        let overrides = lora::overrides(&file, Component::Unet, adapters)?;
+        let unet = Unet::from_session(rt, &file, rt.session_with(&file, overrides)?)?;
         if let (Some(need), Some(have)) = (unet.context_dim(), self.text_encoder.hidden_dim)
             && need != have
         {
@@ -1187,12 +1238,12 @@ impl Model {
                 "use a UNet and text encoder from the same model",
             ));
         }
-        self.load_times.push((folder.clone(), start.elapsed()));
+        self.load_times.push((key.clone(), start.elapsed()));
         let mut unet = unet;
         unet.bytes = incoming;
         unet.vae_scale = self.geometry.vae_scale_factor;
-        self.unets.push((folder, unet));
-        Ok(&mut self.unets.last_mut().expect("just pushed").1)
+        self.unets.push((key.clone(), unet));
+        Ok(key)
     }
 
     /// What the folder holds, from its manifest.
@@ -1301,13 +1352,48 @@ impl Model {
         rt: &Runtime,
         variant: &str,
     ) -> eyre::Result<&mut TextEncoder> {
+        self.text_encoder_with(rt, variant, &[])
+    }
+
+    /// The text encoder of `variant` with the text-encoder layers of `adapters` fused at run
+    /// time (the variant's own one when no adapter has such layers).
+    pub fn text_encoder_with(
+        &mut self,
+        rt: &Runtime,
+        variant: &str,
+        adapters: &[AdapterWeight],
+    ) -> eyre::Result<&mut TextEncoder> {
+        let resolved = lora::resolve(&self.root, adapters, &mut self.adapters_seen)?;
+        let key = self.load_text_encoder(rt, variant, &resolved)?;
+        Ok(self.loaded_text_encoder(&key))
+    }
+
+    fn loaded_text_encoder(&mut self, key: &str) -> &mut TextEncoder {
+        if key == BASE_TEXT_ENCODER {
+            return &mut self.text_encoder;
+        }
+        self.text_encoders
+            .iter_mut()
+            .find(|(k, _)| k == key)
+            .map(|(_, t)| t)
+            .expect("loaded before")
+    }
+
+    /// Loads the text encoder of `variant` fused with `adapters` unless loaded; gives its key.
+    fn load_text_encoder(
+        &mut self,
+        rt: &Runtime,
+        variant: &str,
+        adapters: &[lora::Resolved],
+    ) -> eyre::Result<String> {
         let v = self.variant(variant)?.clone();
         let folder = v.text_encoder_folder().to_string();
-        if folder == BASE_TEXT_ENCODER {
-            return Ok(&mut self.text_encoder);
-        }
-        if let Some(i) = self.text_encoders.iter().position(|(f, _)| *f == folder) {
-            return Ok(&mut self.text_encoders[i].1);
+        let key = format!(
+            "{folder}{}",
+            lora::fingerprint(adapters, Component::TextEncoder)
+        );
+        if key == BASE_TEXT_ENCODER || self.text_encoders.iter().any(|(k, _)| *k == key) {
+            return Ok(key);
         }
         if !self.root.join(&folder).join("model.onnx").is_file() {
             return Err(missing_variant_error(
@@ -1319,7 +1405,8 @@ impl Model {
         }
         let file = component_file(&self.root, &folder)?;
         let start = Instant::now();
-        let te = TextEncoder::load(rt, &file)?;
+        let overrides = lora::overrides(&file, Component::TextEncoder, adapters)?;
+        let te = TextEncoder::from_session(rt, &file, rt.session_with(&file, overrides)?)?;
         if let (Some(need), Some(have)) = (self.text_encoder.hidden_dim, te.hidden_dim)
             && need != have
         {
@@ -1332,39 +1419,35 @@ impl Model {
                 "use text encoders from the same model",
             ));
         }
-        self.load_times.push((folder.clone(), start.elapsed()));
-        self.text_encoders.push((folder, te));
-        Ok(&mut self.text_encoders.last_mut().expect("just pushed").1)
+        self.load_times.push((key.clone(), start.elapsed()));
+        self.text_encoders.push((key.clone(), te));
+        Ok(key)
     }
 
-    /// What one run of `variant` uses, loaded on first use in this order — its UNet, its text
-    /// encoder, and with `clip` the CLIP scorer (a broken one fails here; a folder without one
-    /// gives [`RunParts::clip`] false) — and then borrowed together.
+    /// What one run of `variant` with run-time `adapters` uses, loaded on first use in this
+    /// order — its UNet, its text encoder, and with `clip` the CLIP scorer (a broken one fails
+    /// here; a folder without one gives [`RunParts::clip`] false) — and then borrowed together.
     pub(crate) fn run_parts(
         &mut self,
         rt: &Runtime,
         variant: &str,
+        adapters: &[AdapterWeight],
         clip: bool,
     ) -> eyre::Result<RunParts<'_>> {
-        self.unet(rt, variant)?;
-        self.text_encoder_for(rt, variant)?;
+        let resolved = lora::resolve(&self.root, adapters, &mut self.adapters_seen)?;
+        let unet_key = self.load_unet(rt, variant, &resolved)?;
+        let te_key = self.load_text_encoder(rt, variant, &resolved)?;
         let clip = clip && self.clip_scorer(rt)?.is_some();
         let mut notes = self.notes.clone();
         notes.extend(self.take_unloaded());
-        let v = self.variant(variant)?;
-        let (unet_folder, te_folder) = (v.folder.clone(), v.text_encoder_folder().to_string());
-        let unet = self
-            .unets
-            .iter_mut()
-            .find(|(f, _)| *f == unet_folder)
-            .map(|(_, u)| u)
-            .expect("loaded above");
-        let text_encoder = if te_folder == BASE_TEXT_ENCODER {
+        self.loaded_unet(&unet_key);
+        let unet = &mut self.unets.last_mut().expect("just used").1;
+        let text_encoder = if te_key == BASE_TEXT_ENCODER {
             &mut self.text_encoder
         } else {
             self.text_encoders
                 .iter_mut()
-                .find(|(f, _)| *f == te_folder)
+                .find(|(k, _)| *k == te_key)
                 .map(|(_, t)| t)
                 .expect("loaded above")
         };
@@ -1376,6 +1459,7 @@ impl Model {
             geometry: &self.geometry,
             clip,
             notes,
+            adapters: lora::applied(&resolved),
         })
     }
 }

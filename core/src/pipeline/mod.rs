@@ -603,7 +603,7 @@ pub fn generate_with(
     .map(|folder| model.component_precision(folder));
     // Sessions load before the clock starts: their creation is reported apart (load_ms). The
     // CLIP scorer too, the first time a run asks for it.
-    let mut parts = model.run_parts(rt, &req.unet, req.clip_score)?;
+    let mut parts = model.run_parts(rt, &req.unet, &req.loras, req.clip_score)?;
     let blame = Blame::new(recorded, &variant, &parts, req);
     let mut noise = req.rng.generator(req.seed);
     let mut warnings = std::mem::take(&mut parts.notes);
@@ -644,6 +644,7 @@ pub fn generate_with(
     let image = decode(&mut parts, latents, ctl.run_options, &blame)?;
     let vae = vae_start.elapsed();
     let total = run_start.elapsed();
+    let adapters = std::mem::take(&mut parts.adapters);
     let timings = Timings {
         text,
         unet: step_timings.iter().map(|t| t.unet).collect(),
@@ -668,6 +669,7 @@ pub fn generate_with(
         timings,
         warnings,
         clip_score,
+        adapters,
         ..describe_run(rt, model, req, &variant)
     };
     Ok(RunOutput { image, report })

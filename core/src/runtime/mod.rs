@@ -313,8 +313,22 @@ impl Runtime {
     pub fn session(&self, model: &Path) -> eyre::Result<Session> {
         match self.options.session.optimized_cache.clone() {
             Some(dir) if !dir.as_os_str().is_empty() => self.cached_session(model, &dir),
-            _ => self.build_session(model, None, false),
+            _ => self.build_session(model, None, false, Vec::new()),
         }
+    }
+
+    /// A session of `model` whose initializers named in `overrides` take those values instead
+    /// of the file's (run-time LoRA: the fused weights). Never from or into the optimised-graph
+    /// cache, which is keyed by the files alone.
+    pub(crate) fn session_with(
+        &self,
+        model: &Path,
+        overrides: Vec<(String, ort::value::DynValue)>,
+    ) -> eyre::Result<Session> {
+        if overrides.is_empty() {
+            return self.session(model);
+        }
+        self.build_session(model, None, false, overrides)
     }
 
     /// A session of `model`; `save_to` writes the optimised graph there (weights beside it in
@@ -324,6 +338,7 @@ impl Runtime {
         model: &Path,
         save_to: Option<&Path>,
         preoptimised: bool,
+        overrides: Vec<(String, ort::value::DynValue)>,
     ) -> eyre::Result<Session> {
         let eps = self.execution_providers();
         let builder = Session::builder(&self.env).map_err(|e| eyre!("{e}"))?;
@@ -352,6 +367,11 @@ impl Runtime {
                     "1024",
                 )
                 .map_err(|e| eyre!("{e}"))?;
+        }
+        for (name, value) in overrides {
+            builder = builder
+                .with_external_initializer(&name, value)
+                .map_err(|e| eyre!("overriding the initializer {name}: {e}"))?;
         }
         builder
             .commit_from_file(model)
@@ -410,7 +430,7 @@ impl Runtime {
         let entry = dir.join(&key);
         let cached = entry.join("model.onnx");
         if cached.is_file() {
-            match self.build_session(&cached, None, true) {
+            match self.build_session(&cached, None, true, Vec::new()) {
                 Ok(s) => return Ok(s),
                 Err(_) => {
                     // Damaged or written by another build: drop it and make it again.
@@ -422,9 +442,10 @@ impl Runtime {
         let _ = std::fs::remove_dir_all(&staging);
         if std::fs::create_dir_all(&staging).is_err() {
             // An unwritable cache must not stop the run.
-            return self.build_session(model, None, false);
+            return self.build_session(model, None, false, Vec::new());
         }
-        let session = self.build_session(model, Some(&staging.join("model.onnx")), false);
+        let session =
+            self.build_session(model, Some(&staging.join("model.onnx")), false, Vec::new());
         let complete = session.is_ok() && staging.join("model.onnx").is_file();
         if !complete || std::fs::rename(&staging, &entry).is_err() {
             let _ = std::fs::remove_dir_all(&staging);
@@ -433,7 +454,7 @@ impl Runtime {
             Ok(s) => Ok(s),
             // Writing the optimised graph failed (a full disk, say) or the model is bad: a
             // session without the cache tells which, and a full cache disk must not stop the run.
-            Err(_) => self.build_session(model, None, false),
+            Err(_) => self.build_session(model, None, false, Vec::new()),
         }
     }
 
