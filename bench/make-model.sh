@@ -9,6 +9,8 @@
 # Writes
 #   OUT/standin/pipeline/              diffusers folder (what diffusers-torch loads)
 #   OUT/standin/loras/peft.safetensors the LoRA fused into unet_lcm (also kohya.safetensors, unused)
+#   OUT/standin/loras/wide.safetensors a rank-64 LoRA on LCM-LoRA's targets, fused into unet_wide
+#                                      (what `speedscape bench lora-load` times run-time fusion against)
 #   OUT/onnx/                          Optimum layout + unet_lcm/ + manifest.json (speedscape, optimum, ORT)
 # Each part is skipped when already complete (standin: built in standin.partial and renamed;
 # onnx: export.py moves it into place only after every graph passed its check, manifest last).
@@ -37,7 +39,7 @@ python="${PYTHON:-.venv-ref/bin/python}"
 mkdir -p "$out"
 out="$(cd "$out" && pwd)"
 
-if [ -f "$out/standin/pipeline/model_index.json" ] && [ -f "$out/standin/loras/peft.safetensors" ]; then
+if [ -f "$out/standin/pipeline/model_index.json" ] && [ -f "$out/standin/loras/wide.safetensors" ]; then
   echo "make-model: $out/standin is complete, kept" >&2
 else
   echo "make-model: writing the random-init $size pipeline to $out/standin" >&2
@@ -53,6 +55,8 @@ else
   echo "make-model: exporting to ONNX fp32 in $out/onnx" >&2
   "$python" models/export.py --out "$out/onnx" --model "$out/standin/pipeline" \
     --base-label "random-init SD v1.5 architecture ($size, models/make_standin.py)" \
-    --lora "lcm=$out/standin/loras/peft.safetensors" --variant lcm=lcm:1.0 --force "${verify[@]}" >&2
+    --lora "lcm=$out/standin/loras/peft.safetensors" --variant lcm=lcm:1.0 \
+    --lora "wide=$out/standin/loras/wide.safetensors" --variant wide=wide:1.0 --copy-loras \
+    --force "${verify[@]}" >&2
 fi
 echo "$out"

@@ -9,6 +9,9 @@ Written:
     <out>/pipeline/                 diffusers `save_pretrained` folder, with SD v1.5's original
                                     scheduler_config.json and CLIP tokenizer files verbatim
     <out>/loras/peft.safetensors    UNet-only LoRA in diffusers/peft format (`unet.<module>.lora_A.weight`)
+    <out>/loras/wide.safetensors    UNet-only rank-64 LoRA in diffusers/peft format on LCM-LoRA's
+                                    targets (attention, feed-forward, projections, resnet convs as
+                                    LoCon, time embeddings): what run-time fusion is timed with
     <out>/loras/kohya.safetensors   UNet + text-encoder LoRA in kohya format
                                     (`lora_unet_<module>.lora_down.weight`, `.lora_up.weight`, `.alpha`,
                                     `lora_te_<module>...`), as kohya's sd-scripts save one
@@ -119,6 +122,29 @@ def kohya_lora(pipe, seed: int, rank: int = 4, alpha: float = 2.0, b_std: float 
     return state
 
 
+# LCM-LoRA's target modules for SD v1.5 (its adapter_config.json), by module-name suffix.
+WIDE_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2",
+                "conv1", "conv2", "conv_shortcut", "downsamplers.0.conv", "upsamplers.0.conv", "time_emb_proj")
+
+
+def wide_lora(pipe, seed: int, rank: int = 64, b_std: float = 0.05) -> dict[str, torch.Tensor]:
+    """A rank-`rank` peft-layout LoRA on every UNet module LCM-LoRA targets; convolutions get
+    LoCon halves (lora_A [r, in, kh, kw], lora_B [out, r, 1, 1]), as peft writes them."""
+    gen = torch.Generator().manual_seed(seed)
+    state = {}
+    for name, m in pipe.unet.named_modules():
+        if not name.endswith(WIDE_TARGETS) or not isinstance(m, (torch.nn.Linear, torch.nn.Conv2d)):
+            continue
+        if isinstance(m, torch.nn.Linear):
+            fan_in, a_shape, b_shape = m.in_features, (rank, m.in_features), (m.out_features, rank)
+        else:
+            fan_in = m.in_channels * m.kernel_size[0] * m.kernel_size[1]
+            a_shape, b_shape = (rank, m.in_channels, *m.kernel_size), (m.out_channels, rank, 1, 1)
+        state[f"unet.{name}.lora_A.weight"] = (torch.randn(*a_shape, generator=gen) / math.sqrt(fan_in)).contiguous()
+        state[f"unet.{name}.lora_B.weight"] = (torch.randn(*b_shape, generator=gen) * (b_std / math.sqrt(rank))).contiguous()
+    return state
+
+
 def write(out: Path, size: str, tokenizer_dir: Path | None = None) -> dict[str, Path]:
     tokenizer_dir = Path(tokenizer_dir or make_tiny.default_tokenizer_dir())
     make_tiny.set_determinism()
@@ -130,7 +156,9 @@ def write(out: Path, size: str, tokenizer_dir: Path | None = None) -> dict[str, 
     peft = make_tiny.write_random_lora(pipe, make_tiny.RandomLora(name="peft", seed=2001, rank=4, alpha=8.0, write_metadata=True), loras)
     kohya = loras / "kohya.safetensors"
     save_file(kohya_lora(pipe, seed=2002), str(kohya), metadata={"ss_network_module": "networks.lora"})
-    return {"pipeline": folder, "peft": peft, "kohya": kohya}
+    wide = loras / "wide.safetensors"
+    save_file(wide_lora(pipe, seed=2003), str(wide), metadata={"format": "pt"})
+    return {"pipeline": folder, "peft": peft, "kohya": kohya, "wide": wide}
 
 
 def main(argv=None) -> int:
