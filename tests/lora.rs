@@ -94,4 +94,3 @@ fn every_pre_fused_variant_is_base_with_its_adapters_at_one() {
         assert_eq!(report.adapters.len(), adapters.len());
     }
 }
-

@@ -347,4 +347,138 @@ mod tests {
         assert_eq!(names, ["lcm", "style"]);
         assert!(folder_adapters(std::path::Path::new("/nonexistent")).is_empty());
     }
+
+    /// Writes a safetensors file of float32 `tensors` (name, shape, values) into `dir`.
+    fn write_file(dir: &Path, name: &str, tensors: &[(&str, Vec<usize>, Vec<f32>)]) -> PathBuf {
+        let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = tensors
+            .iter()
+            .map(|(n, shape, v)| {
+                let b = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+                (n.to_string(), b, shape.clone())
+            })
+            .collect();
+        let views: Vec<(String, safetensors::tensor::TensorView)> = bytes
+            .iter()
+            .map(|(n, b, shape)| {
+                let view =
+                    safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), b)
+                        .unwrap();
+                (n.clone(), view)
+            })
+            .collect();
+        let path = dir.join(name);
+        safetensors::serialize_to_file(views, None, &path).unwrap();
+        path
+    }
+
+    fn tiny() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/tiny")
+    }
+
+    fn error_of(spec: &str) -> (String, String) {
+        let set = [AdapterWeight::parse(spec).unwrap()];
+        let result = resolve(&tiny(), &set, &mut Seen::default()).and_then(|r| {
+            overrides(&tiny().join("unet/model.onnx"), Component::Unet, &r).map(|_| ())
+        });
+        let e = result.expect_err(spec);
+        let parts = crate::error::parts(&e);
+        (parts.causes.join(" / "), parts.fixes.join(" / "))
+    }
+
+    #[test]
+    fn bad_adapters_are_refused_naming_the_cause_and_the_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let q = "down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k";
+        // An adapter name the folder does not offer: the message lists those it does.
+        let (cause, fix) = error_of("pixel=1");
+        assert!(
+            cause.contains("no LoRA adapter called \"pixel\"") && cause.contains("lcm, style"),
+            "{cause}"
+        );
+        assert!(fix.contains("path to a .safetensors file"), "{fix}");
+        // A missing file.
+        let (cause, _) = error_of(&format!("{}/gone.safetensors=1", d.display()));
+        assert!(
+            cause.contains("gone.safetensors") && cause.contains("cannot be read"),
+            "{cause}"
+        );
+        // Not safetensors.
+        std::fs::write(d.join("text.safetensors"), "not a tensor file").unwrap();
+        let (cause, fix) = error_of(&format!("{}/text.safetensors=1", d.display()));
+        assert!(cause.contains("is not a safetensors file"), "{cause}");
+        assert!(fix.contains(".safetensors"), "{fix}");
+        // Unknown layout.
+        let p = write_file(
+            d,
+            "odd.safetensors",
+            &[("model.weight", vec![2], vec![0.0; 2])],
+        );
+        let (cause, _) = error_of(&format!("{}=1", p.display()));
+        assert!(
+            cause.contains("holds no LoRA tensors") && cause.contains("model.weight"),
+            "{cause}"
+        );
+        // LoHa, named.
+        let p = write_file(
+            d,
+            "loha.safetensors",
+            &[(
+                &format!("lora_unet_{}.hada_w1_a", q.replace('.', "_")),
+                vec![2],
+                vec![0.0; 2],
+            )],
+        );
+        let (cause, fix) = error_of(&format!("{}=1", p.display()));
+        assert!(
+            cause.contains("LoHa") && cause.contains("hada_w1_a"),
+            "{cause}"
+        );
+        assert!(fix.contains("LoRA"), "{fix}");
+        // An SD 2.x-shaped update (cross-attention from 1024-wide text): module and both shapes.
+        let p = write_file(
+            d,
+            "sd2.safetensors",
+            &[
+                (
+                    &format!("unet.{q}.lora_A.weight"),
+                    vec![4, 1024],
+                    vec![0.0; 4096],
+                ),
+                (
+                    &format!("unet.{q}.lora_B.weight"),
+                    vec![32, 4],
+                    vec![0.0; 128],
+                ),
+            ],
+        );
+        let (cause, fix) = error_of(&format!("{}=1", p.display()));
+        assert!(
+            cause.contains(q) && cause.contains("[32, 1024]") && cause.contains("[32, 32]"),
+            "{cause}"
+        );
+        assert!(fix.contains("SD 2.x"), "{fix}");
+        // A module the graph does not have.
+        let p = write_file(
+            d,
+            "extra.safetensors",
+            &[
+                (
+                    "unet.down_blocks.7.attn.to_q.lora_A.weight",
+                    vec![4, 32],
+                    vec![0.0; 128],
+                ),
+                (
+                    "unet.down_blocks.7.attn.to_q.lora_B.weight",
+                    vec![32, 4],
+                    vec![0.0; 128],
+                ),
+            ],
+        );
+        let (cause, _) = error_of(&format!("{}=1", p.display()));
+        assert!(
+            cause.contains("module down_blocks.7.attn.to_q is not in"),
+            "{cause}"
+        );
+    }
 }
