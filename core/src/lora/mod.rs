@@ -306,6 +306,7 @@ pub(crate) fn overrides(
 
 #[cfg(test)]
 mod tests {
+    use super::file::ModuleName;
     use super::*;
 
     #[test]
@@ -480,5 +481,70 @@ mod tests {
             cause.contains("module down_blocks.7.attn.to_q is not in"),
             "{cause}"
         );
+    }
+
+    #[test]
+    fn a_graph_whose_attention_is_fused_says_run_time_lora_needs_the_unfused_export() {
+        // What `--optimize cuda` leaves: q/k/v packed into one MatMul feeding a
+        // MultiHeadAttention; the output projection keeps its name.
+        let attn = "/unet/down_blocks.0/attentions.0/transformer_blocks.0/attn1";
+        let graph = onnx::encode_graph(
+            &[
+                ("MatMul", &format!("{attn}/MatMul_QKV"), &["x", "qkv"]),
+                ("MultiHeadAttention", &format!("{attn}/Attention"), &["q"]),
+                (
+                    "MatMul",
+                    &format!("{attn}/to_out.0/MatMul"),
+                    &["a", "out_w"],
+                ),
+            ],
+            &[
+                ("qkv", vec![32, 96], vec![0.0; 32 * 96]),
+                ("out_w", vec![32, 32], vec![0.5; 1024]),
+            ],
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let model = dir.path().join("model.onnx");
+        std::fs::write(&model, graph).unwrap();
+        let lora = |module: &str| {
+            let m = ModuleName::Dotted(format!(
+                "down_blocks.0.attentions.0.transformer_blocks.0.attn1.{module}"
+            ));
+            file::LoraFile {
+                path: dir.path().join("a.safetensors"),
+                sha256: "0".repeat(64),
+                format: "diffusers",
+                layers: vec![file::Layer {
+                    component: Component::Unet,
+                    module: m,
+                    down: vec![1.0; 32],
+                    down_shape: vec![1, 32],
+                    up: vec![1.0; 32],
+                    up_shape: vec![32, 1],
+                    scale: 1.0,
+                }],
+            }
+        };
+        // The projection that kept its node maps, and is fused: 0.5 + 2 · 1 · 1 (values need
+        // ONNX Runtime loaded).
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let plan = crate::runtime::SearchPlan::new(None, Some(&root));
+        crate::runtime::Runtime::init(&plan, crate::runtime::Device::Cpu).unwrap();
+        let out = lora("to_out.0");
+        let o = fuse::overrides(&model, Component::Unet, &[(&out, 2.0)]).unwrap();
+        let (name, value) = &o[0];
+        assert_eq!(name, "out_w");
+        let (_, data) = value.try_extract_tensor::<f32>().unwrap();
+        assert!(data.iter().all(|&v| v == 2.5));
+        // to_q went into the packed MatMul: refused, naming the fused operator and the fix.
+        let q = lora("to_q");
+        let e = fuse::overrides(&model, Component::Unet, &[(&q, 1.0)]).unwrap_err();
+        let parts = crate::error::parts(&e);
+        assert!(
+            parts.causes[0].contains("MultiHeadAttention")
+                && parts.causes[0].contains("attn1.to_q"),
+            "{parts:?}"
+        );
+        assert!(parts.fixes[0].contains("without --optimize"), "{parts:?}");
     }
 }

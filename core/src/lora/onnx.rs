@@ -279,3 +279,36 @@ fn initializer(t: TensorProto, dir: &Path) -> Initializer {
         data,
     }
 }
+
+/// Test graphs written from scratch: nodes (operator, name, inputs) and float32 initializers.
+#[cfg(test)]
+pub(crate) fn encode_graph(
+    nodes: &[(&str, &str, &[&str])],
+    initializers: &[(&str, Vec<i64>, Vec<f32>)],
+) -> Vec<u8> {
+    let model = ModelProto {
+        graph: Some(GraphProto {
+            node: nodes
+                .iter()
+                .map(|(op, name, inputs)| NodeProto {
+                    input: inputs.iter().map(|s| s.to_string()).collect(),
+                    output: vec![format!("{name}_out")],
+                    name: name.to_string(),
+                    op_type: op.to_string(),
+                    attribute: Vec::new(),
+                })
+                .collect(),
+            initializer: initializers
+                .iter()
+                .map(|(name, dims, values)| TensorProto {
+                    dims: dims.clone(),
+                    data_type: FLOAT,
+                    name: name.to_string(),
+                    raw_data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                    ..Default::default()
+                })
+                .collect(),
+        }),
+    };
+    model.encode_to_vec()
+}
