@@ -13,14 +13,16 @@ use ort::value::{DynValue, Tensor};
 
 use super::file::{Component, Layer, LoraFile};
 use super::graph::{Layout, Target, Targets};
-use super::onnx::{Elem, Graph};
+use super::onnx::{Elem, Graph, Initializer};
 use crate::error::Fixable;
+use crate::runtime::WeightOverrides;
 
 /// A weight to change: where it is, and the updates (layer, weight) to add in order.
 type Planned<'a> = (Target, Vec<(&'a Layer, f32)>);
 
-/// Initializers to hand ONNX Runtime in place of the graph's, by name.
-pub(crate) type Overrides = Vec<(String, DynValue)>;
+/// The fused weights, as ONNX Runtime takes them: values for weights in external data, the
+/// graph file's bytes rewritten for weights stored inside it.
+pub(crate) type Overrides = WeightOverrides;
 
 /// The overriding initializers of `graph_file` (a `component` graph) for `adapters`
 /// (file, weight), or an error naming the module a file targets that the graph lacks or whose
@@ -46,7 +48,7 @@ pub(crate) fn overrides(
                 .push((layer, *weight));
         }
     }
-    let mut out = Vec::with_capacity(plan.len());
+    let mut out = WeightOverrides::default();
     for (init, (target, updates)) in plan {
         let t = &graph.initializers[init];
         let elem = t.elem.map_err(|code| {
@@ -75,9 +77,57 @@ pub(crate) fn overrides(
                 weight * layer.scale,
             );
         }
-        out.push((t.name.clone(), value(&t.dims, elem, w)?));
+        place(graph_file, t, elem, w, &mut out)?;
     }
     Ok(out)
+}
+
+/// Puts the fused `w` of `t` where ONNX Runtime will take it: a value replacing external data,
+/// or its bytes written over the old ones in a copy of the graph file.
+fn place(
+    graph_file: &Path,
+    t: &Initializer,
+    elem: Elem,
+    w: Vec<f32>,
+    out: &mut WeightOverrides,
+) -> eyre::Result<()> {
+    if t.is_external() {
+        out.external
+            .push((t.name.clone(), value(&t.dims, elem, w)?));
+        return Ok(());
+    }
+    let Some((offset, len)) = t.inline_range() else {
+        return Err(Fixable::new(
+            format!(
+                "{}: the weight {} is stored as typed values, not raw bytes, which run-time LoRA cannot replace",
+                graph_file.display(),
+                t.name
+            ),
+            "re-export the model with speedscape's exporter (models/export.py)",
+        )
+        .into());
+    };
+    if out.graph.is_none() {
+        out.graph = Some(std::fs::read(graph_file)?);
+    }
+    let bytes: Vec<u8> = match elem {
+        Elem::F32 => w.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        Elem::F16 => w
+            .iter()
+            .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
+            .collect(),
+    };
+    let graph = out.graph.as_mut().expect("read above");
+    let at = offset as usize;
+    if bytes.len() != len || at + len > graph.len() {
+        return Err(eyre!(
+            "{}: the weight {} does not lie where its graph says ({len} bytes at {at})",
+            graph_file.display(),
+            t.name
+        ));
+    }
+    graph[at..at + len].copy_from_slice(&bytes);
+    Ok(())
 }
 
 /// `w += c · B·A` in `layout` (`w` is `rows × cols` as stored).

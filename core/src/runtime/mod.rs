@@ -150,6 +150,16 @@ fn serialize_display<S: serde::Serializer, T: std::fmt::Display>(
     s.collect_str(v)
 }
 
+/// What a session takes in place of its file's weights (run-time LoRA's fused weights).
+#[derive(Default)]
+pub(crate) struct WeightOverrides {
+    /// Initializers stored as external data, replaced by these values.
+    pub(crate) external: Vec<(String, ort::value::DynValue)>,
+    /// The graph file's bytes with weights stored inside it rewritten: loaded instead of the
+    /// file (ONNX Runtime takes replacement values only for external data).
+    pub(crate) graph: Option<Vec<u8>>,
+}
+
 /// A loaded ONNX Runtime and the provider its sessions get.
 #[derive(Clone)]
 pub struct Runtime {
@@ -313,19 +323,18 @@ impl Runtime {
     pub fn session(&self, model: &Path) -> eyre::Result<Session> {
         match self.options.session.optimized_cache.clone() {
             Some(dir) if !dir.as_os_str().is_empty() => self.cached_session(model, &dir),
-            _ => self.build_session(model, None, false, Vec::new()),
+            _ => self.build_session(model, None, false, WeightOverrides::default()),
         }
     }
 
-    /// A session of `model` whose initializers named in `overrides` take those values instead
-    /// of the file's (run-time LoRA: the fused weights). Never from or into the optimised-graph
-    /// cache, which is keyed by the files alone.
+    /// A session of `model` with some of its weights replaced (run-time LoRA: the fused
+    /// weights). Never from or into the optimised-graph cache, which is keyed by the files alone.
     pub(crate) fn session_with(
         &self,
         model: &Path,
-        overrides: Vec<(String, ort::value::DynValue)>,
+        overrides: WeightOverrides,
     ) -> eyre::Result<Session> {
-        if overrides.is_empty() {
+        if overrides.external.is_empty() && overrides.graph.is_none() {
             return self.session(model);
         }
         self.build_session(model, None, false, overrides)
@@ -338,7 +347,7 @@ impl Runtime {
         model: &Path,
         save_to: Option<&Path>,
         preoptimised: bool,
-        overrides: Vec<(String, ort::value::DynValue)>,
+        overrides: WeightOverrides,
     ) -> eyre::Result<Session> {
         let eps = self.execution_providers();
         let builder = Session::builder(&self.env).map_err(|e| eyre!("{e}"))?;
@@ -368,14 +377,26 @@ impl Runtime {
                 )
                 .map_err(|e| eyre!("{e}"))?;
         }
-        for (name, value) in overrides {
+        for (name, value) in overrides.external {
             builder = builder
                 .with_external_initializer(&name, value)
                 .map_err(|e| eyre!("overriding the initializer {name}: {e}"))?;
         }
-        builder
-            .commit_from_file(model)
-            .map_err(|e| self.load_error(model, &e.to_string()))
+        let session = match overrides.graph {
+            Some(bytes) => {
+                // Loaded from memory: external data is found beside the file all the same.
+                let dir = model.parent().unwrap_or(Path::new("."));
+                builder = builder
+                    .with_config_entry(
+                        "session.model_external_initializers_file_folder_path",
+                        dir.to_string_lossy(),
+                    )
+                    .map_err(|e| eyre!("{e}"))?;
+                builder.commit_from_memory(&bytes)
+            }
+            None => builder.commit_from_file(model),
+        };
+        session.map_err(|e| self.load_error(model, &e.to_string()))
     }
 
     /// What the allocator situation is, for out-of-memory messages.
@@ -430,7 +451,7 @@ impl Runtime {
         let entry = dir.join(&key);
         let cached = entry.join("model.onnx");
         if cached.is_file() {
-            match self.build_session(&cached, None, true, Vec::new()) {
+            match self.build_session(&cached, None, true, WeightOverrides::default()) {
                 Ok(s) => return Ok(s),
                 Err(_) => {
                     // Damaged or written by another build: drop it and make it again.
@@ -442,10 +463,14 @@ impl Runtime {
         let _ = std::fs::remove_dir_all(&staging);
         if std::fs::create_dir_all(&staging).is_err() {
             // An unwritable cache must not stop the run.
-            return self.build_session(model, None, false, Vec::new());
+            return self.build_session(model, None, false, WeightOverrides::default());
         }
-        let session =
-            self.build_session(model, Some(&staging.join("model.onnx")), false, Vec::new());
+        let session = self.build_session(
+            model,
+            Some(&staging.join("model.onnx")),
+            false,
+            WeightOverrides::default(),
+        );
         let complete = session.is_ok() && staging.join("model.onnx").is_file();
         if !complete || std::fs::rename(&staging, &entry).is_err() {
             let _ = std::fs::remove_dir_all(&staging);
@@ -454,7 +479,7 @@ impl Runtime {
             Ok(s) => Ok(s),
             // Writing the optimised graph failed (a full disk, say) or the model is bad: a
             // session without the cache tells which, and a full cache disk must not stop the run.
-            Err(_) => self.build_session(model, None, false, Vec::new()),
+            Err(_) => self.build_session(model, None, false, WeightOverrides::default()),
         }
     }
 
