@@ -11,12 +11,19 @@
 2. the text encoder's 49408-row token table becomes the grammar's rows + one zero row
    (vocab.trim_onnx_embedding), checked again against torch on the exporter's own check inputs
    (random ids: the zero row) and on every grammar caption;
-3. manifest.json gets the corrected file table and a "micro" section: grammar, sizes, seeds,
-   every stage's steps and wall time, and the evaluation's metrics when <run-dir>/metrics.json
-   exists.
+3. every graph's names are shortened (compact_graph), except the UNets' weight nodes', which
+   run-time LoRA maps its targets through;
+4. the two trained LoRAs go to loras/lcm.safetensors and style.safetensors as fp16 adapter files
+   (run-time LoRA on the default model with no download);
+5. manifest.json gets the corrected file table, the adapters' entries and a "micro" section:
+   grammar, sizes, seeds, every stage's steps and wall time, and the evaluation's metrics when
+   <run-dir>/metrics.json exists.
 
 The export is built beside --out and moved into place only when all of it passed; a README.md
 already in --out is kept (it is hand-written).
+
+reference_unet, align_nodes and name_weight_nodes give the weight nodes their names back in a
+folder compacted before compact_graph kept them (models/micro_src/extract_loras.py).
 """
 
 from __future__ import annotations
@@ -35,12 +42,13 @@ for p in (str(HERE), str(HERE.parent)):
 import numpy as np  # noqa: E402
 
 import train  # noqa: E402  (quietens diffusers/transformers logging too)
+import config  # noqa: E402
 import export  # noqa: E402
 import vocab  # noqa: E402
 import world  # noqa: E402
 
 VARIANTS = {"lcm": [("lcm", 1.0)], "style": [("style", 1.0)], "lcm_style": [("lcm", 1.0), ("style", 1.0)]}
-LIMIT_BYTES = 10_000_000
+LIMIT_BYTES = 11_000_000  # 10 MB of model + the two fp16 adapter files (0.93 MB) the default model ships for run-time LoRA
 
 
 def check_captions(path: Path, pipe, tokenizer_dir: Path, tol: float) -> float:
@@ -83,48 +91,248 @@ def _feeds(sess, id_pool: list[int]) -> dict:
     return feeds
 
 
-def compact_graph(path: Path, id_pool: list[int]) -> dict:
-    """Shorten an exported graph's names: every tensor but the graph's inputs and outputs gets a
-    short name, node names and value_info (shape hints ONNX Runtime re-infers) go. torch's names
-    ("/unet/down_blocks.0/attentions.0/transformer_blocks.0/attn1/Reshape_3_output_0") are 0.6 MB
-    of each 2.5 MB fp16 micro UNet. The computation is untouched: ONNX Runtime's outputs before
-    and after must agree exactly."""
+WEIGHT_OPS = ("Conv", "MatMul", "Gemm")
+
+
+def weight_nodes(graph) -> list:
+    """The nodes a LoRA can target: Conv, MatMul and Gemm nodes with an initializer input (the
+    weight: Conv [out, in, kh, kw], MatMul [in, out], Gemm per its transB). speedscape finds a LoRA
+    target's weight through such a node's name (/unet/<module path>/<Op>), so these keep theirs."""
+    return [graph.node[k] for k in weight_node_indices(graph)]
+
+
+def weight_node_indices(graph) -> list[int]:
+    """The positions of `weight_nodes` in graph.node."""
+    inits = {t.name for t in graph.initializer}
+    return [k for k, n in enumerate(graph.node) if n.op_type in WEIGHT_OPS and any(x in inits for x in n.input)]
+
+
+def rewrite_checked(path: Path, id_pool: list[int], edit) -> None:
+    """Apply `edit` (a function of the ModelProto that changes names only) to the graph at `path`.
+    ONNX Runtime runs the graph before and after on the same random inputs; the new file replaces
+    the old one only when every output is bit-identical (the weights on disk are not touched)."""
     import onnx
 
     path = Path(path)
-    before = path.stat().st_size
     ref_sess = export.ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     feeds = _feeds(ref_sess, id_pool)
     ref = ref_sess.run(None, feeds)
     del ref_sess
     model = onnx.load(str(path), load_external_data=False)
-    g = model.graph
-    if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for n in g.node for a in n.attribute):
+    edit(model)
+    tmp = path.with_name(path.name + ".tmp")  # beside it: external data resolves the same way
+    try:
+        onnx.save_model(model, str(tmp))
+        onnx.checker.check_model(str(tmp))
+        got = export.ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"]).run(None, feeds)
+        if not all(a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes() for a, b in zip(ref, got)):
+            diff = max(float(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64)).max()) for a, b in zip(ref, got))
+            raise export.ExportError(f"{path}: renaming changed the outputs (max abs difference {diff:.3e})")
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def compact_graph(path: Path, id_pool: list[int]) -> dict:
+    """Shorten an exported graph's names: every tensor but the graph's inputs and outputs gets a
+    short name, value_info (shape hints ONNX Runtime re-infers) goes, and so does every node name
+    but those of the weight nodes (`weight_nodes`: run-time LoRA maps its targets through them; in
+    a variant exported with fused peft layers, ".../to_q/base_layer/MatMul" becomes the base
+    module's ".../to_q/MatMul").
+    torch's names ("/unet/down_blocks.0/attentions.0/transformer_blocks.0/attn1/Reshape_3_output_0")
+    are 0.6 MB of each 2.5 MB fp16 micro UNet. The computation is untouched: ONNX Runtime's outputs
+    before and after must agree exactly."""
+    import onnx
+
+    path = Path(path)
+    before = path.stat().st_size
+    model = onnx.load(str(path), load_external_data=False)
+    if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for n in model.graph.node for a in n.attribute):
         return {"skipped": "graph has subgraphs", "bytes_before": before, "bytes_after": before}
-    keep = {v.name for v in list(g.input) + list(g.output)}
     names: dict[str, str] = {}
+    kept: list[str] = []
 
-    def short(name: str) -> str:
-        if not name or name in keep:
-            return name
-        if name not in names:
-            names[name] = np.base_repr(len(names), 36).lower()
-        return names[name]
+    def edit(model) -> None:
+        g = model.graph
+        keep = {v.name for v in list(g.input) + list(g.output)}
 
-    for t in g.initializer:
-        t.name = short(t.name)
-    for n in g.node:
-        n.name = ""
-        n.input[:] = [short(x) for x in n.input]
-        n.output[:] = [short(x) for x in n.output]
-    del g.value_info[:]
-    onnx.save_model(model, str(path))
-    onnx.checker.check_model(str(path))
-    got = export.ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, feeds)
-    diff = max(float(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64)).max()) for a, b in zip(ref, got))
-    if diff > 0:
-        raise export.ExportError(f"{path}: renaming changed the outputs by {diff:.3e}")
-    return {"renamed": len(names), "bytes_before": before, "bytes_after": path.stat().st_size}
+        def short(name: str) -> str:
+            if not name or name in keep:
+                return name
+            if name not in names:
+                names[name] = np.base_repr(len(names), 36).lower()
+            return names[name]
+
+        weights = set(weight_node_indices(g))
+        for t in g.initializer:
+            t.name = short(t.name)
+        for k, n in enumerate(g.node):
+            if k in weights:
+                n.name = n.name.replace("/base_layer/", "/")  # a fused variant's peft wrapper
+                kept.append(n.name)
+            else:
+                n.name = ""
+            n.input[:] = [short(x) for x in n.input]
+            n.output[:] = [short(x) for x in n.output]
+        del g.value_info[:]
+
+    rewrite_checked(path, id_pool, edit)
+    return {"renamed": len(names), "node_names_kept": len(kept), "bytes_before": before, "bytes_after": path.stat().st_size}
+
+
+def reference_unet(config_path: Path, out: Path, dtype: str) -> Path:
+    """A UNet of `config_path`'s config exported the way models/export.py exports UNets (same
+    torch and onnx: .venv-ref), into `out`; its graph carries torch's names. The weights are
+    random and all distinct (torch's exporter would merge equal initializers, such as a fresh
+    model's all-ones norm weights, and the graph would differ)."""
+    import torch
+    from diffusers import UNet2DConditionModel
+
+    unet = UNet2DConditionModel.from_config(json.loads(Path(config_path).read_text())).eval()
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in unet.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.05)
+    export.export_component(export.unet_spec(unet), Path(out), export.Settings(dtype=dtype, verify=False))
+    return Path(out) / "model.onnx"
+
+
+def _attr_key(a) -> tuple:
+    import onnx
+    from onnx import numpy_helper
+
+    v = onnx.helper.get_attribute_value(a)
+    if isinstance(v, onnx.TensorProto):
+        arr = numpy_helper.to_array(v)
+        v = (arr.dtype.str, arr.shape, arr.tobytes())
+    elif isinstance(v, list):
+        v = tuple(v)
+    return a.name, a.type, v
+
+
+def align_nodes(graph, ref) -> list[tuple]:
+    """(node, reference node) pairs of two graphs that must be the same computation under other
+    names: node by node in order, the same op types, domains, attributes and input/output counts,
+    each input the same graph input, the same node's same output, or an initializer of the same
+    type and shape (one to one); the graph outputs made by the same nodes. ExportError naming
+    the first difference otherwise."""
+
+    def fail(what: str):
+        raise export.ExportError(f"the graphs differ: {what}; refusing to copy node names")
+
+    if len(graph.node) != len(ref.node):
+        fail(f"{len(graph.node)} nodes against the reference's {len(ref.node)}")
+    if [i.name for i in graph.input] != [i.name for i in ref.input]:
+        fail("the graph inputs")
+
+    def sources(g) -> dict:
+        src = {i.name: ("input", i.name) for i in g.input}
+        src.update({t.name: ("init", t.data_type, tuple(t.dims)) for t in g.initializer})
+        for k, n in enumerate(g.node):
+            src.update({o: ("node", k, j) for j, o in enumerate(n.output) if o})
+        return src
+
+    mine, theirs = sources(graph), sources(ref)
+    inits: dict[str, str] = {}
+    pairs = []
+    for k, (n, r) in enumerate(zip(graph.node, ref.node)):
+        where = f"node {k} ({r.name or r.op_type})"
+        if (n.op_type, n.domain, len(n.input), len(n.output)) != (r.op_type, r.domain, len(r.input), len(r.output)):
+            fail(f"{where}: {n.op_type} with {len(n.input)} inputs against {r.op_type} with {len(r.input)}")
+        if sorted(map(_attr_key, n.attribute)) != sorted(map(_attr_key, r.attribute)):
+            fail(f"{where}: attributes")
+        for j, (x, y) in enumerate(zip(n.input, r.input)):
+            a, b = mine.get(x, ("missing", x)) if x else ("none",), theirs.get(y, ("missing", y)) if y else ("none",)
+            if a != b:
+                fail(f"{where} input {j}: {a[:3]} against {b[:3]}")
+            if a[0] == "init" and inits.setdefault(y, x) != x:
+                fail(f"{where} input {j}: initializers shared differently")
+        pairs.append((n, r))
+    if len(set(inits.values())) != len(inits):
+        fail("initializers shared differently")
+    outs = [mine.get(o.name) for o in graph.output], [theirs.get(o.name) for o in ref.output]
+    if outs[0] != outs[1]:
+        fail("the graph outputs")
+    return pairs
+
+
+def name_weight_nodes(path: Path, reference: Path, id_pool: list[int]) -> int:
+    """Give the weight nodes (`weight_nodes`) of a compacted graph the names they have in
+    `reference`, an export of the same model structure (`reference_unet`), aligned by `align_nodes`;
+    ONNX Runtime's outputs are checked unchanged (`rewrite_checked`). Returns how many were named."""
+    import onnx
+
+    ref = onnx.load(str(reference), load_external_data=False).graph
+    named = []
+
+    def edit(model) -> None:
+        pairs = align_nodes(model.graph, ref)
+        for k in weight_node_indices(ref):
+            node, ref_node = pairs[k]
+            node.name = ref_node.name
+            named.append(ref_node.name)
+        if len(set(named)) != len(named) or not all(x.startswith("/unet/") for x in named):
+            raise export.ExportError(f"{path}: the reference's weight node names are not unique /unet/... names")
+
+    rewrite_checked(path, id_pool, edit)
+    return len(named)
+
+
+def adapter_metadata(state: dict, rank: int, alpha: float) -> dict:
+    """peft's LoraConfig for a diffusers LoRA file (`unet_lora_adapter_metadata`), as
+    models/make_tiny.py's write_random_lora writes it: r, lora_alpha and the modules' full names."""
+    modules = list(dict.fromkeys(k.removesuffix(".lora_A.weight") for k in state if k.endswith(".lora_A.weight")))
+    return {"r": rank, "lora_alpha": alpha, "target_modules": modules}
+
+
+def write_adapter(state: dict, rank: int, alpha: float, path: Path) -> Path:
+    """Write a UNet LoRA (peft names `<module>.lora_A.weight` / `.lora_B.weight`, no `unet.`
+    prefix) as fp16 to `path` the way StableDiffusionPipeline.save_lora_weights writes it
+    (`unet.` keys, `lora_adapter_metadata`), with a canonical header: the same tensors always
+    give the same bytes."""
+    import make_tiny
+    import torch
+    from diffusers import StableDiffusionPipeline
+
+    path = Path(path)
+    half = {k: torch.as_tensor(v).to(torch.float16).contiguous() for k, v in state.items()}
+    StableDiffusionPipeline.save_lora_weights(save_directory=str(path.parent), unet_lora_layers=half, weight_name=path.name,
+                                              safe_serialization=True,
+                                              unet_lora_adapter_metadata=adapter_metadata(state, rank, alpha))
+    make_tiny.canonicalize_safetensors(path)
+    return path
+
+
+def adapter_record(name: str, folder: Path, source: str) -> dict:
+    """manifest.json's `loras.<name>` for the adapter shipped as `folder`/loras/<name>.safetensors."""
+    file = Path(folder) / "loras" / f"{name}.safetensors"
+    fmt, comps = export.lora_keys_info(file)
+    return {"kind": "file", "source": source, "revision": None, "file": file.name, "sha256": export.sha256_file(file),
+            "bytes": file.stat().st_size, "format": fmt, "components": comps, "copy": f"loras/{file.name}"}
+
+
+def ship_trained_adapters(run_dir: Path, building: Path, manifest: dict) -> None:
+    """The trained LoRAs (<run-dir>/loras, fp32) into `building`/loras as fp16 adapter files, for
+    run-time LoRA on the default model without downloads; their manifest entries point at them."""
+    from safetensors.torch import load_file
+
+    for name, rec in manifest["loras"].items():
+        state = {k.removeprefix("unet."): v for k, v in load_file(str(run_dir / "loras" / f"{name}.safetensors")).items()}
+        rank = config.STAGES[name]["rank"]  # train.add_lora: lora_alpha = r
+        write_adapter(state, rank, rank, building / "loras" / f"{name}.safetensors")
+        trained = f"{rec['source']} (sha256 {rec['sha256']}, fp32); loras/{name}.safetensors holds it in fp16"
+        manifest["loras"][name] = adapter_record(name, building, trained)
+
+
+COMPACT_NOTE = (
+    "graphs: tensor names shortened, value_info and the names of all nodes but the weight nodes dropped "
+    "after the export (models/micro_src/export_micro.py compact_graph; ONNX Runtime's outputs checked unchanged)"
+)
+NODE_NAMES_NOTE = (
+    "graphs: the UNets' weight nodes (Conv, MatMul, Gemm with an initializer input) keep torch's "
+    "names, /unet/<module path>/<Op>, so run-time LoRA finds each target's weight; in every UNet "
+    "variant they name the base's modules"
+)
 
 
 def micro_record(run_dir: Path) -> dict:
@@ -172,14 +380,12 @@ def export_model(run_dir: Path, out: Path, dtype: str = "fp16", verify: bool = T
         for folder, rec in manifest["components"].items():
             rec["compacted"] = compact_graph(building / folder / "model.onnx", keep)
             rec["bytes"] = export.folder_bytes(building / folder)
-        manifest["notes"].append(
-            "graphs: tensor names shortened, node names and value_info dropped after the export "
-            "(models/micro_src/export_micro.py compact_graph; ONNX Runtime's outputs checked unchanged)"
-        )
+        manifest["notes"] += [COMPACT_NOTE, NODE_NAMES_NOTE]
         manifest["notes"].append(
             f"text_encoder: the token table holds the {len(keep)} CLIP ids the micro grammar uses plus one zero row "
             "for every other id (models/micro_src/vocab.py); the tokenizer is CLIP's, trimmed to the same grammar"
         )
+        ship_trained_adapters(run_dir, building, manifest)
         manifest["micro"] = micro_record(run_dir)
         manifest["files"] = export.file_table(building)
         export.write_json_atomic(building / "manifest.json", manifest)

@@ -1,7 +1,8 @@
 """Tests of the micro model's code (models/micro_src/) at smoke scale: the world, the trimmed
 vocabulary, the pixelation measure, every training stage (one step, interrupted, resumed), the
 evaluation and the export through models/export.py. No training to quality: well under a minute
-on one CPU thread.
+on one CPU thread. And of the committed model (models/micro): its shipped LoRA files against its
+fused UNets through diffusers, its weight nodes' names, its manifest's file table.
 
     .venv-ref/bin/python -m pytest -q -p no:cacheprovider models/tests/test_micro.py
 """
@@ -9,6 +10,7 @@ on one CPU thread.
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -22,6 +24,7 @@ sys.path.insert(0, str(SRC))
 sys.path.insert(0, str(ROOT / "models"))
 
 import config  # noqa: E402
+import export_micro  # noqa: E402
 import judge  # noqa: E402
 import train  # noqa: E402
 import vocab  # noqa: E402
@@ -33,6 +36,9 @@ torch.set_num_threads(1)
 CAPTION = "a large yellow star on a blue background at sunset"
 CAPTION_IDS = [49406, 320, 3638, 4481, 1565, 525, 320, 1746, 5994, 536, 3424, 49407]
 TRAINING_STAGES = ("judge", "vae", "base", "lcm", "style")
+MICRO = ROOT / "models" / "micro"
+UNETS = ("unet", "unet_lcm", "unet_style", "unet_lcm_style")
+WEIGHT_NODE = re.compile(r"/unet/([A-Za-z0-9_.]+(?:/[A-Za-z0-9_.]+)*)/(Conv|MatMul|Gemm)")
 
 
 # ---- the world -------------------------------------------------------------------------------
@@ -263,7 +269,9 @@ def test_evaluate_writes_every_target(smoke_run):
 
 
 def test_export_has_four_unets_passes_checks_and_fits(smoke_run):
+    import onnx
     import onnxruntime as ort
+    from safetensors.torch import load_file
 
     run_dir, out, _ = smoke_run
     manifest = json.loads((out / "manifest.json").read_text())
@@ -289,9 +297,21 @@ def test_export_has_four_unets_passes_checks_and_fits(smoke_run):
     ids = np.full((1, 77), 49407, dtype=np.int32 if "int32" in sess.get_inputs()[0].type else np.int64)
     ids[0, :len(CAPTION_IDS)] = CAPTION_IDS
     assert np.isfinite(sess.run(None, {"input_ids": ids})[0]).all()
-    # the budget: <= 10 MB at the real sizes (smoke changes steps, not sizes)
+    # the adapters ship as fp16 files for run-time LoRA, and the manifest points at them
+    for name in ("lcm", "style"):
+        rec = manifest["loras"][name]
+        assert rec["copy"] == f"loras/{name}.safetensors" and rec["format"] == "diffusers", rec
+        assert rec["sha256"] == manifest["files"][rec["copy"]]["sha256"]
+        assert all(t.dtype == torch.float16 for t in load_file(str(out / rec["copy"])).values())
+    # compaction keeps the weight nodes' names, the base modules' in every variant (no peft base_layer)
+    graphs = {u: onnx.load(str(out / u / "model.onnx"), load_external_data=False).graph for u in ("unet", "unet_lcm", "unet_lcm_style")}
+    names = {u: [n.name for n in export_micro.weight_nodes(g)] for u, g in graphs.items()}
+    assert names["unet"] == names["unet_lcm"] == names["unet_lcm_style"]
+    assert "/unet/down_blocks.0/attentions.0/transformer_blocks.0/attn1/to_q/MatMul" in names["unet"]
+    assert all(WEIGHT_NODE.fullmatch(n) for n in names["unet"]), names["unet"]
+    # the budget at the real sizes (smoke changes steps, not sizes)
     total = sum(e["bytes"] for e in manifest["files"].values()) + (out / "manifest.json").stat().st_size
-    assert total <= 10_000_000, total
+    assert total <= export_micro.LIMIT_BYTES, total
     micro = manifest["micro"]
     assert micro["grammar"]["trigger"] == "PixArFK" and "base" in micro["stages"] and "metrics" in micro
 
@@ -344,3 +364,146 @@ def test_evaluation_switches_adapters(smoke_run, tmp_path):
     assert not np.array_equal(style, base) and not np.array_equal(both, style)
     assert np.array_equal(g(*args, ["style"]), style)
     assert np.array_equal(g(*args, []), base)  # off again after adapters were on
+
+
+# ---- the committed model (models/micro) ------------------------------------------------------
+
+
+def micro_weights(folder: Path) -> dict[str, np.ndarray]:
+    """{module path: weight in torch's layout, fp16} of a committed UNet, found by node name."""
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(MICRO / folder / "model.onnx")).graph
+    inits = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    out = {}
+    for node in export_micro.weight_nodes(graph):
+        module = WEIGHT_NODE.fullmatch(node.name).group(1).replace("/", ".")
+        w = inits[node.input[1]]
+        trans_b = any(a.name == "transB" and a.i for a in node.attribute)
+        out[module] = w.T if node.op_type == "MatMul" or (node.op_type == "Gemm" and not trans_b) else w
+    return out
+
+
+def micro_pipeline():
+    """StableDiffusionPipeline of the micro architecture (the folder's configs), random weights."""
+    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    torch.manual_seed(0)
+    read = lambda rel: json.loads((MICRO / rel).read_text())  # noqa: E731
+    return StableDiffusionPipeline(
+        vae=AutoencoderKL.from_config(read("vae_decoder/config.json")),
+        text_encoder=CLIPTextModel(CLIPTextConfig.from_dict(read("text_encoder/config.json"))),
+        tokenizer=CLIPTokenizer.from_pretrained(str(MICRO / "tokenizer")),
+        unet=UNet2DConditionModel.from_config(read("unet/config.json")),
+        scheduler=PNDMScheduler.from_pretrained(str(MICRO / "scheduler")),
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )
+
+
+def test_micro_unets_name_their_weight_nodes():
+    """Every Conv/MatMul/Gemm with a weight is /unet/<module path>/<Op>, the module exists in the
+    micro UNet with that weight's shape, and the four UNets name the same nodes alike."""
+    import onnx
+
+    modules = dict(micro_pipeline().unet.named_modules())
+    seen = {}
+    for folder in UNETS:
+        graph = onnx.load(str(MICRO / folder / "model.onnx"), load_external_data=False).graph
+        inits = {t.name: tuple(t.dims) for t in graph.initializer}
+        nodes = export_micro.weight_nodes(graph)
+        names = [n.name for n in nodes]
+        assert len(names) == 132 and len(set(names)) == len(names), folder
+        for node in nodes:
+            m = WEIGHT_NODE.fullmatch(node.name)
+            assert m and m.group(2) == node.op_type, node.name
+            weight = modules[m.group(1).replace("/", ".")].weight
+            shape = inits[node.input[1]]
+            assert tuple(weight.shape) in (shape, shape[::-1]), (node.name, shape)
+        # every other node stays nameless (the compaction)
+        assert sum(1 for n in graph.node if n.name) == len(names), folder
+        seen[folder] = names
+    assert seen["unet"] == seen["unet_lcm"] == seen["unet_style"] == seen["unet_lcm_style"]
+
+
+def test_shipped_loras_load_in_diffusers():
+    """load_lora_weights takes each file whole: the adapter it builds holds exactly the file's
+    tensors (no key missing or unexpected), at r = lora_alpha = 8 from the file's metadata."""
+    from peft.utils import get_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    for name in ("lcm", "style"):
+        path = MICRO / "loras" / f"{name}.safetensors"
+        file = load_file(str(path))
+        assert all(k.startswith("unet.") and k.endswith((".lora_A.weight", ".lora_B.weight")) for k in file)
+        assert all(v.dtype == torch.float16 for v in file.values())
+        pipe = micro_pipeline()
+        pipe.load_lora_weights(str(path.parent), weight_name=path.name, adapter_name=name)
+        loaded = get_peft_model_state_dict(pipe.unet, adapter_name=name)
+        assert set(loaded) == {k.removeprefix("unet.") for k in file}, name
+        for k, v in loaded.items():
+            assert torch.equal(v, file["unet." + k].float()), k
+        cfg = pipe.unet.peft_config[name]
+        assert (cfg.r, cfg.lora_alpha) == (8, 8), name
+        # LoCon conv targets: A [r, in, kh, kw], B [out, r, 1, 1]
+        assert file["unet.down_blocks.0.resnets.0.conv1.lora_A.weight"].shape == (8, 32, 3, 3)
+        assert file["unet.down_blocks.0.resnets.0.conv1.lora_B.weight"].shape == (32, 8, 1, 1)
+
+
+@pytest.mark.parametrize("names, variant",
+                         [(["lcm"], "unet_lcm"), (["style"], "unet_style"), (["lcm", "style"], "unet_lcm_style")])
+def test_shipped_loras_fused_reproduce_the_fused_variants(names, variant):
+    """diffusers fuses the files at 1.0 onto unet's weights (set_adapters + fuse_lora, as the
+    exporter made the variants); converted to fp16 as the exporter converts, every weight is
+    within one fp16 step at its tensor's scale of `variant`'s. The base's own fp16 rounding (its
+    fp32 weights are gone) and the recovered factors' rounding move some small elements further
+    in their own ulps, so those are bounded as a share."""
+    from onnxruntime.transformers import optimizer  # noqa: F401  (float16.py on sys.path)
+    from float16 import convert_np_to_float16
+
+    base, want = micro_weights("unet"), micro_weights(variant)
+    pipe = micro_pipeline()
+    modules = dict(pipe.unet.named_modules())
+    with torch.no_grad():
+        for module, w in base.items():
+            modules[module].weight.copy_(torch.from_numpy(w.astype(np.float32)))
+    for name in names:
+        pipe.load_lora_weights(str(MICRO / "loras"), weight_name=f"{name}.safetensors", adapter_name=name)
+    pipe.set_adapters(names, adapter_weights=[1.0] * len(names))
+    pipe.fuse_lora(components=["unet"], lora_scale=1.0, adapter_names=names)
+    modules = dict(pipe.unet.named_modules())
+    changed = over = total = 0
+    for module, w in want.items():
+        layer = modules[module]
+        got = convert_np_to_float16(getattr(layer, "base_layer", layer).weight.detach().numpy())
+        diff = np.abs(got.astype(np.float64) - w.astype(np.float64))
+        step = float(np.spacing(np.abs(w).max()))
+        assert diff.max() <= step, (module, diff.max(), step)
+        own = np.spacing(np.abs(w)).astype(np.float64)
+        over += int((diff > own * 1.0001).sum())
+        total += w.size
+        changed += not np.array_equal(w, base[module])
+    assert changed == 128  # every LoRA-targeted weight of the variant; conv_in, conv_out, time_embedding untouched
+    assert over / total < 0.15, over / total
+
+
+def test_micro_manifest_lists_every_file():
+    """manifest.json's file table is the folder (but manifest.json and the hand-written README.md),
+    sizes and sha256; the adapters' entries point at their copies; the folder fits LIMIT_BYTES."""
+    import hashlib
+
+    manifest = json.loads((MICRO / "manifest.json").read_text())
+    files = {p.relative_to(MICRO).as_posix() for p in MICRO.rglob("*") if p.is_file()} - {"manifest.json", "README.md"}
+    assert files == set(manifest["files"])
+    for rel, entry in manifest["files"].items():
+        data = (MICRO / rel).read_bytes()
+        assert (len(data), hashlib.sha256(data).hexdigest()) == (entry["bytes"], entry["sha256"]), rel
+    for name in ("lcm", "style"):
+        rec = manifest["loras"][name]
+        assert rec["copy"] == f"loras/{name}.safetensors" and rec["format"] == "diffusers" and rec["components"] == ["unet"]
+        entry = manifest["files"][rec["copy"]]
+        assert (rec["sha256"], rec["bytes"]) == (entry["sha256"], entry["bytes"])
+        assert "extract_loras.py" in rec["source"]
+    total = sum(p.stat().st_size for p in MICRO.rglob("*") if p.is_file())
+    assert total <= export_micro.LIMIT_BYTES, total
