@@ -97,6 +97,12 @@ fn every_pre_fused_variant_is_base_with_its_adapters_at_one() {
         assert!(d <= 1e-5, "{variant}: max abs {d}");
         assert_eq!(report.adapters.len(), adapters.len());
     }
+    // On top of a pre-fused variant (whose nodes the exporter named `…/to_q/base_layer/MatMul`).
+    let (fused, _) = image("lcm_style", vec![]);
+    let (stacked, _) = image("lcm", vec![lora("style=1")]);
+    let d = max_abs(&fused, &stacked);
+    eprintln!("runtime style=1 on pre-fused lcm vs pre-fused lcm_style: max abs {d:e}");
+    assert!(d <= 1e-5, "lcm + style: max abs {d}");
 }
 
 fn fixtures() -> PathBuf {

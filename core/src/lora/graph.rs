@@ -111,6 +111,8 @@ impl Targets {
             let target = Target { init, layout };
             // By the node's name: `/unet/down_blocks.0/…/to_q/MatMul` → its module path.
             if let Some((module, _op)) = node.name.trim_start_matches('/').rsplit_once('/') {
+                // A variant exported with peft layers fused names them `…/to_q/base_layer/MatMul`.
+                let module = module.strip_suffix("/base_layer").unwrap_or(module);
                 let path = module.replace('/', ".");
                 by_path
                     .entry(strip_wrappers(&path).to_string())
