@@ -56,7 +56,7 @@ else
   "$python" models/export.py --out "$out/onnx" --model "$out/standin/pipeline" \
     --base-label "random-init SD v1.5 architecture ($size, models/make_standin.py)" \
     --lora "lcm=$out/standin/loras/peft.safetensors" --variant lcm=lcm:1.0 \
-    --lora "wide=$out/standin/loras/wide.safetensors" --variant wide=wide:1.0 --copy-loras \
+    --lora "wide=$out/standin/loras/wide.safetensors" --variant wide=wide:1.0 \
     --force "${verify[@]}" >&2
 fi
 echo "$out"

@@ -1345,7 +1345,9 @@ def parse_args(argv=None):
     ap.add_argument("--dtype", choices=("fp32", "fp16"), default="fp32", help="weights and activations (the VAE stays fp32)")
     ap.add_argument("--optimize", choices=("none", "cuda"), default="none", help="cuda: ONNX Runtime's SD fusions (the graph then needs the CUDA provider)")
     ap.add_argument("--vae-encoder", action="store_true", help="also export the VAE encoder (img2img)")
-    ap.add_argument("--copy-loras", action="store_true", help="keep a copy of each LoRA file in <out>/loras/")
+    ap.add_argument("--copy-loras", action=argparse.BooleanOptionalAction, default=True,
+                    help="keep a copy of each LoRA file in <out>/loras/, so `speedscape --lora NAME=WEIGHT` applies it at "
+                         "any weight without a re-export (default; --no-copy-loras to skip)")
     ap.add_argument(
         "--clip-scorer", nargs="?", const=DEFAULT_CLIP, default=None, metavar="HUB_ID_OR_FOLDER",
         help=f"also export clip_image_encoder/ for the CLIP score: the vision tower and projections of the CLIP "
