@@ -38,7 +38,7 @@ def peak_of(cmd: list[str]) -> tuple[str, int]:
 
 def measure(binary: str, model: Path, unet: str, lora: str | None) -> tuple[float, int]:
     cmd = [binary, "generate", "--model-dir", str(model), "--unet", unet, "--steps", "1", "--width", "64",
-           "--height", "64", "--scheduler", "euler", "--prompt", "a cottage", "--json", "--force",
+           "--height", "64", "--scheduler", "euler", "--cfg", "7.5", "--seed", "1", "--prompt", "a cottage", "--json", "--force",
            "--out", "/tmp/speedscape-lora-load.png"]
     if lora:
         cmd += ["--lora", lora]

@@ -13,15 +13,14 @@ use ort::value::{DynValue, Tensor};
 
 use super::file::{Component, Layer, LoraFile};
 use super::graph::{Layout, Target, Targets};
-use super::onnx::{Elem, Graph, Initializer};
+use super::onnx::{Elem, Graph};
 use crate::error::Fixable;
 use crate::runtime::WeightOverrides;
 
 /// A weight to change: where it is, and the updates (layer, weight) to add in order.
 type Planned<'a> = (Target, Vec<(&'a Layer, f32)>);
 
-/// The fused weights, as ONNX Runtime takes them: values for weights in external data, the
-/// graph file's bytes rewritten for weights stored inside it.
+/// The fused weights, by initializer name.
 pub(crate) type Overrides = WeightOverrides;
 
 /// The overriding initializers of `graph_file` (a `component` graph) for `adapters`
@@ -77,57 +76,9 @@ pub(crate) fn overrides(
                 weight * layer.scale,
             );
         }
-        place(graph_file, t, elem, w, &mut out)?;
+        out.0.push((t.name.clone(), value(&t.dims, elem, w)?));
     }
     Ok(out)
-}
-
-/// Puts the fused `w` of `t` where ONNX Runtime will take it: a value replacing external data,
-/// or its bytes written over the old ones in a copy of the graph file.
-fn place(
-    graph_file: &Path,
-    t: &Initializer,
-    elem: Elem,
-    w: Vec<f32>,
-    out: &mut WeightOverrides,
-) -> eyre::Result<()> {
-    if t.is_external() {
-        out.external
-            .push((t.name.clone(), value(&t.dims, elem, w)?));
-        return Ok(());
-    }
-    let Some((offset, len)) = t.inline_range() else {
-        return Err(Fixable::new(
-            format!(
-                "{}: the weight {} is stored as typed values, not raw bytes, which run-time LoRA cannot replace",
-                graph_file.display(),
-                t.name
-            ),
-            "re-export the model with speedscape's exporter (models/export.py)",
-        )
-        .into());
-    };
-    if out.graph.is_none() {
-        out.graph = Some(std::fs::read(graph_file)?);
-    }
-    let bytes: Vec<u8> = match elem {
-        Elem::F32 => w.iter().flat_map(|v| v.to_le_bytes()).collect(),
-        Elem::F16 => w
-            .iter()
-            .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
-            .collect(),
-    };
-    let graph = out.graph.as_mut().expect("read above");
-    let at = offset as usize;
-    if bytes.len() != len || at + len > graph.len() {
-        return Err(eyre!(
-            "{}: the weight {} does not lie where its graph says ({len} bytes at {at})",
-            graph_file.display(),
-            t.name
-        ));
-    }
-    graph[at..at + len].copy_from_slice(&bytes);
-    Ok(())
 }
 
 /// `w += c · B·A` in `layout` (`w` is `rows × cols` as stored).

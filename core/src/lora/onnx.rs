@@ -110,9 +110,8 @@ impl Elem {
 /// Where an initializer's bytes are.
 #[derive(Debug, Clone)]
 enum Data {
-    /// Inside the graph file, raw little-endian: a slice of its memory map, and its offset in
-    /// the file (`None` if the decoder copied it rather than slicing the map).
-    Raw(Bytes, Option<u64>),
+    /// Inside the graph file (a slice of its memory map), raw little-endian.
+    Raw(Bytes),
     /// In the typed fields (`float_data`, or `int32_data` holding float16 bit patterns).
     Floats(Vec<f32>),
     Halves(Vec<u16>),
@@ -137,19 +136,6 @@ impl Initializer {
     }
 
     /// Its values as f32 (float16 widened exactly).
-    /// Where its bytes lie inside the graph file (offset, length), when they lie there raw.
-    pub(crate) fn inline_range(&self) -> Option<(u64, usize)> {
-        match &self.data {
-            Data::Raw(b, offset) => offset.map(|o| (o, b.len())),
-            _ => None,
-        }
-    }
-
-    /// Whether its bytes are in an external-data file.
-    pub(crate) fn is_external(&self) -> bool {
-        matches!(self.data, Data::External(..))
-    }
-
     pub(crate) fn read_f32(&self) -> eyre::Result<Vec<f32>> {
         let n = self.len();
         let elem = self
@@ -168,7 +154,7 @@ impl Initializer {
                     .map(|&h| half::f16::from_bits(h).to_f32())
                     .collect());
             }
-            Data::Raw(b, _) => b,
+            Data::Raw(b) => b,
             Data::External(file, offset, length) => {
                 bytes = read_at(file, *offset, *length)?;
                 &bytes
@@ -237,9 +223,7 @@ impl Graph {
         // SAFETY: the map is read-only and lives as long as the Bytes slices into it; a model
         // file changed under a running session is outside what any reader can guard against.
         let map = unsafe { memmap2::Mmap::map(&f) }.fix_err_io(file)?;
-        let bytes = Bytes::from_owner(map);
-        let base = (bytes.as_ptr() as usize, bytes.len());
-        let model = ModelProto::decode(bytes).map_err(|e| {
+        let model = ModelProto::decode(Bytes::from_owner(map)).map_err(|e| {
             Fixable::new(
                 format!("{} is not a readable ONNX graph ({e})", file.display()),
                 "re-export the component, or check the file with `speedscape models verify FOLDER`",
@@ -250,7 +234,7 @@ impl Graph {
         let initializers = graph
             .initializer
             .into_iter()
-            .map(|t| initializer(t, dir, base))
+            .map(|t| initializer(t, dir))
             .collect();
         Ok(Graph {
             nodes: graph.node,
@@ -259,8 +243,7 @@ impl Graph {
     }
 }
 
-/// An initializer of a graph file whose bytes are mapped at `base`, `len` long.
-fn initializer(t: TensorProto, dir: &Path, (base, len): (usize, usize)) -> Initializer {
+fn initializer(t: TensorProto, dir: &Path) -> Initializer {
     let elem = match t.data_type {
         FLOAT => Ok(Elem::F32),
         FLOAT16 => Ok(Elem::F16),
@@ -283,9 +266,7 @@ fn initializer(t: TensorProto, dir: &Path, (base, len): (usize, usize)) -> Initi
             });
         Data::External(dir.join(location), offset, length)
     } else if !t.raw_data.is_empty() {
-        let at = (t.raw_data.as_ptr() as usize).wrapping_sub(base);
-        let offset = (at + t.raw_data.len() <= len).then_some(at as u64);
-        Data::Raw(t.raw_data, offset)
+        Data::Raw(t.raw_data)
     } else if t.data_type == FLOAT16 {
         Data::Halves(t.int32_data.iter().map(|&v| v as u16).collect())
     } else {

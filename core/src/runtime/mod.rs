@@ -150,15 +150,18 @@ fn serialize_display<S: serde::Serializer, T: std::fmt::Display>(
     s.collect_str(v)
 }
 
-/// What a session takes in place of its file's weights (run-time LoRA's fused weights).
+/// What a session takes in place of its file's weights (run-time LoRA's fused weights): values
+/// by initializer name, used by ONNX Runtime as they are (`AddInitializer`: no copy; the file's
+/// own bytes for them are never read).
+///
+/// Such a session is optimised at most at the Extended level: at All, ONNX Runtime 1.31's layout
+/// passes read a Conv's weight from the graph file and silently ignore its replacement (checked
+/// against torch by `tests/fixtures/make_lora_fixtures.py`). Extended keeps every fusion CUDA
+/// uses, and on the CPU a step of SD v1.5's UNet ran as fast (bench/RESULTS.md). The other
+/// call, `AddExternalInitializers`, copies every value twice (peak memory +2 copies) and refuses
+/// weights stored inside the graph file.
 #[derive(Default)]
-pub(crate) struct WeightOverrides {
-    /// Initializers stored as external data, replaced by these values.
-    pub(crate) external: Vec<(String, ort::value::DynValue)>,
-    /// The graph file's bytes with weights stored inside it rewritten: loaded instead of the
-    /// file (ONNX Runtime takes replacement values only for external data).
-    pub(crate) graph: Option<Vec<u8>>,
-}
+pub(crate) struct WeightOverrides(pub(crate) Vec<(String, ort::value::DynValue)>);
 
 /// A loaded ONNX Runtime and the provider its sessions get.
 #[derive(Clone)]
@@ -334,7 +337,7 @@ impl Runtime {
         model: &Path,
         overrides: WeightOverrides,
     ) -> eyre::Result<Session> {
-        if overrides.external.is_empty() && overrides.graph.is_none() {
+        if overrides.0.is_empty() {
             return self.session(model);
         }
         self.build_session(model, None, false, overrides)
@@ -377,26 +380,21 @@ impl Runtime {
                 )
                 .map_err(|e| eyre!("{e}"))?;
         }
-        for (name, value) in overrides.external {
+        if !overrides.0.is_empty()
+            && self.options.session.optimization == options::Optimization::All
+        {
             builder = builder
-                .with_external_initializer(&name, value)
+                .with_optimization_level(ort::session::builder::GraphOptimizationLevel::Level2)
+                .map_err(|e| eyre!("{e}"))?;
+        }
+        for (name, value) in overrides.0 {
+            builder = builder
+                .with_initializer(&name, value)
                 .map_err(|e| eyre!("overriding the initializer {name}: {e}"))?;
         }
-        let session = match overrides.graph {
-            Some(bytes) => {
-                // Loaded from memory: external data is found beside the file all the same.
-                let dir = model.parent().unwrap_or(Path::new("."));
-                builder = builder
-                    .with_config_entry(
-                        "session.model_external_initializers_file_folder_path",
-                        dir.to_string_lossy(),
-                    )
-                    .map_err(|e| eyre!("{e}"))?;
-                builder.commit_from_memory(&bytes)
-            }
-            None => builder.commit_from_file(model),
-        };
-        session.map_err(|e| self.load_error(model, &e.to_string()))
+        builder
+            .commit_from_file(model)
+            .map_err(|e| self.load_error(model, &e.to_string()))
     }
 
     /// What the allocator situation is, for out-of-memory messages.
