@@ -8,8 +8,8 @@ against one that loads the same LoRA pre-fused by the exporter (`--unet VARIANT`
 Each measurement is a fresh `speedscape generate` process (1 step at 64×64, so the run itself
 is negligible), alternating the two ways; the session-creation time is the report's `load_ms`
 for the UNet, the peak memory the process's maximum resident set (getrusage). Also printed: the
-bytes of the weights the LoRA targets (the initializers that differ between the base UNet and
-the pre-fused one), the bound the issue sets on the extra memory. Needs `onnx` (the reference
+bytes of the weights the LoRA targets (from its tensors' shapes, fp32), the bound on the extra
+memory. Needs `onnx` (the reference
 or bench environment) and a release build (`cargo build --release`), or SPEEDSCAPE_BIN.
 """
 
@@ -48,19 +48,23 @@ def measure(binary: str, model: Path, unet: str, lora: str | None) -> tuple[floa
     return max(unet_ms), peak
 
 
-def targeted_bytes(model: Path, variant_folder: str) -> tuple[int, int]:
-    """(bytes of the initializers that differ between unet/ and the variant, their count)."""
-    import numpy as np
-    import onnx
-    from onnx import numpy_helper
+def targeted_bytes(lora_file: Path, width: int = 4) -> tuple[int, int]:
+    """(bytes of the weights the LoRA changes, in a `width`-byte export; how many) from its
+    down/A [r, in, kh, kw] and up/B [out, r, …] shapes."""
+    from safetensors import safe_open
 
-    def weights(folder: str) -> dict[str, np.ndarray]:
-        m = onnx.load(str(model / folder / "model.onnx"), load_external_data=True)
-        return {t.name: numpy_helper.to_array(t) for t in m.graph.initializer}
-
-    base, fused = weights("unet"), weights(variant_folder)
-    changed = [n for n, a in base.items() if n in fused and not np.array_equal(a, fused[n])]
-    return sum(base[n].nbytes for n in changed), len(changed)
+    with safe_open(str(lora_file), "np") as f:
+        shapes = {k: f.get_slice(k).get_shape() for k in f.keys()}
+    total = n = 0
+    for key, down in shapes.items():
+        if not key.endswith((".lora_A.weight", ".lora_down.weight")):
+            continue
+        up = shapes[key.replace("lora_A", "lora_B").replace("lora_down", "lora_up")]
+        elems = up[0]
+        for d in down[1:]:
+            elems *= d
+        total, n = total + elems * width, n + 1
+    return total, n
 
 
 def main(argv=None) -> int:
@@ -78,7 +82,7 @@ def main(argv=None) -> int:
         rows["run-time"].append(measure(binary, model, "base", f"{args.lora}=1"))
         print(f"round {i + 1}: pre-fused {rows['pre-fused'][-1]}, run-time {rows['run-time'][-1]}", file=sys.stderr)
     med = {k: (statistics.median(t for t, _ in v), statistics.median(p for _, p in v)) for k, v in rows.items()}
-    tb, n = targeted_bytes(model, f"unet_{args.variant}")
+    tb, n = targeted_bytes(model / "loras" / f"{args.lora}.safetensors")
     extra = med["run-time"][1] - med["pre-fused"][1]
     print(f"| way | UNet session ready (median of {args.repeat}) | peak RSS (median) |")
     print("|---|---:|---:|")
