@@ -141,6 +141,17 @@ impl Config {
         cfg.runtime.tensorrt.engine_cache = dir.join(&cfg.runtime.tensorrt.engine_cache);
         cfg.runtime.session.optimized_cache =
             cfg.runtime.session.optimized_cache.map(|p| dir.join(p));
+        // A run's LoRA given as a file (`lora = { "my/pixel.safetensors" = 0.8 }`), not by a
+        // folder adapter's name.
+        for run in cfg.exercises.iter_mut().flatten().flat_map(|e| &mut e.runs) {
+            for a in run
+                .lora
+                .iter_mut()
+                .filter(|a| a.adapter.ends_with(".safetensors"))
+            {
+                a.adapter = dir.join(&a.adapter).display().to_string();
+            }
+        }
         cfg.path = Some(path.to_path_buf());
         Ok(cfg)
     }

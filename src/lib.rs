@@ -2,7 +2,7 @@
 //! reproduce Hugging Face diffusers, for comparing diffusion acceleration methods.
 //!
 //! The engine is the `speedscape-core` crate (`core/`, re-exported below under its module
-//! names: `rng`, `runtime`, `schedulers`, `quality`, `error`, `models`, `pipeline`); this crate is
+//! names: `rng`, `runtime`, `schedulers`, `quality`, `error`, `lora`, `models`, `pipeline`); this crate is
 //! the app around it.
 //!
 //! # Module map
@@ -29,7 +29,7 @@
 //! | 11 | `sweep::output` | the landscape's files: summary, CSV, JSON, plot, images |
 //! | 12 | `tui`, `tui::*` | the terminal UI |
 
-pub use speedscape_core::{error, models, pipeline, quality, rng, runtime, schedulers};
+pub use speedscape_core::{error, lora, models, pipeline, quality, rng, runtime, schedulers};
 
 pub mod bench;
 pub mod config;

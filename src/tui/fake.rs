@@ -50,10 +50,26 @@ pub fn info() -> WorkerInfo {
         image_size: 64,
         notes: Vec::new(),
         variants: crate::models::default_variants(),
+        fused: fake_fused(),
+        adapters: vec!["lcm".into(), "style".into()],
         scheduler_config: serde_json::from_str(crate::models::SD15_SCHEDULER_CONFIG)
             .unwrap_or_default(),
         clip_scorer: false,
     }
+}
+
+/// The default variants' fused adapters, as the tiny model's manifest records them.
+fn fake_fused() -> Vec<(String, Vec<crate::lora::AdapterWeight>)> {
+    let a = |adapter: &str| crate::lora::AdapterWeight {
+        adapter: adapter.into(),
+        weight: 1.0,
+    };
+    vec![
+        ("base".into(), vec![]),
+        ("lcm".into(), vec![a("lcm")]),
+        ("style".into(), vec![a("style")]),
+        ("lcm_style".into(), vec![a("lcm"), a("style")]),
+    ]
 }
 
 /// Starts the fake: each step takes `step` of real time and reports 20 ms of UNet.

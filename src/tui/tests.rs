@@ -1832,6 +1832,7 @@ mod landscape_view {
             image(3),
             runs[3].report.as_deref().unwrap(),
             Some(image(1)),
+            None,
         )
         .unwrap();
         assert_eq!(m[3], Some(want));
