@@ -153,7 +153,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("a", "cheat sheet: show our answer and its reasoning"),
     (
         "[ / ]",
-        "exercise 3: the selected run's style LoRA weight −/+ 0.1 (fused at run time), rerun it",
+        "exercise 3: selected run's style LoRA weight −/+ 0.1, rerun it",
     ),
     ("p", "type your predictions for the exercise's questions"),
     (

@@ -195,6 +195,19 @@ pub fn pattern(size: u32, seed: u64, step: usize) -> RgbImage {
     })
 }
 
+/// A run-time adapter as the fake "applies" it: a made-up file and digest.
+fn applied(a: &crate::lora::AdapterWeight) -> crate::lora::AppliedAdapter {
+    let name = crate::report::table::adapter_name(&a.adapter);
+    crate::lora::AppliedAdapter {
+        file: format!("fake/loras/{name}.safetensors"),
+        sha256: "0123456789abcdef".repeat(4),
+        weight: a.weight,
+        format: "diffusers".into(),
+        components: vec!["unet".into()],
+        name,
+    }
+}
+
 /// The report of a fake run of `r`: 5 ms text, 20 ms UNet + 1 ms scheduler a step, 15 ms VAE.
 pub fn report(r: &Request) -> RunReport {
     let n = r.steps;
@@ -217,7 +230,7 @@ pub fn report(r: &Request) -> RunReport {
         onnxruntime_version: String::new(),
         unet: r.unet.clone(),
         unet_label: r.unet.clone(),
-        adapters: Vec::new(),
+        adapters: r.loras.iter().map(applied).collect(),
         scheduler: r.scheduler.to_string(),
         steps: n,
         guidance: r.guidance,

@@ -450,8 +450,10 @@ fn draw_table(ex: &ExerciseState, rng: RngSource, frame: &mut Frame, area: Rect)
     widths.extend([Constraint::Length(5), Constraint::Length(3)]);
     // Narrow: the label already names the scheduler and the UNet variant.
     if wide {
+        // Room for a run-time LoRA (`lcm + style×0.9`) when a run has one.
+        let unet = rows.iter().map(|r| r.unet_label().chars().count()).max();
         header.push("UNet");
-        widths.push(Constraint::Length(9));
+        widths.push(Constraint::Length(unet.unwrap_or(0).clamp(9, 24) as u16));
     }
     // Narrow: the text encoder's time (the same for every run) gives way to the label.
     header.push("total");
@@ -571,8 +573,8 @@ fn draw_help(app: &App, images: &Images, frame: &mut Frame, area: Rect) {
         DIM,
     ));
     lines.push(Line::styled(
-        "SSIM/PSNR: the image vs the baseline run's, pixel by pixel (SSIM 1 = same). Low is not \
-         worse by itself: a style LoRA or another seed should score low.",
+        // One line at the smallest size (80 columns), so every key above fits too.
+        "SSIM/PSNR: closeness to the baseline run's image (1 = same), not beauty",
         DIM,
     ));
     let inner = popup(frame, area, 90, lines.len() as u16 + 4, "Help");
@@ -644,13 +646,10 @@ fn adapter_lines(app: &App, form: &Form) -> Vec<Line<'static>> {
         .filter(|l| !l.is_empty())
         .map(|l| format!(", which has{} fused in", l.replacen(" +", "", 1)))
         .unwrap_or_default();
-    let mut lines = vec![Line::styled(
-        format!(
-            "   LoRA  weights fused at run time on UNet {}{fused} (empty: not applied)",
-            spec.unet
-        ),
-        DIM,
-    )];
+    let mut lines = vec![
+        Line::styled("   LoRA  weights fused at run time (empty: not applied)", DIM),
+        Line::styled(format!("         on UNet {}{fused}", spec.unet), DIM),
+    ];
     for (i, (name, weight)) in form.adapters.iter().enumerate() {
         let focused = form.focus == 4 + i;
         let cursor = if focused { "▏" } else { "" };
