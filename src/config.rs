@@ -289,6 +289,32 @@ fn absolute_note(path: &Path) -> String {
 mod tests {
     use super::*;
 
+    /// The commented `[[exercises]]` example of the committed config.toml parses as written
+    /// once uncommented, its runs' LoRA weights in order.
+    #[test]
+    fn the_committed_config_tomls_lora_exercise_example_parses() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml");
+        let text = std::fs::read_to_string(path).unwrap();
+        let start = text.find("# [[exercises]]\n").expect("the example");
+        let example: String = text[start..]
+            .lines()
+            .take_while(|l| l.starts_with('#'))
+            .map(|l| format!("{}\n", l.trim_start_matches("# ")))
+            .collect();
+        let cfg = Config::parse(&example).unwrap();
+        let ex = &cfg.exercises.unwrap()[0];
+        let weights: Vec<(String, f32)> = ex
+            .runs
+            .iter()
+            .flat_map(|r| r.lora.iter().map(|a| (a.adapter.clone(), a.weight)))
+            .collect();
+        assert_eq!(
+            weights,
+            [("style".into(), 0.3), ("style".into(), 0.6), ("style".into(), 1.0)]
+        );
+        assert_eq!(ex.runs[1].unet_label(), "lcm + style×0.6");
+    }
+
     #[test]
     fn an_empty_file_gives_defaults() {
         let cfg = Config::parse("").unwrap();
