@@ -310,7 +310,11 @@ mod tests {
             .collect();
         assert_eq!(
             weights,
-            [("style".into(), 0.3), ("style".into(), 0.6), ("style".into(), 1.0)]
+            [
+                ("style".into(), 0.3),
+                ("style".into(), 0.6),
+                ("style".into(), 1.0)
+            ]
         );
         assert_eq!(ex.runs[1].unet_label(), "lcm + style×0.6");
     }

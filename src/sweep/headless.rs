@@ -229,9 +229,13 @@ fn point_line(plan: &Plan, measured: &[Option<Measured>], run: usize) -> Option<
         }
         Target::Reference => {
             let r = land.reference?;
+            let what = match &plan.sweep.weights {
+                Some(axis) => format!("{} alone", axis.name()),
+                None => "reference".into(),
+            };
             r.complete().then(|| {
                 format!(
-                    "reference {}: {} ms",
+                    "{what} {}: {} ms",
                     plan.sweep.reference.label(),
                     format_ms(r.time_ms)
                 )

@@ -1396,6 +1396,163 @@ mod tests {
     }
 
     #[test]
+    fn lora_weight_ranges_are_inclusive_rounded_and_split_at_the_last_equals() {
+        let a = parse_lora_weights("style=0:1.5:0.25").unwrap();
+        assert_eq!(a.adapter, "style");
+        assert_eq!(a.weights, [0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5]);
+        // 0.3 steps: no 0.30000001, and 1.0 is not reached.
+        let a = parse_lora_weights("style=0:1:0.3").unwrap();
+        assert_eq!(a.weights, [0.0, 0.3, 0.6, 0.9]);
+        let a = parse_lora_weights("dir/a=b.safetensors=-1:1:1").unwrap();
+        assert_eq!(a.adapter, "dir/a=b.safetensors");
+        assert_eq!(a.name(), "a=b");
+        assert_eq!(a.weights, [-1.0, 0.0, 1.0]);
+        assert_eq!(
+            parse_lora_weights("style=0.6:0.6:1").unwrap().weights,
+            [0.6]
+        );
+        assert_eq!(parse_lora_weights("s=0:4.9:0.1").unwrap().weights.len(), 50);
+        let e = parse_lora_weights("s=0:5:0.1").unwrap_err().to_string();
+        assert!(
+            e.contains("51 weights are more than 50") && e.contains("Fix:"),
+            "{e}"
+        );
+    }
+
+    fn style(weight: f32) -> AdapterWeight {
+        AdapterWeight {
+            adapter: "style".into(),
+            weight,
+        }
+    }
+
+    /// LCM-LoRA at 4 steps, 2 seeds, `detail` at 0.5 on every run (--lora), style at 0, 0.5, 1.
+    fn weight_sweep() -> Sweep {
+        let cfg = SweepConfig {
+            seeds: 2,
+            ..SweepConfig::default()
+        };
+        let detail = AdapterWeight {
+            adapter: "detail".into(),
+            weight: 0.5,
+        };
+        Sweep::from_config(&cfg, Some("lcm"))
+            .unwrap()
+            .with_steps(&[4])
+            .unwrap()
+            .with_adapters(&[detail])
+            .with_weights(parse_lora_weights("style=0:1:0.5").unwrap())
+    }
+
+    #[test]
+    fn a_weight_sweep_plans_each_seeds_plain_and_style_alone_images_then_every_weight() {
+        let plan = weight_sweep().plan();
+        let w = |weight| Target::Weighted {
+            method: 0,
+            steps: 4,
+            weight,
+        };
+        let got: Vec<(Target, usize)> =
+            plan.runs.iter().map(|r| (r.target, r.seed_index)).collect();
+        assert_eq!(
+            got,
+            [
+                (Target::Plain, 0),
+                (Target::Reference, 0),
+                (Target::Plain, 1),
+                (Target::Reference, 1),
+                (w(0), 0),
+                (w(0), 1),
+                (w(1), 0),
+                (w(1), 1),
+                (w(2), 0),
+                (w(2), 1),
+            ]
+        );
+        let detail = plan.runs[0].spec.lora[0].clone();
+        // The plain image: the reference settings without the swept adapter.
+        assert_eq!(plan.runs[0].spec.lora, [detail.clone()]);
+        assert_eq!(
+            (plan.runs[0].spec.steps, plan.runs[0].spec.unet.as_str()),
+            (50, "base")
+        );
+        // The style-alone image: the same with the adapter at 1.
+        assert_eq!(plan.runs[1].spec.lora, [detail.clone(), style(1.0)]);
+        assert_eq!(plan.runs[7].spec.lora, [detail, style(0.5)]);
+        assert_eq!(
+            (plan.runs[7].spec.unet.as_str(), plan.runs[7].spec.steps),
+            ("lcm", 4)
+        );
+        assert_eq!(plan.runs[7].spec.label, "LCM-LoRA 4 + style×0.5 · seed 43");
+        assert_eq!(
+            plan.request(7, crate::rng::RngSource::TorchCpu).loras.len(),
+            2
+        );
+        assert_eq!((plan.reference_for(7), plan.plain_for(7)), (3, Some(2)));
+        assert_eq!(plan.plain_for(2), None, "the plain image is its own");
+        assert_eq!(
+            plan.plain_for(1),
+            Some(0),
+            "the style-alone one is compared too"
+        );
+        assert_eq!(plan.exercise().title, "Composability as a curve");
+        // A step sweep has no plain images and no weight curves.
+        let steps = small_sweep(1).plan();
+        assert_eq!(steps.plain_for(1), None);
+        assert_eq!(steps.weight_curves(&[]), None);
+    }
+
+    #[test]
+    fn weight_curves_take_the_median_time_and_both_ssims_over_the_seeds() {
+        let plan = weight_sweep().plan();
+        let q = |ssim: f64| Quality {
+            psnr_db: Some(20.0),
+            ssim,
+            mean_abs_diff: 0.0,
+        };
+        let m: Vec<Option<Measured>> = plan
+            .runs
+            .iter()
+            .map(|r| match r.target {
+                Target::Plain => None,
+                Target::Reference => Some(Measured {
+                    total_ms: 500.0,
+                    quality: IDENTICAL,
+                    clip_score: None,
+                    plain: Some(q(0.4 + 0.1 * r.seed_index as f64)),
+                }),
+                Target::Weighted { weight: 2, .. } if r.seed_index == 1 => None,
+                Target::Weighted { weight, .. } => Some(Measured {
+                    total_ms: 100.0 + 10.0 * r.seed_index as f64,
+                    quality: q(0.5 + 0.2 * weight as f64 + 0.1 * r.seed_index as f64),
+                    clip_score: None,
+                    plain: Some(q(0.9 - 0.2 * weight as f64)),
+                }),
+                Target::Point { .. } => unreachable!("a weight sweep has no step points"),
+            })
+            .collect();
+        let c = plan.weight_curves(&m).unwrap();
+        assert_eq!(c.series.len(), 1);
+        let s = &c.series[0];
+        assert_eq!(s.label(), "LCM-LoRA 4");
+        let ws: Vec<f32> = s.points.iter().map(|p| p.weight).collect();
+        assert_eq!(ws, [0.0, 0.5, 1.0]);
+        let p = &s.points[1];
+        assert_eq!(
+            (p.time_ms, p.time_min_ms, p.time_max_ms),
+            (105.0, 100.0, 110.0)
+        );
+        assert!((p.ssim_style.mean - 0.75).abs() < 1e-12);
+        assert!((p.ssim_plain.unwrap().mean - 0.7).abs() < 1e-12);
+        assert!(p.complete());
+        let last = &s.points[2];
+        assert_eq!((last.runs, last.planned, last.complete()), (1, 2, false));
+        assert!((c.ends.unwrap().mean - 0.45).abs() < 1e-12);
+        assert_eq!(c.reference.unwrap().time_ms, 500.0);
+        assert_eq!(c.plain, None, "no plain run measured");
+    }
+
+    #[test]
     fn command_line_step_and_reference_lists_are_checked() {
         assert_eq!(parse_steps("5, 10,20").unwrap(), [5, 10, 20]);
         let e = parse_steps("5,ten").unwrap_err().to_string();

@@ -83,7 +83,9 @@ pub fn format_table(land: &Landscape) -> String {
             rows.push(row);
         }
     }
-    let mut out = aligned(&header, &rows);
+    // Text columns left (the method, the knee mark), numbers right.
+    let last = header.len() - 1;
+    let mut out = aligned(&header, &rows, |c| c == 0 || c == last);
     match land.reference {
         Some(r) => {
             let clip = r
@@ -104,9 +106,9 @@ pub fn format_table(land: &Landscape) -> String {
     out
 }
 
-/// A fixed-width table: the first and last columns left-aligned (text), the others right
-/// (numbers), two spaces apart, no trailing blanks.
-fn aligned(header: &[&str], rows: &[Vec<String>]) -> String {
+/// A fixed-width table: the columns `left` says are text left-aligned, the others (numbers)
+/// right-aligned, two spaces apart, no trailing blanks.
+fn aligned(header: &[&str], rows: &[Vec<String>], left: impl Fn(usize) -> bool) -> String {
     let widths: Vec<usize> = (0..header.len())
         .map(|c| {
             rows.iter()
@@ -120,7 +122,7 @@ fn aligned(header: &[&str], rows: &[Vec<String>]) -> String {
         let mut out = String::new();
         for (c, cell) in cells.iter().enumerate() {
             let pad = widths[c].saturating_sub(cell.chars().count());
-            if c == 0 || c == cells.len() - 1 {
+            if left(c) {
                 out.push_str(cell);
                 out.push_str(&" ".repeat(pad));
             } else {
@@ -407,7 +409,7 @@ pub fn format_weights(c: &WeightCurves) -> String {
             ]);
         }
     }
-    let mut out = aligned(&header, &rows);
+    let mut out = aligned(&header, &rows, |c| c < 2);
     let time = |p: &Option<Point>| p.map_or_else(|| "not run".into(), |p| ms(p.time_ms));
     let _ = writeln!(
         out,
@@ -958,4 +960,95 @@ pub fn write_sweep(dir: &Path, o: &SweepOutcome) -> color_eyre::Result<()> {
 /// Saves a sweep into a new folder `out_root/sweep-YYYYmmdd-HHMMSS` (see [`save_new_folder`]).
 pub fn save_sweep(out_root: &Path, o: &SweepOutcome) -> color_eyre::Result<PathBuf> {
     save_new_folder(out_root, "sweep", |dir| write_sweep(dir, o))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sweep::{WeightSeries, default_methods, parse_lora_weights};
+
+    fn stat(mean: f64) -> Stat {
+        Stat::of(&[mean]).unwrap()
+    }
+
+    /// LCM-LoRA 4 with the style at 0, 0.5, 1: closer to the style-alone image from 0.5 on.
+    fn curves() -> WeightCurves {
+        let axis = parse_lora_weights("style=0:1:0.5").unwrap();
+        let points = [
+            (0.0, 0.4, 0.8, 60.0),
+            (0.5, 0.6, 0.55, 62.0),
+            (1.0, 0.8, 0.4, 61.0),
+        ]
+        .map(|(weight, style, plain, t)| WeightPoint {
+            weight,
+            runs: 1,
+            planned: 1,
+            time_ms: t,
+            time_min_ms: t,
+            time_max_ms: t,
+            ssim_style: stat(style),
+            ssim_plain: Some(stat(plain)),
+        });
+        WeightCurves {
+            axis,
+            reference: None,
+            plain: None,
+            ends: Some(stat(0.35)),
+            series: vec![WeightSeries {
+                method: default_methods().remove(1),
+                steps: 4,
+                points: points.to_vec(),
+            }],
+        }
+    }
+
+    #[test]
+    fn weight_findings_say_where_the_style_takes_over_and_that_the_time_held() {
+        let f = weight_findings(&curves());
+        assert_eq!(f.len(), 1);
+        assert_eq!(
+            f[0],
+            "**LCM-LoRA 4** (cfg 1.5, UNet `lcm`): SSIM to the style-alone image 0.400 at style×0 \
+             and 0.800 at style×1; to the plain image 0.800 and 0.400. From **style×0.5** on it is \
+             closer to the style-alone image than to the plain one. Its median time stays within \
+             60.0 ms–62.0 ms across the weights."
+        );
+    }
+
+    #[test]
+    fn the_weight_table_and_csv_put_both_ssims_side_by_side() {
+        let c = curves();
+        let table = format_weights(&c);
+        let lines: Vec<&str> = table.lines().collect();
+        assert!(
+            lines[0].ends_with("SSIM to style alone  SSIM to plain"),
+            "{table}"
+        );
+        assert!(lines[2].starts_with("LCM-LoRA 4  style×0.5"), "{table}");
+        assert!(lines[2].ends_with("0.600          0.550"), "{table}");
+        assert!(lines[0].starts_with("curve       weight"), "{table}");
+        assert!(
+            table.contains("the two references' SSIM to each other: 0.350"),
+            "{table}"
+        );
+        let text = weights_csv(&c).unwrap();
+        let mut r = csv::Reader::from_reader(text.as_bytes());
+        let rows: Vec<csv::StringRecord> = r.records().map(Result::unwrap).collect();
+        assert_eq!(rows.len(), 3, "no reference ran: no reference rows");
+        assert_eq!(&rows[1][7], "0.5");
+        assert_eq!((&rows[1][13], &rows[1][17]), ("0.6", "0.55"));
+    }
+
+    #[test]
+    fn the_weight_plot_draws_both_lines_per_curve() {
+        let svg = plot::weights_svg(&curves(), "DPM-Solver++ 50", None).unwrap();
+        assert!(svg.contains("LCM-LoRA 4: to style alone"), "legend");
+        assert!(svg.contains("LCM-LoRA 4: to plain"), "legend");
+        assert!(
+            svg.contains("style alone vs plain (DPM-Solver++ 50)"),
+            "legend"
+        );
+        let png = plot::rasterise(&svg).unwrap();
+        assert_eq!((png.width(), png.height()), (plot::WIDTH, plot::HEIGHT));
+    }
 }

@@ -129,6 +129,12 @@ fn legend_corner(land: &Landscape, x: (f64, f64), y: (f64, f64)) -> SeriesLabelP
             )
         })
         .collect();
+    emptiest_corner(&frac)
+}
+
+/// The corner of the plot area holding the fewest of the points `frac` (each as fractions of
+/// the axes, 0–1 from the lower left); lower right among equals.
+fn emptiest_corner(frac: &[(f64, f64)]) -> SeriesLabelPosition {
     let count = |right: bool, top: bool| {
         frac.iter()
             .filter(|&&(fx, fy)| {
@@ -369,9 +375,21 @@ pub fn weights_svg(
         for (i, s) in c.series.iter().enumerate() {
             draw_weight_series(&mut chart, PALETTE[i % PALETTE.len()], s, &a)?;
         }
+        let frac: Vec<(f64, f64)> = c
+            .series
+            .iter()
+            .flat_map(|s| &s.points)
+            .flat_map(|p| {
+                let x = (f64::from(p.weight) - x0) / (x1 - x0);
+                let ys = [Some(p.ssim_style.mean), p.ssim_plain.map(|q| q.mean)];
+                ys.into_iter()
+                    .flatten()
+                    .map(move |v| (x, (v - y0) / (y1 - y0)))
+            })
+            .collect();
         chart
             .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
+            .position(emptiest_corner(&frac))
             .label_font((FAMILY, 14))
             .background_style(WHITE.mix(0.9))
             .border_style(RGBColor(180, 180, 180))

@@ -647,7 +647,10 @@ fn adapter_lines(app: &App, form: &Form) -> Vec<Line<'static>> {
         .map(|l| format!(", which has{} fused in", l.replacen(" +", "", 1)))
         .unwrap_or_default();
     let mut lines = vec![
-        Line::styled("   LoRA  weights fused at run time (empty: not applied)", DIM),
+        Line::styled(
+            "   LoRA  weights fused at run time (empty: not applied)",
+            DIM,
+        ),
         Line::styled(format!("         on UNet {}{fused}", spec.unet), DIM),
     ];
     for (i, (name, weight)) in form.adapters.iter().enumerate() {
