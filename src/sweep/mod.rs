@@ -1471,7 +1471,7 @@ mod tests {
         );
         let detail = plan.runs[0].spec.lora[0].clone();
         // The plain image: the reference settings without the swept adapter.
-        assert_eq!(plan.runs[0].spec.lora, [detail.clone()]);
+        assert_eq!(plan.runs[0].spec.lora, std::slice::from_ref(&detail));
         assert_eq!(
             (plan.runs[0].spec.steps, plan.runs[0].spec.unet.as_str()),
             (50, "base")
