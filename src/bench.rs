@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
 use crate::error::Fixable;
+use crate::lora::{AdapterWeight, AppliedAdapter};
 use crate::pipeline::{Request, RunReport, generate};
 use crate::rng::RngSource;
 use crate::runtime::{Device, Provider};
@@ -29,6 +30,8 @@ pub struct BenchSpec {
     pub steps: usize,
     pub cfg: f32,
     pub unet: String,
+    /// LoRA adapters fused at run time on top of `unet`.
+    pub loras: Vec<AdapterWeight>,
     pub prompt: String,
 }
 
@@ -89,8 +92,32 @@ impl BenchSpec {
             steps,
             cfg,
             unet,
+            loras: Vec::new(),
             prompt: BENCH_PROMPT.into(),
         })
+    }
+
+    /// This run with `over` (the command line's `--lora`) on top of its own adapters (see
+    /// [`crate::exercises::with_adapters`]); its spec and label name them
+    /// (`lcm:4 +style=0.6`, `lcm 4 cfg 1.5 @lcm + style×0.6`), so `--compare` matches runs
+    /// with the same adapters only.
+    pub fn with_adapters(mut self, over: &[AdapterWeight]) -> Self {
+        for a in over {
+            if !self
+                .loras
+                .iter()
+                .any(|o| o.adapter == a.adapter && o.weight == a.weight)
+            {
+                self.spec.push_str(&format!(" +{a}"));
+                self.label.push_str(&format!(
+                    " + {}×{}",
+                    crate::report::table::adapter_name(&a.adapter),
+                    a.weight
+                ));
+            }
+        }
+        self.loras = crate::exercises::with_adapters(&self.loras, over);
+        self
     }
 
     /// `--runs`: `all`, `ex1`…`exN` (an exercise's runs), or specs, comma-separated.
@@ -118,6 +145,7 @@ impl BenchSpec {
                         steps: r.steps,
                         cfg: r.cfg,
                         unet: r.unet.clone(),
+                        loras: r.lora.clone(),
                         prompt: r.prompt.clone().unwrap_or_else(|| ex.prompt.clone()),
                     })
                     .collect())
@@ -244,6 +272,13 @@ pub struct RunResult {
     pub steps: usize,
     pub cfg: f32,
     pub unet: String,
+    /// The LoRA adapters asked for on top of `unet` (not read back by `--compare`: the spec
+    /// names them).
+    #[serde(default, skip_deserializing, skip_serializing_if = "Vec::is_empty")]
+    pub loras: Vec<AdapterWeight>,
+    /// The adapters as the runs applied them: file, SHA-256, weight, format.
+    #[serde(default, skip_deserializing, skip_serializing_if = "Vec::is_empty")]
+    pub adapters: Vec<AppliedAdapter>,
     pub width: usize,
     pub height: usize,
     /// The warm-up runs' totals (ms), apart from the repeats.
@@ -321,7 +356,7 @@ pub fn run(config: &Config, opts: &BenchOptions) -> color_eyre::Result<BenchRepo
             seed: opts.seed,
             rng,
             unet: spec.unet.clone(),
-            loras: Vec::new(),
+            loras: spec.loras.clone(),
             width: opts.size,
             height: opts.size,
             latents: None,
@@ -335,6 +370,7 @@ pub fn run(config: &Config, opts: &BenchOptions) -> color_eyre::Result<BenchRepo
         let mut warmup_ms = Vec::new();
         let mut repeats = Vec::new();
         let mut size = (0, 0);
+        let mut adapters = Vec::new();
         for k in 0..opts.warmup + opts.repeat {
             let warm = k < opts.warmup;
             if opts.progress {
@@ -350,6 +386,7 @@ pub fn run(config: &Config, opts: &BenchOptions) -> color_eyre::Result<BenchRepo
                 .wrap_err_with(|| format!("bench run {}", spec.spec))?;
             let report = out.report;
             size = (report.width, report.height);
+            adapters = report.adapters.clone();
             if warm {
                 warmup_ms.push(started.elapsed().as_secs_f64() * 1e3);
             } else {
@@ -359,14 +396,10 @@ pub fn run(config: &Config, opts: &BenchOptions) -> color_eyre::Result<BenchRepo
         if opts.progress {
             eprintln!();
         }
-        results.push(summarise(
-            spec,
-            size,
-            warmup_ms,
-            repeats,
-            scope,
-            rt.provider,
-        ));
+        results.push(RunResult {
+            adapters,
+            ..summarise(spec, size, warmup_ms, repeats, scope, rt.provider)
+        });
     }
     Ok(BenchReport {
         speedscape: env!("CARGO_PKG_VERSION").into(),
@@ -408,6 +441,8 @@ fn summarise(
         steps: spec.steps,
         cfg: spec.cfg,
         unet: spec.unet.clone(),
+        loras: spec.loras.clone(),
+        adapters: Vec::new(),
         width,
         height,
         warmup_ms,
@@ -521,6 +556,12 @@ pub fn render(r: &BenchReport) -> String {
             mib(run.peak_rss_bytes),
             mib(run.peak_gpu_bytes),
         );
+    }
+    let adapters =
+        crate::report::table::adapter_lines(r.runs.iter().flat_map(|r| &r.adapters), true);
+    if !adapters.is_empty() {
+        out.push('\n');
+        out.push_str(&adapters);
     }
     out
 }

@@ -141,6 +141,17 @@ impl Config {
         cfg.runtime.tensorrt.engine_cache = dir.join(&cfg.runtime.tensorrt.engine_cache);
         cfg.runtime.session.optimized_cache =
             cfg.runtime.session.optimized_cache.map(|p| dir.join(p));
+        // A run's LoRA given as a file (`lora = { "my/pixel.safetensors" = 0.8 }`), not by a
+        // folder adapter's name.
+        for run in cfg.exercises.iter_mut().flatten().flat_map(|e| &mut e.runs) {
+            for a in run
+                .lora
+                .iter_mut()
+                .filter(|a| a.adapter.ends_with(".safetensors"))
+            {
+                a.adapter = dir.join(&a.adapter).display().to_string();
+            }
+        }
         cfg.path = Some(path.to_path_buf());
         Ok(cfg)
     }
@@ -277,6 +288,36 @@ fn absolute_note(path: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The commented `[[exercises]]` example of the committed config.toml parses as written
+    /// once uncommented, its runs' LoRA weights in order.
+    #[test]
+    fn the_committed_config_tomls_lora_exercise_example_parses() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml");
+        let text = std::fs::read_to_string(path).unwrap();
+        let start = text.find("# [[exercises]]\n").expect("the example");
+        let example: String = text[start..]
+            .lines()
+            .take_while(|l| l.starts_with('#'))
+            .map(|l| format!("{}\n", l.trim_start_matches("# ")))
+            .collect();
+        let cfg = Config::parse(&example).unwrap();
+        let ex = &cfg.exercises.unwrap()[0];
+        let weights: Vec<(String, f32)> = ex
+            .runs
+            .iter()
+            .flat_map(|r| r.lora.iter().map(|a| (a.adapter.clone(), a.weight)))
+            .collect();
+        assert_eq!(
+            weights,
+            [
+                ("style".into(), 0.3),
+                ("style".into(), 0.6),
+                ("style".into(), 1.0)
+            ]
+        );
+        assert_eq!(ex.runs[1].unet_label(), "lcm + style×0.6");
+    }
 
     #[test]
     fn an_empty_file_gives_defaults() {

@@ -56,6 +56,17 @@ pub struct LoraInfo {
     pub revision: Option<String>,
 }
 
+/// An adapter the folder offers by name for run-time LoRA (`--lora NAME=WEIGHT`).
+#[derive(Debug, Clone, Serialize)]
+pub struct AdapterInfo {
+    pub name: String,
+    /// Its file, relative to the model folder (`loras/style.safetensors`).
+    pub file: String,
+    pub bytes: u64,
+    /// SHA-256 of the file, lower-case hex (`None`: it could not be read).
+    pub sha256: Option<String>,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct VariantInfo {
     pub name: String,
@@ -108,6 +119,8 @@ pub struct Inventory {
     pub manifest: Option<ManifestSummary>,
     pub components: Vec<ComponentInfo>,
     pub variants: Vec<VariantInfo>,
+    /// The adapters of its `loras/` folder, for run-time LoRA.
+    pub adapters: Vec<AdapterInfo>,
     pub checks: Vec<ExportCheck>,
     pub files: Option<SizeCheck>,
     pub scheduler: Option<SchedulerReport>,
@@ -255,6 +268,20 @@ fn variant_infos(
         .collect()
 }
 
+/// The adapters of the folder's `loras/` ([`crate::lora::folder_adapters`]), each file's size
+/// and SHA-256 (LoRA files are small beside the model: hashing them is quick).
+fn adapter_infos(root: &Path) -> Vec<AdapterInfo> {
+    crate::lora::folder_adapters(root)
+        .into_iter()
+        .map(|a| AdapterInfo {
+            file: rel(root, &a.file),
+            bytes: std::fs::metadata(&a.file).map_or(0, |m| m.len()),
+            sha256: sha256_file(&a.file).ok(),
+            name: a.name,
+        })
+        .collect()
+}
+
 fn size_check(root: &Path, m: &Manifest) -> SizeCheck {
     let mut missing = Vec::new();
     let mut size_differs = Vec::new();
@@ -289,7 +316,8 @@ fn missing_folder_message(root: &Path) -> String {
     crate::models::missing_dir_message(root, None).to_string()
 }
 
-/// What the model folder `root` holds, by reading files only (no sessions, no hashing).
+/// What the model folder `root` holds, by reading files only (no sessions; of the files, only
+/// the LoRA adapters' are hashed).
 pub fn inventory(config: &Config, root: &Path, kind: crate::models::ModelKind) -> Inventory {
     let mut inv = Inventory {
         path: root.display().to_string(),
@@ -301,6 +329,7 @@ pub fn inventory(config: &Config, root: &Path, kind: crate::models::ModelKind) -
         manifest: None,
         components: Vec::new(),
         variants: Vec::new(),
+        adapters: Vec::new(),
         checks: Vec::new(),
         files: None,
         scheduler: None,
@@ -350,6 +379,7 @@ pub fn inventory(config: &Config, root: &Path, kind: crate::models::ModelKind) -
     }
     inv.components = component_folders(root, manifest.as_ref());
     inv.variants = variant_infos(root, &variants, manifest.as_ref());
+    inv.adapters = adapter_infos(root);
     match scheduler_report(root, config) {
         Ok(r) => inv.scheduler = Some(r),
         Err(e) => inv.error = Some(e),
@@ -408,6 +438,7 @@ impl Inventory {
         self.render_manifest(&mut s);
         self.render_components(&mut s);
         self.render_variants(&mut s);
+        self.render_adapters(&mut s);
         self.render_checks(&mut s);
         self.render_files(&mut s);
         self.render_problems(&mut s);
@@ -486,6 +517,27 @@ impl Inventory {
             s.push_str(&format!(
                 "  missing variants cannot run; base-only exercises work.\n  Fix: {}\n",
                 export_fix(Path::new(&self.path))
+            ));
+        }
+    }
+
+    /// The adapters `--lora NAME=WEIGHT` takes by name (the folder's `loras/`).
+    fn render_adapters(&self, s: &mut String) {
+        if self.adapters.is_empty() {
+            s.push_str("adapters    none (no loras/ folder): --lora takes a .safetensors file\n");
+            return;
+        }
+        s.push_str("adapters (for --lora NAME=WEIGHT, fused at run time)\n");
+        for a in &self.adapters {
+            let sha = a
+                .sha256
+                .as_deref()
+                .map_or("unreadable", |h| crate::report::table::short_sha(h));
+            s.push_str(&format!(
+                "  {:<12} {:<28} {:>9}  sha256 {sha}\n",
+                a.name,
+                a.file,
+                human_bytes(a.bytes)
             ));
         }
     }

@@ -2,7 +2,7 @@
 //! reproduce Hugging Face diffusers, for comparing diffusion acceleration methods.
 //!
 //! The engine is the `speedscape-core` crate (`core/`, re-exported below under its module
-//! names: `rng`, `runtime`, `schedulers`, `quality`, `error`, `models`, `pipeline`); this crate is
+//! names: `rng`, `runtime`, `schedulers`, `quality`, `error`, `lora`, `models`, `pipeline`); this crate is
 //! the app around it.
 //!
 //! # Module map

@@ -3,7 +3,8 @@
 # embedded micro model: check that exercise 1 asks it for a prompt of its world and that the run
 # editor lists that world's words (and flags a word outside it); run exercise 1 and wait for three finished timing rows; then complete exercise 4 from
 # the keyboard (answer scenario C, verify it, look at our answer, save the cheat sheet); open the
-# speed landscape (L), run it until two points are whole, cancel, resume and save it; quit and
+# speed landscape (L), run it until two points are whole, cancel, resume and save it; lower
+# exercise 3's style weight with [ and watch that run again; quit and
 # check that the program exited and left the alternate screen, that the report folder is whole,
 # and that a second start shows the answer kept.
 #
@@ -155,6 +156,21 @@ for f in plot.png points.csv sweep.json summary.md; do
     [ -f "$sweep_dir/$f" ] || fail "the saved landscape lacks $f"
 done
 grep -q "DPM-Solver++" "$sweep_dir/points.csv" || fail "points.csv has no DPM-Solver++ point"
+
+# Exercise 3's style keys: [ on the composed run lowers its style weight to 0.9 (fused at run
+# time on the LCM-LoRA UNet) and reruns that panel alone. A model folder without a style adapter
+# (no loras/style.safetensors) says so instead.
+keys 3
+wait_for 10 "exercise 3" has "Composability"
+keys l l '['
+if [ -n "$EXTRA" ] || [ -f models/micro/loras/style.safetensors ]; then
+    wait_for 10 "the rerun with the style weight lowered" has "UNet lcm + style×0.9, running it again"
+    # (The table's label column is narrow at 120 columns: "style + LCM-…".)
+    one_row() { screen | grep -E '^✓ style \+ LCM-' | grep -q "lcm + style×0.9"; }
+    wait_for "$TIMEOUT" "the rerun to finish, its row naming its UNet lcm + style×0.9" one_row
+else
+    wait_for 10 "the missing style adapter said" has "has no style adapter"
+fi
 
 tmux send-keys -t "$SESSION" q
 wait_for 15 "the program to exit" has "e2e-exit="

@@ -1,5 +1,6 @@
 //! The command line's shape: clap's structs for `speedscape` and its subcommands, and the flags
-//! several commands share ([`ModelDirArg`], [`DeviceArg`], [`EngineArgs`]), each defined once.
+//! several commands share ([`ModelDirArg`], [`DeviceArg`], [`EngineArgs`], [`LoraArgs`]), each
+//! defined once.
 //!
 //! The argument structs carry `//` comments, not doc comments: clap turns an `Args` struct's doc
 //! comment into the `about` of the command it is flattened into.
@@ -9,6 +10,7 @@ use std::path::{Path, PathBuf};
 use clap::{Parser, Subcommand};
 
 use speedscape::config::Graphics;
+use speedscape::lora::AdapterWeight;
 use speedscape::rng::RngSource;
 use speedscape::runtime::Device;
 use speedscape::schedulers::SchedulerKind;
@@ -86,6 +88,33 @@ impl EngineArgs {
     }
 }
 
+// `--lora NAME_OR_FILE=WEIGHT` (repeatable): the commands that run the model headless
+// (generate, exercise, bench, sweep).
+#[derive(clap::Args)]
+pub struct LoraArgs {
+    /// A LoRA adapter fused at run time, with its weight: an adapter of the model folder's
+    /// loras/ by name (`speedscape models` lists them) or a .safetensors file; split at the
+    /// last `=`, weight within ±10 (1 = as trained). Repeatable; combines with the UNet
+    /// variant. exercise, bench and sweep apply it on top of every run's own UNet and adapters:
+    /// where a run already sets that adapter, this weight wins.
+    #[arg(long = "lora", value_name = "NAME_OR_FILE=WEIGHT", value_parser = parse_lora)]
+    pub lora: Vec<AdapterWeight>,
+}
+
+impl LoraArgs {
+    /// The adapters, checked as a set (no adapter twice) before anything runs.
+    pub fn adapters(&self) -> color_eyre::Result<&[AdapterWeight]> {
+        speedscape::lora::check_set(&self.lora)?;
+        Ok(&self.lora)
+    }
+}
+
+/// `--lora`'s value: `NAME_OR_FILE=WEIGHT` ([`AdapterWeight::parse`]); its error (cause and
+/// fix) is clap's usage error.
+fn parse_lora(spec: &str) -> Result<AdapterWeight, String> {
+    AdapterWeight::parse(spec).map_err(|e| e.to_string())
+}
+
 // `speedscape` with no subcommand: the interactive exercises.
 #[derive(clap::Args)]
 pub struct TuiArgs {
@@ -159,6 +188,8 @@ pub struct GenerateArgs {
     /// `base` (the unet/ folder) or a variant from config.toml (lcm, style, lcm_style, …).
     #[arg(long, default_value = "base")]
     pub unet: String,
+    #[command(flatten)]
+    pub lora: LoraArgs,
     #[arg(long)]
     pub width: Option<usize>,
     #[arg(long)]
@@ -288,6 +319,8 @@ pub struct BenchArgs {
     #[arg(long, num_args = 2, value_names = ["A", "B"])]
     pub compare: Option<Vec<PathBuf>>,
     #[command(flatten)]
+    pub lora: LoraArgs,
+    #[command(flatten)]
     pub engine: EngineArgs,
 }
 
@@ -314,14 +347,17 @@ pub struct ExerciseArgs {
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
+    pub lora: LoraArgs,
+    #[command(flatten)]
     pub engine: EngineArgs,
 }
 
 #[derive(clap::Args)]
 pub struct SweepArgs {
-    /// Which methods: a [sweep] method's name (dpmpp, lcm, ddpm by default) or all.
-    #[arg(long, default_value = "all")]
-    pub preset: String,
+    /// Which methods: a [sweep] method's name (dpmpp, lcm, ddpm by default) or all (the
+    /// default; with --lora-weights: lcm).
+    #[arg(long)]
+    pub preset: Option<String>,
     /// Step counts for every chosen method instead of its own list, e.g. 5,10,20.
     #[arg(long)]
     pub steps: Option<String>,
@@ -341,6 +377,13 @@ pub struct SweepArgs {
     /// [sweep] reference, else dpmpp:50).
     #[arg(long)]
     pub reference: Option<String>,
+    /// Sweep one adapter's weight instead of the step counts, ADAPTER=START:STOP:STEP
+    /// (inclusive, at most 50 weights), e.g. style=0:1.5:0.25: the runs (default: LCM-LoRA at
+    /// 4 steps) once per weight with that adapter at that weight, each image compared with
+    /// the style-alone image (the reference settings with the adapter at 1) and the plain one
+    /// (without it); saves weights.csv and a weights.png plot.
+    #[arg(long, value_name = "ADAPTER=START:STOP:STEP")]
+    pub lora_weights: Option<String>,
     /// Save into a new folder sweep-<time> under this one (default: [tui] out in config.toml,
     /// else ./speedscape-out).
     #[arg(long)]
@@ -348,6 +391,8 @@ pub struct SweepArgs {
     /// Print one JSON object instead of the table.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub lora: LoraArgs,
     #[command(flatten)]
     pub engine: EngineArgs,
 }

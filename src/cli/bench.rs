@@ -15,10 +15,14 @@ pub fn run(config: &Config, args: BenchArgs) -> color_eyre::Result<ExitCode> {
         print!("{}", bench::compare(&files[0], &files[1])?);
         return Ok(ExitCode::SUCCESS);
     }
+    let over = args.lora.adapters()?;
     if let Some(path) = &args.json {
         report::check_output_file(path, args.force)?;
     }
-    let mut runs = bench::BenchSpec::parse_list(config, &args.runs)?;
+    let mut runs: Vec<bench::BenchSpec> = bench::BenchSpec::parse_list(config, &args.runs)?
+        .into_iter()
+        .map(|r| r.with_adapters(over))
+        .collect();
     if let Some(p) = &args.prompt {
         for r in &mut runs {
             r.prompt = p.clone();

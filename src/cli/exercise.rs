@@ -15,6 +15,7 @@ use super::args::ExerciseArgs;
 use super::{passed, with_rng};
 
 pub fn run(config: &Config, args: ExerciseArgs) -> color_eyre::Result<ExitCode> {
+    args.lora.adapters()?;
     let config = with_rng(config, args.engine.rng);
     if args.number == 4 && (args.scenario.is_some() || !has_exercise(&config, 4)) {
         verify_scenario(&config, args)
@@ -29,7 +30,7 @@ fn has_exercise(config: &Config, number: usize) -> bool {
 
 fn exercise(config: &Config, args: ExerciseArgs) -> color_eyre::Result<ExitCode> {
     use speedscape::exercises::headless;
-    let ex = headless::find_exercise(config, args.number)?;
+    let ex = headless::find_exercise(config, args.number)?.with_adapters(&args.lora.lora);
     let out = args.out.as_deref();
     if let Some(root) = out {
         // Before the runs: a bad --out must not cost them at the end.
@@ -80,6 +81,12 @@ fn verify_scenario(config: &Config, args: ExerciseArgs) -> color_eyre::Result<Ex
             "pass --scenario A, B or C (and optionally --choice lcm:4); the TUI lets you fill in the whole sheet",
         ));
     };
+    if !args.lora.lora.is_empty() {
+        bail!(Fixable::new(
+            "--lora does not apply to exercise 4: a scenario is verified with the approach it names",
+            "drop --lora, or run exercise 3 (or your own [[exercises]] entry) with it",
+        ));
+    }
     let choice = args
         .choice
         .as_deref()

@@ -20,6 +20,7 @@ use super::args::GenerateArgs;
 use super::{existing, read_prompt};
 
 pub fn run(config: &Config, args: GenerateArgs) -> color_eyre::Result<ExitCode> {
+    args.lora.adapters()?;
     // Before the run: a bad output path must not cost the image at its end.
     report::check_output_file(&args.out, args.force)?;
     if let Some(raw) = &args.save_raw {
@@ -84,7 +85,7 @@ fn request(
         seed: args.seed,
         rng: args.engine.rng.unwrap_or(config.runtime.rng),
         unet: args.unet.clone(),
-        loras: Vec::new(),
+        loras: args.lora.lora.clone(),
         width: args.width,
         height: args.height,
         latents,

@@ -1,6 +1,7 @@
-//! `speedscape sweep`: the step sweeps headless, their points printed and saved (CSV, JSON, a
-//! PNG plot, a Markdown summary) in a new folder. Exit 1 when a run failed (the table and the
-//! errors say which and why).
+//! `speedscape sweep`: the step sweeps (or, with `--lora-weights`, a weight sweep of one LoRA
+//! adapter) headless, their points printed and saved (CSV, JSON, a PNG plot, a Markdown
+//! summary) in a new folder. Exit 1 when a run failed (the table and the errors say which and
+//! why).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -32,22 +33,38 @@ pub fn run(config: &Config, args: SweepArgs) -> color_eyre::Result<ExitCode> {
     } else {
         print!("{}", output::render(&outcome));
         if let Ok(p) = &saved {
-            println!(
-                "\nsaved to {} (summary.md, plot.png, points.csv, sweep.json)",
-                p.display()
-            );
+            println!("\nsaved to {} ({})", p.display(), output::files(&outcome));
         }
     }
     saved?;
     Ok(passed(!outcome.any_failed()))
 }
 
-/// The sweep: config.toml's `[sweep]` for this model, then the flags over it.
+/// The sweep: config.toml's `[sweep]` for this model, then the flags over it. A weight sweep
+/// (`--lora-weights`) runs the `lcm` method at 4 steps unless `--preset` and `--steps` say
+/// otherwise.
 fn plan(config: &Config, args: &SweepArgs) -> color_eyre::Result<Sweep> {
+    let over = args.lora.adapters()?;
+    let weights = args
+        .lora_weights
+        .as_deref()
+        .map(sweep::parse_lora_weights)
+        .transpose()?;
     let kind = speedscape::open::model_kind(config, args.engine.model_dir());
-    let mut plan = Sweep::from_config(&config.sweep.for_model(kind), Some(&args.preset))?;
-    if let Some(steps) = &args.steps {
-        plan = plan.with_steps(&sweep::parse_steps(steps)?)?;
+    let preset = match (&args.preset, &weights) {
+        (Some(p), _) => p.as_str(),
+        (None, Some(_)) => "lcm",
+        (None, None) => "all",
+    };
+    let mut plan =
+        Sweep::from_config(&config.sweep.for_model(kind), Some(preset))?.with_adapters(over);
+    match (&args.steps, &weights) {
+        (Some(steps), _) => plan = plan.with_steps(&sweep::parse_steps(steps)?)?,
+        (None, Some(_)) => plan = plan.with_steps(&[4])?,
+        (None, None) => {}
+    }
+    if let Some(axis) = weights {
+        plan = plan.with_weights(axis);
     }
     if let Some(seed) = args.seed {
         plan = plan.with_first_seed(seed);

@@ -182,7 +182,7 @@ pub fn start(
     let sched_cfg: crate::schedulers::SchedulerConfig =
         serde_json::from_value(info.scheduler_config.clone())
             .wrap_err("reading scheduler/scheduler_config.json")?;
-    ex.preflight(&info.variants, &sched_cfg)?;
+    ex.preflight(&info.variants, &info.adapters, &sched_cfg)?;
     Ok(Started {
         worker,
         events,
@@ -703,9 +703,13 @@ pub fn save_new_folder(
 
 const CONTACT_SHEET: &str = "contact-sheet.png";
 
-/// "20 steps · cfg 7.5 · 77.3 ms · SSIM 0.895" (what is known of the run).
+/// "20 steps · cfg 7.5 · 77.3 ms · SSIM 0.895" (what is known of the run; its run-time LoRA
+/// adapters first, "base + style×0.6", when it has any).
 fn tile_subtitle(spec: &crate::exercises::RunSpec, row: Option<&TableRow>) -> String {
     let mut parts = vec![format!("{} steps", spec.steps), format!("cfg {}", spec.cfg)];
+    if !spec.lora.is_empty() {
+        parts.insert(0, spec.unet_label());
+    }
     if let Some(r) = row {
         if let Some(t) = r.total_ms.filter(|_| r.state == RowState::Finished) {
             parts.push(format!("{} ms", format_ms(t)));
@@ -735,6 +739,8 @@ fn timings_csv(
         "steps",
         "cfg",
         "unet",
+        "loras",
+        "lora_sha256",
         "seed",
         "state",
         "total_ms",
@@ -768,6 +774,12 @@ fn timings_csv(
             row.steps.to_string(),
             spec.cfg.to_string(),
             spec.unet.clone(),
+            lora_list(&spec.lora),
+            row.adapters
+                .iter()
+                .map(|a| format!("{}={}", a.name, a.sha256))
+                .collect::<Vec<_>>()
+                .join(" "),
             spec.seed.unwrap_or(ex.seed).to_string(),
             format!("{:?}", row.state).to_lowercase(),
             num(row.total_ms),
@@ -797,6 +809,15 @@ fn timings_csv(
     Ok(String::from_utf8(
         w.into_inner().map_err(|e| eyre!("{e}"))?,
     )?)
+}
+
+/// `style=0.6 lcm=1`: a run's adapters as the CSV writes them (as `--lora` takes them).
+fn lora_list(loras: &[crate::lora::AdapterWeight]) -> String {
+    loras
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// `report.md`: the exercise, its numbers and its images, linked by relative paths. Its
@@ -890,11 +911,39 @@ fn markdown_table(rows: &[TableRow], images: &[Option<String>]) -> String {
             row.scheduler,
             row.steps,
             row.cfg,
-            row.unet,
+            row.unet_label(),
             cell(row.total_ms),
             cell(row.text_ms),
             cell(row.unet_ms_per_step),
             cell(row.vae_ms),
+        );
+    }
+    md.push_str(&markdown_adapters(rows));
+    md
+}
+
+/// report.md's LoRA adapters applied at run time: each with its weight, format, what it
+/// changed, its file and the file's whole SHA-256; nothing when no run applied one.
+fn markdown_adapters(rows: &[TableRow]) -> String {
+    use std::fmt::Write;
+    let applied = crate::report::table::distinct_adapters(rows.iter().flat_map(|r| &r.adapters));
+    if applied.is_empty() {
+        return String::new();
+    }
+    let mut md = String::from(
+        "\nLoRA adapters fused at run time (on top of each run's UNet variant):\n\n\
+         | adapter | weight | format | changes | file | sha256 |\n|---|--:|---|---|---|---|\n",
+    );
+    for a in applied {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | `{}` | `{}` |",
+            a.name,
+            a.weight,
+            a.format,
+            a.components.join(", "),
+            a.file,
+            a.sha256
         );
     }
     md

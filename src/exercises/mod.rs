@@ -10,6 +10,7 @@ use color_eyre::eyre::bail;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Fixable;
+use crate::lora::AdapterWeight;
 use crate::models::{ModelKind, ModelPrompts};
 use crate::pipeline::Request;
 use crate::report::table::{RowState, RunSettings, TableRow, speedup};
@@ -34,10 +35,101 @@ pub struct RunSpec {
     pub prompt: Option<String>,
     #[serde(default)]
     pub seed: Option<u64>,
+    /// LoRA adapters fused at run time on top of `unet`, with their weights, in the order
+    /// written: `lora = { lcm = 1.0, style = 0.6 }` (an adapter of the model folder's `loras/`
+    /// by name, or a `.safetensors` file).
+    #[serde(default, with = "lora_table", skip_serializing_if = "Vec::is_empty")]
+    pub lora: Vec<AdapterWeight>,
 }
 
 fn base_unet() -> String {
     "base".into()
+}
+
+/// `lora = { lcm = 1.0, style = 0.6 }` in config.toml: a run's adapters in the order written.
+/// Each weight is checked as it is read ([`AdapterWeight::check`]), so a bad one is a config
+/// error with its line and column, like a misspelt key.
+mod lora_table {
+    use std::fmt;
+
+    use serde::de::{DeserializeSeed, Deserializer, Error, MapAccess, Visitor};
+    use serde::ser::{SerializeMap, Serializer};
+
+    use crate::lora::AdapterWeight;
+
+    pub fn serialize<S: Serializer>(loras: &[AdapterWeight], s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(loras.len()))?;
+        for a in loras {
+            map.serialize_entry(&a.adapter, &a.weight)?;
+        }
+        map.end()
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<AdapterWeight>, D::Error> {
+        d.deserialize_map(Table)
+    }
+
+    struct Table;
+
+    impl<'de> Visitor<'de> for Table {
+        type Value = Vec<AdapterWeight>;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a table of adapter weights, e.g. lora = { lcm = 1.0, style = 0.6 }")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::new();
+            while let Some(adapter) = map.next_key::<String>()? {
+                if adapter.trim().is_empty() {
+                    return Err(A::Error::custom(
+                        "a LoRA adapter needs a name (an adapter of the model folder's loras/, or a .safetensors file)",
+                    ));
+                }
+                out.push(map.next_value_seed(Weight(adapter))?);
+            }
+            Ok(out)
+        }
+    }
+
+    /// One adapter's weight, read and checked where it is written (the error points at it).
+    struct Weight(String);
+
+    impl<'de> DeserializeSeed<'de> for Weight {
+        type Value = AdapterWeight;
+
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<AdapterWeight, D::Error> {
+            let weight = <f32 as serde::Deserialize>::deserialize(d)?;
+            let a = AdapterWeight {
+                adapter: self.0,
+                weight,
+            };
+            a.check().map_err(|e| {
+                // The cause and its advice; the config error adds where to correct it.
+                let parts = crate::error::parts(&e);
+                D::Error::custom(format!(
+                    "{} ({})",
+                    parts.causes.join(": "),
+                    parts.fixes.join("; ")
+                ))
+            })?;
+            Ok(a)
+        }
+    }
+}
+
+/// `own` with `over` on top: each adapter of `over` replaces the one of the same name in `own`
+/// (its weight wins, in its place) or is added after them. The command line's `--lora` is
+/// applied to every run's own adapters this way.
+pub fn with_adapters(own: &[AdapterWeight], over: &[AdapterWeight]) -> Vec<AdapterWeight> {
+    let mut out = own.to_vec();
+    for a in over {
+        match out.iter_mut().find(|o| o.adapter == a.adapter) {
+            Some(o) => o.weight = a.weight,
+            None => out.push(a.clone()),
+        }
+    }
+    out
 }
 
 /// A quantity a question asks the user to predict, measured after the runs.
@@ -186,20 +278,28 @@ impl Exercise {
             if let Some(e) = crate::pipeline::limits::guidance_error(r.cfg) {
                 bail!(e.prefixed(format!("{name}: run {:?} has cfg = {}: ", r.label, r.cfg)));
             }
+            crate::lora::check_set(&r.lora)
+                .map_err(|e| crate::error::prefixed(format!("{name}: run {:?}: ", r.label), e))?;
         }
         Ok(())
     }
 
     /// Checks every run against the model before any runs: its UNet variant exists (by name or
-    /// folder, as [`crate::models::Model::variant`] finds it) and its scheduler accepts its steps
-    /// with the model's scheduler config. The error names the exercise, the run and the fix.
+    /// folder, as [`crate::models::Model::variant`] finds it), each LoRA adapter is one of the
+    /// folder's (`adapters`, by name) or a file that exists, and its scheduler accepts its
+    /// steps with the model's scheduler config. The error names the exercise, the run and the
+    /// fix.
     pub fn preflight(
         &self,
         variants: &[crate::models::Variant],
+        adapters: &[String],
         scheduler_config: &crate::schedulers::SchedulerConfig,
     ) -> color_eyre::Result<()> {
         let name = self.name();
         for r in &self.runs {
+            if let Some(e) = unknown_adapter(&r.lora, adapters) {
+                bail!(e.prefixed(format!("{name}: run {:?}: ", r.label)));
+            }
             if !variants
                 .iter()
                 .any(|v| v.name == r.unet || v.folder == r.unet)
@@ -241,6 +341,44 @@ impl Exercise {
     pub fn request(&self, index: usize, rng: RngSource) -> Request {
         self.runs[index].request(&self.prompt, &self.negative_prompt, self.seed, rng)
     }
+
+    /// The exercise with `over` (the command line's `--lora`) on top of every run's own
+    /// adapters ([`with_adapters`]).
+    pub fn with_adapters(mut self, over: &[AdapterWeight]) -> Self {
+        for r in &mut self.runs {
+            r.lora = with_adapters(&r.lora, over);
+        }
+        self
+    }
+}
+
+/// The weight UNet variant `unet` has adapter `name` fused at (0 if it has not).
+fn fused_weight(fused: &[(String, Vec<AdapterWeight>)], unet: &str, name: &str) -> f32 {
+    fused
+        .iter()
+        .find(|(v, _)| v == unet)
+        .and_then(|(_, set)| set.iter().find(|a| a.adapter == name))
+        .map_or(0.0, |a| a.weight)
+}
+
+/// The first adapter of `set` that is neither one of the model folder's `adapters` (by name)
+/// nor a file that exists, as the error that says so and lists the folder's adapters.
+pub fn unknown_adapter(set: &[AdapterWeight], adapters: &[String]) -> Option<Fixable> {
+    let a = set
+        .iter()
+        .find(|a| !adapters.contains(&a.adapter) && !std::path::Path::new(&a.adapter).is_file())?;
+    let known = if adapters.is_empty() {
+        "the model folder has no loras/ folder, so no adapter by name".to_string()
+    } else {
+        format!("the model folder's adapters: {}", adapters.join(", "))
+    };
+    Some(Fixable::new(
+        format!(
+            "LoRA {:?} is neither an adapter of the model folder nor a file; {known}",
+            a.adapter
+        ),
+        "name one of the folder's adapters (speedscape models lists them) or the path of a LoRA .safetensors file",
+    ))
 }
 
 impl RunSpec {
@@ -254,9 +392,57 @@ impl RunSpec {
                 steps: self.steps,
                 cfg: self.cfg,
                 unet: self.unet.clone(),
+                loras: self.lora.clone(),
             },
             is_baseline,
         )
+    }
+
+    /// The UNet this run asks for, as tables write it: `lcm`, `base + style×0.6`.
+    pub fn unet_label(&self) -> String {
+        crate::report::table::unet_label(&self.unet, &self.lora)
+    }
+
+    /// The weight adapter `name` has in this run: the weight its UNet variant has it fused at
+    /// (`fused`: each variant's fused adapters, from the manifest) plus its run-time weight —
+    /// fusing is linear in the weight, so the two add up.
+    pub fn adapter_weight(&self, name: &str, fused: &[(String, Vec<AdapterWeight>)]) -> f32 {
+        let runtime = self.lora.iter().find(|a| a.adapter == name);
+        fused_weight(fused, &self.unet, name) + runtime.map_or(0.0, |a| a.weight)
+    }
+
+    /// This run with adapter `name` at `weight` in effect (see [`RunSpec::adapter_weight`]):
+    /// a UNet variant that has `name` fused gives way to the variant with the same adapters
+    /// but that one (`style` → `base`, `lcm_style` → `lcm`), where the model has one, so the
+    /// weight is all run-time; otherwise the run-time weight is what the fused one lacks.
+    pub fn set_adapter_weight(
+        &mut self,
+        name: &str,
+        weight: f32,
+        fused: &[(String, Vec<AdapterWeight>)],
+    ) {
+        let own = fused
+            .iter()
+            .find(|(v, _)| *v == self.unet)
+            .map(|(_, set)| set.as_slice())
+            .unwrap_or_default();
+        if own.iter().any(|a| a.adapter == name) {
+            let without: Vec<&AdapterWeight> = own.iter().filter(|a| a.adapter != name).collect();
+            let lighter = fused.iter().find(|(_, set)| {
+                set.len() == without.len() && without.iter().all(|a| set.contains(a))
+            });
+            if let Some((variant, _)) = lighter {
+                self.unet = variant.clone();
+            }
+        }
+        let runtime = weight - fused_weight(fused, &self.unet, name);
+        self.lora = with_adapters(
+            &self.lora,
+            &[AdapterWeight {
+                adapter: name.to_string(),
+                weight: (runtime * 1000.0).round() / 1000.0,
+            }],
+        );
     }
 
     /// This run's pipeline request, with `prompt` and `seed` where the run does not set its own
@@ -278,7 +464,7 @@ impl RunSpec {
             seed: self.seed.unwrap_or(seed),
             rng,
             unet: self.unet.clone(),
-            loras: Vec::new(),
+            loras: self.lora.clone(),
             width: None,
             height: None,
             latents: None,
@@ -314,6 +500,7 @@ pub(crate) fn run(
         unet: unet.into(),
         prompt: None,
         seed: None,
+        lora: Vec::new(),
     }
 }
 

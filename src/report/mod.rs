@@ -430,7 +430,10 @@ pub fn summary(r: &RunReport) -> String {
         g = r.guidance,
         seed = r.seed,
         rng = r.rng,
-        unet = r.unet,
+        unet = r.adapters.iter().fold(r.unet.clone(), |s, a| format!(
+            "{s} + {}×{}",
+            a.name, a.weight
+        )),
         label = r.unet_label,
         w = r.width,
         h = r.height,
@@ -443,6 +446,17 @@ pub fn summary(r: &RunReport) -> String {
         sched = ms(t.scheduler_total()),
         vae = ms(t.vae),
     );
+    for a in &r.adapters {
+        out.push_str(&format!(
+            "LoRA {}×{} ({}, {}): {} sha256 {}\n",
+            a.name,
+            a.weight,
+            a.format,
+            a.components.join(" + "),
+            a.file,
+            a.sha256
+        ));
+    }
     if !r.load_ms.is_empty() {
         let parts: Vec<String> = r
             .load_ms

@@ -8,6 +8,7 @@
 use image::RgbImage;
 use serde::Serialize;
 
+use crate::lora::{AdapterWeight, AppliedAdapter};
 use crate::quality::{Quality, compare};
 
 use crate::worker::protocol::Event;
@@ -20,7 +21,15 @@ pub struct TableRow {
     pub scheduler: String,
     pub steps: usize,
     pub cfg: f32,
+    /// UNet variant name.
     pub unet: String,
+    /// LoRA adapters the run asked for on top of `unet`, with their weights (see
+    /// [`TableRow::unet_label`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub loras: Vec<AdapterWeight>,
+    /// The adapters as the finished run applied them: file and SHA-256 (from its report).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub adapters: Vec<AppliedAdapter>,
     /// Steps done so far (== `steps` when finished).
     pub steps_done: usize,
     pub total_ms: Option<f64>,
@@ -72,6 +81,75 @@ pub struct RunSettings {
     pub cfg: f32,
     /// UNet variant name.
     pub unet: String,
+    /// LoRA adapters fused at run time on top of `unet`.
+    pub loras: Vec<AdapterWeight>,
+}
+
+/// How tables name the UNet a run uses: the variant, then each run-time adapter with its
+/// weight — `lcm`, `base + style×0.6`, `lcm + style×0.6 + detail×-0.5`. A file given by path is
+/// named by its stem, as reports name it.
+pub fn unet_label(unet: &str, loras: &[AdapterWeight]) -> String {
+    let mut s = unet.to_string();
+    for a in loras {
+        s.push_str(&format!(" + {}×{}", adapter_name(&a.adapter), a.weight));
+    }
+    s
+}
+
+/// An adapter as tables name it: a folder adapter's name, or a file's stem.
+pub fn adapter_name(adapter: &str) -> String {
+    let path = std::path::Path::new(adapter);
+    if (adapter.ends_with(".safetensors") || path.components().count() > 1)
+        && let Some(stem) = path.file_stem()
+    {
+        return stem.to_string_lossy().into_owned();
+    }
+    adapter.to_string()
+}
+
+/// The first 12 hex digits of a SHA-256: how the table names a file (report.md has it whole).
+pub fn short_sha(sha256: &str) -> &str {
+    sha256.get(..12).unwrap_or(sha256)
+}
+
+/// Each distinct adapter of `all` (by name, weight and file digest), in the order first met:
+/// what reports list once however many runs applied it.
+pub fn distinct_adapters<'a>(
+    all: impl IntoIterator<Item = &'a AppliedAdapter>,
+) -> Vec<&'a AppliedAdapter> {
+    let mut out: Vec<&AppliedAdapter> = Vec::new();
+    for a in all {
+        if !out
+            .iter()
+            .any(|o| o.name == a.name && o.weight == a.weight && o.sha256 == a.sha256)
+        {
+            out.push(a);
+        }
+    }
+    out
+}
+
+/// One line per distinct adapter of `all` ([`distinct_adapters`]): its weight, its file's
+/// SHA-256 (whole, or [`short_sha`] when not `full_sha`), format and file — what the timing
+/// table and `speedscape bench` print under their tables. Nothing when there is none.
+pub fn adapter_lines<'a>(
+    all: impl IntoIterator<Item = &'a AppliedAdapter>,
+    full_sha: bool,
+) -> String {
+    distinct_adapters(all)
+        .into_iter()
+        .map(|a| {
+            let sha = if full_sha {
+                &a.sha256
+            } else {
+                short_sha(&a.sha256)
+            };
+            format!(
+                "LoRA {}×{}: sha256 {sha} ({}, {})\n",
+                a.name, a.weight, a.format, a.file
+            )
+        })
+        .collect()
 }
 
 fn ms(d: std::time::Duration) -> f64 {
@@ -87,6 +165,7 @@ impl TableRow {
             steps,
             cfg,
             unet,
+            loras,
         } = settings;
         Self {
             label,
@@ -94,9 +173,15 @@ impl TableRow {
             steps,
             cfg,
             unet,
+            loras,
             is_baseline,
             ..Self::default()
         }
+    }
+
+    /// The UNet this row's run uses, as the table's UNet column writes it ([`unet_label`]).
+    pub fn unet_label(&self) -> String {
+        unet_label(&self.unet, &self.loras)
     }
 
     /// Folds one event of this row's run into it: the one place worker events become table
@@ -119,7 +204,10 @@ impl TableRow {
                     self.step(*index, *total, timing, *elapsed);
                 }
             }
-            Event::Finished { report, .. } => self.finish(&report.timings, report.steps),
+            Event::Finished { report, .. } => {
+                self.finish(&report.timings, report.steps);
+                self.adapters = report.adapters.clone();
+            }
             Event::Cancelled { .. } => self.state = RowState::Cancelled,
             Event::Failed { .. } => self.state = RowState::Failed,
         }
@@ -131,6 +219,7 @@ impl TableRow {
             label: std::mem::take(&mut self.label),
             scheduler: std::mem::take(&mut self.scheduler),
             unet: std::mem::take(&mut self.unet),
+            loras: std::mem::take(&mut self.loras),
             steps: total_steps,
             cfg: self.cfg,
             is_baseline: self.is_baseline,
@@ -298,7 +387,7 @@ pub fn format_table(rows: &[TableRow]) -> String {
                 r.scheduler.clone(),
                 r.steps.to_string(),
                 format!("{}", r.cfg),
-                r.unet.clone(),
+                r.unet_label(),
                 state,
                 num(r.total_ms, &format_ms),
                 num(r.text_ms, &format_ms),
@@ -343,6 +432,7 @@ pub fn format_table(rows: &[TableRow]) -> String {
         out.push_str(&render(l));
         out.push('\n');
     }
+    out.push_str(&adapter_lines(rows.iter().flat_map(|r| &r.adapters), false));
     out
 }
 
@@ -366,6 +456,7 @@ mod tests {
             steps,
             cfg: 7.5,
             unet: "base".into(),
+            loras: Vec::new(),
         })
         .to_vec()
     }

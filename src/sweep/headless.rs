@@ -45,29 +45,40 @@ impl SweepOutcome {
     }
 }
 
-/// What the measurement of a finished run is, given its seed's reference image.
+/// What the measurement of a finished run is, given its seed's reference image and, in a
+/// weight sweep, its plain image (see [`Measured::plain`]).
 pub fn measure(
     plan: &Plan,
     run: usize,
     image: &RgbImage,
     report: &RunReport,
     reference: Option<&RgbImage>,
+    plain: Option<&RgbImage>,
 ) -> Result<Measured, String> {
-    let quality = if plan.runs[run].target == Target::Reference {
-        IDENTICAL
-    } else {
-        let Some(reference) = reference else {
-            return Err(format!(
-                "the reference run of seed {} has no image, so this run has nothing to be compared with",
-                plan.runs[run].spec.seed.unwrap_or_default()
-            ));
-        };
-        compare(reference, image).map_err(|e| e.to_string())?
+    let target = plan.runs[run].target;
+    let missing = |what: &str| {
+        format!(
+            "the {what} run of seed {} has no image, so this run has nothing to be compared with",
+            plan.runs[run].spec.seed.unwrap_or_default()
+        )
+    };
+    let against = |other: &RgbImage| compare(other, image).map_err(|e| e.to_string());
+    let quality = match target {
+        Target::Reference | Target::Plain => IDENTICAL,
+        Target::Point { .. } | Target::Weighted { .. } => {
+            against(reference.ok_or_else(|| missing("reference"))?)?
+        }
+    };
+    let plain = match (target, plain) {
+        (Target::Weighted { .. }, None) => return Err(missing("plain")),
+        (Target::Weighted { .. } | Target::Reference, Some(p)) => Some(against(p)?),
+        _ => None,
     };
     Ok(Measured {
         total_ms: report.timings.total.as_secs_f64() * 1e3,
         quality,
         clip_score: report.clip_score,
+        plain,
     })
 }
 
@@ -127,7 +138,8 @@ pub fn run_sweep(
             Event::Finished { report, image, .. } => {
                 left -= 1;
                 let reference = images[plan.reference_for(i)].as_ref();
-                match measure(&plan, i, &image, &report, reference) {
+                let plain = plan.plain_for(i).and_then(|p| images[p].as_ref());
+                match measure(&plan, i, &image, &report, reference, plain) {
                     Ok(m) => measured[i] = Some(m),
                     Err(e) => errors[i] = Some(e),
                 }
@@ -186,12 +198,44 @@ fn say(bar: &ProgressBar, line: String) {
 /// "DPM-Solver++ 10: 312 ms, SSIM 0.931 ± 0.012 (4 seeds)" once run `run` completes its point.
 fn point_line(plan: &Plan, measured: &[Option<Measured>], run: usize) -> Option<String> {
     let land = plan.landscape(measured);
+    let seeds = |n: usize| format!("{n} seed{}", if n == 1 { "" } else { "s" });
     match plan.runs[run].target {
+        Target::Plain => None,
+        Target::Weighted {
+            method,
+            steps,
+            weight,
+        } => {
+            let curves = plan.weight_curves(measured)?;
+            let w = curves.axis.weights[weight];
+            let s = curves
+                .series
+                .iter()
+                .find(|s| s.steps == steps && s.method == plan.sweep.methods[method])?;
+            let p = s.points.iter().find(|p| p.weight == w)?;
+            p.complete().then(|| {
+                format!(
+                    "{} + {}×{w}: {} ms, SSIM to {} alone {:.3}, to plain {} ({})",
+                    s.label(),
+                    curves.axis.name(),
+                    format_ms(p.time_ms),
+                    curves.axis.name(),
+                    p.ssim_style.mean,
+                    p.ssim_plain
+                        .map_or_else(|| "–".into(), |q| format!("{:.3}", q.mean)),
+                    seeds(p.runs)
+                )
+            })
+        }
         Target::Reference => {
             let r = land.reference?;
+            let what = match &plan.sweep.weights {
+                Some(axis) => format!("{} alone", axis.name()),
+                None => "reference".into(),
+            };
             r.complete().then(|| {
                 format!(
-                    "reference {}: {} ms",
+                    "{what} {}: {} ms",
                     plan.sweep.reference.label(),
                     format_ms(r.time_ms)
                 )
@@ -202,13 +246,12 @@ fn point_line(plan: &Plan, measured: &[Option<Measured>], run: usize) -> Option<
             let p = s.point(steps)?;
             p.complete().then(|| {
                 format!(
-                    "{} {steps}: {} ms, SSIM {:.3} ± {:.3} ({} seed{})",
+                    "{} {steps}: {} ms, SSIM {:.3} ± {:.3} ({})",
                     s.method.label,
                     format_ms(p.time_ms),
                     p.ssim.mean,
                     p.ssim.std,
-                    p.runs,
-                    if p.runs == 1 { "" } else { "s" }
+                    seeds(p.runs)
                 )
             })
         }

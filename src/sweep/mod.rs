@@ -9,6 +9,12 @@
 //! `--seeds`); [`Plan`] flattens it into runs (as an [`Exercise`], so the TUI's queue runs it like
 //! any other); [`Plan::landscape`] turns what the runs measured into curves ([`Landscape`]), which
 //! [`output`] writes as a table, CSV, JSON, Markdown and [`plot`] draws.
+//!
+//! A sweep's other mode, composability as a curve (`--lora-weights style=0:1.5:0.25`,
+//! [`WeightAxis`]): the same runs once per weight of one LoRA adapter instead of once per step
+//! count, each image compared with two references per seed — the style-alone image (the
+//! reference settings with that adapter at weight 1) and the plain one (without it);
+//! [`Plan::weight_curves`] turns those into [`WeightCurves`].
 
 pub mod headless;
 pub mod output;
@@ -18,7 +24,8 @@ use color_eyre::eyre::{bail, eyre};
 use serde::{Deserialize, Serialize};
 
 use crate::error::Fixable;
-use crate::exercises::{Exercise, RunSpec};
+use crate::exercises::{Exercise, RunSpec, with_adapters};
+use crate::lora::AdapterWeight;
 use crate::quality::Quality;
 use crate::schedulers::SchedulerKind;
 
@@ -253,6 +260,103 @@ pub struct Sweep {
     pub tolerance: f64,
     pub reference: Reference,
     pub methods: Vec<Method>,
+    /// LoRA adapters on top of every run's own (`--lora`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub loras: Vec<AdapterWeight>,
+    /// A weight sweep of one adapter (`--lora-weights`) instead of a step sweep.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub weights: Option<WeightAxis>,
+}
+
+/// `--lora-weights ADAPTER=START:STOP:STEP`: one adapter and the weights it is run at.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WeightAxis {
+    /// A folder adapter's name or a `.safetensors` file, as `--lora` takes it.
+    pub adapter: String,
+    /// START, START + STEP, … up to STOP inclusive, ascending.
+    pub weights: Vec<f32>,
+}
+
+/// Most weights a weight sweep runs (each one a run per method, step count and seed).
+pub const MAX_WEIGHT_POINTS: usize = 50;
+
+impl WeightAxis {
+    /// The adapter as tables name it (a file by its stem).
+    pub fn name(&self) -> String {
+        crate::report::table::adapter_name(&self.adapter)
+    }
+
+    /// The adapter at `weight`, as a run applies it.
+    pub fn at(&self, weight: f32) -> AdapterWeight {
+        AdapterWeight {
+            adapter: self.adapter.clone(),
+            weight,
+        }
+    }
+}
+
+/// `--lora-weights style=0:1.5:0.25` → `style` at 0, 0.25, …, 1.5. START ≤ STOP, STEP > 0,
+/// every weight within ±[`crate::lora::MAX_WEIGHT`], at most [`MAX_WEIGHT_POINTS`] of them;
+/// STOP is included when the steps land on it (within a millionth of a step).
+pub fn parse_lora_weights(text: &str) -> color_eyre::Result<WeightAxis> {
+    let fix = "write ADAPTER=START:STOP:STEP, e.g. --lora-weights style=0:1.5:0.25";
+    let bad = |cause: String| {
+        eyre!(Fixable::new(
+            format!("--lora-weights {text:?}: {cause}"),
+            fix
+        ))
+    };
+    let Some((adapter, range)) = text.rsplit_once('=') else {
+        return Err(bad("no `=` between the adapter and its weights".into()));
+    };
+    let adapter = adapter.trim();
+    if adapter.is_empty() {
+        return Err(bad("no adapter before the `=`".into()));
+    }
+    let parts: Vec<&str> = range.split(':').map(str::trim).collect();
+    let [start, stop, step] = parts[..] else {
+        return Err(bad(format!(
+            "{range:?} is not START:STOP:STEP (three numbers)"
+        )));
+    };
+    let number = |what: &str, v: &str| -> color_eyre::Result<f64> {
+        v.parse::<f64>()
+            .ok()
+            .filter(|x| x.is_finite())
+            .ok_or_else(|| bad(format!("{what} {v:?} is not a finite number")))
+    };
+    let (start, stop, step) = (
+        number("START", start)?,
+        number("STOP", stop)?,
+        number("STEP", step)?,
+    );
+    let max = f64::from(crate::lora::MAX_WEIGHT);
+    if step <= 0.0 {
+        return Err(bad(format!("STEP {step} is not above 0")));
+    }
+    if start > stop {
+        return Err(bad(format!("START {start} is above STOP {stop}")));
+    }
+    if start < -max || stop > max {
+        return Err(bad(format!(
+            "weights {start}..{stop} go beyond ±{max}, where a LoRA's update swamps the model"
+        )));
+    }
+    let count = ((stop - start) / step + 1e-6).floor() + 1.0;
+    if count > MAX_WEIGHT_POINTS as f64 {
+        return Err(bad(format!(
+            "{count} weights are more than {MAX_WEIGHT_POINTS}: each one is a run per seed"
+        )));
+    }
+    // Rounded to a millionth, so 0.1 steps read 0.3, not 0.30000001.
+    let weights = (0..count as usize)
+        .map(|k| ((start + k as f64 * step) * 1e6).round() / 1e6)
+        .map(|w| w as f32)
+        .collect();
+    Ok(WeightAxis {
+        adapter: adapter.to_string(),
+        weights,
+    })
 }
 
 impl Sweep {
@@ -288,7 +392,21 @@ impl Sweep {
             tolerance: config.tolerance,
             reference: config.reference.clone(),
             methods,
+            loras: Vec::new(),
+            weights: None,
         })
+    }
+
+    /// Every run with `over` (`--lora`) on top of its own adapters.
+    pub fn with_adapters(mut self, over: &[AdapterWeight]) -> Self {
+        self.loras = with_adapters(&self.loras, over);
+        self
+    }
+
+    /// A weight sweep of `axis` instead of a step sweep (see [`WeightAxis`]).
+    pub fn with_weights(mut self, axis: WeightAxis) -> Self {
+        self.weights = Some(axis);
+        self
     }
 
     /// Runs every method at `steps` instead of its own list.
@@ -334,26 +452,38 @@ impl Sweep {
         self
     }
 
-    /// The runs, in order: each seed's reference first, then each method's points in its
-    /// order, every seed of a point before the next point (so a point is whole as soon as it
-    /// can be).
+    /// The runs, in order: each seed's reference first (in a weight sweep, its plain image
+    /// then its style-alone one), then each method's points in its order, every seed of a
+    /// point before the next point (so a point is whole as soon as it can be).
     pub fn plan(&self) -> Plan {
         let mut runs = Vec::new();
         for (s, &seed) in self.seeds.iter().enumerate() {
-            let r = &self.reference;
-            runs.push(PlannedRun {
-                target: Target::Reference,
-                seed_index: s,
-                spec: RunSpec {
-                    label: format!("reference {} · seed {seed}", r.label()),
-                    scheduler: r.scheduler,
-                    steps: r.steps,
-                    cfg: r.cfg,
-                    unet: r.unet.clone(),
-                    prompt: None,
-                    seed: Some(seed),
-                },
-            });
+            if let Some(axis) = &self.weights {
+                let plain: Vec<AdapterWeight> = self
+                    .loras
+                    .iter()
+                    .filter(|a| a.adapter != axis.adapter)
+                    .cloned()
+                    .collect();
+                let label = format!("plain: reference {} · seed {seed}", self.reference.label());
+                runs.push(self.planned_reference(Target::Plain, s, label, plain));
+            }
+            let (label, loras) = match &self.weights {
+                None => (
+                    format!("reference {} · seed {seed}", self.reference.label()),
+                    self.loras.clone(),
+                ),
+                Some(axis) => (
+                    format!(
+                        "{} alone: reference {} + {}×1 · seed {seed}",
+                        axis.name(),
+                        self.reference.label(),
+                        axis.name()
+                    ),
+                    with_adapters(&self.loras, &[axis.at(1.0)]),
+                ),
+            };
+            runs.push(self.planned_reference(Target::Reference, s, label, loras));
         }
         for (mi, m) in self.methods.iter().enumerate() {
             let mut seen = Vec::new();
@@ -362,21 +492,7 @@ impl Sweep {
                     continue;
                 }
                 seen.push(steps);
-                for (s, &seed) in self.seeds.iter().enumerate() {
-                    runs.push(PlannedRun {
-                        target: Target::Point { method: mi, steps },
-                        seed_index: s,
-                        spec: RunSpec {
-                            label: format!("{} {steps} · seed {seed}", m.label),
-                            scheduler: m.scheduler,
-                            steps,
-                            cfg: m.cfg,
-                            unet: m.unet.clone(),
-                            prompt: None,
-                            seed: Some(seed),
-                        },
-                    });
-                }
+                runs.extend(self.point_runs(mi, steps));
             }
         }
         Plan {
@@ -384,16 +500,107 @@ impl Sweep {
             runs,
         }
     }
+
+    /// A reference run of seed `seed_index`: the reference settings with `loras`.
+    fn planned_reference(
+        &self,
+        target: Target,
+        seed_index: usize,
+        label: String,
+        loras: Vec<AdapterWeight>,
+    ) -> PlannedRun {
+        let r = &self.reference;
+        PlannedRun {
+            target,
+            seed_index,
+            spec: RunSpec {
+                label,
+                scheduler: r.scheduler,
+                steps: r.steps,
+                cfg: r.cfg,
+                unet: r.unet.clone(),
+                prompt: None,
+                seed: Some(self.seeds[seed_index]),
+                lora: loras,
+            },
+        }
+    }
+
+    /// The runs of method `method` at `steps`: one per seed, or in a weight sweep one per
+    /// weight and seed (every seed of a weight before the next weight).
+    fn point_runs(&self, method: usize, steps: usize) -> Vec<PlannedRun> {
+        let m = &self.methods[method];
+        let run = |target, s: usize, label: String, lora| PlannedRun {
+            target,
+            seed_index: s,
+            spec: RunSpec {
+                label,
+                scheduler: m.scheduler,
+                steps,
+                cfg: m.cfg,
+                unet: m.unet.clone(),
+                prompt: None,
+                seed: Some(self.seeds[s]),
+                lora,
+            },
+        };
+        let Some(axis) = &self.weights else {
+            return (0..self.seeds.len())
+                .map(|s| {
+                    let label = format!("{} {steps} · seed {}", m.label, self.seeds[s]);
+                    run(
+                        Target::Point { method, steps },
+                        s,
+                        label,
+                        self.loras.clone(),
+                    )
+                })
+                .collect();
+        };
+        let mut out = Vec::new();
+        for (weight, &w) in axis.weights.iter().enumerate() {
+            for s in 0..self.seeds.len() {
+                let label = format!(
+                    "{} {steps} + {}×{w} · seed {}",
+                    m.label,
+                    axis.name(),
+                    self.seeds[s]
+                );
+                let target = Target::Weighted {
+                    method,
+                    steps,
+                    weight,
+                };
+                out.push(run(
+                    target,
+                    s,
+                    label,
+                    with_adapters(&self.loras, &[axis.at(w)]),
+                ));
+            }
+        }
+        out
+    }
 }
 
 /// What a run of a sweep is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case", tag = "kind")]
 pub enum Target {
-    /// The image every point of the same seed is compared with.
+    /// The image every point of the same seed is compared with (in a weight sweep: the
+    /// style-alone image, the reference settings with the swept adapter at 1).
     Reference,
     /// Method `method` (index into the sweep's methods) at `steps`.
     Point { method: usize, steps: usize },
+    /// A weight sweep's plain image: the reference settings without the swept adapter.
+    Plain,
+    /// A weight sweep's method `method` at `steps` with the swept adapter at its weight
+    /// number `weight` (index into [`WeightAxis::weights`]).
+    Weighted {
+        method: usize,
+        steps: usize,
+        weight: usize,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -420,6 +627,10 @@ pub struct Measured {
     pub quality: Quality,
     /// CLIP score against the prompt, where the model has a CLIP image encoder.
     pub clip_score: Option<f64>,
+    /// A weight sweep's image against its seed's plain image (the style-alone reference's
+    /// too: how far apart the curve's two ends are); `None` in a step sweep.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plain: Option<Quality>,
 }
 
 /// The quality of an image that is its own reference.
@@ -441,6 +652,19 @@ impl Plan {
     /// The reference run that run `run` is compared with (a reference: itself).
     pub fn reference_for(&self, run: usize) -> usize {
         self.reference_run(self.runs[run].seed_index)
+    }
+
+    /// The plain run (a weight sweep's) that run `run` is also compared with; `None` in a step
+    /// sweep, and for the plain run itself.
+    pub fn plain_for(&self, run: usize) -> Option<usize> {
+        let seed = self.runs[run].seed_index;
+        (self.runs[run].target != Target::Plain)
+            .then(|| {
+                self.runs
+                    .iter()
+                    .position(|r| r.target == Target::Plain && r.seed_index == seed)
+            })
+            .flatten()
     }
 
     /// Run `run`'s request: its exercise request (see [`Plan::exercise`]) asking for a CLIP
@@ -465,17 +689,33 @@ impl Plan {
             [first, .., last] => format!("seeds {first}–{last}"),
             [] => "no seeds".into(),
         };
+        let (title, about) = match &s.weights {
+            None => (
+                "The speed landscape",
+                format!(
+                    "Each method runs at several step counts with {seeds}; every image is compared \
+                     with the {} image of its seed. A point is the median time against the mean \
+                     SSIM; the ring on each curve marks its knee, the fewest steps within {} SSIM \
+                     of the method's best — where its free speedup ends.",
+                    s.reference.label(),
+                    s.tolerance
+                ),
+            ),
+            Some(axis) => (
+                "Composability as a curve",
+                format!(
+                    "Each method runs with the {a} adapter at every weight with {seeds}; every \
+                     image is compared with the {a}-alone image ({r} + {a}×1) and the plain one \
+                     ({r}) of its seed: where the style fades as its weight falls.",
+                    a = axis.name(),
+                    r = s.reference.label()
+                ),
+            ),
+        };
         Exercise {
             number: 0,
-            title: "The speed landscape".into(),
-            about: format!(
-                "Each method runs at several step counts with {seeds}; every image is compared \
-                 with the {} image of its seed. A point is the median time against the mean SSIM; \
-                 the ring on each curve marks its knee, the fewest steps within {} SSIM of the \
-                 method's best — where its free speedup ends.",
-                s.reference.label(),
-                s.tolerance
-            ),
+            title: title.into(),
+            about,
             prompt: s.prompt.clone(),
             prompts: Default::default(),
             negative_prompt: s.negative_prompt.clone(),
@@ -545,6 +785,146 @@ impl Plan {
             series,
             clip_score: measured.iter().flatten().any(|m| m.clip_score.is_some()),
         }
+    }
+}
+
+impl Plan {
+    /// A weight sweep's curves from what the runs measured so far (`None` for a step sweep):
+    /// per method and step count, each weight's median time and its SSIM to the style-alone
+    /// and the plain image over the seeds. Weights without a finished run are left out.
+    pub fn weight_curves(&self, measured: &[Option<Measured>]) -> Option<WeightCurves> {
+        let axis = self.sweep.weights.as_ref()?;
+        let got = |i: usize| measured.get(i).copied().flatten();
+        let of_target = |target: Target| -> Vec<Measured> {
+            let runs = self.runs.iter().enumerate();
+            runs.filter(|(_, r)| r.target == target)
+                .filter_map(|(i, _)| got(i))
+                .collect()
+        };
+        let mut series = Vec::new();
+        for (mi, method) in self.sweep.methods.iter().enumerate() {
+            let mut steps: Vec<usize> = method.steps.clone();
+            steps.sort_unstable();
+            steps.dedup();
+            for n in steps {
+                let points = (0..axis.weights.len())
+                    .filter_map(|weight| {
+                        let target = Target::Weighted {
+                            method: mi,
+                            steps: n,
+                            weight,
+                        };
+                        let runs = of_target(target);
+                        WeightPoint::of(axis.weights[weight], &runs, self.sweep.seeds.len())
+                    })
+                    .collect();
+                series.push(WeightSeries {
+                    method: method.clone(),
+                    steps: n,
+                    points,
+                });
+            }
+        }
+        let refs = of_target(Target::Reference);
+        let ends: Vec<f64> = refs
+            .iter()
+            .filter_map(|m| m.plain)
+            .map(|q| q.ssim)
+            .collect();
+        Some(WeightCurves {
+            axis: axis.clone(),
+            reference: Point::of(self.sweep.reference.steps, &refs, self.sweep.seeds.len()),
+            plain: Point::of(
+                self.sweep.reference.steps,
+                &of_target(Target::Plain),
+                self.sweep.seeds.len(),
+            ),
+            ends: Stat::of(&ends),
+            series,
+        })
+    }
+}
+
+/// A weight sweep's numbers: one curve per method and step count.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WeightCurves {
+    pub axis: WeightAxis,
+    /// The style-alone reference runs' time.
+    pub reference: Option<Point>,
+    /// The plain reference runs' time.
+    pub plain: Option<Point>,
+    /// SSIM of the style-alone image to the plain one over the seeds: how far apart the two
+    /// references are (a curve moves between them).
+    pub ends: Option<Stat>,
+    pub series: Vec<WeightSeries>,
+}
+
+impl WeightCurves {
+    /// No weight has any run yet.
+    pub fn is_empty(&self) -> bool {
+        self.series.iter().all(|s| s.points.is_empty())
+    }
+}
+
+/// One method at one step count across the weights.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WeightSeries {
+    pub method: Method,
+    pub steps: usize,
+    /// By weight, ascending; only weights with a finished run.
+    pub points: Vec<WeightPoint>,
+}
+
+impl WeightSeries {
+    /// "LCM-LoRA 4": the method and its step count, as legends and tables name the curve.
+    pub fn label(&self) -> String {
+        format!("{} {}", self.method.label, self.steps)
+    }
+}
+
+/// One weight of a curve.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct WeightPoint {
+    pub weight: f32,
+    /// Finished runs behind it (one per seed when complete).
+    pub runs: usize,
+    /// Runs planned for it.
+    pub planned: usize,
+    /// Median total time over its runs, and their range.
+    pub time_ms: f64,
+    pub time_min_ms: f64,
+    pub time_max_ms: f64,
+    /// SSIM to the style-alone image over the seeds: the style's strength.
+    pub ssim_style: Stat,
+    /// SSIM to the plain image over the seeds (`None` while no plain image is there).
+    pub ssim_plain: Option<Stat>,
+}
+
+impl WeightPoint {
+    fn of(weight: f32, runs: &[Measured], planned: usize) -> Option<Self> {
+        let times: Vec<f64> = runs.iter().map(|m| m.total_ms).collect();
+        let time_ms = median(&times)?;
+        let style = Stat::of(&runs.iter().map(|m| m.quality.ssim).collect::<Vec<_>>())?;
+        let plain: Vec<f64> = runs
+            .iter()
+            .filter_map(|m| m.plain)
+            .map(|q| q.ssim)
+            .collect();
+        Some(Self {
+            weight,
+            runs: runs.len(),
+            planned,
+            time_ms,
+            time_min_ms: times.iter().copied().fold(f64::INFINITY, f64::min),
+            time_max_ms: times.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+            ssim_style: style,
+            ssim_plain: Stat::of(&plain),
+        })
+    }
+
+    /// Every planned run of it finished.
+    pub fn complete(&self) -> bool {
+        self.runs >= self.planned
     }
 }
 
@@ -789,6 +1169,7 @@ mod tests {
                 mean_abs_diff: 0.0,
             },
             clip_score: None,
+            plain: None,
         })
     }
 
@@ -888,6 +1269,7 @@ mod tests {
                     total_ms: 500.0 + i as f64,
                     quality: IDENTICAL,
                     clip_score: None,
+                    plain: None,
                 }),
                 Target::Point { steps: 10, .. } => measured(
                     [100.0, 300.0, 110.0][r.seed_index],
@@ -929,8 +1311,9 @@ mod tests {
                     total_ms: 0.0,
                     quality: IDENTICAL,
                     clip_score: None,
+                    plain: None,
                 }),
-                Target::Point { .. } => measured(100.0, 0.9),
+                _ => measured(100.0, 0.9),
             })
             .collect();
         let land = plan.landscape(&m);
@@ -958,6 +1341,7 @@ mod tests {
             total_ms: 1.0,
             quality: IDENTICAL,
             clip_score: Some(31.0),
+            plain: None,
         });
         m[twenty[1]] = measured(1.0, 0.9);
         let land = plan.landscape(&m);
@@ -1009,6 +1393,163 @@ mod tests {
         assert!(err.contains("no sweep preset \"euler\""), "{err}");
         assert!(err.contains("dpmpp, lcm, ddpm and all"), "{err}");
         assert!(err.contains("Fix:"), "{err}");
+    }
+
+    #[test]
+    fn lora_weight_ranges_are_inclusive_rounded_and_split_at_the_last_equals() {
+        let a = parse_lora_weights("style=0:1.5:0.25").unwrap();
+        assert_eq!(a.adapter, "style");
+        assert_eq!(a.weights, [0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5]);
+        // 0.3 steps: no 0.30000001, and 1.0 is not reached.
+        let a = parse_lora_weights("style=0:1:0.3").unwrap();
+        assert_eq!(a.weights, [0.0, 0.3, 0.6, 0.9]);
+        let a = parse_lora_weights("dir/a=b.safetensors=-1:1:1").unwrap();
+        assert_eq!(a.adapter, "dir/a=b.safetensors");
+        assert_eq!(a.name(), "a=b");
+        assert_eq!(a.weights, [-1.0, 0.0, 1.0]);
+        assert_eq!(
+            parse_lora_weights("style=0.6:0.6:1").unwrap().weights,
+            [0.6]
+        );
+        assert_eq!(parse_lora_weights("s=0:4.9:0.1").unwrap().weights.len(), 50);
+        let e = parse_lora_weights("s=0:5:0.1").unwrap_err().to_string();
+        assert!(
+            e.contains("51 weights are more than 50") && e.contains("Fix:"),
+            "{e}"
+        );
+    }
+
+    fn style(weight: f32) -> AdapterWeight {
+        AdapterWeight {
+            adapter: "style".into(),
+            weight,
+        }
+    }
+
+    /// LCM-LoRA at 4 steps, 2 seeds, `detail` at 0.5 on every run (--lora), style at 0, 0.5, 1.
+    fn weight_sweep() -> Sweep {
+        let cfg = SweepConfig {
+            seeds: 2,
+            ..SweepConfig::default()
+        };
+        let detail = AdapterWeight {
+            adapter: "detail".into(),
+            weight: 0.5,
+        };
+        Sweep::from_config(&cfg, Some("lcm"))
+            .unwrap()
+            .with_steps(&[4])
+            .unwrap()
+            .with_adapters(&[detail])
+            .with_weights(parse_lora_weights("style=0:1:0.5").unwrap())
+    }
+
+    #[test]
+    fn a_weight_sweep_plans_each_seeds_plain_and_style_alone_images_then_every_weight() {
+        let plan = weight_sweep().plan();
+        let w = |weight| Target::Weighted {
+            method: 0,
+            steps: 4,
+            weight,
+        };
+        let got: Vec<(Target, usize)> =
+            plan.runs.iter().map(|r| (r.target, r.seed_index)).collect();
+        assert_eq!(
+            got,
+            [
+                (Target::Plain, 0),
+                (Target::Reference, 0),
+                (Target::Plain, 1),
+                (Target::Reference, 1),
+                (w(0), 0),
+                (w(0), 1),
+                (w(1), 0),
+                (w(1), 1),
+                (w(2), 0),
+                (w(2), 1),
+            ]
+        );
+        let detail = plan.runs[0].spec.lora[0].clone();
+        // The plain image: the reference settings without the swept adapter.
+        assert_eq!(plan.runs[0].spec.lora, std::slice::from_ref(&detail));
+        assert_eq!(
+            (plan.runs[0].spec.steps, plan.runs[0].spec.unet.as_str()),
+            (50, "base")
+        );
+        // The style-alone image: the same with the adapter at 1.
+        assert_eq!(plan.runs[1].spec.lora, [detail.clone(), style(1.0)]);
+        assert_eq!(plan.runs[7].spec.lora, [detail, style(0.5)]);
+        assert_eq!(
+            (plan.runs[7].spec.unet.as_str(), plan.runs[7].spec.steps),
+            ("lcm", 4)
+        );
+        assert_eq!(plan.runs[7].spec.label, "LCM-LoRA 4 + style×0.5 · seed 43");
+        assert_eq!(
+            plan.request(7, crate::rng::RngSource::TorchCpu).loras.len(),
+            2
+        );
+        assert_eq!((plan.reference_for(7), plan.plain_for(7)), (3, Some(2)));
+        assert_eq!(plan.plain_for(2), None, "the plain image is its own");
+        assert_eq!(
+            plan.plain_for(1),
+            Some(0),
+            "the style-alone one is compared too"
+        );
+        assert_eq!(plan.exercise().title, "Composability as a curve");
+        // A step sweep has no plain images and no weight curves.
+        let steps = small_sweep(1).plan();
+        assert_eq!(steps.plain_for(1), None);
+        assert_eq!(steps.weight_curves(&[]), None);
+    }
+
+    #[test]
+    fn weight_curves_take_the_median_time_and_both_ssims_over_the_seeds() {
+        let plan = weight_sweep().plan();
+        let q = |ssim: f64| Quality {
+            psnr_db: Some(20.0),
+            ssim,
+            mean_abs_diff: 0.0,
+        };
+        let m: Vec<Option<Measured>> = plan
+            .runs
+            .iter()
+            .map(|r| match r.target {
+                Target::Plain => None,
+                Target::Reference => Some(Measured {
+                    total_ms: 500.0,
+                    quality: IDENTICAL,
+                    clip_score: None,
+                    plain: Some(q(0.4 + 0.1 * r.seed_index as f64)),
+                }),
+                Target::Weighted { weight: 2, .. } if r.seed_index == 1 => None,
+                Target::Weighted { weight, .. } => Some(Measured {
+                    total_ms: 100.0 + 10.0 * r.seed_index as f64,
+                    quality: q(0.5 + 0.2 * weight as f64 + 0.1 * r.seed_index as f64),
+                    clip_score: None,
+                    plain: Some(q(0.9 - 0.2 * weight as f64)),
+                }),
+                Target::Point { .. } => unreachable!("a weight sweep has no step points"),
+            })
+            .collect();
+        let c = plan.weight_curves(&m).unwrap();
+        assert_eq!(c.series.len(), 1);
+        let s = &c.series[0];
+        assert_eq!(s.label(), "LCM-LoRA 4");
+        let ws: Vec<f32> = s.points.iter().map(|p| p.weight).collect();
+        assert_eq!(ws, [0.0, 0.5, 1.0]);
+        let p = &s.points[1];
+        assert_eq!(
+            (p.time_ms, p.time_min_ms, p.time_max_ms),
+            (105.0, 100.0, 110.0)
+        );
+        assert!((p.ssim_style.mean - 0.75).abs() < 1e-12);
+        assert!((p.ssim_plain.unwrap().mean - 0.7).abs() < 1e-12);
+        assert!(p.complete());
+        let last = &s.points[2];
+        assert_eq!((last.runs, last.planned, last.complete()), (1, 2, false));
+        assert!((c.ends.unwrap().mean - 0.45).abs() < 1e-12);
+        assert_eq!(c.reference.unwrap().time_ms, 500.0);
+        assert_eq!(c.plain, None, "no plain run measured");
     }
 
     #[test]

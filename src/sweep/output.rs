@@ -1,6 +1,9 @@
 //! A sweep's results as text and files: the table `speedscape sweep` prints, `points.csv`,
 //! `sweep.json`, `summary.md` (the plot, where each method's free speedup ended, in numbers, and
 //! how to read the chart), `plot.svg`/`plot.png`, and one image per point (the first seed's).
+//! A weight sweep (`--lora-weights`) writes its curves instead of the landscape's:
+//! `weights.csv` and `weights.svg`/`weights.png` beside `sweep.json`, `summary.md` and the
+//! images.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -9,7 +12,7 @@ use serde::Serialize;
 
 use super::headless::SweepOutcome;
 use super::plot::steps;
-use super::{Landscape, Point, Series, Target, plot};
+use super::{Landscape, Point, Series, Stat, Target, WeightCurves, WeightPoint, plot};
 use crate::exercises::headless::{Provenance, save_new_folder, write_text};
 use crate::exercises::times;
 use crate::report::save_png;
@@ -80,35 +83,9 @@ pub fn format_table(land: &Landscape) -> String {
             rows.push(row);
         }
     }
-    let widths: Vec<usize> = (0..header.len())
-        .map(|c| {
-            rows.iter()
-                .map(|r| r[c].chars().count())
-                .chain([header[c].chars().count()])
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let line = |cells: Vec<String>| -> String {
-        let mut out = String::new();
-        for (c, cell) in cells.iter().enumerate() {
-            let pad = widths[c].saturating_sub(cell.chars().count());
-            // Text columns left, numbers right.
-            if c == 0 || c == cells.len() - 1 {
-                out.push_str(cell);
-                out.push_str(&" ".repeat(pad));
-            } else {
-                out.push_str(&" ".repeat(pad));
-                out.push_str(cell);
-            }
-            out.push_str("  ");
-        }
-        out.trim_end().to_string() + "\n"
-    };
-    let mut out = line(header.iter().map(|h| h.to_string()).collect());
-    for r in rows {
-        out.push_str(&line(r));
-    }
+    // Text columns left (the method, the knee mark), numbers right.
+    let last = header.len() - 1;
+    let mut out = aligned(&header, &rows, |c| c == 0 || c == last);
     match land.reference {
         Some(r) => {
             let clip = r
@@ -125,6 +102,40 @@ pub fn format_table(land: &Landscape) -> String {
             );
         }
         None => out.push_str("no reference image finished: no point has a quality number\n"),
+    }
+    out
+}
+
+/// A fixed-width table: the columns `left` says are text left-aligned, the others (numbers)
+/// right-aligned, two spaces apart, no trailing blanks.
+fn aligned(header: &[&str], rows: &[Vec<String>], left: impl Fn(usize) -> bool) -> String {
+    let widths: Vec<usize> = (0..header.len())
+        .map(|c| {
+            rows.iter()
+                .map(|r| r[c].chars().count())
+                .chain([header[c].chars().count()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |cells: &[String]| -> String {
+        let mut out = String::new();
+        for (c, cell) in cells.iter().enumerate() {
+            let pad = widths[c].saturating_sub(cell.chars().count());
+            if left(c) {
+                out.push_str(cell);
+                out.push_str(&" ".repeat(pad));
+            } else {
+                out.push_str(&" ".repeat(pad));
+                out.push_str(cell);
+            }
+            out.push_str("  ");
+        }
+        out.trim_end().to_string() + "\n"
+    };
+    let mut out = line(&header.iter().map(|h| h.to_string()).collect::<Vec<_>>());
+    for r in rows {
+        out.push_str(&line(r));
     }
     out
 }
@@ -353,6 +364,262 @@ pub fn csv(land: &Landscape) -> color_eyre::Result<String> {
     Ok(String::from_utf8(w.into_inner()?)?)
 }
 
+/// "0.512 ± 0.010" (the spread only over more than one value).
+fn stat_text(s: &Stat) -> String {
+    if s.n > 1 {
+        format!("{:.3} ± {:.3}", s.mean, s.std)
+    } else {
+        format!("{:.3}", s.mean)
+    }
+}
+
+fn plain_text(p: &WeightPoint) -> String {
+    p.ssim_plain.as_ref().map_or_else(|| "–".into(), stat_text)
+}
+
+/// A weight sweep's fixed-width table: one line per curve and weight (SSIM to the style-alone
+/// image and to the plain one side by side); the references last.
+pub fn format_weights(c: &WeightCurves) -> String {
+    let a = c.axis.name();
+    let to_style = format!("SSIM to {a} alone");
+    let header = [
+        "curve",
+        "weight",
+        "seeds",
+        "time",
+        "range",
+        to_style.as_str(),
+        "SSIM to plain",
+    ];
+    let mut rows = Vec::new();
+    for s in &c.series {
+        for p in &s.points {
+            rows.push(vec![
+                s.label(),
+                format!("{a}×{}", p.weight),
+                format!("{}/{}", p.runs, p.planned),
+                ms(p.time_ms),
+                if p.runs > 1 {
+                    format!("{}–{}", format_ms(p.time_min_ms), format_ms(p.time_max_ms))
+                } else {
+                    "–".into()
+                },
+                stat_text(&p.ssim_style),
+                plain_text(p),
+            ]);
+        }
+    }
+    let mut out = aligned(&header, &rows, |c| c < 2);
+    let time = |p: &Option<Point>| p.map_or_else(|| "not run".into(), |p| ms(p.time_ms));
+    let _ = writeln!(
+        out,
+        "references: {a} alone (the reference settings + {a}×1) {}, plain (without {a}) {}",
+        time(&c.reference),
+        time(&c.plain)
+    );
+    if let Some(e) = &c.ends {
+        let _ = writeln!(
+            out,
+            "the two references' SSIM to each other: {} (a curve travels between 1 and this)",
+            stat_text(e)
+        );
+    }
+    out
+}
+
+/// What the weight curves say, in numbers: per curve, the style's strength at its lowest and
+/// highest weight, where the image gets closer to the style-alone image than to the plain
+/// one, and whether its time held. Markdown (`**` for emphasis).
+pub fn weight_findings(c: &WeightCurves) -> Vec<String> {
+    let a = c.axis.name();
+    let mut out = Vec::new();
+    for s in &c.series {
+        let (Some(lo), Some(hi)) = (s.points.first(), s.points.last()) else {
+            continue;
+        };
+        let mut text = format!(
+            "**{}** (cfg {}, UNet `{}`): SSIM to the {a}-alone image {:.3} at {a}×{} and {:.3} at {a}×{}",
+            s.label(),
+            s.method.cfg,
+            s.method.unet,
+            lo.ssim_style.mean,
+            lo.weight,
+            hi.ssim_style.mean,
+            hi.weight
+        );
+        if let (Some(pl), Some(ph)) = (lo.ssim_plain, hi.ssim_plain) {
+            let _ = write!(
+                text,
+                "; to the plain image {:.3} and {:.3}",
+                pl.mean, ph.mean
+            );
+        }
+        text.push('.');
+        let closer = s
+            .points
+            .iter()
+            .find(|p| p.ssim_plain.is_some_and(|q| p.ssim_style.mean > q.mean));
+        match closer {
+            Some(p) => {
+                let _ = write!(
+                    text,
+                    " From **{a}×{}** on it is closer to the {a}-alone image than to the plain one.",
+                    p.weight
+                );
+            }
+            None if s.points.iter().any(|p| p.ssim_plain.is_some()) => {
+                let _ = write!(
+                    text,
+                    " At no weight is it closer to the {a}-alone image than to the plain one."
+                );
+            }
+            None => {}
+        }
+        let times: Vec<f64> = s.points.iter().map(|p| p.time_ms).collect();
+        let (fast, slow) = times.iter().fold((f64::INFINITY, 0.0f64), |(lo, hi), &t| {
+            (lo.min(t), hi.max(t))
+        });
+        if s.points.len() > 1 && fast > 0.0 {
+            let _ = write!(
+                text,
+                " Its median time stays within {}–{} across the weights.",
+                ms(fast),
+                ms(slow)
+            );
+        }
+        if !s.points.iter().all(WeightPoint::complete) {
+            text.push_str(" (Not every seed has finished: provisional.)");
+        }
+        out.push(text);
+    }
+    out
+}
+
+/// `weights.csv`: one row per curve and weight, every number at full precision; then the two
+/// references (`{adapter}_alone` at weight 1, `plain` at 0), each with its SSIM to the other.
+pub fn weights_csv(c: &WeightCurves) -> color_eyre::Result<String> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record([
+        "curve",
+        "method",
+        "scheduler",
+        "unet",
+        "cfg",
+        "steps",
+        "adapter",
+        "weight",
+        "runs",
+        "planned",
+        "time_ms_median",
+        "time_ms_min",
+        "time_ms_max",
+        "ssim_style_mean",
+        "ssim_style_std",
+        "ssim_style_min",
+        "ssim_style_max",
+        "ssim_plain_mean",
+        "ssim_plain_std",
+    ])?;
+    let opt = |v: Option<f64>| v.map(|v| v.to_string()).unwrap_or_default();
+    let a = c.axis.name();
+    for s in &c.series {
+        let m = &s.method;
+        for p in &s.points {
+            w.write_record([
+                s.label(),
+                m.name.clone(),
+                m.scheduler.as_str().to_string(),
+                m.unet.clone(),
+                m.cfg.to_string(),
+                s.steps.to_string(),
+                a.clone(),
+                p.weight.to_string(),
+                p.runs.to_string(),
+                p.planned.to_string(),
+                p.time_ms.to_string(),
+                p.time_min_ms.to_string(),
+                p.time_max_ms.to_string(),
+                p.ssim_style.mean.to_string(),
+                p.ssim_style.std.to_string(),
+                p.ssim_style.min.to_string(),
+                p.ssim_style.max.to_string(),
+                opt(p.ssim_plain.map(|q| q.mean)),
+                opt(p.ssim_plain.map(|q| q.std)),
+            ])?;
+        }
+    }
+    let ends = c.ends.map(|e| e.mean);
+    for (name, weight, point, style, plain) in [
+        (format!("{a}_alone"), 1.0, &c.reference, Some(1.0), ends),
+        ("plain".to_string(), 0.0, &c.plain, ends, Some(1.0)),
+    ] {
+        let Some(p) = point else { continue };
+        w.write_record([
+            name,
+            "reference".into(),
+            String::new(),
+            String::new(),
+            String::new(),
+            p.steps.to_string(),
+            a.clone(),
+            weight.to_string(),
+            p.runs.to_string(),
+            p.planned.to_string(),
+            p.time_ms.to_string(),
+            p.time_min_ms.to_string(),
+            p.time_max_ms.to_string(),
+            opt(style),
+            String::new(),
+            String::new(),
+            String::new(),
+            opt(plain),
+            String::new(),
+        ])?;
+    }
+    Ok(String::from_utf8(w.into_inner()?)?)
+}
+
+/// A weight sweep's `summary.md`: the plot, what the curves say, how to read them, the
+/// numbers, the images and the sources.
+fn markdown_weights(o: &SweepOutcome, c: &WeightCurves, images: &[Option<String>]) -> String {
+    let a = c.axis.name();
+    let mut md = String::from("# Composability as a curve\n\n");
+    let _ = writeln!(md, "Prompt: “{}”  \n{}\n", o.plan.sweep.prompt, setting(o));
+    if o.info.tiny_model {
+        let _ = writeln!(md, "> **Note:** {TINY_NOTE}.\n");
+    }
+    let _ = writeln!(
+        md,
+        "![SSIM to the {a}-alone image and to the plain image against the {a} weight](weights.png)\n"
+    );
+    let f = weight_findings(c);
+    if !f.is_empty() {
+        md.push_str("## How the style fades with its weight\n\n");
+        for line in f {
+            let _ = writeln!(md, "- {line}");
+        }
+        md.push('\n');
+    }
+    let _ = writeln!(
+        md,
+        "## How to read the plot\n\n\
+         - **x**: the weight of the `{a}` adapter, fused at run time on top of each curve's UNet; \
+         **y**: SSIM, averaged over the seeds.\n\
+         - Solid lines: SSIM to the **{a}-alone** image of the same seed (the reference settings, \
+         {r}, with `{a}` at weight 1) — the style's strength. Dashed lines: SSIM to the **plain** \
+         image (the same settings without `{a}`).\n\
+         - Where a solid line rises above its dashed one, the image is closer to the style than \
+         to no style. The grey line is the two references' SSIM to each other: how far apart the \
+         ends are.\n",
+        r = o.plan.sweep.reference.label()
+    );
+    md.push_str("## Points\n\n```text\n");
+    md.push_str(&format_weights(c));
+    md.push_str("```\n");
+    md.push_str(&markdown_images_and_sources(o, images));
+    md
+}
+
 /// One run in `sweep.json`.
 #[derive(Serialize)]
 struct RunRecord<'a> {
@@ -374,8 +641,16 @@ fn setting(o: &SweepOutcome) -> String {
         [first, .., last] => format!("seeds {first}–{last}"),
         [] => String::new(),
     };
+    let loras = if s.loras.is_empty() {
+        String::new()
+    } else {
+        format!(
+            ", on every run {}",
+            crate::report::table::unet_label("", &s.loras).trim_start_matches(" + ")
+        )
+    };
     format!(
-        "{seeds} ({} noise), reference {} (cfg {}) — {} on {}, model {}{}",
+        "{seeds} ({} noise), reference {} (cfg {}){loras} — {} on {}, model {}{}",
         o.rng,
         s.reference.label(),
         s.reference.cfg,
@@ -402,21 +677,28 @@ fn no_clip_note(o: &SweepOutcome) -> String {
 /// What `speedscape sweep` prints: the setting, the table, the findings, the failures.
 pub fn render(o: &SweepOutcome) -> String {
     let land = o.landscape();
+    let curves = o.plan.weight_curves(&o.measured);
+    let table = match &curves {
+        Some(c) => format_weights(c),
+        None => format_table(&land),
+    };
     let mut out = format!(
-        "sweep: {:?} — {}\n\n{}",
+        "sweep: {:?} — {}\n\n{table}",
         o.plan.sweep.prompt,
         setting(o),
-        format_table(&land)
     );
     if o.info.tiny_model {
         let _ = writeln!(out, "\nNote: {TINY_NOTE}.");
     }
-    if !o.info.clip_scorer {
+    if !o.info.clip_scorer && curves.is_none() {
         let _ = writeln!(out, "\n{}", no_clip_note(o));
     }
-    let f = findings(&land);
+    let (title, f) = match &curves {
+        Some(c) => ("How the style fades with its weight", weight_findings(c)),
+        None => ("Where the free speedup ended", findings(&land)),
+    };
     if !f.is_empty() {
-        out.push_str("\nWhere the free speedup ended:\n");
+        let _ = writeln!(out, "\n{title}:");
         for line in f {
             let _ = writeln!(out, "- {}", line.replace("**", ""));
         }
@@ -455,7 +737,11 @@ pub fn json(o: &SweepOutcome, images: &[Option<String>]) -> serde_json::Value {
         "tiny_model": o.info.tiny_model,
         "model_kind": o.info.kind,
         "landscape": o.landscape(),
-        "findings": findings(&o.landscape()),
+        "weights": o.plan.weight_curves(&o.measured),
+        "findings": match o.plan.weight_curves(&o.measured) {
+            Some(c) => weight_findings(&c),
+            None => findings(&o.landscape()),
+        },
         "provenance": Provenance::of(&o.reports),
         "runs": runs,
     })
@@ -463,6 +749,9 @@ pub fn json(o: &SweepOutcome, images: &[Option<String>]) -> serde_json::Value {
 
 /// `summary.md`.
 pub fn markdown(o: &SweepOutcome, images: &[Option<String>]) -> String {
+    if let Some(c) = o.plan.weight_curves(&o.measured) {
+        return markdown_weights(o, &c, images);
+    }
     let land = o.landscape();
     let mut md = String::from("# The speed landscape\n\n");
     let _ = writeln!(md, "Prompt: “{}”  \n{}\n", o.plan.sweep.prompt, setting(o));
@@ -550,6 +839,14 @@ pub fn markdown(o: &SweepOutcome, images: &[Option<String>]) -> String {
             if r.runs == 1 { "" } else { "s" }
         );
     }
+    md.push_str(&markdown_images_and_sources(o, images));
+    md
+}
+
+/// summary.md's end: the first seed's images, linked, then where the numbers come from (the
+/// UNet variants, and the LoRA adapters applied at run time with their files' SHA-256).
+fn markdown_images_and_sources(o: &SweepOutcome, images: &[Option<String>]) -> String {
+    let mut md = String::new();
     let shown: Vec<(&str, &str)> = o
         .plan
         .runs
@@ -568,6 +865,21 @@ pub fn markdown(o: &SweepOutcome, images: &[Option<String>]) -> String {
     unets.sort_unstable();
     unets.dedup();
     md.push_str(&Provenance::of(&o.reports).markdown(&unets));
+    let applied = crate::report::table::distinct_adapters(
+        o.reports.iter().flatten().flat_map(|r| &r.adapters),
+    );
+    for a in applied {
+        let _ = writeln!(
+            md,
+            "- LoRA `{}` × {} at run time ({}, {}): `{}`, sha256 `{}`",
+            a.name,
+            a.weight,
+            a.format,
+            a.components.join(", "),
+            a.file,
+            a.sha256
+        );
+    }
     md
 }
 
@@ -575,12 +887,36 @@ pub fn markdown(o: &SweepOutcome, images: &[Option<String>]) -> String {
 fn image_name(o: &SweepOutcome, run: usize) -> String {
     let r = &o.plan.runs[run];
     let seed = r.spec.seed.unwrap_or_default();
+    let sweep = &o.plan.sweep;
     match r.target {
         Target::Reference => format!("images/reference-seed{seed}.png"),
+        Target::Plain => format!("images/plain-seed{seed}.png"),
         Target::Point { method, steps } => format!(
             "images/{}-{steps}-seed{seed}.png",
-            o.plan.sweep.methods[method].name
+            sweep.methods[method].name
         ),
+        Target::Weighted {
+            method,
+            steps,
+            weight,
+        } => {
+            let axis = sweep.weights.as_ref();
+            let w = axis.map_or(0.0, |a| a.weights[weight]);
+            let name = axis.map(|a| a.name()).unwrap_or_default();
+            format!(
+                "images/{}-{steps}-{name}{w}-seed{seed}.png",
+                sweep.methods[method].name
+            )
+        }
+    }
+}
+
+/// The files a saved sweep holds besides its images, as `speedscape sweep` names them.
+pub fn files(o: &SweepOutcome) -> &'static str {
+    if o.plan.sweep.weights.is_some() {
+        "summary.md, weights.png, weights.csv, sweep.json"
+    } else {
+        "summary.md, plot.png, points.csv, sweep.json"
     }
 }
 
@@ -598,12 +934,21 @@ pub fn write_sweep(dir: &Path, o: &SweepOutcome) -> color_eyre::Result<()> {
             names[i] = Some(name);
         }
     }
-    let land = o.landscape();
     let note = o.info.tiny_model.then_some(TINY_NOTE);
-    let svg = plot::svg(&land, note)?;
-    write_text(&dir.join("plot.svg"), &svg)?;
-    save_png(&dir.join("plot.png"), &plot::rasterise(&svg)?)?;
-    write_text(&dir.join("points.csv"), &csv(&land)?)?;
+    match o.plan.weight_curves(&o.measured) {
+        Some(c) => {
+            let svg = plot::weights_svg(&c, &o.plan.sweep.reference.label(), note)?;
+            write_text(&dir.join("weights.svg"), &svg)?;
+            save_png(&dir.join("weights.png"), &plot::rasterise(&svg)?)?;
+            write_text(&dir.join("weights.csv"), &weights_csv(&c)?)?;
+        }
+        None => {
+            let svg = plot::svg(&o.landscape(), note)?;
+            write_text(&dir.join("plot.svg"), &svg)?;
+            save_png(&dir.join("plot.png"), &plot::rasterise(&svg)?)?;
+            write_text(&dir.join("points.csv"), &csv(&o.landscape())?)?;
+        }
+    }
     write_text(
         &dir.join("sweep.json"),
         &serde_json::to_string_pretty(&json(o, &names))?,
@@ -615,4 +960,95 @@ pub fn write_sweep(dir: &Path, o: &SweepOutcome) -> color_eyre::Result<()> {
 /// Saves a sweep into a new folder `out_root/sweep-YYYYmmdd-HHMMSS` (see [`save_new_folder`]).
 pub fn save_sweep(out_root: &Path, o: &SweepOutcome) -> color_eyre::Result<PathBuf> {
     save_new_folder(out_root, "sweep", |dir| write_sweep(dir, o))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sweep::{WeightSeries, default_methods, parse_lora_weights};
+
+    fn stat(mean: f64) -> Stat {
+        Stat::of(&[mean]).unwrap()
+    }
+
+    /// LCM-LoRA 4 with the style at 0, 0.5, 1: closer to the style-alone image from 0.5 on.
+    fn curves() -> WeightCurves {
+        let axis = parse_lora_weights("style=0:1:0.5").unwrap();
+        let points = [
+            (0.0, 0.4, 0.8, 60.0),
+            (0.5, 0.6, 0.55, 62.0),
+            (1.0, 0.8, 0.4, 61.0),
+        ]
+        .map(|(weight, style, plain, t)| WeightPoint {
+            weight,
+            runs: 1,
+            planned: 1,
+            time_ms: t,
+            time_min_ms: t,
+            time_max_ms: t,
+            ssim_style: stat(style),
+            ssim_plain: Some(stat(plain)),
+        });
+        WeightCurves {
+            axis,
+            reference: None,
+            plain: None,
+            ends: Some(stat(0.35)),
+            series: vec![WeightSeries {
+                method: default_methods().remove(1),
+                steps: 4,
+                points: points.to_vec(),
+            }],
+        }
+    }
+
+    #[test]
+    fn weight_findings_say_where_the_style_takes_over_and_that_the_time_held() {
+        let f = weight_findings(&curves());
+        assert_eq!(f.len(), 1);
+        assert_eq!(
+            f[0],
+            "**LCM-LoRA 4** (cfg 1.5, UNet `lcm`): SSIM to the style-alone image 0.400 at style×0 \
+             and 0.800 at style×1; to the plain image 0.800 and 0.400. From **style×0.5** on it is \
+             closer to the style-alone image than to the plain one. Its median time stays within \
+             60.0 ms–62.0 ms across the weights."
+        );
+    }
+
+    #[test]
+    fn the_weight_table_and_csv_put_both_ssims_side_by_side() {
+        let c = curves();
+        let table = format_weights(&c);
+        let lines: Vec<&str> = table.lines().collect();
+        assert!(
+            lines[0].ends_with("SSIM to style alone  SSIM to plain"),
+            "{table}"
+        );
+        assert!(lines[2].starts_with("LCM-LoRA 4  style×0.5"), "{table}");
+        assert!(lines[2].ends_with("0.600          0.550"), "{table}");
+        assert!(lines[0].starts_with("curve       weight"), "{table}");
+        assert!(
+            table.contains("the two references' SSIM to each other: 0.350"),
+            "{table}"
+        );
+        let text = weights_csv(&c).unwrap();
+        let mut r = csv::Reader::from_reader(text.as_bytes());
+        let rows: Vec<csv::StringRecord> = r.records().map(Result::unwrap).collect();
+        assert_eq!(rows.len(), 3, "no reference ran: no reference rows");
+        assert_eq!(&rows[1][7], "0.5");
+        assert_eq!((&rows[1][13], &rows[1][17]), ("0.6", "0.55"));
+    }
+
+    #[test]
+    fn the_weight_plot_draws_both_lines_per_curve() {
+        let svg = plot::weights_svg(&curves(), "DPM-Solver++ 50", None).unwrap();
+        assert!(svg.contains("LCM-LoRA 4: to style alone"), "legend");
+        assert!(svg.contains("LCM-LoRA 4: to plain"), "legend");
+        assert!(
+            svg.contains("style alone vs plain (DPM-Solver++ 50)"),
+            "legend"
+        );
+        let png = plot::rasterise(&svg).unwrap();
+        assert_eq!((png.width(), png.height()), (plot::WIDTH, plot::HEIGHT));
+    }
 }

@@ -3,6 +3,10 @@
 //! labelled with its step count, the knee ringed, the reference's time as a dashed line), and
 //! resvg rasterises it to PNG with the bundled DejaVu Sans, so the picture is the same on every
 //! machine and needs no system fonts.
+//!
+//! A weight sweep's picture ([`weights_svg`]): SSIM against the swept adapter's weight (linear
+//! x), per curve a solid line to the style-alone image and a dashed one to the plain image, the
+//! two references' SSIM to each other as a grey line.
 
 use color_eyre::eyre::{WrapErr, eyre};
 use image::RgbImage;
@@ -11,7 +15,7 @@ use plotters::coord::combinators::{BindKeyPoints, LogCoord, WithKeyPoints};
 use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
-use super::{Landscape, Point, Series};
+use super::{Landscape, Point, Series, WeightCurves, WeightSeries};
 use crate::report::table::format_ms;
 
 /// Pixels of the picture.
@@ -125,6 +129,12 @@ fn legend_corner(land: &Landscape, x: (f64, f64), y: (f64, f64)) -> SeriesLabelP
             )
         })
         .collect();
+    emptiest_corner(&frac)
+}
+
+/// The corner of the plot area holding the fewest of the points `frac` (each as fractions of
+/// the axes, 0–1 from the lower left); lower right among equals.
+fn emptiest_corner(frac: &[(f64, f64)]) -> SeriesLabelPosition {
     let count = |right: bool, top: bool| {
         frac.iter()
             .filter(|&&(fx, fy)| {
@@ -302,6 +312,181 @@ fn draw_method(chart: &mut PlotChart, c: RGBColor, s: &Series) -> color_eyre::Re
                     (FAMILY, 13).into_font().color(&c),
                 )
         }))
+        .map_err(plot_error)?;
+    Ok(())
+}
+
+/// The weight chart's plot area: the adapter's weight on x, SSIM on y, both linear.
+type WeightChart<'a, 'b> =
+    ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// A weight sweep as an SVG document (see the module's doc); `reference` names the reference
+/// settings both reference images were made at, `note` goes under the chart.
+pub fn weights_svg(
+    c: &WeightCurves,
+    reference: &str,
+    note: Option<&str>,
+) -> color_eyre::Result<String> {
+    let mut out = String::new();
+    {
+        let root = SVGBackend::with_string(&mut out, (WIDTH, HEIGHT)).into_drawing_area();
+        root.fill(&WHITE).map_err(plot_error)?;
+        let (chart_area, foot) = root.split_vertically(HEIGHT - 34);
+        let a = c.axis.name();
+        let (x0, x1) = weight_range(c);
+        let (y0, y1) = weight_y_range(c);
+        let mut chart = ChartBuilder::on(&chart_area)
+            .caption(
+                format!("Style strength against the {a} weight: SSIM to {a} alone and to plain"),
+                (FAMILY, 22),
+            )
+            .margin(14)
+            .x_label_area_size(48)
+            .y_label_area_size(64)
+            .build_cartesian_2d(x0..x1, y0..y1)
+            .map_err(plot_error)?;
+        chart
+            .configure_mesh()
+            .x_desc(format!("{a} weight (fused at run time)"))
+            .y_desc("SSIM (mean over seeds)")
+            .x_label_formatter(&|v| format!("{v:.2}"))
+            .y_label_formatter(&|v| format!("{v:.2}"))
+            .label_style((FAMILY, 14))
+            .axis_desc_style((FAMILY, 15))
+            .light_line_style(RGBColor(238, 238, 238))
+            .bold_line_style(RGBColor(205, 205, 205))
+            .draw()
+            .map_err(plot_error)?;
+        if let Some(e) = c.ends {
+            let grey = RGBColor(120, 120, 120);
+            chart
+                .draw_series(DashedLineSeries::new(
+                    [(x0, e.mean), (x1, e.mean)],
+                    3,
+                    5,
+                    grey.stroke_width(1),
+                ))
+                .map_err(plot_error)?
+                .label(format!("{a} alone vs plain ({reference})"))
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 22, y)], grey.stroke_width(1))
+                });
+        }
+        for (i, s) in c.series.iter().enumerate() {
+            draw_weight_series(&mut chart, PALETTE[i % PALETTE.len()], s, &a)?;
+        }
+        let frac: Vec<(f64, f64)> = c
+            .series
+            .iter()
+            .flat_map(|s| &s.points)
+            .flat_map(|p| {
+                let x = (f64::from(p.weight) - x0) / (x1 - x0);
+                let ys = [Some(p.ssim_style.mean), p.ssim_plain.map(|q| q.mean)];
+                ys.into_iter()
+                    .flatten()
+                    .map(move |v| (x, (v - y0) / (y1 - y0)))
+            })
+            .collect();
+        chart
+            .configure_series_labels()
+            .position(emptiest_corner(&frac))
+            .label_font((FAMILY, 14))
+            .background_style(WHITE.mix(0.9))
+            .border_style(RGBColor(180, 180, 180))
+            .draw()
+            .map_err(plot_error)?;
+        let foot_text = note.map_or_else(
+            || format!("solid: SSIM to the {a}-alone image; dashed: to the plain image; both at {reference}"),
+            str::to_string,
+        );
+        foot.draw(&Text::new(
+            foot_text,
+            (16, 8),
+            (FAMILY, 14).into_font().color(&RGBColor(90, 90, 90)),
+        ))
+        .map_err(plot_error)?;
+        root.present().map_err(plot_error)?;
+    }
+    Ok(out)
+}
+
+/// The weights on x, a little wider than the swept range.
+fn weight_range(c: &WeightCurves) -> (f64, f64) {
+    let w = &c.axis.weights;
+    let lo = w.iter().copied().fold(f32::INFINITY, f32::min);
+    let hi = w.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    if !lo.is_finite() || !hi.is_finite() {
+        return (0.0, 1.0);
+    }
+    let (lo, hi) = (f64::from(lo), f64::from(hi));
+    let pad = ((hi - lo) * 0.05).max(0.05);
+    (lo - pad, hi + pad)
+}
+
+/// SSIM on y: from under the lowest point (its spread and the references' SSIM included) to
+/// just above 1.
+fn weight_y_range(c: &WeightCurves) -> (f64, f64) {
+    let low = c
+        .series
+        .iter()
+        .flat_map(|s| &s.points)
+        .flat_map(|p| {
+            let plain = p.ssim_plain.map(|q| q.mean - q.std);
+            [Some(p.ssim_style.mean - p.ssim_style.std), plain]
+        })
+        .flatten()
+        .chain(c.ends.map(|e| e.mean))
+        .fold(1.0f64, f64::min);
+    let low = (low - 0.05 * (1.0 - low).max(0.2)).max(-1.0);
+    (low, 1.0 + 0.04 * (1.0 - low))
+}
+
+/// One curve in colour `c`: a solid line with markers through its SSIM to the style-alone
+/// image, a dashed one through its SSIM to the plain image, each with its legend entry.
+fn draw_weight_series(
+    chart: &mut WeightChart,
+    c: RGBColor,
+    s: &WeightSeries,
+    adapter: &str,
+) -> color_eyre::Result<()> {
+    let style: Vec<(f64, f64)> = s
+        .points
+        .iter()
+        .map(|p| (f64::from(p.weight), p.ssim_style.mean))
+        .collect();
+    let plain: Vec<(f64, f64)> = s
+        .points
+        .iter()
+        .filter_map(|p| p.ssim_plain.map(|q| (f64::from(p.weight), q.mean)))
+        .collect();
+    chart
+        .draw_series(LineSeries::new(style.clone(), c.stroke_width(2)))
+        .map_err(plot_error)?
+        .label(format!("{}: to {adapter} alone", s.label()))
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 22, y)], c.stroke_width(3)));
+    chart
+        .draw_series(
+            style
+                .iter()
+                .map(|&(x, y)| Circle::new((x, y), 4, c.filled())),
+        )
+        .map_err(plot_error)?;
+    chart
+        .draw_series(DashedLineSeries::new(
+            plain.clone(),
+            6,
+            4,
+            c.stroke_width(2),
+        ))
+        .map_err(plot_error)?
+        .label(format!("{}: to plain", s.label()))
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 22, y)], c.stroke_width(1)));
+    chart
+        .draw_series(
+            plain
+                .iter()
+                .map(|&(x, y)| Circle::new((x, y), 3, c.stroke_width(1))),
+        )
         .map_err(plot_error)?;
     Ok(())
 }

@@ -86,9 +86,18 @@ pub enum Action {
     Reveal,
     /// Open the speed landscape, or go back from it.
     Landscape,
+    /// The selected run's `style` adapter weight down / up by [`STYLE_STEP`], and rerun it.
+    StyleDown,
+    StyleUp,
     Help,
     Quit,
 }
+
+/// What `[` and `]` take from or add to the selected run's style weight.
+pub const STYLE_STEP: f32 = 0.1;
+
+/// The adapter `[` and `]` change: the pixel-art style LoRA of exercise 3.
+pub const STYLE_ADAPTER: &str = "style";
 
 /// Keys → actions in the normal mode (the help overlay lists the same).
 pub fn action(key: &KeyEvent) -> Option<Action> {
@@ -109,6 +118,8 @@ pub fn action(key: &KeyEvent) -> Option<Action> {
         KeyCode::Char('s') => Action::Save,
         KeyCode::Char('a') => Action::Reveal,
         KeyCode::Char('L') => Action::Landscape,
+        KeyCode::Char('[') => Action::StyleDown,
+        KeyCode::Char(']') => Action::StyleUp,
         KeyCode::Char('?') => Action::Help,
         KeyCode::Char('q') => Action::Quit,
         _ => return None,
@@ -140,6 +151,10 @@ pub const KEYS: &[(&str, &str)] = &[
         "edit the selected run (cheat sheet: write your answer)",
     ),
     ("a", "cheat sheet: show our answer and its reasoning"),
+    (
+        "[ / ]",
+        "exercise 3: selected run's style LoRA weight −/+ 0.1, rerun it",
+    ),
     ("p", "type your predictions for the exercise's questions"),
     (
         "s",
@@ -280,6 +295,10 @@ pub struct Form {
     pub run: usize,
     /// prompt, steps, cfg, seed
     pub fields: [String; 4],
+    /// The LoRA adapters the run may fuse at run time and each one's weight as typed (empty:
+    /// not applied): the model folder's adapters, then the run's others (files). Focus
+    /// `4 + i` edits adapter `i`.
+    pub adapters: Vec<(String, String)>,
     pub focus: usize,
     /// Token count of the prompt field (`None` without a tokenizer).
     pub tokens: Option<(usize, usize)>,
@@ -287,6 +306,43 @@ pub struct Form {
 }
 
 pub const FORM_LABELS: [&str; 4] = ["prompt", "steps", "cfg", "seed"];
+
+impl Form {
+    /// The text of the focused field (a fixed one, or an adapter's weight).
+    fn field_mut(&mut self) -> &mut String {
+        match self.focus {
+            f @ 0..4 => &mut self.fields[f],
+            f => &mut self.adapters[f - 4].1,
+        }
+    }
+
+    /// The adapters with a weight typed, checked ([`crate::lora::AdapterWeight::check`]).
+    fn loras(&self) -> Result<Vec<crate::lora::AdapterWeight>, String> {
+        let mut out = Vec::new();
+        for (name, text) in &self.adapters {
+            let text = text.trim();
+            if text.is_empty() {
+                continue;
+            }
+            let a = text
+                .parse::<f32>()
+                .ok()
+                .map(|weight| crate::lora::AdapterWeight {
+                    adapter: name.clone(),
+                    weight,
+                })
+                .filter(|a| a.check().is_ok())
+                .ok_or_else(|| {
+                    format!(
+                        "LoRA {name}: a weight from -{m} to {m} (1 as trained; empty: not applied)",
+                        m = crate::lora::MAX_WEIGHT
+                    )
+                })?;
+            out.push(a);
+        }
+        Ok(out)
+    }
+}
 
 /// Typing a prediction.
 #[derive(Debug, Clone, PartialEq)]
@@ -582,6 +638,7 @@ fn on_action(app: &mut App, action: Action) -> Option<Effect> {
         Action::Right => app.selected_run = (app.selected_run + 1).min(n_runs.saturating_sub(1)),
         Action::Help => app.mode = Mode::Help,
         Action::Landscape => landscape::toggle(app),
+        Action::StyleDown | Action::StyleUp => return on_style_key(app, action),
         Action::Reveal => {
             app.status = Some("a shows our answer in the cheat sheet (exercise 4)".into());
         }
@@ -638,9 +695,11 @@ fn on_action(app: &mut App, action: Action) -> Option<Effect> {
                 spec.cfg.to_string(),
                 spec.seed.unwrap_or(ex.seed).to_string(),
             ];
+            let folder = app.info.as_ref().map_or(&[][..], |i| &i.adapters[..]);
             app.mode = Mode::Edit(Form {
                 run: app.selected_run,
                 fields,
+                adapters: form_adapters(&spec.lora, folder),
                 focus: 0,
                 tokens: app.count_tokens(&prompt),
                 error: None,
@@ -663,6 +722,65 @@ fn on_action(app: &mut App, action: Action) -> Option<Effect> {
         }
     }
     None
+}
+
+/// The editor's adapter rows: each of the folder's adapters (`folder`, by name) with the run's
+/// weight for it (empty when the run does not apply it), then the run's other adapters.
+fn form_adapters(run: &[crate::lora::AdapterWeight], folder: &[String]) -> Vec<(String, String)> {
+    let weight = |name: &str| {
+        run.iter()
+            .find(|a| a.adapter == name)
+            .map_or(String::new(), |a| a.weight.to_string())
+    };
+    let mut rows: Vec<(String, String)> = folder.iter().map(|n| (n.clone(), weight(n))).collect();
+    for a in run.iter().filter(|a| !folder.contains(&a.adapter)) {
+        rows.push((a.adapter.clone(), a.weight.to_string()));
+    }
+    rows
+}
+
+/// `[` / `]`: the selected run's `style` adapter weight by ∓[`STYLE_STEP`] (its effective
+/// weight, fused in its UNet variant or not, clamped to ±[`crate::lora::MAX_WEIGHT`]; see
+/// [`RunSpec::set_adapter_weight`]), then that run again.
+fn on_style_key(app: &mut App, action: Action) -> Option<Effect> {
+    let Some(info) = app.info.as_ref() else {
+        app.status = Some("the model is still opening: [ ] work once it is ready".into());
+        return None;
+    };
+    if !info.adapters.iter().any(|a| a == STYLE_ADAPTER) {
+        app.status = Some(format!(
+            "this model folder has no {STYLE_ADAPTER} adapter (loras/{STYLE_ADAPTER}.safetensors), so [ ] cannot change its weight"
+        ));
+        return None;
+    }
+    if app.in_landscape() || app.in_cheat_sheet() {
+        app.status =
+            Some("[ ] change a run's style weight in the exercises (3: composability)".into());
+        return None;
+    }
+    if app.fatal.is_some() || app.is_busy() {
+        app.status = Some("a run is going: esc cancels it, then [ ] changes the weight".into());
+        return None;
+    }
+    let fused = info.fused.clone();
+    let (ex, run) = (app.selected, app.selected_run);
+    let spec = &mut app.exercises[ex].exercise.runs[run];
+    let max = crate::lora::MAX_WEIGHT;
+    let step = if action == Action::StyleUp {
+        STYLE_STEP
+    } else {
+        -STYLE_STEP
+    };
+    let now = spec.adapter_weight(STYLE_ADAPTER, &fused);
+    let next = ((now + step) * 1000.0).round() / 1000.0;
+    spec.set_adapter_weight(STYLE_ADAPTER, next.clamp(-max, max), &fused);
+    let label = spec.label.clone();
+    let unet = spec.unet_label();
+    app.exercises[ex].reset_run(run);
+    app.exercises[ex].saved = None;
+    app.queue = [(ex, run)].into();
+    app.status = Some(format!("{label}: UNet {unet}, running it again"));
+    next_in_queue(app)
 }
 
 /// One place back or on from `at` among `n`, wrapping around.
@@ -765,18 +883,19 @@ pub(super) fn next_in_queue(app: &mut App) -> Option<Effect> {
 }
 
 fn on_form_key(app: &mut App, mut form: Form, key: KeyEvent) -> Option<Effect> {
+    let n = 4 + form.adapters.len();
     match key.code {
         KeyCode::Esc => {
             app.mode = Mode::Normal;
             return None;
         }
-        KeyCode::Tab | KeyCode::Down => form.focus = (form.focus + 1) % 4,
-        KeyCode::BackTab | KeyCode::Up => form.focus = (form.focus + 3) % 4,
+        KeyCode::Tab | KeyCode::Down => form.focus = (form.focus + 1) % n,
+        KeyCode::BackTab | KeyCode::Up => form.focus = (form.focus + n - 1) % n,
         KeyCode::Backspace => {
-            form.fields[form.focus].pop();
+            form.field_mut().pop();
         }
         KeyCode::Char(c) if !key.modifiers.contains(KeyModifiers::CONTROL) => {
-            form.fields[form.focus].push(c)
+            form.field_mut().push(c)
         }
         KeyCode::Enter => match apply_form(app, &form) {
             Ok(()) => {
@@ -817,6 +936,7 @@ fn apply_form(app: &mut App, form: &Form) -> Result<(), String> {
         .trim()
         .parse()
         .map_err(|_| "seed: a whole number ≥ 0".to_string())?;
+    let loras = form.loras()?;
     // The run's scheduler must accept that many steps with the model's scheduler config (LCM at
     // most its original 50, DDPM its 1000 …): said here, in the form, not when the run starts.
     let scheduler = app.exercises[app.selected].exercise.runs[form.run].scheduler;
@@ -842,6 +962,7 @@ fn apply_form(app: &mut App, form: &Form) -> Result<(), String> {
     spec.cfg = cfg;
     spec.prompt = (prompt != default_prompt).then_some(prompt);
     spec.seed = (seed != default_seed).then_some(seed);
+    spec.lora = loras;
     ex.reset_run(form.run);
     Ok(())
 }

@@ -50,10 +50,26 @@ pub fn info() -> WorkerInfo {
         image_size: 64,
         notes: Vec::new(),
         variants: crate::models::default_variants(),
+        fused: fake_fused(),
+        adapters: vec!["lcm".into(), "style".into()],
         scheduler_config: serde_json::from_str(crate::models::SD15_SCHEDULER_CONFIG)
             .unwrap_or_default(),
         clip_scorer: false,
     }
+}
+
+/// The default variants' fused adapters, as the tiny model's manifest records them.
+fn fake_fused() -> Vec<(String, Vec<crate::lora::AdapterWeight>)> {
+    let a = |adapter: &str| crate::lora::AdapterWeight {
+        adapter: adapter.into(),
+        weight: 1.0,
+    };
+    vec![
+        ("base".into(), vec![]),
+        ("lcm".into(), vec![a("lcm")]),
+        ("style".into(), vec![a("style")]),
+        ("lcm_style".into(), vec![a("lcm"), a("style")]),
+    ]
 }
 
 /// Starts the fake: each step takes `step` of real time and reports 20 ms of UNet.
@@ -179,6 +195,19 @@ pub fn pattern(size: u32, seed: u64, step: usize) -> RgbImage {
     })
 }
 
+/// A run-time adapter as the fake "applies" it: a made-up file and digest.
+fn applied(a: &crate::lora::AdapterWeight) -> crate::lora::AppliedAdapter {
+    let name = crate::report::table::adapter_name(&a.adapter);
+    crate::lora::AppliedAdapter {
+        file: format!("fake/loras/{name}.safetensors"),
+        sha256: "0123456789abcdef".repeat(4),
+        weight: a.weight,
+        format: "diffusers".into(),
+        components: vec!["unet".into()],
+        name,
+    }
+}
+
 /// The report of a fake run of `r`: 5 ms text, 20 ms UNet + 1 ms scheduler a step, 15 ms VAE.
 pub fn report(r: &Request) -> RunReport {
     let n = r.steps;
@@ -201,7 +230,7 @@ pub fn report(r: &Request) -> RunReport {
         onnxruntime_version: String::new(),
         unet: r.unet.clone(),
         unet_label: r.unet.clone(),
-        adapters: Vec::new(),
+        adapters: r.loras.iter().map(applied).collect(),
         scheduler: r.scheduler.to_string(),
         steps: n,
         guidance: r.guidance,

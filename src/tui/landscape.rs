@@ -159,11 +159,15 @@ pub fn on_finished(app: &mut App, ex: usize, run: usize) {
     let (Some(image), Some(report)) = (r.image.as_deref(), r.report.as_deref()) else {
         return;
     };
-    let reference = &state.runs[l.plan.reference_for(run)];
-    let reference = (reference.image_final && reference.row.state == RowState::Finished)
-        .then_some(reference.image.as_deref())
-        .flatten();
-    let result = measure(&l.plan, run, image, report, reference);
+    let finished_image = |i: usize| {
+        let r = &state.runs[i];
+        (r.image_final && r.row.state == RowState::Finished)
+            .then_some(r.image.as_deref())
+            .flatten()
+    };
+    let reference = finished_image(l.plan.reference_for(run));
+    let plain = l.plan.plain_for(run).and_then(finished_image);
+    let result = measure(&l.plan, run, image, report, reference, plain);
     let label = l.plan.runs[run].spec.label.clone();
     let state = &mut app.exercises[ex];
     match result {

@@ -1591,6 +1591,167 @@ fn the_editor_refuses_steps_the_runs_scheduler_cannot_take() {
     assert_eq!(app.exercises[1].exercise.runs[1].steps, 50);
 }
 
+fn style(weight: f32) -> crate::lora::AdapterWeight {
+    crate::lora::AdapterWeight {
+        adapter: "style".into(),
+        weight,
+    }
+}
+
+/// `[` / `]` in exercise 3: the selected run's style weight (fused in its variant or not) by
+/// ∓0.1, that run alone again, the weight in its row and the file's digest in the table.
+#[test]
+fn brackets_change_the_selected_runs_style_weight_and_rerun_that_run() {
+    let mut app = app();
+    update(&mut app, ch('3'));
+    assert!(
+        render(&app, 120, 40).contains("[ ] style −/+0.1"),
+        "the footer shows the keys"
+    );
+    update(&mut app, ch('l'));
+    update(&mut app, ch('l')); // style + LCM-LoRA, LCM 4: the lcm_style variant
+    let effect = update(&mut app, ch('['));
+    let Some(Effect::Submit {
+        exercise,
+        run,
+        request,
+    }) = &effect
+    else {
+        panic!("[ reruns the run: {effect:?}")
+    };
+    assert_eq!((*exercise, *run), (2, 2));
+    // lcm_style has style fused at 1: the run moves to lcm with style at 0.9 on top.
+    assert_eq!(request.unet, "lcm");
+    assert_eq!(request.loras, [style(0.9)]);
+    assert!(app.queue.is_empty(), "only that run");
+    assert_eq!(
+        app.status.as_deref(),
+        Some("style + LCM-LoRA, LCM 4: UNet lcm + style×0.9, running it again")
+    );
+    submitted(&mut app, effect, 7);
+    // Busy: the keys wait.
+    assert!(update(&mut app, ch(']')).is_none());
+    assert!(app.status.as_deref().unwrap().starts_with("a run is going"));
+    let done = finished(&app, 7, 2, 2);
+    update(&mut app, done);
+    let rows = table_rows(&app.exercises[2]);
+    assert_eq!(rows[2].unet_label(), "lcm + style×0.9");
+    assert_eq!(rows[2].adapters[0].sha256, "0123456789abcdef".repeat(4));
+    let screen = render(&app, 160, 48);
+    assert!(screen.contains("lcm + style×0.9"), "{screen}");
+    assert!(
+        screen.contains("style×0.9 0123456789ab"),
+        "the digest: {screen}"
+    );
+    // ] twice: 1.0, then 1.1 (the variant stays lcm).
+    for (id, want) in [(8, 1.0), (9, 1.1)] {
+        let effect = update(&mut app, ch(']'));
+        let Some(Effect::Submit { request, .. }) = &effect else {
+            panic!("] reruns the run")
+        };
+        assert_eq!(
+            (request.unet.as_str(), request.loras.clone()),
+            ("lcm", vec![style(want)])
+        );
+        submitted(&mut app, effect, id);
+        update(&mut app, Msg::Worker(Event::Cancelled { run: id }));
+    }
+    // The baseline (the style variant) goes to base + style; a run without style gets it.
+    update(&mut app, ch('h'));
+    update(&mut app, ch('h'));
+    let press = |app: &mut App, c: char, id: RunId| {
+        let effect = update(app, ch(c));
+        let Some(Effect::Submit { request, .. }) = &effect else {
+            panic!("{c} reruns the run: {effect:?}")
+        };
+        let got = (request.unet.clone(), request.loras.clone());
+        submitted(app, effect, id);
+        update(app, Msg::Worker(Event::Cancelled { run: id }));
+        got
+    };
+    assert_eq!(press(&mut app, '[', 10), ("base".into(), vec![style(0.9)]));
+    update(&mut app, ch('l')); // LCM-LoRA, LCM 4: no style at all
+    assert_eq!(press(&mut app, ']', 11), ("lcm".into(), vec![style(0.1)]));
+    // Clamped to ±10.
+    app.exercises[2].exercise.runs[1].lora = vec![style(9.95)];
+    assert_eq!(press(&mut app, ']', 12), ("lcm".into(), vec![style(10.0)]));
+}
+
+#[test]
+fn brackets_say_why_when_the_folder_has_no_style_adapter() {
+    let mut app = App::new(default_exercises(), "halfblocks".into());
+    let mut info = fake::info();
+    info.adapters = vec!["lcm".into()];
+    update(&mut app, Msg::Worker(Event::Ready(info)));
+    update(&mut app, ch('3'));
+    assert!(update(&mut app, ch('[')).is_none());
+    assert!(
+        app.status
+            .as_deref()
+            .unwrap()
+            .contains("has no style adapter"),
+        "{:?}",
+        app.status
+    );
+    assert!(app.exercises[2].exercise.runs[0].lora.is_empty());
+}
+
+/// The editor lists the model folder's adapters: a weight typed applies one, a bad one is
+/// refused in the form, an empty one removes it.
+#[test]
+fn the_editor_sets_adapter_weights_from_the_folders_list() {
+    let mut app = app();
+    update(&mut app, ch('3'));
+    update(&mut app, ch('e'));
+    let Mode::Edit(form) = &app.mode else {
+        panic!("e opens the editor")
+    };
+    assert_eq!(
+        form.adapters,
+        [
+            ("lcm".to_string(), String::new()),
+            ("style".to_string(), String::new())
+        ]
+    );
+    assert!(
+        render(&app, 120, 40).contains("on UNet style, which has style×1 fused in"),
+        "the variant's own adapters are said"
+    );
+    for _ in 0..5 {
+        update(&mut app, key(KeyCode::Tab));
+    }
+    typed(&mut app, "11");
+    update(&mut app, key(KeyCode::Enter));
+    let Mode::Edit(form) = &app.mode else {
+        panic!("a weight of 11 keeps the form open")
+    };
+    assert_eq!(
+        form.error.as_deref(),
+        Some("LoRA style: a weight from -10 to 10 (1 as trained; empty: not applied)")
+    );
+    update(&mut app, key(KeyCode::Backspace));
+    update(&mut app, key(KeyCode::Backspace));
+    typed(&mut app, "-0.5");
+    update(&mut app, key(KeyCode::Enter));
+    assert_eq!(app.mode, Mode::Normal);
+    let spec = &app.exercises[2].exercise.runs[0];
+    assert_eq!(spec.lora, [style(-0.5)]);
+    assert_eq!(request(&app, 2, 0).loras, [style(-0.5)]);
+    assert!(render(&app, 160, 48).contains("style + style×-0.5"));
+    // Reopened, it shows the weight; emptied, the adapter goes.
+    update(&mut app, ch('e'));
+    let Mode::Edit(form) = &app.mode else {
+        panic!()
+    };
+    assert_eq!(form.adapters[1].1, "-0.5");
+    update(&mut app, key(KeyCode::BackTab)); // from the prompt back round to style
+    for _ in 0..4 {
+        update(&mut app, key(KeyCode::Backspace));
+    }
+    update(&mut app, key(KeyCode::Enter));
+    assert!(app.exercises[2].exercise.runs[0].lora.is_empty());
+}
+
 // ---- the speed landscape ----
 
 mod landscape_view {
@@ -1832,6 +1993,7 @@ mod landscape_view {
             image(3),
             runs[3].report.as_deref().unwrap(),
             Some(image(1)),
+            None,
         )
         .unwrap();
         assert_eq!(m[3], Some(want));

@@ -15,7 +15,9 @@ use super::app::{
 use super::cheat_ui;
 use super::images::{Images, PREVIEW_BUDGET};
 use super::landscape_ui;
-use crate::report::table::{RowState, TableRow};
+use crate::report::table::{
+    RowState, TableRow, adapter_name, distinct_adapters, short_sha, unet_label,
+};
 use crate::rng::RngSource;
 
 /// The smallest terminal the layout is made for.
@@ -284,9 +286,14 @@ fn draw_panels(app: &App, images: &mut Images, frame: &mut Frame, area: Rect) {
             }
             RowState::Pending => "–".into(),
         };
+        let loras = if spec.lora.is_empty() {
+            String::new()
+        } else {
+            format!(" ·{}", unet_label("", &spec.lora).trim_start_matches(" +"))
+        };
         let block = Block::bordered()
             .border_style(border)
-            .title(format!(" {} · cfg {} ", spec.label, spec.cfg))
+            .title(format!(" {} · cfg {}{loras} ", spec.label, spec.cfg))
             .title_bottom(Line::from(format!(" {status} ")).right_aligned());
         let inner = block.inner(areas[i]);
         frame.render_widget(block, areas[i]);
@@ -401,7 +408,7 @@ fn row_cells(row: &TableRow, wide: bool) -> Vec<Cell<'static>> {
     }
     cells.extend([Cell::from(steps), Cell::from(format!("{}", row.cfg))]);
     if wide {
-        cells.push(Cell::from(row.unet.clone()));
+        cells.push(Cell::from(row.unet_label()));
     }
     cells.push(Cell::from(mark(row.total_ms, &fmt_ms)));
     if wide {
@@ -443,8 +450,10 @@ fn draw_table(ex: &ExerciseState, rng: RngSource, frame: &mut Frame, area: Rect)
     widths.extend([Constraint::Length(5), Constraint::Length(3)]);
     // Narrow: the label already names the scheduler and the UNet variant.
     if wide {
+        // Room for a run-time LoRA (`lcm + style×0.9`) when a run has one.
+        let unet = rows.iter().map(|r| r.unet_label().chars().count()).max();
         header.push("UNet");
-        widths.push(Constraint::Length(9));
+        widths.push(Constraint::Length(unet.unwrap_or(0).clamp(9, 24) as u16));
     }
     // Narrow: the text encoder's time (the same for every run) gives way to the label.
     header.push("total");
@@ -480,11 +489,16 @@ fn draw_table(ex: &ExerciseState, rng: RngSource, frame: &mut Frame, area: Rect)
         .as_ref()
         .map(|d| format!(" · saved in {}", d.display()))
         .unwrap_or_default();
+    // The LoRA files the runs fused at run time, by their digests' first digits.
+    let adapters: String = distinct_adapters(rows.iter().flat_map(|r| &r.adapters))
+        .iter()
+        .map(|a| format!(" · {}×{} {}", a.name, a.weight, short_sha(&a.sha256)))
+        .collect();
     let table = Table::new(body, widths)
         .header(Row::new(header).style(Style::new().bold().underlined()))
         .column_spacing(1)
         .block(Block::new().borders(Borders::TOP).title(format!(
-            " Timings · seed {} ({rng}) · ~ partial · speedup, SSIM, PSNR vs the baseline{saved} ",
+            " Timings · seed {} ({rng}) · ~ partial · speedup, SSIM, PSNR vs the baseline{adapters}{saved} ",
             ex.exercise.seed
         )));
     frame.render_widget(table, area);
@@ -500,6 +514,9 @@ pub(super) fn draw_hints(app: &App, frame: &mut Frame, area: Rect) {
         }
         Mode::Normal if matches!(app.current().exercise.number, 1 | 2) => {
             "r run · R rerun · esc cancel · e edit · p predict · s save · L landscape · ? · q"
+        }
+        Mode::Normal if app.current().exercise.number == 3 => {
+            "r run · R rerun · esc cancel · [ ] style −/+0.1 · e edit · p predict · s save · ? · q"
         }
         Mode::Normal => {
             "r run · R rerun · esc cancel · jk/hl move · e edit · p predict · s save · ? help · q quit"
@@ -556,8 +573,8 @@ fn draw_help(app: &App, images: &Images, frame: &mut Frame, area: Rect) {
         DIM,
     ));
     lines.push(Line::styled(
-        "SSIM/PSNR: the image vs the baseline run's, pixel by pixel (SSIM 1 = same). Low is not \
-         worse by itself: a style LoRA or another seed should score low.",
+        // One line at the smallest size (80 columns), so every key above fits too.
+        "SSIM/PSNR: closeness to the baseline run's image (1 = same), not beauty",
         DIM,
     ));
     let inner = popup(frame, area, 90, lines.len() as u16 + 4, "Help");
@@ -604,6 +621,7 @@ fn draw_form(app: &App, form: &Form, frame: &mut Frame, area: Rect) {
             }
         }
     }
+    lines.extend(adapter_lines(app, form));
     if let Some(e) = &form.error {
         lines.push(Line::default());
         lines.push(Line::from(e.as_str()).red());
@@ -611,6 +629,44 @@ fn draw_form(app: &App, form: &Form, frame: &mut Frame, area: Rect) {
     let height = lines.len() as u16 + 4;
     let inner = popup(frame, area, 76, height, &format!("Edit run: {label}"));
     frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), inner);
+}
+
+/// The editor's LoRA rows: what the run's UNet variant has fused in, then each adapter with
+/// the weight it is fused at at run time (empty: not applied). Nothing when there is none.
+fn adapter_lines(app: &App, form: &Form) -> Vec<Line<'static>> {
+    if form.adapters.is_empty() {
+        return Vec::new();
+    }
+    let spec = &app.current().exercise.runs[form.run];
+    let fused = app
+        .info
+        .as_ref()
+        .and_then(|i| i.fused.iter().find(|(v, _)| *v == spec.unet))
+        .map(|(_, set)| unet_label("", set))
+        .filter(|l| !l.is_empty())
+        .map(|l| format!(", which has{} fused in", l.replacen(" +", "", 1)))
+        .unwrap_or_default();
+    let mut lines = vec![
+        Line::styled(
+            "   LoRA  weights fused at run time (empty: not applied)",
+            DIM,
+        ),
+        Line::styled(format!("         on UNet {}{fused}", spec.unet), DIM),
+    ];
+    for (i, (name, weight)) in form.adapters.iter().enumerate() {
+        let focused = form.focus == 4 + i;
+        let cursor = if focused { "▏" } else { "" };
+        let name_style = if focused {
+            Style::new().cyan().bold()
+        } else {
+            Style::new()
+        };
+        lines.push(Line::from(vec![
+            Span::styled(format!("{:>7} ", adapter_name(name)), name_style),
+            Span::raw(format!("{weight}{cursor}")),
+        ]));
+    }
+    lines
 }
 
 /// What the micro model knows, under the prompt field, and the prompt's words it does not.

@@ -411,6 +411,32 @@ fn time_into<T>(slot: &mut Duration, phase: impl FnOnce() -> T) -> T {
     out
 }
 
+/// The LoRA adapters each of `variants` has fused in, from the manifest.json of the model folder
+/// `dir` (none without one): what [`WorkerInfo::fused`] holds.
+fn fused_adapters(
+    dir: &std::path::Path,
+    variants: &[crate::models::Variant],
+) -> Vec<(String, Vec<crate::lora::AdapterWeight>)> {
+    let Ok(Some(manifest)) = crate::models::manifest::Manifest::read(dir) else {
+        return Vec::new();
+    };
+    variants
+        .iter()
+        .filter_map(|v| {
+            let (_, mv) = manifest.variant_by_unet(&v.folder)?;
+            let loras = mv
+                .loras
+                .iter()
+                .map(|l| crate::lora::AdapterWeight {
+                    adapter: l.name.clone(),
+                    weight: l.weight as f32,
+                })
+                .collect();
+            Some((v.name.clone(), loras))
+        })
+        .collect()
+}
+
 /// The thread's state: runtime, model, and what has been loaded and warmed so far.
 struct Worker {
     rt: Runtime,
@@ -434,7 +460,12 @@ impl Worker {
         let rt = crate::open::runtime(config, Some(device))?;
         let (dir, _) = crate::open::model_dir(config, model_dir)?;
         let model = crate::open::model(config, &rt, &dir)?;
+        let adapters = crate::lora::folder_adapters(&dir)
+            .into_iter()
+            .map(|a| a.name)
+            .collect();
         let info = WorkerInfo {
+            fused: fused_adapters(&dir, &model.variants),
             provider: rt.provider,
             device: device_name(rt.provider),
             model_dir: dir,
@@ -443,6 +474,7 @@ impl Worker {
             grammar: model.grammar().cloned().map(Box::new),
             image_size: model.geometry.default_size(),
             notes: rt.notes.iter().chain(&model.notes).cloned().collect(),
+            adapters,
             variants: model.variants.clone(),
             scheduler_config: model.scheduler_config.clone(),
             clip_scorer: model.has_clip_scorer(),

@@ -39,6 +39,12 @@ pub struct WorkerInfo {
     pub notes: Vec<String>,
     /// The model's UNet variants (config.toml's, with the manifest's added).
     pub variants: Vec<crate::models::Variant>,
+    /// The LoRA adapters each variant has fused in, by variant name, as manifest.json records
+    /// them (a variant it does not record, or a folder without one, is absent).
+    pub fused: Vec<(String, Vec<crate::lora::AdapterWeight>)>,
+    /// The adapters the model folder offers by name (its `loras/`, see
+    /// [`crate::lora::folder_adapters`]), sorted.
+    pub adapters: Vec<String>,
     /// The scheduler config in force (see [`crate::models::Model::scheduler_config`]).
     pub scheduler_config: serde_json::Value,
     /// The model folder has a CLIP scorer (`clip_image_encoder/`): a request with
