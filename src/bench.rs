@@ -344,8 +344,8 @@ pub fn run(config: &Config, opts: &BenchOptions) -> color_eyre::Result<BenchRepo
     let n = opts.runs.len();
     for (i, spec) in opts.runs.iter().enumerate() {
         // Sessions this run needs are created (and their time reported) before its clock.
-        model.unet(&rt, &spec.unet)?;
-        model.text_encoder_for(&rt, &spec.unet)?;
+        model.unet_with(&rt, &spec.unet, &spec.loras)?;
+        model.text_encoder_with(&rt, &spec.unet, &spec.loras)?;
         let request = Request {
             prompt: spec.prompt.clone(),
             negative_prompt: String::new(),

@@ -3,9 +3,6 @@
 //! sweep, `lora = { … }` in config.toml, the adapters in every report, `speedscape models`
 //! listing them, and `sweep --lora-weights`. Each bad input says what is wrong and how to fix it,
 //! and writes nothing.
-//!
-//! Tests marked `needs engine fusion` check what only a fused adapter shows (its file's digest
-//! in the reports, an image that changes with the weight, the engine's own errors).
 
 mod common;
 
@@ -281,7 +278,6 @@ fn manifest_sha(adapter: &str) -> String {
 }
 
 #[test]
-#[ignore = "needs engine fusion"]
 fn the_reports_name_each_adapters_file_and_its_sha256() {
     let dir = tempfile::tempdir().unwrap();
     let config = lora_config(dir.path());
@@ -351,7 +347,6 @@ fn bench_names_the_adapters_in_its_label_spec_and_json() {
 }
 
 #[test]
-#[ignore = "needs engine fusion"]
 fn bench_prints_and_writes_each_adapters_sha256() {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("bench.json");
@@ -514,7 +509,6 @@ fn a_weight_sweep_runs_lcm_at_4_steps_per_weight_and_saves_its_curves() {
 /// style-alone image is the one at weight 1, so SSIM to it rises with the weight while SSIM to
 /// the plain image falls.
 #[test]
-#[ignore = "needs engine fusion"]
 fn a_weight_sweeps_style_strength_rises_with_the_weight() {
     let dir = tempfile::tempdir().unwrap();
     let (o, folder) = weight_sweep(dir.path());
@@ -539,7 +533,6 @@ fn a_weight_sweeps_style_strength_rises_with_the_weight() {
 }
 
 #[test]
-#[ignore = "needs engine fusion"]
 fn generate_fuses_a_lora_on_top_of_a_variant_and_reports_it() {
     let dir = tempfile::tempdir().unwrap();
     let plain = dir.path().join("plain.png");
@@ -560,7 +553,6 @@ fn generate_fuses_a_lora_on_top_of_a_variant_and_reports_it() {
 }
 
 #[test]
-#[ignore = "needs engine fusion"]
 fn generate_with_an_unknown_adapter_or_a_missing_file_lists_the_folders_adapters() {
     let dir = tempfile::tempdir().unwrap();
     let png = dir.path().join("x.png");

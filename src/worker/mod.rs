@@ -541,7 +541,8 @@ impl Worker {
     ) -> color_eyre::Result<()> {
         let req = &job.request;
         let size = self.latent_size(req)?;
-        let variant = self.model.variant(&req.unet)?.clone();
+        // Sessions go by key: the folder, then any run-time adapters fused into it.
+        let (unet_key, te_key) = self.model.session_keys(&req.unet, &req.loras)?;
         let prep = Prep {
             run: job.run,
             options,
@@ -549,12 +550,11 @@ impl Worker {
         };
         // The UNet's warm-up takes the text encoder's output as its context: when the UNet
         // needs one, so does the text encoder.
-        let warm_unet = !self.announced.contains(&variant.folder)
-            || !self.warmed.contains(&size.key(&variant.folder));
-        let te_folder = variant.text_encoder_folder();
-        let hidden = self.prepare_text_encoder(&prep, &req.unet, te_folder, warm_unet)?;
+        let warm_unet =
+            !self.announced.contains(&unet_key) || !self.warmed.contains(&size.key(&unet_key));
+        let hidden = self.prepare_text_encoder(&prep, req, &te_key, warm_unet)?;
         if warm_unet && let Some(hidden) = &hidden {
-            self.prepare_unet(&prep, &req.unet, &variant.folder, size, hidden)?;
+            self.prepare_unet(&prep, req, &unet_key, size, hidden)?;
         }
         self.prepare_vae_decoder(&prep, size)?;
         if req.clip_score && self.model.has_clip_scorer() {
@@ -618,49 +618,53 @@ impl Worker {
         Ok(Some(out))
     }
 
-    /// The text encoder of `variant` (its folder `folder`): its warm-up is one encode of the
-    /// empty prompt, whose hidden states (`[1, 77, hidden]`) are returned to serve as the UNet
-    /// warm-up's context. It runs when new, and whenever `warm_unet`.
+    /// The text encoder of `req`'s variant and adapters (its session key `folder`): its
+    /// warm-up is one encode of the empty prompt, whose hidden states (`[1, 77, hidden]`) are
+    /// returned to serve as the UNet warm-up's context. It runs when new, and whenever
+    /// `warm_unet`.
     fn prepare_text_encoder(
         &mut self,
         prep: &Prep,
-        variant: &str,
+        req: &Request,
         folder: &str,
         warm_unet: bool,
     ) -> color_eyre::Result<Option<Array3<f32>>> {
+        let (variant, adapters) = (req.unet.as_str(), req.loras.as_slice());
         let part = Component {
             folder,
-            load_time: LoadTime::of(self.model.has_text_encoder_for(variant)),
+            load_time: LoadTime::of(self.model.has_session(folder)),
             warm: warm_unet,
             warmed: None,
         };
         self.load_and_warm(prep, part, |model, rt, clock| {
             let ids = model.tokenizer.encode("")?.ids_i64();
-            let te = clock.load(|| model.text_encoder_for(rt, variant))?;
+            let te = clock.load(|| model.text_encoder_with(rt, variant, adapters))?;
             clock.warm_up(|| te.encode(&ids, 1))
         })
     }
 
-    /// The UNet of `variant` (its folder `folder`): one call at the run's batch and latent
-    /// size, on `hidden` (the text encoder's warm-up output) once per batch row.
+    /// The UNet of `req`'s variant and adapters (its session key `folder`): one call at the
+    /// run's batch and latent size, on `hidden` (the text encoder's warm-up output) once per
+    /// batch row.
     fn prepare_unet(
         &mut self,
         prep: &Prep,
-        variant: &str,
+        req: &Request,
         folder: &str,
         size: LatentSize,
         hidden: &Array3<f32>,
     ) -> color_eyre::Result<()> {
+        let (variant, adapters) = (req.unet.as_str(), req.loras.as_slice());
         let part = Component {
             folder,
-            load_time: LoadTime::of(self.model.has_unet(variant)),
+            load_time: LoadTime::of(self.model.has_session(folder)),
             warm: true,
             warmed: Some(size.key(folder)),
         };
         let options = prep.options;
         self.load_and_warm(prep, part, |model, rt, clock| {
             let channels = model.geometry.latent_channels;
-            let unet = clock.load(|| model.unet(rt, variant))?;
+            let unet = clock.load(|| model.unet_with(rt, variant, adapters))?;
             let context = ndarray::concatenate(Axis(0), &vec![hidden.view(); size.batch])?;
             let sample = Array4::<f32>::zeros((size.batch, channels, size.h, size.w));
             clock.warm_up(|| unet.predict_with(sample.view(), 500.0, context.view(), Some(options)))

@@ -1183,6 +1183,37 @@ impl Model {
         Ok(self.loaded_unet(&key))
     }
 
+    /// The session keys a run of `variant` with run-time `adapters` uses, (UNet, text
+    /// encoder): the component's folder, then each adapter that changes it, by name, file
+    /// digest and weight (`unet+style@1a2b3c4d5e6f=0.6`); the folder alone without adapters.
+    pub fn session_keys(
+        &mut self,
+        variant: &str,
+        adapters: &[AdapterWeight],
+    ) -> eyre::Result<(String, String)> {
+        let v = self.variant(variant)?.clone();
+        let resolved = lora::resolve(&self.root, adapters, &mut self.adapters_seen)?;
+        Ok((
+            format!(
+                "{}{}",
+                v.folder,
+                lora::fingerprint(&resolved, Component::Unet)
+            ),
+            format!(
+                "{}{}",
+                v.text_encoder_folder(),
+                lora::fingerprint(&resolved, Component::TextEncoder)
+            ),
+        ))
+    }
+
+    /// Whether a session under `key` ([`Model::session_keys`]) exists: no load on next use.
+    pub fn has_session(&self, key: &str) -> bool {
+        key == BASE_TEXT_ENCODER
+            || self.unets.iter().any(|(k, _)| k == key)
+            || self.text_encoders.iter().any(|(k, _)| k == key)
+    }
+
     /// The loaded UNet under `key`, made the most recently used.
     fn loaded_unet(&mut self, key: &str) -> &mut Unet {
         let i = self
