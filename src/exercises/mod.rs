@@ -10,7 +10,7 @@ use color_eyre::eyre::bail;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Fixable;
-use crate::lora::AdapterWeight;
+use crate::lora::{AdapterWeight, unknown_adapter};
 use crate::models::{ModelKind, ModelPrompts};
 use crate::pipeline::Request;
 use crate::report::table::{RowState, RunSettings, TableRow, speedup};
@@ -359,26 +359,6 @@ fn fused_weight(fused: &[(String, Vec<AdapterWeight>)], unet: &str, name: &str) 
         .find(|(v, _)| v == unet)
         .and_then(|(_, set)| set.iter().find(|a| a.adapter == name))
         .map_or(0.0, |a| a.weight)
-}
-
-/// The first adapter of `set` that is neither one of the model folder's `adapters` (by name)
-/// nor a file that exists, as the error that says so and lists the folder's adapters.
-pub fn unknown_adapter(set: &[AdapterWeight], adapters: &[String]) -> Option<Fixable> {
-    let a = set
-        .iter()
-        .find(|a| !adapters.contains(&a.adapter) && !std::path::Path::new(&a.adapter).is_file())?;
-    let known = if adapters.is_empty() {
-        "the model folder has no loras/ folder, so no adapter by name".to_string()
-    } else {
-        format!("the model folder's adapters: {}", adapters.join(", "))
-    };
-    Some(Fixable::new(
-        format!(
-            "LoRA {:?} is neither an adapter of the model folder nor a file; {known}",
-            a.adapter
-        ),
-        "name one of the folder's adapters (speedscape models lists them) or the path of a LoRA .safetensors file",
-    ))
 }
 
 impl RunSpec {

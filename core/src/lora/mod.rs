@@ -215,16 +215,19 @@ pub(crate) fn resolve(
 ) -> eyre::Result<Vec<Resolved>> {
     check_set(set)?;
     let offered = folder_adapters(root);
+    let names: Vec<String> = offered.iter().map(|f| f.name.clone()).collect();
+    if let Some(e) = unknown_adapter(set, &names) {
+        return Err(e.into());
+    }
     set.iter()
         .map(|a| {
             let (name, path) = match offered.iter().find(|f| f.name == a.adapter) {
                 Some(f) => (f.name.clone(), f.file.clone()),
-                None if looks_like_path(&a.adapter) => {
+                None => {
                     let path = PathBuf::from(&a.adapter);
                     let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned());
                     (stem.unwrap_or_else(|| a.adapter.clone()), path)
                 }
-                None => return Err(unknown_adapter(root, &a.adapter, &offered)),
             };
             Ok(Resolved {
                 name,
@@ -236,26 +239,25 @@ pub(crate) fn resolve(
         .collect()
 }
 
-fn looks_like_path(s: &str) -> bool {
-    s.contains('/') || s.ends_with(".safetensors") || Path::new(s).is_file()
-}
-
-fn unknown_adapter(root: &Path, name: &str, offered: &[FolderAdapter]) -> eyre::Report {
-    let have = if offered.is_empty() {
-        format!("{} has no loras/ folder of adapters", root.display())
+/// The first adapter of `set` that is neither one of a model folder's adapters (`offered`, by
+/// name: [`folder_adapters`]) nor a file that exists, as the error that says so and lists the
+/// folder's adapters. What a run checks before any session; the engine checks it again.
+pub fn unknown_adapter(set: &[AdapterWeight], offered: &[String]) -> Option<Fixable> {
+    let a = set
+        .iter()
+        .find(|a| !offered.contains(&a.adapter) && !Path::new(&a.adapter).is_file())?;
+    let known = if offered.is_empty() {
+        "the model folder has no loras/ folder, so no adapter by name".to_string()
     } else {
-        let names: Vec<&str> = offered.iter().map(|f| f.name.as_str()).collect();
-        format!(
-            "{} offers: {}",
-            root.join("loras").display(),
-            names.join(", ")
-        )
+        format!("the model folder's adapters: {}", offered.join(", "))
     };
-    Fixable::new(
-        format!("no LoRA adapter called {name:?}; {have}"),
-        "name one of those, or give a path to a .safetensors file (e.g. ./my_lora.safetensors=0.8)",
-    )
-    .into()
+    Some(Fixable::new(
+        format!(
+            "LoRA {:?} is neither an adapter of the model folder nor a file; {known}",
+            a.adapter
+        ),
+        "name one of the folder's adapters (speedscape models lists them) or the path of a LoRA .safetensors file",
+    ))
 }
 
 /// The adapters as reports name them.
@@ -394,14 +396,14 @@ mod tests {
         // An adapter name the folder does not offer: the message lists those it does.
         let (cause, fix) = error_of("pixel=1");
         assert!(
-            cause.contains("no LoRA adapter called \"pixel\"") && cause.contains("lcm, style"),
+            cause.contains("LoRA \"pixel\" is neither") && cause.contains("lcm, style"),
             "{cause}"
         );
-        assert!(fix.contains("path to a .safetensors file"), "{fix}");
+        assert!(fix.contains("path of a LoRA .safetensors file"), "{fix}");
         // A missing file.
         let (cause, _) = error_of(&format!("{}/gone.safetensors=1", d.display()));
         assert!(
-            cause.contains("gone.safetensors") && cause.contains("cannot be read"),
+            cause.contains("gone.safetensors") && cause.contains("nor a file"),
             "{cause}"
         );
         // Not safetensors.
