@@ -8,6 +8,8 @@
 //! text-encoder layers, an fp16 export and an `optimum-cli`-style export — lands within 2e-3 of
 //! diffusers' image. Refusals of bad files are checked on the fixtures' bad files.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Mutex, OnceLock};
@@ -180,7 +182,7 @@ fn an_optimum_cli_export_with_weights_inside_the_file_takes_a_locon_lora() {
     // models/tiny with its UNet swapped for the bare-UNet export optimum-cli makes (no /unet
     // wrapper in node names, weights inside model.onnx, 0-d timestep): the `negative` case.
     let dir = tempfile::tempdir().unwrap();
-    copy_dir(&root().join("models/tiny"), dir.path());
+    common::copy_dir(&root().join("models/tiny"), dir.path());
     std::fs::remove_dir_all(dir.path().join("unet")).unwrap();
     std::fs::create_dir(dir.path().join("unet")).unwrap();
     std::fs::copy(
@@ -256,18 +258,5 @@ fn the_fixtures_bad_files_are_refused_by_name() {
             assert!(text.contains(w), "{name}: {w:?} not in {text}");
         }
         assert_eq!(parts.fixes.len(), 1, "{name}: {parts:?}");
-    }
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let dest = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &dest);
-        } else {
-            std::fs::copy(entry.path(), &dest).unwrap();
-        }
     }
 }

@@ -918,34 +918,9 @@ fn markdown_table(rows: &[TableRow], images: &[Option<String>]) -> String {
             cell(row.vae_ms),
         );
     }
-    md.push_str(&markdown_adapters(rows));
-    md
-}
-
-/// report.md's LoRA adapters applied at run time: each with its weight, format, what it
-/// changed, its file and the file's whole SHA-256; nothing when no run applied one.
-fn markdown_adapters(rows: &[TableRow]) -> String {
-    use std::fmt::Write;
-    let applied = crate::report::table::distinct_adapters(rows.iter().flat_map(|r| &r.adapters));
-    if applied.is_empty() {
-        return String::new();
-    }
-    let mut md = String::from(
-        "\nLoRA adapters fused at run time (on top of each run's UNet variant):\n\n\
-         | adapter | weight | format | changes | file | sha256 |\n|---|--:|---|---|---|---|\n",
-    );
-    for a in applied {
-        let _ = writeln!(
-            md,
-            "| {} | {} | {} | {} | `{}` | `{}` |",
-            a.name,
-            a.weight,
-            a.format,
-            a.components.join(", "),
-            a.file,
-            a.sha256
-        );
-    }
+    md.push_str(&crate::report::table::adapters_markdown(
+        rows.iter().flat_map(|r| &r.adapters),
+    ));
     md
 }
 

@@ -129,6 +129,34 @@ pub fn distinct_adapters<'a>(
     out
 }
 
+/// The Markdown table reports (report.md, a sweep's summary.md) give of the distinct adapters
+/// of `all` fused at run time: each with its weight, format, what it changed, its file and the
+/// file's whole SHA-256; empty when there is none.
+pub fn adapters_markdown<'a>(all: impl IntoIterator<Item = &'a AppliedAdapter>) -> String {
+    use std::fmt::Write;
+    let applied = distinct_adapters(all);
+    if applied.is_empty() {
+        return String::new();
+    }
+    let mut md = String::from(
+        "\nLoRA adapters fused at run time (on top of each run's UNet variant):\n\n\
+         | adapter | weight | format | changes | file | sha256 |\n|---|--:|---|---|---|---|\n",
+    );
+    for a in applied {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | `{}` | `{}` |",
+            a.name,
+            a.weight,
+            a.format,
+            a.components.join(", "),
+            a.file,
+            a.sha256
+        );
+    }
+    md
+}
+
 /// One line per distinct adapter of `all` ([`distinct_adapters`]): its weight, its file's
 /// SHA-256 (whole, or [`short_sha`] when not `full_sha`), format and file — what the timing
 /// table and `speedscape bench` print under their tables. Nothing when there is none.

@@ -865,21 +865,9 @@ fn markdown_images_and_sources(o: &SweepOutcome, images: &[Option<String>]) -> S
     unets.sort_unstable();
     unets.dedup();
     md.push_str(&Provenance::of(&o.reports).markdown(&unets));
-    let applied = crate::report::table::distinct_adapters(
+    md.push_str(&crate::report::table::adapters_markdown(
         o.reports.iter().flatten().flat_map(|r| &r.adapters),
-    );
-    for a in applied {
-        let _ = writeln!(
-            md,
-            "- LoRA `{}` × {} at run time ({}, {}): `{}`, sha256 `{}`",
-            a.name,
-            a.weight,
-            a.format,
-            a.components.join(", "),
-            a.file,
-            a.sha256
-        );
-    }
+    ));
     md
 }
 
