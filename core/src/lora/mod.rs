@@ -302,6 +302,10 @@ pub(crate) fn overrides(
         .filter(|a| a.summary.components.contains(&component))
         .map(|a| Ok((file::read(&a.path)?, a.weight)))
         .collect::<eyre::Result<_>>()?;
+    if files.is_empty() {
+        // Nothing changes this component: its graph is not even read.
+        return Ok(Overrides::default());
+    }
     let set: Vec<(&file::LoraFile, f32)> = files.iter().map(|(f, w)| (f, *w)).collect();
     fuse::overrides(graph_file, component, &set)
 }
