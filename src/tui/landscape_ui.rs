@@ -1,6 +1,7 @@
 //! Drawing the speed landscape: what the sweep is, its progress, a braille chart of SSIM against
 //! time (log scale; one line per method in its plot colour, each knee a block, the reference's
-//! time a dotted line) and the table of points under it.
+//! time a dotted line) and the table of points under it. The weight mode (`W`) is drawn by
+//! [`super::weights_ui`], with the header, progress line and axes of this one.
 
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
@@ -26,7 +27,7 @@ pub const KNEE: &str = "█";
 const REFERENCE: &str = "reference";
 
 /// Method `i`'s colour: the PNG plot's.
-fn colour(i: usize) -> Color {
+pub(super) fn colour(i: usize) -> Color {
     let (r, g, b) = crate::sweep::plot::colour(i);
     Color::Rgb(r, g, b)
 }
@@ -35,6 +36,10 @@ pub fn draw(app: &App, images: &Images, frame: &mut Frame, area: Rect) {
     let Some(l) = landscape::of(app) else {
         return;
     };
+    if l.is_weights() {
+        super::weights_ui::draw(app, l, images, frame, area);
+        return;
+    }
     let land = landscape::landscape(l);
     let rows = landscape::table(&land);
     let tiny = app.info.as_ref().is_some_and(|i| i.tiny_model);
@@ -91,7 +96,7 @@ pub fn draw(app: &App, images: &Images, frame: &mut Frame, area: Rect) {
     draw_hints(app, frame, hints);
 }
 
-fn seeds_text(l: &LandscapeState) -> String {
+pub(super) fn seeds_text(l: &LandscapeState) -> String {
     match l.plan.sweep.seeds.as_slice() {
         [one] => format!("seed {one}"),
         [first, .., last] => format!("seeds {first}–{last}"),
@@ -151,7 +156,7 @@ fn draw_about(app: &App, l: &LandscapeState, tiny: bool, frame: &mut Frame, area
 
 /// "▶ run 12/70: DPM-Solver++ 10 · seed 43, step 4/10 · 11 of 70 done (+58 queued)", or where
 /// the sweep stands.
-fn progress_line(app: &App, l: &LandscapeState) -> Line<'static> {
+pub(super) fn progress_line(app: &App, l: &LandscapeState) -> Line<'static> {
     let n = l.plan.runs.len();
     let done = l.measured.iter().flatten().count();
     let ex = app.current();
@@ -176,16 +181,26 @@ fn progress_line(app: &App, l: &LandscapeState) -> Line<'static> {
             d if d < n => {
                 format!("{d} of {n} runs done{failed} · enter resumes the rest · R starts over")
             }
+            _ if l.is_weights() => {
+                format!(
+                    "all {n} runs done · s saves the folder (weights.png, weights.csv, summary)"
+                )
+            }
             _ => format!("all {n} runs done · s saves the folder (plot.png, points.csv, summary)"),
         };
         return Line::styled(text, DIM);
     };
     if Some(a.exercise) != landscape::index(app) {
-        let spec = &app.exercises[a.exercise].exercise.runs[a.run];
+        let other = &app.exercises[a.exercise];
+        let spec = &other.exercise.runs[a.run];
+        let what = match &other.landscape {
+            Some(_) => format!("L {}", other.exercise.title),
+            None => format!("exercise {}", other.exercise.number),
+        };
         return Line::styled(
             format!(
-                "▶ exercise {} is running ({}): the sweep waits; {done} of {n} runs done",
-                app.exercises[a.exercise].exercise.number, spec.label
+                "▶ {what} is running ({}): the sweep waits; {done} of {n} runs done",
+                spec.label
             ),
             DIM,
         );
@@ -273,8 +288,13 @@ pub fn y_axis(land: &Landscape, max_intervals: usize) -> ([f64; 2], Vec<String>)
         .series
         .iter()
         .flat_map(|s| s.points.iter().map(|p| p.ssim.mean))
-        .filter(|v| v.is_finite())
         .collect();
+    y_axis_of(&means, max_intervals)
+}
+
+/// The y range fitted to `values` (SSIM), snapped to a round step, and its labels.
+pub fn y_axis_of(values: &[f64], max_intervals: usize) -> ([f64; 2], Vec<String>) {
+    let means: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
     let (mut lo, mut hi) = if means.is_empty() {
         (0.0, 1.0)
     } else {
