@@ -7,7 +7,7 @@
 //!   tests and the `test-hooks` feature)
 //! - [`save`]: saving an exercise's results ([`Saver`])
 //! - [`landscape`]: the speed landscape (a step sweep, or with `W` the style-weight curve) as a
-//!   list entry; `landscape_ui` and `weights_ui` draw it
+//!   list entry; `landscape_ui` draws it
 //!
 //! This module is the loop: a current-thread tokio runtime waits with `select!` on terminal
 //! events, worker events, finished image encodes, signals and a ~30 fps frame timer, and draws
@@ -29,7 +29,6 @@ pub mod terminal;
 #[cfg(test)]
 mod tests;
 pub mod ui;
-mod weights_ui;
 
 use std::path::PathBuf;
 use std::pin::Pin;
