@@ -3,7 +3,8 @@
 # embedded micro model: check that exercise 1 asks it for a prompt of its world and that the run
 # editor lists that world's words (and flags a word outside it); run exercise 1 and wait for three finished timing rows; then complete exercise 4 from
 # the keyboard (answer scenario C, verify it, look at our answer, save the cheat sheet); open the
-# speed landscape (L), run it until two points are whole, cancel, resume and save it; lower
+# speed landscape (L), run it until two points are whole, cancel, resume and save it; switch it
+# to the style-weight curve (W), run it until two weights are whole, cancel and save it; lower
 # exercise 3's style weight with [ and watch that run again; quit and
 # check that the program exited and left the alternate screen, that the report folder is whole,
 # and that a second start shows the answer kept.
@@ -156,6 +157,39 @@ for f in plot.png points.csv sweep.json summary.md; do
     [ -f "$sweep_dir/$f" ] || fail "the saved landscape lacks $f"
 done
 grep -q "DPM-Solver++" "$sweep_dir/points.csv" || fail "points.csv has no DPM-Solver++ point"
+
+# The landscape's weight mode (W): the style-weight curve (LCM-LoRA 4, style 0…1.5, the prompt
+# with the micro model's trigger word), run until two weights are whole, cancelled and saved as
+# `speedscape sweep --lora-weights` saves it; W again shows the steps. A model folder without a
+# style adapter says so instead.
+keys W
+if [ -n "$EXTRA" ] || [ -f models/micro/loras/style.safetensors ]; then
+    wait_for 10 "the weight curve" has "L · W · Composability as a curve"
+    if [ -z "$EXTRA" ]; then
+        has "PixArFK" || fail "the weight curve's prompt lacks the style trigger word"
+    fi
+    keys r
+    two_weights() { [ "$(screen | grep -cE '✓ style×[0-9.]+ +([0-9]+)/\1 ')" -ge 2 ]; }
+    wait_for "$TIMEOUT" "two whole weights in the curve's table" two_weights
+    has "SSIM against the style weight" || fail "the weight curve has no chart title"
+    has "- LCM-LoRA 4 (cfg" || fail "the weight curve has no findings"
+    echo "tui_e2e: the weight curve:"
+    screen | grep -E 'style|SSIM|LCM-LoRA'
+    keys Escape
+    sleep 0.5
+    wait_for 10 "the curve to stop" has "runs done · enter resumes the rest"
+    keys s
+    wait_for 30 "the curve to be saved" has "saved to $OUT/sweep-"
+    weights_csv=$(ls "$OUT"/sweep-*/weights.csv 2>/dev/null | head -1)
+    [ -n "$weights_csv" ] || fail "no sweep folder with weights.csv in $OUT"
+    for f in weights.png sweep.json summary.md; do
+        [ -f "$(dirname "$weights_csv")/$f" ] || fail "the saved weight curve lacks $f"
+    done
+    keys W
+    wait_for 10 "the step landscape again" has "L · The speed landscape"
+else
+    wait_for 10 "the missing style adapter said" has "no weight curve on this model"
+fi
 
 # Exercise 3's style keys: [ on the composed run lowers its style weight to 0.9 (fused at run
 # time on the LCM-LoRA UNet) and reruns that panel alone. A model folder without a style adapter

@@ -280,6 +280,15 @@ pub struct WeightAxis {
 /// Most weights a weight sweep runs (each one a run per method, step count and seed).
 pub const MAX_WEIGHT_POINTS: usize = 50;
 
+/// What a weight sweep runs unless `--preset` and `--steps` say otherwise: the `lcm` method
+/// (LCM-LoRA) at [`WEIGHT_STEPS`].
+pub const WEIGHT_PRESET: &str = "lcm";
+/// The step counts of a weight sweep's runs unless `--steps` says otherwise.
+pub const WEIGHT_STEPS: [usize; 1] = [4];
+/// The weight curve the TUI's landscape draws (`W`), as `--lora-weights` takes it: the `style`
+/// adapter from 0 to 1.5 by 0.25.
+pub const DEFAULT_LORA_WEIGHTS: &str = "style=0:1.5:0.25";
+
 impl WeightAxis {
     /// The adapter as tables name it (a file by its stem).
     pub fn name(&self) -> String {
@@ -401,6 +410,14 @@ impl Sweep {
     pub fn with_adapters(mut self, over: &[AdapterWeight]) -> Self {
         self.loras = with_adapters(&self.loras, over);
         self
+    }
+
+    /// `config`'s weight sweep of `axis` with the defaults: [`WEIGHT_PRESET`] at
+    /// [`WEIGHT_STEPS`].
+    pub fn default_weights(config: &SweepConfig, axis: WeightAxis) -> color_eyre::Result<Self> {
+        Ok(Self::from_config(config, Some(WEIGHT_PRESET))?
+            .with_steps(&WEIGHT_STEPS)?
+            .with_weights(axis))
     }
 
     /// A weight sweep of `axis` instead of a step sweep (see [`WeightAxis`]).

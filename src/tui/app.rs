@@ -86,6 +86,8 @@ pub enum Action {
     Reveal,
     /// Open the speed landscape, or go back from it.
     Landscape,
+    /// In the landscape: switch between the step sweep and the style-weight curve.
+    Weights,
     /// The selected run's `style` adapter weight down / up by [`STYLE_STEP`], and rerun it.
     StyleDown,
     StyleUp,
@@ -118,6 +120,7 @@ pub fn action(key: &KeyEvent) -> Option<Action> {
         KeyCode::Char('s') => Action::Save,
         KeyCode::Char('a') => Action::Reveal,
         KeyCode::Char('L') => Action::Landscape,
+        KeyCode::Char('W') => Action::Weights,
         KeyCode::Char('[') => Action::StyleDown,
         KeyCode::Char(']') => Action::StyleUp,
         KeyCode::Char('?') => Action::Help,
@@ -161,8 +164,8 @@ pub const KEYS: &[(&str, &str)] = &[
         "save images and timings (landscape: plot, points, summary)",
     ),
     (
-        "L",
-        "the speed landscape: SSIM against time (L again: back)",
+        "L / W",
+        "the speed landscape (L again: back); W: the style-weight curve",
     ),
     ("?", "this help (any key closes it)"),
     ("q, ctrl-c", "quit (cancels a running run first)"),
@@ -401,6 +404,10 @@ pub struct App {
     pub revealed: Vec<char>,
     /// The state `L` opened the landscape from, to go back to.
     pub landscape_back: Option<usize>,
+    /// The landscape's weight mode (`W`): its sweep, made into a state by the first `W`.
+    pub weight_sweep: Option<crate::sweep::Sweep>,
+    /// The landscape shows the style-weight curve, not the step sweep.
+    pub weight_mode: bool,
     /// What the model folder holds: the exercises' prompts are this kind's.
     pub model_kind: ModelKind,
     pub quit: bool,
@@ -438,6 +445,8 @@ impl App {
             last_scenario: None,
             revealed: Vec::new(),
             landscape_back: None,
+            weight_sweep: landscape::default_weight_sweep(),
+            weight_mode: false,
             model_kind: ModelKind::Sd15,
             quit: false,
             dirty: true,
@@ -462,10 +471,17 @@ impl App {
     /// The landscape runs `sweep` (from `[sweep]` in config.toml) instead of the default one.
     pub fn with_sweep(mut self, sweep: &crate::sweep::Sweep) -> Self {
         let state = landscape::state(sweep);
-        match landscape::index(&self) {
+        match landscape::step_index(&self) {
             Some(i) => self.exercises[i] = state,
             None => self.exercises.push(state),
         }
+        self
+    }
+
+    /// The landscape's weight mode runs `sweep` (from `[sweep]` in config.toml) instead of the
+    /// default one.
+    pub fn with_weight_sweep(mut self, sweep: crate::sweep::Sweep) -> Self {
+        self.weight_sweep = Some(sweep);
         self
     }
 
@@ -638,6 +654,11 @@ fn on_action(app: &mut App, action: Action) -> Option<Effect> {
         Action::Right => app.selected_run = (app.selected_run + 1).min(n_runs.saturating_sub(1)),
         Action::Help => app.mode = Mode::Help,
         Action::Landscape => landscape::toggle(app),
+        Action::Weights => {
+            app.status = Some(
+                "W works in the landscape (L): it switches to the style LoRA's weight curve".into(),
+            );
+        }
         Action::StyleDown | Action::StyleUp => return on_style_key(app, action),
         Action::Reveal => {
             app.status = Some("a shows our answer in the cheat sheet (exercise 4)".into());

@@ -6,7 +6,8 @@
 //! - [`backend`]: the worker as a trait ([`RunBackend`]); `fake` is a test-only stand-in (unit
 //!   tests and the `test-hooks` feature)
 //! - [`save`]: saving an exercise's results ([`Saver`])
-//! - [`landscape`]: the speed landscape (a step sweep) as a list entry; `landscape_ui` draws it
+//! - [`landscape`]: the speed landscape (a step sweep, or with `W` the style-weight curve) as a
+//!   list entry; `landscape_ui` draws it
 //!
 //! This module is the loop: a current-thread tokio runtime waits with `select!` on terminal
 //! events, worker events, finished image encodes, signals and a ~30 fps frame timer, and draws
@@ -84,7 +85,9 @@ pub fn run(config: &Config, opts: Options) -> color_eyre::Result<()> {
     terminal::check_this_process()?;
     // The landscape's sweep: `[sweep]` in config.toml (checked before the terminal is touched).
     let kind = crate::open::model_kind(config, opts.model_dir.as_deref());
-    let sweep = crate::sweep::Sweep::from_config(&config.sweep.for_model(kind), None)?;
+    let sweep_config = config.sweep.for_model(kind);
+    let sweep = crate::sweep::Sweep::from_config(&sweep_config, None)?;
+    let weight_sweep = landscape::weight_sweep(&sweep_config)?;
     let (backend, events) = spawn_backend(config, &opts)?;
     let tokenizer = crate::open::model_dir(config, opts.model_dir.as_deref())
         .ok()
@@ -112,6 +115,7 @@ pub fn run(config: &Config, opts: Options) -> color_eyre::Result<()> {
     let mut app = App::new(exercises(config), how)
         .with_tokenizer(tokenizer)
         .with_sweep(&sweep)
+        .with_weight_sweep(weight_sweep)
         .with_model_kind(kind);
     app.rng = rng;
     // The cheat-sheet answers kept from earlier sessions; a damaged file is named and left as it

@@ -2274,3 +2274,399 @@ fn the_run_editor_lists_the_micro_models_words_and_flags_others() {
     update(&mut app, ch('e'));
     assert!(!render(&app, 120, 40).contains("knows only"));
 }
+
+// ---- the landscape's weight mode ----
+
+mod weights_view {
+    //! `W` in the landscape: the style-weight curve as a second landscape state (made once,
+    //! when the model folder has the adapter), its runs through the same queue, each measured
+    //! against its seed's style-alone and plain images, the table and findings from those.
+
+    use std::path::PathBuf;
+
+    use crossterm::event::KeyCode;
+
+    use super::{app, ch, fake, finished, key, micro_app, render, step, submitted};
+    use crate::lora::AdapterWeight;
+    use crate::quality::Quality;
+    use crate::report::table::RowState;
+    use crate::sweep::headless::measure;
+    use crate::sweep::{
+        DEFAULT_LORA_WEIGHTS, IDENTICAL, Sweep, SweepConfig, Target, WEIGHT_STEPS,
+        parse_lora_weights,
+    };
+    use crate::tui::app::{App, Effect, Msg, update};
+    use crate::tui::landscape::{self, WeightRow};
+    use crate::worker::{Event, RunId};
+
+    /// The weight curve of `style` at `weights` with `seeds` seeds, on the fake backend.
+    fn weights_app(seeds: usize, weights: &str) -> App {
+        let cfg = SweepConfig {
+            seeds,
+            ..SweepConfig::default()
+        };
+        let sweep = Sweep::default_weights(&cfg, parse_lora_weights(weights).unwrap()).unwrap();
+        app().with_weight_sweep(sweep)
+    }
+
+    /// `L` then `W`: the weight curve on screen.
+    fn open(app: &mut App) {
+        update(app, ch('L'));
+        assert!(update(app, ch('W')).is_none());
+        assert!(app.weight_mode && app.in_landscape(), "{:?}", app.status);
+    }
+
+    fn state(app: &App) -> &landscape::LandscapeState {
+        app.exercises[app.selected].landscape.as_deref().unwrap()
+    }
+
+    /// Runs the queue from `effect` until `count` runs have finished (ids from `*id` on);
+    /// returns the effect that submits the next one.
+    fn finish_runs(
+        app: &mut App,
+        mut effect: Option<Effect>,
+        count: usize,
+        id: &mut RunId,
+    ) -> Option<Effect> {
+        for _ in 0..count {
+            let (ex, run) = submitted(app, effect, *id);
+            let m = finished(app, *id, ex, run);
+            effect = update(app, m);
+            *id += 1;
+        }
+        effect
+    }
+
+    #[test]
+    fn w_switches_the_landscape_to_the_weight_curve_and_back() {
+        let mut app = app();
+        let steps = landscape::step_index(&app).unwrap();
+        let n_states = app.exercises.len();
+        update(&mut app, ch('2'));
+        update(&mut app, ch('L'));
+        assert_eq!(app.selected, steps);
+        update(&mut app, ch('W'));
+        let weights = app.selected;
+        assert_ne!(weights, steps);
+        assert_eq!(app.exercises.len(), n_states + 1, "one new state");
+        let l = state(&app);
+        assert!(l.is_weights());
+        // The headless mode's defaults: LCM-LoRA 4 with style at 0, 0.25 … 1.5.
+        let s = &l.plan.sweep;
+        let methods: Vec<(&str, &[usize])> = s
+            .methods
+            .iter()
+            .map(|m| (m.name.as_str(), m.steps.as_slice()))
+            .collect();
+        assert_eq!(methods, [("lcm", &WEIGHT_STEPS[..])]);
+        assert_eq!(
+            s.weights,
+            Some(parse_lora_weights(DEFAULT_LORA_WEIGHTS).unwrap())
+        );
+        assert_eq!(
+            s.weights.as_ref().unwrap().weights,
+            [0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5]
+        );
+        // 4 seeds: a plain and a style-alone image each, then 7 weights.
+        assert_eq!(l.plan.runs.len(), 4 * 2 + 7 * 4);
+        // One list entry for the landscape: the mode shown.
+        assert_eq!(app.entries().last(), Some(&weights));
+        assert_eq!(app.entries().len(), 5);
+        let screen = render(&app, 160, 48);
+        assert!(screen.contains("▶ L Composability as a curve"), "{screen}");
+        assert!(screen.contains("W steps"), "{screen}");
+        // W again: the step landscape; W once more: the same weight state, not a new one.
+        update(&mut app, ch('W'));
+        assert_eq!((app.selected, app.weight_mode), (steps, false));
+        update(&mut app, ch('W'));
+        assert_eq!(app.selected, weights);
+        assert_eq!(app.exercises.len(), n_states + 1);
+        // L goes back to exercise 2 and L again reopens the mode last shown.
+        update(&mut app, ch('L'));
+        assert_eq!(app.selected, 1);
+        update(&mut app, ch('W'));
+        assert!(
+            app.status
+                .as_deref()
+                .unwrap()
+                .contains("W works in the landscape")
+        );
+        assert_eq!(app.selected, 1);
+        update(&mut app, ch('L'));
+        assert_eq!(app.selected, weights);
+    }
+
+    #[test]
+    fn w_says_why_there_is_no_curve_before_the_model_is_open_or_without_the_adapter() {
+        // Before the worker's Ready nothing is known about the folder's adapters.
+        let mut app = App::new(crate::exercises::default_exercises(), "x".into());
+        update(&mut app, ch('L'));
+        update(&mut app, ch('W'));
+        assert!(!app.weight_mode);
+        assert!(app.status.as_deref().unwrap().contains("still opening"));
+        // A folder without the style adapter: one line naming it, nothing made.
+        let mut info = fake::info();
+        info.adapters = vec!["lcm".into()];
+        update(&mut app, Msg::Worker(Event::Ready(info)));
+        let n = app.exercises.len();
+        update(&mut app, ch('W'));
+        let status = app.status.clone().unwrap();
+        assert!(
+            status.starts_with("no weight curve on this model: LoRA \"style\"")
+                && status.contains("adapters: lcm")
+                && !status.contains('\n'),
+            "{status}"
+        );
+        assert!(!app.weight_mode && app.exercises.len() == n);
+        assert!(render(&app, 80, 24).contains("no weight curve on this model"));
+    }
+
+    #[test]
+    fn the_curves_prompt_is_the_landscapes_with_the_models_style_trigger() {
+        // As the TUI makes them: both sweeps from [sweep] for the model's kind.
+        let cfg = SweepConfig::default().for_model(crate::models::ModelKind::Micro);
+        let mut app = micro_app()
+            .with_sweep(&Sweep::from_config(&cfg, None).unwrap())
+            .with_weight_sweep(landscape::weight_sweep(&cfg).unwrap());
+        let steps = landscape::step_index(&app).unwrap();
+        let step_prompt = app.exercises[steps].exercise.prompt.clone();
+        assert_eq!(
+            step_prompt,
+            "a large yellow star on a blue background at sunset"
+        );
+        open(&mut app);
+        let prompt = state(&app).plan.sweep.prompt.clone();
+        // Exercise 3's style runs ask for the same.
+        assert_eq!(prompt, app.exercises[2].exercise.prompt);
+        assert_eq!(prompt, format!("{step_prompt}, PixArFK"));
+        let effect = update(&mut app, key(KeyCode::Enter));
+        let Some(Effect::Submit { request, .. }) = effect else {
+            panic!("{effect:?}");
+        };
+        assert_eq!(request.prompt, prompt);
+        // Where the prompt has it already, or the model has no trigger, it stays as it is.
+        let grammar = app.info.as_ref().unwrap().grammar.clone();
+        assert_eq!(landscape::triggered(&prompt, grammar.as_deref()), prompt);
+        assert_eq!(landscape::triggered("a cat", None), "a cat");
+        let mut fake = super::app();
+        open(&mut fake);
+        assert_eq!(
+            state(&fake).plan.sweep.prompt,
+            fake.exercises[landscape::step_index(&fake).unwrap()]
+                .exercise
+                .prompt
+        );
+    }
+
+    #[test]
+    fn enter_queues_the_curves_plan_and_each_run_is_measured_against_both_references() {
+        let mut app = weights_app(2, "style=0:1:0.5");
+        open(&mut app);
+        let li = app.selected;
+        let plan = state(&app).plan.clone();
+        let effect = update(&mut app, key(KeyCode::Enter));
+        let queued: Vec<(usize, usize)> = app.queue.iter().copied().collect();
+        assert_eq!(
+            queued,
+            (1..plan.runs.len()).map(|r| (li, r)).collect::<Vec<_>>()
+        );
+        assert_eq!(plan.runs.len(), 2 * 2 + 3 * 2);
+        // Every run asks the worker for its own settings and adapters.
+        let style = |weight| AdapterWeight {
+            adapter: "style".into(),
+            weight,
+        };
+        let mut id = 1;
+        let mut effect = effect;
+        for (r, want) in [
+            (0, (50, "base", vec![])),
+            (1, (50, "base", vec![style(1.0)])),
+            (6, (4, "lcm", vec![style(0.5)])),
+        ] {
+            while let Some(Effect::Submit { run, request, .. }) = &effect {
+                if *run == r {
+                    let got = (request.steps, request.unet.as_str(), request.loras.clone());
+                    assert_eq!(got, (want.0, want.1, want.2), "run {r}");
+                    break;
+                }
+                let (ex, run) = submitted(&mut app, effect, id);
+                let m = finished(&app, id, ex, run);
+                effect = update(&mut app, m);
+                id += 1;
+            }
+        }
+        let left = plan.runs.len() - 6;
+        assert!(finish_runs(&mut app, effect, left, &mut id).is_none());
+        let l = state(&app);
+        assert!(l.measured.iter().all(Option::is_some));
+        // Run 6 (seed 42, style×0.5) against run 1 (its style-alone image) and run 0 (plain).
+        assert_eq!((plan.reference_for(6), plan.plain_for(6)), (1, Some(0)));
+        let runs = &app.exercises[li].runs;
+        let image = |r: usize| runs[r].image.as_deref().unwrap();
+        let want = measure(
+            &plan,
+            6,
+            image(6),
+            runs[6].report.as_deref().unwrap(),
+            Some(image(1)),
+            Some(image(0)),
+        )
+        .unwrap();
+        assert_eq!(l.measured[6], Some(want));
+        assert!(want.plain.is_some());
+        assert_eq!(l.measured[0].unwrap().quality, IDENTICAL);
+        // The table: the two references, then each weight with all its seeds.
+        let c = landscape::curves(l).unwrap();
+        let rows = landscape::weight_table(&c);
+        assert!(matches!(rows[0], WeightRow::Plain(p) if p.runs == 2));
+        assert!(matches!(rows[1], WeightRow::Alone(p) if p.runs == 2));
+        let weights: Vec<(f32, usize, f64)> = rows[2..]
+            .iter()
+            .map(|r| match r {
+                WeightRow::Weight { point, .. } => (point.weight, point.runs, point.time_ms),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        // The fake's 4-step run: 5 ms text, 4 × 21 ms, 15 ms VAE.
+        assert_eq!(weights, [(0.0, 2, 104.0), (0.5, 2, 104.0), (1.0, 2, 104.0)]);
+        let screen = render(&app, 160, 48);
+        assert!(screen.contains("all 10 runs done · s saves the folder (weights.png"));
+        assert!(screen.contains("✓ style×0.5"), "{screen}");
+        assert!(
+            screen.contains("- LCM-LoRA 4 (cfg 1.5, UNet `lcm`)"),
+            "{screen}"
+        );
+    }
+
+    #[test]
+    fn cancel_resume_restart_and_save_work_as_in_the_step_landscape() {
+        use crate::tui::save::{FolderSaver, Saver};
+        let mut app = weights_app(1, "style=0:1:1");
+        open(&mut app);
+        let li = app.selected;
+        assert!(update(&mut app, ch('s')).is_none());
+        assert!(app.status.as_deref().unwrap().contains("nothing finished"));
+        let mut id = 1;
+        let effect = update(&mut app, key(KeyCode::Enter));
+        // The plain and style-alone images finish; the first weight is cancelled mid-run.
+        let effect = finish_runs(&mut app, effect, 2, &mut id);
+        submitted(&mut app, effect, id);
+        update(&mut app, step(id, 0, 4));
+        assert!(matches!(
+            update(&mut app, key(KeyCode::Esc)),
+            Some(Effect::Cancel(i)) if i == id
+        ));
+        update(&mut app, Msg::Worker(Event::Cancelled { run: id }));
+        id += 1;
+        assert_eq!(app.exercises[li].runs[2].row.state, RowState::Cancelled);
+        // enter resumes with the runs not done; R starts over.
+        let effect = update(&mut app, key(KeyCode::Enter));
+        assert!(matches!(effect, Some(Effect::Submit { run: 2, .. })));
+        assert!(app.status.as_deref().unwrap().contains("2 of 4 runs left"));
+        assert!(finish_runs(&mut app, effect, 2, &mut id).is_none());
+        assert!(matches!(
+            update(&mut app, ch('s')),
+            Some(Effect::SaveLandscape)
+        ));
+        // What is saved is what the headless weight sweep writes.
+        let outcome = landscape::outcome(&app, landscape::index(&app).unwrap()).unwrap();
+        assert!(outcome.plan.sweep.weights.is_some());
+        let root = tempfile::tempdir().unwrap();
+        let saver = FolderSaver {
+            root: root.path().to_path_buf(),
+        };
+        let dir = saver.save_sweep(&outcome).unwrap();
+        for f in ["weights.png", "weights.csv", "sweep.json", "summary.md"] {
+            assert!(dir.join(f).is_file(), "{f}");
+        }
+        update(&mut app, Msg::Saved(Ok(PathBuf::from("out/sweep-2"))));
+        assert!(app.status.as_deref().unwrap().contains("out/sweep-2"));
+        let effect = update(&mut app, ch('R'));
+        assert!(matches!(effect, Some(Effect::Submit { run: 0, .. })));
+        assert!(state(&app).measured.iter().all(Option::is_none));
+    }
+
+    #[test]
+    fn a_step_sweep_under_way_goes_on_while_the_curve_is_shown() {
+        let mut app = app();
+        update(&mut app, ch('L'));
+        let steps = app.selected;
+        let effect = update(&mut app, key(KeyCode::Enter));
+        let (ex, _) = submitted(&mut app, effect, 1);
+        assert_eq!(ex, steps);
+        update(&mut app, ch('W'));
+        assert!(app.weight_mode);
+        let screen = render(&app, 80, 24);
+        assert!(
+            screen.contains("▶ L The speed landscape is running"),
+            "{screen}"
+        );
+        // enter here waits for it, as for any run under way.
+        assert!(update(&mut app, key(KeyCode::Enter)).is_none());
+        assert!(app.status.as_deref().unwrap().contains("a run is going"));
+    }
+
+    /// Made-up SSIM for weight `w` and seed index `k`: the style grows with its weight, the
+    /// plain image fades; they cross just under 1.
+    fn make_up(app: &mut App) {
+        let q = |ssim: f64| Quality {
+            psnr_db: Some(12.0 + 20.0 * ssim),
+            ssim,
+            mean_abs_diff: 0.0,
+        };
+        let i = app.selected;
+        let l = app.exercises[i].landscape.as_deref_mut().unwrap();
+        let weights = l.plan.sweep.weights.clone().unwrap().weights;
+        for (i, r) in l.plan.runs.iter().enumerate() {
+            let Some(m) = &mut l.measured[i] else {
+                continue;
+            };
+            let k = r.seed_index as f64 * 0.01;
+            match r.target {
+                Target::Reference => m.plain = Some(q(0.42 + k)),
+                Target::Weighted { weight, .. } => {
+                    let w = f64::from(weights[weight]);
+                    m.quality = q(0.45 + 0.15 * w - k);
+                    m.plain = Some(q(0.77 - 0.22 * w + k));
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// The default curve with 2 seeds: the references and five weights done, the sixth's
+    /// second seed 2 steps in.
+    fn partly_finished() -> App {
+        let mut app = weights_app(2, DEFAULT_LORA_WEIGHTS);
+        open(&mut app);
+        let mut id = 1;
+        let effect = update(&mut app, key(KeyCode::Enter));
+        let effect = finish_runs(&mut app, effect, 4 + 5 * 2 + 1, &mut id);
+        submitted(&mut app, effect, id);
+        update(&mut app, super::started(id, 4));
+        for i in 0..2 {
+            update(&mut app, step(id, i, 4));
+        }
+        make_up(&mut app);
+        app
+    }
+
+    #[test]
+    fn snapshot_weights() {
+        let app = partly_finished();
+        let small = render(&app, 80, 24);
+        let large = render(&app, 160, 48);
+        for screen in [&small, &large] {
+            assert!(
+                screen.contains("run 16/18: LCM-LoRA 4 + style×1.25 · seed 43, step 2/4"),
+                "{screen}"
+            );
+            assert!(screen.contains("to plain"), "{screen}");
+            assert!(screen.contains("- LCM-LoRA 4"), "the findings: {screen}");
+        }
+        // The findings say where the made-up curves cross (0.45 + 0.15w > 0.77 − 0.22w).
+        assert!(large.contains("From style×1 on"), "{large}");
+        insta::assert_snapshot!("weights_80x24", small);
+        insta::assert_snapshot!("weights_160x48", large);
+    }
+}

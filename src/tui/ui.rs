@@ -509,8 +509,11 @@ pub(super) fn draw_hints(app: &App, frame: &mut Frame, area: Rect) {
         Mode::Normal if app.in_cheat_sheet() => {
             "hl scenario · e answer · a ours · r verify · R rerun · esc stop · s save · ? · q"
         }
+        Mode::Normal if app.in_landscape() && app.weight_mode => {
+            "r run · R restart · esc stop · hl row · s save · W steps · L back · ? · q"
+        }
         Mode::Normal if app.in_landscape() => {
-            "r run/resume · R start over · esc cancel · hl row · s save · L back · ? · q"
+            "r run · R restart · esc stop · hl row · s save · W weights · L back · ? · q"
         }
         Mode::Normal if matches!(app.current().exercise.number, 1 | 2) => {
             "r run · R rerun · esc cancel · e edit · p predict · s save · L landscape · ? · q"
