@@ -53,14 +53,14 @@ fn plan(config: &Config, args: &SweepArgs) -> color_eyre::Result<Sweep> {
     let kind = speedscape::open::model_kind(config, args.engine.model_dir());
     let preset = match (&args.preset, &weights) {
         (Some(p), _) => p.as_str(),
-        (None, Some(_)) => "lcm",
+        (None, Some(_)) => sweep::WEIGHT_PRESET,
         (None, None) => "all",
     };
     let mut plan =
         Sweep::from_config(&config.sweep.for_model(kind), Some(preset))?.with_adapters(over);
     match (&args.steps, &weights) {
         (Some(steps), _) => plan = plan.with_steps(&sweep::parse_steps(steps)?)?,
-        (None, Some(_)) => plan = plan.with_steps(&[4])?,
+        (None, Some(_)) => plan = plan.with_steps(&sweep::WEIGHT_STEPS)?,
         (None, None) => {}
     }
     if let Some(axis) = weights {
