@@ -699,33 +699,7 @@ fn on_action(app: &mut App, action: Action) -> Option<Effect> {
             app.status = None;
             return next_in_queue(app);
         }
-        Action::Edit => {
-            if app
-                .active
-                .is_some_and(|a| a.exercise == app.selected && a.run == app.selected_run)
-            {
-                app.status = Some("this run is going: esc cancels it first".into());
-                return None;
-            }
-            let ex = &app.current().exercise;
-            let spec = &ex.runs[app.selected_run];
-            let prompt = spec.prompt.clone().unwrap_or_else(|| ex.prompt.clone());
-            let fields = [
-                prompt.clone(),
-                spec.steps.to_string(),
-                spec.cfg.to_string(),
-                spec.seed.unwrap_or(ex.seed).to_string(),
-            ];
-            let folder = app.info.as_ref().map_or(&[][..], |i| &i.adapters[..]);
-            app.mode = Mode::Edit(Form {
-                run: app.selected_run,
-                fields,
-                adapters: form_adapters(&spec.lora, folder),
-                focus: 0,
-                tokens: app.count_tokens(&prompt),
-                error: None,
-            });
-        }
+        Action::Edit => open_editor(app),
         Action::Predict => {
             if app.current().exercise.questions.is_empty() {
                 app.status = Some("this exercise has no questions".into());
@@ -743,6 +717,36 @@ fn on_action(app: &mut App, action: Action) -> Option<Effect> {
         }
     }
     None
+}
+
+/// `e`: the run editor on the selected run (its prompt, steps, cfg, seed and adapter weights),
+/// unless that run is going.
+fn open_editor(app: &mut App) {
+    if app
+        .active
+        .is_some_and(|a| a.exercise == app.selected && a.run == app.selected_run)
+    {
+        app.status = Some("this run is going: esc cancels it first".into());
+        return;
+    }
+    let ex = &app.current().exercise;
+    let spec = &ex.runs[app.selected_run];
+    let prompt = spec.prompt.clone().unwrap_or_else(|| ex.prompt.clone());
+    let fields = [
+        prompt.clone(),
+        spec.steps.to_string(),
+        spec.cfg.to_string(),
+        spec.seed.unwrap_or(ex.seed).to_string(),
+    ];
+    let folder = app.info.as_ref().map_or(&[][..], |i| &i.adapters[..]);
+    app.mode = Mode::Edit(Form {
+        run: app.selected_run,
+        fields,
+        adapters: form_adapters(&spec.lora, folder),
+        focus: 0,
+        tokens: app.count_tokens(&prompt),
+        error: None,
+    });
 }
 
 /// The editor's adapter rows: each of the folder's adapters (`folder`, by name) with the run's

@@ -184,9 +184,15 @@ impl WorkerHandle {
 }
 
 impl Drop for WorkerHandle {
-    /// Asks the thread to stop (cancelling a run under way) without waiting for it.
+    /// Stops the thread (cancelling a run under way) and waits for it: a process must not exit
+    /// while the thread is inside ONNX Runtime (loading a session, say), whose static
+    /// destructors would then run under it (a segmentation fault on quitting the TUI during a
+    /// load). A run's calls are terminated, so this waits at most for a session being created.
     fn drop(&mut self) {
         self.stop();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }
 
