@@ -42,6 +42,49 @@ pub fn draw(app: &App, images: &Images, frame: &mut Frame, area: Rect) {
     }
     let land = landscape::landscape(l);
     let rows = landscape::table(&land);
+    let summary = summary_line(app, l);
+    let Framed {
+        body,
+        status,
+        hints,
+        ..
+    } = frame_around(app, l, images, frame, area, summary, draw_about);
+    // The chart takes a little over half (10 rows at least); the table what it needs of the rest.
+    let table_want = if rows.is_empty() {
+        0
+    } else {
+        rows.len() as u16 + 2
+    };
+    let chart_min = (body.height * 11 / 20).max(10).min(body.height);
+    let table_h = table_want.min(body.height - chart_min);
+    let [chart, table] =
+        Layout::vertical([Constraint::Fill(1), Constraint::Length(table_h)]).areas(body);
+    draw_chart(&land, l, frame, chart);
+    draw_table(app, l, &land, &rows, frame, table);
+    draw_footer(app, frame, status, hints);
+}
+
+/// The areas a landscape view fills itself, below what [`frame_around`] drew.
+struct Framed {
+    body: Rect,
+    status: Rect,
+    hints: Rect,
+    /// A tall screen (40 rows or more): the list and the about text are shown.
+    tall: bool,
+}
+
+/// What both landscape views (steps and weights) draw alike: the header; on a tall screen the
+/// exercise list and `about` (the view's explanation), else `summary` and the tiny model's
+/// note; the progress line. Gives the body, status and hint areas.
+fn frame_around(
+    app: &App,
+    l: &LandscapeState,
+    images: &Images,
+    frame: &mut Frame,
+    area: Rect,
+    summary: Line<'static>,
+    about: impl FnOnce(&App, &LandscapeState, bool, &mut Frame, Rect),
+) -> Framed {
     let tiny = app.info.as_ref().is_some_and(|i| i.tiny_model);
     let tall = area.height >= 40;
     let note = format!("Note: {TINY_NOTE}.");
@@ -62,12 +105,12 @@ pub fn draw(app: &App, images: &Images, frame: &mut Frame, area: Rect) {
     .areas(area);
     draw_header(app, images, frame, header);
     if tall {
-        let [list, about] =
+        let [list, about_area] =
             Layout::horizontal([Constraint::Length(36), Constraint::Fill(1)]).areas(top);
         draw_list(app, frame, list);
-        draw_about(app, l, tiny, frame, about);
+        about(app, l, tiny, frame, about_area);
     } else {
-        frame.render_widget(summary_line(app, l), top);
+        frame.render_widget(summary, top);
         frame.render_widget(
             Paragraph::new(note.as_str())
                 .yellow()
@@ -76,22 +119,17 @@ pub fn draw(app: &App, images: &Images, frame: &mut Frame, area: Rect) {
         );
     }
     frame.render_widget(progress_line(app, l), progress);
-    // The chart takes a little over half (10 rows at least); the table what it needs of the rest.
-    let table_want = if rows.is_empty() {
-        0
-    } else {
-        rows.len() as u16 + 2
-    };
-    let chart_min = (body.height * 11 / 20).max(10).min(body.height);
-    let table_h = table_want.min(body.height - chart_min);
-    let [chart, table] =
-        Layout::vertical([Constraint::Fill(1), Constraint::Length(table_h)]).areas(body);
-    draw_chart(&land, l, frame, chart);
-    draw_table(app, l, &land, &rows, frame, table);
-    let line = match &app.status {
-        Some(s) => Line::from(s.as_str()),
-        None => Line::default(),
-    };
+    Framed {
+        body,
+        status,
+        hints,
+        tall,
+    }
+}
+
+/// The status line (the app's last message) and the key hints.
+fn draw_footer(app: &App, frame: &mut Frame, status: Rect, hints: Rect) {
+    let line = app.status.as_deref().map(Line::from).unwrap_or_default();
     frame.render_widget(line, status);
     draw_hints(app, frame, hints);
 }
@@ -709,13 +747,13 @@ mod weights {
         Axis, Block, Borders, Cell, Chart, Dataset, GraphType, Paragraph, Row, Table, Wrap,
     };
 
-    use super::{colour, progress_line, seeds_text, y_axis_of};
+    use super::{Framed, colour, draw_footer, frame_around, seeds_text, y_axis_of};
     use crate::sweep::output::{TINY_NOTE, weight_findings};
     use crate::sweep::{Stat, WeightCurves};
     use crate::tui::app::App;
     use crate::tui::images::Images;
     use crate::tui::landscape::{self, LandscapeState, WeightRow};
-    use crate::tui::ui::{DIM, draw_header, draw_hints, draw_list, fmt_ms};
+    use crate::tui::ui::{DIM, fmt_ms};
 
     /// Rows the findings may take on a short screen (the table scrolls; the findings do not).
     const SHORT_FINDINGS: u16 = 5;
@@ -725,45 +763,19 @@ mod weights {
             return;
         };
         let rows = landscape::weight_table(&c);
-        let tiny = app.info.as_ref().is_some_and(|i| i.tiny_model);
-        let tall = area.height >= 40;
-        let note = format!("Note: {TINY_NOTE}.");
-        let wrapped = |text: &str| (text.chars().count() as u16).div_ceil(area.width.max(1));
-        let note_h = if tiny && !tall { wrapped(&note) } else { 0 };
-        let [header, top, note_area, progress, body, status, hints] = Layout::vertical([
-            Constraint::Length(1),
-            Constraint::Length(if tall { 9 } else { 1 }),
-            Constraint::Length(note_h),
-            Constraint::Length(1),
-            Constraint::Fill(1),
-            Constraint::Length(1),
-            Constraint::Length(1),
-        ])
-        .areas(area);
-        draw_header(app, images, frame, header);
-        if tall {
-            let [list, about] =
-                Layout::horizontal([Constraint::Length(36), Constraint::Fill(1)]).areas(top);
-            draw_list(app, frame, list);
-            draw_about(app, l, tiny, frame, about);
-        } else {
-            frame.render_widget(summary_line(app, l, &c), top);
-            frame.render_widget(
-                Paragraph::new(note.as_str())
-                    .yellow()
-                    .wrap(Wrap { trim: true }),
-                note_area,
-            );
-        }
-        frame.render_widget(progress_line(app, l), progress);
+        let summary = summary_line(app, l, &c);
+        let Framed {
+            body,
+            status,
+            hints,
+            tall,
+        } = frame_around(app, l, images, frame, area, summary, draw_about);
         let findings = findings_lines(&c);
         let [chart, table, found] = body_areas(body, rows.len(), &findings, tall);
         draw_chart(l, &c, frame, chart);
         draw_table(app, l, &c, &rows, frame, table);
         frame.render_widget(Paragraph::new(findings).wrap(Wrap { trim: true }), found);
-        let line = app.status.as_deref().map(Line::from).unwrap_or_default();
-        frame.render_widget(line, status);
-        draw_hints(app, frame, hints);
+        draw_footer(app, frame, status, hints);
     }
 
     /// The body split into the chart (half, 8 rows at least), the table (what it
