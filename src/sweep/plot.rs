@@ -186,15 +186,23 @@ pub fn svg(land: &Landscape, note: Option<&str>) -> color_eyre::Result<String> {
             || "numbers beside the points: steps; ring: the knee (fewest steps within tolerance of the method's best)".to_string(),
             str::to_string,
         );
-        foot.draw(&Text::new(
-            foot_text,
-            (16, 8),
-            (FAMILY, 14).into_font().color(&RGBColor(90, 90, 90)),
-        ))
-        .map_err(plot_error)?;
+        draw_foot(&foot, foot_text)?;
         root.present().map_err(plot_error)?;
     }
     Ok(out)
+}
+
+/// The grey line of text under a chart (what its marks mean, or the caller's note).
+fn draw_foot<DB: DrawingBackend>(
+    foot: &DrawingArea<DB, Shift>,
+    text: String,
+) -> color_eyre::Result<()> {
+    foot.draw(&Text::new(
+        text,
+        (16, 8),
+        (FAMILY, 14).into_font().color(&RGBColor(90, 90, 90)),
+    ))
+    .map_err(plot_error)
 }
 
 /// The caption, the axes over ranges `x` (seconds) and `y` (SSIM), their labels and the grid.
@@ -399,12 +407,7 @@ pub fn weights_svg(
             || format!("solid: SSIM to the {a}-alone image; dashed: to the plain image; both at {reference}"),
             str::to_string,
         );
-        foot.draw(&Text::new(
-            foot_text,
-            (16, 8),
-            (FAMILY, 14).into_font().color(&RGBColor(90, 90, 90)),
-        ))
-        .map_err(plot_error)?;
+        draw_foot(&foot, foot_text)?;
         root.present().map_err(plot_error)?;
     }
     Ok(out)

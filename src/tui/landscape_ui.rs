@@ -134,6 +134,42 @@ fn draw_footer(app: &App, frame: &mut Frame, status: Rect, hints: Rect) {
     draw_hints(app, frame, hints);
 }
 
+/// The rows a landscape table of `total` rows shows in `area` (a border above and below): the
+/// first one and how many, so that the selected row (else the one running) is in view.
+fn window(app: &App, l: &LandscapeState, total: usize, area: Rect) -> (usize, usize) {
+    let visible = usize::from(area.height - 2);
+    let focus = l
+        .row
+        .or_else(|| landscape::focus_row(app, app.selected))
+        .unwrap_or(0)
+        .min(total.saturating_sub(1));
+    (focus.saturating_sub(visible - 1), visible)
+}
+
+/// A table row as shown: reversed when selected, yellow while it runs.
+fn mark(row: Row<'static>, selected: bool, active: bool) -> Row<'static> {
+    if selected {
+        row.reversed()
+    } else if active {
+        row.yellow()
+    } else {
+        row
+    }
+}
+
+/// The table title's note of which rows are in view, when not all are.
+fn rows_shown(offset: usize, visible: usize, total: usize) -> String {
+    if total > visible {
+        format!(
+            " · rows {}–{} of {total} (h/l)",
+            offset + 1,
+            (offset + visible).min(total)
+        )
+    } else {
+        String::new()
+    }
+}
+
 fn seeds_text(l: &LandscapeState) -> String {
     match l.plan.sweep.seeds.as_slice() {
         [one] => format!("seed {one}"),
@@ -580,13 +616,7 @@ fn draw_table(
         return;
     }
     let li = app.selected;
-    let visible = usize::from(area.height - 2);
-    let focus = l
-        .row
-        .or_else(|| landscape::focus_row(app, li))
-        .unwrap_or(0)
-        .min(rows.len().saturating_sub(1));
-    let offset = focus.saturating_sub(visible - 1);
+    let (offset, visible) = window(app, l, rows.len(), area);
     let active_target = landscape::active_run(app, li).map(|a| l.plan.runs[a.run].target);
     let active_row = active_target.and_then(|t| landscape::row_of(rows, t));
     let columns = Columns::of(land, area.width);
@@ -597,25 +627,13 @@ fn draw_table(
         .take(visible)
         .map(|(k, r)| {
             let active = Some(k) == active_row;
-            let row = point_row(land, columns, r, active);
-            if l.row == Some(k) {
-                row.reversed()
-            } else if active {
-                row.yellow()
-            } else {
-                row
-            }
+            mark(
+                point_row(land, columns, r, active),
+                l.row == Some(k),
+                active,
+            )
         });
-    let shown = if rows.len() > visible {
-        format!(
-            " · rows {}–{} of {} (h/l)",
-            offset + 1,
-            (offset + visible).min(rows.len()),
-            rows.len()
-        )
-    } else {
-        String::new()
-    };
+    let shown = rows_shown(offset, visible, rows.len());
     let (header, widths): (Vec<_>, Vec<_>) = columns.heads(land).into_iter().unzip();
     let table = Table::new(body, widths)
         .header(Row::new(header).style(Style::new().bold().underlined()))
@@ -1109,13 +1127,7 @@ mod weights {
             return;
         }
         let li = app.selected;
-        let visible = usize::from(area.height - 2);
-        let focus = l
-            .row
-            .or_else(|| landscape::focus_row(app, li))
-            .unwrap_or(0)
-            .min(rows.len().saturating_sub(1));
-        let offset = focus.saturating_sub(visible - 1);
+        let (offset, visible) = super::window(app, l, rows.len(), area);
         let active_row = landscape::active_run(app, li)
             .and_then(|a| landscape::weight_row_of(rows, c, &l.plan, l.plan.runs[a.run].target));
         let body = rows
@@ -1125,25 +1137,9 @@ mod weights {
             .take(visible)
             .map(|(k, r)| {
                 let active = Some(k) == active_row;
-                let row = weight_row(c, r, active);
-                if l.row == Some(k) {
-                    row.reversed()
-                } else if active {
-                    row.yellow()
-                } else {
-                    row
-                }
+                super::mark(weight_row(c, r, active), l.row == Some(k), active)
             });
-        let shown = if rows.len() > visible {
-            format!(
-                " · rows {}–{} of {} (h/l)",
-                offset + 1,
-                (offset + visible).min(rows.len()),
-                rows.len()
-            )
-        } else {
-            String::new()
-        };
+        let shown = super::rows_shown(offset, visible, rows.len());
         let a = c.axis.name();
         let to_style = format!("SSIM to {a} alone");
         let label_w = (a.chars().count() + 8).max(13) as u16;
