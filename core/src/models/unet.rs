@@ -204,7 +204,7 @@ impl Unet {
     }
 
     /// `running the UNet unet_lcm at 512×512 (batch 2)` for a sample of `shape` `[b, c, h, w]`.
-    fn doing(&self, shape: &[usize]) -> String {
+    pub(super) fn doing(&self, shape: &[usize]) -> String {
         let (h, w) = (shape.get(2).copied(), shape.get(3).copied());
         let size = match (h, w) {
             (Some(h), Some(w)) => format!(" at {}×{}", w * self.vae_scale, h * self.vae_scale),
