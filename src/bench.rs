@@ -361,6 +361,7 @@ pub fn run(config: &Config, opts: &BenchOptions) -> color_eyre::Result<BenchRepo
             height: opts.size,
             latents: None,
             clip_score: false,
+            control: None,
         };
         let scope = if memory::reset_peak() {
             "run"

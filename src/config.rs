@@ -151,6 +151,9 @@ impl Config {
             {
                 a.adapter = dir.join(&a.adapter).display().to_string();
             }
+            if let Some(c) = &mut run.control {
+                c.image = dir.join(&c.image);
+            }
         }
         cfg.path = Some(path.to_path_buf());
         Ok(cfg)

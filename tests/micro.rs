@@ -60,6 +60,7 @@ fn image(prompt: &str, scheduler: SchedulerKind, steps: usize, cfg: f32, unet: &
         prompt: None,
         seed: None,
         lora: Vec::new(),
+        control: None,
     };
     let req = spec.request(prompt, "", 42, RngSource::TorchCuda);
     let mut guard = model().lock().unwrap_or_else(|e| e.into_inner());

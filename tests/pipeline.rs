@@ -175,6 +175,7 @@ fn every_run_reproduces_the_diffusers_image() {
             height: Some(run["height"].as_u64().unwrap() as usize),
             latents: None,
             clip_score: false,
+            control: None,
         };
         let want_latents = array(&run, "latents")
             .into_dimensionality::<ndarray::Ix5>()
@@ -237,6 +238,7 @@ fn io_binding_gives_the_same_image_as_plain_calls() {
         height: None,
         latents: None,
         clip_score: false,
+        control: None,
     };
     let cancel = AtomicBool::new(false);
     let mut images = Vec::new();
@@ -274,6 +276,7 @@ fn the_optimized_graph_cache_is_written_then_used_and_changes_nothing() {
         height: None,
         latents: None,
         clip_score: false,
+        control: None,
     };
     let cancel = AtomicBool::new(false);
     let image = |opts: speedscape::runtime::Options| {

@@ -94,6 +94,7 @@ fn request(scheduler: SchedulerKind, steps: usize, cfg: f32, unet: &str) -> Requ
         height: None,
         latents: None,
         clip_score: false,
+        control: None,
     }
 }
 

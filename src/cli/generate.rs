@@ -90,6 +90,7 @@ fn request(
         height: args.height,
         latents,
         clip_score: false,
+        control: None,
     }
 }
 

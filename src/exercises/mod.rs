@@ -40,10 +40,47 @@ pub struct RunSpec {
     /// by name, or a `.safetensors` file).
     #[serde(default, with = "lora_table", skip_serializing_if = "Vec::is_empty")]
     pub lora: Vec<AdapterWeight>,
+    /// A ControlNet conditioning the run on a control image:
+    /// `control = { image = "edges.png", preprocess = "canny", scale = 1.0, controlnet = "canny" }`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control: Option<ControlSpec>,
 }
 
 fn base_unet() -> String {
     "base".into()
+}
+
+/// A run's ControlNet as config.toml and the command line give it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlSpec {
+    /// The ControlNet (`controlnet_<NAME>/` in the model folder); absent: the folder's only one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub controlnet: Option<String>,
+    /// The control image, PNG or JPEG (in config.toml, relative to its folder).
+    pub image: std::path::PathBuf,
+    /// diffusers' `controlnet_conditioning_scale`, 0 to 10 (default 1).
+    #[serde(default = "default_control_scale")]
+    pub scale: f32,
+    /// `none` (the image is the condition, an edge map say) or `canny` (its Canny edges).
+    #[serde(default)]
+    pub preprocess: crate::pipeline::control::ControlPreprocess,
+}
+
+fn default_control_scale() -> f32 {
+    1.0
+}
+
+impl ControlSpec {
+    /// The pipeline's control for a run.
+    pub fn to_control(&self) -> crate::pipeline::control::Control {
+        crate::pipeline::control::Control {
+            name: self.controlnet.clone(),
+            image: self.image.clone(),
+            preprocess: self.preprocess,
+            scale: self.scale,
+        }
+    }
 }
 
 /// `lora = { lcm = 1.0, style = 0.6 }` in config.toml: a run's adapters in the order written.
@@ -449,6 +486,7 @@ impl RunSpec {
             height: None,
             latents: None,
             clip_score: false,
+            control: self.control.as_ref().map(ControlSpec::to_control),
         }
     }
 }
@@ -481,6 +519,7 @@ pub(crate) fn run(
         prompt: None,
         seed: None,
         lora: Vec::new(),
+        control: None,
     }
 }
 

@@ -501,6 +501,7 @@ mod tests {
             timestep: 999 - index as i64,
             timing: StepTiming {
                 unet: msd(unet),
+                controlnet: Duration::ZERO,
                 scheduler: msd(sched),
             },
             elapsed: msd(elapsed),
@@ -533,6 +534,7 @@ mod tests {
                 text: msd(text),
                 unet: vec![msd(unet_each); steps],
                 scheduler: vec![msd(sched_each); steps],
+                controlnet: Vec::new(),
                 vae: msd(vae),
                 total: msd(total),
                 ort: msd(total * 0.9),
@@ -540,6 +542,7 @@ mod tests {
             load_ms: Default::default(),
             warnings: vec![],
             clip_score: None,
+            control: None,
         }
     }
 

@@ -539,6 +539,7 @@ impl Sweep {
                 prompt: None,
                 seed: Some(self.seeds[seed_index]),
                 lora: loras,
+                control: None,
             },
         }
     }
@@ -559,6 +560,7 @@ impl Sweep {
                 prompt: None,
                 seed: Some(self.seeds[s]),
                 lora,
+                control: None,
             },
         };
         let Some(axis) = &self.weights else {

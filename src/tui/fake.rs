@@ -180,6 +180,7 @@ fn serve(rx: mpsc::Receiver<Cmd>, out: UnboundedSender<Event>, step: Duration) {
 pub fn step_timing() -> StepTiming {
     StepTiming {
         unet: Duration::from_millis(20),
+        controlnet: Duration::ZERO,
         scheduler: Duration::from_millis(1),
     }
 }
@@ -215,6 +216,10 @@ pub fn report(r: &Request) -> RunReport {
         text: Duration::from_millis(5),
         unet: vec![Duration::from_millis(20); n],
         scheduler: vec![Duration::from_millis(1); n],
+        controlnet: match r.control {
+            Some(_) => vec![Duration::from_millis(8); n],
+            None => Vec::new(),
+        },
         vae: Duration::from_millis(15),
         total: Duration::from_millis(5 + 21 * n as u64 + 15),
         // The made-up "ONNX Runtime" share: text, UNet and VAE calls.
@@ -244,5 +249,19 @@ pub fn report(r: &Request) -> RunReport {
         load_ms: BTreeMap::new(),
         warnings: Vec::new(),
         clip_score: None,
+        control: r.control.as_ref().map(fake_control),
+    }
+}
+
+/// What the fake says about a controlled run: the ControlNet named (or `edge`), 8 ms a step,
+/// an adherence that grows with the scale (0.3 at 0, 0.8 from 1).
+fn fake_control(c: &crate::pipeline::control::Control) -> crate::pipeline::control::ControlReport {
+    crate::pipeline::control::ControlReport {
+        name: c.name.clone().unwrap_or_else(|| "edge".into()),
+        image: c.image.display().to_string(),
+        preprocess: c.preprocess,
+        scale: c.scale,
+        adherence: 0.3 + 0.5 * f64::from(c.scale.min(1.0)),
+        time: Duration::from_millis(8),
     }
 }

@@ -4,6 +4,7 @@
 //! text_encoder/model.onnx      input_ids [B,77] int32|int64 → last_hidden_state [B,77,D] (+ pooler_output [B,D])
 //! unet/model.onnx (+ data)     sample [B,4,h,w], timestep 0-d|1-d, encoder_hidden_states [B,77,D] → out_sample
 //! unet_<variant>/model.onnx    the same with LoRA adapters fused in
+//! controlnet_<name>/model.onnx a ControlNet (see `controlnet`); the UNets then take its residuals
 //! text_encoder_<variant>/      a text encoder with LoRA adapters fused in (only when they train it)
 //! manifest.json                what models/export.py wrote (optional; see `manifest`)
 //! clip_image_encoder/          optional: the CLIP scorer (see `clip`)
@@ -14,6 +15,7 @@
 //! Names, ranks and dtypes are read from each graph and converted at the boundary.
 
 pub mod clip;
+pub mod controlnet;
 pub mod manifest;
 mod micro;
 mod ordered;
@@ -37,6 +39,7 @@ use crate::runtime::Runtime;
 use crate::runtime::failure::{self, MemoryContext, MemoryPhase};
 use crate::runtime::tensor::{self, IoSpec};
 pub use clip::{CLIP_FOLDER, ClipScore, ClipScorer};
+pub use controlnet::{ControlNet, Residuals};
 pub use manifest::{Manifest, ModelKind, ModelPrompts};
 pub use micro::{Grammar, MicroRecord};
 pub use scheduler_status::{SchedulerConfigSource, SchedulerConfigStatus, SchedulerReport};
@@ -640,6 +643,8 @@ pub struct Model {
     unloaded: Vec<String>,
     /// The CLIP scorer, once a run asked for a CLIP score ([`Model::clip_scorer`]).
     clip: Option<ClipScorer>,
+    /// ControlNets loaded so far, by name ([`Model::controlnet`]).
+    controlnets: Vec<(String, ControlNet)>,
 }
 
 /// What one run of a variant uses, borrowed together from its [`Model`] ([`Model::run_parts`]).
@@ -656,12 +661,17 @@ pub(crate) struct RunParts<'a> {
     pub(crate) notes: Vec<String>,
     /// The adapters fused at run time, as reports name them.
     pub(crate) adapters: Vec<crate::lora::AppliedAdapter>,
+    /// The run's ControlNet, when it has one.
+    pub(crate) controlnet: Option<&'a mut ControlNet>,
 }
 
 impl RunParts<'_> {
     /// Time spent inside ONNX Runtime's run calls by these sessions so far.
     pub(crate) fn ort_time(&self) -> Duration {
-        self.text_encoder.ort + self.unet.ort + self.vae.ort
+        self.text_encoder.ort
+            + self.unet.ort
+            + self.vae.ort
+            + self.controlnet.as_ref().map_or(Duration::ZERO, |c| c.ort)
     }
 }
 
@@ -793,6 +803,7 @@ impl Model {
             unet_budget: 0,
             unloaded: Vec::new(),
             clip: None,
+            controlnets: Vec::new(),
         })
     }
 
@@ -1136,8 +1147,12 @@ impl Model {
         variant: &str,
         adapters: &[AdapterWeight],
         clip: bool,
+        controlnet: Option<&str>,
     ) -> eyre::Result<RunParts<'_>> {
         let resolved = lora::resolve(&self.root, adapters, &mut self.adapters_seen)?;
+        if let Some(name) = controlnet {
+            self.controlnet(rt, name)?;
+        }
         let unet_key = self.load_unet(rt, variant, &resolved)?;
         let te_key = self.load_text_encoder(rt, variant, &resolved)?;
         let clip = clip && self.clip_scorer(rt)?.is_some();
@@ -1154,7 +1169,14 @@ impl Model {
                 .map(|(_, t)| t)
                 .expect("loaded above")
         };
+        let controlnet = controlnet.and_then(|name| {
+            self.controlnets
+                .iter_mut()
+                .find(|(n, _)| n == name)
+                .map(|(_, c)| c)
+        });
         Ok(RunParts {
+            controlnet,
             tokenizer: &self.tokenizer,
             text_encoder,
             unet,
@@ -1165,6 +1187,55 @@ impl Model {
             adapters: lora::applied(&resolved),
         })
     }
+}
+
+impl Model {
+    /// The ControlNets this folder holds (`controlnet_<NAME>/model.onnx`), sorted.
+    pub fn controlnet_names(&self) -> Vec<String> {
+        controlnet::folder_controlnets(&self.root)
+    }
+
+    /// The ControlNet `name` (folder `controlnet_<name>/`), loaded on first use; an error
+    /// listing the folder's ControlNets when it has none of that name.
+    pub fn controlnet(&mut self, rt: &Runtime, name: &str) -> eyre::Result<&mut ControlNet> {
+        if !self.controlnets.iter().any(|(n, _)| n == name) {
+            let folder = format!("{}{name}", controlnet::CONTROLNET_PREFIX);
+            let file = self.root.join(&folder).join("model.onnx");
+            if !file.is_file() {
+                return Err(eyre!(unknown_controlnet(&self.root, name)));
+            }
+            let start = Instant::now();
+            let loaded = ControlNet::load(rt, &file)?;
+            self.load_times.push((folder, start.elapsed()));
+            self.controlnets.push((name.to_string(), loaded));
+        }
+        Ok(self
+            .controlnets
+            .iter_mut()
+            .find(|(n, _)| n == name)
+            .map(|(_, c)| c)
+            .expect("loaded above"))
+    }
+}
+
+/// No ControlNet `name` in `root`: what it has, and how to add one.
+pub fn unknown_controlnet(root: &Path, name: &str) -> Fixable {
+    let have = controlnet::folder_controlnets(root);
+    let has = if have.is_empty() {
+        "it has none".to_string()
+    } else {
+        format!("it has {}", have.join(", "))
+    };
+    Fixable::new(
+        format!(
+            "the model folder {} has no ControlNet {name} (no {}{name}/model.onnx); {has}",
+            root.display(),
+            controlnet::CONTROLNET_PREFIX
+        ),
+        format!(
+            "pass one of its ControlNets to --controlnet, or export one into the model: models/export.py --controlnet {name}=SOURCE (a hub id such as lllyasviel/control_v11p_sd15_canny, or a diffusers ControlNetModel folder)"
+        ),
+    )
 }
 
 #[cfg(test)]

@@ -7,9 +7,12 @@ use std::time::{Duration, Instant};
 use eyre::{WrapErr, eyre};
 use ndarray::{Array4, ArrayView3, ArrayView4, Ix4};
 use ort::session::{RunOptions, Session};
-use ort::value::TensorElementType;
+use ort::value::{DynValue, TensorElementType};
 
-use super::{DEFAULT_VAE_SCALE, component_name, find, is_float, mismatch, precision_name, run_error};
+use super::controlnet::{DOWN_IN, MID_IN, Residuals, ordered_residuals};
+use super::{
+    DEFAULT_VAE_SCALE, component_name, find, is_float, mismatch, precision_name, run_error,
+};
 use crate::runtime::Runtime;
 use crate::runtime::failure::MemoryContext;
 use crate::runtime::tensor::{self, IoSpec};
@@ -34,6 +37,12 @@ pub struct Unet {
     memory: MemoryContext,
     /// Pixels per latent cell (the VAE's scale factor), for sizes in messages.
     pub(crate) vae_scale: usize,
+    /// ControlNet residual inputs, in order (empty: the graph takes none).
+    residuals: Vec<IoSpec>,
+    /// Zeros for those inputs in runs without control: `[1, C, 1, 1]` where the graph fixes the
+    /// channels (1 where not), which the graph's additions broadcast, so `x + 0` leaves every
+    /// activation as it was.
+    zeros: Vec<DynValue>,
 }
 
 /// One run's IoBinding: the text context is bound once (on the GPU, uploaded once) and the
@@ -82,6 +91,17 @@ impl Unet {
             .or_else(|| outputs.first())
             .cloned()
             .ok_or_else(|| eyre!("{} has no outputs", file.display()))?;
+        let residuals = ordered_residuals(&inputs, DOWN_IN, MID_IN)
+            .map_err(|e| eyre!("{}: ControlNet residual inputs: {e}", file.display()))?
+            .unwrap_or_default();
+        let zeros = residuals
+            .iter()
+            .map(|r| {
+                let shape: Vec<usize> = r.shape.iter().map(|&d| d.max(1) as usize).collect();
+                let shape = [1, shape[1], 1, 1];
+                tensor::float_input(ndarray::ArrayD::zeros(shape.to_vec()).view(), r.elem)
+            })
+            .collect::<eyre::Result<Vec<_>>>()?;
         Ok(Self {
             sample: sample.clone(),
             timestep: timestep.clone(),
@@ -96,18 +116,45 @@ impl Unet {
             bytes: 0,
             memory: rt.memory_context(),
             vae_scale: DEFAULT_VAE_SCALE,
+            residuals,
+            zeros,
         })
+    }
+
+    /// How many ControlNet residuals the graph takes (0: it was exported without ControlNet).
+    pub fn residual_count(&self) -> usize {
+        self.residuals.len()
+    }
+
+    /// Its ControlNet residual inputs, in order.
+    pub(crate) fn residual_specs(&self) -> &[IoSpec] {
+        &self.residuals
+    }
+
+    /// The residual inputs with their values: `residuals` when given, else the zeros.
+    fn residual_feeds<'a>(
+        &'a self,
+        residuals: Option<&'a Residuals>,
+    ) -> impl Iterator<Item = (&'a str, &'a DynValue)> {
+        let values = residuals.map_or(&self.zeros, |r| &r.values);
+        self.residuals
+            .iter()
+            .map(|s| s.name.as_str())
+            .zip(values.iter())
     }
 
     /// Binds a run: `context` `[batch, 77, D]` once for every step, the output into a kept
     /// buffer of `sample_shape` (`[batch, 4, h, w]`). Until [`Unet::unbind`], calls with this
     /// context go through the binding. With CUDA graphs (`[runtime.cuda] cuda_graphs`) the sample,
-    /// timestep and output also live on the device at fixed addresses.
+    /// timestep and output also live on the device at fixed addresses, except in a `controlled`
+    /// run, whose residuals come from the ControlNet at new addresses every step; a run without
+    /// control binds the zero residuals once.
     pub(crate) fn bind_run(
         &mut self,
         rt: &Runtime,
         context: ArrayView3<f32>,
         sample_shape: [usize; 4],
+        controlled: bool,
     ) -> eyre::Result<()> {
         use ort::memory::{AllocationDevice, Allocator, AllocatorType, MemoryInfo, MemoryType};
         use ort::value::DynTensor;
@@ -140,7 +187,14 @@ impl Unet {
         }
         let host = Allocator::default();
         let out_shape = sample_shape.to_vec();
-        let device = if gpu && rt.options.cuda.cuda_graphs {
+        if !controlled {
+            for (name, value) in self.residual_feeds(None) {
+                binding
+                    .bind_input(name, value)
+                    .map_err(e("zero residuals"))?;
+            }
+        }
+        let device = if gpu && rt.options.cuda.cuda_graphs && !controlled {
             let cuda = Allocator::new(
                 &self.session,
                 MemoryInfo::new(
@@ -250,6 +304,29 @@ impl Unet {
         context: ArrayView3<f32>,
         options: Option<&RunOptions>,
     ) -> eyre::Result<Array4<f32>> {
+        self.predict_controlled(sample, t, context, None, options)
+    }
+
+    /// [`Unet::predict_with`] with a ControlNet's `residuals` added to its down and mid blocks
+    /// (`None`: zeros, where the graph takes residuals).
+    pub fn predict_controlled(
+        &mut self,
+        sample: ArrayView4<f32>,
+        t: f32,
+        context: ArrayView3<f32>,
+        residuals: Option<&Residuals>,
+        options: Option<&RunOptions>,
+    ) -> eyre::Result<Array4<f32>> {
+        if let Some(r) = residuals
+            && r.values.len() != self.residuals.len()
+        {
+            return Err(eyre!(
+                "{}: {} ControlNet residuals given, the graph takes {}",
+                self.file.display(),
+                r.values.len(),
+                self.residuals.len()
+            ));
+        }
         let batch = sample.shape()[0];
         let doing = self.doing(sample.shape());
         let shape = self.timestep_shape(batch);
@@ -261,14 +338,21 @@ impl Unet {
             .as_ref()
             .is_some_and(|b| b.context_shape == context.shape())
         {
-            return self.predict_bound(x, ts, options);
+            return self.predict_bound(x, ts, residuals, options);
         }
         let ctx = tensor::float_input(context.into_dyn(), self.context.elem)?;
-        let inputs = ort::inputs![
+        let mut inputs = ort::inputs![
             self.sample.name.as_str() => x,
             self.timestep.name.as_str() => ts,
             self.context.name.as_str() => ctx,
         ];
+        let values = residuals.map_or(&self.zeros, |r| &r.values);
+        inputs.extend(
+            self.residuals
+                .iter()
+                .zip(values)
+                .map(|(spec, value)| (spec.name.as_str().into(), value.into())),
+        );
         let start = Instant::now();
         let outputs = match options {
             Some(o) => self.session.run_with_options(inputs, o),
@@ -285,8 +369,9 @@ impl Unet {
     /// A step through the run's binding: only the sample and timestep go in.
     fn predict_bound(
         &mut self,
-        x: ort::value::DynValue,
-        ts: ort::value::DynValue,
+        x: DynValue,
+        ts: DynValue,
+        residuals: Option<&Residuals>,
         options: Option<&RunOptions>,
     ) -> eyre::Result<Array4<f32>> {
         use ort::value::DynTensorValueType;
@@ -320,6 +405,19 @@ impl Unet {
                     .binding
                     .bind_input(self.timestep.name.as_str(), &ts)
                     .map_err(e("binding the timestep"))?;
+            }
+        }
+        if let Some(r) = residuals {
+            if bound.device.is_some() {
+                return Err(eyre!(
+                    "{doing}: ControlNet residuals given to a run bound for CUDA graphs without them"
+                ));
+            }
+            for (spec, value) in self.residuals.iter().zip(&r.values) {
+                bound
+                    .binding
+                    .bind_input(spec.name.as_str(), value)
+                    .map_err(e("binding a ControlNet residual"))?;
             }
         }
         let start = Instant::now();

@@ -2,7 +2,7 @@
 //! is tested against a fake one.
 //!
 //! Mirrors diffusers' `StableDiffusionPipeline.__call__` loop: per step `scale_model_input`
-//! → UNet (batch 2 `[uncond, cond]` under guidance) → `uncond + g·(cond − uncond)` → `step`.
+//! → (ControlNet →) UNet (batch 2 `[uncond, cond]` under guidance) → `uncond + g·(cond − uncond)` → `step`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -24,6 +24,12 @@ pub(crate) trait Denoiser {
         t: f32,
         context: ArrayView3<f32>,
     ) -> eyre::Result<Array4<f32>>;
+
+    /// Of the last [`Denoiser::predict`], the time spent in a model that feeds the UNet (a
+    /// ControlNet); taken, so the next call starts from zero.
+    fn take_aux_time(&mut self) -> Duration {
+        Duration::ZERO
+    }
 }
 
 impl Denoiser for crate::models::Unet {
@@ -58,6 +64,9 @@ pub struct StepTiming {
     /// `scale_model_input`, the UNet call and guidance (milliseconds in JSON).
     #[serde(serialize_with = "super::ser_ms")]
     pub unet: Duration,
+    /// The ControlNet's call (zero without control; milliseconds in JSON).
+    #[serde(serialize_with = "super::ser_ms")]
+    pub controlnet: Duration,
     /// The scheduler's `step` (milliseconds in JSON).
     #[serde(serialize_with = "super::ser_ms")]
     pub scheduler: Duration,
@@ -134,7 +143,8 @@ pub(crate) fn denoise(
             }
             out
         };
-        let unet = unet_start.elapsed();
+        let controlnet = denoiser.take_aux_time();
+        let unet = unet_start.elapsed().saturating_sub(controlnet);
         let sched_start = Instant::now();
         let out = scheduler.step(eps.view(), t, latents.view(), noise);
         let scheduler_time = sched_start.elapsed();
@@ -149,6 +159,7 @@ pub(crate) fn denoise(
         latents = out.prev_sample;
         let timing = StepTiming {
             unet,
+            controlnet,
             scheduler: scheduler_time,
         };
         timings.push(timing);

@@ -8,6 +8,8 @@
 //! the VAE's image stops the run with an error naming the tensor, the component (and its
 //! precision), the step, and a fix (a [`Fixable`]).
 
+pub mod control;
+pub mod control_image;
 mod denoise;
 pub mod limits;
 mod numerics;
@@ -78,6 +80,8 @@ pub struct Request {
     /// ([`RunReport::clip_score`]), after the timed run; ignored when the model has no CLIP
     /// scorer (`clip_image_encoder/`).
     pub clip_score: bool,
+    /// A ControlNet conditioning every step on a control image; `None`: no control.
+    pub control: Option<control::Control>,
 }
 
 impl Request {
@@ -102,6 +106,7 @@ impl Request {
             height: None,
             latents: None,
             clip_score: false,
+            control: None,
         }
     }
 }
@@ -118,6 +123,13 @@ pub struct Timings {
     /// Each scheduler step.
     #[serde(rename = "scheduler_ms", serialize_with = "ser_ms_vec")]
     pub scheduler: Vec<Duration>,
+    /// Each step's ControlNet call, apart from the UNet's; empty without control.
+    #[serde(
+        rename = "controlnet_ms",
+        serialize_with = "ser_ms_vec",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub controlnet: Vec<Duration>,
     /// The VAE decode and the conversion to NHWC [0, 1].
     #[serde(rename = "vae_ms", serialize_with = "ser_ms")]
     pub vae: Duration,
@@ -138,6 +150,10 @@ impl Timings {
     /// Every step's scheduler time together.
     pub fn scheduler_total(&self) -> Duration {
         self.scheduler.iter().sum()
+    }
+    /// Every step's ControlNet time together (zero without control).
+    pub fn controlnet_total(&self) -> Duration {
+        self.controlnet.iter().sum()
     }
 }
 
@@ -196,6 +212,9 @@ pub struct RunReport {
     /// part of `timings`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub clip_score: Option<f64>,
+    /// The run's ControlNet and how closely the image follows its control; absent without.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub control: Option<control::ControlReport>,
 }
 
 /// A finished run: the float image and its report.
@@ -482,6 +501,8 @@ struct Denoising<'a> {
     /// Already × init_noise_sigma.
     latents: Array4<f32>,
     cond: Conditioning<'a>,
+    /// The ControlNet, its condition at the run's batch and the scale, under control.
+    control: Option<(&'a mut crate::models::ControlNet, ort::value::DynValue, f32)>,
 }
 
 /// The denoising loop on the run's UNet (bound to the run's context when `io_binding` is on,
@@ -496,14 +517,25 @@ fn denoise_phase(
     let context = run.cond.context;
     if rt.options.session.io_binding {
         let (_, c, h, w) = run.latents.dim();
-        unet.bind_run(rt, context, [context.shape()[0], c, h, w])?;
+        let controlled = run.control.is_some();
+        unet.bind_run(rt, context, [context.shape()[0], c, h, w], controlled)?;
     }
-    let mut bound_unet = Terminable {
-        unet,
-        options: ctl.run_options,
+    let mut denoiser: Box<dyn Denoiser + '_> = match run.control {
+        Some((controlnet, cond, scale)) => Box::new(control::Controlled {
+            unet: &mut *unet,
+            controlnet,
+            cond,
+            scale,
+            options: ctl.run_options,
+            aux: Duration::ZERO,
+        }),
+        None => Box::new(Terminable {
+            unet: &mut *unet,
+            options: ctl.run_options,
+        }),
     };
     let result = denoise(
-        &mut bound_unet,
+        denoiser.as_mut(),
         run.scheduler,
         run.noise,
         run.latents,
@@ -511,7 +543,8 @@ fn denoise_phase(
         ctl.cancel,
         ctl.on_step,
     );
-    bound_unet.unet.unbind();
+    drop(denoiser);
+    unet.unbind();
     let (latents, step_timings) = result.map_err(|e| match e.downcast::<NonFinite>() {
         Ok(nf) if nf.tensor == numerics::Tensor::SchedulerLatents => blame.on(nf, &blame.scheduler),
         Ok(nf) => blame.on(nf, &blame.unet),
@@ -578,7 +611,33 @@ fn describe_run(rt: &Runtime, model: &Model, req: &Request, variant: &Variant) -
             .collect(),
         warnings: Vec::new(),
         clip_score: None,
+        control: None,
     }
+}
+
+/// Under control: the run's UNet takes residuals and fits its ControlNet; the control image
+/// prepared at the run's size and its condition at the run's batch. `None` without control.
+fn control_parts(
+    parts: &mut RunParts,
+    req: &Request,
+    (variant, name): (&Variant, &str),
+    size: (usize, usize),
+) -> eyre::Result<Option<(control_image::ControlInput, ort::value::DynValue)>> {
+    let (Some(c), Some(controlnet)) = (&req.control, parts.controlnet.as_deref()) else {
+        return Ok(None);
+    };
+    let label = format!("{} ({})", variant.name, variant.folder);
+    control::check_unet_takes_residuals(parts.unet, &label)?;
+    crate::models::controlnet::check_fits(
+        controlnet,
+        name,
+        parts.unet.residual_specs(),
+        parts.unet.context_dim(),
+        &label,
+    )?;
+    let batch = if req.guidance > 1.0 { 2 } else { 1 };
+    let (cond, prepared) = control::condition(controlnet, c, size, batch)?;
+    Ok(Some((prepared, cond)))
 }
 
 /// [`generate`] with every hook: phases, terminable sessions.
@@ -595,6 +654,9 @@ pub fn generate_with(
         mut scheduler,
     } = limits::check_request(model, rt.provider, req)?;
     let variant = model.variant(&req.unet)?.clone();
+    if let Some(c) = &req.control {
+        control::check_scale(c.scale)?;
+    }
     let recorded = [
         variant.text_encoder_folder(),
         &variant.folder,
@@ -603,7 +665,23 @@ pub fn generate_with(
     .map(|folder| model.component_precision(folder));
     // Sessions load before the clock starts: their creation is reported apart (load_ms). The
     // CLIP scorer too, the first time a run asks for it.
-    let mut parts = model.run_parts(rt, &req.unet, &req.loras, req.clip_score)?;
+    let control_name = match &req.control {
+        Some(c) => Some(control::resolve_name(&model.root, c.name.as_deref())?),
+        None => None,
+    };
+    let mut parts = model.run_parts(
+        rt,
+        &req.unet,
+        &req.loras,
+        req.clip_score,
+        control_name.as_deref(),
+    )?;
+    let controlling = control_parts(
+        &mut parts,
+        req,
+        (&variant, control_name.as_deref().unwrap_or_default()),
+        (width, height),
+    )?;
     let blame = Blame::new(recorded, &variant, &parts, req);
     let mut noise = req.rng.generator(req.seed);
     let mut warnings = std::mem::take(&mut parts.notes);
@@ -623,6 +701,23 @@ pub fn generate_with(
 
     let initial = initial_latents(req, parts.geometry, (width, height), noise.as_mut(), &blame)?;
     let latents = initial * scheduler.init_noise_sigma();
+    let (prepared, control) = match controlling {
+        Some((prepared, cond)) => {
+            let controlnet = parts
+                .controlnet
+                .as_deref_mut()
+                .expect("loaded with the control");
+            (
+                Some(prepared),
+                Some((
+                    controlnet,
+                    cond,
+                    req.control.as_ref().map_or(1.0, |c| c.scale),
+                )),
+            )
+        }
+        None => (None, None),
+    };
     let (latents, step_timings) = denoise_phase(
         rt,
         parts.unet,
@@ -634,6 +729,7 @@ pub fn generate_with(
                 context: encoded.context.view(),
                 guidance: req.guidance,
             },
+            control,
         },
         &mut ctl,
         &blame,
@@ -649,6 +745,10 @@ pub fn generate_with(
         text,
         unet: step_timings.iter().map(|t| t.unet).collect(),
         scheduler: step_timings.iter().map(|t| t.scheduler).collect(),
+        controlnet: match &req.control {
+            Some(_) => step_timings.iter().map(|t| t.controlnet).collect(),
+            None => Vec::new(),
+        },
         vae,
         total,
         ort: parts.ort_time().saturating_sub(ort_before),
@@ -661,7 +761,18 @@ pub fn generate_with(
     } else {
         None
     };
+    let control = req.control.as_ref().map(|c| control::ControlReport {
+        name: control_name.clone().unwrap_or_default(),
+        image: c.image.display().to_string(),
+        preprocess: c.preprocess,
+        scale: c.scale,
+        adherence: prepared
+            .as_ref()
+            .map_or(f64::NAN, |p| control::adherence(&to_rgb8(&image), p)),
+        time: timings.controlnet_total(),
+    });
     let report = RunReport {
+        control,
         width,
         height,
         timesteps: scheduler.timesteps().to_vec(),
