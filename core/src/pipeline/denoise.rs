@@ -283,6 +283,10 @@ mod tests {
         )
         .map(|(l, timings)| {
             assert_eq!(timings.len(), 3, "one timing per step");
+            assert!(
+                timings.iter().all(|t| t.controlnet.is_zero()),
+                "a UNet fed by nothing reports no ControlNet time"
+            );
             l
         });
         (res, unet, sched, events)
@@ -313,6 +317,66 @@ mod tests {
         // x ← x − ε three times from 0
         let want = -(10.9f32 + 10.5 + 10.1);
         assert!((latents[[0, 0, 0, 0]] - want).abs() < 1e-4);
+    }
+
+    /// A denoiser fed by another model: each call "spends" `aux` in it (the ControlNet).
+    struct Fed {
+        inner: FakeUnet,
+        aux: Duration,
+        pending: Duration,
+    }
+
+    impl Denoiser for Fed {
+        fn predict(
+            &mut self,
+            sample: ArrayView4<f32>,
+            t: f32,
+            context: ArrayView3<f32>,
+        ) -> eyre::Result<Array4<f32>> {
+            std::thread::sleep(self.aux);
+            self.pending = self.aux;
+            self.inner.predict(sample, t, context)
+        }
+        fn take_aux_time(&mut self) -> Duration {
+            std::mem::take(&mut self.pending)
+        }
+    }
+
+    #[test]
+    fn a_feeding_models_time_is_reported_apart_from_the_unets() {
+        let aux = Duration::from_millis(3);
+        let mut fed = Fed {
+            inner: FakeUnet { calls: vec![] },
+            aux,
+            pending: Duration::ZERO,
+        };
+        let mut sched = FakeScheduler {
+            ts: vec![900, 500],
+            seen_eps: vec![],
+        };
+        let context = Array3::<f32>::zeros((2, 77, 8));
+        let started = Instant::now();
+        let (_, timings) = denoise(
+            &mut fed,
+            &mut sched,
+            &mut NoNoise,
+            Array4::zeros((1, 4, 2, 2)),
+            &Conditioning {
+                context: context.view(),
+                guidance: 7.5,
+            },
+            &AtomicBool::new(false),
+            &mut |_| {},
+        )
+        .unwrap();
+        let wall = started.elapsed();
+        assert!(timings.iter().all(|t| t.controlnet == aux), "{timings:?}");
+        // Each step's UNet time is what the call took without the feeding model's share.
+        let unet: Duration = timings.iter().map(|t| t.unet).sum();
+        assert!(
+            unet + aux * 2 <= wall,
+            "{unet:?} + 2×{aux:?} within {wall:?}"
+        );
     }
 
     #[test]
