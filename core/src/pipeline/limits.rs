@@ -62,7 +62,8 @@ pub struct Checked {
 
 /// Everything about `req` that can be refused before a session loads: size (VAE grid, at most
 /// 4096 pixels a side, memory on the CPU), guidance, UNet variant, and steps (by building the
-/// scheduler as diffusers would, with the model's scheduler config).
+/// scheduler as diffusers would, with the model's scheduler config), and the control: its
+/// scale, its ControlNet in the folder, its image readable.
 pub fn check_request(model: &Model, provider: Provider, req: &Request) -> eyre::Result<Checked> {
     let (width, height) = super::resolve_size(model, req.width, req.height)?;
     if let Some(e) = guidance_error(req.guidance) {
@@ -71,6 +72,14 @@ pub fn check_request(model: &Model, provider: Provider, req: &Request) -> eyre::
     let batch = if req.guidance > 1.0 { 2 } else { 1 };
     check_memory(model, provider, width, height, batch)?;
     model.variant(&req.unet)?;
+    if let Some(c) = &req.control {
+        super::control::check_scale(c.scale)?;
+        let name = super::control::resolve_name(&model.root, c.name.as_deref())?;
+        if !model.controlnet_names().contains(&name) {
+            bail!(crate::models::unknown_controlnet(&model.root, &name));
+        }
+        super::control_image::load_control_image(&c.image)?;
+    }
     let sched_cfg: SchedulerConfig = crate::models::scheduler_status::check_values(
         &model.root.join("scheduler").join("scheduler_config.json"),
         &model.scheduler_config,

@@ -654,9 +654,6 @@ pub fn generate_with(
         mut scheduler,
     } = limits::check_request(model, rt.provider, req)?;
     let variant = model.variant(&req.unet)?.clone();
-    if let Some(c) = &req.control {
-        control::check_scale(c.scale)?;
-    }
     let recorded = [
         variant.text_encoder_folder(),
         &variant.folder,
