@@ -8,6 +8,7 @@
 //! the VAE's image stops the run with an error naming the tensor, the component (and its
 //! precision), the step, and a fix (a [`Fixable`]).
 
+pub mod control_image;
 mod denoise;
 pub mod limits;
 mod numerics;
