@@ -21,7 +21,7 @@
 //! | [`quality`] | image metrics: SSIM, PSNR, roughness, pixelation | `error` |
 //! | [`lora`] | LoRA adapters at run time: files, mapping to the graph, fusion into initializers | `error`, `runtime` |
 //! | [`models`] | the model folder: manifest, tokenizer, components, UNet variants, CLIP scorer | `error`, `lora`, `runtime`, `schedulers` |
-//! | [`pipeline`] | a prompt to an image: encode, denoise, decode; timings, previews, limits | `error`, `lora`, `models`, `rng`, `runtime`, `schedulers` |
+//! | [`pipeline`] | a prompt to an image: encode, denoise, decode; timings, previews, limits; the control image | `error`, `lora`, `models`, `quality`, `rng`, `runtime`, `schedulers` |
 
 #![deny(missing_docs)]
 

@@ -10,7 +10,6 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use eyre::eyre;
 use image::RgbImage;
 use ndarray::{Array4, ArrayView3, ArrayView4};
 use ort::session::RunOptions;
@@ -98,7 +97,8 @@ pub struct ControlReport {
     pub preprocess: ControlPreprocess,
     /// The conditioning scale.
     pub scale: f32,
-    /// Control adherence: F1 of the image's Canny edges against the control edge map.
+    /// Control adherence: the edge F1 of the image's Canny edges against the control edge map
+    /// ([`crate::quality::edges::adherence`]).
     pub adherence: f64,
     /// The ControlNet's time over every step (milliseconds in JSON).
     #[serde(rename = "controlnet_ms", serialize_with = "super::ser_ms")]
@@ -147,13 +147,17 @@ pub(crate) fn condition(
     batch: usize,
 ) -> eyre::Result<(DynValue, super::control_image::ControlInput)> {
     let image = super::control_image::load_control_image(&control.image)?;
-    let prepared = super::control_image::prepare(&image, control.preprocess, width, height)
-        .map_err(|e| eyre!("the control image {}: {e}", control.image.display()))?;
+    let prepared =
+        super::control_image::prepare(&image, control.preprocess, width as u32, height as u32);
     let cond = controlnet.cond_input(prepared.tensor.view(), batch)?;
     Ok((cond, prepared))
 }
 
-/// The control adherence of `image` against the prepared control ([`ControlReport::adherence`]).
-pub(crate) fn adherence(_image: &RgbImage, _prepared: &super::control_image::ControlInput) -> f64 {
-    f64::NAN // PLACEHOLDER until quality::edges lands
+/// The control adherence of `image` against the prepared control ([`ControlReport::adherence`]):
+/// the edge F1 of its Canny edges against the control edge map.
+pub(crate) fn adherence(
+    image: &RgbImage,
+    prepared: &super::control_image::ControlInput,
+) -> eyre::Result<f64> {
+    Ok(crate::quality::edges::adherence(image, &prepared.edges)?.f1)
 }

@@ -758,14 +758,16 @@ pub fn generate_with(
     } else {
         None
     };
+    let adherence = match &prepared {
+        Some(p) => control::adherence(&to_rgb8(&image), p)?,
+        None => f64::NAN,
+    };
     let control = req.control.as_ref().map(|c| control::ControlReport {
         name: control_name.clone().unwrap_or_default(),
         image: c.image.display().to_string(),
         preprocess: c.preprocess,
         scale: c.scale,
-        adherence: prepared
-            .as_ref()
-            .map_or(f64::NAN, |p| control::adherence(&to_rgb8(&image), p)),
+        adherence,
         time: timings.controlnet_total(),
     });
     let report = RunReport {

@@ -12,6 +12,10 @@
 //! What they mean: how close an image is to the baseline *pixel by pixel*. A faster method that
 //! keeps the composition scores high; a different seed, or a style LoRA that is supposed to change
 //! the look, scores low without being worse. They say nothing about how good an image looks.
+//!
+//! [`edges`] holds the edge maps of ControlNet runs and control adherence (Canny, edge F1).
+
+pub mod edges;
 
 use eyre::bail;
 use image::RgbImage;
