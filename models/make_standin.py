@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import shutil
 import sys
 from pathlib import Path
 
@@ -198,11 +199,16 @@ def random_controlnet(unet: UNet2DConditionModel, vae_scale_factor: int, size: s
 
 
 def write_controlnet(pipeline: Path, out: Path, size: str) -> Path:
-    """`random_controlnet` of the UNet saved in `pipeline` (a diffusers folder), saved to `out`."""
+    """`random_controlnet` of the UNet saved in `pipeline` (a diffusers folder), saved to `out`
+    (built in `<out>.partial`, renamed when complete)."""
     unet = UNet2DConditionModel.from_pretrained(str(pipeline / "unet")).eval()
     vae_config = AutoencoderKL.load_config(str(pipeline / "vae"))
     vae_scale = 2 ** (len(vae_config["block_out_channels"]) - 1)
-    random_controlnet(unet, vae_scale, size).save_pretrained(str(out), safe_serialization=True)
+    partial = out.with_name(out.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    random_controlnet(unet, vae_scale, size).save_pretrained(str(partial), safe_serialization=True)
+    shutil.rmtree(out, ignore_errors=True)
+    partial.rename(out)
     return out
 
 
