@@ -4,7 +4,7 @@
 # one fused UNet variant, `lcm`, made from the stand-in's UNet-only LoRA (as LCM-LoRA is), so the
 # LCM setting has a unet_lcm whose weights diffusers can reproduce by fusing the same file.
 #
-#   bench/make-model.sh [OUT] [--size sd15|tiny] [--no-verify]   (default OUT: .bench, size: sd15)
+#   bench/make-model.sh [OUT] [--size sd15|tiny] [--no-verify] [--controlnet]   (default OUT: .bench, size: sd15)
 #
 # Writes
 #   OUT/standin/pipeline/              diffusers folder (what diffusers-torch loads)
@@ -12,8 +12,15 @@
 #   OUT/standin/loras/wide.safetensors a rank-64 LoRA on LCM-LoRA's targets, fused into unet_wide
 #                                      (what `speedscape bench lora-load` times run-time fusion against)
 #   OUT/onnx/                          Optimum layout + unet_lcm/ + manifest.json (speedscape, optimum, ORT)
+#   with --controlnet, also
+#   OUT/standin/controlnet/            a random-init ControlNetModel.from_unet of the stand-in's UNet, its
+#                                      zero convolutions filled (models/make_standin.py --only-controlnet)
+#   OUT/onnx-controlnet/               the same export + `--controlnet edge=...`: controlnet_edge/ and every
+#                                      UNet with the residual inputs (sd15: ~1.4 GB and ~12 GB more disk)
 # Each part is skipped when already complete (standin: built in standin.partial and renamed;
 # onnx: export.py moves it into place only after every graph passed its check, manifest last).
+# The two exports' manifests give what a ControlNet adds: components.controlnet_edge.{bytes,export_s}
+# and the UNets' bytes with and without residual inputs.
 # sd15 takes ~10 min on 2 cores and ~12 GB of disk; tiny takes seconds.
 # --no-verify skips export.py's ONNX Runtime vs torch check of each graph (the tests do; compare.py
 # checks every contender's image against diffusers' anyway).
@@ -23,12 +30,14 @@ cd "$(dirname "$0")/.."
 out=.bench
 size=sd15
 verify=()
+controlnet=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --size) size="${2:?--size needs sd15 or tiny}"; shift 2 ;;
     --size=*) size="${1#--size=}"; shift ;;
     --no-verify) verify=(--no-verify); shift ;;
-    -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --controlnet) controlnet=1; shift ;;
+    -h|--help) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) echo "make-model: unknown option $1 (see --help)" >&2; exit 2 ;;
     *) out="$1"; shift ;;
   esac
@@ -49,14 +58,30 @@ else
   mv "$out/standin.partial" "$out/standin"
 fi
 
-if [ -f "$out/onnx/manifest.json" ]; then
-  echo "make-model: $out/onnx is a complete export, kept" >&2
-else
-  echo "make-model: exporting to ONNX fp32 in $out/onnx" >&2
-  "$python" models/export.py --out "$out/onnx" --model "$out/standin/pipeline" \
+# export_to FOLDER [EXTRA EXPORT.PY ARGS...]
+export_to() {
+  local dest="$1"; shift
+  if [ -f "$out/$dest/manifest.json" ]; then
+    echo "make-model: $out/$dest is a complete export, kept" >&2
+    return
+  fi
+  echo "make-model: exporting to ONNX fp32 in $out/$dest" >&2
+  "$python" models/export.py --out "$out/$dest" --model "$out/standin/pipeline" \
     --base-label "random-init SD v1.5 architecture ($size, models/make_standin.py)" \
     --lora "lcm=$out/standin/loras/peft.safetensors" --variant lcm=lcm:1.0 \
     --lora "wide=$out/standin/loras/wide.safetensors" --variant wide=wide:1.0 \
-    --force "${verify[@]}" >&2
+    --force "${verify[@]}" "$@" >&2
+}
+export_to onnx
+
+if [ "$controlnet" = 1 ]; then
+  if [ -f "$out/standin/controlnet/config.json" ] && [ -f "$out/standin/controlnet/diffusion_pytorch_model.safetensors" ]; then
+    echo "make-model: $out/standin/controlnet is complete, kept" >&2
+  else
+    echo "make-model: writing the random-init $size ControlNet to $out/standin/controlnet" >&2
+    rm -rf "$out/standin/controlnet"
+    "$python" models/make_standin.py --out "$out/standin" --size "$size" --only-controlnet >&2
+  fi
+  export_to onnx-controlnet --controlnet "edge=$out/standin/controlnet"
 fi
 echo "$out"

@@ -505,6 +505,11 @@ def resolve_controlnet(spec: str, out_dir: Path | None = None, label: str | None
         log(f"downloading ControlNet {name} from {source} ...")
         folder, commit = download(source, None, CONTROLNET_PATTERNS)
         prov = {"kind": "hub", "source": source, "revision": commit}
+        if (folder / "config.json").is_file() and not (folder / "diffusion_pytorch_model.safetensors").is_file():
+            raise ExportError(
+                f"{what}: {source} has no diffusion_pytorch_model.safetensors (only safetensors weights are downloaded)\n"
+                f"Fix: convert it (`ControlNetModel.from_pretrained(...).save_pretrained(DIR)`) and pass DIR"
+            )
     else:
         raise ExportError(
             f"{what}: {source!r} is neither a folder nor a hub id\n"

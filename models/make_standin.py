@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import shutil
 import sys
 from pathlib import Path
 
@@ -87,6 +88,13 @@ CONTROLNET_SEED = 2004
 # Gain of the random zero convolutions (std = gain / sqrt(fan_in)): the residuals come out at about
 # half the size of the UNet's own skip features, so the control visibly changes the image.
 CONTROLNET_GAIN = 0.5
+# The conditioning embedding's std for a uniform-random control image (its conv_out is scaled to
+# it): about that of conv_in's output for a N(0, 1) latent, which it is added to, so the control
+# image steers the ControlNet (with torch's default init the embedding comes out ~30x smaller).
+CONDITIONING_STD = 0.5
+# Gain of the conditioning embedding's hidden convolutions (std = gain / sqrt(fan_in), about He's
+# for SiLU): torch's default init shrinks the signal ~3x per layer, leaving a near-constant map.
+EMBEDDING_GAIN = 1.7
 
 
 def build(size: str, tokenizer_dir: Path) -> StableDiffusionPipeline:
@@ -171,7 +179,7 @@ def random_controlnet(unet: UNet2DConditionModel, vae_scale_factor: int, size: s
     starts) with the zero convolutions -- controlnet_down_blocks, controlnet_mid_block and the
     conditioning embedding's conv_out, zero by construction -- filled with seeded random values,
     so the control image changes the residuals and the image."""
-    torch.manual_seed(seed)  # the conditioning embedding's other convolutions: torch's default init
+    torch.manual_seed(seed)  # from_unet's own init, before every random part is replaced below
     cn = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=conditioning_channels(size, vae_scale_factor)).eval()
     gen = torch.Generator().manual_seed(seed)
     zero_convs = [*cn.controlnet_down_blocks, cn.controlnet_mid_block, cn.controlnet_cond_embedding.conv_out]
@@ -180,15 +188,27 @@ def random_controlnet(unet: UNet2DConditionModel, vae_scale_factor: int, size: s
             fan_in = conv.in_channels * conv.kernel_size[0] * conv.kernel_size[1]
             conv.weight.copy_(torch.randn(conv.weight.shape, generator=gen) * (CONTROLNET_GAIN / math.sqrt(fan_in)))
             conv.bias.copy_(torch.randn(conv.bias.shape, generator=gen) * 0.01)
+        embedding = cn.controlnet_cond_embedding
+        for conv in (embedding.conv_in, *embedding.blocks):  # He-style init: the image's detail survives the depth
+            fan_in = conv.in_channels * conv.kernel_size[0] * conv.kernel_size[1]
+            conv.weight.copy_(torch.randn(conv.weight.shape, generator=gen) * (EMBEDDING_GAIN / math.sqrt(fan_in)))
+            conv.bias.zero_()
+        probe = torch.rand(1, cn.config.conditioning_channels, 8 * vae_scale_factor, 8 * vae_scale_factor, generator=gen)
+        embedding.conv_out.weight.mul_(CONDITIONING_STD / embedding(probe).std())
     return cn
 
 
 def write_controlnet(pipeline: Path, out: Path, size: str) -> Path:
-    """`random_controlnet` of the UNet saved in `pipeline` (a diffusers folder), saved to `out`."""
+    """`random_controlnet` of the UNet saved in `pipeline` (a diffusers folder), saved to `out`
+    (built in `<out>.partial`, renamed when complete)."""
     unet = UNet2DConditionModel.from_pretrained(str(pipeline / "unet")).eval()
     vae_config = AutoencoderKL.load_config(str(pipeline / "vae"))
     vae_scale = 2 ** (len(vae_config["block_out_channels"]) - 1)
-    random_controlnet(unet, vae_scale, size).save_pretrained(str(out), safe_serialization=True)
+    partial = out.with_name(out.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    random_controlnet(unet, vae_scale, size).save_pretrained(str(partial), safe_serialization=True)
+    shutil.rmtree(out, ignore_errors=True)
+    partial.rename(out)
     return out
 
 
