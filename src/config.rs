@@ -155,6 +155,16 @@ impl Config {
                 c.image = dir.join(&c.image);
             }
         }
+        // The sweep's control images (`[sweep]`, its reference's, each method's).
+        let sweep = &mut cfg.sweep;
+        let methods = sweep.methods.iter_mut().flatten().map(|m| &mut m.control);
+        for c in [&mut sweep.control, &mut sweep.reference.control]
+            .into_iter()
+            .chain(methods)
+            .flatten()
+        {
+            c.image = dir.join(&c.image);
+        }
         cfg.path = Some(path.to_path_buf());
         Ok(cfg)
     }
@@ -204,6 +214,7 @@ impl Config {
         if let Some(exercises) = &self.exercises {
             for (i, ex) in exercises.iter().enumerate() {
                 ex.validate()?;
+                check_control_scales(ex)?;
                 if exercises[..i].iter().any(|e| e.number == ex.number) {
                     bail!(Fixable::new(
                         format!("[[exercises]] defines exercise {} twice", ex.number),
@@ -251,6 +262,19 @@ impl Config {
             tensorrt: self.runtime.tensorrt.clone(),
         }
     }
+}
+
+/// Each run of `ex` with a control has a conditioning scale the engine takes
+/// ([`crate::pipeline::control::check_scale`]); the error names the exercise and the run. (Its
+/// image is read when a command runs the exercise: a missing one does not stop other commands.)
+fn check_control_scales(ex: &Exercise) -> color_eyre::Result<()> {
+    for r in &ex.runs {
+        if let Some(c) = &r.control {
+            crate::pipeline::control::check_scale(c.scale)
+                .map_err(|e| e.prefixed(format!("{}: run {:?}: control: ", ex.name(), r.label)))?;
+        }
+    }
+    Ok(())
 }
 
 /// 1-based line and column (in characters) of byte `offset` of `text` (clamped to its end).

@@ -40,6 +40,17 @@ pub struct TableRow {
     pub vae_ms: Option<f64>,
     /// Scheduler time summed over the steps so far.
     pub scheduler_ms: Option<f64>,
+    /// The ControlNet's time summed over the steps so far, apart from the UNet's; `None` for a
+    /// run without control (the table then has no ControlNet column for it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub controlnet_ms: Option<f64>,
+    /// The ControlNet's time per step (`None` without control, or with no step done).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub controlnet_ms_per_step: Option<f64>,
+    /// Control adherence of the finished image: the edge F1 against the control edge map
+    /// (`None` without control, before the end, or when it could not be measured).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub adherence: Option<f64>,
     /// Denoising steps per second (UNet + scheduler time only).
     pub its: Option<f64>,
     /// Baseline total time ÷ this run's total time (see [`speedup`]).
@@ -235,6 +246,7 @@ impl TableRow {
             Event::Finished { report, .. } => {
                 self.finish(&report.timings, report.steps);
                 self.adapters = report.adapters.clone();
+                self.finish_control(report.control.as_ref(), &report.timings);
             }
             Event::Cancelled { .. } => self.state = RowState::Cancelled,
             Event::Failed { .. } => self.state = RowState::Failed,
@@ -276,6 +288,37 @@ impl TableRow {
         self.its = its(self.steps_done, unet + sched);
         self.total_ms = Some(ms(elapsed));
         self.partial = true;
+        // A step with ControlNet time is a controlled run's: its column starts here.
+        if self.controlnet_ms.is_some() || !timing.controlnet.is_zero() {
+            let controlnet = self.controlnet_ms.unwrap_or(0.0) + ms(timing.controlnet);
+            self.controlnet_ms = Some(controlnet);
+            self.controlnet_ms_per_step = per_step(controlnet, self.steps_done);
+        }
+    }
+
+    /// `Finished` of a controlled run (`control`): the ControlNet's time from the report's
+    /// timings and the adherence (a NaN adherence, not measured, is none). Without control the
+    /// ControlNet numbers are none.
+    fn finish_control(
+        &mut self,
+        control: Option<&crate::pipeline::control::ControlReport>,
+        t: &crate::pipeline::Timings,
+    ) {
+        let Some(c) = control else {
+            self.controlnet_ms = None;
+            self.controlnet_ms_per_step = None;
+            self.adherence = None;
+            return;
+        };
+        let controlnet = ms(t.controlnet_total());
+        self.controlnet_ms = Some(controlnet);
+        self.controlnet_ms_per_step = per_step(controlnet, t.controlnet.len());
+        self.adherence = c.adherence.is_finite().then_some(c.adherence);
+    }
+
+    /// This row's run has a ControlNet (as far as its events have said).
+    pub fn has_control(&self) -> bool {
+        self.controlnet_ms.is_some()
     }
 
     /// `Finished`: the report's timings replace the partial numbers.
@@ -356,104 +399,190 @@ pub fn format_ms(v: f64) -> String {
     }
 }
 
-/// The fixed-width text table of an exercise's rows: a header, one line per run. Numbers of a
-/// run still going (or cancelled) carry `~`; the baseline's speedup column says `baseline`.
-pub fn format_table(rows: &[TableRow]) -> String {
-    const HEADER: [&str; 15] = [
-        "run",
-        "scheduler",
-        "steps",
-        "cfg",
-        "unet",
-        "state",
-        "total ms",
-        "text ms",
-        "unet ms",
-        "ms/step",
-        "vae ms",
-        "it/s",
-        "speedup",
-        "SSIM",
-        "PSNR dB",
+/// The mark of a number that does not apply to a row (a run without control has no ControlNet
+/// time and no adherence); `-` is a number not known (yet).
+pub const NOT_APPLICABLE: &str = "—";
+
+/// Whether tables show the ControlNet columns (its time per step, the adherence): only when
+/// some row's run has a ControlNet, so tables without control keep their width.
+pub fn control_columns(rows: &[TableRow]) -> bool {
+    rows.iter().any(TableRow::has_control)
+}
+
+/// A control adherence as tables write it, like SSIM (`0.8123`); [`NOT_APPLICABLE`] for none or
+/// NaN (not measured).
+pub fn format_adherence(v: Option<f64>) -> String {
+    v.filter(|v| v.is_finite())
+        .map_or_else(|| NOT_APPLICABLE.to_string(), |v| format!("{v:.4}"))
+}
+
+/// A run's control as reports say it: `ControlNet edge on edges.png (preprocess canny, scale
+/// 0.5)`.
+pub fn control_label(c: &crate::pipeline::control::ControlReport) -> String {
+    format!(
+        "ControlNet {} on {} (preprocess {}, scale {})",
+        c.name,
+        c.image,
+        preprocess_name(c.preprocess),
+        c.scale
+    )
+}
+
+/// A control preprocessing by the name config.toml and `--control-preprocess` give it (`none`,
+/// `canny`): its serde name.
+pub fn preprocess_name(p: crate::pipeline::control::ControlPreprocess) -> String {
+    serde_json::to_value(p)
+        .ok()
+        .and_then(|v| v.as_str().map(String::from))
+        .unwrap_or_default()
+}
+
+/// One column of [`format_table`]: its header, whether its text is left-aligned, and the cell
+/// of a row.
+struct Column {
+    header: &'static str,
+    left: bool,
+    cell: fn(&TableRow) -> String,
+}
+
+/// `v` as the table writes a number: `-` when not known, `~` before a partial one.
+fn number(r: &TableRow, v: Option<f64>, f: fn(f64) -> String) -> String {
+    let mark = if r.partial { "~" } else { "" };
+    v.map_or_else(|| "-".to_string(), |v| format!("{mark}{}", f(v)))
+}
+
+/// A ControlNet column's cell: `v` for a controlled run, [`NOT_APPLICABLE`] for a run that
+/// started without control, `-` for one not started yet (whether it has control is not known).
+fn control_cell(r: &TableRow, v: Option<f64>, f: fn(f64) -> String) -> String {
+    match r.state {
+        _ if r.has_control() => number(r, v, f),
+        RowState::Pending | RowState::Loading => "-".to_string(),
+        _ => NOT_APPLICABLE.to_string(),
+    }
+}
+
+fn state_cell(r: &TableRow) -> String {
+    match r.state {
+        RowState::Pending => "pending".to_string(),
+        RowState::Loading => "loading".to_string(),
+        RowState::Running => format!("{}/{}", r.steps_done, r.steps),
+        RowState::Finished => "done".to_string(),
+        RowState::Cancelled => format!("cancelled {}/{}", r.steps_done, r.steps),
+        RowState::Failed => "failed".to_string(),
+    }
+}
+
+/// The columns of [`format_table`], the ControlNet's time per step and the adherence among
+/// them when `control` ([`control_columns`]).
+fn columns(control: bool) -> Vec<Column> {
+    fn col(header: &'static str, left: bool, cell: fn(&TableRow) -> String) -> Column {
+        Column { header, left, cell }
+    }
+    let mut cols = vec![
+        col("run", true, |r: &TableRow| r.label.clone()),
+        col("scheduler", true, |r: &TableRow| r.scheduler.clone()),
+        col("steps", false, |r: &TableRow| r.steps.to_string()),
+        col("cfg", false, |r: &TableRow| format!("{}", r.cfg)),
+        col("unet", true, |r: &TableRow| r.unet_label()),
+        col("state", true, state_cell),
+        col("total ms", false, |r: &TableRow| {
+            number(r, r.total_ms, format_ms)
+        }),
+        col("text ms", false, |r: &TableRow| {
+            number(r, r.text_ms, format_ms)
+        }),
+        col("unet ms", false, |r: &TableRow| {
+            number(r, r.unet_ms, format_ms)
+        }),
+        col("ms/step", false, |r: &TableRow| {
+            number(r, r.unet_ms_per_step, format_ms)
+        }),
     ];
-    // Right-aligned from "steps" on, except the text columns.
-    const LEFT: [bool; 15] = [
-        true, true, false, false, true, true, false, false, false, false, false, false, false,
-        false, false,
-    ];
-    let lines: Vec<[String; 15]> = rows
-        .iter()
-        .map(|r| {
-            let mark = if r.partial { "~" } else { "" };
-            let num = |v: Option<f64>, f: &dyn Fn(f64) -> String| {
-                v.map_or_else(|| "-".to_string(), |v| format!("{mark}{}", f(v)))
-            };
-            let state = match r.state {
-                RowState::Pending => "pending".to_string(),
-                RowState::Loading => "loading".to_string(),
-                RowState::Running => format!("{}/{}", r.steps_done, r.steps),
-                RowState::Finished => "done".to_string(),
-                RowState::Cancelled => format!("cancelled {}/{}", r.steps_done, r.steps),
-                RowState::Failed => "failed".to_string(),
-            };
-            let speedup = match (r.is_baseline, r.speedup) {
+    if control {
+        cols.push(col("cn ms/step", false, |r: &TableRow| {
+            control_cell(r, r.controlnet_ms_per_step, format_ms)
+        }));
+    }
+    cols.extend([
+        col("vae ms", false, |r: &TableRow| {
+            number(r, r.vae_ms, format_ms)
+        }),
+        col("it/s", false, |r: &TableRow| {
+            number(r, r.its, |v| format!("{v:.1}"))
+        }),
+        col("speedup", false, |r: &TableRow| {
+            match (r.is_baseline, r.speedup) {
                 (true, _) => "baseline".to_string(),
                 (false, Some(s)) => format!("{s:.2}×"),
                 (false, None) => "-".to_string(),
-            };
-            let (ssim, psnr) = match (r.is_baseline, r.quality) {
-                (true, _) => ("baseline".to_string(), "baseline".to_string()),
-                (false, Some(q)) => (
-                    format!("{:.4}", q.ssim),
-                    q.psnr_db
-                        .map_or_else(|| "identical".to_string(), |p| format!("{p:.2}")),
-                ),
-                (false, None) => ("-".to_string(), "-".to_string()),
-            };
-            [
-                r.label.clone(),
-                r.scheduler.clone(),
-                r.steps.to_string(),
-                format!("{}", r.cfg),
-                r.unet_label(),
-                state,
-                num(r.total_ms, &format_ms),
-                num(r.text_ms, &format_ms),
-                num(r.unet_ms, &format_ms),
-                num(r.unet_ms_per_step, &format_ms),
-                num(r.vae_ms, &format_ms),
-                num(r.its, &|v| format!("{v:.1}")),
-                speedup,
-                ssim,
-                psnr,
-            ]
+            }
+        }),
+        col("SSIM", false, |r: &TableRow| {
+            match (r.is_baseline, r.quality) {
+                (true, _) => "baseline".to_string(),
+                (false, Some(q)) => format!("{:.4}", q.ssim),
+                (false, None) => "-".to_string(),
+            }
+        }),
+        col("PSNR dB", false, |r: &TableRow| {
+            match (r.is_baseline, r.quality) {
+                (true, _) => "baseline".to_string(),
+                (false, Some(q)) => q
+                    .psnr_db
+                    .map_or_else(|| "identical".to_string(), |p| format!("{p:.2}")),
+                (false, None) => "-".to_string(),
+            }
+        }),
+    ]);
+    if control {
+        // The adherence is the run's own (its image against the control), so the baseline has
+        // one too.
+        cols.push(col("edge F1", false, |r: &TableRow| match r.state {
+            RowState::Finished if r.has_control() => format_adherence(r.adherence),
+            _ => control_cell(r, None, format_ms),
+        }));
+    }
+    cols
+}
+
+/// The fixed-width text table of an exercise's rows: a header, one line per run. Numbers of a
+/// run still going (or cancelled) carry `~`; the baseline's speedup column says `baseline`.
+/// When some run has a ControlNet, its time per step (`cn ms/step`) follows the UNet's and its
+/// control adherence (`edge F1`) follows PSNR.
+pub fn format_table(rows: &[TableRow]) -> String {
+    let cols = columns(control_columns(rows));
+    let lines: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| cols.iter().map(|c| (c.cell)(r)).collect())
+        .collect();
+    let widths: Vec<usize> = cols
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            lines
+                .iter()
+                .map(|l| l[i].chars().count())
+                .chain([c.header.chars().count()])
+                .max()
+                .unwrap_or(0)
         })
         .collect();
-    let width = |i: usize| {
-        lines
-            .iter()
-            .map(|l| l[i].chars().count())
-            .chain([HEADER[i].chars().count()])
-            .max()
-            .unwrap_or(0)
-    };
-    let widths: Vec<usize> = (0..HEADER.len()).map(width).collect();
     let render = |cells: &[String]| {
         let parts: Vec<String> = cells
             .iter()
             .enumerate()
             .map(|(i, c)| {
-                let pad = widths[i].saturating_sub(c.chars().count());
-                if LEFT[i] {
-                    format!("{c}{}", " ".repeat(pad))
+                let pad = " ".repeat(widths[i].saturating_sub(c.chars().count()));
+                if cols[i].left {
+                    format!("{c}{pad}")
                 } else {
-                    format!("{}{c}", " ".repeat(pad))
+                    format!("{pad}{c}")
                 }
             })
             .collect();
         parts.join("  ").trim_end().to_string()
     };
-    let header: Vec<String> = HEADER.iter().map(|h| h.to_string()).collect();
+    let header: Vec<String> = cols.iter().map(|c| c.header.to_string()).collect();
     let mut out = render(&header);
     out.push('\n');
     for l in &lines {

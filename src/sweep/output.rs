@@ -39,12 +39,25 @@ fn clip(p: &Point) -> String {
         .map_or_else(|| "–".into(), |s| format!("{:.2} ± {:.2}", s.mean, s.std))
 }
 
+/// A point's control adherence (edge F1 over its seeds), like its SSIM; `—` for a point whose
+/// runs had no control (or no measured adherence).
+fn adherence(p: &Point) -> String {
+    p.adherence.map_or_else(
+        || crate::report::table::NOT_APPLICABLE.into(),
+        |s| format!("{:.3}", s.mean),
+    )
+}
+
 /// The fixed-width table: one line per point, each method's knee marked; the reference's time
-/// last. The CLIP column is there only when some run has a CLIP score.
+/// last. The CLIP column is there only when some run has a CLIP score, the edge F1 column
+/// (control adherence) only when some run had a ControlNet.
 pub fn format_table(land: &Landscape) -> String {
     let mut header = vec![
         "method", "steps", "seeds", "time", "range", "vs ref", "SSIM", "± sd", "min", "PSNR dB",
     ];
+    if land.adherence {
+        header.push("edge F1");
+    }
     if land.clip_score {
         header.push("CLIP");
     }
@@ -72,6 +85,9 @@ pub fn format_table(land: &Landscape) -> String {
                 format!("{:.3}", p.ssim.min),
                 psnr(p),
             ];
+            if land.adherence {
+                row.push(adherence(p));
+            }
             if land.clip_score {
                 row.push(clip(p));
             }
@@ -92,9 +108,13 @@ pub fn format_table(land: &Landscape) -> String {
                 .clip_score
                 .map(|c| format!(", CLIP {:.2}", c.mean))
                 .unwrap_or_default();
+            let edge = r
+                .adherence
+                .map(|a| format!(", edge F1 {:.3}", a.mean))
+                .unwrap_or_default();
             let _ = writeln!(
                 out,
-                "reference {}: {} median over {} seed{}{clip} (every point's SSIM is to its seed's reference image)",
+                "reference {}: {} median over {} seed{}{edge}{clip} (every point's SSIM is to its seed's reference image)",
                 land.sweep.reference.label(),
                 ms(r.time_ms),
                 r.runs,
@@ -268,7 +288,8 @@ pub fn findings(land: &Landscape) -> Vec<String> {
 }
 
 /// `points.csv`: one row per point (and one for the reference), every number of the table at
-/// full precision. The CLIP columns exist only when some run has a CLIP score.
+/// full precision. The CLIP columns exist only when some run has a CLIP score, the adherence
+/// columns (edge F1) only when some run had a ControlNet.
 pub fn csv(land: &Landscape) -> color_eyre::Result<String> {
     let mut w = csv::Writer::from_writer(Vec::new());
     let mut header = vec![
@@ -292,6 +313,9 @@ pub fn csv(land: &Landscape) -> color_eyre::Result<String> {
         "psnr_db_std",
         "identical_to_reference",
     ];
+    if land.adherence {
+        header.extend(["edge_f1_mean", "edge_f1_std"]);
+    }
     if land.clip_score {
         header.extend(["clip_score_mean", "clip_score_std"]);
     }
@@ -327,6 +351,10 @@ pub fn csv(land: &Landscape) -> color_eyre::Result<String> {
             opt(p.psnr_db.map(|s| s.std)),
             p.identical.to_string(),
         ];
+        if land.adherence {
+            r.push(opt(p.adherence.map(|s| s.mean)));
+            r.push(opt(p.adherence.map(|s| s.std)));
+        }
         if land.clip_score {
             r.push(opt(p.clip_score.map(|s| s.mean)));
             r.push(opt(p.clip_score.map(|s| s.std)));
@@ -650,10 +678,11 @@ fn setting(o: &SweepOutcome) -> String {
         )
     };
     format!(
-        "{seeds} ({} noise), reference {} (cfg {}){loras} — {} on {}, model {}{}",
+        "{seeds} ({} noise), reference {} (cfg {}){loras}{} — {} on {}, model {}{}",
         o.rng,
         s.reference.label(),
         s.reference.cfg,
+        controls(s),
         o.info.provider,
         o.info.device,
         o.info.model_dir.display(),
@@ -663,6 +692,36 @@ fn setting(o: &SweepOutcome) -> String {
             ""
         }
     )
+}
+
+/// `, under ControlNet edge×1 on edges.png (canny)`: the distinct controls of the sweep's
+/// runs (the reference's and the methods'); empty without any.
+fn controls(s: &super::Sweep) -> String {
+    let mut seen: Vec<&crate::exercises::ControlSpec> = Vec::new();
+    let all = [s.reference.control.as_ref()]
+        .into_iter()
+        .chain(s.methods.iter().map(|m| m.control.as_ref()));
+    for c in all.flatten() {
+        if !seen.contains(&c) {
+            seen.push(c);
+        }
+    }
+    if seen.is_empty() {
+        return String::new();
+    }
+    let named: Vec<String> = seen
+        .iter()
+        .map(|c| {
+            format!(
+                "{}×{} on {} ({})",
+                c.controlnet.as_deref().unwrap_or("the model's ControlNet"),
+                c.scale,
+                c.image.display(),
+                crate::report::table::preprocess_name(c.preprocess)
+            )
+        })
+        .collect();
+    format!(", under ControlNet {}", named.join(", "))
 }
 
 /// Why there is no CLIP column, and how to get one.
@@ -780,6 +839,14 @@ pub fn markdown(o: &SweepOutcome, images: &[Option<String>]) -> String {
          not beauty: a method on another curve (LCM-LoRA) makes a different image and scores lower \
          without looking worse.\n\n",
     );
+    if land.adherence {
+        md.push_str(
+            "The **edge F1** column is the control adherence of the runs under a ControlNet: the \
+             F1 score between the Canny edges of each image and the control's edge map (a pixel \
+             counts as matched within 1 px below 256 px, 2 px from 256 px), averaged over the \
+             seeds; `—` for a point without control.\n\n",
+        );
+    }
     if land.clip_score {
         md.push_str(
             "The **CLIP** column is the CLIP score of each image against the prompt (100 × the \
@@ -795,6 +862,10 @@ pub fn markdown(o: &SweepOutcome, images: &[Option<String>]) -> String {
     let mut head =
         "| method | steps | seeds | time | vs ref | SSIM ± sd | min | PSNR dB |".to_string();
     let mut rule = "|---|---:|---:|---:|---:|---:|---:|---:|".to_string();
+    if land.adherence {
+        head.push_str(" edge F1 |");
+        rule.push_str("---:|");
+    }
     if land.clip_score {
         head.push_str(" CLIP |");
         rule.push_str("---:|");
@@ -818,6 +889,9 @@ pub fn markdown(o: &SweepOutcome, images: &[Option<String>]) -> String {
                 p.ssim.min,
                 psnr(p)
             );
+            if land.adherence {
+                let _ = write!(md, " {} |", adherence(p));
+            }
             if land.clip_score {
                 let _ = write!(md, " {} |", clip(p));
             }
