@@ -923,15 +923,26 @@ mod tests {
         });
         let text = render(&bench_report(vec![result("dpmpp 4", None), controlled]));
         let lines: Vec<&str> = text.lines().collect();
-        let header = lines.iter().find(|l| l.starts_with("run")).unwrap();
-        let col = header.find("ControlNet/call").expect("the column") + "ControlNet/call".len();
-        let plain_row = lines.iter().find(|l| l.starts_with("dpmpp 4 ")).unwrap();
-        let cn_row = lines
+        // The cell of a column: its text up to where the header's name ends (right-aligned).
+        let header: Vec<char> = lines
             .iter()
-            .find(|l| l.starts_with("dpmpp 4 + edge"))
-            .unwrap();
-        assert_eq!(&cn_row[..col].trim_end()[col - 15..], "8.0 (7.5–9.0)");
-        assert!(plain_row[..col].trim_end().ends_with('—'), "{text}");
+            .find(|l| l.starts_with("run"))
+            .unwrap()
+            .chars()
+            .collect();
+        let name: Vec<char> = "ControlNet/call".chars().collect();
+        let end = header
+            .windows(name.len())
+            .position(|w| w == name.as_slice())
+            .expect("the column")
+            + name.len();
+        let cell = |prefix: &str| -> String {
+            let row = lines.iter().find(|l| l.starts_with(prefix)).unwrap();
+            let head: String = row.chars().take(end).collect();
+            head.rsplit("  ").next().unwrap().trim().to_string()
+        };
+        assert_eq!(cell("dpmpp 4 + edge"), "8.0 (7.5–9.0)", "{text}");
+        assert_eq!(cell("dpmpp 4  "), "—", "{text}");
         assert!(
             text.contains(
                 "dpmpp 4 + edge×1: ControlNet edge on edges.png (preprocess none, scale 1), edge F1 0.7500 (last repeat)"

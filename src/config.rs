@@ -316,6 +316,44 @@ fn absolute_note(path: &Path) -> String {
 mod tests {
     use super::*;
 
+    /// The commented `[sweep]` control example of the committed config.toml parses as
+    /// written once uncommented: every run gets it, its image relative to the config's folder,
+    /// and an exercise run takes the same table.
+    #[test]
+    fn the_committed_config_tomls_control_example_parses() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml");
+        let text = std::fs::read_to_string(path).unwrap();
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("# control = {"))
+            .expect("the example")
+            .trim_start_matches("# ");
+        let dir = tempfile::tempdir().unwrap();
+        let at = dir.path().join("config.toml");
+        let cfg = Config::parse_at(&format!("[sweep]\n{line}\n"), &at).unwrap();
+        let c = cfg.sweep.control.as_ref().unwrap();
+        let want_dir = dir.path().canonicalize().unwrap();
+        assert_eq!(c.image, want_dir.join("edges.png"));
+        assert_eq!((c.controlnet.as_deref(), c.scale), (Some("edge"), 1.0));
+        assert!(
+            cfg.sweep
+                .methods()
+                .iter()
+                .all(|m| m.control.as_ref() == Some(c))
+        );
+        assert_eq!(cfg.sweep.reference().control.as_ref(), Some(c));
+        let run = format!(
+            "[[exercises]]\nnumber = 6\ntitle = \"t\"\nabout = \"a\"\nprompt = \"p\"\n\
+             runs = [{{ label = \"x\", scheduler = \"ddpm\", steps = 2, cfg = 7.5, {line} }}]\n"
+        );
+        let cfg = Config::parse_at(&run, &at).unwrap();
+        let ex = &cfg.exercises.unwrap()[0];
+        assert_eq!(
+            ex.runs[0].control.as_ref().unwrap().image,
+            want_dir.join("edges.png")
+        );
+    }
+
     /// The commented `[[exercises]]` example of the committed config.toml parses as written
     /// once uncommented, its runs' LoRA weights in order.
     #[test]

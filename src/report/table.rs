@@ -928,6 +928,160 @@ mod tests {
         assert_eq!(line.split_whitespace().rev().nth(2), Some("-"), "{table}");
     }
 
+    /// A run of the fake backend (`scale`: its ControlNet's, `None`: no control), its events
+    /// folded into a row: Started, one Step per step, Finished with the fake's report.
+    fn fake_row(label: &str, scale: Option<f32>) -> TableRow {
+        use crate::pipeline::control::Control;
+        let mut req = crate::pipeline::Request::new(
+            "a star",
+            crate::schedulers::SchedulerKind::DpmSolverPp,
+            4,
+            42,
+        );
+        req.control = scale.map(|scale| Control {
+            name: Some("edge".into()),
+            image: "edges.png".into(),
+            preprocess: Default::default(),
+            scale,
+        });
+        let report = crate::tui::fake::report(&req);
+        let mut row = TableRow::new(
+            RunSettings {
+                label: label.into(),
+                ..exercise_1().remove(1)
+            },
+            false,
+        );
+        row.apply(&Event::Started {
+            run: 1,
+            total_steps: 4,
+            width: 64,
+            height: 64,
+        });
+        for i in 0..4 {
+            let mut timing = crate::tui::fake::step_timing();
+            timing.controlnet = report
+                .timings
+                .controlnet
+                .get(i)
+                .copied()
+                .unwrap_or_default();
+            row.apply(&Event::Step {
+                run: 1,
+                index: i,
+                total: 4,
+                timestep: 999,
+                timing,
+                elapsed: msd(21.0 * (i + 1) as f64),
+            });
+        }
+        row.apply(&Event::Finished {
+            run: 1,
+            report: Box::new(report),
+            image: RgbImage::new(1, 1),
+        });
+        row
+    }
+
+    #[test]
+    fn controlled_rows_get_the_controlnet_time_per_step_and_the_adherence_of_their_report() {
+        let plain = fake_row("plain", None);
+        assert!(!plain.has_control());
+        assert_eq!(
+            (plain.controlnet_ms_per_step, plain.adherence),
+            (None, None)
+        );
+        let row = fake_row("controlled", Some(0.5));
+        assert!(row.has_control());
+        // The fake: 8 ms of ControlNet a step, adherence 0.3 + 0.5 × min(scale, 1).
+        assert!(close(row.controlnet_ms, 32.0), "{row:?}");
+        assert!(close(row.controlnet_ms_per_step, 8.0), "{row:?}");
+        assert!(close(row.adherence, 0.55), "{row:?}");
+        // The UNet's time stays its own.
+        assert!(close(row.unet_ms_per_step, 20.0), "{row:?}");
+        let json = serde_json::to_value(&row).unwrap();
+        assert_eq!(json["controlnet_ms_per_step"], 8.0);
+        assert_eq!(json["adherence"], 0.55);
+        let json = serde_json::to_value(&plain).unwrap();
+        assert!(json.get("controlnet_ms_per_step").is_none() && json.get("adherence").is_none());
+    }
+
+    #[test]
+    fn the_controlnet_columns_are_there_only_when_a_row_has_control() {
+        let plain = format_table(&[fake_row("plain", None)]);
+        assert!(
+            !plain.contains("cn ms/step") && !plain.contains("edge F1"),
+            "{plain}"
+        );
+        let mut rows = vec![
+            fake_row("plain", None),
+            fake_row("controlled", Some(2.0)),
+            TableRow::new(exercise_1().remove(2), false),
+        ];
+        with_speedups(&mut rows, 0);
+        let table = format_table(&rows);
+        let lines: Vec<&str> = table.lines().collect();
+        let header = lines[0];
+        assert!(header.ends_with("SSIM   PSNR dB  edge F1"), "{table}");
+        let cell = |line: &str, column: &str| {
+            // Right-aligned: the cell ends where its header does, and starts after the
+            // previous column's two spaces.
+            let end = header.find(column).unwrap() + column.len();
+            line.chars()
+                .take(end)
+                .collect::<String>()
+                .rsplit("  ")
+                .next()
+                .unwrap()
+                .trim()
+                .to_string()
+        };
+        assert_eq!(cell(lines[1], "cn ms/step"), NOT_APPLICABLE, "{table}");
+        assert_eq!(cell(lines[1], "edge F1"), NOT_APPLICABLE, "{table}");
+        assert_eq!(cell(lines[2], "cn ms/step"), "8.00", "{table}");
+        assert_eq!(cell(lines[2], "edge F1"), "0.8000", "{table}");
+        assert_eq!(cell(lines[2], "ms/step"), "20.0", "{table}");
+        // A run not started yet may still have control: not known.
+        assert_eq!(cell(lines[3], "cn ms/step"), "-", "{table}");
+        assert_eq!(cell(lines[3], "edge F1"), "-", "{table}");
+    }
+
+    #[test]
+    fn an_adherence_that_was_not_measured_is_not_a_number_in_the_table() {
+        assert_eq!(format_adherence(Some(f64::NAN)), NOT_APPLICABLE);
+        assert_eq!(format_adherence(None), NOT_APPLICABLE);
+        assert_eq!(format_adherence(Some(0.81234)), "0.8123");
+        let mut row = fake_row("controlled", Some(1.0));
+        let mut report = crate::tui::fake::report(&crate::pipeline::Request {
+            control: Some(crate::pipeline::control::Control {
+                name: None,
+                image: "e.png".into(),
+                preprocess: Default::default(),
+                scale: 1.0,
+            }),
+            ..crate::pipeline::Request::new(
+                "a star",
+                crate::schedulers::SchedulerKind::DpmSolverPp,
+                4,
+                42,
+            )
+        });
+        if let Some(c) = &mut report.control {
+            c.adherence = f64::NAN;
+        }
+        row.apply(&Event::Finished {
+            run: 1,
+            report: Box::new(report),
+            image: RgbImage::new(1, 1),
+        });
+        assert!(row.has_control() && row.adherence.is_none(), "{row:?}");
+        let table = format_table(&[row]);
+        assert!(
+            table.lines().nth(1).unwrap().ends_with(NOT_APPLICABLE),
+            "{table}"
+        );
+    }
+
     #[test]
     fn a_step_older_than_one_already_counted_is_dropped() {
         let mut row = TableRow::new(exercise_1().remove(0), true);

@@ -1693,6 +1693,59 @@ mod tests {
     }
 
     #[test]
+    fn a_runs_control_is_its_methods_else_the_sweeps_and_the_command_line_replaces_both() {
+        let cfg: SweepConfig =
+            toml::from_str(r#"control = { image = "all.png", controlnet = "edge" }"#).unwrap();
+        let mut cfg = SweepConfig {
+            methods: Some(vec![Method {
+                control: Some(ControlSpec {
+                    controlnet: Some("edge".into()),
+                    image: "lcm.png".into(),
+                    scale: 0.5,
+                    preprocess: Default::default(),
+                }),
+                ..default_methods().remove(1)
+            }]),
+            ..cfg
+        };
+        let image = |c: &Option<ControlSpec>| c.as_ref().map(|c| c.image.display().to_string());
+        let sweep = Sweep::from_config(&cfg, None).unwrap();
+        assert_eq!(image(&sweep.reference.control).as_deref(), Some("all.png"));
+        let by_name = |name: &str| sweep.methods.iter().find(|m| m.name == name).unwrap();
+        assert_eq!(image(&by_name("lcm").control).as_deref(), Some("lcm.png"));
+        assert_eq!(image(&by_name("dpmpp").control).as_deref(), Some("all.png"));
+        // Every planned run carries its control to its request.
+        let plan = sweep.plan();
+        let req = plan.request(plan.runs.len() - 1, crate::rng::RngSource::TorchCpu);
+        assert_eq!(
+            req.control.unwrap().image,
+            std::path::PathBuf::from("all.png")
+        );
+        let cli = ControlSpec {
+            controlnet: Some("pose".into()),
+            image: "cli.png".into(),
+            scale: 2.0,
+            preprocess: Default::default(),
+        };
+        let sweep = sweep.with_control(&cli);
+        assert!(
+            sweep
+                .methods
+                .iter()
+                .all(|m| m.control.as_ref() == Some(&cli))
+                && sweep.reference.control.as_ref() == Some(&cli)
+        );
+        // A scale out of range is refused, naming where it is set.
+        cfg.control.as_mut().unwrap().scale = -1.0;
+        let e = cfg.validate().unwrap_err().to_string();
+        assert!(
+            e.starts_with("[sweep] control: the control scale -1 is not a number from 0 to 10"),
+            "{e}"
+        );
+        assert!(e.contains("\nFix: "), "{e}");
+    }
+
+    #[test]
     fn config_methods_replace_defaults_by_name_and_bad_values_are_refused() {
         let mut cfg = SweepConfig {
             methods: Some(vec![Method {

@@ -1064,6 +1064,86 @@ mod tests {
         }
     }
 
+    /// LCM-LoRA 4 with 2 seeds against the reference, every run measured from the fake
+    /// backend's report; with `control`, under `[sweep]`'s ControlNet at scale 1, except the
+    /// second seed's point at 0.4 (the fake's adherence: 0.3 + 0.5 × min(scale, 1)).
+    fn fake_landscape(control: bool) -> Landscape {
+        use crate::exercises::ControlSpec;
+        use crate::sweep::{Sweep, SweepConfig, headless::measure};
+        let cfg = SweepConfig {
+            seeds: 2,
+            control: control.then(|| ControlSpec {
+                controlnet: Some("edge".into()),
+                image: "edges.png".into(),
+                scale: 1.0,
+                preprocess: Default::default(),
+            }),
+            ..SweepConfig::default()
+        };
+        let plan = Sweep::from_config(&cfg, Some("lcm"))
+            .unwrap()
+            .with_steps(&[4])
+            .unwrap()
+            .plan();
+        let image = image::RgbImage::from_fn(32, 32, |x, y| image::Rgb([x as u8 * 8, y as u8, 0]));
+        let measured: Vec<_> = (0..plan.runs.len())
+            .map(|i| {
+                let mut req = plan.request(i, crate::rng::RngSource::TorchCpu);
+                let point = matches!(plan.runs[i].target, Target::Point { .. });
+                if let Some(c) = &mut req.control
+                    && point
+                    && plan.runs[i].seed_index == 1
+                {
+                    c.scale = 0.4;
+                }
+                let report = crate::tui::fake::report(&req);
+                measure(&plan, i, &image, &report, Some(&image), None).ok()
+            })
+            .collect();
+        plan.landscape(&measured)
+    }
+
+    #[test]
+    fn a_controlled_sweep_records_the_adherence_per_run_and_its_mean_per_point() {
+        let land = fake_landscape(true);
+        assert!(land.adherence);
+        let p = land.series[0].point(4).unwrap();
+        let a = p.adherence.expect("an adherence over the seeds");
+        // 0.8 at scale 1, 0.5 at scale 0.4: aggregated as SSIM is.
+        assert_eq!(a.n, 2);
+        // (The scale is an f32: 0.4 is 0.4 to 1e-8.)
+        assert!((a.mean - 0.65).abs() < 1e-6, "{a:?}");
+        assert!(
+            (a.min - 0.5).abs() < 1e-6 && (a.max - 0.8).abs() < 1e-6,
+            "{a:?}"
+        );
+        assert!((land.reference.unwrap().adherence.unwrap().mean - 0.8).abs() < 1e-6);
+        let table = format_table(&land);
+        let lines: Vec<&str> = table.lines().collect();
+        assert!(lines[0].contains("PSNR dB  edge F1"), "{table}");
+        assert!(lines[1].contains("  0.650"), "{table}");
+        assert!(table.contains("edge F1 0.800"), "the reference's: {table}");
+        let text = csv(&land).unwrap();
+        let mut r = csv::Reader::from_reader(text.as_bytes());
+        let header = r.headers().unwrap().clone();
+        let col = header.iter().position(|h| h == "edge_f1_mean").unwrap();
+        let rows: Vec<csv::StringRecord> = r.records().map(Result::unwrap).collect();
+        assert_eq!(&rows[0][0], "reference");
+        assert!((rows[0][col].parse::<f64>().unwrap() - 0.8).abs() < 1e-6);
+        assert!((rows[1][col].parse::<f64>().unwrap() - 0.65).abs() < 1e-6);
+        let json = serde_json::to_value(p).unwrap();
+        assert!((json["adherence"]["mean"].as_f64().unwrap() - 0.65).abs() < 1e-6);
+    }
+
+    #[test]
+    fn a_sweep_without_control_has_no_adherence_column() {
+        let land = fake_landscape(false);
+        assert!(!land.adherence);
+        assert!(land.series[0].point(4).unwrap().adherence.is_none());
+        assert!(!format_table(&land).contains("edge F1"));
+        assert!(!csv(&land).unwrap().contains("edge_f1"));
+    }
+
     #[test]
     fn weight_findings_say_where_the_style_takes_over_and_that_the_time_held() {
         let f = weight_findings(&curves());
