@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
 use crate::error::Fixable;
+use crate::exercises::ControlSpec;
 use crate::lora::{AdapterWeight, AppliedAdapter};
 use crate::pipeline::{Request, RunReport, generate};
 use crate::rng::RngSource;
@@ -33,6 +34,8 @@ pub struct BenchSpec {
     /// LoRA adapters fused at run time on top of `unet`.
     pub loras: Vec<AdapterWeight>,
     pub prompt: String,
+    /// The ControlNet every repeat runs under (an exercise run's own, or `--controlnet`'s).
+    pub control: Option<ControlSpec>,
 }
 
 /// The prompt of runs given by spec (an exercise's runs keep their exercise's).
@@ -94,7 +97,22 @@ impl BenchSpec {
             unet,
             loras: Vec::new(),
             prompt: BENCH_PROMPT.into(),
+            control: None,
         })
+    }
+
+    /// This run under `control` (the command line's `--controlnet`), replacing its own; its
+    /// spec and label name the ControlNet and its scale (`dpmpp:20 +controlnet=edge×1`), so
+    /// `--compare` matches controlled runs with controlled runs only.
+    pub fn with_control(mut self, control: &ControlSpec) -> Self {
+        if self.control.as_ref() != Some(control) {
+            let name = control.controlnet.as_deref().unwrap_or("?");
+            self.spec
+                .push_str(&format!(" +controlnet={name}×{}", control.scale));
+            self.label.push_str(&format!(" + {name}×{}", control.scale));
+        }
+        self.control = Some(control.clone());
+        self
     }
 
     /// This run with `over` (the command line's `--lora`) on top of its own adapters (see
@@ -147,6 +165,7 @@ impl BenchSpec {
                         unet: r.unet.clone(),
                         loras: r.lora.clone(),
                         prompt: r.prompt.clone().unwrap_or_else(|| ex.prompt.clone()),
+                        control: r.control.clone(),
                     })
                     .collect())
             };
@@ -230,6 +249,10 @@ pub struct Repeat {
     pub unet_ms: f64,
     pub scheduler_ms: f64,
     pub vae_ms: f64,
+    /// The ControlNet's calls together (0 without control), apart from the UNet's; part of
+    /// `other_ms` in files written before it was counted.
+    #[serde(default)]
+    pub controlnet_ms: f64,
     pub other_ms: f64,
     /// Inside ONNX Runtime's run calls.
     pub ort_ms: f64,
@@ -249,13 +272,15 @@ impl Repeat {
             ms(t.vae),
             ms(t.total),
         );
+        let controlnet = ms(t.controlnet_total());
         Self {
             total_ms: total,
             text_ms: text,
             unet_ms: unet,
             scheduler_ms: sched,
             vae_ms: vae,
-            other_ms: total - text - unet - sched - vae,
+            controlnet_ms: controlnet,
+            other_ms: total - text - unet - sched - vae - controlnet,
             ort_ms: ms(t.ort),
             unet_calls: t.unet.len(),
             rss_bytes: memory::rss(),
@@ -289,6 +314,14 @@ pub struct RunResult {
     pub unet_ms: Spread,
     /// Per UNet call (one per step; batch 2 under guidance).
     pub unet_call_ms: Spread,
+    /// Per ControlNet call (one per step, before the UNet's), apart from the UNet's; absent
+    /// for a run without control.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub controlnet_call_ms: Option<Spread>,
+    /// The run's ControlNet, control image, scale and preprocessing, and the last repeat's
+    /// control adherence (edge F1; NaN when not measured); absent without control.
+    #[serde(default, skip_deserializing, skip_serializing_if = "Option::is_none")]
+    pub control: Option<crate::pipeline::control::ControlReport>,
     pub scheduler_ms: Spread,
     pub vae_ms: Spread,
     pub other_ms: Spread,
@@ -343,9 +376,14 @@ pub fn run(config: &Config, opts: &BenchOptions) -> color_eyre::Result<BenchRepo
     let mut results = Vec::new();
     let n = opts.runs.len();
     for (i, spec) in opts.runs.iter().enumerate() {
-        // Sessions this run needs are created (and their time reported) before its clock.
+        // Sessions this run needs are created (and their time reported) before its clock: its
+        // ControlNet's too.
         model.unet_with(&rt, &spec.unet, &spec.loras)?;
         model.text_encoder_with(&rt, &spec.unet, &spec.loras)?;
+        if let Some(c) = &spec.control {
+            let name = crate::pipeline::control::resolve_name(&dir, c.controlnet.as_deref())?;
+            model.controlnet(&rt, &name)?;
+        }
         let request = Request {
             prompt: spec.prompt.clone(),
             negative_prompt: String::new(),
@@ -361,7 +399,7 @@ pub fn run(config: &Config, opts: &BenchOptions) -> color_eyre::Result<BenchRepo
             height: opts.size,
             latents: None,
             clip_score: false,
-            control: None,
+            control: spec.control.as_ref().map(ControlSpec::to_control),
         };
         let scope = if memory::reset_peak() {
             "run"
@@ -372,6 +410,7 @@ pub fn run(config: &Config, opts: &BenchOptions) -> color_eyre::Result<BenchRepo
         let mut repeats = Vec::new();
         let mut size = (0, 0);
         let mut adapters = Vec::new();
+        let mut control = None;
         for k in 0..opts.warmup + opts.repeat {
             let warm = k < opts.warmup;
             if opts.progress {
@@ -388,6 +427,7 @@ pub fn run(config: &Config, opts: &BenchOptions) -> color_eyre::Result<BenchRepo
             let report = out.report;
             size = (report.width, report.height);
             adapters = report.adapters.clone();
+            control = report.control.clone();
             if warm {
                 warmup_ms.push(started.elapsed().as_secs_f64() * 1e3);
             } else {
@@ -399,6 +439,7 @@ pub fn run(config: &Config, opts: &BenchOptions) -> color_eyre::Result<BenchRepo
         }
         results.push(RunResult {
             adapters,
+            control,
             ..summarise(spec, size, warmup_ms, repeats, scope, rt.provider)
         });
     }
@@ -456,6 +497,16 @@ fn summarise(
                 .map(|r| r.unet_ms / r.unet_calls.max(1) as f64)
                 .collect::<Vec<_>>(),
         ),
+        // One ControlNet call per UNet call.
+        controlnet_call_ms: spec.control.as_ref().map(|_| {
+            Spread::of(
+                &repeats
+                    .iter()
+                    .map(|r| r.controlnet_ms / r.unet_calls.max(1) as f64)
+                    .collect::<Vec<_>>(),
+            )
+        }),
+        control: None,
         scheduler_ms: col(|r| r.scheduler_ms),
         vae_ms: col(|r| r.vae_ms),
         other_ms: col(|r| r.other_ms),
@@ -524,14 +575,25 @@ pub fn render(r: &BenchReport) -> String {
         "{} warm-up + {} repeats per run; times in ms, median (min–max)\n",
         r.warmup, r.repeat
     );
+    // The ControlNet's column only when some run has one: benches without control keep
+    // their width.
+    let control = r.runs.iter().any(|run| run.controlnet_call_ms.is_some());
+    let cn_column = |cell: String| {
+        if control {
+            format!(" {cell:>18}")
+        } else {
+            String::new()
+        }
+    };
     let _ = writeln!(
         out,
-        "{:<26} {:>9} {:>22} {:>9} {:>18} {:>8} {:>8} {:>7} {:>7} {:>8} {:>9} {:>8}",
+        "{:<26} {:>9} {:>22} {:>9} {:>18}{} {:>8} {:>8} {:>7} {:>7} {:>8} {:>9} {:>8}",
         "run",
         "size",
         "total",
         "text",
         "UNet/call",
+        cn_column("ControlNet/call".into()),
         "sched",
         "VAE",
         "other",
@@ -543,12 +605,17 @@ pub fn render(r: &BenchReport) -> String {
     for run in &r.runs {
         let _ = writeln!(
             out,
-            "{:<26} {:>9} {:>22} {:>9.1} {:>18} {:>8.2} {:>8.1} {:>7.1} {:>7.2} {:>7.2}% {:>5} MiB {:>8}",
+            "{:<26} {:>9} {:>22} {:>9.1} {:>18}{} {:>8.2} {:>8.1} {:>7.1} {:>7.2} {:>7.2}% {:>5} MiB {:>8}",
             run.label,
             format!("{}×{}", run.width, run.height),
             fmt_spread(&run.total_ms),
             run.text_ms.median,
             fmt_spread(&run.unet_call_ms),
+            cn_column(
+                run.controlnet_call_ms
+                    .as_ref()
+                    .map_or_else(|| crate::report::table::NOT_APPLICABLE.into(), fmt_spread)
+            ),
             run.scheduler_ms.median,
             run.vae_ms.median,
             run.other_ms.median,
@@ -563,6 +630,26 @@ pub fn render(r: &BenchReport) -> String {
     if !adapters.is_empty() {
         out.push('\n');
         out.push_str(&adapters);
+    }
+    out.push_str(&control_lines(r));
+    out
+}
+
+/// Under the table, one line per run with a ControlNet: which, on what, how strongly, and the
+/// last repeat's adherence. Nothing when no run has one.
+fn control_lines(r: &BenchReport) -> String {
+    let mut out = String::new();
+    for run in &r.runs {
+        let Some(c) = &run.control else { continue };
+        if out.is_empty() {
+            out.push('\n');
+        }
+        out.push_str(&format!(
+            "{}: {}, edge F1 {} (last repeat)\n",
+            run.label,
+            crate::report::table::control_label(c),
+            crate::report::table::format_adherence(Some(c.adherence)),
+        ));
     }
     out
 }
@@ -732,10 +819,136 @@ mod tests {
         let ex1 = BenchSpec::parse_list(&c, "ex1").unwrap();
         let labels: Vec<&str> = ex1.iter().map(|s| s.label.as_str()).collect();
         assert_eq!(labels, ["DDPM 50", "DPM-Solver++ 20", "DPM-Solver++ 10"]);
-        assert_eq!(BenchSpec::parse_list(&c, "all").unwrap().len(), 9);
+        // `all`: every exercise's runs (exercises 1–3: 9 runs; more as exercises are added).
+        let every: usize = c.exercises().iter().map(|e| e.runs.len()).sum();
+        assert!(every >= 9);
+        assert_eq!(BenchSpec::parse_list(&c, "all").unwrap().len(), every);
         assert_eq!(BenchSpec::parse_list(&c, "ex2, lcm:4").unwrap().len(), 4);
         let e = format!("{}", BenchSpec::parse_list(&c, "ex9").unwrap_err());
         assert!(e.contains("no exercise 9"), "{e}");
+    }
+
+    fn control(scale: f32) -> ControlSpec {
+        ControlSpec {
+            controlnet: Some("edge".into()),
+            image: "edges.png".into(),
+            scale,
+            preprocess: Default::default(),
+        }
+    }
+
+    #[test]
+    fn a_control_from_the_command_line_is_named_in_the_spec_and_label() {
+        let s = BenchSpec::parse("dpmpp:20")
+            .unwrap()
+            .with_control(&control(0.5));
+        assert_eq!(s.spec, "dpmpp:20 +controlnet=edge×0.5");
+        assert_eq!(s.label, "dpmpp 20 cfg 7.5 @base + edge×0.5");
+        assert_eq!(s.control, Some(control(0.5)));
+        // The same control again changes nothing.
+        let again = s.clone().with_control(&control(0.5));
+        assert_eq!(again, s);
+    }
+
+    fn result(label: &str, controlnet_call_ms: Option<Spread>) -> RunResult {
+        let spread = |v: f64| Spread {
+            median: v,
+            min: v,
+            max: v,
+        };
+        RunResult {
+            spec: label.into(),
+            label: label.into(),
+            scheduler: "dpmpp".into(),
+            steps: 4,
+            cfg: 7.5,
+            unet: "base".into(),
+            loras: Vec::new(),
+            adapters: Vec::new(),
+            width: 64,
+            height: 64,
+            warmup_ms: Vec::new(),
+            repeats: Vec::new(),
+            total_ms: spread(100.0),
+            text_ms: spread(5.0),
+            unet_ms: spread(80.0),
+            unet_call_ms: spread(20.0),
+            controlnet_call_ms,
+            control: None,
+            scheduler_ms: spread(1.0),
+            vae_ms: spread(10.0),
+            other_ms: spread(4.0),
+            its: 50.0,
+            outside_ort_pct: 5.0,
+            peak_rss_bytes: None,
+            peak_rss_scope: "run".into(),
+            rss_growth_bytes: None,
+            peak_gpu_bytes: None,
+        }
+    }
+
+    fn bench_report(runs: Vec<RunResult>) -> BenchReport {
+        BenchReport {
+            speedscape: "0".into(),
+            provider: "cpu".into(),
+            device: "test CPU".into(),
+            onnxruntime: "1".into(),
+            model: "models/tiny".into(),
+            tiny_model: true,
+            intra_op_threads: 1,
+            warmup: 1,
+            repeat: 3,
+            load_ms: Default::default(),
+            runs,
+        }
+    }
+
+    #[test]
+    fn the_controlnet_column_is_there_only_when_a_run_has_a_controlnet() {
+        let plain = render(&bench_report(vec![result("dpmpp 4", None)]));
+        assert!(!plain.contains("ControlNet"), "{plain}");
+        let cn = Spread {
+            median: 8.0,
+            min: 7.5,
+            max: 9.0,
+        };
+        let mut controlled = result("dpmpp 4 + edge×1", Some(cn));
+        controlled.control = Some(crate::pipeline::control::ControlReport {
+            name: "edge".into(),
+            image: "edges.png".into(),
+            preprocess: Default::default(),
+            scale: 1.0,
+            adherence: 0.75,
+            time: Duration::from_millis(32),
+        });
+        let text = render(&bench_report(vec![result("dpmpp 4", None), controlled]));
+        let lines: Vec<&str> = text.lines().collect();
+        // The cell of a column: its text up to where the header's name ends (right-aligned).
+        let header: Vec<char> = lines
+            .iter()
+            .find(|l| l.starts_with("run"))
+            .unwrap()
+            .chars()
+            .collect();
+        let name: Vec<char> = "ControlNet/call".chars().collect();
+        let end = header
+            .windows(name.len())
+            .position(|w| w == name.as_slice())
+            .expect("the column")
+            + name.len();
+        let cell = |prefix: &str| -> String {
+            let row = lines.iter().find(|l| l.starts_with(prefix)).unwrap();
+            let head: String = row.chars().take(end).collect();
+            head.rsplit("  ").next().unwrap().trim().to_string()
+        };
+        assert_eq!(cell("dpmpp 4 + edge"), "8.0 (7.5–9.0)", "{text}");
+        assert_eq!(cell("dpmpp 4  "), "—", "{text}");
+        assert!(
+            text.contains(
+                "dpmpp 4 + edge×1: ControlNet edge on edges.png (preprocess none, scale 1), edge F1 0.7500 (last repeat)"
+            ),
+            "{text}"
+        );
     }
 
     #[test]

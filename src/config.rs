@@ -155,6 +155,16 @@ impl Config {
                 c.image = dir.join(&c.image);
             }
         }
+        // The sweep's control images (`[sweep]`, its reference's, each method's).
+        let sweep = &mut cfg.sweep;
+        let methods = sweep.methods.iter_mut().flatten().map(|m| &mut m.control);
+        for c in [&mut sweep.control, &mut sweep.reference.control]
+            .into_iter()
+            .chain(methods)
+            .flatten()
+        {
+            c.image = dir.join(&c.image);
+        }
         cfg.path = Some(path.to_path_buf());
         Ok(cfg)
     }
@@ -204,6 +214,7 @@ impl Config {
         if let Some(exercises) = &self.exercises {
             for (i, ex) in exercises.iter().enumerate() {
                 ex.validate()?;
+                check_control_scales(ex)?;
                 if exercises[..i].iter().any(|e| e.number == ex.number) {
                     bail!(Fixable::new(
                         format!("[[exercises]] defines exercise {} twice", ex.number),
@@ -253,6 +264,19 @@ impl Config {
     }
 }
 
+/// Each run of `ex` with a control has a conditioning scale the engine takes
+/// ([`crate::pipeline::control::check_scale`]); the error names the exercise and the run. (Its
+/// image is read when a command runs the exercise: a missing one does not stop other commands.)
+fn check_control_scales(ex: &Exercise) -> color_eyre::Result<()> {
+    for r in &ex.runs {
+        if let Some(c) = &r.control {
+            crate::pipeline::control::check_scale(c.scale)
+                .map_err(|e| e.prefixed(format!("{}: run {:?}: control: ", ex.name(), r.label)))?;
+        }
+    }
+    Ok(())
+}
+
 /// 1-based line and column (in characters) of byte `offset` of `text` (clamped to its end).
 fn line_column(text: &str, offset: usize) -> (usize, usize) {
     let mut at = offset.min(text.len());
@@ -291,6 +315,44 @@ fn absolute_note(path: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The commented `[sweep]` control example of the committed config.toml parses as
+    /// written once uncommented: every run gets it, its image relative to the config's folder,
+    /// and an exercise run takes the same table.
+    #[test]
+    fn the_committed_config_tomls_control_example_parses() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml");
+        let text = std::fs::read_to_string(path).unwrap();
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("# control = {"))
+            .expect("the example")
+            .trim_start_matches("# ");
+        let dir = tempfile::tempdir().unwrap();
+        let at = dir.path().join("config.toml");
+        let cfg = Config::parse_at(&format!("[sweep]\n{line}\n"), &at).unwrap();
+        let c = cfg.sweep.control.as_ref().unwrap();
+        let want_dir = dir.path().canonicalize().unwrap();
+        assert_eq!(c.image, want_dir.join("edges.png"));
+        assert_eq!((c.controlnet.as_deref(), c.scale), (Some("edge"), 1.0));
+        assert!(
+            cfg.sweep
+                .methods()
+                .iter()
+                .all(|m| m.control.as_ref() == Some(c))
+        );
+        assert_eq!(cfg.sweep.reference().control.as_ref(), Some(c));
+        let run = format!(
+            "[[exercises]]\nnumber = 6\ntitle = \"t\"\nabout = \"a\"\nprompt = \"p\"\n\
+             runs = [{{ label = \"x\", scheduler = \"ddpm\", steps = 2, cfg = 7.5, {line} }}]\n"
+        );
+        let cfg = Config::parse_at(&run, &at).unwrap();
+        let ex = &cfg.exercises.unwrap()[0];
+        assert_eq!(
+            ex.runs[0].control.as_ref().unwrap().image,
+            want_dir.join("edges.png")
+        );
+    }
 
     /// The commented `[[exercises]]` example of the committed config.toml parses as written
     /// once uncommented, its runs' LoRA weights in order.

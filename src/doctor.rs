@@ -244,6 +244,16 @@ fn check_components(
                     status: status(r),
                 });
             }
+            // ControlNets: like a variant, one that does not load is only its own status.
+            for name in m.controlnet_names() {
+                let folder = format!("{}{name}", models::controlnet::CONTROLNET_PREFIX);
+                let r = m.controlnet(rt, &name).map(|_| ());
+                out.push(ComponentStatus {
+                    name: format!("{folder} (ControlNet {name})"),
+                    path: dir.join(&folder).join("model.onnx").display().to_string(),
+                    status: status(r),
+                });
+            }
         }
         // The report's model error says why; the folders below say what is there.
         Err(e) => error = Some(format!("{e:#}")),

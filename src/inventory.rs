@@ -56,6 +56,21 @@ pub struct LoraInfo {
     pub revision: Option<String>,
 }
 
+/// A ControlNet the folder offers by name (`--controlnet NAME`, a run's `control`).
+#[derive(Debug, Clone, Serialize)]
+pub struct ControlNetInfo {
+    pub name: String,
+    /// Its folder (`controlnet_edge`).
+    pub folder: String,
+    /// Size on disk.
+    pub bytes: u64,
+    /// Its down-block residuals, as the manifest records them (the mid block's comes on top);
+    /// `None` without a manifest record.
+    pub residuals: Option<u64>,
+    /// Where it was exported from (hub id or folder), as the manifest records it.
+    pub source: Option<String>,
+}
+
 /// An adapter the folder offers by name for run-time LoRA (`--lora NAME=WEIGHT`).
 #[derive(Debug, Clone, Serialize)]
 pub struct AdapterInfo {
@@ -121,6 +136,8 @@ pub struct Inventory {
     pub variants: Vec<VariantInfo>,
     /// The adapters of its `loras/` folder, for run-time LoRA.
     pub adapters: Vec<AdapterInfo>,
+    /// Its ControlNets (`controlnet_<NAME>/`), for `--controlnet`.
+    pub controlnets: Vec<ControlNetInfo>,
     pub checks: Vec<ExportCheck>,
     pub files: Option<SizeCheck>,
     pub scheduler: Option<SchedulerReport>,
@@ -207,7 +224,8 @@ fn component_folders(root: &Path, manifest: Option<&Manifest>) -> Vec<ComponentI
         Some(ComponentKind::Unet) => 1,
         Some(ComponentKind::VaeDecoder) => 2,
         Some(ComponentKind::VaeEncoder) => 3,
-        Some(ComponentKind::ClipImageEncoder) | None => 4,
+        Some(ComponentKind::ControlNet) => 4,
+        Some(ComponentKind::ClipImageEncoder) | None => 5,
     };
     out.sort_by(|a, b| {
         (
@@ -282,6 +300,33 @@ fn adapter_infos(root: &Path) -> Vec<AdapterInfo> {
         .collect()
 }
 
+/// The folder's ControlNets ([`crate::models::controlnet::folder_controlnets`]), each with its
+/// size and, from manifest.json's `controlnets` record (read as JSON: cheap, no session), its
+/// residual count and source.
+fn controlnet_infos(root: &Path) -> Vec<ControlNetInfo> {
+    let records = read_json_opt(&root.join("manifest.json"))
+        .ok()
+        .flatten()
+        .and_then(|m| m.get("controlnets").cloned());
+    crate::models::controlnet::folder_controlnets(root)
+        .into_iter()
+        .map(|name| {
+            let folder = format!("{}{name}", crate::models::controlnet::CONTROLNET_PREFIX);
+            let record = records.as_ref().and_then(|r| r.get(&name));
+            let field = |key: &str| record.and_then(|r| r.get(key));
+            ControlNetInfo {
+                bytes: folder_bytes(&root.join(&folder)),
+                residuals: field("residuals").and_then(serde_json::Value::as_u64),
+                source: field("source")
+                    .and_then(serde_json::Value::as_str)
+                    .map(String::from),
+                folder,
+                name,
+            }
+        })
+        .collect()
+}
+
 fn size_check(root: &Path, m: &Manifest) -> SizeCheck {
     let mut missing = Vec::new();
     let mut size_differs = Vec::new();
@@ -330,6 +375,7 @@ pub fn inventory(config: &Config, root: &Path, kind: crate::models::ModelKind) -
         components: Vec::new(),
         variants: Vec::new(),
         adapters: Vec::new(),
+        controlnets: Vec::new(),
         checks: Vec::new(),
         files: None,
         scheduler: None,
@@ -380,6 +426,7 @@ pub fn inventory(config: &Config, root: &Path, kind: crate::models::ModelKind) -
     inv.components = component_folders(root, manifest.as_ref());
     inv.variants = variant_infos(root, &variants, manifest.as_ref());
     inv.adapters = adapter_infos(root);
+    inv.controlnets = controlnet_infos(root);
     match scheduler_report(root, config) {
         Ok(r) => inv.scheduler = Some(r),
         Err(e) => inv.error = Some(e),
@@ -439,6 +486,7 @@ impl Inventory {
         self.render_components(&mut s);
         self.render_variants(&mut s);
         self.render_adapters(&mut s);
+        self.render_controlnets(&mut s);
         self.render_checks(&mut s);
         self.render_files(&mut s);
         self.render_problems(&mut s);
@@ -538,6 +586,32 @@ impl Inventory {
                 a.name,
                 a.file,
                 human_bytes(a.bytes)
+            ));
+        }
+    }
+
+    /// The ControlNets `--controlnet NAME` takes (the folder's `controlnet_<NAME>/`).
+    fn render_controlnets(&self, s: &mut String) {
+        if self.controlnets.is_empty() {
+            s.push_str("controlnets none: --controlnet needs one; export it into the model with models/export.py --controlnet NAME=SOURCE\n");
+            return;
+        }
+        s.push_str("controlnets (for --controlnet NAME)\n");
+        for c in &self.controlnets {
+            let residuals = c.residuals.map_or_else(
+                || "residuals not recorded".to_string(),
+                |n| format!("{n} down-block residuals + mid"),
+            );
+            let source = c
+                .source
+                .as_ref()
+                .map(|src| format!(", from {src}"))
+                .unwrap_or_default();
+            s.push_str(&format!(
+                "  {:<12} {:<28} {:>9}  {residuals}{source}\n",
+                c.name,
+                format!("{}/", c.folder),
+                human_bytes(c.bytes)
             ));
         }
     }
@@ -831,15 +905,17 @@ enum ComponentKind {
     VaeDecoder,
     VaeEncoder,
     ClipImageEncoder,
+    ControlNet,
 }
 
 impl ComponentKind {
-    const ALL: [ComponentKind; 5] = [
+    const ALL: [ComponentKind; 6] = [
         ComponentKind::TextEncoder,
         ComponentKind::Unet,
         ComponentKind::VaeDecoder,
         ComponentKind::VaeEncoder,
         ComponentKind::ClipImageEncoder,
+        ComponentKind::ControlNet,
     ];
 
     /// Its name in manifests and reports.
@@ -850,6 +926,7 @@ impl ComponentKind {
             ComponentKind::VaeDecoder => "vae_decoder",
             ComponentKind::VaeEncoder => "vae_encoder",
             ComponentKind::ClipImageEncoder => "clip_image_encoder",
+            ComponentKind::ControlNet => "controlnet",
         }
     }
 
@@ -871,6 +948,8 @@ impl ComponentKind {
             Some(ComponentKind::VaeEncoder)
         } else if folder == crate::models::CLIP_FOLDER {
             Some(ComponentKind::ClipImageEncoder)
+        } else if folder.starts_with(crate::models::controlnet::CONTROLNET_PREFIX) {
+            Some(ComponentKind::ControlNet)
         } else {
             None
         }
@@ -963,6 +1042,7 @@ impl<'a> Probe<'a> {
             ComponentKind::VaeDecoder => self.vae_decoder(&file),
             ComponentKind::VaeEncoder => self.vae_encoder(&file),
             ComponentKind::ClipImageEncoder => self.clip_image_encoder(),
+            ComponentKind::ControlNet => self.controlnet(&file),
         }
     }
 
@@ -1008,6 +1088,51 @@ impl<'a> Probe<'a> {
             output: "out_sample".into(),
             shape: out.shape().to_vec(),
             input: Some("at t=500".into()),
+            range: finite_range(out.iter().copied())?,
+            clip_score: None,
+        })
+    }
+
+    /// One ControlNet call on seeded noise, text and control image at t=500, scale 1, at the
+    /// model's sample size; then its residuals through the base UNet, which must take them
+    /// (otherwise no run can use this ControlNet).
+    fn controlnet(&self, file: &Path) -> color_eyre::Result<Probed> {
+        let (s, c) = (self.geometry.sample_size, self.geometry.latent_channels);
+        let px = s * self.geometry.vae_scale_factor;
+        let mut noise = RngSource::TorchCpu.generator(0);
+        let mut controlnet = crate::models::ControlNet::load(self.rt, file)?;
+        let d = controlnet.context_dim().or(self.context_dim).unwrap_or(768);
+        let sample = noise.randn([1, c, s, s]);
+        let ctx: Array3<f32> = noise
+            .randn([1, 1, 77, d])
+            .into_shape_with_order((1, 77, d))?;
+        // A control image in [0, 1], as the pipeline feeds it.
+        let image = noise
+            .randn([1, 3, px, px])
+            .mapv(|v| (v * 0.25 + 0.5).clamp(0.0, 1.0));
+        let cond = controlnet.cond_input(image.view(), 1)?;
+        let residuals = controlnet.residuals(sample.view(), 500.0, ctx.view(), &cond, 1.0, None)?;
+        let mut unet = Unet::load(self.rt, &self.root.join("unet").join("model.onnx"))?;
+        if unet.residual_count() != controlnet.residual_count() {
+            bail!(crate::error::Fixable::new(
+                format!(
+                    "the ControlNet gives {} residuals, the base UNet (unet/) takes {}: no run can use it",
+                    controlnet.residual_count(),
+                    unet.residual_count()
+                ),
+                "re-export the model with models/export.py --controlnet NAME=SOURCE (every UNet then takes the residuals)",
+            ));
+        }
+        let out =
+            unet.predict_controlled(sample.view(), 500.0, ctx.view(), Some(&residuals), None)?;
+        check_shape(out.shape(), &[1, c, s, s])?;
+        Ok(Probed {
+            output: "out_sample".into(),
+            shape: out.shape().to_vec(),
+            input: Some(format!(
+                "of unet/ with its {} residuals, at t=500",
+                controlnet.residual_count()
+            )),
             range: finite_range(out.iter().copied())?,
             clip_score: None,
         })

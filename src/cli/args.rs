@@ -1,6 +1,6 @@
 //! The command line's shape: clap's structs for `speedscape` and its subcommands, and the flags
-//! several commands share ([`ModelDirArg`], [`DeviceArg`], [`EngineArgs`], [`LoraArgs`]), each
-//! defined once.
+//! several commands share ([`ModelDirArg`], [`DeviceArg`], [`EngineArgs`], [`LoraArgs`],
+//! [`ControlArgs`]), each defined once.
 //!
 //! The argument structs carry `//` comments, not doc comments: clap turns an `Args` struct's doc
 //! comment into the `about` of the command it is flattened into.
@@ -8,6 +8,11 @@
 use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand};
+use color_eyre::eyre::bail;
+
+use speedscape::error::Fixable;
+use speedscape::exercises::ControlSpec;
+use speedscape::pipeline::control::{ControlPreprocess, check_scale};
 
 use speedscape::config::Graphics;
 use speedscape::lora::AdapterWeight;
@@ -115,6 +120,98 @@ fn parse_lora(spec: &str) -> Result<AdapterWeight, String> {
     AdapterWeight::parse(spec).map_err(|e| e.to_string())
 }
 
+// `--controlnet NAME --control-image PATH [--control-scale S] [--control-preprocess none|canny]`:
+// the commands that run the model headless (generate, exercise, bench, sweep).
+#[derive(clap::Args)]
+pub struct ControlArgs {
+    /// A ControlNet of the model folder (its controlnet_NAME/; `speedscape models` lists them)
+    /// conditioning every step on --control-image. exercise, bench and sweep give it to every
+    /// run: it replaces a run's own control (ControlNet, image, scale and preprocessing
+    /// together).
+    #[arg(long, value_name = "NAME")]
+    pub controlnet: Option<String>,
+    /// The control image (PNG or JPEG) for --controlnet: an edge map, or a picture with
+    /// --control-preprocess canny. Read before any model loads.
+    #[arg(long, value_name = "PATH")]
+    pub control_image: Option<PathBuf>,
+    /// How strongly the ControlNet steers (diffusers' controlnet_conditioning_scale), 0 to 10;
+    /// default 1.
+    #[arg(long, value_name = "SCALE", allow_negative_numbers = true, value_parser = parse_control_scale)]
+    pub control_scale: Option<f32>,
+    /// What is done to --control-image first: none (it is the condition) or canny (its Canny
+    /// edges, thresholds 100 and 200, as diffusers' canny example); default none.
+    #[arg(long, value_name = "HOW", value_parser = preprocess_values())]
+    pub control_preprocess: Option<ControlPreprocess>,
+}
+
+impl ControlArgs {
+    /// The control the flags give (`None` without `--controlnet`), checked before anything
+    /// loads: both `--controlnet` and `--control-image` (or neither, and then no other control
+    /// flag), and a control image that reads as an image.
+    pub fn spec(&self) -> color_eyre::Result<Option<ControlSpec>> {
+        let (name, image) = match (&self.controlnet, &self.control_image) {
+            (Some(n), Some(i)) => (n, i),
+            (None, None) => {
+                let stray = [
+                    self.control_scale.map(|_| "--control-scale"),
+                    self.control_preprocess.map(|_| "--control-preprocess"),
+                ];
+                if let Some(flag) = stray.into_iter().flatten().next() {
+                    bail!(Fixable::new(
+                        format!(
+                            "{flag} was given without --controlnet: there is no ControlNet for it to set"
+                        ),
+                        "add --controlnet NAME --control-image PATH (speedscape models lists the folder's ControlNets), or drop it",
+                    ));
+                }
+                return Ok(None);
+            }
+            (None, Some(_)) => bail!(Fixable::new(
+                "--control-image was given without --controlnet: a control image needs the ControlNet that reads it",
+                "add --controlnet NAME (speedscape models lists the model folder's ControlNets), or drop --control-image",
+            )),
+            (Some(n), None) => bail!(Fixable::new(
+                format!(
+                    "--controlnet {n} was given without --control-image: a ControlNet needs a control image to follow"
+                ),
+                "add --control-image PATH (an edge map, or a picture with --control-preprocess canny), or drop --controlnet",
+            )),
+        };
+        speedscape::pipeline::control_image::load_control_image(image)?;
+        Ok(Some(ControlSpec {
+            controlnet: Some(name.clone()),
+            image: image.clone(),
+            scale: self.control_scale.unwrap_or(1.0),
+            preprocess: self.control_preprocess.unwrap_or_default(),
+        }))
+    }
+}
+
+/// `--control-scale`'s value: a number from 0 to the engine's maximum ([`check_scale`]); its
+/// error (cause and fix) is clap's usage error.
+fn parse_control_scale(text: &str) -> Result<f32, String> {
+    let scale: f32 = text.trim().parse().map_err(|_| {
+        Fixable::new(
+            format!("{text:?} is not a number"),
+            "pass --control-scale between 0 (no control) and 2 (strong); 1.0 is diffusers' default",
+        )
+        .to_string()
+    })?;
+    check_scale(scale).map_err(|e| e.to_string())
+}
+
+/// `--control-preprocess`'s values, read as config.toml reads `preprocess` (serde's names), so
+/// both take the same words.
+fn preprocess_values() -> impl clap::builder::TypedValueParser<Value = ControlPreprocess> {
+    use clap::builder::{PossibleValuesParser, TypedValueParser};
+    use serde::de::IntoDeserializer;
+    PossibleValuesParser::new(["none", "canny"]).map(|name| {
+        let de: serde::de::value::StringDeserializer<serde::de::value::Error> =
+            name.into_deserializer();
+        serde::Deserialize::deserialize(de).expect("none and canny are ControlPreprocess's names")
+    })
+}
+
 // `speedscape` with no subcommand: the interactive exercises.
 #[derive(clap::Args)]
 pub struct TuiArgs {
@@ -190,6 +287,8 @@ pub struct GenerateArgs {
     pub unet: String,
     #[command(flatten)]
     pub lora: LoraArgs,
+    #[command(flatten)]
+    pub control: ControlArgs,
     #[arg(long)]
     pub width: Option<usize>,
     #[arg(long)]
@@ -321,6 +420,8 @@ pub struct BenchArgs {
     #[command(flatten)]
     pub lora: LoraArgs,
     #[command(flatten)]
+    pub control: ControlArgs,
+    #[command(flatten)]
     pub engine: EngineArgs,
 }
 
@@ -348,6 +449,8 @@ pub struct ExerciseArgs {
     pub json: bool,
     #[command(flatten)]
     pub lora: LoraArgs,
+    #[command(flatten)]
+    pub control: ControlArgs,
     #[command(flatten)]
     pub engine: EngineArgs,
 }
@@ -393,6 +496,8 @@ pub struct SweepArgs {
     pub json: bool,
     #[command(flatten)]
     pub lora: LoraArgs,
+    #[command(flatten)]
+    pub control: ControlArgs,
     #[command(flatten)]
     pub engine: EngineArgs,
 }

@@ -8,7 +8,7 @@ use speedscape::config::Config;
 use speedscape::report;
 
 use super::args::BenchArgs;
-use super::existing;
+use super::{check_control_images, existing};
 
 pub fn run(config: &Config, args: BenchArgs) -> color_eyre::Result<ExitCode> {
     if let Some(files) = &args.compare {
@@ -16,13 +16,24 @@ pub fn run(config: &Config, args: BenchArgs) -> color_eyre::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let over = args.lora.adapters()?;
+    let control = args.control.spec()?;
     if let Some(path) = &args.json {
         report::check_output_file(path, args.force)?;
     }
     let mut runs: Vec<bench::BenchSpec> = bench::BenchSpec::parse_list(config, &args.runs)?
         .into_iter()
         .map(|r| r.with_adapters(over))
+        .map(|r| match &control {
+            Some(c) => r.with_control(c),
+            None => r,
+        })
         .collect();
+    // Before any model loads: every control image the runs read.
+    check_control_images(
+        config,
+        runs.iter()
+            .map(|r| (format!("bench run {}", r.spec), r.control.as_ref())),
+    )?;
     if let Some(p) = &args.prompt {
         for r in &mut runs {
             r.prompt = p.clone();

@@ -12,7 +12,7 @@ use speedscape::config::Config;
 use speedscape::error::Fixable;
 
 use super::args::ExerciseArgs;
-use super::{passed, with_rng};
+use super::{check_control_images, passed, with_rng};
 
 pub fn run(config: &Config, args: ExerciseArgs) -> color_eyre::Result<ExitCode> {
     args.lora.adapters()?;
@@ -30,7 +30,20 @@ fn has_exercise(config: &Config, number: usize) -> bool {
 
 fn exercise(config: &Config, args: ExerciseArgs) -> color_eyre::Result<ExitCode> {
     use speedscape::exercises::headless;
-    let ex = headless::find_exercise(config, args.number)?.with_adapters(&args.lora.lora);
+    let mut ex = headless::find_exercise(config, args.number)?.with_adapters(&args.lora.lora);
+    // Before any model loads: the control flags, then every control image the runs read.
+    match args.control.spec()? {
+        Some(c) => ex = ex.with_control(&c),
+        None => check_control_images(
+            config,
+            ex.runs.iter().map(|r| {
+                (
+                    format!("{}: run {:?}", ex.name(), r.label),
+                    r.control.as_ref(),
+                )
+            }),
+        )?,
+    }
     let out = args.out.as_deref();
     if let Some(root) = out {
         // Before the runs: a bad --out must not cost them at the end.
@@ -85,6 +98,12 @@ fn verify_scenario(config: &Config, args: ExerciseArgs) -> color_eyre::Result<Ex
         bail!(Fixable::new(
             "--lora does not apply to exercise 4: a scenario is verified with the approach it names",
             "drop --lora, or run exercise 3 (or your own [[exercises]] entry) with it",
+        ));
+    }
+    if args.control.controlnet.is_some() || args.control.control_image.is_some() {
+        bail!(Fixable::new(
+            "--controlnet and --control-image do not apply to exercise 4: a scenario is verified with the control it names",
+            "drop them, or run exercise 5 (or your own [[exercises]] entry) with them",
         ));
     }
     let choice = args

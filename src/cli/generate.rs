@@ -10,6 +10,7 @@ use ndarray::{Array4, ArrayD};
 
 use speedscape::config::Config;
 use speedscape::error::Fixable;
+use speedscape::exercises::ControlSpec;
 use speedscape::models::Model;
 use speedscape::pipeline::{self, Request};
 use speedscape::report;
@@ -21,6 +22,8 @@ use super::{existing, read_prompt};
 
 pub fn run(config: &Config, args: GenerateArgs) -> color_eyre::Result<ExitCode> {
     args.lora.adapters()?;
+    // Before anything loads: the control flags and the control image.
+    let control = args.control.spec()?;
     // Before the run: a bad output path must not cost the image at its end.
     report::check_output_file(&args.out, args.force)?;
     if let Some(raw) = &args.save_raw {
@@ -37,7 +40,8 @@ pub fn run(config: &Config, args: GenerateArgs) -> color_eyre::Result<ExitCode> 
     };
     // What the tokenizer removes, cuts or drops is said now, before the run.
     let said = say_prompt_warnings(&model, &prompt, &args)?;
-    let req = request(config, prompt, latents, &args);
+    let mut req = request(config, prompt, latents, &args);
+    req.control = control.as_ref().map(ControlSpec::to_control);
     let out = denoise(&rt, &mut model, &req, &args)?;
     for w in out.report.warnings.iter().filter(|w| !said.contains(w)) {
         eprintln!("warning: {w}");

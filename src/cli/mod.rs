@@ -13,6 +13,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use speedscape::config::Config;
+use speedscape::exercises::ControlSpec;
 use speedscape::report::Existing;
 use speedscape::rng::RngSource;
 
@@ -35,6 +36,32 @@ fn with_rng(config: &Config, rng: Option<RngSource>) -> Config {
         config.runtime.rng = rng;
     }
     config
+}
+
+/// Reads each control image of `runs` (what names a run, its control; each file once) before
+/// any model session loads, so a missing, unreadable or non-image file stops the command at
+/// once; its error names the run and the config file that set it. The command line's control
+/// image was read when its flags were ([`args::ControlArgs::spec`]).
+fn check_control_images<'a>(
+    config: &Config,
+    runs: impl IntoIterator<Item = (String, Option<&'a ControlSpec>)>,
+) -> color_eyre::Result<()> {
+    let file = config.path.as_deref().map_or_else(
+        || "the built-in defaults".to_string(),
+        |p| p.display().to_string(),
+    );
+    let mut read: Vec<&Path> = Vec::new();
+    for (run, control) in runs {
+        let Some(c) = control else { continue };
+        if read.contains(&c.image.as_path()) {
+            continue;
+        }
+        speedscape::pipeline::control_image::load_control_image(&c.image).map_err(|e| {
+            speedscape::error::prefixed(format!("{run} (control set in {file}): "), e)
+        })?;
+        read.push(&c.image);
+    }
+    Ok(())
 }
 
 /// What `--force` means for an output that exists.

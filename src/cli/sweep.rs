@@ -11,11 +11,22 @@ use speedscape::report;
 use speedscape::sweep::{self, Sweep, headless, output};
 
 use super::args::SweepArgs;
-use super::{passed, read_prompt, with_rng};
+use super::{check_control_images, passed, read_prompt, with_rng};
 
 pub fn run(config: &Config, args: SweepArgs) -> color_eyre::Result<ExitCode> {
     let config = &with_rng(config, args.engine.rng);
     let plan = plan(config, &args)?;
+    // Before any model loads: every control image the runs read.
+    let runs = plan.plan().runs;
+    check_control_images(
+        config,
+        runs.iter().map(|r| {
+            (
+                format!("sweep run {:?}", r.spec.label),
+                r.spec.control.as_ref(),
+            )
+        }),
+    )?;
     let root = args
         .out
         .or_else(|| config.tui.out.clone())
@@ -80,6 +91,9 @@ fn plan(config: &Config, args: &SweepArgs) -> color_eyre::Result<Sweep> {
     }
     if let Some(r) = &args.reference {
         plan = plan.with_reference(sweep::parse_reference(r)?);
+    }
+    if let Some(c) = args.control.spec()? {
+        plan = plan.with_control(&c);
     }
     Ok(plan)
 }

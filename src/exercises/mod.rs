@@ -387,6 +387,16 @@ impl Exercise {
         }
         self
     }
+
+    /// The exercise with `control` (the command line's `--controlnet`, `--control-image`, …)
+    /// on every run: it replaces a run's own control whole (ControlNet, image, scale and
+    /// preprocessing), since the command line always names an image.
+    pub fn with_control(mut self, control: &ControlSpec) -> Self {
+        for r in &mut self.runs {
+            r.control = Some(control.clone());
+        }
+        self
+    }
 }
 
 /// The weight UNet variant `unet` has adapter `name` fused at (0 if it has not).

@@ -457,6 +457,9 @@ pub fn summary(r: &RunReport) -> String {
             a.sha256
         ));
     }
+    if let Some(c) = &r.control {
+        out.push_str(&control_line(c, t.controlnet.len()));
+    }
     if !r.load_ms.is_empty() {
         let parts: Vec<String> = r
             .load_ms
@@ -474,9 +477,48 @@ pub fn summary(r: &RunReport) -> String {
     out
 }
 
+/// The summary's line about a run's ControlNet: which, on what, how strongly, its time per
+/// step (over `steps` calls) apart from the UNet's, and the adherence (`—` when not measured).
+fn control_line(c: &crate::pipeline::control::ControlReport, steps: usize) -> String {
+    let per_step = if steps > 0 {
+        format!("{:.2} ms/step", ms(c.time) / steps as f64)
+    } else {
+        table::NOT_APPLICABLE.to_string()
+    };
+    format!(
+        "{}: controlnet {:.1} ms ({per_step}), edge F1 {}\n",
+        table::control_label(c),
+        ms(c.time),
+        table::format_adherence(Some(c.adherence)),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_summary_says_the_controlnet_its_time_per_step_and_the_adherence() {
+        use crate::pipeline::control::{ControlPreprocess, ControlReport};
+        let mut c = ControlReport {
+            name: "edge".into(),
+            image: "edges.png".into(),
+            preprocess: ControlPreprocess::Canny,
+            scale: 0.5,
+            adherence: 0.8125,
+            time: std::time::Duration::from_millis(32),
+        };
+        assert_eq!(
+            control_line(&c, 4),
+            "ControlNet edge on edges.png (preprocess canny, scale 0.5): controlnet 32.0 ms (8.00 ms/step), edge F1 0.8125\n"
+        );
+        c.adherence = f64::NAN;
+        assert!(
+            control_line(&c, 4).ends_with("edge F1 —\n"),
+            "{}",
+            control_line(&c, 4)
+        );
+    }
 
     #[test]
     fn a_failed_write_keeps_the_old_file() {

@@ -40,6 +40,17 @@ pub struct TableRow {
     pub vae_ms: Option<f64>,
     /// Scheduler time summed over the steps so far.
     pub scheduler_ms: Option<f64>,
+    /// The ControlNet's time summed over the steps so far, apart from the UNet's; `None` for a
+    /// run without control (the table then has no ControlNet column for it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub controlnet_ms: Option<f64>,
+    /// The ControlNet's time per step (`None` without control, or with no step done).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub controlnet_ms_per_step: Option<f64>,
+    /// Control adherence of the finished image: the edge F1 against the control edge map
+    /// (`None` without control, before the end, or when it could not be measured).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub adherence: Option<f64>,
     /// Denoising steps per second (UNet + scheduler time only).
     pub its: Option<f64>,
     /// Baseline total time ÷ this run's total time (see [`speedup`]).
@@ -235,6 +246,7 @@ impl TableRow {
             Event::Finished { report, .. } => {
                 self.finish(&report.timings, report.steps);
                 self.adapters = report.adapters.clone();
+                self.finish_control(report.control.as_ref(), &report.timings);
             }
             Event::Cancelled { .. } => self.state = RowState::Cancelled,
             Event::Failed { .. } => self.state = RowState::Failed,
@@ -276,6 +288,37 @@ impl TableRow {
         self.its = its(self.steps_done, unet + sched);
         self.total_ms = Some(ms(elapsed));
         self.partial = true;
+        // A step with ControlNet time is a controlled run's: its column starts here.
+        if self.controlnet_ms.is_some() || !timing.controlnet.is_zero() {
+            let controlnet = self.controlnet_ms.unwrap_or(0.0) + ms(timing.controlnet);
+            self.controlnet_ms = Some(controlnet);
+            self.controlnet_ms_per_step = per_step(controlnet, self.steps_done);
+        }
+    }
+
+    /// `Finished` of a controlled run (`control`): the ControlNet's time from the report's
+    /// timings and the adherence (a NaN adherence, not measured, is none). Without control the
+    /// ControlNet numbers are none.
+    fn finish_control(
+        &mut self,
+        control: Option<&crate::pipeline::control::ControlReport>,
+        t: &crate::pipeline::Timings,
+    ) {
+        let Some(c) = control else {
+            self.controlnet_ms = None;
+            self.controlnet_ms_per_step = None;
+            self.adherence = None;
+            return;
+        };
+        let controlnet = ms(t.controlnet_total());
+        self.controlnet_ms = Some(controlnet);
+        self.controlnet_ms_per_step = per_step(controlnet, t.controlnet.len());
+        self.adherence = c.adherence.is_finite().then_some(c.adherence);
+    }
+
+    /// This row's run has a ControlNet (as far as its events have said).
+    pub fn has_control(&self) -> bool {
+        self.controlnet_ms.is_some()
     }
 
     /// `Finished`: the report's timings replace the partial numbers.
@@ -356,104 +399,190 @@ pub fn format_ms(v: f64) -> String {
     }
 }
 
-/// The fixed-width text table of an exercise's rows: a header, one line per run. Numbers of a
-/// run still going (or cancelled) carry `~`; the baseline's speedup column says `baseline`.
-pub fn format_table(rows: &[TableRow]) -> String {
-    const HEADER: [&str; 15] = [
-        "run",
-        "scheduler",
-        "steps",
-        "cfg",
-        "unet",
-        "state",
-        "total ms",
-        "text ms",
-        "unet ms",
-        "ms/step",
-        "vae ms",
-        "it/s",
-        "speedup",
-        "SSIM",
-        "PSNR dB",
+/// The mark of a number that does not apply to a row (a run without control has no ControlNet
+/// time and no adherence); `-` is a number not known (yet).
+pub const NOT_APPLICABLE: &str = "—";
+
+/// Whether tables show the ControlNet columns (its time per step, the adherence): only when
+/// some row's run has a ControlNet, so tables without control keep their width.
+pub fn control_columns(rows: &[TableRow]) -> bool {
+    rows.iter().any(TableRow::has_control)
+}
+
+/// A control adherence as tables write it, like SSIM (`0.8123`); [`NOT_APPLICABLE`] for none or
+/// NaN (not measured).
+pub fn format_adherence(v: Option<f64>) -> String {
+    v.filter(|v| v.is_finite())
+        .map_or_else(|| NOT_APPLICABLE.to_string(), |v| format!("{v:.4}"))
+}
+
+/// A run's control as reports say it: `ControlNet edge on edges.png (preprocess canny, scale
+/// 0.5)`.
+pub fn control_label(c: &crate::pipeline::control::ControlReport) -> String {
+    format!(
+        "ControlNet {} on {} (preprocess {}, scale {})",
+        c.name,
+        c.image,
+        preprocess_name(c.preprocess),
+        c.scale
+    )
+}
+
+/// A control preprocessing by the name config.toml and `--control-preprocess` give it (`none`,
+/// `canny`): its serde name.
+pub fn preprocess_name(p: crate::pipeline::control::ControlPreprocess) -> String {
+    serde_json::to_value(p)
+        .ok()
+        .and_then(|v| v.as_str().map(String::from))
+        .unwrap_or_default()
+}
+
+/// One column of [`format_table`]: its header, whether its text is left-aligned, and the cell
+/// of a row.
+struct Column {
+    header: &'static str,
+    left: bool,
+    cell: fn(&TableRow) -> String,
+}
+
+/// `v` as the table writes a number: `-` when not known, `~` before a partial one.
+fn number(r: &TableRow, v: Option<f64>, f: fn(f64) -> String) -> String {
+    let mark = if r.partial { "~" } else { "" };
+    v.map_or_else(|| "-".to_string(), |v| format!("{mark}{}", f(v)))
+}
+
+/// A ControlNet column's cell: `v` for a controlled run, [`NOT_APPLICABLE`] for a run that
+/// started without control, `-` for one not started yet (whether it has control is not known).
+fn control_cell(r: &TableRow, v: Option<f64>, f: fn(f64) -> String) -> String {
+    match r.state {
+        _ if r.has_control() => number(r, v, f),
+        RowState::Pending | RowState::Loading => "-".to_string(),
+        _ => NOT_APPLICABLE.to_string(),
+    }
+}
+
+fn state_cell(r: &TableRow) -> String {
+    match r.state {
+        RowState::Pending => "pending".to_string(),
+        RowState::Loading => "loading".to_string(),
+        RowState::Running => format!("{}/{}", r.steps_done, r.steps),
+        RowState::Finished => "done".to_string(),
+        RowState::Cancelled => format!("cancelled {}/{}", r.steps_done, r.steps),
+        RowState::Failed => "failed".to_string(),
+    }
+}
+
+/// The columns of [`format_table`], the ControlNet's time per step and the adherence among
+/// them when `control` ([`control_columns`]).
+fn columns(control: bool) -> Vec<Column> {
+    fn col(header: &'static str, left: bool, cell: fn(&TableRow) -> String) -> Column {
+        Column { header, left, cell }
+    }
+    let mut cols = vec![
+        col("run", true, |r: &TableRow| r.label.clone()),
+        col("scheduler", true, |r: &TableRow| r.scheduler.clone()),
+        col("steps", false, |r: &TableRow| r.steps.to_string()),
+        col("cfg", false, |r: &TableRow| format!("{}", r.cfg)),
+        col("unet", true, |r: &TableRow| r.unet_label()),
+        col("state", true, state_cell),
+        col("total ms", false, |r: &TableRow| {
+            number(r, r.total_ms, format_ms)
+        }),
+        col("text ms", false, |r: &TableRow| {
+            number(r, r.text_ms, format_ms)
+        }),
+        col("unet ms", false, |r: &TableRow| {
+            number(r, r.unet_ms, format_ms)
+        }),
+        col("ms/step", false, |r: &TableRow| {
+            number(r, r.unet_ms_per_step, format_ms)
+        }),
     ];
-    // Right-aligned from "steps" on, except the text columns.
-    const LEFT: [bool; 15] = [
-        true, true, false, false, true, true, false, false, false, false, false, false, false,
-        false, false,
-    ];
-    let lines: Vec<[String; 15]> = rows
-        .iter()
-        .map(|r| {
-            let mark = if r.partial { "~" } else { "" };
-            let num = |v: Option<f64>, f: &dyn Fn(f64) -> String| {
-                v.map_or_else(|| "-".to_string(), |v| format!("{mark}{}", f(v)))
-            };
-            let state = match r.state {
-                RowState::Pending => "pending".to_string(),
-                RowState::Loading => "loading".to_string(),
-                RowState::Running => format!("{}/{}", r.steps_done, r.steps),
-                RowState::Finished => "done".to_string(),
-                RowState::Cancelled => format!("cancelled {}/{}", r.steps_done, r.steps),
-                RowState::Failed => "failed".to_string(),
-            };
-            let speedup = match (r.is_baseline, r.speedup) {
+    if control {
+        cols.push(col("cn ms/step", false, |r: &TableRow| {
+            control_cell(r, r.controlnet_ms_per_step, format_ms)
+        }));
+    }
+    cols.extend([
+        col("vae ms", false, |r: &TableRow| {
+            number(r, r.vae_ms, format_ms)
+        }),
+        col("it/s", false, |r: &TableRow| {
+            number(r, r.its, |v| format!("{v:.1}"))
+        }),
+        col("speedup", false, |r: &TableRow| {
+            match (r.is_baseline, r.speedup) {
                 (true, _) => "baseline".to_string(),
                 (false, Some(s)) => format!("{s:.2}×"),
                 (false, None) => "-".to_string(),
-            };
-            let (ssim, psnr) = match (r.is_baseline, r.quality) {
-                (true, _) => ("baseline".to_string(), "baseline".to_string()),
-                (false, Some(q)) => (
-                    format!("{:.4}", q.ssim),
-                    q.psnr_db
-                        .map_or_else(|| "identical".to_string(), |p| format!("{p:.2}")),
-                ),
-                (false, None) => ("-".to_string(), "-".to_string()),
-            };
-            [
-                r.label.clone(),
-                r.scheduler.clone(),
-                r.steps.to_string(),
-                format!("{}", r.cfg),
-                r.unet_label(),
-                state,
-                num(r.total_ms, &format_ms),
-                num(r.text_ms, &format_ms),
-                num(r.unet_ms, &format_ms),
-                num(r.unet_ms_per_step, &format_ms),
-                num(r.vae_ms, &format_ms),
-                num(r.its, &|v| format!("{v:.1}")),
-                speedup,
-                ssim,
-                psnr,
-            ]
+            }
+        }),
+        col("SSIM", false, |r: &TableRow| {
+            match (r.is_baseline, r.quality) {
+                (true, _) => "baseline".to_string(),
+                (false, Some(q)) => format!("{:.4}", q.ssim),
+                (false, None) => "-".to_string(),
+            }
+        }),
+        col("PSNR dB", false, |r: &TableRow| {
+            match (r.is_baseline, r.quality) {
+                (true, _) => "baseline".to_string(),
+                (false, Some(q)) => q
+                    .psnr_db
+                    .map_or_else(|| "identical".to_string(), |p| format!("{p:.2}")),
+                (false, None) => "-".to_string(),
+            }
+        }),
+    ]);
+    if control {
+        // The adherence is the run's own (its image against the control), so the baseline has
+        // one too.
+        cols.push(col("edge F1", false, |r: &TableRow| match r.state {
+            RowState::Finished if r.has_control() => format_adherence(r.adherence),
+            _ => control_cell(r, None, format_ms),
+        }));
+    }
+    cols
+}
+
+/// The fixed-width text table of an exercise's rows: a header, one line per run. Numbers of a
+/// run still going (or cancelled) carry `~`; the baseline's speedup column says `baseline`.
+/// When some run has a ControlNet, its time per step (`cn ms/step`) follows the UNet's and its
+/// control adherence (`edge F1`) follows PSNR.
+pub fn format_table(rows: &[TableRow]) -> String {
+    let cols = columns(control_columns(rows));
+    let lines: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| cols.iter().map(|c| (c.cell)(r)).collect())
+        .collect();
+    let widths: Vec<usize> = cols
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            lines
+                .iter()
+                .map(|l| l[i].chars().count())
+                .chain([c.header.chars().count()])
+                .max()
+                .unwrap_or(0)
         })
         .collect();
-    let width = |i: usize| {
-        lines
-            .iter()
-            .map(|l| l[i].chars().count())
-            .chain([HEADER[i].chars().count()])
-            .max()
-            .unwrap_or(0)
-    };
-    let widths: Vec<usize> = (0..HEADER.len()).map(width).collect();
     let render = |cells: &[String]| {
         let parts: Vec<String> = cells
             .iter()
             .enumerate()
             .map(|(i, c)| {
-                let pad = widths[i].saturating_sub(c.chars().count());
-                if LEFT[i] {
-                    format!("{c}{}", " ".repeat(pad))
+                let pad = " ".repeat(widths[i].saturating_sub(c.chars().count()));
+                if cols[i].left {
+                    format!("{c}{pad}")
                 } else {
-                    format!("{}{c}", " ".repeat(pad))
+                    format!("{pad}{c}")
                 }
             })
             .collect();
         parts.join("  ").trim_end().to_string()
     };
-    let header: Vec<String> = HEADER.iter().map(|h| h.to_string()).collect();
+    let header: Vec<String> = cols.iter().map(|c| c.header.to_string()).collect();
     let mut out = render(&header);
     out.push('\n');
     for l in &lines {
@@ -797,6 +926,160 @@ mod tests {
         let table = format_table(&rows);
         let line = table.lines().nth(2).unwrap();
         assert_eq!(line.split_whitespace().rev().nth(2), Some("-"), "{table}");
+    }
+
+    /// A run of the fake backend (`scale`: its ControlNet's, `None`: no control), its events
+    /// folded into a row: Started, one Step per step, Finished with the fake's report.
+    fn fake_row(label: &str, scale: Option<f32>) -> TableRow {
+        use crate::pipeline::control::Control;
+        let mut req = crate::pipeline::Request::new(
+            "a star",
+            crate::schedulers::SchedulerKind::DpmSolverPp,
+            4,
+            42,
+        );
+        req.control = scale.map(|scale| Control {
+            name: Some("edge".into()),
+            image: "edges.png".into(),
+            preprocess: Default::default(),
+            scale,
+        });
+        let report = crate::tui::fake::report(&req);
+        let mut row = TableRow::new(
+            RunSettings {
+                label: label.into(),
+                ..exercise_1().remove(1)
+            },
+            false,
+        );
+        row.apply(&Event::Started {
+            run: 1,
+            total_steps: 4,
+            width: 64,
+            height: 64,
+        });
+        for i in 0..4 {
+            let mut timing = crate::tui::fake::step_timing();
+            timing.controlnet = report
+                .timings
+                .controlnet
+                .get(i)
+                .copied()
+                .unwrap_or_default();
+            row.apply(&Event::Step {
+                run: 1,
+                index: i,
+                total: 4,
+                timestep: 999,
+                timing,
+                elapsed: msd(21.0 * (i + 1) as f64),
+            });
+        }
+        row.apply(&Event::Finished {
+            run: 1,
+            report: Box::new(report),
+            image: RgbImage::new(1, 1),
+        });
+        row
+    }
+
+    #[test]
+    fn controlled_rows_get_the_controlnet_time_per_step_and_the_adherence_of_their_report() {
+        let plain = fake_row("plain", None);
+        assert!(!plain.has_control());
+        assert_eq!(
+            (plain.controlnet_ms_per_step, plain.adherence),
+            (None, None)
+        );
+        let row = fake_row("controlled", Some(0.5));
+        assert!(row.has_control());
+        // The fake: 8 ms of ControlNet a step, adherence 0.3 + 0.5 × min(scale, 1).
+        assert!(close(row.controlnet_ms, 32.0), "{row:?}");
+        assert!(close(row.controlnet_ms_per_step, 8.0), "{row:?}");
+        assert!(close(row.adherence, 0.55), "{row:?}");
+        // The UNet's time stays its own.
+        assert!(close(row.unet_ms_per_step, 20.0), "{row:?}");
+        let json = serde_json::to_value(&row).unwrap();
+        assert_eq!(json["controlnet_ms_per_step"], 8.0);
+        assert_eq!(json["adherence"], 0.55);
+        let json = serde_json::to_value(&plain).unwrap();
+        assert!(json.get("controlnet_ms_per_step").is_none() && json.get("adherence").is_none());
+    }
+
+    #[test]
+    fn the_controlnet_columns_are_there_only_when_a_row_has_control() {
+        let plain = format_table(&[fake_row("plain", None)]);
+        assert!(
+            !plain.contains("cn ms/step") && !plain.contains("edge F1"),
+            "{plain}"
+        );
+        let mut rows = vec![
+            fake_row("plain", None),
+            fake_row("controlled", Some(2.0)),
+            TableRow::new(exercise_1().remove(2), false),
+        ];
+        with_speedups(&mut rows, 0);
+        let table = format_table(&rows);
+        let lines: Vec<&str> = table.lines().collect();
+        let header = lines[0];
+        assert!(header.ends_with("SSIM   PSNR dB  edge F1"), "{table}");
+        let cell = |line: &str, column: &str| {
+            // Right-aligned: the cell ends where its header does, and starts after the
+            // previous column's two spaces.
+            let end = header.find(column).unwrap() + column.len();
+            line.chars()
+                .take(end)
+                .collect::<String>()
+                .rsplit("  ")
+                .next()
+                .unwrap()
+                .trim()
+                .to_string()
+        };
+        assert_eq!(cell(lines[1], "cn ms/step"), NOT_APPLICABLE, "{table}");
+        assert_eq!(cell(lines[1], "edge F1"), NOT_APPLICABLE, "{table}");
+        assert_eq!(cell(lines[2], "cn ms/step"), "8.00", "{table}");
+        assert_eq!(cell(lines[2], "edge F1"), "0.8000", "{table}");
+        assert_eq!(cell(lines[2], "ms/step"), "20.0", "{table}");
+        // A run not started yet may still have control: not known.
+        assert_eq!(cell(lines[3], "cn ms/step"), "-", "{table}");
+        assert_eq!(cell(lines[3], "edge F1"), "-", "{table}");
+    }
+
+    #[test]
+    fn an_adherence_that_was_not_measured_is_not_a_number_in_the_table() {
+        assert_eq!(format_adherence(Some(f64::NAN)), NOT_APPLICABLE);
+        assert_eq!(format_adherence(None), NOT_APPLICABLE);
+        assert_eq!(format_adherence(Some(0.81234)), "0.8123");
+        let mut row = fake_row("controlled", Some(1.0));
+        let mut report = crate::tui::fake::report(&crate::pipeline::Request {
+            control: Some(crate::pipeline::control::Control {
+                name: None,
+                image: "e.png".into(),
+                preprocess: Default::default(),
+                scale: 1.0,
+            }),
+            ..crate::pipeline::Request::new(
+                "a star",
+                crate::schedulers::SchedulerKind::DpmSolverPp,
+                4,
+                42,
+            )
+        });
+        if let Some(c) = &mut report.control {
+            c.adherence = f64::NAN;
+        }
+        row.apply(&Event::Finished {
+            run: 1,
+            report: Box::new(report),
+            image: RgbImage::new(1, 1),
+        });
+        assert!(row.has_control() && row.adherence.is_none(), "{row:?}");
+        let table = format_table(&[row]);
+        assert!(
+            table.lines().nth(1).unwrap().ends_with(NOT_APPLICABLE),
+            "{table}"
+        );
     }
 
     #[test]

@@ -79,6 +79,11 @@ pub fn measure(
         quality,
         clip_score: report.clip_score,
         plain,
+        adherence: report
+            .control
+            .as_ref()
+            .map(|c| c.adherence)
+            .filter(|a| a.is_finite()),
     })
 }
 
@@ -245,8 +250,12 @@ fn point_line(plan: &Plan, measured: &[Option<Measured>], run: usize) -> Option<
             let s = &land.series[method];
             let p = s.point(steps)?;
             p.complete().then(|| {
+                let adherence = p
+                    .adherence
+                    .map(|a| format!(", edge F1 {:.3}", a.mean))
+                    .unwrap_or_default();
                 format!(
-                    "{} {steps}: {} ms, SSIM {:.3} ± {:.3} ({})",
+                    "{} {steps}: {} ms, SSIM {:.3} ± {:.3}{adherence} ({})",
                     s.method.label,
                     format_ms(p.time_ms),
                     p.ssim.mean,

@@ -24,7 +24,7 @@ use color_eyre::eyre::{bail, eyre};
 use serde::{Deserialize, Serialize};
 
 use crate::error::Fixable;
-use crate::exercises::{Exercise, RunSpec, with_adapters};
+use crate::exercises::{ControlSpec, Exercise, RunSpec, with_adapters};
 use crate::lora::AdapterWeight;
 use crate::quality::Quality;
 use crate::schedulers::SchedulerKind;
@@ -45,6 +45,10 @@ pub struct Method {
     pub cfg: f32,
     /// Step counts, run in this order (the curve sorts them).
     pub steps: Vec<usize>,
+    /// A ControlNet on every run of this method (`control = { image = "edges.png", … }`);
+    /// absent: `[sweep]`'s `control`, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control: Option<ControlSpec>,
 }
 
 /// The run every point is compared with (one per seed).
@@ -56,6 +60,9 @@ pub struct Reference {
     pub cfg: f32,
     #[serde(default = "base_unet")]
     pub unet: String,
+    /// A ControlNet on the reference runs; absent: `[sweep]`'s `control`, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control: Option<ControlSpec>,
 }
 
 fn base_unet() -> String {
@@ -103,6 +110,9 @@ pub struct SweepConfig {
     pub tolerance: f64,
     pub reference: Reference,
     pub methods: Option<Vec<Method>>,
+    /// A ControlNet on every run (the reference's and every method's) that does not set its
+    /// own: `control = { image = "edges.png", preprocess = "canny", scale = 1.0 }`.
+    pub control: Option<ControlSpec>,
 }
 
 /// Most seeds a sweep takes (each one multiplies its runs).
@@ -122,8 +132,10 @@ impl Default for SweepConfig {
                 steps: 50,
                 cfg: 7.5,
                 unet: base_unet(),
+                control: None,
             },
             methods: None,
+            control: None,
         }
     }
 }
@@ -148,6 +160,7 @@ pub fn default_methods() -> Vec<Method> {
         unet: unet.into(),
         cfg,
         steps: steps.to_vec(),
+        control: None,
     };
     vec![
         m(
@@ -179,7 +192,7 @@ pub fn default_methods() -> Vec<Method> {
 
 impl SweepConfig {
     /// The methods in force: the defaults, each replaced by a config entry of the same name,
-    /// then the config's new ones.
+    /// then the config's new ones; each without a control of its own gets `[sweep]`'s.
     pub fn methods(&self) -> Vec<Method> {
         let mut all = default_methods();
         for m in self.methods.iter().flatten() {
@@ -188,7 +201,39 @@ impl SweepConfig {
                 None => all.push(m.clone()),
             }
         }
+        for m in &mut all {
+            m.control = m.control.take().or_else(|| self.control.clone());
+        }
         all
+    }
+
+    /// The reference in force: with `[sweep]`'s control unless it sets its own.
+    pub fn reference(&self) -> Reference {
+        let mut r = self.reference.clone();
+        r.control = r.control.take().or_else(|| self.control.clone());
+        r
+    }
+
+    /// Every control the sweep's runs may take, with where config.toml sets it (`[sweep]`,
+    /// `[sweep.reference]`, `[[sweep.methods]] "lcm"`): what [`SweepConfig::validate`] checks
+    /// and what a command reads up front.
+    pub fn controls(&self) -> Vec<(String, &ControlSpec)> {
+        let own = self.methods.iter().flatten().filter_map(|m| {
+            let c = m.control.as_ref()?;
+            Some((format!("[[sweep.methods]] {:?}", m.name), c))
+        });
+        let shared = [
+            ("[sweep]".to_string(), self.control.as_ref()),
+            (
+                "[sweep.reference]".to_string(),
+                self.reference.control.as_ref(),
+            ),
+        ];
+        shared
+            .into_iter()
+            .filter_map(|(w, c)| Some((w, c?)))
+            .chain(own)
+            .collect()
     }
 
     /// What config.toml may get wrong; the error names the key and the fix.
@@ -219,6 +264,10 @@ impl SweepConfig {
                 "[sweep] reference has cfg = {}: ",
                 self.reference.cfg
             )));
+        }
+        for (what, c) in self.controls() {
+            crate::pipeline::control::check_scale(c.scale)
+                .map_err(|e| e.prefixed(format!("{what} control: ")))?;
         }
         let methods = self.methods();
         for (i, m) in methods.iter().enumerate() {
@@ -399,7 +448,7 @@ impl Sweep {
                 .map(|k| config.seed.wrapping_add(k))
                 .collect(),
             tolerance: config.tolerance,
-            reference: config.reference.clone(),
+            reference: config.reference(),
             methods,
             loras: Vec::new(),
             weights: None,
@@ -464,8 +513,24 @@ impl Sweep {
         self
     }
 
+    /// Compares every point with `reference` (`--reference`), which keeps the control the
+    /// reference had.
     pub fn with_reference(mut self, reference: Reference) -> Self {
-        self.reference = reference;
+        let control = self.reference.control.take();
+        self.reference = Reference {
+            control: reference.control.or(control),
+            ..reference
+        };
+        self
+    }
+
+    /// Every run (the reference's and each method's) under `control` (the command line's
+    /// `--controlnet`), replacing its own.
+    pub fn with_control(mut self, control: &ControlSpec) -> Self {
+        self.reference.control = Some(control.clone());
+        for m in &mut self.methods {
+            m.control = Some(control.clone());
+        }
         self
     }
 
@@ -539,7 +604,7 @@ impl Sweep {
                 prompt: None,
                 seed: Some(self.seeds[seed_index]),
                 lora: loras,
-                control: None,
+                control: r.control.clone(),
             },
         }
     }
@@ -560,7 +625,7 @@ impl Sweep {
                 prompt: None,
                 seed: Some(self.seeds[s]),
                 lora,
-                control: None,
+                control: m.control.clone(),
             },
         };
         let Some(axis) = &self.weights else {
@@ -650,6 +715,10 @@ pub struct Measured {
     /// too: how far apart the curve's two ends are); `None` in a step sweep.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub plain: Option<Quality>,
+    /// Control adherence (edge F1 against the control), for a run with a ControlNet whose
+    /// adherence was measured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub adherence: Option<f64>,
 }
 
 /// The quality of an image that is its own reference.
@@ -803,6 +872,7 @@ impl Plan {
             reference: Point::of(self.sweep.reference.steps, &refs, self.sweep.seeds.len()),
             series,
             clip_score: measured.iter().flatten().any(|m| m.clip_score.is_some()),
+            adherence: measured.iter().flatten().any(|m| m.adherence.is_some()),
         }
     }
 }
@@ -1016,6 +1086,9 @@ pub struct Point {
     /// Seeds whose image is bit-identical to the reference's.
     pub identical: usize,
     pub clip_score: Option<Stat>,
+    /// Control adherence (edge F1) over the seeds whose runs have one, as SSIM is aggregated.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub adherence: Option<Stat>,
 }
 
 impl Point {
@@ -1025,6 +1098,7 @@ impl Point {
         let ssim = Stat::of(&runs.iter().map(|m| m.quality.ssim).collect::<Vec<_>>())?;
         let psnr: Vec<f64> = runs.iter().filter_map(|m| m.quality.psnr_db).collect();
         let clips: Vec<f64> = runs.iter().filter_map(|m| m.clip_score).collect();
+        let adherence: Vec<f64> = runs.iter().filter_map(|m| m.adherence).collect();
         Some(Self {
             steps,
             runs: runs.len(),
@@ -1036,6 +1110,7 @@ impl Point {
             psnr_db: Stat::of(&psnr),
             identical: runs.len() - psnr.len(),
             clip_score: Stat::of(&clips),
+            adherence: Stat::of(&adherence),
         })
     }
 
@@ -1088,6 +1163,8 @@ pub struct Landscape {
     pub series: Vec<Series>,
     /// Some run has a CLIP score (the model has a CLIP image encoder): the column exists.
     pub clip_score: bool,
+    /// Some run has a control adherence (it ran under a ControlNet): the edge F1 column exists.
+    pub adherence: bool,
 }
 
 impl Landscape {
@@ -1172,6 +1249,7 @@ pub fn parse_reference(text: &str) -> color_eyre::Result<Reference> {
         steps,
         cfg,
         unet,
+        control: None,
     })
 }
 
@@ -1189,6 +1267,7 @@ mod tests {
             },
             clip_score: None,
             plain: None,
+            adherence: None,
         })
     }
 
@@ -1289,6 +1368,7 @@ mod tests {
                     quality: IDENTICAL,
                     clip_score: None,
                     plain: None,
+                    adherence: None,
                 }),
                 Target::Point { steps: 10, .. } => measured(
                     [100.0, 300.0, 110.0][r.seed_index],
@@ -1331,6 +1411,7 @@ mod tests {
                     quality: IDENTICAL,
                     clip_score: None,
                     plain: None,
+                    adherence: None,
                 }),
                 _ => measured(100.0, 0.9),
             })
@@ -1361,6 +1442,7 @@ mod tests {
             quality: IDENTICAL,
             clip_score: Some(31.0),
             plain: None,
+            adherence: None,
         });
         m[twenty[1]] = measured(1.0, 0.9);
         let land = plan.landscape(&m);
@@ -1388,6 +1470,7 @@ mod tests {
                     psnr_db: None,
                     identical: 0,
                     clip_score: None,
+                    adherence: None,
                 })
                 .collect(),
             knee: None,
@@ -1539,6 +1622,7 @@ mod tests {
                     quality: IDENTICAL,
                     clip_score: None,
                     plain: Some(q(0.4 + 0.1 * r.seed_index as f64)),
+                    adherence: None,
                 }),
                 Target::Weighted { weight: 2, .. } if r.seed_index == 1 => None,
                 Target::Weighted { weight, .. } => Some(Measured {
@@ -1546,6 +1630,7 @@ mod tests {
                     quality: q(0.5 + 0.2 * weight as f64 + 0.1 * r.seed_index as f64),
                     clip_score: None,
                     plain: Some(q(0.9 - 0.2 * weight as f64)),
+                    adherence: None,
                 }),
                 Target::Point { .. } => unreachable!("a weight sweep has no step points"),
             })
@@ -1608,6 +1693,59 @@ mod tests {
     }
 
     #[test]
+    fn a_runs_control_is_its_methods_else_the_sweeps_and_the_command_line_replaces_both() {
+        let cfg: SweepConfig =
+            toml::from_str(r#"control = { image = "all.png", controlnet = "edge" }"#).unwrap();
+        let mut cfg = SweepConfig {
+            methods: Some(vec![Method {
+                control: Some(ControlSpec {
+                    controlnet: Some("edge".into()),
+                    image: "lcm.png".into(),
+                    scale: 0.5,
+                    preprocess: Default::default(),
+                }),
+                ..default_methods().remove(1)
+            }]),
+            ..cfg
+        };
+        let image = |c: &Option<ControlSpec>| c.as_ref().map(|c| c.image.display().to_string());
+        let sweep = Sweep::from_config(&cfg, None).unwrap();
+        assert_eq!(image(&sweep.reference.control).as_deref(), Some("all.png"));
+        let by_name = |name: &str| sweep.methods.iter().find(|m| m.name == name).unwrap();
+        assert_eq!(image(&by_name("lcm").control).as_deref(), Some("lcm.png"));
+        assert_eq!(image(&by_name("dpmpp").control).as_deref(), Some("all.png"));
+        // Every planned run carries its control to its request.
+        let plan = sweep.plan();
+        let req = plan.request(plan.runs.len() - 1, crate::rng::RngSource::TorchCpu);
+        assert_eq!(
+            req.control.unwrap().image,
+            std::path::PathBuf::from("all.png")
+        );
+        let cli = ControlSpec {
+            controlnet: Some("pose".into()),
+            image: "cli.png".into(),
+            scale: 2.0,
+            preprocess: Default::default(),
+        };
+        let sweep = sweep.with_control(&cli);
+        assert!(
+            sweep
+                .methods
+                .iter()
+                .all(|m| m.control.as_ref() == Some(&cli))
+                && sweep.reference.control.as_ref() == Some(&cli)
+        );
+        // A scale out of range is refused, naming where it is set.
+        cfg.control.as_mut().unwrap().scale = -1.0;
+        let e = cfg.validate().unwrap_err().to_string();
+        assert!(
+            e.starts_with("[sweep] control: the control scale -1 is not a number from 0 to 10"),
+            "{e}"
+        );
+        assert!(e.contains("\nFix: "), "{e}");
+    }
+
+    #[test]
     fn config_methods_replace_defaults_by_name_and_bad_values_are_refused() {
         let mut cfg = SweepConfig {
             methods: Some(vec![Method {
@@ -1617,6 +1755,7 @@ mod tests {
                 unet: "lcm".into(),
                 cfg: 1.0,
                 steps: vec![2, 4],
+                control: None,
             }]),
             ..SweepConfig::default()
         };

@@ -39,12 +39,25 @@ fn clip(p: &Point) -> String {
         .map_or_else(|| "–".into(), |s| format!("{:.2} ± {:.2}", s.mean, s.std))
 }
 
+/// A point's control adherence (edge F1 over its seeds), like its SSIM; `—` for a point whose
+/// runs had no control (or no measured adherence).
+fn adherence(p: &Point) -> String {
+    p.adherence.map_or_else(
+        || crate::report::table::NOT_APPLICABLE.into(),
+        |s| format!("{:.3}", s.mean),
+    )
+}
+
 /// The fixed-width table: one line per point, each method's knee marked; the reference's time
-/// last. The CLIP column is there only when some run has a CLIP score.
+/// last. The CLIP column is there only when some run has a CLIP score, the edge F1 column
+/// (control adherence) only when some run had a ControlNet.
 pub fn format_table(land: &Landscape) -> String {
     let mut header = vec![
         "method", "steps", "seeds", "time", "range", "vs ref", "SSIM", "± sd", "min", "PSNR dB",
     ];
+    if land.adherence {
+        header.push("edge F1");
+    }
     if land.clip_score {
         header.push("CLIP");
     }
@@ -72,6 +85,9 @@ pub fn format_table(land: &Landscape) -> String {
                 format!("{:.3}", p.ssim.min),
                 psnr(p),
             ];
+            if land.adherence {
+                row.push(adherence(p));
+            }
             if land.clip_score {
                 row.push(clip(p));
             }
@@ -92,9 +108,13 @@ pub fn format_table(land: &Landscape) -> String {
                 .clip_score
                 .map(|c| format!(", CLIP {:.2}", c.mean))
                 .unwrap_or_default();
+            let edge = r
+                .adherence
+                .map(|a| format!(", edge F1 {:.3}", a.mean))
+                .unwrap_or_default();
             let _ = writeln!(
                 out,
-                "reference {}: {} median over {} seed{}{clip} (every point's SSIM is to its seed's reference image)",
+                "reference {}: {} median over {} seed{}{edge}{clip} (every point's SSIM is to its seed's reference image)",
                 land.sweep.reference.label(),
                 ms(r.time_ms),
                 r.runs,
@@ -268,7 +288,8 @@ pub fn findings(land: &Landscape) -> Vec<String> {
 }
 
 /// `points.csv`: one row per point (and one for the reference), every number of the table at
-/// full precision. The CLIP columns exist only when some run has a CLIP score.
+/// full precision. The CLIP columns exist only when some run has a CLIP score, the adherence
+/// columns (edge F1) only when some run had a ControlNet.
 pub fn csv(land: &Landscape) -> color_eyre::Result<String> {
     let mut w = csv::Writer::from_writer(Vec::new());
     let mut header = vec![
@@ -292,6 +313,9 @@ pub fn csv(land: &Landscape) -> color_eyre::Result<String> {
         "psnr_db_std",
         "identical_to_reference",
     ];
+    if land.adherence {
+        header.extend(["edge_f1_mean", "edge_f1_std"]);
+    }
     if land.clip_score {
         header.extend(["clip_score_mean", "clip_score_std"]);
     }
@@ -327,6 +351,10 @@ pub fn csv(land: &Landscape) -> color_eyre::Result<String> {
             opt(p.psnr_db.map(|s| s.std)),
             p.identical.to_string(),
         ];
+        if land.adherence {
+            r.push(opt(p.adherence.map(|s| s.mean)));
+            r.push(opt(p.adherence.map(|s| s.std)));
+        }
         if land.clip_score {
             r.push(opt(p.clip_score.map(|s| s.mean)));
             r.push(opt(p.clip_score.map(|s| s.std)));
@@ -650,10 +678,11 @@ fn setting(o: &SweepOutcome) -> String {
         )
     };
     format!(
-        "{seeds} ({} noise), reference {} (cfg {}){loras} — {} on {}, model {}{}",
+        "{seeds} ({} noise), reference {} (cfg {}){loras}{} — {} on {}, model {}{}",
         o.rng,
         s.reference.label(),
         s.reference.cfg,
+        controls(s),
         o.info.provider,
         o.info.device,
         o.info.model_dir.display(),
@@ -663,6 +692,36 @@ fn setting(o: &SweepOutcome) -> String {
             ""
         }
     )
+}
+
+/// `, under ControlNet edge×1 on edges.png (canny)`: the distinct controls of the sweep's
+/// runs (the reference's and the methods'); empty without any.
+fn controls(s: &super::Sweep) -> String {
+    let mut seen: Vec<&crate::exercises::ControlSpec> = Vec::new();
+    let all = [s.reference.control.as_ref()]
+        .into_iter()
+        .chain(s.methods.iter().map(|m| m.control.as_ref()));
+    for c in all.flatten() {
+        if !seen.contains(&c) {
+            seen.push(c);
+        }
+    }
+    if seen.is_empty() {
+        return String::new();
+    }
+    let named: Vec<String> = seen
+        .iter()
+        .map(|c| {
+            format!(
+                "{}×{} on {} ({})",
+                c.controlnet.as_deref().unwrap_or("the model's ControlNet"),
+                c.scale,
+                c.image.display(),
+                crate::report::table::preprocess_name(c.preprocess)
+            )
+        })
+        .collect();
+    format!(", under ControlNet {}", named.join(", "))
 }
 
 /// Why there is no CLIP column, and how to get one.
@@ -780,6 +839,14 @@ pub fn markdown(o: &SweepOutcome, images: &[Option<String>]) -> String {
          not beauty: a method on another curve (LCM-LoRA) makes a different image and scores lower \
          without looking worse.\n\n",
     );
+    if land.adherence {
+        md.push_str(
+            "The **edge F1** column is the control adherence of the runs under a ControlNet: the \
+             F1 score between the Canny edges of each image and the control's edge map (a pixel \
+             counts as matched within 1 px below 256 px, 2 px from 256 px), averaged over the \
+             seeds; `—` for a point without control.\n\n",
+        );
+    }
     if land.clip_score {
         md.push_str(
             "The **CLIP** column is the CLIP score of each image against the prompt (100 × the \
@@ -795,6 +862,10 @@ pub fn markdown(o: &SweepOutcome, images: &[Option<String>]) -> String {
     let mut head =
         "| method | steps | seeds | time | vs ref | SSIM ± sd | min | PSNR dB |".to_string();
     let mut rule = "|---|---:|---:|---:|---:|---:|---:|---:|".to_string();
+    if land.adherence {
+        head.push_str(" edge F1 |");
+        rule.push_str("---:|");
+    }
     if land.clip_score {
         head.push_str(" CLIP |");
         rule.push_str("---:|");
@@ -818,6 +889,9 @@ pub fn markdown(o: &SweepOutcome, images: &[Option<String>]) -> String {
                 p.ssim.min,
                 psnr(p)
             );
+            if land.adherence {
+                let _ = write!(md, " {} |", adherence(p));
+            }
             if land.clip_score {
                 let _ = write!(md, " {} |", clip(p));
             }
@@ -988,6 +1062,86 @@ mod tests {
                 points: points.to_vec(),
             }],
         }
+    }
+
+    /// LCM-LoRA 4 with 2 seeds against the reference, every run measured from the fake
+    /// backend's report; with `control`, under `[sweep]`'s ControlNet at scale 1, except the
+    /// second seed's point at 0.4 (the fake's adherence: 0.3 + 0.5 × min(scale, 1)).
+    fn fake_landscape(control: bool) -> Landscape {
+        use crate::exercises::ControlSpec;
+        use crate::sweep::{Sweep, SweepConfig, headless::measure};
+        let cfg = SweepConfig {
+            seeds: 2,
+            control: control.then(|| ControlSpec {
+                controlnet: Some("edge".into()),
+                image: "edges.png".into(),
+                scale: 1.0,
+                preprocess: Default::default(),
+            }),
+            ..SweepConfig::default()
+        };
+        let plan = Sweep::from_config(&cfg, Some("lcm"))
+            .unwrap()
+            .with_steps(&[4])
+            .unwrap()
+            .plan();
+        let image = image::RgbImage::from_fn(32, 32, |x, y| image::Rgb([x as u8 * 8, y as u8, 0]));
+        let measured: Vec<_> = (0..plan.runs.len())
+            .map(|i| {
+                let mut req = plan.request(i, crate::rng::RngSource::TorchCpu);
+                let point = matches!(plan.runs[i].target, Target::Point { .. });
+                if let Some(c) = &mut req.control
+                    && point
+                    && plan.runs[i].seed_index == 1
+                {
+                    c.scale = 0.4;
+                }
+                let report = crate::tui::fake::report(&req);
+                measure(&plan, i, &image, &report, Some(&image), None).ok()
+            })
+            .collect();
+        plan.landscape(&measured)
+    }
+
+    #[test]
+    fn a_controlled_sweep_records_the_adherence_per_run_and_its_mean_per_point() {
+        let land = fake_landscape(true);
+        assert!(land.adherence);
+        let p = land.series[0].point(4).unwrap();
+        let a = p.adherence.expect("an adherence over the seeds");
+        // 0.8 at scale 1, 0.5 at scale 0.4: aggregated as SSIM is.
+        assert_eq!(a.n, 2);
+        // (The scale is an f32: 0.4 is 0.4 to 1e-8.)
+        assert!((a.mean - 0.65).abs() < 1e-6, "{a:?}");
+        assert!(
+            (a.min - 0.5).abs() < 1e-6 && (a.max - 0.8).abs() < 1e-6,
+            "{a:?}"
+        );
+        assert!((land.reference.unwrap().adherence.unwrap().mean - 0.8).abs() < 1e-6);
+        let table = format_table(&land);
+        let lines: Vec<&str> = table.lines().collect();
+        assert!(lines[0].contains("PSNR dB  edge F1"), "{table}");
+        assert!(lines[1].contains("  0.650"), "{table}");
+        assert!(table.contains("edge F1 0.800"), "the reference's: {table}");
+        let text = csv(&land).unwrap();
+        let mut r = csv::Reader::from_reader(text.as_bytes());
+        let header = r.headers().unwrap().clone();
+        let col = header.iter().position(|h| h == "edge_f1_mean").unwrap();
+        let rows: Vec<csv::StringRecord> = r.records().map(Result::unwrap).collect();
+        assert_eq!(&rows[0][0], "reference");
+        assert!((rows[0][col].parse::<f64>().unwrap() - 0.8).abs() < 1e-6);
+        assert!((rows[1][col].parse::<f64>().unwrap() - 0.65).abs() < 1e-6);
+        let json = serde_json::to_value(p).unwrap();
+        assert!((json["adherence"]["mean"].as_f64().unwrap() - 0.65).abs() < 1e-6);
+    }
+
+    #[test]
+    fn a_sweep_without_control_has_no_adherence_column() {
+        let land = fake_landscape(false);
+        assert!(!land.adherence);
+        assert!(land.series[0].point(4).unwrap().adherence.is_none());
+        assert!(!format_table(&land).contains("edge F1"));
+        assert!(!csv(&land).unwrap().contains("edge_f1"));
     }
 
     #[test]

@@ -328,6 +328,11 @@ fn panic_text(p: &Box<dyn std::any::Any + Send>) -> String {
 /// The VAE decoder's folder, the name its events carry.
 const VAE_DECODER: &str = "vae_decoder";
 
+/// The folder of the ControlNet `name`, the name its events carry (`controlnet_edge`).
+fn controlnet_folder(name: &str) -> String {
+    format!("{}{name}", crate::models::controlnet::CONTROLNET_PREFIX)
+}
+
 /// (component folder, batch, latent height, latent width) of a warm-up pass already run.
 type WarmKey = (String, usize, usize, usize);
 
@@ -537,8 +542,8 @@ impl Worker {
     }
 
     /// Loads and warms up, outside the timed run, every component the job needs that the
-    /// worker has not run at this size yet: the text encoder, the UNet and the VAE decoder,
-    /// then the CLIP scorer when the run asks for a score.
+    /// worker has not run at this size yet: the text encoder, the UNet, the run's ControlNet
+    /// (under control) and the VAE decoder, then the CLIP scorer when the run asks for a score.
     fn prepare(
         &mut self,
         job: &Job,
@@ -558,9 +563,18 @@ impl Worker {
         // needs one, so does the text encoder.
         let warm_unet =
             !self.announced.contains(&unet_key) || !self.warmed.contains(&size.key(&unet_key));
-        let hidden = self.prepare_text_encoder(&prep, req, &te_key, warm_unet)?;
+        let controlnet = self.control_name(req)?;
+        let warm_controlnet = controlnet.as_ref().is_some_and(|name| {
+            let folder = controlnet_folder(name);
+            !self.announced.contains(&folder) || !self.warmed.contains(&size.key(&folder))
+        });
+        let hidden =
+            self.prepare_text_encoder(&prep, req, &te_key, warm_unet || warm_controlnet)?;
         if warm_unet && let Some(hidden) = &hidden {
             self.prepare_unet(&prep, req, &unet_key, size, hidden)?;
+        }
+        if let (Some(name), Some(hidden)) = (&controlnet, &hidden) {
+            self.prepare_controlnet(&prep, name, size, hidden)?;
         }
         self.prepare_vae_decoder(&prep, size)?;
         if req.clip_score && self.model.has_clip_scorer() {
@@ -674,6 +688,64 @@ impl Worker {
             let context = ndarray::concatenate(Axis(0), &vec![hidden.view(); size.batch])?;
             let sample = Array4::<f32>::zeros((size.batch, channels, size.h, size.w));
             clock.warm_up(|| unet.predict_with(sample.view(), 500.0, context.view(), Some(options)))
+        })?;
+        Ok(())
+    }
+
+    /// The ControlNet `req` runs under (its name, resolved against the model folder: the
+    /// folder's only one when the request names none), its scale checked; `None` without
+    /// control.
+    fn control_name(&self, req: &Request) -> color_eyre::Result<Option<String>> {
+        let Some(c) = &req.control else {
+            return Ok(None);
+        };
+        pipeline::control::check_scale(c.scale)?;
+        let name = pipeline::control::resolve_name(&self.info.model_dir, c.name.as_deref())?;
+        Ok(Some(name))
+    }
+
+    /// The ControlNet `name` (folder `controlnet_<name>/`): loaded the first time (its
+    /// session-creation time is its `Loaded` load, and the report's `load_ms` has it as
+    /// `controlnet_<name>`), then one call at the run's batch and latent size on a blank
+    /// control image and `hidden` (the text encoder's warm-up output) once per batch row.
+    fn prepare_controlnet(
+        &mut self,
+        prep: &Prep,
+        name: &str,
+        size: LatentSize,
+        hidden: &Array3<f32>,
+    ) -> color_eyre::Result<()> {
+        let folder = controlnet_folder(name);
+        let key = size.key(&folder);
+        let part = Component {
+            folder: &folder,
+            load_time: LoadTime::Measured,
+            warm: !self.warmed.contains(&key),
+            warmed: Some(key.clone()),
+        };
+        let options = prep.options;
+        self.load_and_warm(prep, part, |model, rt, clock| {
+            let (channels, f) = (
+                model.geometry.latent_channels,
+                model.geometry.vae_scale_factor,
+            );
+            let controlnet = clock.load(|| model.controlnet(rt, name))?;
+            let context = ndarray::concatenate(Axis(0), &vec![hidden.view(); size.batch])?;
+            let sample = Array4::<f32>::zeros((size.batch, channels, size.h, size.w));
+            let blank = Array4::<f32>::zeros((1, 3, size.h * f, size.w * f));
+            let cond = controlnet.cond_input(blank.view(), size.batch)?;
+            clock.warm_up(|| {
+                controlnet
+                    .residuals(
+                        sample.view(),
+                        500.0,
+                        context.view(),
+                        &cond,
+                        1.0,
+                        Some(options),
+                    )
+                    .map(drop)
+            })
         })?;
         Ok(())
     }
