@@ -423,18 +423,9 @@ pub fn control_label(c: &crate::pipeline::control::ControlReport) -> String {
         "ControlNet {} on {} (preprocess {}, scale {})",
         c.name,
         c.image,
-        preprocess_name(c.preprocess),
+        c.preprocess.name(),
         c.scale
     )
-}
-
-/// A control preprocessing by the name config.toml and `--control-preprocess` give it (`none`,
-/// `canny`): its serde name.
-pub fn preprocess_name(p: crate::pipeline::control::ControlPreprocess) -> String {
-    serde_json::to_value(p)
-        .ok()
-        .and_then(|v| v.as_str().map(String::from))
-        .unwrap_or_default()
 }
 
 /// One column of [`format_table`]: its header, whether its text is left-aligned, and the cell

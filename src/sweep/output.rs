@@ -717,7 +717,7 @@ fn controls(s: &super::Sweep) -> String {
                 c.controlnet.as_deref().unwrap_or("the model's ControlNet"),
                 c.scale,
                 c.image.display(),
-                crate::report::table::preprocess_name(c.preprocess)
+                c.preprocess.name()
             )
         })
         .collect();
