@@ -48,7 +48,11 @@ fn map_diff(got: &EdgeMap, want: &EdgeMap) -> String {
         .filter(|(_, (a, b))| a != b)
         .map(|(i, _)| (i % w, i / w))
         .collect();
-    format!("{} pixels differ, first (x, y): {:?}", at.len(), &at[..at.len().min(8)])
+    format!(
+        "{} pixels differ, first (x, y): {:?}",
+        at.len(),
+        &at[..at.len().min(8)]
+    )
 }
 
 /// The largest difference between two images of one size, in 8-bit levels.
@@ -82,12 +86,19 @@ fn canny_matches_opencv_pixel_for_pixel() {
             "{name}: size"
         );
         assert!(got == want, "{name}: {}", map_diff(&got, &want));
-        assert_eq!(got.count() as u64, case["count"].as_u64().unwrap(), "{name}");
+        assert_eq!(
+            got.count() as u64,
+            case["count"].as_u64().unwrap(),
+            "{name}"
+        );
     }
     // The cases have edges to get right, on the border too.
     assert!(cases["texture"]["count"].as_u64().unwrap() > 300);
     let border = load_map(&cases["border"]["edges"]);
-    assert!((0..border.height()).all(|y| border.get(0, y)), "left column");
+    assert!(
+        (0..border.height()).all(|y| border.get(0, y)),
+        "left column"
+    );
 }
 
 #[test]
@@ -138,7 +149,11 @@ fn control_preprocessing_matches_diffusers() {
             assert_eq!(v, f32::from(byte) / 255.0, "{name} at c{c} ({x}, {y})");
         }
         let edges = load_map(&case["edges"]);
-        assert!(got.edges == edges, "{name}: {}", map_diff(&got.edges, &edges));
+        assert!(
+            got.edges == edges,
+            "{name}: {}",
+            map_diff(&got.edges, &edges)
+        );
     }
 }
 
@@ -178,7 +193,11 @@ fn adherence_matches_models_edges_py() {
         let got = adherence(&load(&case["image"]), &control).unwrap();
         assert_eq!(got.tolerance, case["tolerance"].as_f64().unwrap(), "{name}");
         let want = case["f1"].as_f64().unwrap();
-        assert!((got.f1 - want).abs() <= 1e-12, "{name}: f1 {} vs {want}", got.f1);
+        assert!(
+            (got.f1 - want).abs() <= 1e-12,
+            "{name}: f1 {} vs {want}",
+            got.f1
+        );
         let want = case["precision"].as_f64().unwrap();
         assert!((got.precision - want).abs() <= 1e-12, "{name}: precision");
     }
@@ -220,9 +239,9 @@ fn jpeg_control_images_read_close_to_libjpeg_with_exif_orientation_applied() {
         // exif_transpose turns it.
         assert_eq!(got.dimensions(), want.dimensions(), "{name}");
         // Another JPEG decoder (zune-jpeg, not PIL's libjpeg-turbo): its IDCT and chroma
-        // upsampling round differently, by a few levels at most.
+        // upsampling round differently, by a few levels (3 on these files, 0.36 on average).
         let d = max_diff(&got, &want);
-        assert!(d <= 8, "{name}: {d} levels from PIL's decoding");
+        assert!(d <= 4, "{name}: {d} levels from PIL's decoding");
     }
     assert_eq!(
         load_control_image(&fixtures().join("load_rotated.jpg"))
@@ -245,8 +264,14 @@ fn a_missing_control_image_names_the_path_and_the_fix() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("edges.png");
     let (cause, fixes) = load_error(&path);
-    assert_eq!(cause, format!("control image {} does not exist", path.display()));
-    assert_eq!(fixes, ["check the path: it must name an existing PNG or JPEG file"]);
+    assert_eq!(
+        cause,
+        format!("control image {} does not exist", path.display())
+    );
+    assert_eq!(
+        fixes,
+        ["check the path: it must name an existing PNG or JPEG file"]
+    );
 }
 
 #[test]
@@ -273,7 +298,10 @@ fn a_file_that_is_not_a_png_or_jpeg_is_a_clear_error() {
     let fix = "give a PNG or JPEG image (convert other formats to PNG first)";
     let cases = [
         (&text, "is not an image (neither PNG nor JPEG)".to_string()),
-        (&gif, "is a GIF image; speedscape reads PNG and JPEG".to_string()),
+        (
+            &gif,
+            "is a GIF image; speedscape reads PNG and JPEG".to_string(),
+        ),
         (&truncated, "cannot be decoded: ".to_string()),
     ];
     for (path, what) in cases {

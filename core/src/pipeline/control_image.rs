@@ -96,14 +96,19 @@ pub fn load_control_image(path: &Path) -> eyre::Result<RgbImage> {
             "give a PNG or JPEG image (convert other formats to PNG first)",
         )
     };
-    let reader = ImageReader::new(Cursor::new(&bytes))
-        .with_guessed_format()
-        .expect("reading from memory cannot fail");
+    let reader = match ImageReader::new(Cursor::new(&bytes)).with_guessed_format() {
+        Ok(reader) => reader,
+        Err(e) => bail!(not_an_image(format!("cannot be read as an image: {e}"))),
+    };
     match reader.format() {
         Some(ImageFormat::Png | ImageFormat::Jpeg) => {}
         Some(format) => bail!(not_an_image(format!(
             "is a {} image; speedscape reads PNG and JPEG",
-            format.extensions_str().first().unwrap_or(&"?").to_uppercase()
+            format
+                .extensions_str()
+                .first()
+                .unwrap_or(&"?")
+                .to_uppercase()
         ))),
         None => bail!(not_an_image(
             "is not an image (neither PNG nor JPEG)".into()
@@ -169,7 +174,7 @@ const PRECISION_BITS: u32 = 22;
 /// PIL's `image.resize((width, height), Image.Resampling.LANCZOS)` on an 8-bit RGB image,
 /// byte for byte with Pillow 13: one pass per axis whose size changes (none: a copy), the
 /// horizontal one first unless the height shrinks by more than twice as many pixels as the
-/// width (then the vertical one, as Pillow 13 orders them; older Pillow always went
+/// width (then the vertical one, as Pillow 13 orders them; Pillow before 13 always went
 /// horizontal first, which differs by a level or two in those cases).
 pub fn resize_lanczos(image: &RgbImage, width: u32, height: u32) -> RgbImage {
     let (w0, h0) = (image.width(), image.height());
@@ -277,7 +282,11 @@ fn resample(image: &RgbImage, size: u32, axis: Axis) -> RgbImage {
     let raw = image.as_raw();
     let w = w as usize;
     let mut out = RgbImage::new(out_w, out_h);
-    for (y, row) in out.as_mut().chunks_exact_mut(out_w as usize * 3).enumerate() {
+    for (y, row) in out
+        .as_mut()
+        .chunks_exact_mut(out_w as usize * 3)
+        .enumerate()
+    {
         for (x, px) in row.chunks_exact_mut(3).enumerate() {
             let window = &windows[if axis == Axis::X { x } else { y }];
             for (c, value) in px.iter_mut().enumerate() {
@@ -319,7 +328,10 @@ mod tests {
             err.cause(),
             "unknown control preprocess \"edges\"; expected one of: none, canny"
         );
-        assert!(err.fix().contains("none") && err.fix().contains("canny"), "{err}");
+        assert!(
+            err.fix().contains("none") && err.fix().contains("canny"),
+            "{err}"
+        );
         let serde_err = serde_json::from_str::<ControlPreprocess>("\"Canny\"").unwrap_err();
         assert!(serde_err.to_string().contains("`none`"), "{serde_err}");
     }

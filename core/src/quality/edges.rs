@@ -70,7 +70,10 @@ impl EdgeMap {
 
     /// Whether pixel (`x`, `y`) is an edge; panics outside the map.
     pub fn get(&self, x: u32, y: u32) -> bool {
-        assert!(x < self.width && y < self.height, "({x}, {y}) outside the map");
+        assert!(
+            x < self.width && y < self.height,
+            "({x}, {y}) outside the map"
+        );
         self.data[(y * self.width + x) as usize]
     }
 
@@ -143,8 +146,10 @@ impl Gradients {
                 let mut best = (-1, 0, 0);
                 for c in 0..3 {
                     let p = |dx: isize, dy: isize| at(x + dx, y + dy, c);
-                    let gx = (p(1, -1) - p(-1, -1)) + 2 * (p(1, 0) - p(-1, 0)) + (p(1, 1) - p(-1, 1));
-                    let gy = (p(-1, 1) - p(-1, -1)) + 2 * (p(0, 1) - p(0, -1)) + (p(1, 1) - p(1, -1));
+                    let gx =
+                        (p(1, -1) - p(-1, -1)) + 2 * (p(1, 0) - p(-1, 0)) + (p(1, 1) - p(-1, 1));
+                    let gy =
+                        (p(-1, 1) - p(-1, -1)) + 2 * (p(0, 1) - p(0, -1)) + (p(1, 1) - p(1, -1));
                     let m = gx.abs() + gy.abs();
                     if m > best.0 {
                         best = (m, gx, gy);
@@ -300,7 +305,11 @@ pub fn edge_f1(pred: &EdgeMap, reference: &EdgeMap, tolerance: f64) -> eyre::Res
 /// a search of the disk of radius `tol` around each (at most the map's size).
 fn matched(edges: &EdgeMap, of: &EdgeMap, tol: f64) -> usize {
     let (w, h) = (edges.width as i64, edges.height as i64);
-    let radius = if tol >= 0.0 { tol.floor().min(w.max(h) as f64) as i64 } else { -1 };
+    let radius = if tol >= 0.0 {
+        tol.floor().min(w.max(h) as f64) as i64
+    } else {
+        -1
+    };
     let disk: Vec<(i64, i64)> = (-radius..=radius)
         .flat_map(|dy| (-radius..=radius).map(move |dx| (dx, dy)))
         .filter(|&(dx, dy)| (((dx * dx + dy * dy) as f64).sqrt()) <= tol)
@@ -396,8 +405,12 @@ mod tests {
     #[test]
     fn the_control_map_thresholds_luminance_above_127() {
         let img = RgbImage::from_fn(4, 1, |x, _| {
-            [Rgb([127, 127, 127]), Rgb([128, 128, 128]), Rgb([255, 0, 0]), Rgb([0, 255, 0])]
-                [x as usize]
+            [
+                Rgb([127, 127, 127]),
+                Rgb([128, 128, 128]),
+                Rgb([255, 0, 0]),
+                Rgb([0, 255, 0]),
+            ][x as usize]
         });
         let m = EdgeMap::from_control(&img);
         // Red: 76.245 → 76; green: 149.685 → 150.
