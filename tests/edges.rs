@@ -239,9 +239,9 @@ fn jpeg_control_images_read_close_to_libjpeg_with_exif_orientation_applied() {
         // exif_transpose turns it.
         assert_eq!(got.dimensions(), want.dimensions(), "{name}");
         // Another JPEG decoder (zune-jpeg, not PIL's libjpeg-turbo): its IDCT and chroma
-        // upsampling round differently, by a few levels at most.
+        // upsampling round differently, by a few levels (3 on these files, 0.36 on average).
         let d = max_diff(&got, &want);
-        assert!(d <= 8, "{name}: {d} levels from PIL's decoding");
+        assert!(d <= 4, "{name}: {d} levels from PIL's decoding");
     }
     assert_eq!(
         load_control_image(&fixtures().join("load_rotated.jpg"))

@@ -96,9 +96,10 @@ pub fn load_control_image(path: &Path) -> eyre::Result<RgbImage> {
             "give a PNG or JPEG image (convert other formats to PNG first)",
         )
     };
-    let reader = ImageReader::new(Cursor::new(&bytes))
-        .with_guessed_format()
-        .expect("reading from memory cannot fail");
+    let reader = match ImageReader::new(Cursor::new(&bytes)).with_guessed_format() {
+        Ok(reader) => reader,
+        Err(e) => bail!(not_an_image(format!("cannot be read as an image: {e}"))),
+    };
     match reader.format() {
         Some(ImageFormat::Png | ImageFormat::Jpeg) => {}
         Some(format) => bail!(not_an_image(format!(
@@ -173,7 +174,7 @@ const PRECISION_BITS: u32 = 22;
 /// PIL's `image.resize((width, height), Image.Resampling.LANCZOS)` on an 8-bit RGB image,
 /// byte for byte with Pillow 13: one pass per axis whose size changes (none: a copy), the
 /// horizontal one first unless the height shrinks by more than twice as many pixels as the
-/// width (then the vertical one, as Pillow 13 orders them; older Pillow always went
+/// width (then the vertical one, as Pillow 13 orders them; Pillow before 13 always went
 /// horizontal first, which differs by a level or two in those cases).
 pub fn resize_lanczos(image: &RgbImage, width: u32, height: u32) -> RgbImage {
     let (w0, h0) = (image.width(), image.height());
