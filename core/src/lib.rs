@@ -18,7 +18,7 @@
 //! | [`rng`] | seeded noise that means what PyTorch's does (CPU and CUDA generators) | — |
 //! | [`runtime`] | ONNX Runtime: library discovery, providers, sessions, tensors, the GPU | `error` |
 //! | [`schedulers`] | diffusers' schedulers, step for step | `error`, `rng` |
-//! | [`quality`] | image metrics: SSIM, PSNR, roughness, pixelation | `error` |
+//! | [`quality`] | image metrics: SSIM, PSNR, roughness, pixelation; Canny edge maps and control adherence (edge F1) | `error` |
 //! | [`lora`] | LoRA adapters at run time: files, mapping to the graph, fusion into initializers | `error`, `runtime` |
 //! | [`models`] | the model folder: manifest, tokenizer, components, UNet variants, CLIP scorer | `error`, `lora`, `runtime`, `schedulers` |
 //! | [`pipeline`] | a prompt to an image: encode, denoise, decode; timings, previews, limits; the control image | `error`, `lora`, `models`, `quality`, `rng`, `runtime`, `schedulers` |
