@@ -83,6 +83,12 @@ STAGES = {
     "evaluate": dict(prompts=32, seeds=2, cfg=7.5, lcm_cfg=1.5, dpm_steps=(5, 10, 20), dpm_main=20, dpm_low=5,
                      reference_steps=100, lcm_steps=4, batch=32),
     "export": dict(dtype="fp16", verify=True),
+    # issue 20: the edge ControlNet, trained against the exported model (--export-dir, models/micro by
+    # default) after everything else, so the stages before it draw the same numbers as before.
+    # samples: the base's own DPM-Solver++ images of train captions (controlnet.py); about 7 min of
+    # sampling and `budget_s` of training on 2 cores.
+    "controlnet": dict(samples=2048, sample_steps=20, sample_cfg=7.5, sample_batch=128, batch=32, steps=6000, budget_s=1200,
+                       lr=5e-4, warmup=100, text_dropout=0.5, conditioning_channels=(16, 32, 48)),
 }
 ORDER = tuple(STAGES)
 
@@ -97,6 +103,7 @@ SMOKE = {
     "style": dict(batch=4, steps=2, warmup=1),
     "evaluate": dict(prompts=2, seeds=1, dpm_steps=(2, 3), dpm_main=3, dpm_low=2, reference_steps=4, lcm_steps=2, batch=4),
     "export": dict(dtype="fp16", verify=True),
+    "controlnet": dict(samples=8, sample_steps=2, sample_batch=8, batch=4, steps=2, warmup=1),
 }
 
 
