@@ -12,12 +12,17 @@ variants `lcm=lcm:1.0`, `style=style:1.0`, `lcm_style=lcm:1.0,style:1.0`.
 Sources may be Hugging Face hub ids (downloaded with huggingface_hub, revision recorded), local
 diffusers folders, or (LoRAs) `.safetensors` files in diffusers/peft or kohya (`lora_unet_...`,
 `lora_te_...`) format; `NAME=SOURCE#FILE.safetensors` picks one file of a repo or folder.
+ControlNets (`--controlnet canny=lllyasviel/control_v11p_sd15_canny`, repeatable) are hub ids or
+`ControlNetModel.save_pretrained` folders.
 
 What is written (the Hugging Face Optimum ONNX layout speedscape reads, plus one folder per variant):
 
     text_encoder/ unet/ (external data) vae_decoder/ [vae_encoder/] tokenizer/ scheduler/
     unet_<variant>/            the UNet with that variant's LoRAs fused (set_adapters + fuse_lora)
     text_encoder_<variant>/    only when a variant's LoRAs also train the text encoder
+    controlnet_<name>/         with --controlnet NAME=SOURCE: a diffusers ControlNetModel (see
+                               `controlnet_spec`); every UNet above then also takes its residuals
+                               (`unet_spec(unet, residuals=True)`); checked against the base first
     clip_image_encoder/        with --clip-scorer: a CLIP vision tower + both projections, for
                                the CLIP score (see `clip_scorer_spec`)
     model_index.json  manifest.json
@@ -115,6 +120,9 @@ CLIP_TEXT_FIELDS = (
 # Max abs difference allowed between ONNX Runtime and torch (float32 reference), relative to the
 # reference's largest magnitude (at least 1).
 TOLERANCE = {"fp32": 1e-3, "fp16": 5e-2}
+
+# Random ControlNet residuals fed to a residual UNet's checks: N(0, RESIDUAL_STD^2).
+RESIDUAL_STD = 0.5
 
 # Fusions `--optimize cuda` must achieve per model type (the speed-up comes from these).
 EXPECTED_FUSIONS = {"unet": ("MultiHeadAttention", "GroupNorm", "BiasSplitGelu"), "vae": ("GroupNorm",)}
@@ -424,6 +432,206 @@ def parse_variant(spec: str, loras: dict[str, Lora]) -> tuple[str, list[tuple[st
 
 
 # --------------------------------------------------------------------------------------------
+# ControlNets
+# --------------------------------------------------------------------------------------------
+
+# What a ControlNet needs from the hub (lllyasviel's repos also hold .bin and fp16 copies).
+CONTROLNET_PATTERNS = ["config.json", "diffusion_pytorch_model.safetensors"]
+EXAMPLE_CONTROLNET = "lllyasviel/control_v11p_sd15_canny"
+CONTROLNET_NAME_RE = re.compile(r"[a-z0-9_]+")
+
+
+@dataclasses.dataclass
+class ControlNetSource:
+    """A diffusers ControlNetModel folder (downloaded or local), exported to controlnet_<name>/."""
+
+    name: str
+    folder: Path
+    provenance: dict
+
+    @property
+    def out_folder(self) -> str:
+        return f"controlnet_{self.name}"
+
+
+def _controlnet_config(folder: Path, what: str) -> dict:
+    """config.json of a ControlNetModel folder; refuses anything else, saying what it is."""
+    config = folder / "config.json"
+    if (folder / "model_index.json").is_file() and (folder / "controlnet" / "config.json").is_file():
+        raise ExportError(
+            f"{what}: {folder} is a pipeline folder, not a ControlNetModel folder\n"
+            f"Fix: pass its ControlNet subfolder, {folder / 'controlnet'}"
+        )
+    if not config.is_file():
+        raise ExportError(
+            f"{what}: {folder} is not a diffusers ControlNetModel folder (no config.json)\n"
+            f"Fix: pass a folder saved by `ControlNetModel.save_pretrained` or a hub id such as {EXAMPLE_CONTROLNET}"
+        )
+    try:
+        cfg = json.loads(config.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ExportError(f"{what}: {config} is not valid JSON ({e})\nFix: pass an intact ControlNetModel folder") from None
+    kind = cfg.get("_class_name") if isinstance(cfg, dict) else None
+    if kind != "ControlNetModel":
+        raise ExportError(
+            f"{what}: {folder} holds a {kind or 'model without _class_name'}, not a ControlNetModel\n"
+            f"Fix: pass a diffusers ControlNetModel folder or a hub id such as {EXAMPLE_CONTROLNET}"
+        )
+    return cfg
+
+
+def resolve_controlnet(spec: str, out_dir: Path | None = None, label: str | None = None) -> ControlNetSource:
+    """`NAME=SOURCE` of --controlnet: SOURCE a hub id (the commit is recorded) or a local folder
+    saved by `ControlNetModel.save_pretrained`. Only the config is read here; the weights are
+    loaded when the ControlNet is exported."""
+    if "=" not in spec:
+        raise ExportError(f"--controlnet {spec!r}: expected NAME=SOURCE\nFix: e.g. --controlnet canny={EXAMPLE_CONTROLNET}")
+    name, source = spec.split("=", 1)
+    what = f"--controlnet {spec!r}"
+    if not CONTROLNET_NAME_RE.fullmatch(name):
+        raise ExportError(
+            f"{what}: the name {name!r} is not lower-case letters, digits or _ (it names the folder controlnet_NAME "
+            f"and speedscape's --controlnet NAME)\nFix: e.g. --controlnet canny={source or EXAMPLE_CONTROLNET}"
+        )
+    path = Path(source)
+    if path.is_dir():
+        folder = path
+        shown = folder.resolve()
+        if out_dir is not None:
+            with contextlib.suppress(ValueError):
+                shown = folder.resolve().relative_to(out_dir.resolve())
+        prov = {"kind": "folder", "source": label or str(shown), "revision": None}
+    elif looks_like_hub_id(source):
+        log(f"downloading ControlNet {name} from {source} ...")
+        folder, commit = download(source, None, CONTROLNET_PATTERNS)
+        prov = {"kind": "hub", "source": source, "revision": commit}
+    else:
+        raise ExportError(
+            f"{what}: {source!r} is neither a folder nor a hub id\n"
+            f"Fix: pass a ControlNetModel folder (with config.json) or a hub id such as {EXAMPLE_CONTROLNET}"
+        )
+    _controlnet_config(folder, what)
+    prov["sha256"] = {p.name: sha256_file(p) for p in sorted(folder.iterdir()) if p.is_file() and p.suffix in (".json", ".safetensors", ".bin")}
+    return ControlNetSource(name, folder, prov)
+
+
+def resolve_controlnets(specs: list[str], out_dir: Path | None = None) -> dict[str, ControlNetSource]:
+    """Every --controlnet, by name; a name given twice is refused."""
+    found: dict[str, ControlNetSource] = {}
+    for spec in specs:
+        cn = resolve_controlnet(spec, out_dir)
+        if cn.name in found:
+            raise ExportError(
+                f"--controlnet {spec!r}: the name {cn.name!r} is already used by --controlnet "
+                f"{cn.name}={found[cn.name].provenance['source']}\nFix: give each ControlNet its own name"
+            )
+        found[cn.name] = cn
+    return found
+
+
+def load_controlnet(source: ControlNetSource, device: str | None = None):
+    """The ControlNetModel in float32, eval mode. `device="meta"`: its structure only (no weights
+    read), for the checks before the exports."""
+    from diffusers import ControlNetModel
+
+    what = f"ControlNet {source.name!r} ({source.provenance['source']})"
+    cfg = _controlnet_config(source.folder, what)
+    try:
+        if device == "meta":
+            with torch.device("meta"):
+                return ControlNetModel.from_config(cfg).eval()
+        return ControlNetModel.from_pretrained(str(source.folder), dtype=torch.float32).eval()
+    except Exception as e:
+        raise ExportError(
+            f"cannot load {what} from {source.folder}: {type(e).__name__}: {e}\n"
+            f"Fix: pass a folder saved by `ControlNetModel.save_pretrained` (config.json + diffusion_pytorch_model.safetensors)"
+        ) from None
+
+
+def residual_layout(model) -> list[tuple[int, int]]:
+    """(channels, downsampling factor) of each residual a ControlNet gives and a UNet takes: the
+    down-block ones in order (conv_in, every resnet, every downsampler), then the mid block's.
+    Works on a UNet2DConditionModel and a ControlNetModel alike (same down-block structure)."""
+    layout = [(model.conv_in.out_channels, 1)]
+    factor = 1
+    for block in model.down_blocks:
+        for resnet in block.resnets:
+            layout.append((resnet.out_channels, factor))
+        if block.downsamplers:
+            factor *= 2
+            layout.append((block.downsamplers[0].out_channels, factor))
+    if model.mid_block is None:
+        raise ExportError(f"{type(model).__name__} has no mid block: ControlNet residuals need one")
+    layout.append((model.mid_block.resnets[-1].out_channels, factor))
+    return layout
+
+
+def check_controlnet_base(controlnet, unet, vae_scale_factor: int, label: str) -> None:
+    """Refuses a ControlNet made for another base model (SD 2.x: 1024-wide text; SDXL: 2048 and
+    added time ids) or one speedscape cannot run as diffusers' pipeline does; names both shapes."""
+    c, u = controlnet.config, unet.config
+    differ = [
+        f"{key} {_shown(getattr(c, key, None))} (ControlNet) vs {_shown(getattr(u, key, None))} (this model's UNet)"
+        for key in ("cross_attention_dim", "in_channels", "block_out_channels", "addition_embed_type")
+        if _shown(getattr(c, key, None)) != _shown(getattr(u, key, None))
+    ]
+    cl, ul = residual_layout(controlnet), residual_layout(unet)
+    if [ch for ch, _ in cl] != [ch for ch, _ in ul] or [f for _, f in cl] != [f for _, f in ul]:
+        differ.append(
+            f"{len(cl) - 1} down-block residuals + mid, channels {[ch for ch, _ in cl]} (ControlNet) vs "
+            f"{len(ul) - 1} + mid, channels {[ch for ch, _ in ul]} (this model's UNet)"
+        )
+    cond = list(c.conditioning_embedding_out_channels)
+    if 2 ** (len(cond) - 1) != vae_scale_factor:
+        differ.append(
+            f"conditioning embedding downsampling x{2 ** (len(cond) - 1)} ({len(cond)} conditioning_embedding_out_channels) "
+            f"vs this model's VAE scale factor {vae_scale_factor}"
+        )
+    if differ:
+        raise ExportError(
+            f"ControlNet {label} was made for another base model: {'; '.join(differ)}\n"
+            f"Fix: pass a ControlNet trained for this base model (SD v1.5: e.g. {EXAMPLE_CONTROLNET}; SD 2.x "
+            f"ControlNets have 1024-wide text, SDXL ones 2048), or export the base model it was made for"
+        )
+    unsupported = []
+    if c.global_pool_conditions:
+        unsupported.append("global_pool_conditions (it needs guess mode)")
+    if c.conditioning_channels != 3:
+        unsupported.append(f"{c.conditioning_channels} conditioning channels (the control image is RGB: 3)")
+    if unsupported:
+        raise ExportError(
+            f"ControlNet {label}: speedscape runs diffusers' StableDiffusionControlNetPipeline without guess mode on an "
+            f"RGB control image, which this ControlNet does not fit: {'; '.join(unsupported)}\n"
+            f"Fix: use an RGB-conditioned ControlNet such as {EXAMPLE_CONTROLNET}"
+        )
+
+
+def _shown(value):
+    return list(value) if isinstance(value, (list, tuple)) else value
+
+
+def controlnet_record(controlnet, source: ControlNetSource | None = None, folder: str | None = None) -> dict:
+    """The manifest's `controlnets.<name>` entry (contract: folder, residuals, conditioning
+    channels, cross_attention_dim, block_out_channels, plus provenance when `source` is given)."""
+    c = controlnet.config
+    layout = residual_layout(controlnet)
+    record = {"folder": folder or (source.out_folder if source else None)}
+    if source is not None:
+        record.update(source.provenance)
+    record.update({
+        "residuals": len(layout) - 1,
+        "residual_channels": [ch for ch, _ in layout],
+        "residual_downsampling": [f for _, f in layout],
+        "conditioning_channels": c.conditioning_channels,
+        "conditioning_channel_order": c.controlnet_conditioning_channel_order,
+        "conditioning_embedding_out_channels": list(c.conditioning_embedding_out_channels),
+        "cross_attention_dim": c.cross_attention_dim,
+        "block_out_channels": list(c.block_out_channels),
+    })
+    return record
+
+
+# --------------------------------------------------------------------------------------------
 # LoRA fusing
 # --------------------------------------------------------------------------------------------
 
@@ -516,6 +724,47 @@ class UNetGraph(torch.nn.Module):
         return self.unet(sample, timestep, encoder_hidden_states, return_dict=False)[0]
 
 
+class UNetResidualGraph(torch.nn.Module):
+    """The UNet with ControlNet residual inputs: `residuals` are the down-block ones in order, then
+    the mid block's, passed to UNet2DConditionModel as down_block_additional_residuals /
+    mid_block_additional_residual (added to its skip connections and mid-block output)."""
+
+    def __init__(self, unet):
+        super().__init__()
+        self.unet = unet
+
+    def forward(self, sample, timestep, encoder_hidden_states, *residuals):
+        return self.unet(
+            sample,
+            timestep,
+            encoder_hidden_states,
+            down_block_additional_residuals=tuple(residuals[:-1]),
+            mid_block_additional_residual=residuals[-1],
+            return_dict=False,
+        )[0]
+
+
+class ControlNetGraph(torch.nn.Module):
+    """ControlNetModel.forward as diffusers' StableDiffusionControlNetPipeline calls it (not guess
+    mode): the residuals, already multiplied by conditioning_scale, down-block ones then mid."""
+
+    def __init__(self, controlnet):
+        super().__init__()
+        self.controlnet = controlnet
+
+    def forward(self, sample, timestep, encoder_hidden_states, controlnet_cond, conditioning_scale):
+        down, mid = self.controlnet(
+            sample,
+            timestep,
+            encoder_hidden_states,
+            controlnet_cond=controlnet_cond,
+            conditioning_scale=conditioning_scale,
+            guess_mode=False,
+            return_dict=False,
+        )
+        return (*down, mid)
+
+
 class VaeDecoderGraph(torch.nn.Module):
     def __init__(self, vae):
         super().__init__()
@@ -539,7 +788,7 @@ class VaeEncoderGraph(torch.nn.Module):
 class Spec:
     """How to export and check one kind of component."""
 
-    kind: str  # text_encoder | unet | vae_decoder | vae_encoder | clip_image_encoder
+    kind: str  # text_encoder | unet | controlnet | vae_decoder | vae_encoder | clip_image_encoder
     graph: torch.nn.Module
     args: tuple
     input_names: list[str]
@@ -633,13 +882,45 @@ def clip_scorer_spec(clip, text_encoder) -> Spec:
     )
 
 
-def unet_spec(unet) -> Spec:
+def residual_names(count: int, prefix: str) -> list[str]:
+    """ONNX names of `count` down-block residuals then the mid one: prefix "down_block_res_sample"
+    (ControlNet outputs) or "down_block_additional_residual" (UNet inputs)."""
+    mid = "mid_block_res_sample" if prefix == "down_block_res_sample" else "mid_block_additional_residual"
+    return [f"{prefix}_{i}" for i in range(count)] + [mid]
+
+
+def _residual_axes(names: list[str], layout: list[tuple[int, int]]) -> dict:
+    return {
+        n: {0: "batch_size", 2: "height" if f == 1 else f"height_div{f}", 3: "width" if f == 1 else f"width_div{f}"}
+        for n, (_, f) in zip(names, layout)
+    }
+
+
+def _down(size: int, factor: int) -> int:
+    while factor > 1:  # each stride-2 conv (kernel 3, padding 1) gives ceil(n / 2)
+        size, factor = (size + 1) // 2, factor // 2
+    return size
+
+
+def random_residuals(layout: list[tuple[int, int]], batch: int, h: int, w: int, gen: torch.Generator, std: float = 1.0) -> list[torch.Tensor]:
+    """Residuals of the shapes `layout` gives for a [batch, C, h, w] latent, N(0, std^2)."""
+    return [torch.randn(batch, ch, _down(h, f), _down(w, f), generator=gen) * std for ch, f in layout]
+
+
+def unet_spec(unet, residuals: bool = False) -> Spec:
+    """The UNet: sample, timestep (0-d), encoder_hidden_states -> out_sample. `residuals=True`
+    adds the ControlNet residual inputs (`residual_names(N, "down_block_additional_residual")`,
+    shapes from `residual_layout(unet)`), and its checks feed non-zero residuals."""
     cfg = unet.config
     size = cfg.sample_size
     sample = torch.randn(2, cfg.in_channels, size, size, generator=torch.Generator().manual_seed(0))
     timestep = torch.tensor(981.0, dtype=torch.float32)  # 0-d, like Optimum's dummy input
     ehs = torch.randn(2, 77, cfg.cross_attention_dim, generator=torch.Generator().manual_seed(1))
     m = _latent_multiple(unet)
+    layout = residual_layout(unet) if residuals else []
+    res_names = residual_names(len(layout) - 1, "down_block_additional_residual") if residuals else []
+    res_gen = torch.Generator().manual_seed(13)  # apart from `gen`: the plain UNet's checks stay as they were
+    args = (sample, timestep, ehs, *random_residuals(layout, 2, size, size, res_gen, RESIDUAL_STD))
     checks = []
     gen = torch.Generator().manual_seed(3)
     # The native size at batch 2 (a guided step), and a smaller non-square one at batch 1.
@@ -647,24 +928,79 @@ def unet_spec(unet) -> Spec:
         x = torch.randn(batch, cfg.in_channels, h, w, generator=gen)
         e = torch.randn(batch, 77, cfg.cross_attention_dim, generator=gen)
         tt = torch.tensor(float(t))
+        res = random_residuals(layout, batch, h, w, res_gen, RESIDUAL_STD)
+        extra = {"down_block_additional_residuals": tuple(res[:-1]), "mid_block_additional_residual": res[-1]} if residuals else {}
         with torch.no_grad():
-            ref = unet(x, tt, e, return_dict=False)[0]
-        checks.append(({"sample": x.numpy(), "timestep": tt.numpy(), "encoder_hidden_states": e.numpy()}, [ref.numpy()]))
+            ref = unet(x, tt, e, return_dict=False, **extra)[0]
+        feeds = {"sample": x.numpy(), "timestep": tt.numpy(), "encoder_hidden_states": e.numpy()}
+        feeds.update({n: r.numpy() for n, r in zip(res_names, res)})
+        checks.append((feeds, [ref.numpy()]))
     return Spec(
         "unet",
-        UNetGraph(unet),
-        (sample, timestep, ehs),
-        ["sample", "timestep", "encoder_hidden_states"],
+        UNetResidualGraph(unet) if residuals else UNetGraph(unet),
+        args,
+        ["sample", "timestep", "encoder_hidden_states", *res_names],
         ["out_sample"],
         {
             "sample": {0: "batch_size", 2: "height", 3: "width"},
             "timestep": {},
             "encoder_hidden_states": {0: "batch_size", 1: "sequence_length"},
+            **_residual_axes(res_names, layout),
             "out_sample": {0: "batch_size", 2: "height", 3: "width"},
         },
         external_data=True,
         checks=checks,
         ort_model_type="unet",
+    )
+
+
+def controlnet_spec(controlnet, sample_size: int, vae_scale_factor: int) -> Spec:
+    """A ControlNetModel (contract): sample [B, 4, h, w], timestep (0-d), encoder_hidden_states,
+    controlnet_cond [B, 3, h * vae_scale_factor, w * vae_scale_factor] in [0, 1], conditioning_scale
+    (0-d) -> `residual_names(N, "down_block_res_sample")`, already scaled. Checked at the native
+    latent size (`sample_size`, batch 2, scale 1) and a smaller non-square one (batch 1, scale 0.5)."""
+    cfg = controlnet.config
+    layout = residual_layout(controlnet)
+    names = residual_names(len(layout) - 1, "down_block_res_sample")
+    m = 2 ** (len(cfg.block_out_channels) - 1)
+    size, chans = sample_size, cfg.conditioning_channels
+
+    def inputs(batch, h, w, t, scale, gen):
+        return (
+            torch.randn(batch, cfg.in_channels, h, w, generator=gen),
+            torch.tensor(float(t)),
+            torch.randn(batch, 77, cfg.cross_attention_dim, generator=gen),
+            torch.rand(batch, chans, h * vae_scale_factor, w * vae_scale_factor, generator=gen),
+            torch.tensor(float(scale)),
+        )
+
+    args = inputs(2, size, size, 981, 1.0, torch.Generator().manual_seed(0))
+    checks = []
+    gen = torch.Generator().manual_seed(3)
+    for batch, h, w, t, scale in ((2, size, size, 999, 1.0), (1, max(m, size // 2 // m * m), max(m, (3 * size // 8) // m * m), 1, 0.5)):
+        x, tt, e, cond, s = inputs(batch, h, w, t, scale, gen)
+        with torch.no_grad():
+            down, mid = controlnet(x, tt, e, controlnet_cond=cond, conditioning_scale=scale, guess_mode=False, return_dict=False)
+        feeds = {"sample": x.numpy(), "timestep": tt.numpy(), "encoder_hidden_states": e.numpy(),
+                 "controlnet_cond": cond.numpy(), "conditioning_scale": s.numpy()}
+        checks.append((feeds, [r.numpy() for r in (*down, mid)]))
+    return Spec(
+        "controlnet",
+        ControlNetGraph(controlnet),
+        args,
+        ["sample", "timestep", "encoder_hidden_states", "controlnet_cond", "conditioning_scale"],
+        names,
+        {
+            "sample": {0: "batch_size", 2: "height", 3: "width"},
+            "timestep": {},
+            "encoder_hidden_states": {0: "batch_size", 1: "sequence_length"},
+            "controlnet_cond": {0: "batch_size", 2: "image_height", 3: "image_width"},
+            "conditioning_scale": {},
+            **_residual_axes(names, layout),
+        },
+        external_data=True,
+        checks=checks,
+        ort_model_type="unet",  # a UNet's down half: the same attention / GroupNorm / GELU fusions
     )
 
 
@@ -1183,10 +1519,12 @@ def export_pipeline(
     force: bool = False,
     copy_loras: bool = False,
     clip_scorer: ClipSource | None = None,
+    controlnets: dict[str, ControlNetSource] | None = None,
 ) -> dict:
     """Export everything into `<out>.partial`, check it, write the manifest, then move it to `out`.
     With `clip_scorer`, also clip_image_encoder/ (after every other component, whose files it
-    leaves as they would be without it)."""
+    leaves as they would be without it). With `controlnets`, also controlnet_<name>/ for each, and
+    every UNet (base and variants) takes the residual inputs; without, the UNets are plain."""
     if out.exists() and any(out.iterdir()) and not force:
         raise ExportError(f"{out} exists and is not empty\nFix: pass --force to replace it, or choose another --out")
     partial = out.with_name(out.name + ".partial")
@@ -1194,14 +1532,50 @@ def export_pipeline(
         shutil.rmtree(partial)
     partial.mkdir(parents=True)
     try:
-        return _export_into(base, loras, variants, out, partial, settings, vae_encoder, command, copy_loras, clip_scorer)
+        return _export_into(base, loras, variants, out, partial, settings, vae_encoder, command, copy_loras, clip_scorer, controlnets or {})
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)  # never leave a half-written model behind
         raise
 
 
-def _export_into(base, loras, variants, out: Path, partial: Path, settings: Settings, vae_encoder, command, copy_loras, clip_scorer=None) -> dict:
+def copy_small_files(source: Path, partial: Path) -> list[str]:
+    """Tokenizer, scheduler config (verbatim) and model index; returns the notes on them."""
+    for p in sorted((source / "tokenizer").iterdir()):
+        if p.is_file():
+            copy_verbatim(p, partial / "tokenizer" / p.name)
+    sched_src = source / "scheduler" / "scheduler_config.json"
+    copy_verbatim(sched_src, partial / "scheduler" / "scheduler_config.json")
+    copy_verbatim(source / "model_index.json", partial / "model_index.json")
+    notes = []
+    if note := scheduler_note(sched_src.read_text()):
+        notes.append(note)
+        log("NOTE:", note)
+    return notes
+
+
+def lora_manifest_records(loras: dict[str, Lora], partial: Path, copy_loras: bool) -> dict:
+    """The manifest's `loras` entries; with `copy_loras`, each file is copied to loras/<name>.safetensors."""
+    records = {}
+    for name, lora in loras.items():
+        records[name] = {**lora.provenance, "format": lora.format, "components": lora.components}
+        if copy_loras:
+            copy_verbatim(lora.file, partial / "loras" / f"{name}.safetensors")
+            records[name]["copy"] = f"loras/{name}.safetensors"
+    return records
+
+
+def check_controlnets(controlnets: dict[str, ControlNetSource], unet, vae_scale_factor: int) -> int:
+    """Each ControlNet's structure (no weights read) against the UNet, before the long exports;
+    returns the number of down-block residuals the UNets then take (0 without ControlNets)."""
+    for cn in controlnets.values():
+        log(f"checking ControlNet {cn.name} ({cn.provenance['source']}) against the base model")
+        check_controlnet_base(load_controlnet(cn, device="meta"), unet, vae_scale_factor, f"{cn.name!r} ({cn.provenance['source']})")
+    return len(residual_layout(unet)) - 1 if controlnets else 0
+
+
+def _export_into(base, loras, variants, out: Path, partial: Path, settings: Settings, vae_encoder, command, copy_loras, clip_scorer=None, controlnets=None) -> dict:
     started = time.perf_counter()
+    controlnets = controlnets or {}
 
     log(f"loading the base pipeline from {base.folder}")
     pipe = load_pipeline(base.folder)
@@ -1214,26 +1588,18 @@ def _export_into(base, loras, variants, out: Path, partial: Path, settings: Sett
         clip_config = clip_scorer_config(clip, processor, clip_scorer)
     latent = pipe.unet.config.sample_size
     vae_scale = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
+    n_residuals = check_controlnets(controlnets, pipe.unet, vae_scale)  # refused now, not after the UNets
+    unet_extra = {"controlnet_residuals": n_residuals} if controlnets else {}
 
-    # Small files first: tokenizer, scheduler (verbatim), model index, component configs.
-    for p in sorted((base.folder / "tokenizer").iterdir()):
-        if p.is_file():
-            copy_verbatim(p, partial / "tokenizer" / p.name)
-    sched_src = base.folder / "scheduler" / "scheduler_config.json"
-    copy_verbatim(sched_src, partial / "scheduler" / "scheduler_config.json")
-    copy_verbatim(base.folder / "model_index.json", partial / "model_index.json")
-    notes = []
-    if note := scheduler_note(sched_src.read_text()):
-        notes.append(note)
-        log("NOTE:", note)
+    notes = copy_small_files(base.folder, partial)
 
     jobs = [("text_encoder", "text_encoder", None), ("unet", "unet", None), ("vae_decoder", "vae", None)]
     if vae_encoder:
         jobs.append(("vae_encoder", "vae", None))
-    components, variant_records = {}, {}
-    total_jobs = len(jobs) + len(variants) + (clip is not None)
+    components, variant_records, controlnet_records = {}, {}, {}
+    total_jobs = len(jobs) + len(variants) + len(controlnets) + (clip is not None)
 
-    def run_job(index: int, folder: str, spec: Spec, config_src: Path | dict, what: str):
+    def run_job(index: int, folder: str, spec: Spec, config_src: Path | dict, what: str, extra: dict | None = None):
         log(f"[{index}/{total_jobs}] {folder}: {what} ...")
         rec = export_component(spec, partial / folder, settings)
         if isinstance(config_src, dict):
@@ -1241,6 +1607,7 @@ def _export_into(base, loras, variants, out: Path, partial: Path, settings: Sett
         else:
             copy_verbatim(config_src, partial / folder / "config.json")
         rec["bytes"] = folder_bytes(partial / folder)
+        rec.update(extra or {})
         components[folder] = rec
         check = rec.get("check")
         checked = (
@@ -1249,28 +1616,37 @@ def _export_into(base, loras, variants, out: Path, partial: Path, settings: Sett
         log(f"[{index}/{total_jobs}] {folder}: {human(rec['bytes'])} {rec['dtype']} in {rec['export_s']:.1f} s, {checked}")
 
     for i, (folder, src, _) in enumerate(jobs, 1):
+        extra = None
         if folder == "text_encoder":
             spec = text_encoder_spec(pipe.text_encoder)
         elif folder == "unet":
-            spec = unet_spec(pipe.unet)
+            spec, extra = unet_spec(pipe.unet, residuals=bool(controlnets)), unet_extra
         elif folder == "vae_decoder":
             spec = vae_decoder_spec(pipe.vae, latent)
         else:
             spec = vae_encoder_spec(pipe.vae, latent * vae_scale)
-        run_job(i, folder, spec, base.folder / src / "config.json", "exporting")
+        run_job(i, folder, spec, base.folder / src / "config.json", "exporting", extra)
         del spec
 
     for j, (name, parts) in enumerate(variants.items(), len(jobs) + 1):
         desc = " + ".join(f"{lora}:{w:g}" for lora, w in parts)
         record = {"loras": [{"name": lora, "weight": w} for lora, w in parts], "unet": f"unet_{name}", "text_encoder": "text_encoder"}
         with fused_loras(pipe, [(loras[lora], w) for lora, w in parts]) as used:
-            run_job(j, f"unet_{name}", unet_spec(pipe.unet), base.folder / "unet" / "config.json", f"fusing {desc}")
+            spec = unet_spec(pipe.unet, residuals=bool(controlnets))
+            run_job(j, f"unet_{name}", spec, base.folder / "unet" / "config.json", f"fusing {desc}", unet_extra)
+            del spec
             if "text_encoder" in used:
                 te_folder = f"text_encoder_{name}"
                 log(f"[{j}/{total_jobs}] {te_folder}: these LoRAs also change the text encoder")
                 run_job(j, te_folder, text_encoder_spec(pipe.text_encoder), base.folder / "text_encoder" / "config.json", f"fusing {desc}")
                 record["text_encoder"] = te_folder
         variant_records[name] = record
+
+    for k, (name, cn) in enumerate(controlnets.items(), len(jobs) + len(variants) + 1):
+        model = load_controlnet(cn)
+        run_job(k, cn.out_folder, controlnet_spec(model, latent, vae_scale), cn.folder / "config.json", f"ControlNet from {cn.provenance['source']}")
+        controlnet_records[name] = controlnet_record(model, cn)
+        del model
 
     clip_record = None
     if clip is not None:
@@ -1283,12 +1659,7 @@ def _export_into(base, loras, variants, out: Path, partial: Path, settings: Sett
         }
         del clip
 
-    lora_records = {}
-    for name, lora in loras.items():
-        lora_records[name] = {**lora.provenance, "format": lora.format, "components": lora.components}
-        if copy_loras:
-            copy_verbatim(lora.file, partial / "loras" / f"{name}.safetensors")
-            lora_records[name]["copy"] = f"loras/{name}.safetensors"
+    lora_records = lora_manifest_records(loras, partial, copy_loras)
 
     manifest = {
         "format": MANIFEST_FORMAT,
@@ -1315,11 +1686,19 @@ def _export_into(base, loras, variants, out: Path, partial: Path, settings: Sett
         "variants": {"base": {"loras": [], "unet": "unet", "text_encoder": "text_encoder"}, **variant_records},
         "files": file_table(partial),
     }
+    if controlnet_records:
+        manifest["controlnets"] = controlnet_records
     if clip_record is not None:
         manifest["clip_scorer"] = clip_record
     write_json_atomic(partial / "manifest.json", manifest)
+    move_into_place(partial, out)
+    total = sum(f["bytes"] for f in manifest["files"].values())
+    log(f"done: {out} ({human(total)}) in {time.perf_counter() - started:.1f} s")
+    return manifest
 
-    # Move into place; an old folder is only removed once the new one is complete.
+
+def move_into_place(partial: Path, out: Path) -> None:
+    """`partial` becomes `out`; an old `out` is only removed once the new one is complete."""
     if out.exists():
         old = out.with_name(out.name + ".old")
         if old.exists():
@@ -1329,9 +1708,6 @@ def _export_into(base, loras, variants, out: Path, partial: Path, settings: Sett
         shutil.rmtree(old)
     else:
         partial.rename(out)
-    total = sum(f["bytes"] for f in manifest["files"].values())
-    log(f"done: {out} ({human(total)}) in {time.perf_counter() - started:.1f} s")
-    return manifest
 
 
 def parse_args(argv=None):
@@ -1354,6 +1730,11 @@ def parse_args(argv=None):
         f"model whose text tower is the pipeline's text encoder (checked; default {DEFAULT_CLIP})",
     )
     ap.add_argument("--clip-revision", default=None, help="hub revision of --clip-scorer")
+    ap.add_argument(
+        "--controlnet", action="append", default=[], metavar="NAME=SOURCE",
+        help=f"a ControlNet (hub id such as {EXAMPLE_CONTROLNET}, or a ControlNetModel folder), written to "
+        "controlnet_NAME/; every UNet then takes its residuals (repeatable)",
+    )
     ap.add_argument("--no-verify", action="store_true", help="skip the ONNX Runtime vs torch checks")
     ap.add_argument("--tolerance", type=float, default=None, help="max relative difference vs torch (default 1e-3 fp32, 5e-2 fp16)")
     ap.add_argument("--force", action="store_true", help="replace --out if it exists")
@@ -1378,8 +1759,9 @@ def main(argv=None) -> int:
             log(f"LoRA {lora.name}: {lora.file.name} ({lora.format} format, {'+'.join(lora.components)}, {human(lora.file.stat().st_size)})")
         variant_specs = [] if args.no_variants else (args.variant or list(DEFAULT_VARIANTS))
         variants = dict(parse_variant(v, loras) for v in variant_specs)
+        controlnets = resolve_controlnets(args.controlnet, out)
         clip = resolve_clip(args.clip_scorer, args.clip_revision) if args.clip_scorer else None
-        export_pipeline(base, loras, variants, out, settings, args.vae_encoder, command, args.force, args.copy_loras, clip)
+        export_pipeline(base, loras, variants, out, settings, args.vae_encoder, command, args.force, args.copy_loras, clip, controlnets)
     except ExportError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -4,6 +4,7 @@ the local stand-in for a hub download, so models/export.py can be tested and tim
 
     python models/make_standin.py --out /tmp/standin --size tiny   # models/tiny's structure
     python models/make_standin.py --out /tmp/sd15 --size sd15      # SD v1.5's full architecture
+    python models/make_standin.py --out /tmp/sd15 --only-controlnet  # add controlnet/ to it
 
 Written:
     <out>/pipeline/                 diffusers `save_pretrained` folder, with SD v1.5's original
@@ -15,6 +16,10 @@ Written:
     <out>/loras/kohya.safetensors   UNet + text-encoder LoRA in kohya format
                                     (`lora_unet_<module>.lora_down.weight`, `.lora_up.weight`, `.alpha`,
                                     `lora_te_<module>...`), as kohya's sd-scripts save one
+    <out>/controlnet/               with --controlnet (or --only-controlnet, next to an existing
+                                    pipeline/): a diffusers ControlNetModel folder,
+                                    `ControlNetModel.from_unet` of the pipeline's UNet with its zero
+                                    convolutions filled with seeded random values (`write_controlnet`)
 
 Same torch version -> same bytes. Reference environment: models/requirements.txt.
 """
@@ -29,7 +34,7 @@ from pathlib import Path
 import torch
 
 import make_tiny  # noqa: E402  (also sets up warnings / logging)
-from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel  # noqa: E402
+from diffusers import AutoencoderKL, ControlNetModel, StableDiffusionPipeline, UNet2DConditionModel  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer  # noqa: E402
 
@@ -74,6 +79,14 @@ SD15_TEXT = dict(
 )
 
 TE_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj")
+
+# ControlNet conditioning embeddings: channels of its convolution levels; a VAE scale factor of
+# 2**k takes the first k + 1 (SD v1.5's real ControlNets: (16, 32, 96, 256) for factor 8).
+CONDITIONING_CHANNELS = {"tiny": (8, 8, 16, 16, 32), "sd15": (16, 32, 96, 256)}
+CONTROLNET_SEED = 2004
+# Gain of the random zero convolutions (std = gain / sqrt(fan_in)): the residuals come out at about
+# half the size of the UNet's own skip features, so the control visibly changes the image.
+CONTROLNET_GAIN = 0.5
 
 
 def build(size: str, tokenizer_dir: Path) -> StableDiffusionPipeline:
@@ -145,7 +158,41 @@ def wide_lora(pipe, seed: int, rank: int = 64, b_std: float = 0.05) -> dict[str,
     return state
 
 
-def write(out: Path, size: str, tokenizer_dir: Path | None = None) -> dict[str, Path]:
+def conditioning_channels(size: str, vae_scale_factor: int) -> tuple[int, ...]:
+    levels = int(math.log2(vae_scale_factor)) + 1
+    table = CONDITIONING_CHANNELS[size]
+    if 2 ** (levels - 1) != vae_scale_factor or levels > len(table):
+        raise ValueError(f"no {size} conditioning embedding for VAE scale factor {vae_scale_factor}")
+    return table[:levels]
+
+
+def random_controlnet(unet: UNet2DConditionModel, vae_scale_factor: int, size: str, seed: int = CONTROLNET_SEED) -> ControlNetModel:
+    """`ControlNetModel.from_unet(unet)` (its encoder copies the UNet's, as ControlNet training
+    starts) with the zero convolutions -- controlnet_down_blocks, controlnet_mid_block and the
+    conditioning embedding's conv_out, zero by construction -- filled with seeded random values,
+    so the control image changes the residuals and the image."""
+    torch.manual_seed(seed)  # the conditioning embedding's other convolutions: torch's default init
+    cn = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=conditioning_channels(size, vae_scale_factor)).eval()
+    gen = torch.Generator().manual_seed(seed)
+    zero_convs = [*cn.controlnet_down_blocks, cn.controlnet_mid_block, cn.controlnet_cond_embedding.conv_out]
+    with torch.no_grad():
+        for conv in zero_convs:
+            fan_in = conv.in_channels * conv.kernel_size[0] * conv.kernel_size[1]
+            conv.weight.copy_(torch.randn(conv.weight.shape, generator=gen) * (CONTROLNET_GAIN / math.sqrt(fan_in)))
+            conv.bias.copy_(torch.randn(conv.bias.shape, generator=gen) * 0.01)
+    return cn
+
+
+def write_controlnet(pipeline: Path, out: Path, size: str) -> Path:
+    """`random_controlnet` of the UNet saved in `pipeline` (a diffusers folder), saved to `out`."""
+    unet = UNet2DConditionModel.from_pretrained(str(pipeline / "unet")).eval()
+    vae_config = AutoencoderKL.load_config(str(pipeline / "vae"))
+    vae_scale = 2 ** (len(vae_config["block_out_channels"]) - 1)
+    random_controlnet(unet, vae_scale, size).save_pretrained(str(out), safe_serialization=True)
+    return out
+
+
+def write(out: Path, size: str, tokenizer_dir: Path | None = None, controlnet: bool = False) -> dict[str, Path]:
     tokenizer_dir = Path(tokenizer_dir or make_tiny.default_tokenizer_dir())
     make_tiny.set_determinism()
     pipe = build(size, tokenizer_dir)
@@ -158,7 +205,10 @@ def write(out: Path, size: str, tokenizer_dir: Path | None = None) -> dict[str, 
     save_file(kohya_lora(pipe, seed=2002), str(kohya), metadata={"ss_network_module": "networks.lora"})
     wide = loras / "wide.safetensors"
     save_file(wide_lora(pipe, seed=2003), str(wide), metadata={"format": "pt"})
-    return {"pipeline": folder, "peft": peft, "kohya": kohya, "wide": wide}
+    paths = {"pipeline": folder, "peft": peft, "kohya": kohya, "wide": wide}
+    if controlnet:
+        paths["controlnet"] = write_controlnet(folder, out / "controlnet", size)
+    return paths
 
 
 def main(argv=None) -> int:
@@ -166,8 +216,17 @@ def main(argv=None) -> int:
     ap.add_argument("--out", required=True)
     ap.add_argument("--size", choices=("tiny", "sd15"), default="tiny")
     ap.add_argument("--tokenizer", default=None, help="folder with the CLIP tokenizer files")
+    ap.add_argument("--controlnet", action="store_true", help="also write <out>/controlnet/ (a random ControlNetModel of the UNet)")
+    ap.add_argument("--only-controlnet", action="store_true", help="write only <out>/controlnet/, from an existing <out>/pipeline/")
     args = ap.parse_args(argv)
-    paths = write(Path(args.out), args.size, Path(args.tokenizer) if args.tokenizer else None)
+    out = Path(args.out)
+    if args.only_controlnet:
+        if not (out / "pipeline" / "unet" / "config.json").is_file():
+            ap.error(f"--only-controlnet: no stand-in pipeline in {out / 'pipeline'} (run without --only-controlnet first)")
+        make_tiny.set_determinism()
+        print(f"controlnet: {write_controlnet(out / 'pipeline', out / 'controlnet', args.size)}")
+        return 0
+    paths = write(out, args.size, Path(args.tokenizer) if args.tokenizer else None, args.controlnet)
     for k, v in paths.items():
         print(f"{k}: {v}")
     return 0
