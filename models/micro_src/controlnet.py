@@ -57,7 +57,8 @@ def control_tensor(rgb_batch: np.ndarray) -> torch.Tensor:
 class Frozen:
     """The shipped model's parts the ControlNet trains and runs against."""
 
-    def __init__(self, model: Path = shipped.MICRO, unets=("unet",), threads: int = 2):
+    def __init__(self, model: Path = shipped.MICRO, unets=("unet",), threads: int | None = None):
+        threads = threads or torch.get_num_threads()  # ONNX Runtime as many threads as torch
         self.model = Path(model)
         self.unets = shipped.rebuild_unets(self.model, unets)
         self.text = shipped.TextEncoder(self.model, threads)
