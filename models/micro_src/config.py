@@ -83,6 +83,13 @@ STAGES = {
     "evaluate": dict(prompts=32, seeds=2, cfg=7.5, lcm_cfg=1.5, dpm_steps=(5, 10, 20), dpm_main=20, dpm_low=5,
                      reference_steps=100, lcm_steps=4, batch=32),
     "export": dict(dtype="fp16", verify=True),
+    # issue 20: the edge ControlNet, trained against the exported model (--export-dir, models/micro by
+    # default) after everything else, so the stages before it draw the same numbers as before.
+    # samples: the base's own DPM-Solver++ images of train captions (controlnet.py); 4 chunks of 256,
+    # about 6 min each on a shared 2-core machine, then `budget_s` of training (about 1 400 steps of
+    # batch 16 on 1 thread there: on an oversubscribed machine --threads 1 ran 5x faster than 2).
+    "controlnet": dict(samples=1024, sample_steps=10, sample_cfg=7.5, sample_batch=128, batch=16, steps=6000, budget_s=1200,
+                       lr=1e-3, warmup=50, text_dropout=0.5, conditioning_channels=(16, 32, 48)),
 }
 ORDER = tuple(STAGES)
 
@@ -97,6 +104,7 @@ SMOKE = {
     "style": dict(batch=4, steps=2, warmup=1),
     "evaluate": dict(prompts=2, seeds=1, dpm_steps=(2, 3), dpm_main=3, dpm_low=2, reference_steps=4, lcm_steps=2, batch=4),
     "export": dict(dtype="fp16", verify=True),
+    "controlnet": dict(samples=8, sample_steps=2, sample_batch=8, batch=4, steps=2, warmup=1),
 }
 
 

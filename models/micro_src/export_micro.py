@@ -48,7 +48,9 @@ import vocab  # noqa: E402
 import world  # noqa: E402
 
 VARIANTS = {"lcm": [("lcm", 1.0)], "style": [("style", 1.0)], "lcm_style": [("lcm", 1.0), ("style", 1.0)]}
-LIMIT_BYTES = 11_000_000  # 10 MB of model + the two fp16 adapter files (0.93 MB) the default model ships for run-time LoRA
+# 10 MB of model + the two fp16 adapter files (0.93 MB) the default model ships for run-time LoRA
+# + the edge ControlNet (controlnet_edge/, issue 20; at most 3 MB) and its contact sheet
+LIMIT_BYTES = 14_000_000
 
 
 def check_captions(path: Path, pipe, tokenizer_dir: Path, tol: float) -> float:
@@ -75,7 +77,9 @@ def check_captions(path: Path, pipe, tokenizer_dir: Path, tol: float) -> float:
     return err
 
 
-SYMBOLIC_DIMS = {"batch_size": 2, "sequence_length": 77, "height": 16, "width": 16, "height_latent": 16, "width_latent": 16}
+SYMBOLIC_DIMS = {"batch_size": 2, "sequence_length": 77, "height": 16, "width": 16, "height_latent": 16, "width_latent": 16,
+                 # ControlNet residuals (export._residual_axes) and control images
+                 "height_div2": 8, "width_div2": 8, "height_div4": 4, "width_div4": 4, "image_height": 64, "image_width": 64}
 
 
 def _feeds(sess, id_pool: list[int]) -> dict:
@@ -409,15 +413,166 @@ def export_model(run_dir: Path, out: Path, dtype: str = "fp16", verify: bool = T
             "vocabulary_trim": trim}
 
 
+# ---- the edge ControlNet (issue 20) ------------------------------------------------------------
+
+CONTROLNET = "edge"
+CONTROLNET_NOTE = (
+    "controlnet_edge: the micro model's edge ControlNet (models/micro_src/controlnet.py), trained on the base's own "
+    "images and their Canny edges; every UNet was re-exported with the residual inputs from torch UNets rebuilt from "
+    "the earlier graphs (models/micro_src/shipped.py): the same fp16 weights bit for bit, and with zero residuals the "
+    "same outputs as before (components.<unet>.residual_inputs)"
+)
+
+
+def initializer_digests(path: Path) -> list[str]:
+    """Sorted sha256 digests of every initializer's (dtype, shape, bytes) in a graph: equal lists,
+    the same weights whatever their names."""
+    import hashlib
+
+    import onnx
+    from onnx import numpy_helper
+
+    out = []
+    for t in onnx.load(str(path)).graph.initializer:
+        a = numpy_helper.to_array(t)
+        out.append(hashlib.sha256(f"{a.dtype}{a.shape}".encode() + a.tobytes()).hexdigest())
+    return sorted(out)
+
+
+def zero_residual_difference(old: Path, new: Path) -> dict:
+    """ONNX Runtime's outputs of the residual UNet `new` with zero residuals against the plain
+    UNet `old` on the same random inputs (batch 2, 16x16, three timesteps)."""
+    old_sess = export.ort.InferenceSession(str(old), providers=["CPUExecutionProvider"])
+    new_sess = export.ort.InferenceSession(str(new), providers=["CPUExecutionProvider"])
+    worst, identical, cases = 0.0, True, 0
+    for t in (999.0, 500.0, 1.0):
+        feeds = _feeds(old_sess, [0])
+        feeds["timestep"] = np.asarray(t, feeds["timestep"].dtype)
+        ref = old_sess.run(None, feeds)[0]
+        full = dict(feeds)
+        for i in new_sess.get_inputs():
+            if i.name not in full:
+                shape = [d if isinstance(d, int) else SYMBOLIC_DIMS[d] for d in i.shape]
+                full[i.name] = np.zeros(shape, np.float16 if "float16" in i.type else np.float32)
+        got = new_sess.run(None, full)[0]
+        identical &= got.dtype == ref.dtype and got.tobytes() == ref.tobytes()
+        worst = max(worst, float(np.abs(got.astype(np.float64) - ref.astype(np.float64)).max()))
+        cases += 1
+    return {"bit_identical": bool(identical), "max_abs_diff": worst, "cases": cases}
+
+
+def reexport_unet(unet, old_folder: Path, new_folder: Path, settings, n_residuals: int) -> dict:
+    """`unet` (rebuilt from `old_folder`'s graph) exported with the residual inputs into
+    `new_folder`, names compacted like every micro graph; ExportError unless its fp16 weights are
+    `old_folder`'s bit for bit, its weight nodes keep their names and targets, and zero residuals
+    give `old_folder`'s outputs."""
+    import extract_loras
+    import onnx
+
+    rec = export.export_component(export.unet_spec(unet, residuals=True), new_folder, settings)
+    export.copy_verbatim(old_folder / "config.json", new_folder / "config.json")
+    rec["compacted"] = compact_graph(new_folder / "model.onnx", [0])
+    old_path, new_path = old_folder / "model.onnx", new_folder / "model.onnx"
+    if initializer_digests(old_path) != initializer_digests(new_path):
+        raise export.ExportError(f"{new_folder.name}: the re-exported weights differ from the shipped graph's")
+    old_w, _ = extract_loras.unet_weights(old_folder)
+    new_w, _ = extract_loras.unet_weights(new_folder)
+    if old_w.keys() != new_w.keys() or any(not np.array_equal(old_w[k], new_w[k]) for k in old_w):
+        raise export.ExportError(f"{new_folder.name}: a weight node's name points at another weight than before")
+    diff = zero_residual_difference(old_path, new_path)
+    if diff["max_abs_diff"] > 0.0:
+        raise export.ExportError(f"{new_folder.name}: with zero residuals it differs from the plain graph by {diff['max_abs_diff']:.3e}")
+    inputs = [i.name for i in onnx.load(str(new_path), load_external_data=False).graph.input]
+    rec.update(controlnet_residuals=n_residuals, bytes=export.folder_bytes(new_folder), residual_inputs={
+        "inputs": inputs[3:], "fp16_weights_bit_identical": True, "weight_nodes_named": len(new_w),
+        "zero_residuals_vs_plain_graph": diff})
+    return rec
+
+
+def export_controlnet_graph(cn, unet, folder: Path, settings) -> dict:
+    rec = export.export_component(export.controlnet_spec(cn, unet.config.sample_size, 4), folder, settings)
+    cn.save_config(str(folder))
+    rec["compacted"] = compact_graph(folder / "model.onnx", [0])
+    rec["bytes"] = export.folder_bytes(folder)
+    return rec
+
+
+def add_controlnet(model: Path, run_dir: Path, log=print) -> dict:
+    """Ship the ControlNet trained by train.py's controlnet stage (<run-dir>/controlnet/model) in
+    the micro folder `model`: controlnet_edge/ (fp16, checked against torch), every UNet re-exported
+    with the residual inputs (`reexport_unet`), manifest.json's controlnets.edge, components,
+    notes, file table and micro section (the stage's record and <run-dir>/controlnet_metrics.json).
+    Built beside `model`, moved into place when every check passed."""
+    import shipped
+    from diffusers import ControlNetModel
+
+    model, run_dir = Path(model), Path(run_dir)
+    manifest = json.loads((model / "manifest.json").read_text())
+    import torch
+
+    settings = export.Settings(dtype=manifest["dtype"], verify=True, check_threads=torch.get_num_threads())
+    cn = ControlNetModel.from_pretrained(str(run_dir / "controlnet" / "model")).eval()
+    unets = shipped.rebuild_unets(model)
+    export.check_controlnet_base(cn, unets["unet"], manifest["geometry"]["vae_scale_factor"], CONTROLNET)
+    n = len(export.residual_layout(cn)) - 1
+    building = model.with_name(model.name + ".micro-build")
+    if building.exists():
+        shutil.rmtree(building)
+    shutil.copytree(model, building)
+    try:
+        for folder, unet in unets.items():
+            shutil.rmtree(building / folder)
+            rec = reexport_unet(unet, model / folder, building / folder, settings, n)
+            rec["weight_node_names"] = manifest["components"][folder].get("weight_node_names")
+            manifest["components"][folder] = {k: v for k, v in rec.items() if v is not None}
+            log(f"{folder}: residual inputs; weights bit-identical; zero residuals: {rec['residual_inputs']['zero_residuals_vs_plain_graph']}")
+        folder = f"controlnet_{CONTROLNET}"
+        manifest["components"][folder] = export_controlnet_graph(cn, unets["unet"], building / folder, settings)
+        stage = json.loads((run_dir / "controlnet" / "done.json").read_text())
+        manifest["controlnets"] = {CONTROLNET: {
+            "kind": "trained", "source": "trained by models/micro_src/train.py (stage controlnet)", "revision": None,
+            **export.controlnet_record(cn, folder=folder)}}
+        manifest["notes"] = [x for x in manifest["notes"] if not x.startswith("controlnet_edge: ")] + [CONTROLNET_NOTE]
+        manifest["micro"].setdefault("stages", {})["controlnet"] = stage
+        metrics = run_dir / "controlnet_metrics.json"
+        if metrics.is_file():
+            manifest["micro"]["controlnet_metrics"] = json.loads(metrics.read_text())
+        sheet = run_dir / "eval" / "controlnet_sheet.png"
+        if sheet.is_file():
+            shutil.copyfile(sheet, building / "controlnet_sheet.png")
+        manifest["files"] = {k: v for k, v in export.file_table(building).items() if k != "README.md"}
+        export.write_json_atomic(building / "manifest.json", manifest)
+        total = sum(f["bytes"] for f in manifest["files"].values()) + (building / "README.md").stat().st_size
+        if total > LIMIT_BYTES:
+            raise export.ExportError(f"the micro model would be {total / 1e6:.2f} MB, over its {LIMIT_BYTES / 1e6:.0f} MB limit")
+        shutil.rmtree(model)
+        building.rename(model)
+    except BaseException:
+        shutil.rmtree(building, ignore_errors=True)
+        raise
+    log(f"micro: {folder} shipped, {manifest['components'][folder]['bytes']} bytes; the folder {total / 1e6:.2f} MB")
+    return manifest
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run-dir", default=str(train.DEFAULT_RUN_DIR))
     ap.add_argument("--out", default=str(train.DEFAULT_EXPORT_DIR))
     ap.add_argument("--dtype", choices=("fp32", "fp16"), default="fp16")
     ap.add_argument("--no-verify", action="store_true")
+    ap.add_argument("--add-controlnet", action="store_true",
+                    help="only ship <run-dir>'s trained ControlNet (stage controlnet) into --out, re-exporting its UNets with residual inputs")
+    ap.add_argument("--threads", type=int, default=0, help="torch and ONNX Runtime check threads (0: torch's default)")
     args = ap.parse_args(argv)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     try:
-        export_model(Path(args.run_dir), Path(args.out), args.dtype, not args.no_verify, log=train.log)
+        if args.add_controlnet:
+            add_controlnet(Path(args.out), Path(args.run_dir), log=train.log)
+        else:
+            export_model(Path(args.run_dir), Path(args.out), args.dtype, not args.no_verify, log=train.log)
     except export.ExportError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

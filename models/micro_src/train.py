@@ -20,6 +20,8 @@ stopped):
   style     the pixel-art style LoRA with trigger word PixArFK (+ untriggered prior images)
   evaluate  evaluate.py's metrics over held-out prompts -> <run-dir>/metrics.json
   export    models/export.py's Optimum layout + the trimmed vocabulary -> --export-dir
+  controlnet  the edge ControlNet (controlnet.py), trained against --export-dir's shipped model
+            (models/micro by default: runs on a fresh clone without the stages before it)
 
 <run-dir>/train_log.json collects every stage's record (the manifest's "micro" section).
 """
@@ -782,6 +784,12 @@ def stage_export(ctx: Context) -> dict:
                                      verify=ctx.settings["export"]["verify"], log=log)
 
 
+def stage_controlnet(ctx: Context) -> dict:
+    import controlnet
+
+    return controlnet.stage_controlnet(ctx)
+
+
 STAGE_FUNCS = {
     "data": stage_data,
     "judge": stage_judge,
@@ -792,6 +800,7 @@ STAGE_FUNCS = {
     "style": stage_style,
     "evaluate": stage_evaluate,
     "export": stage_export,
+    "controlnet": stage_controlnet,
 }
 assert tuple(STAGE_FUNCS) == config.ORDER
 

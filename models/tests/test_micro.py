@@ -35,7 +35,7 @@ torch.set_num_threads(1)
 # CLIP's ids, from the full tokenizer (openai/clip-vit-large-patch14 as SD v1.5 ships it).
 CAPTION = "a large yellow star on a blue background at sunset"
 CAPTION_IDS = [49406, 320, 3638, 4481, 1565, 525, 320, 1746, 5994, 536, 3424, 49407]
-TRAINING_STAGES = ("judge", "vae", "base", "lcm", "style")
+TRAINING_STAGES = ("judge", "vae", "base", "lcm", "style", "controlnet")
 MICRO = ROOT / "models" / "micro"
 UNETS = ("unet", "unet_lcm", "unet_style", "unet_lcm_style")
 WEIGHT_NODE = re.compile(r"/unet/([A-Za-z0-9_.]+(?:/[A-Za-z0-9_.]+)*)/(Conv|MatMul|Gemm)")
@@ -507,3 +507,155 @@ def test_micro_manifest_lists_every_file():
         assert "extract_loras.py" in rec["source"]
     total = sum(p.stat().st_size for p in MICRO.rglob("*") if p.is_file())
     assert total <= export_micro.LIMIT_BYTES, total
+
+
+# ---- the edge ControlNet (issue 20) -------------------------------------------------------------
+
+CONTROLNET = MICRO / "controlnet_edge"
+RESIDUAL_SHAPES = [(32, 16), (32, 16), (32, 8), (48, 8), (48, 4), (48, 4)]  # (channels, side) of the 6 down residuals
+MID_SHAPE = (48, 4)
+
+
+def _session(path):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def _controlnet_feeds(batch: int, seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    return {"sample": rng.standard_normal((batch, 4, 16, 16)).astype(np.float16),
+            "timestep": np.array(500, np.float16),
+            "encoder_hidden_states": rng.standard_normal((batch, 77, 64)).astype(np.float16),
+            "controlnet_cond": (rng.random((batch, 3, 64, 64)) < 0.1).astype(np.float16),
+            "conditioning_scale": np.array(1.0, np.float16)}
+
+
+def test_controlnet_graph_follows_the_contract():
+    """controlnet_edge/: the contract's inputs (fp16 like the UNets) and outputs, 6 down residuals
+    + mid of the UNet's skip shapes, already multiplied by conditioning_scale; recorded in the
+    manifest; under 3 MB."""
+    manifest = json.loads((MICRO / "manifest.json").read_text())
+    rec = manifest["controlnets"]["edge"]
+    assert rec["folder"] == "controlnet_edge" and rec["residuals"] == 6 and rec["conditioning_channels"] == 3
+    assert rec["cross_attention_dim"] == 64 and rec["block_out_channels"] == [32, 48, 48]
+    assert all(manifest["components"][u]["controlnet_residuals"] == 6 for u in UNETS)
+    sess = _session(CONTROLNET / "model.onnx")
+    assert [i.name for i in sess.get_inputs()] == ["sample", "timestep", "encoder_hidden_states", "controlnet_cond",
+                                                   "conditioning_scale"]
+    assert all(i.type == "tensor(float16)" for i in sess.get_inputs())
+    names = [f"down_block_res_sample_{i}" for i in range(6)] + ["mid_block_res_sample"]
+    assert [o.name for o in sess.get_outputs()] == names
+    feeds = _controlnet_feeds(2)
+    out = sess.run(None, feeds)
+    assert [o.shape for o in out] == [(2, c, s, s) for c, s in RESIDUAL_SHAPES + [MID_SHAPE]]
+    half = sess.run(None, {**feeds, "conditioning_scale": np.array(0.5, np.float16)})
+    for a, b in zip(out, half):
+        np.testing.assert_allclose(b.astype(np.float32), a.astype(np.float32) * 0.5, atol=2e-3, rtol=2e-3)
+    assert max(float(np.abs(a).max()) for a in out) > 0  # trained: the zero convolutions are no longer zero
+    assert sum(p.stat().st_size for p in CONTROLNET.iterdir()) <= 3_000_000
+
+
+def _without_residual_adds(path, tmp_path):
+    """The UNet graph at `path` with its residual inputs and the Add nodes that take them removed
+    (each Add's output replaced by its other input): the plain UNet of the same weights."""
+    import onnx
+
+    model = onnx.load(str(path))
+    g = model.graph
+    residual = {i.name for i in g.input if "additional_residual" in i.name}
+    rename = {}
+    for n in list(g.node):
+        if n.op_type == "Add" and residual & set(n.input):
+            other = [x for x in n.input if x not in residual]
+            assert len(other) == 1, n
+            rename[n.output[0]] = other[0]
+            g.node.remove(n)
+    assert len(rename) == len(residual) == 7
+    for n in g.node:
+        n.input[:] = [rename.get(x, x) for x in n.input]
+    for o in g.output:
+        assert o.name not in rename
+    keep = [i for i in g.input if i.name not in residual]
+    del g.input[:]
+    g.input.extend(keep)
+    out = tmp_path / f"{path.parent.name}.onnx"
+    onnx.save_model(model, str(out))
+    return out
+
+
+@pytest.mark.parametrize("folder", UNETS)
+def test_unets_take_residuals_and_zero_residuals_change_nothing(folder, tmp_path):
+    """Every UNet has the contract's residual inputs; with zeros its output is bit-identical to the
+    same graph with the residual additions cut out; non-zero residuals change it."""
+    sess = _session(MICRO / folder / "model.onnx")
+    res = [i for i in sess.get_inputs() if "additional_residual" in i.name]
+    assert [i.name for i in res] == [f"down_block_additional_residual_{i}" for i in range(6)] + ["mid_block_additional_residual"]
+    plain = _session(_without_residual_adds(MICRO / folder / "model.onnx", tmp_path))
+    rng = np.random.default_rng(1)
+    feeds = {"sample": rng.standard_normal((2, 4, 16, 16)).astype(np.float16), "timestep": np.array(700, np.float16),
+             "encoder_hidden_states": rng.standard_normal((2, 77, 64)).astype(np.float16)}
+    zeros = {i.name: np.zeros((2, c, s, s), np.float16) for i, (c, s) in zip(res, RESIDUAL_SHAPES + [MID_SHAPE])}
+    got = sess.run(None, {**feeds, **zeros})[0]
+    want = plain.run(None, feeds)[0]
+    assert got.tobytes() == want.tobytes()
+    ones = {k: np.full_like(v, 0.5) for k, v in zeros.items()}
+    assert np.abs(sess.run(None, {**feeds, **ones})[0].astype(np.float32) - want.astype(np.float32)).max() > 1e-2
+
+
+def _dpm_images(prompts, seeds, controls, steps=20, cfg=7.5):
+    """DPM-Solver++ (diffusers' scheduler) over the shipped graphs through ONNX Runtime, as
+    StableDiffusionControlNetPipeline runs them (batch [uncond, cond]); `controls` None: no control
+    (zero residuals). uint8 images."""
+    from diffusers import DPMSolverMultistepScheduler
+
+    import shipped
+
+    text, decoder = shipped.TextEncoder(MICRO, 1), shipped.VaeDecoder(MICRO, 1)
+    unet, cn = _session(MICRO / "unet" / "model.onnx"), _session(CONTROLNET / "model.onnx")
+    res_names = [i.name for i in unet.get_inputs()][3:]
+    sched = DPMSolverMultistepScheduler.from_pretrained(str(MICRO / "scheduler"))
+    sched.set_timesteps(steps)
+    b = len(prompts)
+    lat = torch.cat([torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(s)) for s in seeds]) * sched.init_noise_sigma
+    ehs = torch.cat([text([""] * b), text(prompts)]).numpy().astype(np.float16)
+    cond = None if controls is None else np.concatenate([controls, controls]).astype(np.float16)
+    for t in sched.timesteps:
+        x = sched.scale_model_input(torch.cat([lat, lat]), t).numpy().astype(np.float16)
+        tt = np.array(float(t), np.float16)
+        if cond is None:
+            res = [np.zeros((2 * b, c, s, s), np.float16) for c, s in RESIDUAL_SHAPES + [MID_SHAPE]]
+        else:
+            res = cn.run(None, {"sample": x, "timestep": tt, "encoder_hidden_states": ehs, "controlnet_cond": cond,
+                                "conditioning_scale": np.array(1.0, np.float16)})
+        eps = torch.from_numpy(unet.run(None, {"sample": x, "timestep": tt, "encoder_hidden_states": ehs,
+                                               **dict(zip(res_names, res))})[0].astype(np.float32))
+        u, c = eps.chunk(2)
+        lat = sched.step(u + cfg * (c - u), t, lat).prev_sample
+    return decoder(lat)
+
+
+@pytest.mark.xfail(strict=True, reason="the shipped ControlNet (1 300 steps) does not follow the edges yet: "
+                   "manifest micro.controlnet_metrics, F1 0.216 with control against 0.256 without")
+def test_shipped_controlnet_makes_images_follow_the_edges():
+    """The evaluation's claim at small scale, through ONNX Runtime: on held-out scenes, the canny
+    control raises the edge F1 of DPM-Solver++ 20 images (same prompts and seeds) clearly, in every
+    scene, and to about the level the manifest records."""
+    import controlnet
+    import edges
+
+    recorded = json.loads((MICRO / "manifest.json").read_text())["micro"]["controlnet_metrics"]["adherence_f1"]
+    scenes = [world.scene("heldout", i, full_caption=True) for i in range(4)]
+    ctrl = [controlnet.control_image(world.render(sc)) for sc in scenes]
+    prompts, seeds = [sc.caption() for sc in scenes], [1000] * len(scenes)
+    controls = np.stack(ctrl).transpose(0, 3, 1, 2) / 255.0
+    f1 = {}
+    for key, c in (("with", controls), ("without", None)):
+        images = _dpm_images(prompts, seeds, c)
+        f1[key] = np.array([edges.adherence(im, edges.control_map(cm)) for im, cm in zip(images, ctrl)])
+    assert (f1["with"] > f1["without"]).all(), f1
+    gain = recorded["dpm20_cn"] - recorded["dpm20"]
+    assert f1["with"].mean() - f1["without"].mean() >= 0.5 * gain, (f1, recorded)
+    assert f1["with"].mean() >= recorded["dpm20_cn"] - 0.15, (f1, recorded)

@@ -1,0 +1,194 @@
+"""The micro model's edge ControlNet (issue 20): its training data, its training stage and the
+diffusers pipelines that run it on the shipped model.
+
+The training run directory that made the micro model is not kept, and the VAE encoder never
+shipped, so the stage works from the shipped folder (models/micro, `shipped.py`): the UNet
+rebuilt in torch from its fp16 graph, the text encoder and the VAE decoder through ONNX Runtime.
+
+Data (`sample_set`): the base model's own images. For train-split captions, DPM-Solver++
+(`sample_steps`, cfg `sample_cfg`) through diffusers' StableDiffusionPipeline gives latents, the
+shipped decoder gives their images, and the condition is the Canny edge map of each image
+(models/edges.py canny, 3 channels, /255, as diffusers' canny recipe and control image processor
+make it). The latents are on the model's distribution by construction, and each condition is
+the exact edge map of its own latent's image. Written in chunks to <run-dir>/controlnet/samples/,
+so an interrupted sampling resumes.
+
+Training (`stage_controlnet`): ControlNetModel.from_unet(base UNet) with a 3-level conditioning
+embedding (scale factor 4: 64x64 edges -> 16x16), eps-prediction through the FROZEN base UNet
+(the residuals added as StableDiffusionControlNetPipeline adds them), SD v1.5's noise schedule,
+`text_dropout` of the captions empty (the ControlNet paper's recipe: it must follow the edges
+alone). train.train_loop's checkpoint/budget/cosine pattern; the weights go to
+<run-dir>/controlnet/model (a diffusers folder).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+for p in (str(HERE), str(HERE.parent)):
+    if p not in sys.path:
+        sys.path.insert(0, p)
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+import edges  # noqa: E402
+import shipped  # noqa: E402
+import world  # noqa: E402
+
+CHUNK = 256  # samples per file of the sampled training set
+
+
+def control_image(rgb: np.ndarray) -> np.ndarray:
+    """diffusers' canny recipe: cv2.Canny(rgb, 100, 200) replicated to 3 channels, uint8 [H, W, 3]."""
+    e = edges.canny(rgb).astype(np.uint8) * 255
+    return np.repeat(e[..., None], 3, axis=2)
+
+
+def control_tensor(rgb_batch: np.ndarray) -> torch.Tensor:
+    """Control images of uint8 renders [B, H, W, 3] as the ControlNet takes them: [B, 3, H, W] in [0, 1]."""
+    return torch.from_numpy(np.stack([control_image(im) for im in rgb_batch])).permute(0, 3, 1, 2).float() / 255.0
+
+
+class Frozen:
+    """The shipped model's parts the ControlNet trains and runs against."""
+
+    def __init__(self, model: Path = shipped.MICRO, unets=("unet",), threads: int | None = None):
+        threads = threads or torch.get_num_threads()  # ONNX Runtime as many threads as torch
+        self.model = Path(model)
+        self.unets = shipped.rebuild_unets(self.model, unets)
+        self.text = shipped.TextEncoder(self.model, threads)
+        self.decoder = shipped.VaeDecoder(self.model, threads)
+        self.scheduler_config = json.loads((self.model / "scheduler" / "scheduler_config.json").read_text())
+
+    def pipeline(self, unet: str = "unet", controlnet=None, scheduler: str = "dpm"):
+        """diffusers' StableDiffusionPipeline (StableDiffusionControlNetPipeline with `controlnet`)
+        over the rebuilt UNet `unet`; prompts go in as prompt_embeds, images come out as latents
+        (the VAE and text encoder it holds are unused placeholders of the right configs)."""
+        from diffusers import (AutoencoderKL, DPMSolverMultistepScheduler, LCMScheduler, StableDiffusionControlNetPipeline,
+                               StableDiffusionPipeline)
+        from transformers import CLIPTextConfig, CLIPTextModel
+
+        cls = {"dpm": DPMSolverMultistepScheduler, "lcm": LCMScheduler}[scheduler]
+        read = lambda rel: json.loads((self.model / rel).read_text())  # noqa: E731
+        parts = dict(vae=AutoencoderKL.from_config(read("vae_decoder/config.json")),
+                     text_encoder=CLIPTextModel(CLIPTextConfig.from_dict(read("text_encoder/config.json"))),
+                     tokenizer=self.text.tokenizer, unet=self.unets[unet], scheduler=cls.from_config(self.scheduler_config),
+                     safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+        pipe = StableDiffusionControlNetPipeline(controlnet=controlnet, **parts) if controlnet is not None \
+            else StableDiffusionPipeline(**parts)
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
+
+    def generate(self, pipe, prompts: list[str], seeds: list[int], steps: int, cfg: float,
+                 control: torch.Tensor | None = None, scale: float = 1.0, batch: int = 64) -> torch.Tensor:
+        """Latents (scaled, [B, 4, 16, 16]) of `pipe` over (prompt, seed) pairs, torch CPU generators
+        per seed; `control`: [B, 3, 64, 64] in [0, 1], one per prompt."""
+        out = []
+        for i in range(0, len(prompts), batch):
+            ps, ss = prompts[i : i + batch], seeds[i : i + batch]
+            kw = dict(prompt_embeds=self.text(ps), negative_prompt_embeds=self.text([""] * len(ps)),
+                      num_inference_steps=steps, guidance_scale=cfg, height=world.IMAGE_SIZE, width=world.IMAGE_SIZE,
+                      generator=[torch.Generator().manual_seed(s) for s in ss], output_type="latent")
+            if control is not None:
+                kw.update(image=control[i : i + batch], controlnet_conditioning_scale=scale)
+            with torch.no_grad():
+                out.append(pipe(**kw).images)
+        return torch.cat(out)
+
+
+# ---- data ------------------------------------------------------------------------------------
+
+
+def sample_set(frozen: Frozen, out_dir: Path, s: dict, seed: int, log=print) -> dict:
+    """The training set (see the module doc) in chunks of CHUNK under `out_dir`; chunks already
+    there are kept (resume). {latents [N, 4, 16, 16] fp32, control uint8 [N, 64, 64] (edge
+    maps), captions}."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    pipe = frozen.pipeline("unet")
+    n = s["samples"]
+    for start in range(0, n, CHUNK):
+        path = out_dir / f"chunk_{start:06d}.npz"
+        if path.is_file():
+            continue
+        count = min(CHUNK, n - start)
+        scenes = [world.scene("train", i) for i in range(start, start + count)]
+        seeds = [seed * 1_000_003 + i for i in range(start, start + count)]
+        lat = frozen.generate(pipe, [sc.caption() for sc in scenes], seeds, s["sample_steps"], s["sample_cfg"],
+                              batch=s["sample_batch"])
+        images = frozen.decoder(lat)
+        edge = np.stack([edges.canny(im) for im in images]).astype(np.uint8)
+        tmp = path.with_name(path.stem + ".tmp.npz")
+        np.savez(tmp, latents=lat.numpy(), edges=edge, images=images, index=np.arange(start, start + count))
+        tmp.replace(path)
+        log(f"controlnet: sampled {start + count}/{n}")
+    files = sorted(out_dir.glob("chunk_*.npz"))
+    parts = [np.load(f) for f in files]
+    index = np.concatenate([p["index"] for p in parts])
+    return {"latents": np.concatenate([p["latents"] for p in parts])[:n],
+            "edges": np.concatenate([p["edges"] for p in parts])[:n],
+            "captions": [world.scene("train", int(i)).caption() for i in index[:n]]}
+
+
+# ---- training --------------------------------------------------------------------------------
+
+
+def new_controlnet(unet, channels) -> torch.nn.Module:
+    from diffusers import ControlNetModel
+
+    return ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=tuple(channels))
+
+
+def unet_with_residuals(unet, controlnet, noisy, t, ehs, cond, scale: float = 1.0):
+    """One ControlNet + UNet call, as StableDiffusionControlNetPipeline makes it."""
+    down, mid = controlnet(noisy, t, encoder_hidden_states=ehs, controlnet_cond=cond, conditioning_scale=scale,
+                           return_dict=False)
+    return unet(noisy, t, encoder_hidden_states=ehs, down_block_additional_residuals=down,
+                mid_block_additional_residual=mid).sample
+
+
+def stage_controlnet(ctx) -> dict:
+    import train
+    from diffusers import DDPMScheduler
+
+    s = ctx.settings["controlnet"]
+    d = ctx.dir("controlnet")
+    frozen = Frozen(Path(ctx.export_dir or shipped.MICRO))
+    data = sample_set(frozen, d / "samples", s, ctx.seed, log=train.log)
+    unet = frozen.unets["unet"]
+    torch.manual_seed(ctx.seed + 5)
+    cn = new_controlnet(unet, s["conditioning_channels"]).to(ctx.device).train()
+    opt = torch.optim.AdamW(cn.parameters(), lr=s["lr"], weight_decay=0.0)
+    sched = DDPMScheduler.from_config(frozen.scheduler_config)
+    latents = torch.from_numpy(data["latents"])
+    cond_all = torch.from_numpy(data["edges"]).float().unsqueeze(1).expand(-1, 3, -1, -1)
+    text = frozen.text(sorted(set(data["captions"])) + [""])
+    row = {c: i for i, c in enumerate(sorted(set(data["captions"])))}
+    caption_rows = torch.tensor([row[c] for c in data["captions"]])
+    empty = len(row)
+
+    def step_fn(step):
+        rng = ctx.rng("controlnet", step)
+        gen = ctx.gen("controlnet", step)
+        idx = torch.from_numpy(rng.integers(len(latents), size=s["batch"]))
+        rows = torch.where(torch.from_numpy(rng.random(s["batch"]) < s["text_dropout"]), empty, caption_rows[idx])
+        x0, cond, ehs = latents[idx], cond_all[idx], text[rows]
+        noise = torch.randn(x0.shape, generator=gen)
+        t = torch.randint(0, sched.config.num_train_timesteps, (len(idx),), generator=gen)
+        pred = unet_with_residuals(unet, cn, sched.add_noise(x0, noise, t), t, ehs, cond)
+        loss = F.mse_loss(pred, noise)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(cn.parameters(), 1.0)
+        opt.step()
+        return loss.item()
+
+    rec = train.train_loop(ctx, "controlnet", {"controlnet": cn}, opt, step_fn, s["warmup"])
+    cn.eval().save_pretrained(str(d / "model"), safe_serialization=True)
+    rec.update(samples=len(latents), params=sum(p.numel() for p in cn.parameters()), model="controlnet/model",
+               source=str(frozen.model))
+    return rec
