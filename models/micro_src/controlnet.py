@@ -151,6 +151,14 @@ def unet_with_residuals(unet, controlnet, noisy, t, ehs, cond, scale: float = 1.
                 mid_block_additional_residual=mid).sample
 
 
+def training_timesteps(n: int, total: int, bias: float, gen: torch.Generator) -> torch.Tensor:
+    """`n` timesteps in [0, total): t = (1 - u^bias) * total for uniform u. bias 1 is uniform; above
+    1 the draws lean to high noise, where the layout of the image (what the edges fix) is decided;
+    at low noise x_t already fixes it and the control has nothing to add."""
+    u = torch.rand(n, generator=gen)
+    return ((1 - u ** bias) * total).long().clamp(0, total - 1)
+
+
 def stage_controlnet(ctx) -> dict:
     import train
     from diffusers import DDPMScheduler
@@ -178,7 +186,7 @@ def stage_controlnet(ctx) -> dict:
         rows = torch.where(torch.from_numpy(rng.random(s["batch"]) < s["text_dropout"]), empty, caption_rows[idx])
         x0, cond, ehs = latents[idx], cond_all[idx], text[rows]
         noise = torch.randn(x0.shape, generator=gen)
-        t = torch.randint(0, sched.config.num_train_timesteps, (len(idx),), generator=gen)
+        t = training_timesteps(len(idx), sched.config.num_train_timesteps, s.get("timestep_bias", 1.0), gen)
         pred = unet_with_residuals(unet, cn, sched.add_noise(x0, noise, t), t, ehs, cond)
         loss = F.mse_loss(pred, noise)
         opt.zero_grad(set_to_none=True)

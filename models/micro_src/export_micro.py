@@ -184,11 +184,12 @@ def compact_graph(path: Path, id_pool: list[int]) -> dict:
     return {"renamed": len(names), "node_names_kept": len(kept), "bytes_before": before, "bytes_after": path.stat().st_size}
 
 
-def reference_unet(config_path: Path, out: Path, dtype: str) -> Path:
+def reference_unet(config_path: Path, out: Path, dtype: str, residuals: bool = False) -> Path:
     """A UNet of `config_path`'s config exported the way models/export.py exports UNets (same
     torch and onnx: .venv-ref), into `out`; its graph carries torch's names. The weights are
     random and all distinct (torch's exporter would merge equal initializers, such as a fresh
-    model's all-ones norm weights, and the graph would differ)."""
+    model's all-ones norm weights, and the graph would differ). `residuals`: with the ControlNet
+    residual inputs, like the shipped UNets since issue 20."""
     import torch
     from diffusers import UNet2DConditionModel
 
@@ -197,7 +198,7 @@ def reference_unet(config_path: Path, out: Path, dtype: str) -> Path:
     with torch.no_grad():
         for p in unet.parameters():
             p.copy_(torch.randn(p.shape, generator=gen) * 0.05)
-    export.export_component(export.unet_spec(unet), Path(out), export.Settings(dtype=dtype, verify=False))
+    export.export_component(export.unet_spec(unet, residuals=residuals), Path(out), export.Settings(dtype=dtype, verify=False))
     return Path(out) / "model.onnx"
 
 

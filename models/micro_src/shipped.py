@@ -48,7 +48,7 @@ def _by_value(arrays: dict[str, np.ndarray]) -> dict[bytes, str]:
     return {np.sort(a.astype(np.float16).ravel()).tobytes(): k for k, a in arrays.items()}
 
 
-def reference_layout(config_path: Path, tmp: Path):
+def reference_layout(config_path: Path, tmp: Path, residuals: bool = False):
     """(reference graph, {reference initializer: (state-dict key, how)}) with how one of "same",
     "transposed", "reshaped": a random-weight export of the config (export_micro.reference_unet)
     whose initializers are matched to the parameters they hold by value."""
@@ -56,7 +56,7 @@ def reference_layout(config_path: Path, tmp: Path):
     from diffusers import UNet2DConditionModel
     from onnx import numpy_helper
 
-    ref_path = export_micro.reference_unet(config_path, tmp / "ref_unet", "fp16")
+    ref_path = export_micro.reference_unet(config_path, tmp / "ref_unet", "fp16", residuals)
     # reference_unet draws its weights from this seed in parameter order: redraw them to match
     unet = UNet2DConditionModel.from_config(json.loads(Path(config_path).read_text()))
     gen = torch.Generator().manual_seed(0)
@@ -106,6 +106,14 @@ def shipped_state_dict(graph_path: Path, ref_graph, layout: dict) -> dict[str, t
     return state
 
 
+def takes_residuals(graph_path: Path) -> bool:
+    """Whether a UNet graph has the ControlNet residual inputs."""
+    import onnx
+
+    graph = onnx.load(str(graph_path), load_external_data=False).graph
+    return any(i.name.startswith("down_block_additional_residual") for i in graph.input)
+
+
 def rebuild_unets(model: Path = MICRO, folders=UNETS) -> dict:
     """{folder: UNet2DConditionModel (eval, fp32)} holding the shipped graphs' fp16 weights."""
     from diffusers import UNet2DConditionModel
@@ -113,7 +121,8 @@ def rebuild_unets(model: Path = MICRO, folders=UNETS) -> dict:
     config_path = Path(model) / "unet" / "config.json"
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
-        ref_graph, layout = reference_layout(config_path, Path(tmp))
+        # The reference has residual inputs where the shipped graphs do (the ControlNet's Adds).
+        ref_graph, layout = reference_layout(config_path, Path(tmp), takes_residuals(Path(model) / folders[0] / "model.onnx"))
         for folder in folders:
             unet = UNet2DConditionModel.from_config(json.loads(config_path.read_text()))
             state = shipped_state_dict(Path(model) / folder / "model.onnx", ref_graph, layout)

@@ -435,3 +435,53 @@ def test_bad_controlnet_is_refused_before_any_export(refusal_setup, tmp_path, ca
         assert message in stderr, stderr
     assert not out.exists() and not out.with_name("o.partial").exists()
     assert "[1/" not in stdout, "refused before any component was exported"
+
+
+# --- bad input at run time: what the export refuses, speedscape refuses too (needs the binary) ---
+
+
+def generate_under_control(model: Path, controlnet: str, control: Path, out: Path) -> subprocess.CompletedProcess:
+    return run_speedscape(
+        "generate", "--model-dir", str(model), "--prompt", PROMPT, "--scheduler", "dpmpp", "--steps", "2", "--cfg", "7.5",
+        "--seed", "1", "--controlnet", controlnet,
+        "--control-image", str(control), "--device", "cpu", "--out", str(out),
+    )
+
+
+def test_a_unet_without_residual_inputs_is_refused_under_control(standin, exported, control_images, tmp_path, capsys):
+    """A model exported without --controlnet, given a ControlNet folder afterwards: its UNet takes no
+    residuals, and the message says to re-export with --controlnet."""
+    plain = tmp_path / "plain"
+    code, stdout, stderr = export_in_process(
+        capsys, "--out", str(plain), "--model", str(standin["pipeline"]), "--no-variants", "--no-verify",
+    )
+    assert code == 0, stdout + stderr
+    import shutil
+
+    shutil.copytree(exported / "controlnet_edge", plain / "controlnet_edge")
+    out = tmp_path / "image.png"
+    proc = generate_under_control(plain, "edge", control_images["exact"], out)
+    assert proc.returncode != 0
+    assert "takes no ControlNet residuals" in proc.stderr, proc.stderr
+    assert "Fix:" in proc.stderr and "--controlnet" in proc.stderr.split("Fix:")[1], proc.stderr
+    assert not out.exists()
+
+
+def test_a_controlnet_of_another_base_is_refused_at_run_time_naming_both_widths(standin, exported, control_images, tmp_path):
+    """An SD 2-style ControlNet (1024-wide text) dropped into a folder of the tiny model (32-wide):
+    the export would refuse it; a folder assembled by hand is refused when the run starts, naming
+    both text widths."""
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(exported, model)
+    sd2 = other_base_controlnet(standin["controlnet"], tmp_path / "sd2_src", cross_attention_dim=1024)
+    cn = ControlNetModel.from_pretrained(str(sd2)).eval()
+    spec = export.controlnet_spec(cn, cn.config.get("sample_size") or 8, 8)
+    export.export_component(spec, model / "controlnet_sd2", export.Settings(verify=False))
+    out = tmp_path / "image.png"
+    proc = generate_under_control(model, "sd2", control_images["exact"], out)
+    assert proc.returncode != 0
+    assert "1024" in proc.stderr and "32" in proc.stderr and "another base" in proc.stderr, proc.stderr
+    assert "Fix:" in proc.stderr
+    assert not out.exists()
