@@ -1,5 +1,6 @@
-"""Draws exercise 5's control images (assets/controls/): a scene of the micro model's world and a
-512x512 cottage for SD v1.5, both meant for `preprocess = "canny"` (speedscape takes their Canny
+"""Draws the control images of exercise 5 and of the cheat sheet's scenario B (assets/controls/):
+for each, a scene of the micro model's world (64x64) and a 512x512 drawing for SD v1.5, all meant
+for `preprocess = "canny"` (speedscape takes their Canny
 edges, diffusers' recipe: cv2.Canny(rgb, 100, 200)). Deterministic: running it again writes the
 same pixels.
 
@@ -22,15 +23,15 @@ import edges  # noqa: E402
 import world  # noqa: E402
 
 
-def micro_star() -> np.ndarray:
-    """A large yellow star on the right on a blue background: a scene of the micro model's world
-    (64x64), upright and centred on its row, no sunset gradient."""
+def micro_scene(colour: str, shape: str, background: str, position: str) -> np.ndarray:
+    """A large shape of the micro model's world (64x64), upright and centred on its row, no
+    sunset gradient."""
     scene = world.Scene(
-        colour="yellow",
-        shape="star",
-        background="blue",
+        colour=colour,
+        shape=shape,
+        background=background,
         size="large",
-        position="on the right",
+        position=position,
         sunset=False,
         dx=0.0,
         dy=0.0,
@@ -59,8 +60,37 @@ def cottage(size: int = 512) -> np.ndarray:
     return np.asarray(img, dtype=np.uint8).copy()
 
 
+def knight(size: int = 512) -> np.ndarray:
+    """A knight's bust facing the viewer (scenario B, the game studio's character portraits): a
+    helmet with a visor slit and a plume, shoulders, a breastplate and a shield."""
+    img = Image.new("RGB", (size, size), (70, 70, 90))  # studio backdrop
+    d = ImageDraw.Draw(img)
+    d.polygon([(256, 40), (236, 110), (276, 110)], fill=(200, 40, 40))  # plume
+    d.rounded_rectangle((186, 100, 326, 250), radius=50, fill=(185, 190, 200), outline=(30, 30, 40), width=4)  # helmet
+    d.rectangle((206, 160, 306, 178), fill=(25, 25, 30))  # visor slit
+    d.line((256, 110, 256, 150), fill=(30, 30, 40), width=4)  # helmet ridge
+    d.rectangle((226, 250, 286, 285), fill=(150, 155, 165), outline=(30, 30, 40), width=3)  # gorget
+    d.polygon([(96, 330), (186, 280), (326, 280), (416, 330), (440, 512), (72, 512)],
+              fill=(165, 170, 180), outline=(30, 30, 40))  # shoulders and breastplate
+    d.ellipse((96, 300, 186, 370), fill=(140, 145, 155), outline=(30, 30, 40), width=4)  # left pauldron
+    d.ellipse((326, 300, 416, 370), fill=(140, 145, 155), outline=(30, 30, 40), width=4)  # right pauldron
+    d.polygon([(300, 360), (400, 360), (400, 440), (350, 500), (300, 440)],
+              fill=(40, 70, 160), outline=(230, 200, 70))  # shield
+    d.line((350, 365, 350, 490), fill=(230, 200, 70), width=6)  # its cross
+    d.line((305, 400, 395, 400), fill=(230, 200, 70), width=6)
+    return np.asarray(img, dtype=np.uint8).copy()
+
+
 def main() -> None:
-    for name, rgb in (("micro-star.png", micro_star()), ("sd15-cottage.png", cottage())):
+    images = (
+        # exercise 5 (its prompts: a large yellow star / a cottage on a hillside)
+        ("micro-star.png", micro_scene("yellow", "star", "blue", "on the right")),
+        ("sd15-cottage.png", cottage()),
+        # the cheat sheet's scenario B (a large purple triangle in the middle / a knight)
+        ("micro-triangle.png", micro_scene("purple", "triangle", "white", "in the middle")),
+        ("sd15-knight.png", knight()),
+    )
+    for name, rgb in images:
         Image.fromarray(rgb, "RGB").save(HERE / name, optimize=True)
         e = edges.canny(rgb)
         print(f"{name}: {rgb.shape[1]}x{rgb.shape[0]}, Canny edge pixels {int(e.sum())} ({e.mean():.1%})")
