@@ -451,7 +451,7 @@ fn predictions_are_typed_and_compared_with_measurements() {
     let rows = table_rows(&app.exercises[0]);
     let q = &app.exercises[0].exercise.questions[0];
     // Fake totals: 5 + 21·n + 15 ms → 1070 / 440.
-    let got = q.measure.value(&rows).unwrap();
+    let got = q.measure.value(&rows, &[]).unwrap();
     assert!((got - 1070.0 / 440.0).abs() < 1e-9, "{got}");
     assert_eq!(rows[2].speedup, Some(1070.0 / 230.0));
 }
