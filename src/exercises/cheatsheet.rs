@@ -760,6 +760,123 @@ mod tests {
         );
     }
 
+    fn finished_row(label: &str, total: f64, ssim: Option<f64>) -> TableRow {
+        let mut r = super::super::run(label, SchedulerKind::Lcm, 8, 1.5, "lcm").table_row(false);
+        r.state = RowState::Finished;
+        r.total_ms = Some(total);
+        r.quality = ssim.map(|ssim| crate::quality::Quality {
+            ssim,
+            psnr_db: Some(20.0),
+            mean_abs_diff: 0.1,
+        });
+        r
+    }
+
+    #[test]
+    fn under_the_controlnet_scenario_b_also_checks_the_control_is_kept() {
+        let b = scenario('B').unwrap();
+        assert_eq!(b.constraint_for(None, false), b.constraint);
+        let c = b.constraint_for(Some(0.7), true);
+        assert_eq!(
+            c,
+            Constraint::SimilarityAndControl {
+                min: 0.7,
+                max_gap: 0.1
+            }
+        );
+        assert_eq!(
+            scenario('C').unwrap().constraint_for(None, true),
+            Constraint::LatencyUnder { ms: 1000.0 }
+        );
+        let rows = [
+            finished_row("DPM-Solver++ 20", 900.0, None),
+            finished_row("LCM-LoRA 8", 380.0, Some(0.82)),
+        ];
+        let kept = check_rows(c, &rows, &[Some(0.78), Some(0.71)]).unwrap();
+        assert!(kept.passed, "{kept:?}");
+        assert_eq!(
+            kept.text,
+            "SSIM 0.820 against a threshold of 0.70; edge F1 0.71 against the alternative's 0.78 (gap 0.07, at most 0.10)"
+        );
+        let lost = check_rows(c, &rows, &[Some(0.78), Some(0.6)]).unwrap();
+        assert!(!lost.passed && lost.text.contains("gap 0.18"), "{lost:?}");
+        let unmeasured = check_rows(c, &rows, &[Some(0.78), None]).unwrap();
+        assert!(
+            !unmeasured.passed && unmeasured.text.contains("no edge F1"),
+            "{unmeasured:?}"
+        );
+        // Quality still counts.
+        let strict = b.constraint_for(Some(0.9), true);
+        assert!(
+            !check_rows(strict, &rows, &[Some(0.78), Some(0.75)])
+                .unwrap()
+                .passed
+        );
+    }
+
+    #[test]
+    fn our_reasoning_cites_what_the_controlled_verification_measured() {
+        let b = scenario('B').unwrap();
+        let rows = [
+            finished_row("DPM-Solver++ 20", 900.0, None),
+            finished_row("LCM-LoRA 8", 375.0, Some(0.853)),
+        ];
+        let line = evidence(&b, &rows, &[Some(0.78), Some(0.74)]).unwrap();
+        assert_eq!(
+            line,
+            "composability, measured: under the ControlNet LCM-LoRA 8 keeps edge F1 0.74 against \
+             DPM-Solver++ 20's 0.78 (gap 0.04, within 0.10), SSIM 0.853 against it, at 2.40× the speed"
+        );
+        let line = evidence(&b, &rows, &[Some(0.9), Some(0.5)]).unwrap();
+        assert!(line.contains("gap 0.40, more than 0.10"), "{line}");
+        assert_eq!(evidence(&b, &rows, &[Some(0.9), None]), None);
+        assert_eq!(
+            evidence(&scenario('C').unwrap(), &rows, &[Some(0.9), Some(0.9)]),
+            None
+        );
+        let m = measured_line(&rows, &[Some(0.78), Some(0.74)]).unwrap();
+        assert!(m.ends_with("edge F1 0.74 against 0.78"), "{m}");
+    }
+
+    #[test]
+    fn scenario_b_runs_under_the_folders_controlnet_or_says_why_not() {
+        use crate::models::ModelKind;
+        let b = scenario('B').unwrap();
+        assert_eq!(b.control(ModelKind::Sd15, &[]), None);
+        assert_eq!(
+            scenario('A')
+                .unwrap()
+                .control(ModelKind::Sd15, &["edge".into()]),
+            None
+        );
+        let c = b.control(ModelKind::Micro, &["edge".into()]).unwrap();
+        assert_eq!(c.controlnet.as_deref(), Some("edge"));
+        assert_eq!(c.image, Path::new(super::super::CONTROL_IMAGES[1].1));
+        let sd15 = b
+            .control(ModelKind::Sd15, &["canny".into(), "pose".into()])
+            .unwrap();
+        assert_eq!(sd15.image, Path::new(super::super::CONTROL_IMAGES[1].0));
+        assert_eq!(sd15.controlnet.as_deref(), Some("canny"));
+        let ex = Verification::exercise(&b, b.default_choice, Some(&c)).unwrap();
+        assert!(ex.runs.iter().all(|r| r.control.as_ref() == Some(&c)));
+        assert_eq!(uncontrolled_note(&b, &ex), None);
+        let plain = Verification::exercise(&b, b.default_choice, None).unwrap();
+        let note = uncontrolled_note(&b, &plain).unwrap();
+        assert!(
+            note.contains("the ControlNet part was not verified")
+                && note.contains(
+                    "Fix: export one into the model (models/export.py --controlnet NAME=SOURCE"
+                ),
+            "{note}"
+        );
+        let c_plain =
+            Verification::exercise(&scenario('C').unwrap(), Approach::Lcm { steps: 4 }, None);
+        assert_eq!(
+            uncontrolled_note(&scenario('C').unwrap(), &c_plain.unwrap()),
+            None
+        );
+    }
+
     #[test]
     fn the_scenarios_verify_runnable_approaches() {
         let all = scenarios();

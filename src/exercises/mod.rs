@@ -1201,6 +1201,209 @@ mod tests {
         assert!(judge(2.0, f64::NAN).contains("no measurement"));
     }
 
+    /// Exercise 5 as if measured: every run finished, with these edge F1s.
+    fn exercise_5_rows(f1: [Option<f64>; 4]) -> (Exercise, Vec<TableRow>, Vec<Option<f64>>) {
+        let ex = default_exercises()
+            .into_iter()
+            .find(|e| e.number == 5)
+            .unwrap();
+        let rows = vec![
+            row(&ex, 0, 900.0, 30.0, 40.0, 60.0),
+            row(&ex, 1, 380.0, 30.0, 40.0, 60.0),
+            row(&ex, 2, 250.0, 30.0, 40.0, 60.0),
+            row(&ex, 3, 250.0, 30.0, 40.0, 60.0),
+        ];
+        (ex, rows, f1.to_vec())
+    }
+
+    #[test]
+    fn exercise_5_runs_every_method_under_the_controlnet_on_one_image() {
+        let (ex, _, _) = exercise_5_rows([None; 4]);
+        ex.validate().unwrap();
+        assert_eq!(ex.title, "ControlNet composability");
+        let units: Vec<(&str, usize, &str)> = ex
+            .runs
+            .iter()
+            .map(|r| {
+                (
+                    r.scheduler.to_string().leak() as &str,
+                    r.steps,
+                    r.unet.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            units,
+            [
+                ("dpmpp", 20, "base"),
+                ("lcm", 8, "lcm"),
+                ("lcm", 4, "lcm"),
+                ("lcm", 4, "lcm_style")
+            ]
+        );
+        let images: Vec<_> = ex
+            .runs
+            .iter()
+            .map(|r| r.control.as_ref().unwrap().image.clone())
+            .collect();
+        assert!(images.iter().all(|i| *i == images[0]), "one control image");
+        assert_eq!(images[0], std::path::Path::new(CONTROL_IMAGES[0].0));
+        assert!(
+            ex.runs[3].prompt.as_deref().unwrap().ends_with(", PixArFK"),
+            "the style run's prompt has the trigger"
+        );
+        assert!(ex.runs[..3].iter().all(|r| r.prompt.is_none()));
+        // On the micro model: its world's prompt (the style run's with the trigger) and its image.
+        let micro = ex.for_model(ModelKind::Micro);
+        assert_eq!(micro.prompt, MICRO_STAR_PLAIN);
+        assert_eq!(
+            micro.runs[3].prompt.as_deref(),
+            Some("a large yellow star on a blue background, PixArFK")
+        );
+        let c = micro.runs[0].control.as_ref().unwrap();
+        assert_eq!(c.image, std::path::Path::new(CONTROL_IMAGES[0].1));
+        assert_eq!(
+            c.preprocess,
+            crate::pipeline::control::ControlPreprocess::Canny
+        );
+        // The shipped images are where the exercise says.
+        for (sd15, micro) in CONTROL_IMAGES {
+            for p in [sd15, micro] {
+                let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(p);
+                assert!(path.is_file(), "{} is missing", path.display());
+            }
+        }
+    }
+
+    #[test]
+    fn an_adherence_gap_is_the_baselines_f1_minus_the_runs() {
+        let (ex, mut rows, f1) = exercise_5_rows([Some(0.8), Some(0.75), Some(0.6), Some(0.9)]);
+        let gap = &ex.questions[1].measure;
+        assert_eq!(*gap, Measure::AdherenceGap { run: 2, over: 0 });
+        assert!((gap.value(&rows, &f1).unwrap() - 0.2).abs() < 1e-9);
+        let better = Measure::AdherenceGap { run: 3, over: 0 };
+        assert!(
+            (better.value(&rows, &f1).unwrap() + 0.1).abs() < 1e-9,
+            "negative: better"
+        );
+        assert_eq!(
+            gap.value(&rows, &[Some(0.8), None, None, None]),
+            None,
+            "unmeasured"
+        );
+        assert_eq!(gap.value(&rows, &[]), None);
+        rows[2].state = RowState::Running;
+        assert_eq!(gap.value(&rows, &f1), None, "not finished");
+        assert!(!gap.is_ratio() && ex.questions[0].measure.is_ratio());
+        assert_eq!(gap.format(0.2), "0.20");
+        assert_eq!(ex.questions[0].measure.format(2.5), "2.5×");
+        assert_eq!(
+            gap.judge(0.1, 0.04),
+            "you said 0.10, measured 0.04 — 0.06 too high"
+        );
+        assert_eq!(
+            gap.judge(0.05, 0.04),
+            "you said 0.05, measured 0.04 — within 0.02"
+        );
+        assert_eq!(
+            gap.judge(-0.1, 0.04),
+            "you said -0.10, measured 0.04 — 0.14 too low"
+        );
+    }
+
+    #[test]
+    fn the_control_notes_read_the_measured_f1s() {
+        let (ex, rows, f1) = exercise_5_rows([Some(0.81), Some(0.77), Some(0.64), Some(0.83)]);
+        let all = what_happened(&ex, &rows, &f1, ModelKind::Sd15).join("\n");
+        assert!(
+            all.contains("DPM-Solver++ 20 followed the control image with edge F1 0.81"),
+            "{all}"
+        );
+        assert!(
+            all.contains("LCM-LoRA 8 kept the control: edge F1 0.77, 0.04 below DPM-Solver++ 20 (within the 0.1"),
+            "{all}"
+        );
+        assert!(
+            all.contains("LCM-LoRA 4 lost some of the control: edge F1 0.64, 0.17 below DPM-Solver++ 20 (more than the 0.1"),
+            "{all}"
+        );
+        assert!(
+            all.contains(
+                "LCM + style 4 kept the control: edge F1 0.83, 0.02 above DPM-Solver++ 20"
+            ),
+            "{all}"
+        );
+        // Other numbers, other notes: nothing is written in advance.
+        let (_, _, f1) = exercise_5_rows([Some(0.5), Some(0.2), Some(0.45), None]);
+        let all = what_happened(&ex, &rows, &f1, ModelKind::Sd15).join("\n");
+        assert!(all.contains("with edge F1 0.50"), "{all}");
+        assert!(
+            all.contains("LCM-LoRA 8 lost some of the control: edge F1 0.20, 0.30 below"),
+            "{all}"
+        );
+        assert!(
+            all.contains("LCM-LoRA 4 kept the control: edge F1 0.45, 0.05 below"),
+            "{all}"
+        );
+        assert!(
+            all.contains("LCM + style 4: its control adherence was not measured"),
+            "{all}"
+        );
+        let none = what_happened(&ex, &rows, &[None; 4], ModelKind::Sd15).join("\n");
+        assert!(
+            none.contains("Control adherence was not measured for DPM-Solver++ 20"),
+            "{none}"
+        );
+        // An exercise without control says nothing about it.
+        let (ex1, rows1) = exercise_1_rows();
+        assert!(
+            !what_happened(&ex1, &rows1, &[], ModelKind::Sd15)
+                .join("\n")
+                .contains("edge F1")
+        );
+    }
+
+    #[test]
+    fn fitting_the_controls_picks_the_folders_controlnet_or_says_there_is_none() {
+        let root = std::path::Path::new("/models/sd15");
+        let (ex, _, _) = exercise_5_rows([None; 4]);
+        let e = ex.clone().fit_controls(root, &[]).unwrap_err();
+        let parts = crate::error::parts(&e);
+        let text = format!("{} | {}", parts.causes.join(": "), parts.fixes.join("; "));
+        assert!(
+            text.contains("exercise 5 (\"ControlNet composability\") runs under a ControlNet, and the model folder /models/sd15 has none"),
+            "{text}"
+        );
+        assert!(
+            text.contains("models/export.py --controlnet NAME=SOURCE"),
+            "{text}"
+        );
+        let mut fit = ex.clone();
+        fit.fit_controls(root, &["depth".into(), "edge".into()])
+            .unwrap();
+        assert!(
+            fit.runs
+                .iter()
+                .all(|r| r.control.as_ref().unwrap().controlnet.as_deref() == Some("edge"))
+        );
+        let mut named = ex.clone();
+        named.runs[1].control.as_mut().unwrap().controlnet = Some("pose".into());
+        let e = format!(
+            "{:?}",
+            named.fit_controls(root, &["edge".into()]).unwrap_err()
+        );
+        assert!(
+            e.contains("run \"LCM-LoRA 8\"") && e.contains("pose"),
+            "{e}"
+        );
+        // Exercises without control are untouched by a folder without ControlNets.
+        let mut one = default_exercises().remove(0);
+        one.fit_controls(root, &[]).unwrap();
+        assert_eq!(one, default_exercises()[0]);
+        assert_eq!(pick_controlnet(&["depth".into()]), Some("depth"));
+        assert_eq!(pick_controlnet(&[]), None);
+    }
+
     #[test]
     fn the_default_exercises_are_valid() {
         for ex in default_exercises() {
