@@ -491,8 +491,8 @@ fn the_cheat_sheet_is_one_list_entry_whose_scenarios_h_and_l_switch() {
     let mut app = app();
     assert_eq!(
         app.entries().len(),
-        5,
-        "three exercises, the cheat sheet and the landscape"
+        6,
+        "four exercises, the cheat sheet and the landscape"
     );
     update(&mut app, ch('4'));
     assert_eq!(shown_scenario(&app), Some('A'));
@@ -505,9 +505,9 @@ fn the_cheat_sheet_is_one_list_entry_whose_scenarios_h_and_l_switch() {
     assert_eq!(shown_scenario(&app), Some('A'), "wraps around");
     update(&mut app, ch('h'));
     assert_eq!(shown_scenario(&app), Some('C'));
-    // Leaving (to the landscape, the next entry) and coming back shows the scenario last shown.
+    // Leaving (to exercise 5, the next entry) and coming back shows the scenario last shown.
     update(&mut app, ch('j'));
-    assert!(app.in_landscape());
+    assert_eq!(app.current().exercise.number, 5);
     update(&mut app, ch('k'));
     assert_eq!(shown_scenario(&app), Some('C'));
     assert_eq!(app.selected_entry(), 3);
@@ -1746,7 +1746,10 @@ fn the_editor_sets_adapter_weights_from_the_folders_list() {
         panic!()
     };
     assert_eq!(form.adapters[1].1, "-0.5");
-    update(&mut app, key(KeyCode::BackTab)); // from the prompt back round to style
+    // From the prompt back round, past the four control rows, to style.
+    for _ in 0..5 {
+        update(&mut app, key(KeyCode::BackTab));
+    }
     for _ in 0..4 {
         update(&mut app, key(KeyCode::Backspace));
     }
@@ -1844,8 +1847,8 @@ mod landscape_view {
         let mut app = app();
         let li = index(&app);
         assert_eq!(app.entries().last(), Some(&li));
-        // 1 → 2 → 3 → cheat sheet → landscape, and on round to 1.
-        for _ in 0..4 {
+        // 1 → 2 → 3 → cheat sheet → 5 → landscape, and on round to 1.
+        for _ in 0..5 {
             update(&mut app, ch('j'));
         }
         assert!(app.in_landscape());
@@ -2373,7 +2376,7 @@ mod weights_view {
         assert_eq!(l.plan.runs.len(), 4 * 2 + 7 * 4);
         // One list entry for the landscape: the mode shown.
         assert_eq!(app.entries().last(), Some(&weights));
-        assert_eq!(app.entries().len(), 5);
+        assert_eq!(app.entries().len(), 6);
         let screen = render(&app, 160, 48);
         assert!(screen.contains("▶ L Composability as a curve"), "{screen}");
         assert!(screen.contains("W steps"), "{screen}");
@@ -2937,7 +2940,7 @@ fn the_editor_sets_a_runs_controlnet_image_scale_and_preprocessing() {
     );
     // A bad scale keeps the form open with the reason; "none" removes the control.
     to_control_row(&mut app, 2);
-    typed(&mut app, "00");
+    typed(&mut app, "x");
     update(&mut app, key(KeyCode::Enter));
     assert!(
         matches!(&app.mode, Mode::Edit(f) if f.error.as_deref().unwrap().starts_with("control scale")),

@@ -614,7 +614,7 @@ pub(super) fn draw_hints(app: &App, frame: &mut Frame, area: Rect) {
             "tab/↑↓ row · ←/→ approach · type to write · enter keep (saved) · esc drop"
         }
         Mode::Edit(_) => {
-            "tab/↑↓ field · type to edit · ←/→ ControlNet, preprocess · +/- scale · enter apply · esc close"
+            "tab/↑↓ field · type to edit · ←/→ pick · +/- scale · enter apply · esc close"
         }
         Mode::Predict(_) => "type a number · tab/↑↓ question · enter keep · esc close",
     };
@@ -761,20 +761,16 @@ fn adapter_lines(app: &App, form: &Form) -> Vec<Line<'static>> {
 }
 
 /// The editor's control rows: the ControlNet (or none), the control image, its scale and
-/// preprocessing; a line saying so where the model folder has no ControlNet.
+/// preprocessing; the head line says so where the model folder has no ControlNet.
 fn control_lines(form: &Form) -> Vec<Line<'static>> {
     use super::app::{CONTROL_ROWS, ControlRow};
     let c = &form.control;
-    let mut lines = vec![Line::styled(
-        "   ControlNet  conditions the run on an edge map (none: no control)",
-        DIM,
-    )];
-    if c.choices.is_empty() {
-        lines.push(Line::styled(
-            "         this model folder has no ControlNet: export one with models/export.py --controlnet NAME=SOURCE",
-            DIM,
-        ));
-    }
+    let head = if c.choices.is_empty() {
+        "   ControlNet  none in this folder (models/export.py --controlnet)"
+    } else {
+        "   ControlNet  conditions the run on an edge map (none: no control)"
+    };
+    let mut lines = vec![Line::styled(head, DIM)];
     let off = c.controlnet.is_none();
     for (k, row) in CONTROL_ROWS.iter().enumerate() {
         let focused = form.control_row() == Some(*row);
