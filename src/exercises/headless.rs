@@ -1195,6 +1195,37 @@ mod tests {
     }
 
     #[test]
+    fn an_exercise_under_a_controlnet_saves_its_control_image_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ex = default_exercises()
+            .into_iter()
+            .find(|e| e.number == 5)
+            .unwrap()
+            .for_model(crate::models::ModelKind::Micro);
+        locate_control_images(&mut ex).unwrap();
+        let image = &ex.runs[0].control.as_ref().unwrap().image;
+        assert!(image.is_absolute() && image.ends_with("assets/controls/micro-star.png"));
+        let rows: Vec<TableRow> = ex.runs.iter().map(|s| s.table_row(false)).collect();
+        let images = vec![Some(RgbImage::new(64, 64)); 4];
+        let a = save_exercise(dir.path(), &ex, &rows, &images, &[None, None, None, None], &[])
+            .unwrap();
+        let control = image::open(a.join(CONTROL_PNG)).unwrap().to_rgb8();
+        assert_eq!(control, image::open(image).unwrap().to_rgb8(), "as given");
+        // Five tiles: the control image, then the four runs.
+        let sheet = image::open(a.join(CONTACT_SHEET)).unwrap();
+        let (w, h) = crate::report::sheet::sheet_size(5, 64, 64);
+        assert_eq!((sheet.width(), sheet.height()), (w, h));
+        let (subtitle, _) = control_tile(&ex, Some((64, 64))).unwrap();
+        assert_eq!(subtitle, "canny · scale 1 · ControlNet");
+        // A missing image is said on its tile, not an error.
+        let mut gone = ex.clone();
+        gone.runs[0].control.as_mut().unwrap().image = dir.path().join("nope.png");
+        let (subtitle, img) = control_tile(&gone, None).unwrap();
+        assert!(img.is_none() && subtitle.ends_with("nope.png could not be read"), "{subtitle}");
+        assert!(control_tile(&default_exercises()[0], None).is_none());
+    }
+
+    #[test]
     fn a_disk_that_fills_up_mid_save_leaves_no_partial_folder_and_says_disk_full() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("out/deeper");
