@@ -1207,8 +1207,15 @@ mod tests {
         assert!(image.is_absolute() && image.ends_with("assets/controls/micro-star.png"));
         let rows: Vec<TableRow> = ex.runs.iter().map(|s| s.table_row(false)).collect();
         let images = vec![Some(RgbImage::new(64, 64)); 4];
-        let a = save_exercise(dir.path(), &ex, &rows, &images, &[None, None, None, None], &[])
-            .unwrap();
+        let a = save_exercise(
+            dir.path(),
+            &ex,
+            &rows,
+            &images,
+            &[None, None, None, None],
+            &[],
+        )
+        .unwrap();
         let control = image::open(a.join(CONTROL_PNG)).unwrap().to_rgb8();
         assert_eq!(control, image::open(image).unwrap().to_rgb8(), "as given");
         // Five tiles: the control image, then the four runs.
@@ -1221,7 +1228,10 @@ mod tests {
         let mut gone = ex.clone();
         gone.runs[0].control.as_mut().unwrap().image = dir.path().join("nope.png");
         let (subtitle, img) = control_tile(&gone, None).unwrap();
-        assert!(img.is_none() && subtitle.ends_with("nope.png could not be read"), "{subtitle}");
+        assert!(
+            img.is_none() && subtitle.ends_with("nope.png could not be read"),
+            "{subtitle}"
+        );
         assert!(control_tile(&default_exercises()[0], None).is_none());
     }
 

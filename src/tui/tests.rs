@@ -2765,6 +2765,18 @@ fn exercise_5_runs_under_the_controlnet_and_its_table_shows_its_time_and_adheren
         screen.contains("control · canny · ×1"),
         "the control panel first: {screen}"
     );
+    // At 120 columns the labels keep their room: VAE and it/s give way to the two columns.
+    let screen = render(&app, 120, 40);
+    assert!(
+        screen.contains("✓ DPM-Solver++ 20") && screen.contains("edge F1"),
+        "{screen}"
+    );
+    assert!(!screen.contains("it/s"), "{screen}");
+    let screen = render(&app, 80, 24);
+    assert!(
+        screen.contains("✓ DPM-Solver++") && screen.contains("edge F1"),
+        "{screen}"
+    );
     // Exercise 1 has no control: no such columns.
     update(&mut app, ch('1'));
     let screen = render(&app, 160, 48);

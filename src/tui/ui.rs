@@ -510,7 +510,11 @@ fn row_cells(row: &TableRow, wide: bool) -> Vec<Cell<'static>> {
 }
 
 fn draw_table(ex: &ExerciseState, rng: RngSource, frame: &mut Frame, area: Rect) {
-    let wide = area.width >= 120;
+    // Runs under a ControlNet add two columns (its time per step, the edge F1): the wide
+    // layout then needs 16 more columns, and the narrow one leaves out VAE and it/s.
+    let control = ex.exercise.has_control();
+    let wide = area.width >= if control { 136 } else { 120 };
+    let dropped: &[usize] = if control && !wide { &[5, 6] } else { &[] };
     let rows = table_rows(ex);
     let mut header = vec!["run"];
     let mut widths = vec![Constraint::Fill(1)];
@@ -548,11 +552,23 @@ fn draw_table(ex: &ExerciseState, rng: RngSource, frame: &mut Frame, area: Rect)
         widths.push(Constraint::Length(7));
     }
     // Runs under a ControlNet: its time per step and the control adherence (edge F1).
-    let control = ex.exercise.has_control();
     if control {
         header.extend(["CN/step", "edge F1"]);
         widths.extend([Constraint::Length(7), Constraint::Length(7)]);
     }
+    let keep = |k: &usize| !dropped.contains(k);
+    let header: Vec<&str> = header
+        .into_iter()
+        .enumerate()
+        .filter(|(k, _)| keep(k))
+        .map(|(_, h)| h)
+        .collect();
+    let widths: Vec<Constraint> = widths
+        .into_iter()
+        .enumerate()
+        .filter(|(k, _)| keep(k))
+        .map(|(_, w)| w)
+        .collect();
     let body = rows.iter().zip(&ex.runs).map(|(r, run)| {
         let style = match r.state {
             RowState::Finished => Style::new(),
@@ -564,6 +580,12 @@ fn draw_table(ex: &ExerciseState, rng: RngSource, frame: &mut Frame, area: Rect)
         if control {
             cells.extend(control_cells(r, run.control_numbers()));
         }
+        let cells: Vec<Cell> = cells
+            .into_iter()
+            .enumerate()
+            .filter(|(k, _)| keep(k))
+            .map(|(_, c)| c)
+            .collect();
         Row::new(cells).style(style)
     });
     let saved = ex
