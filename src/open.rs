@@ -59,18 +59,9 @@ pub fn model_kind(config: &Config, override_dir: Option<&Path>) -> ModelKind {
 }
 
 /// Where an embedded model (`micro`, the default; `tiny`, random weights for parity tests)
-/// lives: `models/<name>` in the working directory, in the source tree the binary was built
-/// from, or beside the binary.
+/// lives: `models/<name>` in one of the [`install_roots`].
 pub fn embedded_model_dir(name: &str) -> color_eyre::Result<PathBuf> {
-    let mut roots: Vec<PathBuf> = Vec::new();
-    if let Ok(cwd) = std::env::current_dir() {
-        roots.push(cwd);
-    }
-    roots.push(PathBuf::from(env!("CARGO_MANIFEST_DIR")));
-    if let Ok(exe) = std::env::current_exe() {
-        roots.extend(exe.ancestors().skip(1).take(4).map(Path::to_path_buf));
-    }
-    roots
+    install_roots()
         .iter()
         .map(|r| r.join("models").join(name))
         .find(|d| d.join("unet").join("model.onnx").is_file())
@@ -82,4 +73,28 @@ pub fn embedded_model_dir(name: &str) -> color_eyre::Result<PathBuf> {
                 "run from the speedscape checkout, or set model.dir in config.toml / --model-dir",
             ))
         })
+}
+
+/// A file speedscape ships (`assets/controls/micro-star.png`, relative to the checkout), found
+/// in the first of the [`install_roots`] that has it; `None` when none does.
+pub fn asset(relative: &Path) -> Option<PathBuf> {
+    install_roots()
+        .iter()
+        .map(|r| r.join(relative))
+        .find(|p| p.is_file())
+}
+
+/// Where speedscape's own files are looked for, in order: the working directory, the source
+/// tree the binary was built from, and the binary's folder and its parents (an install or a
+/// `target/<profile>/` beside the checkout).
+fn install_roots() -> Vec<PathBuf> {
+    let mut roots: Vec<PathBuf> = Vec::new();
+    if let Ok(cwd) = std::env::current_dir() {
+        roots.push(cwd);
+    }
+    roots.push(PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    if let Ok(exe) = std::env::current_exe() {
+        roots.extend(exe.ancestors().skip(1).take(4).map(Path::to_path_buf));
+    }
+    roots
 }

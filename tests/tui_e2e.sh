@@ -2,10 +2,12 @@
 # End to end: drive the real `speedscape` TUI in a detached tmux session (120×40) on the
 # embedded micro model: check that exercise 1 asks it for a prompt of its world and that the run
 # editor lists that world's words (and flags a word outside it); run exercise 1 and wait for three finished timing rows; then complete exercise 4 from
-# the keyboard (answer scenario C, verify it, look at our answer, save the cheat sheet); open the
+# the keyboard (answer scenario C, verify it, look at our answer; verify scenario B, under the
+# ControlNet where the model has one; save the cheat sheet); open the
 # speed landscape (L), run it until two points are whole, cancel, resume and save it; switch it
 # to the style-weight curve (W), run it until two weights are whole, cancel and save it; lower
-# exercise 3's style weight with [ and watch that run again; quit and
+# exercise 3's style weight with [ and watch that run again; run exercise 5 under the ControlNet
+# (or see it say the model has none); quit and
 # check that the program exited and left the alternate screen, that the report folder is whole,
 # and that a second start shows the answer kept.
 #
@@ -127,6 +129,29 @@ screen | grep -E '^(run|✓) |^ (PASS|FAIL) '
 keys a
 wait_for 10 "our answer" has "Our answer · C. A/B tester"
 keys x
+
+# Scenario B (the game studio with a ControlNet): verified under the model's ControlNet where its
+# folder has one (adherence within 0.1 of DPM-Solver++ 20's and the SSIM threshold), else on
+# quality alone, and our answer says the ControlNet part was not verified and how to get it.
+has_controlnet() { ls models/micro/controlnet_*/model.onnx >/dev/null 2>&1; }
+keys h
+wait_for 10 "scenario B" has "B. Game studio"
+keys r
+verdict_b() { screen | grep -qE '^ (PASS|FAIL) +SSIM [0-9.]+ against a threshold of 0.80'; }
+wait_for "$TIMEOUT" "scenario B's PASS/FAIL line" verdict_b
+if has_controlnet; then
+    screen | grep -qE '^ (PASS|FAIL) .*edge F1' || fail "scenario B's verdict lacks the control adherence"
+fi
+echo "tui_e2e: exercise 4, scenario B:"
+screen | grep -E '^(run|✓) |^ (PASS|FAIL) '
+keys a
+wait_for 10 "our answer to B" has "Our answer · B. Game studio"
+if has_controlnet; then
+    wait_for 10 "our reasoning citing the measured adherence" has "composability, measured"
+else
+    wait_for 10 "the unverified ControlNet part said" has "the ControlNet part was not verified"
+fi
+keys x
 keys s
 wait_for 30 "the cheat sheet to be saved" has "saved to $OUT/exercise-4-"
 
@@ -206,6 +231,35 @@ else
     wait_for 10 "the missing style adapter said" has "has no style adapter"
 fi
 
+# Exercise 5 (ControlNet composability): the control image as the first panel, four runs under
+# the ControlNet with its time per step and the edge F1 in the table, predictions typed first
+# (a speedup, then two gaps in edge F1). A model folder without a ControlNet says so (cause and
+# fix) instead of failing each run. (The micro model's ControlNet `edge` makes this part run.)
+keys 5
+wait_for 10 "exercise 5" has "5 · ControlNet composability"
+if has_controlnet; then
+    wait_for 10 "the control image panel" has "control · canny · ×1"
+    keys p
+    keys -l "3"
+    keys Enter
+    keys -l "0.05"
+    keys Enter
+    keys -l "0.1"
+    keys Enter
+    wait_for 10 "the predictions kept" has "\[you 0.05"
+    keys r
+    four_rows() { [ "$(screen | grep -cE '^✓ ')" -ge 4 ]; }
+    wait_for "$TIMEOUT" "four finished runs under the ControlNet" four_rows
+    has "CN/step" || fail "the table has no ControlNet time column"
+    has "edge F1" || fail "the table has no adherence column"
+    echo "tui_e2e: exercise 5:"
+    screen | grep -E '^(run|✓) |\[you'
+else
+    keys r
+    wait_for 10 "the missing ControlNet said" has "cannot run on this model"
+    has "models/export.py --controlnet" || fail "exercise 5 does not say how to get a ControlNet"
+fi
+
 tmux send-keys -t "$SESSION" q
 wait_for 15 "the program to exit" has "e2e-exit="
 screen | grep -q "e2e-exit=0" || fail "speedscape exited non-zero"
@@ -223,6 +277,9 @@ for f in contact-sheet.png report.md timings.csv timings.json; do
     [ -f "$sheet/scenario-C/$f" ] || fail "scenario-C/$f is missing"
 done
 grep -q '"lcm"' "$OUT/cheatsheet.json" || fail "the answers file lacks the choice"
+grep -q "Verified: LCM-LoRA 8 against DPM-Solver++ 20" "$sheet/cheatsheet.md" ||
+    fail "cheatsheet.md lacks scenario B's verification"
+[ -f "$sheet/scenario-B/contact-sheet.png" ] || fail "scenario-B/contact-sheet.png is missing"
 
 # A second start shows the kept answer.
 tmux send-keys -t "$SESSION" "clear" Enter

@@ -86,6 +86,9 @@ pub enum Constraint {
     Throughput { images: u32, hours: f64 },
     /// SSIM of the choice's image against the alternative's at least `min`.
     SimilarityAtLeast { min: f64 },
+    /// Both runs under the ControlNet: SSIM against the alternative's image at least `min`, and
+    /// the choice's control adherence (edge F1) at most `max_gap` below the alternative's.
+    SimilarityAndControl { min: f64, max_gap: f64 },
 }
 
 /// What a verification run measured.
@@ -95,6 +98,9 @@ pub struct Measured {
     pub total_ms: f64,
     /// SSIM of the chosen image against the alternative's.
     pub ssim_vs_alternative: Option<f64>,
+    /// Control adherence (edge F1) of the choice and of the alternative, both under the
+    /// ControlNet (`None`: not run under one, or not measured).
+    pub adherence: Option<(f64, f64)>,
 }
 
 /// A constraint's verdict, with the numbers.
@@ -115,6 +121,10 @@ impl Constraint {
             Constraint::SimilarityAtLeast { min } => {
                 format!("SSIM against the alternative's image at least {min:.2}")
             }
+            Constraint::SimilarityAndControl { min, max_gap } => format!(
+                "both under the ControlNet: SSIM against the alternative's image at least {min:.2}, \
+                 edge F1 within {max_gap:.2} of the alternative's"
+            ),
         }
     }
 
@@ -135,17 +145,45 @@ impl Constraint {
                     ),
                 }
             }
-            Constraint::SimilarityAtLeast { min } => match m.ssim_vs_alternative {
-                Some(s) => Verdict {
-                    passed: s >= min,
-                    text: format!("SSIM {s:.3} against a threshold of {min:.2}"),
-                },
-                None => Verdict {
-                    passed: false,
-                    text: "no SSIM: the alternative's image is missing".into(),
-                },
-            },
+            Constraint::SimilarityAtLeast { min } => similarity(m, min),
+            Constraint::SimilarityAndControl { min, max_gap } => {
+                let quality = similarity(m, min);
+                let control = match m.adherence {
+                    Some((choice, alternative)) => {
+                        let gap = alternative - choice;
+                        Verdict {
+                            passed: gap <= max_gap,
+                            text: format!(
+                                "edge F1 {choice:.2} against the alternative's {alternative:.2} \
+                                 (gap {gap:.2}, at most {max_gap:.2})"
+                            ),
+                        }
+                    }
+                    None => Verdict {
+                        passed: false,
+                        text: "no edge F1: the control adherence was not measured".into(),
+                    },
+                };
+                Verdict {
+                    passed: quality.passed && control.passed,
+                    text: format!("{}; {}", quality.text, control.text),
+                }
+            }
         }
+    }
+}
+
+/// SSIM at least `min`, or why not.
+fn similarity(m: &Measured, min: f64) -> Verdict {
+    match m.ssim_vs_alternative {
+        Some(s) => Verdict {
+            passed: s >= min,
+            text: format!("SSIM {s:.3} against a threshold of {min:.2}"),
+        },
+        None => Verdict {
+            passed: false,
+            text: "no SSIM: the alternative's image is missing".into(),
+        },
     }
 }
 
@@ -167,6 +205,9 @@ pub struct Scenario {
     /// What verification runs by default: the choice against this alternative.
     pub default_choice: Approach,
     pub alternative: Approach,
+    /// The scenario's control image (one of [`super::CONTROL_IMAGES`]): its verification runs
+    /// both approaches under the model's ControlNet when it has one.
+    pub control_image: Option<&'static str>,
 }
 
 impl Scenario {
@@ -178,6 +219,40 @@ impl Scenario {
             }
             (c, _) => c,
         }
+    }
+
+    /// [`Scenario::constraint_with`], and with `controlled` (the verification runs under a
+    /// ControlNet) an SSIM minimum also asks the choice to keep the control: its edge F1 within
+    /// [`super::ADHERENCE_GAP`] of the alternative's.
+    pub fn constraint_for(&self, threshold: Option<f64>, controlled: bool) -> Constraint {
+        match self.constraint_with(threshold) {
+            Constraint::SimilarityAtLeast { min } if controlled => {
+                Constraint::SimilarityAndControl {
+                    min,
+                    max_gap: super::ADHERENCE_GAP,
+                }
+            }
+            c => c,
+        }
+    }
+
+    /// The control its verification runs under on a model of `kind` whose folder has the
+    /// ControlNets `controlnets`: the scenario's control image (the micro model's on the micro
+    /// model, still relative to the checkout: see
+    /// [`super::headless::locate_control_images`]), its Canny edges, scale 1, the folder's
+    /// ControlNet ([`super::pick_controlnet`]). `None` for a scenario without one, or a folder
+    /// without ControlNets (its verification then checks quality alone).
+    pub fn control(
+        &self,
+        kind: crate::models::ModelKind,
+        controlnets: &[String],
+    ) -> Option<super::ControlSpec> {
+        let image = self.control_image?;
+        let name = super::pick_controlnet(controlnets)?;
+        let run = super::run("", SchedulerKind::Ddpm, 1, 1.0, "base");
+        let mut c = super::controlled(run, &super::control_image_for(image, kind)).control?;
+        c.controlnet = Some(name.to_string());
+        Some(c)
     }
 }
 
@@ -204,6 +279,7 @@ pub fn scenarios() -> Vec<Scenario> {
             ],
             default_choice: Approach::DpmSolver { steps: 20 },
             alternative: Approach::DpmSolver { steps: 50 },
+            control_image: None,
         },
         Scenario {
             key: 'B',
@@ -224,6 +300,7 @@ pub fn scenarios() -> Vec<Scenario> {
             ],
             default_choice: Approach::Lcm { steps: 8 },
             alternative: Approach::DpmSolver { steps: 20 },
+            control_image: Some(super::CONTROL_IMAGES[1].0),
         },
         Scenario {
             key: 'C',
@@ -244,6 +321,7 @@ pub fn scenarios() -> Vec<Scenario> {
             ],
             default_choice: Approach::Lcm { steps: 4 },
             alternative: Approach::DpmSolver { steps: 20 },
+            control_image: None,
         },
     ]
 }
@@ -316,8 +394,13 @@ pub struct Verification {
 
 impl Verification {
     /// The exercise that runs it: the alternative first (the baseline quality is measured
-    /// against), then the choice; the same seed and prompt for both.
-    pub fn exercise(scenario: &Scenario, choice: Approach) -> color_eyre::Result<super::Exercise> {
+    /// against), then the choice; the same seed and prompt for both, and with `control` both
+    /// under that ControlNet ([`Scenario::control`]).
+    pub fn exercise(
+        scenario: &Scenario,
+        choice: Approach,
+        control: Option<&super::ControlSpec>,
+    ) -> color_eyre::Result<super::Exercise> {
         let spec = |a: Approach| -> color_eyre::Result<super::RunSpec> {
             let (scheduler, steps, cfg, unet) = a.run().ok_or_else(|| {
                 eyre!(Fixable::new(
@@ -328,7 +411,9 @@ impl Verification {
                     "pick one it can run (dpmpp:N, lcm:N, lcm_style:N)",
                 ))
             })?;
-            Ok(super::run(&a.label(), scheduler, steps, cfg, unet))
+            let mut run = super::run(&a.label(), scheduler, steps, cfg, unet);
+            run.control = control.cloned();
+            Ok(run)
         };
         Ok(super::Exercise {
             number: 4,
@@ -344,7 +429,8 @@ impl Verification {
         })
     }
 
-    /// The verdict as printed: "PASS — 420 ms against a limit of 1000 ms".
+    /// The verdict as printed: "PASS — 420 ms against a limit of 1000 ms", then the measured
+    /// numbers and, for a scenario with a control image run without one, why and how to get it.
     pub fn summary(&self) -> String {
         let head = format!(
             "scenario {} ({}): {} against {} — {}",
@@ -354,35 +440,70 @@ impl Verification {
             self.scenario.alternative.label(),
             self.constraint.describe()
         );
-        match &self.verdict {
+        let mut out = match &self.verdict {
             Some(v) => format!(
                 "{head}\n{}: {}",
                 if v.passed { "PASS" } else { "FAIL" },
                 v.text
             ),
             None => format!("{head}\nnot verified: a run did not finish"),
+        };
+        let o = &self.outcome;
+        let adherence = outcome_adherence(o);
+        if let Some(line) = evidence(&self.scenario, &o.rows, &adherence) {
+            out.push_str(&format!("\n{line}"));
         }
+        if let Some(note) = uncontrolled_note(&self.scenario, &o.exercise) {
+            out.push_str(&format!("\n{note}"));
+        }
+        out
     }
 }
 
+/// Each run's edge F1 of a verification's outcome ([`super::adherences`]).
+fn outcome_adherence(o: &super::headless::ExerciseOutcome) -> Vec<Option<f64>> {
+    super::adherences(&o.reports.iter().map(Option::as_ref).collect::<Vec<_>>())
+}
+
+/// For a scenario with a control image whose verification `ex` ran without a ControlNet (the
+/// model folder has none): that its ControlNet part was not verified, and how to get it.
+pub fn uncontrolled_note(scenario: &Scenario, ex: &super::Exercise) -> Option<String> {
+    (scenario.control_image.is_some() && !ex.has_control()).then(|| {
+        crate::error::Fixable::new(
+            "the ControlNet part was not verified: the model folder has no ControlNet, so both \
+             runs ran without one and only quality (SSIM) was checked",
+            "export one into the model (models/export.py --controlnet NAME=SOURCE, e.g. \
+             canny=lllyasviel/control_v11p_sd15_canny) and verify again",
+        )
+        .to_string()
+    })
+}
+
 /// The constraint checked on a verification's rows (the alternative first, then the choice, as
-/// [`Verification::exercise`] orders them); `None` until both runs have finished.
-pub fn check_rows(constraint: Constraint, rows: &[TableRow]) -> Option<Verdict> {
+/// [`Verification::exercise`] orders them) and the runs' edge F1 (`adherence`, same order);
+/// `None` until both runs have finished.
+pub fn check_rows(
+    constraint: Constraint,
+    rows: &[TableRow],
+    adherence: &[Option<f64>],
+) -> Option<Verdict> {
     let [alternative, choice] = rows else {
         return None;
     };
     if alternative.state != RowState::Finished || choice.state != RowState::Finished {
         return None;
     }
+    let f1 = |i: usize| adherence.get(i).copied().flatten();
     Some(constraint.check(&Measured {
         total_ms: choice.total_ms?,
         ssim_vs_alternative: choice.quality.map(|q| q.ssim),
+        adherence: f1(1).zip(f1(0)),
     }))
 }
 
 /// Both runs' numbers in one line: "LCM-LoRA 4: 58 ms · DPM-Solver++ 20: 310 ms · 5.34× faster ·
-/// SSIM 0.412 against it". `None` until the choice has finished.
-pub fn measured_line(rows: &[TableRow]) -> Option<String> {
+/// SSIM 0.412 against it · edge F1 0.74 against 0.78". `None` until the choice has finished.
+pub fn measured_line(rows: &[TableRow], adherence: &[Option<f64>]) -> Option<String> {
     let [alternative, choice] = rows else {
         return None;
     };
@@ -402,7 +523,52 @@ pub fn measured_line(rows: &[TableRow]) -> Option<String> {
     if let Some(q) = choice.quality {
         parts.push(format!("SSIM {:.3} against it", q.ssim));
     }
+    if let (Some(Some(c)), Some(Some(a))) = (adherence.get(1), adherence.first()) {
+        parts.push(format!("edge F1 {c:.2} against {a:.2}"));
+    }
     Some(parts.join(" · "))
+}
+
+/// What the verification measured, as a line of our reference answer's reasoning on
+/// composability, for a scenario with a control image whose runs both finished under the
+/// ControlNet with their adherence measured: "composability, measured: under the ControlNet
+/// LCM-LoRA 8 keeps edge F1 0.74 against DPM-Solver++ 20's 0.78 (gap 0.04, within 0.10), SSIM
+/// 0.853 against it, at 2.41× the speed". `None` otherwise.
+pub fn evidence(
+    scenario: &Scenario,
+    rows: &[TableRow],
+    adherence: &[Option<f64>],
+) -> Option<String> {
+    scenario.control_image?;
+    let [alternative, choice] = rows else {
+        return None;
+    };
+    let (a, c) = (adherence.first().copied()??, adherence.get(1).copied()??);
+    if alternative.state != RowState::Finished || choice.state != RowState::Finished {
+        return None;
+    }
+    let gap = a - c;
+    let within = if gap <= super::ADHERENCE_GAP {
+        "within"
+    } else {
+        "more than"
+    };
+    let mut line = format!(
+        "composability, measured: under the ControlNet {} keeps edge F1 {c:.2} against {}'s \
+         {a:.2} (gap {gap:.2}, {within} {:.2})",
+        choice.label,
+        alternative.label,
+        super::ADHERENCE_GAP
+    );
+    if let Some(q) = choice.quality {
+        line.push_str(&format!(", SSIM {:.3} against it", q.ssim));
+    }
+    if let (Some(at), Some(ct)) = (alternative.total_ms, choice.total_ms)
+        && let Some(s) = speedup(at, ct)
+    {
+        line.push_str(&format!(", at {s:.2}× the speed"));
+    }
+    Some(line)
 }
 
 /// One verified scenario, as saved: its exercise (alternative, choice) and what the runs left.
@@ -437,13 +603,17 @@ pub fn save(out_root: &Path, answers: &Answers, verified: &[Saved]) -> color_eyr
                 v.reports,
                 &[],
             )?;
+            let adherence =
+                super::adherences(&v.reports.iter().map(Option::as_ref).collect::<Vec<_>>());
             checked.push(Checked {
                 key: v.key,
                 choice: v.choice.label(),
                 alternative: scenario.alternative.label(),
                 constraint: v.constraint.describe(),
-                verdict: check_rows(v.constraint, v.rows),
-                measured: measured_line(v.rows),
+                verdict: check_rows(v.constraint, v.rows, &adherence),
+                measured: measured_line(v.rows, &adherence),
+                evidence: evidence(&scenario, v.rows, &adherence),
+                note: uncontrolled_note(&scenario, v.exercise),
                 folder: Some(folder),
             });
         }
@@ -467,7 +637,9 @@ pub fn scenario(key: char) -> color_eyre::Result<Scenario> {
 }
 
 /// Runs scenario `key`'s verification through the worker: `choice` (default: the scenario's)
-/// against its alternative; `threshold` replaces B's SSIM threshold.
+/// against its alternative; `threshold` replaces B's SSIM threshold. Scenario B runs both under
+/// the model's ControlNet and also checks the choice keeps the control; a folder without a
+/// ControlNet checks quality alone and says so ([`uncontrolled_note`]).
 pub fn verify(
     config: &crate::config::Config,
     key: char,
@@ -485,10 +657,16 @@ pub fn verify(
             "use a value between -1 and 1, e.g. 0.8",
         )));
     }
-    let constraint = scenario.constraint_with(threshold);
-    let ex = Verification::exercise(&scenario, choice)?;
+    // Scenario B runs under the model's ControlNet where its folder has one.
+    let (kind, controlnets) = match crate::open::model_dir(config, model_dir.as_deref()) {
+        Ok((dir, kind)) => (kind, crate::models::controlnet::folder_controlnets(&dir)),
+        Err(_) => (crate::models::ModelKind::Sd15, Vec::new()),
+    };
+    let control = scenario.control(kind, &controlnets);
+    let constraint = scenario.constraint_for(threshold, control.is_some());
+    let ex = Verification::exercise(&scenario, choice, control.as_ref())?;
     let outcome = super::headless::run_exercise(config, &ex, device, model_dir, progress)?;
-    let verdict = check_rows(constraint, &outcome.rows);
+    let verdict = check_rows(constraint, &outcome.rows, &outcome_adherence(&outcome));
     Ok(Verification {
         scenario,
         choice,
@@ -525,10 +703,12 @@ mod tests {
         let fast = Measured {
             total_ms: 420.0,
             ssim_vs_alternative: None,
+            adherence: None,
         };
         let slow = Measured {
             total_ms: 1300.0,
             ssim_vs_alternative: None,
+            adherence: None,
         };
         assert!(c.check(&fast).passed && !c.check(&slow).passed);
         assert!(c.check(&slow).text.contains("1300 ms"));
@@ -540,14 +720,16 @@ mod tests {
         assert!(
             t.check(&Measured {
                 total_ms: 287_000.0,
-                ssim_vs_alternative: None
+                ssim_vs_alternative: None,
+                adherence: None
             })
             .passed
         );
         assert!(
             !t.check(&Measured {
                 total_ms: 289_000.0,
-                ssim_vs_alternative: None
+                ssim_vs_alternative: None,
+                adherence: None
             })
             .passed
         );
@@ -555,23 +737,143 @@ mod tests {
         assert!(
             s.check(&Measured {
                 total_ms: 1.0,
-                ssim_vs_alternative: Some(0.81)
+                ssim_vs_alternative: Some(0.81),
+                adherence: None
             })
             .passed
         );
         assert!(
             !s.check(&Measured {
                 total_ms: 1.0,
-                ssim_vs_alternative: Some(0.79)
+                ssim_vs_alternative: Some(0.79),
+                adherence: None
             })
             .passed
         );
         assert!(
             !s.check(&Measured {
                 total_ms: 1.0,
-                ssim_vs_alternative: None
+                ssim_vs_alternative: None,
+                adherence: None
             })
             .passed
+        );
+    }
+
+    fn finished_row(label: &str, total: f64, ssim: Option<f64>) -> TableRow {
+        let mut r = super::super::run(label, SchedulerKind::Lcm, 8, 1.5, "lcm").table_row(false);
+        r.state = RowState::Finished;
+        r.total_ms = Some(total);
+        r.quality = ssim.map(|ssim| crate::quality::Quality {
+            ssim,
+            psnr_db: Some(20.0),
+            mean_abs_diff: 0.1,
+        });
+        r
+    }
+
+    #[test]
+    fn under_the_controlnet_scenario_b_also_checks_the_control_is_kept() {
+        let b = scenario('B').unwrap();
+        assert_eq!(b.constraint_for(None, false), b.constraint);
+        let c = b.constraint_for(Some(0.7), true);
+        assert_eq!(
+            c,
+            Constraint::SimilarityAndControl {
+                min: 0.7,
+                max_gap: 0.1
+            }
+        );
+        assert_eq!(
+            scenario('C').unwrap().constraint_for(None, true),
+            Constraint::LatencyUnder { ms: 1000.0 }
+        );
+        let rows = [
+            finished_row("DPM-Solver++ 20", 900.0, None),
+            finished_row("LCM-LoRA 8", 380.0, Some(0.82)),
+        ];
+        let kept = check_rows(c, &rows, &[Some(0.78), Some(0.71)]).unwrap();
+        assert!(kept.passed, "{kept:?}");
+        assert_eq!(
+            kept.text,
+            "SSIM 0.820 against a threshold of 0.70; edge F1 0.71 against the alternative's 0.78 (gap 0.07, at most 0.10)"
+        );
+        let lost = check_rows(c, &rows, &[Some(0.78), Some(0.6)]).unwrap();
+        assert!(!lost.passed && lost.text.contains("gap 0.18"), "{lost:?}");
+        let unmeasured = check_rows(c, &rows, &[Some(0.78), None]).unwrap();
+        assert!(
+            !unmeasured.passed && unmeasured.text.contains("no edge F1"),
+            "{unmeasured:?}"
+        );
+        // Quality still counts.
+        let strict = b.constraint_for(Some(0.9), true);
+        assert!(
+            !check_rows(strict, &rows, &[Some(0.78), Some(0.75)])
+                .unwrap()
+                .passed
+        );
+    }
+
+    #[test]
+    fn our_reasoning_cites_what_the_controlled_verification_measured() {
+        let b = scenario('B').unwrap();
+        let rows = [
+            finished_row("DPM-Solver++ 20", 900.0, None),
+            finished_row("LCM-LoRA 8", 375.0, Some(0.853)),
+        ];
+        let line = evidence(&b, &rows, &[Some(0.78), Some(0.74)]).unwrap();
+        assert_eq!(
+            line,
+            "composability, measured: under the ControlNet LCM-LoRA 8 keeps edge F1 0.74 against \
+             DPM-Solver++ 20's 0.78 (gap 0.04, within 0.10), SSIM 0.853 against it, at 2.40× the speed"
+        );
+        let line = evidence(&b, &rows, &[Some(0.9), Some(0.5)]).unwrap();
+        assert!(line.contains("gap 0.40, more than 0.10"), "{line}");
+        assert_eq!(evidence(&b, &rows, &[Some(0.9), None]), None);
+        assert_eq!(
+            evidence(&scenario('C').unwrap(), &rows, &[Some(0.9), Some(0.9)]),
+            None
+        );
+        let m = measured_line(&rows, &[Some(0.78), Some(0.74)]).unwrap();
+        assert!(m.ends_with("edge F1 0.74 against 0.78"), "{m}");
+    }
+
+    #[test]
+    fn scenario_b_runs_under_the_folders_controlnet_or_says_why_not() {
+        use crate::models::ModelKind;
+        let b = scenario('B').unwrap();
+        assert_eq!(b.control(ModelKind::Sd15, &[]), None);
+        assert_eq!(
+            scenario('A')
+                .unwrap()
+                .control(ModelKind::Sd15, &["edge".into()]),
+            None
+        );
+        let c = b.control(ModelKind::Micro, &["edge".into()]).unwrap();
+        assert_eq!(c.controlnet.as_deref(), Some("edge"));
+        assert_eq!(c.image, Path::new(super::super::CONTROL_IMAGES[1].1));
+        let sd15 = b
+            .control(ModelKind::Sd15, &["canny".into(), "pose".into()])
+            .unwrap();
+        assert_eq!(sd15.image, Path::new(super::super::CONTROL_IMAGES[1].0));
+        assert_eq!(sd15.controlnet.as_deref(), Some("canny"));
+        let ex = Verification::exercise(&b, b.default_choice, Some(&c)).unwrap();
+        assert!(ex.runs.iter().all(|r| r.control.as_ref() == Some(&c)));
+        assert_eq!(uncontrolled_note(&b, &ex), None);
+        let plain = Verification::exercise(&b, b.default_choice, None).unwrap();
+        let note = uncontrolled_note(&b, &plain).unwrap();
+        assert!(
+            note.contains("the ControlNet part was not verified")
+                && note.contains(
+                    "Fix: export one into the model (models/export.py --controlnet NAME=SOURCE"
+                ),
+            "{note}"
+        );
+        let c_plain =
+            Verification::exercise(&scenario('C').unwrap(), Approach::Lcm { steps: 4 }, None);
+        assert_eq!(
+            uncontrolled_note(&scenario('C').unwrap(), &c_plain.unwrap()),
+            None
         );
     }
 
@@ -647,6 +949,10 @@ pub struct Checked {
     pub verdict: Option<Verdict>,
     /// Both runs' numbers in a line ("LCM-LoRA 4 58 ms · DPM-Solver++ 20 310 ms (5.3×) · SSIM…").
     pub measured: Option<String>,
+    /// The measured line our reference answer's reasoning adds ([`evidence`]).
+    pub evidence: Option<String>,
+    /// Why part of the scenario was not verified ([`uncontrolled_note`]).
+    pub note: Option<String>,
     /// The folder with the runs' report (contact sheet, images, timings), relative to the
     /// Markdown file.
     pub folder: Option<String>,
@@ -681,6 +987,11 @@ pub fn markdown(answers: &Answers, checked: &[Checked]) -> String {
         for r in s.reasoning {
             let _ = writeln!(md, "- {r}");
         }
+        for e in checked.iter().filter(|c| c.key == s.key) {
+            if let Some(line) = &e.evidence {
+                let _ = writeln!(md, "- {line}");
+            }
+        }
         for c in checked.iter().filter(|c| c.key == s.key) {
             let result = match &c.verdict {
                 Some(v) => format!("{} — {}", if v.passed { "PASS" } else { "FAIL" }, v.text),
@@ -693,6 +1004,9 @@ pub fn markdown(answers: &Answers, checked: &[Checked]) -> String {
             );
             if let Some(m) = &c.measured {
                 let _ = writeln!(md, "\nMeasured: {m}");
+            }
+            if let Some(n) = &c.note {
+                let _ = writeln!(md, "\n{}", n.replace('\n', " — "));
             }
             if let Some(dir) = &c.folder {
                 let _ = writeln!(
@@ -736,6 +1050,8 @@ mod markdown_tests {
                 text: "58 ms against a limit of 1000 ms".into(),
             }),
             measured: Some("LCM-LoRA 4 58 ms".into()),
+            evidence: None,
+            note: None,
             folder: Some("scenario-C".into()),
         }];
         let md = markdown(&answers, &checked);

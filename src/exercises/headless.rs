@@ -191,6 +191,62 @@ pub fn start(
     })
 }
 
+/// `ex` as it runs on the model in force (`model_dir`, else config.toml's, else the embedded
+/// micro model): with its prompts and control images for the model's kind, the built-in control
+/// images found where speedscape is installed ([`locate_control_images`]), and its runs'
+/// ControlNets checked against the folder's ([`Exercise::fit_controls`]: a folder without one
+/// is one error before any run). Without a model folder the exercise is only adapted to SD
+/// v1.5; starting the worker then says what is missing.
+pub fn for_model_in_force(
+    config: &Config,
+    ex: &Exercise,
+    model_dir: Option<&Path>,
+) -> color_eyre::Result<Exercise> {
+    let found = crate::open::model_dir(config, model_dir).ok();
+    let kind = found
+        .as_ref()
+        .map_or(crate::models::ModelKind::Sd15, |(_, k)| *k);
+    let mut ex = ex.clone().for_model(kind);
+    if let Some((dir, _)) = &found {
+        ex.fit_controls(dir, &crate::models::controlnet::folder_controlnets(dir))?;
+    }
+    locate_control_images(&mut ex)?;
+    Ok(ex)
+}
+
+/// Points every run's built-in control image at the file where speedscape is installed
+/// ([`locate_control`]); other images stay as given.
+pub fn locate_control_images(ex: &mut Exercise) -> color_eyre::Result<()> {
+    ex.runs
+        .iter_mut()
+        .filter_map(|r| r.control.as_mut())
+        .try_for_each(locate_control)
+}
+
+/// A built-in control image ([`super::CONTROL_IMAGES`], a path relative to the checkout) found
+/// where speedscape is installed ([`crate::open::asset`]: the working directory, the source
+/// tree, beside the binary); any other image stays as given. A built-in one found nowhere is an
+/// error naming it.
+pub fn locate_control(c: &mut super::ControlSpec) -> color_eyre::Result<()> {
+    let builtin = super::CONTROL_IMAGES
+        .iter()
+        .any(|(a, b)| c.image == Path::new(a) || c.image == Path::new(b));
+    if !builtin {
+        return Ok(());
+    }
+    c.image = crate::open::asset(&c.image).ok_or_else(|| {
+        eyre!(Fixable::new(
+            format!(
+                "the control image {} that ships with speedscape was not found",
+                c.image.display()
+            ),
+            "run speedscape from its checkout (or beside its assets/ folder), or give the run \
+             your own control image (config.toml: control = { image = \"edges.png\", ... })",
+        ))
+    })?;
+    Ok(())
+}
+
 /// Sends every request to the worker, in order; which request each run id is (its index).
 pub fn submit_all(
     requests: impl Iterator<Item = crate::pipeline::Request>,
@@ -217,9 +273,7 @@ pub fn run_exercise(
     progress: bool,
 ) -> color_eyre::Result<ExerciseOutcome> {
     let rng = config.runtime.rng;
-    let ex = &ex
-        .clone()
-        .for_model(crate::open::model_kind(config, model_dir.as_deref()));
+    let ex = &for_model_in_force(config, ex, model_dir.as_deref())?;
     let Started {
         worker,
         mut events,
@@ -267,7 +321,8 @@ pub fn run_exercise(
     with_speedups(&mut rows, ex.baseline);
     let finals: Vec<Option<&RgbImage>> = images.iter().map(Option::as_ref).collect();
     with_quality(&mut rows, &finals, ex.baseline);
-    let notes = what_happened(ex, &rows, info.kind);
+    let adherence = super::adherences(&reports.iter().map(Option::as_ref).collect::<Vec<_>>());
+    let notes = what_happened(ex, &rows, &adherence, info.kind);
     Ok(ExerciseOutcome {
         rng,
         info,
@@ -552,16 +607,24 @@ pub fn write_exercise(
     };
     let json = serde_json::to_string_pretty(&timings)?;
     write_text(&dir.join("timings.json"), &json)?;
-    let tiles: Vec<Tile> = ex
-        .runs
-        .iter()
-        .enumerate()
-        .map(|(i, spec)| Tile {
-            title: spec.label.clone(),
-            subtitle: tile_subtitle(spec, rows.get(i)),
-            image: images.get(i).and_then(Option::as_ref),
-        })
-        .collect();
+    let size = images.iter().flatten().next().map(RgbImage::dimensions);
+    let control = control_tile(ex, size);
+    if let Some((_, Some(img))) = &control {
+        save_png(&dir.join(CONTROL_PNG), img)?;
+    }
+    let mut tiles: Vec<Tile> = Vec::with_capacity(ex.runs.len() + 1);
+    if let Some((subtitle, img)) = &control {
+        tiles.push(Tile {
+            title: "control image".into(),
+            subtitle: subtitle.clone(),
+            image: img.as_ref(),
+        });
+    }
+    tiles.extend(ex.runs.iter().enumerate().map(|(i, spec)| Tile {
+        title: spec.label.clone(),
+        subtitle: tile_subtitle(spec, rows.get(i)),
+        image: images.get(i).and_then(Option::as_ref),
+    }));
     save_png(&dir.join(CONTACT_SHEET), &contact_sheet(&tiles))?;
     write_text(
         &dir.join("timings.csv"),
@@ -702,6 +765,35 @@ pub fn save_new_folder(
 }
 
 const CONTACT_SHEET: &str = "contact-sheet.png";
+/// The control image of an exercise under a ControlNet, beside the runs' PNGs.
+const CONTROL_PNG: &str = "0-control.png";
+
+/// The first tile of an exercise under a ControlNet: the control image of its first controlled
+/// run, as given (at the runs' `size` so the sheet lays it beside them), with its subtitle
+/// ("canny · scale 1 · edge"); its image `None` when it cannot be read (the subtitle says so).
+/// `None` for an exercise without control.
+pub fn control_tile(ex: &Exercise, size: Option<(u32, u32)>) -> Option<(String, Option<RgbImage>)> {
+    let c = ex.runs.iter().find_map(|r| r.control.as_ref())?;
+    let preprocess = match c.preprocess {
+        crate::pipeline::control::ControlPreprocess::Canny => "canny",
+        crate::pipeline::control::ControlPreprocess::None => "as given",
+    };
+    let name = c.controlnet.as_deref().unwrap_or("ControlNet");
+    let mut subtitle = format!("{preprocess} · scale {} · {name}", c.scale);
+    let image = match crate::pipeline::control_image::load_control_image(&c.image) {
+        Ok(img) => Some(match size {
+            Some((w, h)) if img.dimensions() != (w, h) => {
+                image::imageops::resize(&img, w, h, image::imageops::FilterType::Triangle)
+            }
+            _ => img,
+        }),
+        Err(_) => {
+            subtitle = format!("{} could not be read", c.image.display());
+            None
+        }
+    };
+    Some((subtitle, image))
+}
 
 /// "20 steps · cfg 7.5 · 77.3 ms · SSIM 0.895" (what is known of the run; its run-time LoRA
 /// adapters first, "base + style×0.6", when it has any).
@@ -832,11 +924,12 @@ fn report_markdown(
 ) -> String {
     let first = reports.iter().flatten().next();
     let kind = first.map_or(crate::models::ModelKind::Sd15, |r| r.model_kind);
+    let adherence = super::adherences(&reports.iter().map(Option::as_ref).collect::<Vec<_>>());
     [
         markdown_exercise(ex, first),
         markdown_table(rows, images),
-        markdown_predictions(ex, rows, predictions),
-        markdown_what_happened(ex, rows, kind),
+        markdown_predictions(ex, rows, &adherence, predictions),
+        markdown_what_happened(ex, rows, &adherence, kind),
         markdown_sources(ex, provenance),
     ]
     .concat()
@@ -925,8 +1018,13 @@ fn markdown_table(rows: &[TableRow], images: &[Option<String>]) -> String {
 }
 
 /// report.md's "Predictions": each question, what the user said against what was measured
-/// (nothing for an exercise without questions).
-fn markdown_predictions(ex: &Exercise, rows: &[TableRow], predictions: &[Option<f64>]) -> String {
+/// (nothing for an exercise without questions; `adherence`: each run's edge F1).
+fn markdown_predictions(
+    ex: &Exercise,
+    rows: &[TableRow],
+    adherence: &[Option<f64>],
+    predictions: &[Option<f64>],
+) -> String {
     use std::fmt::Write;
     let mut md = String::new();
     if ex.questions.is_empty() {
@@ -934,14 +1032,14 @@ fn markdown_predictions(ex: &Exercise, rows: &[TableRow], predictions: &[Option<
     }
     let _ = writeln!(md, "\n## Predictions\n");
     for (i, q) in ex.questions.iter().enumerate() {
-        let measured = q.measure.value(rows);
+        let measured = q.measure.value(rows, adherence);
         let said = predictions.get(i).copied().flatten();
         let verdict = match (said, measured) {
-            (Some(p), Some(m)) => crate::exercises::judge(p, m),
-            (None, Some(m)) => format!("measured {}", crate::exercises::times(m)),
+            (Some(p), Some(m)) => q.measure.judge(p, m),
+            (None, Some(m)) => format!("measured {}", q.measure.format(m)),
             (Some(p), None) => format!(
                 "you said {}; not measured (the runs did not all finish)",
-                crate::exercises::times(p)
+                q.measure.format(p)
             ),
             (None, None) => "not measured (the runs did not all finish)".into(),
         };
@@ -955,11 +1053,12 @@ fn markdown_predictions(ex: &Exercise, rows: &[TableRow], predictions: &[Option<
 fn markdown_what_happened(
     ex: &Exercise,
     rows: &[TableRow],
+    adherence: &[Option<f64>],
     kind: crate::models::ModelKind,
 ) -> String {
     use std::fmt::Write;
     let mut md = String::new();
-    let notes = what_happened(ex, rows, kind);
+    let notes = what_happened(ex, rows, adherence, kind);
     if notes.is_empty() {
         return md;
     }
@@ -1093,6 +1192,47 @@ mod tests {
         assert_eq!(json["images"][1], serde_json::Value::Null);
         // Only the two folders: no staging leftovers.
         assert_eq!(std::fs::read_dir(&root).unwrap().count(), 2);
+    }
+
+    #[test]
+    fn an_exercise_under_a_controlnet_saves_its_control_image_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ex = default_exercises()
+            .into_iter()
+            .find(|e| e.number == 5)
+            .unwrap()
+            .for_model(crate::models::ModelKind::Micro);
+        locate_control_images(&mut ex).unwrap();
+        let image = &ex.runs[0].control.as_ref().unwrap().image;
+        assert!(image.is_absolute() && image.ends_with("assets/controls/micro-star.png"));
+        let rows: Vec<TableRow> = ex.runs.iter().map(|s| s.table_row(false)).collect();
+        let images = vec![Some(RgbImage::new(64, 64)); 4];
+        let a = save_exercise(
+            dir.path(),
+            &ex,
+            &rows,
+            &images,
+            &[None, None, None, None],
+            &[],
+        )
+        .unwrap();
+        let control = image::open(a.join(CONTROL_PNG)).unwrap().to_rgb8();
+        assert_eq!(control, image::open(image).unwrap().to_rgb8(), "as given");
+        // Five tiles: the control image, then the four runs.
+        let sheet = image::open(a.join(CONTACT_SHEET)).unwrap();
+        let (w, h) = crate::report::sheet::sheet_size(5, 64, 64);
+        assert_eq!((sheet.width(), sheet.height()), (w, h));
+        let (subtitle, _) = control_tile(&ex, Some((64, 64))).unwrap();
+        assert_eq!(subtitle, "canny · scale 1 · ControlNet");
+        // A missing image is said on its tile, not an error.
+        let mut gone = ex.clone();
+        gone.runs[0].control.as_mut().unwrap().image = dir.path().join("nope.png");
+        let (subtitle, img) = control_tile(&gone, None).unwrap();
+        assert!(
+            img.is_none() && subtitle.ends_with("nope.png could not be read"),
+            "{subtitle}"
+        );
+        assert!(control_tile(&default_exercises()[0], None).is_none());
     }
 
     #[test]

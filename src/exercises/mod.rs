@@ -178,6 +178,10 @@ pub enum Measure {
     Speedup { run: usize, over: usize },
     /// UNet time per step of run `run` ÷ that of run `over`.
     StepCostRatio { run: usize, over: usize },
+    /// Control adherence (edge F1) of run `over` minus that of run `run`, both under a
+    /// ControlNet: "how much of the control does run lose against over?" (a difference, not a
+    /// ratio; negative when `run` follows the control better).
+    AdherenceGap { run: usize, over: usize },
 }
 
 /// A "predict before you run" question.
@@ -220,41 +224,198 @@ fn default_seed() -> u64 {
 }
 
 impl Measure {
-    /// The measured value from the exercise's rows (same order as its runs); `None` until
-    /// both runs it compares have finished.
-    pub fn value(&self, rows: &[TableRow]) -> Option<f64> {
+    /// The measured value from the exercise's rows (same order as its runs) and, for an
+    /// adherence question, each run's control adherence ([`adherences`]); `None` until both
+    /// runs it compares have finished (and, for adherence, were measured).
+    pub fn value(&self, rows: &[TableRow], adherence: &[Option<f64>]) -> Option<f64> {
         let finished = |i: usize| rows.get(i).filter(|r| r.state == RowState::Finished);
         type Field = fn(&TableRow) -> Option<f64>;
         let (run, over, field): (usize, usize, Field) = match *self {
             // over's time ÷ run's time: "how many times faster is run than over".
             Measure::Speedup { run, over } => (over, run, |r| r.total_ms),
             Measure::StepCostRatio { run, over } => (run, over, |r| r.unet_ms_per_step),
+            Measure::AdherenceGap { run, over } => {
+                finished(run)?;
+                finished(over)?;
+                let f1 = |i: usize| adherence.get(i).copied().flatten();
+                return Some(f1(over)? - f1(run)?);
+            }
         };
         let num = field(finished(run)?)?;
         let den = field(finished(over)?)?;
         match self {
             // A speedup as every table has it: none against a zero time.
             Measure::Speedup { .. } => speedup(num, den),
-            Measure::StepCostRatio { .. } => (den > 0.0 && num.is_finite()).then(|| num / den),
+            _ => (den > 0.0 && num.is_finite()).then(|| num / den),
         }
     }
 
     /// The run indices it reads.
     fn runs(&self) -> [usize; 2] {
         match *self {
-            Measure::Speedup { run, over } | Measure::StepCostRatio { run, over } => [run, over],
+            Measure::Speedup { run, over }
+            | Measure::StepCostRatio { run, over }
+            | Measure::AdherenceGap { run, over } => [run, over],
         }
     }
+
+    /// A ratio (speedup, step cost: a positive number, shown `2.5×`) rather than a difference
+    /// (an adherence gap: any sign, shown `0.04`).
+    pub fn is_ratio(&self) -> bool {
+        !matches!(self, Measure::AdherenceGap { .. })
+    }
+
+    /// A value of this measure as the questions show it: `2.38×`, or `0.04` for a gap.
+    pub fn format(&self, v: f64) -> String {
+        if self.is_ratio() {
+            times(v)
+        } else {
+            format!("{v:.2}")
+        }
+    }
+
+    /// Prediction against measurement in one line ([`judge`] for a ratio; for a gap, how far
+    /// off in F1: "you said 0.10, measured 0.04 — 0.06 too high").
+    pub fn judge(&self, prediction: f64, measured: f64) -> String {
+        if self.is_ratio() {
+            return judge(prediction, measured);
+        }
+        if !prediction.is_finite() || !measured.is_finite() {
+            return format!(
+                "you said {}, no measurement to compare with",
+                self.format(prediction)
+            );
+        }
+        let off = prediction - measured;
+        let verdict = if off.abs() <= 0.02 {
+            "within 0.02".to_string()
+        } else {
+            format!("{:.2} {}", off.abs(), high_low(off))
+        };
+        format!(
+            "you said {}, measured {} — {verdict}",
+            self.format(prediction),
+            self.format(measured)
+        )
+    }
+}
+
+/// Each run's control adherence (edge F1) from its report, in the order of the runs: `None`
+/// for a run without a report, without control, or whose adherence was not measured (NaN).
+pub fn adherences(reports: &[Option<&crate::pipeline::RunReport>]) -> Vec<Option<f64>> {
+    reports
+        .iter()
+        .map(|r| {
+            r.and_then(|r| r.control.as_ref())
+                .map(|c| c.adherence)
+                .filter(|f| f.is_finite())
+        })
+        .collect()
+}
+
+/// How far below the baseline's edge F1 a run under the same ControlNet may fall and still
+/// count as keeping the control: the issue's bar for "LCM-LoRA composes with ControlNet".
+pub const ADHERENCE_GAP: f64 = 0.1;
+
+/// speedscape's own control images (`assets/controls/`, drawn by its `make_controls.py`), each
+/// as (SD v1.5's, the micro model's): exercise 5's and the cheat sheet's scenario B's.
+pub const CONTROL_IMAGES: [(&str, &str); 2] = [
+    (
+        "assets/controls/sd15-cottage.png",
+        "assets/controls/micro-star.png",
+    ),
+    (
+        "assets/controls/sd15-knight.png",
+        "assets/controls/micro-triangle.png",
+    ),
+];
+
+/// The control image `image` on a model of `kind`: a built-in one ([`CONTROL_IMAGES`]) becomes
+/// the one drawn for the micro model on the micro model; any other stays.
+pub fn control_image_for(image: &str, kind: ModelKind) -> String {
+    match CONTROL_IMAGES.iter().find(|(sd15, _)| *sd15 == image) {
+        Some((_, micro)) if kind == ModelKind::Micro => micro.to_string(),
+        _ => image.to_string(),
+    }
+}
+
+/// The ControlNet a run naming none uses when the model folder has several: `canny` or `edge`
+/// (what the built-in control images are made for), else the first; `None` for none.
+pub fn pick_controlnet(names: &[String]) -> Option<&str> {
+    names
+        .iter()
+        .find(|n| *n == "canny" || *n == "edge")
+        .or(names.first())
+        .map(String::as_str)
 }
 
 impl Exercise {
     /// This exercise as it runs on a model of `kind`: with its prompt for that kind, where it
     /// has one.
+    /// A run's own prompt that extends the exercise's (the style trigger appended) extends the
+    /// kind's prompt the same way; a built-in control image ([`CONTROL_IMAGES`]) becomes the
+    /// one drawn for the micro model on the micro model.
     pub fn for_model(mut self, kind: ModelKind) -> Self {
         if let Some(p) = self.prompts.get(&kind) {
+            for r in &mut self.runs {
+                if let Some(own) = &r.prompt
+                    && let Some(tail) = own.strip_prefix(self.prompt.as_str())
+                {
+                    r.prompt = Some(format!("{p}{tail}"));
+                }
+            }
             self.prompt = p.clone();
         }
+        for c in self.runs.iter_mut().filter_map(|r| r.control.as_mut()) {
+            if let Some(image) = c.image.to_str() {
+                c.image = control_image_for(image, kind).into();
+            }
+        }
         self
+    }
+
+    /// Whether a run of it runs under a ControlNet.
+    pub fn has_control(&self) -> bool {
+        self.runs.iter().any(|r| r.control.is_some())
+    }
+
+    /// Checks its runs' ControlNets against the model folder `root`, which has `controlnets`
+    /// (by name), before any run: a folder without one is one error for the whole exercise
+    /// (cause and fix: export one), not a failure per run; a run naming none gets
+    /// [`pick_controlnet`]'s; a name the folder lacks is core's error listing what it has.
+    pub fn fit_controls(
+        &mut self,
+        root: &std::path::Path,
+        controlnets: &[String],
+    ) -> color_eyre::Result<()> {
+        if !self.has_control() {
+            return Ok(());
+        }
+        let name = self.name();
+        let Some(default) = pick_controlnet(controlnets) else {
+            bail!(Fixable::new(
+                format!(
+                    "{name} runs under a ControlNet, and the model folder {} has none",
+                    root.display()
+                ),
+                "export one into it: models/export.py --controlnet NAME=SOURCE (e.g. \
+                 canny=lllyasviel/control_v11p_sd15_canny; the micro model's is edge), or pick another exercise",
+            ));
+        };
+        for r in &mut self.runs {
+            let Some(c) = &mut r.control else { continue };
+            match &c.controlnet {
+                None => c.controlnet = Some(default.to_string()),
+                Some(n) if !controlnets.contains(n) => {
+                    bail!(
+                        crate::models::unknown_controlnet(root, n)
+                            .prefixed(format!("{name}: run {:?}: ", r.label))
+                    );
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(())
     }
 
     /// How errors name it: `exercise 2 ("DPM-Solver++ vs LCM-LoRA")`; number 0, which is not
@@ -274,7 +435,7 @@ impl Exercise {
         if self.number == 0 {
             bail!(Fixable::new(
                 format!("{name}: number 0 is not allowed"),
-                "number exercises from 1 (1–3 replace the defaults)",
+                "number exercises from 1 (1–3 and 5 replace the defaults)",
             ));
         }
         if n == 0 {
@@ -507,6 +668,68 @@ const LIGHTHOUSE: &str = "a lighthouse on a rocky coast during a storm, waves cr
 /// The micro model's prompts: its world has coloured shapes, not cottages.
 pub(crate) const MICRO_STAR: &str = "a large yellow star on a blue background at sunset";
 const MICRO_STAR_STYLE: &str = "a large yellow star on a blue background at sunset, PixArFK";
+/// Exercise 5's on the micro model: the control image, not the prompt, places the star.
+const MICRO_STAR_PLAIN: &str = "a large yellow star on a blue background";
+/// The style LoRA's trigger word, appended to a prompt the style run extends.
+const STYLE_TRIGGER: &str = ", PixArFK";
+
+/// `run` under the ControlNet on the built-in control image `image` (one of
+/// [`CONTROL_IMAGES`]), its Canny edges at scale 1.
+pub(crate) fn controlled(mut run: RunSpec, image: &str) -> RunSpec {
+    run.control = Some(ControlSpec {
+        controlnet: None,
+        image: image.into(),
+        scale: 1.0,
+        preprocess: crate::pipeline::control::ControlPreprocess::Canny,
+    });
+    run
+}
+
+/// Exercise 5: the course's composability claim under a ControlNet.
+fn controlnet_exercise() -> Exercise {
+    use SchedulerKind::{DpmSolverPp, Lcm};
+    let image = CONTROL_IMAGES[0].0;
+    let mut style = run("LCM + style 4", Lcm, 4, 1.5, "lcm_style");
+    style.prompt = Some(format!("{COTTAGE}{STYLE_TRIGGER}"));
+    Exercise {
+        number: 5,
+        title: "ControlNet composability".into(),
+        about: "A ControlNet steers the UNet with an edge map: its residuals go into the UNet's \
+                blocks every step, whatever the sampler. Does LCM-LoRA keep the control at 8 and 4 \
+                steps, and the style LoRA on top of it? Adherence is the edge F1 of each image's \
+                Canny edges against the control's (1 = every edge in place); the first panel is \
+                the control image."
+            .into(),
+        prompt: COTTAGE.into(),
+        prompts: micro(MICRO_STAR_PLAIN),
+        negative_prompt: String::new(),
+        seed: 42,
+        runs: vec![
+            controlled(run("DPM-Solver++ 20", DpmSolverPp, 20, 7.5, "base"), image),
+            controlled(run("LCM-LoRA 8", Lcm, 8, 1.5, "lcm"), image),
+            controlled(run("LCM-LoRA 4", Lcm, 4, 1.5, "lcm"), image),
+            controlled(style, image),
+        ],
+        baseline: 0,
+        questions: vec![
+            Question {
+                text: "How many times faster will LCM-LoRA 4 + ControlNet be than DPM-Solver++ 20 + ControlNet?"
+                    .into(),
+                measure: Measure::Speedup { run: 2, over: 0 },
+            },
+            Question {
+                text: "How much edge F1 will LCM-LoRA 4 lose against DPM-Solver++ 20, both under the \
+                       ControlNet? (F1 of DPM-Solver++ 20 minus LCM-LoRA 4's)"
+                    .into(),
+                measure: Measure::AdherenceGap { run: 2, over: 0 },
+            },
+            Question {
+                text: "And LCM + style 4, the style LoRA on top?".into(),
+                measure: Measure::AdherenceGap { run: 3, over: 0 },
+            },
+        ],
+    }
+}
 
 /// `prompt` on the micro model.
 pub(crate) fn micro(prompt: &str) -> ModelPrompts {
@@ -533,7 +756,7 @@ pub(crate) fn run(
     }
 }
 
-/// Exercises 1–3 of the course (4, the decision cheat sheet, is built on these).
+/// Exercises 1–3 and 5 of the course (4, the decision cheat sheet, is built on 1–3).
 pub fn default_exercises() -> Vec<Exercise> {
     use SchedulerKind::{DpmSolverPp, Lcm};
     vec![
@@ -620,6 +843,7 @@ pub fn default_exercises() -> Vec<Exercise> {
                 measure: Measure::Speedup { run: 2, over: 0 },
             }],
         },
+        controlnet_exercise(),
     ]
 }
 
@@ -668,9 +892,16 @@ fn high_low(off: f64) -> &'static str {
 }
 
 /// Notes after the runs that read the actual numbers: speedups against the baseline, what a
-/// UNet step cost, how much the fixed costs ate of the step ratio; then what the model `kind`
-/// means for these numbers (the tiny model's weights are random, the micro model's times tiny).
-pub fn what_happened(ex: &Exercise, rows: &[TableRow], kind: ModelKind) -> Vec<String> {
+/// UNet step cost, how much the fixed costs ate of the step ratio; for runs under a ControlNet,
+/// whether each kept the control (`adherence`: each run's edge F1, [`adherences`]); then what
+/// the model `kind` means for these numbers (the tiny model's weights are random, the micro
+/// model's times tiny).
+pub fn what_happened(
+    ex: &Exercise,
+    rows: &[TableRow],
+    adherence: &[Option<f64>],
+    kind: ModelKind,
+) -> Vec<String> {
     let mut notes = Vec::new();
     let done = |r: &&TableRow| r.state == RowState::Finished && r.total_ms.is_some();
     let Some(base) = rows.get(ex.baseline).filter(done) else {
@@ -778,7 +1009,54 @@ pub fn what_happened(ex: &Exercise, rows: &[TableRow], kind: ModelKind) -> Vec<S
             }
         }
     }
+    notes.extend(control_notes(ex, rows, adherence));
     notes.extend(model_note(kind));
+    notes
+}
+
+/// Whether each finished run under a ControlNet kept the control of the baseline (itself under
+/// one): its edge F1 against the baseline's, within [`ADHERENCE_GAP`] or not. Nothing for an
+/// exercise without control.
+fn control_notes(ex: &Exercise, rows: &[TableRow], adherence: &[Option<f64>]) -> Vec<String> {
+    let controlled = |i: usize| ex.runs.get(i).is_some_and(|r| r.control.is_some());
+    let finished = |i: usize| rows.get(i).is_some_and(|r| r.state == RowState::Finished);
+    let f1 = |i: usize| adherence.get(i).copied().flatten();
+    let b = ex.baseline;
+    if !controlled(b) || !finished(b) {
+        return Vec::new();
+    }
+    let base_label = &ex.runs[b].label;
+    let Some(base) = f1(b) else {
+        return vec![format!(
+            "Control adherence was not measured for {base_label} (no edge F1 in its report), so \
+             no run's control can be compared with it."
+        )];
+    };
+    let mut notes = vec![format!(
+        "Under the ControlNet, {base_label} followed the control image with edge F1 {base:.2} \
+         (1 = every edge of the control in place, within a pixel or two)."
+    )];
+    for i in (0..ex.runs.len()).filter(|&i| i != b && controlled(i) && finished(i)) {
+        let label = &ex.runs[i].label;
+        let Some(f) = f1(i) else {
+            notes.push(format!("{label}: its control adherence was not measured."));
+            continue;
+        };
+        let gap = base - f;
+        let (kept, how) = if gap <= ADHERENCE_GAP {
+            ("kept the control", "within")
+        } else {
+            ("lost some of the control", "more than")
+        };
+        let against = if gap >= 0.0 {
+            format!("{gap:.2} below {base_label}")
+        } else {
+            format!("{:.2} above {base_label}", -gap)
+        };
+        notes.push(format!(
+            "{label} {kept}: edge F1 {f:.2}, {against} ({how} the {ADHERENCE_GAP} the claim allows)."
+        ));
+    }
     notes
 }
 
@@ -831,13 +1109,13 @@ mod tests {
     fn measures_read_speedups_and_step_cost_ratios_from_finished_rows() {
         let (ex, mut rows) = exercise_1_rows();
         let speedup = Measure::Speedup { run: 1, over: 0 };
-        assert!((speedup.value(&rows).unwrap() - 2.2).abs() < 1e-9);
+        assert!((speedup.value(&rows, &[]).unwrap() - 2.2).abs() < 1e-9);
         rows[2].unet_ms_per_step = Some(30.0);
         let cost = Measure::StepCostRatio { run: 2, over: 0 };
-        assert!((cost.value(&rows).unwrap() - 1.5).abs() < 1e-9);
+        assert!((cost.value(&rows, &[]).unwrap() - 1.5).abs() < 1e-9);
         rows[1].state = RowState::Running;
-        assert_eq!(speedup.value(&rows), None, "not finished");
-        assert_eq!(Measure::Speedup { run: 5, over: 0 }.value(&rows), None);
+        assert_eq!(speedup.value(&rows, &[]), None, "not finished");
+        assert_eq!(Measure::Speedup { run: 5, over: 0 }.value(&rows, &[]), None);
         assert_eq!(ex.questions[0].measure, speedup);
     }
 
@@ -845,13 +1123,13 @@ mod tests {
     fn a_speedup_over_a_zero_time_baseline_is_not_measured() {
         let (_, mut rows) = exercise_1_rows();
         rows[0].total_ms = Some(0.0);
-        assert_eq!(Measure::Speedup { run: 1, over: 0 }.value(&rows), None);
+        assert_eq!(Measure::Speedup { run: 1, over: 0 }.value(&rows, &[]), None);
     }
 
     #[test]
     fn what_happened_reads_the_numbers() {
         let (ex, rows) = exercise_1_rows();
-        let notes = what_happened(&ex, &rows, ModelKind::Sd15);
+        let notes = what_happened(&ex, &rows, &[], ModelKind::Sd15);
         let all = notes.join("\n");
         assert!(
             all.contains("DPM-Solver++ 20 took 0.45× the time of DDPM 50 (2.2× faster"),
@@ -871,9 +1149,9 @@ mod tests {
             "{all}"
         );
         assert!(!all.contains("random weights"), "{all}");
-        let tiny = what_happened(&ex, &rows, ModelKind::Tiny);
+        let tiny = what_happened(&ex, &rows, &[], ModelKind::Tiny);
         assert!(tiny.last().unwrap().contains("random weights"));
-        let micro = what_happened(&ex, &rows, ModelKind::Micro);
+        let micro = what_happened(&ex, &rows, &[], ModelKind::Micro);
         assert!(
             micro.last().unwrap().contains("the micro model"),
             "{micro:?}"
@@ -891,7 +1169,7 @@ mod tests {
             row(&lcm, 1, 180.0, 10.0, 20.0, 60.0),
             lcm.runs[2].table_row(false),
         ];
-        let all = what_happened(&lcm, &rows, ModelKind::Sd15).join("\n");
+        let all = what_happened(&lcm, &rows, &[], ModelKind::Sd15).join("\n");
         assert!(
             all.contains("A UNet step cost 0.5× one of DPM-Solver++ 20"),
             "{all}"
@@ -907,7 +1185,7 @@ mod tests {
     fn an_unfinished_baseline_is_said_plainly() {
         let (ex, mut rows) = exercise_1_rows();
         rows[0].state = RowState::Cancelled;
-        let notes = what_happened(&ex, &rows, ModelKind::Sd15);
+        let notes = what_happened(&ex, &rows, &[], ModelKind::Sd15);
         assert_eq!(notes.len(), 1);
         assert!(notes[0].contains("DDPM 50 (the baseline) did not finish"));
     }
@@ -931,6 +1209,209 @@ mod tests {
             "you said 10×, measured 2.5× — off by 4.0× (too high)"
         );
         assert!(judge(2.0, f64::NAN).contains("no measurement"));
+    }
+
+    /// Exercise 5 as if measured: every run finished, with these edge F1s.
+    fn exercise_5_rows(f1: [Option<f64>; 4]) -> (Exercise, Vec<TableRow>, Vec<Option<f64>>) {
+        let ex = default_exercises()
+            .into_iter()
+            .find(|e| e.number == 5)
+            .unwrap();
+        let rows = vec![
+            row(&ex, 0, 900.0, 30.0, 40.0, 60.0),
+            row(&ex, 1, 380.0, 30.0, 40.0, 60.0),
+            row(&ex, 2, 250.0, 30.0, 40.0, 60.0),
+            row(&ex, 3, 250.0, 30.0, 40.0, 60.0),
+        ];
+        (ex, rows, f1.to_vec())
+    }
+
+    #[test]
+    fn exercise_5_runs_every_method_under_the_controlnet_on_one_image() {
+        let (ex, _, _) = exercise_5_rows([None; 4]);
+        ex.validate().unwrap();
+        assert_eq!(ex.title, "ControlNet composability");
+        let units: Vec<(&str, usize, &str)> = ex
+            .runs
+            .iter()
+            .map(|r| {
+                (
+                    r.scheduler.to_string().leak() as &str,
+                    r.steps,
+                    r.unet.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            units,
+            [
+                ("dpmpp", 20, "base"),
+                ("lcm", 8, "lcm"),
+                ("lcm", 4, "lcm"),
+                ("lcm", 4, "lcm_style")
+            ]
+        );
+        let images: Vec<_> = ex
+            .runs
+            .iter()
+            .map(|r| r.control.as_ref().unwrap().image.clone())
+            .collect();
+        assert!(images.iter().all(|i| *i == images[0]), "one control image");
+        assert_eq!(images[0], std::path::Path::new(CONTROL_IMAGES[0].0));
+        assert!(
+            ex.runs[3].prompt.as_deref().unwrap().ends_with(", PixArFK"),
+            "the style run's prompt has the trigger"
+        );
+        assert!(ex.runs[..3].iter().all(|r| r.prompt.is_none()));
+        // On the micro model: its world's prompt (the style run's with the trigger) and its image.
+        let micro = ex.for_model(ModelKind::Micro);
+        assert_eq!(micro.prompt, MICRO_STAR_PLAIN);
+        assert_eq!(
+            micro.runs[3].prompt.as_deref(),
+            Some("a large yellow star on a blue background, PixArFK")
+        );
+        let c = micro.runs[0].control.as_ref().unwrap();
+        assert_eq!(c.image, std::path::Path::new(CONTROL_IMAGES[0].1));
+        assert_eq!(
+            c.preprocess,
+            crate::pipeline::control::ControlPreprocess::Canny
+        );
+        // The shipped images are where the exercise says.
+        for (sd15, micro) in CONTROL_IMAGES {
+            for p in [sd15, micro] {
+                let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(p);
+                assert!(path.is_file(), "{} is missing", path.display());
+            }
+        }
+    }
+
+    #[test]
+    fn an_adherence_gap_is_the_baselines_f1_minus_the_runs() {
+        let (ex, mut rows, f1) = exercise_5_rows([Some(0.8), Some(0.75), Some(0.6), Some(0.9)]);
+        let gap = &ex.questions[1].measure;
+        assert_eq!(*gap, Measure::AdherenceGap { run: 2, over: 0 });
+        assert!((gap.value(&rows, &f1).unwrap() - 0.2).abs() < 1e-9);
+        let better = Measure::AdherenceGap { run: 3, over: 0 };
+        assert!(
+            (better.value(&rows, &f1).unwrap() + 0.1).abs() < 1e-9,
+            "negative: better"
+        );
+        assert_eq!(
+            gap.value(&rows, &[Some(0.8), None, None, None]),
+            None,
+            "unmeasured"
+        );
+        assert_eq!(gap.value(&rows, &[]), None);
+        rows[2].state = RowState::Running;
+        assert_eq!(gap.value(&rows, &f1), None, "not finished");
+        assert!(!gap.is_ratio() && ex.questions[0].measure.is_ratio());
+        assert_eq!(gap.format(0.2), "0.20");
+        assert_eq!(ex.questions[0].measure.format(2.5), "2.5×");
+        assert_eq!(
+            gap.judge(0.1, 0.04),
+            "you said 0.10, measured 0.04 — 0.06 too high"
+        );
+        assert_eq!(
+            gap.judge(0.05, 0.04),
+            "you said 0.05, measured 0.04 — within 0.02"
+        );
+        assert_eq!(
+            gap.judge(-0.1, 0.04),
+            "you said -0.10, measured 0.04 — 0.14 too low"
+        );
+    }
+
+    #[test]
+    fn the_control_notes_read_the_measured_f1s() {
+        let (ex, rows, f1) = exercise_5_rows([Some(0.81), Some(0.77), Some(0.64), Some(0.83)]);
+        let all = what_happened(&ex, &rows, &f1, ModelKind::Sd15).join("\n");
+        assert!(
+            all.contains("DPM-Solver++ 20 followed the control image with edge F1 0.81"),
+            "{all}"
+        );
+        assert!(
+            all.contains("LCM-LoRA 8 kept the control: edge F1 0.77, 0.04 below DPM-Solver++ 20 (within the 0.1"),
+            "{all}"
+        );
+        assert!(
+            all.contains("LCM-LoRA 4 lost some of the control: edge F1 0.64, 0.17 below DPM-Solver++ 20 (more than the 0.1"),
+            "{all}"
+        );
+        assert!(
+            all.contains(
+                "LCM + style 4 kept the control: edge F1 0.83, 0.02 above DPM-Solver++ 20"
+            ),
+            "{all}"
+        );
+        // Other numbers, other notes: nothing is written in advance.
+        let (_, _, f1) = exercise_5_rows([Some(0.5), Some(0.2), Some(0.45), None]);
+        let all = what_happened(&ex, &rows, &f1, ModelKind::Sd15).join("\n");
+        assert!(all.contains("with edge F1 0.50"), "{all}");
+        assert!(
+            all.contains("LCM-LoRA 8 lost some of the control: edge F1 0.20, 0.30 below"),
+            "{all}"
+        );
+        assert!(
+            all.contains("LCM-LoRA 4 kept the control: edge F1 0.45, 0.05 below"),
+            "{all}"
+        );
+        assert!(
+            all.contains("LCM + style 4: its control adherence was not measured"),
+            "{all}"
+        );
+        let none = what_happened(&ex, &rows, &[None; 4], ModelKind::Sd15).join("\n");
+        assert!(
+            none.contains("Control adherence was not measured for DPM-Solver++ 20"),
+            "{none}"
+        );
+        // An exercise without control says nothing about it.
+        let (ex1, rows1) = exercise_1_rows();
+        assert!(
+            !what_happened(&ex1, &rows1, &[], ModelKind::Sd15)
+                .join("\n")
+                .contains("edge F1")
+        );
+    }
+
+    #[test]
+    fn fitting_the_controls_picks_the_folders_controlnet_or_says_there_is_none() {
+        let root = std::path::Path::new("/models/sd15");
+        let (ex, _, _) = exercise_5_rows([None; 4]);
+        let e = ex.clone().fit_controls(root, &[]).unwrap_err();
+        let parts = crate::error::parts(&e);
+        let text = format!("{} | {}", parts.causes.join(": "), parts.fixes.join("; "));
+        assert!(
+            text.contains("exercise 5 (\"ControlNet composability\") runs under a ControlNet, and the model folder /models/sd15 has none"),
+            "{text}"
+        );
+        assert!(
+            text.contains("models/export.py --controlnet NAME=SOURCE"),
+            "{text}"
+        );
+        let mut fit = ex.clone();
+        fit.fit_controls(root, &["depth".into(), "edge".into()])
+            .unwrap();
+        assert!(
+            fit.runs
+                .iter()
+                .all(|r| r.control.as_ref().unwrap().controlnet.as_deref() == Some("edge"))
+        );
+        let mut named = ex.clone();
+        named.runs[1].control.as_mut().unwrap().controlnet = Some("pose".into());
+        let e = format!(
+            "{:?}",
+            named.fit_controls(root, &["edge".into()]).unwrap_err()
+        );
+        assert!(
+            e.contains("run \"LCM-LoRA 8\"") && e.contains("pose"),
+            "{e}"
+        );
+        // Exercises without control are untouched by a folder without ControlNets.
+        let mut one = default_exercises().remove(0);
+        one.fit_controls(root, &[]).unwrap();
+        assert_eq!(one, default_exercises()[0]);
+        assert_eq!(pick_controlnet(&["depth".into()]), Some("depth"));
+        assert_eq!(pick_controlnet(&[]), None);
     }
 
     #[test]

@@ -40,6 +40,13 @@ pub enum Msg {
     Saved(Result<PathBuf, String>),
     /// The result of `Effect::SaveAnswers`: the answers file written, or why not.
     AnswersSaved(Result<PathBuf, String>),
+    /// The loop read the control image `path` of exercise state `exercise` (see
+    /// [`controls_to_load`]): the image, or why it could not.
+    ControlLoaded {
+        exercise: usize,
+        path: PathBuf,
+        result: Result<RgbImage, String>,
+    },
 }
 
 /// What the loop must do after an update.
@@ -205,6 +212,8 @@ pub struct RunState {
     /// Step index of the shown preview.
     pub preview_index: Option<usize>,
     pub error: Option<String>,
+    /// The ControlNet's time over the steps so far (ms; 0 for a run without control).
+    pub controlnet_ms: f64,
 }
 
 impl RunState {
@@ -247,10 +256,29 @@ impl RunState {
             Event::Started { width, height, .. } => {
                 self.size = Some((*width, *height));
                 self.total_steps = self.row.steps;
+                self.controlnet_ms = 0.0;
             }
-            Event::Step { .. } | Event::Finished { .. } => self.total_steps = self.row.steps,
+            Event::Step { index, timing, .. } => {
+                self.total_steps = self.row.steps;
+                if *index + 1 == self.row.steps_done {
+                    self.controlnet_ms += timing.controlnet.as_secs_f64() * 1e3;
+                }
+            }
+            Event::Finished { report, .. } => {
+                self.total_steps = self.row.steps;
+                self.controlnet_ms = report.timings.controlnet_total().as_secs_f64() * 1e3;
+            }
             _ => {}
         }
+    }
+
+    /// The ControlNet's time per step so far (`None` for a run without control or no step
+    /// done) and, once finished, its control adherence (edge F1; `None` unmeasured).
+    pub fn control_numbers(&self) -> (Option<f64>, Option<f64>) {
+        let per_step = (self.controlnet_ms > 0.0 && self.row.steps_done > 0)
+            .then(|| self.controlnet_ms / self.row.steps_done as f64);
+        let f1 = crate::exercises::adherences(&[self.report.as_deref()])[0];
+        (per_step, f1)
     }
 
     /// Marks the run `state` without an event of its own (the worker died, the queue was
@@ -272,6 +300,22 @@ pub struct ExerciseState {
     pub scenario: Option<char>,
     /// The speed landscape's sweep, when this state is the landscape's runs.
     pub landscape: Option<Box<LandscapeState>>,
+    /// Why none of its runs can run on this model (an exercise under a ControlNet on a folder
+    /// without one: cause and fix), said instead of a failure per run.
+    pub blocked: Option<String>,
+    /// The control image shown as the first panel of an exercise under a ControlNet.
+    pub control_view: ControlView,
+}
+
+/// The control image panel: the file last read (by the loop, see [`controls_to_load`]) and
+/// what came of it.
+#[derive(Debug, Clone, Default)]
+pub struct ControlView {
+    pub path: Option<PathBuf>,
+    pub image: Option<Arc<RgbImage>>,
+    pub error: Option<String>,
+    /// Bumped on every new image, so the view knows to re-encode.
+    pub image_gen: u64,
 }
 
 impl ExerciseState {
@@ -282,8 +326,34 @@ impl ExerciseState {
             saved: None,
             scenario: None,
             landscape: None,
+            blocked: None,
+            control_view: ControlView::default(),
             exercise,
         }
+    }
+
+    /// The control image its panel shows: the first controlled run's (`None` without control,
+    /// and in the cheat sheet, whose panels are its two runs).
+    pub fn control_image(&self) -> Option<&std::path::Path> {
+        if self.scenario.is_some() || self.landscape.is_some() {
+            return None;
+        }
+        self.exercise
+            .runs
+            .iter()
+            .find_map(|r| r.control.as_ref())
+            .map(|c| c.image.as_path())
+    }
+
+    /// Each run's edge F1 ([`crate::exercises::adherences`]), for the questions.
+    pub fn adherence(&self) -> Vec<Option<f64>> {
+        crate::exercises::adherences(
+            &self
+                .runs
+                .iter()
+                .map(|r| r.report.as_deref())
+                .collect::<Vec<_>>(),
+        )
     }
 
     /// Run `i` back to not started, as its spec now says (call it after changing the spec).
@@ -305,17 +375,161 @@ pub struct Form {
     pub focus: usize,
     /// Token count of the prompt field (`None` without a tokenizer).
     pub tokens: Option<(usize, usize)>,
+    /// The run's control; its rows come after the adapters' (see [`ControlRow`]).
+    pub control: ControlFields,
     pub error: Option<String>,
 }
 
 pub const FORM_LABELS: [&str; 4] = ["prompt", "steps", "cfg", "seed"];
 
+/// The run editor's control rows, in order after the adapters'.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ControlRow {
+    /// ←/→ (or space) cycle through the model's ControlNets and "none".
+    ControlNet,
+    /// The control image's path, typed.
+    Image,
+    /// The conditioning scale, typed, or +/- by [`CONTROL_SCALE_STEP`].
+    Scale,
+    /// ←/→ (or space) toggle none/canny.
+    Preprocess,
+}
+
+pub const CONTROL_ROWS: [ControlRow; 4] = [
+    ControlRow::ControlNet,
+    ControlRow::Image,
+    ControlRow::Scale,
+    ControlRow::Preprocess,
+];
+
+/// What `+` and `-` add to or take from the control scale in the editor.
+pub const CONTROL_SCALE_STEP: f32 = 0.1;
+
+/// A run's control as the editor holds it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ControlFields {
+    /// The model folder's ControlNets, the choices after "none".
+    pub choices: Vec<String>,
+    /// The one picked (`None`: the run runs without control).
+    pub controlnet: Option<String>,
+    pub image: String,
+    pub scale: String,
+    pub preprocess: crate::pipeline::control::ControlPreprocess,
+}
+
+impl ControlFields {
+    /// The editor's control rows for a run with `control`, on a folder with `choices`.
+    pub fn new(control: Option<&crate::exercises::ControlSpec>, choices: &[String]) -> Self {
+        use crate::pipeline::control::ControlPreprocess;
+        Self {
+            choices: choices.to_vec(),
+            controlnet: control.map(|c| {
+                c.controlnet
+                    .clone()
+                    .or_else(|| crate::exercises::pick_controlnet(choices).map(str::to_string))
+                    .unwrap_or_default()
+            }),
+            image: control.map_or(String::new(), |c| c.image.display().to_string()),
+            scale: control.map_or(1.0, |c| c.scale).to_string(),
+            preprocess: control.map_or(ControlPreprocess::Canny, |c| c.preprocess),
+        }
+    }
+
+    /// The next ControlNet (or "none") after or before the one picked.
+    fn cycle(&mut self, forward: bool) {
+        let mut all: Vec<Option<String>> = vec![None];
+        all.extend(self.choices.iter().cloned().map(Some));
+        if let Some(c) = &self.controlnet
+            && !self.choices.contains(c)
+        {
+            all.push(Some(c.clone()));
+        }
+        let n = all.len();
+        let at = all.iter().position(|c| *c == self.controlnet).unwrap_or(0);
+        self.controlnet = all[if forward {
+            (at + 1) % n
+        } else {
+            (at + n - 1) % n
+        }]
+        .clone();
+    }
+
+    fn toggle_preprocess(&mut self) {
+        use crate::pipeline::control::ControlPreprocess;
+        self.preprocess = match self.preprocess {
+            ControlPreprocess::None => ControlPreprocess::Canny,
+            _ => ControlPreprocess::None,
+        };
+    }
+
+    /// The scale by `+`/`-` one [`CONTROL_SCALE_STEP`], kept within 0 and the maximum.
+    fn nudge_scale(&mut self, up: bool) {
+        let max = crate::pipeline::control::MAX_CONTROL_SCALE;
+        let now: f32 = self.scale.trim().parse().unwrap_or(1.0);
+        let step = if up {
+            CONTROL_SCALE_STEP
+        } else {
+            -CONTROL_SCALE_STEP
+        };
+        let next = ((now + step) * 1000.0).round() / 1000.0;
+        self.scale = next.clamp(0.0, max).to_string();
+    }
+
+    /// The run's control as typed, or why it cannot be (the row's name first).
+    pub fn spec(&self) -> Result<Option<crate::exercises::ControlSpec>, String> {
+        let Some(name) = &self.controlnet else {
+            return Ok(None);
+        };
+        let image = self.image.trim();
+        if image.is_empty() {
+            return Err(
+                "control image: the path of a PNG or JPEG (or pick ControlNet none)".into(),
+            );
+        }
+        let scale = self
+            .scale
+            .trim()
+            .parse::<f32>()
+            .map_err(|_| format!("control scale: {:?} is not a number", self.scale.trim()))
+            .and_then(|v| {
+                crate::pipeline::control::check_scale(v)
+                    .map_err(|e| format!("control scale: {}", e.to_string().replace('\n', " — ")))
+            })?;
+        Ok(Some(crate::exercises::ControlSpec {
+            controlnet: Some(name.clone()),
+            image: image.into(),
+            scale,
+            preprocess: self.preprocess,
+        }))
+    }
+}
+
 impl Form {
-    /// The text of the focused field (a fixed one, or an adapter's weight).
-    fn field_mut(&mut self) -> &mut String {
-        match self.focus {
-            f @ 0..4 => &mut self.fields[f],
-            f => &mut self.adapters[f - 4].1,
+    /// Which control row has the focus, if one does.
+    pub fn control_row(&self) -> Option<ControlRow> {
+        self.focus
+            .checked_sub(4 + self.adapters.len())
+            .and_then(|k| CONTROL_ROWS.get(k).copied())
+    }
+
+    /// How many rows the form has: the fixed fields, the adapters, the control rows.
+    fn rows(&self) -> usize {
+        4 + self.adapters.len() + CONTROL_ROWS.len()
+    }
+
+    /// The text of the focused field (a fixed one, an adapter's weight, the control image or
+    /// scale); `None` on a row picked with ←/→.
+    fn field_mut(&mut self) -> Option<&mut String> {
+        let adapters = self.adapters.len();
+        match self.control_row() {
+            Some(ControlRow::Image) => Some(&mut self.control.image),
+            Some(ControlRow::Scale) => Some(&mut self.control.scale),
+            Some(_) => None,
+            None => match self.focus {
+                f @ 0..4 => Some(&mut self.fields[f]),
+                f if f - 4 < adapters => Some(&mut self.adapters[f - 4].1),
+                _ => None,
+            },
         }
     }
 
@@ -410,6 +624,11 @@ pub struct App {
     pub weight_mode: bool,
     /// What the model folder holds: the exercises' prompts are this kind's.
     pub model_kind: ModelKind,
+    /// The model folder's ControlNets, by name (the run editor cycles through them).
+    pub controlnets: Vec<String>,
+    /// The control each cheat-sheet scenario with a control image verifies under (the model's
+    /// ControlNet, its image found): absent where the folder has no ControlNet.
+    pub scenario_controls: std::collections::BTreeMap<char, crate::exercises::ControlSpec>,
     pub quit: bool,
     /// Something changed since the last draw.
     pub dirty: bool,
@@ -448,6 +667,8 @@ impl App {
             weight_sweep: landscape::default_weight_sweep(),
             weight_mode: false,
             model_kind: ModelKind::Sd15,
+            controlnets: Vec::new(),
+            scenario_controls: Default::default(),
             quit: false,
             dirty: true,
         }
@@ -459,6 +680,37 @@ impl App {
         self.model_kind = kind;
         for state in &mut self.exercises {
             state.exercise = state.exercise.clone().for_model(kind);
+        }
+        self
+    }
+
+    /// The model folder `root` has the ControlNets `controlnets`: each exercise under a
+    /// ControlNet gets one for its runs that name none, or is blocked with the reason
+    /// ([`Exercise::fit_controls`]); each scenario in `scenario_controls` (see
+    /// [`crate::exercises::cheatsheet::Scenario::control`]) is verified under its control.
+    pub fn with_controlnets(
+        mut self,
+        root: &std::path::Path,
+        controlnets: Vec<String>,
+        scenario_controls: std::collections::BTreeMap<char, crate::exercises::ControlSpec>,
+    ) -> Self {
+        for state in &mut self.exercises {
+            if state.scenario.is_some() || state.landscape.is_some() {
+                continue;
+            }
+            match state.exercise.fit_controls(root, &controlnets) {
+                Ok(()) => {
+                    for i in 0..state.runs.len() {
+                        state.reset_run(i);
+                    }
+                }
+                Err(e) => state.blocked = Some(crate::report::describe_error(&e)),
+            }
+        }
+        self.controlnets = controlnets;
+        self.scenario_controls = scenario_controls;
+        for i in 0..self.exercises.len() {
+            cheat::sync_choice(&mut self, i);
         }
         self
     }
@@ -494,9 +746,9 @@ impl App {
         self
     }
 
-    /// The list's entries: each exercise, then the cheat sheet as one entry, then the speed
-    /// landscape; as the index of the state each one shows (the cheat sheet: its scenario last
-    /// shown).
+    /// The list's entries: each exercise and the cheat sheet as one entry, by number, then the
+    /// speed landscape; as the index of the state each one shows (the cheat sheet: its scenario
+    /// last shown).
     pub fn entries(&self) -> Vec<usize> {
         let mut out: Vec<usize> = (0..self.exercises.len())
             .filter(|&i| {
@@ -509,7 +761,13 @@ impl App {
             } else {
                 self.last_scenario.unwrap_or(first)
             };
-            out.push(shown);
+            // In number order: exercise 5 comes after the cheat sheet (4).
+            let number = self.exercises[shown].exercise.number;
+            let at = out
+                .iter()
+                .position(|&i| self.exercises[i].exercise.number > number)
+                .unwrap_or(out.len());
+            out.insert(at, shown);
         }
         out.extend(landscape::index(self));
         out
@@ -584,6 +842,21 @@ pub fn update(app: &mut App, msg: Msg) -> Option<Effect> {
                 }
                 Err(e) => app.status = Some(format!("save failed: {e}")),
             }
+            None
+        }
+        Msg::ControlLoaded {
+            exercise,
+            path,
+            result,
+        } => {
+            app.dirty = true;
+            let view = &mut app.exercises.get_mut(exercise)?.control_view;
+            view.path = Some(path);
+            view.image_gen += 1;
+            (view.image, view.error) = match result {
+                Ok(img) => (Some(Arc::new(img)), None),
+                Err(e) => (None, Some(e)),
+            };
             None
         }
         Msg::AnswersSaved(result) => {
@@ -685,6 +958,10 @@ fn on_action(app: &mut App, action: Action) -> Option<Effect> {
                 app.status = Some("a run is going: esc cancels it".into());
                 return None;
             }
+            if let Some(why) = &app.current().blocked {
+                app.status = Some(why.replace('\n', " — "));
+                return None;
+            }
             let ex = app.selected;
             let runs: Vec<usize> = if action == Action::RunExercise {
                 (0..n_runs).collect()
@@ -745,6 +1022,7 @@ fn open_editor(app: &mut App) {
         adapters: form_adapters(&spec.lora, folder),
         focus: 0,
         tokens: app.count_tokens(&prompt),
+        control: ControlFields::new(spec.control.as_ref(), &app.controlnets),
         error: None,
     });
 }
@@ -908,7 +1186,8 @@ pub(super) fn next_in_queue(app: &mut App) -> Option<Effect> {
 }
 
 fn on_form_key(app: &mut App, mut form: Form, key: KeyEvent) -> Option<Effect> {
-    let n = 4 + form.adapters.len();
+    let n = form.rows();
+    let row = form.control_row();
     match key.code {
         KeyCode::Esc => {
             app.mode = Mode::Normal;
@@ -916,11 +1195,28 @@ fn on_form_key(app: &mut App, mut form: Form, key: KeyEvent) -> Option<Effect> {
         }
         KeyCode::Tab | KeyCode::Down => form.focus = (form.focus + 1) % n,
         KeyCode::BackTab | KeyCode::Up => form.focus = (form.focus + n - 1) % n,
+        KeyCode::Left | KeyCode::Right | KeyCode::Char(' ')
+            if row == Some(ControlRow::ControlNet) =>
+        {
+            form.control.cycle(key.code != KeyCode::Left)
+        }
+        KeyCode::Left | KeyCode::Right | KeyCode::Char(' ')
+            if row == Some(ControlRow::Preprocess) =>
+        {
+            form.control.toggle_preprocess()
+        }
+        KeyCode::Char(c @ ('+' | '-')) if row == Some(ControlRow::Scale) => {
+            form.control.nudge_scale(c == '+')
+        }
         KeyCode::Backspace => {
-            form.field_mut().pop();
+            if let Some(f) = form.field_mut() {
+                f.pop();
+            }
         }
         KeyCode::Char(c) if !key.modifiers.contains(KeyModifiers::CONTROL) => {
-            form.field_mut().push(c)
+            if let Some(f) = form.field_mut() {
+                f.push(c);
+            }
         }
         KeyCode::Enter => match apply_form(app, &form) {
             Ok(()) => {
@@ -962,6 +1258,7 @@ fn apply_form(app: &mut App, form: &Form) -> Result<(), String> {
         .parse()
         .map_err(|_| "seed: a whole number ≥ 0".to_string())?;
     let loras = form.loras()?;
+    let control = form.control.spec()?;
     // The run's scheduler must accept that many steps with the model's scheduler config (LCM at
     // most its original 50, DDPM its 1000 …): said here, in the form, not when the run starts.
     let scheduler = app.exercises[app.selected].exercise.runs[form.run].scheduler;
@@ -988,6 +1285,7 @@ fn apply_form(app: &mut App, form: &Form) -> Result<(), String> {
     spec.prompt = (prompt != default_prompt).then_some(prompt);
     spec.seed = (seed != default_seed).then_some(seed);
     spec.lora = loras;
+    spec.control = control;
     ex.reset_run(form.run);
     Ok(())
 }
@@ -1002,7 +1300,10 @@ pub fn relabel(label: &str, old: usize, new: usize) -> String {
 }
 
 fn on_predict_key(app: &mut App, mut input: PredictInput, key: KeyEvent) -> Option<Effect> {
-    let n = app.current().exercise.questions.len();
+    let questions = &app.current().exercise.questions;
+    let n = questions.len();
+    // A ratio is a positive number; a gap in edge F1 may be negative.
+    let ratio = questions[input.question].measure.is_ratio();
     match key.code {
         KeyCode::Esc => {
             app.mode = Mode::Normal;
@@ -1017,16 +1318,22 @@ fn on_predict_key(app: &mut App, mut input: PredictInput, key: KeyEvent) -> Opti
         KeyCode::Backspace => {
             input.buffer.pop();
         }
-        KeyCode::Char(c) if c.is_ascii_digit() || c == '.' => input.buffer.push(c),
+        KeyCode::Char(c) if c.is_ascii_digit() || c == '.' || (c == '-' && !ratio) => {
+            input.buffer.push(c)
+        }
         KeyCode::Enter => {
             let text = input.buffer.trim();
             let value = if text.is_empty() {
                 None
             } else {
                 match text.parse::<f64>() {
-                    Ok(v) if v.is_finite() && v > 0.0 => Some(v),
+                    Ok(v) if v.is_finite() && (v > 0.0 || !ratio) => Some(v),
                     _ => {
-                        input.error = Some("a positive number, e.g. 2.5".into());
+                        input.error = Some(if ratio {
+                            "a positive number, e.g. 2.5".into()
+                        } else {
+                            "a difference in edge F1, e.g. 0.05 (negative: better than it)".into()
+                        });
                         app.mode = Mode::Predict(input);
                         return None;
                     }
@@ -1204,4 +1511,18 @@ pub fn table_rows(ex: &ExerciseState) -> Vec<TableRow> {
     let mut rows: Vec<TableRow> = ex.runs.iter().map(|r| r.row.clone()).collect();
     with_speedups(&mut rows, ex.exercise.baseline);
     rows
+}
+
+/// The control images the loop must read for their panels: (exercise state, file) for each
+/// state whose control image differs from the one its panel last read; the loop answers each
+/// with [`Msg::ControlLoaded`].
+pub fn controls_to_load(app: &App) -> Vec<(usize, PathBuf)> {
+    app.exercises
+        .iter()
+        .enumerate()
+        .filter_map(|(i, state)| {
+            let wanted = state.control_image()?;
+            (state.control_view.path.as_deref() != Some(wanted)).then(|| (i, wanted.to_path_buf()))
+        })
+        .collect()
 }

@@ -140,7 +140,7 @@ pub fn scenario_states() -> Vec<ExerciseState> {
     cheatsheet::scenarios()
         .iter()
         .map(|s| {
-            let ex = Verification::exercise(s, s.default_choice)
+            let ex = Verification::exercise(s, s.default_choice, None)
                 .expect("every scenario's default choice runs");
             ExerciseState {
                 scenario: Some(s.key),
@@ -165,15 +165,43 @@ pub fn choice(app: &App, s: &Scenario) -> Approach {
         .unwrap_or(s.default_choice)
 }
 
-/// Scenario `s`'s constraint with the user's threshold.
+/// Scenario `s`'s constraint with the user's threshold; for a verification under a ControlNet
+/// (the model folder has one, see [`App::scenario_controls`]) also the control's.
 pub fn constraint(app: &App, s: &Scenario) -> Constraint {
-    s.constraint_with(app.answers.answers.get(&s.key).and_then(|a| a.threshold))
+    s.constraint_for(
+        app.answers.answers.get(&s.key).and_then(|a| a.threshold),
+        app.scenario_controls.contains_key(&s.key),
+    )
+}
+
+/// Each run's edge F1 in state `i` ([`crate::exercises::adherences`]).
+pub fn adherence(app: &App, i: usize) -> Vec<Option<f64>> {
+    let runs = &app.exercises[i].runs;
+    crate::exercises::adherences(&runs.iter().map(|r| r.report.as_deref()).collect::<Vec<_>>())
 }
 
 /// The verdict on state `i`'s measured rows; `None` until both runs have finished.
 pub fn verdict(app: &App, i: usize) -> Option<Verdict> {
     let s = scenario_of(app, i)?;
-    cheatsheet::check_rows(constraint(app, &s), &table_rows(&app.exercises[i]))
+    cheatsheet::check_rows(
+        constraint(app, &s),
+        &table_rows(&app.exercises[i]),
+        &adherence(app, i),
+    )
+}
+
+/// What state `i`'s verification measured, as our reference answer cites it
+/// ([`cheatsheet::evidence`]), and why part of it was not verified
+/// ([`cheatsheet::uncontrolled_note`]).
+pub fn evidence(app: &App, i: usize) -> (Option<String>, Option<String>) {
+    let Some(s) = scenario_of(app, i) else {
+        return (None, None);
+    };
+    let state = &app.exercises[i];
+    (
+        cheatsheet::evidence(&s, &table_rows(state), &adherence(app, i)),
+        cheatsheet::uncontrolled_note(&s, &state.exercise),
+    )
 }
 
 /// Whether a run of state `i` is going or queued.
@@ -188,15 +216,31 @@ pub fn sync_choice(app: &mut App, i: usize) -> bool {
         return true;
     };
     let choice = choice(app, &s);
-    let Ok(ex) = Verification::exercise(&s, choice) else {
+    let control = app.scenario_controls.get(&s.key).cloned();
+    let Ok(ex) = Verification::exercise(&s, choice, control.as_ref()) else {
         return false;
     };
     let state = &mut app.exercises[i];
+    if state.exercise.runs[0].control != ex.runs[0].control {
+        // The model's ControlNet became known: the alternative runs under it too.
+        state.exercise.runs[0] = ex.runs[0].clone();
+        state.reset_run(0);
+    }
     let current = &state.exercise.runs[1];
     let wanted = &ex.runs[1];
-    if (current.scheduler, current.steps, current.cfg, &current.unet)
-        != (wanted.scheduler, wanted.steps, wanted.cfg, &wanted.unet)
-    {
+    if (
+        current.scheduler,
+        current.steps,
+        current.cfg,
+        &current.unet,
+        &current.control,
+    ) != (
+        wanted.scheduler,
+        wanted.steps,
+        wanted.cfg,
+        &wanted.unet,
+        &wanted.control,
+    ) {
         state.exercise.runs[1] = wanted.clone();
         state.exercise.title = ex.title;
         state.reset_run(1);

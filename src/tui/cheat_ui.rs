@@ -244,6 +244,15 @@ pub fn draw_reference(app: &App, key: char, frame: &mut Frame, area: Rect) {
     for r in s.reasoning {
         lines.push(Line::from(format!("· {r}")));
     }
+    // What this session's verification measured, where it ran under the ControlNet.
+    let state = app.exercises.iter().position(|e| e.scenario == Some(key));
+    let (evidence, note) = state.map_or((None, None), |i| cheat::evidence(app, i));
+    if let Some(e) = evidence {
+        lines.push(Line::from(format!("· {e}")).green());
+    }
+    if let Some(n) = note {
+        lines.push(Line::from(n.replace('\n', " — ")).yellow());
+    }
     lines.push(Line::default());
     let yours = app
         .answers

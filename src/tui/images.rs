@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::sync::mpsc;
 
-use image::DynamicImage;
+use image::{DynamicImage, RgbImage};
 use ratatui::buffer::{Buffer, Cell, CellDiffOption};
 use ratatui::layout::{Rect, Size};
 use ratatui::style::Color;
@@ -27,8 +27,11 @@ use super::app::App;
 /// Most bytes one preview frame may take on the wire.
 pub const PREVIEW_BUDGET: usize = 100_000;
 
-/// Which panel: (exercise index, run index).
+/// Which panel: (exercise index, run index, or [`CONTROL_PANEL`]).
 pub type PanelKey = (usize, usize);
+
+/// The run index of an exercise's control image panel.
+pub const CONTROL_PANEL: usize = usize::MAX;
 
 /// A finished resize+encode, tagged with the slot that asked.
 pub struct Encoded {
@@ -110,7 +113,8 @@ impl Images {
         self.picker.protocol_type()
     }
 
-    /// Brings every panel's protocol up to date with the app's images.
+    /// Brings every panel's protocol up to date with the app's images: each run's, and the
+    /// control image of an exercise under a ControlNet ([`CONTROL_PANEL`]).
     pub fn sync(&mut self, app: &App) {
         for (e, ex) in app.exercises.iter().enumerate() {
             // The landscape shows no images: its dozens of runs get no panels (nor threads).
@@ -119,32 +123,48 @@ impl Images {
                 continue;
             }
             for (r, run) in ex.runs.iter().enumerate() {
-                let key = (e, r);
-                let Some(image) = &run.image else {
-                    self.slots.remove(&key);
-                    continue;
-                };
-                if self
-                    .slots
-                    .get(&key)
-                    .is_some_and(|s| s.image_gen == run.image_gen)
-                {
-                    continue;
-                }
-                let proto = self
-                    .picker
-                    .new_resize_protocol(DynamicImage::ImageRgb8((**image).clone()));
-                let slot = self.slots.entry(key).or_insert_with(|| {
-                    self.serials += 1;
-                    new_slot(self.serials, &self.encoder)
-                });
-                slot.image_gen = run.image_gen;
-                slot.preview = !run.image_final;
-                match &mut slot.proto {
-                    Proto::Threaded(t) => t.replace_protocol(proto),
-                    Proto::Inline(p) => *p = proto,
-                }
+                self.show(
+                    (e, r),
+                    run.image.as_deref(),
+                    run.image_gen,
+                    !run.image_final,
+                );
             }
+            let view = &ex.control_view;
+            let shown = view
+                .image
+                .as_deref()
+                .filter(|_| ex.control_image().is_some());
+            self.show((e, CONTROL_PANEL), shown, view.image_gen, false);
+        }
+    }
+
+    /// Panel `key` shows `image` (generation `image_gen`; `preview`: a step's, not the final
+    /// one), re-encoded only when the generation changed; no image drops the panel's slot.
+    fn show(&mut self, key: PanelKey, image: Option<&RgbImage>, image_gen: u64, preview: bool) {
+        let Some(image) = image else {
+            self.slots.remove(&key);
+            return;
+        };
+        if self
+            .slots
+            .get(&key)
+            .is_some_and(|s| s.image_gen == image_gen)
+        {
+            return;
+        }
+        let proto = self
+            .picker
+            .new_resize_protocol(DynamicImage::ImageRgb8(image.clone()));
+        let slot = self.slots.entry(key).or_insert_with(|| {
+            self.serials += 1;
+            new_slot(self.serials, &self.encoder)
+        });
+        slot.image_gen = image_gen;
+        slot.preview = preview;
+        match &mut slot.proto {
+            Proto::Threaded(t) => t.replace_protocol(proto),
+            Proto::Inline(p) => *p = proto,
         }
     }
 

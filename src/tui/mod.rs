@@ -77,6 +77,57 @@ pub fn exercises(config: &Config) -> Vec<Exercise> {
     config.exercises()
 }
 
+/// `app` on the model folder in force: its ControlNets (exercise 5 blocked with the reason
+/// where it has none; scenario B verified under one where it has one), and the built-in control
+/// images found where speedscape is installed (an exercise whose image is nowhere is blocked
+/// with that error). Without a model folder `app` stays as it is (the worker says why).
+fn with_model_controls(
+    app: App,
+    config: &Config,
+    model_dir: Option<&std::path::Path>,
+    kind: crate::models::ModelKind,
+) -> App {
+    use crate::exercises::headless::{locate_control, locate_control_images};
+    let Ok((dir, _)) = crate::open::model_dir(config, model_dir) else {
+        return app;
+    };
+    let controlnets = crate::models::controlnet::folder_controlnets(&dir);
+    let scenario_controls = crate::exercises::cheatsheet::scenarios()
+        .iter()
+        .filter_map(|s| {
+            let mut c = s.control(kind, &controlnets)?;
+            locate_control(&mut c).ok()?;
+            Some((s.key, c))
+        })
+        .collect();
+    let mut app = app.with_controlnets(&dir, controlnets, scenario_controls);
+    for state in &mut app.exercises {
+        if state.blocked.is_none()
+            && let Err(e) = locate_control_images(&mut state.exercise)
+        {
+            state.blocked = Some(crate::report::describe_error(&e));
+        }
+    }
+    app
+}
+
+/// Reads the control images the panels want ([`app::controls_to_load`]) and hands each to the
+/// app (its error as the panel shows it).
+fn load_controls(app: &mut App) {
+    for (exercise, path) in app::controls_to_load(app) {
+        let result = crate::pipeline::control_image::load_control_image(&path)
+            .map_err(|e| crate::report::describe_error(&e));
+        update(
+            app,
+            Msg::ControlLoaded {
+                exercise,
+                path,
+                result,
+            },
+        );
+    }
+}
+
 /// Opens the TUI and runs it until `q`; the terminal is restored on every exit, error, signal
 /// or panic. Refuses (before touching the terminal) where it cannot run: see
 /// [`terminal::check`]. A signal ends it with an [`Interrupted`] error (`main` exits 128 + the
@@ -117,6 +168,7 @@ pub fn run(config: &Config, opts: Options) -> color_eyre::Result<()> {
         .with_sweep(&sweep)
         .with_weight_sweep(weight_sweep)
         .with_model_kind(kind);
+    app = with_model_controls(app, config, opts.model_dir.as_deref(), kind);
     app.rng = rng;
     // The cheat-sheet answers kept from earlier sessions; a damaged file is named and left as it
     // is (answers then live in memory only, and every save attempt says why it is refused).
@@ -350,6 +402,7 @@ where
     let mut redraw = true;
     let mut stats = LoopStats::default();
     while !app.quit {
+        load_controls(app);
         let msg = tokio::select! {
             signal = input.signals.recv() => {
                 let stopped = stop_runs(app, backend);

@@ -358,6 +358,8 @@ fn moving_and_jumping() {
         "wraps around to the landscape, the last entry"
     );
     update(&mut app, key(KeyCode::Up));
+    assert_eq!(app.current().exercise.number, 5, "then exercise 5");
+    update(&mut app, key(KeyCode::Up));
     assert!(app.in_cheat_sheet(), "then the cheat sheet");
     update(&mut app, key(KeyCode::Up));
     assert_eq!(app.selected, 2);
@@ -451,7 +453,7 @@ fn predictions_are_typed_and_compared_with_measurements() {
     let rows = table_rows(&app.exercises[0]);
     let q = &app.exercises[0].exercise.questions[0];
     // Fake totals: 5 + 21·n + 15 ms → 1070 / 440.
-    let got = q.measure.value(&rows).unwrap();
+    let got = q.measure.value(&rows, &[]).unwrap();
     assert!((got - 1070.0 / 440.0).abs() < 1e-9, "{got}");
     assert_eq!(rows[2].speedup, Some(1070.0 / 230.0));
 }
@@ -489,8 +491,8 @@ fn the_cheat_sheet_is_one_list_entry_whose_scenarios_h_and_l_switch() {
     let mut app = app();
     assert_eq!(
         app.entries().len(),
-        5,
-        "three exercises, the cheat sheet and the landscape"
+        6,
+        "four exercises, the cheat sheet and the landscape"
     );
     update(&mut app, ch('4'));
     assert_eq!(shown_scenario(&app), Some('A'));
@@ -503,9 +505,9 @@ fn the_cheat_sheet_is_one_list_entry_whose_scenarios_h_and_l_switch() {
     assert_eq!(shown_scenario(&app), Some('A'), "wraps around");
     update(&mut app, ch('h'));
     assert_eq!(shown_scenario(&app), Some('C'));
-    // Leaving (to the landscape, the next entry) and coming back shows the scenario last shown.
+    // Leaving (to exercise 5, the next entry) and coming back shows the scenario last shown.
     update(&mut app, ch('j'));
-    assert!(app.in_landscape());
+    assert_eq!(app.current().exercise.number, 5);
     update(&mut app, ch('k'));
     assert_eq!(shown_scenario(&app), Some('C'));
     assert_eq!(app.selected_entry(), 3);
@@ -1744,7 +1746,10 @@ fn the_editor_sets_adapter_weights_from_the_folders_list() {
         panic!()
     };
     assert_eq!(form.adapters[1].1, "-0.5");
-    update(&mut app, key(KeyCode::BackTab)); // from the prompt back round to style
+    // From the prompt back round, past the four control rows, to style.
+    for _ in 0..5 {
+        update(&mut app, key(KeyCode::BackTab));
+    }
     for _ in 0..4 {
         update(&mut app, key(KeyCode::Backspace));
     }
@@ -1842,8 +1847,8 @@ mod landscape_view {
         let mut app = app();
         let li = index(&app);
         assert_eq!(app.entries().last(), Some(&li));
-        // 1 → 2 → 3 → cheat sheet → landscape, and on round to 1.
-        for _ in 0..4 {
+        // 1 → 2 → 3 → cheat sheet → 5 → landscape, and on round to 1.
+        for _ in 0..5 {
             update(&mut app, ch('j'));
         }
         assert!(app.in_landscape());
@@ -2371,7 +2376,7 @@ mod weights_view {
         assert_eq!(l.plan.runs.len(), 4 * 2 + 7 * 4);
         // One list entry for the landscape: the mode shown.
         assert_eq!(app.entries().last(), Some(&weights));
-        assert_eq!(app.entries().len(), 5);
+        assert_eq!(app.entries().len(), 6);
         let screen = render(&app, 160, 48);
         assert!(screen.contains("▶ L Composability as a curve"), "{screen}");
         assert!(screen.contains("W steps"), "{screen}");
@@ -2669,4 +2674,319 @@ mod weights_view {
         insta::assert_snapshot!("weights_80x24", small);
         insta::assert_snapshot!("weights_160x48", large);
     }
+}
+
+// ---- ControlNet: exercise 5, scenario B under the ControlNet, the editor's control rows ----
+
+/// The app on a model folder with the ControlNets `names` (scenario B verified under the first).
+fn controlnet_app(names: &[&str]) -> App {
+    let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    let b = crate::exercises::cheatsheet::scenario('B').unwrap();
+    let controls = b
+        .control(crate::models::ModelKind::Sd15, &names)
+        .map(|c| ('B', c))
+        .into_iter()
+        .collect();
+    app().with_controlnets(std::path::Path::new("/models/sd15"), names, controls)
+}
+
+fn exercise_index(app: &App, number: usize) -> usize {
+    app.exercises
+        .iter()
+        .position(|e| e.exercise.number == number && e.scenario.is_none())
+        .unwrap()
+}
+
+#[test]
+fn the_list_keeps_number_order_with_exercise_5_after_the_cheat_sheet() {
+    let app = app();
+    let numbers: Vec<String> = app
+        .entries()
+        .into_iter()
+        .map(|i| {
+            let e = &app.exercises[i];
+            if e.landscape.is_some() {
+                "L".into()
+            } else {
+                e.exercise.number.to_string()
+            }
+        })
+        .collect();
+    assert_eq!(numbers, ["1", "2", "3", "4", "5", "L"]);
+}
+
+#[test]
+fn exercise_5_runs_under_the_controlnet_and_its_table_shows_its_time_and_adherence() {
+    let mut app = controlnet_app(&["edge"]);
+    update(&mut app, ch('5'));
+    let i = exercise_index(&app, 5);
+    assert_eq!(app.selected, i);
+    assert!(app.current().blocked.is_none());
+    for r in &app.current().exercise.runs {
+        assert_eq!(
+            r.control.as_ref().unwrap().controlnet.as_deref(),
+            Some("edge")
+        );
+    }
+    // The loop reads the control image for the first panel.
+    let wanted = super::app::controls_to_load(&app);
+    assert_eq!(wanted.len(), 1);
+    assert_eq!(wanted[0].0, i);
+    let (exercise, path) = wanted[0].clone();
+    update(
+        &mut app,
+        Msg::ControlLoaded {
+            exercise,
+            path,
+            result: Ok(fake::pattern(64, 1, 1)),
+        },
+    );
+    assert!(super::app::controls_to_load(&app).is_empty(), "read once");
+    run_all(&mut app);
+    let ex = app.current();
+    // The fake: 8 ms of ControlNet a step, edge F1 0.3 + 0.5·min(scale, 1) = 0.8 at scale 1.
+    for run in &ex.runs {
+        assert_eq!(run.control_numbers(), (Some(8.0), Some(0.8)));
+    }
+    let adherence = ex.adherence();
+    let rows = table_rows(ex);
+    let gap = &ex.exercise.questions[1].measure;
+    assert_eq!(gap.value(&rows, &adherence), Some(0.0));
+    let screen = render(&app, 160, 48);
+    assert!(
+        screen.contains("CN/step") && screen.contains("edge F1"),
+        "{screen}"
+    );
+    assert!(
+        screen.contains("8.0ms") && screen.contains("0.80"),
+        "{screen}"
+    );
+    assert!(
+        screen.contains("control · canny · ×1"),
+        "the control panel first: {screen}"
+    );
+    // At 120 columns the labels keep their room: VAE and it/s give way to the two columns.
+    let screen = render(&app, 120, 40);
+    assert!(
+        screen.contains("✓ DPM-Solver++ 20") && screen.contains("edge F1"),
+        "{screen}"
+    );
+    assert!(!screen.contains("it/s"), "{screen}");
+    let screen = render(&app, 80, 24);
+    assert!(
+        screen.contains("✓ DPM-Solver++") && screen.contains("edge F1"),
+        "{screen}"
+    );
+    // Exercise 1 has no control: no such columns.
+    update(&mut app, ch('1'));
+    let screen = render(&app, 160, 48);
+    assert!(
+        !screen.contains("CN/step") && !screen.contains("edge F1"),
+        "{screen}"
+    );
+}
+
+#[test]
+fn exercise_5_on_a_folder_without_a_controlnet_says_why_instead_of_failing_each_run() {
+    let mut app = controlnet_app(&[]);
+    update(&mut app, ch('5'));
+    let why = app.current().blocked.clone().unwrap();
+    assert!(
+        why.contains("runs under a ControlNet, and the model folder /models/sd15 has none"),
+        "{why}"
+    );
+    assert!(
+        why.contains("Fix: export one into it: models/export.py --controlnet NAME=SOURCE"),
+        "{why}"
+    );
+    assert!(update(&mut app, ch('r')).is_none(), "nothing runs");
+    assert!(app.active.is_none() && app.queue.is_empty());
+    assert!(app.status.as_deref().unwrap().contains("has none"));
+    let screen = render(&app, 120, 40);
+    assert!(screen.contains("cannot run on this model"), "{screen}");
+    // Exercises 1–3 are as before.
+    update(&mut app, ch('1'));
+    assert!(app.current().blocked.is_none());
+    assert!(matches!(
+        update(&mut app, ch('r')),
+        Some(Effect::Submit { .. })
+    ));
+}
+
+#[test]
+fn scenario_b_is_verified_under_the_controlnet_with_adherence_and_quality() {
+    let mut app = controlnet_app(&["edge"]);
+    let b = scenario_index(&app, 'B');
+    for r in &app.exercises[b].exercise.runs {
+        assert_eq!(
+            r.control.as_ref().unwrap().controlnet.as_deref(),
+            Some("edge")
+        );
+    }
+    super::app::select(&mut app, b);
+    verify(&mut app);
+    let v = super::cheat::verdict(&app, b).unwrap();
+    // The fake's images differ (SSIM below 0.8) while both keep edge F1 0.8.
+    assert!(
+        v.text
+            .contains("edge F1 0.80 against the alternative's 0.80 (gap 0.00, at most 0.10)"),
+        "{}",
+        v.text
+    );
+    assert!(v.text.starts_with("SSIM "), "{}", v.text);
+    let (evidence, note) = super::cheat::evidence(&app, b);
+    let evidence = evidence.unwrap();
+    assert!(
+        evidence.starts_with("composability, measured: under the ControlNet LCM-LoRA 8 keeps edge F1 0.80 against DPM-Solver++ 20's 0.80"),
+        "{evidence}"
+    );
+    assert_eq!(note, None);
+    update(&mut app, ch('a'));
+    let screen = render(&app, 120, 40);
+    assert!(screen.contains("composability, measured"), "{screen}");
+}
+
+#[test]
+fn scenario_b_without_a_controlnet_checks_quality_alone_and_says_so() {
+    let mut app = controlnet_app(&[]);
+    let b = scenario_index(&app, 'B');
+    assert!(
+        app.exercises[b]
+            .exercise
+            .runs
+            .iter()
+            .all(|r| r.control.is_none())
+    );
+    super::app::select(&mut app, b);
+    verify(&mut app);
+    let v = super::cheat::verdict(&app, b).unwrap();
+    assert!(!v.text.contains("edge F1"), "{}", v.text);
+    let (evidence, note) = super::cheat::evidence(&app, b);
+    assert_eq!(evidence, None);
+    assert!(
+        note.unwrap()
+            .contains("the ControlNet part was not verified")
+    );
+}
+
+#[test]
+fn adherences_come_from_the_reports_control_and_nan_is_unmeasured() {
+    let app = controlnet_app(&["edge"]);
+    let ex = &app.exercises[exercise_index(&app, 5)].exercise;
+    let mut a = fake::report(&ex.request(0, crate::rng::RngSource::TorchCpu));
+    let mut b = a.clone();
+    b.control.as_mut().unwrap().adherence = f64::NAN;
+    let mut c = a.clone();
+    c.control = None;
+    a.control.as_mut().unwrap().adherence = 0.7;
+    assert_eq!(
+        crate::exercises::adherences(&[Some(&a), Some(&b), Some(&c), None]),
+        [Some(0.7), None, None, None]
+    );
+}
+
+/// Opens the editor on the selected run and moves the focus to control row `k` (0: the
+/// ControlNet, 1: the image, 2: the scale, 3: the preprocessing).
+fn to_control_row(app: &mut App, k: usize) {
+    update(app, ch('e'));
+    let Mode::Edit(form) = &app.mode else {
+        panic!("no form")
+    };
+    for _ in 0..4 + form.adapters.len() + k {
+        update(app, key(KeyCode::Tab));
+    }
+}
+
+#[test]
+fn the_editor_sets_a_runs_controlnet_image_scale_and_preprocessing() {
+    use crate::pipeline::control::ControlPreprocess;
+    let mut app = controlnet_app(&["depth", "edge"]);
+    // Exercise 1's first run has no control: the ControlNet row says none.
+    to_control_row(&mut app, 0);
+    let Mode::Edit(form) = &app.mode else {
+        panic!()
+    };
+    assert_eq!(form.control.controlnet, None);
+    update(&mut app, key(KeyCode::Right));
+    update(&mut app, key(KeyCode::Right));
+    let Mode::Edit(form) = &app.mode else {
+        panic!()
+    };
+    assert_eq!(
+        form.control.controlnet.as_deref(),
+        Some("edge"),
+        "none → depth → edge"
+    );
+    update(&mut app, key(KeyCode::Enter));
+    assert!(
+        matches!(&app.mode, Mode::Edit(f) if f.error.as_deref().unwrap().starts_with("control image")),
+        "a control needs an image"
+    );
+    update(&mut app, key(KeyCode::Tab));
+    typed(&mut app, "edges.png");
+    update(&mut app, key(KeyCode::Tab));
+    // Scale: 1 → 1.2 with +, then a typed value past the maximum is refused.
+    update(&mut app, ch('+'));
+    update(&mut app, ch('+'));
+    update(&mut app, key(KeyCode::Tab));
+    update(&mut app, key(KeyCode::Right));
+    let Mode::Edit(form) = &app.mode else {
+        panic!()
+    };
+    assert_eq!(form.control.scale, "1.2");
+    assert_eq!(
+        form.control.preprocess,
+        ControlPreprocess::None,
+        "canny → none"
+    );
+    update(&mut app, key(KeyCode::Enter));
+    assert_eq!(app.mode, Mode::Normal);
+    let c = app.exercises[0].exercise.runs[0].control.clone().unwrap();
+    assert_eq!(c.controlnet.as_deref(), Some("edge"));
+    assert_eq!(c.image, PathBuf::from("edges.png"));
+    assert_eq!(c.scale, 1.2);
+    assert_eq!(c.preprocess, ControlPreprocess::None);
+    assert!(
+        request(&app, 0, 0).control.is_some(),
+        "the run's request carries it"
+    );
+    // A bad scale keeps the form open with the reason; "none" removes the control.
+    to_control_row(&mut app, 2);
+    typed(&mut app, "x");
+    update(&mut app, key(KeyCode::Enter));
+    assert!(
+        matches!(&app.mode, Mode::Edit(f) if f.error.as_deref().unwrap().starts_with("control scale")),
+        "{:?}",
+        app.mode
+    );
+    update(&mut app, key(KeyCode::Esc));
+    to_control_row(&mut app, 0);
+    update(&mut app, key(KeyCode::Right)); // edge → none
+    update(&mut app, key(KeyCode::Enter));
+    assert_eq!(app.exercises[0].exercise.runs[0].control, None);
+    // The scale's - stops at 0.
+    to_control_row(&mut app, 0);
+    update(&mut app, key(KeyCode::Right));
+    update(&mut app, key(KeyCode::Tab));
+    update(&mut app, key(KeyCode::Tab));
+    for _ in 0..15 {
+        update(&mut app, ch('-'));
+    }
+    let Mode::Edit(form) = &app.mode else {
+        panic!()
+    };
+    assert_eq!(form.control.scale, "0");
+}
+
+#[test]
+fn gap_predictions_take_a_sign() {
+    let mut app = controlnet_app(&["edge"]);
+    update(&mut app, ch('5'));
+    update(&mut app, ch('p'));
+    typed(&mut app, "4");
+    update(&mut app, key(KeyCode::Enter));
+    typed(&mut app, "-0.05");
+    update(&mut app, key(KeyCode::Enter));
+    let i = exercise_index(&app, 5);
+    assert_eq!(app.exercises[i].predictions[..2], [Some(4.0), Some(-0.05)]);
 }

@@ -88,6 +88,12 @@ fn draw_exercise(app: &App, images: &mut Images, frame: &mut Frame, area: Rect) 
             .red()
             .block(Block::bordered().title(" worker failed "));
         frame.render_widget(p, panels);
+    } else if let Some(why) = &ex.blocked {
+        let p = Paragraph::new(why.as_str())
+            .wrap(Wrap { trim: false })
+            .yellow()
+            .block(Block::bordered().title(" cannot run on this model "));
+        frame.render_widget(p, panels);
     } else {
         draw_panels(app, images, frame, panels);
     }
@@ -226,6 +232,7 @@ fn draw_about(ex: &ExerciseState, frame: &mut Frame, area: Rect) {
         return;
     }
     let rows = table_rows(ex);
+    let adherence = ex.adherence();
     let mut lines = vec![Line::styled(
         "Predict before you run (p to type a number):",
         Style::new().italic(),
@@ -233,9 +240,17 @@ fn draw_about(ex: &ExerciseState, frame: &mut Frame, area: Rect) {
     for (i, q) in e.questions.iter().enumerate() {
         let mut spans = vec![Span::raw(format!("Q{} ", i + 1)).bold()];
         let you = ex.predictions[i];
-        let got = q.measure.value(&rows);
+        let got = q.measure.value(&rows, &adherence);
         if you.is_some() || got.is_some() {
-            let fmt = |v: Option<f64>| v.map_or("?".to_string(), |v| format!("{v:.2}×"));
+            let fmt = |v: Option<f64>| {
+                v.map_or("?".to_string(), |v| {
+                    if q.measure.is_ratio() {
+                        format!("{v:.2}×")
+                    } else {
+                        q.measure.format(v)
+                    }
+                })
+            };
             spans.push(Span::raw("[you ").cyan());
             spans.push(Span::raw(fmt(you)).cyan().bold());
             spans.push(Span::raw(" · measured ").green());
@@ -260,8 +275,14 @@ pub fn fmt_ms(ms: f64) -> String {
 
 fn draw_panels(app: &App, images: &mut Images, frame: &mut Frame, area: Rect) {
     let ex = app.current();
-    let n = ex.runs.len().max(1) as u32;
-    let areas = Layout::horizontal((0..n).map(|_| Constraint::Ratio(1, n))).split(area);
+    let control = ex.control_image().is_some();
+    let n = (ex.runs.len() + usize::from(control)).max(1) as u32;
+    let mut areas = Layout::horizontal((0..n).map(|_| Constraint::Ratio(1, n)))
+        .split(area)
+        .to_vec();
+    if control {
+        draw_control_panel(app, images, frame, areas.remove(0));
+    }
     let rows = table_rows(ex);
     for (i, (spec, run)) in ex.exercise.runs.iter().zip(&ex.runs).enumerate() {
         let selected = i == app.selected_run;
@@ -309,6 +330,44 @@ fn draw_panels(app: &App, images: &mut Images, frame: &mut Frame, area: Rect) {
             };
             frame.render_widget(text.wrap(Wrap { trim: true }), inner);
         }
+    }
+}
+
+/// The first panel of an exercise under a ControlNet: its control image as given, titled with
+/// how it conditions the runs ("control · canny · ×1").
+fn draw_control_panel(app: &App, images: &mut Images, frame: &mut Frame, area: Rect) {
+    let ex = app.current();
+    let Some(c) = ex.exercise.runs.iter().find_map(|r| r.control.as_ref()) else {
+        return;
+    };
+    let preprocess = match c.preprocess {
+        crate::pipeline::control::ControlPreprocess::Canny => "canny",
+        crate::pipeline::control::ControlPreprocess::None => "as given",
+    };
+    let name = c.controlnet.as_deref().unwrap_or("ControlNet");
+    let file = c.image.file_name().map_or_else(
+        || c.image.display().to_string(),
+        |f| f.to_string_lossy().into_owned(),
+    );
+    let block = Block::bordered()
+        .border_style(DIM)
+        .title(format!(" control · {preprocess} · ×{} ", c.scale))
+        .title_bottom(Line::from(format!(" {name} · {file} ")).right_aligned());
+    let inner = block.inner(area);
+    frame.render_widget(block, area);
+    let view = &ex.control_view;
+    if view.image.is_some() {
+        images.render(
+            (app.selected, super::images::CONTROL_PANEL),
+            inner,
+            frame.buffer_mut(),
+        );
+    } else {
+        let text = match &view.error {
+            Some(e) => Paragraph::new(e.as_str()).red(),
+            None => Paragraph::new("reading the control image…").style(DIM),
+        };
+        frame.render_widget(text.wrap(Wrap { trim: true }), inner);
     }
 }
 
@@ -368,6 +427,19 @@ fn draw_progress(app: &App, frame: &mut Frame, area: Rect) {
         Line::default()
     };
     frame.render_widget(second, line2);
+}
+
+/// A run's ControlNet cells: its time per step and its edge F1 (`–` where there is none).
+fn control_cells(row: &TableRow, (per_step, f1): (Option<f64>, Option<f64>)) -> [Cell<'static>; 2] {
+    let ms = match per_step {
+        Some(v) if row.partial => format!("~{}", fmt_ms(v)),
+        Some(v) => fmt_ms(v),
+        None => "–".into(),
+    };
+    [
+        Cell::from(ms),
+        Cell::from(f1.map_or("–".into(), |f| format!("{f:.2}"))),
+    ]
 }
 
 fn row_cells(row: &TableRow, wide: bool) -> Vec<Cell<'static>> {
@@ -438,7 +510,11 @@ fn row_cells(row: &TableRow, wide: bool) -> Vec<Cell<'static>> {
 }
 
 fn draw_table(ex: &ExerciseState, rng: RngSource, frame: &mut Frame, area: Rect) {
-    let wide = area.width >= 120;
+    // Runs under a ControlNet add two columns (its time per step, the edge F1): the wide
+    // layout then needs 16 more columns, and the narrow one leaves out VAE and it/s.
+    let control = ex.exercise.has_control();
+    let wide = area.width >= if control { 136 } else { 120 };
+    let dropped: &[usize] = if control && !wide { &[5, 6] } else { &[] };
     let rows = table_rows(ex);
     let mut header = vec!["run"];
     let mut widths = vec![Constraint::Fill(1)];
@@ -475,14 +551,42 @@ fn draw_table(ex: &ExerciseState, rng: RngSource, frame: &mut Frame, area: Rect)
         header.push("PSNR dB");
         widths.push(Constraint::Length(7));
     }
-    let body = rows.iter().map(|r| {
+    // Runs under a ControlNet: its time per step and the control adherence (edge F1).
+    if control {
+        header.extend(["CN/step", "edge F1"]);
+        widths.extend([Constraint::Length(7), Constraint::Length(7)]);
+    }
+    let keep = |k: &usize| !dropped.contains(k);
+    let header: Vec<&str> = header
+        .into_iter()
+        .enumerate()
+        .filter(|(k, _)| keep(k))
+        .map(|(_, h)| h)
+        .collect();
+    let widths: Vec<Constraint> = widths
+        .into_iter()
+        .enumerate()
+        .filter(|(k, _)| keep(k))
+        .map(|(_, w)| w)
+        .collect();
+    let body = rows.iter().zip(&ex.runs).map(|(r, run)| {
         let style = match r.state {
             RowState::Finished => Style::new(),
             RowState::Running | RowState::Loading => Style::new().yellow(),
             RowState::Failed => Style::new().red(),
             RowState::Cancelled | RowState::Pending => DIM,
         };
-        Row::new(row_cells(r, wide)).style(style)
+        let mut cells = row_cells(r, wide);
+        if control {
+            cells.extend(control_cells(r, run.control_numbers()));
+        }
+        let cells: Vec<Cell> = cells
+            .into_iter()
+            .enumerate()
+            .filter(|(k, _)| keep(k))
+            .map(|(_, c)| c)
+            .collect();
+        Row::new(cells).style(style)
     });
     let saved = ex
         .saved
@@ -518,6 +622,9 @@ pub(super) fn draw_hints(app: &App, frame: &mut Frame, area: Rect) {
         Mode::Normal if matches!(app.current().exercise.number, 1 | 2) => {
             "r run · R rerun · esc cancel · e edit · p predict · s save · L landscape · ? · q"
         }
+        Mode::Normal if app.current().exercise.has_control() => {
+            "r run · R rerun · esc cancel · e edit (ControlNet, image, scale) · p predict · s save · ? · q"
+        }
         Mode::Normal if app.current().exercise.number == 3 => {
             "r run · R rerun · esc cancel · [ ] style −/+0.1 · e edit · p predict · s save · ? · q"
         }
@@ -528,7 +635,9 @@ pub(super) fn draw_hints(app: &App, frame: &mut Frame, area: Rect) {
         Mode::Answer(_) => {
             "tab/↑↓ row · ←/→ approach · type to write · enter keep (saved) · esc drop"
         }
-        Mode::Edit(_) => "tab/↑↓ field · type to edit · enter apply · esc close",
+        Mode::Edit(_) => {
+            "tab/↑↓ field · type to edit · ←/→ pick · +/- scale · enter apply · esc close"
+        }
         Mode::Predict(_) => "type a number · tab/↑↓ question · enter keep · esc close",
     };
     frame.render_widget(Line::styled(text, DIM), area);
@@ -625,6 +734,7 @@ fn draw_form(app: &App, form: &Form, frame: &mut Frame, area: Rect) {
         }
     }
     lines.extend(adapter_lines(app, form));
+    lines.extend(control_lines(form));
     if let Some(e) = &form.error {
         lines.push(Line::default());
         lines.push(Line::from(e.as_str()).red());
@@ -672,6 +782,52 @@ fn adapter_lines(app: &App, form: &Form) -> Vec<Line<'static>> {
     lines
 }
 
+/// The editor's control rows: the ControlNet (or none), the control image, its scale and
+/// preprocessing; the head line says so where the model folder has no ControlNet.
+fn control_lines(form: &Form) -> Vec<Line<'static>> {
+    use super::app::{CONTROL_ROWS, ControlRow};
+    let c = &form.control;
+    let head = if c.choices.is_empty() {
+        "   ControlNet  none in this folder (models/export.py --controlnet)"
+    } else {
+        "   ControlNet  conditions the run on an edge map (none: no control)"
+    };
+    let mut lines = vec![Line::styled(head, DIM)];
+    let off = c.controlnet.is_none();
+    for (k, row) in CONTROL_ROWS.iter().enumerate() {
+        let focused = form.control_row() == Some(*row);
+        let cursor = if focused { "▏" } else { "" };
+        let (name, value) = match row {
+            ControlRow::ControlNet => (
+                "control",
+                format!("◀ {} ▶", c.controlnet.as_deref().unwrap_or("none")),
+            ),
+            ControlRow::Image => ("image", format!("{}{cursor}", c.image)),
+            ControlRow::Scale => ("scale", format!("{}{cursor}", c.scale)),
+            ControlRow::Preprocess => (
+                "edges",
+                match c.preprocess {
+                    crate::pipeline::control::ControlPreprocess::Canny => "◀ canny ▶".into(),
+                    crate::pipeline::control::ControlPreprocess::None => {
+                        "◀ none (as given) ▶".into()
+                    }
+                },
+            ),
+        };
+        let name_style = if focused {
+            Style::new().cyan().bold()
+        } else {
+            Style::new()
+        };
+        let value_style = if off && k > 0 { DIM } else { Style::new() };
+        lines.push(Line::from(vec![
+            Span::styled(format!("{name:>7} "), name_style),
+            Span::styled(value, value_style),
+        ]));
+    }
+    lines
+}
+
 /// What the micro model knows, under the prompt field, and the prompt's words it does not.
 fn vocabulary_lines(grammar: &crate::models::Grammar, prompt: &str) -> Vec<Line<'static>> {
     let mut lines = vec![Line::styled(
@@ -713,7 +869,11 @@ fn draw_predict(ex: &ExerciseState, input: &PredictInput, frame: &mut Frame, are
         Line::from(vec![
             Span::raw("your guess: ").cyan(),
             Span::raw(format!("{}▏", input.buffer)).bold(),
-            Span::raw(" ×"),
+            Span::raw(if q.measure.is_ratio() {
+                " ×"
+            } else {
+                " (edge F1)"
+            }),
         ]),
     ];
     if let Some(e) = &input.error {
