@@ -28,6 +28,13 @@ pub fn run(config: &Config, args: BenchArgs) -> color_eyre::Result<ExitCode> {
             None => r,
         })
         .collect();
+    // An exercise's built-in control image: the one drawn for the model in force, found where
+    // speedscape is installed.
+    let kind = speedscape::open::model_kind(config, args.engine.model.model_dir.as_deref());
+    for c in runs.iter_mut().filter_map(|r| r.control.as_mut()) {
+        c.image = speedscape::exercises::control_image_for(&c.image.to_string_lossy(), kind).into();
+        speedscape::exercises::headless::locate_control(c)?;
+    }
     // Before any model loads: every control image the runs read.
     check_control_images(
         config,
