@@ -6,9 +6,9 @@
 //! any model session loads, and writes nothing. `speedscape models` lists a folder's
 //! ControlNets.
 //!
-//! Not here yet: a UNet without residual inputs asked to run with control needs a model folder
-//! with a real ControlNet graph (models/tiny plus a `controlnet_x/`), which the exporter's tests
-//! make; that case is the engine's to test.
+//! A UNet without residual inputs asked to run with control, and a ControlNet of another base,
+//! need a model folder with a ControlNet graph the exporter makes: models/tests/test_controlnet.py
+//! drives the binary on those.
 
 mod common;
 
