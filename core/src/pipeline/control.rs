@@ -10,7 +10,6 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use image::RgbImage;
 use ndarray::{Array4, ArrayView3, ArrayView4};
 use ort::session::RunOptions;
 use ort::value::DynValue;
@@ -153,11 +152,23 @@ pub(crate) fn condition(
     Ok((cond, prepared))
 }
 
-/// The control adherence of `image` against the prepared control ([`ControlReport::adherence`]):
-/// the edge F1 of its Canny edges against the control edge map.
-pub(crate) fn adherence(
-    image: &RgbImage,
+/// What the report says about a controlled run that made `image` (NHWC in [0, 1]) under the
+/// ControlNet `name`: the control, its adherence (the edge F1 of the image's Canny edges
+/// against the control edge map, [`crate::quality::edges::adherence`]) and its time.
+pub(crate) fn report(
+    control: &Control,
+    name: String,
     prepared: &super::control_image::ControlInput,
-) -> eyre::Result<f64> {
-    Ok(crate::quality::edges::adherence(image, &prepared.edges)?.f1)
+    image: &Array4<f32>,
+    timings: &super::Timings,
+) -> eyre::Result<ControlReport> {
+    let adherence = crate::quality::edges::adherence(&super::to_rgb8(image), &prepared.edges)?;
+    Ok(ControlReport {
+        name,
+        image: control.image.display().to_string(),
+        preprocess: control.preprocess,
+        scale: control.scale,
+        adherence: adherence.f1,
+        time: timings.controlnet_total(),
+    })
 }

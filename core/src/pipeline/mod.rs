@@ -622,7 +622,7 @@ fn control_parts(
     req: &Request,
     (variant, name): (&Variant, &str),
     size: (usize, usize),
-) -> eyre::Result<Option<(control_image::ControlInput, ort::value::DynValue)>> {
+) -> eyre::Result<Option<(control_image::ControlInput, ort::value::DynValue, f32)>> {
     let (Some(c), Some(controlnet)) = (&req.control, parts.controlnet.as_deref()) else {
         return Ok(None);
     };
@@ -637,7 +637,7 @@ fn control_parts(
     )?;
     let batch = if req.guidance > 1.0 { 2 } else { 1 };
     let (cond, prepared) = control::condition(controlnet, c, size, batch)?;
-    Ok(Some((prepared, cond)))
+    Ok(Some((prepared, cond, c.scale)))
 }
 
 /// [`generate`] with every hook: phases, terminable sessions.
@@ -698,22 +698,11 @@ pub fn generate_with(
 
     let initial = initial_latents(req, parts.geometry, (width, height), noise.as_mut(), &blame)?;
     let latents = initial * scheduler.init_noise_sigma();
-    let (prepared, control) = match controlling {
-        Some((prepared, cond)) => {
-            let controlnet = parts
-                .controlnet
-                .as_deref_mut()
-                .expect("loaded with the control");
-            (
-                Some(prepared),
-                Some((
-                    controlnet,
-                    cond,
-                    req.control.as_ref().map_or(1.0, |c| c.scale),
-                )),
-            )
+    let (prepared, control) = match (controlling, parts.controlnet.as_deref_mut()) {
+        (Some((prepared, cond, scale)), Some(controlnet)) => {
+            (Some(prepared), Some((controlnet, cond, scale)))
         }
-        None => (None, None),
+        _ => (None, None),
     };
     let (latents, step_timings) = denoise_phase(
         rt,
@@ -758,18 +747,10 @@ pub fn generate_with(
     } else {
         None
     };
-    let adherence = match &prepared {
-        Some(p) => control::adherence(&to_rgb8(&image), p)?,
-        None => f64::NAN,
+    let control = match (&req.control, &prepared, control_name) {
+        (Some(c), Some(p), Some(name)) => Some(control::report(c, name, p, &image, &timings)?),
+        _ => None,
     };
-    let control = req.control.as_ref().map(|c| control::ControlReport {
-        name: control_name.clone().unwrap_or_default(),
-        image: c.image.display().to_string(),
-        preprocess: c.preprocess,
-        scale: c.scale,
-        adherence,
-        time: timings.controlnet_total(),
-    });
     let report = RunReport {
         control,
         width,
