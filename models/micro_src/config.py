@@ -86,9 +86,9 @@ STAGES = {
     # issue 20: the edge ControlNet, trained against the exported model (--export-dir, models/micro by
     # default) after everything else, so the stages before it draw the same numbers as before.
     # samples: the base's own DPM-Solver++ images of train captions (controlnet.py); 4 chunks of 256,
-    # about 6 min each on a shared 2-core machine, then `budget_s` of training (about 1 400 steps of
-    # batch 16 on 1 thread there: on an oversubscribed machine --threads 1 ran 5x faster than 2).
-    "controlnet": dict(samples=1024, sample_steps=10, sample_cfg=7.5, sample_batch=128, batch=16, steps=6000, budget_s=1200,
+    # about 6 min each on a shared 2-core machine, then `budget_s` of training (the shipped one: 8 361
+    # steps of batch 16 in 4 200 s; on an oversubscribed machine --threads 1 ran 5x faster than 2).
+    "controlnet": dict(samples=1024, sample_steps=10, sample_cfg=7.5, sample_batch=128, batch=16, steps=12000, budget_s=4200,
                        lr=1e-3, warmup=50, text_dropout=0.5, conditioning_channels=(16, 32, 48), timestep_bias=3.0),
 }
 ORDER = tuple(STAGES)
