@@ -141,13 +141,12 @@ impl Denoiser for Controlled<'_> {
 /// size (for the adherence afterwards).
 pub(crate) fn condition(
     controlnet: &ControlNet,
-    control: &Control,
+    (control, image): (&Control, &image::RgbImage),
     (width, height): (usize, usize),
     batch: usize,
 ) -> eyre::Result<(DynValue, super::control_image::ControlInput)> {
-    let image = super::control_image::load_control_image(&control.image)?;
     let prepared =
-        super::control_image::prepare(&image, control.preprocess, width as u32, height as u32);
+        super::control_image::prepare(image, control.preprocess, width as u32, height as u32);
     let cond = controlnet.cond_input(prepared.tensor.view(), batch)?;
     Ok((cond, prepared))
 }

@@ -58,6 +58,9 @@ pub struct Checked {
     pub height: usize,
     /// The request's scheduler, built with the model's scheduler config for its steps.
     pub scheduler: Box<dyn Scheduler>,
+    /// Under control: the ControlNet's name (resolved: the folder's only one where the request
+    /// names none) and the control image, read once, here.
+    pub control: Option<(String, image::RgbImage)>,
 }
 
 /// Everything about `req` that can be refused before a session loads: size (VAE grid, at most
@@ -72,14 +75,17 @@ pub fn check_request(model: &Model, provider: Provider, req: &Request) -> eyre::
     let batch = if req.guidance > 1.0 { 2 } else { 1 };
     check_memory(model, provider, width, height, batch)?;
     model.variant(&req.unet)?;
-    if let Some(c) = &req.control {
-        super::control::check_scale(c.scale)?;
-        let name = super::control::resolve_name(&model.root, c.name.as_deref())?;
-        if !model.controlnet_names().contains(&name) {
-            bail!(crate::models::unknown_controlnet(&model.root, &name));
+    let control = match &req.control {
+        Some(c) => {
+            super::control::check_scale(c.scale)?;
+            let name = super::control::resolve_name(&model.root, c.name.as_deref())?;
+            if !model.controlnet_names().contains(&name) {
+                bail!(crate::models::unknown_controlnet(&model.root, &name));
+            }
+            Some((name, super::control_image::load_control_image(&c.image)?))
         }
-        super::control_image::load_control_image(&c.image)?;
-    }
+        None => None,
+    };
     let sched_cfg: SchedulerConfig = crate::models::scheduler_status::check_values(
         &model.root.join("scheduler").join("scheduler_config.json"),
         &model.scheduler_config,
@@ -90,6 +96,7 @@ pub fn check_request(model: &Model, provider: Provider, req: &Request) -> eyre::
         width,
         height,
         scheduler,
+        control,
     })
 }
 

@@ -151,6 +151,19 @@ impl Timings {
     pub fn scheduler_total(&self) -> Duration {
         self.scheduler.iter().sum()
     }
+    /// The per-step columns of `steps` (the ControlNet's only when `controlled`), the phases
+    /// outside the loop zero.
+    fn of_steps(steps: &[StepTiming], controlled: bool) -> Self {
+        Timings {
+            unet: steps.iter().map(|t| t.unet).collect(),
+            scheduler: steps.iter().map(|t| t.scheduler).collect(),
+            controlnet: match controlled {
+                true => steps.iter().map(|t| t.controlnet).collect(),
+                false => Vec::new(),
+            },
+            ..Timings::default()
+        }
+    }
     /// Every step's ControlNet time together (zero without control).
     pub fn controlnet_total(&self) -> Duration {
         self.controlnet.iter().sum()
@@ -616,14 +629,17 @@ fn describe_run(rt: &Runtime, model: &Model, req: &Request, variant: &Variant) -
 }
 
 /// Under control: the run's UNet takes residuals and fits its ControlNet; the control image
-/// prepared at the run's size and its condition at the run's batch. `None` without control.
+/// (as [`limits::check_request`] read it, with the ControlNet's name) prepared at the run's size and its condition
+/// at the run's batch. `None` without control.
 fn control_parts(
     parts: &mut RunParts,
     req: &Request,
-    (variant, name): (&Variant, &str),
+    (variant, checked): (&Variant, Option<&(String, RgbImage)>),
     size: (usize, usize),
 ) -> eyre::Result<Option<(control_image::ControlInput, ort::value::DynValue, f32)>> {
-    let (Some(c), Some(controlnet)) = (&req.control, parts.controlnet.as_deref()) else {
+    let (Some(c), Some(controlnet), Some((name, image))) =
+        (&req.control, parts.controlnet.as_deref(), checked)
+    else {
         return Ok(None);
     };
     let label = format!("{} ({})", variant.name, variant.folder);
@@ -636,7 +652,7 @@ fn control_parts(
         &label,
     )?;
     let batch = if req.guidance > 1.0 { 2 } else { 1 };
-    let (cond, prepared) = control::condition(controlnet, c, size, batch)?;
+    let (cond, prepared) = control::condition(controlnet, (c, image), size, batch)?;
     Ok(Some((prepared, cond, c.scale)))
 }
 
@@ -652,6 +668,7 @@ pub fn generate_with(
         width,
         height,
         mut scheduler,
+        control: checked_control,
     } = limits::check_request(model, rt.provider, req)?;
     let variant = model.variant(&req.unet)?.clone();
     let recorded = [
@@ -662,21 +679,12 @@ pub fn generate_with(
     .map(|folder| model.component_precision(folder));
     // Sessions load before the clock starts: their creation is reported apart (load_ms). The
     // CLIP scorer too, the first time a run asks for it.
-    let control_name = match &req.control {
-        Some(c) => Some(control::resolve_name(&model.root, c.name.as_deref())?),
-        None => None,
-    };
-    let mut parts = model.run_parts(
-        rt,
-        &req.unet,
-        &req.loras,
-        req.clip_score,
-        control_name.as_deref(),
-    )?;
+    let control_name = checked_control.as_ref().map(|(name, _)| name.as_str());
+    let mut parts = model.run_parts(rt, &req.unet, &req.loras, req.clip_score, control_name)?;
     let controlling = control_parts(
         &mut parts,
         req,
-        (&variant, control_name.as_deref().unwrap_or_default()),
+        (&variant, checked_control.as_ref()),
         (width, height),
     )?;
     let blame = Blame::new(recorded, &variant, &parts, req);
@@ -729,15 +737,10 @@ pub fn generate_with(
     let adapters = std::mem::take(&mut parts.adapters);
     let timings = Timings {
         text,
-        unet: step_timings.iter().map(|t| t.unet).collect(),
-        scheduler: step_timings.iter().map(|t| t.scheduler).collect(),
-        controlnet: match &req.control {
-            Some(_) => step_timings.iter().map(|t| t.controlnet).collect(),
-            None => Vec::new(),
-        },
         vae,
         total,
         ort: parts.ort_time().saturating_sub(ort_before),
+        ..Timings::of_steps(&step_timings, req.control.is_some())
     };
     // After the clock: the score is a measurement of the run, not part of it.
     let clip_score = if parts.clip {
@@ -748,7 +751,9 @@ pub fn generate_with(
         None
     };
     let control = match (&req.control, &prepared, control_name) {
-        (Some(c), Some(p), Some(name)) => Some(control::report(c, name, p, &image, &timings)?),
+        (Some(c), Some(p), Some(name)) => {
+            Some(control::report(c, name.to_string(), p, &image, &timings)?)
+        }
         _ => None,
     };
     let report = RunReport {
