@@ -89,7 +89,8 @@ STAGES = {
     # about 6 min each on a shared 2-core machine, then `budget_s` of training (the shipped one: 8 361
     # steps of batch 16 in 4 200 s; on an oversubscribed machine --threads 1 ran 5x faster than 2).
     "controlnet": dict(samples=1024, sample_steps=10, sample_cfg=7.5, sample_batch=128, batch=16, steps=12000, budget_s=4200,
-                       lr=1e-3, warmup=50, text_dropout=0.5, conditioning_channels=(16, 32, 48), timestep_bias=3.0),
+                       lr=1e-3, warmup=50, text_dropout=0.5, conditioning_channels=(16, 32, 48), timestep_bias=3.0,
+                       style_samples=512, style_fraction=0.25),
 }
 ORDER = tuple(STAGES)
 
@@ -104,7 +105,7 @@ SMOKE = {
     "style": dict(batch=4, steps=2, warmup=1),
     "evaluate": dict(prompts=2, seeds=1, dpm_steps=(2, 3), dpm_main=3, dpm_low=2, reference_steps=4, lcm_steps=2, batch=4),
     "export": dict(dtype="fp16", verify=True),
-    "controlnet": dict(samples=8, sample_steps=2, sample_batch=8, batch=4, steps=2, warmup=1),
+    "controlnet": dict(samples=8, style_samples=4, sample_steps=2, sample_batch=8, batch=4, steps=2, warmup=1),
 }
 
 

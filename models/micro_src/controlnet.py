@@ -104,13 +104,13 @@ class Frozen:
 # ---- data ------------------------------------------------------------------------------------
 
 
-def sample_set(frozen: Frozen, out_dir: Path, s: dict, seed: int, log=print) -> dict:
-    """The training set (see the module doc) in chunks of CHUNK under `out_dir`; chunks already
-    there are kept (resume). {latents [N, 4, 16, 16] fp32, control uint8 [N, 64, 64] (edge
-    maps), captions}."""
+def sample_set(frozen: Frozen, out_dir: Path, s: dict, seed: int, n: int, unet: str = "unet", trigger: bool = False,
+               log=print) -> dict:
+    """`n` samples of `unet` (the training set, see the module doc) in chunks of CHUNK under
+    `out_dir`; chunks already there are kept (resume). `trigger`: the captions carry the style's
+    trigger word. {latents [N, 4, 16, 16] fp32, control uint8 [N, 64, 64] (edge maps), captions}."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    pipe = frozen.pipeline("unet")
-    n = s["samples"]
+    pipe = frozen.pipeline(unet)
     for start in range(0, n, CHUNK):
         path = out_dir / f"chunk_{start:06d}.npz"
         if path.is_file():
@@ -118,20 +118,20 @@ def sample_set(frozen: Frozen, out_dir: Path, s: dict, seed: int, log=print) -> 
         count = min(CHUNK, n - start)
         scenes = [world.scene("train", i) for i in range(start, start + count)]
         seeds = [seed * 1_000_003 + i for i in range(start, start + count)]
-        lat = frozen.generate(pipe, [sc.caption() for sc in scenes], seeds, s["sample_steps"], s["sample_cfg"],
+        lat = frozen.generate(pipe, [sc.caption(trigger=trigger) for sc in scenes], seeds, s["sample_steps"], s["sample_cfg"],
                               batch=s["sample_batch"])
         images = frozen.decoder(lat)
         edge = np.stack([edges.canny(im) for im in images]).astype(np.uint8)
         tmp = path.with_name(path.stem + ".tmp.npz")
         np.savez(tmp, latents=lat.numpy(), edges=edge, images=images, index=np.arange(start, start + count))
         tmp.replace(path)
-        log(f"controlnet: sampled {start + count}/{n}")
+        log(f"controlnet: sampled {start + count}/{n} of {unet}")
     files = sorted(out_dir.glob("chunk_*.npz"))
     parts = [np.load(f) for f in files]
     index = np.concatenate([p["index"] for p in parts])
     return {"latents": np.concatenate([p["latents"] for p in parts])[:n],
             "edges": np.concatenate([p["edges"] for p in parts])[:n],
-            "captions": [world.scene("train", int(i)).caption() for i in index[:n]]}
+            "captions": [world.scene("train", int(i)).caption(trigger=trigger) for i in index[:n]]}
 
 
 # ---- training --------------------------------------------------------------------------------
@@ -159,35 +159,57 @@ def training_timesteps(n: int, total: int, bias: float, gen: torch.Generator) ->
     return ((1 - u ** bias) * total).long().clamp(0, total - 1)
 
 
+class TrainingSet:
+    """One sampled set as the steps draw from it: latents, 3-channel conditions, caption rows into
+    the stage's text table, the frozen UNet the residuals go through, the caption dropout."""
+
+    def __init__(self, data: dict, unet, rows: dict, dropout: float):
+        self.latents = torch.from_numpy(data["latents"])
+        self.cond = torch.from_numpy(data["edges"]).float().unsqueeze(1).expand(-1, 3, -1, -1)
+        self.rows = torch.tensor([rows[c] for c in data["captions"]])
+        self.unet, self.dropout = unet, dropout
+
+
+def training_sets(ctx, frozen: Frozen, s: dict, d: Path) -> tuple[list[TrainingSet], torch.Tensor, int]:
+    """The base's set and, with `style_samples`, the style variant's (triggered captions, no
+    caption dropout: untriggered, the style variant draws no pixel art); the text embeddings of
+    every caption and of "" (the row `empty`)."""
+    import train
+
+    base = sample_set(frozen, d / "samples", s, ctx.seed, s["samples"], log=train.log)
+    sets = [(base, "unet", s["text_dropout"])]
+    if s.get("style_samples"):
+        style = sample_set(frozen, d / "samples_style", s, ctx.seed, s["style_samples"], "unet_style", trigger=True, log=train.log)
+        sets.append((style, "unet_style", 0.0))
+    captions = sorted({c for data, _, _ in sets for c in data["captions"]})
+    rows = {c: i for i, c in enumerate(captions)}
+    text = frozen.text(captions + [""])
+    return [TrainingSet(data, frozen.unets[u], rows, p) for data, u, p in sets], text, len(rows)
+
+
 def stage_controlnet(ctx) -> dict:
     import train
     from diffusers import DDPMScheduler
 
     s = ctx.settings["controlnet"]
     d = ctx.dir("controlnet")
-    frozen = Frozen(Path(ctx.export_dir or shipped.MICRO))
-    data = sample_set(frozen, d / "samples", s, ctx.seed, log=train.log)
-    unet = frozen.unets["unet"]
+    frozen = Frozen(Path(ctx.export_dir or shipped.MICRO), unets=("unet", "unet_style") if s.get("style_samples") else ("unet",))
+    sets, text, empty = training_sets(ctx, frozen, s, d)
     torch.manual_seed(ctx.seed + 5)
-    cn = new_controlnet(unet, s["conditioning_channels"]).to(ctx.device).train()
+    cn = new_controlnet(frozen.unets["unet"], s["conditioning_channels"]).to(ctx.device).train()
     opt = torch.optim.AdamW(cn.parameters(), lr=s["lr"], weight_decay=0.0)
     sched = DDPMScheduler.from_config(frozen.scheduler_config)
-    latents = torch.from_numpy(data["latents"])
-    cond_all = torch.from_numpy(data["edges"]).float().unsqueeze(1).expand(-1, 3, -1, -1)
-    text = frozen.text(sorted(set(data["captions"])) + [""])
-    row = {c: i for i, c in enumerate(sorted(set(data["captions"])))}
-    caption_rows = torch.tensor([row[c] for c in data["captions"]])
-    empty = len(row)
 
     def step_fn(step):
         rng = ctx.rng("controlnet", step)
         gen = ctx.gen("controlnet", step)
-        idx = torch.from_numpy(rng.integers(len(latents), size=s["batch"]))
-        rows = torch.where(torch.from_numpy(rng.random(s["batch"]) < s["text_dropout"]), empty, caption_rows[idx])
-        x0, cond, ehs = latents[idx], cond_all[idx], text[rows]
+        ts = sets[1] if len(sets) > 1 and rng.random() < s["style_fraction"] else sets[0]
+        idx = torch.from_numpy(rng.integers(len(ts.latents), size=s["batch"]))
+        rows = torch.where(torch.from_numpy(rng.random(s["batch"]) < ts.dropout), empty, ts.rows[idx])
+        x0, cond, ehs = ts.latents[idx], ts.cond[idx], text[rows]
         noise = torch.randn(x0.shape, generator=gen)
         t = training_timesteps(len(idx), sched.config.num_train_timesteps, s.get("timestep_bias", 1.0), gen)
-        pred = unet_with_residuals(unet, cn, sched.add_noise(x0, noise, t), t, ehs, cond)
+        pred = unet_with_residuals(ts.unet, cn, sched.add_noise(x0, noise, t), t, ehs, cond)
         loss = F.mse_loss(pred, noise)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -197,6 +219,6 @@ def stage_controlnet(ctx) -> dict:
 
     rec = train.train_loop(ctx, "controlnet", {"controlnet": cn}, opt, step_fn, s["warmup"])
     cn.eval().save_pretrained(str(d / "model"), safe_serialization=True)
-    rec.update(samples=len(latents), params=sum(p.numel() for p in cn.parameters()), model="controlnet/model",
-               source=str(frozen.model))
+    rec.update(samples=len(sets[0].latents), style_samples=len(sets[1].latents) if len(sets) > 1 else 0,
+               params=sum(p.numel() for p in cn.parameters()), model="controlnet/model", source=str(frozen.model))
     return rec
