@@ -25,6 +25,9 @@ What is written (the Hugging Face Optimum ONNX layout speedscape reads, plus one
                                (`unet_spec(unet, residuals=True)`); checked against the base first
     clip_image_encoder/        with --clip-scorer: a CLIP vision tower + both projections, for
                                the CLIP score (see `clip_scorer_spec`)
+    preview_decoder/           with --preview-decoder [SOURCE]: a tiny autoencoder's decoder (diffusers
+                               AutoencoderTiny; default madebyollin/taesd, SD v1.x's TAESD) that decodes
+                               each step's x0 into the preview (see `preview_decoder_spec`)
     model_index.json  manifest.json
 
 The scheduler config is copied byte for byte from the source (never re-saved by diffusers, which
@@ -637,6 +640,170 @@ def controlnet_record(controlnet, source: ControlNetSource | None = None, folder
 
 
 # --------------------------------------------------------------------------------------------
+# Preview decoder (a TAESD-style AutoencoderTiny's decoder, for the per-step previews)
+# --------------------------------------------------------------------------------------------
+
+DEFAULT_PREVIEW_DECODER = "madebyollin/taesd"
+PREVIEW_FOLDER = "preview_decoder"
+PREVIEW_PATTERNS = ["config.json", "diffusion_pytorch_model.safetensors"]
+# Tiny autoencoders made for other latent spaces: same architecture (TAESDXL even the same 4
+# channels), other latents, so their previews of SD v1.5's latents would be wrong colours.
+OTHER_LATENT_SPACES = {
+    "taesdxl": "SDXL", "taesd3": "SD3", "taef1": "FLUX.1", "taef2": "FLUX.2", "taesdv": "SD video",
+    "taew2_1": "Wan 2.1", "taehv": "HunyuanVideo", "taecvx": "CogVideoX", "taemochi": "Mochi",
+}
+
+
+@dataclasses.dataclass
+class PreviewDecoderSource:
+    """A diffusers AutoencoderTiny folder (downloaded or local), whose decoder is exported to
+    preview_decoder/."""
+
+    folder: Path
+    provenance: dict
+
+
+def _other_latent_space(source: str) -> str | None:
+    """The model family a known tiny autoencoder was made for, from its hub id or folder name."""
+    name = source.rstrip("/").rsplit("/", 1)[-1].lower().replace("-", "_")
+    for prefix, family in OTHER_LATENT_SPACES.items():
+        if name == prefix or name.startswith((prefix + "_", prefix + ".")):
+            return family
+    return None
+
+
+def _preview_decoder_config(folder: Path, what: str) -> dict:
+    """config.json of an AutoencoderTiny folder; refuses anything else, saying what it is."""
+    config = folder / "config.json"
+    if (folder / "model_index.json").is_file() and (folder / "vae" / "config.json").is_file():
+        raise ExportError(
+            f"{what}: {folder} is a pipeline folder, not an AutoencoderTiny folder\n"
+            f"Fix: pass an AutoencoderTiny folder (`AutoencoderTiny.save_pretrained`) or a hub id such as {DEFAULT_PREVIEW_DECODER}"
+        )
+    if not config.is_file():
+        raise ExportError(
+            f"{what}: {folder} is not a diffusers AutoencoderTiny folder (no config.json)\n"
+            f"Fix: pass a folder saved by `AutoencoderTiny.save_pretrained` or a hub id such as {DEFAULT_PREVIEW_DECODER}"
+        )
+    try:
+        cfg = json.loads(config.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ExportError(f"{what}: {config} is not valid JSON ({e})\nFix: pass an intact AutoencoderTiny folder") from None
+    kind = cfg.get("_class_name") if isinstance(cfg, dict) else None
+    if kind != "AutoencoderTiny":
+        raise ExportError(
+            f"{what}: {folder} holds a {kind or 'model without _class_name'}, not an AutoencoderTiny (TAESD)\n"
+            f"Fix: pass a diffusers AutoencoderTiny folder or a hub id such as {DEFAULT_PREVIEW_DECODER} "
+            f"(the full VAE already decodes the final image)"
+        )
+    return cfg
+
+
+def resolve_preview_decoder(source: str, revision: str | None = None, out_dir: Path | None = None,
+                            label: str | None = None) -> PreviewDecoderSource:
+    """SOURCE of --preview-decoder: a hub id (the commit is recorded) or a local folder saved by
+    `AutoencoderTiny.save_pretrained`. Refuses the tiny autoencoders known to be made for another
+    latent space (TAESDXL, TAESD3, TAEF1, ...). Only the config is read here."""
+    what = f"--preview-decoder {source!r}"
+    if family := _other_latent_space(source):
+        raise ExportError(
+            f"{what}: this tiny autoencoder was made for {family}'s latent space, not SD v1.5's; its previews of "
+            f"this model's latents would show wrong colours and shapes\n"
+            f"Fix: use SD v1.x's {DEFAULT_PREVIEW_DECODER} (the default of a bare --preview-decoder)"
+        )
+    path = Path(source)
+    if path.is_dir():
+        folder = path
+        shown = folder.resolve()
+        if out_dir is not None:
+            with contextlib.suppress(ValueError):
+                shown = folder.resolve().relative_to(out_dir.resolve())
+        prov = {"kind": "folder", "source": label or str(shown), "revision": None}
+    elif looks_like_hub_id(source):
+        log(f"downloading the preview decoder from {source} ...")
+        try:
+            folder, commit = download(source, revision, PREVIEW_PATTERNS)
+        except ExportError as e:
+            offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+            cause = str(e).split("\n", 1)[0]
+            raise ExportError(
+                f"{what}: {cause}{' (HF_HUB_OFFLINE is set: the hub is not asked)' if offline else ''}\n"
+                f"Fix: on a machine with network, `AutoencoderTiny.from_pretrained({source!r}).save_pretrained(DIR)` and "
+                f"pass --preview-decoder DIR, or leave out --preview-decoder (previews then use the latent->RGB matrix)"
+            ) from None
+        prov = {"kind": "hub", "source": source, "revision": commit}
+    else:
+        raise ExportError(
+            f"{what}: neither a folder nor a hub id\n"
+            f"Fix: pass an AutoencoderTiny folder (with config.json) or a hub id such as {DEFAULT_PREVIEW_DECODER}"
+        )
+    _preview_decoder_config(folder, what)
+    prov["sha256"] = {p.name: sha256_file(p) for p in sorted(folder.iterdir()) if p.is_file() and p.suffix in (".json", ".safetensors", ".bin")}
+    return PreviewDecoderSource(folder, prov)
+
+
+def load_preview_decoder(source: PreviewDecoderSource):
+    """The AutoencoderTiny in float32, eval mode."""
+    from diffusers import AutoencoderTiny
+
+    what = f"preview decoder {source.provenance['source']}"
+    _preview_decoder_config(source.folder, what)
+    try:
+        return AutoencoderTiny.from_pretrained(str(source.folder), dtype=torch.float32).eval()
+    except Exception as e:
+        raise ExportError(
+            f"cannot load the {what} from {source.folder}: {type(e).__name__}: {e}\n"
+            f"Fix: pass a folder saved by `AutoencoderTiny.save_pretrained` (config.json + diffusion_pytorch_model.safetensors)"
+        ) from None
+
+
+def preview_scale_factor(tiny) -> int:
+    """Image pixels per latent of an AutoencoderTiny's decoder (one upsampling between blocks)."""
+    c = tiny.config
+    return int(c.upsampling_scaling_factor) ** (len(c.num_decoder_blocks) - 1)
+
+
+def check_preview_decoder_base(tiny, latent_channels: int, vae_scale_factor: int, label: str) -> None:
+    """Refuses a tiny autoencoder whose decoder does not take this model's latents to an image of
+    the VAE's size (other latent channels: another model family; other upsampling: another VAE)."""
+    c = tiny.config
+    differ = []
+    if c.latent_channels != latent_channels:
+        differ.append(f"{c.latent_channels} latent channels (preview decoder) vs {latent_channels} (this model's UNet)")
+    if preview_scale_factor(tiny) != vae_scale_factor:
+        differ.append(f"upsampling x{preview_scale_factor(tiny)} (preview decoder) vs this model's VAE scale factor {vae_scale_factor}")
+    if c.out_channels != 3:
+        differ.append(f"{c.out_channels} output channels (previews are RGB: 3)")
+    if getattr(c, "shift_factor", None):
+        differ.append(f"shift_factor {c.shift_factor} (SD v1.x pipelines decode latents / scaling_factor, unshifted)")
+    if differ:
+        raise ExportError(
+            f"preview decoder {label} was made for another model: {'; '.join(differ)}\n"
+            f"Fix: pass the tiny autoencoder made for this model's latent space (SD v1.x: {DEFAULT_PREVIEW_DECODER}), "
+            f"or leave out --preview-decoder"
+        )
+
+
+def preview_decoder_record(tiny, source: PreviewDecoderSource, architecture: str = "taesd") -> dict:
+    """What the manifest's components.preview_decoder holds besides export_component's record
+    (contract: architecture, source, params; plus the source's revision and hashes)."""
+    c = tiny.config
+    return {
+        "architecture": architecture,
+        "source": source.provenance["source"],
+        "source_kind": source.provenance["kind"],
+        "revision": source.provenance["revision"],
+        "source_sha256": source.provenance.get("sha256", {}),
+        "params": sum(p.numel() for p in tiny.decoder.parameters()),
+        "latent_channels": c.latent_channels,
+        "scale_factor": preview_scale_factor(tiny),
+        "scaling_factor": float(c.scaling_factor),
+        "decoder_block_out_channels": list(c.decoder_block_out_channels),
+        "num_decoder_blocks": list(c.num_decoder_blocks),
+    }
+
+
+# --------------------------------------------------------------------------------------------
 # LoRA fusing
 # --------------------------------------------------------------------------------------------
 
@@ -768,6 +935,24 @@ class ControlNetGraph(torch.nn.Module):
             return_dict=False,
         )
         return (*down, mid)
+
+
+class PreviewDecoderGraph(torch.nn.Module):
+    """An AutoencoderTiny's decoder as a preview (contract): the scheduler's latents (scaled by
+    the VAE's scaling_factor) -> RGB in [0, 1]. As diffusers' pipeline decodes with it
+    (`vae.decode(latents / scaling_factor)`; TAESD's factor is 1.0), then DecoderTiny's [-1, 1]
+    mapped back: clamp((x + 1) / 2, 0, 1)."""
+
+    def __init__(self, tiny):
+        super().__init__()
+        self.tiny = tiny
+        self.scaling_factor = float(tiny.config.scaling_factor)
+
+    def forward(self, latents):
+        if self.scaling_factor != 1.0:
+            latents = latents / self.scaling_factor
+        image = self.tiny.decode(latents, return_dict=False)[0]
+        return ((image + 1) / 2).clamp(0, 1)
 
 
 class VaeDecoderGraph(torch.nn.Module):
@@ -1033,6 +1218,38 @@ def vae_decoder_spec(vae, latent_size: int) -> Spec:
         checks=checks,
         ort_model_type="vae",
         keep_fp32=True,  # SD's VAE decoder overflows float16 on some latents (NaN / black images)
+    )
+
+
+def preview_decoder_spec(tiny, latent_size: int) -> Spec:
+    """The preview decoder (contract): latents [B, C, h, w] as the scheduler holds them -> image
+    [B, 3, h * s, w * s] in [0, 1]. Checked against `PreviewDecoderGraph` in torch at the native
+    latent size and a smaller non-square one (batch 2), on latents N(0, 1) like a step's x0
+    (some beyond DecoderTiny's soft clamp at +-3)."""
+    graph = PreviewDecoderGraph(tiny).eval()
+    channels = tiny.config.latent_channels
+    lat = torch.randn(1, channels, 8, 8, generator=torch.Generator().manual_seed(0))
+    gen = torch.Generator().manual_seed(6)
+    checks = []
+    small = max(4, latent_size * 3 // 8)
+    for shape in ((1, channels, latent_size, latent_size), (2, channels, small, small + 2)):
+        z = torch.randn(*shape, generator=gen) * 1.5
+        with torch.no_grad():
+            ref = graph(z)
+        checks.append(({"latents": z.numpy()}, [ref.numpy()]))
+    return Spec(
+        "preview_decoder",
+        graph,
+        (lat,),
+        ["latents"],
+        ["image"],
+        {
+            "latents": {0: "batch_size", 2: "height_latent", 3: "width_latent"},
+            "image": {0: "batch_size", 2: "height", 3: "width"},
+        },
+        external_data=False,  # small: weights inside the file (contract)
+        checks=checks,
+        ort_model_type=None,  # plain convolutions: no fusions to make
     )
 
 
@@ -1525,11 +1742,13 @@ def export_pipeline(
     copy_loras: bool = False,
     clip_scorer: ClipSource | None = None,
     controlnets: dict[str, ControlNetSource] | None = None,
+    preview_decoder: PreviewDecoderSource | None = None,
 ) -> dict:
     """Export everything into `<out>.partial`, check it, write the manifest, then move it to `out`.
     With `clip_scorer`, also clip_image_encoder/ (after every other component, whose files it
     leaves as they would be without it). With `controlnets`, also controlnet_<name>/ for each, and
-    every UNet (base and variants) takes the residual inputs; without, the UNets are plain."""
+    every UNet (base and variants) takes the residual inputs; without, the UNets are plain. With
+    `preview_decoder`, also preview_decoder/ (an AutoencoderTiny's decoder, `preview_decoder_spec`)."""
     if out.exists() and any(out.iterdir()) and not force:
         raise ExportError(f"{out} exists and is not empty\nFix: pass --force to replace it, or choose another --out")
     partial = out.with_name(out.name + ".partial")
@@ -1537,7 +1756,8 @@ def export_pipeline(
         shutil.rmtree(partial)
     partial.mkdir(parents=True)
     try:
-        return _export_into(base, loras, variants, out, partial, settings, vae_encoder, command, copy_loras, clip_scorer, controlnets or {})
+        return _export_into(base, loras, variants, out, partial, settings, vae_encoder, command, copy_loras, clip_scorer,
+                            controlnets or {}, preview_decoder)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)  # never leave a half-written model behind
         raise
@@ -1578,7 +1798,8 @@ def check_controlnets(controlnets: dict[str, ControlNetSource], unet, vae_scale_
     return len(residual_layout(unet)) - 1 if controlnets else 0
 
 
-def _export_into(base, loras, variants, out: Path, partial: Path, settings: Settings, vae_encoder, command, copy_loras, clip_scorer=None, controlnets=None) -> dict:
+def _export_into(base, loras, variants, out: Path, partial: Path, settings: Settings, vae_encoder, command, copy_loras,
+                 clip_scorer=None, controlnets=None, preview_decoder=None) -> dict:
     started = time.perf_counter()
     controlnets = controlnets or {}
 
@@ -1594,6 +1815,11 @@ def _export_into(base, loras, variants, out: Path, partial: Path, settings: Sett
     latent = pipe.unet.config.sample_size
     vae_scale = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
     n_residuals = check_controlnets(controlnets, pipe.unet, vae_scale)  # refused now, not after the UNets
+    tiny = None
+    if preview_decoder is not None:  # refused now too
+        log(f"checking the preview decoder ({preview_decoder.provenance['source']}) against the base model")
+        tiny = load_preview_decoder(preview_decoder)
+        check_preview_decoder_base(tiny, pipe.vae.config.latent_channels, vae_scale, preview_decoder.provenance["source"])
     unet_extra = {"controlnet_residuals": n_residuals} if controlnets else {}
 
     notes = copy_small_files(base.folder, partial)
@@ -1602,7 +1828,7 @@ def _export_into(base, loras, variants, out: Path, partial: Path, settings: Sett
     if vae_encoder:
         jobs.append(("vae_encoder", "vae", None))
     components, variant_records, controlnet_records = {}, {}, {}
-    total_jobs = len(jobs) + len(variants) + len(controlnets) + (clip is not None)
+    total_jobs = len(jobs) + len(variants) + len(controlnets) + (tiny is not None) + (clip is not None)
 
     def run_job(index: int, folder: str, spec: Spec, config_src: Path | dict, what: str, extra: dict | None = None):
         log(f"[{index}/{total_jobs}] {folder}: {what} ...")
@@ -1652,6 +1878,12 @@ def _export_into(base, loras, variants, out: Path, partial: Path, settings: Sett
         run_job(k, cn.out_folder, controlnet_spec(model, latent, vae_scale), cn.folder / "config.json", f"ControlNet from {cn.provenance['source']}")
         controlnet_records[name] = controlnet_record(model, cn)
         del model
+
+    if tiny is not None:
+        index = len(jobs) + len(variants) + len(controlnets) + 1
+        run_job(index, PREVIEW_FOLDER, preview_decoder_spec(tiny, latent), preview_decoder.folder / "config.json",
+                f"preview decoder from {preview_decoder.provenance['source']}", preview_decoder_record(tiny, preview_decoder))
+        del tiny
 
     clip_record = None
     if clip is not None:
@@ -1740,6 +1972,12 @@ def parse_args(argv=None):
         help=f"a ControlNet (hub id such as {EXAMPLE_CONTROLNET}, or a ControlNetModel folder), written to "
         "controlnet_NAME/; every UNet then takes its residuals (repeatable)",
     )
+    ap.add_argument(
+        "--preview-decoder", nargs="?", const=DEFAULT_PREVIEW_DECODER, default=None, metavar="HUB_ID_OR_FOLDER",
+        help=f"also export preview_decoder/: the decoder of a tiny autoencoder (diffusers AutoencoderTiny) made for this "
+        f"model's latents, which decodes each step's preview (default {DEFAULT_PREVIEW_DECODER}, SD v1.x's TAESD)",
+    )
+    ap.add_argument("--preview-decoder-revision", default=None, help="hub revision of --preview-decoder")
     ap.add_argument("--no-verify", action="store_true", help="skip the ONNX Runtime vs torch checks")
     ap.add_argument("--tolerance", type=float, default=None, help="max relative difference vs torch (default 1e-3 fp32, 5e-2 fp16)")
     ap.add_argument("--force", action="store_true", help="replace --out if it exists")
@@ -1766,7 +2004,11 @@ def main(argv=None) -> int:
         variants = dict(parse_variant(v, loras) for v in variant_specs)
         controlnets = resolve_controlnets(args.controlnet, out)
         clip = resolve_clip(args.clip_scorer, args.clip_revision) if args.clip_scorer else None
-        export_pipeline(base, loras, variants, out, settings, args.vae_encoder, command, args.force, args.copy_loras, clip, controlnets)
+        preview = None
+        if args.preview_decoder:
+            preview = resolve_preview_decoder(args.preview_decoder, args.preview_decoder_revision, out)
+        export_pipeline(base, loras, variants, out, settings, args.vae_encoder, command, args.force, args.copy_loras, clip,
+                        controlnets, preview)
     except ExportError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

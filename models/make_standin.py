@@ -20,6 +20,10 @@ Written:
                                     pipeline/): a diffusers ControlNetModel folder,
                                     `ControlNetModel.from_unet` of the pipeline's UNet with its zero
                                     convolutions filled with seeded random values (`write_controlnet`)
+    <out>/preview_decoder/          with --preview-decoder (or --only-preview-decoder, next to an
+                                    existing pipeline/): a diffusers AutoencoderTiny folder with
+                                    TAESD's architecture (sd15: TAESD's 64 channels; tiny: 8), seeded
+                                    random weights (`write_preview_decoder`)
 
 Same torch version -> same bytes. Reference environment: models/requirements.txt.
 """
@@ -35,7 +39,7 @@ from pathlib import Path
 import torch
 
 import make_tiny  # noqa: E402  (also sets up warnings / logging)
-from diffusers import AutoencoderKL, ControlNetModel, StableDiffusionPipeline, UNet2DConditionModel  # noqa: E402
+from diffusers import AutoencoderKL, AutoencoderTiny, ControlNetModel, StableDiffusionPipeline, UNet2DConditionModel  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer  # noqa: E402
 
@@ -212,7 +216,65 @@ def write_controlnet(pipeline: Path, out: Path, size: str) -> Path:
     return out
 
 
-def write(out: Path, size: str, tokenizer_dir: Path | None = None, controlnet: bool = False) -> dict[str, Path]:
+# Preview decoders (AutoencoderTiny, TAESD's architecture: a block structure of (1, 3, 3, 3) encoder
+# and (3, 3, 3, 1) decoder blocks, ReLU, nearest x2 upsampling between blocks): channels by size.
+PREVIEW_CHANNELS = {"tiny": 8, "sd15": 64}
+PREVIEW_SEED = 2005
+# The random preview decoder's image std in [-1, 1] (see `random_preview_decoder`).
+PREVIEW_STD = 0.4
+
+
+def random_preview_decoder(latent_channels: int, vae_scale_factor: int, channels: int, seed: int = PREVIEW_SEED) -> AutoencoderTiny:
+    """A random-init AutoencoderTiny with TAESD's block structure (one decoder block per
+    upsampling, the last without: log2(vae_scale_factor) + 1 of them, TAESD's (3, 3, 3, 1) for a
+    factor of 8) and `channels` channels throughout (TAESD: 64). torch's default init, seeded."""
+    levels = int(math.log2(vae_scale_factor)) + 1
+    if 2 ** (levels - 1) != vae_scale_factor:
+        raise ValueError(f"no preview decoder for VAE scale factor {vae_scale_factor}")
+    decoder_blocks = (3,) * (levels - 1) + (1,)
+    torch.manual_seed(seed)
+    tiny = AutoencoderTiny(
+        latent_channels=latent_channels,
+        encoder_block_out_channels=(channels,) * levels,
+        decoder_block_out_channels=(channels,) * levels,
+        num_encoder_blocks=(1,) + (3,) * (levels - 1),
+        num_decoder_blocks=decoder_blocks,
+    ).eval()
+    gen = torch.Generator().manual_seed(seed)
+    convs = [m for m in tiny.decoder.modules() if isinstance(m, torch.nn.Conv2d)]
+    with torch.no_grad():
+        probe = torch.randn(2, latent_channels, 8, 8, generator=gen)
+        # The last convolution scaled and shifted so the decoder's image (in [-1, 1] before the
+        # preview's clamp) has mean 0 and std PREVIEW_STD per channel: with torch's default init
+        # two thirds of the pixels come out clamped at 0, which a parity check cannot see into.
+        last = convs[-1]
+        raw = tiny.decoder(probe)
+        std = raw.std(dim=(0, 2, 3))
+        last.weight.mul_((PREVIEW_STD / std)[:, None, None, None])
+        last.bias.mul_(PREVIEW_STD / std)
+        last.bias.sub_(tiny.decoder(probe).mean(dim=(0, 2, 3)) / 2)  # DecoderTiny returns 2 * conv - 1
+    return tiny
+
+
+def write_preview_decoder(pipeline: Path | None, out: Path, size: str, latent_channels: int = 4, vae_scale_factor: int = 8) -> Path:
+    """`random_preview_decoder` for the pipeline saved in `pipeline` (its VAE's latent channels
+    and scale factor; or the given ones without a pipeline), saved to `out` (built in
+    `<out>.partial`, renamed when complete)."""
+    if pipeline is not None:
+        vae_config = AutoencoderKL.load_config(str(pipeline / "vae"))
+        latent_channels = vae_config["latent_channels"]
+        vae_scale_factor = 2 ** (len(vae_config["block_out_channels"]) - 1)
+    partial = out.with_name(out.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    tiny = random_preview_decoder(latent_channels, vae_scale_factor, PREVIEW_CHANNELS[size])
+    tiny.save_pretrained(str(partial), safe_serialization=True)
+    shutil.rmtree(out, ignore_errors=True)
+    partial.rename(out)
+    return out
+
+
+def write(out: Path, size: str, tokenizer_dir: Path | None = None, controlnet: bool = False,
+          preview_decoder: bool = False) -> dict[str, Path]:
     tokenizer_dir = Path(tokenizer_dir or make_tiny.default_tokenizer_dir())
     make_tiny.set_determinism()
     pipe = build(size, tokenizer_dir)
@@ -228,6 +290,8 @@ def write(out: Path, size: str, tokenizer_dir: Path | None = None, controlnet: b
     paths = {"pipeline": folder, "peft": peft, "kohya": kohya, "wide": wide}
     if controlnet:
         paths["controlnet"] = write_controlnet(folder, out / "controlnet", size)
+    if preview_decoder:
+        paths["preview_decoder"] = write_preview_decoder(folder, out / "preview_decoder", size)
     return paths
 
 
@@ -238,15 +302,23 @@ def main(argv=None) -> int:
     ap.add_argument("--tokenizer", default=None, help="folder with the CLIP tokenizer files")
     ap.add_argument("--controlnet", action="store_true", help="also write <out>/controlnet/ (a random ControlNetModel of the UNet)")
     ap.add_argument("--only-controlnet", action="store_true", help="write only <out>/controlnet/, from an existing <out>/pipeline/")
+    ap.add_argument("--preview-decoder", action="store_true", help="also write <out>/preview_decoder/ (a random AutoencoderTiny, TAESD's architecture)")
+    ap.add_argument("--only-preview-decoder", action="store_true", help="write only <out>/preview_decoder/, for an existing <out>/pipeline/")
     args = ap.parse_args(argv)
     out = Path(args.out)
+    if args.only_preview_decoder:
+        if not (out / "pipeline" / "vae" / "config.json").is_file():
+            ap.error(f"--only-preview-decoder: no stand-in pipeline in {out / 'pipeline'} (run without --only-preview-decoder first)")
+        make_tiny.set_determinism()
+        print(f"preview_decoder: {write_preview_decoder(out / 'pipeline', out / 'preview_decoder', args.size)}")
+        return 0
     if args.only_controlnet:
         if not (out / "pipeline" / "unet" / "config.json").is_file():
             ap.error(f"--only-controlnet: no stand-in pipeline in {out / 'pipeline'} (run without --only-controlnet first)")
         make_tiny.set_determinism()
         print(f"controlnet: {write_controlnet(out / 'pipeline', out / 'controlnet', args.size)}")
         return 0
-    paths = write(out, args.size, Path(args.tokenizer) if args.tokenizer else None, args.controlnet)
+    paths = write(out, args.size, Path(args.tokenizer) if args.tokenizer else None, args.controlnet, args.preview_decoder)
     for k, v in paths.items():
         print(f"{k}: {v}")
     return 0

@@ -91,6 +91,14 @@ STAGES = {
     "controlnet": dict(samples=1024, sample_steps=10, sample_cfg=7.5, sample_batch=128, batch=16, steps=12000, budget_s=4200,
                        lr=1e-3, warmup=50, text_dropout=0.5, conditioning_channels=(16, 32, 48), timestep_bias=3.0,
                        style_samples=512, style_fraction=0.25),
+    # issue 25: the preview decoder (preview.py), distilled from the shipped VAE decoder on the x0
+    # predictions of DPM-Solver++ trajectories (every step + the final latents); appended last, so
+    # every stage before it draws the same numbers as before. channels/blocks: 16 channels, blocks
+    # (4, 2, 0) at 16x16, 32x32, 64x64 (~47 k params, ~115 KB fp16; ~2.5 ms a preview on one CPU
+    # thread against ~25 ms for a guided micro UNet step). budget_s: ~20 min of training with
+    # --threads 1, after the sampling (a few minutes per chunk of 64 trajectories).
+    "preview": dict(samples=192, style_samples=48, chunk=48, sample_steps=20, sample_cfg=7.5, sample_batch=48,
+                    channels=16, blocks=(4, 2, 0), batch=32, steps=30000, budget_s=1200, lr=2e-3, warmup=50, mse_weight=1.0),
 }
 ORDER = tuple(STAGES)
 
@@ -106,6 +114,7 @@ SMOKE = {
     "evaluate": dict(prompts=2, seeds=1, dpm_steps=(2, 3), dpm_main=3, dpm_low=2, reference_steps=4, lcm_steps=2, batch=4),
     "export": dict(dtype="fp16", verify=True),
     "controlnet": dict(samples=8, style_samples=4, sample_steps=2, sample_batch=8, batch=4, steps=2, warmup=1),
+    "preview": dict(samples=4, style_samples=2, chunk=2, sample_steps=2, sample_batch=4, batch=4, steps=2, warmup=1),
 }
 
 

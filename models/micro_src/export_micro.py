@@ -22,6 +22,9 @@
 The export is built beside --out and moved into place only when all of it passed; a README.md
 already in --out is kept (it is hand-written).
 
+--add-controlnet and --add-preview-decoder ship a later stage's model into an exported folder,
+leaving the rest of it as it was.
+
 reference_unet, align_nodes and name_weight_nodes give the weight nodes their names back in a
 folder compacted before compact_graph kept them (models/micro_src/extract_loras.py).
 """
@@ -50,6 +53,7 @@ import world  # noqa: E402
 VARIANTS = {"lcm": [("lcm", 1.0)], "style": [("style", 1.0)], "lcm_style": [("lcm", 1.0), ("style", 1.0)]}
 # 10 MB of model + the two fp16 adapter files (0.93 MB) the default model ships for run-time LoRA
 # + the edge ControlNet (controlnet_edge/, issue 20; at most 3 MB) and its contact sheet
+# + the preview decoder (preview_decoder/, issue 25; at most 300 KB) and its strip
 LIMIT_BYTES = 14_000_000
 
 
@@ -555,6 +559,82 @@ def add_controlnet(model: Path, run_dir: Path, log=print) -> dict:
     return manifest
 
 
+PREVIEW_NOTE = (
+    "preview_decoder: the micro model's preview decoder (models/micro_src/preview.py, architecture micro-taesd: a diffusers "
+    "AutoencoderTiny's decoder), distilled from vae_decoder on the x0 predictions of DPM-Solver++ trajectories; latent_rgb: "
+    "the least-squares fit of vae_decoder's colour on the micro latents (the latent preview's matrix for this model)"
+)
+
+
+def export_preview_graph(tiny, folder: Path, settings, sample_size: int = 16) -> dict:
+    """preview_decoder/ of the micro model: export.py's preview decoder graph (checked against
+    torch), its config.json, names compacted (outputs checked bit-identical)."""
+    rec = export.export_component(export.preview_decoder_spec(tiny, sample_size), folder, settings)
+    tiny.save_config(str(folder))
+    rec["compacted"] = compact_graph(folder / "model.onnx", [0])
+    rec["bytes"] = export.folder_bytes(folder)
+    return rec
+
+
+def add_preview_decoder(model: Path, run_dir: Path, log=print) -> dict:
+    """Ship the preview decoder trained by train.py's preview stage (<run-dir>/preview/model) and
+    its latent_rgb fit in the micro folder `model`: preview_decoder/ (the manifest's dtype, checked
+    against torch), manifest.json's components.preview_decoder, latent_rgb, notes, file table and
+    micro section (the stage's record and <run-dir>/preview_metrics.json), preview_strip.png. Every
+    other file stays byte-identical (checked); a preview decoder already there is replaced. Built
+    beside `model`, moved into place when every check passed."""
+    import torch
+    from diffusers import AutoencoderTiny
+
+    import preview
+
+    model, run_dir = Path(model), Path(run_dir)
+    manifest = json.loads((model / "manifest.json").read_text())
+    settings = export.Settings(dtype=manifest["dtype"], verify=True, check_threads=torch.get_num_threads())
+    source_dir = run_dir / "preview" / "model"
+    tiny = AutoencoderTiny.from_pretrained(str(source_dir)).eval()
+    geometry = manifest["geometry"]
+    export.check_preview_decoder_base(tiny, 4, geometry["vae_scale_factor"], "trained by the preview stage")
+    source = export.PreviewDecoderSource(source_dir, {
+        "kind": "trained", "source": "trained by models/micro_src/train.py (stage preview)", "revision": None,
+        "sha256": {p.name: export.sha256_file(p) for p in sorted(source_dir.iterdir()) if p.is_file()}})
+    before = {k: v for k, v in manifest["files"].items() if not k.startswith(export.PREVIEW_FOLDER + "/") and k != "preview_strip.png"}
+    building = model.with_name(model.name + ".micro-build")
+    if building.exists():
+        shutil.rmtree(building)
+    shutil.copytree(model, building)
+    try:
+        shutil.rmtree(building / export.PREVIEW_FOLDER, ignore_errors=True)
+        rec = export_preview_graph(tiny, building / export.PREVIEW_FOLDER, settings, geometry["sample_size"])
+        manifest["components"][export.PREVIEW_FOLDER] = {**rec, **export.preview_decoder_record(tiny, source, preview.ARCHITECTURE)}
+        fit = preview.load_latent_rgb(run_dir)
+        manifest["latent_rgb"] = {"factors": fit["factors"], "bias": fit["bias"]}
+        manifest["notes"] = [x for x in manifest["notes"] if not x.startswith("preview_decoder: ")] + [PREVIEW_NOTE]
+        manifest["micro"].setdefault("stages", {})["preview"] = json.loads((run_dir / "preview" / "done.json").read_text())
+        metrics = run_dir / "preview_metrics.json"
+        if metrics.is_file():
+            manifest["micro"]["preview_metrics"] = json.loads(metrics.read_text())
+        strip = run_dir / "eval" / "preview_strip_small.png"
+        if strip.is_file():
+            shutil.copyfile(strip, building / "preview_strip.png")
+        manifest["files"] = {k: v for k, v in export.file_table(building).items() if k != "README.md"}
+        if changed := [k for k, v in before.items() if manifest["files"].get(k) != v]:
+            raise export.ExportError(f"adding the preview decoder changed other files: {changed[:4]}")
+        export.write_json_atomic(building / "manifest.json", manifest)
+        readme = building / "README.md"
+        total = sum(f["bytes"] for f in manifest["files"].values()) + (readme.stat().st_size if readme.is_file() else 0)
+        if total > LIMIT_BYTES:
+            raise export.ExportError(f"the micro model would be {total / 1e6:.2f} MB, over its {LIMIT_BYTES / 1e6:.0f} MB limit")
+        shutil.rmtree(model)
+        building.rename(model)
+    except BaseException:
+        shutil.rmtree(building, ignore_errors=True)
+        raise
+    log(f"micro: preview_decoder shipped, {rec['bytes']} bytes, check max abs err {rec['check']['max_abs_err']:.2e}; "
+        f"the folder {total / 1e6:.2f} MB")
+    return manifest
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run-dir", default=str(train.DEFAULT_RUN_DIR))
@@ -563,6 +643,8 @@ def main(argv=None) -> int:
     ap.add_argument("--no-verify", action="store_true")
     ap.add_argument("--add-controlnet", action="store_true",
                     help="only ship <run-dir>'s trained ControlNet (stage controlnet) into --out, re-exporting its UNets with residual inputs")
+    ap.add_argument("--add-preview-decoder", action="store_true",
+                    help="only ship <run-dir>'s trained preview decoder and latent_rgb fit (stage preview) into --out")
     ap.add_argument("--threads", type=int, default=0, help="torch and ONNX Runtime check threads (0: torch's default)")
     args = ap.parse_args(argv)
     if args.threads:
@@ -572,6 +654,8 @@ def main(argv=None) -> int:
     try:
         if args.add_controlnet:
             add_controlnet(Path(args.out), Path(args.run_dir), log=train.log)
+        elif args.add_preview_decoder:
+            add_preview_decoder(Path(args.out), Path(args.run_dir), log=train.log)
         else:
             export_model(Path(args.run_dir), Path(args.out), args.dtype, not args.no_verify, log=train.log)
     except export.ExportError as e:

@@ -22,6 +22,9 @@ stopped):
   export    models/export.py's Optimum layout + the trimmed vocabulary -> --export-dir
   controlnet  the edge ControlNet (controlnet.py), trained against --export-dir's shipped model
             (models/micro by default: runs on a fresh clone without the stages before it)
+  preview   the preview decoder (preview.py): a micro TAESD distilled from the shipped VAE decoder on
+            the x0 predictions of DPM-Solver++ trajectories, and the micro latent->RGB fit (also
+            against --export-dir's shipped model)
 
 <run-dir>/train_log.json collects every stage's record (the manifest's "micro" section).
 """
@@ -790,6 +793,12 @@ def stage_controlnet(ctx: Context) -> dict:
     return controlnet.stage_controlnet(ctx)
 
 
+def stage_preview(ctx: Context) -> dict:
+    import preview
+
+    return preview.stage_preview(ctx)
+
+
 STAGE_FUNCS = {
     "data": stage_data,
     "judge": stage_judge,
@@ -801,6 +810,7 @@ STAGE_FUNCS = {
     "evaluate": stage_evaluate,
     "export": stage_export,
     "controlnet": stage_controlnet,
+    "preview": stage_preview,
 }
 assert tuple(STAGE_FUNCS) == config.ORDER
 
