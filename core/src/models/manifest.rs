@@ -52,6 +52,23 @@ pub struct Manifest {
     /// The trained micro model's record (grammar, training, evaluation); see [`MicroRecord`].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub micro: Option<MicroRecord>,
+    /// The least-squares fit of the VAE decoder's colour on the latent channels, for the
+    /// latent preview (see [`LatentRgbRecord`]); `None`: SD v1.5's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latent_rgb: Option<LatentRgbRecord>,
+}
+
+/// manifest.json's `latent_rgb`: the VAE decoder's colour in [-1, 1] as an affine map of the
+/// latent channels, `v = bias + Σ_c latent_c · factors[c]` (RGB = clamp((v + 1) / 2, 0, 1)),
+/// fitted by least squares on the model's own latents (the micro model's are not SD's).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LatentRgbRecord {
+    /// Per latent channel, its contribution to (R, G, B).
+    pub factors: Vec<[f32; 3]>,
+    /// Added to every pixel's (R, G, B).
+    #[serde(default)]
+    pub bias: [f32; 3],
 }
 
 /// The exporter that wrote a folder (manifest.json's `exporter`).
