@@ -15,6 +15,7 @@ use speedscape::exercises::ControlSpec;
 use speedscape::pipeline::control::{ControlPreprocess, check_scale};
 
 use speedscape::config::Graphics;
+use speedscape::pipeline::preview::PreviewKind;
 use speedscape::lora::AdapterWeight;
 use speedscape::rng::RngSource;
 use speedscape::runtime::Device;
@@ -221,6 +222,15 @@ pub struct TuiArgs {
     /// config.toml, else ./speedscape-out).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Each step's preview: decoder (the model's preview decoder; latent where it has none),
+    /// latent (the latent → RGB matrix) or off (default: `[tui] preview` in config.toml, else
+    /// decoder).
+    #[arg(long, value_name = "KIND", value_parser = parse_preview_kind)]
+    pub preview: Option<PreviewKind>,
+    /// A preview every N-th step and always on the last (default: `[tui] preview_every` in
+    /// config.toml, else 1).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub preview_every: Option<u64>,
     /// TEST ONLY: run the TUI against a stand-in backend that makes up events (no model, no
     /// ONNX Runtime); used by tests/tui_e2e.sh. Only with the `test-hooks` feature.
     #[cfg(feature = "test-hooks")]
@@ -500,6 +510,11 @@ pub struct SweepArgs {
     pub control: ControlArgs,
     #[command(flatten)]
     pub engine: EngineArgs,
+}
+
+/// `--preview KIND`.
+fn parse_preview_kind(text: &str) -> Result<PreviewKind, String> {
+    text.parse()
 }
 
 #[cfg(test)]
