@@ -635,15 +635,27 @@ questions = [ { text = "How much faster?", measure = { kind = "speedup", run = 1
     #[test]
     fn tui_preview_defaults_to_the_decoder_every_step_and_denies_bad_values() {
         let cfg = Config::parse("").unwrap();
-        assert_eq!((cfg.tui.preview, cfg.tui.preview_every), (PreviewKind::Decoder, 1));
+        assert_eq!(
+            (cfg.tui.preview, cfg.tui.preview_every),
+            (PreviewKind::Decoder, 1)
+        );
         let cfg = Config::parse("[tui]\npreview = \"off\"\npreview_every = 4\n").unwrap();
-        assert_eq!((cfg.tui.preview, cfg.tui.preview_every), (PreviewKind::Off, 4));
-        let err = format!("{}", Config::parse("[tui]\npreview = \"vae\"\n").unwrap_err());
+        assert_eq!(
+            (cfg.tui.preview, cfg.tui.preview_every),
+            (PreviewKind::Off, 4)
+        );
+        let err = format!(
+            "{}",
+            Config::parse("[tui]\npreview = \"vae\"\n").unwrap_err()
+        );
         assert!(
             err.contains("line 2") && err.contains("vae") && err.contains("decoder"),
             "{err}"
         );
-        let err = format!("{}", Config::parse("[tui]\npreview_every = 0\n").unwrap_err());
+        let err = format!(
+            "{}",
+            Config::parse("[tui]\npreview_every = 0\n").unwrap_err()
+        );
         assert!(
             err.contains("line 2") && err.contains("preview_every must be 1 or more"),
             "{err}"

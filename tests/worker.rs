@@ -12,10 +12,10 @@ use tokio::sync::mpsc::UnboundedReceiver;
 
 use speedscape::config::Config;
 use speedscape::pipeline::Request;
+use speedscape::pipeline::preview::PreviewKind;
 use speedscape::rng::RngSource;
 use speedscape::runtime::Device;
 use speedscape::schedulers::{SchedulerKind, SchedulerOptions};
-use speedscape::pipeline::preview::PreviewKind;
 use speedscape::worker::{Event, Job, RunId, WorkerHandle, WorkerInfo};
 
 fn root() -> PathBuf {
@@ -164,7 +164,11 @@ fn check_previews(events: &[Event], info: &WorkerInfo, total: usize) -> Vec<usiz
             _ => {}
         }
     }
-    assert_eq!(previewed.last(), Some(&(total - 1)), "the last step is previewed");
+    assert_eq!(
+        previewed.last(),
+        Some(&(total - 1)),
+        "the last step is previewed"
+    );
     assert!(events.last().is_some_and(Event::is_terminal));
     previewed
 }
@@ -204,7 +208,10 @@ fn events_come_in_the_documented_order_and_components_load_once() {
     .map(String::from)
     .to_vec();
     if info.preview.used == PreviewKind::Decoder {
-        want.extend(["Loading:preview_decoder".into(), "Loaded:preview_decoder".into()]);
+        want.extend([
+            "Loading:preview_decoder".into(),
+            "Loaded:preview_decoder".into(),
+        ]);
     }
     want.extend(["Started".into(), "Encoded".into()]);
     want.extend(steps(3));

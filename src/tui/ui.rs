@@ -703,10 +703,16 @@ fn preview_line(app: &App) -> String {
         n => format!("every {n} steps"),
     };
     let cost = match app.last_preview {
-        Some((kind, took)) => format!(" · last {kind} {:.1} ms (not in run times)", took.as_secs_f64() * 1e3),
+        Some((kind, took)) => format!(
+            " · last {kind} {:.1} ms (not in run times)",
+            took.as_secs_f64() * 1e3
+        ),
         None => String::new(),
     };
-    format!("previews: {} {every}{cost}; the VAE image at the end", info.preview)
+    format!(
+        "previews: {} {every}{cost}; the VAE image at the end",
+        info.preview
+    )
 }
 
 fn draw_form(app: &App, form: &Form, frame: &mut Frame, area: Rect) {

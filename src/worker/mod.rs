@@ -26,8 +26,8 @@ use crate::error::Fixable;
 use crate::models::Model;
 use crate::pipeline::preview::{PreviewChoice, PreviewKind, Previewer, is_preview_step};
 use crate::pipeline::{self, Phase, Request, RunControl, RunReport};
-use previews::PreviewThread;
 use crate::runtime::{Device, Provider, Runtime};
+use previews::PreviewThread;
 
 mod previews;
 pub mod protocol;

@@ -95,11 +95,7 @@ impl PreviewThread {
             slot.next = None;
         }
         while slot.busy == Some(run) || slot.next.as_ref().is_some_and(|p| p.run == run) {
-            slot = self
-                .shared
-                .1
-                .wait(slot)
-                .unwrap_or_else(|p| p.into_inner());
+            slot = self.shared.1.wait(slot).unwrap_or_else(|p| p.into_inner());
         }
         let i = slot.failed.iter().position(|(r, _)| *r == run)?;
         Some(slot.failed.remove(i).1)
@@ -237,7 +233,11 @@ mod tests {
     fn steps_never_wait_for_a_slow_preview_and_only_the_newest_x0_is_previewed() {
         let h = harness();
         h.thread.offer(1, 0, x0(0).view());
-        assert_eq!(next(&h.took), 0, "the thread took step 0 and is stuck in it");
+        assert_eq!(
+            next(&h.took),
+            0,
+            "the thread took step 0 and is stuck in it"
+        );
         // The step loop goes on while that preview cannot finish: offering never waits for it.
         for i in 1..10 {
             h.thread.offer(1, i, x0(i).view());
@@ -296,7 +296,8 @@ mod tests {
         );
         while h.took.try_recv().is_ok() {}
         // A preview that fails is not sent; the run's end gives its error.
-        h.thread.offer(6, 0, Array4::from_elem((1, 4, 2, 2), -1.0).view());
+        h.thread
+            .offer(6, 0, Array4::from_elem((1, 4, 2, 2), -1.0).view());
         h.gate.send(()).unwrap();
         let error = h.thread.finish(6, true).expect("the error is kept");
         assert!(error.contains("the decoder broke"), "{error}");

@@ -148,7 +148,11 @@ impl LatentRgb {
                 format!(
                     "manifest.json's latent_rgb has {} rows of factors{}, but the model's latents have {channels} channels",
                     record.factors.len(),
-                    if finite { "" } else { " (and numbers that are not finite)" }
+                    if finite {
+                        ""
+                    } else {
+                        " (and numbers that are not finite)"
+                    }
                 ),
                 "write one finite [r, g, b] row per latent channel, as the exporter fits them, or remove latent_rgb to use SD v1.5's",
             )));
@@ -397,6 +401,11 @@ mod tests {
         for k in PreviewKind::ALL {
             assert_eq!(k.name().parse::<PreviewKind>(), Ok(k));
         }
-        assert!("vae".parse::<PreviewKind>().unwrap_err().contains("decoder, latent or off"));
+        assert!(
+            "vae"
+                .parse::<PreviewKind>()
+                .unwrap_err()
+                .contains("decoder, latent or off")
+        );
     }
 }
