@@ -682,7 +682,7 @@ fn draw_help(app: &App, images: &Images, frame: &mut Frame, area: Rect) {
         PREVIEW_BUDGET / 1000,
         kb(images.final_bytes),
     )));
-    lines.push(Line::styled(preview_line(app), DIM));
+    lines.extend(preview_lines(app).map(|l| Line::styled(l, DIM)));
     lines.push(Line::styled(
         // One line at the smallest size (80 columns), so every key above fits too.
         "SSIM/PSNR: closeness to the baseline run's image (1 = same), not beauty",
@@ -692,27 +692,22 @@ fn draw_help(app: &App, images: &Images, frame: &mut Frame, area: Rect) {
     frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), inner);
 }
 
-/// The help's line on previews: which kind, how often, the newest one's cost (never part of a
-/// run's time).
-fn preview_line(app: &App) -> String {
+/// The help's lines on previews: which kind, how often, the newest one's cost (never part of
+/// a run's time). Each fits the smallest help (80 columns).
+fn preview_lines(app: &App) -> [String; 2] {
+    let rest = "made beside the steps, never in run times; the VAE image at the end".to_string();
     let Some(info) = &app.info else {
-        return "previews: the x0 guess each step; the VAE image at the end".into();
+        return ["previews: the x0 guess each step".into(), rest];
     };
     let every = match info.preview_every {
         1 => "each step".to_string(),
         n => format!("every {n} steps"),
     };
     let cost = match app.last_preview {
-        Some((kind, took)) => format!(
-            " · last {kind} {:.1} ms (not in run times)",
-            took.as_secs_f64() * 1e3
-        ),
+        Some((kind, took)) => format!(" · last {kind} {:.1} ms", took.as_secs_f64() * 1e3),
         None => String::new(),
     };
-    format!(
-        "previews: {} {every}{cost}; the VAE image at the end",
-        info.preview
-    )
+    [format!("previews: {}, {every}{cost}", info.preview), rest]
 }
 
 fn draw_form(app: &App, form: &Form, frame: &mut Frame, area: Rect) {
