@@ -13,9 +13,9 @@ use common::{copy_dir, root, speedscape, text};
 use image::RgbImage;
 use serde_json::Value;
 
-fn run(model: Option<&Path>, out: &Path, steps: usize) -> (Value, RgbImage, String) {
+fn run(model: &Path, out: &Path, steps: usize) -> (Value, RgbImage, String) {
     let steps = steps.to_string();
-    let mut args = vec![
+    let args = [
         "previews",
         "--device",
         "cpu",
@@ -23,10 +23,9 @@ fn run(model: Option<&Path>, out: &Path, steps: usize) -> (Value, RgbImage, Stri
         &steps,
         "--out",
         out.to_str().unwrap(),
+        "--model-dir",
+        model.to_str().unwrap(),
     ];
-    if let Some(m) = model {
-        args.extend(["--model-dir", m.to_str().unwrap()]);
-    }
     let o = speedscape(&args);
     let all = text(&o);
     assert!(o.status.success(), "{all}");
@@ -90,8 +89,12 @@ fn check_scores_match_the_strip(json: &Value, strip: &RgbImage) {
 
 #[test]
 fn a_model_without_a_preview_decoder_gets_latent_previews_scored_and_says_so() {
+    // The micro model, without a preview decoder whether or not it ships one.
+    let model = tempfile::tempdir().unwrap();
+    copy_dir(&root().join("models/micro"), model.path());
+    let _ = std::fs::remove_dir_all(model.path().join("preview_decoder"));
     let out = tempfile::tempdir().unwrap();
-    let (json, strip, said) = run(None, out.path(), 4);
+    let (json, strip, said) = run(model.path(), out.path(), 4);
     assert!(said.contains("no preview decoder"), "{said}");
     assert_eq!(json["preview"], "latent (no preview decoder)");
     assert_eq!(json["kinds"], serde_json::json!(["latent"]));
@@ -117,6 +120,8 @@ fn a_model_without_a_preview_decoder_gets_latent_previews_scored_and_says_so() {
     // Run again without --force: nothing is overwritten.
     let o = speedscape(&[
         "previews",
+        "--model-dir",
+        model.path().to_str().unwrap(),
         "--device",
         "cpu",
         "--steps",
@@ -137,7 +142,7 @@ fn a_model_with_a_preview_decoder_gets_a_row_of_each_kind() {
         &model.path().join("preview_decoder"),
     );
     let out = tempfile::tempdir().unwrap();
-    let (json, strip, said) = run(Some(model.path()), out.path(), 3);
+    let (json, strip, said) = run(model.path(), out.path(), 3);
     assert!(!said.contains("no preview decoder"), "{said}");
     assert_eq!(json["preview"], "decoder");
     assert_eq!(json["kinds"], serde_json::json!(["decoder", "latent"]));
