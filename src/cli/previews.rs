@@ -38,6 +38,9 @@ const GAP: u32 = 2;
 /// How many final steps the summary averages (the goal is stated on the last three).
 const LAST_STEPS: usize = 3;
 
+/// A step's x0 prediction and the timestep it was made at.
+type X0 = (i64, Array4<f32>);
+
 /// One kind's preview of one step, scored.
 #[derive(Debug, Clone, Serialize)]
 struct Scored {
@@ -189,7 +192,7 @@ fn generate(
     rt: &Runtime,
     model: &mut Model,
     req: &Request,
-) -> color_eyre::Result<(RunOutput, Vec<(i64, Array4<f32>)>)> {
+) -> color_eyre::Result<(RunOutput, Vec<X0>)> {
     let mut x0s = Vec::with_capacity(req.steps);
     let cancel = speedscape::interrupt::flag();
     let out = pipeline::generate(rt, model, req, cancel, &mut |ev| {
@@ -203,7 +206,7 @@ fn generate(
 fn score_steps(
     previewer: &mut Previewer,
     kinds: &[PreviewKind],
-    x0s: &[(i64, Array4<f32>)],
+    x0s: &[X0],
     out: &RunOutput,
     final_image: &RgbImage,
 ) -> color_eyre::Result<Vec<StepRow>> {

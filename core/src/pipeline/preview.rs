@@ -113,7 +113,7 @@ impl fmt::Display for PreviewChoice {
 /// `every`-th step (the `every`-th, the 2·`every`-th, …) and always the last; `every` 0 or 1
 /// is every step.
 pub fn is_preview_step(index: usize, total: usize, every: usize) -> bool {
-    every <= 1 || (index + 1) % every == 0 || index + 1 == total
+    every <= 1 || (index + 1).is_multiple_of(every) || index + 1 == total
 }
 
 /// The latent → RGB map: `v = bias + Σ_c latent_c · factors[c]` per pixel, RGB =
