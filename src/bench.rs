@@ -1,6 +1,9 @@
 //! `speedscape bench`: each run warmed up, then repeated; per run the median/min/max of the
 //! total and of every phase, the time outside ONNX Runtime's calls, it/s, peak host RSS and
 //! (on a GPU) the GPU memory held; JSON for scripts and `--compare` for ratios between two.
+//! Beside each run, the cost of a preview of each kind (the model's preview decoder where it has
+//! one, and the latent matrix): every step's x0 of the run's first pass previewed by both, after
+//! that pass, timed apart (never part of the run's numbers), and as a share of a step.
 //!
 //! Runs go straight through [`crate::pipeline::generate`] in this thread (no worker, no UI), so
 //! the numbers describe the engine itself.
@@ -16,6 +19,7 @@ use crate::config::Config;
 use crate::error::Fixable;
 use crate::exercises::ControlSpec;
 use crate::lora::{AdapterWeight, AppliedAdapter};
+use crate::pipeline::preview::{PreviewKind, Previewer};
 use crate::pipeline::{Request, RunReport, generate};
 use crate::rng::RngSource;
 use crate::runtime::{Device, Provider};
@@ -338,6 +342,72 @@ pub struct RunResult {
     /// GPU memory this process holds after the run (ONNX Runtime's arena keeps its peak);
     /// `null` on the CPU or where nvidia-smi cannot tell.
     pub peak_gpu_bytes: Option<u64>,
+    /// What a preview of each kind costs on this run's x0s, apart from the run.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub previews: Vec<PreviewCost>,
+}
+
+/// The cost of one preview kind on a run's x0s: every step's x0 of its first pass previewed
+/// once (after one untimed warm-up preview).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PreviewCost {
+    pub kind: PreviewKind,
+    /// Per preview (ms).
+    pub ms: Spread,
+    /// The median preview over the median step (UNet + ControlNet + scheduler per call): the
+    /// issue's goal is ≤ 0.1 for the decoder.
+    pub over_step: f64,
+}
+
+/// The preview kinds a bench times: the decoder where the model has one, and the latent matrix.
+fn preview_kinds(previewer: &Previewer) -> Vec<PreviewKind> {
+    let mut kinds = vec![PreviewKind::Latent];
+    if previewer.choice().used == PreviewKind::Decoder {
+        kinds.insert(0, PreviewKind::Decoder);
+    }
+    kinds
+}
+
+/// Each kind's [`PreviewCost`] on `x0s`, against `step_ms` (the median step).
+fn preview_costs(
+    previewer: &mut Previewer,
+    x0s: &[ndarray::Array4<f32>],
+    step_ms: f64,
+) -> color_eyre::Result<Vec<PreviewCost>> {
+    let mut costs = Vec::new();
+    let Some(first) = x0s.first() else {
+        return Ok(costs);
+    };
+    for kind in preview_kinds(previewer) {
+        previewer.preview_as(kind, first.view())?;
+        let mut ms = Vec::with_capacity(x0s.len());
+        for x0 in x0s {
+            if let Some(p) = previewer.preview_as(kind, x0.view())? {
+                ms.push(p.took.as_secs_f64() * 1e3);
+            }
+        }
+        let ms = Spread::of(&ms);
+        let over_step = if step_ms > 0.0 {
+            ms.median / step_ms
+        } else {
+            0.0
+        };
+        costs.push(PreviewCost {
+            kind,
+            ms,
+            over_step,
+        });
+    }
+    Ok(costs)
+}
+
+/// The median step of `repeats` (ms): UNet, ControlNet and scheduler over the UNet calls.
+fn step_ms(repeats: &[Repeat]) -> f64 {
+    let per: Vec<f64> = repeats
+        .iter()
+        .map(|r| (r.unet_ms + r.controlnet_ms + r.scheduler_ms) / r.unet_calls.max(1) as f64)
+        .collect();
+    Spread::of(&per).median
 }
 
 /// A whole bench: where it ran and every run.
@@ -373,6 +443,8 @@ pub fn run(config: &Config, opts: &BenchOptions) -> color_eyre::Result<BenchRepo
     let device = crate::worker::device_name(rt.provider);
     // A signal (SIGINT, SIGTERM, SIGHUP) stops the bench between steps; nothing is written.
     let cancel: &AtomicBool = crate::interrupt::flag();
+    // The preview decoder's session (where the model has one) is made now, its time in load_ms.
+    let mut previewer = Previewer::for_model(&rt, &mut model, PreviewKind::Decoder)?;
     let mut results = Vec::new();
     let n = opts.runs.len();
     for (i, spec) in opts.runs.iter().enumerate() {
@@ -411,6 +483,8 @@ pub fn run(config: &Config, opts: &BenchOptions) -> color_eyre::Result<BenchRepo
         let mut size = (0, 0);
         let mut adapters = Vec::new();
         let mut control = None;
+        // The first pass's x0s (a warm-up's where there is one), previewed after it.
+        let mut x0s = Vec::new();
         for k in 0..opts.warmup + opts.repeat {
             let warm = k < opts.warmup;
             if opts.progress {
@@ -422,8 +496,12 @@ pub fn run(config: &Config, opts: &BenchOptions) -> color_eyre::Result<BenchRepo
                 eprint!("\rbench [{}/{n}] {}: {what}…        ", i + 1, spec.label);
             }
             let started = Instant::now();
-            let out = generate(&rt, &mut model, &request, cancel, &mut |_| {})
-                .wrap_err_with(|| format!("bench run {}", spec.spec))?;
+            let out = generate(&rt, &mut model, &request, cancel, &mut |ev| {
+                if k == 0 {
+                    x0s.push(ev.preview.to_owned());
+                }
+            })
+            .wrap_err_with(|| format!("bench run {}", spec.spec))?;
             let report = out.report;
             size = (report.width, report.height);
             adapters = report.adapters.clone();
@@ -437,9 +515,11 @@ pub fn run(config: &Config, opts: &BenchOptions) -> color_eyre::Result<BenchRepo
         if opts.progress {
             eprintln!();
         }
+        let previews = preview_costs(&mut previewer, &x0s, step_ms(&repeats))?;
         results.push(RunResult {
             adapters,
             control,
+            previews,
             ..summarise(spec, size, warmup_ms, repeats, scope, rt.provider)
         });
     }
@@ -527,6 +607,7 @@ fn summarise(
             _ => None,
         },
         peak_gpu_bytes: provider.is_gpu().then(memory::gpu_bytes).flatten(),
+        previews: Vec::new(),
         repeats,
     }
 }
@@ -632,7 +713,42 @@ pub fn render(r: &BenchReport) -> String {
         out.push_str(&adapters);
     }
     out.push_str(&control_lines(r));
+    out.push_str(&preview_lines(r));
     out
+}
+
+/// Under the table, one line per run with previews: each kind's ms per preview and its share
+/// of a step, measured apart from the run.
+fn preview_lines(r: &BenchReport) -> String {
+    let mut out = String::new();
+    for run in r.runs.iter().filter(|run| !run.previews.is_empty()) {
+        if out.is_empty() {
+            out.push_str(
+                "
+previews (each step's x0 of the first pass, timed apart from the run):
+",
+            );
+        }
+        let kinds: Vec<String> = run
+            .previews
+            .iter()
+            .map(|p| {
+                format!(
+                    "{} {} ms = {:.1} % of a step",
+                    p.kind,
+                    fmt_ms(&p.ms),
+                    100.0 * p.over_step
+                )
+            })
+            .collect();
+        out.push_str(&format!("{}: {}\n", run.label, kinds.join(" · ")));
+    }
+    out
+}
+
+/// A preview's spread: milliseconds with two decimals (a latent preview takes microseconds).
+fn fmt_ms(s: &Spread) -> String {
+    format!("{:.2} ({:.2}–{:.2})", s.median, s.min, s.max)
 }
 
 /// Under the table, one line per run with a ControlNet: which, on what, how strongly, and the
@@ -884,6 +1000,7 @@ mod tests {
             peak_rss_scope: "run".into(),
             rss_growth_bytes: None,
             peak_gpu_bytes: None,
+            previews: Vec::new(),
         }
     }
 
@@ -949,6 +1066,37 @@ mod tests {
             ),
             "{text}"
         );
+    }
+
+    #[test]
+    fn preview_costs_are_listed_under_the_table_per_kind_with_their_share_of_a_step() {
+        let mut run = result("DPM-Solver++ 20", None);
+        assert!(!render(&bench_report(vec![run.clone()])).contains("previews"));
+        let spread = |median, min, max| Spread { median, min, max };
+        run.previews = vec![
+            PreviewCost {
+                kind: PreviewKind::Decoder,
+                ms: spread(1.2, 1.0, 1.5),
+                over_step: 0.1,
+            },
+            PreviewCost {
+                kind: PreviewKind::Latent,
+                ms: spread(0.02, 0.01, 0.03),
+                over_step: 0.002,
+            },
+        ];
+        let text = render(&bench_report(vec![run.clone()]));
+        assert!(
+            text.contains(
+                "DPM-Solver++ 20: decoder 1.20 (1.00–1.50) ms = 10.0 % of a step · latent 0.02 (0.01–0.03) ms = 0.2 % of a step"
+            ),
+            "{text}"
+        );
+        // The JSON keeps them, and reads them back.
+        let json = serde_json::to_string(&run).unwrap();
+        let back: RunResult = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.previews.len(), 2);
+        assert_eq!(back.previews[0].kind, PreviewKind::Decoder);
     }
 
     #[test]

@@ -11,6 +11,7 @@ use serde::Deserialize;
 use crate::error::Fixable;
 use crate::exercises::{Exercise, default_exercises};
 use crate::models::{SchedulerConfigSource, Variant, default_variants};
+use crate::pipeline::preview::PreviewKind;
 use crate::runtime::{Device, SearchPlan};
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -62,7 +63,7 @@ pub struct ModelConfig {
 }
 
 /// `[tui]`: the interactive exercises.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TuiConfig {
     /// Image protocol for the run panels: `auto` (ask the terminal once at start), `kitty`,
@@ -71,6 +72,36 @@ pub struct TuiConfig {
     /// Where `s` saves reports and the cheat-sheet answers (`cheatsheet.json`) are kept.
     /// Unset: `speedscape-out` in the working folder. `--out` overrides it.
     pub out: Option<PathBuf>,
+    /// Each step's preview: `decoder` (default; the model's preview decoder, falling back to
+    /// `latent` where the folder has none), `latent` (the latent → RGB matrix), `off`.
+    /// `--preview` overrides it.
+    pub preview: PreviewKind,
+    /// A preview every N-th step and always on the last (default 1: every step).
+    /// `--preview-every` overrides it.
+    #[serde(deserialize_with = "at_least_one")]
+    pub preview_every: usize,
+}
+
+impl Default for TuiConfig {
+    fn default() -> Self {
+        Self {
+            graphics: Graphics::default(),
+            out: None,
+            preview: PreviewKind::Decoder,
+            preview_every: 1,
+        }
+    }
+}
+
+/// A count of 1 or more (`preview_every`).
+fn at_least_one<'de, D: serde::Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    let n = usize::deserialize(d)?;
+    if n == 0 {
+        return Err(serde::de::Error::custom(
+            "preview_every must be 1 or more (1: a preview every step; N: every N-th step and the last)",
+        ));
+    }
+    Ok(n)
 }
 
 /// How the TUI draws images.
@@ -599,6 +630,36 @@ questions = [ { text = "How much faster?", measure = { kind = "speedup", run = 1
         assert!(format!("{err}").contains("ascii"), "{err}");
         let err = Config::parse("[tui]\ngrafics = \"kitty\"\n").unwrap_err();
         assert!(format!("{err}").contains("grafics"), "{err}");
+    }
+
+    #[test]
+    fn tui_preview_defaults_to_the_decoder_every_step_and_denies_bad_values() {
+        let cfg = Config::parse("").unwrap();
+        assert_eq!(
+            (cfg.tui.preview, cfg.tui.preview_every),
+            (PreviewKind::Decoder, 1)
+        );
+        let cfg = Config::parse("[tui]\npreview = \"off\"\npreview_every = 4\n").unwrap();
+        assert_eq!(
+            (cfg.tui.preview, cfg.tui.preview_every),
+            (PreviewKind::Off, 4)
+        );
+        let err = format!(
+            "{}",
+            Config::parse("[tui]\npreview = \"vae\"\n").unwrap_err()
+        );
+        assert!(
+            err.contains("line 2") && err.contains("vae") && err.contains("decoder"),
+            "{err}"
+        );
+        let err = format!(
+            "{}",
+            Config::parse("[tui]\npreview_every = 0\n").unwrap_err()
+        );
+        assert!(
+            err.contains("line 2") && err.contains("preview_every must be 1 or more"),
+            "{err}"
+        );
     }
 
     #[test]

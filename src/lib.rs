@@ -22,7 +22,7 @@
 //! | 4 | `sweep` | the speed landscape: methods, points, knees |
 //! | 5 | `sweep::plot` | the landscape's plot (SVG, PNG) |
 //! | 6 | `config` | config.toml as data: serde structs, defaults, validation |
-//! | 7 | `open` | opening what config names: ONNX Runtime, the model folder |
+//! | 7 | `open`, `worker::previews` | opening what config names: ONNX Runtime, the model folder; the worker's preview thread (latest wins) |
 //! | 8 | `worker` | the inference thread: jobs in, events out |
 //! | 9 | `doctor`, `inventory`, `bench`, `exercises::headless` | the environment report; the model folder report; `speedscape bench`; exercises run headless |
 //! | 10 | `exercises::cheatsheet`, `sweep::headless` | the cheat sheet's verified choices; sweeps run through the worker |

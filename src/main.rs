@@ -87,6 +87,7 @@ fn run(cli: Cli, explicit_config: bool) -> color_eyre::Result<ExitCode> {
         Some(Command::Bench(args)) => cli::bench::run(&config, args),
         Some(Command::Exercise(args)) => cli::exercise::run(&config, args),
         Some(Command::Sweep(args)) => cli::sweep::run(&config, args),
+        Some(Command::Previews(args)) => cli::previews::run(&config, args),
         None => cli::tui::run(&config, cli.graphics, cli.tui),
     }
 }

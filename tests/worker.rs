@@ -12,10 +12,11 @@ use tokio::sync::mpsc::UnboundedReceiver;
 
 use speedscape::config::Config;
 use speedscape::pipeline::Request;
+use speedscape::pipeline::preview::PreviewKind;
 use speedscape::rng::RngSource;
 use speedscape::runtime::Device;
 use speedscape::schedulers::{SchedulerKind, SchedulerOptions};
-use speedscape::worker::{Event, Job, RunId, WorkerHandle};
+use speedscape::worker::{Event, Job, RunId, WorkerHandle, WorkerInfo};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -55,7 +56,11 @@ impl Rx {
 }
 
 fn spawn(model_dir: Option<PathBuf>) -> (WorkerHandle, Rx) {
-    let (h, rx) = WorkerHandle::spawn(Config::default(), Some(Device::Cpu), model_dir);
+    spawn_with(Config::default(), model_dir)
+}
+
+fn spawn_with(config: Config, model_dir: Option<PathBuf>) -> (WorkerHandle, Rx) {
+    let (h, rx) = WorkerHandle::spawn(config, Some(Device::Cpu), model_dir);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()
@@ -63,16 +68,17 @@ fn spawn(model_dir: Option<PathBuf>) -> (WorkerHandle, Rx) {
     (h, Rx { rt, rx })
 }
 
-fn ready(rx: &mut Rx) {
+fn ready(rx: &mut Rx) -> WorkerInfo {
     match rx.event() {
         Event::Ready(info) => {
             assert_eq!(info.kind, speedscape::models::ModelKind::Micro);
             assert!(!info.tiny_model);
-            let grammar = info.grammar.expect("the micro model's world");
+            let grammar = info.grammar.as_ref().expect("the micro model's world");
             assert_eq!(grammar.trigger, "PixArFK");
             assert_eq!(info.image_size, 64);
             assert!(info.model_dir.ends_with("models/micro"));
             assert!(!info.clip_scorer);
+            info
         }
         other => panic!("expected Ready first, got {other:?}"),
     }
@@ -117,16 +123,60 @@ fn trace(events: &[Event]) -> Vec<String> {
         .collect()
 }
 
-fn steps_and_previews(n: usize) -> Vec<String> {
-    (0..n)
-        .flat_map(|i| [format!("Step:{i}"), format!("Preview:{i}")])
+fn steps(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("Step:{i}")).collect()
+}
+
+/// The trace without previews: they come from the preview thread, between steps wherever
+/// they are ready ([`check_previews`] checks them).
+fn without_previews(events: &[Event]) -> Vec<String> {
+    trace(events)
+        .into_iter()
+        .filter(|e| !e.starts_with("Preview:"))
         .collect()
+}
+
+/// A finished run's previews: each after its own step's `Step`, in step order, of the kind in
+/// use, and the last step's among them; all before the terminal event. Gives their indices.
+fn check_previews(events: &[Event], info: &WorkerInfo, total: usize) -> Vec<usize> {
+    let mut stepped = 0;
+    let mut previewed: Vec<usize> = Vec::new();
+    for ev in events {
+        match ev {
+            Event::Step { index, .. } => stepped = index + 1,
+            Event::Preview {
+                index, image, kind, ..
+            } => {
+                assert!(*index < stepped, "preview {index} after its step");
+                assert!(previewed.last().is_none_or(|p| p < index), "in order");
+                assert_eq!(*kind, info.preview.used);
+                let side = match kind {
+                    PreviewKind::Decoder => 64,
+                    _ => 16,
+                };
+                assert_eq!(
+                    image.dimensions(),
+                    (side, side),
+                    "decoder previews at the image size, latent ones at latent size (64 / 4)"
+                );
+                previewed.push(*index);
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(
+        previewed.last(),
+        Some(&(total - 1)),
+        "the last step is previewed"
+    );
+    assert!(events.last().is_some_and(Event::is_terminal));
+    previewed
 }
 
 #[test]
 fn events_come_in_the_documented_order_and_components_load_once() {
     let (worker, mut rx) = spawn(None);
-    ready(&mut rx);
+    let info = ready(&mut rx);
 
     let a = worker.next_run_id();
     let b = worker.next_run_id();
@@ -154,14 +204,20 @@ fn events_come_in_the_documented_order_and_components_load_once() {
         "Loaded:unet",
         "Loading:vae_decoder",
         "Loaded:vae_decoder",
-        "Started",
-        "Encoded",
     ]
     .map(String::from)
     .to_vec();
-    want.extend(steps_and_previews(3));
+    if info.preview.used == PreviewKind::Decoder {
+        want.extend([
+            "Loading:preview_decoder".into(),
+            "Loaded:preview_decoder".into(),
+        ]);
+    }
+    want.extend(["Started".into(), "Encoded".into()]);
+    want.extend(steps(3));
     want.push("Finished".into());
-    assert_eq!(trace(&first), want);
+    assert_eq!(without_previews(&first), want);
+    check_previews(&first, &info, 3);
     for ev in &first {
         match ev {
             Event::Loaded {
@@ -177,13 +233,6 @@ fn events_come_in_the_documented_order_and_components_load_once() {
                 assert_eq!(*total, 3);
                 assert!(*elapsed > Duration::ZERO);
             }
-            Event::Preview { image, .. } => {
-                assert_eq!(
-                    image.dimensions(),
-                    (16, 16),
-                    "previews at latent size (64 / 4)"
-                )
-            }
             Event::Finished { report, image, .. } => {
                 assert_eq!(image.dimensions(), (64, 64), "the native size");
                 assert!(!report.tiny_model);
@@ -198,18 +247,20 @@ fn events_come_in_the_documented_order_and_components_load_once() {
     // Same variant again: nothing to load.
     let second = rx.until_terminal(b);
     let mut want: Vec<String> = ["Started", "Encoded"].map(String::from).to_vec();
-    want.extend(steps_and_previews(3));
+    want.extend(steps(3));
     want.push("Finished".into());
-    assert_eq!(trace(&second), want);
+    assert_eq!(without_previews(&second), want);
+    check_previews(&second, &info, 3);
 
     // A new variant: only its UNet loads (it shares the base text encoder and the VAE).
     let third = rx.until_terminal(c);
     let mut want: Vec<String> = ["Loading:unet_lcm", "Loaded:unet_lcm", "Started", "Encoded"]
         .map(String::from)
         .to_vec();
-    want.extend(steps_and_previews(2));
+    want.extend(steps(2));
     want.push("Finished".into());
-    assert_eq!(trace(&third), want);
+    assert_eq!(without_previews(&third), want);
+    check_previews(&third, &info, 2);
 }
 
 /// A DDPM job big enough (256 px: 32×32 latents) that 50 steps take a while on the CPU.
@@ -495,5 +546,48 @@ fn a_model_without_a_scorer_says_so_in_ready_and_runs_without_a_score() {
         Some(Event::Finished { report, .. }) => assert_eq!(report.clip_score, None),
         other => panic!("{other:?}"),
     }
+    worker.shutdown();
+}
+
+#[test]
+fn previews_follow_preview_every_and_off_makes_none() {
+    let mut config = Config::default();
+    config.tui.preview_every = 2;
+    let (worker, mut rx) = spawn_with(config, None);
+    let info = ready(&mut rx);
+    assert_eq!(info.preview_every, 2);
+    let run = worker.next_run_id();
+    worker.submit(Job {
+        run,
+        request: request(SchedulerKind::DpmSolverPp, 5, 7.5, "base"),
+    });
+    let events = rx.until_terminal(run);
+    assert!(matches!(events.last(), Some(Event::Finished { .. })));
+    // Every 2nd step (indices 1, 3) and the last (4); a newer x0 may replace one not yet taken.
+    let previewed = check_previews(&events, &info, 5);
+    assert!(
+        previewed.iter().all(|i| [1, 3, 4].contains(i)),
+        "{previewed:?}"
+    );
+    worker.shutdown();
+
+    let mut config = Config::default();
+    config.tui.preview = PreviewKind::Off;
+    let (worker, mut rx) = spawn_with(config, None);
+    let info = ready(&mut rx);
+    assert_eq!(info.preview.to_string(), "off");
+    let run = worker.next_run_id();
+    worker.submit(Job {
+        run,
+        request: request(SchedulerKind::DpmSolverPp, 3, 7.5, "base"),
+    });
+    let t = trace(&rx.until_terminal(run));
+    assert_eq!(t.iter().filter(|e| e.starts_with("Step:")).count(), 3);
+    assert!(
+        !t.iter()
+            .any(|e| e.starts_with("Preview:") || e.ends_with(":preview_decoder")),
+        "{t:?}"
+    );
+    assert_eq!(t.last().map(String::as_str), Some("Finished"));
     worker.shutdown();
 }

@@ -16,6 +16,7 @@ use speedscape::pipeline::control::{ControlPreprocess, check_scale};
 
 use speedscape::config::Graphics;
 use speedscape::lora::AdapterWeight;
+use speedscape::pipeline::preview::PreviewKind;
 use speedscape::rng::RngSource;
 use speedscape::runtime::Device;
 use speedscape::schedulers::SchedulerKind;
@@ -221,6 +222,15 @@ pub struct TuiArgs {
     /// config.toml, else ./speedscape-out).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Each step's preview: decoder (the model's preview decoder; latent where it has none),
+    /// latent (the latent → RGB matrix) or off (default: `[tui] preview` in config.toml, else
+    /// decoder).
+    #[arg(long, value_name = "KIND", value_parser = preview_values())]
+    pub preview: Option<PreviewKind>,
+    /// A preview every N-th step and always on the last (default: `[tui] preview_every` in
+    /// config.toml, else 1).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub preview_every: Option<u64>,
     /// TEST ONLY: run the TUI against a stand-in backend that makes up events (no model, no
     /// ONNX Runtime); used by tests/tui_e2e.sh. Only with the `test-hooks` feature.
     #[cfg(feature = "test-hooks")]
@@ -250,6 +260,10 @@ pub enum Command {
     /// reference image per seed; prints the points (median time, SSIM/PSNR over seeds, each
     /// curve's knee) and saves CSV, JSON, a PNG plot and a Markdown summary.
     Sweep(SweepArgs),
+    /// One run's previews, step by step: each step's x0 through the preview decoder (where the
+    /// model has one) and the latent matrix, scored by SSIM against the final image; writes
+    /// strip.png and previews.json into --out and prints the table.
+    Previews(PreviewsArgs),
 }
 
 impl Command {
@@ -257,9 +271,40 @@ impl Command {
     pub fn runs_the_model(&self) -> bool {
         matches!(
             self,
-            Command::Generate(_) | Command::Bench(_) | Command::Exercise(_) | Command::Sweep(_)
+            Command::Generate(_)
+                | Command::Bench(_)
+                | Command::Exercise(_)
+                | Command::Sweep(_)
+                | Command::Previews(_)
         )
     }
+}
+
+#[derive(clap::Args)]
+pub struct PreviewsArgs {
+    /// The prompt (default: exercise 1's prompt for the model's kind).
+    #[arg(long)]
+    pub prompt: Option<String>,
+    #[arg(long, default_value = "dpmpp")]
+    pub scheduler: SchedulerKind,
+    #[arg(long, default_value_t = 20, value_parser = steps_at_least_one())]
+    pub steps: usize,
+    /// Classifier-free guidance scale.
+    #[arg(long, default_value_t = 7.5, allow_negative_numbers = true)]
+    pub cfg: f32,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// `base` (the unet/ folder) or a variant (lcm, style, …).
+    #[arg(long, default_value = "base")]
+    pub unet: String,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+    /// The folder to write strip.png and previews.json into (made when missing).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Replace strip.png and previews.json if they exist.
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(clap::Args)]
@@ -500,6 +545,21 @@ pub struct SweepArgs {
     pub control: ControlArgs,
     #[command(flatten)]
     pub engine: EngineArgs,
+}
+
+/// `previews --steps`: a whole number ≥ 1.
+fn steps_at_least_one() -> impl clap::builder::TypedValueParser<Value = usize> {
+    use clap::builder::TypedValueParser;
+    clap::value_parser!(u64).range(1..).map(|n| n as usize)
+}
+
+/// `--preview`'s values (the engine's [`PreviewKind`] names).
+fn preview_values() -> impl clap::builder::TypedValueParser<Value = PreviewKind> {
+    use clap::builder::{PossibleValuesParser, TypedValueParser};
+    PossibleValuesParser::new(PreviewKind::ALL.map(PreviewKind::name)).map(|name| {
+        name.parse::<PreviewKind>()
+            .expect("one of PreviewKind::ALL's names")
+    })
 }
 
 #[cfg(test)]

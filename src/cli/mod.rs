@@ -6,6 +6,7 @@ pub mod bench;
 pub mod exercise;
 pub mod generate;
 pub mod inspect;
+pub mod previews;
 pub mod sweep;
 pub mod tui;
 

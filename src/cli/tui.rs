@@ -7,7 +7,8 @@ use speedscape::config::{Config, Graphics};
 
 use super::args::TuiArgs;
 
-/// `graphics`: `--graphics`, a global flag (the TUI's only).
+/// `graphics`: `--graphics`, a global flag (the TUI's only). `--preview` and `--preview-every`
+/// stand in for `[tui] preview` and `preview_every`.
 pub fn run(
     config: &Config,
     graphics: Option<Graphics>,
@@ -17,8 +18,15 @@ pub fn run(
         Some(g) => (g, "--graphics"),
         None => (config.tui.graphics, "config.toml"),
     };
+    let mut config = config.clone();
+    if let Some(kind) = args.preview {
+        config.tui.preview = kind;
+    }
+    if let Some(n) = args.preview_every {
+        config.tui.preview_every = n as usize;
+    }
     speedscape::tui::run(
-        config,
+        &config,
         speedscape::tui::Options {
             graphics,
             graphics_source,

@@ -17,6 +17,7 @@ use crate::exercises::cheatsheet::Answers;
 use crate::exercises::{Exercise, RunSpec};
 use crate::models::ClipTokenizer;
 use crate::models::tokenizer::Tokens;
+use crate::pipeline::preview::PreviewKind;
 use crate::pipeline::{Request, RunReport};
 use crate::report::table::{RowState, TableRow, with_speedups};
 use crate::rng::RngSource;
@@ -604,6 +605,8 @@ pub struct App {
     pub loading: Option<String>,
     /// Sessions created so far, in order.
     pub loaded: Vec<LoadNote>,
+    /// The newest preview's kind and what making it took (the help overlay shows it).
+    pub last_preview: Option<(PreviewKind, Duration)>,
     /// One line for the user (saved folder, why a key did nothing, an error).
     pub status: Option<String>,
     /// The image protocol in use, for the header and help ("halfblocks", "kitty (detected)").
@@ -653,6 +656,7 @@ impl App {
             queue: VecDeque::new(),
             loading: None,
             loaded: Vec::new(),
+            last_preview: None,
             status: None,
             graphics,
             rng: RngSource::default(),
@@ -1383,7 +1387,16 @@ fn on_event(app: &mut App, event: Event) -> Option<Effect> {
             });
         }
         Event::Started { .. } => app.loading = None,
-        Event::Preview { index, image, .. } => on_preview(run, index, image),
+        Event::Preview {
+            index,
+            image,
+            kind,
+            took,
+            ..
+        } => {
+            app.last_preview = Some((kind, took));
+            on_preview(run, index, image);
+        }
         Event::Finished { report, image, .. } => return on_finished(app, active, report, image),
         Event::Cancelled { .. } => on_cancelled(app, active),
         Event::Failed { error, .. } => return on_failed(app, active, error),

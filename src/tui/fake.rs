@@ -12,6 +12,7 @@ use image::{Rgb, RgbImage};
 use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
 
 use super::backend::{RunBackend, Spawned};
+use crate::pipeline::preview::{PreviewChoice, PreviewKind};
 use crate::pipeline::{Request, RunReport, StepTiming, Timings};
 use crate::runtime::Provider;
 use crate::worker::{Event, Job, RunId, WorkerInfo};
@@ -55,6 +56,9 @@ pub fn info() -> WorkerInfo {
         scheduler_config: serde_json::from_str(crate::models::SD15_SCHEDULER_CONFIG)
             .unwrap_or_default(),
         clip_scorer: false,
+        // The tiny model has no preview decoder: `decoder` (the default) falls back.
+        preview: PreviewChoice::resolve(PreviewKind::Decoder, false),
+        preview_every: 1,
     }
 }
 
@@ -156,6 +160,8 @@ fn serve(rx: mpsc::Receiver<Cmd>, out: UnboundedSender<Event>, step: Duration) {
                 run,
                 index: i,
                 image: pattern(8, r.seed, i),
+                kind: PreviewKind::Latent,
+                took: Duration::from_micros(300),
             });
         }
         if !ok {

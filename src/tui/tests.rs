@@ -16,6 +16,7 @@ use super::ui;
 use crate::exercises::cheatsheet::{Answer, Answers, Approach};
 use crate::exercises::default_exercises;
 use crate::models::ClipTokenizer;
+use crate::pipeline::preview::PreviewKind;
 use crate::report::table::RowState;
 use crate::worker::{Event, RunId};
 
@@ -77,6 +78,8 @@ fn preview(run: RunId, index: usize) -> Msg {
         run,
         index,
         image: fake::pattern(8, 42, index),
+        kind: PreviewKind::Latent,
+        took: Duration::from_micros(250),
     })
 }
 
@@ -1212,6 +1215,8 @@ mod random_input {
                 run,
                 index,
                 image: fake::pattern(4, 1, index),
+                kind: crate::pipeline::preview::PreviewKind::Decoder,
+                took: Duration::from_millis(1),
             },
             7 => match request {
                 Some(req) => Event::Finished {

@@ -170,6 +170,8 @@ pub(super) fn draw_header(app: &App, images: &Images, frame: &mut Frame, area: R
                 "{} · {}px",
                 info.device, info.image_size
             )));
+            spans.push(sep());
+            spans.push(Span::raw(format!("preview: {}", info.preview)));
         }
     }
     spans.push(sep());
@@ -680,10 +682,7 @@ fn draw_help(app: &App, images: &Images, frame: &mut Frame, area: Rect) {
         PREVIEW_BUDGET / 1000,
         kb(images.final_bytes),
     )));
-    lines.push(Line::styled(
-        "previews: the x0 guess each step (latent size); the VAE image at the end",
-        DIM,
-    ));
+    lines.extend(preview_lines(app).map(|l| Line::styled(l, DIM)));
     lines.push(Line::styled(
         // One line at the smallest size (80 columns), so every key above fits too.
         "SSIM/PSNR: closeness to the baseline run's image (1 = same), not beauty",
@@ -691,6 +690,24 @@ fn draw_help(app: &App, images: &Images, frame: &mut Frame, area: Rect) {
     ));
     let inner = popup(frame, area, 90, lines.len() as u16 + 4, "Help");
     frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), inner);
+}
+
+/// The help's lines on previews: which kind, how often, the newest one's cost (never part of
+/// a run's time). Each fits the smallest help (80 columns).
+fn preview_lines(app: &App) -> [String; 2] {
+    let rest = "made beside the steps, never in run times; the VAE image at the end".to_string();
+    let Some(info) = &app.info else {
+        return ["previews: the x0 guess each step".into(), rest];
+    };
+    let every = match info.preview_every {
+        1 => "each step".to_string(),
+        n => format!("every {n} steps"),
+    };
+    let cost = match app.last_preview {
+        Some((kind, took)) => format!(" · last {kind} {:.1} ms", took.as_secs_f64() * 1e3),
+        None => String::new(),
+    };
+    [format!("previews: {}, {every}{cost}", info.preview), rest]
 }
 
 fn draw_form(app: &App, form: &Form, frame: &mut Frame, area: Rect) {

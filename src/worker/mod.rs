@@ -3,6 +3,7 @@
 //! it; the headless `speedscape exercise` drives the same thread.
 //!
 //! Every run has a fresh [`RunId`]; a consumer drops events whose id it no longer waits for.
+//! Previews are made beside the step loop, by the worker's preview thread ([`previews`]).
 //! Cancel: [`WorkerHandle::cancel`] sets the run's flag (checked between steps) and terminates a
 //! UNet call already under way (`RunOptions::terminate`).
 
@@ -23,9 +24,12 @@ use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 use crate::config::Config;
 use crate::error::Fixable;
 use crate::models::Model;
+use crate::pipeline::preview::{PreviewChoice, PreviewKind, Previewer, is_preview_step};
 use crate::pipeline::{self, Phase, Request, RunControl, RunReport};
 use crate::runtime::{Device, Provider, Runtime};
+use previews::PreviewThread;
 
+mod previews;
 pub mod protocol;
 pub use protocol::{Event, Job, RunId, WorkerInfo};
 
@@ -458,6 +462,8 @@ struct Worker {
     announced: HashSet<String>,
     /// Warm-up passes already run.
     warmed: HashSet<WarmKey>,
+    /// The preview thread, from the first run that makes previews on.
+    previews: Option<PreviewThread>,
 }
 
 impl Worker {
@@ -489,6 +495,8 @@ impl Worker {
             variants: model.variants.clone(),
             scheduler_config: model.scheduler_config.clone(),
             clip_scorer: model.has_clip_scorer(),
+            preview: PreviewChoice::resolve(config.tui.preview, model.has_preview_decoder()),
+            preview_every: config.tui.preview_every,
         };
         Ok(Self {
             rt,
@@ -497,6 +505,7 @@ impl Worker {
             events,
             announced: HashSet::new(),
             warmed: HashSet::new(),
+            previews: None,
         })
     }
 
@@ -515,6 +524,7 @@ impl Worker {
         if gone.load(Ordering::SeqCst) {
             return Err(Gone);
         }
+        let result = self.finish_previews(run, result);
         let ev = match result {
             // A run that finished is reported as such even if a cancel came after its end.
             Ok((report, image)) => Event::Finished {
@@ -532,6 +542,28 @@ impl Worker {
             },
         };
         self.events.send(ev)
+    }
+
+    /// The end of `run`'s previews before its terminal event: a finished run's last step is
+    /// previewed first; otherwise an x0 not yet previewed is dropped. A preview that failed
+    /// becomes one of the finished run's warnings.
+    fn finish_previews(
+        &self,
+        run: RunId,
+        result: color_eyre::Result<(RunReport, RgbImage)>,
+    ) -> color_eyre::Result<(RunReport, RgbImage)> {
+        let Some(previews) = &self.previews else {
+            return result;
+        };
+        let error = previews.finish(run, result.is_ok());
+        result.map(|(mut report, image)| {
+            if let Some(e) = error {
+                report
+                    .warnings
+                    .push(format!("a step's preview failed: {}", e.replace('\n', " ")));
+            }
+            (report, image)
+        })
     }
 
     fn send(&self, ev: Event, gone: &AtomicBool) -> color_eyre::Result<()> {
@@ -577,6 +609,7 @@ impl Worker {
             self.prepare_controlnet(&prep, name, size, hidden)?;
         }
         self.prepare_vae_decoder(&prep, size)?;
+        self.prepare_previews(&prep, size)?;
         if req.clip_score && self.model.has_clip_scorer() {
             self.prepare_clip_scorer(&prep)?;
         }
@@ -767,6 +800,48 @@ impl Worker {
         Ok(())
     }
 
+    /// The preview thread, started by the first run with previews (none when they are off), with
+    /// its previewer: the latent matrix, or for decoder previews a session of the preview
+    /// decoder (`preview_decoder`, loaded and warmed up once at this run's size, outside the
+    /// timed run; other sizes warm up inside the preview thread, whose time is never the run's).
+    fn prepare_previews(&mut self, prep: &Prep, size: LatentSize) -> color_eyre::Result<()> {
+        let used = self.info.preview.used;
+        if self.previews.is_some() || used == PreviewKind::Off {
+            return Ok(());
+        }
+        let previewer = if used == PreviewKind::Decoder {
+            let part = Component {
+                folder: crate::models::PREVIEW_DECODER_FOLDER,
+                load_time: LoadTime::Measured,
+                warm: true,
+                warmed: None,
+            };
+            let made = self.load_and_warm(prep, part, |model, rt, clock| {
+                let channels = model.geometry.latent_channels;
+                let mut p = clock.load(|| Previewer::for_model(rt, model, used))?;
+                let x0 = Array4::<f32>::zeros((1, channels, size.h, size.w));
+                clock.warm_up(|| p.preview(x0.view()))?;
+                Ok(p)
+            })?;
+            made.ok_or_else(|| eyre!("the preview decoder was loaded before its thread started"))?
+        } else {
+            Previewer::for_model(&self.rt, &mut self.model, used)?
+        };
+        let events = self.events.clone();
+        let thread = PreviewThread::spawn(
+            Box::new(previewer),
+            Box::new(move |ev| events.send(ev).is_ok()),
+        )
+        .map_err(|e| {
+            eyre!(Fixable::new(
+                format!("could not start the preview thread: {e}"),
+                "free some memory or threads, or turn previews off ([tui] preview = \"off\", --preview off)",
+            ))
+        })?;
+        self.previews = Some(thread);
+        Ok(())
+    }
+
     /// The CLIP scorer, loaded the first time a run asks for a score; it runs after the timed
     /// run, so it needs no warm-up.
     fn prepare_clip_scorer(&mut self, prep: &Prep) -> color_eyre::Result<()> {
@@ -814,6 +889,7 @@ impl Worker {
             }
         };
         let started_at = std::cell::Cell::new(None::<Instant>);
+        let (previews, every) = (self.previews.as_ref(), self.info.preview_every);
         let out = pipeline::generate_with(
             &self.rt,
             &mut self.model,
@@ -848,11 +924,11 @@ impl Worker {
                         timing: ev.timing,
                         elapsed,
                     });
-                    emit(Event::Preview {
-                        run,
-                        index: ev.index,
-                        image: pipeline::preview::latents_to_rgb(ev.preview),
-                    });
+                    if let Some(p) = previews
+                        && is_preview_step(ev.index, ev.total, every)
+                    {
+                        p.offer(run, ev.index, ev.preview);
+                    }
                 },
             },
         );

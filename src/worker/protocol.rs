@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use image::RgbImage;
 
+use crate::pipeline::preview::{PreviewChoice, PreviewKind};
 use crate::pipeline::{Request, RunReport, StepTiming};
 use crate::runtime::Provider;
 
@@ -51,15 +52,21 @@ pub struct WorkerInfo {
     /// `clip_score: true` gets [`RunReport::clip_score`]. Without one the score is absent, so a
     /// view shows no CLIP column rather than zeros.
     pub clip_scorer: bool,
+    /// The previews runs get (`[tui] preview`, and what the model folder allows).
+    pub preview: PreviewChoice,
+    /// A preview every N-th step and always the last (`[tui] preview_every`).
+    pub preview_every: usize,
 }
 
 /// What the worker reports: `Ready` (or `Fatal`) first, then for each run, in order:
 /// `Loading`/`Loaded` for each component (text encoder, UNet, VAE decoder) the worker has not
 /// used before, with its session-creation time and an untimed warm-up pass at the run's size,
 /// and for the CLIP scorer (`clip_image_encoder`, no warm-up) the first time a run asks for a
-/// CLIP score on a model that has one, all before the timed run; `Started`, `Encoded`, then
-/// `Step` and `Preview` per step, then exactly one of `Finished`, `Cancelled`, `Failed`. A run
-/// cancelled while queued gets `Cancelled` alone.
+/// CLIP score on a model that has one, and the preview decoder (`preview_decoder`) the first
+/// time decoder previews are made, all before the timed run; `Started`, `Encoded`, then `Step`
+/// per step with `Preview`s among them (each after its step's `Step`; see [`Event::Preview`]),
+/// then exactly one of `Finished`, `Cancelled`, `Failed`. A run cancelled while queued gets
+/// `Cancelled` alone.
 #[derive(Debug, Clone)]
 pub enum Event {
     /// The runtime and the model are open (first event of the worker).
@@ -103,11 +110,18 @@ pub enum Event {
         /// Since `Started`.
         elapsed: Duration,
     },
-    /// The cheap per-step preview: x0 prediction → RGB at latent resolution.
+    /// A step's preview of its x0 prediction, made off the step loop by the worker's preview
+    /// thread (full resolution from the preview decoder, latent resolution from the latent
+    /// matrix). Not every step gets one: `preview_every`, and a newer step's x0 replaces one
+    /// not yet previewed; the last step always does (before the run's terminal event).
     Preview {
         run: RunId,
         index: usize,
         image: RgbImage,
+        /// The kind that made it.
+        kind: PreviewKind,
+        /// What making it took: never part of the run's time.
+        took: Duration,
     },
     /// The run is complete: the full VAE-decoded image and the report (all timings).
     Finished {

@@ -52,6 +52,22 @@ pub struct Manifest {
     /// The trained micro model's record (grammar, training, evaluation); see [`MicroRecord`].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub micro: Option<MicroRecord>,
+    /// The least-squares fit of the VAE decoder's colour on the latent channels, for the
+    /// latent preview (see [`LatentRgbRecord`]); `None`: SD v1.5's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latent_rgb: Option<LatentRgbRecord>,
+}
+
+/// manifest.json's `latent_rgb`: the VAE decoder's colour in [-1, 1] as an affine map of the
+/// latent channels, `v = bias + Σ_c latent_c · factors[c]` (RGB = clamp((v + 1) / 2, 0, 1)),
+/// fitted by least squares on the model's own latents (the micro model's are not SD's).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LatentRgbRecord {
+    /// Per latent channel, its contribution to (R, G, B).
+    pub factors: Vec<[f32; 3]>,
+    /// Added to every pixel's (R, G, B).
+    #[serde(default)]
+    pub bias: [f32; 3],
 }
 
 /// The exporter that wrote a folder (manifest.json's `exporter`).
@@ -405,6 +421,22 @@ mod tests {
         assert!(m.files.is_empty());
         let dir = tempfile::tempdir().unwrap();
         assert!(Manifest::read(dir.path()).unwrap().is_none());
+    }
+
+    #[test]
+    fn the_latent_rgb_fit_is_read_with_its_bias_and_absent_without_one() {
+        let m = Manifest::parse(
+            r#"{"latent_rgb": {"factors": [[0.1, 0.2, 0.3], [0, 0, 0], [-1, 0.5, 0], [0, 0, 2]], "bias": [0.13, 0.01, -0.2], "r2": 0.9}}"#,
+        )
+        .unwrap();
+        let fit = m.latent_rgb.expect("recorded");
+        assert_eq!(fit.factors.len(), 4);
+        assert_eq!(fit.factors[2], [-1.0, 0.5, 0.0]);
+        assert_eq!(fit.bias, [0.13, 0.01, -0.2]);
+        // The bias defaults to zero; a folder without a fit has none (SD v1.5's is used).
+        let m = Manifest::parse(r#"{"latent_rgb": {"factors": [[1, 0, 0]]}}"#).unwrap();
+        assert_eq!(m.latent_rgb.unwrap().bias, [0.0; 3]);
+        assert!(Manifest::parse("{}").unwrap().latent_rgb.is_none());
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! manifest.json                what models/export.py wrote (optional; see `manifest`)
 //! clip_image_encoder/          optional: the CLIP scorer (see `clip`)
 //! vae_decoder/model.onnx       latent_sample [B,4,h,w] → sample [B,3,8h,8w]
+//! preview_decoder/model.onnx   optional: latents [B,4,h,w] → image [B,3,8h,8w] in [0,1] (see `preview_decoder`)
 //! tokenizer/                   tokenizer.json, else vocab.json + merges.txt
 //! scheduler/scheduler_config.json
 //! ```
@@ -19,6 +20,7 @@ pub mod controlnet;
 pub mod manifest;
 mod micro;
 mod ordered;
+pub mod preview_decoder;
 pub mod prompt;
 pub mod scheduler_status;
 pub mod tokenizer;
@@ -40,8 +42,9 @@ use crate::runtime::failure::{self, MemoryContext, MemoryPhase};
 use crate::runtime::tensor::{self, IoSpec};
 pub use clip::{CLIP_FOLDER, ClipScore, ClipScorer};
 pub use controlnet::{ControlNet, Residuals};
-pub use manifest::{Manifest, ModelKind, ModelPrompts};
+pub use manifest::{LatentRgbRecord, Manifest, ModelKind, ModelPrompts};
 pub use micro::{Grammar, MicroRecord};
+pub use preview_decoder::{PREVIEW_DECODER_FOLDER, PreviewDecoder};
 pub use scheduler_status::{SchedulerConfigSource, SchedulerConfigStatus, SchedulerReport};
 pub use tokenizer::{ClipTokenizer, Tokens};
 pub use unet::Unet;
@@ -1186,6 +1189,38 @@ impl Model {
             notes,
             adapters: lora::applied(&resolved),
         })
+    }
+}
+
+impl Model {
+    /// Whether the folder has a preview decoder (`preview_decoder/model.onnx`; filesystem only).
+    pub fn has_preview_decoder(&self) -> bool {
+        PreviewDecoder::present(&self.root)
+    }
+
+    /// A new session of the folder's preview decoder, owned by the caller (the worker moves it
+    /// to its preview thread), its creation time recorded as `preview_decoder`'s; `Ok(None)`
+    /// when the folder has none.
+    pub fn load_preview_decoder(&mut self, rt: &Runtime) -> eyre::Result<Option<PreviewDecoder>> {
+        if !self.has_preview_decoder() {
+            return Ok(None);
+        }
+        let file = component_file(&self.root, PREVIEW_DECODER_FOLDER)?;
+        let start = Instant::now();
+        let decoder = PreviewDecoder::load(rt, &file)?;
+        self.load_times
+            .push((PREVIEW_DECODER_FOLDER.to_string(), start.elapsed()));
+        Ok(Some(decoder))
+    }
+
+    /// The manifest's fit of the VAE's colour on the latent channels, when it records one.
+    pub fn latent_rgb(&self) -> Option<&LatentRgbRecord> {
+        self.manifest.as_ref()?.latent_rgb.as_ref()
+    }
+
+    /// The model folder.
+    pub fn root(&self) -> &Path {
+        &self.root
     }
 }
 
