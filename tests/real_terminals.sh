@@ -9,6 +9,7 @@
 #     no Unicode placeholders, which is how ratatui-image draws kitty images, so the TUI must
 #     fall back (half-blocks) and say so: the protocol and note it chose are checked in the
 #     TUI's test-hooks log, and the panels must match at HALFBLOCK_BAR.
+# In each, `speedscape doctor` must report the terminal, its version and that protocol.
 # (c) A kitty ≥ 0.28 or another terminal with kitty graphics (the placeholder path) is NOT
 #     covered: none can be installed from the registries here (Debian 12 ships kitty 0.26.5 and
 #     no WezTerm; the `kitty` on PyPI is an unrelated package; kitty's and WezTerm's GitHub
@@ -160,19 +161,54 @@ run_in() {
         || fail "$name: the panels do not show the runs' images (screenshot: $ART/$name.png)"
 }
 
+# doctor_in NAME TERMINAL GRAPHICS -- TERMINAL-COMMAND...: `speedscape doctor` in that terminal
+# (under `script`, so its output is kept while stdin and stdout stay the terminal's) must name
+# the terminal and the protocol the TUI chose there (bash patterns: `XTerm [0-9]*`).
+doctor_in() {
+    local name=$1 want_terminal=$2 want_graphics=$3
+    shift 4
+    local report="$ART/$name-doctor.txt"
+    "$@" script -qec "'$BIN' doctor --device cpu" "$WORK/$name-doctor.raw" \
+        >"$WORK/$name-doctor.stdout" 2>&1 &
+    TERM_PID=$!
+    PIDS+=("$TERM_PID")
+    wait_for 60 "$name: speedscape doctor to finish" terminal_gone
+    tr -d '\r' <"$WORK/$name-doctor.raw" >"$report"
+    local terminal graphics
+    terminal=$(sed -n 's/^terminal  *//p' "$report")
+    graphics=$(sed -n 's/^graphics  *//p' "$report")
+    echo "real_terminals: $name: doctor: terminal $terminal; graphics $graphics"
+    # shellcheck disable=SC2053
+    [[ $terminal == $want_terminal ]] ||
+        fail "$name: doctor reports the terminal as '$terminal', not '$want_terminal'"
+    # shellcheck disable=SC2053
+    [[ $graphics == $want_graphics ]] ||
+        fail "$name: doctor reports the graphics as '$graphics', not '$want_graphics'"
+}
+
 if [ "$ONLY" != kitty ]; then
     # Sixel on: a VT340 with 256 colour registers; window ops on, so it answers the font-size query.
-    run_in xterm-sixel "$SIXEL_BAR" sixel "" -- xterm -ti vt340 -geometry "${COLS}x${ROWS}+0+0" \
-        -b 0 -fa "DejaVu Sans Mono" -fs 9 \
-        -xrm 'XTerm*decTerminalID: vt340' -xrm 'XTerm*numColorRegisters: 256' \
-        -xrm 'XTerm*allowWindowOps: true' -e
+    xterm=(xterm -ti vt340 -geometry "${COLS}x${ROWS}+0+0" -b 0 -fa "DejaVu Sans Mono" -fs 9
+        -xrm 'XTerm*decTerminalID: vt340' -xrm 'XTerm*numColorRegisters: 256'
+        -xrm 'XTerm*allowWindowOps: true' -e)
+    run_in xterm-sixel "$SIXEL_BAR" sixel "" -- "${xterm[@]}"
+    doctor_in xterm-sixel 'XTerm [0-9]*' 'sixel (detected)' -- "${xterm[@]}"
 fi
 if [ "$ONLY" != xterm ]; then
-    run_in kitty-0.26 "$HALFBLOCK_BAR" halfblocks \
-        "kitty 0.26.5: images as half-blocks (kitty < 0.28 has no Unicode placeholders)" \
-        -- env LIBGL_ALWAYS_SOFTWARE=1 kitty --config NONE -o placement_strategy=top-left \
-        -o window_padding_width=0 -o initial_window_width="${COLS}c" \
-        -o initial_window_height="${ROWS}c" -o remember_window_size=no -o font_size=9 \
-        -o "font_family=DejaVu Sans Mono" -o enable_audio_bell=no
+    kitty=(env LIBGL_ALWAYS_SOFTWARE=1 kitty --config NONE -o placement_strategy=top-left
+        -o window_padding_width=0 -o initial_window_width="${COLS}c"
+        -o initial_window_height="${ROWS}c" -o remember_window_size=no -o font_size=9
+        -o "font_family=DejaVu Sans Mono" -o enable_audio_bell=no)
+    version=$(kitty --version | awk '{print $2}')
+    IFS=. read -r major minor _ <<<"$version"
+    if ((major == 0 && minor < 28)); then
+        note="kitty $version: images as half-blocks (kitty < 0.28 has no Unicode placeholders)"
+        run_in "kitty-$major.$minor" "$HALFBLOCK_BAR" halfblocks "$note" -- "${kitty[@]}"
+        doctor_in "kitty-$major.$minor" "kitty $version" "halfblocks ($note)" -- "${kitty[@]}"
+    else
+        # Never run here (no kitty >= 0.28 to install): the placeholder path, at the sixel bar.
+        run_in "kitty-$major.$minor" "$SIXEL_BAR" kitty "" -- "${kitty[@]}"
+        doctor_in "kitty-$major.$minor" "kitty $version" 'kitty (detected)' -- "${kitty[@]}"
+    fi
 fi
 echo "real_terminals: OK (screenshots in $ART/)"
