@@ -173,10 +173,10 @@ pub fn run(config: &Config, opts: Options) -> color_eyre::Result<()> {
         .with_model_kind(kind);
     app = with_model_controls(app, config, opts.model_dir.as_deref(), kind);
     app.rng = rng;
-    // The cheat-sheet answers kept from earlier sessions; a damaged file is named and left as it
-    // is (answers then live in memory only, and every save attempt says why it is refused).
     // The status line says at start when the terminal's graphics were changed, and why.
     app.status = pick.note;
+    // The cheat-sheet answers kept from earlier sessions; a damaged file is named and left as it
+    // is (answers then live in memory only, and every save attempt says why it is refused).
     match crate::exercises::cheatsheet::Answers::load(&save::answers_path(&opts.save_root)) {
         Ok(answers) => app = app.with_answers(answers),
         Err(e) => {
