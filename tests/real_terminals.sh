@@ -35,6 +35,7 @@
 #
 #   SPEEDSCAPE_BIN             the binary, built with --features test-hooks
 #   SPEEDSCAPE_REAL_TIMEOUT    seconds to wait for the three runs in each terminal (default 150)
+#   SPEEDSCAPE_REAL_TOTAL      seconds the whole test may take (default 300)
 #   SPEEDSCAPE_REAL_GRAPHICS   --graphics for both terminals (default auto); forcing a protocol
 #                              the terminal cannot show makes the test fail (how it was proven)
 #   SPEEDSCAPE_REAL_ONLY       xterm or kitty: only that terminal
@@ -45,6 +46,8 @@ cd "$(dirname "$0")/.."
 
 BIN=${SPEEDSCAPE_BIN:-target/debug/speedscape}
 TIMEOUT=${SPEEDSCAPE_REAL_TIMEOUT:-150}
+# No wait goes past this many seconds from the start (both terminals, every step).
+TOTAL=${SPEEDSCAPE_REAL_TOTAL:-300}
 GRAPHICS=${SPEEDSCAPE_REAL_GRAPHICS:-auto}
 ONLY=${SPEEDSCAPE_REAL_ONLY:-}
 PY=.venv-ref/bin/python
@@ -81,11 +84,12 @@ trap cleanup EXIT
 # The X server: it picks a free display and says which.
 Xvfb -displayfd 3 -screen 0 1280x800x24 -nolisten tcp 3>"$WORK/display" >"$WORK/xvfb.log" 2>&1 &
 PIDS+=($!)
-# wait_for SECONDS DESCRIPTION TEST-COMMAND...: poll every 0.25 s.
+# wait_for SECONDS DESCRIPTION TEST-COMMAND...: poll every 0.25 s (never past TOTAL).
 wait_for() {
     local secs=$1 what=$2
     shift 2
     local deadline=$((SECONDS + secs))
+    ((deadline <= TOTAL)) || deadline=$TOTAL
     while ((SECONDS < deadline)); do
         if "$@"; then return 0; fi
         sleep 0.25
@@ -100,7 +104,7 @@ export DISPLAY=":$(head -n1 "$WORK/display")"
 log_says() {
     [ -s "$LOG" ] && "$PY" -c 'import json,sys; d=json.load(open(sys.argv[1])); sys.exit(0 if eval(sys.argv[2]) else 1)' "$LOG" "$1" 2>/dev/null
 }
-worker_ready() { log_says 'd.get("worker", {}).get("ready")'; }
+worker_settled() { log_says 'd.get("worker", {}).get("ready") or d.get("worker", {}).get("fatal")'; }
 worker_failed() { log_says 'd.get("worker", {}).get("fatal")'; }
 # Exercise 1's three runs show their final images.
 three_final() {
@@ -136,11 +140,12 @@ run_in() {
         >"$WORK/$name.stdout" 2>&1 &
     TERM_PID=$!
     PIDS+=("$TERM_PID")
-    wait_for 60 "$name: the TUI to start and the model to open" worker_ready
-    worker_failed && fail "$name: the worker failed"
+    wait_for 60 "$name: the TUI to start and the model to open" worker_settled
+    if worker_failed; then fail "$name: the worker failed"; fi
     local wid
-    wid=$(xdotool search --sync --onlyvisible --pid "$TERM_PID" | head -n1)
-    xdotool windowfocus --sync "$wid"
+    wid=$(timeout 30 xdotool search --sync --onlyvisible --pid "$TERM_PID" | head -n1)
+    [ -n "$wid" ] || fail "$name: no window of the terminal's"
+    timeout 30 xdotool windowfocus --sync "$wid" || fail "$name: could not focus the terminal"
     local X Y WIDTH HEIGHT SCREEN WINDOW
     eval "$(xdotool getwindowgeometry --shell "$wid")"
     xdotool key --delay 100 1 r
