@@ -1,5 +1,7 @@
-//! `speedscape doctor`: what this box can run, and why not where it cannot.
+//! `speedscape doctor`: what this box can run, and why not where it cannot; and, run in a
+//! terminal, which terminal it is and the graphics the TUI would use on it.
 
+use std::io::IsTerminal;
 use std::path::Path;
 
 use serde::Serialize;
@@ -32,6 +34,11 @@ pub struct DoctorReport {
     /// What the model folder holds (`None` when it was not found).
     pub model_kind: Option<crate::models::ModelKind>,
     pub components: Vec<ComponentStatus>,
+    /// The terminal doctor runs in, as it names itself (XTVERSION), or why it was not asked.
+    pub terminal: String,
+    /// The protocol the TUI would draw images with here, and how it was chosen (`None`: not a
+    /// terminal).
+    pub graphics: Option<String>,
     /// Why the model cannot make images here (its folder does not open, or its base UNet does
     /// not load); a variant that does not load is only a component status.
     pub model_error: Option<String>,
@@ -99,6 +106,10 @@ impl DoctorReport {
             None => line("gpu", "none visible (no nvidia-smi or no device)".into()),
         }
         line("wheel", self.wheel_advice.clone());
+        line("terminal", self.terminal.clone());
+        if let Some(g) = &self.graphics {
+            line("graphics", g.clone());
+        }
         for n in &self.notes {
             line("note", n.clone());
         }
@@ -138,8 +149,15 @@ pub fn run(config: &Config, device: Device, model_dir: Option<&Path>) -> DoctorR
         tiny_model: false,
         model_kind: None,
         components: Vec::new(),
+        terminal: String::new(),
+        graphics: None,
         model_error: None,
     };
+    (report.terminal, report.graphics) = terminal_report(
+        config.tui.graphics,
+        std::io::stdin().is_terminal(),
+        std::io::stdout().is_terminal(),
+    );
     let plan = config.search_plan();
     // Load the library on the CPU first so a CUDA failure still shows which library it was.
     let rt_cpu = match Runtime::init_with(&plan, Device::Cpu, config.runtime_options()) {
@@ -274,6 +292,29 @@ fn check_components(
     (out, error)
 }
 
+/// The terminal and the graphics the TUI would use in it with config.toml's `[tui] graphics`,
+/// as the TUI picks them ([`crate::tui::pick_graphics`]); the terminal is asked only when
+/// stdin and stdout are one (a pipe would wait for a reply that never comes).
+fn terminal_report(
+    graphics: crate::config::Graphics,
+    stdin_tty: bool,
+    stdout_tty: bool,
+) -> (String, Option<String>) {
+    if !(stdin_tty && stdout_tty) {
+        return (
+            "not a terminal (stdin or stdout is not a tty), so not asked".into(),
+            None,
+        );
+    }
+    let pick = crate::tui::pick_graphics(graphics, "config.toml");
+    let identity = pick.terminal.unwrap_or_else(crate::tui::terminal::identify);
+    let protocol = format!("{:?}", pick.picker.protocol_type()).to_lowercase();
+    (
+        identity.to_string(),
+        Some(format!("{protocol} ({})", pick.how)),
+    )
+}
+
 /// Which `onnxruntime-gpu` wheel fits this driver.
 fn wheel_advice(gpu: Option<&GpuInfo>) -> String {
     let major = gpu
@@ -285,5 +326,23 @@ fn wheel_advice(gpu: Option<&GpuInfo>) -> String {
         Some(12) => "driver stops at CUDA 12: `pip install 'onnxruntime-gpu[cuda,cudnn]==1.26.*'` (1.27+ needs CUDA 13)".into(),
         Some(m) => format!("driver supports CUDA {m} only: onnxruntime-gpu needs CUDA 12 or 13; use --device cpu"),
         None => "no NVIDIA driver seen: the CPU wheel `onnxruntime` is the one to use".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outside_a_terminal_doctor_does_not_ask_and_says_why() {
+        for (stdin, stdout) in [(false, true), (true, false), (false, false)] {
+            let (terminal, graphics) =
+                terminal_report(crate::config::Graphics::Auto, stdin, stdout);
+            assert_eq!(
+                terminal,
+                "not a terminal (stdin or stdout is not a tty), so not asked"
+            );
+            assert_eq!(graphics, None);
+        }
     }
 }

@@ -4,6 +4,10 @@
 //! panel's protocol and bumps its id, so an encode still under way for an older preview is
 //! dropped when it comes back.
 //!
+//! Which protocol reaches the screen is decided once, at start ([`fit_protocol`]): kitty before
+//! 0.28 cannot show ratatui-image's kitty images (Unicode placeholders), so it gets half-blocks
+//! (or sixel, where the terminal says it has it), with a note saying so.
+//!
 //! Previews are sent at latent resolution and scaled by the protocol into an area capped so one
 //! frame stays under [`PREVIEW_BUDGET`] bytes; the bytes each frame really took are measured from
 //! the cells written and shown in the help overlay.
@@ -23,9 +27,47 @@ use ratatui_image::{Resize, ResizeEncodeRender, StatefulImage};
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::app::App;
+use super::terminal::TerminalId;
 
 /// Most bytes one preview frame may take on the wire.
 pub const PREVIEW_BUDGET: usize = 100_000;
+
+/// kitty draws ratatui-image's kitty images from this version on: they are Unicode placeholders
+/// for a virtual placement (`U=1`), which older kitty rejects ("invalid key character: 0x55"),
+/// leaving every panel a grid of placeholder boxes.
+pub const KITTY_PLACEHOLDERS_SINCE: [u32; 2] = [0, 28];
+
+/// The protocol the panels can really use on `terminal`, and a note naming the terminal's
+/// version and the reason when that is not `protocol`: kitty graphics on a kitty older than
+/// [`KITTY_PLACEHOLDERS_SINCE`] become sixel where the terminal says it has sixel (`sixel`),
+/// else half-blocks. `forced_by` names where a forced `kitty` came from (`--graphics`), so the
+/// note says it was overridden. Anything else (another terminal, an unknown version) stays.
+pub fn fit_protocol(
+    protocol: ProtocolType,
+    terminal: Option<&TerminalId>,
+    sixel: bool,
+    forced_by: Option<&str>,
+) -> (ProtocolType, Option<String>) {
+    let old_kitty = terminal
+        .filter(|t| t.is("kitty"))
+        .filter(|t| t.at_least(&KITTY_PLACEHOLDERS_SINCE) == Some(false));
+    let (ProtocolType::Kitty, Some(t)) = (protocol, old_kitty) else {
+        return (protocol, None);
+    };
+    let (fallback, words) = if sixel {
+        (ProtocolType::Sixel, "sixel")
+    } else {
+        (ProtocolType::Halfblocks, "half-blocks")
+    };
+    let [major, minor] = KITTY_PLACEHOLDERS_SINCE;
+    let who = match forced_by {
+        Some(source) => format!("{t} (kitty graphics set by {source})"),
+        None => t.to_string(),
+    };
+    let note =
+        format!("{who}: images as {words} (kitty < {major}.{minor} has no Unicode placeholders)");
+    (fallback, Some(note))
+}
 
 /// Which panel: (exercise index, run index, or [`CONTROL_PANEL`]).
 pub type PanelKey = (usize, usize);
@@ -116,6 +158,8 @@ impl Images {
     /// Brings every panel's protocol up to date with the app's images: each run's, and the
     /// control image of an exercise under a ControlNet ([`CONTROL_PANEL`]).
     pub fn sync(&mut self, app: &App) {
+        #[cfg(feature = "test-hooks")]
+        test_log::worker(app.info.is_some(), app.fatal.as_deref());
         for (e, ex) in app.exercises.iter().enumerate() {
             // The landscape shows no images: its dozens of runs get no panels (nor threads).
             if ex.landscape.is_some() {
@@ -219,6 +263,15 @@ impl Images {
             }
             return;
         }
+        #[cfg(feature = "test-hooks")]
+        {
+            let drawn = match &slot.proto {
+                Proto::Threaded(t) => t.size_for(Resize::Scale(None), area.as_size()),
+                Proto::Inline(p) => Some(p.size_for(Resize::Scale(None), area.as_size())),
+            };
+            let drawn = drawn.map(|d| Rect::new(area.x, area.y, d.width, d.height));
+            test_log::panel(key, area, drawn, !slot.preview);
+        }
         let cells = copy_out(buf, area);
         let bytes = wire_bytes(&cells);
         if slot.preview {
@@ -227,6 +280,107 @@ impl Images {
             self.final_bytes = Some(bytes);
         }
         slot.last = Some((area, cells));
+    }
+}
+
+/// TEST ONLY (feature `test-hooks`): where the graphics went, for tests/real_terminals.sh,
+/// which screenshots a real terminal and needs each panel's cells. With
+/// `SPEEDSCAPE_TEST_GRAPHICS_LOG=FILE`, FILE holds (rewritten whenever it changes) the protocol
+/// chosen and why, what the terminal said about itself, the font size in pixels, and each
+/// panel's cell rectangle with the image's part of it and whether it shows the final image.
+#[cfg(feature = "test-hooks")]
+pub mod test_log {
+    use std::collections::BTreeMap;
+    use std::sync::Mutex;
+
+    use ratatui::layout::Rect;
+    use serde_json::{Value, json};
+
+    use super::PanelKey;
+
+    static STATE: Mutex<Option<(Value, BTreeMap<PanelKey, Value>)>> = Mutex::new(None);
+
+    fn path() -> Option<std::path::PathBuf> {
+        std::env::var_os("SPEEDSCAPE_TEST_GRAPHICS_LOG").map(Into::into)
+    }
+
+    fn rect(r: Rect) -> Value {
+        json!([r.x, r.y, r.width, r.height])
+    }
+
+    /// The choice made at start.
+    pub fn graphics(pick: &crate::tui::GraphicsPick) {
+        if path().is_none() {
+            return;
+        }
+        let font = pick.picker.font_size();
+        let (cols, rows) = crossterm::terminal::size().unwrap_or((0, 0));
+        let head = json!({
+            "protocol": format!("{:?}", pick.picker.protocol_type()).to_lowercase(),
+            "how": pick.how,
+            "note": pick.note,
+            "terminal": pick.terminal.as_ref().map(|t| t.to_string()),
+            "font": [font.width, font.height],
+            "size": [cols, rows],
+        });
+        let mut state = STATE.lock().unwrap_or_else(|p| p.into_inner());
+        let (old, panels) = state.take().unwrap_or_else(|| (json!({}), BTreeMap::new()));
+        let mut head = head;
+        if let Some(worker) = old.get("worker") {
+            head["worker"] = worker.clone();
+        }
+        *state = Some((head, panels));
+        write(state.as_ref());
+    }
+
+    /// Whether the worker is ready (the model open), or why it stopped.
+    pub fn worker(ready: bool, fatal: Option<&str>) {
+        if path().is_none() {
+            return;
+        }
+        let mut state = STATE.lock().unwrap_or_else(|p| p.into_inner());
+        let (head, _) = state.get_or_insert_with(|| (json!({}), BTreeMap::new()));
+        let entry = json!({ "ready": ready, "fatal": fatal });
+        if head.get("worker") == Some(&entry) {
+            return;
+        }
+        head["worker"] = entry;
+        write(state.as_ref());
+    }
+
+    /// Panel `key` was drawn into `area`, its image covering `drawn`.
+    pub fn panel(key: PanelKey, area: Rect, drawn: Option<Rect>, last: bool) {
+        if path().is_none() {
+            return;
+        }
+        let entry = json!({
+            "exercise": key.0,
+            "run": key.1,
+            "area": rect(area),
+            "image": drawn.map(rect),
+            "final": last,
+        });
+        let mut state = STATE.lock().unwrap_or_else(|p| p.into_inner());
+        let (_, panels) = state.get_or_insert_with(|| (json!({}), BTreeMap::new()));
+        if panels.get(&key) == Some(&entry) {
+            return;
+        }
+        panels.insert(key, entry);
+        write(state.as_ref());
+    }
+
+    fn write(state: Option<&(Value, BTreeMap<PanelKey, Value>)>) {
+        let (Some(path), Some((head, panels))) = (path(), state) else {
+            return;
+        };
+        let mut value = head.clone();
+        value["panels"] = Value::Array(panels.values().cloned().collect());
+        let text = format!("{value:#}\n");
+        // Best effort: a failed write shows as a test waiting in vain, with the file's name.
+        let _ = crate::report::write_atomic(&path, |f| {
+            f.write_all(text.as_bytes())?;
+            Ok(())
+        });
     }
 }
 
@@ -396,5 +550,81 @@ mod tests {
                 );
             }
         }
+    }
+
+    fn kitty(version: &str) -> TerminalId {
+        TerminalId {
+            name: "kitty".into(),
+            version: Some(version.into()),
+        }
+    }
+
+    #[test]
+    fn kitty_before_0_28_gets_half_blocks_with_a_note_naming_version_and_reason() {
+        let (p, note) = fit_protocol(ProtocolType::Kitty, Some(&kitty("0.26.5")), false, None);
+        assert_eq!(p, ProtocolType::Halfblocks);
+        assert_eq!(
+            note.as_deref(),
+            Some("kitty 0.26.5: images as half-blocks (kitty < 0.28 has no Unicode placeholders)")
+        );
+        // Where the terminal says it has sixel, sixel (kitty itself never does).
+        let (p, note) = fit_protocol(ProtocolType::Kitty, Some(&kitty("0.27.1")), true, None);
+        assert_eq!(p, ProtocolType::Sixel);
+        assert!(note.unwrap().contains("images as sixel"));
+    }
+
+    #[test]
+    fn a_forced_kitty_on_an_old_kitty_is_overridden_and_says_so() {
+        let (p, note) = fit_protocol(
+            ProtocolType::Kitty,
+            Some(&kitty("0.26.5")),
+            false,
+            Some("--graphics"),
+        );
+        assert_eq!(p, ProtocolType::Halfblocks);
+        assert_eq!(
+            note.as_deref(),
+            Some(
+                "kitty 0.26.5 (kitty graphics set by --graphics): images as half-blocks (kitty < 0.28 has no Unicode placeholders)"
+            )
+        );
+    }
+
+    #[test]
+    fn placeholder_kitty_unknown_versions_and_other_terminals_keep_the_protocol() {
+        for t in [kitty("0.28.0"), kitty("0.35.2"), kitty("nightly")] {
+            assert_eq!(
+                fit_protocol(ProtocolType::Kitty, Some(&t), false, None),
+                (ProtocolType::Kitty, None),
+                "{t}"
+            );
+        }
+        let bare = TerminalId {
+            name: "kitty".into(),
+            version: None,
+        };
+        let xterm = TerminalId {
+            name: "XTerm".into(),
+            version: Some("379".into()),
+        };
+        assert_eq!(
+            fit_protocol(ProtocolType::Kitty, Some(&bare), false, None),
+            (ProtocolType::Kitty, None)
+        );
+        assert_eq!(
+            fit_protocol(ProtocolType::Kitty, None, false, None),
+            (ProtocolType::Kitty, None)
+        );
+        // A forced kitty elsewhere is the user's choice (and the real-terminal test's way to
+        // break the screen on purpose).
+        assert_eq!(
+            fit_protocol(ProtocolType::Kitty, Some(&xterm), true, Some("--graphics")),
+            (ProtocolType::Kitty, None)
+        );
+        // Other protocols on an old kitty are not kitty's placeholders.
+        assert_eq!(
+            fit_protocol(ProtocolType::Sixel, Some(&kitty("0.26.5")), false, None),
+            (ProtocolType::Sixel, None)
+        );
     }
 }

@@ -162,14 +162,19 @@ pub fn run(config: &Config, opts: Options) -> color_eyre::Result<()> {
 
     let mut session = terminal::Session::enter()?;
     // Ask the terminal about graphics now: after the alternate screen, before reading events.
-    let (picker, how) = pick_graphics(opts.graphics, opts.graphics_source);
-    let mut app = App::new(exercises(config), how)
+    let pick = pick_graphics(opts.graphics, opts.graphics_source);
+    #[cfg(feature = "test-hooks")]
+    images::test_log::graphics(&pick);
+    let picker = pick.picker;
+    let mut app = App::new(exercises(config), pick.how)
         .with_tokenizer(tokenizer)
         .with_sweep(&sweep)
         .with_weight_sweep(weight_sweep)
         .with_model_kind(kind);
     app = with_model_controls(app, config, opts.model_dir.as_deref(), kind);
     app.rng = rng;
+    // The status line says at start when the terminal's graphics were changed, and why.
+    app.status = pick.note;
     // The cheat-sheet answers kept from earlier sessions; a damaged file is named and left as it
     // is (answers then live in memory only, and every save attempt says why it is refused).
     match crate::exercises::cheatsheet::Answers::load(&save::answers_path(&opts.save_root)) {
@@ -260,12 +265,54 @@ fn protocol_of(g: Graphics) -> Option<ProtocolType> {
     }
 }
 
-/// The picker for `graphics` and a few words on how it was chosen (stdin and stdout are a
-/// terminal: [`terminal::check`] passed).
-fn pick_graphics(graphics: Graphics, source: &str) -> (Picker, String) {
+/// How the run panels draw images, and why.
+pub struct GraphicsPick {
+    pub picker: Picker,
+    /// How it was chosen, for the help line: "detected", "set by --graphics", or `note`.
+    pub how: String,
+    /// The protocol detected or asked for does not work on this terminal: what is used instead
+    /// and why (the status line shows it at start).
+    pub note: Option<String>,
+    /// What the terminal said about itself (`None`: not asked, halfblocks were set).
+    pub terminal: Option<terminal::Identity>,
+}
+
+/// The picker for `graphics` (`source`: where that came from) and how it was chosen: the
+/// terminal is asked who it is ([`terminal::identify`]) and what it can draw (ratatui-image's
+/// query), then [`images::fit_protocol`] keeps placeholder kitty graphics off an old kitty.
+/// Stdin and stdout are a terminal ([`terminal::check`] passed).
+pub fn pick_graphics(graphics: Graphics, source: &str) -> GraphicsPick {
     if graphics == Graphics::Halfblocks {
-        return (Picker::halfblocks(), format!("set by {source}"));
+        return GraphicsPick {
+            picker: Picker::halfblocks(),
+            how: format!("set by {source}"),
+            note: None,
+            terminal: None,
+        };
     }
+    let identity = terminal::identify();
+    let (mut picker, how) = query_picker(graphics, source);
+    let sixel = picker
+        .capabilities()
+        .contains(&ratatui_image::picker::Capability::Sixel);
+    let forced_by = (graphics != Graphics::Auto).then_some(source);
+    let (protocol, note) = images::fit_protocol(
+        picker.protocol_type(),
+        identity.terminal(),
+        sixel,
+        forced_by,
+    );
+    picker.set_protocol_type(protocol);
+    GraphicsPick {
+        picker,
+        how: note.clone().unwrap_or(how),
+        note,
+        terminal: Some(identity),
+    }
+}
+
+/// ratatui-image's capability query, with `graphics` forced over its answer where set.
+fn query_picker(graphics: Graphics, source: &str) -> (Picker, String) {
     let options = QueryStdioOptions {
         timeout: Duration::from_millis(1000),
         ..QueryStdioOptions::default()
