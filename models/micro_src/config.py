@@ -88,9 +88,14 @@ STAGES = {
     # samples: the base's own DPM-Solver++ images of train captions (controlnet.py); 4 chunks of 256,
     # about 6 min each on a shared 2-core machine, then `budget_s` of training (the shipped one: 8 361
     # steps of batch 16 in 4 200 s; on an oversubscribed machine --threads 1 ran 5x faster than 2).
+    # style_samples / style_fraction: the style variant's own triggered samples and the share of steps
+    # drawn from them (off as shipped: 0 / 0.0). Tried once, resumed from the shipped checkpoint with
+    # 512 / 0.25 for 1 250 steps: F1 at DPM-Solver++ 20 + CN 0.541 -> 0.549, the style pixelation
+    # margin 0.139 -> 0.148, LCM + style + CN F1 0.419 -> 0.375; not shipped (the run was lost with
+    # its machine before it finished).
     "controlnet": dict(samples=1024, sample_steps=10, sample_cfg=7.5, sample_batch=128, batch=16, steps=12000, budget_s=4200,
                        lr=1e-3, warmup=50, text_dropout=0.5, conditioning_channels=(16, 32, 48), timestep_bias=3.0,
-                       style_samples=512, style_fraction=0.25),
+                       style_samples=0, style_fraction=0.0),
     # issue 25: the preview decoder (preview.py), distilled from the shipped VAE decoder on the x0
     # predictions of DPM-Solver++ trajectories (every step + the final latents); appended last, so
     # every stage before it draws the same numbers as before. channels/blocks: 16 channels, blocks
