@@ -20,6 +20,12 @@ from PIL import Image
 from skimage.metrics import structural_similarity
 
 CONTROL_PANEL = 2**64 - 1
+# A cell "has detail" when its median pixel row spans more than this many levels (of 255).
+DETAIL_LEVELS = 6
+# Protocols that draw pixels must show detail in at least this share of a panel's cells; measured
+# under Xvfb: sixel in xterm 0.86-0.92, half-blocks (xterm and kitty 0.26) 0.0.
+PIXEL_SHARE = 0.5
+PIXEL_PROTOCOLS = ("sixel", "kitty", "iterm2")
 
 
 def saved_png(saved: pathlib.Path, run: int) -> pathlib.Path:
@@ -42,18 +48,47 @@ def image_box(image_cells, font, cell):
     return (round(left), round(top), round(left + side / fw * cw), round(top + side / fh * ch))
 
 
+def detail_share(shot: Image.Image, log: dict, window, panel: dict) -> float:
+    """The share of a panel's whole cells whose pixels vary across the cell's width (the median
+    pixel row spans more than DETAIL_LEVELS in some channel). Half-blocks colour a cell's upper
+    and lower halves flat, so they score 0; an image drawn in pixels (sixel, kitty, iTerm2) varies
+    inside most cells."""
+    wx, wy, ww, wh = window
+    cols, rows = log["size"]
+    cw, ch = ww // cols, wh // rows
+    pixels = np.asarray(shot, dtype=np.int16)
+    left, top, right, bottom = image_box(panel["image"], log["font"], (cw, ch))
+    x, y, w, h = panel["image"]
+    detailed = total = 0
+    for cy in range(y, y + h):
+        for cx in range(x, x + w):
+            px, py = cx * cw, cy * ch
+            if px + cw > right or py + ch > bottom:
+                continue
+            cell = pixels[wy + py : wy + py + ch, wx + px : wx + px + cw]
+            spans = (cell.max(axis=1) - cell.min(axis=1)).max(axis=1)
+            total += 1
+            detailed += bool(np.median(spans) > DETAIL_LEVELS)
+    return detailed / max(total, 1)
+
+
+def final_panels(log: dict) -> list[dict]:
+    """Exercise 1's three run panels with final images, in run order."""
+    panels = [
+        p for p in log["panels"] if p["exercise"] == 0 and p["run"] != CONTROL_PANEL and p["final"]
+    ]
+    if len(panels) < 3:
+        sys.exit(f"real_terminals.py: the log shows {len(panels)} final panels, not 3")
+    return sorted(panels, key=lambda p: p["run"])
+
+
 def score(shot: Image.Image, log: dict, saved: pathlib.Path, window) -> list[tuple[int, float]]:
     wx, wy, ww, wh = window
     cols, rows = log["size"]
     # Cells are whole pixels; a window may be a pixel larger than its grid (kitty's is).
     cell = (ww // cols, wh // rows)
     out = []
-    panels = [
-        p for p in log["panels"] if p["exercise"] == 0 and p["run"] != CONTROL_PANEL and p["final"]
-    ]
-    if len(panels) < 3:
-        sys.exit(f"real_terminals.py: the log shows {len(panels)} final panels, not 3")
-    for p in sorted(panels, key=lambda p: p["run"]):
+    for p in final_panels(log):
         want = Image.open(saved_png(saved, p["run"])).convert("RGB")
         left, top, right, bottom = image_box(p["image"], log["font"], cell)
         got = shot.crop((wx + left, wy + top, wx + right, wy + bottom))
@@ -99,6 +134,18 @@ def main() -> None:
         print(f"real_terminals.py: run {run + 1}: SSIM {s:.3f} (bar {args.bar}) {verdict}")
         if s < args.bar:
             failed.append(f"run {run + 1}'s panel: SSIM {s:.3f} < {args.bar}")
+    # An image must be drawn in pixels where the protocol draws pixels: the SSIM bar alone barely
+    # tells sixel (0.956+) from half-blocks (0.94-0.955) on the micro model's smooth images.
+    if log["protocol"] in PIXEL_PROTOCOLS:
+        for p in final_panels(log):
+            share = detail_share(shot, log, window, p)
+            verdict = "ok" if share >= PIXEL_SHARE else "NO PIXEL DETAIL"
+            print(
+                f"real_terminals.py: run {p['run'] + 1}: {share:.2f} of its cells have detail "
+                f"inside them (bar {PIXEL_SHARE}) {verdict}"
+            )
+            if share < PIXEL_SHARE:
+                failed.append(f"run {p['run'] + 1}'s panel has no detail inside its cells (blank, or drawn in cells)")
     if failed:
         sys.exit("real_terminals.py: " + "; ".join(failed))
 

@@ -29,7 +29,9 @@
 # SIXEL_BAR sits between sixel and half-blocks on the same xterm: the gap is narrow because the
 # micro model's images are smooth (half-blocks at ~36×36 lose little at 64×64), so the bar
 # catches a sixel terminal drawing half-blocks only just; the protocol the TUI chose is checked
-# in its log too. HALFBLOCK_BAR sits between half-blocks and a screen that shows no image.
+# in its log too, and where it draws pixels (sixel, kitty) real_terminals.py also checks that
+# each panel is drawn in pixels: the share of its cells with detail inside them (sixel
+# 0.86–0.92, half-blocks 0.0; the bar 0.5). HALFBLOCK_BAR sits between half-blocks and a screen that shows no image.
 # The broken runs are how the test was proven to fail: SPEEDSCAPE_REAL_GRAPHICS=kitty (xterm
 # fails) and SPEEDSCAPE_REAL_GRAPHICS=sixel SPEEDSCAPE_REAL_ONLY=kitty (kitty fails).
 #
