@@ -145,7 +145,10 @@ def main() -> None:
                 f"inside them (bar {PIXEL_SHARE}) {verdict}"
             )
             if share < PIXEL_SHARE:
-                failed.append(f"run {p['run'] + 1}'s panel has no detail inside its cells (blank, or drawn in cells)")
+                failed.append(
+                    f"run {p['run'] + 1}'s panel has no detail inside its cells "
+                    "(blank, or drawn in cells)"
+                )
     if failed:
         sys.exit("real_terminals.py: " + "; ".join(failed))
 
