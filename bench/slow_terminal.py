@@ -54,6 +54,7 @@ class Terminal:
         self.data = bytearray()
         self.t0 = time.monotonic()
         self.answered = 0  # how much of `data` the query scan has seen
+        self.arrivals: list[tuple[int, float]] = []  # (len(data) after a read, when)
 
     def pump(self, seconds: float) -> bool:
         """Reads for `seconds`; False once the TUI has closed the terminal."""
@@ -74,6 +75,7 @@ class Terminal:
             if not chunk:
                 return False
             self.data += chunk
+            self.arrivals.append((len(self.data), time.monotonic()))
             self.answer()
         return True
 
@@ -90,6 +92,14 @@ class Terminal:
             if time.monotonic() > end or not self.pump(0.1):
                 return False
         return True
+
+    def arrived(self, pattern: bytes, count: int, since: int) -> float:
+        """When the `count`-th `pattern` after offset `since` was read (monotonic seconds)."""
+        at = since - 1
+        for _ in range(count):
+            at = self.data.index(pattern, at + 1)
+        end = at + len(pattern)
+        return next(t for n, t in self.arrivals if n >= end)
 
     def key(self, k: bytes):
         os.write(self.fd, k)
@@ -119,7 +129,7 @@ def run_side(binary: str, rate: float | None, work: Path) -> dict:
             term.pump(0.1)
         if not term.wait_for("✓".encode(), count=3, timeout=300, since=started):
             raise RuntimeError("three finished rows never reached the terminal")
-        to_rows = time.monotonic() - t_run
+        to_rows = term.arrived("✓".encode(), 3, started) - t_run
         frames = len(SIXEL.findall(bytes(term.data[started:])))
         term.pump(1.0)
         term.key(b"s")
