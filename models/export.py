@@ -457,30 +457,41 @@ class ControlNetSource:
         return f"controlnet_{self.name}"
 
 
-def _controlnet_config(folder: Path, what: str) -> dict:
-    """config.json of a ControlNetModel folder; refuses anything else, saying what it is."""
+def _component_config(folder: Path, what: str, class_name: str, subfolder: str, example: str, label: str = "",
+                      note: str = "") -> dict:
+    """config.json of a diffusers `class_name` folder (a ControlNetModel, an AutoencoderTiny);
+    refuses anything else, saying what it is: a pipeline folder (its `subfolder` may be the
+    component), a folder without config.json, broken JSON, another class. `label` names the class
+    in that last message (default: `class_name`); `note` ends its fix."""
+    an = "an" if class_name[0] in "AEIOU" else "a"
     config = folder / "config.json"
-    if (folder / "model_index.json").is_file() and (folder / "controlnet" / "config.json").is_file():
+    if (folder / "model_index.json").is_file() and (folder / subfolder / "config.json").is_file():
         raise ExportError(
-            f"{what}: {folder} is a pipeline folder, not a ControlNetModel folder\n"
-            f"Fix: pass its ControlNet subfolder, {folder / 'controlnet'}"
+            f"{what}: {folder} is a pipeline folder, not {an} {class_name} folder\n"
+            f"Fix: pass {an} {class_name} folder (`{class_name}.save_pretrained`; this pipeline's {folder / subfolder} "
+            f"if it is one) or a hub id such as {example}"
         )
     if not config.is_file():
         raise ExportError(
-            f"{what}: {folder} is not a diffusers ControlNetModel folder (no config.json)\n"
-            f"Fix: pass a folder saved by `ControlNetModel.save_pretrained` or a hub id such as {EXAMPLE_CONTROLNET}"
+            f"{what}: {folder} is not a diffusers {class_name} folder (no config.json)\n"
+            f"Fix: pass a folder saved by `{class_name}.save_pretrained` or a hub id such as {example}"
         )
     try:
         cfg = json.loads(config.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ExportError(f"{what}: {config} is not valid JSON ({e})\nFix: pass an intact ControlNetModel folder") from None
+        raise ExportError(f"{what}: {config} is not valid JSON ({e})\nFix: pass an intact {class_name} folder") from None
     kind = cfg.get("_class_name") if isinstance(cfg, dict) else None
-    if kind != "ControlNetModel":
+    if kind != class_name:
         raise ExportError(
-            f"{what}: {folder} holds a {kind or 'model without _class_name'}, not a ControlNetModel\n"
-            f"Fix: pass a diffusers ControlNetModel folder or a hub id such as {EXAMPLE_CONTROLNET}"
+            f"{what}: {folder} holds a {kind or 'model without _class_name'}, not {an} {label or class_name}\n"
+            f"Fix: pass a diffusers {class_name} folder or a hub id such as {example}{note}"
         )
     return cfg
+
+
+def _controlnet_config(folder: Path, what: str) -> dict:
+    """config.json of a ControlNetModel folder (see _component_config)."""
+    return _component_config(folder, what, "ControlNetModel", "controlnet", EXAMPLE_CONTROLNET)
 
 
 def resolve_controlnet(spec: str, out_dir: Path | None = None, label: str | None = None) -> ControlNetSource:
@@ -673,30 +684,9 @@ def _other_latent_space(source: str) -> str | None:
 
 
 def _preview_decoder_config(folder: Path, what: str) -> dict:
-    """config.json of an AutoencoderTiny folder; refuses anything else, saying what it is."""
-    config = folder / "config.json"
-    if (folder / "model_index.json").is_file() and (folder / "vae" / "config.json").is_file():
-        raise ExportError(
-            f"{what}: {folder} is a pipeline folder, not an AutoencoderTiny folder\n"
-            f"Fix: pass an AutoencoderTiny folder (`AutoencoderTiny.save_pretrained`) or a hub id such as {DEFAULT_PREVIEW_DECODER}"
-        )
-    if not config.is_file():
-        raise ExportError(
-            f"{what}: {folder} is not a diffusers AutoencoderTiny folder (no config.json)\n"
-            f"Fix: pass a folder saved by `AutoencoderTiny.save_pretrained` or a hub id such as {DEFAULT_PREVIEW_DECODER}"
-        )
-    try:
-        cfg = json.loads(config.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ExportError(f"{what}: {config} is not valid JSON ({e})\nFix: pass an intact AutoencoderTiny folder") from None
-    kind = cfg.get("_class_name") if isinstance(cfg, dict) else None
-    if kind != "AutoencoderTiny":
-        raise ExportError(
-            f"{what}: {folder} holds a {kind or 'model without _class_name'}, not an AutoencoderTiny (TAESD)\n"
-            f"Fix: pass a diffusers AutoencoderTiny folder or a hub id such as {DEFAULT_PREVIEW_DECODER} "
-            f"(the full VAE already decodes the final image)"
-        )
-    return cfg
+    """config.json of an AutoencoderTiny (TAESD) folder (see _component_config)."""
+    return _component_config(folder, what, "AutoencoderTiny", "vae", DEFAULT_PREVIEW_DECODER,
+                             label="AutoencoderTiny (TAESD)", note=" (the full VAE already decodes the final image)")
 
 
 def resolve_preview_decoder(source: str, revision: str | None = None, out_dir: Path | None = None,

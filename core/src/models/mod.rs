@@ -328,6 +328,16 @@ fn looks_like(inputs: &[IoSpec]) -> Option<&'static str> {
     }
 }
 
+/// A decoder's latents input `name` (`[batch, 4, h, w]`, float32 or float16); otherwise an error
+/// naming the `what` graph and listing the inputs it has.
+fn latents_input(session: &Session, file: &Path, name: &str, what: &str) -> eyre::Result<IoSpec> {
+    let inputs = tensor::inputs(session);
+    find(&inputs, name)
+        .filter(|s| s.rank() == 4 && is_float(s.elem))
+        .cloned()
+        .ok_or_else(|| mismatch(file, what, &format!("{name} float[batch,4,h,w]"), &inputs))
+}
+
 fn mismatch(file: &Path, what: &str, expected: &str, found: &[IoSpec]) -> eyre::Report {
     let folder = file
         .parent()
@@ -535,18 +545,7 @@ impl VaeDecoder {
     /// float16, in; otherwise an error listing what the graph has.
     pub fn load(rt: &Runtime, file: &Path) -> eyre::Result<Self> {
         let session = rt.session(file)?;
-        let inputs = tensor::inputs(&session);
-        let input = find(&inputs, "latent_sample")
-            .filter(|s| s.rank() == 4 && is_float(s.elem))
-            .cloned()
-            .ok_or_else(|| {
-                mismatch(
-                    file,
-                    "VAE decoder",
-                    "latent_sample float[batch,4,h,w]",
-                    &inputs,
-                )
-            })?;
+        let input = latents_input(&session, file, "latent_sample", "VAE decoder")?;
         let outputs = tensor::outputs(&session);
         let output = outputs
             .iter()

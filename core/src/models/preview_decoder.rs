@@ -15,7 +15,7 @@ use eyre::{bail, eyre};
 use ndarray::{Array4, ArrayView4, Ix4};
 use ort::session::Session;
 
-use super::{describe_all, find, is_float, mismatch, run_error};
+use super::{describe_all, latents_input, run_error};
 use crate::runtime::Runtime;
 use crate::runtime::failure::MemoryContext;
 use crate::runtime::tensor::{self, IoSpec};
@@ -47,18 +47,7 @@ impl PreviewDecoder {
     /// in, `image` of rank 4 out; otherwise an error listing what the graph has.
     pub fn load(rt: &Runtime, file: &Path) -> eyre::Result<Self> {
         let session = rt.session(file)?;
-        let inputs = tensor::inputs(&session);
-        let input = find(&inputs, "latents")
-            .filter(|s| s.rank() == 4 && is_float(s.elem))
-            .cloned()
-            .ok_or_else(|| {
-                mismatch(
-                    file,
-                    "preview decoder",
-                    "latents float[batch,4,h,w]",
-                    &inputs,
-                )
-            })?;
+        let input = latents_input(&session, file, "latents", "preview decoder")?;
         let outputs = tensor::outputs(&session);
         let output = outputs
             .iter()
