@@ -24,7 +24,6 @@ use speedscape::pipeline::preview::{PreviewKind, Previewer};
 use speedscape::pipeline::{self, Request, RunOutput};
 use speedscape::report;
 use speedscape::runtime::Runtime;
-use speedscape::schedulers::SchedulerOptions;
 
 use super::args::PreviewsArgs;
 use super::existing;
@@ -169,21 +168,10 @@ fn request(config: &Config, model: &Model, args: &PreviewsArgs) -> Request {
             .unwrap_or_default()
     });
     Request {
-        prompt,
-        negative_prompt: String::new(),
-        scheduler: args.scheduler,
-        scheduler_options: SchedulerOptions::default(),
-        steps: args.steps,
         guidance: args.cfg,
-        seed: args.seed,
         rng: args.engine.rng.unwrap_or(config.runtime.rng),
         unet: args.unet.clone(),
-        loras: Vec::new(),
-        width: None,
-        height: None,
-        latents: None,
-        clip_score: false,
-        control: None,
+        ..Request::new(&prompt, args.scheduler, args.steps, args.seed)
     }
 }
 
