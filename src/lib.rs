@@ -24,10 +24,11 @@
 //! | 6 | `config` | config.toml as data: serde structs, defaults, validation |
 //! | 7 | `open`, `worker::previews` | opening what config names: ONNX Runtime, the model folder; the worker's preview thread (latest wins) |
 //! | 8 | `worker` | the inference thread: jobs in, events out |
-//! | 9 | `doctor`, `inventory`, `bench`, `exercises::headless` | the environment report; the model folder report; `speedscape bench`; exercises run headless |
+//! | 9 | `inventory`, `bench`, `exercises::headless` | the model folder report; `speedscape bench`; exercises run headless |
 //! | 10 | `exercises::cheatsheet`, `sweep::headless` | the cheat sheet's verified choices; sweeps run through the worker |
 //! | 11 | `sweep::output` | the landscape's files: summary, CSV, JSON, plot, images |
 //! | 12 | `tui`, `tui::*` | the terminal UI |
+//! | 13 | `doctor` | the environment report (the terminal and the graphics the TUI would pick there included) |
 
 pub use speedscape_core::{error, lora, models, pipeline, quality, rng, runtime, schedulers};
 
