@@ -117,11 +117,11 @@ mod tests {
         };
         let set = env(&[("HOME", "/home/u"), ("XDG_CONFIG_HOME", "/xdg/config")]);
         assert_eq!(
-            xdg_dir_in(&set, "XDG_CONFIG_HOME", ".config"),
+            xdg_dir_in(set, "XDG_CONFIG_HOME", ".config"),
             Some(PathBuf::from("/xdg/config/speedscape"))
         );
         assert_eq!(
-            xdg_dir_in(&set, "XDG_CACHE_HOME", ".cache"),
+            xdg_dir_in(set, "XDG_CACHE_HOME", ".cache"),
             Some(PathBuf::from("/home/u/.cache/speedscape"))
         );
         let relative = env(&[("HOME", "/home/u"), ("XDG_CACHE_HOME", "rel/cache")]);

@@ -54,6 +54,9 @@ impl Scene {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&python, std::fs::Permissions::from_mode(0o755)).unwrap();
         std::fs::create_dir_all(dir.path().join("models")).unwrap();
+        // An explicit --config must exist (a missing one is made only at the default path).
+        std::fs::create_dir_all(dir.path().join("cfg")).unwrap();
+        std::fs::write(dir.path().join("cfg/config.toml"), "# mine\n").unwrap();
         Scene { dir }
     }
 
@@ -159,11 +162,11 @@ fn an_export_passes_its_flags_makes_the_environment_once_and_lands_whole() {
             ),
         "{export}"
     );
-    // --yes: model.dir written into the (new) config.
+    // --yes: model.dir written into the config, whose own lines stay.
     let config = std::fs::read_to_string(s.path("cfg/config.toml")).unwrap();
-    assert!(
-        config.contains(&format!("[model]\ndir = \"{}\"\n", s.out().display())),
-        "{config}"
+    assert_eq!(
+        config,
+        format!("# mine\n\n[model]\ndir = \"{}\"\n", s.out().display())
     );
     // Again, replacing it: the environment is not made twice; the config is left alone.
     let o = s.run(&["--force", "--no-config"], &[]);
@@ -239,9 +242,10 @@ fn each_failure_says_what_happened_and_what_to_do_and_leaves_nothing_half_made()
             assert!(t.contains(e), "{var}={mode}: {e:?} not in\n{t}");
         }
         assert!(s.beside_out().is_empty(), "{mode}: {:?}", s.beside_out());
-        assert!(
-            !s.path("cfg/config.toml").exists(),
-            "{mode}: no config for a failed export"
+        assert_eq!(
+            std::fs::read_to_string(s.path("cfg/config.toml")).unwrap(),
+            "# mine\n",
+            "{mode}: the config is untouched by a failed export"
         );
         if var == "FAKE_PIP" {
             assert!(
@@ -258,7 +262,7 @@ fn each_failure_says_what_happened_and_what_to_do_and_leaves_nothing_half_made()
 #[test]
 fn ctrl_c_stops_the_exporter_and_removes_its_temporary_folder() {
     let s = Scene::new();
-    let mut child = s
+    let child = s
         .command(&[], &[("FAKE_EXPORT", "hang")])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
