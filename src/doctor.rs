@@ -342,7 +342,7 @@ fn install_line() -> String {
         None => {
             let exe =
                 std::env::current_exe().map_or_else(|_| "?".into(), |p| p.display().to_string());
-            format!("{version}, built from a checkout ({exe})")
+            format!("{version}, built with cargo, not from a wheel ({exe})")
         }
     }
 }

@@ -26,6 +26,7 @@ if [ "$1" = -m ] && [ "$2" = pip ]; then
     enospc) echo "ERROR: Could not install packages due to an OSError: [Errno 28] No space left on device" >&2; exit 1 ;;
   esac
 fi
+if [ "$2" = --help ]; then echo "usage: export.py [-h] --out OUT"; exit 0; fi
 out=""; prev=""
 for a in "$@"; do [ "$prev" = --out ] && out="$a"; prev="$a"; done
 mkdir -p "$out.partial/unet" && echo half > "$out.partial/unet/model.onnx"
@@ -189,6 +190,25 @@ fn an_export_passes_its_flags_makes_the_environment_once_and_lands_whole() {
     assert_eq!(o.status.code(), Some(1));
     assert!(text(&o).contains("exists already"), "{}", text(&o));
     assert_eq!(s.log().lines().count(), 4);
+}
+
+#[test]
+fn the_exporters_own_help_is_shown_through_its_environment() {
+    let s = Scene::new();
+    std::fs::create_dir_all(s.out()).unwrap();
+    // An existing --out does not matter: nothing is exported.
+    let o = s.run(&["--", "--help"], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("usage: export.py [-h] --out OUT"));
+    let log = s.log();
+    assert!(
+        log.lines()
+            .last()
+            .unwrap()
+            .ends_with("models/export.py --help"),
+        "{log}"
+    );
+    assert_eq!(s.beside_out(), ["sd15"]);
 }
 
 #[test]

@@ -20,7 +20,10 @@ pub fn run(config: &Config, config_path: &Path, args: ExportArgs) -> color_eyre:
     };
     let exporter_args = export::exporter_args(args.fp16, &args.optimize, &args.exporter)?;
     let exporter = export::exporter()?;
-    export::check_out(&out, args.force)?;
+    let help = args.exporter.iter().any(|a| a == "--help" || a == "-h");
+    if !help {
+        export::check_out(&out, args.force)?;
+    }
     let cache = speedscape::install::cache_dir().ok_or_else(|| {
         Fixable::new(
             "no cache folder for the exporter's environment (neither $XDG_CACHE_HOME nor $HOME is set)",
@@ -28,6 +31,16 @@ pub fn run(config: &Config, config_path: &Path, args: ExportArgs) -> color_eyre:
         )
     })?;
     let python = export::ensure_env(&exporter, &cache)?;
+    if help {
+        // `speedscape models export -- --help`: the exporter's own flags, nothing exported.
+        let status = std::process::Command::new(&python)
+            .arg(&exporter.script)
+            .arg("--help")
+            .status()?;
+        return Ok(ExitCode::from(
+            u8::try_from(status.code().unwrap_or(1)).unwrap_or(1),
+        ));
+    }
     eprintln!(
         "speedscape: exporting into {} (built beside it, moved into place when complete)",
         out.display()
