@@ -335,10 +335,11 @@ fn run_child(mut cmd: Command, phase: Phase, target: &Path) -> color_eyre::Resul
 /// last error line (and its own "Fix:" line, the exporter's errors have one).
 pub fn failure(phase: Phase, stderr: &str, status: ExitStatus, target: &Path) -> Fixable {
     let doing = phase.doing();
+    // The first line that names it: the tool's own error line comes before its advice
+    // ("Please check your internet connection") and later retries.
     let found = |needles: &[&str]| {
         stderr
             .lines()
-            .rev()
             .find(|l| needles.iter().any(|n| l.contains(n)))
             .map(|l| clip(l.trim()))
     };
@@ -604,7 +605,7 @@ mod tests {
             (
                 Phase::Pip,
                 "ERROR: Could not find a version that satisfies the requirement torch==2.15.0 (from versions: 2.0.0)\nERROR: No matching distribution found for torch==2.15.0\n",
-                "no build of a pinned package for this Python: ERROR: No matching distribution found for torch==2.15.0",
+                "no build of a pinned package for this Python: ERROR: Could not find a version that satisfies the requirement torch==2.15.0",
                 "Python 3.11",
             ),
             (
