@@ -347,9 +347,10 @@ pub fn failure(phase: Phase, stderr: &str, status: ExitStatus, target: &Path) ->
         return Fixable::new(
             format!("the disk filled up while {doing}: {line}"),
             format!(
-                "free space and run the same command again (the environment takes ~6 GB under \
-                 ~/.cache/speedscape, the hub's download ~5 GB under ~/.cache/huggingface, the \
-                 export ~4 GB, ~2 GB with --fp16, at {}); nothing half-made was kept",
+                "free space and run the same command again ({} was being written; the environment \
+                 takes ~6 GB under ~/.cache/speedscape, the hub's download ~5 GB under \
+                 ~/.cache/huggingface, the export ~4 GB, ~2 GB with --fp16); nothing half-made \
+                 was kept",
                 target.display()
             ),
         );
