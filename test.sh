@@ -5,7 +5,8 @@
 # every test: Rust (cargo: the app's and the engine crate's, including a smoke `speedscape bench`,
 # then the engine's txt2img example), the TUI end to end (tmux drives the real binary; xterm and
 # kitty under Xvfb must show its images), the
-# exporter's and bench/compare.py's (pytest, on the tiny architecture).
+# exporter's and bench/compare.py's (pytest, on the tiny architecture), and the wheel (built with
+# maturin and zig, installed with pip and uv into fresh venvs, run outside the checkout).
 set -euo pipefail
 cd "$(dirname "$0")"
 scripts/setup.sh
@@ -40,6 +41,11 @@ SPEEDSCAPE_BIN="$PWD/target/debug/speedscape" tests/tui_terminal.sh
 SPEEDSCAPE_BIN="$PWD/target/debug/speedscape" tests/real_terminals.sh
 SPEEDSCAPE_BIN="$PWD/target/debug/speedscape" .venv-ref/bin/python -m pytest -q -p no:cacheprovider -p no:warnings models/tests
 SPEEDSCAPE_BIN="$PWD/target/debug/speedscape" .venv-bench/bin/python -m pytest -q -p no:cacheprovider -p no:warnings bench/tests
+# The wheel as users install it: built (a second, release build with zig for glibc 2.28, in
+# target/x86_64-unknown-linux-gnu/) and checked (version, auditwheel's manylinux tag, size), then
+# installed into a fresh venv outside the checkout and run from there (pip, uv tool, uvx).
+scripts/build-wheel.sh >/dev/null
+scripts/wheel-smoke.sh
 # Last, because the tests above need the hooked binary: tests/no_test_hooks.rs again without the
 # test-hooks feature (only the speedscape crate recompiles, dependencies are shared), checking that
 # a build without it has no test hooks.

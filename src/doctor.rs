@@ -21,6 +21,8 @@ pub struct ComponentStatus {
 #[derive(Debug, Serialize)]
 pub struct DoctorReport {
     pub config: Option<String>,
+    /// How this speedscape was installed: a wheel (its environment and data) or a checkout build.
+    pub install: String,
     pub device_requested: Device,
     /// The loaded ONNX Runtime, or why none loaded.
     pub onnxruntime: Result<runtime::LoadedLibrary, String>,
@@ -30,6 +32,8 @@ pub struct DoctorReport {
     pub gpu: Option<GpuInfo>,
     pub wheel_advice: String,
     pub model_dir: Option<String>,
+    /// Where the model folder was named (`--model-dir`, `model.dir in …`, the packaged micro model).
+    pub model_source: Option<String>,
     pub tiny_model: bool,
     /// What the model folder holds (`None` when it was not found).
     pub model_kind: Option<crate::models::ModelKind>,
@@ -66,6 +70,7 @@ impl DoctorReport {
                 .clone()
                 .unwrap_or_else(|| "(none: built-in defaults)".into()),
         );
+        line("speedscape", self.install.clone());
         match &self.onnxruntime {
             Ok(lib) => {
                 line(
@@ -120,6 +125,9 @@ impl DoctorReport {
                 None => "not found".into(),
             },
         );
+        if let Some(source) = &self.model_source {
+            line("  found via", source.clone());
+        }
         if let Some(e) = &self.model_error {
             line("  ERROR", e.replace('\n', &format!("\n{:15}", "")));
         }
@@ -139,6 +147,7 @@ pub fn run(config: &Config, device: Device, model_dir: Option<&Path>) -> DoctorR
     let wheel_advice = wheel_advice(gpu.as_ref());
     let mut report = DoctorReport {
         config: config.path.as_ref().map(|p| p.display().to_string()),
+        install: install_line(),
         device_requested: device,
         onnxruntime: Err(String::new()),
         provider: Err(String::new()),
@@ -146,6 +155,7 @@ pub fn run(config: &Config, device: Device, model_dir: Option<&Path>) -> DoctorR
         gpu,
         wheel_advice,
         model_dir: None,
+        model_source: None,
         tiny_model: false,
         model_kind: None,
         components: Vec::new(),
@@ -169,6 +179,9 @@ pub fn run(config: &Config, device: Device, model_dir: Option<&Path>) -> DoctorR
         }
     };
     report.onnxruntime = Ok(rt_cpu.library.clone());
+    if let Some(note) = both_wheels_note(&rt_cpu.library) {
+        report.notes.push(note);
+    }
     if let Err(e) = runtime::probe_cpu(&rt_cpu) {
         report
             .notes
@@ -188,9 +201,10 @@ pub fn run(config: &Config, device: Device, model_dir: Option<&Path>) -> DoctorR
         report.provider = Ok(rt.provider);
         report.notes.extend(rt.notes.iter().cloned());
     }
-    match crate::open::model_dir(config, model_dir) {
-        Ok((dir, kind)) => {
+    match crate::open::model_choice(config, model_dir) {
+        Ok(crate::open::ModelChoice { dir, kind, source }) => {
             report.model_dir = Some(dir.display().to_string());
+            report.model_source = Some(source);
             report.tiny_model = kind == crate::models::ModelKind::Tiny;
             report.model_kind = Some(kind);
             if let Some(rt) = &rt {
@@ -313,6 +327,44 @@ fn terminal_report(
         identity.to_string(),
         Some(format!("{protocol} ({})", pick.how)),
     )
+}
+
+/// `speedscape <version>`, and how it was installed: the wheel's environment and data, or the
+/// binary of a checkout build.
+fn install_line() -> String {
+    let version = env!("CARGO_PKG_VERSION");
+    match crate::install::wheel() {
+        Some(w) => format!(
+            "{version}, wheel installed in {} (data {})",
+            w.prefix.display(),
+            w.data.display()
+        ),
+        None => {
+            let exe =
+                std::env::current_exe().map_or_else(|_| "?".into(), |p| p.display().to_string());
+            format!("{version}, built with cargo, not from a wheel ({exe})")
+        }
+    }
+}
+
+/// A note when the library came from an environment holding both the `onnxruntime` and the
+/// `onnxruntime-gpu` wheel (`speedscape[cuda]` installs both; they unpack into one folder, so
+/// the one installed last owns the files they share).
+fn both_wheels_note(lib: &runtime::LoadedLibrary) -> Option<String> {
+    let runtime::LibrarySource::InstallEnv(prefix) = &lib.source else {
+        return None;
+    };
+    let wheels = runtime::onnxruntime_wheels(&runtime::venv_site_packages(prefix)?);
+    let listed: Vec<String> = wheels.iter().map(|(n, v)| format!("{n} {v}")).collect();
+    (wheels.len() > 1).then(|| {
+        format!(
+            "{} are both installed in {}; speedscape uses the GPU wheel's library. If CUDA fails, \
+             `pip uninstall -y onnxruntime onnxruntime-gpu && pip install 'onnxruntime-gpu[cuda,cudnn]'` \
+             in that environment leaves the GPU wheel alone",
+            listed.join(" and "),
+            prefix.display()
+        )
+    })
 }
 
 /// Which `onnxruntime-gpu` wheel fits this driver.

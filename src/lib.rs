@@ -16,7 +16,7 @@
 //!
 //! | layer | files | what they own |
 //! |---|---|---|
-//! | 1 | `interrupt`, `worker::protocol`, `report::error_text`, `report::sheet` | signals and exit codes; the worker's jobs and events; an error as users read it; contact sheets |
+//! | 1 | `interrupt`, `install`, `worker::protocol`, `report::error_text`, `report::sheet` | signals and exit codes; a wheel or a checkout, and the user's config and cache folders; the worker's jobs and events; an error as users read it; contact sheets |
 //! | 2 | `report`, `report::table` | output files written whole; the timing table, its rows folded from worker events |
 //! | 3 | `exercises` | the exercises as data: runs, questions, what happened |
 //! | 4 | `sweep` | the speed landscape: methods, points, knees |
@@ -24,7 +24,7 @@
 //! | 6 | `config` | config.toml as data: serde structs, defaults, validation |
 //! | 7 | `open`, `worker::previews` | opening what config names: ONNX Runtime, the model folder; the worker's preview thread (latest wins) |
 //! | 8 | `worker` | the inference thread: jobs in, events out |
-//! | 9 | `inventory`, `bench`, `exercises::headless` | the model folder report; `speedscape bench`; exercises run headless |
+//! | 9 | `inventory`, `bench`, `exercises::headless`, `export` | the model folder report; `speedscape bench`; exercises run headless; `speedscape models export` (SD v1.5 through the packaged exporter) |
 //! | 10 | `exercises::cheatsheet`, `sweep::headless` | the cheat sheet's verified choices; sweeps run through the worker |
 //! | 11 | `sweep::output` | the landscape's files: summary, CSV, JSON, plot, images |
 //! | 12 | `tui`, `tui::*` | the terminal UI |
@@ -36,6 +36,8 @@ pub mod bench;
 pub mod config;
 pub mod doctor;
 pub mod exercises;
+pub mod export;
+pub mod install;
 pub mod interrupt;
 pub mod inventory;
 pub mod open;

@@ -53,7 +53,7 @@ fn main() -> ExitCode {
     };
     // The commands that run the model stop cleanly on SIGINT, SIGTERM and SIGHUP (the TUI
     // waits for them in its own loop).
-    if cli.command.as_ref().is_some_and(Command::runs_the_model)
+    if cli.command.as_ref().is_some_and(Command::stops_on_signals)
         && let Err(e) = speedscape::interrupt::install().wrap_err("installing the signal handlers")
     {
         return print_error(&e);
@@ -77,13 +77,17 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli, explicit_config: bool) -> color_eyre::Result<ExitCode> {
-    let config = Config::load(&cli.config, explicit_config)?;
+    let config_path = cli
+        .config
+        .clone()
+        .unwrap_or_else(speedscape::install::default_config_path);
+    let config = Config::load(&config_path, explicit_config)?;
     match cli.command {
         Some(Command::Generate(args)) => cli::generate::run(&config, args),
         Some(Command::Tokens(args)) => cli::inspect::tokens(&config, args),
         Some(Command::Noise(args)) => cli::inspect::noise(args),
         Some(Command::Doctor(args)) => cli::inspect::doctor(&config, args),
-        Some(Command::Models(args)) => cli::inspect::models(&config, args),
+        Some(Command::Models(args)) => cli::inspect::models(&config, &config_path, args),
         Some(Command::Bench(args)) => cli::bench::run(&config, args),
         Some(Command::Exercise(args)) => cli::exercise::run(&config, args),
         Some(Command::Sweep(args)) => cli::sweep::run(&config, args),

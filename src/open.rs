@@ -1,6 +1,7 @@
 //! Opening what config.toml names: ONNX Runtime with its provider and options, the model
-//! folder in force (`--model-dir`, else `model.dir`, else the embedded micro model) and the
-//! model in it. Config itself is data; everything that touches the library or the disk to
+//! folder in force (`--model-dir`, else `model.dir`, else the embedded micro model: the
+//! checkout's, or the one packaged in the wheel) and the model in it; and finding speedscape's
+//! own files (the wheel's data first when it is one). Config itself is data; everything that touches the library or the disk to
 //! turn it into live objects is here.
 
 use std::path::{Path, PathBuf};
@@ -32,24 +33,52 @@ pub fn model(config: &Config, rt: &Runtime, dir: &Path) -> color_eyre::Result<Mo
     Ok(model)
 }
 
+/// The model folder in force and where it was named.
+#[derive(Debug, Clone)]
+pub struct ModelChoice {
+    pub dir: PathBuf,
+    /// What it holds (from its manifest).
+    pub kind: ModelKind,
+    /// Where it was named: `--model-dir`, `model.dir in <file>`, or the embedded micro model
+    /// (the checkout's, or the wheel's packaged one).
+    pub source: String,
+}
+
 /// The model folder to use: `override_dir`, else `model.dir`, else the embedded micro model;
-/// with what it holds (from its manifest).
+/// with what it holds and where it was named.
+pub fn model_choice(
+    config: &Config,
+    override_dir: Option<&Path>,
+) -> color_eyre::Result<ModelChoice> {
+    let (dir, source) = if let Some(d) = override_dir {
+        models::check_model_dir(d, "--model-dir")?;
+        (d.to_path_buf(), "--model-dir".to_string())
+    } else if let Some(d) = &config.model.dir {
+        let file = config.path.as_deref().unwrap_or(Path::new("config.toml"));
+        let named = format!("model.dir in {}", file.display());
+        models::check_model_dir(d, &named)?;
+        (d.clone(), named)
+    } else {
+        let dir = embedded_model_dir("micro")?;
+        let source = match crate::install::wheel() {
+            Some(w) if dir.starts_with(&w.data) => {
+                "the packaged micro model of the speedscape wheel (no model.dir configured)"
+                    .to_string()
+            }
+            _ => "the embedded micro model of the checkout (no model.dir configured)".to_string(),
+        };
+        (dir, source)
+    };
+    let kind = ModelKind::of_folder(&dir);
+    Ok(ModelChoice { dir, kind, source })
+}
+
+/// The model folder to use and what it holds ([`model_choice`] without its source).
 pub fn model_dir(
     config: &Config,
     override_dir: Option<&Path>,
 ) -> color_eyre::Result<(PathBuf, ModelKind)> {
-    let dir = if let Some(d) = override_dir {
-        models::check_model_dir(d, "--model-dir")?;
-        d.to_path_buf()
-    } else if let Some(d) = &config.model.dir {
-        let file = config.path.as_deref().unwrap_or(Path::new("config.toml"));
-        models::check_model_dir(d, &format!("model.dir in {}", file.display()))?;
-        d.clone()
-    } else {
-        embedded_model_dir("micro")?
-    };
-    let kind = ModelKind::of_folder(&dir);
-    Ok((dir, kind))
+    model_choice(config, override_dir).map(|c| (c.dir, c.kind))
 }
 
 /// What the model in force holds (see [`model_dir`]); `sd15` when there is none (starting it
@@ -70,7 +99,7 @@ pub fn embedded_model_dir(name: &str) -> color_eyre::Result<PathBuf> {
                 format!(
                     "no model configured and the embedded {name} model (models/{name}) was not found"
                 ),
-                "run from the speedscape checkout, or set model.dir in config.toml / --model-dir",
+                "run from the speedscape checkout or reinstall the wheel (`pip install --force-reinstall speedscape`), or set model.dir in config.toml / --model-dir",
             ))
         })
 }
@@ -84,11 +113,15 @@ pub fn asset(relative: &Path) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// Where speedscape's own files are looked for, in order: the working directory, the source
-/// tree the binary was built from, and the binary's folder and its parents (an install or a
-/// `target/<profile>/` beside the checkout).
+/// Where speedscape's own files are looked for, in order: the wheel's data (when the binary
+/// came from one: its files match the binary, whatever folder it runs in), the working
+/// directory, the source tree the binary was built from, and the binary's folder and its
+/// parents (an install or a `target/<profile>/` beside the checkout).
 fn install_roots() -> Vec<PathBuf> {
     let mut roots: Vec<PathBuf> = Vec::new();
+    if let Some(wheel) = crate::install::wheel() {
+        roots.push(wheel.data);
+    }
     if let Ok(cwd) = std::env::current_dir() {
         roots.push(cwd);
     }

@@ -28,9 +28,11 @@ use speedscape::schedulers::SchedulerKind;
     about = "See how diffusion acceleration trades speed for quality: SD v1.5 on ONNX Runtime, schedulers that match diffusers"
 )]
 pub struct Cli {
-    /// Config file (relative paths in it resolve against its folder).
-    #[arg(long, global = true, default_value = "config.toml")]
-    pub config: PathBuf,
+    /// Config file (relative paths in it resolve against its folder). Default: ./config.toml
+    /// (the checkout's); installed from a wheel, ~/.config/speedscape/config.toml
+    /// ($XDG_CONFIG_HOME).
+    #[arg(long, global = true)]
+    pub config: Option<PathBuf>,
     /// How the TUI draws images (default: `[tui] graphics` in config.toml, else auto).
     #[arg(long, global = true, value_enum)]
     pub graphics: Option<Graphics>,
@@ -267,8 +269,9 @@ pub enum Command {
 }
 
 impl Command {
-    /// Whether it runs the model, and so stops cleanly on SIGINT, SIGTERM and SIGHUP.
-    pub fn runs_the_model(&self) -> bool {
+    /// Whether it runs the model or the exporter, and so stops cleanly on SIGINT, SIGTERM and
+    /// SIGHUP.
+    pub fn stops_on_signals(&self) -> bool {
         matches!(
             self,
             Command::Generate(_)
@@ -276,6 +279,10 @@ impl Command {
                 | Command::Exercise(_)
                 | Command::Sweep(_)
                 | Command::Previews(_)
+                | Command::Models(ModelsArgs {
+                    action: Some(ModelsAction::Export(_)),
+                    ..
+                })
         )
     }
 }
@@ -421,6 +428,13 @@ pub struct ModelsArgs {
 
 #[derive(Subcommand)]
 pub enum ModelsAction {
+    /// Export SD v1.5 (with the LCM and style LoRA variants) to ONNX for speedscape: makes the
+    /// exporter's Python environment once (torch, diffusers…, pinned; cached under
+    /// ~/.cache/speedscape/, several GB), runs the packaged exporter into a temporary folder
+    /// beside --out, moves it into place only when complete, then offers to set model.dir in
+    /// the config. Flags after the ones below go to the exporter (e.g. --controlnet,
+    /// --preview-decoder, --clip-scorer; `speedscape models export -- --help` lists them).
+    Export(ExportArgs),
     /// Re-hash every file the manifest lists, run every ONNX graph once, check the scheduler
     /// config; exits 0 only when everything passed.
     Verify {
@@ -431,6 +445,39 @@ pub enum ModelsAction {
         #[arg(long)]
         json: bool,
     },
+}
+
+// `speedscape models export`.
+#[derive(clap::Args)]
+pub struct ExportArgs {
+    /// The model folder to write (default: ~/.local/share/speedscape/models/sd15[-fp16] for a
+    /// wheel, models/sd15[-fp16] for a checkout). It must not exist, unless --force.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Half-precision weights and activations (the exporter's --dtype fp16; the VAE stays
+    /// fp32): half the size, the fast form on a GPU.
+    #[arg(long)]
+    pub fp16: bool,
+    /// cuda: ONNX Runtime's Stable Diffusion fusions (the graphs then need the CUDA provider);
+    /// none (default): plain graphs that run anywhere.
+    #[arg(long, value_name = "HOW", value_parser = ["none", "cuda"], default_value = "none")]
+    pub optimize: String,
+    /// Replace --out if it exists (only once the new export is complete).
+    #[arg(long)]
+    pub force: bool,
+    /// Set model.dir in the config to the new folder without asking.
+    #[arg(long, conflicts_with = "no_config")]
+    pub yes: bool,
+    /// Leave the config alone (print the line to add instead).
+    #[arg(long)]
+    pub no_config: bool,
+    /// Flags for the exporter (models/export.py), passed on as they are.
+    #[arg(
+        value_name = "EXPORTER_FLAGS",
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    pub exporter: Vec<String>,
 }
 
 #[derive(clap::Args)]
@@ -573,6 +620,48 @@ mod tests {
         // clap's own checks: no two flags with one name or id (the flattened shared flags
         // included), groups and conflicts naming existing arguments.
         Cli::command().debug_assert();
+    }
+
+    /// `models export`'s own flags are speedscape's wherever they stand before the first flag
+    /// it does not know; from there on everything goes to the exporter as written.
+    #[test]
+    fn models_export_passes_unknown_flags_on_to_the_exporter_in_order() {
+        use super::{Command, ModelsAction};
+        use clap::FromArgMatches;
+        let matches = Cli::command()
+            .try_get_matches_from([
+                "speedscape",
+                "models",
+                "export",
+                "--fp16",
+                "--optimize",
+                "cuda",
+                "--out",
+                "m",
+                "--controlnet",
+                "canny=x/y",
+                "--no-verify",
+                "--yes",
+            ])
+            .unwrap();
+        let cli = Cli::from_arg_matches(&matches).unwrap();
+        let Some(Command::Models(m)) = cli.command else {
+            panic!("models")
+        };
+        let Some(ModelsAction::Export(e)) = m.action else {
+            panic!("export")
+        };
+        assert!(e.fp16 && !e.yes);
+        assert_eq!(e.optimize, "cuda");
+        assert_eq!(e.out.as_deref(), Some(std::path::Path::new("m")));
+        assert_eq!(
+            e.exporter,
+            ["--controlnet", "canny=x/y", "--no-verify", "--yes"]
+        );
+        let err = Cli::command()
+            .try_get_matches_from(["speedscape", "models", "export", "--yes", "--no-config"])
+            .unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::ArgumentConflict);
     }
 
     fn config_given(args: &[&str]) -> bool {

@@ -1,5 +1,5 @@
 //! The commands that look rather than run: `tokens`, `noise`, `doctor`, `models` (and `models
-//! verify`). `doctor` and `models` exit 1 when their report says something failed (the report
+//! verify`; `models export` is [`super::export`]'s). `doctor` and `models` exit 1 when their report says something failed (the report
 //! already says what and how to fix it).
 
 use std::process::ExitCode;
@@ -85,7 +85,11 @@ pub fn doctor(config: &Config, args: DoctorArgs) -> color_eyre::Result<ExitCode>
     Ok(passed(report.fatal().is_none()))
 }
 
-pub fn models(config: &Config, args: ModelsArgs) -> color_eyre::Result<ExitCode> {
+pub fn models(
+    config: &Config,
+    config_path: &std::path::Path,
+    args: ModelsArgs,
+) -> color_eyre::Result<ExitCode> {
     use speedscape::inventory;
     let ok = match args.action {
         None => {
@@ -109,6 +113,9 @@ pub fn models(config: &Config, args: ModelsArgs) -> color_eyre::Result<ExitCode>
                 print!("{}", report.render());
             }
             report.passed
+        }
+        Some(ModelsAction::Export(export)) => {
+            return super::export::run(config, config_path, export);
         }
     };
     Ok(passed(ok))

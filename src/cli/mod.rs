@@ -4,6 +4,7 @@
 pub mod args;
 pub mod bench;
 pub mod exercise;
+pub mod export;
 pub mod generate;
 pub mod inspect;
 pub mod previews;

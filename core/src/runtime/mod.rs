@@ -23,7 +23,10 @@ use serde::{Deserialize, Serialize};
 use crate::error::Fixable;
 
 pub use gpu::{GpuInfo, query_gpu};
-pub use library::{LibrarySource, SearchPlan};
+pub use library::{
+    LibrarySource, SearchPlan, install_prefix, onnxruntime_wheels, python_env_of,
+    venv_site_packages,
+};
 pub use options::{
     ConvSearch, CpuMemory, CudaOptions, Optimization, Options, SessionOptions, TensorRtOptions,
 };
