@@ -548,7 +548,47 @@ pub struct ExerciseArgs {
 }
 
 #[derive(clap::Args)]
+#[command(
+    args_conflicts_with_subcommands = true,
+    after_help = "Sharded over several machines: `sweep plan --out plan.json [these flags]` writes \
+every run; `sweep run --plan plan.json --shard K/N --out DIR` runs one share (resumable); \
+`sweep merge DIR… --out OUT` writes the summary, CSV, JSON and plot this command would."
+)]
 pub struct SweepArgs {
+    #[command(subcommand)]
+    pub action: Option<SweepAction>,
+    #[command(flatten)]
+    pub flags: SweepFlags,
+    /// Save into a new folder sweep-<time> under this one (default: [tui] out in config.toml,
+    /// else ./speedscape-out).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Subcommand)]
+pub enum SweepAction {
+    /// Write the sweep's plan for running it sharded: every run (each seed's reference, every
+    /// point × seed), the model folder's identity (its manifest's SHA-256), the noise source and
+    /// every setting that changes the numbers. Takes the sweep's usual flags.
+    Plan(SweepPlanArgs),
+    /// Run shard K of N of a plan into a shard folder: a deterministic share of its runs (dealt
+    /// longest first to the least loaded shard; references are runs like any other, quality is
+    /// computed by merge). Run again with the same flags to resume: finished runs are kept, a
+    /// corrupt or partial one is run again. Records the device and provider.
+    Run(SweepRunArgs),
+    /// Merge the folders of every shard of one plan into the summary, CSV, JSON and plot a
+    /// one-machine sweep writes (in a new folder sweep-<time> under --out). Refuses shards of
+    /// different plans, a shard run on another model, a missing, unfinished or corrupt shard;
+    /// warns (on the summary and plot too) when shards ran on different devices.
+    Merge(SweepMergeArgs),
+}
+
+// The flags that say what a sweep runs: `speedscape sweep` and `sweep plan`.
+#[derive(clap::Args)]
+pub struct SweepFlags {
     /// Which methods: a [sweep] method's name (dpmpp, lcm, ddpm by default) or all (the
     /// default; with --lora-weights: lcm).
     #[arg(long)]
@@ -579,6 +619,47 @@ pub struct SweepArgs {
     /// (without it); saves weights.csv and a weights.png plot.
     #[arg(long, value_name = "ADAPTER=START:STOP:STEP")]
     pub lora_weights: Option<String>,
+    #[command(flatten)]
+    pub lora: LoraArgs,
+    #[command(flatten)]
+    pub control: ControlArgs,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+}
+
+#[derive(clap::Args)]
+pub struct SweepPlanArgs {
+    /// The plan file to write (a new file: an existing one is never replaced).
+    #[arg(long)]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub flags: SweepFlags,
+}
+
+#[derive(clap::Args)]
+pub struct SweepRunArgs {
+    /// The plan file (`sweep plan --out`).
+    #[arg(long)]
+    pub plan: PathBuf,
+    /// Which share: K of N, e.g. 2/3.
+    #[arg(long, value_name = "K/N", value_parser = parse_shard)]
+    pub shard: speedscape::sweep::shard::Shard,
+    /// The shard folder: new, or this shard's folder from an interrupted run to resume it.
+    #[arg(long)]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+}
+
+fn parse_shard(text: &str) -> Result<speedscape::sweep::shard::Shard, String> {
+    speedscape::sweep::shard::parse_shard(text)
+}
+
+#[derive(clap::Args)]
+pub struct SweepMergeArgs {
+    /// The folders of every shard of one plan (`sweep run --out`).
+    #[arg(required = true, value_name = "DIR")]
+    pub dirs: Vec<PathBuf>,
     /// Save into a new folder sweep-<time> under this one (default: [tui] out in config.toml,
     /// else ./speedscape-out).
     #[arg(long)]
@@ -586,12 +667,6 @@ pub struct SweepArgs {
     /// Print one JSON object instead of the table.
     #[arg(long)]
     pub json: bool,
-    #[command(flatten)]
-    pub lora: LoraArgs,
-    #[command(flatten)]
-    pub control: ControlArgs,
-    #[command(flatten)]
-    pub engine: EngineArgs,
 }
 
 /// `previews --steps`: a whole number ≥ 1.

@@ -7,17 +7,45 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use speedscape::config::Config;
-use speedscape::report;
-use speedscape::sweep::{self, Sweep, headless, output};
+use speedscape::report::{self, Existing};
+use speedscape::sweep::headless::{self, Engine, SweepOutcome};
+use speedscape::sweep::shard::{self, ModelIdentity, PlanFile};
+use speedscape::sweep::{self, Sweep, output};
 
-use super::args::SweepArgs;
+use super::args::{SweepAction, SweepArgs, SweepFlags, SweepMergeArgs, SweepPlanArgs, SweepRunArgs};
 use super::{check_control_images, passed, read_prompt, with_rng};
 
 pub fn run(config: &Config, args: SweepArgs) -> color_eyre::Result<ExitCode> {
-    let config = &with_rng(config, args.engine.rng);
-    let plan = plan(config, &args)?;
-    // Before any model loads: every control image the runs read.
-    let runs = plan.plan().runs;
+    match args.action {
+        Some(SweepAction::Plan(a)) => write_plan(config, a),
+        Some(SweepAction::Run(a)) => run_shard(config, a),
+        Some(SweepAction::Merge(a)) => merge(config, a),
+        None => run_whole(config, args.flags, args.out, args.json),
+    }
+}
+
+/// `speedscape sweep`: every run on this machine.
+fn run_whole(
+    config: &Config,
+    flags: SweepFlags,
+    out: Option<PathBuf>,
+    json: bool,
+) -> color_eyre::Result<ExitCode> {
+    let config = &with_rng(config, flags.engine.rng);
+    let plan = plan(config, &flags)?;
+    check_controls(config, &plan)?;
+    let root = out_root(config, out);
+    // Before the runs: a bad --out must not cost them at the end.
+    report::check_output_root(&root)?;
+    let (device, model_dir) = (flags.engine.device(), flags.engine.model.model_dir);
+    let outcome = headless::run_sweep(config, plan.plan(), device, model_dir, !json)?;
+    speedscape::interrupt::check(|| format!("{}; nothing was saved", outcome.stopped_runs()))?;
+    finish(&root, &outcome, json)
+}
+
+/// Before any model loads: every control image the runs read.
+fn check_controls(config: &Config, sweep: &Sweep) -> color_eyre::Result<()> {
+    let runs = sweep.plan().runs;
     check_control_images(
         config,
         runs.iter().map(|r| {
@@ -26,35 +54,106 @@ pub fn run(config: &Config, args: SweepArgs) -> color_eyre::Result<ExitCode> {
                 r.spec.control.as_ref(),
             )
         }),
-    )?;
-    let root = args
-        .out
-        .or_else(|| config.tui.out.clone())
-        .unwrap_or_else(|| PathBuf::from("speedscape-out"));
-    // Before the runs: a bad --out must not cost them at the end.
-    report::check_output_root(&root)?;
-    let (device, model_dir) = (args.engine.device(), args.engine.model.model_dir);
-    let outcome = headless::run_sweep(config, plan.plan(), device, model_dir, !args.json)?;
-    speedscape::interrupt::check(|| format!("{}; nothing was saved", outcome.stopped_runs()))?;
-    let saved = output::save_sweep(&root, &outcome);
-    if args.json {
-        let mut v = output::json(&outcome, &[]);
+    )
+}
+
+fn out_root(config: &Config, out: Option<PathBuf>) -> PathBuf {
+    out.or_else(|| config.tui.out.clone())
+        .unwrap_or_else(|| PathBuf::from("speedscape-out"))
+}
+
+/// Saves a sweep into a new folder under `root` and prints it (the table, or `--json`): the one
+/// ending of `speedscape sweep` and `speedscape sweep merge`. Exit 1 when a run failed.
+fn finish(root: &std::path::Path, outcome: &SweepOutcome, json: bool) -> color_eyre::Result<ExitCode> {
+    let saved = output::save_sweep(root, outcome);
+    if json {
+        let mut v = output::json(outcome, &[]);
         v["saved"] = serde_json::json!(saved.as_ref().ok().map(|p| p.display().to_string()));
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
-        print!("{}", output::render(&outcome));
+        print!("{}", output::render(outcome));
         if let Ok(p) = &saved {
-            println!("\nsaved to {} ({})", p.display(), output::files(&outcome));
+            println!("\nsaved to {} ({})", p.display(), output::files(outcome));
         }
     }
     saved?;
     Ok(passed(!outcome.any_failed()))
 }
 
+/// `speedscape sweep plan --out plan.json`: the sweep's flags resolved into a plan file (a new
+/// file: an existing one is refused).
+fn write_plan(config: &Config, args: SweepPlanArgs) -> color_eyre::Result<ExitCode> {
+    let config = &with_rng(config, args.flags.engine.rng);
+    let sweep = plan(config, &args.flags)?;
+    check_controls(config, &sweep)?;
+    let (dir, kind) = speedscape::open::model_dir(config, args.flags.engine.model_dir())?;
+    let file = PlanFile::new(&sweep, ModelIdentity::of(&dir, kind)?, config.runtime.rng);
+    let text = file.to_text()?;
+    report::write_file(&args.out, Existing::Refuse, |f| {
+        f.write_all(text.as_bytes())?;
+        Ok(())
+    })?;
+    println!(
+        "wrote {}: {} runs on {}; run each share with `speedscape sweep run --plan {} --shard K/N --out DIR`",
+        args.out.display(),
+        file.runs.len(),
+        dir.display(),
+        args.out.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `speedscape sweep run --plan --shard K/N --out DIR`.
+fn run_shard(config: &Config, args: SweepRunArgs) -> color_eyre::Result<ExitCode> {
+    let loaded = shard::load_plan(&args.plan)?;
+    // The plan's noise source, unless --rng says otherwise (which the shard then refuses).
+    let config = &with_rng(config, Some(args.engine.rng.unwrap_or(loaded.file.rng)));
+    check_controls(config, &loaded.file.sweep)?;
+    let engine = Engine {
+        config,
+        device: args.engine.device(),
+        model_dir: args.engine.model.model_dir.clone(),
+        progress: true,
+    };
+    let done = shard::run_shard(&engine, &loaded, args.shard, &args.out)?;
+    for why in &done.redone {
+        eprintln!("warning: ran again: {why}");
+    }
+    speedscape::interrupt::check(|| {
+        format!(
+            "shard {} stopped; its finished runs are kept in {}: run the same command to resume",
+            args.shard,
+            args.out.display()
+        )
+    })?;
+    println!(
+        "shard {} of {}: {} runs, {} kept from before, {} run now ({} failed); folder {}",
+        done.shard,
+        args.plan.display(),
+        done.runs,
+        done.kept,
+        done.runs - done.kept,
+        done.failed,
+        args.out.display()
+    );
+    Ok(passed(done.failed == 0))
+}
+
+/// `speedscape sweep merge DIR… --out OUT`.
+fn merge(config: &Config, args: SweepMergeArgs) -> color_eyre::Result<ExitCode> {
+    let root = out_root(config, args.out);
+    report::check_output_root(&root)?;
+    let outcome = shard::merge(&args.dirs)?;
+    if let Some(d) = &outcome.devices {
+        eprintln!("warning: {}", output::mixed_devices_note(d));
+    }
+    finish(&root, &outcome, args.json)
+}
+
 /// The sweep: config.toml's `[sweep]` for this model, then the flags over it. A weight sweep
 /// (`--lora-weights`) runs the `lcm` method at 4 steps unless `--preset` and `--steps` say
 /// otherwise.
-fn plan(config: &Config, args: &SweepArgs) -> color_eyre::Result<Sweep> {
+fn plan(config: &Config, args: &SweepFlags) -> color_eyre::Result<Sweep> {
     let over = args.lora.adapters()?;
     let weights = args
         .lora_weights

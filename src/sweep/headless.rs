@@ -27,6 +27,9 @@ pub struct SweepOutcome {
     pub reports: Vec<Option<RunReport>>,
     /// Why each run that has no measurement has none (failed, cancelled, no reference).
     pub errors: Vec<Option<String>>,
+    /// A merged sharded sweep whose runs ran on more than one device: which ones (times are
+    /// then not comparable, and every output says so); `None` for one device.
+    pub devices: Option<String>,
 }
 
 impl SweepOutcome {
@@ -87,6 +90,17 @@ pub fn measure(
     })
 }
 
+/// How one run of a sweep ended.
+pub enum RunEnd {
+    Finished {
+        image: RgbImage,
+        report: Box<RunReport>,
+    },
+    Failed(String),
+    /// Stopped by a signal (or cancelled while queued).
+    Cancelled,
+}
+
 /// Runs every run of `plan`, in order, through one worker; a progress bar on stderr and a line
 /// per completed point when `progress`. A run that fails is recorded and the next one still
 /// runs; an error comes back only when the worker cannot start or a run cannot be done with
@@ -98,50 +112,22 @@ pub fn run_sweep(
     model_dir: Option<PathBuf>,
     progress: bool,
 ) -> color_eyre::Result<SweepOutcome> {
-    let rng = config.runtime.rng;
-    let Started {
-        worker,
-        mut events,
-        info,
-        on_signal: _on_signal,
-    } = start(config, &plan.exercise(), device, model_dir)?;
     let n = plan.runs.len();
     let mut measured = vec![None; n];
     let mut images: Vec<Option<RgbImage>> = vec![None; n];
     let mut reports = vec![None; n];
     let mut errors = vec![None; n];
-    let index = submit_all((0..n).map(|i| plan.request(i, rng)), &worker);
-    let bar = progress.then(|| {
-        let bar = ProgressBar::new(n as u64);
-        bar.set_style(
-            ProgressStyle::with_template("sweep [{bar:30}] run {pos}/{len} {msg}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar())
-                .progress_chars("=> "),
-        );
-        bar
-    });
-    let mut left = n;
-    while left > 0 {
-        let Some(ev) = events.blocking_recv() else {
-            bail!("the inference thread stopped before the sweep ended");
-        };
-        let Some(&i) = ev.run().and_then(|r| index.get(&r)) else {
-            continue;
-        };
+    let all: Vec<usize> = (0..n).collect();
+    let engine = Engine {
+        config,
+        device,
+        model_dir,
+        progress,
+    };
+    let info = run_runs(&engine, &plan, &all, |_| Ok(()), |i, end| {
         let label = &plan.runs[i].spec.label;
-        match ev {
-            Event::Loading { component, .. } => {
-                if let Some(b) = &bar {
-                    b.set_message(format!("{label}: loading {component}…"));
-                }
-            }
-            Event::Step { index, total, .. } => {
-                if let Some(b) = &bar {
-                    b.set_message(format!("{label}: step {}/{total}", index + 1));
-                }
-            }
-            Event::Finished { report, image, .. } => {
-                left -= 1;
+        Ok(match end {
+            RunEnd::Finished { image, report } => {
                 let reference = images[plan.reference_for(i)].as_ref();
                 let plain = plan.plain_for(i).and_then(|p| images[p].as_ref());
                 match measure(&plan, i, &image, &report, reference, plain) {
@@ -150,44 +136,115 @@ pub fn run_sweep(
                 }
                 images[i] = Some(image);
                 reports[i] = Some(*report);
-                if let Some(b) = &bar {
-                    b.inc(1);
-                    if let Some(line) = point_line(&plan, &measured, i) {
-                        say(b, line);
-                    }
-                }
+                point_line(&plan, &measured, i)
             }
-            Event::Failed { error, .. } => {
-                left -= 1;
+            RunEnd::Failed(error) => {
                 errors[i] = Some(error);
-                if let Some(b) = &bar {
-                    b.inc(1);
-                    say(b, format!("{label} failed"));
-                }
+                Some(format!("{label} failed"))
             }
-            Event::Cancelled { .. } => {
-                left -= 1;
+            RunEnd::Cancelled => {
                 errors[i] = Some("cancelled".into());
-                if let Some(b) = &bar {
-                    b.inc(1);
-                }
+                None
             }
-            _ => {}
+        })
+    })?;
+    Ok(SweepOutcome {
+        info,
+        plan,
+        rng: config.runtime.rng,
+        measured,
+        images,
+        reports,
+        errors,
+        devices: None,
+    })
+}
+
+/// What runs a sweep's runs: the config, `--device`, `--model-dir`, and whether progress goes
+/// to stderr.
+pub struct Engine<'a> {
+    pub config: &'a Config,
+    pub device: Option<Device>,
+    pub model_dir: Option<PathBuf>,
+    pub progress: bool,
+}
+
+/// Runs `runs` (indices into the plan's runs), in this order, through one worker: the one loop
+/// behind `speedscape sweep` and a shard's `sweep run`. `ready` gets the worker's info before
+/// any run; `done` gets each run as it ends and returns a line to show above the bar (an error
+/// from it stops the sweep). Returns the worker's info.
+pub fn run_runs(
+    engine: &Engine,
+    plan: &Plan,
+    runs: &[usize],
+    ready: impl FnOnce(&WorkerInfo) -> color_eyre::Result<()>,
+    mut done: impl FnMut(usize, RunEnd) -> color_eyre::Result<Option<String>>,
+) -> color_eyre::Result<WorkerInfo> {
+    let rng = engine.config.runtime.rng;
+    let Started {
+        worker,
+        mut events,
+        info,
+        on_signal: _on_signal,
+    } = start(
+        engine.config,
+        &plan.exercise(),
+        engine.device,
+        engine.model_dir.clone(),
+    )?;
+    ready(&info)?;
+    let index = submit_all(runs.iter().map(|&i| plan.request(i, rng)), &worker);
+    let bar = engine.progress.then(|| {
+        let bar = ProgressBar::new(runs.len() as u64);
+        bar.set_style(
+            ProgressStyle::with_template("sweep [{bar:30}] run {pos}/{len} {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        bar
+    });
+    let mut left = runs.len();
+    while left > 0 {
+        let Some(ev) = events.blocking_recv() else {
+            bail!("the inference thread stopped before the sweep ended");
+        };
+        let Some(&k) = ev.run().and_then(|r| index.get(&r)) else {
+            continue;
+        };
+        let i = runs[k];
+        let label = &plan.runs[i].spec.label;
+        let end = match ev {
+            Event::Loading { component, .. } => {
+                if let Some(b) = &bar {
+                    b.set_message(format!("{label}: loading {component}…"));
+                }
+                continue;
+            }
+            Event::Step { index, total, .. } => {
+                if let Some(b) = &bar {
+                    b.set_message(format!("{label}: step {}/{total}", index + 1));
+                }
+                continue;
+            }
+            Event::Finished { report, image, .. } => RunEnd::Finished { image, report },
+            Event::Failed { error, .. } => RunEnd::Failed(error),
+            Event::Cancelled { .. } => RunEnd::Cancelled,
+            _ => continue,
+        };
+        left -= 1;
+        let line = done(i, end)?;
+        if let Some(b) = &bar {
+            b.inc(1);
+            if let Some(line) = line {
+                say(b, line);
+            }
         }
     }
     if let Some(b) = bar {
         b.finish_and_clear();
     }
     worker.shutdown();
-    Ok(SweepOutcome {
-        info,
-        plan,
-        rng,
-        measured,
-        images,
-        reports,
-        errors,
-    })
+    Ok(info)
 }
 
 /// A line above the bar; on its own line when stderr is not a terminal (the bar is hidden then,

@@ -19,6 +19,7 @@
 pub mod headless;
 pub mod output;
 pub mod plot;
+pub mod shard;
 
 use color_eyre::eyre::{bail, eyre};
 use serde::{Deserialize, Serialize};
@@ -300,8 +301,10 @@ impl SweepConfig {
     }
 }
 
-/// A sweep to run: the config narrowed by the command line.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// A sweep to run: the config narrowed by the command line. Deserialized from a plan file
+/// (`speedscape sweep plan`, see [`shard`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Sweep {
     pub prompt: String,
     pub negative_prompt: String,
@@ -310,15 +313,16 @@ pub struct Sweep {
     pub reference: Reference,
     pub methods: Vec<Method>,
     /// LoRA adapters on top of every run's own (`--lora`).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub loras: Vec<AdapterWeight>,
     /// A weight sweep of one adapter (`--lora-weights`) instead of a step sweep.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weights: Option<WeightAxis>,
 }
 
 /// `--lora-weights ADAPTER=START:STOP:STEP`: one adapter and the weights it is run at.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct WeightAxis {
     /// A folder adapter's name or a `.safetensors` file, as `--lora` takes it.
     pub adapter: String,
@@ -668,7 +672,7 @@ impl Sweep {
 }
 
 /// What a run of a sweep is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "kind")]
 pub enum Target {
     /// The image every point of the same seed is compared with (in a weight sweep: the
@@ -687,7 +691,8 @@ pub enum Target {
     },
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PlannedRun {
     pub target: Target,
     /// Index into the sweep's seeds.

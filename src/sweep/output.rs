@@ -616,6 +616,9 @@ fn markdown_weights(o: &SweepOutcome, c: &WeightCurves, images: &[Option<String>
     if o.info.tiny_model {
         let _ = writeln!(md, "> **Note:** {TINY_NOTE}.\n");
     }
+    if let Some(d) = &o.devices {
+        let _ = writeln!(md, "> **Note:** {}.\n", mixed_devices_note(d));
+    }
     let _ = writeln!(
         md,
         "![SSIM to the {a}-alone image and to the plain image against the {a} weight](weights.png)\n"
@@ -724,6 +727,23 @@ fn controls(s: &super::Sweep) -> String {
     format!(", under ControlNet {}", named.join(", "))
 }
 
+/// What a merged sweep whose runs ran on several devices says about its times.
+pub fn mixed_devices_note(devices: &str) -> String {
+    format!("the runs ran on different devices ({devices}): their times are not comparable")
+}
+
+/// The grey line under a chart: the tiny model's note and a merged sweep's mixed devices.
+fn chart_note(o: &SweepOutcome) -> Option<String> {
+    let notes: Vec<String> = [
+        o.info.tiny_model.then(|| TINY_NOTE.to_string()),
+        o.devices.as_deref().map(mixed_devices_note),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    (!notes.is_empty()).then(|| notes.join("; "))
+}
+
 /// Why there is no CLIP column, and how to get one.
 fn no_clip_note(o: &SweepOutcome) -> String {
     format!(
@@ -748,6 +768,9 @@ pub fn render(o: &SweepOutcome) -> String {
     );
     if o.info.tiny_model {
         let _ = writeln!(out, "\nNote: {TINY_NOTE}.");
+    }
+    if let Some(d) = &o.devices {
+        let _ = writeln!(out, "\nNote: {}.", mixed_devices_note(d));
     }
     if !o.info.clip_scorer && curves.is_none() {
         let _ = writeln!(out, "\n{}", no_clip_note(o));
@@ -795,6 +818,7 @@ pub fn json(o: &SweepOutcome, images: &[Option<String>]) -> serde_json::Value {
         "model": o.info.model_dir.display().to_string(),
         "tiny_model": o.info.tiny_model,
         "model_kind": o.info.kind,
+        "devices": o.devices,
         "landscape": o.landscape(),
         "weights": o.plan.weight_curves(&o.measured),
         "findings": match o.plan.weight_curves(&o.measured) {
@@ -816,6 +840,9 @@ pub fn markdown(o: &SweepOutcome, images: &[Option<String>]) -> String {
     let _ = writeln!(md, "Prompt: “{}”  \n{}\n", o.plan.sweep.prompt, setting(o));
     if o.info.tiny_model {
         let _ = writeln!(md, "> **Note:** {TINY_NOTE}.\n");
+    }
+    if let Some(d) = &o.devices {
+        let _ = writeln!(md, "> **Note:** {}.\n", mixed_devices_note(d));
     }
     md.push_str("![SSIM to the reference against time, one curve per method](plot.png)\n\n");
     let f = findings(&land);
@@ -996,7 +1023,8 @@ pub fn write_sweep(dir: &Path, o: &SweepOutcome) -> color_eyre::Result<()> {
             names[i] = Some(name);
         }
     }
-    let note = o.info.tiny_model.then_some(TINY_NOTE);
+    let note = chart_note(o);
+    let note = note.as_deref();
     match o.plan.weight_curves(&o.measured) {
         Some(c) => {
             let svg = plot::weights_svg(&c, &o.plan.sweep.reference.label(), note)?;

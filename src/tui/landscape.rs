@@ -324,6 +324,7 @@ pub fn outcome(app: &App, ex: usize) -> Option<SweepOutcome> {
         images,
         reports,
         errors,
+        devices: None,
     })
 }
 

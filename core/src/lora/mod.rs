@@ -13,7 +13,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::Fixable;
 pub(crate) use file::Component;
@@ -24,7 +24,7 @@ pub(crate) use fuse::Overrides;
 pub const MAX_WEIGHT: f32 = 10.0;
 
 /// One adapter a run applies, and its weight: `--lora NAME_OR_FILE=WEIGHT`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AdapterWeight {
     /// An adapter of the model folder (`lcm`, `style`: a file in its `loras/`) or a path to a
     /// LoRA `.safetensors` file.
@@ -111,7 +111,7 @@ pub fn check_set(set: &[AdapterWeight]) -> eyre::Result<()> {
 }
 
 /// An adapter as a run applied it, for reports: which file, its digest, the weight.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AppliedAdapter {
     /// The name it was asked by (a folder adapter's name, or the file's stem).
     pub name: String,

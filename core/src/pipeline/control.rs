@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use ndarray::{Array4, ArrayView3, ArrayView4};
 use ort::session::RunOptions;
 use ort::value::DynValue;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::Denoiser;
 pub use super::control_image::ControlPreprocess;
@@ -86,7 +86,7 @@ pub fn resolve_name(root: &std::path::Path, name: Option<&str>) -> Result<String
 }
 
 /// What a report says about the control of a run.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ControlReport {
     /// The ControlNet's name.
     pub name: String,
@@ -100,7 +100,7 @@ pub struct ControlReport {
     /// ([`crate::quality::edges::adherence`]).
     pub adherence: f64,
     /// The ControlNet's time over every step (milliseconds in JSON).
-    #[serde(rename = "controlnet_ms", serialize_with = "super::ser_ms")]
+    #[serde(rename = "controlnet_ms", serialize_with = "super::ser_ms", deserialize_with = "super::de_ms")]
     pub time: Duration,
 }
 

@@ -22,7 +22,7 @@ use eyre::{bail, eyre};
 use image::RgbImage;
 use ndarray::{Array3, Array4};
 use ort::session::RunOptions;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::Fixable;
 use crate::models::{Model, ModelGeometry, RunParts, Variant};
@@ -39,6 +39,20 @@ pub(crate) fn ser_ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, 
 
 fn ser_ms_vec<S: serde::Serializer>(d: &[Duration], s: S) -> Result<S::Ok, S::Error> {
     s.collect_seq(d.iter().map(|d| d.as_secs_f64() * 1e3))
+}
+
+/// Milliseconds as [`ser_ms`] writes them, back to a duration (a report read back from disk:
+/// a sharded sweep's run files). A negative or non-finite time is refused.
+pub(crate) fn de_ms<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let ms = <f64 as serde::Deserialize>::deserialize(d)?;
+    Duration::try_from_secs_f64(ms / 1e3).map_err(serde::de::Error::custom)
+}
+
+fn de_ms_vec<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
+    let ms = <Vec<f64> as serde::Deserialize>::deserialize(d)?;
+    ms.into_iter()
+        .map(|ms| Duration::try_from_secs_f64(ms / 1e3).map_err(serde::de::Error::custom))
+        .collect()
 }
 
 /// One image to make.
@@ -112,33 +126,35 @@ impl Request {
 }
 
 /// Per-phase wall times of one run, each stamped after outputs were back on the host.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Timings {
     /// Tokenizing and the text encoder (both prompts).
-    #[serde(rename = "text_ms", serialize_with = "ser_ms")]
+    #[serde(rename = "text_ms", serialize_with = "ser_ms", deserialize_with = "de_ms")]
     pub text: Duration,
     /// Each UNet call (including `scale_model_input` and guidance), per step.
-    #[serde(rename = "unet_ms", serialize_with = "ser_ms_vec")]
+    #[serde(rename = "unet_ms", serialize_with = "ser_ms_vec", deserialize_with = "de_ms_vec")]
     pub unet: Vec<Duration>,
     /// Each scheduler step.
-    #[serde(rename = "scheduler_ms", serialize_with = "ser_ms_vec")]
+    #[serde(rename = "scheduler_ms", serialize_with = "ser_ms_vec", deserialize_with = "de_ms_vec")]
     pub scheduler: Vec<Duration>,
     /// Each step's ControlNet call, apart from the UNet's; empty without control.
     #[serde(
         rename = "controlnet_ms",
         serialize_with = "ser_ms_vec",
+        deserialize_with = "de_ms_vec",
+        default,
         skip_serializing_if = "Vec::is_empty"
     )]
     pub controlnet: Vec<Duration>,
     /// The VAE decode and the conversion to NHWC [0, 1].
-    #[serde(rename = "vae_ms", serialize_with = "ser_ms")]
+    #[serde(rename = "vae_ms", serialize_with = "ser_ms", deserialize_with = "de_ms")]
     pub vae: Duration,
     /// Whole run, excluding model loading.
-    #[serde(rename = "total_ms", serialize_with = "ser_ms")]
+    #[serde(rename = "total_ms", serialize_with = "ser_ms", deserialize_with = "de_ms")]
     pub total: Duration,
     /// Of `total`, the time inside ONNX Runtime's run calls (every session); the rest is ours:
     /// tokenizing, tensor copies, guidance, the scheduler, conversions.
-    #[serde(rename = "ort_ms", serialize_with = "ser_ms")]
+    #[serde(rename = "ort_ms", serialize_with = "ser_ms", deserialize_with = "de_ms")]
     pub ort: Duration,
 }
 
@@ -171,7 +187,7 @@ impl Timings {
 }
 
 /// Everything about a finished run that a report needs.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunReport {
     /// The model folder, as opened.
     pub model: String,
@@ -192,7 +208,7 @@ pub struct RunReport {
     /// The UNet variant's label (`LCM-LoRA`).
     pub unet_label: String,
     /// The LoRA adapters fused at run time (on top of the variant), in the order given.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub adapters: Vec<crate::lora::AppliedAdapter>,
     /// The scheduler, as spelt on the command line (`dpmpp`).
     pub scheduler: String,

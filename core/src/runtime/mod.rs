@@ -93,7 +93,7 @@ impl std::str::FromStr for Device {
 }
 
 /// The execution provider sessions really get.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Provider {
     /// ONNX Runtime's CUDA provider.
     #[serde(rename = "CUDAExecutionProvider")]
