@@ -39,7 +39,11 @@ fn ok(o: std::process::Output) -> String {
 }
 
 fn refused(o: std::process::Output) -> String {
-    assert!(!o.status.success(), "should have been refused: {}", text(&o));
+    assert!(
+        !o.status.success(),
+        "should have been refused: {}",
+        text(&o)
+    );
     let t = text(&o);
     assert!(t.contains("Fix:"), "the error says how to fix it: {t}");
     t
@@ -48,7 +52,16 @@ fn refused(o: std::process::Output) -> String {
 /// `speedscape sweep run --plan <plan> --shard <shard> --out <dir>` on the CPU.
 fn run(plan: &Path, shard: &str, dir: &Path, extra: &[&str]) -> std::process::Output {
     let mut args = vec![
-        "sweep", "run", "--plan", s(plan), "--shard", shard, "--out", s(dir), "--device", "cpu",
+        "sweep",
+        "run",
+        "--plan",
+        s(plan),
+        "--shard",
+        shard,
+        "--out",
+        s(dir),
+        "--device",
+        "cpu",
     ];
     args.extend_from_slice(extra);
     speedscape(&args)
@@ -111,7 +124,9 @@ fn three_merged_shards_equal_the_unsharded_sweep_in_every_number_but_the_times()
     let tmp = tempfile::tempdir().unwrap();
     let p = tmp.path().join("plan.json");
     ok(plan(&p, &SWEEP));
-    let shards: Vec<PathBuf> = (1..=3).map(|k| tmp.path().join(format!("shard{k}"))).collect();
+    let shards: Vec<PathBuf> = (1..=3)
+        .map(|k| tmp.path().join(format!("shard{k}")))
+        .collect();
     for (k, dir) in shards.iter().enumerate() {
         let t = ok(run(&p, &format!("{}/3", k + 1), dir, &[]));
         assert!(t.contains("2 runs, 0 kept from before, 2 run now"), "{t}");
@@ -132,7 +147,13 @@ fn three_merged_shards_equal_the_unsharded_sweep_in_every_number_but_the_times()
     ok(speedscape(&args));
     let whole = saved(&whole_root);
 
-    for file in ["summary.md", "plot.png", "plot.svg", "points.csv", "sweep.json"] {
+    for file in [
+        "summary.md",
+        "plot.png",
+        "plot.svg",
+        "points.csv",
+        "sweep.json",
+    ] {
         assert!(merged.join(file).is_file(), "merge wrote {file}");
     }
     assert_eq!(csv_without_times(&merged), csv_without_times(&whole));
@@ -164,7 +185,11 @@ fn run_files(dir: &Path) -> Vec<(String, std::time::SystemTime, Vec<u8>)> {
             let e = e.unwrap();
             let p = e.path();
             let name = e.file_name().to_string_lossy().into_owned();
-            (name, e.metadata().unwrap().modified().unwrap(), std::fs::read(p).unwrap())
+            (
+                name,
+                e.metadata().unwrap().modified().unwrap(),
+                std::fs::read(p).unwrap(),
+            )
         })
         .collect();
     files.sort_by(|a, b| a.0.cmp(&b.0));
@@ -195,7 +220,10 @@ fn an_interrupted_shard_resumes_keeping_its_finished_runs_and_redoing_the_partia
     let t = ok(run(&p, "1/1", &dir, &[]));
     assert!(t.contains("6 runs, 3 kept from before, 3 run now"), "{t}");
     assert!(t.contains("run-00004.json is corrupt or partial"), "{t}");
-    assert!(t.contains("run-00001.png is not the image its run file names"), "{t}");
+    assert!(
+        t.contains("run-00001.png is not the image its run file names"),
+        "{t}"
+    );
     let after = run_files(&dir);
     for name in ["run-00000", "run-00002", "run-00003"] {
         for ext in [".json", ".png"] {
@@ -220,7 +248,16 @@ fn bad_shards_are_refused_by_name_and_nothing_is_overwritten() {
     let tmp = tempfile::tempdir().unwrap();
     let (a, b) = (tmp.path().join("a.json"), tmp.path().join("b.json"));
     // Two runs each: a reference and one point; b's seed differs.
-    let small = ["--preset", "dpmpp", "--steps", "1", "--seeds", "1", "--reference", "dpmpp:2"];
+    let small = [
+        "--preset",
+        "dpmpp",
+        "--steps",
+        "1",
+        "--seeds",
+        "1",
+        "--reference",
+        "dpmpp:2",
+    ];
     ok(plan(&a, &small));
     ok(plan(&b, &[&small[..], &["--seed", "7"]].concat()));
     // A plan file is never replaced.
@@ -230,9 +267,17 @@ fn bad_shards_are_refused_by_name_and_nothing_is_overwritten() {
     assert_eq!(std::fs::read(&a).unwrap(), before);
 
     // A plan from another model.
-    let t = refused(run(&a, "1/2", &tmp.path().join("x"), &["--model-dir", "models/tiny"]));
+    let t = refused(run(
+        &a,
+        "1/2",
+        &tmp.path().join("x"),
+        &["--model-dir", "models/tiny"],
+    ));
     assert!(t.contains("the plan was made for the model"), "{t}");
-    assert!(!tmp.path().join("x").exists(), "nothing written for a refused shard");
+    assert!(
+        !tmp.path().join("x").exists(),
+        "nothing written for a refused shard"
+    );
 
     let (a1, a2, b2) = (
         tmp.path().join("a1"),
@@ -270,10 +315,16 @@ fn bad_shards_are_refused_by_name_and_nothing_is_overwritten() {
         .unwrap();
     std::fs::write(&json, "{\"plan_sha256\": ").unwrap();
     let t = refused(merge(&[&a1, &broken], &out));
-    assert!(t.contains("corrupt shard folder") && t.contains(s(&json)), "{t}");
+    assert!(
+        t.contains("corrupt shard folder") && t.contains(s(&json)),
+        "{t}"
+    );
     std::fs::write(broken.join("shard.json"), "nonsense").unwrap();
     let t = refused(merge(&[&a1, &broken], &out));
-    assert!(t.contains(s(&broken.join("shard.json"))) && t.contains("corrupt"), "{t}");
+    assert!(
+        t.contains(s(&broken.join("shard.json"))) && t.contains("corrupt"),
+        "{t}"
+    );
     assert!(!out.exists(), "a refused merge writes nothing");
 
     // Shards that ran on different devices merge with a warning, on the summary and plot too.
@@ -282,7 +333,10 @@ fn bad_shards_are_refused_by_name_and_nothing_is_overwritten() {
     r["device"] = "Another GPU".into();
     std::fs::write(&record, r.to_string()).unwrap();
     let t = ok(merge(&[&a1, &a2], &out));
-    assert!(t.contains("warning: the runs ran on different devices"), "{t}");
+    assert!(
+        t.contains("warning: the runs ran on different devices"),
+        "{t}"
+    );
     assert!(t.contains("Another GPU (shard 2)"), "{t}");
     let dir = saved(&out);
     let summary = std::fs::read_to_string(dir.join("summary.md")).unwrap();

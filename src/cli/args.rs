@@ -573,7 +573,7 @@ pub enum SweepAction {
     /// Write the sweep's plan for running it sharded: every run (each seed's reference, every
     /// point × seed), the model folder's identity (its manifest's SHA-256), the noise source and
     /// every setting that changes the numbers. Takes the sweep's usual flags.
-    Plan(SweepPlanArgs),
+    Plan(Box<SweepPlanArgs>),
     /// Run shard K of N of a plan into a shard folder: a deterministic share of its runs (dealt
     /// longest first to the least loaded shard; references are runs like any other, quality is
     /// computed by merge). Run again with the same flags to resume: finished runs are kept, a

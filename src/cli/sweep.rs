@@ -12,12 +12,14 @@ use speedscape::sweep::headless::{self, Engine, SweepOutcome};
 use speedscape::sweep::shard::{self, ModelIdentity, PlanFile};
 use speedscape::sweep::{self, Sweep, output};
 
-use super::args::{SweepAction, SweepArgs, SweepFlags, SweepMergeArgs, SweepPlanArgs, SweepRunArgs};
+use super::args::{
+    SweepAction, SweepArgs, SweepFlags, SweepMergeArgs, SweepPlanArgs, SweepRunArgs,
+};
 use super::{check_control_images, passed, read_prompt, with_rng};
 
 pub fn run(config: &Config, args: SweepArgs) -> color_eyre::Result<ExitCode> {
     match args.action {
-        Some(SweepAction::Plan(a)) => write_plan(config, a),
+        Some(SweepAction::Plan(a)) => write_plan(config, *a),
         Some(SweepAction::Run(a)) => run_shard(config, a),
         Some(SweepAction::Merge(a)) => merge(config, a),
         None => run_whole(config, args.flags, args.out, args.json),
@@ -64,7 +66,11 @@ fn out_root(config: &Config, out: Option<PathBuf>) -> PathBuf {
 
 /// Saves a sweep into a new folder under `root` and prints it (the table, or `--json`): the one
 /// ending of `speedscape sweep` and `speedscape sweep merge`. Exit 1 when a run failed.
-fn finish(root: &std::path::Path, outcome: &SweepOutcome, json: bool) -> color_eyre::Result<ExitCode> {
+fn finish(
+    root: &std::path::Path,
+    outcome: &SweepOutcome,
+    json: bool,
+) -> color_eyre::Result<ExitCode> {
     let saved = output::save_sweep(root, outcome);
     if json {
         let mut v = output::json(outcome, &[]);

@@ -124,30 +124,36 @@ pub fn run_sweep(
         model_dir,
         progress,
     };
-    let info = run_runs(&engine, &plan, &all, |_| Ok(()), |i, end| {
-        let label = &plan.runs[i].spec.label;
-        Ok(match end {
-            RunEnd::Finished { image, report } => {
-                let reference = images[plan.reference_for(i)].as_ref();
-                let plain = plan.plain_for(i).and_then(|p| images[p].as_ref());
-                match measure(&plan, i, &image, &report, reference, plain) {
-                    Ok(m) => measured[i] = Some(m),
-                    Err(e) => errors[i] = Some(e),
+    let info = run_runs(
+        &engine,
+        &plan,
+        &all,
+        |_| Ok(()),
+        |i, end| {
+            let label = &plan.runs[i].spec.label;
+            Ok(match end {
+                RunEnd::Finished { image, report } => {
+                    let reference = images[plan.reference_for(i)].as_ref();
+                    let plain = plan.plain_for(i).and_then(|p| images[p].as_ref());
+                    match measure(&plan, i, &image, &report, reference, plain) {
+                        Ok(m) => measured[i] = Some(m),
+                        Err(e) => errors[i] = Some(e),
+                    }
+                    images[i] = Some(image);
+                    reports[i] = Some(*report);
+                    point_line(&plan, &measured, i)
                 }
-                images[i] = Some(image);
-                reports[i] = Some(*report);
-                point_line(&plan, &measured, i)
-            }
-            RunEnd::Failed(error) => {
-                errors[i] = Some(error);
-                Some(format!("{label} failed"))
-            }
-            RunEnd::Cancelled => {
-                errors[i] = Some("cancelled".into());
-                None
-            }
-        })
-    })?;
+                RunEnd::Failed(error) => {
+                    errors[i] = Some(error);
+                    Some(format!("{label} failed"))
+                }
+                RunEnd::Cancelled => {
+                    errors[i] = Some("cancelled".into());
+                    None
+                }
+            })
+        },
+    )?;
     Ok(SweepOutcome {
         info,
         plan,

@@ -159,7 +159,10 @@ fn parse_plan(path: &Path, bytes: Vec<u8>) -> color_eyre::Result<LoadedPlan> {
     let remake = "write it again with `speedscape sweep plan --out FILE`";
     let file: PlanFile = serde_json::from_slice(&bytes).fix_err_with(|| {
         (
-            format!("{} is not a sweep plan (corrupt or partial)", path.display()),
+            format!(
+                "{} is not a sweep plan (corrupt or partial)",
+                path.display()
+            ),
             remake,
         )
     })?;
@@ -314,7 +317,8 @@ pub fn read_run(dir: &Path, plan: &LoadedPlan, run: usize) -> Result<Option<Stor
         return Ok(Some(Stored::Failed(e)));
     }
     let png = run_png(dir, run);
-    let bytes = std::fs::read(&png).map_err(|e| format!("{} cannot be read: {e}", png.display()))?;
+    let bytes =
+        std::fs::read(&png).map_err(|e| format!("{} cannot be read: {e}", png.display()))?;
     let (Some(want), Some(report)) = (file.image_sha256, file.report) else {
         return Err(format!(
             "{} has neither an error nor an image and report",
@@ -555,7 +559,11 @@ fn read_record(dir: &Path) -> color_eyre::Result<ShardRecord> {
     })?;
     if r.format != SHARD_FORMAT {
         bail!(Fixable::new(
-            format!("{} is a {:?} file, not a shard record", path.display(), r.format),
+            format!(
+                "{} is a {:?} file, not a shard record",
+                path.display(),
+                r.format
+            ),
             fix
         ));
     }
@@ -825,9 +833,7 @@ mod tests {
     fn every_run_goes_to_exactly_one_shard_and_the_loads_are_balanced() {
         let p = plan(3);
         for n in 1..=5 {
-            let mut all: Vec<usize> = (1..=n)
-                .flat_map(|k| runs_of(&p, Shard { k, n }))
-                .collect();
+            let mut all: Vec<usize> = (1..=n).flat_map(|k| runs_of(&p, Shard { k, n })).collect();
             all.sort_unstable();
             assert_eq!(all, (0..p.runs.len()).collect::<Vec<_>>(), "n = {n}");
             let loads: Vec<usize> = (1..=n)

@@ -100,7 +100,11 @@ pub struct ControlReport {
     /// ([`crate::quality::edges::adherence`]).
     pub adherence: f64,
     /// The ControlNet's time over every step (milliseconds in JSON).
-    #[serde(rename = "controlnet_ms", serialize_with = "super::ser_ms", deserialize_with = "super::de_ms")]
+    #[serde(
+        rename = "controlnet_ms",
+        serialize_with = "super::ser_ms",
+        deserialize_with = "super::de_ms"
+    )]
     pub time: Duration,
 }
 

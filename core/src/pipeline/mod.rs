@@ -129,13 +129,25 @@ impl Request {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Timings {
     /// Tokenizing and the text encoder (both prompts).
-    #[serde(rename = "text_ms", serialize_with = "ser_ms", deserialize_with = "de_ms")]
+    #[serde(
+        rename = "text_ms",
+        serialize_with = "ser_ms",
+        deserialize_with = "de_ms"
+    )]
     pub text: Duration,
     /// Each UNet call (including `scale_model_input` and guidance), per step.
-    #[serde(rename = "unet_ms", serialize_with = "ser_ms_vec", deserialize_with = "de_ms_vec")]
+    #[serde(
+        rename = "unet_ms",
+        serialize_with = "ser_ms_vec",
+        deserialize_with = "de_ms_vec"
+    )]
     pub unet: Vec<Duration>,
     /// Each scheduler step.
-    #[serde(rename = "scheduler_ms", serialize_with = "ser_ms_vec", deserialize_with = "de_ms_vec")]
+    #[serde(
+        rename = "scheduler_ms",
+        serialize_with = "ser_ms_vec",
+        deserialize_with = "de_ms_vec"
+    )]
     pub scheduler: Vec<Duration>,
     /// Each step's ControlNet call, apart from the UNet's; empty without control.
     #[serde(
@@ -147,14 +159,26 @@ pub struct Timings {
     )]
     pub controlnet: Vec<Duration>,
     /// The VAE decode and the conversion to NHWC [0, 1].
-    #[serde(rename = "vae_ms", serialize_with = "ser_ms", deserialize_with = "de_ms")]
+    #[serde(
+        rename = "vae_ms",
+        serialize_with = "ser_ms",
+        deserialize_with = "de_ms"
+    )]
     pub vae: Duration,
     /// Whole run, excluding model loading.
-    #[serde(rename = "total_ms", serialize_with = "ser_ms", deserialize_with = "de_ms")]
+    #[serde(
+        rename = "total_ms",
+        serialize_with = "ser_ms",
+        deserialize_with = "de_ms"
+    )]
     pub total: Duration,
     /// Of `total`, the time inside ONNX Runtime's run calls (every session); the rest is ours:
     /// tokenizing, tensor copies, guidance, the scheduler, conversions.
-    #[serde(rename = "ort_ms", serialize_with = "ser_ms", deserialize_with = "de_ms")]
+    #[serde(
+        rename = "ort_ms",
+        serialize_with = "ser_ms",
+        deserialize_with = "de_ms"
+    )]
     pub ort: Duration,
 }
 
