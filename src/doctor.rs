@@ -286,6 +286,16 @@ fn check_components(
                     status: status(r),
                 });
             }
+            // The preview decoder: where there is none, previews use the latent matrix.
+            let folder = models::preview_decoder::PREVIEW_DECODER_FOLDER;
+            out.push(ComponentStatus {
+                name: format!("{folder} (step previews)"),
+                path: dir.join(folder).join("model.onnx").display().to_string(),
+                status: match m.load_preview_decoder(rt) {
+                    Ok(None) => "none: previews use the latent matrix".into(),
+                    r => status(r.map(|_| ())),
+                },
+            });
         }
         // The report's model error says why; the folders below say what is there.
         Err(e) => error = Some(format!("{e:#}")),

@@ -26,7 +26,7 @@
 //! | 8 | `worker` | the inference thread: jobs in, events out |
 //! | 9 | `inventory`, `bench`, `exercises::headless`, `export` | the model folder report; `speedscape bench`; exercises run headless; `speedscape models export` (SD v1.5 through the packaged exporter) |
 //! | 10 | `exercises::cheatsheet`, `sweep::headless` | the cheat sheet's verified choices; sweeps run through the worker |
-//! | 11 | `sweep::output` | the landscape's files: summary, CSV, JSON, plot, images |
+//! | 11 | `sweep::output`, `sweep::shard` | the landscape's files: summary, CSV, JSON, plot, images; sharded sweeps: the plan file, each shard's share and its resumable run files, the merge |
 //! | 12 | `tui`, `tui::*` | the terminal UI |
 //! | 13 | `doctor` | the environment report (the terminal and the graphics the TUI would pick there included) |
 

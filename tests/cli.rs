@@ -290,6 +290,36 @@ fn doctor_on_the_cpu_wheel_says_cpu() {
     assert!(t.contains("unet_lcm_style") && !t.contains("FAILED"), "{t}");
 }
 
+/// doctor loads the preview decoder where the folder has one, and says what previews use where
+/// it has none (the tiny model).
+#[test]
+fn doctor_reports_the_preview_decoder_or_the_fallback() {
+    let micro = speedscape(&["doctor", "--device", "cpu"]);
+    let t = text(&micro);
+    assert!(micro.status.success(), "{t}");
+    let line = t
+        .lines()
+        .find(|l| l.contains("preview_decoder (step previews)"));
+    assert!(line.is_some_and(|l| l.contains(" ok ")), "{t}");
+    let tiny = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/tiny");
+    let o = speedscape(&[
+        "doctor",
+        "--device",
+        "cpu",
+        "--model-dir",
+        tiny.to_str().unwrap(),
+    ]);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    let line = t
+        .lines()
+        .find(|l| l.contains("preview_decoder (step previews)"));
+    assert!(
+        line.is_some_and(|l| l.contains("none: previews use the latent matrix")),
+        "{t}"
+    );
+}
+
 #[test]
 fn doctor_with_device_cuda_on_the_cpu_wheel_fails_instead_of_running_on_cpu() {
     let o = speedscape(&["doctor", "--device", "cuda"]);
