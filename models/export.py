@@ -494,6 +494,16 @@ def _controlnet_config(folder: Path, what: str) -> dict:
     return _component_config(folder, what, "ControlNetModel", "controlnet", EXAMPLE_CONTROLNET)
 
 
+def _folder_provenance(folder: Path, out_dir: Path | None, label: str | None) -> dict:
+    """The manifest's record of a component taken from a local folder: `label` if given, else the
+    folder's path (relative to the export when it lies inside it)."""
+    shown = folder.resolve()
+    if out_dir is not None:
+        with contextlib.suppress(ValueError):
+            shown = folder.resolve().relative_to(out_dir.resolve())
+    return {"kind": "folder", "source": label or str(shown), "revision": None}
+
+
 def resolve_controlnet(spec: str, out_dir: Path | None = None, label: str | None = None) -> ControlNetSource:
     """`NAME=SOURCE` of --controlnet: SOURCE a hub id (the commit is recorded) or a local folder
     saved by `ControlNetModel.save_pretrained`. Only the config is read here; the weights are
@@ -510,11 +520,7 @@ def resolve_controlnet(spec: str, out_dir: Path | None = None, label: str | None
     path = Path(source)
     if path.is_dir():
         folder = path
-        shown = folder.resolve()
-        if out_dir is not None:
-            with contextlib.suppress(ValueError):
-                shown = folder.resolve().relative_to(out_dir.resolve())
-        prov = {"kind": "folder", "source": label or str(shown), "revision": None}
+        prov = _folder_provenance(folder, out_dir, label)
     elif looks_like_hub_id(source):
         log(f"downloading ControlNet {name} from {source} ...")
         folder, commit = download(source, None, CONTROLNET_PATTERNS)
@@ -704,11 +710,7 @@ def resolve_preview_decoder(source: str, revision: str | None = None, out_dir: P
     path = Path(source)
     if path.is_dir():
         folder = path
-        shown = folder.resolve()
-        if out_dir is not None:
-            with contextlib.suppress(ValueError):
-                shown = folder.resolve().relative_to(out_dir.resolve())
-        prov = {"kind": "folder", "source": label or str(shown), "revision": None}
+        prov = _folder_provenance(folder, out_dir, label)
     elif looks_like_hub_id(source):
         log(f"downloading the preview decoder from {source} ...")
         try:
