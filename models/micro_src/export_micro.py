@@ -502,6 +502,21 @@ def export_controlnet_graph(cn, unet, folder: Path, settings) -> dict:
     return rec
 
 
+def record_stage(manifest: dict, run_dir: Path, building: Path, stage: str, done: dict, note: str, note_prefix: str,
+                 image: tuple[str, str]) -> None:
+    """An added stage's record in the manifest: its note (replacing an older one with the same
+    prefix), its done.json under micro.stages, its `<stage>_metrics.json` when the evaluation ran,
+    and its evaluation image (`eval/<image[0]>` copied to `<image[1]>`) when there is one."""
+    manifest["notes"] = [x for x in manifest["notes"] if not x.startswith(note_prefix)] + [note]
+    manifest["micro"].setdefault("stages", {})[stage] = done
+    metrics = run_dir / f"{stage}_metrics.json"
+    if metrics.is_file():
+        manifest["micro"][f"{stage}_metrics"] = json.loads(metrics.read_text())
+    src = run_dir / "eval" / image[0]
+    if src.is_file():
+        shutil.copyfile(src, building / image[1])
+
+
 def add_controlnet(model: Path, run_dir: Path, log=print) -> dict:
     """Ship the ControlNet trained by train.py's controlnet stage (<run-dir>/controlnet/model) in
     the micro folder `model`: controlnet_edge/ (fp16, checked against torch), every UNet re-exported
@@ -537,14 +552,8 @@ def add_controlnet(model: Path, run_dir: Path, log=print) -> dict:
         manifest["controlnets"] = {CONTROLNET: {
             "kind": "trained", "source": "trained by models/micro_src/train.py (stage controlnet)", "revision": None,
             **export.controlnet_record(cn, folder=folder)}}
-        manifest["notes"] = [x for x in manifest["notes"] if not x.startswith("controlnet_edge: ")] + [CONTROLNET_NOTE]
-        manifest["micro"].setdefault("stages", {})["controlnet"] = stage
-        metrics = run_dir / "controlnet_metrics.json"
-        if metrics.is_file():
-            manifest["micro"]["controlnet_metrics"] = json.loads(metrics.read_text())
-        sheet = run_dir / "eval" / "controlnet_sheet.png"
-        if sheet.is_file():
-            shutil.copyfile(sheet, building / "controlnet_sheet.png")
+        record_stage(manifest, run_dir, building, "controlnet", stage, CONTROLNET_NOTE, "controlnet_edge: ",
+                     ("controlnet_sheet.png", "controlnet_sheet.png"))
         manifest["files"] = {k: v for k, v in export.file_table(building).items() if k != "README.md"}
         export.write_json_atomic(building / "manifest.json", manifest)
         total = sum(f["bytes"] for f in manifest["files"].values()) + (building / "README.md").stat().st_size
@@ -609,14 +618,8 @@ def add_preview_decoder(model: Path, run_dir: Path, log=print) -> dict:
         manifest["components"][export.PREVIEW_FOLDER] = {**rec, **export.preview_decoder_record(tiny, source, preview.ARCHITECTURE)}
         fit = preview.load_latent_rgb(run_dir)
         manifest["latent_rgb"] = {"factors": fit["factors"], "bias": fit["bias"]}
-        manifest["notes"] = [x for x in manifest["notes"] if not x.startswith("preview_decoder: ")] + [PREVIEW_NOTE]
-        manifest["micro"].setdefault("stages", {})["preview"] = json.loads((run_dir / "preview" / "done.json").read_text())
-        metrics = run_dir / "preview_metrics.json"
-        if metrics.is_file():
-            manifest["micro"]["preview_metrics"] = json.loads(metrics.read_text())
-        strip = run_dir / "eval" / "preview_strip_small.png"
-        if strip.is_file():
-            shutil.copyfile(strip, building / "preview_strip.png")
+        record_stage(manifest, run_dir, building, "preview", json.loads((run_dir / "preview" / "done.json").read_text()),
+                     PREVIEW_NOTE, "preview_decoder: ", ("preview_strip_small.png", "preview_strip.png"))
         manifest["files"] = {k: v for k, v in export.file_table(building).items() if k != "README.md"}
         if changed := [k for k, v in before.items() if manifest["files"].get(k) != v]:
             raise export.ExportError(f"adding the preview decoder changed other files: {changed[:4]}")
