@@ -471,6 +471,7 @@ pub fn run(config: &Config, opts: &BenchOptions) -> color_eyre::Result<BenchRepo
             height: opts.size,
             latents: None,
             clip_score: false,
+            judge: false,
             control: spec.control.as_ref().map(ControlSpec::to_control),
         };
         let scope = if memory::reset_peak() {

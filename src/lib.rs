@@ -18,7 +18,7 @@
 //! |---|---|---|
 //! | 1 | `interrupt`, `install`, `worker::protocol`, `report::error_text`, `report::sheet` | signals and exit codes; a wheel or a checkout, and the user's config and cache folders; the worker's jobs and events; an error as users read it; contact sheets |
 //! | 2 | `report`, `report::table` | output files written whole; the timing table, its rows folded from worker events |
-//! | 3 | `exercises` | the exercises as data: runs, questions, what happened |
+//! | 3 | `exercises`, `sweep::prompt_set` | the exercises as data: runs, questions, what happened; prompt sets (`--prompts FILE`) |
 //! | 4 | `sweep` | the speed landscape: methods, points, knees |
 //! | 5 | `sweep::plot` | the landscape's plot (SVG, PNG) |
 //! | 6 | `config` | config.toml as data: serde structs, defaults, validation |

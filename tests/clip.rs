@@ -246,6 +246,7 @@ fn request(clip_score: bool, unet: &str) -> Request {
         height: None,
         latents: None,
         clip_score,
+        judge: false,
         control: None,
     }
 }

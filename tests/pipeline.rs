@@ -175,6 +175,7 @@ fn every_run_reproduces_the_diffusers_image() {
             height: Some(run["height"].as_u64().unwrap() as usize),
             latents: None,
             clip_score: false,
+            judge: false,
             control: None,
         };
         let want_latents = array(&run, "latents")
@@ -238,6 +239,7 @@ fn io_binding_gives_the_same_image_as_plain_calls() {
         height: None,
         latents: None,
         clip_score: false,
+        judge: false,
         control: None,
     };
     let cancel = AtomicBool::new(false);
@@ -276,6 +278,7 @@ fn the_optimized_graph_cache_is_written_then_used_and_changes_nothing() {
         height: None,
         latents: None,
         clip_score: false,
+        judge: false,
         control: None,
     };
     let cancel = AtomicBool::new(false);

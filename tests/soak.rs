@@ -48,6 +48,7 @@ fn request(i: usize) -> Request {
         height: None,
         latents: None,
         clip_score: false,
+        judge: false,
         control: None,
     }
 }

@@ -10,14 +10,17 @@ use std::path::{Path, PathBuf};
 use common::{speedscape, text};
 use serde_json::Value;
 
-/// A small sweep: DPM-Solver++ at 1 and 2 steps, 2 seeds, against DPM-Solver++ 3 (6 runs).
-const SWEEP: [&str; 8] = [
+/// A small sweep: DPM-Solver++ at 1 and 2 steps over a prompt set of 2 (JSON Lines) with 1
+/// seed, against DPM-Solver++ 3 (6 runs).
+const SWEEP: [&str; 10] = [
     "--preset",
     "dpmpp",
     "--steps",
     "1,2",
     "--seeds",
-    "2",
+    "1",
+    "--prompts",
+    "tests/fixtures/sweep-prompts.jsonl",
     "--reference",
     "dpmpp:3",
 ];
@@ -160,6 +163,10 @@ fn three_merged_shards_equal_the_unsharded_sweep_in_every_number_but_the_times()
     let (m, w) = (json(&merged), json(&whole));
     assert_eq!(without_times(&m), without_times(&w));
     assert_eq!(m["runs"].as_array().unwrap().len(), 6);
+    // Each point is the mean over both prompts, each against its own reference.
+    assert_eq!(m["prompts"].as_array().unwrap().len(), 2);
+    let point = &m["landscape"]["series"][0]["points"][0];
+    assert_eq!(point["runs"], 2, "{point}");
     // The numbers compared are real ones: every point has an SSIM to its reference.
     let ssim = &m["landscape"]["series"][0]["points"][0]["ssim"]["mean"];
     assert!(ssim.as_f64().unwrap() < 1.0, "{ssim}");

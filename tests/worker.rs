@@ -100,6 +100,7 @@ fn request(scheduler: SchedulerKind, steps: usize, cfg: f32, unet: &str) -> Requ
         height: None,
         latents: None,
         clip_score: false,
+        judge: false,
         control: None,
     }
 }

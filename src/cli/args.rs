@@ -608,6 +608,20 @@ pub struct SweepFlags {
     /// Read the prompt from this file instead.
     #[arg(long, conflicts_with = "prompt")]
     pub prompt_file: Option<PathBuf>,
+    /// A prompt set: every point runs each prompt with every seed and is their mean with its
+    /// 95 % interval. One prompt per line, or JSON Lines {"prompt": …, "prompts": {"micro": …}}
+    /// (# lines skipped); assets/prompts/ has one for SD v1.5 and one for the micro model.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["prompt", "prompt_file"])]
+    pub prompts: Option<PathBuf>,
+    /// What the curves are read by (their knee, best point and the plot's y axis): ssim (to
+    /// the reference), clip (CLIP score; needs the folder's clip_image_encoder/) or judge
+    /// (the micro model's judge accuracy; needs its judge/). Every available one is reported.
+    #[arg(long, value_enum)]
+    pub quality: Option<speedscape::sweep::QualityAxis>,
+    /// How far below a curve's best a point may be and still count as as good, on the quality
+    /// axis (default: [sweep] tolerance for ssim, 0.5 for clip, 0.05 for judge).
+    #[arg(long)]
+    pub tolerance: Option<f64>,
     /// The reference every point is compared with, SCHEDULER:STEPS[:CFG][@UNET] (default:
     /// [sweep] reference, else dpmpp:50).
     #[arg(long)]

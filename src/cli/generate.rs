@@ -94,6 +94,7 @@ fn request(
         height: args.height,
         latents,
         clip_score: false,
+        judge: false,
         control: None,
     }
 }

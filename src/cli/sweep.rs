@@ -4,11 +4,14 @@
 //! why).
 
 use std::path::PathBuf;
+
+use color_eyre::eyre::bail;
 use std::process::ExitCode;
 
 use speedscape::config::Config;
 use speedscape::report::{self, Existing};
 use speedscape::sweep::headless::{self, Engine, SweepOutcome};
+use speedscape::sweep::prompt_set::PromptSet;
 use speedscape::sweep::shard::{self, ModelIdentity, PlanFile};
 use speedscape::sweep::{self, Sweep, output};
 
@@ -194,11 +197,76 @@ fn plan(config: &Config, args: &SweepFlags) -> color_eyre::Result<Sweep> {
             args.prompt_file.as_deref(),
         )?);
     }
+    if let Some(file) = &args.prompts {
+        let resolved = PromptSet::read(file)?.for_kind(kind)?;
+        if !resolved.skipped.is_empty() {
+            eprintln!(
+                "warning: {} entr{} of {} (line {}) have no prompt for this model and are left out",
+                resolved.skipped.len(),
+                if resolved.skipped.len() == 1 {
+                    "y"
+                } else {
+                    "ies"
+                },
+                file.display(),
+                resolved
+                    .skipped
+                    .iter()
+                    .map(usize::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        plan = plan.with_prompts(resolved.prompts);
+    }
     if let Some(r) = &args.reference {
         plan = plan.with_reference(sweep::parse_reference(r)?);
     }
     if let Some(c) = args.control.spec()? {
         plan = plan.with_control(&c);
     }
+    if args.quality.is_some() || args.tolerance.is_some() {
+        let axis = args.quality.unwrap_or(plan.quality);
+        plan = plan.with_quality(axis, args.tolerance)?;
+        check_quality(config, args, axis)?;
+    }
     Ok(plan)
+}
+
+/// `--quality clip|judge` on a model folder that cannot give it: refused before any run, with
+/// what the folder lacks and how to get it.
+fn check_quality(
+    config: &Config,
+    args: &SweepFlags,
+    axis: sweep::QualityAxis,
+) -> color_eyre::Result<()> {
+    use speedscape::models::{CLIP_FOLDER, JUDGE_FOLDER};
+    let (dir, kind) = speedscape::open::model_dir(config, args.engine.model_dir())?;
+    let (folder, fix) = match axis {
+        sweep::QualityAxis::Ssim => return Ok(()),
+        sweep::QualityAxis::Clip => (
+            CLIP_FOLDER,
+            format!(
+                "export one with `.venv-ref/bin/python models/export.py --out {} --clip-scorer --force`, or use --quality ssim",
+                dir.display()
+            ),
+        ),
+        sweep::QualityAxis::Judge => (
+            JUDGE_FOLDER,
+            "the judge belongs to the micro model (models/micro/judge/); on another model use --quality ssim or clip".to_string(),
+        ),
+    };
+    let has = dir.join(folder).join("model.onnx").is_file()
+        && (axis != sweep::QualityAxis::Judge || kind == speedscape::models::ModelKind::Micro);
+    if !has {
+        bail!(speedscape::error::Fixable::new(
+            format!(
+                "--quality {} needs {}/{folder}/, which this model folder does not have",
+                axis.label(),
+                dir.display()
+            ),
+            fix,
+        ));
+    }
+    Ok(())
 }

@@ -657,6 +657,7 @@ impl RunSpec {
             height: None,
             latents: None,
             clip_score: false,
+            judge: false,
             control: self.control.as_ref().map(ControlSpec::to_control),
         }
     }

@@ -662,6 +662,7 @@ mod tests {
             load_ms: Default::default(),
             warnings: vec![],
             clip_score: None,
+            judge: None,
             control: None,
         }
     }

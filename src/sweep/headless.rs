@@ -87,6 +87,7 @@ pub fn measure(
             .as_ref()
             .map(|c| c.adherence)
             .filter(|a| a.is_finite()),
+        judge: report.judge.as_ref().and_then(|j| j.accuracy),
     })
 }
 

@@ -1,9 +1,12 @@
 //! Step sweeps: the speed landscape. A sweep is a few methods (a scheduler, a UNet variant and a
-//! guidance scale), each run at a list of step counts, all with one prompt and the same seeds,
-//! against one reference image per seed (DPM-Solver++ 50 unless config.toml says otherwise).
-//! Each point of a method's curve is its median time over its runs against its SSIM / PSNR to the
-//! reference, averaged over the seeds with their spread; the knee of a curve is the fewest steps
-//! whose quality is within a tolerance of the method's best — where its "free" speedup ends.
+//! guidance scale), each run at a list of step counts, all with one prompt (or a prompt set,
+//! [`prompt_set`]) and the same seeds, against one reference image per sample — a prompt and a
+//! seed — (DPM-Solver++ 50 unless config.toml says otherwise). Each point of a method's curve is
+//! its median time over its runs against its qualities averaged over the samples, each with its
+//! spread and 95 % interval: SSIM / PSNR to the reference, and where the model can say, the
+//! reference-free CLIP score and judge accuracy. The knee of a curve is the fewest steps whose
+//! quality on the sweep's axis ([`QualityAxis`], SSIM by default) is within a tolerance of the
+//! method's best — where its "free" speedup ends.
 //!
 //! [`Sweep`] is what to run (from `[sweep]` in config.toml, narrowed by `--preset`, `--steps`,
 //! `--seeds`); [`Plan`] flattens it into runs (as an [`Exercise`], so the TUI's queue runs it like
@@ -19,6 +22,7 @@
 pub mod headless;
 pub mod output;
 pub mod plot;
+pub mod prompt_set;
 pub mod shard;
 
 use color_eyre::eyre::{bail, eyre};
@@ -318,6 +322,64 @@ pub struct Sweep {
     /// A weight sweep of one adapter (`--lora-weights`) instead of a step sweep.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weights: Option<WeightAxis>,
+    /// A prompt set (`--prompts FILE`, already resolved for the model's kind): every point runs
+    /// each of them with every seed, against the reference of the same prompt and seed; empty:
+    /// `prompt` alone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub prompts: Vec<String>,
+    /// The quality a curve is read by (`--quality`): its knee, its best point and the plot's y
+    /// axis. Every available quality is reported whatever this is.
+    #[serde(default, skip_serializing_if = "QualityAxis::is_ssim")]
+    pub quality: QualityAxis,
+}
+
+/// What a landscape's y axis is (`--quality`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum QualityAxis {
+    /// SSIM to the reference image of the same prompt and seed: closeness, not quality.
+    #[default]
+    Ssim,
+    /// CLIP score against the prompt (needs the folder's `clip_image_encoder/`).
+    Clip,
+    /// The micro model's judge: the share of colour, shape and background read as the prompt
+    /// names them (needs the folder's `judge/`).
+    Judge,
+}
+
+impl QualityAxis {
+    fn is_ssim(&self) -> bool {
+        *self == Self::Ssim
+    }
+
+    /// The axis as tables and plots name it.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Ssim => "SSIM",
+            Self::Clip => "CLIP score",
+            Self::Judge => "judge accuracy",
+        }
+    }
+
+    /// How far below a curve's best a point may be and still count as "as good" when the
+    /// sweep does not say ([`SweepConfig::tolerance`] is for SSIM): the CLIP score moves on a
+    /// 0–100 scale, a judge accuracy in thirds of an image.
+    pub fn default_tolerance(self) -> f64 {
+        match self {
+            Self::Ssim => SweepConfig::default().tolerance,
+            Self::Clip => 0.5,
+            Self::Judge => 0.05,
+        }
+    }
+
+    /// Its value for one run, where the run has it.
+    pub fn of(self, m: &Measured) -> Option<f64> {
+        match self {
+            Self::Ssim => Some(m.quality.ssim),
+            Self::Clip => m.clip_score,
+            Self::Judge => m.judge,
+        }
+    }
 }
 
 /// `--lora-weights ADAPTER=START:STOP:STEP`: one adapter and the weights it is run at.
@@ -456,6 +518,8 @@ impl Sweep {
             methods,
             loras: Vec::new(),
             weights: None,
+            prompts: Vec::new(),
+            quality: QualityAxis::Ssim,
         })
     }
 
@@ -517,6 +581,43 @@ impl Sweep {
         self
     }
 
+    /// Every point over `prompts` (a prompt set, resolved for the model's kind) × the seeds;
+    /// `prompt` becomes the set's first, which titles the outputs.
+    pub fn with_prompts(mut self, prompts: Vec<String>) -> Self {
+        if let Some(first) = prompts.first() {
+            self.prompt = first.clone();
+        }
+        self.prompts = prompts;
+        self
+    }
+
+    /// Curves read by `axis`, with `tolerance` below their best still "as good" (`None`: the
+    /// axis's default, or for SSIM the sweep's own).
+    pub fn with_quality(
+        mut self,
+        axis: QualityAxis,
+        tolerance: Option<f64>,
+    ) -> color_eyre::Result<Self> {
+        if let Some(t) = tolerance.filter(|t| !(t.is_finite() && *t > 0.0)) {
+            bail!(Fixable::new(
+                format!("--tolerance {t} is not above 0"),
+                format!(
+                    "give how far below a curve's best still counts, on the {} axis, e.g. {}",
+                    axis.label(),
+                    axis.default_tolerance()
+                ),
+            ));
+        }
+        if axis != self.quality || tolerance.is_some() {
+            self.tolerance = tolerance.unwrap_or_else(|| match axis {
+                QualityAxis::Ssim => self.tolerance,
+                other => other.default_tolerance(),
+            });
+        }
+        self.quality = axis;
+        Ok(self)
+    }
+
     /// Compares every point with `reference` (`--reference`), which keeps the control the
     /// reference had.
     pub fn with_reference(mut self, reference: Reference) -> Self {
@@ -538,12 +639,42 @@ impl Sweep {
         self
     }
 
-    /// The runs, in order: each seed's reference first (in a weight sweep, its plain image
-    /// then its style-alone one), then each method's points in its order, every seed of a
+    /// How many prompts each point runs: the prompt set's, or 1 (`prompt`).
+    pub fn prompt_count(&self) -> usize {
+        self.prompts.len().max(1)
+    }
+
+    /// Prompt `index` of the prompt set (`prompt` without one).
+    pub fn prompt_of(&self, index: usize) -> &str {
+        self.prompts.get(index).map_or(&self.prompt, String::as_str)
+    }
+
+    /// The samples every point runs, prompt by prompt, each with every seed: (prompt index,
+    /// seed index). A point is their mean; its interval is over them.
+    pub fn samples(&self) -> Vec<(usize, usize)> {
+        (0..self.prompt_count())
+            .flat_map(|p| (0..self.seeds.len()).map(move |s| (p, s)))
+            .collect()
+    }
+
+    /// " · prompt 3 · seed 42" (" · seed 42" without a prompt set): how a run's label names
+    /// its sample.
+    fn sample_label(&self, (prompt, seed): (usize, usize)) -> String {
+        let seed = self.seeds[seed];
+        if self.prompts.is_empty() {
+            format!(" · seed {seed}")
+        } else {
+            format!(" · prompt {} · seed {seed}", prompt + 1)
+        }
+    }
+
+    /// The runs, in order: each sample's reference first (in a weight sweep, its plain image
+    /// then its style-alone one), then each method's points in its order, every sample of a
     /// point before the next point (so a point is whole as soon as it can be).
     pub fn plan(&self) -> Plan {
         let mut runs = Vec::new();
-        for (s, &seed) in self.seeds.iter().enumerate() {
+        for sample in self.samples() {
+            let at = self.sample_label(sample);
             if let Some(axis) = &self.weights {
                 let plain: Vec<AdapterWeight> = self
                     .loras
@@ -551,17 +682,17 @@ impl Sweep {
                     .filter(|a| a.adapter != axis.adapter)
                     .cloned()
                     .collect();
-                let label = format!("plain: reference {} · seed {seed}", self.reference.label());
-                runs.push(self.planned_reference(Target::Plain, s, label, plain));
+                let label = format!("plain: reference {}{at}", self.reference.label());
+                runs.push(self.planned_reference(Target::Plain, sample, label, plain));
             }
             let (label, loras) = match &self.weights {
                 None => (
-                    format!("reference {} · seed {seed}", self.reference.label()),
+                    format!("reference {}{at}", self.reference.label()),
                     self.loras.clone(),
                 ),
                 Some(axis) => (
                     format!(
-                        "{} alone: reference {} + {}×1 · seed {seed}",
+                        "{} alone: reference {} + {}×1{at}",
                         axis.name(),
                         self.reference.label(),
                         axis.name()
@@ -569,7 +700,7 @@ impl Sweep {
                     with_adapters(&self.loras, &[axis.at(1.0)]),
                 ),
             };
-            runs.push(self.planned_reference(Target::Reference, s, label, loras));
+            runs.push(self.planned_reference(Target::Reference, sample, label, loras));
         }
         for (mi, m) in self.methods.iter().enumerate() {
             let mut seen = Vec::new();
@@ -587,72 +718,82 @@ impl Sweep {
         }
     }
 
-    /// A reference run of seed `seed_index`: the reference settings with `loras`.
-    fn planned_reference(
-        &self,
-        target: Target,
-        seed_index: usize,
-        label: String,
-        loras: Vec<AdapterWeight>,
-    ) -> PlannedRun {
-        let r = &self.reference;
+    /// A run of `spec`'s settings for `sample`: its prompt (when the sweep has a prompt set)
+    /// and its seed.
+    fn planned(&self, target: Target, sample: (usize, usize), spec: RunSpec) -> PlannedRun {
+        let (prompt_index, seed_index) = sample;
         PlannedRun {
             target,
+            prompt_index,
             seed_index,
             spec: RunSpec {
-                label,
-                scheduler: r.scheduler,
-                steps: r.steps,
-                cfg: r.cfg,
-                unet: r.unet.clone(),
-                prompt: None,
+                prompt: (!self.prompts.is_empty()).then(|| self.prompt_of(prompt_index).into()),
                 seed: Some(self.seeds[seed_index]),
-                lora: loras,
-                control: r.control.clone(),
+                ..spec
             },
         }
     }
 
-    /// The runs of method `method` at `steps`: one per seed, or in a weight sweep one per
-    /// weight and seed (every seed of a weight before the next weight).
+    /// A reference run of `sample`: the reference settings with `loras`.
+    fn planned_reference(
+        &self,
+        target: Target,
+        sample: (usize, usize),
+        label: String,
+        loras: Vec<AdapterWeight>,
+    ) -> PlannedRun {
+        let r = &self.reference;
+        let spec = RunSpec {
+            label,
+            scheduler: r.scheduler,
+            steps: r.steps,
+            cfg: r.cfg,
+            unet: r.unet.clone(),
+            prompt: None,
+            seed: None,
+            lora: loras,
+            control: r.control.clone(),
+        };
+        self.planned(target, sample, spec)
+    }
+
+    /// The runs of method `method` at `steps`: one per sample, or in a weight sweep one per
+    /// weight and sample (every sample of a weight before the next weight).
     fn point_runs(&self, method: usize, steps: usize) -> Vec<PlannedRun> {
         let m = &self.methods[method];
-        let run = |target, s: usize, label: String, lora| PlannedRun {
-            target,
-            seed_index: s,
-            spec: RunSpec {
+        let run = |target, sample, label: String, lora| {
+            let spec = RunSpec {
                 label,
                 scheduler: m.scheduler,
                 steps,
                 cfg: m.cfg,
                 unet: m.unet.clone(),
                 prompt: None,
-                seed: Some(self.seeds[s]),
+                seed: None,
                 lora,
                 control: m.control.clone(),
-            },
+            };
+            self.planned(target, sample, spec)
         };
         let Some(axis) = &self.weights else {
-            return (0..self.seeds.len())
-                .map(|s| {
-                    let label = format!("{} {steps} · seed {}", m.label, self.seeds[s]);
-                    run(
-                        Target::Point { method, steps },
-                        s,
-                        label,
-                        self.loras.clone(),
-                    )
+            return self
+                .samples()
+                .into_iter()
+                .map(|sample| {
+                    let label = format!("{} {steps}{}", m.label, self.sample_label(sample));
+                    let target = Target::Point { method, steps };
+                    run(target, sample, label, self.loras.clone())
                 })
                 .collect();
         };
         let mut out = Vec::new();
         for (weight, &w) in axis.weights.iter().enumerate() {
-            for s in 0..self.seeds.len() {
+            for sample in self.samples() {
                 let label = format!(
-                    "{} {steps} + {}×{w} · seed {}",
+                    "{} {steps} + {}×{w}{}",
                     m.label,
                     axis.name(),
-                    self.seeds[s]
+                    self.sample_label(sample)
                 );
                 let target = Target::Weighted {
                     method,
@@ -661,7 +802,7 @@ impl Sweep {
                 };
                 out.push(run(
                     target,
-                    s,
+                    sample,
                     label,
                     with_adapters(&self.loras, &[axis.at(w)]),
                 ));
@@ -695,9 +836,23 @@ pub enum Target {
 #[serde(deny_unknown_fields)]
 pub struct PlannedRun {
     pub target: Target,
+    /// Index into the sweep's prompt set (0 without one).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub prompt_index: usize,
     /// Index into the sweep's seeds.
     pub seed_index: usize,
     pub spec: RunSpec,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+impl PlannedRun {
+    /// Its sample: (prompt, seed), what its reference shares with it.
+    pub fn sample(&self) -> (usize, usize) {
+        (self.prompt_index, self.seed_index)
+    }
 }
 
 /// A sweep flattened into runs.
@@ -724,6 +879,10 @@ pub struct Measured {
     /// adherence was measured.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub adherence: Option<f64>,
+    /// The judge's accuracy on the image (the share of colour, shape and background it reads
+    /// as the prompt names them), where the model has a judge and the prompt names all three.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub judge: Option<f64>,
 }
 
 /// The quality of an image that is its own reference.
@@ -734,35 +893,35 @@ pub const IDENTICAL: Quality = Quality {
 };
 
 impl Plan {
-    /// The run holding seed `seed_index`'s reference image.
-    pub fn reference_run(&self, seed_index: usize) -> usize {
+    /// The run holding `sample`'s reference image (prompt index, seed index).
+    pub fn reference_run(&self, sample: (usize, usize)) -> usize {
         self.runs
             .iter()
-            .position(|r| r.target == Target::Reference && r.seed_index == seed_index)
+            .position(|r| r.target == Target::Reference && r.sample() == sample)
             .unwrap_or(0)
     }
 
     /// The reference run that run `run` is compared with (a reference: itself).
     pub fn reference_for(&self, run: usize) -> usize {
-        self.reference_run(self.runs[run].seed_index)
+        self.reference_run(self.runs[run].sample())
     }
 
     /// The plain run (a weight sweep's) that run `run` is also compared with; `None` in a step
     /// sweep, and for the plain run itself.
     pub fn plain_for(&self, run: usize) -> Option<usize> {
-        let seed = self.runs[run].seed_index;
+        let sample = self.runs[run].sample();
         (self.runs[run].target != Target::Plain)
             .then(|| {
                 self.runs
                     .iter()
-                    .position(|r| r.target == Target::Plain && r.seed_index == seed)
+                    .position(|r| r.target == Target::Plain && r.sample() == sample)
             })
             .flatten()
     }
 
     /// Run `run`'s request: its exercise request (see [`Plan::exercise`]) asking for a CLIP
-    /// score, which the model gives when it has a CLIP image encoder (computed after the timed
-    /// part of the run).
+    /// score and a judge reading, which the model gives when it has a CLIP image encoder or a
+    /// judge (computed after the timed part of the run).
     pub fn request(&self, run: usize, rng: crate::rng::RngSource) -> crate::pipeline::Request {
         let s = &self.sweep;
         let first_seed = s.seeds.first().copied().unwrap_or(42);
@@ -770,6 +929,7 @@ impl Plan {
             .spec
             .request(&s.prompt, &s.negative_prompt, first_seed, rng);
         r.clip_score = true;
+        r.judge = true;
         r
     }
 
@@ -848,13 +1008,14 @@ impl Plan {
                             })
                             .filter_map(|(i, _)| got(i))
                             .collect();
-                        Point::of(n, &runs, self.sweep.seeds.len())
+                        Point::of(n, &runs, self.sweep.samples().len())
                     })
                     .collect();
+                let axis = self.sweep.quality;
                 let knee = knee(
                     &points
                         .iter()
-                        .map(|p| (p.steps, p.ssim.mean))
+                        .map(|p| (p.steps, p.mean(axis)))
                         .collect::<Vec<_>>(),
                     self.sweep.tolerance,
                 );
@@ -874,10 +1035,15 @@ impl Plan {
             .collect();
         Landscape {
             sweep: self.sweep.clone(),
-            reference: Point::of(self.sweep.reference.steps, &refs, self.sweep.seeds.len()),
+            reference: Point::of(
+                self.sweep.reference.steps,
+                &refs,
+                self.sweep.samples().len(),
+            ),
             series,
             clip_score: measured.iter().flatten().any(|m| m.clip_score.is_some()),
             adherence: measured.iter().flatten().any(|m| m.adherence.is_some()),
+            judge: measured.iter().flatten().any(|m| m.judge.is_some()),
         }
     }
 }
@@ -909,7 +1075,7 @@ impl Plan {
                             weight,
                         };
                         let runs = of_target(target);
-                        WeightPoint::of(axis.weights[weight], &runs, self.sweep.seeds.len())
+                        WeightPoint::of(axis.weights[weight], &runs, self.sweep.samples().len())
                     })
                     .collect();
                 series.push(WeightSeries {
@@ -927,11 +1093,15 @@ impl Plan {
             .collect();
         Some(WeightCurves {
             axis: axis.clone(),
-            reference: Point::of(self.sweep.reference.steps, &refs, self.sweep.seeds.len()),
+            reference: Point::of(
+                self.sweep.reference.steps,
+                &refs,
+                self.sweep.samples().len(),
+            ),
             plain: Point::of(
                 self.sweep.reference.steps,
                 &of_target(Target::Plain),
-                self.sweep.seeds.len(),
+                self.sweep.samples().len(),
             ),
             ends: Stat::of(&ends),
             series,
@@ -1028,9 +1198,33 @@ pub struct Stat {
     pub mean: f64,
     /// Sample standard deviation (0 for one value).
     pub std: f64,
+    /// Half-width of the mean's 95 % confidence interval, Student's t over the values as
+    /// independent samples (prompts × seeds): mean ± this. 0 for one value (no interval).
+    pub ci95: f64,
     pub min: f64,
     pub max: f64,
     pub n: usize,
+}
+
+/// Student's t at 97.5 % (a two-sided 95 % interval) for `df` degrees of freedom: tabulated to
+/// 30, then the Cornish–Fisher expansion around the normal's 1.96 (within 1e-4 from 30 on).
+pub fn t_975(df: usize) -> f64 {
+    const TABLE: [f64; 30] = [
+        12.7062, 4.3027, 3.1824, 2.7764, 2.5706, 2.4469, 2.3646, 2.3060, 2.2622, 2.2281, 2.2010,
+        2.1788, 2.1604, 2.1448, 2.1314, 2.1199, 2.1098, 2.1009, 2.0930, 2.0860, 2.0796, 2.0739,
+        2.0687, 2.0639, 2.0595, 2.0555, 2.0518, 2.0484, 2.0452, 2.0423,
+    ];
+    match df {
+        0 => f64::NAN,
+        1..=30 => TABLE[df - 1],
+        _ => {
+            let (z, n): (f64, f64) = (1.959_964, df as f64);
+            let (z3, z5) = (z.powi(3), z.powi(5));
+            z + (z3 + z) / (4.0 * n)
+                + (5.0 * z5 + 16.0 * z3 + 3.0 * z) / (96.0 * n * n)
+                + (3.0 * z.powi(7) + 19.0 * z5 + 17.0 * z3 - 15.0 * z) / (384.0 * n.powi(3))
+        }
+    }
 }
 
 impl Stat {
@@ -1046,9 +1240,15 @@ impl Stat {
         } else {
             0.0
         };
+        let std = var.sqrt();
         Some(Self {
             mean,
-            std: var.sqrt(),
+            std,
+            ci95: if n > 1 {
+                t_975(n - 1) * std / (n as f64).sqrt()
+            } else {
+                0.0
+            },
             min: values.iter().copied().fold(f64::INFINITY, f64::min),
             max: values.iter().copied().fold(f64::NEG_INFINITY, f64::max),
             n,
@@ -1094,6 +1294,9 @@ pub struct Point {
     /// Control adherence (edge F1) over the seeds whose runs have one, as SSIM is aggregated.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub adherence: Option<Stat>,
+    /// Judge accuracy over the runs that have one ([`Measured::judge`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub judge: Option<Stat>,
 }
 
 impl Point {
@@ -1104,6 +1307,7 @@ impl Point {
         let psnr: Vec<f64> = runs.iter().filter_map(|m| m.quality.psnr_db).collect();
         let clips: Vec<f64> = runs.iter().filter_map(|m| m.clip_score).collect();
         let adherence: Vec<f64> = runs.iter().filter_map(|m| m.adherence).collect();
+        let judge: Vec<f64> = runs.iter().filter_map(|m| m.judge).collect();
         Some(Self {
             steps,
             runs: runs.len(),
@@ -1116,7 +1320,22 @@ impl Point {
             identical: runs.len() - psnr.len(),
             clip_score: Stat::of(&clips),
             adherence: Stat::of(&adherence),
+            judge: Stat::of(&judge),
         })
+    }
+
+    /// Its quality on `axis`, over the runs that have it.
+    pub fn quality(&self, axis: QualityAxis) -> Option<Stat> {
+        match axis {
+            QualityAxis::Ssim => Some(self.ssim),
+            QualityAxis::Clip => self.clip_score,
+            QualityAxis::Judge => self.judge,
+        }
+    }
+
+    /// Its mean quality on `axis`; NaN where it has none (never a knee, never the best).
+    pub fn mean(&self, axis: QualityAxis) -> f64 {
+        self.quality(axis).map_or(f64::NAN, |s| s.mean)
     }
 
     /// Every planned run of it finished.
@@ -1148,14 +1367,16 @@ impl Series {
         self.points.iter().find(|p| p.steps == steps)
     }
 
-    /// The point with the best mean SSIM (fewest steps among equals).
-    pub fn best(&self) -> Option<&Point> {
-        self.points
-            .iter()
-            .fold(None, |best: Option<&Point>, p| match best {
-                Some(b) if b.ssim.mean >= p.ssim.mean => Some(b),
+    /// The point with the best mean quality on `axis` (fewest steps among equals); `None`
+    /// when no point has that quality.
+    pub fn best(&self, axis: QualityAxis) -> Option<&Point> {
+        self.points.iter().filter(|p| !p.mean(axis).is_nan()).fold(
+            None,
+            |best: Option<&Point>, p| match best {
+                Some(b) if b.mean(axis) >= p.mean(axis) => Some(b),
                 _ => Some(p),
-            })
+            },
+        )
     }
 }
 
@@ -1170,6 +1391,8 @@ pub struct Landscape {
     pub clip_score: bool,
     /// Some run has a control adherence (it ran under a ControlNet): the edge F1 column exists.
     pub adherence: bool,
+    /// Some run has a judge accuracy (the model has a judge): the judge column exists.
+    pub judge: bool,
 }
 
 impl Landscape {
@@ -1273,6 +1496,7 @@ mod tests {
             clip_score: None,
             plain: None,
             adherence: None,
+            judge: None,
         })
     }
 
@@ -1333,6 +1557,168 @@ mod tests {
     }
 
     #[test]
+    fn t_quantiles_match_students_t_tables() {
+        // R: qt(0.975, df).
+        for (df, want) in [
+            (1, 12.7062),
+            (4, 2.7764),
+            (30, 2.0423),
+            (31, 2.0395),
+            (40, 2.0211),
+            (119, 1.9801),
+            (1000, 1.9623),
+        ] {
+            assert!((t_975(df) - want).abs() < 2e-4, "df {df}: {}", t_975(df));
+        }
+    }
+
+    #[test]
+    fn a_stats_interval_is_students_t_over_the_standard_error() {
+        let s = Stat::of(&[1.0, 2.0, 3.0, 4.0]).unwrap();
+        let sd = (5.0f64 / 3.0).sqrt();
+        assert!((s.std - sd).abs() < 1e-12);
+        assert!((s.ci95 - 3.1824 * sd / 2.0).abs() < 1e-4, "{}", s.ci95);
+        assert_eq!(
+            Stat::of(&[0.7]).unwrap().ci95,
+            0.0,
+            "one value: no interval"
+        );
+    }
+
+    #[test]
+    fn a_prompt_set_runs_every_prompt_with_every_seed_against_its_own_reference() {
+        let prompts = vec!["a red fox".to_string(), "an owl".to_string()];
+        let sweep = small_sweep(2).with_prompts(prompts.clone());
+        assert_eq!(sweep.prompt, "a red fox", "the first titles the outputs");
+        assert_eq!(sweep.samples(), [(0, 0), (0, 1), (1, 0), (1, 1)]);
+        let plan = sweep.plan();
+        let refs: Vec<&PlannedRun> = plan
+            .runs
+            .iter()
+            .filter(|r| r.target == Target::Reference)
+            .collect();
+        assert_eq!(refs.len(), 4);
+        for (i, r) in plan.runs.iter().enumerate() {
+            let want = &prompts[r.prompt_index];
+            assert_eq!(r.spec.prompt.as_ref(), Some(want), "{}", r.spec.label);
+            assert_eq!(r.spec.seed, Some(sweep.seeds[r.seed_index]));
+            let reference = &plan.runs[plan.reference_for(i)];
+            assert_eq!(reference.target, Target::Reference);
+            assert_eq!(reference.sample(), r.sample(), "{}", r.spec.label);
+        }
+        // Each point runs all four samples, one after another.
+        let ten: Vec<(usize, usize)> = plan
+            .runs
+            .iter()
+            .filter(|r| {
+                r.target
+                    == Target::Point {
+                        method: 0,
+                        steps: 10,
+                    }
+            })
+            .map(PlannedRun::sample)
+            .collect();
+        assert_eq!(ten, sweep.samples());
+        assert!(
+            plan.runs[4].spec.label.ends_with("· prompt 1 · seed 42"),
+            "{}",
+            plan.runs[4].spec.label
+        );
+        // A point counts all four as planned.
+        let measured: Vec<Option<Measured>> =
+            plan.runs.iter().map(|_| measured(10.0, 0.9)).collect();
+        let land = plan.landscape(&measured);
+        assert_eq!(land.series[0].points[0].planned, 4);
+        assert_eq!(land.series[0].points[0].ssim.n, 4);
+    }
+
+    #[test]
+    fn without_a_prompt_set_runs_keep_the_sweeps_prompt_and_plans_keep_their_old_form() {
+        let plan = small_sweep(1).plan();
+        assert!(
+            plan.runs
+                .iter()
+                .all(|r| r.spec.prompt.is_none() && r.prompt_index == 0)
+        );
+        let json = serde_json::to_value(&plan.runs[0]).unwrap();
+        assert!(json.get("prompt_index").is_none(), "{json}");
+        assert!(
+            serde_json::to_value(&plan.sweep)
+                .unwrap()
+                .get("quality")
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn the_knee_and_the_best_point_follow_the_quality_axis() {
+        // SSIM says 20 steps are needed; the judge reads every image right from 5.
+        let sweep = small_sweep(1)
+            .with_quality(QualityAxis::Judge, None)
+            .unwrap();
+        assert_eq!(sweep.tolerance, QualityAxis::Judge.default_tolerance());
+        let plan = sweep.plan();
+        let measured: Vec<Option<Measured>> = plan
+            .runs
+            .iter()
+            .map(|r| {
+                let (ssim, judge) = match r.target {
+                    Target::Point { steps: 5, .. } => (0.6, 1.0),
+                    Target::Point { steps: 10, .. } => (0.8, 1.0),
+                    _ => (0.99, 1.0),
+                };
+                measured(10.0, ssim).map(|m| Measured {
+                    judge: Some(judge),
+                    ..m
+                })
+            })
+            .collect();
+        let land = plan.landscape(&measured);
+        assert!(land.judge);
+        assert_eq!(land.series[0].knee, Some(5));
+        assert_eq!(land.series[0].best(QualityAxis::Ssim).unwrap().steps, 20);
+        assert_eq!(land.series[0].best(QualityAxis::Judge).unwrap().steps, 5);
+        // Read by SSIM, the same runs put the knee at 20.
+        let by_ssim = Plan {
+            sweep: Sweep {
+                quality: QualityAxis::Ssim,
+                tolerance: 0.02,
+                ..plan.sweep.clone()
+            },
+            runs: plan.runs.clone(),
+        };
+        assert_eq!(by_ssim.landscape(&measured).series[0].knee, Some(20));
+        // No run has a CLIP score: on that axis there is no knee and no best.
+        let by_clip = Plan {
+            sweep: Sweep {
+                quality: QualityAxis::Clip,
+                ..plan.sweep.clone()
+            },
+            runs: plan.runs,
+        };
+        let l = by_clip.landscape(&measured);
+        assert_eq!(
+            (l.series[0].knee, l.series[0].best(QualityAxis::Clip)),
+            (None, None)
+        );
+    }
+
+    #[test]
+    fn a_tolerance_must_be_above_zero() {
+        for t in [0.0, -0.1, f64::NAN] {
+            let e = small_sweep(1)
+                .with_quality(QualityAxis::Ssim, Some(t))
+                .unwrap_err();
+            assert!(format!("{e:?}").contains("--tolerance"), "{e:?}");
+        }
+        let s = small_sweep(1)
+            .with_quality(QualityAxis::Clip, Some(2.0))
+            .unwrap();
+        assert_eq!((s.quality, s.tolerance), (QualityAxis::Clip, 2.0));
+    }
+
+    #[test]
     fn a_plan_runs_each_seeds_reference_first_then_every_seed_of_a_point_together() {
         let plan = small_sweep(2).plan();
         let got: Vec<(Target, usize)> =
@@ -1374,6 +1760,7 @@ mod tests {
                     clip_score: None,
                     plain: None,
                     adherence: None,
+                    judge: None,
                 }),
                 Target::Point { steps: 10, .. } => measured(
                     [100.0, 300.0, 110.0][r.seed_index],
@@ -1417,6 +1804,7 @@ mod tests {
                     clip_score: None,
                     plain: None,
                     adherence: None,
+                    judge: None,
                 }),
                 _ => measured(100.0, 0.9),
             })
@@ -1448,6 +1836,7 @@ mod tests {
             clip_score: Some(31.0),
             plain: None,
             adherence: None,
+            judge: None,
         });
         m[twenty[1]] = measured(1.0, 0.9);
         let land = plan.landscape(&m);
@@ -1476,6 +1865,7 @@ mod tests {
                     identical: 0,
                     clip_score: None,
                     adherence: None,
+                    judge: None,
                 })
                 .collect(),
             knee: None,
@@ -1628,6 +2018,7 @@ mod tests {
                     clip_score: None,
                     plain: Some(q(0.4 + 0.1 * r.seed_index as f64)),
                     adherence: None,
+                    judge: None,
                 }),
                 Target::Weighted { weight: 2, .. } if r.seed_index == 1 => None,
                 Target::Weighted { weight, .. } => Some(Measured {
@@ -1636,6 +2027,7 @@ mod tests {
                     clip_score: None,
                     plain: Some(q(0.9 - 0.2 * weight as f64)),
                     adherence: None,
+                    judge: None,
                 }),
                 Target::Point { .. } => unreachable!("a weight sweep has no step points"),
             })

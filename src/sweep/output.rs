@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use super::headless::SweepOutcome;
 use super::plot::steps;
-use super::{Landscape, Point, Series, Stat, Target, WeightCurves, WeightPoint, plot};
+use super::{Landscape, Point, QualityAxis, Series, Stat, Target, WeightCurves, WeightPoint, plot};
 use crate::exercises::headless::{Provenance, save_new_folder, write_text};
 use crate::exercises::times;
 use crate::report::save_png;
@@ -36,7 +36,12 @@ fn psnr(p: &Point) -> String {
 
 fn clip(p: &Point) -> String {
     p.clip_score
-        .map_or_else(|| "–".into(), |s| format!("{:.2} ± {:.2}", s.mean, s.std))
+        .map_or_else(|| "–".into(), |s| format!("{:.2} ± {:.2}", s.mean, s.ci95))
+}
+
+/// A point's judge accuracy and its 95 % interval; `–` for a point without one.
+fn judge(p: &Point) -> String {
+    p.judge.as_ref().map_or_else(|| "–".into(), interval_text)
 }
 
 /// A point's control adherence (edge F1 over its seeds), like its SSIM; `—` for a point whose
@@ -48,18 +53,22 @@ fn adherence(p: &Point) -> String {
     )
 }
 
-/// The fixed-width table: one line per point, each method's knee marked; the reference's time
-/// last. The CLIP column is there only when some run has a CLIP score, the edge F1 column
-/// (control adherence) only when some run had a ControlNet.
+/// The fixed-width table: one line per point (runs: prompts × seeds), each method's knee
+/// marked; the reference's time last. SSIM's mean comes with its 95 % interval. The CLIP column
+/// is there only when some run has a CLIP score, the judge column only when some run has a
+/// judge reading, the edge F1 column (control adherence) only when some run had a ControlNet.
 pub fn format_table(land: &Landscape) -> String {
     let mut header = vec![
-        "method", "steps", "seeds", "time", "range", "vs ref", "SSIM", "± sd", "min", "PSNR dB",
+        "method", "steps", "runs", "time", "range", "vs ref", "SSIM", "± 95%", "min", "PSNR dB",
     ];
     if land.adherence {
         header.push("edge F1");
     }
     if land.clip_score {
         header.push("CLIP");
+    }
+    if land.judge {
+        header.push("judge");
     }
     header.push("");
     let mut rows: Vec<Vec<String>> = Vec::new();
@@ -78,7 +87,7 @@ pub fn format_table(land: &Landscape) -> String {
                 land.speedup(p).map_or_else(|| "–".into(), times),
                 format!("{:.3}", p.ssim.mean),
                 if p.ssim.n > 1 {
-                    format!("{:.3}", p.ssim.std)
+                    format!("{:.3}", p.ssim.ci95)
                 } else {
                     "–".into()
                 },
@@ -90,6 +99,9 @@ pub fn format_table(land: &Landscape) -> String {
             }
             if land.clip_score {
                 row.push(clip(p));
+            }
+            if land.judge {
+                row.push(judge(p));
             }
             row.push(if s.knee == Some(p.steps) {
                 "◀ knee".into()
@@ -112,9 +124,13 @@ pub fn format_table(land: &Landscape) -> String {
                 .adherence
                 .map(|a| format!(", edge F1 {:.3}", a.mean))
                 .unwrap_or_default();
+            let judge = r
+                .judge
+                .map(|j| format!(", judge {:.3}", j.mean))
+                .unwrap_or_default();
             let _ = writeln!(
                 out,
-                "reference {}: {} median over {} seed{}{edge}{clip} (every point's SSIM is to its seed's reference image)",
+                "reference {}: {} median over {} run{}{edge}{clip}{judge} (every point's SSIM is to the reference image of its prompt and seed)",
                 land.sweep.reference.label(),
                 ms(r.time_ms),
                 r.runs,
@@ -165,107 +181,138 @@ fn below(s: &Series, steps: usize) -> Option<&Point> {
     s.points.iter().rev().find(|p| p.steps < steps)
 }
 
-/// "0.985 ± 0.004" (the spread only over more than one seed).
-fn ssim_text(p: &Point) -> String {
-    if p.ssim.n > 1 {
-        format!("{:.3} ± {:.3}", p.ssim.mean, p.ssim.std)
+/// "0.985 ± 0.004": a mean and its 95 % interval (only over more than one value).
+fn interval_text(q: &Stat) -> String {
+    if q.n > 1 {
+        format!("{:.3} ± {:.3}", q.mean, q.ci95)
     } else {
-        format!("{:.3}", p.ssim.mean)
+        format!("{:.3}", q.mean)
     }
 }
 
-/// Where the free speedup ended, in numbers: a paragraph per method, then the fastest point
-/// across methods at a few quality levels. Markdown (`**` for emphasis).
-pub fn findings(land: &Landscape) -> Vec<String> {
-    let tol = land.sweep.tolerance;
-    let mut out = Vec::new();
+/// A point's quality on the landscape's axis, as [`interval_text`]; `–` without one.
+fn quality_text(land: &Landscape, p: &Point) -> String {
+    p.quality(land.sweep.quality)
+        .map_or_else(|| "–".into(), |q| interval_text(&q))
+}
+
+/// The quality levels at which the findings name the fastest image (none for the CLIP score,
+/// whose scale depends on the model and the prompts).
+fn levels(axis: QualityAxis) -> &'static [f64] {
+    match axis {
+        QualityAxis::Ssim | QualityAxis::Judge => &[0.95, 0.9, 0.8],
+        QualityAxis::Clip => &[],
+    }
+}
+
+/// What a method's knee says: where its free speedup ended, and what the point below it lost.
+fn knee_text(land: &Landscape, s: &Series, best: &Point, k: &Point) -> String {
+    let (tol, axis) = (land.sweep.tolerance, land.sweep.quality);
     let speed = |p: &Point| {
         land.speedup(p)
             .map(|x| format!(", {} the reference's speed", times(x)))
             .unwrap_or_default()
     };
+    let fewest = s.points.first().map(|p| p.steps) == Some(k.steps);
+    let mut text = if k.steps == best.steps && fewest {
+        format!(
+            "It is at its best already at the fewest steps this sweep ran ({}{}){}.",
+            ms(k.time_ms),
+            speed(k),
+            if k.steps > 1 {
+                "; run fewer steps to find where its quality falls"
+            } else {
+                ""
+            }
+        )
+    } else if k.steps == best.steps {
+        format!(
+            "No point with fewer steps comes within {tol} of it: the free speedup ends at {} \
+             ({}{}).",
+            steps(k.steps),
+            ms(k.time_ms),
+            speed(k)
+        )
+    } else {
+        format!(
+            "It stays within {tol} of that down to **{}** ({} {}, {}{}): the free speedup \
+             ends there.",
+            steps(k.steps),
+            axis.label(),
+            quality_text(land, k),
+            ms(k.time_ms),
+            speed(k)
+        )
+    };
+    if let Some(b) = below(s, k.steps).filter(|b| !b.mean(axis).is_nan()) {
+        let _ = write!(
+            text,
+            " Below it, {} falls to {:.3} ({:+.3}) in {}",
+            steps(b.steps),
+            b.mean(axis),
+            b.mean(axis) - k.mean(axis),
+            ms(b.time_ms)
+        );
+        if let Some(low) = s.points.first().filter(|f| f.steps < b.steps) {
+            let _ = write!(text, ", and {} to {:.3}", steps(low.steps), low.mean(axis));
+        }
+        text.push('.');
+    }
+    text
+}
+
+/// Where the free speedup ended, in numbers: a paragraph per method, then the fastest point
+/// across methods at a few quality levels, all on the sweep's quality axis. Markdown (`**` for
+/// emphasis).
+pub fn findings(land: &Landscape) -> Vec<String> {
+    let axis = land.sweep.quality;
+    let mut out = Vec::new();
     for s in &land.series {
-        let (Some(best), Some(k)) = (s.best(), s.knee.and_then(|k| s.point(k))) else {
+        let (Some(best), Some(k)) = (s.best(axis), s.knee.and_then(|k| s.point(k))) else {
             continue;
         };
         let m = &s.method;
-        let fewest = s.points.first().map(|p| p.steps) == Some(k.steps);
         let mut text = format!(
-            "**{}** (cfg {}, UNet `{}`): best SSIM {} at {}. ",
+            "**{}** (cfg {}, UNet `{}`): best {} {} at {}. {}",
             m.label,
             m.cfg,
             m.unet,
-            ssim_text(best),
-            steps(best.steps)
+            axis.label(),
+            quality_text(land, best),
+            steps(best.steps),
+            knee_text(land, s, best, k)
         );
-        if k.steps == best.steps && fewest {
-            let _ = write!(
-                text,
-                "It is at its best already at the fewest steps this sweep ran ({}{}){}.",
-                ms(k.time_ms),
-                speed(k),
-                if k.steps > 1 {
-                    "; run fewer steps to find where its quality falls"
-                } else {
-                    ""
-                }
-            );
-        } else if k.steps == best.steps {
-            let _ = write!(
-                text,
-                "No point with fewer steps comes within {tol} of it: the free speedup ends at {} \
-                 ({}{}).",
-                steps(k.steps),
-                ms(k.time_ms),
-                speed(k)
-            );
-        } else {
-            let _ = write!(
-                text,
-                "It stays within {tol} of that down to **{}** (SSIM {}, {}{}): the free speedup \
-                 ends there.",
-                steps(k.steps),
-                ssim_text(k),
-                ms(k.time_ms),
-                speed(k)
-            );
-        }
-        if let Some(b) = below(s, k.steps) {
-            let _ = write!(
-                text,
-                " Below it, {} falls to {:.3} ({:+.3}) in {}",
-                steps(b.steps),
-                b.ssim.mean,
-                b.ssim.mean - k.ssim.mean,
-                ms(b.time_ms)
-            );
-            if let Some(low) = s.points.first().filter(|f| f.steps < b.steps) {
-                let _ = write!(text, ", and {} to {:.3}", steps(low.steps), low.ssim.mean);
-            }
-            text.push('.');
-        }
         if !(k.complete() && best.complete()) {
-            text.push_str(" (Not every seed has finished: provisional.)");
+            text.push_str(" (Not every sample has finished: provisional.)");
         }
         out.push(text);
     }
-    // Across methods: the fastest image at a few quality levels (levels the same point wins are
-    // said once).
+    out.extend(fastest_at_levels(land));
+    out
+}
+
+/// Across methods: the fastest image at each of the axis's [`levels`] (levels the same point
+/// wins are said once).
+fn fastest_at_levels(land: &Landscape) -> Vec<String> {
+    let axis = land.sweep.quality;
     let mut said: Vec<(Vec<String>, String)> = Vec::new();
-    for level in [0.95, 0.9, 0.8] {
+    for &level in levels(axis) {
         let fastest = land
             .series
             .iter()
             .flat_map(|s| s.points.iter().map(move |p| (s, p)))
-            .filter(|(_, p)| p.ssim.mean >= level)
+            .filter(|(_, p)| p.mean(axis) >= level)
             .min_by(|a, b| a.1.time_ms.total_cmp(&b.1.time_ms));
         if let Some((s, p)) = fastest {
+            let speed = land
+                .speedup(p)
+                .map(|x| format!(", {} the reference's speed", times(x)))
+                .unwrap_or_default();
             let what = format!(
-                "{} {}, {}{}",
+                "{} {}, {}{speed}",
                 s.method.label,
                 steps(p.steps),
-                ms(p.time_ms),
-                speed(p)
+                ms(p.time_ms)
             );
             match said.last_mut() {
                 Some((levels, w)) if *w == what => levels.push(format!("{level}")),
@@ -273,18 +320,24 @@ pub fn findings(land: &Landscape) -> Vec<String> {
             }
         }
     }
-    for (levels, what) in said {
-        let also = if levels.len() > 1 {
-            format!(" (also the fastest at ≥ {})", levels[1..].join(", ≥ "))
-        } else {
-            String::new()
-        };
-        out.push(format!(
-            "The fastest image with SSIM ≥ {} to the reference{also}: {what}.",
-            levels[0]
-        ));
-    }
-    out
+    let against = match axis {
+        QualityAxis::Ssim => " to the reference",
+        _ => "",
+    };
+    said.into_iter()
+        .map(|(levels, what)| {
+            let also = if levels.len() > 1 {
+                format!(" (also the fastest at ≥ {})", levels[1..].join(", ≥ "))
+            } else {
+                String::new()
+            };
+            format!(
+                "The fastest image with {} ≥ {}{against}{also}: {what}.",
+                axis.label(),
+                levels[0]
+            )
+        })
+        .collect()
 }
 
 /// `points.csv`: one row per point (and one for the reference), every number of the table at
@@ -307,6 +360,7 @@ pub fn csv(land: &Landscape) -> color_eyre::Result<String> {
         "speedup_vs_reference",
         "ssim_mean",
         "ssim_std",
+        "ssim_ci95",
         "ssim_min",
         "ssim_max",
         "psnr_db_mean",
@@ -317,7 +371,10 @@ pub fn csv(land: &Landscape) -> color_eyre::Result<String> {
         header.extend(["edge_f1_mean", "edge_f1_std"]);
     }
     if land.clip_score {
-        header.extend(["clip_score_mean", "clip_score_std"]);
+        header.extend(["clip_score_mean", "clip_score_std", "clip_score_ci95"]);
+    }
+    if land.judge {
+        header.extend(["judge_mean", "judge_std", "judge_ci95"]);
     }
     header.push("knee");
     w.write_record(&header)?;
@@ -345,6 +402,7 @@ pub fn csv(land: &Landscape) -> color_eyre::Result<String> {
             opt(land.speedup(p)),
             p.ssim.mean.to_string(),
             p.ssim.std.to_string(),
+            p.ssim.ci95.to_string(),
             p.ssim.min.to_string(),
             p.ssim.max.to_string(),
             opt(p.psnr_db.map(|s| s.mean)),
@@ -355,9 +413,17 @@ pub fn csv(land: &Landscape) -> color_eyre::Result<String> {
             r.push(opt(p.adherence.map(|s| s.mean)));
             r.push(opt(p.adherence.map(|s| s.std)));
         }
-        if land.clip_score {
-            r.push(opt(p.clip_score.map(|s| s.mean)));
-            r.push(opt(p.clip_score.map(|s| s.std)));
+        for (on, stat) in [(land.clip_score, p.clip_score), (land.judge, p.judge)] {
+            if on {
+                r.extend(
+                    [
+                        stat.map(|s| s.mean),
+                        stat.map(|s| s.std),
+                        stat.map(|s| s.ci95),
+                    ]
+                    .map(opt),
+                );
+            }
         }
         r.push(knee.to_string());
         w.write_record(&r)?;
@@ -612,7 +678,7 @@ pub fn weights_csv(c: &WeightCurves) -> color_eyre::Result<String> {
 fn markdown_weights(o: &SweepOutcome, c: &WeightCurves, images: &[Option<String>]) -> String {
     let a = c.axis.name();
     let mut md = String::from("# Composability as a curve\n\n");
-    let _ = writeln!(md, "Prompt: “{}”  \n{}\n", o.plan.sweep.prompt, setting(o));
+    let _ = writeln!(md, "{}  \n{}\n", prompt_line(&o.plan.sweep), setting(o));
     if o.info.tiny_model {
         let _ = writeln!(md, "> **Note:** {TINY_NOTE}.\n");
     }
@@ -664,14 +730,25 @@ struct RunRecord<'a> {
     report: Option<&'a crate::pipeline::RunReport>,
 }
 
+/// `Prompt: “…”`, or for a prompt set `Prompts: 120 (the first: “…”)`.
+fn prompt_line(s: &super::Sweep) -> String {
+    match s.prompts.len() {
+        0 | 1 => format!("Prompt: “{}”", s.prompt),
+        n => format!("Prompts: {n} (the first: “{}”)", s.prompts[0]),
+    }
+}
+
 /// The model and device line of every output.
 fn setting(o: &SweepOutcome) -> String {
     let s = &o.plan.sweep;
-    let seeds = match s.seeds.as_slice() {
+    let mut seeds = match s.seeds.as_slice() {
         [one] => format!("seed {one}"),
         [first, .., last] => format!("seeds {first}–{last}"),
         [] => String::new(),
     };
+    if s.prompts.len() > 1 {
+        seeds = format!("{} prompts × {seeds}", s.prompts.len());
+    }
     let loras = if s.loras.is_empty() {
         String::new()
     } else {
@@ -762,8 +839,8 @@ pub fn render(o: &SweepOutcome) -> String {
         None => format_table(&land),
     };
     let mut out = format!(
-        "sweep: {:?} — {}\n\n{table}",
-        o.plan.sweep.prompt,
+        "sweep: {} — {}\n\n{table}",
+        prompt_line(&o.plan.sweep),
         setting(o),
     );
     if o.info.tiny_model {
@@ -812,6 +889,8 @@ pub fn json(o: &SweepOutcome, images: &[Option<String>]) -> serde_json::Value {
         .collect();
     serde_json::json!({
         "prompt": o.plan.sweep.prompt,
+        "prompts": o.plan.sweep.prompts,
+        "quality": o.plan.sweep.quality,
         "rng": o.rng,
         "provider": o.info.provider,
         "device": o.info.device,
@@ -837,14 +916,18 @@ pub fn markdown(o: &SweepOutcome, images: &[Option<String>]) -> String {
     }
     let land = o.landscape();
     let mut md = String::from("# The speed landscape\n\n");
-    let _ = writeln!(md, "Prompt: “{}”  \n{}\n", o.plan.sweep.prompt, setting(o));
+    let _ = writeln!(md, "{}  \n{}\n", prompt_line(&o.plan.sweep), setting(o));
     if o.info.tiny_model {
         let _ = writeln!(md, "> **Note:** {TINY_NOTE}.\n");
     }
     if let Some(d) = &o.devices {
         let _ = writeln!(md, "> **Note:** {}.\n", mixed_devices_note(d));
     }
-    md.push_str("![SSIM to the reference against time, one curve per method](plot.png)\n\n");
+    let _ = writeln!(
+        md,
+        "![{} against time, one curve per method](plot.png)\n",
+        land.sweep.quality.label()
+    );
     let f = findings(&land);
     if !f.is_empty() {
         md.push_str("## Where the free speedup ended\n\n");
@@ -856,11 +939,13 @@ pub fn markdown(o: &SweepOutcome, images: &[Option<String>]) -> String {
     md.push_str(
         "## How to read the plot\n\n\
          - **x**: the median time of one image at that point (text encoder, denoising, VAE), on a \
-         log scale; **y**: SSIM of the image to the reference image of the same seed, averaged over \
-         the seeds, with ± one standard deviation as a bar.\n\
+         log scale; **y**: the quality named on the axis (SSIM of each image to the reference \
+         image of the same prompt and seed, unless `--quality` chose the CLIP score or the \
+         judge), averaged over the prompts × seeds, with the mean's 95 % interval (Student's t) \
+         as a bar.\n\
          - Each line is one method; the number beside a point is its step count. Up is closer to the \
          reference, left is faster.\n\
-         - The ring marks each curve's **knee**: the fewest steps whose SSIM is within the \
+         - The ring marks each curve's **knee**: the fewest steps whose quality is within the \
          tolerance of the method's best. Left of the knee, the speed costs quality.\n\
          - The dashed line is the reference's own time. SSIM measures closeness to the reference, \
          not beauty: a method on another curve (LCM-LoRA) makes a different image and scores lower \
@@ -882,12 +967,21 @@ pub fn markdown(o: &SweepOutcome, images: &[Option<String>]) -> String {
              On a random-weight model it is a number, not a judgment.\n\n",
         );
     }
+    if land.judge {
+        md.push_str(
+            "The **judge** column is the micro model's judge accuracy: a small CNN trained on the \
+             micro world's renders reads each image's colour, shape and background, and the \
+             number is the share of the three it reads as the prompt names them (its own \
+             accuracy on real renders is in the model's manifest). Reference-free: a method that \
+             draws the prompt right scores 1 whether or not it copies the reference.\n\n",
+        );
+    }
     if !o.info.clip_scorer {
         let _ = writeln!(md, "{}\n", no_clip_note(o));
     }
     md.push_str("## Points\n\n");
     let mut head =
-        "| method | steps | seeds | time | vs ref | SSIM ± sd | min | PSNR dB |".to_string();
+        "| method | steps | runs | time | vs ref | SSIM ± 95% | min | PSNR dB |".to_string();
     let mut rule = "|---|---:|---:|---:|---:|---:|---:|---:|".to_string();
     if land.adherence {
         head.push_str(" edge F1 |");
@@ -897,6 +991,10 @@ pub fn markdown(o: &SweepOutcome, images: &[Option<String>]) -> String {
         head.push_str(" CLIP |");
         rule.push_str("---:|");
     }
+    if land.judge {
+        head.push_str(" judge |");
+        rule.push_str("---:|");
+    }
     head.push_str(" knee |");
     rule.push_str("---|");
     let _ = writeln!(md, "{head}\n{rule}");
@@ -904,15 +1002,14 @@ pub fn markdown(o: &SweepOutcome, images: &[Option<String>]) -> String {
         for p in &s.points {
             let _ = write!(
                 md,
-                "| {} | {} | {}/{} | {} | {} | {:.3} ± {:.3} | {:.3} | {} |",
+                "| {} | {} | {}/{} | {} | {} | {} | {:.3} | {} |",
                 s.method.label,
                 p.steps,
                 p.runs,
                 p.planned,
                 ms(p.time_ms),
                 land.speedup(p).map_or_else(|| "–".into(), times),
-                p.ssim.mean,
-                p.ssim.std,
+                interval_text(&p.ssim),
                 p.ssim.min,
                 psnr(p)
             );
@@ -921,6 +1018,9 @@ pub fn markdown(o: &SweepOutcome, images: &[Option<String>]) -> String {
             }
             if land.clip_score {
                 let _ = write!(md, " {} |", clip(p));
+            }
+            if land.judge {
+                let _ = write!(md, " {} |", judge(p));
             }
             let knee = if s.knee == Some(p.steps) { "◀" } else { "" };
             let _ = writeln!(md, " {knee} |");

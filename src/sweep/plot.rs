@@ -1,6 +1,8 @@
-//! The landscape as a picture: plotters draws the chart as SVG (time on a log x axis, SSIM on
-//! y, one line per method through its points with the seeds' spread as error bars, each point
-//! labelled with its step count, the knee ringed, the reference's time as a dashed line), and
+//! The landscape as a picture: plotters draws the chart as SVG (time on a log x axis, the
+//! sweep's quality on y — SSIM to the reference unless `--quality` says otherwise — one line per
+//! method through its points with each mean's 95 % interval over prompts × seeds as an error
+//! bar, each point labelled with its step count, the knee ringed, the reference's time as a
+//! dashed line), and
 //! resvg rasterises it to PNG with the bundled DejaVu Sans, so the picture is the same on every
 //! machine and needs no system fonts.
 //!
@@ -15,7 +17,7 @@ use plotters::coord::combinators::{BindKeyPoints, LogCoord, WithKeyPoints};
 use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
-use super::{Landscape, Point, Series, WeightCurves, WeightSeries};
+use super::{Landscape, Point, QualityAxis, Series, Stat, WeightCurves, WeightSeries};
 use crate::report::table::format_ms;
 
 /// Pixels of the picture.
@@ -83,16 +85,44 @@ fn x_range(land: &Landscape) -> (f64, f64) {
     (lo / (span * 0.06).exp(), hi * (span * 0.06).exp())
 }
 
-/// The y range: from a little under the lowest point (its error bar included) to just above 1.
+/// The points of `s` that have a quality on the landscape's axis, with it.
+fn on_axis<'a>(land: &Landscape, points: &'a [Point]) -> Vec<(&'a Point, Stat)> {
+    let axis = land.sweep.quality;
+    points
+        .iter()
+        .filter_map(|p| Some((p, p.quality(axis)?)))
+        .collect()
+}
+
+/// The y range: from a little under the lowest point (its interval included) to just above 1
+/// for a quality capped at 1 (SSIM, judge accuracy), else just above the highest point.
 fn y_range(land: &Landscape) -> (f64, f64) {
-    let low = land
+    let stats: Vec<Stat> = land
         .series
         .iter()
-        .flat_map(|s| s.points.iter())
-        .map(|p| (p.ssim.mean - p.ssim.std).min(p.ssim.min))
-        .fold(1.0f64, f64::min);
-    let low = (low - 0.05 * (1.0 - low).max(0.2)).max(-1.0);
-    (low, 1.0 + 0.04 * (1.0 - low))
+        .flat_map(|s| on_axis(land, &s.points))
+        .map(|(_, q)| q)
+        .collect();
+    let capped = land.sweep.quality != QualityAxis::Clip;
+    let top = if capped {
+        1.0
+    } else {
+        stats
+            .iter()
+            .map(|q| q.mean + q.ci95)
+            .fold(f64::NAN, f64::max)
+    };
+    let low = stats
+        .iter()
+        .map(|q| (q.mean - q.ci95).min(q.min))
+        .fold(top, f64::min);
+    if !(low.is_finite() && top.is_finite()) {
+        return (0.0, 1.0);
+    }
+    let span = (top - low).max(if capped { 0.2 } else { 1.0 });
+    let low = low - 0.05 * span;
+    let low = if capped { low.max(-1.0) } else { low };
+    (low, top + 0.04 * span)
 }
 
 /// Round times (1-2-5 per decade, in seconds) inside `lo..hi`, for the x axis's labels and grid.
@@ -125,9 +155,10 @@ fn legend_corner(land: &Landscape, x: (f64, f64), y: (f64, f64)) -> SeriesLabelP
             let t = (p.time_ms / 1e3).max(1e-9);
             (
                 (t / x.0).ln() / (x.1 / x.0).ln(),
-                (p.ssim.mean - y.0) / (y.1 - y.0),
+                (p.mean(land.sweep.quality) - y.0) / (y.1 - y.0),
             )
         })
+        .filter(|(_, fy)| !fy.is_nan())
         .collect();
     emptiest_corner(&frac)
 }
@@ -172,7 +203,7 @@ pub fn svg(land: &Landscape, note: Option<&str>) -> color_eyre::Result<String> {
             draw_reference(&mut chart, land, r.time_ms / 1e3, y)?;
         }
         for (i, s) in land.series.iter().enumerate() {
-            draw_method(&mut chart, PALETTE[i % PALETTE.len()], s)?;
+            draw_method(&mut chart, PALETTE[i % PALETTE.len()], land, s)?;
         }
         chart
             .configure_series_labels()
@@ -212,10 +243,15 @@ fn axes<'a, 'b>(
     (x0, x1): (f64, f64),
     (y0, y1): (f64, f64),
 ) -> color_eyre::Result<PlotChart<'a, 'b>> {
-    let reference = land.sweep.reference.label();
+    let y_name = y_name(land);
+    let over = if land.sweep.prompts.is_empty() {
+        "seeds"
+    } else {
+        "prompts × seeds"
+    };
     let mut chart = ChartBuilder::on(area)
         .caption(
-            format!("Quality against time: SSIM to {reference} over seeds"),
+            format!("Quality against time: {y_name} over {over}"),
             (FAMILY, 22),
         )
         .margin(14)
@@ -229,7 +265,7 @@ fn axes<'a, 'b>(
     chart
         .configure_mesh()
         .x_desc("median time per image (log scale)")
-        .y_desc(format!("SSIM to {reference} (mean ± sd)"))
+        .y_desc(format!("{y_name} (mean, 95 % interval)"))
         .x_label_formatter(&|v| seconds(*v))
         .y_label_formatter(&|v| format!("{v:.2}"))
         .label_style((FAMILY, 14))
@@ -240,6 +276,14 @@ fn axes<'a, 'b>(
         .draw()
         .map_err(plot_error)?;
     Ok(chart)
+}
+
+/// What the y axis shows: "SSIM to DPM-Solver++ 50", "CLIP score", "judge accuracy".
+fn y_name(land: &Landscape) -> String {
+    match land.sweep.quality {
+        QualityAxis::Ssim => format!("SSIM to {}", land.sweep.reference.label()),
+        other => other.label().to_string(),
+    }
 }
 
 /// The reference's time `t` (seconds) as a dashed grey line across the y range `y`, named at
@@ -270,10 +314,17 @@ fn draw_reference(
 }
 
 /// One method in colour `c`: its line through the points by time (with its legend entry), the
-/// seeds' spread as error bars, the markers, the knee's ring and each point's step count.
-fn draw_method(chart: &mut PlotChart, c: RGBColor, s: &Series) -> color_eyre::Result<()> {
-    let pts = s.by_time();
-    let xy: Vec<(f64, f64)> = pts.iter().map(|p| (p.time_ms / 1e3, p.ssim.mean)).collect();
+/// 95 % interval of each point's mean as an error bar, the markers, the knee's ring and each
+/// point's step count; points without a quality on the landscape's axis are left out.
+fn draw_method(
+    chart: &mut PlotChart,
+    c: RGBColor,
+    land: &Landscape,
+    s: &Series,
+) -> color_eyre::Result<()> {
+    let by_time = s.by_time();
+    let pts = on_axis(land, &by_time);
+    let xy: Vec<(f64, f64)> = pts.iter().map(|(p, q)| (p.time_ms / 1e3, q.mean)).collect();
     let name = format!(
         "{} (cfg {}{})",
         s.method.label,
@@ -288,12 +339,11 @@ fn draw_method(chart: &mut PlotChart, c: RGBColor, s: &Series) -> color_eyre::Re
         .map_err(plot_error)?
         .label(name)
         .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 22, y)], c.stroke_width(3)));
-    // The seeds' spread.
     chart
-        .draw_series(pts.iter().filter(|p| p.ssim.n > 1).map(|p| {
+        .draw_series(pts.iter().filter(|(_, q)| q.n > 1).map(|(p, q)| {
             let t = p.time_ms / 1e3;
             PathElement::new(
-                vec![(t, p.ssim.mean - p.ssim.std), (t, p.ssim.mean + p.ssim.std)],
+                vec![(t, q.mean - q.ci95), (t, q.mean + q.ci95)],
                 c.mix(0.7).stroke_width(1),
             )
         }))
@@ -301,19 +351,19 @@ fn draw_method(chart: &mut PlotChart, c: RGBColor, s: &Series) -> color_eyre::Re
     chart
         .draw_series(xy.iter().map(|&(x, y)| Circle::new((x, y), 4, c.filled())))
         .map_err(plot_error)?;
-    if let Some(k) = s.knee.and_then(|k| s.point(k)) {
+    if let Some((k, q)) = pts.iter().find(|(p, _)| Some(p.steps) == s.knee) {
         chart
             .draw_series(std::iter::once(Circle::new(
-                (k.time_ms / 1e3, k.ssim.mean),
+                (k.time_ms / 1e3, q.mean),
                 10,
                 c.stroke_width(2),
             )))
             .map_err(plot_error)?;
     }
     chart
-        .draw_series(pts.iter().map(|p| {
+        .draw_series(pts.iter().map(|(p, q)| {
             // The step count a little right of and above its marker.
-            EmptyElement::at((p.time_ms / 1e3, p.ssim.mean))
+            EmptyElement::at((p.time_ms / 1e3, q.mean))
                 + Text::new(
                     p.steps.to_string(),
                     (6, -18),

@@ -255,6 +255,7 @@ pub fn report(r: &Request) -> RunReport {
         load_ms: BTreeMap::new(),
         warnings: Vec::new(),
         clip_score: None,
+        judge: None,
         control: r.control.as_ref().map(fake_control),
     }
 }

@@ -87,6 +87,32 @@ impl Grammar {
         out
     }
 
+    /// The scene `prompt` asks for in this world's words: the colour word right before the
+    /// shape word, the shape, and the colour word right before "background" (case ignored).
+    /// `None` when it does not name all three.
+    pub fn intended(&self, prompt: &str) -> Option<super::judge::Labels> {
+        let words = split_words(prompt);
+        let colour_at = |i: usize| {
+            let w = words.get(i)?;
+            self.colours
+                .iter()
+                .find(|(c, _)| c.eq_ignore_ascii_case(w))
+                .map(|(c, _)| c.clone())
+        };
+        let (at, shape) = words.iter().enumerate().find_map(|(i, w)| {
+            let s = self.shapes.iter().find(|s| s.eq_ignore_ascii_case(w))?;
+            Some((i, s.clone()))
+        })?;
+        let colour = colour_at(at.checked_sub(1)?)?;
+        let bg = words.iter().position(|w| w == "background")?;
+        let background = colour_at(bg.checked_sub(1)?)?;
+        Some(super::judge::Labels {
+            colour,
+            shape,
+            background,
+        })
+    }
+
     /// What the model knows, in short lines (under 64 characters for the standard world)
     /// for the prompt editor and `speedscape models`.
     pub fn describe(&self) -> Vec<String> {
@@ -166,6 +192,27 @@ mod tests {
             g.unknown_words("a small cottage on a hillside at sunset, a cottage, green"),
             ["cottage", "hillside", "green"]
         );
+    }
+
+    #[test]
+    fn the_intended_scene_is_read_off_a_caption_of_the_grammar() {
+        let g = grammar();
+        let l = g
+            .intended("a large yellow star on the right on a blue background at sunset, PixArFK")
+            .unwrap();
+        assert_eq!(
+            (l.colour.as_str(), l.shape.as_str(), l.background.as_str()),
+            ("yellow", "star", "blue")
+        );
+        let caps = g.intended("A Red Circle on a Yellow background").unwrap();
+        assert_eq!(
+            (caps.colour, caps.background),
+            ("red".into(), "yellow".into())
+        );
+        // Something missing or outside the world: no scene.
+        assert_eq!(g.intended("a red circle"), None);
+        assert_eq!(g.intended("a green circle on a red background"), None);
+        assert_eq!(g.intended("a cottage on a hillside"), None);
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //! clip_image_encoder/          optional: the CLIP scorer (see `clip`)
 //! vae_decoder/model.onnx       latent_sample [B,4,h,w] → sample [B,3,8h,8w]
 //! preview_decoder/model.onnx   optional: latents [B,4,h,w] → image [B,3,8h,8w] in [0,1] (see `preview_decoder`)
+//! judge/model.onnx             optional, micro only: image → colour, shape, background (see `judge`)
 //! tokenizer/                   tokenizer.json, else vocab.json + merges.txt
 //! scheduler/scheduler_config.json
 //! ```
@@ -17,6 +18,7 @@
 
 pub mod clip;
 pub mod controlnet;
+pub mod judge;
 pub mod manifest;
 mod micro;
 mod ordered;
@@ -42,6 +44,7 @@ use crate::runtime::failure::{self, MemoryContext, MemoryPhase};
 use crate::runtime::tensor::{self, IoSpec};
 pub use clip::{CLIP_FOLDER, ClipScore, ClipScorer};
 pub use controlnet::{ControlNet, Residuals};
+pub use judge::{JUDGE_FOLDER, Judge, JudgeReading, Labels};
 pub use manifest::{LatentRgbRecord, Manifest, ModelKind, ModelPrompts};
 pub use micro::{Grammar, MicroRecord};
 pub use preview_decoder::{PREVIEW_DECODER_FOLDER, PreviewDecoder};
@@ -647,6 +650,8 @@ pub struct Model {
     clip: Option<ClipScorer>,
     /// ControlNets loaded so far, by name ([`Model::controlnet`]).
     controlnets: Vec<(String, ControlNet)>,
+    /// The judge, once a run asked for a judge reading ([`Model::judge`]).
+    judge: Option<Judge>,
 }
 
 /// What one run of a variant uses, borrowed together from its [`Model`] ([`Model::run_parts`]).
@@ -805,6 +810,7 @@ impl Model {
             unet_budget: 0,
             unloaded: Vec::new(),
             clip: None,
+            judge: None,
             controlnets: Vec::new(),
         })
     }
@@ -1048,6 +1054,44 @@ impl Model {
     ) -> eyre::Result<Option<ClipScore>> {
         let ids = self.tokenizer.encode(prompt)?.ids_i64();
         self.clip_score_ids(rt, image, &ids)
+    }
+
+    /// Whether the folder has a judge (`judge/`, with a grammar to read prompts by); it loads
+    /// on first use.
+    pub fn has_judge(&self) -> bool {
+        self.grammar().is_some() && Judge::present(&self.root)
+    }
+
+    /// The judge, loading it on first use: `Ok(None)` when the folder has none (or no grammar
+    /// to name its classes), an error (cause and fix) when it is there but broken.
+    pub fn judge(&mut self, rt: &Runtime) -> eyre::Result<Option<&mut Judge>> {
+        if self.judge.is_none() {
+            let Some(grammar) = self.grammar().cloned() else {
+                return Ok(None);
+            };
+            let start = Instant::now();
+            let Some(judge) = Judge::open(rt, &self.root, &grammar)? else {
+                return Ok(None);
+            };
+            self.load_times
+                .push((JUDGE_FOLDER.to_string(), start.elapsed()));
+            self.judge = Some(judge);
+        }
+        Ok(self.judge.as_mut())
+    }
+
+    /// The judge's reading of `image` against `prompt`; `Ok(None)` when the folder has no judge.
+    pub fn judge_reading(
+        &mut self,
+        rt: &Runtime,
+        image: &image::RgbImage,
+        prompt: &str,
+    ) -> eyre::Result<Option<JudgeReading>> {
+        let intended = self.grammar().and_then(|g| g.intended(prompt));
+        let Some(judge) = self.judge(rt)? else {
+            return Ok(None);
+        };
+        Ok(Some(JudgeReading::of(judge.read(image)?, intended)))
     }
 
     /// What was unloaded to stay within the UNet budget since the last call.

@@ -94,6 +94,10 @@ pub struct Request {
     /// ([`RunReport::clip_score`]), after the timed run; ignored when the model has no CLIP
     /// scorer (`clip_image_encoder/`).
     pub clip_score: bool,
+    /// Also read the final image with the model's judge against `prompt`
+    /// ([`RunReport::judge`]), after the timed run; ignored when the model has no judge
+    /// (`judge/`, the micro model's).
+    pub judge: bool,
     /// A ControlNet conditioning every step on a control image; `None`: no control.
     pub control: Option<control::Control>,
 }
@@ -120,6 +124,7 @@ impl Request {
             height: None,
             latents: None,
             clip_score: false,
+            judge: false,
             control: None,
         }
     }
@@ -265,6 +270,11 @@ pub struct RunReport {
     /// part of `timings`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub clip_score: Option<f64>,
+    /// The judge's reading of the final 8-bit image against the prompt (colour, shape,
+    /// background); `None` unless the request asked for it and the model has a judge. After the
+    /// timed run, like `clip_score`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub judge: Option<crate::models::JudgeReading>,
     /// The run's ControlNet and how closely the image follows its control; absent without.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub control: Option<control::ControlReport>,
@@ -664,6 +674,7 @@ fn describe_run(rt: &Runtime, model: &Model, req: &Request, variant: &Variant) -
             .collect(),
         warnings: Vec::new(),
         clip_score: None,
+        judge: None,
         control: None,
     }
 }
@@ -720,6 +731,9 @@ pub fn generate_with(
     // Sessions load before the clock starts: their creation is reported apart (load_ms). The
     // CLIP scorer too, the first time a run asks for it.
     let control_name = checked_control.as_ref().map(|(name, _)| name.as_str());
+    if req.judge {
+        model.judge(rt)?;
+    }
     let mut parts = model.run_parts(rt, &req.unet, &req.loras, req.clip_score, control_name)?;
     let controlling = control_parts(
         &mut parts,
@@ -782,13 +796,17 @@ pub fn generate_with(
         ort: parts.ort_time().saturating_sub(ort_before),
         ..Timings::of_steps(&step_timings, req.control.is_some())
     };
-    // After the clock: the score is a measurement of the run, not part of it.
-    let clip_score = if parts.clip {
-        model
-            .clip_score_ids(rt, &to_rgb8(&image), &encoded.cond_ids)?
-            .map(|s| s.score)
-    } else {
-        None
+    // After the clock: the scores are measurements of the run, not part of it.
+    let rgb = (parts.clip || req.judge).then(|| to_rgb8(&image));
+    let clip_score = match &rgb {
+        Some(rgb) if parts.clip => model
+            .clip_score_ids(rt, rgb, &encoded.cond_ids)?
+            .map(|s| s.score),
+        _ => None,
+    };
+    let judge = match &rgb {
+        Some(rgb) if req.judge => model.judge_reading(rt, rgb, &req.prompt)?,
+        _ => None,
     };
     let control = match (&req.control, &prepared, control_name) {
         (Some(c), Some(p), Some(name)) => {
@@ -805,6 +823,7 @@ pub fn generate_with(
         timings,
         warnings,
         clip_score,
+        judge,
         adapters,
         ..describe_run(rt, model, req, &variant)
     };
