@@ -784,7 +784,8 @@ def stage_export(ctx: Context) -> dict:
     if ctx.export_dir is None:
         return {"skipped": "no --export-dir"}
     return export_micro.export_model(ctx.run_dir, ctx.export_dir, dtype=ctx.settings["export"]["dtype"],
-                                     verify=ctx.settings["export"]["verify"], log=log)
+                                     verify=ctx.settings["export"]["verify"], log=log,
+                                     judge_scenes=ctx.settings["export"].get("judge_scenes"))
 
 
 def stage_controlnet(ctx: Context) -> dict:
