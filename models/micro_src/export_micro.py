@@ -581,7 +581,8 @@ def add_controlnet(model: Path, run_dir: Path, log=print) -> dict:
             rec = reexport_unet(unet, model / name, building / name, settings, n)
             rec["weight_node_names"] = manifest["components"][name].get("weight_node_names")
             manifest["components"][name] = {k: v for k, v in rec.items() if v is not None}
-            log(f"{name}: residual inputs; weights bit-identical; zero residuals: {rec['residual_inputs']['zero_residuals_vs_plain_graph']}")
+            zero = rec["residual_inputs"]["zero_residuals_vs_plain_graph"]
+            log(f"{name}: residual inputs; weights bit-identical; zero residuals: {zero}")
         manifest["components"][folder] = export_controlnet_graph(cn, unets["unet"], building / folder, settings)
         stage = json.loads((run_dir / "controlnet" / "done.json").read_text())
         manifest["controlnets"] = {CONTROLNET: {
@@ -699,10 +700,10 @@ def judge_config(dtype: str) -> dict:
         "architecture": JUDGE_ARCHITECTURE,
         "what": "reads the colour, shape and background of a micro-world image (models/micro_src/judge.py); an image "
                 "reads right on a head when that head's argmax is the class its prompt names",
-        "input": {"name": "image", "shape": ["batch_size", 3, size, size], "layout": "NCHW", "dtype": export_dtype(dtype),
+        "input": {"name": "image", "shape": ["batch_size", 3, size, size], "layout": "NCHW", "dtype": element_type(dtype),
                   "range": [0.0, 1.0], "colour_space": "RGB", "image_size": size,
                   "from_uint8": "value / 255, channels first; no mean or std normalisation"},
-        "outputs": [{"name": k, "kind": "logits", "shape": ["batch_size", n], "dtype": export_dtype(dtype),
+        "outputs": [{"name": k, "kind": "logits", "shape": ["batch_size", n], "dtype": element_type(dtype),
                      "labels": list(judge_mod.LABELS[k]), "prompt_names_it_by": judge_mod.PROMPT_NAMES[k]}
                     for k, n in judge_mod.HEADS.items()],
         "prompt": {"grammar": world.grammar()["caption"], "pattern": judge_mod.PROMPT_PATTERN,
@@ -712,7 +713,9 @@ def judge_config(dtype: str) -> dict:
     }
 
 
-def export_dtype(dtype: str) -> str:
+def element_type(dtype: str) -> str:
+    """The ONNX tensor element type of an export dtype (fp16 -> float16: the graph's inputs and
+    outputs are in it too)."""
     return {"fp16": "float16", "fp32": "float32"}[dtype]
 
 
