@@ -117,7 +117,7 @@ SMOKE = {
     "lcm": dict(batch=4, steps=2, warmup=1),
     "style": dict(batch=4, steps=2, warmup=1),
     "evaluate": dict(prompts=2, seeds=1, dpm_steps=(2, 3), dpm_main=3, dpm_low=2, reference_steps=4, lcm_steps=2, batch=4),
-    "export": dict(dtype="fp16", verify=True),
+    "export": dict(dtype="fp16", verify=True, judge_scenes=32),  # the judge's evaluation (default: evaluate_judge.SETTINGS)
     "controlnet": dict(samples=8, style_samples=4, sample_steps=2, sample_batch=8, batch=4, steps=2, warmup=1),
     "preview": dict(samples=4, style_samples=2, chunk=2, sample_steps=2, sample_batch=4, batch=4, steps=2, warmup=1),
 }

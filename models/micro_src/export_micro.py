@@ -15,15 +15,18 @@
    run-time LoRA maps its targets through;
 4. the two trained LoRAs go to loras/lcm.safetensors and style.safetensors as fp16 adapter files
    (run-time LoRA on the default model with no download);
-5. manifest.json gets the corrected file table, the adapters' entries and a "micro" section:
-   grammar, sizes, seeds, every stage's steps and wall time, and the evaluation's metrics when
-   <run-dir>/metrics.json exists.
+5. the judge (<run-dir>/judge/judge.pt) goes to judge/ with a config.json for consumers without
+   Python, evaluated on held-out renders through ONNX Runtime against torch (ship_judge,
+   evaluate_judge.py);
+6. manifest.json gets the corrected file table, the adapters' entries and a "micro" section:
+   grammar, sizes, seeds, every stage's steps and wall time, the evaluation's metrics when
+   <run-dir>/metrics.json exists, and the judge's evaluation (judge_metrics).
 
 The export is built beside --out and moved into place only when all of it passed; a README.md
 already in --out is kept (it is hand-written).
 
---add-controlnet and --add-preview-decoder ship a later stage's model into an exported folder,
-leaving the rest of it as it was.
+--add-controlnet, --add-preview-decoder and --add-judge ship one stage's model into an exported
+folder, leaving the rest of it as it was (add_to_folder).
 
 reference_unet, align_nodes and name_weight_nodes give the weight nodes their names back in a
 folder compacted before compact_graph kept them (models/micro_src/extract_loras.py).
@@ -54,6 +57,7 @@ VARIANTS = {"lcm": [("lcm", 1.0)], "style": [("style", 1.0)], "lcm_style": [("lc
 # 10 MB of model + the two fp16 adapter files (0.93 MB) the default model ships for run-time LoRA
 # + the edge ControlNet (controlnet_edge/, issue 20; at most 3 MB) and its contact sheet
 # + the preview decoder (preview_decoder/, issue 25; at most 300 KB) and its strip
+# + the judge (judge/, issue 22; about 0.95 MB in fp16)
 LIMIT_BYTES = 14_000_000
 
 
@@ -356,7 +360,10 @@ def micro_record(run_dir: Path) -> dict:
     return rec
 
 
-def export_model(run_dir: Path, out: Path, dtype: str = "fp16", verify: bool = True, log=print) -> dict:
+def export_model(run_dir: Path, out: Path, dtype: str = "fp16", verify: bool = True, log=print,
+                 judge_scenes: int | None = None) -> dict:
+    """The whole micro folder from a training run (the module doc's steps 1-6); `judge_scenes`:
+    held-out scenes of the judge's evaluation (evaluate_judge.SETTINGS' by default)."""
     run_dir, out = Path(run_dir).resolve(), Path(out)
     src = run_dir / "pipeline"
     loras = {}
@@ -396,6 +403,7 @@ def export_model(run_dir: Path, out: Path, dtype: str = "fp16", verify: bool = T
         )
         ship_trained_adapters(run_dir, building, manifest)
         manifest["micro"] = micro_record(run_dir)
+        ship_judge(run_dir, building, manifest, settings, judge_scenes, log)
         manifest["files"] = export.file_table(building)
         export.write_json_atomic(building / "manifest.json", manifest)
         readme = out / "README.md"
@@ -503,7 +511,7 @@ def export_controlnet_graph(cn, unet, folder: Path, settings) -> dict:
 
 
 def record_stage(manifest: dict, run_dir: Path, building: Path, stage: str, done: dict, note: str, note_prefix: str,
-                 image: tuple[str, str]) -> None:
+                 image: tuple[str, str] | None = None) -> None:
     """An added stage's record in the manifest: its note (replacing an older one with the same
     prefix), its done.json under micro.stages, its `<stage>_metrics.json` when the evaluation ran,
     and its evaluation image (`eval/<image[0]>` copied to `<image[1]>`) when there is one."""
@@ -512,9 +520,39 @@ def record_stage(manifest: dict, run_dir: Path, building: Path, stage: str, done
     metrics = run_dir / f"{stage}_metrics.json"
     if metrics.is_file():
         manifest["micro"][f"{stage}_metrics"] = json.loads(metrics.read_text())
-    src = run_dir / "eval" / image[0]
-    if src.is_file():
+    src = run_dir / "eval" / image[0] if image else None
+    if src is not None and src.is_file():
         shutil.copyfile(src, building / image[1])
+
+
+def add_to_folder(model: Path, manifest: dict, edit, owned=None) -> int:
+    """Change the micro folder `model` (whose manifest is `manifest`) through a copy built beside
+    it: `edit(building)` changes the copy and `manifest`, then the manifest gets the new file table
+    and is written. When `owned` (a predicate on file-table paths) is given, every file it does not
+    own must stay byte-identical (checked). The copy replaces `model` only when every check passed
+    and the folder stays within LIMIT_BYTES; returns the folder's bytes."""
+    model = Path(model)
+    before = {k: v for k, v in manifest["files"].items() if owned is not None and not owned(k)}
+    building = model.with_name(model.name + ".micro-build")
+    if building.exists():
+        shutil.rmtree(building)
+    shutil.copytree(model, building)
+    try:
+        edit(building)
+        manifest["files"] = {k: v for k, v in export.file_table(building).items() if k != "README.md"}
+        if changed := [k for k, v in before.items() if manifest["files"].get(k) != v]:
+            raise export.ExportError(f"the change touched other files: {changed[:4]}")
+        export.write_json_atomic(building / "manifest.json", manifest)
+        readme = building / "README.md"
+        total = sum(f["bytes"] for f in manifest["files"].values()) + (readme.stat().st_size if readme.is_file() else 0)
+        if total > LIMIT_BYTES:
+            raise export.ExportError(f"the micro model would be {total / 1e6:.2f} MB, over its {LIMIT_BYTES / 1e6:.0f} MB limit")
+        shutil.rmtree(model)
+        building.rename(model)
+    except BaseException:
+        shutil.rmtree(building, ignore_errors=True)
+        raise
+    return total
 
 
 def add_controlnet(model: Path, run_dir: Path, log=print) -> dict:
@@ -535,18 +573,16 @@ def add_controlnet(model: Path, run_dir: Path, log=print) -> dict:
     unets = shipped.rebuild_unets(model)
     export.check_controlnet_base(cn, unets["unet"], manifest["geometry"]["vae_scale_factor"], CONTROLNET)
     n = len(export.residual_layout(cn)) - 1
-    building = model.with_name(model.name + ".micro-build")
-    if building.exists():
-        shutil.rmtree(building)
-    shutil.copytree(model, building)
-    try:
-        for folder, unet in unets.items():
-            shutil.rmtree(building / folder)
-            rec = reexport_unet(unet, model / folder, building / folder, settings, n)
-            rec["weight_node_names"] = manifest["components"][folder].get("weight_node_names")
-            manifest["components"][folder] = {k: v for k, v in rec.items() if v is not None}
-            log(f"{folder}: residual inputs; weights bit-identical; zero residuals: {rec['residual_inputs']['zero_residuals_vs_plain_graph']}")
-        folder = f"controlnet_{CONTROLNET}"
+    folder = f"controlnet_{CONTROLNET}"
+
+    def edit(building: Path) -> None:
+        for name, unet in unets.items():
+            shutil.rmtree(building / name)
+            rec = reexport_unet(unet, model / name, building / name, settings, n)
+            rec["weight_node_names"] = manifest["components"][name].get("weight_node_names")
+            manifest["components"][name] = {k: v for k, v in rec.items() if v is not None}
+            zero = rec["residual_inputs"]["zero_residuals_vs_plain_graph"]
+            log(f"{name}: residual inputs; weights bit-identical; zero residuals: {zero}")
         manifest["components"][folder] = export_controlnet_graph(cn, unets["unet"], building / folder, settings)
         stage = json.loads((run_dir / "controlnet" / "done.json").read_text())
         manifest["controlnets"] = {CONTROLNET: {
@@ -554,16 +590,8 @@ def add_controlnet(model: Path, run_dir: Path, log=print) -> dict:
             **export.controlnet_record(cn, folder=folder)}}
         record_stage(manifest, run_dir, building, "controlnet", stage, CONTROLNET_NOTE, "controlnet_edge: ",
                      ("controlnet_sheet.png", "controlnet_sheet.png"))
-        manifest["files"] = {k: v for k, v in export.file_table(building).items() if k != "README.md"}
-        export.write_json_atomic(building / "manifest.json", manifest)
-        total = sum(f["bytes"] for f in manifest["files"].values()) + (building / "README.md").stat().st_size
-        if total > LIMIT_BYTES:
-            raise export.ExportError(f"the micro model would be {total / 1e6:.2f} MB, over its {LIMIT_BYTES / 1e6:.0f} MB limit")
-        shutil.rmtree(model)
-        building.rename(model)
-    except BaseException:
-        shutil.rmtree(building, ignore_errors=True)
-        raise
+
+    total = add_to_folder(model, manifest, edit)
     log(f"micro: {folder} shipped, {manifest['components'][folder]['bytes']} bytes; the folder {total / 1e6:.2f} MB")
     return manifest
 
@@ -607,34 +635,145 @@ def add_preview_decoder(model: Path, run_dir: Path, log=print) -> dict:
     source = export.PreviewDecoderSource(source_dir, {
         "kind": "trained", "source": "trained by models/micro_src/train.py (stage preview)", "revision": None,
         "sha256": {p.name: export.sha256_file(p) for p in sorted(source_dir.iterdir()) if p.is_file()}})
-    before = {k: v for k, v in manifest["files"].items() if not k.startswith(export.PREVIEW_FOLDER + "/") and k != "preview_strip.png"}
-    building = model.with_name(model.name + ".micro-build")
-    if building.exists():
-        shutil.rmtree(building)
-    shutil.copytree(model, building)
-    try:
+    rec = {}
+
+    def edit(building: Path) -> None:
         shutil.rmtree(building / export.PREVIEW_FOLDER, ignore_errors=True)
-        rec = export_preview_graph(tiny, building / export.PREVIEW_FOLDER, settings, geometry["sample_size"])
+        rec.update(export_preview_graph(tiny, building / export.PREVIEW_FOLDER, settings, geometry["sample_size"]))
         manifest["components"][export.PREVIEW_FOLDER] = {**rec, **export.preview_decoder_record(tiny, source, preview.ARCHITECTURE)}
         fit = preview.load_latent_rgb(run_dir)
         manifest["latent_rgb"] = {"factors": fit["factors"], "bias": fit["bias"]}
         record_stage(manifest, run_dir, building, "preview", json.loads((run_dir / "preview" / "done.json").read_text()),
                      PREVIEW_NOTE, "preview_decoder: ", ("preview_strip_small.png", "preview_strip.png"))
-        manifest["files"] = {k: v for k, v in export.file_table(building).items() if k != "README.md"}
-        if changed := [k for k, v in before.items() if manifest["files"].get(k) != v]:
-            raise export.ExportError(f"adding the preview decoder changed other files: {changed[:4]}")
-        export.write_json_atomic(building / "manifest.json", manifest)
-        readme = building / "README.md"
-        total = sum(f["bytes"] for f in manifest["files"].values()) + (readme.stat().st_size if readme.is_file() else 0)
-        if total > LIMIT_BYTES:
-            raise export.ExportError(f"the micro model would be {total / 1e6:.2f} MB, over its {LIMIT_BYTES / 1e6:.0f} MB limit")
-        shutil.rmtree(model)
-        building.rename(model)
-    except BaseException:
-        shutil.rmtree(building, ignore_errors=True)
-        raise
+
+    total = add_to_folder(model, manifest, edit,
+                          owned=lambda k: k.startswith(export.PREVIEW_FOLDER + "/") or k == "preview_strip.png")
     log(f"micro: preview_decoder shipped, {rec['bytes']} bytes, check max abs err {rec['check']['max_abs_err']:.2e}; "
         f"the folder {total / 1e6:.2f} MB")
+    return manifest
+
+
+# ---- the judge (issue 22) -----------------------------------------------------------------------
+
+JUDGE_FOLDER = "judge"
+JUDGE_FORMAT = "speedscape-judge/1"
+JUDGE_ARCHITECTURE = "micro-judge"
+JUDGE_NOTE = (
+    "judge: the micro world's judge (models/micro_src/judge.py), a small CNN that reads colour, shape and background off "
+    "a 64x64 image, for a reference-free quality score (judge accuracy: the heads reading what the prompt names); "
+    "judge/config.json gives its input, outputs, labels and how a micro prompt names them; its held-out evaluation "
+    "and targets are micro.judge_metrics, its training record micro.stages.judge"
+)
+
+
+def judge_spec(judge) -> export.Spec:
+    """The judge graph (judge.JudgeGraph): image [N, 3, 64, 64] RGB in [0, 1] -> logits colour
+    [N, 6], shape [N, 4], background [N, 6]; the batch axis dynamic. Checked against torch on
+    uniform noise (batch 1) and on 3 held-out renders."""
+    import torch
+
+    import judge as judge_mod
+
+    graph = judge_mod.JudgeGraph(judge).eval()
+    size = world.IMAGE_SIZE
+    renders, _ = world.render_batch("heldout", 0, 3)
+    inputs = [torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(22)), judge_mod.to_tensor(renders)]
+    checks = []
+    for x in inputs:
+        with torch.no_grad():
+            ref = graph(x)
+        checks.append(({"image": x.numpy()}, [r.numpy() for r in ref]))
+    heads = list(judge_mod.HEADS)
+    return export.Spec("judge", graph, (inputs[0],), ["image"], heads, {k: {0: "batch_size"} for k in ["image", *heads]},
+                       external_data=False, checks=checks, ort_model_type=None)
+
+
+def judge_config(dtype: str) -> dict:
+    """judge/config.json: all a consumer needs to run the judge and score an image against a
+    micro prompt without Python."""
+    import judge as judge_mod
+
+    size = world.IMAGE_SIZE
+    example = "a large yellow star on the right on a blue background at sunset"
+    return {
+        "format": JUDGE_FORMAT,
+        "architecture": JUDGE_ARCHITECTURE,
+        "what": "reads the colour, shape and background of a micro-world image (models/micro_src/judge.py); an image "
+                "reads right on a head when that head's argmax is the class its prompt names",
+        "input": {"name": "image", "shape": ["batch_size", 3, size, size], "layout": "NCHW", "dtype": element_type(dtype),
+                  "range": [0.0, 1.0], "colour_space": "RGB", "image_size": size,
+                  "from_uint8": "value / 255, channels first; no mean or std normalisation"},
+        "outputs": [{"name": k, "kind": "logits", "shape": ["batch_size", n], "dtype": element_type(dtype),
+                     "labels": list(judge_mod.LABELS[k]), "prompt_names_it_by": judge_mod.PROMPT_NAMES[k]}
+                    for k, n in judge_mod.HEADS.items()],
+        "prompt": {"grammar": world.grammar()["caption"], "pattern": judge_mod.PROMPT_PATTERN,
+                   "example": {"prompt": example, **judge_mod.read_prompt(example)}},
+        "evaluation": "manifest.json: micro.judge_metrics (held-out accuracy per head, plain and 4x4-block pixel art; "
+                      "ONNX Runtime against torch)",
+    }
+
+
+def element_type(dtype: str) -> str:
+    """The ONNX tensor element type of an export dtype (fp16 -> float16: the graph's inputs and
+    outputs are in it too)."""
+    return {"fp16": "float16", "fp32": "float32"}[dtype]
+
+
+def export_judge_graph(judge, folder: Path, settings) -> dict:
+    """judge/ of the micro model: `judge_spec`'s graph in the settings' dtype (checked against
+    torch by the exporter), its config.json (`judge_config`), names compacted (outputs checked
+    bit-identical)."""
+    rec = export.export_component(judge_spec(judge), folder, settings)
+    export.write_json_atomic(folder / "config.json", judge_config(rec["dtype"]))
+    rec["compacted"] = compact_graph(folder / "model.onnx", [0])
+    rec.update(architecture=JUDGE_ARCHITECTURE, params=sum(p.numel() for p in judge.parameters()),
+               bytes=export.folder_bytes(folder))
+    return rec
+
+
+def ship_judge(run_dir: Path, building: Path, manifest: dict, settings, scenes: int | None = None, log=print) -> dict:
+    """The judge trained by the judge stage (<run-dir>/judge/judge.pt) into `building`/judge/
+    (`export_judge_graph`), evaluated there (evaluate_judge.evaluate on the shipped graph, on
+    `scenes` held-out scenes, evaluate_judge.SETTINGS' by default -> <run-dir>/judge_metrics.json)
+    and recorded in `manifest`: components.judge, the note, and the
+    micro section's stages.judge and judge_metrics (`record_stage`). Returns the component record."""
+    import evaluate_judge
+    import train
+
+    run_dir = Path(run_dir)
+    judge = train.load_judge(run_dir)
+    folder = Path(building) / JUDGE_FOLDER
+    shutil.rmtree(folder, ignore_errors=True)
+    rec = export_judge_graph(judge, folder, settings)
+    weights = run_dir / "judge" / "judge.pt"
+    manifest["components"][JUDGE_FOLDER] = {
+        **rec, "source": "trained by models/micro_src/train.py (stage judge)", "source_sha256": export.sha256_file(weights)}
+    s = {**evaluate_judge.SETTINGS, **({"scenes": scenes} if scenes else {})}
+    train.write_json(run_dir / "judge_metrics.json", evaluate_judge.evaluate(judge, folder / "model.onnx", s, log=log))
+    record_stage(manifest, run_dir, building, "judge", json.loads((run_dir / "judge" / "done.json").read_text()),
+                 JUDGE_NOTE, "judge: ")
+    log(f"micro: judge shipped, {rec['bytes']} bytes ({rec['dtype']}), targets met "
+        f"{manifest['micro']['judge_metrics']['targets_met']}")
+    return rec
+
+
+def add_judge(model: Path, run_dir: Path, scenes: int | None = None, log=print) -> dict:
+    """Ship the judge of <run-dir> (stage judge) in the micro folder `model` (`ship_judge`, the
+    manifest's dtype). Every other file stays byte-identical (checked); a judge already there is
+    replaced. When the judge the manifest recorded (micro.stages.judge: the one that read the
+    evaluation's images, micro.metrics) is another training of the stage, its record is kept as
+    micro.evaluation_judge. Built beside `model`, moved into place when every check passed."""
+    import torch
+
+    model, run_dir = Path(model), Path(run_dir)
+    manifest = json.loads((model / "manifest.json").read_text())
+    settings = export.Settings(dtype=manifest["dtype"], verify=True, check_threads=torch.get_num_threads())
+    previous = manifest["micro"].get("stages", {}).get("judge")
+    if previous is not None and previous != json.loads((run_dir / "judge" / "done.json").read_text()):
+        manifest["micro"].setdefault("evaluation_judge", previous)
+    total = add_to_folder(model, manifest, lambda building: ship_judge(run_dir, building, manifest, settings, scenes, log),
+                          owned=lambda k: k.startswith(JUDGE_FOLDER + "/"))
+    log(f"micro: the folder {total / 1e6:.2f} MB")
     return manifest
 
 
@@ -648,6 +787,8 @@ def main(argv=None) -> int:
                     help="only ship <run-dir>'s trained ControlNet (stage controlnet) into --out, re-exporting its UNets with residual inputs")
     ap.add_argument("--add-preview-decoder", action="store_true",
                     help="only ship <run-dir>'s trained preview decoder and latent_rgb fit (stage preview) into --out")
+    ap.add_argument("--add-judge", action="store_true",
+                    help="only ship <run-dir>'s judge (stage judge) into --out as judge/, with its held-out evaluation")
     ap.add_argument("--threads", type=int, default=0, help="torch and ONNX Runtime check threads (0: torch's default)")
     args = ap.parse_args(argv)
     if args.threads:
@@ -659,6 +800,8 @@ def main(argv=None) -> int:
             add_controlnet(Path(args.out), Path(args.run_dir), log=train.log)
         elif args.add_preview_decoder:
             add_preview_decoder(Path(args.out), Path(args.run_dir), log=train.log)
+        elif args.add_judge:
+            add_judge(Path(args.out), Path(args.run_dir), log=train.log)
         else:
             export_model(Path(args.run_dir), Path(args.out), args.dtype, not args.no_verify, log=train.log)
     except export.ExportError as e:

@@ -24,6 +24,19 @@ import torch.nn.functional as F
 import world
 
 HEADS = {"colour": len(world.COLOUR_NAMES), "shape": len(world.SHAPES), "background": len(world.COLOUR_NAMES)}
+# Each head's class names, in logit order (world.Scene.labels' indices).
+LABELS = {"colour": world.COLOUR_NAMES, "shape": world.SHAPES, "background": world.COLOUR_NAMES}
+# How a micro prompt names each head's class, in words and as one pattern (named groups, read the
+# same by Python's re and Rust's regex).
+PROMPT_NAMES = {
+    "colour": "the colour word just before the shape word",
+    "shape": "the shape word",
+    "background": 'the colour word just before " background"',
+}
+PROMPT_PATTERN = (
+    rf"\b(?P<colour>{'|'.join(world.COLOUR_NAMES)}) (?P<shape>{'|'.join(world.SHAPES)})\b"
+    rf".* on a (?P<background>{'|'.join(world.COLOUR_NAMES)}) background\b"
+)
 
 
 class Judge(nn.Module):
@@ -52,6 +65,27 @@ class Judge(nn.Module):
         f = self.features(x * 2 - 1)
         pooled = torch.cat([f.mean((2, 3)), f.amax((2, 3))], 1)
         return {k: h(pooled) for k, h in self.heads.items()}
+
+
+class JudgeGraph(nn.Module):
+    """The judge as its ONNX graph runs it: image [N, 3, 64, 64] in [0, 1] -> the logits of each
+    head in HEADS' order (a tuple: ONNX outputs are positional)."""
+
+    def __init__(self, judge: Judge):
+        super().__init__()
+        self.judge = judge
+
+    def forward(self, image):
+        logits = self.judge(image)
+        return tuple(logits[k] for k in HEADS)
+
+
+def read_prompt(prompt: str) -> dict | None:
+    """The class each head should read for a micro prompt (PROMPT_PATTERN), or None."""
+    import re
+
+    m = re.search(PROMPT_PATTERN, prompt)
+    return None if m is None else {k: m.group(k) for k in HEADS}
 
 
 def to_tensor(images: np.ndarray, device="cpu") -> torch.Tensor:

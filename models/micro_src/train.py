@@ -19,7 +19,7 @@ stopped):
   lcm       LCM-LoRA distillation of the base (diffusers' consistency-distillation recipe)
   style     the pixel-art style LoRA with trigger word PixArFK (+ untriggered prior images)
   evaluate  evaluate.py's metrics over held-out prompts -> <run-dir>/metrics.json
-  export    models/export.py's Optimum layout + the trimmed vocabulary -> --export-dir
+  export    models/export.py's Optimum layout + the trimmed vocabulary + the judge (judge/) -> --export-dir
   controlnet  the edge ControlNet (controlnet.py), trained against --export-dir's shipped model
             (models/micro by default: runs on a fresh clone without the stages before it)
   preview   the preview decoder (preview.py): a micro TAESD distilled from the shipped VAE decoder on
@@ -784,7 +784,8 @@ def stage_export(ctx: Context) -> dict:
     if ctx.export_dir is None:
         return {"skipped": "no --export-dir"}
     return export_micro.export_model(ctx.run_dir, ctx.export_dir, dtype=ctx.settings["export"]["dtype"],
-                                     verify=ctx.settings["export"]["verify"], log=log)
+                                     verify=ctx.settings["export"]["verify"], log=log,
+                                     judge_scenes=ctx.settings["export"].get("judge_scenes"))
 
 
 def stage_controlnet(ctx: Context) -> dict:

@@ -725,6 +725,35 @@ def test_add_preview_decoder_ships_it_and_leaves_every_other_file(smoke_run, tmp
     assert out.shape == (2, 3, 64, 64)
 
 
+def test_export_ships_the_judge_and_add_judge_leaves_every_other_file(smoke_run, tmp_path):
+    import shutil
+
+    run_dir, export_dir, _ = smoke_run
+    manifest = json.loads((export_dir / "manifest.json").read_text())
+    rec, metrics = manifest["components"]["judge"], manifest["micro"]["judge_metrics"]
+    assert rec["kind"] == "judge" and rec["dtype"] == manifest["dtype"] and rec["check"]["passed"]
+    assert json.loads((export_dir / "judge" / "config.json").read_text()) == export_micro.judge_config(manifest["dtype"])
+    assert manifest["micro"]["stages"]["judge"] == json.loads((run_dir / "judge" / "done.json").read_text())
+    assert metrics["heldout_scenes"] == config.SMOKE["export"]["judge_scenes"]
+    assert metrics["graph_bytes"] == (export_dir / "judge" / "model.onnx").stat().st_size
+    for k, t in metrics["targets"].items():
+        assert t["pass"] == (t["value"] >= t["threshold"] if t["op"] == ">=" else t["value"] <= t["threshold"]), k
+    # shipping the same judge again: the same graph, every other file as it was; a manifest whose
+    # judge record is another training's keeps that record as the evaluation's judge
+    model = tmp_path / "micro"
+    shutil.copytree(export_dir, model)
+    before = json.loads((model / "manifest.json").read_text())
+    other = {**before["micro"]["stages"]["judge"], "steps": -1}
+    before["micro"]["stages"]["judge"] = other
+    (model / "manifest.json").write_text(json.dumps(before))
+    after = export_micro.add_judge(model, run_dir, scenes=8, log=lambda *a: None)
+    assert after["files"] == before["files"]
+    assert after["micro"]["evaluation_judge"] == other
+    assert after["micro"]["stages"]["judge"] == manifest["micro"]["stages"]["judge"]
+    assert after["micro"]["judge_metrics"]["heldout_scenes"] == 8
+    assert json.loads((model / "manifest.json").read_text()) == after
+
+
 def test_shipped_preview_decoder_follows_the_contract():
     manifest = json.loads((MICRO / "manifest.json").read_text())
     rec = manifest["components"]["preview_decoder"]
