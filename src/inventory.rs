@@ -225,7 +225,8 @@ fn component_folders(root: &Path, manifest: Option<&Manifest>) -> Vec<ComponentI
         Some(ComponentKind::VaeDecoder) => 2,
         Some(ComponentKind::VaeEncoder) => 3,
         Some(ComponentKind::ControlNet) => 4,
-        Some(ComponentKind::ClipImageEncoder) | None => 5,
+        Some(ComponentKind::PreviewDecoder) => 5,
+        Some(ComponentKind::ClipImageEncoder | ComponentKind::Judge) | None => 6,
     };
     out.sort_by(|a, b| {
         (
@@ -906,16 +907,20 @@ enum ComponentKind {
     VaeEncoder,
     ClipImageEncoder,
     ControlNet,
+    PreviewDecoder,
+    Judge,
 }
 
 impl ComponentKind {
-    const ALL: [ComponentKind; 6] = [
+    const ALL: [ComponentKind; 8] = [
         ComponentKind::TextEncoder,
         ComponentKind::Unet,
         ComponentKind::VaeDecoder,
         ComponentKind::VaeEncoder,
         ComponentKind::ClipImageEncoder,
         ComponentKind::ControlNet,
+        ComponentKind::PreviewDecoder,
+        ComponentKind::Judge,
     ];
 
     /// Its name in manifests and reports.
@@ -927,6 +932,8 @@ impl ComponentKind {
             ComponentKind::VaeEncoder => "vae_encoder",
             ComponentKind::ClipImageEncoder => "clip_image_encoder",
             ComponentKind::ControlNet => "controlnet",
+            ComponentKind::PreviewDecoder => crate::models::PREVIEW_DECODER_FOLDER,
+            ComponentKind::Judge => crate::models::JUDGE_FOLDER,
         }
     }
 
@@ -950,6 +957,10 @@ impl ComponentKind {
             Some(ComponentKind::ClipImageEncoder)
         } else if folder.starts_with(crate::models::controlnet::CONTROLNET_PREFIX) {
             Some(ComponentKind::ControlNet)
+        } else if folder == crate::models::PREVIEW_DECODER_FOLDER {
+            Some(ComponentKind::PreviewDecoder)
+        } else if folder == crate::models::JUDGE_FOLDER {
+            Some(ComponentKind::Judge)
         } else {
             None
         }
@@ -1043,7 +1054,65 @@ impl<'a> Probe<'a> {
             ComponentKind::VaeEncoder => self.vae_encoder(&file),
             ComponentKind::ClipImageEncoder => self.clip_image_encoder(),
             ComponentKind::ControlNet => self.controlnet(&file),
+            ComponentKind::PreviewDecoder => self.preview_decoder(&file),
+            ComponentKind::Judge => self.judge(),
         }
+    }
+
+    /// Seeded latents at the model's sample size through the preview decoder: an image at the
+    /// full size, in [0, 1].
+    fn preview_decoder(&self, file: &Path) -> color_eyre::Result<Probed> {
+        let (s, c) = (self.geometry.sample_size, self.geometry.latent_channels);
+        let px = s * self.geometry.vae_scale_factor;
+        let latents = RngSource::TorchCpu.generator(0).randn([1, c, s, s]);
+        let mut decoder = crate::models::PreviewDecoder::load(self.rt, file)?;
+        let out = decoder.decode(latents.view())?;
+        check_shape(out.shape(), &[1, 3, px, px])?;
+        let range = finite_range(out.iter().copied())?;
+        if range.0 < -1e-3 || range.1 > 1.0 + 1e-3 {
+            bail!(
+                "the preview decoder's image is not in [0, 1] (found [{:.3}, {:.3}])",
+                range.0,
+                range.1
+            );
+        }
+        Ok(Probed {
+            output: "image".into(),
+            shape: out.shape().to_vec(),
+            input: Some(format!("from seeded {s}×{s} latents")),
+            range,
+            clip_score: None,
+        })
+    }
+
+    /// The judge on a mid-grey image: its three heads' logits, with the model's grammar naming
+    /// the classes (a judge without a grammar to read prompts by cannot be used).
+    fn judge(&self) -> color_eyre::Result<Probed> {
+        let grammar = Manifest::read(self.root)?
+            .and_then(|m| m.micro)
+            .map(|m| m.grammar)
+            .ok_or_else(|| {
+                eyre!(crate::error::Fixable::new(
+                    "the folder has a judge but its manifest has no micro grammar to name its classes",
+                    "the judge belongs to the micro model; remove judge/ from this folder",
+                ))
+            })?;
+        let mut judge = crate::models::Judge::open(self.rt, self.root, &grammar)?
+            .ok_or_else(|| eyre!("judge/model.onnx went missing"))?;
+        let n = judge.size as u32;
+        let grey = image::RgbImage::from_pixel(n, n, image::Rgb([128, 128, 128]));
+        let logits = judge.logits(&grey)?;
+        let read = judge.read(&grey)?;
+        Ok(Probed {
+            output: "colour, shape, background".into(),
+            shape: logits.iter().map(Vec::len).collect(),
+            input: Some(format!(
+                "logits of a grey {n}×{n} image (read: {} {} on {})",
+                read.colour, read.shape, read.background
+            )),
+            range: finite_range(logits.iter().flatten().copied())?,
+            clip_score: None,
+        })
     }
 
     /// The probe prompt's 77 token ids.

@@ -559,6 +559,33 @@ fn models_verify_passes_on_the_tiny_model() {
 }
 
 #[test]
+fn models_verify_runs_every_component_of_the_micro_model_including_its_preview_decoder_and_judge() {
+    let o = speedscape(&[
+        "models",
+        "verify",
+        "models/micro",
+        "--device",
+        "cpu",
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["passed"], true, "{v}");
+    let sessions = v["sessions"].as_array().unwrap();
+    for (folder, output) in [
+        ("preview_decoder", "image [1, 3, 64, 64]"),
+        ("judge", "colour, shape, background [6, 4, 6]"),
+        ("controlnet_edge", "out_sample"),
+    ] {
+        let s = sessions
+            .iter()
+            .find(|s| s["folder"] == folder)
+            .unwrap_or_else(|| panic!("{folder} was run: {v}"));
+        assert_eq!(s["passed"], true, "{s}");
+        assert!(s["detail"].as_str().unwrap().starts_with(output), "{s}");
+    }
+}
+
+#[test]
 fn models_verify_names_a_file_with_one_byte_flipped() {
     let (_tmp, model) = tiny_copy();
     let file = model.join("unet_lcm/model.onnx_data");

@@ -11,8 +11,10 @@ use common::{speedscape, text};
 use serde_json::Value;
 
 /// A small sweep: DPM-Solver++ at 1 and 2 steps over a prompt set of 2 (JSON Lines) with 1
-/// seed, against DPM-Solver++ 3 (6 runs).
-const SWEEP: [&str; 10] = [
+/// seed, against DPM-Solver++ 3 (6 runs), read by the micro model's judge.
+const SWEEP: [&str; 12] = [
+    "--quality",
+    "judge",
     "--preset",
     "dpmpp",
     "--steps",
@@ -167,6 +169,9 @@ fn three_merged_shards_equal_the_unsharded_sweep_in_every_number_but_the_times()
     assert_eq!(m["prompts"].as_array().unwrap().len(), 2);
     let point = &m["landscape"]["series"][0]["points"][0];
     assert_eq!(point["runs"], 2, "{point}");
+    // The judge read every image, and the knee is read by it.
+    assert_eq!(point["judge"]["n"], 2, "{point}");
+    assert_eq!(m["quality"], "judge");
     // The numbers compared are real ones: every point has an SSIM to its reference.
     let ssim = &m["landscape"]["series"][0]["points"][0]["ssim"]["mean"];
     assert!(ssim.as_f64().unwrap() < 1.0, "{ssim}");

@@ -213,6 +213,15 @@ mod tests {
         let sd = sd.for_kind(ModelKind::Sd15).unwrap().prompts;
         assert!(sd.len() >= 50, "{} SD v1.5 prompts", sd.len());
         let micro = PromptSet::read(&root.join("micro.txt")).unwrap();
-        assert!(micro.for_kind(ModelKind::Micro).unwrap().prompts.len() >= 100);
+        let micro = micro.for_kind(ModelKind::Micro).unwrap().prompts;
+        assert!(micro.len() >= 100, "{} micro prompts", micro.len());
+        // Every micro prompt is in the model's words and names a scene its judge can check.
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/micro");
+        let manifest = crate::models::Manifest::read(&dir).unwrap().unwrap();
+        let grammar = manifest.micro.unwrap().grammar;
+        for p in &micro {
+            assert_eq!(grammar.unknown_words(p), Vec::<String>::new(), "{p}");
+            assert!(grammar.intended(p).is_some(), "{p}");
+        }
     }
 }

@@ -169,8 +169,9 @@ impl Judge {
         }))
     }
 
-    /// What the judge reads off `image` (resized to its side first when it differs).
-    pub fn read(&mut self, image: &RgbImage) -> eyre::Result<Labels> {
+    /// Each head's logits for `image` (resized to the judge's side first when it differs), in
+    /// [`HEADS`]' order.
+    pub fn logits(&mut self, image: &RgbImage) -> eyre::Result<[Vec<f32>; 3]> {
         let s = self.size as u32;
         let resized;
         let image = if image.dimensions() == (s, s) {
@@ -190,18 +191,25 @@ impl Judge {
             .run(ort::inputs![self.input.name.as_str() => input])
             .map_err(|e| run_error(self.memory, "running the judge", &self.file, e))?;
         self.ort += start.elapsed();
-        let mut read = Vec::with_capacity(3);
-        for (head, names) in HEADS.iter().zip(&self.classes) {
-            let logits = tensor::float_output(&outputs[*head])?.into_dimensionality::<Ix2>()?;
-            let best = logits
-                .row(0)
+        let mut out: [Vec<f32>; 3] = Default::default();
+        for (slot, head) in out.iter_mut().zip(HEADS) {
+            let logits = tensor::float_output(&outputs[head])?.into_dimensionality::<Ix2>()?;
+            *slot = logits.row(0).to_vec();
+        }
+        Ok(out)
+    }
+
+    /// What the judge reads off `image`: each head's most likely class.
+    pub fn read(&mut self, image: &RgbImage) -> eyre::Result<Labels> {
+        let logits = self.logits(image)?;
+        let [colour, shape, background] = [0, 1, 2].map(|h| {
+            let best = logits[h]
                 .iter()
                 .enumerate()
                 .max_by(|a, b| a.1.total_cmp(b.1))
                 .map_or(0, |(i, _)| i);
-            read.push(names[best].clone());
-        }
-        let [colour, shape, background]: [String; 3] = read.try_into().expect("one name per head");
+            self.classes[h][best].clone()
+        });
         Ok(Labels {
             colour,
             shape,
