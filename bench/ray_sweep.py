@@ -32,9 +32,10 @@ else 0) and `--cpus-per-shard` CPUs (default 1). Without --address a local Ray i
 started (no dashboard) with `--local-cpus` CPUs (default: all).
 
 `--timings FILE` writes JSON: the total wall time; the overheads (Ray start, plan, transfer,
-merge); per shard its wall time, queueing, attempts, the time of its runs, the model load and the
-rest (process start, writing images), its device and provider (from the shard's shard.json),
-host and bytes transferred.
+merge); per shard the wall time of its last attempt and since its first, queueing, attempts, runs
+kept and run, and of the last attempt the time of its runs, the model load and the rest (process
+start, ONNX Runtime's set-up, writing images), its device and provider (from the shard's
+shard.json), host and bytes transferred.
 
 Environment: bench/requirements.txt (pins ray).
 """
@@ -190,12 +191,15 @@ def merge(binary: Path, shard_dirs: list[Path], out: Path, config: Path | None) 
 RUNS_LINE = re.compile(r"(\d+) runs, (\d+) kept from before, (\d+) run now \((\d+) failed\)")
 
 
-def shard_summary(shard: Path) -> dict:
-    """What a finished shard folder says about itself: its device and provider (shard.json), the
-    time of its runs (the reports' total_ms) and its model load (each component's load_ms, once)."""
+def shard_summary(shard: Path, since: float) -> dict:
+    """What a finished shard folder says about itself: its device and provider (shard.json), and of
+    the runs written since `since` (this attempt's) their time (the reports' total_ms) and the
+    model load (each component's load_ms, counted once)."""
     record = json.loads((shard / "shard.json").read_text())
     runs_ms, loads = 0.0, {}
     for f in sorted((shard / "runs").glob("run-*.json")):
+        if f.stat().st_mtime < since:
+            continue  # kept from an earlier attempt
         report = json.loads(f.read_text()).get("report") or {}
         runs_ms += report.get("timings", {}).get("total_ms", 0.0)
         for name, ms in (report.get("load_ms") or {}).items():
@@ -246,16 +250,20 @@ def run_shard(binary: str, k: int, n: int, plan: str | bytes, shard_dir: str | N
         raise ShardFailed(f"shard {k}/{n} on {socket.gethostname()}: `{' '.join(cmd)}` exited "
                           f"{proc.returncode}:\n{(proc.stderr or proc.stdout)[-3000:]}")
     counts = RUNS_LINE.search(proc.stdout + proc.stderr)
+    attempts = attempts_file.read_text().splitlines()
     result = {
-        "shard": f"{k}/{n}", "host": socket.gethostname(), "wall_s": wall_s,
-        "queued_s": max(0.0, started - submitted),
-        "attempts": len(attempts_file.read_text().splitlines()),
+        "shard": f"{k}/{n}", "host": socket.gethostname(),
+        "wall_s": wall_s,  # this (the last) attempt
+        "since_first_attempt_s": time.time() - float(attempts[0].split()[-1]),
+        "queued_s": max(0.0, float(attempts[0].split()[-1]) - submitted),
+        "attempts": len(attempts),
         "runs": int(counts[1]) if counts else None,
         "kept": int(counts[2]) if counts else None,
         "ran": int(counts[3]) if counts else None,
-        **shard_summary(folder),
+        **shard_summary(folder, since=started),
     }
-    result["other_s"] = max(0.0, wall_s - result["runs_s"] - result["model_load_s"]) if not result["kept"] else None
+    # The rest of this attempt: process start, ONNX Runtime's set-up, writing images and records.
+    result["other_s"] = max(0.0, wall_s - result["runs_s"] - result["model_load_s"])
     if isinstance(plan, bytes):
         pack = time.perf_counter()
         result["files"] = read_folder(folder)
