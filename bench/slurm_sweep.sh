@@ -45,8 +45,10 @@ speedscape_bin() {
     bin=$(command -v speedscape) || die "no speedscape binary: SPEEDSCAPE_BIN is unset and none is on PATH" \
       "build it (cargo build --release) and set SPEEDSCAPE_BIN=PATH, or install the wheel so speedscape is on PATH"
   fi
-  [ -f "$bin" ] && [ -x "$bin" ] || die "the speedscape binary $bin (SPEEDSCAPE_BIN or PATH) is not an executable file" \
-    "point SPEEDSCAPE_BIN at the built binary (target/release/speedscape)"
+  if ! { [ -f "$bin" ] && [ -x "$bin" ]; }; then
+    die "the speedscape binary $bin (SPEEDSCAPE_BIN or PATH) is not an executable file" \
+      "point SPEEDSCAPE_BIN at the built binary (target/release/speedscape)"
+  fi
   readlink -f "$bin"
 }
 
@@ -62,8 +64,9 @@ cmd_shard() {
     "run shard mode as a job array task (sbatch --array=0-(N-1)), or set SLURM_ARRAY_TASK_ID and SLURM_ARRAY_TASK_COUNT by hand"
   positive "$count" "SLURM_ARRAY_TASK_COUNT"
   k=$((id - min + 1))
-  [ "$k" -ge 1 ] && [ "$k" -le "$count" ] || die "array task $id (min $min) is not one of $count tasks" \
-    "submit the array as --array=0-$((count - 1))"
+  if [ "$k" -lt 1 ] || [ "$k" -gt "$count" ]; then
+    die "array task $id (min $min) is not one of $count tasks" "submit the array as --array=0-$((count - 1))"
+  fi
   bin=$(speedscape_bin)
   [ -z "${SPEEDSCAPE_DEVICE:-}" ] || device=(--device "$SPEEDSCAPE_DEVICE")
   cd "$dir"
@@ -74,7 +77,10 @@ cmd_shard() {
 cmd_merge() {
   local dir="${1:?}" out="${2:?}" bin shards=()
   bin=$(speedscape_bin)
-  for s in "$dir"/shard-*; do [ -d "$s" ] && shards+=("$s"); done
+  local s
+  for s in "$dir"/shard-*; do
+    if [ -d "$s" ]; then shards+=("$s"); fi
+  done
   [ "${#shards[@]}" -gt 0 ] || die "no shard folders (shard-K) in $dir" "run the array tasks first (shard mode)"
   "$bin" sweep merge --out "$out" "${shards[@]}"
 }
