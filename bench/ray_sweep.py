@@ -31,11 +31,12 @@ Resources: each task asks for `--gpus-per-shard` GPUs (default: 1 when the clust
 else 0) and `--cpus-per-shard` CPUs (default 1). Without --address a local Ray instance is
 started (no dashboard) with `--local-cpus` CPUs (default: all).
 
-`--timings FILE` writes JSON: the total wall time; the overheads (Ray start, plan, transfer,
-merge); per shard the wall time of its last attempt and since its first, queueing, attempts, runs
-kept and run, and of the last attempt the time of its runs, the model load and the rest (process
-start, ONNX Runtime's set-up, writing images), its device and provider (from the shard's
-shard.json), host and bytes transferred.
+`--timings FILE` writes JSON: the total wall time; the time of the shards (submit to the last
+one gathered, transfer included); the overheads (importing Ray, starting or joining it, plan,
+transfer, merge, stopping Ray); per shard the wall time of its last attempt and since its first,
+queueing, attempts, runs kept and run, and of the last attempt the time of its runs, the model
+load and the rest (process start, ONNX Runtime's set-up, writing images), its device and
+provider (from the shard's shard.json), host and bytes transferred.
 
 Environment: bench/requirements.txt (pins ray).
 """
@@ -337,7 +338,9 @@ def gather(ray, refs: list, shard_root: Path, shared: Path | None) -> tuple[list
 def run(args: argparse.Namespace, sweep_flags: list[str]) -> dict:
     t0 = time.perf_counter()
     binary = find_speedscape(args.speedscape)
+    t = time.perf_counter()
     ray = import_ray()
+    ray_import_s = time.perf_counter() - t
     if args.plan and not args.plan.is_file():
         raise SweepError(f"--plan {args.plan} is not a file", "make one with `speedscape sweep plan --out FILE`")
     work = (args.work or args.out / time.strftime("ray-sweep-%Y%m%d-%H%M%S")).resolve()
@@ -365,7 +368,9 @@ def run(args: argparse.Namespace, sweep_flags: list[str]) -> dict:
         shards, folders, transfer_s = gather(ray, refs, work / "shards", shared)
         shards_s = time.perf_counter() - t
     finally:
+        t = time.perf_counter()
         ray.shutdown()
+        ray_stop_s = time.perf_counter() - t
     t = time.perf_counter()
     merged = merge(binary, folders, args.out.resolve(), args.config)
     merge_s = time.perf_counter() - t
@@ -377,7 +382,8 @@ def run(args: argparse.Namespace, sweep_flags: list[str]) -> dict:
         "runs": len(merged["runs"]),
         "total_s": time.perf_counter() - t0,
         "shards_s": shards_s,
-        "overheads_s": {"ray_start": ray_start_s, "plan": plan_s, "transfer": transfer_s, "merge": merge_s},
+        "overheads_s": {"ray_import": ray_import_s, "ray_start": ray_start_s, "plan": plan_s,
+                        "transfer": transfer_s, "merge": merge_s, "ray_stop": ray_stop_s},
         "per_shard": shards,
         "findings": merged.get("findings", []),
     }
@@ -398,8 +404,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  shard {s['shard']}: {s['wall_s']:.1f} s on {s['host']} ({s['provider']}, {s['device']}), "
               f"{s['ran']} run, {s['kept']} kept, attempt {s['attempts']}")
     o = timings["overheads_s"]
-    print(f"total {timings['total_s']:.1f} s: Ray start {o['ray_start']:.1f} s, plan {o['plan']:.2f} s, "
-          f"shards {timings['shards_s']:.1f} s (transfer {o['transfer']:.2f} s), merge {o['merge']:.2f} s")
+    print(f"total {timings['total_s']:.1f} s: Ray import {o['ray_import']:.1f} s, start {o['ray_start']:.1f} s, "
+          f"plan {o['plan']:.2f} s, shards {timings['shards_s']:.1f} s (transfer {o['transfer']:.2f} s), "
+          f"Ray stop {o['ray_stop']:.1f} s, merge {o['merge']:.2f} s")
     for line in timings["findings"]:
         print(f"  {line}")
     return 0

@@ -107,9 +107,11 @@ def test_a_failed_shard_is_retried_and_resumes(run, request):
 def test_timings_add_up(transfer_run):
     _, timings, _ = transfer_run
     overheads = timings["overheads_s"]
-    assert set(overheads) == {"ray_start", "plan", "transfer", "merge"}
+    assert set(overheads) == {"ray_import", "ray_start", "plan", "transfer", "merge", "ray_stop"}
     assert all(v > 0 for v in overheads.values()), overheads
-    assert timings["total_s"] > timings["shards_s"] + overheads["ray_start"] + overheads["plan"] + overheads["merge"]
+    # The total is the shards' time (which holds the transfer) and the other overheads, little else.
+    accounted = timings["shards_s"] + sum(v for k, v in overheads.items() if k != "transfer")
+    assert accounted <= timings["total_s"] < accounted + 1.0
     for shard in timings["per_shard"]:
         assert shard["wall_s"] <= shard["since_first_attempt_s"] <= timings["shards_s"]
         # Of the last attempt: its runs, the model load and the rest make up its wall time.
