@@ -943,8 +943,8 @@ pub fn markdown(o: &SweepOutcome, images: &[Option<String>]) -> String {
          image of the same prompt and seed, unless `--quality` chose the CLIP score or the \
          judge), averaged over the prompts × seeds, with the mean's 95 % interval (Student's t) \
          as a bar.\n\
-         - Each line is one method; the number beside a point is its step count. Up is closer to the \
-         reference, left is faster.\n\
+         - Each line is one method; the number beside a point is its step count. Up is better (for \
+         SSIM: closer to the reference), left is faster.\n\
          - The ring marks each curve's **knee**: the fewest steps whose quality is within the \
          tolerance of the method's best. Left of the knee, the speed costs quality.\n\
          - The dashed line is the reference's own time. SSIM measures closeness to the reference, \

@@ -94,7 +94,7 @@ fn on_axis<'a>(land: &Landscape, points: &'a [Point]) -> Vec<(&'a Point, Stat)> 
         .collect()
 }
 
-/// The y range: from a little under the lowest point (its interval included) to just above 1
+/// The y range: from a little under the lowest point's interval to just above 1
 /// for a quality capped at 1 (SSIM, judge accuracy), else just above the highest point.
 fn y_range(land: &Landscape) -> (f64, f64) {
     let stats: Vec<Stat> = land
@@ -112,10 +112,7 @@ fn y_range(land: &Landscape) -> (f64, f64) {
             .map(|q| q.mean + q.ci95)
             .fold(f64::NAN, f64::max)
     };
-    let low = stats
-        .iter()
-        .map(|q| (q.mean - q.ci95).min(q.min))
-        .fold(top, f64::min);
+    let low = stats.iter().map(|q| q.mean - q.ci95).fold(top, f64::min);
     if !(low.is_finite() && top.is_finite()) {
         return (0.0, 1.0);
     }
@@ -278,6 +275,17 @@ fn axes<'a, 'b>(
     Ok(chart)
 }
 
+/// The top of a point's error bar: its interval's, but never above 1 on an axis no image can
+/// exceed (SSIM, judge accuracy), where Student's t interval of a mean near 1 would.
+fn bar_top(axis: QualityAxis, q: &Stat) -> f64 {
+    let top = q.mean + q.ci95;
+    if axis == QualityAxis::Clip {
+        top
+    } else {
+        top.min(1.0)
+    }
+}
+
 /// What the y axis shows: "SSIM to DPM-Solver++ 50", "CLIP score", "judge accuracy".
 fn y_name(land: &Landscape) -> String {
     match land.sweep.quality {
@@ -339,11 +347,12 @@ fn draw_method(
         .map_err(plot_error)?
         .label(name)
         .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 22, y)], c.stroke_width(3)));
+    let axis = land.sweep.quality;
     chart
         .draw_series(pts.iter().filter(|(_, q)| q.n > 1).map(|(p, q)| {
             let t = p.time_ms / 1e3;
             PathElement::new(
-                vec![(t, q.mean - q.ci95), (t, q.mean + q.ci95)],
+                vec![(t, q.mean - q.ci95), (t, bar_top(axis, q))],
                 c.mix(0.7).stroke_width(1),
             )
         }))
@@ -597,6 +606,75 @@ mod tests {
         assert_eq!(time_ticks(1.5, 30.0), [2.0, 5.0, 10.0, 20.0]);
         assert!(time_ticks(0.0, 1.0).is_empty());
         assert!(time_ticks(2.0, 1.0).is_empty());
+    }
+
+    /// A DPM-Solver++ sweep at 5 and 10 steps over 4 runs a point, read on `axis`: SSIM 0.6 /
+    /// 0.9, judge 0.8 / 1.0 (each ± 0.1 across runs), CLIP 28 / 31.
+    fn landscape(axis: QualityAxis) -> Landscape {
+        let cfg = crate::sweep::SweepConfig {
+            seeds: 4,
+            ..Default::default()
+        };
+        let plan = crate::sweep::Sweep::from_config(&cfg, Some("dpmpp"))
+            .unwrap()
+            .with_steps(&[5, 10])
+            .unwrap()
+            .with_quality(axis, None)
+            .unwrap()
+            .plan();
+        let measured: Vec<_> = plan
+            .runs
+            .iter()
+            .map(|r| {
+                let wobble = if r.seed_index % 2 == 0 { 0.1 } else { -0.1 };
+                let (ssim, judge, clip) = match r.target {
+                    crate::sweep::Target::Point { steps: 5, .. } => (0.6, 0.8, 28.0),
+                    crate::sweep::Target::Point { .. } => (0.9, 1.0, 31.0),
+                    _ => (1.0, 1.0, 31.0),
+                };
+                Some(crate::sweep::Measured {
+                    total_ms: 100.0,
+                    quality: crate::quality::Quality {
+                        psnr_db: Some(30.0),
+                        ssim: ssim + wobble / 2.0,
+                        mean_abs_diff: 0.0,
+                    },
+                    clip_score: Some(clip + wobble),
+                    plain: None,
+                    adherence: None,
+                    judge: Some((judge + wobble).min(1.0)),
+                })
+            })
+            .collect();
+        plan.landscape(&measured)
+    }
+
+    #[test]
+    fn the_y_axis_holds_every_points_interval_and_stops_just_above_1_where_quality_is_capped() {
+        for axis in [QualityAxis::Ssim, QualityAxis::Judge, QualityAxis::Clip] {
+            let land = landscape(axis);
+            let (lo, hi) = y_range(&land);
+            for s in &land.series {
+                for p in &s.points {
+                    let q = p.quality(axis).unwrap();
+                    let top = bar_top(axis, &q);
+                    assert!(
+                        lo < q.mean - q.ci95 && top < hi,
+                        "{axis:?}: {q:?} in {lo}..{hi}"
+                    );
+                }
+            }
+            match axis {
+                // Capped at 1: the axis ends just above it and starts near the lowest interval,
+                // not at 0.
+                QualityAxis::Ssim | QualityAxis::Judge => {
+                    assert!(hi > 1.0 && hi < 1.05, "{axis:?}: {hi}");
+                    assert!(lo > 0.3, "{axis:?}: {lo}");
+                }
+                // The CLIP score's range is the points'.
+                QualityAxis::Clip => assert!(lo > 20.0 && hi < 33.0, "{lo}..{hi}"),
+            }
+        }
     }
 
     #[test]
