@@ -146,7 +146,7 @@ fn a_one_seed_sweep_of_every_preset_measures_each_point_and_writes_its_files() {
     assert!(!md_has_no_clip(&dir), "the tiny model has a scorer");
     // The tiny model has a CLIP image encoder: every point has a CLIP score.
     assert!(
-        lines[0].contains(",clip_score_mean,clip_score_std,knee"),
+        lines[0].contains(",clip_score_mean,clip_score_std,clip_score_ci95,knee"),
         "{csv}"
     );
     assert_eq!(land["clip_score"], true);
