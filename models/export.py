@@ -1,8 +1,17 @@
 #!/usr/bin/env python
-"""Export Stable Diffusion v1.5 (+ LoRA-fused UNet variants) to ONNX for speedscape.
+"""Export Stable Diffusion v1.5 (+ LoRA-fused UNet variants), SD 2.x or SD-Turbo to ONNX for speedscape.
 
     python models/export.py --out models/sd15                       # fp32, CPU or GPU
     python models/export.py --out models/sd15-fp16 --dtype fp16 --optimize cuda   # fast GPU form
+    python models/export.py --model stabilityai/sd-turbo --out models/sd-turbo --no-loras
+
+The manifest's `family` (`sd15`, `sd2`, `sd-turbo`) comes from the configs (`model_family`): the
+text encoder's width, the UNet's linear projections, the scheduler's class and spacing, and the
+hub id when it is a known one. The text encoder is exported with `last_hidden_state` (the final
+layer norm over all of its config's layers), the embedding `StableDiffusionPipeline.encode_prompt`
+uses with clip_skip None: SD v1.5's 12th layer, and for SD 2.x / SD-Turbo OpenCLIP ViT-H's
+penultimate one (their text_encoder/config.json keeps 23 of its 24 layers). The tokenizer files
+are copied as they are, so SD 2.x's pad token `!` travels with them.
 
 Defaults: base `stable-diffusion-v1-5/stable-diffusion-v1-5`, LoRAs
 `lcm=latent-consistency/lcm-lora-sdv1-5` and
@@ -85,6 +94,18 @@ OPSET = 17
 IR_VERSION = 8
 
 CLIP_BOS, CLIP_EOS = 49406, 49407
+
+# Hub ids whose family is known; any other source is classified from its configs (`model_family`).
+KNOWN_FAMILIES = {
+    "stable-diffusion-v1-5/stable-diffusion-v1-5": "sd15",
+    "runwayml/stable-diffusion-v1-5": "sd15",
+    "CompVis/stable-diffusion-v1-4": "sd15",
+    "stabilityai/stable-diffusion-2": "sd2",
+    "stabilityai/stable-diffusion-2-base": "sd2",
+    "stabilityai/stable-diffusion-2-1": "sd2",
+    "stabilityai/stable-diffusion-2-1-base": "sd2",
+    "stabilityai/sd-turbo": "sd-turbo",
+}
 
 DEFAULT_BASE = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 DEFAULT_LORAS = (
@@ -986,10 +1007,11 @@ def _latent_multiple(unet) -> int:
     return 2 ** (len(unet.config.block_out_channels) - 1)
 
 
-def text_encoder_spec(text_encoder) -> Spec:
+def text_encoder_spec(text_encoder, pad: int = CLIP_EOS) -> Spec:
+    """`pad`: the tokenizer's pad id (SD v1.5: EOS 49407, SD 2.x: "!" 0), used in the inputs."""
     seq = text_encoder.config.max_position_embeddings
     # CLIP's real ids (SD v1.5's text_encoder/config.json still carries the legacy 0/1/2).
-    bos, eos, pad = CLIP_BOS, CLIP_EOS, CLIP_EOS
+    bos, eos = CLIP_BOS, CLIP_EOS
     ids = torch.full((1, seq), pad, dtype=torch.int32)
     ids[0, :5] = torch.tensor([bos, 320, 1929, 530, eos], dtype=torch.int32)
     gen = torch.Generator().manual_seed(7)
@@ -1661,6 +1683,56 @@ def load_pipeline(folder: Path) -> StableDiffusionPipeline:
     return pipe
 
 
+def _read_config(folder: Path, rel: str) -> dict:
+    p = folder / rel
+    return json.loads(p.read_text()) if p.is_file() else {}
+
+
+def model_family(folder: Path, source: str | None = None) -> tuple[str, list[str]]:
+    """The pipeline's family (`sd15`, `sd2`, `sd-turbo`) and the facts it was read from.
+
+    From the configs: SD 2.x's UNet uses linear projections in its transformers
+    (`use_linear_projection`) and its text encoder is 1024 wide (OpenCLIP ViT-H; SD v1.5: 768,
+    1x1 convs); SD-Turbo is that structure with EulerDiscreteScheduler at `trailing` spacing
+    (SD 2.x's own config is PNDM/DDIM). A known hub id (`KNOWN_FAMILIES`) decides; when the
+    configs say otherwise the evidence says so too."""
+    te = _read_config(folder, "text_encoder/config.json")
+    unet = _read_config(folder, "unet/config.json")
+    sched = _read_config(folder, "scheduler/scheduler_config.json")
+    width = te.get("hidden_size")
+    linear = bool(unet.get("use_linear_projection", False))
+    evidence = [
+        f"text encoder hidden_size {width}, {te.get('num_hidden_layers')} layers, {te.get('hidden_act')}",
+        f"UNet use_linear_projection {str(linear).lower()}, attention_head_dim {unet.get('attention_head_dim')}, "
+        f"cross_attention_dim {unet.get('cross_attention_dim')}",
+        f"scheduler {sched.get('_class_name')} timestep_spacing {sched.get('timestep_spacing')}",
+    ]
+    sd2 = linear or width == 1024
+    turbo = sd2 and sched.get("_class_name") == "EulerDiscreteScheduler" and sched.get("timestep_spacing") == "trailing"
+    family = "sd-turbo" if turbo else "sd2" if sd2 else "sd15"
+    known = KNOWN_FAMILIES.get(source or "")
+    if known is not None:
+        evidence.append(f"hub id {source}: {known}")
+        if known != family:
+            evidence.append(f"the configs alone say {family}; the hub id decides")
+        family = known
+    return family, evidence
+
+
+def text_encoder_record(pipe) -> dict:
+    """What the pipeline feeds the UNet from the text encoder, and the tokenizer's padding."""
+    tok = pipe.tokenizer
+    return {
+        "output": "last_hidden_state",
+        "layers": pipe.text_encoder.config.num_hidden_layers,
+        "hidden_size": pipe.text_encoder.config.hidden_size,
+        "note": "final layer norm over all the config's layers: StableDiffusionPipeline.encode_prompt's "
+                "text_encoder(ids)[0] with clip_skip None",
+        "pad_token": tok.pad_token,
+        "pad_token_id": tok.pad_token_id,
+    }
+
+
 def human(n: int) -> str:
     for unit in ("B", "KB", "MB", "GB"):
         if n < 1000 or unit == "GB":
@@ -1797,6 +1869,8 @@ def _export_into(base, loras, variants, out: Path, partial: Path, settings: Sett
 
     log(f"loading the base pipeline from {base.folder}")
     pipe = load_pipeline(base.folder)
+    family, family_evidence = model_family(base.folder, base.provenance.get("source") if base.provenance.get("kind") == "hub" else None)
+    log(f"model family: {family} ({'; '.join(family_evidence)})")
     clip = None
     if clip_scorer is not None:
         # Checked before the long exports: a CLIP model of another text encoder is refused now.
@@ -1841,7 +1915,7 @@ def _export_into(base, loras, variants, out: Path, partial: Path, settings: Sett
     for i, (folder, src, _) in enumerate(jobs, 1):
         extra = None
         if folder == "text_encoder":
-            spec = text_encoder_spec(pipe.text_encoder)
+            spec = text_encoder_spec(pipe.text_encoder, pipe.tokenizer.pad_token_id)
         elif folder == "unet":
             spec, extra = unet_spec(pipe.unet, residuals=bool(controlnets)), unet_extra
         elif folder == "vae_decoder":
@@ -1861,7 +1935,7 @@ def _export_into(base, loras, variants, out: Path, partial: Path, settings: Sett
             if "text_encoder" in used:
                 te_folder = f"text_encoder_{name}"
                 log(f"[{j}/{total_jobs}] {te_folder}: these LoRAs also change the text encoder")
-                run_job(j, te_folder, text_encoder_spec(pipe.text_encoder), base.folder / "text_encoder" / "config.json", f"fusing {desc}")
+                run_job(j, te_folder, text_encoder_spec(pipe.text_encoder, pipe.tokenizer.pad_token_id), base.folder / "text_encoder" / "config.json", f"fusing {desc}")
                 record["text_encoder"] = te_folder
         variant_records[name] = record
 
@@ -1901,6 +1975,9 @@ def _export_into(base, loras, variants, out: Path, partial: Path, settings: Sett
             "libraries": libraries(),
         },
         "base": base.provenance,
+        "family": family,
+        "family_evidence": family_evidence,
+        "text_encoder": text_encoder_record(pipe),
         "loras": lora_records,
         "dtype": settings.dtype,
         "optimize": settings.optimize,
@@ -1986,13 +2063,19 @@ def main(argv=None) -> int:
         if args.tolerance is not None:
             settings.tolerance[args.dtype] = args.tolerance
         base = resolve_base(args.model, args.revision, args.base_label)
-        lora_specs = [] if args.no_variants else (args.lora or list(DEFAULT_LORAS))
+        family, _ = model_family(base.folder, args.model if base.provenance.get("kind") == "hub" else None)
+        # The default LoRAs (LCM-LoRA, the pixel-art style) are SD v1.5's: another family gets none
+        # unless --lora names some.
+        defaults = family == "sd15"
+        if not defaults and not args.lora and not args.no_variants:
+            log(f"{args.model} is {family}: the default LoRAs are SD v1.5's, so none are fused (--lora to add some)")
+        lora_specs = [] if args.no_variants else (args.lora or (list(DEFAULT_LORAS) if defaults else []))
         loras = {}
         for spec in lora_specs:
             lora = resolve_lora(spec, out)
             loras[lora.name] = lora
             log(f"LoRA {lora.name}: {lora.file.name} ({lora.format} format, {'+'.join(lora.components)}, {human(lora.file.stat().st_size)})")
-        variant_specs = [] if args.no_variants else (args.variant or list(DEFAULT_VARIANTS))
+        variant_specs = [] if args.no_variants else (args.variant or (list(DEFAULT_VARIANTS) if args.lora or defaults else []))
         variants = dict(parse_variant(v, loras) for v in variant_specs)
         controlnets = resolve_controlnets(args.controlnet, out)
         clip = resolve_clip(args.clip_scorer, args.clip_revision) if args.clip_scorer else None

@@ -32,6 +32,12 @@ pub struct ManifestSummary {
     pub dtype: Option<String>,
     pub optimize: Option<String>,
     pub exporter_version: Option<String>,
+    /// `sd15` | `sd2` | `sd-turbo`, and the facts the exporter read it from (`None`: not
+    /// recorded, an export from before the field).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub family: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub family_evidence: Vec<String>,
     pub notes: Vec<String>,
 }
 
@@ -407,6 +413,8 @@ pub fn inventory(config: &Config, root: &Path, kind: crate::models::ModelKind) -
             dtype: m.dtype.clone(),
             optimize: m.optimize.clone(),
             exporter_version: m.exporter.as_ref().and_then(|e| e.version.clone()),
+            family: m.family.clone(),
+            family_evidence: m.family_evidence.clone(),
             notes: m.notes.clone(),
         });
         inv.checks = m
@@ -515,6 +523,12 @@ impl Inventory {
             opt(&m.dtype),
             opt(&m.optimize)
         ));
+        if let Some(family) = &m.family {
+            s.push_str(&format!(
+                "  family    {family} ({})\n",
+                m.family_evidence.join("; ")
+            ));
+        }
         for n in &m.notes {
             s.push_str(&format!("  note      {n}\n"));
         }

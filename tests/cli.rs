@@ -1189,3 +1189,20 @@ fn bench_refuses_bad_run_specs_with_the_fix() {
     let t = text(&o);
     assert!(t.contains("step count") && t.contains("Fix:"), "{t}");
 }
+
+#[test]
+fn models_names_the_family_the_exporter_recorded() {
+    let o = speedscape(&["models", "--model-dir", "models/tiny_turbo"]);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(
+        t.contains("  family    sd-turbo (text encoder hidden_size 8, 3 layers, gelu; UNet use_linear_projection true"),
+        "{t}"
+    );
+    let o = speedscape(&["models", "--json", "--model-dir", "models/tiny_turbo"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["manifest"]["family"], "sd-turbo");
+    // An export from before the field says nothing about it.
+    let o = speedscape(&["models", "--model-dir", "models/tiny"]);
+    assert!(!text(&o).contains("  family "), "{}", text(&o));
+}

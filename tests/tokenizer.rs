@@ -137,3 +137,56 @@ fn a_10_mb_prompt_is_capped_before_tokenizing_and_says_so() {
         "{w:?}"
     );
 }
+
+/// The pad token comes from the folder as transformers' `from_pretrained` reads it:
+/// `special_tokens_map.json` first, then `tokenizer_config.json`, else `<|endoftext|>`.
+/// (Checked against transformers 5.23: a folder whose tokenizer_config says `<|endoftext|>` and
+/// whose special_tokens_map says `!` pads with `!`, id 0, as SD 2.x's does.)
+#[test]
+fn the_pad_token_is_read_as_transformers_reads_it() {
+    let write = |files: &[(&str, &str)]| {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["vocab.json", "merges.txt"] {
+            std::fs::copy(tokenizer_dir().join(name), dir.path().join(name)).unwrap();
+        }
+        for (name, text) in files {
+            std::fs::write(dir.path().join(name), text).unwrap();
+        }
+        dir
+    };
+    let pad = |files: &[(&str, &str)]| {
+        let dir = write(files);
+        let tok = ClipTokenizer::from_dir(dir.path()).unwrap();
+        let t = tok.encode("a cat").unwrap();
+        assert_eq!(&t.ids[..4], &[BOS, 320, 2368, EOS]);
+        assert!(t.ids[4..].iter().all(|&i| i == tok.pad));
+        (tok.pad, tok.pad_source.1)
+    };
+    let map_bang = ("special_tokens_map.json", r#"{"pad_token": "!"}"#);
+    let map_eos = (
+        "special_tokens_map.json",
+        r#"{"pad_token": {"content": "<|endoftext|>", "lstrip": false}}"#,
+    );
+    let config_bang = ("tokenizer_config.json", r#"{"pad_token": "!"}"#);
+    let config_eos = ("tokenizer_config.json", r#"{"pad_token": "<|endoftext|>"}"#);
+    assert_eq!(pad(&[]), (EOS, None));
+    assert_eq!(pad(&[config_bang]), (0, Some("tokenizer_config.json")));
+    assert_eq!(
+        pad(&[map_bang, config_eos]),
+        (0, Some("special_tokens_map.json"))
+    );
+    assert_eq!(
+        pad(&[map_eos, config_bang]),
+        (EOS, Some("special_tokens_map.json"))
+    );
+    // SD v1.5's own files pad with EOS.
+    let sd15 = ClipTokenizer::from_dir(&tokenizer_dir()).unwrap();
+    assert_eq!(sd15.pad, EOS);
+
+    let dir = write(&[("special_tokens_map.json", r#"{"pad_token": "<|pad|>"}"#)]);
+    let err = format!("{:?}", ClipTokenizer::from_dir(dir.path()).err().unwrap());
+    assert!(
+        err.contains("pads with \"<|pad|>\"") && err.contains("not in its vocabulary"),
+        "{err}"
+    );
+}

@@ -31,6 +31,13 @@ pub struct Manifest {
     pub exporter: Option<Exporter>,
     /// Where the base pipeline's weights came from.
     pub base: Option<BaseSource>,
+    /// The model family the exporter read from the configs: `sd15`, `sd2` or `sd-turbo`
+    /// (`None`: an export from before the field, SD v1.5's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub family: Option<String>,
+    /// The facts `family` was read from (text width, linear projections, scheduler, hub id).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub family_evidence: Vec<String>,
     /// LoRA adapters by name.
     pub loras: BTreeMap<String, LoraSource>,
     /// `fp32` | `fp16`.

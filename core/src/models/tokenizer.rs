@@ -1,7 +1,9 @@
-//! SD v1.5's CLIP tokenizer, through the `tokenizers` crate.
+//! SD's CLIP tokenizer, through the `tokenizers` crate.
 //!
 //! SD's rules: 77 ids, `<|startoftext|>` (49406) first, `<|endoftext|>` (49407) after the
-//! prompt and as padding, no attention mask. A prompt over 75 tokens is cut to its first 75.
+//! prompt, then the tokenizer's pad token, no attention mask. A prompt over 75 tokens is cut to
+//! its first 75. The pad token is read from the folder as transformers reads it
+//! ([`pad_token`]): SD v1.5 pads with `<|endoftext|>`, SD 2.x and SD-Turbo with `!` (id 0).
 //! Before tokenizing, control characters are removed and the text is capped at 64 KiB (see
 //! [`prompt`](super::prompt)); [`Tokens::warnings`] says what was removed, cut or dropped.
 //! Known limit: Python's slow `CLIPTokenizer` runs `ftfy.fix_text` first (curly quotes,
@@ -19,13 +21,16 @@ use crate::error::Fixable;
 pub const MAX_LENGTH: usize = 77;
 /// CLIP's `<|startoftext|>`.
 pub const BOS: u32 = 49406;
-/// CLIP's `<|endoftext|>`, also SD's padding.
+/// CLIP's `<|endoftext|>`, also SD v1.5's padding.
 pub const EOS: u32 = 49407;
+/// CLIP's `<|endoftext|>` as text: the pad token of a folder that names none (transformers'
+/// `CLIPTokenizer` default).
+const EOS_TOKEN: &str = "<|endoftext|>";
 
 /// A prompt as the text encoder sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Tokens {
-    /// Exactly 77 ids: BOS, up to 75 prompt tokens, EOS, EOS padding.
+    /// Exactly 77 ids: BOS, up to 75 prompt tokens, EOS, then the pad id ([`ClipTokenizer::pad`]).
     pub ids: Vec<u32>,
     /// Prompt tokens kept (0..=75), without BOS/EOS.
     pub count: usize,
@@ -122,14 +127,19 @@ fn cut_context(text: &str, at: usize) -> (String, String) {
     (kept, dropped)
 }
 
-/// CLIP's byte-level BPE tokenizer, applied with SD v1.5's rules ([`ClipTokenizer::encode`]).
+/// CLIP's byte-level BPE tokenizer, applied with SD's rules ([`ClipTokenizer::encode`]).
 pub struct ClipTokenizer {
     inner: tokenizers::Tokenizer,
+    /// The id that fills the 77 ids after EOS: 49407 (SD v1.5), 0 (`!`, SD 2.x).
+    pub pad: u32,
+    /// The pad token's text and the file that named it (`None`: no file did, EOS by default).
+    pub pad_source: (String, Option<&'static str>),
 }
 
 impl ClipTokenizer {
     /// Loads `tokenizer.json` from `dir`, else builds the same tokenizer from
-    /// `vocab.json` + `merges.txt` (the files transformers' slow tokenizer uses).
+    /// `vocab.json` + `merges.txt` (the files transformers' slow tokenizer uses); the pad token
+    /// from `special_tokens_map.json` / `tokenizer_config.json` ([`pad_token`]).
     pub fn from_dir(dir: &Path) -> eyre::Result<Self> {
         let json = dir.join("tokenizer.json");
         let inner = if json.is_file() {
@@ -181,10 +191,26 @@ impl ClipTokenizer {
                 )));
             }
         }
-        Ok(Self { inner })
+        let (pad_text, pad_file) = pad_token(dir)?;
+        let pad = inner.token_to_id(&pad_text).ok_or_else(|| {
+            eyre!(Fixable::new(
+                format!(
+                    "the tokenizer in {} pads with {pad_text:?} ({}), which is not in its vocabulary",
+                    dir.display(),
+                    pad_file.unwrap_or("default")
+                ),
+                "copy the tokenizer/ folder of the model again, as the model's repository has it",
+            ))
+        })?;
+        Ok(Self {
+            inner,
+            pad,
+            pad_source: (pad_text, pad_file),
+        })
     }
 
-    /// SD v1.5's 77 ids for `prompt`, cleaned first (control characters out, at most 64 KiB:
+    /// SD's 77 ids for `prompt` (BOS, the prompt's tokens, EOS, [`ClipTokenizer::pad`] up to
+    /// 77), cleaned first (control characters out, at most 64 KiB:
     /// see [`prompt`](super::prompt)).
     pub fn encode(&self, prompt: &str) -> eyre::Result<Tokens> {
         let clean = super::prompt::clean(prompt);
@@ -198,7 +224,8 @@ impl ClipTokenizer {
         let mut ids = Vec::with_capacity(MAX_LENGTH);
         ids.push(BOS);
         ids.extend_from_slice(&body[..keep]);
-        ids.resize(MAX_LENGTH, EOS);
+        ids.push(EOS);
+        ids.resize(MAX_LENGTH, self.pad);
         // Byte offset of the first dropped token in `text` (offsets are bytes of the input).
         let cut = enc
             .get_offsets()
@@ -215,6 +242,30 @@ impl ClipTokenizer {
             capped_from: clean.capped_from,
         })
     }
+}
+
+/// The pad token's text and the file that names it, as transformers' `from_pretrained` resolves
+/// it: `special_tokens_map.json` first, then `tokenizer_config.json` (a string, or an
+/// `AddedToken` object's `content`), else `<|endoftext|>` (`CLIPTokenizer`'s default). SD v1.5's
+/// files say `<|endoftext|>`; SD 2.x's `special_tokens_map.json` says `!`.
+pub fn pad_token(dir: &Path) -> eyre::Result<(String, Option<&'static str>)> {
+    for file in ["special_tokens_map.json", "tokenizer_config.json"] {
+        let Some(json) = super::read_json_opt(&dir.join(file))? else {
+            continue;
+        };
+        let text = match json.get("pad_token") {
+            Some(serde_json::Value::String(s)) => Some(s.clone()),
+            Some(serde_json::Value::Object(o)) => o
+                .get("content")
+                .and_then(|c| c.as_str())
+                .map(str::to_string),
+            _ => None,
+        };
+        if let Some(text) = text {
+            return Ok((text, Some(file)));
+        }
+    }
+    Ok((EOS_TOKEN.to_string(), None))
 }
 
 /// The CLIP tokenizer's pipeline around a BPE model read from `vocab.json` + `merges.txt`,
