@@ -923,11 +923,11 @@ pub fn markdown(o: &SweepOutcome, images: &[Option<String>]) -> String {
     if let Some(d) = &o.devices {
         let _ = writeln!(md, "> **Note:** {}.\n", mixed_devices_note(d));
     }
-    let _ = writeln!(
-        md,
-        "![{} against time, one curve per method](plot.png)\n",
-        land.sweep.quality.label()
-    );
+    let y = match land.sweep.quality {
+        QualityAxis::Ssim => "SSIM to the reference",
+        other => other.label(),
+    };
+    let _ = writeln!(md, "![{y} against time, one curve per method](plot.png)\n");
     let f = findings(&land);
     if !f.is_empty() {
         md.push_str("## Where the free speedup ended\n\n");
