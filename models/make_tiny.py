@@ -253,12 +253,18 @@ def default_tokenizer_dir() -> Path:
 def build_pipeline(tokenizer_dir: str | os.PathLike | None = None) -> StableDiffusionPipeline:
     """The tiny pipeline, bit-identical on every call (same torch version)."""
     tokenizer = CLIPTokenizer.from_pretrained(str(tokenizer_dir or default_tokenizer_dir()))
+    return assemble(build_vae(), build_text_encoder(), tokenizer, build_unet(), build_scheduler())
+
+
+def assemble(vae, text_encoder, tokenizer, unet, scheduler) -> StableDiffusionPipeline:
+    """A text-to-image pipeline of these parts, as a download has it: no safety checker, no
+    progress bar. (The order of the build_* calls before it fixes the random weights.)"""
     pipe = StableDiffusionPipeline(
-        vae=build_vae(),
-        text_encoder=build_text_encoder(),
+        vae=vae,
+        text_encoder=text_encoder,
         tokenizer=tokenizer,
-        unet=build_unet(),
-        scheduler=build_scheduler(),
+        unet=unet,
+        scheduler=scheduler,
         safety_checker=None,
         feature_extractor=None,
         requires_safety_checker=False,

@@ -162,18 +162,7 @@ def build_pipeline(tokenizer_folder: Path) -> StableDiffusionPipeline:
     tokenizer = CLIPTokenizer.from_pretrained(str(tokenizer_folder / "tokenizer"))
     if tokenizer.pad_token != "!" or tokenizer.pad_token_id != 0:
         raise RuntimeError(f"tokenizer pads with {tokenizer.pad_token!r} ({tokenizer.pad_token_id}), not '!' (0)")
-    pipe = StableDiffusionPipeline(
-        vae=build_vae(),
-        text_encoder=build_text_encoder(),
-        tokenizer=tokenizer,
-        unet=build_unet(),
-        scheduler=build_scheduler(),
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return make_tiny.assemble(build_vae(), build_text_encoder(), tokenizer, build_unet(), build_scheduler())
 
 
 def save_diffusers_folder(pipe: StableDiffusionPipeline, folder: Path, bpe_dir: Path) -> None:

@@ -6,14 +6,16 @@
 //! 2e-3 of diffusers' image on [0, 1] pixels; the stages are checked on the way so a failure
 //! says where the paths part.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Mutex, OnceLock};
 
-use ndarray::{Array4, ArrayD, Ix4};
-use ndarray_npy::read_npy;
+use ndarray::{Array4, ArrayD};
 use serde_json::Value;
 
+use common::parity;
 use speedscape::models::{Model, default_variants};
 use speedscape::pipeline::{self, Request};
 use speedscape::rng::RngSource;
@@ -51,14 +53,11 @@ fn model() -> &'static Mutex<(Runtime, Model)> {
 }
 
 fn array(run: &Value, key: &str) -> ArrayD<f32> {
-    let file = run["files"][key]["file"].as_str().unwrap();
-    read_npy(fixtures().join(file)).unwrap()
+    parity::array(&fixtures(), run, key)
 }
 
 fn ids(run: &Value, key: &str) -> Vec<i64> {
-    let file = run["files"][key]["file"].as_str().unwrap();
-    let a: ArrayD<i64> = read_npy(fixtures().join(file)).unwrap();
-    a.iter().copied().collect()
+    parity::ids(&fixtures(), run, key)
 }
 
 fn kind(class: &str) -> SchedulerKind {
@@ -76,14 +75,6 @@ fn unet_folder(run: &Value) -> String {
         .unwrap()
         .to_string_lossy()
         .to_string()
-}
-
-fn max_abs_diff(a: &ArrayD<f32>, b: &ArrayD<f32>) -> f32 {
-    assert_eq!(a.shape(), b.shape());
-    a.iter()
-        .zip(b.iter())
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
 }
 
 fn runs() -> Vec<Value> {
@@ -126,7 +117,7 @@ fn text_embeddings_match_diffusers() {
                 .encode(&ids(&run, ids_key), 1)
                 .unwrap()
                 .into_dyn();
-            let err = max_abs_diff(&ours, &array(&run, emb_key));
+            let err = parity::max_abs_diff(&ours, &array(&run, emb_key));
             assert!(err < 1e-4, "{} {emb_key}: max abs err {err}", run["name"]);
         }
     }
@@ -159,7 +150,6 @@ fn every_run_reproduces_the_diffusers_image() {
     let (rt, model) = &mut *guard;
     let mut report = Vec::new();
     for run in runs() {
-        let name = run["name"].as_str().unwrap().to_string();
         let req = Request {
             prompt: run["prompt"].as_str().unwrap().into(),
             negative_prompt: run["uncond_text"].as_str().unwrap().into(),
@@ -178,39 +168,13 @@ fn every_run_reproduces_the_diffusers_image() {
             judge: false,
             control: None,
         };
-        let want_latents = array(&run, "latents")
-            .into_dimensionality::<ndarray::Ix5>()
-            .unwrap();
-        let mut step_errors: Vec<f32> = Vec::new();
-        let out = pipeline::generate(rt, model, &req, &AtomicBool::new(false), &mut |ev| {
-            let want = want_latents.index_axis(ndarray::Axis(0), ev.index);
-            let scale = want.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
-            let err = ev
-                .latents
-                .iter()
-                .zip(want.iter())
-                .map(|(a, b)| (a - b).abs())
-                .fold(0.0, f32::max);
-            step_errors.push(err / scale);
-        })
-        .unwrap_or_else(|e| panic!("{name}: {e:?}"));
-        let timesteps: Vec<i64> = run["timesteps"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|t| t.as_i64().unwrap())
-            .collect();
-        assert_eq!(out.report.timesteps, timesteps, "{name}: timesteps");
-        let want: Array4<f32> = array(&run, "image").into_dimensionality::<Ix4>().unwrap();
-        let err = max_abs_diff(&out.image.clone().into_dyn(), &want.into_dyn());
-        let worst_step = step_errors.iter().copied().fold(0.0, f32::max);
-        report.push(format!(
-            "{name}: image max abs err {err:.2e}, worst per-step latent rel err {worst_step:.2e}"
+        report.push(parity::check_run(
+            (rt, model),
+            &req,
+            (&fixtures(), &run),
+            IMAGE_TOLERANCE,
+            &|_| {},
         ));
-        assert!(
-            err <= IMAGE_TOLERANCE,
-            "{name}: image max abs err {err} > {IMAGE_TOLERANCE}; per-step latent rel errors {step_errors:?}"
-        );
     }
     println!("{}", report.join("\n"));
 }

@@ -239,8 +239,22 @@ fn two_seeds_give_each_point_a_spread_and_the_table_prints_the_knees() {
 
 #[test]
 fn bad_sweep_arguments_are_refused_before_any_run() {
-    let cases: [(&[&str], &str); 5] = [
+    let cases: [(&[&str], &str); 9] = [
         (&["--preset", "euler"], "there is no sweep preset \"euler\""),
+        // The micro model has a judge but no CLIP scorer, the tiny model the reverse.
+        (
+            &["--quality", "clip"],
+            "--quality clip (CLIP score) needs /",
+        ),
+        (
+            &["--model-dir", "models/tiny", "--quality", "judge"],
+            "models/tiny/judge/, which this model folder does not have",
+        ),
+        (
+            &["--prompts", "tests/fixtures/no-such-set.txt"],
+            "cannot read the prompt set tests/fixtures/no-such-set.txt",
+        ),
+        (&["--tolerance", "0"], "--tolerance 0 is not above 0"),
         (&["--steps", "5,x"], "--steps: \"x\" is not a step count"),
         (&["--seeds", "0"], "--seeds 0 is outside 1–64"),
         (

@@ -7,16 +7,17 @@
 //! prompt, take Euler's trailing schedule from the folder's scheduler config, and land within
 //! 2e-3 of diffusers' image on [0, 1] pixels.
 
+mod common;
+
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
 use std::sync::{Mutex, OnceLock};
 
-use ndarray::{Array4, ArrayD, Ix4, Ix5};
-use ndarray_npy::read_npy;
+use ndarray::ArrayD;
 use serde_json::Value;
 
+use common::parity;
 use speedscape::models::{Model, ModelGeometry};
-use speedscape::pipeline::{self, Request};
+use speedscape::pipeline::{Request, StepEvent};
 use speedscape::rng::RngSource;
 use speedscape::runtime::{Device, Runtime, SearchPlan};
 use speedscape::schedulers::{SchedulerKind, SchedulerOptions};
@@ -42,22 +43,11 @@ fn runs() -> Vec<Value> {
 }
 
 fn array(run: &Value, key: &str) -> ArrayD<f32> {
-    let file = run["files"][key]["file"].as_str().unwrap();
-    read_npy(fixtures().join(file)).unwrap()
+    parity::array(&fixtures(), run, key)
 }
 
 fn ids(run: &Value) -> Vec<i64> {
-    let file = run["files"]["prompt_ids"]["file"].as_str().unwrap();
-    let a: ArrayD<i64> = read_npy(fixtures().join(file)).unwrap();
-    a.iter().copied().collect()
-}
-
-fn max_abs_diff(a: &ArrayD<f32>, b: &ArrayD<f32>) -> f32 {
-    assert_eq!(a.shape(), b.shape());
-    a.iter()
-        .zip(b.iter())
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
+    parity::ids(&fixtures(), run, "prompt_ids")
 }
 
 /// One model shared by the tests of this file (sessions are costly to create).
@@ -125,7 +115,7 @@ fn text_embeddings_match_diffusers() {
     let model = &mut guard.1;
     for run in runs() {
         let ours = model.text_encoder.encode(&ids(&run), 1).unwrap().into_dyn();
-        let err = max_abs_diff(&ours, &array(&run, "prompt_embeds"));
+        let err = parity::max_abs_diff(&ours, &array(&run, "prompt_embeds"));
         assert!(err < 1e-4, "{}: max abs err {err}", run["name"]);
     }
 }
@@ -137,7 +127,6 @@ fn one_and_four_steps_reproduce_the_diffusers_image() {
     let (rt, model) = &mut *guard;
     let mut report = Vec::new();
     for run in runs() {
-        let name = run["name"].as_str().unwrap().to_string();
         assert_eq!(run["scheduler"], "EulerDiscreteScheduler");
         let req = Request {
             scheduler_options: SchedulerOptions::default(),
@@ -153,41 +142,15 @@ fn one_and_four_steps_reproduce_the_diffusers_image() {
                 run["seed"].as_u64().unwrap(),
             )
         };
-        let want_latents = array(&run, "latents").into_dimensionality::<Ix5>().unwrap();
-        let mut step_errors = Vec::new();
-        let out = pipeline::generate(rt, model, &req, &AtomicBool::new(false), &mut |ev| {
-            let want = want_latents.index_axis(ndarray::Axis(0), ev.index);
-            assert_eq!(ev.latents.shape()[0], 1, "batch 1 at guidance 0");
-            let scale = want.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
-            let err = ev
-                .latents
-                .iter()
-                .zip(want.iter())
-                .map(|(a, b)| (a - b).abs())
-                .fold(0.0, f32::max);
-            step_errors.push(err / scale);
-        })
-        .unwrap_or_else(|e| panic!("{name}: {e:?}"));
-        let timesteps: Vec<i64> = run["timesteps"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|t| t.as_i64().unwrap())
-            .collect();
-        assert_eq!(
-            out.report.timesteps, timesteps,
-            "{name}: trailing timesteps"
-        );
-        let want: Array4<f32> = array(&run, "image").into_dimensionality::<Ix4>().unwrap();
-        let err = max_abs_diff(&out.image.clone().into_dyn(), &want.into_dyn());
-        let worst_step = step_errors.iter().copied().fold(0.0, f32::max);
-        report.push(format!(
-            "{name}: image max abs err {err:.2e}, worst per-step latent rel err {worst_step:.2e}"
+        let at_batch_1 =
+            |ev: &StepEvent| assert_eq!(ev.latents.shape()[0], 1, "batch 1 at guidance 0");
+        report.push(parity::check_run(
+            (rt, model),
+            &req,
+            (&fixtures(), &run),
+            IMAGE_TOLERANCE,
+            &at_batch_1,
         ));
-        assert!(
-            err <= IMAGE_TOLERANCE,
-            "{name}: image max abs err {err} > {IMAGE_TOLERANCE}; per-step latent rel errors {step_errors:?}"
-        );
     }
     println!("{}", report.join("\n"));
 }

@@ -15,28 +15,18 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import subprocess
 import sys
 import venv
 from pathlib import Path
 
 import pytest
+from sweep_equal import speedscape_bin
 
 REPO = Path(__file__).resolve().parents[2]
 COMPARE = REPO / "bench" / "compare.py"
 REF_PYTHON = REPO / ".venv-ref" / "bin" / "python"
 CONTENDERS = ["speedscape", "diffusers", "optimum", "ort-python"]
-
-
-def speedscape_bin() -> Path | None:
-    if os.environ.get("SPEEDSCAPE_BIN"):
-        return Path(os.environ["SPEEDSCAPE_BIN"])
-    for kind in ("release", "debug"):
-        p = REPO / "target" / kind / "speedscape"
-        if p.is_file():
-            return p
-    return None
 
 
 @pytest.fixture(scope="module")

@@ -256,12 +256,17 @@ fn check_quality(
             "the judge belongs to the micro model (models/micro/judge/); on another model use --quality ssim or clip".to_string(),
         ),
     };
-    let has = dir.join(folder).join("model.onnx").is_file()
-        && (axis != sweep::QualityAxis::Judge || kind == speedscape::models::ModelKind::Micro);
+    let has = match axis {
+        sweep::QualityAxis::Clip => speedscape::models::ClipScorer::present(&dir),
+        _ => {
+            speedscape::models::Judge::present(&dir) && kind == speedscape::models::ModelKind::Micro
+        }
+    };
     if !has {
         bail!(speedscape::error::Fixable::new(
             format!(
-                "--quality {} needs {}/{folder}/, which this model folder does not have",
+                "--quality {} ({}) needs {}/{folder}/, which this model folder does not have",
+                format!("{axis:?}").to_lowercase(),
                 axis.label(),
                 dir.display()
             ),

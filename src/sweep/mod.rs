@@ -371,15 +371,6 @@ impl QualityAxis {
             Self::Judge => 0.05,
         }
     }
-
-    /// Its value for one run, where the run has it.
-    pub fn of(self, m: &Measured) -> Option<f64> {
-        match self {
-            Self::Ssim => Some(m.quality.ssim),
-            Self::Clip => m.clip_score,
-            Self::Judge => m.judge,
-        }
-    }
 }
 
 /// `--lora-weights ADAPTER=START:STOP:STEP`: one adapter and the weights it is run at.

@@ -936,6 +936,16 @@ pub fn markdown(o: &SweepOutcome, images: &[Option<String>]) -> String {
         }
         md.push('\n');
     }
+    md.push_str(&how_to_read(o, &land));
+    md.push_str(&markdown_points(&land));
+    md.push_str(&markdown_images_and_sources(o, images));
+    md
+}
+
+/// summary.md's "How to read the plot", with a paragraph for each reference-free column the
+/// table has (edge F1, CLIP, judge) and why there is no CLIP column where there is none.
+fn how_to_read(o: &SweepOutcome, land: &Landscape) -> String {
+    let mut md = String::new();
     md.push_str(
         "## How to read the plot\n\n\
          - **x**: the median time of one image at that point (text encoder, denoising, VAE), on a \
@@ -979,6 +989,12 @@ pub fn markdown(o: &SweepOutcome, images: &[Option<String>]) -> String {
     if !o.info.clip_scorer {
         let _ = writeln!(md, "{}\n", no_clip_note(o));
     }
+    md
+}
+
+/// summary.md's "Points": the table of every point, then the reference's time.
+fn markdown_points(land: &Landscape) -> String {
+    let mut md = String::new();
     md.push_str("## Points\n\n");
     let mut head =
         "| method | steps | runs | time | vs ref | SSIM ± 95% | min | PSNR dB |".to_string();
@@ -1033,14 +1049,13 @@ pub fn markdown(o: &SweepOutcome, images: &[Option<String>]) -> String {
             .unwrap_or_default();
         let _ = writeln!(
             md,
-            "\nThe reference, {}, took {} (median over {} seed{}){clip}.",
+            "\nThe reference, {}, took {} (median over {} run{}){clip}.",
             land.sweep.reference.label(),
             ms(r.time_ms),
             r.runs,
             if r.runs == 1 { "" } else { "s" }
         );
     }
-    md.push_str(&markdown_images_and_sources(o, images));
     md
 }
 

@@ -181,7 +181,7 @@ pub struct ClipScorer {
 
 impl ClipScorer {
     /// Whether the model folder has a CLIP scorer (its folder; [`ClipScorer::open`] checks it).
-    pub(crate) fn present(root: &Path) -> bool {
+    pub fn present(root: &Path) -> bool {
         root.join(CLIP_FOLDER).is_dir()
     }
 

@@ -1056,12 +1056,6 @@ impl Model {
         self.clip_score_ids(rt, image, &ids)
     }
 
-    /// Whether the folder has a judge (`judge/`, with a grammar to read prompts by); it loads
-    /// on first use.
-    pub fn has_judge(&self) -> bool {
-        self.grammar().is_some() && Judge::present(&self.root)
-    }
-
     /// The judge, loading it on first use: `Ok(None)` when the folder has none (or no grammar
     /// to name its classes), an error (cause and fix) when it is there but broken.
     pub fn judge(&mut self, rt: &Runtime) -> eyre::Result<Option<&mut Judge>> {

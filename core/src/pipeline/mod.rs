@@ -707,6 +707,33 @@ fn control_parts(
     Ok(Some((prepared, cond, c.scale)))
 }
 
+/// A finished run's scores, measured after the clock (measurements of the run, not part of
+/// it): the CLIP score of the 8-bit image against the prompt's ids `cond_ids` when `clip` (the
+/// run asked and the model has a scorer), and the judge's reading when the run asked for it.
+fn scores(
+    rt: &Runtime,
+    model: &mut Model,
+    req: &Request,
+    image: &Array4<f32>,
+    (clip, cond_ids): (bool, &[i64]),
+) -> eyre::Result<(Option<f64>, Option<crate::models::JudgeReading>)> {
+    if !(clip || req.judge) {
+        return Ok((None, None));
+    }
+    let rgb = to_rgb8(image);
+    let clip_score = if clip {
+        model.clip_score_ids(rt, &rgb, cond_ids)?.map(|s| s.score)
+    } else {
+        None
+    };
+    let judge = if req.judge {
+        model.judge_reading(rt, &rgb, &req.prompt)?
+    } else {
+        None
+    };
+    Ok((clip_score, judge))
+}
+
 /// [`generate`] with every hook: phases, terminable sessions.
 pub fn generate_with(
     rt: &Runtime,
@@ -796,18 +823,8 @@ pub fn generate_with(
         ort: parts.ort_time().saturating_sub(ort_before),
         ..Timings::of_steps(&step_timings, req.control.is_some())
     };
-    // After the clock: the scores are measurements of the run, not part of it.
-    let rgb = (parts.clip || req.judge).then(|| to_rgb8(&image));
-    let clip_score = match &rgb {
-        Some(rgb) if parts.clip => model
-            .clip_score_ids(rt, rgb, &encoded.cond_ids)?
-            .map(|s| s.score),
-        _ => None,
-    };
-    let judge = match &rgb {
-        Some(rgb) if req.judge => model.judge_reading(rt, rgb, &req.prompt)?,
-        _ => None,
-    };
+    let clip = parts.clip;
+    let (clip_score, judge) = scores(rt, model, req, &image, (clip, &encoded.cond_ids))?;
     let control = match (&req.control, &prepared, control_name) {
         (Some(c), Some(p), Some(name)) => {
             Some(control::report(c, name.to_string(), p, &image, &timings)?)
