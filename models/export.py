@@ -1862,6 +1862,47 @@ def check_controlnets(controlnets: dict[str, ControlNetSource], unet, vae_scale_
     return len(residual_layout(unet)) - 1 if controlnets else 0
 
 
+def _manifest(base, pipe, settings: Settings, command, family, geometry, partial: Path, *, notes, components,
+              variant_records, lora_records, controlnet_records, clip_record) -> dict:
+    """manifest.json of an export into `partial`: the exporter, the base model and its family
+    (`family`: (name, evidence)), the settings, the geometry (`geometry`: (latent size, VAE scale)),
+    every component, variant, ControlNet and the CLIP scorer, and the file table."""
+    (family, family_evidence), (latent, vae_scale) = family, geometry
+    manifest = {
+        "format": MANIFEST_FORMAT,
+        "created": created_stamp(),
+        "exporter": {
+            "script": "models/export.py",
+            "version": EXPORTER_VERSION,
+            "command": command or [],
+            "python": platform.python_version(),
+            "libraries": libraries(),
+        },
+        "base": base.provenance,
+        "family": family,
+        "family_evidence": family_evidence,
+        "text_encoder": text_encoder_record(pipe),
+        "loras": lora_records,
+        "dtype": settings.dtype,
+        "optimize": settings.optimize,
+        "geometry": {
+            "sample_size": latent,
+            "vae_scale_factor": vae_scale,
+            "image_size": latent * vae_scale,
+            "cross_attention_dim": pipe.unet.config.cross_attention_dim,
+        },
+        "notes": notes,
+        "components": components,
+        "variants": {"base": {"loras": [], "unet": "unet", "text_encoder": "text_encoder"}, **variant_records},
+        "files": file_table(partial),
+    }
+    if controlnet_records:
+        manifest["controlnets"] = controlnet_records
+    if clip_record is not None:
+        manifest["clip_scorer"] = clip_record
+    return manifest
+
+
 def _export_into(base, loras, variants, out: Path, partial: Path, settings: Settings, vae_encoder, command, copy_loras,
                  clip_scorer=None, controlnets=None, preview_decoder=None) -> dict:
     started = time.perf_counter()
@@ -1964,38 +2005,11 @@ def _export_into(base, loras, variants, out: Path, partial: Path, settings: Sett
 
     lora_records = lora_manifest_records(loras, partial, copy_loras)
 
-    manifest = {
-        "format": MANIFEST_FORMAT,
-        "created": created_stamp(),
-        "exporter": {
-            "script": "models/export.py",
-            "version": EXPORTER_VERSION,
-            "command": command or [],
-            "python": platform.python_version(),
-            "libraries": libraries(),
-        },
-        "base": base.provenance,
-        "family": family,
-        "family_evidence": family_evidence,
-        "text_encoder": text_encoder_record(pipe),
-        "loras": lora_records,
-        "dtype": settings.dtype,
-        "optimize": settings.optimize,
-        "geometry": {
-            "sample_size": latent,
-            "vae_scale_factor": vae_scale,
-            "image_size": latent * vae_scale,
-            "cross_attention_dim": pipe.unet.config.cross_attention_dim,
-        },
-        "notes": notes,
-        "components": components,
-        "variants": {"base": {"loras": [], "unet": "unet", "text_encoder": "text_encoder"}, **variant_records},
-        "files": file_table(partial),
-    }
-    if controlnet_records:
-        manifest["controlnets"] = controlnet_records
-    if clip_record is not None:
-        manifest["clip_scorer"] = clip_record
+    manifest = _manifest(
+        base, pipe, settings, command, (family, family_evidence), (latent, vae_scale), partial,
+        notes=notes, components=components, variant_records=variant_records, lora_records=lora_records,
+        controlnet_records=controlnet_records, clip_record=clip_record,
+    )
     write_json_atomic(partial / "manifest.json", manifest)
     move_into_place(partial, out)
     total = sum(f["bytes"] for f in manifest["files"].values())
