@@ -357,10 +357,15 @@ fn size_check(root: &Path, m: &Manifest) -> SizeCheck {
 fn scheduler_report(root: &Path, config: &Config) -> Result<SchedulerReport, String> {
     let file = root.join("scheduler").join("scheduler_config.json");
     let cfg = read_json_opt(&file).map_err(|e| format!("{e:#}"))?;
+    let family = crate::models::Manifest::read(root)
+        .ok()
+        .flatten()
+        .and_then(|m| m.family);
     Ok(SchedulerReport::new(
         &file,
         cfg.as_ref(),
         config.model.scheduler_config,
+        family.as_deref(),
     ))
 }
 

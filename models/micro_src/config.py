@@ -104,6 +104,12 @@ STAGES = {
     # --threads 1, after the sampling (a few minutes per chunk of 64 trajectories).
     "preview": dict(samples=192, style_samples=48, chunk=48, sample_steps=20, sample_cfg=7.5, sample_batch=48,
                     channels=16, blocks=(4, 2, 0), batch=32, steps=30000, budget_s=1200, lr=2e-3, warmup=50, mse_weight=1.0),
+    # issue 23: the one-step student (turbo.py), distilled from the shipped base (appended last, so every
+    # stage before it draws the same numbers as before). samples: the base's DPM-Solver++ 20 images at
+    # cfg 7.5 from train captions (16 chunks of 256, ~30 s per chunk on 2 free cores); then `budget_s` of
+    # training; the stage's whole time budget (sampling + training) is 45 min on 2 cores.
+    "turbo": dict(samples=4096, sample_steps=20, sample_cfg=7.5, sample_batch=128, batch=64, steps=20000, budget_s=1800,
+                  lr=3e-4, warmup=100, ema=0.995, one_step_fraction=0.75),
 }
 ORDER = tuple(STAGES)
 
@@ -120,6 +126,7 @@ SMOKE = {
     "export": dict(dtype="fp16", verify=True, judge_scenes=32),  # the judge's evaluation (default: evaluate_judge.SETTINGS)
     "controlnet": dict(samples=8, style_samples=4, sample_steps=2, sample_batch=8, batch=4, steps=2, warmup=1),
     "preview": dict(samples=4, style_samples=2, chunk=2, sample_steps=2, sample_batch=4, batch=4, steps=2, warmup=1),
+    "turbo": dict(samples=8, sample_steps=2, sample_batch=8, batch=4, steps=2, warmup=1),
 }
 
 

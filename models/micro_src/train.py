@@ -25,6 +25,9 @@ stopped):
   preview   the preview decoder (preview.py): a micro TAESD distilled from the shipped VAE decoder on
             the x0 predictions of DPM-Solver++ trajectories, and the micro latent->RGB fit (also
             against --export-dir's shipped model)
+  turbo     the one-step student (turbo.py): the base UNet distilled to SD-Turbo's sampling (Euler,
+            trailing spacing, no guidance) on the base's own DPM-Solver++ images (also against
+            --export-dir's shipped model)
 
 <run-dir>/train_log.json collects every stage's record (the manifest's "micro" section).
 """
@@ -800,6 +803,12 @@ def stage_preview(ctx: Context) -> dict:
     return preview.stage_preview(ctx)
 
 
+def stage_turbo(ctx: Context) -> dict:
+    import turbo
+
+    return turbo.stage_turbo(ctx)
+
+
 STAGE_FUNCS = {
     "data": stage_data,
     "judge": stage_judge,
@@ -812,6 +821,7 @@ STAGE_FUNCS = {
     "export": stage_export,
     "controlnet": stage_controlnet,
     "preview": stage_preview,
+    "turbo": stage_turbo,
 }
 assert tuple(STAGE_FUNCS) == config.ORDER
 

@@ -200,6 +200,9 @@ pub struct Check {
     pub cases: Vec<serde_json::Value>,
 }
 
+/// What a one-step UNet is called where the user reads it.
+pub const ONE_STEP_LABEL: &str = "one-step (turbo)";
+
 /// A UNet variant: base weights plus LoRAs fused at fixed weights (manifest.json's
 /// `variants`).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -211,6 +214,25 @@ pub struct ManifestVariant {
     pub unet: String,
     /// Text encoder folder (`text_encoder`, or `text_encoder_<variant>` when fused).
     pub text_encoder: Option<String>,
+    /// A UNet distilled for one to a few steps without guidance (the micro model's
+    /// `unet_turbo`): how it is run. `None`: a UNet of the base's sampling.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub one_step: Option<OneStepRecord>,
+}
+
+/// How a one-step (adversarially or otherwise distilled) UNet is run, as its exporter recorded it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct OneStepRecord {
+    /// The most steps it was distilled for (SD-Turbo: 4).
+    pub steps: usize,
+    /// The scheduler config it runs with, in place of the folder's (SD-Turbo's:
+    /// EulerDiscreteScheduler, `timestep_spacing: "trailing"`).
+    pub scheduler: serde_json::Value,
+    /// The guidance scale it was distilled for (0: none, one UNet call a step).
+    pub guidance: f32,
+    /// What it was distilled from, for the user (`base, DPM-Solver++ 20 at cfg 7.5`).
+    pub teacher: String,
 }
 
 /// A LoRA fused into a variant, and the weight it was fused at.
@@ -234,8 +256,11 @@ pub struct FileEntry {
 }
 
 impl ManifestVariant {
-    /// `lcm 1 + style 0.8`; `no LoRA` for the base.
+    /// `lcm 1 + style 0.8`; `one-step (turbo)` for a one-step UNet; `no LoRA` for the base.
     pub(crate) fn label(&self) -> String {
+        if self.one_step.is_some() {
+            return ONE_STEP_LABEL.into();
+        }
         if self.loras.is_empty() {
             return "no LoRA".into();
         }

@@ -45,7 +45,9 @@ use crate::runtime::tensor::{self, IoSpec};
 pub use clip::{CLIP_FOLDER, ClipScore, ClipScorer};
 pub use controlnet::{ControlNet, Residuals};
 pub use judge::{JUDGE_FOLDER, Judge, JudgeReading, Labels};
-pub use manifest::{LatentRgbRecord, Manifest, ModelKind, ModelPrompts};
+pub use manifest::{
+    LatentRgbRecord, Manifest, ModelKind, ModelPrompts, ONE_STEP_LABEL, OneStepRecord,
+};
 pub use micro::{Grammar, MicroRecord};
 pub use preview_decoder::{PREVIEW_DECODER_FOLDER, PreviewDecoder};
 pub use scheduler_status::{SchedulerConfigSource, SchedulerConfigStatus, SchedulerReport};
@@ -94,7 +96,17 @@ impl Variant {
 /// Configured variants completed from a manifest: each takes the text encoder of the manifest
 /// variant with the same UNet folder (unless config names one), and manifest variants whose UNet
 /// no configured variant uses are appended, labelled by their LoRAs (`lcm 1 + style 0.8`).
+///
+/// A folder of another family than SD v1.5 (`sd2`, `sd-turbo`) keeps only the variants its
+/// export made: SD v1.5's LoRA variants (LCM-LoRA, the style LoRA) do not fit its UNet, so their
+/// absence is not something to fix; its base is labelled by the family (`SD-Turbo`).
 pub fn merge_manifest_variants(mut variants: Vec<Variant>, manifest: &Manifest) -> Vec<Variant> {
+    if let Some(label) = family_label(manifest.family.as_deref()) {
+        variants.retain(|v| v.folder == "unet" || manifest.variant_by_unet(&v.folder).is_some());
+        for v in variants.iter_mut().filter(|v| v.folder == "unet" && v.label == "SD v1.5") {
+            v.label = label.into();
+        }
+    }
     for v in &mut variants {
         if v.text_encoder.is_none()
             && let Some((_, mv)) = manifest.variant_by_unet(&v.folder)
@@ -140,6 +152,51 @@ fn missing_variant_error(root: &Path, v: &Variant, what: &str, folder: &str) -> 
         ),
         export_fix(root),
     ))
+}
+
+/// A UNet that runs as a one-step model (SD-Turbo's sampling: a few Euler steps at `trailing`
+/// spacing, no guidance): the micro model's `unet_turbo` by its manifest record, or the base
+/// UNet of an SD-Turbo folder by the family its manifest records.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OneStep {
+    /// The most steps it was distilled for (SD-Turbo: 1 to 4).
+    pub max_steps: usize,
+    /// The scheduler config its runs use in place of the folder's.
+    pub scheduler_config: serde_json::Value,
+    /// The scheduler its config names (`EulerDiscreteScheduler` → euler), where speedscape has it.
+    pub scheduler: Option<crate::schedulers::SchedulerKind>,
+    /// The guidance scale it was distilled for (0: none).
+    pub guidance: f32,
+    /// Where this was read, for messages (`manifest.json variants.turbo.one_step`).
+    pub source: String,
+}
+
+/// SD-Turbo's step range: its model card runs it at 1 to 4 steps.
+pub const SD_TURBO_MAX_STEPS: usize = 4;
+
+impl OneStep {
+    fn new(max_steps: usize, scheduler_config: serde_json::Value, guidance: f32, source: String) -> Self {
+        let class = scheduler_config.get("_class_name").and_then(|v| v.as_str());
+        let scheduler = crate::schedulers::SchedulerKind::ALL
+            .into_iter()
+            .find(|k| Some(k.diffusers_class()) == class);
+        Self {
+            max_steps,
+            scheduler_config,
+            scheduler,
+            guidance,
+            source,
+        }
+    }
+}
+
+/// What the base UNet is called for a model family (`None`: keep the configured label).
+fn family_label(family: Option<&str>) -> Option<&'static str> {
+    match family? {
+        "sd-turbo" => Some("SD-Turbo"),
+        "sd2" => Some("SD 2.x"),
+        _ => None,
+    }
 }
 
 /// The variants speedscape knows by default; config.toml may replace or extend them.
@@ -748,6 +805,7 @@ impl Model {
         let te_file = component_file(root, BASE_TEXT_ENCODER)?;
         let vae_file = component_file(root, "vae_decoder")?;
         let manifest = Manifest::read(root)?;
+        let family = manifest.as_ref().and_then(|m| m.family.clone());
         let variants = match &manifest {
             Some(m) => merge_manifest_variants(variants, m),
             None => variants,
@@ -761,7 +819,12 @@ impl Model {
             SchedulerConfigSource::File => read_json_opt(&sched_file)?,
             SchedulerConfigSource::Sd15 => read_json_opt(&sched_file).ok().flatten(),
         };
-        let scheduler_report = SchedulerReport::new(&sched_file, file_config.as_ref(), scheduler);
+        let scheduler_report = SchedulerReport::new(
+            &sched_file,
+            file_config.as_ref(),
+            scheduler,
+            family.as_deref(),
+        );
         let scheduler_config = match (scheduler, file_config) {
             (SchedulerConfigSource::File, Some(v)) => {
                 scheduler_status::check_values(&sched_file, &v)?;
@@ -827,6 +890,44 @@ impl Model {
                     "use one of those, or add a [[model.variants]] entry to config.toml",
                 ))
             })
+    }
+
+    /// The model family its manifest records (`sd15`, `sd2`, `sd-turbo`); `None` without one.
+    pub fn family(&self) -> Option<&str> {
+        self.manifest.as_ref()?.family.as_deref()
+    }
+
+    /// How `variant` runs when it is a one-step UNet (see [`OneStep`]); `None` for a UNet of
+    /// the base's sampling or an unknown variant.
+    pub fn one_step(&self, variant: &str) -> Option<OneStep> {
+        let v = self.variant(variant).ok()?;
+        let manifest = self.manifest.as_ref()?;
+        if let Some((name, mv)) = manifest.variant_by_unet(&v.folder)
+            && let Some(rec) = &mv.one_step
+        {
+            return Some(OneStep::new(
+                rec.steps,
+                rec.scheduler.clone(),
+                rec.guidance,
+                format!("manifest.json variants.{name}.one_step"),
+            ));
+        }
+        (v.folder == "unet" && manifest.family.as_deref() == Some("sd-turbo")).then(|| {
+            OneStep::new(
+                SD_TURBO_MAX_STEPS,
+                self.scheduler_config.clone(),
+                0.0,
+                "manifest.json family \"sd-turbo\"".into(),
+            )
+        })
+    }
+
+    /// Whether any variant of the folder is a one-step UNet (exercise 2's fourth run, the
+    /// landscape's turbo points, the cheat sheet's one-step answer).
+    pub fn one_step_variant(&self) -> Option<&Variant> {
+        self.variants
+            .iter()
+            .find(|v| self.one_step(&v.name).is_some() && self.root.join(&v.folder).join("model.onnx").is_file())
     }
 
     /// Variants whose UNet or text encoder folder has no model.onnx (filesystem only).

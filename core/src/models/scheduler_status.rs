@@ -199,8 +199,15 @@ pub struct SchedulerReport {
 }
 
 impl SchedulerReport {
-    /// Looks at `file` (its parsed JSON, `None` when missing) with `used` in force.
-    pub fn new(file: &std::path::Path, cfg: Option<&Value>, used: SchedulerConfigSource) -> Self {
+    /// Looks at `file` (its parsed JSON, `None` when missing) with `used` in force; `family`:
+    /// the folder's model family as its manifest records it (`sd2`, `sd-turbo`: the file is the
+    /// model's own config, not a copy of SD v1.5's, and is reported as such).
+    pub fn new(
+        file: &std::path::Path,
+        cfg: Option<&Value>,
+        used: SchedulerConfigSource,
+        family: Option<&str>,
+    ) -> Self {
         let name = file.display().to_string();
         let original: Value = serde_json::from_str(SD15_SCHEDULER_CONFIG).expect("valid JSON");
         let dpmpp4_original = dpmpp4_timesteps(&original).ok();
@@ -257,6 +264,9 @@ impl SchedulerReport {
                     used == SchedulerConfigSource::File,
                 )
             }
+            SchedulerConfigStatus::Other { .. } if family.is_some_and(|f| f != "sd15") => {
+                own_config_message(&name, cfg, family.unwrap_or_default(), used)
+            }
             SchedulerConfigStatus::Other { differing } => (
                 format!(
                     "{name} is not SD v1.5's scheduler config (differs in {}); {obeyed}",
@@ -274,6 +284,32 @@ impl SchedulerReport {
             message,
             warning,
         }
+    }
+}
+
+/// The report on a model's own scheduler config (an SD 2.x or SD-Turbo folder): what it says,
+/// obeyed without a warning; a warning when config.toml puts SD v1.5's in its place.
+fn own_config_message(
+    name: &str,
+    cfg: &Value,
+    family: &str,
+    used: SchedulerConfigSource,
+) -> (String, bool) {
+    let field = |k: &str| cfg.get(k).and_then(Value::as_str).unwrap_or("(unset)");
+    let what = format!(
+        "{name}: the {family} model's own scheduler config ({}, timestep_spacing {:?}, prediction_type {:?})",
+        field("_class_name"),
+        field("timestep_spacing"),
+        field("prediction_type")
+    );
+    match used {
+        SchedulerConfigSource::File => (format!("{what}; speedscape obeys it"), false),
+        SchedulerConfigSource::Sd15 => (
+            format!(
+                "{what}; config.toml sets scheduler_config = \"sd15\", so SD v1.5's is used instead, which is not this model's\nFix: remove scheduler_config = \"sd15\" from [model] in config.toml"
+            ),
+            true,
+        ),
     }
 }
 
@@ -342,7 +378,7 @@ mod tests {
     #[test]
     fn the_report_shows_the_schedules_that_change_and_the_fix() {
         let file = std::path::Path::new("scheduler/scheduler_config.json");
-        let r = SchedulerReport::new(file, Some(&resaved()), SchedulerConfigSource::File);
+        let r = SchedulerReport::new(file, Some(&resaved()), SchedulerConfigSource::File, None);
         let leading = dpmpp4_timesteps(&resaved()).unwrap();
         let linspace = dpmpp4_timesteps(&original()).unwrap();
         assert_eq!(leading, [801, 601, 401, 201], "diffusers' leading schedule");
@@ -359,9 +395,9 @@ mod tests {
             "{}",
             r.message
         );
-        let r = SchedulerReport::new(file, Some(&resaved()), SchedulerConfigSource::Sd15);
+        let r = SchedulerReport::new(file, Some(&resaved()), SchedulerConfigSource::Sd15, None);
         assert!(!r.warning && !r.message.contains("Fix:"), "{}", r.message);
-        let r = SchedulerReport::new(file, Some(&original()), SchedulerConfigSource::File);
+        let r = SchedulerReport::new(file, Some(&original()), SchedulerConfigSource::File, None);
         assert!(!r.warning, "{}", r.message);
     }
 }

@@ -61,6 +61,9 @@ pub struct Checked {
     /// Under control: the ControlNet's name (resolved: the folder's only one where the request
     /// names none) and the control image, read once, here.
     pub control: Option<(String, image::RgbImage)>,
+    /// What the run should say about itself (a one-step UNet run past its design: guidance,
+    /// steps, scheduler).
+    pub notes: Vec<String>,
 }
 
 /// Everything about `req` that can be refused before a session loads: size (VAE grid, at most
@@ -86,18 +89,63 @@ pub fn check_request(model: &Model, provider: Provider, req: &Request) -> eyre::
         }
         None => None,
     };
-    let sched_cfg: SchedulerConfig = crate::models::scheduler_status::check_values(
-        &model.root.join("scheduler").join("scheduler_config.json"),
-        &model.scheduler_config,
-    )?;
+    let one_step = model.one_step(&req.unet);
+    let (config_file, config) = match &one_step {
+        Some(o) => (model.root.join("manifest.json"), &o.scheduler_config),
+        None => (
+            model.root.join("scheduler").join("scheduler_config.json"),
+            &model.scheduler_config,
+        ),
+    };
+    let sched_cfg: SchedulerConfig =
+        crate::models::scheduler_status::check_values(&config_file, config)?;
     let scheduler =
         schedulers::build(req.scheduler, &sched_cfg, req.steps, &req.scheduler_options)?;
+    let notes = one_step
+        .map(|o| one_step_notes(&req.unet, &o, req))
+        .unwrap_or_default();
     Ok(Checked {
         width,
         height,
         scheduler,
         control,
+        notes,
     })
+}
+
+/// What a run of the one-step UNet `unet` says when it asks for more than the distillation gave:
+/// guidance above 1, more steps than it was distilled for, another scheduler than its own.
+///
+/// None of these is refused. Guidance is run as diffusers' StableDiffusionPipeline runs it for
+/// SD-Turbo when asked (classifier-free guidance with the negative prompt: two UNet calls a step,
+/// so parity holds and the cost is measured); the model card's guidance is 0 because the
+/// distillation already baked the teacher's guidance in.
+pub(crate) fn one_step_notes(unet: &str, o: &crate::models::OneStep, req: &Request) -> Vec<String> {
+    let mut notes = Vec::new();
+    if req.guidance > 1.0 {
+        notes.push(format!(
+            "unet {unet} is a one-step model distilled for guidance {} ({}): guidance {} runs classifier-free guidance anyway, as diffusers' StableDiffusionPipeline does when asked (two UNet calls a step, twice the UNet time, colours pushed past what it was trained to draw); use --cfg 0",
+            o.guidance, o.source, req.guidance
+        ));
+    }
+    if req.steps > o.max_steps {
+        notes.push(format!(
+            "unet {unet} was distilled for 1 to {} steps ({}): {} steps cost {} UNet calls and are not what it was trained for (past {} its images stop improving or get worse); use --steps 1 to {}",
+            o.max_steps, o.source, req.steps, req.steps, o.max_steps, o.max_steps
+        ));
+    }
+    if let Some(own) = o.scheduler
+        && own != req.scheduler
+    {
+        notes.push(format!(
+            "unet {unet} was distilled for the {} scheduler ({}): {} steps from another scheduler's schedule are not what it learned; use --scheduler {}",
+            own.as_str(),
+            o.source,
+            req.scheduler.as_str(),
+            own.as_str()
+        ));
+    }
+    notes
 }
 
 /// The parts of a model's configs the memory estimate needs (SD v1.5's values where a

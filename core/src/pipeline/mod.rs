@@ -747,6 +747,7 @@ pub fn generate_with(
         height,
         mut scheduler,
         control: checked_control,
+        notes: checked_notes,
     } = limits::check_request(model, rt.provider, req)?;
     let variant = model.variant(&req.unet)?.clone();
     let recorded = [
@@ -772,6 +773,7 @@ pub fn generate_with(
     let mut noise = req.rng.generator(req.seed);
     let mut warnings = std::mem::take(&mut parts.notes);
     warnings.extend(rt.notes.iter().cloned());
+    warnings.extend(checked_notes);
 
     (ctl.on_phase)(Phase::Started {
         total_steps: scheduler.timesteps().len(),
