@@ -23,8 +23,17 @@ pub enum Approach {
     Lcm { steps: usize },
     /// LCM-LoRA fused with the style LoRA (`unet_lcm_style`), cfg 1.5.
     LcmStyle { steps: usize },
-    /// A one-step distilled model (SD-Turbo and the like): not installed here.
-    OneStep,
+    /// A one-step distilled UNet (SD-Turbo; the micro model's `unet_turbo`): Euler at its own
+    /// trailing schedule, no guidance. Runs where the model folder has one
+    /// ([`crate::models::folder_one_step`]).
+    OneStep {
+        #[serde(default = "one_step")]
+        steps: usize,
+    },
+}
+
+fn one_step() -> usize {
+    1
 }
 
 impl Approach {
@@ -34,24 +43,29 @@ impl Approach {
             Approach::DpmSolver { steps } => format!("DPM-Solver++ {steps}"),
             Approach::Lcm { steps } => format!("LCM-LoRA {steps}"),
             Approach::LcmStyle { steps } => format!("LCM-LoRA + style {steps}"),
-            Approach::OneStep => "SD-Turbo / one-step (not installed)".into(),
+            Approach::OneStep { steps } => format!("{} {steps}", crate::models::ONE_STEP_LABEL),
         }
     }
 
-    /// `(scheduler, steps, cfg, unet variant)`, or `None` when speedscape cannot run it.
-    pub fn run(self) -> Option<(SchedulerKind, usize, f32, &'static str)> {
-        match self {
-            Approach::DpmSolver { steps } => Some((SchedulerKind::DpmSolverPp, steps, 7.5, "base")),
-            Approach::Lcm { steps } => Some((SchedulerKind::Lcm, steps, 1.5, "lcm")),
-            Approach::LcmStyle { steps } => Some((SchedulerKind::Lcm, steps, 1.5, "lcm_style")),
-            Approach::OneStep => None,
-        }
+    /// `(scheduler, steps, cfg, unet variant)` on a model whose one-step UNet is `one_step`
+    /// (see [`crate::models::folder_one_step`]); `None` for the one-step approach on a model
+    /// without one.
+    pub fn run(self, one_step: Option<&str>) -> Option<(SchedulerKind, usize, f32, String)> {
+        let (scheduler, steps, cfg, unet) = match self {
+            Approach::DpmSolver { steps } => (SchedulerKind::DpmSolverPp, steps, 7.5, "base"),
+            Approach::Lcm { steps } => (SchedulerKind::Lcm, steps, 1.5, "lcm"),
+            Approach::LcmStyle { steps } => (SchedulerKind::Lcm, steps, 1.5, "lcm_style"),
+            Approach::OneStep { steps } => (SchedulerKind::Euler, steps, 0.0, one_step?),
+        };
+        Some((scheduler, steps, cfg, unet.to_string()))
     }
 
-    /// `dpmpp:20`, `lcm:4`, `lcm_style:4`, `turbo` (the `--choice` spelling).
+    /// `dpmpp:20`, `lcm:4`, `lcm_style:4`, `turbo:1` (the `--choice` spelling; `turbo` alone
+    /// is one step).
     pub fn parse(text: &str) -> color_eyre::Result<Self> {
-        let (method, steps) = text.split_once(':').unwrap_or((text, ""));
+        let (method, count) = text.split_once(':').unwrap_or((text, ""));
         let steps = || -> color_eyre::Result<usize> {
+            let steps = count;
             let n: usize = steps.parse().map_err(|_| {
                 eyre!("{text:?}: the step count after ':' must be a whole number ≥ 1")
             })?;
@@ -64,10 +78,11 @@ impl Approach {
             "dpmpp" => Ok(Approach::DpmSolver { steps: steps()? }),
             "lcm" => Ok(Approach::Lcm { steps: steps()? }),
             "lcm_style" => Ok(Approach::LcmStyle { steps: steps()? }),
-            "turbo" | "one-step" => Ok(Approach::OneStep),
+            "turbo" | "one-step" if count.is_empty() => Ok(Approach::OneStep { steps: 1 }),
+            "turbo" | "one-step" => Ok(Approach::OneStep { steps: steps()? }),
             _ => Err(eyre!(Fixable::new(
                 format!("unknown approach {text:?}"),
-                "use dpmpp:N, lcm:N, lcm_style:N or turbo (not installed)",
+                "use dpmpp:N, lcm:N, lcm_style:N or turbo:N (a model with a one-step UNet)",
             ))),
         }
     }
@@ -208,6 +223,10 @@ pub struct Scenario {
     /// The scenario's control image (one of [`super::CONTROL_IMAGES`]): its verification runs
     /// both approaches under the model's ControlNet when it has one.
     pub control_image: Option<&'static str>,
+    /// Two answers the reference weighs against each other (C: LCM-LoRA 4, Level 3a, and a
+    /// one-step model, Level 3b): where the model can run both, verification runs the one not
+    /// chosen as a third run, so the reasoning cites both measured ([`evidence`]).
+    pub levels: Option<[Approach; 2]>,
 }
 
 impl Scenario {
@@ -219,6 +238,23 @@ impl Scenario {
             }
             (c, _) => c,
         }
+    }
+
+    /// The third run of a verification of `choice` on a model whose one-step UNet is
+    /// `one_step`: the one of [`Scenario::levels`] not chosen, when the model runs it.
+    pub fn companion(&self, choice: Approach, one_step: Option<&str>) -> Option<Approach> {
+        let levels = self.levels?;
+        one_step?;
+        let same_kind = |a: Approach, b: Approach| {
+            std::mem::discriminant(&a) == std::mem::discriminant(&b)
+                || matches!(
+                    (a, b),
+                    (Approach::Lcm { .. }, Approach::LcmStyle { .. })
+                        | (Approach::LcmStyle { .. }, Approach::Lcm { .. })
+                )
+        };
+        let chosen = levels.iter().position(|&l| same_kind(l, choice))?;
+        Some(levels[1 - chosen])
     }
 
     /// [`Scenario::constraint_with`], and with `controlled` (the verification runs under a
@@ -280,6 +316,7 @@ pub fn scenarios() -> Vec<Scenario> {
             default_choice: Approach::DpmSolver { steps: 20 },
             alternative: Approach::DpmSolver { steps: 50 },
             control_image: None,
+            levels: None,
         },
         Scenario {
             key: 'B',
@@ -301,6 +338,7 @@ pub fn scenarios() -> Vec<Scenario> {
             default_choice: Approach::Lcm { steps: 8 },
             alternative: Approach::DpmSolver { steps: 20 },
             control_image: Some(super::CONTROL_IMAGES[1].0),
+            levels: None,
         },
         Scenario {
             key: 'C',
@@ -312,8 +350,10 @@ pub fn scenarios() -> Vec<Scenario> {
             constraint: Constraint::LatencyUnder { ms: 1000.0 },
             reference: Approach::Lcm { steps: 4 },
             reasoning: [
-                "speed: 4 steps at cfg 1.5 (one UNet call a step) is the only option here that \
-                 can meet a 1 s budget on one GPU",
+                "speed: LCM-LoRA at 4 steps and cfg 1.5 (one UNet call a step, Level 3a) meets a \
+                 1 s budget on one GPU; a one-step model (SD-Turbo, Level 3b: one UNet call in all) \
+                 is faster still if latency is critical — where the model has one, verification \
+                 measures both",
                 "quality: a little softer than 20 solver steps, acceptable by the brief",
                 "flexibility: low cfg means weaker prompt adherence and no negative prompt — \
                  fine for a fixed template",
@@ -322,6 +362,7 @@ pub fn scenarios() -> Vec<Scenario> {
             default_choice: Approach::Lcm { steps: 4 },
             alternative: Approach::DpmSolver { steps: 20 },
             control_image: None,
+            levels: Some([Approach::Lcm { steps: 4 }, Approach::OneStep { steps: 1 }]),
         },
     ]
 }
@@ -393,25 +434,29 @@ pub struct Verification {
 }
 
 impl Verification {
-    /// The exercise that runs it: the alternative first (the baseline quality is measured
-    /// against), then the choice; the same seed and prompt for both, and with `control` both
-    /// under that ControlNet ([`Scenario::control`]).
+    /// The exercise that runs it on a model whose one-step UNet is `one_step`: the alternative
+    /// first (the baseline quality is measured against), then the choice, then the scenario's
+    /// other level where it has one the model runs ([`Scenario::companion`]); the same seed and
+    /// prompt for all, and with `control` all under that ControlNet ([`Scenario::control`]).
     pub fn exercise(
         scenario: &Scenario,
         choice: Approach,
         control: Option<&super::ControlSpec>,
+        one_step: Option<&str>,
     ) -> color_eyre::Result<super::Exercise> {
         let spec = |a: Approach| -> color_eyre::Result<super::RunSpec> {
-            let (scheduler, steps, cfg, unet) = a.run().ok_or_else(|| {
+            let (scheduler, steps, cfg, unet) = a.run(one_step).ok_or_else(|| {
                 eyre!(Fixable::new(
                     format!(
-                        "{} cannot be verified: no one-step model is installed in speedscape",
+                        "{} cannot be verified: the model folder has no one-step UNet",
                         a.label()
                     ),
-                    "pick one it can run (dpmpp:N, lcm:N, lcm_style:N)",
+                    "pick one it can run (dpmpp:N, lcm:N, lcm_style:N), or use a model with one: \
+                     the micro model's unet_turbo, or SD-Turbo exported with models/export.py \
+                     --model stabilityai/sd-turbo",
                 ))
             })?;
-            let mut run = super::run(&a.label(), scheduler, steps, cfg, unet);
+            let mut run = super::run(&a.label(), scheduler, steps, cfg, &unet);
             run.control = control.cloned();
             Ok(run)
         };
@@ -423,9 +468,14 @@ impl Verification {
             prompts: super::micro(scenario.micro_prompt),
             negative_prompt: String::new(),
             seed: 42,
-            runs: vec![spec(scenario.alternative)?, spec(choice)?],
+            runs: [Some(scenario.alternative), Some(choice), scenario.companion(choice, one_step)]
+                .into_iter()
+                .flatten()
+                .map(spec)
+                .collect::<color_eyre::Result<_>>()?,
             baseline: 0,
             questions: Vec::new(),
+            one_step_run: false,
         })
     }
 
@@ -487,7 +537,7 @@ pub fn check_rows(
     rows: &[TableRow],
     adherence: &[Option<f64>],
 ) -> Option<Verdict> {
-    let [alternative, choice] = rows else {
+    let [alternative, choice, ..] = rows else {
         return None;
     };
     if alternative.state != RowState::Finished || choice.state != RowState::Finished {
@@ -504,7 +554,7 @@ pub fn check_rows(
 /// Both runs' numbers in one line: "LCM-LoRA 4: 58 ms · DPM-Solver++ 20: 310 ms · 5.34× faster ·
 /// SSIM 0.412 against it · edge F1 0.74 against 0.78". `None` until the choice has finished.
 pub fn measured_line(rows: &[TableRow], adherence: &[Option<f64>]) -> Option<String> {
-    let [alternative, choice] = rows else {
+    let [alternative, choice, ..] = rows else {
         return None;
     };
     let t = choice
@@ -534,13 +584,20 @@ pub fn measured_line(rows: &[TableRow], adherence: &[Option<f64>]) -> Option<Str
 /// ControlNet with their adherence measured: "composability, measured: under the ControlNet
 /// LCM-LoRA 8 keeps edge F1 0.74 against DPM-Solver++ 20's 0.78 (gap 0.04, within 0.10), SSIM
 /// 0.853 against it, at 2.41× the speed". `None` otherwise.
+///
+/// For a scenario with [`Scenario::levels`] whose verification ran both (three finished rows):
+/// "speed, measured: LCM-LoRA 4 (Level 3a) 58 ms, 5.34× DPM-Solver++ 20's 310 ms, SSIM 0.731;
+/// one-step (turbo) 1 (Level 3b) 16 ms, 19.4×, SSIM 0.802" ([`levels_evidence`]).
 pub fn evidence(
     scenario: &Scenario,
     rows: &[TableRow],
     adherence: &[Option<f64>],
 ) -> Option<String> {
+    if scenario.levels.is_some() {
+        return levels_evidence(scenario, rows);
+    }
     scenario.control_image?;
-    let [alternative, choice] = rows else {
+    let [alternative, choice, ..] = rows else {
         return None;
     };
     let (a, c) = (adherence.first().copied()??, adherence.get(1).copied()??);
@@ -569,6 +626,46 @@ pub fn evidence(
         line.push_str(&format!(", at {s:.2}× the speed"));
     }
     Some(line)
+}
+
+/// The measured line of a scenario with two levels (see [`evidence`]): each level's time, its
+/// speedup over the alternative (row 0) and its SSIM against it, in the levels' order (Level 3a
+/// first). `None` until all three rows have finished.
+fn levels_evidence(scenario: &Scenario, rows: &[TableRow]) -> Option<String> {
+    let levels = scenario.levels?;
+    let [alternative, _, _] = rows else {
+        return None;
+    };
+    if rows.iter().any(|r| r.state != RowState::Finished) {
+        return None;
+    }
+    let base = alternative.total_ms?;
+    let mut parts = Vec::new();
+    for (k, level) in levels.iter().enumerate() {
+        let label = level.label();
+        let kind = |r: &&TableRow| {
+            r.label.split_whitespace().next() == label.split_whitespace().next()
+        };
+        let row = rows[1..].iter().find(kind)?;
+        let t = row.total_ms?;
+        let mut part = format!("{} (Level 3{}) {}", row.label, ['a', 'b'][k], format_ms(t));
+        if let Some(x) = speedup(base, t) {
+            if parts.is_empty() {
+                part.push_str(&format!(
+                    ", {x:.2}× {}'s {}",
+                    alternative.label,
+                    format_ms(base)
+                ));
+            } else {
+                part.push_str(&format!(", {x:.2}×"));
+            }
+        }
+        if let Some(q) = row.quality {
+            part.push_str(&format!(", SSIM {:.3}", q.ssim));
+        }
+        parts.push(part);
+    }
+    Some(format!("speed, measured: {}", parts.join("; ")))
 }
 
 /// One verified scenario, as saved: its exercise (alternative, choice) and what the runs left.
@@ -664,7 +761,10 @@ pub fn verify(
     };
     let control = scenario.control(kind, &controlnets);
     let constraint = scenario.constraint_for(threshold, control.is_some());
-    let ex = Verification::exercise(&scenario, choice, control.as_ref())?;
+    let one_step = crate::open::model_dir(config, model_dir.as_deref())
+        .ok()
+        .and_then(|(dir, _)| crate::models::folder_one_step(&dir));
+    let ex = Verification::exercise(&scenario, choice, control.as_ref(), one_step.as_deref())?;
     let outcome = super::headless::run_exercise(config, &ex, device, model_dir, progress)?;
     let verdict = check_rows(constraint, &outcome.rows, &outcome_adherence(&outcome));
     Ok(Verification {

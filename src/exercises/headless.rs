@@ -208,6 +208,7 @@ pub fn for_model_in_force(
         .map_or(crate::models::ModelKind::Sd15, |(_, k)| *k);
     let mut ex = ex.clone().for_model(kind);
     if let Some((dir, _)) = &found {
+        ex = ex.with_one_step(crate::models::folder_one_step(dir).as_deref());
         ex.fit_controls(dir, &crate::models::controlnet::folder_controlnets(dir))?;
     }
     locate_control_images(&mut ex)?;

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Fixable;
 use crate::lora::{AdapterWeight, unknown_adapter};
-use crate::models::{ModelKind, ModelPrompts};
+use crate::models::{ModelKind, ModelPrompts, ONE_STEP_LABEL};
 use crate::pipeline::Request;
 use crate::report::table::{RowState, RunSettings, TableRow, speedup};
 use crate::rng::RngSource;
@@ -217,6 +217,10 @@ pub struct Exercise {
     pub baseline: usize,
     #[serde(default)]
     pub questions: Vec<Question>,
+    /// Whether a model with a one-step UNet adds its run ([`Exercise::with_one_step`]):
+    /// exercise 2's "one-step (turbo)"; never set from config.toml.
+    #[serde(skip)]
+    pub one_step_run: bool,
 }
 
 fn default_seed() -> u64 {
@@ -371,6 +375,36 @@ impl Exercise {
                 c.image = control_image_for(image, kind).into();
             }
         }
+        self
+    }
+
+    /// This exercise on a model whose one-step UNet is `variant` (see
+    /// [`crate::models::folder_one_step`]): an exercise that asks for it ([`Exercise::one_step_run`],
+    /// exercise 2) gains the run "one-step (turbo) 1" (Euler at SD-Turbo's trailing spacing from
+    /// the variant's own scheduler config, no guidance) and a question on its speedup over the
+    /// baseline. Nothing changes without one.
+    pub fn with_one_step(mut self, variant: Option<&str>) -> Self {
+        let Some(unet) = variant.filter(|_| self.one_step_run) else {
+            return self;
+        };
+        if self.runs.iter().any(|r| r.unet == unet) {
+            return self;
+        }
+        self.runs.push(run(
+            &format!("{ONE_STEP_LABEL} 1"),
+            SchedulerKind::Euler,
+            1,
+            0.0,
+            unet,
+        ));
+        let (run, over) = (self.runs.len() - 1, self.baseline);
+        self.questions.push(Question {
+            text: format!(
+                "How many times faster will the one-step model (1 step, no guidance) be than {}?",
+                self.runs[over].label
+            ),
+            measure: Measure::Speedup { run, over },
+        });
         self
     }
 
@@ -729,6 +763,7 @@ fn controlnet_exercise() -> Exercise {
                 measure: Measure::AdherenceGap { run: 3, over: 0 },
             },
         ],
+        one_step_run: false,
     }
 }
 
@@ -789,6 +824,7 @@ pub fn default_exercises() -> Vec<Exercise> {
                     measure: Measure::Speedup { run: 2, over: 0 },
                 },
             ],
+            one_step_run: false,
         },
         Exercise {
             number: 2,
@@ -807,6 +843,7 @@ pub fn default_exercises() -> Vec<Exercise> {
                 run("LCM-LoRA 8", Lcm, 8, 1.5, "lcm"),
                 run("LCM-LoRA 4", Lcm, 4, 1.5, "lcm"),
             ],
+            one_step_run: true,
             baseline: 0,
             questions: vec![
                 Question {
@@ -843,6 +880,7 @@ pub fn default_exercises() -> Vec<Exercise> {
                     .into(),
                 measure: Measure::Speedup { run: 2, over: 0 },
             }],
+            one_step_run: false,
         },
         controlnet_exercise(),
     ]

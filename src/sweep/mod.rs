@@ -474,11 +474,45 @@ pub fn parse_lora_weights(text: &str) -> color_eyre::Result<WeightAxis> {
     })
 }
 
+/// The one-step curve a model with a one-step UNet adds ([`crate::models::folder_one_step`]):
+/// `unet` at 1, 2 and 4 Euler steps (SD-Turbo's trailing schedule, from the variant's own
+/// scheduler config), no guidance.
+pub fn one_step_method(unet: &str) -> Method {
+    Method {
+        name: ONE_STEP_METHOD.into(),
+        label: crate::models::ONE_STEP_LABEL.into(),
+        scheduler: SchedulerKind::Euler,
+        unet: unet.into(),
+        cfg: 0.0,
+        steps: vec![1, 2, 4],
+        control: None,
+    }
+}
+
+/// The name of [`one_step_method`] (`--preset turbo`).
+pub const ONE_STEP_METHOD: &str = "turbo";
+
 impl Sweep {
     /// The sweep of `config` for `preset` (a method's name, or `all`; `None` is `all`).
     pub fn from_config(config: &SweepConfig, preset: Option<&str>) -> color_eyre::Result<Self> {
+        Self::from_config_for(config, preset, None)
+    }
+
+    /// [`Sweep::from_config`] on a model whose one-step UNet is `one_step`: its curve
+    /// ([`one_step_method`], unless config.toml defines a method of that name) is one of the
+    /// methods.
+    pub fn from_config_for(
+        config: &SweepConfig,
+        preset: Option<&str>,
+        one_step: Option<&str>,
+    ) -> color_eyre::Result<Self> {
         config.validate()?;
-        let all = config.methods();
+        let mut all = config.methods();
+        if let Some(unet) = one_step
+            && !all.iter().any(|m| m.name == ONE_STEP_METHOD)
+        {
+            all.push(one_step_method(unet));
+        }
         let methods = match preset {
             None | Some("all") => all,
             Some(name) => {
@@ -967,6 +1001,7 @@ impl Plan {
             runs: self.runs.iter().map(|r| r.spec.clone()).collect(),
             baseline: 0,
             questions: Vec::new(),
+            one_step_run: false,
         }
     }
 

@@ -632,6 +632,10 @@ pub struct App {
     /// The control each cheat-sheet scenario with a control image verifies under (the model's
     /// ControlNet, its image found): absent where the folder has no ControlNet.
     pub scenario_controls: std::collections::BTreeMap<char, crate::exercises::ControlSpec>,
+    /// The model folder's one-step UNet variant, where it has one
+    /// ([`crate::models::folder_one_step`]): exercise 2's fourth run, the cheat sheet's
+    /// one-step answer.
+    pub one_step: Option<String>,
     pub quit: bool,
     /// Something changed since the last draw.
     pub dirty: bool,
@@ -673,6 +677,7 @@ impl App {
             model_kind: ModelKind::Sd15,
             controlnets: Vec::new(),
             scenario_controls: Default::default(),
+            one_step: None,
             quit: false,
             dirty: true,
         }
@@ -713,6 +718,28 @@ impl App {
         }
         self.controlnets = controlnets;
         self.scenario_controls = scenario_controls;
+        for i in 0..self.exercises.len() {
+            cheat::sync_choice(&mut self, i);
+        }
+        self
+    }
+
+    /// The model folder's one-step UNet is `variant` ([`crate::models::folder_one_step`]): the
+    /// exercises that ask for it gain its run ([`Exercise::with_one_step`]), and the cheat
+    /// sheet's one-step answer can be verified.
+    pub fn with_one_step(mut self, variant: Option<String>) -> Self {
+        for state in &mut self.exercises {
+            if state.scenario.is_some() || state.landscape.is_some() {
+                continue;
+            }
+            let ex = state.exercise.clone().with_one_step(variant.as_deref());
+            if ex.runs.len() != state.exercise.runs.len() {
+                let blocked = state.blocked.take();
+                *state = ExerciseState::new(ex);
+                state.blocked = blocked;
+            }
+        }
+        self.one_step = variant;
         for i in 0..self.exercises.len() {
             cheat::sync_choice(&mut self, i);
         }

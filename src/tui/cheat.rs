@@ -11,16 +11,17 @@ use crate::exercises::cheatsheet::{
     self, Answer, Approach, Constraint, DIMENSIONS, Scenario, Verdict, Verification,
 };
 
-/// The approaches the form offers, in order; the last cannot run here.
+/// The approaches the form offers, in order; the last runs only on a model with a one-step
+/// UNet ([`App::one_step`]).
 pub const METHODS: [&str; 4] = [
     "DPM-Solver++",
     "LCM-LoRA",
     "LCM-LoRA + style",
-    "SD-Turbo / one-step (not installed)",
+    "one-step (SD-Turbo)",
 ];
 
 /// Steps a method starts with when picked in the form.
-const DEFAULT_STEPS: [usize; 3] = [20, 4, 4];
+const DEFAULT_STEPS: [usize; 4] = [20, 4, 4, 1];
 
 /// Form rows: approach, steps, one per dimension, and the SSIM threshold where the scenario has one.
 const APPROACH: usize = 0;
@@ -48,7 +49,7 @@ impl AnswerForm {
             Some(Approach::DpmSolver { steps }) => (Some(0), steps.to_string()),
             Some(Approach::Lcm { steps }) => (Some(1), steps.to_string()),
             Some(Approach::LcmStyle { steps }) => (Some(2), steps.to_string()),
-            Some(Approach::OneStep) => (Some(3), String::new()),
+            Some(Approach::OneStep { steps }) => (Some(3), steps.to_string()),
             None => (None, String::new()),
         };
         let threshold = match scenario.constraint {
@@ -114,7 +115,7 @@ impl AnswerForm {
             Some(0) => Some(Approach::DpmSolver { steps: steps()? }),
             Some(1) => Some(Approach::Lcm { steps: steps()? }),
             Some(2) => Some(Approach::LcmStyle { steps: steps()? }),
-            Some(_) => Some(Approach::OneStep),
+            Some(_) => Some(Approach::OneStep { steps: steps()? }),
         };
         let threshold = match &self.threshold {
             None => None,
@@ -140,7 +141,7 @@ pub fn scenario_states() -> Vec<ExerciseState> {
     cheatsheet::scenarios()
         .iter()
         .map(|s| {
-            let ex = Verification::exercise(s, s.default_choice, None)
+            let ex = Verification::exercise(s, s.default_choice, None, None)
                 .expect("every scenario's default choice runs");
             ExerciseState {
                 scenario: Some(s.key),
@@ -209,41 +210,41 @@ pub fn busy_with(app: &App, i: usize) -> bool {
     app.active.is_some_and(|a| a.exercise == i) || app.queue.iter().any(|&(e, _)| e == i)
 }
 
-/// Makes state `i`'s second run the user's choice (when it can run and differs), resetting that
-/// run. Returns false when the choice cannot run here.
+/// Makes state `i`'s runs the verification of the user's choice (when it can run): a run that
+/// differs from what is wanted is replaced and reset (the alternative when the model's
+/// ControlNet became known; the choice; the scenario's other level, which comes and goes with
+/// the model's one-step UNet). Returns false when the choice cannot run here.
 pub fn sync_choice(app: &mut App, i: usize) -> bool {
     let Some(s) = scenario_of(app, i) else {
         return true;
     };
     let choice = choice(app, &s);
     let control = app.scenario_controls.get(&s.key).cloned();
-    let Ok(ex) = Verification::exercise(&s, choice, control.as_ref()) else {
+    let Ok(ex) = Verification::exercise(&s, choice, control.as_ref(), app.one_step.as_deref())
+    else {
         return false;
     };
     let state = &mut app.exercises[i];
-    if state.exercise.runs[0].control != ex.runs[0].control {
-        // The model's ControlNet became known: the alternative runs under it too.
-        state.exercise.runs[0] = ex.runs[0].clone();
-        state.reset_run(0);
+    if state.exercise.runs.len() != ex.runs.len() {
+        *state = ExerciseState {
+            scenario: Some(s.key),
+            ..ExerciseState::new(ex)
+        };
+        return true;
     }
-    let current = &state.exercise.runs[1];
-    let wanted = &ex.runs[1];
-    if (
-        current.scheduler,
-        current.steps,
-        current.cfg,
-        &current.unet,
-        &current.control,
-    ) != (
-        wanted.scheduler,
-        wanted.steps,
-        wanted.cfg,
-        &wanted.unet,
-        &wanted.control,
-    ) {
-        state.exercise.runs[1] = wanted.clone();
+    let key = |r: &crate::exercises::RunSpec| {
+        (r.scheduler, r.steps, r.cfg.to_bits(), r.unet.clone(), r.control.clone())
+    };
+    let mut changed = false;
+    for (k, wanted) in ex.runs.iter().enumerate() {
+        if key(&state.exercise.runs[k]) != key(wanted) {
+            state.exercise.runs[k] = wanted.clone();
+            state.reset_run(k);
+            changed = true;
+        }
+    }
+    if changed {
         state.exercise.title = ex.title;
-        state.reset_run(1);
         state.saved = None;
         for run in &mut state.runs {
             run.row.quality = None;
@@ -302,9 +303,9 @@ fn keep_answer(app: &mut App, key: char, answer: Answer) -> Option<Effect> {
     let i = app.exercises.iter().position(|e| e.scenario == Some(key))?;
     let s = scenario_of(app, i)?;
     let chosen = choice(app, &s);
-    app.status = Some(if chosen.run().is_none() {
+    app.status = Some(if chosen.run(app.one_step.as_deref()).is_none() {
         format!(
-            "answer kept; {} cannot be verified here: pick one speedscape runs to measure it",
+            "answer kept; {} cannot be verified here (the model has no one-step UNet): pick one speedscape runs to measure it",
             chosen.label()
         )
     } else if changed && busy_with(app, i) {

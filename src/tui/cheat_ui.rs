@@ -10,7 +10,7 @@ use ratatui::widgets::{Block, Paragraph, Wrap};
 use super::app::App;
 use super::cheat::{self, AnswerForm, METHODS};
 use super::ui::{DIM, popup};
-use crate::exercises::cheatsheet::{self, Approach, DIMENSIONS, Scenario};
+use crate::exercises::cheatsheet::{self, DIMENSIONS, Scenario};
 use crate::report::table::RowState;
 
 /// `[A ✓] [B] [C ✗]  C. A/B tester` and the brief; the prompt and constraint when there is room.
@@ -76,9 +76,9 @@ pub fn draw_answer(app: &App, frame: &mut Frame, area: Rect) {
     let answer = app.answers.answers.get(&s.key);
     let mut lines = Vec::new();
     match answer.and_then(|a| a.choice) {
-        Some(Approach::OneStep) => lines.push(Line::from(vec![
+        Some(c) if c.run(app.one_step.as_deref()).is_none() => lines.push(Line::from(vec![
             Span::raw(format!("{:>w$}  ", "choice")).cyan(),
-            Span::raw(Approach::OneStep.label()).yellow(),
+            Span::raw(format!("{} (not installed here)", c.label())).yellow(),
         ])),
         Some(c) => lines.push(Line::from(vec![
             Span::raw(format!("{:>w$}  ", "choice")).cyan(),
@@ -123,9 +123,9 @@ pub fn draw_verdict(app: &App, frame: &mut Frame, area: Rect) {
     };
     let choice = cheat::choice(app, &s);
     let runs = &app.exercises[i].runs;
-    let line = if choice.run().is_none() {
+    let line = if choice.run(app.one_step.as_deref()).is_none() {
         Line::from(format!(
-            "{} is not installed here: it cannot be verified (e picks another approach)",
+            "{} is not installed here (the model has no one-step UNet): it cannot be verified (e picks another approach)",
             choice.label()
         ))
         .yellow()
@@ -175,7 +175,7 @@ fn text_popup(frame: &mut Frame, area: Rect, width: u16, title: &str, lines: Vec
 }
 
 /// The answer form over the screen.
-pub fn draw_form(form: &AnswerForm, frame: &mut Frame, area: Rect) {
+pub fn draw_form(form: &AnswerForm, one_step_installed: bool, frame: &mut Frame, area: Rect) {
     let Ok(s) = cheatsheet::scenario(form.key) else {
         return;
     };
@@ -196,19 +196,20 @@ pub fn draw_form(form: &AnswerForm, frame: &mut Frame, area: Rect) {
     let mut lines = vec![Line::styled(s.brief, DIM), Line::default()];
     let method = match form.method {
         None => Span::styled("◀ pick one with ←/→ ▶", DIM),
-        Some(m) if m + 1 == METHODS.len() => {
-            Span::raw(format!("◀ {} ▶ cannot be verified here", METHODS[m])).yellow()
-        }
+        Some(m) if m + 1 == METHODS.len() && !one_step_installed => Span::raw(format!(
+            "◀ {} ▶ not installed here: cannot be verified",
+            METHODS[m]
+        ))
+        .yellow(),
         Some(m) => Span::raw(format!("◀ {} ▶", METHODS[m])).bold(),
     };
     lines.push(row(0, "approach", method, false));
-    let one_step = form.method == Some(METHODS.len() - 1);
-    let steps = if one_step || form.method.is_none() {
+    let steps = if form.method.is_none() {
         Span::styled("–", DIM)
     } else {
         Span::raw(form.steps.clone())
     };
-    lines.push(row(1, "steps", steps, !one_step));
+    lines.push(row(1, "steps", steps, true));
     for (k, name) in DIMENSIONS.iter().enumerate() {
         lines.push(row(2 + k, name, Span::raw(form.notes[k].clone()), true));
     }

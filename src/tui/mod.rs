@@ -91,6 +91,7 @@ fn with_model_controls(
     let Ok((dir, _)) = crate::open::model_dir(config, model_dir) else {
         return app;
     };
+    let app = app.with_one_step(crate::models::folder_one_step(&dir));
     let controlnets = crate::models::controlnet::folder_controlnets(&dir);
     let scenario_controls = crate::exercises::cheatsheet::scenarios()
         .iter()
@@ -137,7 +138,10 @@ pub fn run(config: &Config, opts: Options) -> color_eyre::Result<()> {
     // The landscape's sweep: `[sweep]` in config.toml (checked before the terminal is touched).
     let kind = crate::open::model_kind(config, opts.model_dir.as_deref());
     let sweep_config = config.sweep.for_model(kind);
-    let sweep = crate::sweep::Sweep::from_config(&sweep_config, None)?;
+    let one_step = crate::open::model_dir(config, opts.model_dir.as_deref())
+        .ok()
+        .and_then(|(dir, _)| crate::models::folder_one_step(&dir));
+    let sweep = crate::sweep::Sweep::from_config_for(&sweep_config, None, one_step.as_deref())?;
     let weight_sweep = landscape::weight_sweep(&sweep_config)?;
     let (backend, events) = spawn_backend(config, &opts)?;
     let tokenizer = crate::open::model_dir(config, opts.model_dir.as_deref())

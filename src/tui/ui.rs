@@ -43,7 +43,7 @@ pub fn draw(app: &App, images: &mut Images, frame: &mut Frame) {
         Mode::Help => draw_help(app, images, frame, area),
         Mode::Edit(form) => draw_form(app, form, frame, area),
         Mode::Predict(input) => draw_predict(ex, input, frame, area),
-        Mode::Answer(form) => cheat_ui::draw_form(form, frame, area),
+        Mode::Answer(form) => cheat_ui::draw_form(form, app.one_step.is_some(), frame, area),
         Mode::Reference(key) => cheat_ui::draw_reference(app, *key, frame, area),
     }
 }

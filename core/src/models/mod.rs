@@ -190,6 +190,21 @@ impl OneStep {
     }
 }
 
+/// The one-step variant of the folder `root`, read from its manifest alone (no session): the
+/// name of a manifest variant with a `one_step` record whose UNet is there (the micro model's
+/// `turbo`), or `base` for an SD-Turbo folder. `None` for a folder without one.
+pub fn folder_one_step(root: &Path) -> Option<String> {
+    let manifest = Manifest::read(root).ok()??;
+    if manifest.family.as_deref() == Some("sd-turbo") {
+        return Some("base".into());
+    }
+    manifest
+        .variants
+        .iter()
+        .find(|(_, v)| v.one_step.is_some() && root.join(&v.unet).join("model.onnx").is_file())
+        .map(|(name, _)| name.clone())
+}
+
 /// What the base UNet is called for a model family (`None`: keep the configured label).
 fn family_label(family: Option<&str>) -> Option<&'static str> {
     match family? {
