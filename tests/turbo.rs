@@ -154,3 +154,163 @@ fn one_and_four_steps_reproduce_the_diffusers_image() {
     }
     println!("{}", report.join("\n"));
 }
+
+fn run_on(model: &mut Model, rt: &Runtime, req: &Request) -> speedscape::pipeline::RunReport {
+    let cancel = std::sync::atomic::AtomicBool::new(false);
+    speedscape::pipeline::generate(rt, model, req, &cancel, &mut |_| {})
+        .unwrap()
+        .report
+}
+
+fn request(scheduler: SchedulerKind, steps: usize, guidance: f32, unet: &str) -> Request {
+    Request {
+        guidance,
+        unet: unet.into(),
+        ..Request::new("a photo of a cat", scheduler, steps, 1)
+    }
+}
+
+/// An SD-Turbo folder is one: its base is labelled SD-Turbo, its own scheduler config is not
+/// reported as a stranger's, and SD v1.5's LoRA variants are not asked of it.
+#[test]
+fn an_sd_turbo_folder_is_labelled_and_reported_by_its_family() {
+    let guard = model().lock().unwrap();
+    let model = &guard.1;
+    assert_eq!(model.family(), Some("sd-turbo"));
+    let names: Vec<(&str, &str)> = model
+        .variants
+        .iter()
+        .map(|v| (v.name.as_str(), v.label.as_str()))
+        .collect();
+    assert_eq!(names, [("base", "SD-Turbo")]);
+    assert!(
+        !model.scheduler_report.warning,
+        "{}",
+        model.scheduler_report.message
+    );
+    assert!(
+        model
+            .scheduler_report
+            .message
+            .contains("sd-turbo model's own scheduler config")
+            && model.scheduler_report.message.contains("\"trailing\""),
+        "{}",
+        model.scheduler_report.message
+    );
+    let one = model
+        .one_step("base")
+        .expect("SD-Turbo's base is a one-step UNet");
+    assert_eq!((one.max_steps, one.guidance), (4, 0.0));
+    assert_eq!(one.scheduler, Some(SchedulerKind::Euler));
+}
+
+/// Past what the distillation gave (guidance above 1, more than 4 steps, another scheduler)
+/// a run says so with the numbers, and runs as diffusers would: guidance 7.5 is real
+/// classifier-free guidance at batch 2. A run within the design says nothing.
+#[test]
+fn a_one_step_run_past_its_design_warns_with_the_numbers() {
+    let mut guard = model().lock().unwrap();
+    let (rt, model) = &mut *guard;
+    let within = run_on(model, rt, &request(SchedulerKind::Euler, 2, 0.0, "base"));
+    assert!(
+        !within
+            .warnings
+            .iter()
+            .any(|w| w.contains("one-step") || w.contains("distilled")),
+        "{:?}",
+        within.warnings
+    );
+    let past = run_on(
+        model,
+        rt,
+        &request(SchedulerKind::DpmSolverPp, 8, 7.5, "base"),
+    );
+    let said = past.warnings.join("\n");
+    assert!(
+        said.contains("distilled for guidance 0") && said.contains("guidance 7.5"),
+        "{said}"
+    );
+    assert!(
+        said.contains("1 to 4 steps") && said.contains("8 steps"),
+        "{said}"
+    );
+    assert!(
+        said.contains("the euler scheduler") && said.contains("--scheduler euler"),
+        "{said}"
+    );
+    // Guidance is run, not dropped: the guided image is not the unguided one.
+    let cancel = std::sync::atomic::AtomicBool::new(false);
+    let mut image = |g: f32| {
+        let req = request(SchedulerKind::Euler, 1, g, "base");
+        speedscape::pipeline::generate(rt, model, &req, &cancel, &mut |_| {})
+            .unwrap()
+            .image
+    };
+    let (plain, guided) = (image(0.0), image(7.5));
+    let moved = plain
+        .iter()
+        .zip(guided.iter())
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(
+        moved > 1e-3,
+        "guidance 7.5 left the image as guidance 0 drew it ({moved})"
+    );
+}
+
+/// A one-step variant recorded in a folder's manifest runs with the scheduler config of its
+/// record (Euler at trailing spacing: 2 steps at t = 999, 499), while the base of the same
+/// folder keeps the folder's (SD v1.5's: linspace, t = 999, 0).
+#[test]
+fn a_one_step_variant_runs_with_its_own_scheduler_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("tiny");
+    copy_dir(&root().join("models/tiny"), &folder);
+    copy_dir(&root().join("models/tiny/unet"), &folder.join("unet_turbo"));
+    let path = folder.join("manifest.json");
+    let mut manifest: Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let sd_turbo: Value = serde_json::from_str(
+        &std::fs::read_to_string(model_dir().join("scheduler/scheduler_config.json")).unwrap(),
+    )
+    .unwrap();
+    manifest["variants"]["turbo"] = serde_json::json!({
+        "loras": [], "unet": "unet_turbo", "text_encoder": "text_encoder",
+        "one_step": {"steps": 4, "scheduler": sd_turbo, "guidance": 0.0, "teacher": "a test"}
+    });
+    std::fs::write(&path, serde_json::to_string(&manifest).unwrap()).unwrap();
+    assert_eq!(
+        speedscape::models::folder_one_step(&folder).as_deref(),
+        Some("turbo")
+    );
+    let guard = model().lock().unwrap();
+    let rt = &guard.0;
+    let mut tiny = Model::open(rt, &folder, speedscape::models::default_variants()).unwrap();
+    assert_eq!(tiny.variant("turbo").unwrap().label, "one-step (turbo)");
+    let turbo = run_on(
+        &mut tiny,
+        rt,
+        &request(SchedulerKind::Euler, 2, 0.0, "turbo"),
+    );
+    assert_eq!(turbo.timesteps, [999, 499]);
+    let base = run_on(
+        &mut tiny,
+        rt,
+        &request(SchedulerKind::Euler, 2, 0.0, "base"),
+    );
+    assert_eq!(base.timesteps, [999, 0]);
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        let meta = std::fs::metadata(entry.path()).unwrap();
+        if meta.is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}

@@ -178,9 +178,12 @@ fn plan(config: &Config, args: &SweepFlags) -> color_eyre::Result<Sweep> {
     let one_step = speedscape::open::model_dir(config, args.engine.model_dir())
         .ok()
         .and_then(|(dir, _)| speedscape::models::folder_one_step(&dir));
-    let mut plan =
-        Sweep::from_config_for(&config.sweep.for_model(kind), Some(preset), one_step.as_deref())?
-            .with_adapters(over);
+    let mut plan = Sweep::from_config_for(
+        &config.sweep.for_model(kind),
+        Some(preset),
+        one_step.as_deref(),
+    )?
+    .with_adapters(over);
     match (&args.steps, &weights) {
         (Some(steps), _) => plan = plan.with_steps(&sweep::parse_steps(steps)?)?,
         (None, Some(_)) => plan = plan.with_steps(&sweep::WEIGHT_STEPS)?,

@@ -468,11 +468,15 @@ impl Verification {
             prompts: super::micro(scenario.micro_prompt),
             negative_prompt: String::new(),
             seed: 42,
-            runs: [Some(scenario.alternative), Some(choice), scenario.companion(choice, one_step)]
-                .into_iter()
-                .flatten()
-                .map(spec)
-                .collect::<color_eyre::Result<_>>()?,
+            runs: [
+                Some(scenario.alternative),
+                Some(choice),
+                scenario.companion(choice, one_step),
+            ]
+            .into_iter()
+            .flatten()
+            .map(spec)
+            .collect::<color_eyre::Result<_>>()?,
             baseline: 0,
             questions: Vec::new(),
             one_step_run: false,
@@ -643,9 +647,8 @@ fn levels_evidence(scenario: &Scenario, rows: &[TableRow]) -> Option<String> {
     let mut parts = Vec::new();
     for (k, level) in levels.iter().enumerate() {
         let label = level.label();
-        let kind = |r: &&TableRow| {
-            r.label.split_whitespace().next() == label.split_whitespace().next()
-        };
+        let kind =
+            |r: &&TableRow| r.label.split_whitespace().next() == label.split_whitespace().next();
         let row = rows[1..].iter().find(kind)?;
         let t = row.total_ms?;
         let mut part = format!("{} (Level 3{}) {}", row.label, ['a', 'b'][k], format_ms(t));

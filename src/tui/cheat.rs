@@ -233,7 +233,13 @@ pub fn sync_choice(app: &mut App, i: usize) -> bool {
         return true;
     }
     let key = |r: &crate::exercises::RunSpec| {
-        (r.scheduler, r.steps, r.cfg.to_bits(), r.unet.clone(), r.control.clone())
+        (
+            r.scheduler,
+            r.steps,
+            r.cfg.to_bits(),
+            r.unet.clone(),
+            r.control.clone(),
+        )
     };
     let mut changed = false;
     for (k, wanted) in ex.runs.iter().enumerate() {

@@ -158,14 +158,54 @@ fn check_shape(
     }
     let mut lora_dims = vec![lora_out, lora_in];
     lora_dims.extend_from_slice(&layer.down_shape[2..]);
+    let family = model_family(graph_file);
+    let reads = if path.contains("attn2.to_k") || path.contains("attn2.to_v") {
+        text_width_family(lora_in)
+            .map(|f| {
+                format!(
+                    "; a LoRA whose cross-attention reads {lora_in}-wide text was trained for {f}"
+                )
+            })
+            .unwrap_or_default()
+    } else {
+        String::new()
+    };
     Err(Fixable::new(
         format!(
-            "LoRA file {}: module {path} updates a {lora_dims:?} weight (rank {r}), but {} has it as {:?}",
+            "LoRA file {}: module {path} updates a {lora_dims:?} weight (rank {r}), but {} has it as {:?}: this model is {family}{reads}",
             file.path.display(),
             graph_file.display(),
             target.torch_dims(init)
         ),
-        "use a LoRA trained for this model (Stable Diffusion v1.5); SD 2.x and SDXL LoRAs have other shapes",
+        format!(
+            "use a LoRA trained for {family}; LoRAs for SD 1.5, SD 2.x (SD-Turbo is SD 2.1's architecture) and SDXL have other shapes and do not transfer"
+        ),
     )
     .into())
+}
+
+/// The family of the model whose graph is `graph_file` (`<model>/<unet folder>/model.onnx`), as
+/// its manifest records it, in words; SD v1.5 without a manifest or a family.
+fn model_family(graph_file: &Path) -> &'static str {
+    let family = graph_file
+        .parent()
+        .and_then(Path::parent)
+        .and_then(|root| crate::models::Manifest::read(root).ok().flatten())
+        .and_then(|m| m.family);
+    match family.as_deref() {
+        Some("sd-turbo") => "SD-Turbo (SD 2.1's architecture)",
+        Some("sd2") => "SD 2.x",
+        _ => "SD v1.5",
+    }
+}
+
+/// The family a cross-attention key/value input width belongs to at full size (CLIP ViT-L: 768,
+/// OpenCLIP ViT-H: 1024, SDXL's two encoders: 2048).
+fn text_width_family(width: usize) -> Option<&'static str> {
+    match width {
+        768 => Some("SD 1.x"),
+        1024 => Some("SD 2.x or SD-Turbo"),
+        2048 => Some("SDXL"),
+        _ => None,
+    }
 }

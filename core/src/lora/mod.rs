@@ -392,6 +392,69 @@ mod tests {
         (parts.causes.join(" / "), parts.fixes.join(" / "))
     }
 
+    /// A LoRA for one family on a model of the other, both ways (tiny: SD v1.5's structure,
+    /// cross-attention 32 wide; tiny_turbo: SD-Turbo's, 8 wide), and a full-size SD 2.x update:
+    /// refused before any session, naming the module, both shapes and the model's family.
+    #[test]
+    fn a_lora_for_another_family_is_refused_naming_shapes_and_families() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let k = "down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k";
+        let lora = |name: &str, out: usize, text: usize| {
+            write_file(
+                d,
+                name,
+                &[
+                    (
+                        &format!("unet.{k}.lora_A.weight"),
+                        vec![2, text],
+                        vec![0.0; 2 * text],
+                    ),
+                    (
+                        &format!("unet.{k}.lora_B.weight"),
+                        vec![out, 2],
+                        vec![0.0; 2 * out],
+                    ),
+                ],
+            )
+        };
+        let refuse = |model: &Path, file: &Path| {
+            let set = [AdapterWeight::parse(&format!("{}=1", file.display())).unwrap()];
+            let e = resolve(model, &set, &mut Seen::default())
+                .and_then(|r| overrides(&model.join("unet/model.onnx"), Component::Unet, &r))
+                .map(|_| ())
+                .expect_err("a LoRA of another family");
+            let parts = crate::error::parts(&e);
+            (parts.causes.join(" / "), parts.fixes.join(" / "))
+        };
+        let turbo = tiny().with_file_name("tiny_turbo");
+        // tiny_turbo's update ([16, 8]) on tiny ([32, 32]).
+        let (cause, fix) = refuse(&tiny(), &lora("for_turbo.safetensors", 16, 8));
+        assert!(
+            cause.contains(k) && cause.contains("[16, 8]") && cause.contains("[32, 32]"),
+            "{cause}"
+        );
+        assert!(cause.contains("this model is SD v1.5"), "{cause}");
+        assert!(
+            fix.contains("trained for SD v1.5") && fix.contains("SD 2.x"),
+            "{fix}"
+        );
+        // tiny's update ([32, 32]) on tiny_turbo ([16, 8]).
+        let (cause, fix) = refuse(&turbo, &lora("for_sd15.safetensors", 32, 32));
+        assert!(
+            cause.contains("[32, 32]") && cause.contains("[16, 8]"),
+            "{cause}"
+        );
+        assert!(cause.contains("this model is SD-Turbo"), "{cause}");
+        assert!(fix.contains("trained for SD-Turbo"), "{fix}");
+        // A full-size SD 2.x update (1024-wide text) says which family reads that width.
+        let (cause, _) = refuse(&tiny(), &lora("sd2_full.safetensors", 32, 1024));
+        assert!(
+            cause.contains("reads 1024-wide text was trained for SD 2.x or SD-Turbo"),
+            "{cause}"
+        );
+    }
+
     #[test]
     fn bad_adapters_are_refused_naming_the_cause_and_the_fix() {
         let dir = tempfile::tempdir().unwrap();

@@ -101,11 +101,9 @@ impl Variant {
 /// export made: SD v1.5's LoRA variants (LCM-LoRA, the style LoRA) do not fit its UNet, so their
 /// absence is not something to fix; its base is labelled by the family (`SD-Turbo`).
 pub fn merge_manifest_variants(mut variants: Vec<Variant>, manifest: &Manifest) -> Vec<Variant> {
-    if let Some(label) = family_label(manifest.family.as_deref()) {
+    let family = family_label(manifest.family.as_deref());
+    if family.is_some() {
         variants.retain(|v| v.folder == "unet" || manifest.variant_by_unet(&v.folder).is_some());
-        for v in variants.iter_mut().filter(|v| v.folder == "unet" && v.label == "SD v1.5") {
-            v.label = label.into();
-        }
     }
     for v in &mut variants {
         if v.text_encoder.is_none()
@@ -129,6 +127,15 @@ pub fn merge_manifest_variants(mut variants: Vec<Variant>, manifest: &Manifest) 
             label: mv.label(),
             text_encoder: mv.text_encoder.clone(),
         });
+    }
+    if let Some(label) = family {
+        let generic = ["SD v1.5", "no LoRA"];
+        for v in variants
+            .iter_mut()
+            .filter(|v| v.folder == "unet" && generic.contains(&v.label.as_str()))
+        {
+            v.label = label.into();
+        }
     }
     variants
 }
@@ -175,7 +182,12 @@ pub struct OneStep {
 pub const SD_TURBO_MAX_STEPS: usize = 4;
 
 impl OneStep {
-    fn new(max_steps: usize, scheduler_config: serde_json::Value, guidance: f32, source: String) -> Self {
+    fn new(
+        max_steps: usize,
+        scheduler_config: serde_json::Value,
+        guidance: f32,
+        source: String,
+    ) -> Self {
         let class = scheduler_config.get("_class_name").and_then(|v| v.as_str());
         let scheduler = crate::schedulers::SchedulerKind::ALL
             .into_iter()
@@ -940,9 +952,10 @@ impl Model {
     /// Whether any variant of the folder is a one-step UNet (exercise 2's fourth run, the
     /// landscape's turbo points, the cheat sheet's one-step answer).
     pub fn one_step_variant(&self) -> Option<&Variant> {
-        self.variants
-            .iter()
-            .find(|v| self.one_step(&v.name).is_some() && self.root.join(&v.folder).join("model.onnx").is_file())
+        self.variants.iter().find(|v| {
+            self.one_step(&v.name).is_some()
+                && self.root.join(&v.folder).join("model.onnx").is_file()
+        })
     }
 
     /// Variants whose UNet or text encoder folder has no model.onnx (filesystem only).
