@@ -58,7 +58,8 @@ VARIANTS = {"lcm": [("lcm", 1.0)], "style": [("style", 1.0)], "lcm_style": [("lc
 # + the edge ControlNet (controlnet_edge/, issue 20; at most 3 MB) and its contact sheet
 # + the preview decoder (preview_decoder/, issue 25; at most 300 KB) and its strip
 # + the judge (judge/, issue 22; about 0.95 MB in fp16)
-LIMIT_BYTES = 14_000_000
+# + the one-step student (unet_turbo/, issue 23; at most 4 MB, 2.0 MB in fp16) and its contact sheet
+LIMIT_BYTES = 16_000_000
 
 
 def check_captions(path: Path, pipe, tokenizer_dir: Path, tol: float) -> float:
@@ -653,6 +654,60 @@ def add_preview_decoder(model: Path, run_dir: Path, log=print) -> dict:
     return manifest
 
 
+# ---- the one-step student (issue 23) -------------------------------------------------------------
+
+TURBO = "turbo"
+TURBO_FOLDER = "unet_turbo"
+TURBO_MAX_STEPS = 4
+TURBO_NOTE = (
+    "unet_turbo: the micro model's one-step student (models/micro_src/turbo.py): the base UNet distilled on the base's own "
+    "DPM-Solver++ images to run as SD-Turbo runs (Euler at trailing spacing from variants.turbo.one_step.scheduler, guidance 0, "
+    "1 to 4 steps); exported with the residual inputs like every micro UNet"
+)
+
+
+def add_turbo(model: Path, run_dir: Path, log=print) -> dict:
+    """Ship the student trained by train.py's turbo stage (<run-dir>/turbo/model) in the micro
+    folder `model`: unet_turbo/ (the manifest's dtype, with the ControlNet residual inputs the
+    other UNets have, checked against torch, names compacted), manifest.json's
+    components.unet_turbo, variants.turbo with its one_step record (the scheduler config it runs
+    with, its step range, its guidance, its teacher), notes, file table and micro section (the
+    stage's record and <run-dir>/turbo_metrics.json), turbo_sheet.png. Every other file stays
+    byte-identical (checked); a student already there is replaced."""
+    import torch
+    from diffusers import UNet2DConditionModel
+
+    import turbo
+
+    model, run_dir = Path(model), Path(run_dir)
+    manifest = json.loads((model / "manifest.json").read_text())
+    settings = export.Settings(dtype=manifest["dtype"], verify=True, check_threads=torch.get_num_threads())
+    student = UNet2DConditionModel.from_pretrained(str(run_dir / "turbo" / "model")).eval()
+    done = json.loads((run_dir / "turbo" / "done.json").read_text())
+    s = config.STAGES["turbo"]
+    residuals = manifest["components"]["unet"].get("controlnet_residuals")
+    rec = {}
+
+    def edit(building: Path) -> None:
+        folder = building / TURBO_FOLDER
+        shutil.rmtree(folder, ignore_errors=True)
+        rec.update(export.export_component(export.unet_spec(student, residuals=residuals is not None), folder, settings))
+        export.copy_verbatim(model / "unet" / "config.json", folder / "config.json")
+        rec["compacted"] = compact_graph(folder / "model.onnx", [0])
+        rec.update(bytes=export.folder_bytes(folder), controlnet_residuals=residuals)
+        manifest["components"][TURBO_FOLDER] = {k: v for k, v in rec.items() if v is not None}
+        manifest["variants"][TURBO] = {
+            "loras": [], "unet": TURBO_FOLDER, "text_encoder": "text_encoder",
+            "one_step": {"steps": TURBO_MAX_STEPS, "scheduler": turbo.SCHEDULER_CONFIG, "guidance": 0.0,
+                         "teacher": f"unet, DPM-Solver++ {s['sample_steps']} at cfg {s['sample_cfg']}"}}
+        record_stage(manifest, run_dir, building, "turbo", done, TURBO_NOTE, "unet_turbo: ", ("turbo_sheet.png", "turbo_sheet.png"))
+
+    total = add_to_folder(model, manifest, edit, owned=lambda k: k.startswith(TURBO_FOLDER + "/") or k == "turbo_sheet.png")
+    log(f"micro: {TURBO_FOLDER} shipped, {rec['bytes']} bytes, check max abs err {rec['check']['max_abs_err']:.2e}; "
+        f"the folder {total / 1e6:.2f} MB")
+    return manifest
+
+
 # ---- the judge (issue 22) -----------------------------------------------------------------------
 
 JUDGE_FOLDER = "judge"
@@ -789,6 +844,8 @@ def main(argv=None) -> int:
                     help="only ship <run-dir>'s trained preview decoder and latent_rgb fit (stage preview) into --out")
     ap.add_argument("--add-judge", action="store_true",
                     help="only ship <run-dir>'s judge (stage judge) into --out as judge/, with its held-out evaluation")
+    ap.add_argument("--add-turbo", action="store_true",
+                    help="only ship <run-dir>'s one-step student (stage turbo) into --out as unet_turbo/ and variants.turbo")
     ap.add_argument("--threads", type=int, default=0, help="torch and ONNX Runtime check threads (0: torch's default)")
     args = ap.parse_args(argv)
     if args.threads:
@@ -802,6 +859,8 @@ def main(argv=None) -> int:
             add_preview_decoder(Path(args.out), Path(args.run_dir), log=train.log)
         elif args.add_judge:
             add_judge(Path(args.out), Path(args.run_dir), log=train.log)
+        elif args.add_turbo:
+            add_turbo(Path(args.out), Path(args.run_dir), log=train.log)
         else:
             export_model(Path(args.run_dir), Path(args.out), args.dtype, not args.no_verify, log=train.log)
     except export.ExportError as e:

@@ -525,7 +525,7 @@ pub struct ExerciseArgs {
     /// Exercise 4: the scenario to verify (A concept artist, B game studio, C A/B tester).
     #[arg(long)]
     pub scenario: Option<char>,
-    /// Exercise 4: the approach to verify (dpmpp:N, lcm:N, lcm_style:N); default: the scenario's.
+    /// Exercise 4: the approach to verify (dpmpp:N, lcm:N, lcm_style:N, turbo:N on a model with a one-step UNet); default: the scenario's.
     #[arg(long)]
     pub choice: Option<String>,
     /// Exercise 4, scenario B: the SSIM threshold (default 0.8).

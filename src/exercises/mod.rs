@@ -1034,8 +1034,9 @@ pub fn what_happened(
                 let unet = r.unet_ms.unwrap_or(0.0);
                 let rest = (total - fixed - unet).max(0.0);
                 notes.push(format!(
-                    "  {} steps against {} predict {}, measured {}. Of this run's {}, the UNet took {}, text encoding + VAE decode {} ({:.0}%, the same at any step count), the scheduler and the rest {}.",
+                    "  {} {} against {} predict {}, measured {}. Of this run's {}, the UNet took {}, text encoding + VAE decode {} ({:.0}%, the same at any step count), the scheduler and the rest {}.",
                     r.steps_done,
+                    if r.steps_done == 1 { "step" } else { "steps" },
                     base.steps_done,
                     times(step_ratio),
                     times(measured),
