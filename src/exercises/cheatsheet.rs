@@ -651,11 +651,16 @@ fn levels_evidence(scenario: &Scenario, rows: &[TableRow]) -> Option<String> {
             |r: &&TableRow| r.label.split_whitespace().next() == label.split_whitespace().next();
         let row = rows[1..].iter().find(kind)?;
         let t = row.total_ms?;
-        let mut part = format!("{} (Level 3{}) {}", row.label, ['a', 'b'][k], format_ms(t));
+        let mut part = format!(
+            "{} (Level 3{}) {} ms",
+            row.label,
+            ['a', 'b'][k],
+            format_ms(t)
+        );
         if let Some(x) = speedup(base, t) {
             if parts.is_empty() {
                 part.push_str(&format!(
-                    ", {x:.2}× {}'s {}",
+                    ", {x:.2}× {}'s {} ms",
                     alternative.label,
                     format_ms(base)
                 ));
@@ -790,10 +795,26 @@ mod tests {
             Approach::Lcm { steps: 4 }
         );
         assert_eq!(
-            Approach::parse("dpmpp:20").unwrap().run(),
-            Some((SchedulerKind::DpmSolverPp, 20, 7.5, "base"))
+            Approach::parse("dpmpp:20").unwrap().run(None),
+            Some((SchedulerKind::DpmSolverPp, 20, 7.5, "base".to_string()))
         );
-        assert_eq!(Approach::parse("turbo").unwrap().run(), None);
+        // The one-step approach: `turbo` is one step; it runs only where the model has a
+        // one-step UNet, as that variant, with Euler at no guidance.
+        assert_eq!(
+            Approach::parse("turbo").unwrap(),
+            Approach::OneStep { steps: 1 }
+        );
+        let two = Approach::parse("turbo:2").unwrap();
+        assert_eq!(two, Approach::OneStep { steps: 2 });
+        assert_eq!(two.run(None), None);
+        assert_eq!(
+            two.run(Some("turbo")),
+            Some((SchedulerKind::Euler, 2, 0.0, "turbo".to_string()))
+        );
+        assert_eq!(two.label(), "one-step (turbo) 2");
+        for bad in ["turbo:0", "turbo:x"] {
+            assert!(Approach::parse(bad).is_err(), "{bad}");
+        }
         for bad in ["lcm", "lcm:0", "lcm:x", "euler:4"] {
             let e = format!("{}", Approach::parse(bad).unwrap_err());
             assert!(e.contains(bad), "{e}");
@@ -960,10 +981,10 @@ mod tests {
             .unwrap();
         assert_eq!(sd15.image, Path::new(super::super::CONTROL_IMAGES[1].0));
         assert_eq!(sd15.controlnet.as_deref(), Some("canny"));
-        let ex = Verification::exercise(&b, b.default_choice, Some(&c)).unwrap();
+        let ex = Verification::exercise(&b, b.default_choice, Some(&c), None).unwrap();
         assert!(ex.runs.iter().all(|r| r.control.as_ref() == Some(&c)));
         assert_eq!(uncontrolled_note(&b, &ex), None);
-        let plain = Verification::exercise(&b, b.default_choice, None).unwrap();
+        let plain = Verification::exercise(&b, b.default_choice, None, None).unwrap();
         let note = uncontrolled_note(&b, &plain).unwrap();
         assert!(
             note.contains("the ControlNet part was not verified")
@@ -972,12 +993,81 @@ mod tests {
                 ),
             "{note}"
         );
-        let c_plain =
-            Verification::exercise(&scenario('C').unwrap(), Approach::Lcm { steps: 4 }, None);
+        let c_plain = Verification::exercise(
+            &scenario('C').unwrap(),
+            Approach::Lcm { steps: 4 },
+            None,
+            None,
+        );
         assert_eq!(
             uncontrolled_note(&scenario('C').unwrap(), &c_plain.unwrap()),
             None
         );
+    }
+
+    /// Scenario C weighs Level 3a (LCM-LoRA 4) against Level 3b (a one-step model): on a model
+    /// with a one-step UNet its verification runs the level not chosen as a third run, and the
+    /// reasoning cites both measured; without one, two runs as before. Other scenarios never
+    /// gain a run.
+    #[test]
+    fn scenario_c_measures_both_levels_where_the_model_has_a_one_step_unet() {
+        let c = scenario('C').unwrap();
+        let labels = |choice: Approach, one_step: Option<&str>| -> Vec<String> {
+            Verification::exercise(&c, choice, None, one_step)
+                .unwrap()
+                .runs
+                .into_iter()
+                .map(|r| r.label)
+                .collect()
+        };
+        let lcm4 = Approach::Lcm { steps: 4 };
+        let turbo1 = Approach::OneStep { steps: 1 };
+        assert_eq!(
+            labels(lcm4, Some("turbo")),
+            ["DPM-Solver++ 20", "LCM-LoRA 4", "one-step (turbo) 1"]
+        );
+        assert_eq!(
+            labels(turbo1, Some("turbo")),
+            ["DPM-Solver++ 20", "one-step (turbo) 1", "LCM-LoRA 4"]
+        );
+        assert_eq!(labels(lcm4, None), ["DPM-Solver++ 20", "LCM-LoRA 4"]);
+        let e = Verification::exercise(&c, turbo1, None, None).unwrap_err();
+        assert!(format!("{e}").contains("no one-step UNet"), "{e}");
+        let ex = Verification::exercise(&c, turbo1, None, Some("turbo")).unwrap();
+        let one = &ex.runs[1];
+        assert_eq!(
+            (one.scheduler, one.steps, one.cfg, one.unet.as_str()),
+            (SchedulerKind::Euler, 1, 0.0, "turbo")
+        );
+        let a = scenario('A').unwrap();
+        let ex = Verification::exercise(&a, a.default_choice, None, Some("turbo")).unwrap();
+        assert_eq!(ex.runs.len(), 2);
+        // The reasoning's measured line, in the levels' order whichever was chosen.
+        let rows = [
+            finished_row("DPM-Solver++ 20", 800.0, None),
+            finished_row("one-step (turbo) 1", 50.0, Some(0.79)),
+            finished_row("LCM-LoRA 4", 200.0, Some(0.87)),
+        ];
+        let line = evidence(&c, &rows, &[None, None, None]).unwrap();
+        assert_eq!(
+            line,
+            "speed, measured: LCM-LoRA 4 (Level 3a) 200 ms, 4.00× DPM-Solver++ 20's 800 ms, SSIM 0.870; \
+             one-step (turbo) 1 (Level 3b) 50.0 ms, 16.00×, SSIM 0.790"
+        );
+        let mut unfinished = rows.clone();
+        unfinished[2].state = RowState::Running;
+        assert_eq!(evidence(&c, &unfinished, &[None, None, None]), None);
+        // The verdict still reads the choice (row 1) against the alternative (row 0).
+        let v = check_rows(c.constraint, &rows, &[]).unwrap();
+        assert!(v.passed && v.text.contains("50 ms"), "{}", v.text);
+    }
+
+    /// An answers file written before one-step approaches had steps still reads.
+    #[test]
+    fn an_older_one_step_answer_reads_as_one_step() {
+        let old = r#"{"format": 1, "answers": {"C": {"choice": {"method": "one_step"}}}}"#;
+        let a: Answers = serde_json::from_str(old).unwrap();
+        assert_eq!(a.answers[&'C'].choice, Some(Approach::OneStep { steps: 1 }));
     }
 
     #[test]
@@ -985,7 +1075,7 @@ mod tests {
         let all = scenarios();
         assert_eq!(all.iter().map(|s| s.key).collect::<String>(), "ABC");
         for s in &all {
-            assert!(s.default_choice.run().is_some() && s.alternative.run().is_some());
+            assert!(s.default_choice.run(None).is_some() && s.alternative.run(None).is_some());
             assert!(
                 s.reasoning
                     .iter()

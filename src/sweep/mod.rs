@@ -1900,6 +1900,40 @@ mod tests {
         assert_eq!(order, [8, 5, 10]);
     }
 
+    /// A model with a one-step UNet adds its curve (1, 2, 4 Euler steps, no guidance, that
+    /// variant), also as `--preset turbo`; without one there is no such preset; a method of that
+    /// name in config.toml is kept as written.
+    #[test]
+    fn a_one_step_unet_adds_its_curve_and_preset() {
+        let cfg = SweepConfig::default();
+        let all = Sweep::from_config_for(&cfg, None, Some("turbo")).unwrap();
+        let names: Vec<&str> = all.methods.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(names, ["dpmpp", "lcm", "ddpm", "turbo"]);
+        let t = &all.methods[3];
+        assert_eq!(
+            (t.scheduler, t.cfg, t.unet.as_str(), t.steps.as_slice()),
+            (SchedulerKind::Euler, 0.0, "turbo", [1, 2, 4].as_slice())
+        );
+        let only = Sweep::from_config_for(&cfg, Some("turbo"), Some("base")).unwrap();
+        assert_eq!(only.methods.len(), 1);
+        assert_eq!(only.methods[0].unet, "base", "an SD-Turbo folder's base");
+        let err = Sweep::from_config_for(&cfg, Some("turbo"), None).unwrap_err();
+        assert!(
+            err.to_string().contains("no sweep preset \"turbo\""),
+            "{err}"
+        );
+        let mut own = cfg.clone();
+        own.methods = Some(vec![Method {
+            steps: vec![1],
+            ..one_step_method("my_turbo")
+        }]);
+        let s = Sweep::from_config_for(&own, Some("turbo"), Some("turbo")).unwrap();
+        assert_eq!(
+            (s.methods[0].unet.as_str(), s.methods[0].steps.as_slice()),
+            ("my_turbo", [1].as_slice())
+        );
+    }
+
     #[test]
     fn presets_pick_methods_by_name_and_an_unknown_one_names_the_choices() {
         let cfg = SweepConfig::default();

@@ -359,7 +359,10 @@ mod tests {
         assert_eq!(f.answer().unwrap().choice, Some(Approach::Lcm { steps: 4 }));
         f.cycle(false);
         f.cycle(false);
-        assert_eq!(f.answer().unwrap().choice, Some(Approach::OneStep));
+        assert_eq!(
+            f.answer().unwrap().choice,
+            Some(Approach::OneStep { steps: 1 })
+        );
         f.cycle(true);
         f.steps = "0".into();
         assert!(f.answer().unwrap_err().starts_with("steps"));

@@ -676,12 +676,94 @@ fn an_uninstalled_choice_is_kept_but_not_run() {
     update(&mut app, key(KeyCode::Enter));
     assert_eq!(
         app.answers.answers[&'A'].choice,
-        Some(Approach::OneStep),
+        Some(Approach::OneStep { steps: 1 }),
         "a fair answer to give"
     );
     assert!(update(&mut app, ch('r')).is_none());
     assert!(app.status.as_deref().unwrap().contains("not installed"));
     assert!(app.queue.is_empty() && app.active.is_none());
+}
+
+/// On a model with a one-step UNet: exercise 2 gains its run and question, scenario C verifies
+/// both levels (the choice, then the other), and a one-step answer is verified like any other.
+#[test]
+fn a_one_step_unet_adds_its_runs_and_makes_the_one_step_answer_verifiable() {
+    let mut app = app().with_one_step(Some("turbo".into()));
+    let two = &app.exercises[1];
+    assert_eq!(two.exercise.number, 2);
+    let last = two.exercise.runs.last().unwrap();
+    assert_eq!(
+        (
+            last.label.as_str(),
+            last.scheduler,
+            last.steps,
+            last.cfg,
+            last.unet.as_str()
+        ),
+        (
+            "one-step (turbo) 1",
+            crate::schedulers::SchedulerKind::Euler,
+            1,
+            0.0,
+            "turbo"
+        )
+    );
+    assert_eq!(two.runs.len(), 4, "a run state for the new run");
+    assert_eq!(two.predictions.len(), two.exercise.questions.len());
+    assert!(
+        two.exercise
+            .questions
+            .last()
+            .unwrap()
+            .text
+            .contains("one-step")
+    );
+    let one = &app.exercises[0];
+    assert_eq!(one.exercise.runs.len(), 3, "exercise 1 does not ask for it");
+    let c = (0..app.exercises.len())
+        .find(|&i| app.exercises[i].scenario == Some('C'))
+        .unwrap();
+    let labels = |app: &App| -> Vec<String> {
+        app.exercises[c]
+            .exercise
+            .runs
+            .iter()
+            .map(|r| r.label.clone())
+            .collect()
+    };
+    assert_eq!(
+        labels(&app),
+        ["DPM-Solver++ 20", "LCM-LoRA 4", "one-step (turbo) 1"]
+    );
+    // Answer C with the one-step model: it is verified, LCM-LoRA 4 beside it.
+    update(&mut app, ch('4'));
+    while crate::tui::cheat::scenario_of(&app, app.selected).map(|s| s.key) != Some('C') {
+        update(&mut app, key(KeyCode::Right));
+    }
+    update(&mut app, ch('e'));
+    update(&mut app, key(KeyCode::Left));
+    update(&mut app, key(KeyCode::Enter));
+    assert_eq!(
+        app.answers.answers[&'C'].choice,
+        Some(Approach::OneStep { steps: 1 })
+    );
+    assert_eq!(
+        labels(&app),
+        ["DPM-Solver++ 20", "one-step (turbo) 1", "LCM-LoRA 4"]
+    );
+    update(&mut app, ch('r'));
+    assert!(
+        !app.status
+            .as_deref()
+            .unwrap_or("")
+            .contains("not installed"),
+        "{:?}",
+        app.status
+    );
+    assert!(
+        app.active.is_some() || !app.queue.is_empty(),
+        "the verification runs"
+    );
 }
 
 #[test]
