@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # End to end: drive the real `speedscape` TUI in a detached tmux session (120×40) on the
 # embedded micro model: check that exercise 1 asks it for a prompt of its world and that the run
-# editor lists that world's words (and flags a word outside it); run exercise 1 and wait for three finished timing rows; then complete exercise 4 from
-# the keyboard (answer scenario C, verify it, look at our answer; verify scenario B, under the
+# editor lists that world's words (and flags a word outside it); run exercise 1 and wait for three finished timing rows; run exercise 2 with its
+# one-step run where the model has unet_turbo; then complete exercise 4 from
+# the keyboard (answer scenario C -- with the one-step model, verified beside LCM-LoRA 4, where
+# there is one --, verify it, look at our answer; verify scenario B, under the
 # ControlNet where the model has one; save the cheat sheet); open the
 # speed landscape (L), run it until two points are whole, cancel, resume and save it; switch it
 # to the style-weight curve (W), run it until two weights are whole, cancel and save it; lower
@@ -109,25 +111,55 @@ wait_for "$TIMEOUT" "three finished rows in the timing table" three_rows
 echo "tui_e2e: three finished rows:"
 screen | grep -E '^(run|✓) '
 
-# Exercise 4 from the keyboard: scenario C, answer LCM-LoRA 4 with a line on speed, verify.
 keys() { tmux send-keys -t "$SESSION" "$@"; }
+# The micro model's one-step UNet (unet_turbo): exercise 2 gains its run, scenario C is answered
+# with it and verified beside LCM-LoRA 4 (Levels 3b and 3a of the course).
+has_turbo() { [ -f models/micro/unet_turbo/model.onnx ]; }
+if has_turbo; then
+    keys 2
+    wait_for 10 "exercise 2" has "DPM-Solver++ vs LCM-LoRA"
+    keys r
+    four_done() { [ "$(screen | grep -cE '^✓ ')" -ge 4 ]; }
+    wait_for "$TIMEOUT" "exercise 2's four finished runs" four_done
+    screen | grep -qE '^✓ one-step \(turbo\) 1 .*[0-9]+\.[0-9]{2}×' ||
+        fail "exercise 2 has no finished one-step run with its speedup"
+    echo "tui_e2e: exercise 2 with the one-step run:"
+    screen | grep -E '^(run|✓) '
+fi
+
+# Exercise 4 from the keyboard: scenario C, answer LCM-LoRA 4 (or, with the one-step UNet, the
+# one-step model) with a line on speed, verify.
 keys 4
 wait_for 10 "the cheat sheet" has "Decision cheat sheet ─"
 keys h
 wait_for 10 "scenario C" has "C. A/B tester"
 keys e
 wait_for 10 "the answer form" has "Your answer · C. A/B tester"
-keys Right Right Tab Tab
+if has_turbo; then
+    keys Left Tab Tab
+    chosen="one-step (turbo) 1"
+else
+    keys Right Right Tab Tab
+    chosen="LCM-LoRA 4"
+fi
 keys -l "one UNet call a step"
 keys Enter
-wait_for 10 "the answer to be kept" has "answer kept: enter verifies LCM-LoRA 4"
+wait_for 10 "the answer to be kept" has "answer kept: enter verifies $chosen"
 keys r
 verdict() { screen | grep -qE '^ (PASS|FAIL) .* ms against a limit of 1000 ms'; }
 wait_for "$TIMEOUT" "the verification's PASS/FAIL line" verdict
+if has_turbo; then
+    three_done() { [ "$(screen | grep -cE '^✓ ')" -ge 3 ]; }
+    wait_for "$TIMEOUT" "scenario C's three finished runs (both levels)" three_done
+fi
 echo "tui_e2e: exercise 4, scenario C:"
 screen | grep -E '^(run|✓) |^ (PASS|FAIL) '
 keys a
 wait_for 10 "our answer" has "Our answer · C. A/B tester"
+if has_turbo; then
+    wait_for 10 "our reasoning citing both levels measured" has "speed, measured: LCM-LoRA 4 (Level 3a)"
+    has "(Level 3b)" || fail "our answer to C does not cite the one-step run"
+fi
 keys x
 
 # Scenario B (the game studio with a ControlNet): verified under the model's ControlNet where its
@@ -270,13 +302,14 @@ screen | grep -q "Exercises" && fail "the TUI is still on screen after exit"
 # The report folder: the sheet with the verdict, the answers, scenario C's runs.
 sheet=$(ls -d "$OUT"/exercise-4-*/ 2>/dev/null | head -1)
 [ -n "$sheet" ] || fail "no exercise-4 folder in $OUT"
-grep -q "Your choice: LCM-LoRA 4" "$sheet/cheatsheet.md" || fail "cheatsheet.md lacks the answer"
+grep -qF "Your choice: $chosen" "$sheet/cheatsheet.md" || fail "cheatsheet.md lacks the answer"
 grep -qE "\*\*(PASS|FAIL) — [0-9]+ ms against a limit of 1000 ms\*\*" "$sheet/cheatsheet.md" ||
     fail "cheatsheet.md lacks the verdict"
 for f in contact-sheet.png report.md timings.csv timings.json; do
     [ -f "$sheet/scenario-C/$f" ] || fail "scenario-C/$f is missing"
 done
-grep -q '"lcm"' "$OUT/cheatsheet.json" || fail "the answers file lacks the choice"
+if has_turbo; then want='"one_step"'; else want='"lcm"'; fi
+grep -q "$want" "$OUT/cheatsheet.json" || fail "the answers file lacks the choice"
 grep -q "Verified: LCM-LoRA 8 against DPM-Solver++ 20" "$sheet/cheatsheet.md" ||
     fail "cheatsheet.md lacks scenario B's verification"
 [ -f "$sheet/scenario-B/contact-sheet.png" ] || fail "scenario-B/contact-sheet.png is missing"
