@@ -99,6 +99,9 @@ pub struct VariantInfo {
     pub missing: Vec<String>,
     /// From the manifest (empty without one).
     pub loras: Vec<LoraInfo>,
+    /// How it runs when it is a one-step UNet (the manifest's `one_step` record), in words.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub one_step: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -280,6 +283,20 @@ fn variant_infos(
                     })
                 })
                 .unwrap_or_default();
+            let one_step = manifest
+                .and_then(|m| m.variant_by_unet(&v.folder)?.1.one_step.as_ref())
+                .map(|o| {
+                    let field =
+                        |k: &str| o.scheduler.get(k).and_then(|x| x.as_str()).unwrap_or("?");
+                    format!(
+                        "{} at {} spacing, 1 to {} steps, guidance {}; distilled from {}",
+                        field("_class_name"),
+                        field("timestep_spacing"),
+                        o.steps,
+                        o.guidance,
+                        o.teacher
+                    )
+                });
             VariantInfo {
                 name: v.name.clone(),
                 label: v.label.clone(),
@@ -288,6 +305,7 @@ fn variant_infos(
                 present: missing.is_empty(),
                 missing,
                 loras,
+                one_step,
             }
         })
         .collect()
@@ -568,6 +586,9 @@ impl Inventory {
                 "  {:<12} {:<24} unet {:<18} text encoder {:<18} {state}\n",
                 v.name, v.label, v.unet, v.text_encoder
             ));
+            if let Some(o) = &v.one_step {
+                s.push_str(&format!("      one-step: {o}\n"));
+            }
             for l in &v.loras {
                 s.push_str(&format!(
                     "      LoRA {} × {} from {}{}\n",
