@@ -89,13 +89,21 @@ def x0_prediction(unet, x: torch.Tensor, t: torch.Tensor, sigma: torch.Tensor, e
 
 def teacher_set(frozen: cn_mod.Frozen, out_dir: Path, s: dict, seed: int, n: int, log=print) -> dict:
     """`n` teacher samples (see the module doc) in chunks of CHUNK under `out_dir`; chunks already
-    there are kept (resume). {noise [N, 4, 16, 16], latents [N, 4, 16, 16] (fp32), captions}."""
+    there are kept (resume). {noise [N, 4, 16, 16], latents [N, 4, 16, 16] (fp32), captions,
+    sampling_s (every chunk's wall time, from `seconds.json`), earlier_s (the chunks made before
+    this call)}."""
+    import time
+
     out_dir.mkdir(parents=True, exist_ok=True)
+    timing_path = out_dir / "seconds.json"
+    seconds = json.loads(timing_path.read_text()) if timing_path.is_file() else {}
+    earlier = sum(seconds.values())
     pipe = frozen.pipeline("unet")
     for start in range(0, n, CHUNK):
         path = out_dir / f"chunk_{start:06d}.npz"
         if path.is_file():
             continue
+        t0 = time.perf_counter()
         count = min(CHUNK, n - start)
         scenes = [world.scene("train", i) for i in range(start, start + count)]
         seeds = [seed * 1_000_003 + i for i in range(start, start + count)]
@@ -104,12 +112,15 @@ def teacher_set(frozen: cn_mod.Frozen, out_dir: Path, s: dict, seed: int, n: int
         tmp = path.with_name(path.stem + ".tmp.npz")
         np.savez(tmp, noise=noise_of(seeds).numpy(), latents=lat.numpy(), index=np.arange(start, start + count))
         tmp.replace(path)
+        seconds[path.name] = round(time.perf_counter() - t0, 1)
+        timing_path.write_text(json.dumps(seconds, indent=1))
         log(f"turbo: sampled {start + count}/{n} teacher samples")
     parts = [np.load(f) for f in sorted(out_dir.glob("chunk_*.npz"))]
     index = np.concatenate([p["index"] for p in parts])[:n]
     return {"noise": torch.from_numpy(np.concatenate([p["noise"] for p in parts])[:n]),
             "latents": torch.from_numpy(np.concatenate([p["latents"] for p in parts])[:n]),
-            "captions": [world.scene("train", int(i)).caption() for i in index]}
+            "captions": [world.scene("train", int(i)).caption() for i in index],
+            "sampling_s": round(sum(seconds.values()), 1), "earlier_s": earlier}
 
 
 # ---- training --------------------------------------------------------------------------------
@@ -163,6 +174,8 @@ def stage_turbo(ctx) -> dict:
     rec = train.train_loop(ctx, "turbo", {"student": student, "ema": ema}, opt, step_fn, s["warmup"])
     ema.copy_to(params)
     student.eval().save_pretrained(str(d / "model"), safe_serialization=True)
+    # The stage's wall time (train.run_stage) counts sampling done by an earlier, interrupted run too.
+    rec["resumed_elapsed_s"] = round(rec["resumed_elapsed_s"] + data["earlier_s"], 1)
     rec.update(samples=len(data["latents"]), captions=len(captions), params=sum(p.numel() for p in params),
-               model="turbo/model", source=str(frozen.model), scheduler=SCHEDULER_CONFIG)
+               sampling_s=data["sampling_s"], model="turbo/model", source=str(frozen.model), scheduler=SCHEDULER_CONFIG)
     return rec
