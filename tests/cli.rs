@@ -138,10 +138,10 @@ fn an_output_folder_that_does_not_exist_is_an_error_that_names_it() {
 #[test]
 fn an_unknown_unet_variant_lists_the_known_ones() {
     let dir = tempfile::tempdir().unwrap();
-    let o = generate(&dir.path().join("x.png"), &["--unet", "turbo"]);
+    let o = generate(&dir.path().join("x.png"), &["--unet", "sdxl"]);
     assert!(!o.status.success());
     let t = text(&o);
-    assert!(t.contains("turbo") && t.contains("lcm_style"), "{t}");
+    assert!(t.contains("sdxl") && t.contains("lcm_style"), "{t}");
 }
 
 #[test]
@@ -991,9 +991,23 @@ fn exercise_4_verifies_a_scenario_and_prints_pass_or_fail_with_numbers() {
 fn exercise_4_without_a_scenario_or_with_an_unrunnable_choice_says_what_to_do() {
     let t = text(&exercise(&["4"]));
     assert!(t.contains("--scenario A, B or C"), "{t}");
-    let o = exercise(&["4", "--scenario", "A", "--choice", "turbo"]);
+    // The one-step approach on a model without a one-step UNet (the tiny model has none).
+    let tiny = root().join("models/tiny");
+    let o = exercise(&[
+        "4",
+        "--scenario",
+        "A",
+        "--choice",
+        "turbo",
+        "--model-dir",
+        tiny.to_str().unwrap(),
+    ]);
     assert!(!o.status.success());
-    assert!(text(&o).contains("not installed"), "{}", text(&o));
+    let t = text(&o);
+    assert!(
+        t.contains("the model folder has no one-step UNet") && t.contains("unet_turbo"),
+        "{t}"
+    );
     let o = exercise(&["4", "--scenario", "Z"]);
     assert!(!o.status.success());
     assert!(text(&o).contains("no scenario 'Z'"), "{}", text(&o));

@@ -35,7 +35,7 @@ torch.set_num_threads(1)
 # CLIP's ids, from the full tokenizer (openai/clip-vit-large-patch14 as SD v1.5 ships it).
 CAPTION = "a large yellow star on a blue background at sunset"
 CAPTION_IDS = [49406, 320, 3638, 4481, 1565, 525, 320, 1746, 5994, 536, 3424, 49407]
-TRAINING_STAGES = ("judge", "vae", "base", "lcm", "style", "controlnet", "preview")
+TRAINING_STAGES = ("judge", "vae", "base", "lcm", "style", "controlnet", "preview", "turbo")
 MICRO = ROOT / "models" / "micro"
 UNETS = ("unet", "unet_lcm", "unet_style", "unet_lcm_style")
 WEIGHT_NODE = re.compile(r"/unet/([A-Za-z0-9_.]+(?:/[A-Za-z0-9_.]+)*)/(Conv|MatMul|Gemm)")
@@ -791,3 +791,95 @@ def test_shipped_preview_decoder_is_closer_to_the_vae_than_latent_rgb():
     gain = recorded["ssim_decoder_last3"] - recorded["ssim_latent_last3"]
     assert ssim["decoder"].mean() - ssim["latent"].mean() >= 0.5 * gain, (ssim, recorded)
     assert ssim["decoder"].mean() >= recorded["ssim_decoder_last3"] - 0.1, (ssim, recorded)
+
+
+# ---- the one-step student (issue 23) ------------------------------------------------------------
+
+
+def test_the_students_objective_is_diffusers_euler_trailing_at_one_step():
+    """turbo.x0_prediction at t = 999 from noise * sigma_max is exactly what diffusers'
+    EulerDiscreteScheduler with SD-Turbo's config returns after one step (the image the student
+    is trained to draw), and the later timesteps it trains at are the trailing schedule's at 2 and
+    4 steps."""
+    from diffusers import EulerDiscreteScheduler
+
+    import turbo
+
+    torch.manual_seed(0)
+    unet = train.build_unet().eval()
+    sched = EulerDiscreteScheduler.from_config(turbo.SCHEDULER_CONFIG)
+    for steps, want in ((1, [999]), (2, [999, 499]), (4, [999, *turbo.LATER_T])):
+        sched.set_timesteps(steps)
+        assert [int(t) for t in sched.timesteps] == want
+    sched.set_timesteps(1)
+    noise = turbo.noise_of([3, 4])
+    ehs = torch.randn(2, 77, config.TEXT_ENCODER["hidden_size"])
+    with torch.no_grad():
+        latents = noise * sched.init_noise_sigma
+        t = sched.timesteps[0]
+        eps = unet(sched.scale_model_input(latents, t), t, encoder_hidden_states=ehs).sample
+        theirs = sched.step(eps, t, latents).prev_sample
+        acp = sched.alphas_cumprod.float()
+        sigma = turbo.sigmas(acp, torch.full((2,), turbo.ONE_STEP_T))
+        ours = turbo.x0_prediction(unet, noise * sigma.view(-1, 1, 1, 1), torch.full((2,), turbo.ONE_STEP_T), sigma, ehs)
+    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
+
+
+def test_turbo_stage_pairs_each_teacher_image_with_its_noise(smoke_run):
+    """The teacher set's noise is what diffusers drew for those seeds (the student learns the
+    teacher's own map noise -> image)."""
+    import turbo
+
+    run_dir = smoke_run[0]
+    s = {**config.STAGES["turbo"], **config.SMOKE["turbo"]}
+    chunk = np.load(run_dir / "turbo" / "samples" / "chunk_000000.npz")
+    n = s["samples"]
+    seeds = [config.SEED * 1_000_003 + i for i in range(n)]
+    np.testing.assert_array_equal(chunk["noise"], turbo.noise_of(seeds).numpy())
+    assert chunk["latents"].shape == (n, 4, 16, 16) and list(chunk["index"]) == list(range(n))
+    done = json.loads((run_dir / "turbo" / "done.json").read_text())
+    assert done["samples"] == n and done["scheduler"]["timestep_spacing"] == "trailing"
+
+
+def test_add_turbo_ships_the_student_and_leaves_every_other_file(smoke_run, tmp_path):
+    import shutil
+
+    import onnx
+
+    run_dir, export_dir, _ = smoke_run
+    model = tmp_path / "micro"
+    shutil.copytree(export_dir, model)
+    before = json.loads((model / "manifest.json").read_text())
+    manifest = export_micro.add_turbo(model, run_dir, log=lambda *a: None)
+    rec = manifest["components"]["unet_turbo"]
+    assert rec["kind"] == "unet" and rec["check"]["passed"] and rec["dtype"] == before["dtype"]
+    variant = manifest["variants"]["turbo"]
+    assert variant["unet"] == "unet_turbo" and variant["loras"] == []
+    assert variant["one_step"]["steps"] == 4 and variant["one_step"]["guidance"] == 0.0
+    assert variant["one_step"]["scheduler"]["timestep_spacing"] == "trailing"
+    for rel, entry in before["files"].items():
+        assert manifest["files"][rel] == entry, rel
+    graph = onnx.load(str(model / "unet_turbo" / "model.onnx"), load_external_data=False).graph
+    base = onnx.load(str(model / "unet" / "model.onnx"), load_external_data=False).graph
+    assert [i.name for i in graph.input] == [i.name for i in base.input]
+
+
+def test_shipped_one_step_student():
+    """models/micro's unet_turbo: within its 4 MB, run as SD-Turbo is (its one_step record), the
+    residual inputs every micro UNet has, and its evaluation's targets met, as recorded."""
+    manifest = json.loads((MICRO / "manifest.json").read_text())
+    variant = manifest["variants"]["turbo"]
+    assert variant["unet"] == "unet_turbo"
+    one = variant["one_step"]
+    assert (one["steps"], one["guidance"], one["scheduler"]["_class_name"], one["scheduler"]["timestep_spacing"]) == \
+        (4, 0.0, "EulerDiscreteScheduler", "trailing")
+    assert manifest["components"]["unet_turbo"]["bytes"] <= 4_000_000
+    assert manifest["components"]["unet_turbo"]["controlnet_residuals"] == manifest["components"]["unet"]["controlnet_residuals"]
+    metrics = manifest["micro"]["turbo_metrics"]
+    assert metrics["targets_met"] == f"{len(metrics['targets'])}/{len(metrics['targets'])}"
+    for name, t in metrics["targets"].items():
+        ok = t["value"] >= t["threshold"] if t["op"] == ">=" else t["value"] <= t["threshold"]
+        assert ok == t["pass"] and ok, (name, t)
+    assert metrics["accuracy_mean"]["turbo1"] - metrics["accuracy_mean"]["lcm1"] == metrics["targets"]["turbo1_over_lcm1"]["value"]
+    stage = manifest["micro"]["stages"]["turbo"]
+    assert stage["wall_s"] <= 45 * 60, stage["wall_s"]
