@@ -5,7 +5,8 @@
 //! seeds, recorded in the manifest) holds the targets; these tests hold looser ones on a
 //! few prompts, so that a change to our pipeline or a re-trained model that loses a lesson fails
 //! here: the step-count curve, LCM-LoRA beating DPM-Solver++ at 4 steps, the style only with its
-//! trigger (alone and fused with LCM-LoRA), and LCM + style keeping the prompt's colours.
+//! trigger (alone and fused with LCM-LoRA), LCM + style keeping the prompt's colours, and the
+//! one-step UNet drawing the world in one step where LCM-LoRA at one step does not.
 
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
