@@ -51,7 +51,12 @@ fn model() -> &'static Mutex<(Runtime, Model)> {
     })
 }
 
-fn image(prompt: &str, scheduler: SchedulerKind, steps: usize, cfg: f32, unet: &str) -> RgbImage {
+/// One run of `prompt` at seed 42 on the micro model.
+fn run(
+    prompt: &str,
+    (scheduler, steps, cfg, unet): (SchedulerKind, usize, f32, &str),
+    judge: bool,
+) -> pipeline::RunOutput {
     let spec = RunSpec {
         label: String::new(),
         scheduler,
@@ -63,12 +68,15 @@ fn image(prompt: &str, scheduler: SchedulerKind, steps: usize, cfg: f32, unet: &
         lora: Vec::new(),
         control: None,
     };
-    let req = spec.request(prompt, "", 42, RngSource::TorchCuda);
+    let mut req = spec.request(prompt, "", 42, RngSource::TorchCuda);
+    req.judge = judge;
     let mut guard = model().lock().unwrap_or_else(|e| e.into_inner());
     let (rt, model) = &mut *guard;
-    pipeline::generate(rt, model, &req, &AtomicBool::new(false), &mut |_| {})
-        .unwrap()
-        .rgb8()
+    pipeline::generate(rt, model, &req, &AtomicBool::new(false), &mut |_| {}).unwrap()
+}
+
+fn image(prompt: &str, scheduler: SchedulerKind, steps: usize, cfg: f32, unet: &str) -> RgbImage {
+    run(prompt, (scheduler, steps, cfg, unet), false).rgb8()
 }
 
 fn dpm(prompt: &str, steps: usize, unet: &str) -> RgbImage {
@@ -263,34 +271,13 @@ fn the_manifest_records_the_training_and_the_evaluation() {
 
 /// The judge's accuracy per head (colour, shape, background) over `prompts` of the micro prompt
 /// set at seed 42, for one method.
-fn judged(
-    prompts: &[String],
-    scheduler: SchedulerKind,
-    steps: usize,
-    cfg: f32,
-    unet: &str,
-) -> [f64; 3] {
+fn judged(prompts: &[String], method: (SchedulerKind, usize, f32, &str)) -> [f64; 3] {
     let mut right = [0usize; 3];
-    let mut guard = model().lock().unwrap_or_else(|e| e.into_inner());
-    let (rt, model) = &mut *guard;
     for p in prompts {
-        let spec = RunSpec {
-            label: String::new(),
-            scheduler,
-            steps,
-            cfg,
-            unet: unet.into(),
-            prompt: None,
-            seed: None,
-            lora: Vec::new(),
-            control: None,
-        };
-        let mut req = spec.request(p, "", 42, RngSource::TorchCuda);
-        req.judge = true;
-        let report = pipeline::generate(rt, model, &req, &AtomicBool::new(false), &mut |_| {})
-            .unwrap()
-            .report;
-        let reading = report.judge.expect("the micro model has a judge");
+        let reading = run(p, method, true)
+            .report
+            .judge
+            .expect("the micro model has a judge");
         for (k, ok) in reading
             .right
             .expect("a prompt of the world")
@@ -318,8 +305,8 @@ fn the_one_step_unet_draws_the_world_in_one_step_better_than_lcm_lora() {
         .map(str::to_string)
         .collect();
     assert_eq!(prompts.len(), 30);
-    let turbo = judged(&prompts, SchedulerKind::Euler, 1, 0.0, "turbo");
-    let lcm1 = judged(&prompts, SchedulerKind::Lcm, 1, 1.5, "lcm");
+    let turbo = judged(&prompts, (SchedulerKind::Euler, 1, 0.0, "turbo"));
+    let lcm1 = judged(&prompts, (SchedulerKind::Lcm, 1, 1.5, "lcm"));
     let mean = |a: [f64; 3]| a.iter().sum::<f64>() / 3.0;
     assert!(
         turbo[0] >= 0.85 && turbo[1] >= 0.75 && turbo[2] >= 0.75,

@@ -61,6 +61,19 @@ TARGETS = {
 }
 
 
+def target_records(values: dict, targets: dict) -> dict:
+    """Each measured value against its target ({key: (op, threshold)}): {key: {value, op,
+    threshold, pass}}, the form every micro evaluation records in the manifest."""
+    ops = {">=": np.greater_equal, "<=": np.less_equal, ">": np.greater}
+    return {k: {"value": v, "op": targets[k][0], "threshold": targets[k][1], "pass": bool(ops[targets[k][0]](v, targets[k][1]))}
+            for k, v in values.items()}
+
+
+def targets_met(records: dict) -> str:
+    """`3/4`: how many of `records` (target_records) passed."""
+    return f"{sum(t['pass'] for t in records.values())}/{len(records)}"
+
+
 def ssim(a: np.ndarray, b: np.ndarray) -> float:
     from skimage.metrics import structural_similarity
 
@@ -178,10 +191,8 @@ def evaluate(run_dir: Path, s: dict, device: str = "cpu", log=print) -> dict:
         "lcm_style_colour": m["accuracy"]["lcm_style_triggered"]["colour"],
         "style_colour": m["accuracy"]["style_triggered"]["colour"],
     }
-    ops = {">=": np.greater_equal, "<=": np.less_equal, ">": np.greater}
-    m["targets"] = {k: {"value": v, "op": TARGETS[k][0], "threshold": TARGETS[k][1], "pass": bool(ops[TARGETS[k][0]](v, TARGETS[k][1]))}
-                    for k, v in values.items()}
-    m["targets_met"] = f"{sum(t['pass'] for t in m['targets'].values())}/{len(m['targets'])}"
+    m["targets"] = target_records(values, TARGETS)
+    m["targets_met"] = targets_met(m["targets"])
     m["wall_s"] = round(time.perf_counter() - t0, 1)
     contact_sheet(images, real, run_dir / "eval" / "sheet.png", rows=min(8, len(pairs)))
     for k, t in m["targets"].items():

@@ -150,12 +150,10 @@ def metrics_of(ssim_decoder: list[float], ssim_latent: list[float], nbytes: int,
     last = s["last"]
     gain = float(np.mean(ssim_decoder[-last:]) - np.mean(ssim_latent[-last:]))
     values = {"ssim_gain_last3": gain, "decoder_bytes": nbytes}
-    ops = {">=": np.greater_equal, "<=": np.less_equal}
-    targets = {k: {"value": v, "op": TARGETS[k][0], "threshold": TARGETS[k][1], "pass": bool(ops[TARGETS[k][0]](v, TARGETS[k][1]))}
-               for k, v in values.items()}
+    targets = evaluate.target_records(values, TARGETS)
     return {"ssim_decoder": ssim_decoder, "ssim_latent": ssim_latent,
             "ssim_decoder_last3": float(np.mean(ssim_decoder[-last:])), "ssim_latent_last3": float(np.mean(ssim_latent[-last:])),
-            "targets": targets, "targets_met": f"{sum(t['pass'] for t in targets.values())}/{len(targets)}"}
+            "targets": targets, "targets_met": evaluate.targets_met(targets)}
 
 
 def evaluate_previews(model: Path, decoder_dir: Path | None, fit: dict, s: dict, strip_path: Path | None = None, log=print) -> dict:

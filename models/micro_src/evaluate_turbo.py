@@ -113,11 +113,9 @@ def metrics_of(images: dict, labels: np.ndarray, judge: evaluate_judge.GraphJudg
     ssim = {k: float(np.mean([evaluate.ssim(a, b) for a, b in zip(v, ref)])) for k, v in images.items() if k != "dpm20"}
     values = {f"turbo1_{h}": acc["turbo1"][h] for h in judge_mod.HEADS}
     values["turbo1_over_lcm1"] = mean["turbo1"] - mean["lcm1"]
-    ops = {">=": np.greater_equal, "<=": np.less_equal}
-    targets = {k: {"value": v, "op": TARGETS[k][0], "threshold": TARGETS[k][1], "pass": bool(ops[TARGETS[k][0]](v, TARGETS[k][1]))}
-               for k, v in values.items()}
+    targets = evaluate.target_records(values, TARGETS)
     return {"accuracy": acc, "accuracy_mean": mean, "ssim_to_dpm20": ssim, "targets": targets,
-            "targets_met": f"{sum(t['pass'] for t in targets.values())}/{len(targets)}"}
+            "targets_met": evaluate.targets_met(targets)}
 
 
 def contact_sheet(images: dict, path: Path, rows: int) -> None:
