@@ -949,15 +949,6 @@ impl Model {
         })
     }
 
-    /// Whether any variant of the folder is a one-step UNet (exercise 2's fourth run, the
-    /// landscape's turbo points, the cheat sheet's one-step answer).
-    pub fn one_step_variant(&self) -> Option<&Variant> {
-        self.variants.iter().find(|v| {
-            self.one_step(&v.name).is_some()
-                && self.root.join(&v.folder).join("model.onnx").is_file()
-        })
-    }
-
     /// Variants whose UNet or text encoder folder has no model.onnx (filesystem only).
     pub fn missing_variants(&self) -> Vec<&Variant> {
         self.variants
