@@ -265,8 +265,8 @@ fn a_one_step_run_past_its_design_warns_with_the_numbers() {
 fn a_one_step_variant_runs_with_its_own_scheduler_config() {
     let dir = tempfile::tempdir().unwrap();
     let folder = dir.path().join("tiny");
-    copy_dir(&root().join("models/tiny"), &folder);
-    copy_dir(&root().join("models/tiny/unet"), &folder.join("unet_turbo"));
+    common::copy_dir(&root().join("models/tiny"), &folder);
+    common::copy_dir(&root().join("models/tiny/unet"), &folder.join("unet_turbo"));
     let path = folder.join("manifest.json");
     let mut manifest: Value =
         serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
@@ -301,16 +301,22 @@ fn a_one_step_variant_runs_with_its_own_scheduler_config() {
     assert_eq!(base.timesteps, [999, 0]);
 }
 
-fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        let meta = std::fs::metadata(entry.path()).unwrap();
-        if meta.is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
+/// An SD 1.5 LoRA (the tiny SD 1.5 look-alike's style adapter) on the SD-Turbo folder is refused
+/// before any session loads, naming both shapes and the family this folder's manifest records.
+#[test]
+fn an_sd15_lora_on_the_sd_turbo_folder_is_refused_naming_the_family() {
+    let mut guard = model().lock().unwrap();
+    let (rt, model) = &mut *guard;
+    let file = root().join("models/tiny/loras/style.safetensors");
+    let lora = speedscape::lora::AdapterWeight::parse(&format!("{}=1", file.display())).unwrap();
+    let Err(e) = model.unet_with(rt, "base", &[lora]) else {
+        panic!("an SD 1.5 LoRA fused into SD-Turbo's UNet");
+    };
+    let said = format!("{e:#}");
+    assert!(
+        said.contains("this model is SD-Turbo (SD 2.1's architecture)")
+            && said.contains("but")
+            && said.contains("has it as"),
+        "{said}"
+    );
 }

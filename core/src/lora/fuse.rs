@@ -30,6 +30,7 @@ pub(crate) fn overrides(
     graph_file: &Path,
     component: Component,
     adapters: &[(&LoraFile, f32)],
+    family: &str,
 ) -> eyre::Result<Overrides> {
     let graph = Graph::read(graph_file)?;
     let targets = Targets::find(&graph);
@@ -40,7 +41,7 @@ pub(crate) fn overrides(
             let (path, target) = targets
                 .get(&layer.module)
                 .ok_or_else(|| missing_module(graph_file, file, layer, &targets))?;
-            check_shape(graph_file, file, layer, path, target, &graph)?;
+            check_shape(graph_file, file, layer, (path, target), &graph, family)?;
             plan.entry(target.init)
                 .or_insert_with(|| (target.clone(), Vec::new()))
                 .1
@@ -138,13 +139,15 @@ fn missing_module(
     .into()
 }
 
+/// `layer` against its target weight in `graph`; a mismatch names both shapes and `family`, the
+/// model's family in words (the caller's: `SD v1.5`, `SD-Turbo (SD 2.1's architecture)`).
 fn check_shape(
     graph_file: &Path,
     file: &LoraFile,
     layer: &Layer,
-    path: &str,
-    target: &Target,
+    (path, target): (&str, &Target),
     graph: &Graph,
+    family: &str,
 ) -> eyre::Result<()> {
     let init = &graph.initializers[target.init];
     let (out, fan_in, kernel) = target.torch_shape(init);
@@ -158,7 +161,6 @@ fn check_shape(
     }
     let mut lora_dims = vec![lora_out, lora_in];
     lora_dims.extend_from_slice(&layer.down_shape[2..]);
-    let family = model_family(graph_file);
     let reads = if path.contains("attn2.to_k") || path.contains("attn2.to_v") {
         text_width_family(lora_in)
             .map(|f| {
@@ -182,21 +184,6 @@ fn check_shape(
         ),
     )
     .into())
-}
-
-/// The family of the model whose graph is `graph_file` (`<model>/<unet folder>/model.onnx`), as
-/// its manifest records it, in words; SD v1.5 without a manifest or a family.
-fn model_family(graph_file: &Path) -> &'static str {
-    let family = graph_file
-        .parent()
-        .and_then(Path::parent)
-        .and_then(|root| crate::models::Manifest::read(root).ok().flatten())
-        .and_then(|m| m.family);
-    match family.as_deref() {
-        Some("sd-turbo") => "SD-Turbo (SD 2.1's architecture)",
-        Some("sd2") => "SD 2.x",
-        _ => "SD v1.5",
-    }
 }
 
 /// The family a cross-attention key/value input width belongs to at full size (CLIP ViT-L: 768,

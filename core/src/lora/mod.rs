@@ -291,11 +291,13 @@ pub(crate) fn fingerprint(adapters: &[Resolved], component: Component) -> String
 }
 
 /// The initializers overriding `graph_file`'s (a `component` graph) for `adapters` (their
-/// files read again, those that change the component only).
+/// files read again, those that change the component only); `family`, the model's family in
+/// words, is what a shape mismatch says the LoRA does not fit.
 pub(crate) fn overrides(
     graph_file: &Path,
     component: Component,
     adapters: &[Resolved],
+    family: &str,
 ) -> eyre::Result<Overrides> {
     let files: Vec<(file::LoraFile, f32)> = adapters
         .iter()
@@ -307,7 +309,7 @@ pub(crate) fn overrides(
         return Ok(Overrides::default());
     }
     let set: Vec<(&file::LoraFile, f32)> = files.iter().map(|(f, w)| (f, *w)).collect();
-    fuse::overrides(graph_file, component, &set)
+    fuse::overrides(graph_file, component, &set, family)
 }
 
 #[cfg(test)]
@@ -385,7 +387,13 @@ mod tests {
     fn error_of(spec: &str) -> (String, String) {
         let set = [AdapterWeight::parse(spec).unwrap()];
         let result = resolve(&tiny(), &set, &mut Seen::default()).and_then(|r| {
-            overrides(&tiny().join("unet/model.onnx"), Component::Unet, &r).map(|_| ())
+            overrides(
+                &tiny().join("unet/model.onnx"),
+                Component::Unet,
+                &r,
+                "SD v1.5",
+            )
+            .map(|_| ())
         });
         let e = result.expect_err(spec);
         let parts = crate::error::parts(&e);
@@ -420,8 +428,15 @@ mod tests {
         };
         let refuse = |model: &Path, file: &Path| {
             let set = [AdapterWeight::parse(&format!("{}=1", file.display())).unwrap()];
+            let family = if model.ends_with("tiny_turbo") {
+                "SD-Turbo (SD 2.1's architecture)"
+            } else {
+                "SD v1.5"
+            };
             let e = resolve(model, &set, &mut Seen::default())
-                .and_then(|r| overrides(&model.join("unet/model.onnx"), Component::Unet, &r))
+                .and_then(|r| {
+                    overrides(&model.join("unet/model.onnx"), Component::Unet, &r, family)
+                })
                 .map(|_| ())
                 .expect_err("a LoRA of another family");
             let parts = crate::error::parts(&e);
@@ -600,7 +615,7 @@ mod tests {
         let plan = crate::runtime::SearchPlan::new(None, Some(&root));
         crate::runtime::Runtime::init(&plan, crate::runtime::Device::Cpu).unwrap();
         let out = lora("to_out.0");
-        let o = fuse::overrides(&model, Component::Unet, &[(&out, 2.0)]).unwrap();
+        let o = fuse::overrides(&model, Component::Unet, &[(&out, 2.0)], "SD v1.5").unwrap();
         assert_eq!(o.0.len(), 1);
         let (name, value) = &o.0[0];
         assert_eq!(name, "out_w");
@@ -608,7 +623,7 @@ mod tests {
         assert!(data.iter().all(|&v| v == 2.5));
         // to_q went into the packed MatMul: refused, naming the fused operator and the fix.
         let q = lora("to_q");
-        let Err(e) = fuse::overrides(&model, Component::Unet, &[(&q, 1.0)]) else {
+        let Err(e) = fuse::overrides(&model, Component::Unet, &[(&q, 1.0)], "SD v1.5") else {
             panic!("to_q mapped")
         };
         let parts = crate::error::parts(&e);

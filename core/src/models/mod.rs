@@ -924,6 +924,16 @@ impl Model {
         self.manifest.as_ref()?.family.as_deref()
     }
 
+    /// The model family in words, for messages: `SD v1.5` (also without a manifest or a
+    /// family), `SD 2.x`, `SD-Turbo (SD 2.1's architecture)`.
+    pub fn family_words(&self) -> &'static str {
+        match self.family() {
+            Some("sd-turbo") => "SD-Turbo (SD 2.1's architecture)",
+            Some("sd2") => "SD 2.x",
+            _ => "SD v1.5",
+        }
+    }
+
     /// How `variant` runs when it is a one-step UNet (see [`OneStep`]); `None` for a UNet of
     /// the base's sampling or an unknown variant.
     pub fn one_step(&self, variant: &str) -> Option<OneStep> {
@@ -1066,7 +1076,7 @@ impl Model {
             ));
         }
         let start = Instant::now();
-        let overrides = lora::overrides(&file, Component::Unet, adapters)?;
+        let overrides = lora::overrides(&file, Component::Unet, adapters, self.family_words())?;
         let unet = Unet::from_session(rt, &file, rt.session_with(&file, overrides)?)?;
         if let (Some(need), Some(have)) = (unet.context_dim(), self.text_encoder.hidden_dim)
             && need != have
@@ -1279,7 +1289,8 @@ impl Model {
         }
         let file = component_file(&self.root, &folder)?;
         let start = Instant::now();
-        let overrides = lora::overrides(&file, Component::TextEncoder, adapters)?;
+        let overrides =
+            lora::overrides(&file, Component::TextEncoder, adapters, self.family_words())?;
         let te = TextEncoder::from_session(rt, &file, rt.session_with(&file, overrides)?)?;
         if let (Some(need), Some(have)) = (self.text_encoder.hidden_dim, te.hidden_dim)
             && need != have
