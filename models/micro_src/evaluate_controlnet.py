@@ -53,7 +53,7 @@ import torch  # noqa: E402
 
 import controlnet as cn_mod  # noqa: E402
 import edges  # noqa: E402
-import evaluate  # noqa: E402
+import evaluate as evaluate_mod  # noqa: E402  (this module has its own evaluate())
 import judge as judge_mod  # noqa: E402
 import shipped  # noqa: E402
 import world  # noqa: E402
@@ -160,10 +160,10 @@ def metrics_of(images: dict, s: dict) -> dict:
         "cn_lcm_style_f1_gap": abs(f1["dpm20_cn"] - f1["lcm_style4_cn"]),
         "cn_lcm_style_pixelation_margin": pix["lcm_style4_cn"] - pix["style_untriggered_cn"],
     }
-    targets = evaluate.target_records(values, TARGETS)
+    targets = evaluate_mod.target_records(values, TARGETS)
     return {"adherence_f1": f1, "pixelation": pix,
             "lcm_style_pixelation_margin_vs_untriggered_without_control": pix["lcm_style4_cn"] - pix["style_untriggered"],
-            "targets": targets, "targets_met": evaluate.targets_met(targets)}
+            "targets": targets, "targets_met": evaluate_mod.targets_met(targets)}
 
 
 def contact_sheet(images: dict, path: Path, rows: int) -> None:

@@ -35,7 +35,7 @@ for p in (str(HERE), str(HERE.parent)):
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-import evaluate  # noqa: E402
+import evaluate as evaluate_mod  # noqa: E402  (this module has its own evaluate())
 import export  # noqa: E402
 import judge as judge_mod  # noqa: E402
 import world  # noqa: E402
@@ -116,7 +116,7 @@ def targets_of(sets: dict, tolerance: float) -> dict:
     values["argmax_agreement"] = min(sets[name]["argmax_agreement"] for name in SETS)
     values["logit_max_rel_diff"] = max(sets[name]["logit_max_rel_diff"] for name in SETS)
     resolved = {k: (op, tolerance if threshold is None else threshold) for k, (op, threshold) in TARGETS.items()}
-    return evaluate.target_records(values, resolved)
+    return evaluate_mod.target_records(values, resolved)
 
 
 def evaluate(judge: judge_mod.Judge, graph_path: Path, s: dict = SETTINGS, log=print) -> dict:
@@ -129,7 +129,7 @@ def evaluate(judge: judge_mod.Judge, graph_path: Path, s: dict = SETTINGS, log=p
     sets = {name: compare(graph.logits(data[name], s["batch"]), torch_logits(judge, data[name], s["batch"]), data["labels"])
             for name in SETS}
     targets = targets_of(sets, export.TOLERANCE[dtype])
-    m = {**sets, "targets": targets, "targets_met": evaluate.targets_met(targets),
+    m = {**sets, "targets": targets, "targets_met": evaluate_mod.targets_met(targets),
          "heldout_scenes": s["scenes"], "pixel_art_block": world.AUGMENT_BLOCK, "dtype": dtype,
          "graph_bytes": Path(graph_path).stat().st_size, "settings": s, "wall_s": round(time.perf_counter() - t0, 1)}
     for k, t in targets.items():
