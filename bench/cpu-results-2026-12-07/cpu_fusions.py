@@ -1,15 +1,21 @@
 """Experiment (issue 24, CPU lever): ONNX Runtime's transformer fusions for the CPU provider on the
 SD v1.5 stand-in UNet (fp32): which fuse, the output against the unfused graph, and the time of a
-batch-2 call at 256² and 512² on 2 cores."""
+batch-2 call at 256² and 512² on 2 cores. How it was run (results in bench/RESULTS.md):
+
+    .venv-ref/bin/python models/make_standin.py --out /tmp/sd15s --size sd15
+    .venv-ref/bin/python models/export.py --model /tmp/sd15s/pipeline --out /tmp/sd15-onnx --no-variants --no-verify
+    .venv-ref/bin/python bench/cpu-results-2026-12-07/cpu_fusions.py /tmp/sd15-onnx/unet/model.onnx /tmp/cpu-fusions
+"""
 import json, sys, time
 from pathlib import Path
-sys.path.insert(0, "/work/main/models")
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "models"))
 import numpy as np
 import onnxruntime as ort
 import export
 
-src = Path("/tmp/sd15-onnx/unet/model.onnx")
-dst = Path("/tmp/unet-cpu/model.onnx")
+src = Path(sys.argv[1])
+work = Path(sys.argv[2])
+dst = work / "unet-cpu" / "model.onnx"
 
 def optimize_cpu(model, model_type, fp16, overrides=None):
     from onnxruntime.transformers.fusion_options import FusionOptions
@@ -27,7 +33,7 @@ def optimize_cpu(model, model_type, fp16, overrides=None):
 if not dst.is_file():
     export.optimize_for_cuda = optimize_cpu
     t0 = time.perf_counter()
-    single = Path("/tmp/unet-single/model.onnx")
+    single = work / "unet-single" / "model.onnx"
     if not single.is_file():
         export.transform_graph(src, single, None, fp16=False)
     fused, spilled = export.transform_graph(single, dst, "unet", False)
@@ -63,4 +69,4 @@ for side in (256, 512):
     d = float(np.abs(outs["plain"] - outs["cpu-fused"]).max()); scale = float(np.abs(outs["plain"]).max())
     res[f"max_abs_diff_{side}"] = d
     print(side, "max abs diff", d, "scale", scale, flush=True)
-json.dump(res, open("/tmp/cpu_fusion.json", "w"), indent=1)
+json.dump(res, open(work / "cpu-fusions-unet.json", "w"), indent=1)
