@@ -4,6 +4,7 @@ the local stand-in for a hub download, so models/export.py can be tested and tim
 
     python models/make_standin.py --out /tmp/standin --size tiny   # models/tiny's structure
     python models/make_standin.py --out /tmp/sd15 --size sd15      # SD v1.5's full architecture
+    python models/make_standin.py --out /tmp/sdt --size sd-turbo   # SD-Turbo's (SD 2.1's) full architecture
     python models/make_standin.py --out /tmp/sd15 --only-controlnet  # add controlnet/ to it
 
 Written:
@@ -33,6 +34,7 @@ from __future__ import annotations
 import argparse
 import math
 import shutil
+import tempfile
 import sys
 from pathlib import Path
 
@@ -83,6 +85,25 @@ SD15_TEXT = dict(
     projection_dim=768,
 )
 
+# SD-Turbo's (the SD 2.1 architecture's) UNet and text encoder, architecture keys only; the VAE is
+# SD v1.5's. As models/make_tiny_turbo.py at full size: per-block head counts with linear
+# projections, 1024-wide cross-attention, OpenCLIP ViT-H's first 23 layers with gelu.
+SD_TURBO_UNET = dict(
+    SD15_UNET,
+    cross_attention_dim=1024,
+    attention_head_dim=(5, 10, 20, 20),
+    use_linear_projection=True,
+)
+SD_TURBO_TEXT = dict(
+    SD15_TEXT,
+    hidden_size=1024,
+    intermediate_size=4096,
+    num_hidden_layers=23,
+    num_attention_heads=16,
+    hidden_act="gelu",
+    projection_dim=512,
+)
+
 TE_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj")
 
 # ControlNet conditioning embeddings: channels of its convolution levels; a VAE scale factor of
@@ -102,26 +123,28 @@ EMBEDDING_GAIN = 1.7
 
 
 def build(size: str, tokenizer_dir: Path) -> StableDiffusionPipeline:
+    """The stand-in pipeline of `size`: `tiny` (models/tiny's structure), `sd15` (SD v1.5's full
+    architecture) or `sd-turbo` (SD-Turbo's: `tokenizer_dir` then holds SD 2.x's tokenizer/
+    folder, see make_tiny_turbo.write_tokenizer)."""
     if size == "tiny":
         return make_tiny.build_pipeline(tokenizer_dir)
+    turbo = size == "sd-turbo"
     torch.manual_seed(0)
-    unet = UNet2DConditionModel(**SD15_UNET).eval()
+    unet = UNet2DConditionModel(**(SD_TURBO_UNET if turbo else SD15_UNET)).eval()
     torch.manual_seed(0)
     vae = AutoencoderKL(**SD15_VAE).eval()
     torch.manual_seed(0)
-    config = CLIPTextConfig(**SD15_TEXT)
+    config = CLIPTextConfig(**(SD_TURBO_TEXT if turbo else SD15_TEXT))
     config.architectures = ["CLIPTextModel"]
     text = CLIPTextModel(config).eval()
-    pipe = StableDiffusionPipeline(
-        vae=vae,
-        text_encoder=text,
-        tokenizer=CLIPTokenizer.from_pretrained(str(tokenizer_dir)),
-        unet=unet,
-        scheduler=make_tiny.build_scheduler(),
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
+    if turbo:
+        import make_tiny_turbo
+
+        tokenizer = CLIPTokenizer.from_pretrained(str(tokenizer_dir / "tokenizer"))
+        pipe = make_tiny.assemble(vae, text, tokenizer, unet, make_tiny_turbo.build_scheduler())
+    else:
+        tokenizer = CLIPTokenizer.from_pretrained(str(tokenizer_dir))
+        pipe = make_tiny.assemble(vae, text, tokenizer, unet, make_tiny.build_scheduler())
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -277,9 +300,17 @@ def write(out: Path, size: str, tokenizer_dir: Path | None = None, controlnet: b
           preview_decoder: bool = False) -> dict[str, Path]:
     tokenizer_dir = Path(tokenizer_dir or make_tiny.default_tokenizer_dir())
     make_tiny.set_determinism()
-    pipe = build(size, tokenizer_dir)
     folder = out / "pipeline"
-    make_tiny.save_diffusers_folder(pipe, folder, tokenizer_dir)
+    if size == "sd-turbo":
+        import make_tiny_turbo
+
+        with tempfile.TemporaryDirectory() as tmp:
+            make_tiny_turbo.write_tokenizer(tokenizer_dir, Path(tmp))
+            pipe = build(size, Path(tmp))
+        make_tiny_turbo.save_diffusers_folder(pipe, folder, tokenizer_dir)
+    else:
+        pipe = build(size, tokenizer_dir)
+        make_tiny.save_diffusers_folder(pipe, folder, tokenizer_dir)
     loras = out / "loras"
     loras.mkdir(parents=True, exist_ok=True)
     peft = make_tiny.write_random_lora(pipe, make_tiny.RandomLora(name="peft", seed=2001, rank=4, alpha=8.0, write_metadata=True), loras)
@@ -298,7 +329,7 @@ def write(out: Path, size: str, tokenizer_dir: Path | None = None, controlnet: b
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True)
-    ap.add_argument("--size", choices=("tiny", "sd15"), default="tiny")
+    ap.add_argument("--size", choices=("tiny", "sd15", "sd-turbo"), default="tiny")
     ap.add_argument("--tokenizer", default=None, help="folder with the CLIP tokenizer files")
     ap.add_argument("--controlnet", action="store_true", help="also write <out>/controlnet/ (a random ControlNetModel of the UNet)")
     ap.add_argument("--only-controlnet", action="store_true", help="write only <out>/controlnet/, from an existing <out>/pipeline/")
