@@ -177,6 +177,17 @@ class Ema:
         self.n, self.decay = s["n"], s["decay"]
 
 
+def descend(loss: torch.Tensor, optimizer, params, ema: Ema | None = None) -> float:
+    """One optimizer step on `loss`: gradients clipped to norm 1, then the EMA (if any) follows."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    optimizer.step()
+    if ema is not None:
+        ema.update()
+    return loss.item()
+
+
 def train_loop(ctx: Context, stage: str, objects: dict, optimizer, step_fn, warmup: int = 0) -> dict:
     """Run `step_fn(step) -> loss` until the stage's step cap or time budget; checkpoint and
     resume `objects` (name -> has state_dict/load_state_dict) and the optimizer."""
@@ -487,12 +498,7 @@ def stage_base(ctx: Context) -> dict:
         te.train()
         loss = diffusion_loss(unet, te, sched, lat.sample("images", idx, gen), caption_ids(data, idx, rng, s["cfg_dropout"], ctx.device),
                               gen, ctx.device, s["min_snr_gamma"])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        ema.update()
-        return loss.item()
+        return descend(loss, opt, params, ema)
 
     rec = train_loop(ctx, "base", {"unet": unet, "text_encoder": te, "ema": ema}, opt, step_fn, s["warmup"])
     ema.copy_to(params)

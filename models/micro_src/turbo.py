@@ -163,13 +163,7 @@ def stage_turbo(ctx) -> dict:
     def step_fn(step):
         rng, gen = ctx.rng("turbo", step), ctx.gen("turbo", step)
         idx = torch.from_numpy(rng.integers(len(data["latents"]), size=s["batch"]))
-        loss = student_loss(student, data, text, rows, idx, n_one, acp, gen)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        ema.update()
-        return loss.item()
+        return train.descend(student_loss(student, data, text, rows, idx, n_one, acp, gen), opt, params, ema)
 
     rec = train.train_loop(ctx, "turbo", {"student": student, "ema": ema}, opt, step_fn, s["warmup"])
     ema.copy_to(params)
