@@ -7,7 +7,7 @@ use color_eyre::eyre::bail;
 use image::RgbImage;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::{IDENTICAL, Landscape, Measured, Plan, Target};
+use super::{IDENTICAL, Landscape, Measured, Plan, Sweep, Target};
 use crate::config::Config;
 use crate::exercises::headless::{Started, start, submit_all};
 use crate::pipeline::RunReport;
@@ -264,10 +264,26 @@ fn say(bar: &ProgressBar, line: String) {
     }
 }
 
+/// "(4 seeds)", or with a prompt set "(12 runs: 3 prompts × 4 seeds)": what a point's `n`
+/// runs were.
+fn runs_words(sweep: &Sweep, n: usize) -> String {
+    let plural = |n: usize, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
+    if sweep.prompts.is_empty() {
+        plural(n, "seed")
+    } else {
+        format!(
+            "{}: {} × {}",
+            plural(n, "run"),
+            plural(sweep.prompts.len(), "prompt"),
+            plural(sweep.seeds.len(), "seed")
+        )
+    }
+}
+
 /// "DPM-Solver++ 10: 312 ms, SSIM 0.931 ± 0.012 (4 seeds)" once run `run` completes its point.
 fn point_line(plan: &Plan, measured: &[Option<Measured>], run: usize) -> Option<String> {
     let land = plan.landscape(measured);
-    let seeds = |n: usize| format!("{n} seed{}", if n == 1 { "" } else { "s" });
+    let seeds = |n: usize| runs_words(&plan.sweep, n);
     match plan.runs[run].target {
         Target::Plain => None,
         Target::Weighted {
@@ -328,5 +344,27 @@ fn point_line(plan: &Plan, measured: &[Option<Measured>], run: usize) -> Option<
                 )
             })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sweep::SweepConfig;
+
+    fn sweep(seeds: usize) -> Sweep {
+        let cfg = SweepConfig {
+            seeds,
+            ..SweepConfig::default()
+        };
+        Sweep::from_config(&cfg, Some("dpmpp")).unwrap()
+    }
+
+    #[test]
+    fn a_points_runs_are_seeds_or_prompts_times_seeds() {
+        assert_eq!(runs_words(&sweep(4), 4), "4 seeds");
+        assert_eq!(runs_words(&sweep(1), 1), "1 seed");
+        let set = sweep(2).with_prompts(vec!["a red fox".into(), "an owl".into(), "a cat".into()]);
+        assert_eq!(runs_words(&set, 6), "6 runs: 3 prompts × 2 seeds");
     }
 }

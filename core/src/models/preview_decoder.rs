@@ -46,7 +46,7 @@ impl PreviewDecoder {
     /// A session for `file`, checked: `latents` of rank 4 (`[B, 4, h, w]`, float32 or float16)
     /// in, `image` of rank 4 out; otherwise an error listing what the graph has.
     pub fn load(rt: &Runtime, file: &Path) -> eyre::Result<Self> {
-        let session = rt.session(file)?;
+        let session = rt.side_session(file)?;
         let input = latents_input(&session, file, "latents", "preview decoder")?;
         let outputs = tensor::outputs(&session);
         let output = outputs

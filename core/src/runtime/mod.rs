@@ -18,6 +18,7 @@ use eyre::{bail, eyre};
 use ort::environment::Environment;
 use ort::ep::{self, ExecutionProvider, ExecutionProviderDispatch};
 use ort::session::Session;
+use ort::session::builder::SessionBuilder;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Fixable;
@@ -346,6 +347,33 @@ impl Runtime {
         self.build_session(model, None, false, overrides)
     }
 
+    /// A session of `model` for work done beside a timed run while it runs (the preview
+    /// decoder): this runtime's provider and options, but one intra-op thread that sleeps when it
+    /// has nothing to do. A pool of its own that spins takes the cores the run's operators are
+    /// timed on: on 2 CPU cores, the micro model's DPM-Solver++ 20 with decoder previews took a
+    /// median 438 ms with the preview decoder on a default session, 278 ms on this one, and
+    /// 250 ms with no previews (exercise 1, 6 runs each, interleaved). Never from the
+    /// optimised-graph cache (such graphs are small).
+    pub fn side_session(&self, model: &Path) -> eyre::Result<Session> {
+        self.builder()?
+            .with_intra_threads(1)
+            .map_err(|e| eyre!("{e}"))?
+            .with_intra_op_spinning(false)
+            .map_err(|e| eyre!("{e}"))?
+            .commit_from_file(model)
+            .map_err(|e| self.load_error(model, &e.to_string()))
+    }
+
+    /// A session builder with this runtime's options and execution providers.
+    fn builder(&self) -> eyre::Result<SessionBuilder> {
+        let builder = Session::builder(&self.env).map_err(|e| eyre!("{e}"))?;
+        self.options
+            .apply(builder)
+            .map_err(|e| eyre!("{e}"))?
+            .with_execution_providers(self.execution_providers())
+            .map_err(|e| eyre!("{e}"))
+    }
+
     /// A session of `model`; `save_to` writes the optimised graph there (weights beside it in
     /// `model.onnx.data`); `preoptimised` loads a graph already optimised (no passes again).
     fn build_session(
@@ -355,14 +383,7 @@ impl Runtime {
         preoptimised: bool,
         overrides: WeightOverrides,
     ) -> eyre::Result<Session> {
-        let eps = self.execution_providers();
-        let builder = Session::builder(&self.env).map_err(|e| eyre!("{e}"))?;
-        let mut builder = self
-            .options
-            .apply(builder)
-            .map_err(|e| eyre!("{e}"))?
-            .with_execution_providers(eps)
-            .map_err(|e| eyre!("{e}"))?;
+        let mut builder = self.builder()?;
         if preoptimised {
             builder = builder
                 .with_optimization_level(ort::session::builder::GraphOptimizationLevel::Disable)
