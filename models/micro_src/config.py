@@ -85,17 +85,22 @@ STAGES = {
     "export": dict(dtype="fp16", verify=True),
     # issue 20: the edge ControlNet, trained against the exported model (--export-dir, models/micro by
     # default) after everything else, so the stages before it draw the same numbers as before.
-    # samples: the base's own DPM-Solver++ images of train captions (controlnet.py); 4 chunks of 256,
-    # about 6 min each on a shared 2-core machine, then `budget_s` of training (the shipped one: 8 361
-    # steps of batch 16 in 4 200 s; on an oversubscribed machine --threads 1 ran 5x faster than 2).
-    # style_samples / style_fraction: the style variant's own triggered samples and the share of steps
-    # drawn from them (off as shipped: 0 / 0.0). Tried once, resumed from the shipped checkpoint with
-    # 512 / 0.25 for 1 250 steps: F1 at DPM-Solver++ 20 + CN 0.541 -> 0.549, the style pixelation
-    # margin 0.139 -> 0.148, LCM + style + CN F1 0.419 -> 0.375; not shipped (the run was lost with
-    # its machine before it finished).
-    "controlnet": dict(samples=1024, sample_steps=10, sample_cfg=7.5, sample_batch=128, batch=16, steps=12000, budget_s=4200,
-                       lr=1e-3, warmup=50, text_dropout=0.5, conditioning_channels=(16, 32, 48), timestep_bias=3.0,
-                       style_samples=0, style_fraction=0.0),
+    # samples: the base's own DPM-Solver++ 20 images of train captions at cfg 7.5 (controlnet.base_samples;
+    # the turbo stage's teacher set, sampled once for both: 16 chunks of 256, ~40 s each on 2 free cores).
+    # init: the ControlNet shipped in that folder, rebuilt in torch, trained on from (None: a new one
+    # from the base UNet). The shipped ControlNet is two trainings: the first from a new one on 1 024
+    # 10-step samples (8 361 steps of batch 16 in 4 200 s, timestep_bias 3, lr 1e-3; F1 at DPM-Solver++
+    # 20 + CN 0.541; its record is micro.stages.controlnet.init_from), then these settings on from it
+    # (budget_s 2 400 on 2 free cores, ~0.17 s a step). Every other stage must be idle meanwhile: with 2
+    # torch threads, anything else on the machine slows a step 3-5x.
+    # style_samples / style_fraction / style_condition: a share of the steps through unet_style on its
+    # own triggered samples, conditioned on their own edges ("own") or on the same-seed base image's
+    # ("paired"). Off as shipped: both were tried and lowered LCM + style + CN's F1 -- "own" at 0.25
+    # (0.419 -> 0.375), "paired" at 0.2 for 6 000 steps (0.511 -> 0.264 on 16 scenes x 2 seeds): the
+    # ControlNet reads the caption, and learned to loosen the control when the trigger is there.
+    "controlnet": dict(samples=4096, sample_steps=20, sample_cfg=7.5, sample_batch=128, batch=16, steps=30000, budget_s=2400,
+                       lr=5e-4, warmup=100, text_dropout=0.5, conditioning_channels=(16, 32, 48), timestep_bias=2.0,
+                       style_samples=0, style_fraction=0.0, style_condition="own", init="models/micro/controlnet_edge"),
     # issue 25: the preview decoder (preview.py), distilled from the shipped VAE decoder on the x0
     # predictions of DPM-Solver++ trajectories (every step + the final latents); appended last, so
     # every stage before it draws the same numbers as before. channels/blocks: 16 channels, blocks
@@ -127,7 +132,7 @@ SMOKE = {
     "style": dict(batch=4, steps=2, warmup=1),
     "evaluate": dict(prompts=2, seeds=1, dpm_steps=(2, 3), dpm_main=3, dpm_low=2, reference_steps=4, lcm_steps=2, batch=4),
     "export": dict(dtype="fp16", verify=True, judge_scenes=32),  # the judge's evaluation (default: evaluate_judge.SETTINGS)
-    "controlnet": dict(samples=8, style_samples=4, sample_steps=2, sample_batch=8, batch=4, steps=2, warmup=1),
+    "controlnet": dict(samples=8, style_samples=4, sample_steps=2, sample_batch=8, batch=4, steps=2, warmup=1, init=None),
     "preview": dict(samples=4, style_samples=2, chunk=2, sample_steps=2, sample_batch=4, batch=4, steps=2, warmup=1),
     "turbo": dict(samples=8, sample_steps=2, sample_batch=8, batch=4, steps=2, warmup=1),
 }

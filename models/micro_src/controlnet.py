@@ -5,19 +5,21 @@ The training run directory that made the micro model is not kept, and the VAE en
 shipped, so the stage works from the shipped folder (models/micro, `shipped.py`): the UNet
 rebuilt in torch from its fp16 graph, the text encoder and the VAE decoder through ONNX Runtime.
 
-Data (`sample_set`): the base model's own images. For train-split captions, DPM-Solver++
-(`sample_steps`, cfg `sample_cfg`) through diffusers' StableDiffusionPipeline gives latents, the
-shipped decoder gives their images, and the condition is the Canny edge map of each image
-(models/edges.py canny, 3 channels, /255, as diffusers' canny recipe and control image processor
-make it). The latents are on the model's distribution by construction, and each condition is
-the exact edge map of its own latent's image. Written in chunks to <run-dir>/controlnet/samples/,
-so an interrupted sampling resumes.
+Data (`base_samples`, `edge_maps`): the base model's own images. For train-split captions,
+DPM-Solver++ (`sample_steps`, cfg `sample_cfg`) through diffusers' StableDiffusionPipeline gives
+latents, the shipped decoder gives their images, and the condition is the Canny edge map of each
+image (models/edges.py canny, 3 channels, /255, as diffusers' canny recipe and control image
+processor make it). The latents are on the model's distribution by construction, and each
+condition is the exact edge map of its own latent's image. The samples are written in chunks to
+<run-dir>/samples/<unet>_dpm<steps>_cfg<cfg>/ (`samples_dir`), so an interrupted sampling resumes,
+and the turbo stage's teacher set is the same folder (sampled once for both).
 
 Training (`stage_controlnet`): ControlNetModel.from_unet(base UNet) with a 3-level conditioning
-embedding (scale factor 4: 64x64 edges -> 16x16), eps-prediction through the FROZEN base UNet
-(the residuals added as StableDiffusionControlNetPipeline adds them), SD v1.5's noise schedule,
-`text_dropout` of the captions empty (the ControlNet paper's recipe: it must follow the edges
-alone). train.train_loop's checkpoint/budget/cosine pattern; the weights go to
+embedding (scale factor 4: 64x64 edges -> 16x16), or, with `init`, the ControlNet shipped in that
+folder rebuilt in torch (shipped.rebuild_controlnet) to train on from; eps-prediction through the
+FROZEN base UNet (the residuals added as StableDiffusionControlNetPipeline adds them), SD v1.5's
+noise schedule, `text_dropout` of the captions empty (the ControlNet paper's recipe: it must
+follow the edges alone). train.train_loop's checkpoint/budget/cosine pattern; the weights go to
 <run-dir>/controlnet/model (a diffusers folder).
 """
 
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -40,7 +43,8 @@ import edges  # noqa: E402
 import shipped  # noqa: E402
 import world  # noqa: E402
 
-CHUNK = 256  # samples per file of the sampled training set
+CHUNK = 256  # samples per file of a sampled set
+LATENT_SHAPE = (4, world.IMAGE_SIZE // 4, world.IMAGE_SIZE // 4)
 
 
 def control_image(rgb: np.ndarray) -> np.ndarray:
@@ -104,34 +108,59 @@ class Frozen:
 # ---- data ------------------------------------------------------------------------------------
 
 
-def sample_set(frozen: Frozen, out_dir: Path, s: dict, seed: int, n: int, unet: str = "unet", trigger: bool = False,
-               log=print) -> dict:
-    """`n` samples of `unet` (the training set, see the module doc) in chunks of CHUNK under
-    `out_dir`; chunks already there are kept (resume). `trigger`: the captions carry the style's
-    trigger word. {latents [N, 4, 16, 16] fp32, control uint8 [N, 64, 64] (edge maps), captions}."""
+def noise_of(seeds: list[int]) -> torch.Tensor:
+    """The initial noise diffusers draws for a list of per-sample torch CPU generators, [N, 4, 16, 16]."""
+    return torch.cat([torch.randn((1, *LATENT_SHAPE), generator=torch.Generator().manual_seed(s)) for s in seeds])
+
+
+def samples_dir(run_dir: Path, s: dict, unet: str = "unet", trigger: bool = False) -> Path:
+    """Where `base_samples` keeps the samples of `unet` at `s`'s sampling settings: one folder per
+    (UNet, steps, cfg, trigger), shared by every stage that asks for the same samples."""
+    name = f"{unet}_dpm{s['sample_steps']}_cfg{s['sample_cfg']:g}" + ("_triggered" if trigger else "")
+    return Path(run_dir) / "samples" / name
+
+
+def base_samples(frozen: Frozen, out_dir: Path, s: dict, seed: int, n: int, unet: str = "unet", trigger: bool = False,
+                 log=print) -> dict:
+    """`n` samples of the shipped `unet`: train-split captions (with the style's trigger word when
+    `trigger`) through diffusers' StableDiffusionPipeline, DPM-Solver++ `sample_steps` at cfg
+    `sample_cfg`, from noise drawn per seed (seed * 1_000_003 + i), in chunks of CHUNK under
+    `out_dir` (`samples_dir`); chunks already there are kept (resume). {noise, latents
+    [N, 4, 16, 16] fp32, captions, sampling_s (every chunk's wall time, from `seconds.json`),
+    earlier_s (the chunks made before this call)}."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    timing_path = out_dir / "seconds.json"
+    seconds = json.loads(timing_path.read_text()) if timing_path.is_file() else {}
+    earlier = sum(seconds.values())
     pipe = frozen.pipeline(unet)
     for start in range(0, n, CHUNK):
         path = out_dir / f"chunk_{start:06d}.npz"
         if path.is_file():
             continue
+        t0 = time.perf_counter()
         count = min(CHUNK, n - start)
         scenes = [world.scene("train", i) for i in range(start, start + count)]
         seeds = [seed * 1_000_003 + i for i in range(start, start + count)]
         lat = frozen.generate(pipe, [sc.caption(trigger=trigger) for sc in scenes], seeds, s["sample_steps"], s["sample_cfg"],
                               batch=s["sample_batch"])
-        images = frozen.decoder(lat)
-        edge = np.stack([edges.canny(im) for im in images]).astype(np.uint8)
         tmp = path.with_name(path.stem + ".tmp.npz")
-        np.savez(tmp, latents=lat.numpy(), edges=edge, images=images, index=np.arange(start, start + count))
+        np.savez(tmp, noise=noise_of(seeds).numpy(), latents=lat.numpy(), index=np.arange(start, start + count))
         tmp.replace(path)
-        log(f"controlnet: sampled {start + count}/{n} of {unet}")
-    files = sorted(out_dir.glob("chunk_*.npz"))
-    parts = [np.load(f) for f in files]
-    index = np.concatenate([p["index"] for p in parts])
-    return {"latents": np.concatenate([p["latents"] for p in parts])[:n],
-            "edges": np.concatenate([p["edges"] for p in parts])[:n],
-            "captions": [world.scene("train", int(i)).caption(trigger=trigger) for i in index[:n]]}
+        seconds[path.name] = round(time.perf_counter() - t0, 1)
+        timing_path.write_text(json.dumps(seconds, indent=1))
+        log(f"samples: {start + count}/{n} of {unet} ({out_dir.name})")
+    parts = [np.load(f) for f in sorted(out_dir.glob("chunk_*.npz"))]
+    index = np.concatenate([p["index"] for p in parts])[:n]
+    return {"noise": torch.from_numpy(np.concatenate([p["noise"] for p in parts])[:n]),
+            "latents": torch.from_numpy(np.concatenate([p["latents"] for p in parts])[:n]),
+            "captions": [world.scene("train", int(i)).caption(trigger=trigger) for i in index],
+            "sampling_s": round(sum(seconds.values()), 1), "earlier_s": earlier}
+
+
+def edge_maps(frozen: Frozen, latents: torch.Tensor) -> np.ndarray:
+    """The Canny edges (uint8 0/1 [N, 64, 64]) of the shipped decoder's images of `latents`: each
+    training condition is exactly its own latent's image's edge map."""
+    return np.stack([edges.canny(im) for im in frozen.decoder(latents)]).astype(np.uint8)
 
 
 # ---- training --------------------------------------------------------------------------------
@@ -160,31 +189,54 @@ def training_timesteps(n: int, total: int, bias: float, gen: torch.Generator) ->
 
 
 class TrainingSet:
-    """One sampled set as the steps draw from it: latents, 3-channel conditions, caption rows into
-    the stage's text table, the frozen UNet the residuals go through, the caption dropout."""
+    """One sampled set as the steps draw from it: latents, 3-channel conditions (their images'
+    edges), caption rows into the stage's text table, the frozen UNet the residuals go through, the
+    caption dropout."""
 
-    def __init__(self, data: dict, unet, rows: dict, dropout: float):
-        self.latents = torch.from_numpy(data["latents"])
-        self.cond = torch.from_numpy(data["edges"]).float().unsqueeze(1).expand(-1, 3, -1, -1)
+    def __init__(self, data: dict, edge: np.ndarray, unet, rows: dict, dropout: float):
+        self.latents = data["latents"]
+        self.cond = torch.from_numpy(edge).float().unsqueeze(1).expand(-1, 3, -1, -1)
         self.rows = torch.tensor([rows[c] for c in data["captions"]])
         self.unet, self.dropout = unet, dropout
 
 
-def training_sets(ctx, frozen: Frozen, s: dict, d: Path) -> tuple[list[TrainingSet], torch.Tensor, int]:
+def training_sets(ctx, frozen: Frozen, s: dict) -> tuple[list[TrainingSet], torch.Tensor, int, dict]:
     """The base's set and, with `style_samples`, the style variant's (triggered captions, no
     caption dropout: untriggered, the style variant draws no pixel art); the text embeddings of
-    every caption and of "" (the row `empty`)."""
+    every caption and of "" (the row `empty`); the sampling's record.
+
+    A style sample's condition (`style_condition`): "own", its own image's edges (the staircase
+    outline of pixel art); "paired", the edges of the base's image drawn from the same noise and
+    caption (sample i of both sets: seed i), which the triggered image follows in layout: the
+    smooth outline a user draws for a sprite, paired with the pixel art that follows it."""
     import train
 
-    base = sample_set(frozen, d / "samples", s, ctx.seed, s["samples"], log=train.log)
+    base = base_samples(frozen, samples_dir(ctx.run_dir, s), s, ctx.seed, s["samples"], log=train.log)
     sets = [(base, "unet", s["text_dropout"])]
     if s.get("style_samples"):
-        style = sample_set(frozen, d / "samples_style", s, ctx.seed, s["style_samples"], "unet_style", trigger=True, log=train.log)
+        style = base_samples(frozen, samples_dir(ctx.run_dir, s, "unet_style", True), s, ctx.seed, s["style_samples"],
+                             "unet_style", trigger=True, log=train.log)
         sets.append((style, "unet_style", 0.0))
     captions = sorted({c for data, _, _ in sets for c in data["captions"]})
     rows = {c: i for i, c in enumerate(captions)}
     text = frozen.text(captions + [""])
-    return [TrainingSet(data, frozen.unets[u], rows, p) for data, u, p in sets], text, len(rows)
+    paired = s.get("style_condition", "own") == "paired"
+    out = [TrainingSet(data, edge_maps(frozen, (base if paired else data)["latents"][: len(data["latents"])]),
+                       frozen.unets[u], rows, p) for data, u, p in sets]
+    sampling = {"sampling_s": sum(data["sampling_s"] for data, _, _ in sets), "samples_dirs": [
+        str(samples_dir(ctx.run_dir, s, u, u != "unet").relative_to(ctx.run_dir)) for _, u, _ in sets]}
+    return out, text, len(rows), sampling
+
+
+def initial_controlnet(frozen: Frozen, s: dict):
+    """`s["init"]` None: a new ControlNet from the base UNet (`conditioning_channels`); a folder
+    (micro model folder / ControlNet folder, e.g. "models/micro/controlnet_edge"): the shipped
+    ControlNet graph there, rebuilt in torch (shipped.rebuild_controlnet), to train on from."""
+    if not s.get("init"):
+        return new_controlnet(frozen.unets["unet"], s["conditioning_channels"])
+    folder = Path(s["init"])
+    folder = folder if folder.is_absolute() else HERE.parent.parent / folder
+    return shipped.rebuild_controlnet(folder.parent, folder.name)
 
 
 def stage_controlnet(ctx) -> dict:
@@ -192,11 +244,10 @@ def stage_controlnet(ctx) -> dict:
     from diffusers import DDPMScheduler
 
     s = ctx.settings["controlnet"]
-    d = ctx.dir("controlnet")
     frozen = Frozen(Path(ctx.export_dir or shipped.MICRO), unets=("unet", "unet_style") if s.get("style_samples") else ("unet",))
-    sets, text, empty = training_sets(ctx, frozen, s, d)
+    sets, text, empty, sampling = training_sets(ctx, frozen, s)
     torch.manual_seed(ctx.seed + 5)
-    cn = new_controlnet(frozen.unets["unet"], s["conditioning_channels"]).to(ctx.device).train()
+    cn = initial_controlnet(frozen, s).to(ctx.device).train()
     opt = torch.optim.AdamW(cn.parameters(), lr=s["lr"], weight_decay=0.0)
     sched = DDPMScheduler.from_config(frozen.scheduler_config)
 
@@ -218,7 +269,9 @@ def stage_controlnet(ctx) -> dict:
         return loss.item()
 
     rec = train.train_loop(ctx, "controlnet", {"controlnet": cn}, opt, step_fn, s["warmup"])
+    d = ctx.dir("controlnet")
     cn.eval().save_pretrained(str(d / "model"), safe_serialization=True)
     rec.update(samples=len(sets[0].latents), style_samples=len(sets[1].latents) if len(sets) > 1 else 0,
-               params=sum(p.numel() for p in cn.parameters()), model="controlnet/model", source=str(frozen.model))
+               params=sum(p.numel() for p in cn.parameters()), model="controlnet/model", source=str(frozen.model),
+               init=s.get("init"), **sampling)
     return rec

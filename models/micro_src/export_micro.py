@@ -193,6 +193,19 @@ def compact_graph(path: Path, id_pool: list[int]) -> dict:
     return {"renamed": len(names), "node_names_kept": len(kept), "bytes_before": before, "bytes_after": path.stat().st_size}
 
 
+def distinct_weights(module, seed: int = 0) -> dict:
+    """Fill `module`'s parameters, in order, with random all-distinct values (N(0, 0.05²) from
+    `seed`) and return them by state-dict key (numpy): a reference export's weights, which torch's
+    exporter cannot merge and shipped.layout_of matches back to their parameters by value."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.05)
+    return {k: p.detach().numpy().copy() for k, p in module.named_parameters()}
+
+
 def reference_unet(config_path: Path, out: Path, dtype: str, residuals: bool = False) -> Path:
     """A UNet of `config_path`'s config exported the way models/export.py exports UNets (same
     torch and onnx: .venv-ref), into `out`; its graph carries torch's names. The weights are
@@ -203,10 +216,7 @@ def reference_unet(config_path: Path, out: Path, dtype: str, residuals: bool = F
     from diffusers import UNet2DConditionModel
 
     unet = UNet2DConditionModel.from_config(json.loads(Path(config_path).read_text())).eval()
-    gen = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in unet.parameters():
-            p.copy_(torch.randn(p.shape, generator=gen) * 0.05)
+    distinct_weights(unet)
     export.export_component(export.unet_spec(unet, residuals=residuals), Path(out), export.Settings(dtype=dtype, verify=False))
     return Path(out) / "model.onnx"
 
@@ -558,10 +568,12 @@ def add_to_folder(model: Path, manifest: dict, edit, owned=None) -> int:
 
 def add_controlnet(model: Path, run_dir: Path, log=print) -> dict:
     """Ship the ControlNet trained by train.py's controlnet stage (<run-dir>/controlnet/model) in
-    the micro folder `model`: controlnet_edge/ (fp16, checked against torch), every UNet re-exported
-    with the residual inputs (`reexport_unet`), manifest.json's controlnets.edge, components,
-    notes, file table and micro section (the stage's record and <run-dir>/controlnet_metrics.json).
-    Built beside `model`, moved into place when every check passed."""
+    the micro folder `model`: controlnet_edge/ (fp16, checked against torch, replacing an earlier
+    one), every UNet without the residual inputs re-exported with them (`reexport_unet`; UNets
+    that already take them stay byte for byte), manifest.json's controlnets.edge, components,
+    notes, file table and micro section (the stage's record, <run-dir>/controlnet_metrics.json,
+    and, when the stage trained on from the ControlNet shipped before, that one's files and record
+    as the stage's `init_from`). Built beside `model`, moved into place when every check passed."""
     import shipped
     from diffusers import ControlNetModel
 
@@ -571,21 +583,27 @@ def add_controlnet(model: Path, run_dir: Path, log=print) -> dict:
 
     settings = export.Settings(dtype=manifest["dtype"], verify=True, check_threads=torch.get_num_threads())
     cn = ControlNetModel.from_pretrained(str(run_dir / "controlnet" / "model")).eval()
-    unets = shipped.rebuild_unets(model)
+    plain = [u for u in shipped.UNETS if not shipped.takes_residuals(model / u / "model.onnx")]
+    unets = shipped.rebuild_unets(model, plain or ("unet",))
     export.check_controlnet_base(cn, unets["unet"], manifest["geometry"]["vae_scale_factor"], CONTROLNET)
     n = len(export.residual_layout(cn)) - 1
     folder = f"controlnet_{CONTROLNET}"
+    stage = json.loads((run_dir / "controlnet" / "done.json").read_text())
+    if stage.get("init"):
+        stage["init_from"] = {"files": {k: v for k, v in manifest["files"].items() if k.startswith(folder + "/")},
+                              "stage": manifest["micro"].get("stages", {}).get("controlnet"),
+                              "targets_met": manifest["micro"].get("controlnet_metrics", {}).get("targets_met")}
 
     def edit(building: Path) -> None:
-        for name, unet in unets.items():
+        for name in plain:
             shutil.rmtree(building / name)
-            rec = reexport_unet(unet, model / name, building / name, settings, n)
+            rec = reexport_unet(unets[name], model / name, building / name, settings, n)
             rec["weight_node_names"] = manifest["components"][name].get("weight_node_names")
             manifest["components"][name] = {k: v for k, v in rec.items() if v is not None}
             zero = rec["residual_inputs"]["zero_residuals_vs_plain_graph"]
             log(f"{name}: residual inputs; weights bit-identical; zero residuals: {zero}")
+        shutil.rmtree(building / folder, ignore_errors=True)
         manifest["components"][folder] = export_controlnet_graph(cn, unets["unet"], building / folder, settings)
-        stage = json.loads((run_dir / "controlnet" / "done.json").read_text())
         manifest["controlnets"] = {CONTROLNET: {
             "kind": "trained", "source": "trained by models/micro_src/train.py (stage controlnet)", "revision": None,
             **export.controlnet_record(cn, folder=folder)}}

@@ -48,19 +48,13 @@ def _by_value(arrays: dict[str, np.ndarray]) -> dict[bytes, str]:
     return {np.sort(a.astype(np.float16).ravel()).tobytes(): k for k, a in arrays.items()}
 
 
-def reference_layout(config_path: Path, tmp: Path, residuals: bool = False):
+def layout_of(params: dict[str, np.ndarray], ref_path: Path):
     """(reference graph, {reference initializer: (state-dict key, how)}) with how one of "same",
-    "transposed", "reshaped": a random-weight export of the config (export_micro.reference_unet)
-    whose initializers are matched to the parameters they hold by value."""
+    "transposed", "reshaped": the initializers of `ref_path`, an fp16 export of a module holding
+    `params` (export_micro.distinct_weights), matched to the parameters they hold by value."""
     import onnx
-    from diffusers import UNet2DConditionModel
     from onnx import numpy_helper
 
-    ref_path = export_micro.reference_unet(config_path, tmp / "ref_unet", "fp16", residuals)
-    # reference_unet draws its weights from this seed in parameter order: redraw them to match
-    unet = UNet2DConditionModel.from_config(json.loads(Path(config_path).read_text()))
-    gen = torch.Generator().manual_seed(0)
-    params = {k: (torch.randn(p.shape, generator=gen) * 0.05).numpy() for k, p in unet.named_parameters()}
     keys = _by_value(params)
     graph = onnx.load(str(ref_path)).graph
     layout = {}
@@ -78,8 +72,18 @@ def reference_layout(config_path: Path, tmp: Path, residuals: bool = False):
         layout[t.name] = (key, how)
     if sorted(k for k, _ in layout.values()) != sorted(params):
         missing = sorted(set(params) - {k for k, _ in layout.values()})
-        raise export.ExportError(f"the reference UNet's graph does not hold every parameter once: {missing[:4]}")
+        raise export.ExportError(f"the reference graph does not hold every parameter once: {missing[:4]}")
     return onnx.load(str(ref_path), load_external_data=False).graph, layout
+
+
+def reference_layout(config_path: Path, tmp: Path, residuals: bool = False):
+    """`layout_of` a random-weight export of the UNet config (export_micro.reference_unet)."""
+    from diffusers import UNet2DConditionModel
+
+    ref_path = export_micro.reference_unet(config_path, tmp / "ref_unet", "fp16", residuals)
+    # reference_unet draws its weights from seed 0 in parameter order: redraw them to match
+    params = export_micro.distinct_weights(UNet2DConditionModel.from_config(json.loads(Path(config_path).read_text())))
+    return layout_of(params, ref_path)
 
 
 def shipped_state_dict(graph_path: Path, ref_graph, layout: dict) -> dict[str, torch.Tensor]:
@@ -131,6 +135,28 @@ def rebuild_unets(model: Path = MICRO, folders=UNETS) -> dict:
             unet.load_state_dict(state, strict=True)
             out[folder] = unet.eval().requires_grad_(False)
     return out
+
+
+def rebuild_controlnet(model: Path = MICRO, folder: str = "controlnet_edge"):
+    """A diffusers ControlNetModel (train mode, fp32) holding exactly the fp16 weights of
+    `model/folder/model.onnx`, matched like the UNets': a random-weight export of the same config
+    through export.controlnet_spec, aligned node by node."""
+    from diffusers import ControlNetModel
+
+    config = json.loads((Path(model) / folder / "config.json").read_text())
+    geometry = json.loads((Path(model) / "manifest.json").read_text())["geometry"]
+    unet_config = json.loads((Path(model) / "unet" / "config.json").read_text())
+    ref = ControlNetModel.from_config(config).eval()
+    params = export_micro.distinct_weights(ref)
+    with tempfile.TemporaryDirectory() as tmp:
+        spec = export.controlnet_spec(ref, unet_config["sample_size"], geometry["vae_scale_factor"])
+        export.export_component(spec, Path(tmp) / "ref", export.Settings(dtype="fp16", verify=False))
+        ref_graph, layout = layout_of(params, Path(tmp) / "ref" / "model.onnx")
+        state = shipped_state_dict(Path(model) / folder / "model.onnx", ref_graph, layout)
+    cn = ControlNetModel.from_config(config)
+    shapes = {k: v.shape for k, v in cn.state_dict().items()}
+    cn.load_state_dict({k: v.reshape(shapes[k]) for k, v in state.items()}, strict=True)
+    return cn
 
 
 class TextEncoder:

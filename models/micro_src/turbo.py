@@ -16,10 +16,11 @@ there to keep a large model's one-step samples sharp on an open-ended distributi
 judge reads the result, and the evaluation (evaluate_turbo.py) records whether the images are
 right at 1 step. Data and loss:
 
-- Teacher data (`teacher_set`): for train-split captions, the shipped base UNet with
+- Teacher data (controlnet.base_samples): for train-split captions, the shipped base UNet with
   DPM-Solver++ (`sample_steps`, cfg `sample_cfg`) through diffusers' StableDiffusionPipeline
   from noise drawn per seed; (noise, final latents, caption) triples, in chunks under
-  <run-dir>/turbo/samples/ (an interrupted sampling resumes).
+  <run-dir>/samples/unet_dpm20_cfg7.5/ (an interrupted sampling resumes; the controlnet stage
+  trains on the same samples).
 - Student (`stage_turbo`): the whole base UNet, fine-tuned (its weights are a copy of the
   shipped base, rebuilt in torch by shipped.py), no guidance (the captions only: the teacher's
   cfg is distilled in). Each batch: a `one_step_fraction` share at t = 999 from the teacher's own
@@ -50,8 +51,7 @@ import controlnet as cn_mod  # noqa: E402
 import shipped  # noqa: E402
 import world  # noqa: E402
 
-CHUNK = 256  # samples per file of the teacher set
-LATENT_SHAPE = (4, world.IMAGE_SIZE // 4, world.IMAGE_SIZE // 4)
+LATENT_SHAPE = cn_mod.LATENT_SHAPE
 ONE_STEP_T = 999
 # The trailing schedule's timesteps after the first at 2 and 4 steps (diffusers' EulerDiscreteScheduler,
 # timestep_spacing="trailing", 1000 training steps): 4 steps -> 999, 749, 499, 249; 2 steps -> 999, 499.
@@ -66,11 +66,6 @@ SCHEDULER_CONFIG = {
 }
 
 
-def noise_of(seeds: list[int]) -> torch.Tensor:
-    """The initial noise diffusers draws for a list of per-sample torch CPU generators, [N, 4, 16, 16]."""
-    return torch.cat([torch.randn((1, *LATENT_SHAPE), generator=torch.Generator().manual_seed(s)) for s in seeds])
-
-
 def sigmas(alphas_cumprod: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     """Euler's sigma at integer timesteps: sqrt((1 - abar) / abar)."""
     ac = alphas_cumprod[t]
@@ -82,45 +77,6 @@ def x0_prediction(unet, x: torch.Tensor, t: torch.Tensor, sigma: torch.Tensor, e
     s = sigma.view(-1, 1, 1, 1)
     eps = unet(x / (s**2 + 1).sqrt(), t, encoder_hidden_states=ehs).sample
     return x - s * eps
-
-
-# ---- data ------------------------------------------------------------------------------------
-
-
-def teacher_set(frozen: cn_mod.Frozen, out_dir: Path, s: dict, seed: int, n: int, log=print) -> dict:
-    """`n` teacher samples (see the module doc) in chunks of CHUNK under `out_dir`; chunks already
-    there are kept (resume). {noise [N, 4, 16, 16], latents [N, 4, 16, 16] (fp32), captions,
-    sampling_s (every chunk's wall time, from `seconds.json`), earlier_s (the chunks made before
-    this call)}."""
-    import time
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    timing_path = out_dir / "seconds.json"
-    seconds = json.loads(timing_path.read_text()) if timing_path.is_file() else {}
-    earlier = sum(seconds.values())
-    pipe = frozen.pipeline("unet")
-    for start in range(0, n, CHUNK):
-        path = out_dir / f"chunk_{start:06d}.npz"
-        if path.is_file():
-            continue
-        t0 = time.perf_counter()
-        count = min(CHUNK, n - start)
-        scenes = [world.scene("train", i) for i in range(start, start + count)]
-        seeds = [seed * 1_000_003 + i for i in range(start, start + count)]
-        lat = frozen.generate(pipe, [sc.caption() for sc in scenes], seeds, s["sample_steps"], s["sample_cfg"],
-                              batch=s["sample_batch"])
-        tmp = path.with_name(path.stem + ".tmp.npz")
-        np.savez(tmp, noise=noise_of(seeds).numpy(), latents=lat.numpy(), index=np.arange(start, start + count))
-        tmp.replace(path)
-        seconds[path.name] = round(time.perf_counter() - t0, 1)
-        timing_path.write_text(json.dumps(seconds, indent=1))
-        log(f"turbo: sampled {start + count}/{n} teacher samples")
-    parts = [np.load(f) for f in sorted(out_dir.glob("chunk_*.npz"))]
-    index = np.concatenate([p["index"] for p in parts])[:n]
-    return {"noise": torch.from_numpy(np.concatenate([p["noise"] for p in parts])[:n]),
-            "latents": torch.from_numpy(np.concatenate([p["latents"] for p in parts])[:n]),
-            "captions": [world.scene("train", int(i)).caption() for i in index],
-            "sampling_s": round(sum(seconds.values()), 1), "earlier_s": earlier}
 
 
 # ---- training --------------------------------------------------------------------------------
@@ -147,7 +103,7 @@ def stage_turbo(ctx) -> dict:
     s = ctx.settings["turbo"]
     d = ctx.dir("turbo")
     frozen = cn_mod.Frozen(Path(ctx.export_dir or shipped.MICRO), unets=("unet",))
-    data = teacher_set(frozen, d / "samples", s, ctx.seed, s["samples"], log=train.log)
+    data = cn_mod.base_samples(frozen, cn_mod.samples_dir(ctx.run_dir, s), s, ctx.seed, s["samples"], log=train.log)
     captions = sorted(set(data["captions"]))
     rows = torch.tensor([{c: i for i, c in enumerate(captions)}[c] for c in data["captions"]])
     text = frozen.text(captions)
