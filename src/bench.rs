@@ -213,6 +213,8 @@ pub struct BenchOptions {
     pub device: Option<Device>,
     pub model_dir: Option<std::path::PathBuf>,
     pub progress: bool,
+    /// Time each run again with the worker's preview thread beside it ([`PreviewThreadCost`]).
+    pub preview_thread: bool,
 }
 
 /// Median, min and max of a phase over the repeats (ms).
@@ -345,6 +347,64 @@ pub struct RunResult {
     /// What a preview of each kind costs on this run's x0s, apart from the run.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub previews: Vec<PreviewCost>,
+    /// The run's time with the preview thread beside it (`--preview-thread`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub with_preview_thread: Option<PreviewThreadCost>,
+}
+
+/// A run timed again with the TUI worker's preview thread making a preview of every step
+/// beside it, as the TUI runs it: what previews cost the run itself, through the cores the two
+/// share (the previews are never counted in the run's time; this is how much slower the run's
+/// own work gets).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PreviewThreadCost {
+    pub kind: PreviewKind,
+    /// The run's total over the repeats (ms).
+    pub total_ms: Spread,
+    /// Its median over the plain repeats' median total.
+    pub over_run: f64,
+}
+
+/// `run_count` passes of `request` (after one untimed pass that warms the previews up) with a
+/// preview thread of its own offered every step's x0, as the worker offers them; the previews
+/// themselves are dropped. `plain_ms`: the plain repeats' median total.
+fn with_preview_thread(
+    rt: &crate::runtime::Runtime,
+    model: &mut crate::models::Model,
+    request: &Request,
+    run_count: usize,
+    plain_ms: f64,
+) -> color_eyre::Result<PreviewThreadCost> {
+    use crate::worker::previews::PreviewThread;
+    let previewer = Previewer::for_model(rt, model, PreviewKind::Decoder)?;
+    let kind = previewer.choice().used;
+    let thread = PreviewThread::spawn(Box::new(previewer), Box::new(|_| true))
+        .wrap_err("starting a preview thread")?;
+    let cancel: &AtomicBool = crate::interrupt::flag();
+    let mut totals = Vec::with_capacity(run_count);
+    for k in 0..=run_count {
+        let run = k as crate::worker::protocol::RunId;
+        let out = generate(rt, model, request, cancel, &mut |ev| {
+            thread.offer(run, ev.index, ev.preview);
+        })?;
+        if let Some(e) = thread.finish(run, false) {
+            bail!("a preview beside the run failed: {e}");
+        }
+        if k > 0 {
+            totals.push(out.report.timings.total.as_secs_f64() * 1e3);
+        }
+    }
+    let total_ms = Spread::of(&totals);
+    let over_run = if plain_ms > 0.0 {
+        total_ms.median / plain_ms
+    } else {
+        0.0
+    };
+    Ok(PreviewThreadCost {
+        kind,
+        total_ms,
+        over_run,
+    })
 }
 
 /// The cost of one preview kind on a run's x0s: every step's x0 of its first pass previewed
@@ -428,6 +488,28 @@ pub struct BenchReport {
 }
 
 /// Runs the bench.
+/// The engine's request for `spec` at the bench's size, seed and noise source.
+fn request_of(spec: &BenchSpec, opts: &BenchOptions, rng: RngSource) -> Request {
+    Request {
+        prompt: spec.prompt.clone(),
+        negative_prompt: String::new(),
+        scheduler: spec.scheduler,
+        scheduler_options: SchedulerOptions::default(),
+        steps: spec.steps,
+        guidance: spec.cfg,
+        seed: opts.seed,
+        rng,
+        unet: spec.unet.clone(),
+        loras: spec.loras.clone(),
+        width: opts.size,
+        height: opts.size,
+        latents: None,
+        clip_score: false,
+        judge: false,
+        control: spec.control.as_ref().map(ControlSpec::to_control),
+    }
+}
+
 pub fn run(config: &Config, opts: &BenchOptions) -> color_eyre::Result<BenchReport> {
     if opts.repeat == 0 {
         bail!(Fixable::new(
@@ -456,24 +538,7 @@ pub fn run(config: &Config, opts: &BenchOptions) -> color_eyre::Result<BenchRepo
             let name = crate::pipeline::control::resolve_name(&dir, c.controlnet.as_deref())?;
             model.controlnet(&rt, &name)?;
         }
-        let request = Request {
-            prompt: spec.prompt.clone(),
-            negative_prompt: String::new(),
-            scheduler: spec.scheduler,
-            scheduler_options: SchedulerOptions::default(),
-            steps: spec.steps,
-            guidance: spec.cfg,
-            seed: opts.seed,
-            rng,
-            unet: spec.unet.clone(),
-            loras: spec.loras.clone(),
-            width: opts.size,
-            height: opts.size,
-            latents: None,
-            clip_score: false,
-            judge: false,
-            control: spec.control.as_ref().map(ControlSpec::to_control),
-        };
+        let request = request_of(spec, opts, rng);
         let scope = if memory::reset_peak() {
             "run"
         } else {
@@ -517,11 +582,23 @@ pub fn run(config: &Config, opts: &BenchOptions) -> color_eyre::Result<BenchRepo
             eprintln!();
         }
         let previews = preview_costs(&mut previewer, &x0s, step_ms(&repeats))?;
+        let result = summarise(spec, size, warmup_ms, repeats, scope, rt.provider);
+        let with_preview_thread = match opts.preview_thread {
+            true => Some(with_preview_thread(
+                &rt,
+                &mut model,
+                &request,
+                opts.repeat,
+                result.total_ms.median,
+            )?),
+            false => None,
+        };
         results.push(RunResult {
             adapters,
             control,
             previews,
-            ..summarise(spec, size, warmup_ms, repeats, scope, rt.provider)
+            with_preview_thread,
+            ..result
         });
     }
     Ok(BenchReport {
@@ -609,6 +686,7 @@ fn summarise(
         },
         peak_gpu_bytes: provider.is_gpu().then(memory::gpu_bytes).flatten(),
         previews: Vec::new(),
+        with_preview_thread: None,
         repeats,
     }
 }
@@ -743,6 +821,31 @@ previews (each step's x0 of the first pass, timed apart from the run):
             })
             .collect();
         out.push_str(&format!("{}: {}\n", run.label, kinds.join(" · ")));
+    }
+    let beside: Vec<String> = r
+        .runs
+        .iter()
+        .filter_map(|run| {
+            let t = run.with_preview_thread.as_ref()?;
+            Some(format!(
+                "{}: {} ms against {} ms without ({:.2}×)",
+                run.label,
+                fmt_ms(&t.total_ms),
+                fmt_ms(&run.total_ms),
+                t.over_run
+            ))
+        })
+        .collect();
+    if let Some(kind) = r
+        .runs
+        .iter()
+        .find_map(|run| run.with_preview_thread.as_ref())
+    {
+        out.push_str(&format!(
+            "\nwith the preview thread beside the run ({} previews of every step, as the TUI makes them):\n{}\n",
+            kind.kind,
+            beside.join("\n")
+        ));
     }
     out
 }
@@ -1002,6 +1105,7 @@ mod tests {
             rss_growth_bytes: None,
             peak_gpu_bytes: None,
             previews: Vec::new(),
+            with_preview_thread: None,
         }
     }
 

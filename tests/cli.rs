@@ -1068,6 +1068,40 @@ fn exercise_4_out_writes_the_cheat_sheet_and_never_replaces_damaged_answers() {
     );
 }
 
+/// `--preview-thread`: each run timed again with the TUI's preview thread previewing every step
+/// beside it (the micro model's decoder), as its own spread and as a ratio to the plain run's
+/// median, in the JSON and under the table (no speed is asserted).
+#[test]
+fn bench_times_a_run_with_the_preview_thread_beside_it_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a.json");
+    let o = speedscape(&[
+        "bench",
+        "--runs",
+        "dpmpp:3",
+        "--repeat",
+        "2",
+        "--device",
+        "cpu",
+        "--preview-thread",
+        "--json",
+        a.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout.contains("with the preview thread beside the run (decoder previews of every step"),
+        "{stdout}"
+    );
+    let run = &json_file(&a)["runs"][0];
+    let t = &run["with_preview_thread"];
+    assert_eq!(t["kind"], "decoder", "{run}");
+    let median = t["total_ms"]["median"].as_f64().unwrap();
+    assert!(median > 0.0 && t["total_ms"]["min"].as_f64().unwrap() <= median);
+    let plain = run["total_ms"]["median"].as_f64().unwrap();
+    assert!((t["over_run"].as_f64().unwrap() - median / plain).abs() < 1e-9);
+}
+
 /// The CI smoke bench: the JSON's structure, and phases that add up to the total (no speed is
 /// asserted anywhere).
 #[test]
@@ -1105,6 +1139,10 @@ fn bench_writes_every_number_and_its_phases_add_up_to_the_total() {
     );
     for run in runs {
         assert_eq!(run["warmup_ms"].as_array().unwrap().len(), 1);
+        assert!(
+            run.get("with_preview_thread").is_none(),
+            "timed with previews only when asked"
+        );
         let repeats = run["repeats"].as_array().unwrap();
         assert_eq!(repeats.len(), 2);
         for r in repeats {

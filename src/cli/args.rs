@@ -509,6 +509,10 @@ pub struct BenchArgs {
     /// Print b/a ratios of two earlier --json files instead of running.
     #[arg(long, num_args = 2, value_names = ["A", "B"])]
     pub compare: Option<Vec<PathBuf>>,
+    /// Also time each run with the TUI's preview thread making a preview of every step beside
+    /// it (the decoder where the model has one), against the plain run.
+    #[arg(long)]
+    pub preview_thread: bool,
     #[command(flatten)]
     pub lora: LoraArgs,
     #[command(flatten)]

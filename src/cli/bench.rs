@@ -56,6 +56,7 @@ pub fn run(config: &Config, args: BenchArgs) -> color_eyre::Result<ExitCode> {
         device: args.engine.device(),
         model_dir: args.engine.model.model_dir,
         progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        preview_thread: args.preview_thread,
     };
     let report = bench::run(config, &opts)?;
     speedscape::interrupt::check(|| "the runs had finished; nothing was written".into())?;

@@ -29,7 +29,7 @@ use crate::pipeline::{self, Phase, Request, RunControl, RunReport};
 use crate::runtime::{Device, Provider, Runtime};
 use previews::PreviewThread;
 
-mod previews;
+pub(crate) mod previews;
 pub mod protocol;
 pub use protocol::{Event, Job, RunId, WorkerInfo};
 
