@@ -365,25 +365,39 @@ pub struct PreviewThreadCost {
     pub over_run: f64,
 }
 
-/// `run_count` passes of `request` (after one untimed pass that warms the previews up) with a
-/// preview thread of its own offered every step's x0, as the worker offers them; the previews
-/// themselves are dropped. `plain_ms`: the plain repeats' median total.
-fn with_preview_thread(
+/// The preview thread `--preview-thread` times runs beside: one for the whole bench (its
+/// decoder session made once), as the TUI's worker keeps one; the kind it makes.
+fn preview_thread(
+    rt: &crate::runtime::Runtime,
+    model: &mut crate::models::Model,
+) -> color_eyre::Result<(crate::worker::previews::PreviewThread, PreviewKind)> {
+    let previewer = Previewer::for_model(rt, model, PreviewKind::Decoder)?;
+    let kind = previewer.choice().used;
+    let thread =
+        crate::worker::previews::PreviewThread::spawn(Box::new(previewer), Box::new(|_| true))
+            .wrap_err("starting a preview thread")?;
+    Ok((thread, kind))
+}
+
+/// `run_count` passes of `request` (after one untimed pass that warms the previews up at this
+/// size) with `beside` offered every step's x0, as the worker offers them; the previews
+/// themselves are dropped. `runs`: the thread's run ids used so far (each pass takes the next).
+/// `plain_ms`: the plain repeats' median total.
+fn time_with_preview_thread(
     rt: &crate::runtime::Runtime,
     model: &mut crate::models::Model,
     request: &Request,
+    beside: &(crate::worker::previews::PreviewThread, PreviewKind),
+    runs: &mut crate::worker::protocol::RunId,
     run_count: usize,
     plain_ms: f64,
 ) -> color_eyre::Result<PreviewThreadCost> {
-    use crate::worker::previews::PreviewThread;
-    let previewer = Previewer::for_model(rt, model, PreviewKind::Decoder)?;
-    let kind = previewer.choice().used;
-    let thread = PreviewThread::spawn(Box::new(previewer), Box::new(|_| true))
-        .wrap_err("starting a preview thread")?;
+    let (thread, kind) = beside;
     let cancel: &AtomicBool = crate::interrupt::flag();
     let mut totals = Vec::with_capacity(run_count);
     for k in 0..=run_count {
-        let run = k as crate::worker::protocol::RunId;
+        *runs += 1;
+        let run = *runs;
         let out = generate(rt, model, request, cancel, &mut |ev| {
             thread.offer(run, ev.index, ev.preview);
         })?;
@@ -401,7 +415,7 @@ fn with_preview_thread(
         0.0
     };
     Ok(PreviewThreadCost {
-        kind,
+        kind: *kind,
         total_ms,
         over_run,
     })
@@ -527,6 +541,11 @@ pub fn run(config: &Config, opts: &BenchOptions) -> color_eyre::Result<BenchRepo
     let cancel: &AtomicBool = crate::interrupt::flag();
     // The preview decoder's session (where the model has one) is made now, its time in load_ms.
     let mut previewer = Previewer::for_model(&rt, &mut model, PreviewKind::Decoder)?;
+    let beside = match opts.preview_thread {
+        true => Some(preview_thread(&rt, &mut model)?),
+        false => None,
+    };
+    let mut beside_runs = 0;
     let mut results = Vec::new();
     let n = opts.runs.len();
     for (i, spec) in opts.runs.iter().enumerate() {
@@ -583,15 +602,17 @@ pub fn run(config: &Config, opts: &BenchOptions) -> color_eyre::Result<BenchRepo
         }
         let previews = preview_costs(&mut previewer, &x0s, step_ms(&repeats))?;
         let result = summarise(spec, size, warmup_ms, repeats, scope, rt.provider);
-        let with_preview_thread = match opts.preview_thread {
-            true => Some(with_preview_thread(
+        let with_preview_thread = match &beside {
+            Some(b) => Some(time_with_preview_thread(
                 &rt,
                 &mut model,
                 &request,
+                b,
+                &mut beside_runs,
                 opts.repeat,
                 result.total_ms.median,
             )?),
-            false => None,
+            None => None,
         };
         results.push(RunResult {
             adapters,
