@@ -10,14 +10,27 @@ Contenders, each in its own subprocess (so peak RSS is its own), each timed end 
 seed, size, steps and guidance, after `--warmup` untimed images:
 
     speedscape   `speedscape bench --model-dir ONNX --runs SPEC --size S --repeat N --json F`
-    diffusers    diffusers' StableDiffusionPipeline on torch (CPU, fp32), from the diffusers folder
-    optimum      optimum-onnx's ORTStableDiffusionPipeline (CPUExecutionProvider), from the ONNX folder
+    diffusers    diffusers' StableDiffusionPipeline on torch, from the diffusers folder, in --dtype
+                 on --device, with diffusers' default attention (SDPA on torch 2: the processor
+                 classes in use are recorded and printed)
+    diffusers-compile  the same with `torch.compile(unet, mode=--compile-mode)` (max-autotune by
+                 default); the first warm-up image pays the compilation and is reported apart
+    optimum      optimum-onnx's ORTStableDiffusionPipeline (the CPU or CUDA provider), from the ONNX folder
     ort-python   a bare loop: onnxruntime InferenceSessions for text encoder, UNet and VAE decoder,
                  the scheduler arithmetic done by diffusers' scheduler object (the least a Python
                  program can spend outside ONNX Runtime)
 
+The CPU comparison (default): fp32, speedscape, diffusers, optimum and ort-python. `--gpu` is the
+GPU one: --device cuda --dtype fp16, speedscape (`bench --device cuda`), diffusers,
+diffusers-compile and optimum; point --onnx at an fp16 export for the ONNX contenders and
+--speedscape-export at speedscape's (e.g. the `--dtype fp16 --optimize cuda` form). On CUDA each
+diffusers contender also draws one untimed image under torch.profiler: its summed GPU kernel time
+and kernel launches against the median image time say how busy eager PyTorch keeps the GPU (a
+launch-bound loop shows kernel time far below wall time). A contender that cannot run on the
+device (no CUDA in torch, no CUDA provider in onnxruntime) is skipped with the reason.
+
 Settings: `dpmpp` = DPM-Solver++ (diffusers' DPMSolverMultistepScheduler, default config) 4 steps,
-cfg 7.5, base UNet; `lcm` = LCMScheduler 4 steps, cfg 1.5, the UNet with the LCM LoRA fused
+cfg 7.5, base UNet (`dpmpp20`: 20 steps, the GPU comparison's default with `lcm`); `lcm` = LCMScheduler 4 steps, cfg 1.5, the UNet with the LCM LoRA fused
 (speedscape and the ONNX contenders load unet_lcm/; diffusers fuses the same LoRA file the export
 fused, as export.py does: load_lora_weights, set_adapters 1.0, fuse_lora).
 
@@ -51,14 +64,20 @@ import warnings
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-CONTENDERS = ("speedscape", "diffusers", "optimum", "ort-python")
+CONTENDERS = ("speedscape", "diffusers", "optimum", "ort-python", "diffusers-compile")
 PYTHON_CONTENDERS = CONTENDERS[1:]
+# The contenders each mode runs unless --contenders says otherwise.
+DEFAULT_CONTENDERS = {"cpu": CONTENDERS[:4], "cuda": ("speedscape", "diffusers", "diffusers-compile", "optimum")}
 
 # name -> (scheduler, steps, cfg, unet variant); the speedscape spec is `sched:steps:cfg@unet`.
 SETTINGS = {
     "dpmpp": ("dpmpp", 4, 7.5, "base"),
+    "dpmpp20": ("dpmpp", 20, 7.5, "base"),
     "lcm": ("lcm", 4, 1.5, "lcm"),
 }
+# The settings each mode runs unless --settings says otherwise (the GPU targets are DPM-Solver++ 20
+# and LCM 4; on 2 CPU cores 20 steps at 512² take minutes per image).
+DEFAULT_SETTINGS = {"cpu": ("dpmpp", "lcm"), "cuda": ("dpmpp20", "lcm")}
 DEFAULT_PROMPT = "a small cottage on a hillside at sunset"
 DEFAULT_SEED = 42
 
@@ -83,12 +102,12 @@ class Skip(Exception):
 # --------------------------------------------------------------------------------------------
 
 
-def model_paths(root: Path) -> dict[str, Path]:
+def model_paths(root: Path, onnx: str = "onnx") -> dict[str, Path]:
     return {
         "root": root,
         "pipeline": root / "standin" / "pipeline",
         "lora": root / "standin" / "loras" / "peft.safetensors",
-        "onnx": root / "onnx",
+        "onnx": root / onnx,
     }
 
 
@@ -102,8 +121,8 @@ def model_missing(paths: dict[str, Path]) -> list[str]:
     return [str(p) for p in need if not p.exists()]
 
 
-def ensure_model(root: Path, make: bool, size: str) -> dict[str, Path]:
-    paths = model_paths(root)
+def ensure_model(root: Path, make: bool, size: str, onnx: str = "onnx") -> dict[str, Path]:
+    paths = model_paths(root, onnx)
     missing = model_missing(paths)
     if missing and make:
         log(f"making the benchmark model in {root} (bench/make-model.sh --size {size}) ...")
@@ -206,7 +225,10 @@ def ort_threads(session) -> dict:
 
 
 class DiffusersRunner:
-    """diffusers' StableDiffusionPipeline on torch, CPU, fp32."""
+    """diffusers' StableDiffusionPipeline on torch in the job's dtype on its device, with
+    diffusers' default attention processors (recorded)."""
+
+    compiled = False
 
     def __init__(self, job: dict):
         try:
@@ -217,8 +239,12 @@ class DiffusersRunner:
         from diffusers.utils import logging as diffusers_logging
 
         diffusers_logging.set_verbosity_error()
+        if job["device"] == "cuda" and not torch.cuda.is_available():
+            raise Skip("torch sees no CUDA device (torch.cuda.is_available() is False); fix: run on the GPU box with a CUDA "
+                       "build of torch, or leave out --gpu / --device cuda")
         writer_check(Path(job["pipeline"]))
         self.torch = torch
+        self.device = job["device"]
         pipe = StableDiffusionPipeline.from_pretrained(job["pipeline"], torch_dtype=torch.float32)
         if job["unet"] != "base":
             # What models/export.py does for unet_lcm (fused_loras), then drop the LoRA layers so
@@ -228,14 +254,51 @@ class DiffusersRunner:
             pipe.set_adapters([job["unet"]], adapter_weights=[1.0])
             pipe.fuse_lora(components=["unet"], lora_scale=1.0, adapter_names=[job["unet"]])
             pipe.unload_lora_weights()
+        # Fused in float32 as the exporter fuses, then moved and cast as a user would run it.
+        pipe.to(self.device, torch.float16 if job["dtype"] == "fp16" else torch.float32)
         pipe.scheduler = make_scheduler(job["scheduler"], pipe.scheduler.config)
         pipe.set_progress_bar_config(disable=True)
+        self.info = {
+            "device": self.device,
+            "dtype": job["dtype"],
+            "attention_processors": sorted({type(p).__name__ for p in pipe.unet.attn_processors.values()}),
+        }
+        if self.compiled:
+            pipe.unet = torch.compile(pipe.unet, mode=job["compile_mode"], fullgraph=True)
+            self.info["compile_mode"] = job["compile_mode"]
         self.pipe = pipe
         self.threads = {"torch": torch.get_num_threads(), "torch_interop": torch.get_num_interop_threads()}
 
     def __call__(self, job: dict):
         with self.torch.inference_mode():
-            return call_pipeline(self.pipe, self.torch, job)
+            images = call_pipeline(self.pipe, self.torch, job)
+        if self.device == "cuda":
+            self.torch.cuda.synchronize()
+        return images
+
+    def profile(self, job: dict, median_ms: float) -> dict | None:
+        """On CUDA, one more image under torch.profiler: the GPU's summed kernel time and the
+        kernel launches, against the unprofiled median image time (the profiler slows the host)."""
+        if self.device != "cuda":
+            return None
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            self(job)
+        kernel_us, launches = 0.0, 0
+        for e in prof.key_averages():
+            kernel_us += getattr(e, "self_device_time_total", None) or getattr(e, "self_cuda_time_total", 0) or 0
+            if "LaunchKernel" in e.key:
+                launches += e.count
+        kernel_ms = kernel_us / 1e3
+        return {"gpu_kernel_ms": kernel_ms, "kernel_launches": launches, "median_ms": median_ms,
+                "gpu_busy_fraction": kernel_ms / median_ms if median_ms else None}
+
+
+class CompiledDiffusersRunner(DiffusersRunner):
+    """The same with torch.compile(unet, mode=--compile-mode, fullgraph=True)."""
+
+    compiled = True
 
 
 def call_pipeline(pipe, torch, job: dict):
@@ -253,8 +316,22 @@ def call_pipeline(pipe, torch, job: dict):
     return out.images
 
 
+def ort_provider(job: dict) -> str:
+    """The onnxruntime provider for the job's device; Skip when this onnxruntime lacks it."""
+    if job["device"] != "cuda":
+        return "CPUExecutionProvider"
+    try:
+        import onnxruntime as ort
+    except ImportError as e:
+        raise Skip(f"onnxruntime not importable ({e}); fix: run under .venv-bench (bench/setup.sh)") from None
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        raise Skip(f"this onnxruntime ({ort.__version__}) has no CUDAExecutionProvider; fix: install onnxruntime-gpu in "
+                   f"this contender's Python (see bench/gpu-prepare.sh), or leave out --gpu / --device cuda")
+    return "CUDAExecutionProvider"
+
+
 class OptimumRunner:
-    """optimum-onnx's ORTStableDiffusionPipeline on the CPU provider."""
+    """optimum-onnx's ORTStableDiffusionPipeline on the CPU or CUDA provider."""
 
     def __init__(self, job: dict):
         try:
@@ -269,7 +346,7 @@ class OptimumRunner:
 
         diffusers_logging.set_verbosity_error()
         self.torch = torch
-        pipe = ORTStableDiffusionPipeline.from_pretrained(job["onnx_view"], provider="CPUExecutionProvider")
+        pipe = ORTStableDiffusionPipeline.from_pretrained(job["onnx_view"], provider=ort_provider(job))
         pipe.scheduler = make_scheduler(job["scheduler"], pipe.scheduler.config)
         pipe.set_progress_bar_config(disable=True)
         self.pipe = pipe
@@ -293,7 +370,7 @@ class OrtLoopRunner:
             raise Skip(f"onnxruntime/diffusers/transformers not importable ({e}); fix: run under .venv-bench (bench/setup.sh)") from None
         self.np, self.torch = np, torch
         onnx = Path(job["onnx_view"])
-        providers = ["CPUExecutionProvider"]
+        providers = [ort_provider(job)]
         self.text = ort.InferenceSession(str(onnx / "text_encoder" / "model.onnx"), providers=providers)
         self.unet = ort.InferenceSession(str(onnx / "unet" / "model.onnx"), providers=providers)
         self.vae = ort.InferenceSession(str(onnx / "vae_decoder" / "model.onnx"), providers=providers)
@@ -304,10 +381,17 @@ class OrtLoopRunner:
         vae_cfg = json.loads((onnx / "vae_decoder" / "config.json").read_text())
         self.scaling = vae_cfg.get("scaling_factor", 0.18215)
         self.threads = {"ort_unet": ort_threads(self.unet)}
+        half = {"tensor(float16)": np.float16}
+        self.types = {(s, i.name): half.get(i.type, np.float32) for s in (self.unet, self.vae) for i in s.get_inputs()}
+
+    def _run(self, session, feeds: dict):
+        """One output of `session`, float inputs cast to what the graph takes, as float32."""
+        cast = {k: v.astype(self.types[(session, k)]) if v.dtype.kind == "f" else v for k, v in feeds.items()}
+        return session.run(None, cast)[0].astype(self.np.float32)
 
     def _encode(self, prompts: list[str]):
         ids = self.tokenizer(prompts, padding="max_length", max_length=self.tokenizer.model_max_length, truncation=True, return_tensors="np").input_ids
-        return self.text.run(["last_hidden_state"], {"input_ids": ids.astype(self.np.int32)})[0]
+        return self.text.run(["last_hidden_state"], {"input_ids": ids.astype(self.np.int32)})[0].astype(self.np.float32)
 
     def __call__(self, job: dict):
         np, torch = self.np, self.torch
@@ -324,24 +408,25 @@ class OrtLoopRunner:
         for t in scheduler.timesteps:
             x = torch.cat([latents] * 2) if guided else latents
             x = scheduler.scale_model_input(x, t)
-            eps = self.unet.run(None, {
+            eps = self._run(self.unet, {
                 "sample": x.numpy(),
                 "timestep": np.array(float(t), dtype=np.float32),
                 "encoder_hidden_states": emb,
-            })[0]
+            })
             eps = torch.from_numpy(eps)
             if guided:
                 uncond, cond = eps.chunk(2)
                 eps = uncond + job["cfg"] * (cond - uncond)
             latents = scheduler.step(eps, t, latents, generator=gen).prev_sample
-        image = self.vae.run(None, {"latent_sample": (latents / self.scaling).numpy()})[0]
+        image = self._run(self.vae, {"latent_sample": (latents / self.scaling).numpy()})
         return np.clip(image / 2 + 0.5, 0.0, 1.0).transpose(0, 2, 3, 1)
 
 
-RUNNERS = {"diffusers": DiffusersRunner, "optimum": OptimumRunner, "ort-python": OrtLoopRunner}
+RUNNERS = {"diffusers": DiffusersRunner, "diffusers-compile": CompiledDiffusersRunner, "optimum": OptimumRunner, "ort-python": OrtLoopRunner}
 # Imported (and timed) before loading, so that load_ms is the model's loading alone.
 IMPORTS = {
     "diffusers": ("torch", "diffusers", "transformers"),
+    "diffusers-compile": ("torch", "diffusers", "transformers"),
     "optimum": ("torch", "diffusers", "transformers", "onnxruntime", "optimum.onnxruntime"),
     "ort-python": ("torch", "diffusers", "transformers", "onnxruntime"),
 }
@@ -365,10 +450,15 @@ def worker(job: dict) -> dict:
     except Skip as e:
         return {**result, "status": "skipped", "reason": str(e)}
     result["threads"] = runner.threads
-    for i in range(job["warmup"]):
+    result["info"] = getattr(runner, "info", {})
+    # A compiled UNet compiles on its first image: always one warm-up, its time kept.
+    warmups = max(job["warmup"], 1) if getattr(runner, "compiled", False) else job["warmup"]
+    result["warmup_ms"] = []
+    for i in range(warmups):
         t0 = time.perf_counter()
         runner(job)
-        log(f"    {job['contender']} {job['setting']} {job['size']}²: warm-up {i + 1} {time.perf_counter() - t0:.2f} s")
+        result["warmup_ms"].append((time.perf_counter() - t0) * 1e3)
+        log(f"    {job['contender']} {job['setting']} {job['size']}²: warm-up {i + 1} {result['warmup_ms'][-1] / 1e3:.2f} s")
     times = []
     for i in range(job["repeat"]):
         t0 = time.perf_counter()
@@ -381,6 +471,8 @@ def worker(job: dict) -> dict:
     import numpy as np
 
     np.save(job["image_out"], np.asarray(image, dtype=np.float32))
+    if hasattr(runner, "profile"):
+        result["profile"] = runner.profile(job, statistics.median(times))
     return {**result, "status": "ok", "total_ms": times, "peak_rss_bytes": peak_rss_bytes(), "image": job["image_out"]}
 
 
@@ -436,6 +528,15 @@ def cpu_info() -> dict:
     return {"model": model or platform.processor() or None, "logical_cores": os.cpu_count(), "physical_cores": len(cores) or None}
 
 
+def gpu_info() -> dict | None:
+    """The card(s) nvidia-smi names; None without nvidia-smi."""
+    smi = shutil.which("nvidia-smi")
+    if not smi:
+        return None
+    out = subprocess.run([smi, "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"], capture_output=True, text=True)
+    return {"nvidia_smi": out.stdout.strip() or out.stderr.strip()}
+
+
 def find_speedscape(arg: str | None) -> Path | None:
     if arg:
         return Path(arg)
@@ -475,7 +576,7 @@ class Speedscape:
         if self.mode == "bench":
             out = tmp / f"speedscape-{job['setting']}-{size}.json"
             cmd = [str(self.path), "bench", "--model-dir", str(onnx), "--runs", f"{sched}:{steps}:{cfg:g}@{unet}",
-                   "--size", str(size), "--repeat", str(job["repeat"]), "--json", str(out)]
+                   "--size", str(size), "--repeat", str(job["repeat"]), "--device", job["device"], "--json", str(out)]
             notes = []
             for flag, value in (("--warmup", job["warmup"]), ("--prompt", job["prompt"]), ("--seed", job["seed"]), ("--rng", "torch-cpu")):
                 if flag in self.bench_flags:
@@ -505,7 +606,7 @@ class Speedscape:
         for i in range(job["warmup"] + job["repeat"]):
             cmd = [str(self.path), "generate", "--model-dir", str(onnx), "--prompt", job["prompt"], "--scheduler", sched,
                    "--steps", str(steps), "--cfg", f"{cfg:g}", "--unet", unet, "--seed", str(job["seed"]),
-                   "--width", str(size), "--height", str(size), "--device", "cpu", "--rng", "torch-cpu",
+                   "--width", str(size), "--height", str(size), "--device", job["device"], "--rng", "torch-cpu",
                    "--out", str(tmp / f"speedscape-{i}.png"), "--save-raw", str(tmp / f"speedscape-raw-{i}.npy"), "--json"]
             out_file, err_file = tmp / f"speedscape-{i}.json", tmp / f"speedscape-{i}.err"
             with open(out_file, "w") as out, open(err_file, "w") as err:
@@ -602,14 +703,38 @@ def fmt_diff(contender: str, r: dict) -> str:
     return "—" if d is None else f"max \\|Δ\\| {d:.1e}"
 
 
+def contender_notes(contender: str, r: dict) -> list[str]:
+    """What a Python contender ran with (attention processors, compile mode) and, where measured,
+    its compilation and its profile, as table notes."""
+    info, notes = r.get("info", {}), []
+    if info.get("attention_processors"):
+        notes.append(f"attention processors {', '.join(info['attention_processors'])} ({info['dtype']} on {info['device']})")
+    warm = r.get("warmup_ms", [])
+    if info.get("compile_mode") and warm:
+        extra = warm[0] - r["total_ms"]["median"]
+        notes.append(f"torch.compile mode {info['compile_mode']}: first image {warm[0] / 1e3:.1f} s, compilation ≈ {extra / 1e3:.1f} s (not in the times)")
+    prof = r.get("profile")
+    if prof and prof.get("gpu_busy_fraction") is not None:
+        notes.append(f"profiled image: {prof['gpu_kernel_ms']:.0f} ms of GPU kernels in {prof['kernel_launches']} launches against a "
+                     f"{prof['median_ms']:.0f} ms median image: the GPU busy {100 * prof['gpu_busy_fraction']:.0f} % of the time")
+    return notes
+
+
 def render(report: dict) -> str:
     contenders = report["contenders"]
     others = [c for c in contenders if c != "speedscape"]
     lines = []
-    lines.append(f"# speedscape vs Python stacks — {report['cpu']['model']}, {report['cpu']['physical_cores']} cores, fp32 CPU")
+    device, dtype = report.get("device", "cpu"), report.get("dtype", "fp32")
+    if device == "cuda":
+        card = (report.get("gpu") or {}).get("nvidia_smi") or "no nvidia-smi"
+        lines.append(f"# speedscape vs Python stacks — {card}, {dtype}")
+    else:
+        lines.append(f"# speedscape vs Python stacks — {report['cpu']['model']}, {report['cpu']['physical_cores']} cores, {dtype} CPU")
     lines.append("")
     lines.append(f"Model: {report['model']}. Prompt {report['prompt']!r}, seed {report['seed']}. "
                  f"Per image, end to end (text + loop + VAE), loading apart; median of {report['repeat']} after {report['warmup']} warm-up.")
+    if report.get("speedscape_export", "onnx") != report.get("onnx", "onnx"):
+        lines.append(f"speedscape runs the export `{report['speedscape_export']}/`; the other ONNX contenders run `{report.get('onnx', 'onnx')}/`.")
     lines.append("")
     head = ["setting", "size"] + [f"{c} s" for c in contenders]
     if "speedscape" in contenders:
@@ -646,19 +771,21 @@ def render(report: dict) -> str:
             threads = ", ".join(f"{k} {v['intra_op'] if isinstance(v, dict) else v}" for k, v in r.get("threads", {}).items()) or "—"
             lines.append(f"| {c} | {where} | {fmt_s(t['min'])}–{fmt_s(t['max'])} | {fmt_s(r['load_ms']['total'])} | "
                          f"{fmt_mb(r.get('peak_rss_bytes'))} | {threads} | {fmt_diff(c, r)} |")
-            for n in r.get("notes", []):
+            for n in r.get("notes", []) + contender_notes(c, r):
                 if f"- {c}: {n}" not in notes:
                     notes.append(f"- {c}: {n}")
     lines.append("")
     lines.append(f"Threads: ort_unet = the UNet session's intra-op setting, 0 = ONNX Runtime's default (one per physical core, "
                  f"{report['cpu']['physical_cores']} here); torch = torch.get_num_threads(). Load excludes Python imports (in the JSON as import_ms). "
                  f"Image vs diffusers: the last image's max abs difference from diffusers' (pixels in [0, 1]; same seed, so near 0).")
+    # At the end the last contender's own threads are in the load average; only the start says
+    # whether something else was running.
     load = report["loadavg_1min"]
-    busy = max(load["start"], load["end"])
     cores = report["cpu"]["physical_cores"] or report["cpu"]["logical_cores"]
-    if busy > 0.5 * cores:
-        notes.append(f"- the machine was busy: 1-min load average {load['start']:.1f} at the start, {load['end']:.1f} at the end, "
-                     f"on {cores} cores; other work shares the CPU, so these times are inflated and noisy")
+    if load["start"] > 0.5 * cores:
+        notes.append(f"- the machine was busy: 1-min load average {load['start']:.1f} at the start on {cores} cores "
+                     f"({load['end']:.1f} at the end, the last contender's own threads included); other work may have "
+                     f"shared the CPU, so these times may be inflated and noisy")
     if notes:
         lines.append("")
         lines.extend(notes)
@@ -679,12 +806,25 @@ def parse_args(argv=None):
     ap.add_argument("--make-model", action="store_true", help="run bench/make-model.sh first when --model is incomplete")
     ap.add_argument("--model-size", choices=("sd15", "tiny"), default="sd15", help="architecture --make-model builds (default sd15)")
     ap.add_argument("--sizes", default="256,512", help="image sizes, width = height (default 256,512)")
-    ap.add_argument("--settings", default="dpmpp,lcm", help=f"comma list of {', '.join(SETTINGS)} (default both)")
-    ap.add_argument("--contenders", default=",".join(CONTENDERS), help=f"comma list of {', '.join(CONTENDERS)} (default all)")
+    ap.add_argument("--settings", default=None,
+                    help=f"comma list of {', '.join(SETTINGS)} (default {','.join(DEFAULT_SETTINGS['cpu'])}; with --gpu {','.join(DEFAULT_SETTINGS['cuda'])})")
+    ap.add_argument("--contenders", default=None,
+                    help=f"comma list of {', '.join(CONTENDERS)} (default: {', '.join(DEFAULT_CONTENDERS['cpu'])}; "
+                    f"with --gpu {', '.join(DEFAULT_CONTENDERS['cuda'])})")
+    ap.add_argument("--gpu", action="store_true", help="the GPU comparison: --device cuda --dtype fp16 and the GPU contenders")
+    ap.add_argument("--device", choices=("cpu", "cuda"), default=None, help="where every contender runs (default cpu; cuda with --gpu)")
+    ap.add_argument("--dtype", choices=("fp32", "fp16"), default=None,
+                    help="the diffusers contenders' weights and activations (default fp32 on cpu, fp16 on cuda); "
+                    "the ONNX contenders run the exports' own types")
+    ap.add_argument("--compile-mode", default="max-autotune", help="diffusers-compile's torch.compile mode (default max-autotune)")
+    ap.add_argument("--onnx", default="onnx", metavar="NAME", help="the export under --model that optimum and ort-python run (default onnx)")
     ap.add_argument("--repeat", type=int, default=3, help="timed images per cell (default 3)")
     ap.add_argument("--warmup", type=int, default=1, help="untimed images first (default 1)")
     ap.add_argument("--prompt", default=DEFAULT_PROMPT)
     ap.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    ap.add_argument("--speedscape-export", default="onnx", metavar="NAME",
+                    help="the export under --model that speedscape runs (default onnx, what the other ONNX contenders run by default; "
+                    "onnx-cpu: the `--optimize cpu` form, bench/make-model.sh --cpu-form)")
     ap.add_argument("--speedscape", default=None, help="speedscape binary (default target/release/speedscape, else PATH)")
     ap.add_argument("--python", action="append", default=[], metavar="CONTENDER=PATH",
                     help="interpreter for a Python contender (default: this one), e.g. diffusers=.venv-ref/bin/python")
@@ -707,8 +847,12 @@ def main(argv=None) -> int:
 
 def compare(args) -> int:
     sizes = parse_sizes(args.sizes)
-    settings = parse_list(args.settings, SETTINGS, "settings")
-    contenders = parse_list(args.contenders, CONTENDERS, "contenders")
+    device = args.device or ("cuda" if args.gpu else "cpu")
+    settings = parse_list(args.settings or ",".join(DEFAULT_SETTINGS[device]), SETTINGS, "settings")
+    if args.gpu and device != "cuda":
+        raise CompareError(f"--gpu with --device {device}: --gpu runs on CUDA\nFix: drop one of them")
+    dtype = args.dtype or ("fp16" if device == "cuda" else "fp32")
+    contenders = parse_list(args.contenders or ",".join(DEFAULT_CONTENDERS[device]), CONTENDERS, "contenders")
     if args.repeat < 1 or args.warmup < 0:
         raise CompareError(f"--repeat {args.repeat} / --warmup {args.warmup}: out of range\nFix: --repeat 1 or more, --warmup 0 or more")
     pythons = {}
@@ -720,10 +864,17 @@ def compare(args) -> int:
         pythons[name] = path
     # The reference venv wrote the model (models/export.py's pins); its diffusers loads it as written.
     ref = REPO / ".venv-ref" / "bin" / "python"
-    if "diffusers" not in pythons and ref.exists():
-        pythons["diffusers"] = str(ref)
-    paths = ensure_model(Path(args.model).resolve(), args.make_model, args.model_size)
+    for c in ("diffusers", "diffusers-compile"):
+        if c not in pythons and ref.exists():
+            pythons[c] = str(ref)
+    paths = ensure_model(Path(args.model).resolve(), args.make_model, args.model_size, args.onnx)
     speedscape = Speedscape(args.speedscape) if "speedscape" in contenders else None
+    speedscape_onnx = paths["root"] / args.speedscape_export
+    if speedscape is not None and not (speedscape_onnx / "manifest.json").is_file():
+        raise CompareError(
+            f"--speedscape-export {args.speedscape_export}: {speedscape_onnx} is not a complete export (no manifest.json)\n"
+            f"Fix: run `bench/make-model.sh {paths['root']} --cpu-form` for onnx-cpu, or leave --speedscape-export out"
+        )
 
     report = {
         "prompt": args.prompt,
@@ -731,6 +882,11 @@ def compare(args) -> int:
         "warmup": args.warmup,
         "repeat": args.repeat,
         "model": str(paths["root"]),
+        "speedscape_export": args.speedscape_export,
+        "onnx": args.onnx,
+        "device": device,
+        "dtype": dtype,
+        "gpu": gpu_info() if device == "cuda" else None,
         "contenders": contenders,
         "cpu": cpu_info(),
         "platform": platform.platform(),
@@ -749,13 +905,14 @@ def compare(args) -> int:
             for size in sizes:
                 job = {"setting": setting, "scheduler": sched, "steps": steps, "cfg": cfg, "unet": unet, "size": size,
                        "prompt": args.prompt, "seed": args.seed, "warmup": args.warmup, "repeat": args.repeat,
+                       "device": device, "dtype": dtype, "compile_mode": args.compile_mode,
                        "pipeline": str(paths["pipeline"]), "lora": str(paths["lora"]), "onnx_view": str(view)}
                 cell = {"setting": setting, "describe": f"{sched} {steps} steps, cfg {cfg:g}, unet {unet}", "size": size, "results": {}}
                 for c in contenders:
                     log(f"[{setting} {size}²] {c} ...")
                     try:
                         if c == "speedscape":
-                            r = {"status": "skipped", "reason": speedscape.skip} if speedscape.skip else speedscape.run(paths["onnx"], job, tmp, args.timeout)
+                            r = {"status": "skipped", "reason": speedscape.skip} if speedscape.skip else speedscape.run(speedscape_onnx, job, tmp, args.timeout)
                         else:
                             r = run_python_contender(c, pythons.get(c, sys.executable), job, tmp, args.timeout)
                     except subprocess.TimeoutExpired:

@@ -5,7 +5,7 @@
 # LCM setting has a unet_lcm whose weights diffusers can reproduce by fusing the same file, and a
 # preview decoder of TAESD's architecture (random weights), so previews run as with the real TAESD.
 #
-#   bench/make-model.sh [OUT] [--size sd15|tiny] [--no-verify] [--controlnet]   (default OUT: .bench, size: sd15)
+#   bench/make-model.sh [OUT] [--size sd15|tiny] [--no-verify] [--controlnet] [--cpu-form]   (default OUT: .bench, size: sd15)
 #
 # Writes
 #   OUT/standin/pipeline/              diffusers folder (what diffusers-torch loads)
@@ -21,6 +21,9 @@
 #                                      zero convolutions filled (models/make_standin.py --only-controlnet)
 #   OUT/onnx-controlnet/               the same export + `--controlnet edge=...`: controlnet_edge/ and every
 #                                      UNet with the residual inputs (sd15: ~1.4 GB and ~12 GB more disk)
+#   with --cpu-form, also
+#   OUT/onnx-cpu/                      the same export with `--optimize cpu` (ONNX Runtime's fusions the CPU
+#                                      provider runs), for compare.py --speedscape-export onnx-cpu
 # Each part is skipped when already complete (standin: built in standin.partial and renamed;
 # onnx: export.py moves it into place only after every graph passed its check, manifest last; an
 # export from before the preview decoder is redone).
@@ -36,13 +39,15 @@ out=.bench
 size=sd15
 verify=()
 controlnet=0
+cpu_form=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --size) size="${2:?--size needs sd15 or tiny}"; shift 2 ;;
     --size=*) size="${1#--size=}"; shift ;;
     --no-verify) verify=(--no-verify); shift ;;
     --controlnet) controlnet=1; shift ;;
-    -h|--help) sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --cpu-form) cpu_form=1; shift ;;
+    -h|--help) sed -n '2,33p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) echo "make-model: unknown option $1 (see --help)" >&2; exit 2 ;;
     *) out="$1"; shift ;;
   esac
@@ -78,7 +83,7 @@ export_to() {
     echo "make-model: $out/$dest is a complete export, kept" >&2
     return
   fi
-  echo "make-model: exporting to ONNX fp32 in $out/$dest" >&2
+  echo "make-model: exporting to ONNX fp32 in $out/$dest ${*}" >&2
   "$python" models/export.py --out "$out/$dest" --model "$out/standin/pipeline" \
     --base-label "random-init SD v1.5 architecture ($size, models/make_standin.py)" \
     --lora "lcm=$out/standin/loras/peft.safetensors" --variant lcm=lcm:1.0 \
@@ -97,5 +102,8 @@ if [ "$controlnet" = 1 ]; then
     "$python" models/make_standin.py --out "$out/standin" --size "$size" --only-controlnet >&2
   fi
   export_to onnx-controlnet --controlnet "edge=$out/standin/controlnet"
+fi
+if [ "$cpu_form" = 1 ]; then
+  export_to onnx-cpu --optimize cpu
 fi
 echo "$out"

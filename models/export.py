@@ -27,6 +27,9 @@ ControlNets (`--controlnet canny=lllyasviel/control_v11p_sd15_canny`, repeatable
 What is written (the Hugging Face Optimum ONNX layout speedscape reads, plus one folder per variant):
 
     text_encoder/ unet/ (external data) vae_decoder/ [vae_encoder/] tokenizer/ scheduler/
+    vae_decoder_fp16/          --dtype fp16 only: the VAE decoder in float16 (vae_decoder/ stays
+                               float32); speedscape decodes with it on a GPU and again with
+                               vae_decoder/ when it overflows
     unet_<variant>/            the UNet with that variant's LoRAs fused (set_adapters + fuse_lora)
     text_encoder_<variant>/    only when a variant's LoRAs also train the text encoder
     controlnet_<name>/         with --controlnet NAME=SOURCE: a diffusers ControlNetModel (see
@@ -145,11 +148,27 @@ CLIP_TEXT_FIELDS = (
 # reference's largest magnitude (at least 1).
 TOLERANCE = {"fp32": 1e-3, "fp16": 5e-2}
 
+# An fp16 export's float16 VAE decoder, beside the float32 one in vae_decoder/: speedscape decodes
+# with it on a GPU and decodes again with vae_decoder/ when it overflows ([model] vae_precision).
+VAE_FP16_FOLDER = "vae_decoder_fp16"
+
 # Random ControlNet residuals fed to a residual UNet's checks: N(0, RESIDUAL_STD^2).
 RESIDUAL_STD = 0.5
 
-# Fusions `--optimize cuda` must achieve per model type (the speed-up comes from these).
-EXPECTED_FUSIONS = {"unet": ("MultiHeadAttention", "GroupNorm", "BiasSplitGelu"), "vae": ("GroupNorm",)}
+# Fusions each `--optimize` target must achieve per model type (the speed-up comes from these).
+EXPECTED_FUSIONS = {
+    "cuda": {"unet": ("MultiHeadAttention", "GroupNorm", "BiasSplitGelu"), "vae": ("GroupNorm",)},
+    "cpu": {"unet": ("MultiHeadAttention", "SkipLayerNormalization")},
+}
+
+# onnxruntime.transformers fusions whose operators have CUDA kernels only (GroupNorm, SkipGroupNorm,
+# BiasSplitGelu, NhwcConv, BiasAdd; the packed Q/K/V and K/V forms of MultiHeadAttention):
+# `--optimize cpu` leaves them out and keeps the ones the CPU provider runs (Attention,
+# MultiHeadAttention, LayerNormalization, SkipLayerNormalization, the GELU forms).
+CUDA_ONLY_FUSIONS = (
+    "enable_group_norm", "enable_skip_group_norm", "enable_bias_splitgelu", "enable_nhwc_conv",
+    "enable_bias_add", "enable_packed_qkv", "enable_packed_kv",
+)
 
 # Libraries whose versions shape the result (recorded in the manifest).
 LIBRARIES = ("torch", "diffusers", "transformers", "peft", "safetensors", "onnx", "onnxruntime", "numpy")
@@ -1357,8 +1376,9 @@ def _patch_ort_unet_fusion() -> None:
     fau.FusionAttentionUnet._speedscape_patched = True
 
 
-def optimize_for_cuda(model: onnx.ModelProto, model_type: str, fp16: bool, overrides: dict | None = None):
-    """ONNX Runtime's own Stable Diffusion graph fusions (what its optimize_pipeline.py applies)."""
+def ort_fusions(model: onnx.ModelProto, model_type: str, fp16: bool, target: str):
+    """ONNX Runtime's own Stable Diffusion graph fusions (what its optimize_pipeline.py applies),
+    for `target` "cuda" (all of them) or "cpu" (those the CPU provider has kernels for)."""
     from onnxruntime.transformers.fusion_options import FusionOptions
     from onnxruntime.transformers.optimizer import optimize_model
 
@@ -1370,8 +1390,10 @@ def optimize_for_cuda(model: onnx.ModelProto, model_type: str, fp16: bool, overr
         options.enable_packed_kv = fp16
         options.enable_packed_qkv = fp16
         options.enable_bias_add = True
-    for key, value in (overrides or {}).items():  # tests switch off the CUDA-only fusions
-        setattr(options, key, value)
+    if target == "cpu":
+        for key in CUDA_ONLY_FUSIONS:
+            if hasattr(options, key):
+                setattr(options, key, False)
     m = optimize_model(
         model,
         model_type=model_type,
@@ -1379,7 +1401,7 @@ def optimize_for_cuda(model: onnx.ModelProto, model_type: str, fp16: bool, overr
         hidden_size=0,
         opt_level=0,
         optimization_options=options,
-        use_gpu=True,
+        use_gpu=target == "cuda",
     )
     fused = {k: int(v) for k, v in m.get_fused_operator_statistics().items() if v}
     return m, fused
@@ -1479,10 +1501,11 @@ def transform_graph(
     model_type: str | None,
     fp16: bool,
     external_data: bool = True,
-    fusion_overrides: dict | None = None,
+    target: str = "cuda",
     spill_threshold: int = 1 << 16,
 ) -> tuple[dict, int]:
-    """Fuse (`model_type`: onnxruntime's SD fusions) and/or convert to float16, from `src` into
+    """Fuse (`model_type`: onnxruntime's SD fusions for `target`, "cuda" or "cpu") and/or convert
+    to float16, from `src` into
     `dst`, without holding the weights in memory: only the graph is loaded; the fusions read the
     few weights they rewrite on demand, and the rest are streamed from src's files into dst's data
     file (converted to float16 where the converter retyped them). SD v1.5's 3.4 GB UNet would
@@ -1502,7 +1525,7 @@ def transform_graph(
             _retyped_weights_read_as_fp16(src.parent),
         ):
             if model_type:
-                m, fused = optimize_for_cuda(model, model_type, fp16, fusion_overrides)
+                m, fused = ort_fusions(model, model_type, fp16, target)
             else:
                 m = OnnxModel(model)
             if fp16:
@@ -1597,7 +1620,7 @@ def describe_feeds(feeds: dict) -> str:
 @dataclasses.dataclass
 class Settings:
     dtype: str = "fp32"
-    optimize: str = "none"  # "none" | "cuda"
+    optimize: str = "none"  # "none" | "cuda" | "cpu"
     verify: bool = True
     check_threads: int = 0  # ONNX Runtime CPU threads for the checks (0: all cores)
     tolerance: dict = dataclasses.field(default_factory=lambda: dict(TOLERANCE))
@@ -1613,20 +1636,21 @@ def export_component(spec: Spec, folder: Path, settings: Settings) -> dict:
         tmp = Path(tmp)
         plain = torch_to_onnx(spec, tmp)
         out = folder / "model.onnx"
-        if settings.optimize == "cuda" or dtype == "fp16":
+        fuse = settings.optimize != "none"
+        if fuse or dtype == "fp16":
             # torch writes a graph over 2 GB as one file per weight; onnxruntime's shape inference
             # fails on that layout, so first gather the weights into one data file (streamed).
             single = tmp / "plain" / "model.onnx"
             transform_graph(plain, single, None, fp16=False)
             plain = single
-            model_type = spec.ort_model_type if settings.optimize == "cuda" else None
-            fused, spilled = transform_graph(plain, out, model_type, dtype == "fp16", spec.external_data)
-            expected = EXPECTED_FUSIONS.get(model_type, ())
+            model_type = spec.ort_model_type if fuse else None
+            fused, spilled = transform_graph(plain, out, model_type, dtype == "fp16", spec.external_data, target=settings.optimize)
+            expected = EXPECTED_FUSIONS.get(settings.optimize, {}).get(model_type, ())
             if missing := [op for op in expected if not fused.get(op)]:
                 log(f"WARNING: {folder.name}: onnxruntime's optimizer fused no {', '.join(missing)}; the graph runs, but slower")
                 record["fusion_warning"] = f"no {', '.join(missing)} fused"
             if model_type:
-                record["optimizations"].append({"name": f"onnxruntime.transformers fusions ({model_type})", "fused_operators": fused, "new_initializers_streamed": spilled})
+                record["optimizations"].append({"name": f"onnxruntime.transformers fusions ({model_type}, {settings.optimize})", "fused_operators": fused, "new_initializers_streamed": spilled})
             if dtype == "fp16":
                 record["optimizations"].append({"name": "float16", "io": "float16"})
         else:
@@ -1932,6 +1956,8 @@ def _export_into(base, loras, variants, out: Path, partial: Path, settings: Sett
     notes = copy_small_files(base.folder, partial)
 
     jobs = [("text_encoder", "text_encoder", None), ("unet", "unet", None), ("vae_decoder", "vae", None)]
+    if settings.dtype == "fp16":
+        jobs.append((VAE_FP16_FOLDER, "vae", None))
     if vae_encoder:
         jobs.append(("vae_encoder", "vae", None))
     components, variant_records, controlnet_records = {}, {}, {}
@@ -1961,6 +1987,8 @@ def _export_into(base, loras, variants, out: Path, partial: Path, settings: Sett
             spec, extra = unet_spec(pipe.unet, residuals=bool(controlnets)), unet_extra
         elif folder == "vae_decoder":
             spec = vae_decoder_spec(pipe.vae, latent)
+        elif folder == VAE_FP16_FOLDER:
+            spec = dataclasses.replace(vae_decoder_spec(pipe.vae, latent), keep_fp32=False)
         else:
             spec = vae_encoder_spec(pipe.vae, latent * vae_scale)
         run_job(i, folder, spec, base.folder / src / "config.json", "exporting", extra)
@@ -2039,7 +2067,11 @@ def parse_args(argv=None):
     ap.add_argument("--variant", action="append", metavar="NAME=LORA:W[,LORA:W]", help="a fused UNet variant, written to unet_NAME (repeatable)")
     ap.add_argument("--no-variants", action="store_true", help="export the base model only")
     ap.add_argument("--dtype", choices=("fp32", "fp16"), default="fp32", help="weights and activations (the VAE stays fp32)")
-    ap.add_argument("--optimize", choices=("none", "cuda"), default="none", help="cuda: ONNX Runtime's SD fusions (the graph then needs the CUDA provider)")
+    ap.add_argument(
+        "--optimize", choices=("none", "cuda", "cpu"), default="none",
+        help="cuda: ONNX Runtime's SD fusions (the graph then needs the CUDA provider); cpu: the fusions the CPU "
+        "provider runs (fused attention and layer norms; fp32 only)",
+    )
     ap.add_argument("--vae-encoder", action="store_true", help="also export the VAE encoder (img2img)")
     ap.add_argument("--copy-loras", action=argparse.BooleanOptionalAction, default=True,
                     help="keep a copy of each LoRA file in <out>/loras/, so `speedscape --lora NAME=WEIGHT` applies it at "
@@ -2073,6 +2105,11 @@ def main(argv=None) -> int:
     command = ["python", "models/export.py", *(sys.argv[1:] if argv is None else argv)]
     try:
         out = Path(args.out)
+        if args.optimize == "cpu" and args.dtype == "fp16":
+            raise ExportError(
+                "--optimize cpu with --dtype fp16: the CPU provider has no fast float16 kernels, so these graphs would run slower than fp32\n"
+                "Fix: drop --dtype fp16 for the CPU form, or use --dtype fp16 --optimize cuda for a GPU"
+            )
         settings = Settings(dtype=args.dtype, optimize=args.optimize, verify=not args.no_verify)
         if args.tolerance is not None:
             settings.tolerance[args.dtype] = args.tolerance

@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use crate::error::Fixable;
 use crate::exercises::{Exercise, default_exercises};
-use crate::models::{SchedulerConfigSource, Variant, default_variants};
+use crate::models::{SchedulerConfigSource, VaePrecision, Variant, default_variants};
 use crate::pipeline::preview::PreviewKind;
 use crate::runtime::{Device, SearchPlan};
 
@@ -60,6 +60,10 @@ pub struct ModelConfig {
     /// Memory the loaded UNets may take together (MiB); past it, the least recently used one is
     /// unloaded first. 0 (default): 70% of the GPU's memory on a GPU, half the host's on the CPU.
     pub unet_budget_mib: u64,
+    /// Which VAE decoder decodes: `auto` (default: the float16 `vae_decoder_fp16/` of an fp16
+    /// export on a GPU, else `vae_decoder/`), `fp32`, `fp16`. The float16 one's overflow is
+    /// decoded again in float32, and the run's notes say so.
+    pub vae_precision: VaePrecision,
 }
 
 /// `[tui]`: the interactive exercises.

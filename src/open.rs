@@ -22,14 +22,15 @@ pub fn runtime(config: &Config, device: Option<Device>) -> color_eyre::Result<Ru
     )
 }
 
-/// Opens the model folder `dir` with the config's variants, scheduler config choice and UNet
-/// memory budget.
+/// Opens the model folder `dir` with the config's variants, scheduler config choice, UNet
+/// memory budget and VAE decoder precision.
 pub fn model(config: &Config, rt: &Runtime, dir: &Path) -> color_eyre::Result<Model> {
     let mut model = Model::open_with(rt, dir, config.variants(), config.model.scheduler_config)?;
     model.unet_budget = match config.model.unet_budget_mib {
         0 => models::default_unet_budget(rt.provider.is_gpu()),
         mib => mib << 20,
     };
+    model.use_vae(rt, config.model.vae_precision)?;
     Ok(model)
 }
 

@@ -17,26 +17,12 @@ src = Path(sys.argv[1])
 work = Path(sys.argv[2])
 dst = work / "unet-cpu" / "model.onnx"
 
-def optimize_cpu(model, model_type, fp16, overrides=None):
-    from onnxruntime.transformers.fusion_options import FusionOptions
-    from onnxruntime.transformers.optimizer import optimize_model
-    export._patch_ort_unet_fusion()
-    o = FusionOptions(model_type)
-    for k in ("enable_group_norm", "enable_skip_group_norm", "enable_bias_splitgelu", "enable_nhwc_conv",
-              "enable_packed_qkv", "enable_packed_kv", "enable_bias_add"):
-        if hasattr(o, k):
-            setattr(o, k, False)
-    m = optimize_model(model, model_type=model_type, num_heads=0, hidden_size=0, opt_level=0,
-                       optimization_options=o, use_gpu=False)
-    return m, {k: int(v) for k, v in m.get_fused_operator_statistics().items() if v}
-
 if not dst.is_file():
-    export.optimize_for_cuda = optimize_cpu
     t0 = time.perf_counter()
     single = work / "unet-single" / "model.onnx"
     if not single.is_file():
         export.transform_graph(src, single, None, fp16=False)
-    fused, spilled = export.transform_graph(single, dst, "unet", False)
+    fused, spilled = export.transform_graph(single, dst, "unet", False, target="cpu")
     print("fused", fused, "in", round(time.perf_counter() - t0, 1), "s", flush=True)
 
 def sess(p, level):

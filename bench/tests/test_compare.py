@@ -26,7 +26,7 @@ from sweep_equal import speedscape_bin
 REPO = Path(__file__).resolve().parents[2]
 COMPARE = REPO / "bench" / "compare.py"
 REF_PYTHON = REPO / ".venv-ref" / "bin" / "python"
-CONTENDERS = ["speedscape", "diffusers", "optimum", "ort-python"]
+CONTENDERS = ["speedscape", "diffusers", "optimum", "ort-python"]  # the CPU comparison's, by default
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +34,7 @@ def tiny_model(tmp_path_factory) -> Path:
     if not REF_PYTHON.exists():
         pytest.skip("the reference venv writes the model: run scripts/setup-ref.sh")
     out = tmp_path_factory.mktemp("bench-tiny")
-    subprocess.run([str(REPO / "bench" / "make-model.sh"), str(out), "--size", "tiny", "--no-verify"],
+    subprocess.run([str(REPO / "bench" / "make-model.sh"), str(out), "--size", "tiny", "--no-verify", "--cpu-form"],
                    check=True, capture_output=True)
     return out
 
@@ -116,6 +116,69 @@ def test_missing_contenders_are_skipped_with_the_reason(tiny_model, tmp_path):
     assert "**skipped**" in proc.stdout
 
 
+def test_speedscape_runs_the_export_it_is_given(tiny_model, tmp_path):
+    """--speedscape-export onnx-cpu: speedscape times the `--optimize cpu` form while the other
+    ONNX contenders keep the plain export, and the table says so."""
+    binary = speedscape_bin()
+    if binary is None:
+        pytest.skip("no speedscape binary")
+    manifest = json.loads((tiny_model / "onnx-cpu" / "manifest.json").read_text())
+    assert manifest["optimize"] == "cpu"
+    proc = run_compare("--model", str(tiny_model), "--sizes", "64", "--repeat", "1", "--warmup", "0",
+                       "--settings", "dpmpp", "--contenders", "speedscape,ort-python", "--speedscape", str(binary),
+                       "--speedscape-export", "onnx-cpu", "--json", str(tmp_path / "c.json"))
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    report = json.loads((tmp_path / "c.json").read_text())
+    assert report["speedscape_export"] == "onnx-cpu"
+    results = report["cells"][0]["results"]
+    command = results["speedscape"]["command"]
+    assert command[command.index("--model-dir") + 1] == str(tiny_model.resolve() / "onnx-cpu")
+    assert results["ort-python"]["status"] == "ok"
+    assert "speedscape runs the export `onnx-cpu/`; the other ONNX contenders run `onnx/`." in proc.stdout
+
+
+def test_diffusers_compiled_draws_diffusers_image_and_reports_its_compilation(tiny_model, tmp_path):
+    """diffusers-compile: torch.compile'd UNet (max-autotune, as the GPU comparison runs it), one
+    warm-up forced even at --warmup 0 (the compilation, reported apart), the attention processors
+    recorded for both diffusers contenders, and the same image as eager diffusers."""
+    proc = run_compare("--model", str(tiny_model), "--sizes", "64", "--repeat", "1", "--warmup", "0",
+                       "--settings", "dpmpp", "--contenders", "diffusers,diffusers-compile", "--json", str(tmp_path / "c.json"))
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    report = json.loads((tmp_path / "c.json").read_text())
+    assert report["device"] == "cpu" and report["dtype"] == "fp32"
+    results = report["cells"][0]["results"]
+    eager, compiled = results["diffusers"], results["diffusers-compile"]
+    assert compiled["status"] == "ok", compiled
+    assert compiled["info"]["compile_mode"] == "max-autotune" and "compile_mode" not in eager["info"]
+    assert eager["warmup_ms"] == [] and len(compiled["warmup_ms"]) == 1
+    for r in (eager, compiled):
+        assert r["info"]["attention_processors"] == ["AttnProcessor2_0"], r["info"]  # SDPA
+        assert r["profile"] is None  # the GPU profile is CUDA-only
+    assert compiled["max_abs_vs_diffusers"] < 1e-3
+    assert "torch.compile mode max-autotune: first image" in proc.stdout
+    assert "attention processors AttnProcessor2_0 (fp32 on cpu)" in proc.stdout
+
+
+def test_the_gpu_comparison_without_cuda_skips_each_contender_with_the_reason(tiny_model, tmp_path):
+    proc = run_compare("--model", str(tiny_model), "--sizes", "64", "--repeat", "1", "--warmup", "0", "--settings", "lcm",
+                       "--gpu", "--contenders", "diffusers,optimum,ort-python", "--json", str(tmp_path / "c.json"))
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    report = json.loads((tmp_path / "c.json").read_text())
+    assert report["device"] == "cuda" and report["dtype"] == "fp16"
+    results = report["cells"][0]["results"]
+    assert results["diffusers"]["status"] == "skipped" and "torch sees no CUDA device" in results["diffusers"]["reason"]
+    for name in ("optimum", "ort-python"):
+        assert results[name]["status"] == "skipped" and "no CUDAExecutionProvider" in results[name]["reason"], results[name]
+    assert proc.stdout.startswith("# speedscape vs Python stacks — ") and ", fp16" in proc.stdout.splitlines()[0]
+
+
+def test_a_missing_speedscape_export_says_how_to_make_it(tiny_model, tmp_path):
+    proc = run_compare("--model", str(tiny_model), "--sizes", "64", "--speedscape-export", "onnx-nope",
+                       "--speedscape", str(tmp_path / "no-such-speedscape"))
+    assert proc.returncode == 2
+    assert "onnx-nope" in proc.stderr and "no manifest.json" in proc.stderr and "--cpu-form" in proc.stderr
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -124,6 +187,7 @@ def test_missing_contenders_are_skipped_with_the_reason(tiny_model, tmp_path):
         (["--contenders", "onnx"], "unknown onnx"),
         (["--python", "torch=/usr/bin/python3"], "expected CONTENDER=PATH"),
         (["--repeat", "0"], "out of range"),
+        (["--gpu", "--device", "cpu"], "--gpu runs on CUDA"),
     ],
 )
 def test_bad_arguments_say_what_to_do(tmp_path, args, message):

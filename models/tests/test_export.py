@@ -12,8 +12,10 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -275,28 +277,52 @@ def test_models_verify_accepts_the_export(exported):
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-def test_fp16_export_runs_in_speedscape_on_cpu_and_matches_fp32(standin, exported, tmp_path):
-    out32, _ = exported
-    out16 = tmp_path / "fp16"
+def generate_image(folder: Path, tmp_path: Path, steps: int = 20, seed: int = 42, config: str | None = None) -> tuple[np.ndarray, dict]:
+    """An image of `folder` from `speedscape generate` on the CPU (DPM-Solver++ `steps`, cfg 7.5,
+    PROMPT), with `config` as its config file's text when given: the image and the run's JSON
+    report. Each call writes into a new folder under `tmp_path`."""
+    out = Path(tempfile.mkdtemp(dir=tmp_path))
+    flags = []
+    if config is not None:
+        (out / "config.toml").write_text(config)
+        flags = ["--config", str(out / "config.toml")]
+    proc = run_speedscape(
+        *flags, "generate", "--model-dir", str(folder), "--prompt", PROMPT, "--scheduler", "dpmpp", "--steps", str(steps),
+        "--cfg", "7.5", "--seed", str(seed), "--device", "cpu", "--out", str(out / "image.png"),
+        "--save-raw", str(out / "image.npy"), "--json",
+    )
+    assert proc.returncode == 0, proc.stderr
+    return np.load(out / "image.npy"), json.loads(proc.stdout)
+
+
+def generate_with_vae(folder: Path, precision: str, tmp_path: Path) -> tuple[np.ndarray, dict]:
+    """A 4-step image of `folder` with `[model] vae_precision = precision`, and its report."""
+    return generate_image(folder, tmp_path, steps=4, seed=7, config=f'[model]\nvae_precision = "{precision}"\n')
+
+
+@pytest.fixture(scope="module")
+def exported_fp16(standin, tmp_path_factory) -> Path:
+    out16 = tmp_path_factory.mktemp("export-fp16") / "fp16"
     run_export("--out", str(out16), "--model", str(standin["pipeline"]), "--no-variants", "--dtype", "fp16")
+    return out16
+
+
+def test_fp16_export_runs_in_speedscape_on_cpu_and_matches_fp32(exported, exported_fp16, tmp_path):
+    out32, _ = exported
+    out16 = exported_fp16
     manifest = json.loads((out16 / "manifest.json").read_text())
     assert manifest["dtype"] == "fp16"
     assert manifest["components"]["unet"]["dtype"] == "fp16"
     assert manifest["components"]["vae_decoder"]["dtype"] == "fp32"  # kept: SD's VAE overflows fp16
+    # ... and beside it the float16 one a GPU decodes with, checked against torch like every graph
+    half = manifest["components"]["vae_decoder_fp16"]
+    assert half["dtype"] == "fp16" and half["kind"] == "vae_decoder" and half["check"]["passed"]
     unet = onnx.load(str(out16 / "unet" / "model.onnx"), load_external_data=False)
     assert {i.name: i.type.tensor_type.elem_type for i in unet.graph.input}["sample"] == onnx.TensorProto.FLOAT16
     # The fp16 UNet file holds half the fp32 weight bytes.
     assert (out16 / "unet" / "model.onnx_data").stat().st_size < 0.55 * (out32 / "unet" / "model.onnx_data").stat().st_size
 
-    images = {}
-    for name, folder in (("fp32", out32), ("fp16", out16)):
-        raw = tmp_path / f"{name}.npy"
-        proc = run_speedscape(
-            "generate", "--model-dir", str(folder), "--prompt", PROMPT, "--scheduler", "dpmpp", "--steps", "20",
-            "--cfg", "7.5", "--seed", "42", "--device", "cpu", "--out", str(tmp_path / f"{name}.png"), "--save-raw", str(raw),
-        )
-        assert proc.returncode == 0, proc.stderr
-        images[name] = np.load(raw)
+    images = {name: generate_image(folder, tmp_path)[0] for name, folder in (("fp32", out32), ("fp16", out16))}
     diff = np.abs(images["fp16"] - images["fp32"])
     # Stated tolerance: fp16 activations drift ~1e-3 per step; on [0,1] pixels the 20-step image
     # stays within 0.02 mean and 0.1 max of the fp32 one.
@@ -304,15 +330,49 @@ def test_fp16_export_runs_in_speedscape_on_cpu_and_matches_fp32(standin, exporte
     assert diff.max() > 0, "fp16 really ran (the images are not identical)"
 
 
+def test_the_fp16_vae_decodes_where_chosen_and_its_overflow_is_decoded_again_in_fp32(exported_fp16, tmp_path):
+    """[model] vae_precision: "fp16" decodes with vae_decoder_fp16/ (within fp16 noise of the fp32
+    image); "auto" keeps vae_decoder/ on the CPU. A float16 decoder that overflows (here: its first
+    convolution's bias near float16's largest value, so every image has Inf, then NaN after the
+    GroupNorm) gives the float32 decoder's image, bit for bit, and the run's notes say so."""
+    image32, report32 = generate_with_vae(exported_fp16, "fp32", tmp_path)
+    image16, report16 = generate_with_vae(exported_fp16, "fp16", tmp_path)
+    assert "vae_decoder_fp16" in report16["load_ms"] and "vae_decoder_fp16" not in report32["load_ms"]
+    diff = np.abs(image16 - image32).max()
+    assert 0 < diff < 5e-3, diff
+    assert not any("overflowed" in w for w in report16["warnings"])
+    _, auto = generate_with_vae(exported_fp16, "auto", tmp_path)
+    assert "vae_decoder_fp16" not in auto["load_ms"]  # float16 by default on a GPU only
+
+    broken = tmp_path / "broken"
+    shutil.copytree(exported_fp16, broken)
+    graph = broken / "vae_decoder_fp16" / "model.onnx"
+    model = onnx.load(str(graph))
+    for t in model.graph.initializer:
+        if t.name.endswith("decoder.conv_in.weight"):  # x100: sums of several thousand
+            t.CopyFrom(onnx.numpy_helper.from_array(onnx.numpy_helper.to_array(t) * np.float16(100), t.name))
+        if t.name.endswith("decoder.conv_in.bias"):
+            t.CopyFrom(onnx.numpy_helper.from_array(np.full(tuple(t.dims), 65000, np.float16), t.name))
+    onnx.save(model, str(graph))
+    image, report = generate_with_vae(broken, "fp16", tmp_path)
+    np.testing.assert_array_equal(image, image32)
+    note = [w for w in report["warnings"] if "overflowed" in w]
+    assert len(note) == 1 and "vae_decoder_fp16/" in note[0] and "decoded again in float32 (vae_decoder/" in note[0], report["warnings"]
+
+
+def graph_ops(path: Path) -> dict[str, int]:
+    ops: dict[str, int] = {}
+    for node in onnx.load(str(path), load_external_data=False).graph.node:
+        ops[node.op_type] = ops.get(node.op_type, 0) + 1
+    return ops
+
+
 def test_cuda_optimized_fp16_export_has_onnxruntime_sd_fusions(standin, tmp_path):
     out = tmp_path / "cuda"
     run_export("--out", str(out), "--model", str(standin["pipeline"]), "--no-variants", "--dtype", "fp16", "--optimize", "cuda")
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["optimize"] == "cuda"
-    graph = onnx.load(str(out / "unet" / "model.onnx"), load_external_data=False)
-    ops = {}
-    for node in graph.graph.node:
-        ops[node.op_type] = ops.get(node.op_type, 0) + 1
+    ops = graph_ops(out / "unet" / "model.onnx")
     for op in ("MultiHeadAttention", "GroupNorm", "BiasSplitGelu"):
         assert ops.get(op, 0) > 0, (op, ops)
     recorded = manifest["components"]["unet"]["optimizations"][0]["fused_operators"]
@@ -324,6 +384,38 @@ def test_cuda_optimized_fp16_export_has_onnxruntime_sd_fusions(standin, tmp_path
     if "CUDAExecutionProvider" not in ort.get_available_providers():
         assert manifest["components"]["unet"]["check"]["graph"].startswith("unfused")
         assert manifest["components"]["unet"]["check"]["passed"]
+
+
+def test_cpu_optimized_export_is_fused_checked_and_draws_the_plain_exports_image(standin, exported, tmp_path):
+    """`--optimize cpu` (issue 24's CPU lever): ONNX Runtime's fusions that the CPU provider runs
+    (attention and layer norms in the UNet, layer norms and QuickGelu in the text encoder) and none
+    of the CUDA-only ones; each fused graph checked against torch
+    itself (not an unfused stand-in); the 20-step image within 2e-3 of the plain fp32 export's."""
+    out32, _ = exported
+    out = tmp_path / "cpu"
+    run_export("--out", str(out), "--model", str(standin["pipeline"]), "--no-variants", "--optimize", "cpu")
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["optimize"] == "cpu"
+    ops = graph_ops(out / "unet" / "model.onnx")
+    for op in ("MultiHeadAttention", "SkipLayerNormalization"):
+        assert ops.get(op, 0) > 0, (op, ops)
+    for op in ("GroupNorm", "SkipGroupNorm", "BiasSplitGelu", "NhwcConv", "BiasAdd"):
+        assert op not in ops, (op, ops)
+    text_ops = graph_ops(out / "text_encoder" / "model.onnx")
+    assert text_ops.get("SkipLayerNormalization", 0) > 0 and text_ops.get("QuickGelu", 0) > 0, text_ops
+    for comp in ("unet", "text_encoder", "vae_decoder"):
+        check = manifest["components"][comp]["check"]
+        assert check["passed"] and "graph" not in check, (comp, check)  # the fused graph itself, on the CPU
+    images = {name: generate_image(folder, tmp_path)[0] for name, folder in (("plain", out32), ("cpu", out))}
+    assert np.abs(images["cpu"] - images["plain"]).max() < 2e-3
+
+
+def test_cpu_optimized_fp16_is_refused(standin, tmp_path):
+    out = tmp_path / "o"
+    proc = run_export("--out", str(out), "--model", str(standin["pipeline"]), "--no-variants", "--dtype", "fp16", "--optimize", "cpu", check=False)
+    assert proc.returncode == 2
+    assert "no fast float16 kernels" in proc.stderr and "Fix: drop --dtype fp16" in proc.stderr
+    assert not out.exists()
 
 
 def test_tiny_model_is_what_the_exporter_makes(tmp_path):
@@ -382,16 +474,6 @@ def test_unreachable_hub_gives_a_clear_error(tmp_path):
 
 # --- the low-memory graph transform (fusions and float16 with the weights left on disk) ---------
 
-# onnxruntime's SD fusions that have CPU kernels; the others (NhwcConv, GroupNorm, SkipGroupNorm,
-# BiasSplitGelu, BiasAdd) run on CUDA only.
-CPU_FUSIONS_ONLY = dict(
-    enable_nhwc_conv=False,
-    enable_group_norm=False,
-    enable_skip_group_norm=False,
-    enable_bias_splitgelu=False,
-    enable_bias_add=False,
-)
-
 
 def initializer_bytes_match_shapes(path: Path) -> None:
     model = onnx.load(str(path))  # with external data
@@ -401,7 +483,7 @@ def initializer_bytes_match_shapes(path: Path) -> None:
 
 
 def test_streamed_transform_keeps_weights_exact(tmp_path, unet_inputs):
-    """The CPU-runnable fusions through transform_graph, with every new initializer spilled to disk
+    """The CPU-runnable fusions (target "cpu") through transform_graph, with every new initializer spilled to disk
     (threshold 1 byte): the fused graph computes what the plain one does."""
     src = MODELS / "tiny" / "unet" / "model.onnx"
     dst = tmp_path / "fused" / "model.onnx"
@@ -409,7 +491,7 @@ def test_streamed_transform_keeps_weights_exact(tmp_path, unet_inputs):
     work.mkdir()
     for p in src.parent.iterdir():
         (work / p.name).write_bytes(p.read_bytes())
-    fused, spilled = export.transform_graph(work / "model.onnx", dst, "unet", fp16=False, fusion_overrides=CPU_FUSIONS_ONLY, spill_threshold=1)
+    fused, spilled = export.transform_graph(work / "model.onnx", dst, "unet", fp16=False, target="cpu", spill_threshold=1)
     assert fused.get("MultiHeadAttention", 0) > 0 and fused.get("SkipLayerNormalization", 0) > 0, fused
     assert spilled > 0
     initializer_bytes_match_shapes(dst)

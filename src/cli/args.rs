@@ -459,8 +459,9 @@ pub struct ExportArgs {
     #[arg(long)]
     pub fp16: bool,
     /// cuda: ONNX Runtime's Stable Diffusion fusions (the graphs then need the CUDA provider);
+    /// cpu: the fusions the CPU provider runs (fused attention and layer norms; fp32 only);
     /// none (default): plain graphs that run anywhere.
-    #[arg(long, value_name = "HOW", value_parser = ["none", "cuda"], default_value = "none")]
+    #[arg(long, value_name = "HOW", value_parser = ["none", "cuda", "cpu"], default_value = "none")]
     pub optimize: String,
     /// Replace --out if it exists (only once the new export is complete).
     #[arg(long)]

@@ -9,6 +9,7 @@
 //! manifest.json                what models/export.py wrote (optional; see `manifest`)
 //! clip_image_encoder/          optional: the CLIP scorer (see `clip`)
 //! vae_decoder/model.onnx       latent_sample [B,4,h,w] → sample [B,3,8h,8w]
+//! vae_decoder_fp16/            fp16 exports: the same in float16 (see `vae_precision`)
 //! preview_decoder/model.onnx   optional: latents [B,4,h,w] → image [B,3,8h,8w] in [0,1] (see `preview_decoder`)
 //! judge/model.onnx             optional, micro only: image → colour, shape, background (see `judge`)
 //! tokenizer/                   tokenizer.json, else vocab.json + merges.txt
@@ -27,6 +28,7 @@ pub mod prompt;
 pub mod scheduler_status;
 pub mod tokenizer;
 mod unet;
+mod vae_precision;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -53,6 +55,7 @@ pub use preview_decoder::{PREVIEW_DECODER_FOLDER, PreviewDecoder};
 pub use scheduler_status::{SchedulerConfigSource, SchedulerConfigStatus, SchedulerReport};
 pub use tokenizer::{ClipTokenizer, Tokens};
 pub use unet::Unet;
+pub use vae_precision::{VAE_FP16_FOLDER, VaePrecision};
 
 /// SD v1.5's scheduler config (`scheduler/scheduler_config.json` as shipped, from PNDMScheduler);
 /// used, with a warning, when a model folder has none.
@@ -703,8 +706,11 @@ pub struct Model {
     pub tokenizer: ClipTokenizer,
     /// The base text encoder (`text_encoder/`).
     pub text_encoder: TextEncoder,
-    /// The VAE decoder (`vae_decoder/`).
+    /// The VAE decoder runs decode with: `vae_decoder/`, or `vae_decoder_fp16/` where
+    /// [`Model::use_vae`] chose it.
     pub vae: VaeDecoder,
+    /// `vae_decoder/` while `vae` is the float16 one: what decodes again when it overflows.
+    pub(crate) vae_fp32: Option<VaeDecoder>,
     /// Sizes from the components' configs.
     pub geometry: ModelGeometry,
     /// The scheduler config in force: `scheduler/scheduler_config.json` as shipped, or SD
@@ -745,6 +751,8 @@ pub(crate) struct RunParts<'a> {
     pub(crate) text_encoder: &'a mut TextEncoder,
     pub(crate) unet: &'a mut Unet,
     pub(crate) vae: &'a mut VaeDecoder,
+    /// The float32 VAE decoder while `vae` is the float16 one.
+    pub(crate) vae_fp32: Option<&'a mut VaeDecoder>,
     pub(crate) geometry: &'a ModelGeometry,
     /// Whether the CLIP scorer is loaded: the run asked for a score and the folder has a scorer.
     pub(crate) clip: bool,
@@ -762,6 +770,7 @@ impl RunParts<'_> {
         self.text_encoder.ort
             + self.unet.ort
             + self.vae.ort
+            + self.vae_fp32.as_ref().map_or(Duration::ZERO, |v| v.ort)
             + self.controlnet.as_ref().map_or(Duration::ZERO, |c| c.ort)
     }
 }
@@ -888,6 +897,7 @@ impl Model {
             tokenizer,
             text_encoder,
             vae,
+            vae_fp32: None,
             geometry,
             scheduler_config,
             scheduler_report,
@@ -1352,6 +1362,7 @@ impl Model {
             text_encoder,
             unet,
             vae: &mut self.vae,
+            vae_fp32: self.vae_fp32.as_mut(),
             geometry: &self.geometry,
             clip,
             notes,

@@ -458,11 +458,19 @@ impl Blame {
                 &variant.folder,
                 Some(parts.unet.io_precision()),
             ),
+            // The image a run keeps comes from vae_decoder/ whenever the float16 decoder's
+            // did not (see `decode`).
             vae: describe(
                 vae,
                 "VAE decoder",
                 "vae_decoder",
-                Some(parts.vae.io_precision()),
+                Some(
+                    parts
+                        .vae_fp32
+                        .as_deref()
+                        .unwrap_or(parts.vae)
+                        .io_precision(),
+                ),
             ),
             scheduler: (format!("scheduler {}", req.scheduler), false),
         }
@@ -622,25 +630,38 @@ fn denoise_phase(
 }
 
 /// The VAE decode: latents → NHWC `[1, H, W, 3]` in [0, 1] (`clamp(vae(latents / scaling)/2 + 0.5, 0, 1)`).
+/// The image of `latents`: NHWC in [0, 1]. When the float16 VAE decoder's image has NaN or Inf
+/// and the model keeps the float32 one ([`Model::use_vae`]), the float32 one decodes again and
+/// the note (the second value) says so; an image that is still not finite is the run's error.
 fn decode(
     parts: &mut RunParts,
     latents: Array4<f32>,
     run_options: Option<&RunOptions>,
     blame: &Blame,
-) -> eyre::Result<Array4<f32>> {
-    let decoded = parts.vae.decode_with(
-        (latents / parts.geometry.scaling_factor).view(),
-        run_options,
-    )?;
+) -> eyre::Result<(Array4<f32>, Option<String>)> {
+    let latents = latents / parts.geometry.scaling_factor;
+    let mut decoded = parts.vae.decode_with(latents.view(), run_options)?;
+    let mut note = None;
+    if let (Some(count), Some(fp32)) = (numerics::check(&decoded), parts.vae_fp32.as_deref_mut()) {
+        let start = Instant::now();
+        decoded = fp32.decode_with(latents.view(), run_options)?;
+        note = Some(format!(
+            "the float16 VAE decoder ({}/) overflowed ({}); the image was decoded again in float32 (vae_decoder/, {:.1} ms, counted in the VAE time)",
+            crate::models::VAE_FP16_FOLDER,
+            count.describe(),
+            start.elapsed().as_secs_f64() * 1e3
+        ));
+    }
     if let Some(e) = NonFinite::find(numerics::Tensor::VaeImage, None, &decoded) {
         return Err(blame.on(e, &blame.vae));
     }
     // NCHW [-1,1] → NHWC [0,1]
-    Ok(decoded
+    let image = decoded
         .permuted_axes([0, 2, 3, 1])
         .mapv(|v| (v / 2.0 + 0.5).clamp(0.0, 1.0))
         .as_standard_layout()
-        .to_owned())
+        .to_owned();
+    Ok((image, note))
 }
 
 /// The report's fields that say what ran (model, runtime, request, variant, load times); those
@@ -814,7 +835,8 @@ pub fn generate_with(
 
     (ctl.on_phase)(Phase::Decoding);
     let vae_start = Instant::now();
-    let image = decode(&mut parts, latents, ctl.run_options, &blame)?;
+    let (image, decode_note) = decode(&mut parts, latents, ctl.run_options, &blame)?;
+    warnings.extend(decode_note);
     let vae = vae_start.elapsed();
     let total = run_start.elapsed();
     let adapters = std::mem::take(&mut parts.adapters);

@@ -17,6 +17,26 @@ pub(crate) struct NonFiniteCount {
     pub len: usize,
 }
 
+impl NonFiniteCount {
+    /// `3 NaN and 1 Inf values (of 12288)`.
+    pub(crate) fn describe(&self) -> String {
+        let c = self;
+        let mut parts = Vec::new();
+        if c.nan > 0 {
+            parts.push(format!("{} NaN", c.nan));
+        }
+        if c.inf > 0 {
+            parts.push(format!("{} Inf", c.inf));
+        }
+        let noun = if c.nan + c.inf == 1 {
+            "value"
+        } else {
+            "values"
+        };
+        format!("{} {noun} (of {})", parts.join(" and "), c.len)
+    }
+}
+
 const EXPONENT: u32 = 0x7f80_0000;
 
 /// Whether any value of `x` is NaN or ±Inf (all exponent bits set): one pass, no branches.
@@ -142,20 +162,7 @@ impl NonFinite {
     }
 
     fn values(&self) -> String {
-        let c = self.count;
-        let mut parts = Vec::new();
-        if c.nan > 0 {
-            parts.push(format!("{} NaN", c.nan));
-        }
-        if c.inf > 0 {
-            parts.push(format!("{} Inf", c.inf));
-        }
-        let noun = if c.nan + c.inf == 1 {
-            "value"
-        } else {
-            "values"
-        };
-        format!("{} {noun} (of {})", parts.join(" and "), c.len)
+        self.count.describe()
     }
 
     /// What to do about it, without "Fix: ".
