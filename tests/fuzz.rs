@@ -101,6 +101,7 @@ const FIELDS: &[&str] = &[
     "session",
     "optimization",
     "intra_op_threads",
+    "thread_pool",
     "flush_denormals",
     "cpu_memory",
     "memory_pattern",

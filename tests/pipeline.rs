@@ -294,3 +294,33 @@ fn cuda_graphs_change_no_bit_of_the_image() {
     };
     assert_eq!(image(false), image(true), "bit for bit");
 }
+
+/// `[runtime.session] thread_pool`: the process's shared intra-op pool (the default) gives the
+/// image a pool per session gives, bit for bit (same thread count, same denormal handling).
+#[test]
+fn the_shared_thread_pool_gives_the_image_per_session_pools_give() {
+    let plan = SearchPlan::new(None, Some(&root()));
+    let req = Request {
+        rng: RngSource::TorchCpu,
+        ..Request::new("a lighthouse", SchedulerKind::DpmSolverPp, 4, 5)
+    };
+    let cancel = AtomicBool::new(false);
+    let image = |pool: speedscape::runtime::ThreadPool| {
+        let mut opts = speedscape::runtime::Options::default();
+        opts.session.thread_pool = pool;
+        let rt = Runtime::init_with(&plan, Device::Cpu, opts).unwrap();
+        assert_eq!(
+            rt.shares_thread_pool(),
+            pool == speedscape::runtime::ThreadPool::Shared
+        );
+        let mut model = Model::open(&rt, &root().join("models/tiny"), default_variants()).unwrap();
+        pipeline::generate(&rt, &mut model, &req, &cancel, &mut |_| {})
+            .unwrap()
+            .image
+    };
+    assert_eq!(
+        image(speedscape::runtime::ThreadPool::Shared),
+        image(speedscape::runtime::ThreadPool::PerSession),
+        "bit for bit"
+    );
+}

@@ -30,6 +30,7 @@ pub use library::{
 };
 pub use options::{
     ConvSearch, CpuMemory, CudaOptions, Optimization, Options, SessionOptions, TensorRtOptions,
+    ThreadPool,
 };
 
 /// The execution provider the user asks for (`device` in config.toml, `--device`).
@@ -145,6 +146,9 @@ pub struct LoadedLibrary {
     pub source: LibrarySource,
     /// Whether the wheel ships the CUDA provider (`onnxruntime-gpu`).
     pub gpu_build: bool,
+    /// Threads of the process's shared intra-op pool ([`ThreadPool::Shared`]): the first
+    /// runtime's `intra_op_threads` (0: one per physical core), fixed for the process.
+    pub pool_threads: usize,
 }
 
 fn serialize_display<S: serde::Serializer, T: std::fmt::Display>(
@@ -246,7 +250,7 @@ impl Runtime {
 
     /// [`Runtime::init`] with `options` for every session.
     pub fn init_with(plan: &SearchPlan, device: Device, options: Options) -> eyre::Result<Self> {
-        let (library, env) = load_library(plan)?;
+        let (library, env) = load_library(plan, options.intra_threads())?;
         // What ORT logged before is about other calls; the CUDA probe's message quotes its own.
         take_ort_log();
         let mut notes = Vec::new();
@@ -347,6 +351,12 @@ impl Runtime {
         self.build_session(model, None, false, overrides)
     }
 
+    /// Whether this runtime's sessions take their intra-op threads from the process's shared
+    /// pool (`[runtime.session] thread_pool`).
+    pub fn shares_thread_pool(&self) -> bool {
+        self.options.shares_thread_pool(self.library.pool_threads)
+    }
+
     /// A session of `model` for work done beside a timed run while it runs (the preview
     /// decoder): this runtime's provider and options, but one intra-op thread that sleeps when it
     /// has nothing to do. A pool of its own that spins takes the cores the run's operators are
@@ -356,6 +366,8 @@ impl Runtime {
     /// optimised-graph cache (such graphs are small).
     pub fn side_session(&self, model: &Path) -> eyre::Result<Session> {
         self.builder()?
+            .with_independent_thread_pool()
+            .map_err(|e| eyre!("{e}"))?
             .with_intra_threads(1)
             .map_err(|e| eyre!("{e}"))?
             .with_intra_op_spinning(false)
@@ -368,7 +380,7 @@ impl Runtime {
     fn builder(&self) -> eyre::Result<SessionBuilder> {
         let builder = Session::builder(&self.env).map_err(|e| eyre!("{e}"))?;
         self.options
-            .apply(builder)
+            .apply(builder, self.library.pool_threads)
             .map_err(|e| eyre!("{e}"))?
             .with_execution_providers(self.execution_providers())
             .map_err(|e| eyre!("{e}"))
@@ -557,7 +569,10 @@ fn first_line(s: &str) -> &str {
     s.lines().next().unwrap_or(s)
 }
 
-fn load_library(plan: &SearchPlan) -> eyre::Result<(LoadedLibrary, Environment)> {
+fn load_library(
+    plan: &SearchPlan,
+    pool_threads: usize,
+) -> eyre::Result<(LoadedLibrary, Environment)> {
     let cell = LOADED.get_or_init(|| Mutex::new(None));
     let mut guard = cell
         .lock()
@@ -599,9 +614,16 @@ fn load_library(plan: &SearchPlan) -> eyre::Result<(LoadedLibrary, Environment)>
                     Ok("verbose") => Some(ort::logging::LogLevel::Verbose),
                     _ => None,
                 };
+                let pool = options::shared_thread_pool(pool_threads).map_err(|e| {
+                    eyre!(
+                        "ONNX Runtime at {} has no global thread pool: {e}",
+                        path.display()
+                    )
+                })?;
                 let env = builder
                     .with_name("speedscape")
                     .with_logger(ort_logger(level))
+                    .with_global_thread_pool(pool)
                     .build()
                     .map_err(|e| {
                         eyre!(
@@ -615,6 +637,7 @@ fn load_library(plan: &SearchPlan) -> eyre::Result<(LoadedLibrary, Environment)>
                 let version = ort_version(&path);
                 let lib = LoadedLibrary {
                     gpu_build: library::has_cuda_provider(&path),
+                    pool_threads,
                     path,
                     version,
                     source: candidate.source,

@@ -43,6 +43,8 @@ pub struct SessionOptions {
     /// Threads one operator may use; 0 (default) = one per physical core (hyper-threads slow
     /// convolutions down).
     pub intra_op_threads: usize,
+    /// Where a session's intra-op threads come from; see [`ThreadPool`].
+    pub thread_pool: ThreadPool,
     /// Treat subnormal floats as zero in ONNX Runtime's threads (default on): random-weight UNets
     /// produce them, and x86 runs up to 10× slower on them. The effect on values is < 1e-38.
     pub flush_denormals: bool,
@@ -65,6 +67,7 @@ impl Default for SessionOptions {
         Self {
             optimization: Optimization::All,
             intra_op_threads: 0,
+            thread_pool: ThreadPool::Shared,
             flush_denormals: true,
             cpu_memory: CpuMemory::SharedArena,
             memory_pattern: false,
@@ -72,6 +75,23 @@ impl Default for SessionOptions {
             optimized_cache: None,
         }
     }
+}
+
+/// Where sessions get their intra-op threads. Measured on the micro model (2 cores, LCM 4: text
+/// encoder, four batch-2 UNet calls, VAE decoder; bench/RESULTS.md): a pool per session 53-55 ms
+/// with 45-67 ms between repeats, one shared pool 43-45 ms: a session's threads no longer spin
+/// beside the next session's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ThreadPool {
+    /// One pool for every session of the process (default), of the first runtime's
+    /// `intra_op_threads` (0: one per physical core), denormals flushed. A session whose
+    /// settings differ from the pool's (another thread count, `flush_denormals = false`) keeps
+    /// a pool of its own.
+    #[default]
+    Shared,
+    /// A pool per session (ONNX Runtime's default).
+    PerSession,
 }
 
 /// How CPU sessions allocate their buffers. Measured on SD v1.5 (fp32, 512², DPM-Solver++ 4
@@ -179,13 +199,29 @@ impl Options {
         }
     }
 
-    /// Applies the session options to `builder`.
-    pub(crate) fn apply(&self, builder: SessionBuilder) -> ort::Result<SessionBuilder> {
+    /// Whether sessions run on the process's shared intra-op pool of `pool_threads` threads
+    /// ([`ThreadPool::Shared`] with the pool's own settings: as many threads, denormals flushed).
+    pub fn shares_thread_pool(&self, pool_threads: usize) -> bool {
+        let s = &self.session;
+        s.thread_pool == ThreadPool::Shared
+            && self.intra_threads() == pool_threads
+            && s.flush_denormals
+    }
+
+    /// Applies the session options to `builder` (`pool_threads`: the shared pool's size).
+    pub(crate) fn apply(
+        &self,
+        builder: SessionBuilder,
+        pool_threads: usize,
+    ) -> ort::Result<SessionBuilder> {
         let s = &self.session;
         let mut b = builder
             .with_optimization_level(s.optimization.level())?
             .with_intra_threads(self.intra_threads())?
             .with_memory_pattern(s.memory_pattern)?;
+        if !self.shares_thread_pool(pool_threads) {
+            b = b.with_independent_thread_pool()?;
+        }
         if s.flush_denormals {
             b = b.with_flush_to_zero()?;
         }
@@ -242,6 +278,18 @@ pub(crate) fn physical_cores() -> usize {
         return logical;
     };
     physical_cores_in(&info).unwrap_or(logical).min(logical)
+}
+
+/// The process's shared intra-op pool ([`ThreadPool::Shared`]): `threads` threads, spinning
+/// between operators, denormals flushed; no inter-op threads.
+pub(crate) fn shared_thread_pool(
+    threads: usize,
+) -> ort::Result<ort::environment::GlobalThreadPoolOptions> {
+    ort::environment::GlobalThreadPoolOptions::default()
+        .with_intra_threads(threads)?
+        .with_inter_threads(1)?
+        .with_spin_control(true)?
+        .with_flush_to_zero()
 }
 
 /// Distinct `(physical id, core id)` pairs in a /proc/cpuinfo text.
@@ -334,5 +382,26 @@ mod tests {
         assert_eq!(s.cpu_memory, CpuMemory::SharedArena);
         let c: CudaOptions = toml::from_str("conv_algo_search = \"heuristic\"").unwrap();
         assert_eq!(c.conv_algo_search, ConvSearch::Heuristic);
+    }
+
+    /// Sessions share the process's pool by default, and keep their own where their settings
+    /// are not the pool's or the config asks for per-session pools.
+    #[test]
+    fn sessions_share_the_pool_only_with_its_settings() {
+        let with = |text: &str| Options {
+            session: toml::from_str(text).unwrap(),
+            ..Options::default()
+        };
+        let pool = physical_cores();
+        assert_eq!(with("").session.thread_pool, ThreadPool::Shared);
+        assert!(with("").shares_thread_pool(pool));
+        assert!(!with("thread_pool = \"per-session\"").shares_thread_pool(pool));
+        assert!(!with("flush_denormals = false").shares_thread_pool(pool));
+        let three = with("intra_op_threads = 3");
+        assert!(three.shares_thread_pool(3), "a pool of the same size");
+        assert!(
+            !three.shares_thread_pool(pool.max(4)),
+            "another size: its own pool"
+        );
     }
 }
