@@ -1266,27 +1266,15 @@ fn vae_precision_fp16_on_a_folder_without_the_fp16_decoder_names_the_fix() {
     std::fs::write(&cfg, "[model]\nvae_precision = \"fp16\"\n").unwrap();
     let out = tmp.path().join("x.png");
     let model = root().join("models/tiny");
-    let o = speedscape(&[
-        "--config",
-        cfg.to_str().unwrap(),
-        "generate",
-        "--model-dir",
-        model.to_str().unwrap(),
-        "--prompt",
-        "a small cottage",
-        "--scheduler",
-        "dpmpp",
-        "--steps",
-        "2",
-        "--cfg",
-        "7.5",
-        "--seed",
-        "42",
-        "--device",
-        "cpu",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let o = generate(
+        &out,
+        &[
+            "--config",
+            cfg.to_str().unwrap(),
+            "--model-dir",
+            model.to_str().unwrap(),
+        ],
+    );
     let t = text(&o);
     assert!(!o.status.success(), "{t}");
     assert!(t.contains("has no vae_decoder_fp16/"), "the cause: {t}");
