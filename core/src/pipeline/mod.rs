@@ -630,9 +630,9 @@ fn denoise_phase(
 }
 
 /// The VAE decode: latents → NHWC `[1, H, W, 3]` in [0, 1] (`clamp(vae(latents / scaling)/2 + 0.5, 0, 1)`).
-/// The image of `latents`: NHWC in [0, 1]. When the float16 VAE decoder's image has NaN or Inf
-/// and the model keeps the float32 one ([`Model::use_vae`]), the float32 one decodes again and
-/// the note (the second value) says so; an image that is still not finite is the run's error.
+/// When the float16 VAE decoder's image has NaN or Inf and the model keeps the float32 one
+/// ([`Model::use_vae`]), the float32 one decodes again and the note (the second value) says so;
+/// an image that is still not finite is the run's error.
 fn decode(
     parts: &mut RunParts,
     latents: Array4<f32>,
@@ -641,18 +641,20 @@ fn decode(
 ) -> eyre::Result<(Array4<f32>, Option<String>)> {
     let latents = latents / parts.geometry.scaling_factor;
     let mut decoded = parts.vae.decode_with(latents.view(), run_options)?;
+    let mut non_finite = NonFinite::find(numerics::Tensor::VaeImage, None, &decoded);
     let mut note = None;
-    if let (Some(count), Some(fp32)) = (numerics::check(&decoded), parts.vae_fp32.as_deref_mut()) {
+    if let (Some(e), Some(fp32)) = (&non_finite, parts.vae_fp32.as_deref_mut()) {
         let start = Instant::now();
         decoded = fp32.decode_with(latents.view(), run_options)?;
         note = Some(format!(
             "the float16 VAE decoder ({}/) overflowed ({}); the image was decoded again in float32 (vae_decoder/, {:.1} ms, counted in the VAE time)",
             crate::models::VAE_FP16_FOLDER,
-            count.describe(),
+            e.count.describe(),
             start.elapsed().as_secs_f64() * 1e3
         ));
+        non_finite = NonFinite::find(numerics::Tensor::VaeImage, None, &decoded);
     }
-    if let Some(e) = NonFinite::find(numerics::Tensor::VaeImage, None, &decoded) {
+    if let Some(e) = non_finite {
         return Err(blame.on(e, &blame.vae));
     }
     // NCHW [-1,1] → NHWC [0,1]
