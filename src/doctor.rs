@@ -28,6 +28,9 @@ pub struct DoctorReport {
     pub onnxruntime: Result<runtime::LoadedLibrary, String>,
     /// The provider sessions really get, or why the requested one does not work.
     pub provider: Result<runtime::Provider, String>,
+    /// ONNX Runtime's intra-op threads on the CPU and where sessions get them
+    /// (`[runtime.session] thread_pool`); `None` when no ONNX Runtime loaded.
+    pub threads: Option<String>,
     pub notes: Vec<String>,
     pub gpu: Option<GpuInfo>,
     pub wheel_advice: String,
@@ -97,6 +100,9 @@ impl DoctorReport {
             ),
             Err(e) => line("provider", format!("FAILED\n{e}")),
         }
+        if let Some(t) = &self.threads {
+            line("threads", t.clone());
+        }
         match &self.gpu {
             Some(g) => line(
                 "gpu",
@@ -151,6 +157,7 @@ pub fn run(config: &Config, device: Device, model_dir: Option<&Path>) -> DoctorR
         device_requested: device,
         onnxruntime: Err(String::new()),
         provider: Err(String::new()),
+        threads: None,
         notes: Vec::new(),
         gpu,
         wheel_advice,
@@ -179,6 +186,17 @@ pub fn run(config: &Config, device: Device, model_dir: Option<&Path>) -> DoctorR
         }
     };
     report.onnxruntime = Ok(rt_cpu.library.clone());
+    report.threads = Some(if rt_cpu.shares_thread_pool() {
+        format!(
+            "{} intra-op, one pool shared by every session",
+            rt_cpu.library.pool_threads
+        )
+    } else {
+        format!(
+            "{} intra-op, a pool per session",
+            rt_cpu.options.intra_threads()
+        )
+    });
     if let Some(note) = both_wheels_note(&rt_cpu.library) {
         report.notes.push(note);
     }

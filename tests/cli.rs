@@ -290,6 +290,28 @@ fn doctor_on_the_cpu_wheel_says_cpu() {
     assert!(t.contains("unet_lcm_style") && !t.contains("FAILED"), "{t}");
 }
 
+/// doctor says where sessions get their intra-op threads: the shared pool by default, a pool
+/// per session when the config asks for it.
+#[test]
+fn doctor_names_the_thread_pool_the_sessions_use() {
+    let shared = text(&speedscape(&["doctor", "--device", "cpu"]));
+    assert!(
+        shared.contains("intra-op, one pool shared by every session"),
+        "{shared}"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("config.toml");
+    std::fs::write(&cfg, "[runtime.session]\nthread_pool = \"per-session\"\n").unwrap();
+    let per = text(&speedscape(&[
+        "--config",
+        cfg.to_str().unwrap(),
+        "doctor",
+        "--device",
+        "cpu",
+    ]));
+    assert!(per.contains("intra-op, a pool per session"), "{per}");
+}
+
 /// doctor loads the preview decoder where the folder has one, and says what previews use where
 /// it has none (the tiny model).
 #[test]
