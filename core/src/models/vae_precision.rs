@@ -53,16 +53,12 @@ pub(crate) fn decodes_in_fp16(
 impl Model {
     /// Decodes with `vae_decoder_fp16/` from now on where `precision` says so (its session
     /// created now, its time recorded as `vae_decoder_fp16`'s), keeping `vae_decoder/` for the
-    /// re-decodes; otherwise `vae_decoder/` alone, as opened.
+    /// re-decodes; otherwise `vae_decoder/` alone, as opened. Meant for right after opening (the
+    /// app calls it once per model); a second call keeps what the first chose.
     pub fn use_vae(&mut self, rt: &Runtime, precision: VaePrecision) -> eyre::Result<()> {
         let has_fp16 = self.root.join(VAE_FP16_FOLDER).join("model.onnx").is_file();
         let fp16 = decodes_in_fp16(precision, rt.provider.is_gpu(), has_fp16, &self.root)?;
-        if fp16 == self.vae_fp32.is_some() {
-            return Ok(());
-        }
-        if !fp16 {
-            let fp32 = self.vae_fp32.take().expect("decoding in fp16");
-            self.vae = fp32;
+        if !fp16 || self.vae_fp32.is_some() {
             return Ok(());
         }
         let start = Instant::now();
@@ -72,11 +68,6 @@ impl Model {
             .push((VAE_FP16_FOLDER.to_string(), start.elapsed()));
         self.vae_fp32 = Some(std::mem::replace(&mut self.vae, half));
         Ok(())
-    }
-
-    /// Whether runs decode with the float16 VAE decoder ([`Model::use_vae`]).
-    pub fn vae_is_fp16(&self) -> bool {
-        self.vae_fp32.is_some()
     }
 }
 
