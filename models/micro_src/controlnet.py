@@ -19,7 +19,11 @@ embedding (scale factor 4: 64x64 edges -> 16x16), or, with `init`, the ControlNe
 folder rebuilt in torch (shipped.rebuild_controlnet) to train on from; eps-prediction through the
 FROZEN base UNet (the residuals added as StableDiffusionControlNetPipeline adds them), SD v1.5's
 noise schedule, `text_dropout` of the captions empty (the ControlNet paper's recipe: it must
-follow the edges alone). train.train_loop's checkpoint/budget/cosine pattern; the weights go to
+follow the edges alone). With `style_samples`, a share of the steps (`style_fraction`) goes
+through the style variant with triggered captions (`training_sets`, `style_condition`): as
+shipped, "pixelated", the base images made pixel art, their latents found by inverting the
+shipped VAE decoder (rebuilt in torch, shipped.rebuild_vae_decoder), on the base images' smooth
+edges. train.train_loop's checkpoint/budget/cosine pattern; the weights go to
 <run-dir>/controlnet/model (a diffusers folder).
 """
 
@@ -151,7 +155,7 @@ def base_samples(frozen: Frozen, out_dir: Path, s: dict, seed: int, n: int, unet
         log(f"samples: {start + count}/{n} of {unet} ({out_dir.name})")
     parts = [np.load(f) for f in sorted(out_dir.glob("chunk_*.npz"))]
     index = np.concatenate([p["index"] for p in parts])[:n]
-    return {"noise": torch.from_numpy(np.concatenate([p["noise"] for p in parts])[:n]),
+    return {"index": index, "noise": torch.from_numpy(np.concatenate([p["noise"] for p in parts])[:n]),
             "latents": torch.from_numpy(np.concatenate([p["latents"] for p in parts])[:n]),
             "captions": [world.scene("train", int(i)).caption(trigger=trigger) for i in index],
             "sampling_s": round(sum(seconds.values()), 1), "earlier_s": earlier}
@@ -161,6 +165,65 @@ def edge_maps(frozen: Frozen, latents: torch.Tensor) -> np.ndarray:
     """The Canny edges (uint8 0/1 [N, 64, 64]) of the shipped decoder's images of `latents`: each
     training condition is exactly its own latent's image's edge map."""
     return np.stack([edges.canny(im) for im in frozen.decoder(latents)]).astype(np.uint8)
+
+
+def invert_decoder(vae, target: np.ndarray, init: torch.Tensor, steps: int, lr: float, scaling_factor: float) -> torch.Tensor:
+    """Latents (scaled, like `init`) whose decoded images are `target` (uint8 [B, 64, 64, 3]) as
+    closely as `steps` Adam steps from `init` get them: the mean squared error of vae.decode in
+    [-1, 1]. The VAE encoder never shipped; this finds a latent for an image the base never drew."""
+    want = torch.from_numpy(target).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    z = init.clone().float().requires_grad_(True)
+    opt = torch.optim.Adam([z], lr=lr)
+    for _ in range(steps):
+        loss = F.mse_loss(vae.decode(z / scaling_factor).sample, want)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return z.detach()
+
+
+def pixelated_samples(frozen: Frozen, out_dir: Path, base: dict, s: dict, n: int, log=print) -> dict:
+    """The first `n` base samples made pixel art: each base image through world.pixel_art (the style's
+    own target, PixArFK), its latent found by inverting the shipped decoder (`invert_decoder` from the
+    base latent, `invert_steps` at `invert_lr`), its caption triggered. The layout is the base
+    image's exactly, so the base image's smooth edges are a control this pixel art follows as well as
+    pixel art can. In chunks of CHUNK under `out_dir` (resumable, `seconds.json`); each chunk records
+    its images' PSNR against their pixel art and their pixelation (judge.pixelation) after decoding.
+    Returns base_samples' dict (latents the inverted ones) plus `inversion` (those means)."""
+    import judge
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    timing_path = out_dir / "seconds.json"
+    seconds = json.loads(timing_path.read_text()) if timing_path.is_file() else {}
+    earlier = sum(seconds.values())
+    vae = None
+    for start in range(0, n, CHUNK):
+        path = out_dir / f"chunk_{start:06d}.npz"
+        if path.is_file():
+            continue
+        vae = vae or shipped.rebuild_vae_decoder(frozen.model)
+        t0 = time.perf_counter()
+        lat = base["latents"][start : min(n, start + CHUNK)]
+        art = np.stack([world.pixel_art(im) for im in frozen.decoder(lat)])
+        z = invert_decoder(vae, art, lat, s["invert_steps"], s["invert_lr"], frozen.decoder.scaling_factor)
+        got = frozen.decoder(z).astype(np.float64)
+        psnr = 10 * np.log10(255.0**2 / np.maximum(((got - art) ** 2).mean(axis=(1, 2, 3)), 1e-12))
+        tmp = path.with_name(path.stem + ".tmp.npz")
+        np.savez(tmp, latents=z.numpy(), index=base["index"][start : start + len(lat)], psnr=psnr,
+                 pixelation=judge.pixelation(got))
+        tmp.replace(path)
+        seconds[path.name] = round(time.perf_counter() - t0, 1)
+        timing_path.write_text(json.dumps(seconds, indent=1))
+        log(f"pixelated: {start + len(lat)}/{n} (PSNR {psnr.mean():.1f} dB to their pixel art)")
+    parts = [np.load(f) for f in sorted(out_dir.glob("chunk_*.npz"))]
+    index = np.concatenate([p["index"] for p in parts])[:n]
+    return {"index": index, "noise": base["noise"][:n],
+            "latents": torch.from_numpy(np.concatenate([p["latents"] for p in parts])[:n]),
+            "captions": [world.scene("train", int(i)).caption(trigger=True) for i in index],
+            "sampling_s": round(sum(seconds.values()), 1), "earlier_s": earlier,
+            "inversion": {"psnr_db": round(float(np.concatenate([p["psnr"] for p in parts])[:n].mean()), 2),
+                          "pixelation": round(float(np.concatenate([p["pixelation"] for p in parts])[:n].mean()), 4),
+                          "steps": s["invert_steps"], "lr": s["invert_lr"]}}
 
 
 # ---- training --------------------------------------------------------------------------------
@@ -208,23 +271,33 @@ def training_sets(ctx, frozen: Frozen, s: dict) -> tuple[list[TrainingSet], torc
     A style sample's condition (`style_condition`): "own", its own image's edges (the staircase
     outline of pixel art); "paired", the edges of the base's image drawn from the same noise and
     caption (sample i of both sets: seed i), which the triggered image follows in layout: the
-    smooth outline a user draws for a sprite, paired with the pixel art that follows it."""
+    smooth outline a user draws for a sprite, paired with the pixel art that follows it;
+    "pixelated", the base images themselves made pixel art (`pixelated_samples`: no unet_style
+    samples drawn), on the base images' edges: the same pairing, with the layout followed exactly."""
     import train
 
-    base = base_samples(frozen, samples_dir(ctx.run_dir, s), s, ctx.seed, s["samples"], log=train.log)
-    sets = [(base, "unet", s["text_dropout"])]
+    base_dir = samples_dir(ctx.run_dir, s)
+    base = base_samples(frozen, base_dir, s, ctx.seed, s["samples"], log=train.log)
+    sets = [(base, "unet", s["text_dropout"], base_dir)]
+    mode = s.get("style_condition", "own")
     if s.get("style_samples"):
-        style = base_samples(frozen, samples_dir(ctx.run_dir, s, "unet_style", True), s, ctx.seed, s["style_samples"],
-                             "unet_style", trigger=True, log=train.log)
-        sets.append((style, "unet_style", 0.0))
-    captions = sorted({c for data, _, _ in sets for c in data["captions"]})
+        if mode == "pixelated":
+            style_dir = base_dir.with_name(base_dir.name + "_pixelated")
+            style = pixelated_samples(frozen, style_dir, base, s, s["style_samples"], log=train.log)
+        else:
+            style_dir = samples_dir(ctx.run_dir, s, "unet_style", True)
+            style = base_samples(frozen, style_dir, s, ctx.seed, s["style_samples"], "unet_style", trigger=True, log=train.log)
+        sets.append((style, "unet_style", 0.0, style_dir))
+    captions = sorted({c for data, _, _, _ in sets for c in data["captions"]})
     rows = {c: i for i, c in enumerate(captions)}
     text = frozen.text(captions + [""])
-    paired = s.get("style_condition", "own") == "paired"
-    out = [TrainingSet(data, edge_maps(frozen, (base if paired else data)["latents"][: len(data["latents"])]),
-                       frozen.unets[u], rows, p) for data, u, p in sets]
-    sampling = {"sampling_s": sum(data["sampling_s"] for data, _, _ in sets), "samples_dirs": [
-        str(samples_dir(ctx.run_dir, s, u, u != "unet").relative_to(ctx.run_dir)) for _, u, _ in sets]}
+    smooth = mode in ("paired", "pixelated")  # the style set conditioned on the base images' edges
+    out = [TrainingSet(data, edge_maps(frozen, (base if smooth else data)["latents"][: len(data["latents"])]),
+                       frozen.unets[u], rows, p) for data, u, p, _ in sets]
+    sampling = {"sampling_s": sum(data["sampling_s"] for data, _, _, _ in sets),
+                "samples_dirs": [str(d.relative_to(ctx.run_dir)) for _, _, _, d in sets]}
+    if len(sets) > 1 and "inversion" in sets[1][0]:
+        sampling["inversion"] = sets[1][0]["inversion"]
     return out, text, len(rows), sampling
 
 

@@ -50,8 +50,9 @@ def _by_value(arrays: dict[str, np.ndarray]) -> dict[bytes, str]:
 
 def layout_of(params: dict[str, np.ndarray], ref_path: Path):
     """(reference graph, {reference initializer: (state-dict key, how)}) with how one of "same",
-    "transposed", "reshaped": the initializers of `ref_path`, an fp16 export of a module holding
-    `params` (export_micro.distinct_weights), matched to the parameters they hold by value."""
+    "transposed", "reshaped": the initializers of `ref_path`, an export (fp16 or fp32 weights) of a
+    module holding `params` (export_micro.distinct_weights), matched to the parameters they hold by
+    value (looked up by their fp16 values, compared exactly in the graph's type)."""
     import onnx
     from onnx import numpy_helper
 
@@ -60,10 +61,11 @@ def layout_of(params: dict[str, np.ndarray], ref_path: Path):
     layout = {}
     for t in graph.initializer:
         a = numpy_helper.to_array(t)
-        key = keys.get(np.sort(a.ravel()).tobytes()) if a.dtype == np.float16 else None
+        floating = a.dtype in (np.float16, np.float32)
+        key = keys.get(np.sort(a.astype(np.float16).ravel()).tobytes()) if floating else None
         if key is None:
             continue
-        p = params[key].astype(np.float16)
+        p = params[key].astype(a.dtype)
         candidates = {"same": p, "transposed": p.T if p.ndim == 2 else None, "reshaped": p.reshape(-1)}
         how = next((h for h, want in candidates.items() if want is not None and a.shape == want.shape
                     and np.array_equal(a, want)), None) or ("reshaped" if np.array_equal(a.reshape(-1), p.reshape(-1)) else None)
@@ -157,6 +159,32 @@ def rebuild_controlnet(model: Path = MICRO, folder: str = "controlnet_edge"):
     shapes = {k: v.shape for k, v in cn.state_dict().items()}
     cn.load_state_dict({k: v.reshape(shapes[k]) for k, v in state.items()}, strict=True)
     return cn
+
+
+def rebuild_vae_decoder(model: Path = MICRO):
+    """The shipped VAE decoder (`vae_decoder/model.onnx`, fp32 weights) as a diffusers
+    AutoencoderKL (eval, fp32, no gradients to its weights) whose `decode` gives the graph's output,
+    matched like the UNets': a random-weight export of the same config through
+    export.vae_decoder_spec, aligned node by node. Only its decoder half (post_quant_conv and
+    decoder) holds the shipped weights; the encoder half is unused and left random. What the
+    ControlNet stage inverts to find latents of images the base model never drew."""
+    from diffusers import AutoencoderKL
+
+    config = json.loads((Path(model) / "vae_decoder" / "config.json").read_text())
+    manifest = json.loads((Path(model) / "manifest.json").read_text())
+    ref = AutoencoderKL.from_config(config).eval()
+    params = {k: v for k, v in export_micro.distinct_weights(ref).items() if k.startswith(("decoder.", "post_quant_conv."))}
+    with tempfile.TemporaryDirectory() as tmp:
+        spec = export.vae_decoder_spec(ref, config["sample_size"] // manifest["geometry"]["vae_scale_factor"])
+        export.export_component(spec, Path(tmp) / "ref", export.Settings(dtype=manifest["dtype"], verify=False))
+        ref_graph, layout = layout_of(params, Path(tmp) / "ref" / "model.onnx")
+        state = shipped_state_dict(Path(model) / "vae_decoder" / "model.onnx", ref_graph, layout)
+    vae = AutoencoderKL.from_config(config)
+    shapes = {k: v.shape for k, v in vae.state_dict().items()}
+    missing = vae.load_state_dict({k: v.reshape(shapes[k]) for k, v in state.items()}, strict=False).missing_keys
+    if any(k.startswith(("decoder.", "post_quant_conv.")) for k in missing):
+        raise export.ExportError(f"the shipped VAE decoder lacks {missing[:4]}")
+    return vae.eval().requires_grad_(False)
 
 
 class TextEncoder:

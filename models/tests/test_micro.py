@@ -605,19 +605,22 @@ def test_unets_take_residuals_and_zero_residuals_change_nothing(folder, tmp_path
     assert np.abs(sess.run(None, {**feeds, **ones})[0].astype(np.float32) - want.astype(np.float32)).max() > 1e-2
 
 
-def _dpm_images(prompts, seeds, controls, steps=20, cfg=7.5, x0s: list | None = None):
-    """DPM-Solver++ (diffusers' scheduler) over the shipped graphs through ONNX Runtime, as
-    StableDiffusionControlNetPipeline runs them (batch [uncond, cond]); `controls` None: no control
-    (zero residuals). uint8 images. `x0s`: each step's x0 prediction [B, 4, 16, 16] is appended."""
-    from diffusers import DPMSolverMultistepScheduler
+def _dpm_images(prompts, seeds, controls, steps=20, cfg=7.5, x0s: list | None = None, unet="unet", lcm=False):
+    """DPM-Solver++ (diffusers' scheduler; LCMScheduler with `lcm`, its step noise from a torch
+    generator of the first seed) over the shipped graphs (UNet folder `unet`) through ONNX Runtime,
+    as StableDiffusionControlNetPipeline runs them (batch [uncond, cond]); `controls` None: no
+    control (zero residuals). uint8 images. `x0s`: each step's x0 prediction [B, 4, 16, 16] is appended."""
+    from diffusers import DPMSolverMultistepScheduler, LCMScheduler
 
     import shipped
 
     text, decoder = shipped.TextEncoder(MICRO, 1), shipped.VaeDecoder(MICRO, 1)
-    unet, cn = _session(MICRO / "unet" / "model.onnx"), _session(CONTROLNET / "model.onnx")
+    cn = _session(CONTROLNET / "model.onnx")
+    unet = _session(MICRO / unet / "model.onnx")
     res_names = [i.name for i in unet.get_inputs()][3:]
-    sched = DPMSolverMultistepScheduler.from_pretrained(str(MICRO / "scheduler"))
+    sched = (LCMScheduler if lcm else DPMSolverMultistepScheduler).from_pretrained(str(MICRO / "scheduler"))
     sched.set_timesteps(steps)
+    step_gen = torch.Generator().manual_seed(seeds[0])
     b = len(prompts)
     lat = torch.cat([torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(s)) for s in seeds]) * sched.init_noise_sigma
     ehs = torch.cat([text([""] * b), text(prompts)]).numpy().astype(np.float16)
@@ -633,7 +636,7 @@ def _dpm_images(prompts, seeds, controls, steps=20, cfg=7.5, x0s: list | None = 
         eps = torch.from_numpy(unet.run(None, {"sample": x, "timestep": tt, "encoder_hidden_states": ehs,
                                                **dict(zip(res_names, res))})[0].astype(np.float32))
         u, c = eps.chunk(2)
-        lat = sched.step(u + cfg * (c - u), t, lat).prev_sample
+        lat = sched.step(u + cfg * (c - u), t, lat, **({"generator": step_gen} if lcm else {})).prev_sample
         if x0s is not None:
             x0s.append(sched.model_outputs[-1].clone())
     return decoder(lat)
@@ -659,6 +662,95 @@ def test_controlnet_style_samples_are_conditioned_on_the_base_outline(smoke_run)
     own, _, _, _ = controlnet.training_sets(ctx, frozen, {**s, "style_condition": "own"})
     edges_own = torch.from_numpy(controlnet.edge_maps(frozen, own[1].latents)).float()
     assert torch.equal(own[1].cond[:, 0], edges_own) and not torch.equal(own[1].cond, paired[1].cond)
+
+
+def test_pixelated_style_set_pairs_the_base_outline_with_its_pixel_art(smoke_run):
+    """style_condition "pixelated" (as shipped): the style set is the first `style_samples` base
+    images made pixel art -- conditioned on the base images' own (smooth) edges, captioned with the
+    trigger word, their latents found by inverting the decoder from the base latents (so they differ
+    from them), and recorded with the inversion's measured PSNR and pixelation."""
+    import controlnet
+
+    run_dir, export_dir, _ = smoke_run
+    settings = config.stage_settings(smoke=True)
+    s = settings["controlnet"]
+    assert config.STAGES["controlnet"]["style_condition"] == "pixelated"
+    ctx = train.Context(run_dir, settings, "cpu", config.SEED, True, export_dir=export_dir)
+    frozen = controlnet.Frozen(export_dir, unets=("unet", "unet_style"), threads=1)
+    sets, _, _, record = controlnet.training_sets(ctx, frozen, {**s, "style_condition": "pixelated"})
+    n = s["style_samples"]
+    base, style = sets
+    assert len(style.latents) == n and torch.equal(style.cond, base.cond[:n])
+    assert style.unet is frozen.unets["unet_style"] and style.dropout == 0.0
+    assert not torch.allclose(style.latents, base.latents[:n])
+    chunk = np.load(run_dir / record["samples_dirs"][1] / "chunk_000000.npz")
+    np.testing.assert_array_equal(chunk["latents"], style.latents.numpy())
+    assert record["inversion"]["steps"] == s["invert_steps"] and np.isfinite(record["inversion"]["psnr_db"])
+    data = controlnet.base_samples(frozen, controlnet.samples_dir(run_dir, s), s, ctx.seed, s["samples"])
+    triggered = [world.scene("train", int(i)).caption(trigger=True) for i in data["index"][:n]]
+    assert all(world.TRIGGER in c for c in triggered)
+
+
+def test_decoder_inversion_finds_latents_of_pixel_art():
+    """controlnet.invert_decoder on the shipped decoder (rebuilt in torch): from the base image's
+    latent, 40 steps bring the decoded image much closer to that image's pixel art (PSNR up by
+    more than 5 dB) and make it much more pixel-art-like (judge.pixelation up by more than 0.15)."""
+    import controlnet
+    import judge
+    import shipped
+
+    torch.manual_seed(0)
+    dec = shipped.VaeDecoder(MICRO, threads=1)
+    frozen = controlnet.Frozen(MICRO, unets=("unet",), threads=1)
+    scenes = [world.scene("heldout", i, full_caption=True) for i in range(4)]
+    lat = frozen.generate(frozen.pipeline(), [sc.caption() for sc in scenes], [1000] * 4, 10, 7.5)
+    art = np.stack([world.pixel_art(im) for im in dec(lat)])
+    z = controlnet.invert_decoder(shipped.rebuild_vae_decoder(MICRO), art, lat, 40, 0.08, dec.scaling_factor)
+
+    def psnr(images):
+        return 10 * np.log10(255.0**2 / ((images.astype(np.float64) - art) ** 2).mean())
+
+    before, after = dec(lat), dec(z)
+    assert psnr(after) > psnr(before) + 5.0, (psnr(before), psnr(after))
+    assert judge.pixelation(after).mean() > judge.pixelation(before).mean() + 0.15
+
+
+def test_rebuilt_vae_decoder_equals_the_shipped_graph():
+    """shipped.rebuild_vae_decoder: a torch AutoencoderKL whose decode gives the shipped fp32
+    vae_decoder graph's output through ONNX Runtime (within 1e-4), its decoder weights exactly the
+    graph's initializers."""
+    import shipped
+
+    vae = shipped.rebuild_vae_decoder(MICRO)
+    dec = shipped.VaeDecoder(MICRO, threads=1)
+    z = torch.randn(3, 4, 16, 16, generator=torch.Generator().manual_seed(7))
+    want = dec.sess.run(None, {"latent_sample": z.numpy()})[0]
+    with torch.no_grad():
+        got = vae.decode(z).sample.numpy()
+    assert np.abs(got - want).max() <= 1e-4, np.abs(got - want).max()
+
+
+def test_style_gap_is_judged_at_the_style_grid_where_perfect_pixel_art_meets_it():
+    """evaluate_controlnet.metrics_of: with the renders themselves as the plain ControlNet runs and
+    their exact pixel art as the LCM + style run, the 1 px F1 gap is far over 0.15 (no pixel art
+    can follow smooth edges to 1 px), while the style gap target, both runs at half a block
+    (4 px), passes; a style run that ignores the control (another scene's pixel art) fails it."""
+    import controlnet
+    import evaluate_controlnet as ec
+
+    scenes = [world.scene("heldout", i, full_caption=True) for i in range(8)]
+    renders = np.stack([world.render(sc) for sc in scenes])
+    art = np.stack([world.pixel_art(im) for im in renders])
+    images = {k: renders for k in ("dpm20", "dpm20_cn", "lcm4_cn", "style_untriggered", "style_untriggered_cn")}
+    images.update(control=np.stack([controlnet.control_image(im) for im in renders]), pixel_art=art, lcm_style4_cn=art)
+    s = {"lcm_steps": [4]}
+    m = ec.metrics_of(images, s)
+    assert ec.STYLE_TOLERANCE == 4.0 and m["block_tolerance_px"] == 4.0
+    assert m["cn_lcm_style_f1_gap_1px"] > 0.4 and m["adherence_f1"]["pixel_art"] < 0.5
+    assert m["targets"]["cn_lcm_style_f1_gap"]["pass"] and m["adherence_f1_block"]["pixel_art"] > 0.85
+    assert m["targets"]["cn_lcm_style_pixelation_margin"]["pass"]
+    m = ec.metrics_of({**images, "lcm_style4_cn": np.roll(art, 1, axis=0)}, s)
+    assert not m["targets"]["cn_lcm_style_f1_gap"]["pass"], m["adherence_f1_block"]
 
 
 def test_rebuilt_controlnet_holds_the_shipped_graphs_weights():
@@ -705,6 +797,32 @@ def test_shipped_controlnet_makes_images_follow_the_edges():
     gain = recorded["dpm20_cn"] - recorded["dpm20"]
     assert f1["with"].mean() - f1["without"].mean() >= 0.5 * gain, (f1, recorded)
     assert f1["with"].mean() >= recorded["dpm20_cn"] - 0.15, (f1, recorded)
+
+
+def test_shipped_controlnet_keeps_the_pixel_art_style_and_the_control():
+    """Scenario B's composition at small scale, through ONNX Runtime: LCM-LoRA + style 4 steps with
+    the ControlNet on triggered prompts draws clearly more pixel art (judge.pixelation, at least 0.1
+    above; the evaluation's target is 0.2 on 64 images) than the untriggered style with the same
+    control, and follows the control at the style's grid (edge F1 at half a block) about as well as
+    the evaluation recorded (within 0.15 on 8 scenes) and far better than without control."""
+    import controlnet
+    import evaluate_controlnet as ec
+    import judge
+
+    recorded = json.loads((MICRO / "manifest.json").read_text())["micro"]["controlnet_metrics"]["adherence_f1_block"]
+    scenes = [world.scene("heldout", i, full_caption=True) for i in range(8)]
+    ctrl = np.stack([controlnet.control_image(world.render(sc)) for sc in scenes])
+    controls = ctrl.transpose(0, 3, 1, 2) / 255.0
+    seeds = [1000] * len(scenes)
+    styled = _dpm_images([sc.caption(trigger=True) for sc in scenes], seeds, controls, steps=4, cfg=1.5,
+                         unet="unet_lcm_style", lcm=True)
+    plain = _dpm_images([sc.caption() for sc in scenes], seeds, controls, unet="unet_style")
+    free = _dpm_images([sc.caption(trigger=True) for sc in scenes], seeds, None, steps=4, cfg=1.5,
+                       unet="unet_lcm_style", lcm=True)
+    assert judge.pixelation(styled).mean() >= judge.pixelation(plain).mean() + 0.1
+    f1 = ec.adherence(styled, ctrl, ec.STYLE_TOLERANCE)
+    assert abs(f1.mean() - recorded["lcm_style4_cn"]) <= 0.15, (f1, recorded)
+    assert f1.mean() >= ec.adherence(free, ctrl, ec.STYLE_TOLERANCE).mean() + 0.15
 
 
 # ---- the preview decoder (issue 25) -------------------------------------------------------------
