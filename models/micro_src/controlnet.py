@@ -282,7 +282,7 @@ def training_sets(ctx, frozen: Frozen, s: dict) -> tuple[list[TrainingSet], torc
     mode = s.get("style_condition", "own")
     if s.get("style_samples"):
         if mode == "pixelated":
-            style_dir = base_dir.with_name(base_dir.name + "_pixelated")
+            style_dir = base_dir.with_name(f"{base_dir.name}_pixelated_inv{s['invert_steps']}_lr{s['invert_lr']:g}")
             style = pixelated_samples(frozen, style_dir, base, s, s["style_samples"], log=train.log)
         else:
             style_dir = samples_dir(ctx.run_dir, s, "unet_style", True)
@@ -332,7 +332,8 @@ def stage_controlnet(ctx) -> dict:
         rows = torch.where(torch.from_numpy(rng.random(s["batch"]) < ts.dropout), empty, ts.rows[idx])
         x0, cond, ehs = ts.latents[idx], ts.cond[idx], text[rows]
         noise = torch.randn(x0.shape, generator=gen)
-        t = training_timesteps(len(idx), sched.config.num_train_timesteps, s.get("timestep_bias", 1.0), gen)
+        bias = s.get("style_timestep_bias", s.get("timestep_bias", 1.0)) if ts is not sets[0] else s.get("timestep_bias", 1.0)
+        t = training_timesteps(len(idx), sched.config.num_train_timesteps, bias, gen)
         pred = unet_with_residuals(ts.unet, cn, sched.add_noise(x0, noise, t), t, ehs, cond)
         loss = F.mse_loss(pred, noise)
         opt.zero_grad(set_to_none=True)
