@@ -88,25 +88,28 @@ STAGES = {
     # samples: the base's own DPM-Solver++ 20 images of train captions at cfg 7.5 (controlnet.base_samples;
     # the turbo stage's teacher set, sampled once for both: 16 chunks of 256, ~40 s each on 2 free cores).
     # init: the ControlNet shipped in that folder, rebuilt in torch, trained on from (None: a new one
-    # from the base UNet). The shipped ControlNet is three trainings, each on from the one before: the
+    # from the base UNet). The shipped ControlNet is four trainings, each on from the one before: the
     # first from a new one on 1 024 10-step samples (8 361 steps of batch 16 in 4 200 s, timestep_bias 3,
     # lr 1e-3; F1 at DPM-Solver++ 20 + CN 0.541), the second on these 4 096 samples without style steps
-    # (budget_s 2 400, 13 307 steps; F1 0.861), the third these settings (their records nest under
-    # micro.stages.controlnet.init_from). ~0.17 s a step on 2 free cores: every other stage must be idle
-    # meanwhile; with 2 torch threads, anything else on the machine slows a step 3-5x.
+    # (budget_s 2 400, 13 307 steps; F1 0.861), the third with the "pixelated" style steps below at
+    # style_fraction 0.3 (budget_s 2 100, 10 832 steps), the fourth these settings (5 079 steps); their
+    # records nest under micro.stages.controlnet.init_from. ~0.18 s a step on 2 free cores: every other
+    # stage must be idle meanwhile; with 2 torch threads, anything else on the machine slows a step 3-5x.
     # style_samples / style_fraction / style_condition: a share of the steps through unet_style with
-    # triggered captions. As shipped (the third training, on from the second's graph, budget_s 2 100):
-    # "pixelated", the first 512 base samples made pixel art (world.pixel_art), their latents found by
-    # inverting the shipped decoder (invert_steps Adam steps at invert_lr from the base latent: 29.4 dB
-    # to the pixel art, ~11 min for 512 on 2 cores), conditioned on the base images' smooth edges: the
-    # layout followed exactly, drawn as pixel art. Tried before and dropped: the style variant's own
+    # triggered captions. As shipped (the third and fourth trainings): "pixelated", the first 512 base
+    # samples made pixel art (world.pixel_art), their latents found by inverting the shipped decoder
+    # (invert_steps Adam steps at invert_lr from the base latent: 29.4 dB to the pixel art, pixelation
+    # 0.385; ~11 min for 512 on 2 cores), conditioned on the base images' smooth edges: the layout
+    # followed exactly, drawn as pixel art. Tried before and dropped: the style variant's own
     # triggered samples on their own edges ("own", 0.25: LCM + style + CN F1 0.419 -> 0.375) or on the
     # same-seed base image's ("paired", 0.2 for 6 000 steps: 0.511 -> 0.264 on 16 scenes x 2 seeds; the
     # triggered image follows that layout only loosely, and the ControlNet learned to loosen the control
-    # when the trigger is there).
-    "controlnet": dict(samples=4096, sample_steps=20, sample_cfg=7.5, sample_batch=128, batch=16, steps=30000, budget_s=2100,
+    # when the trigger is there). style_timestep_bias (default: timestep_bias) for the style steps: a
+    # fifth training at 1.0 (uniform) and style_fraction 0.6 for 1 200 s lowered both style numbers
+    # (pixelation margin 0.196 -> 0.192, F1 at half a block 0.833 -> 0.820) and was not shipped.
+    "controlnet": dict(samples=4096, sample_steps=20, sample_cfg=7.5, sample_batch=128, batch=16, steps=30000, budget_s=900,
                        lr=5e-4, warmup=100, text_dropout=0.5, conditioning_channels=(16, 32, 48), timestep_bias=2.0,
-                       style_samples=512, style_fraction=0.3, style_condition="pixelated", invert_steps=45, invert_lr=0.08,
+                       style_samples=512, style_fraction=0.5, style_condition="pixelated", invert_steps=45, invert_lr=0.08,
                        init="models/micro/controlnet_edge"),
     # issue 25: the preview decoder (preview.py), distilled from the shipped VAE decoder on the x0
     # predictions of DPM-Solver++ trajectories (every step + the final latents); appended last, so
