@@ -124,41 +124,55 @@ def samples_dir(run_dir: Path, s: dict, unet: str = "unet", trigger: bool = Fals
     return Path(run_dir) / "samples" / name
 
 
-def base_samples(frozen: Frozen, out_dir: Path, s: dict, seed: int, n: int, unet: str = "unet", trigger: bool = False,
-                 log=print) -> dict:
-    """`n` samples of the shipped `unet`: train-split captions (with the style's trigger word when
-    `trigger`) through diffusers' StableDiffusionPipeline, DPM-Solver++ `sample_steps` at cfg
-    `sample_cfg`, from noise drawn per seed (seed * 1_000_003 + i), in chunks of CHUNK under
-    `out_dir` (`samples_dir`); chunks already there are kept (resume). {noise, latents
-    [N, 4, 16, 16] fp32, captions, sampling_s (every chunk's wall time, from `seconds.json`),
-    earlier_s (the chunks made before this call)}."""
+def chunked(out_dir: Path, n: int, make, describe) -> tuple[list, float, float]:
+    """A set of `n` made in resumable chunks of CHUNK under `out_dir`: for each chunk not there yet,
+    `make(start, count)` -> {name: array}, written atomically as chunk_<start>.npz, its wall time
+    in `seconds.json`, then `describe(start + count, arrays)` logged. Returns (every chunk loaded,
+    in order; the seconds of all of them; the seconds of those made before this call)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     timing_path = out_dir / "seconds.json"
     seconds = json.loads(timing_path.read_text()) if timing_path.is_file() else {}
     earlier = sum(seconds.values())
-    pipe = frozen.pipeline(unet)
     for start in range(0, n, CHUNK):
         path = out_dir / f"chunk_{start:06d}.npz"
         if path.is_file():
             continue
         t0 = time.perf_counter()
         count = min(CHUNK, n - start)
+        arrays = make(start, count)
+        tmp = path.with_name(path.stem + ".tmp.npz")
+        np.savez(tmp, **arrays)
+        tmp.replace(path)
+        seconds[path.name] = round(time.perf_counter() - t0, 1)
+        timing_path.write_text(json.dumps(seconds, indent=1))
+        describe(start + count, arrays)
+    parts = [np.load(f) for f in sorted(out_dir.glob("chunk_*.npz"))]
+    return parts, round(sum(seconds.values()), 1), earlier
+
+
+def base_samples(frozen: Frozen, out_dir: Path, s: dict, seed: int, n: int, unet: str = "unet", trigger: bool = False,
+                 log=print) -> dict:
+    """`n` samples of the shipped `unet`: train-split captions (with the style's trigger word when
+    `trigger`) through diffusers' StableDiffusionPipeline, DPM-Solver++ `sample_steps` at cfg
+    `sample_cfg`, from noise drawn per seed (seed * 1_000_003 + i), in chunks under `out_dir`
+    (`samples_dir`, `chunked`: chunks already there are kept). {index, noise, latents
+    [N, 4, 16, 16] fp32, captions, sampling_s (every chunk's wall time), earlier_s (the chunks
+    made before this call)}."""
+    pipe = frozen.pipeline(unet)
+
+    def make(start: int, count: int) -> dict:
         scenes = [world.scene("train", i) for i in range(start, start + count)]
         seeds = [seed * 1_000_003 + i for i in range(start, start + count)]
         lat = frozen.generate(pipe, [sc.caption(trigger=trigger) for sc in scenes], seeds, s["sample_steps"], s["sample_cfg"],
                               batch=s["sample_batch"])
-        tmp = path.with_name(path.stem + ".tmp.npz")
-        np.savez(tmp, noise=noise_of(seeds).numpy(), latents=lat.numpy(), index=np.arange(start, start + count))
-        tmp.replace(path)
-        seconds[path.name] = round(time.perf_counter() - t0, 1)
-        timing_path.write_text(json.dumps(seconds, indent=1))
-        log(f"samples: {start + count}/{n} of {unet} ({out_dir.name})")
-    parts = [np.load(f) for f in sorted(out_dir.glob("chunk_*.npz"))]
+        return dict(noise=noise_of(seeds).numpy(), latents=lat.numpy(), index=np.arange(start, start + count))
+
+    parts, sampling_s, earlier = chunked(out_dir, n, make, lambda done, _: log(f"samples: {done}/{n} of {unet} ({out_dir.name})"))
     index = np.concatenate([p["index"] for p in parts])[:n]
     return {"index": index, "noise": torch.from_numpy(np.concatenate([p["noise"] for p in parts])[:n]),
             "latents": torch.from_numpy(np.concatenate([p["latents"] for p in parts])[:n]),
             "captions": [world.scene("train", int(i)).caption(trigger=trigger) for i in index],
-            "sampling_s": round(sum(seconds.values()), 1), "earlier_s": earlier}
+            "sampling_s": sampling_s, "earlier_s": earlier}
 
 
 def edge_maps(frozen: Frozen, latents: torch.Tensor) -> np.ndarray:
@@ -187,42 +201,34 @@ def pixelated_samples(frozen: Frozen, out_dir: Path, base: dict, s: dict, n: int
     own target, PixArFK), its latent found by inverting the shipped decoder (`invert_decoder` from the
     base latent, `invert_steps` at `invert_lr`), its caption triggered. The layout is the base
     image's exactly, so the base image's smooth edges are a control this pixel art follows as well as
-    pixel art can. In chunks of CHUNK under `out_dir` (resumable, `seconds.json`); each chunk records
-    its images' PSNR against their pixel art and their pixelation (judge.pixelation) after decoding.
-    Returns base_samples' dict (latents the inverted ones) plus `inversion` (those means)."""
+    pixel art can. In resumable chunks under `out_dir` (`chunked`); each chunk records its images'
+    PSNR against their pixel art and their pixelation (judge.pixelation) after decoding. Returns
+    base_samples' dict (latents the inverted ones) plus `inversion` (those means)."""
     import judge
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    timing_path = out_dir / "seconds.json"
-    seconds = json.loads(timing_path.read_text()) if timing_path.is_file() else {}
-    earlier = sum(seconds.values())
-    vae = None
-    for start in range(0, n, CHUNK):
-        path = out_dir / f"chunk_{start:06d}.npz"
-        if path.is_file():
-            continue
-        vae = vae or shipped.rebuild_vae_decoder(frozen.model)
-        t0 = time.perf_counter()
-        lat = base["latents"][start : min(n, start + CHUNK)]
+    vae = []  # the decoder rebuilt in torch, on the first chunk to make
+
+    def make(start: int, count: int) -> dict:
+        if not vae:
+            vae.append(shipped.rebuild_vae_decoder(frozen.model))
+        lat = base["latents"][start : start + count]
         art = np.stack([world.pixel_art(im) for im in frozen.decoder(lat)])
-        z = invert_decoder(vae, art, lat, s["invert_steps"], s["invert_lr"], frozen.decoder.scaling_factor)
+        z = invert_decoder(vae[0], art, lat, s["invert_steps"], s["invert_lr"], frozen.decoder.scaling_factor)
         got = frozen.decoder(z).astype(np.float64)
         psnr = 10 * np.log10(255.0**2 / np.maximum(((got - art) ** 2).mean(axis=(1, 2, 3)), 1e-12))
-        tmp = path.with_name(path.stem + ".tmp.npz")
-        np.savez(tmp, latents=z.numpy(), index=base["index"][start : start + len(lat)], psnr=psnr,
-                 pixelation=judge.pixelation(got))
-        tmp.replace(path)
-        seconds[path.name] = round(time.perf_counter() - t0, 1)
-        timing_path.write_text(json.dumps(seconds, indent=1))
-        log(f"pixelated: {start + len(lat)}/{n} (PSNR {psnr.mean():.1f} dB to their pixel art)")
-    parts = [np.load(f) for f in sorted(out_dir.glob("chunk_*.npz"))]
+        return dict(latents=z.numpy(), index=base["index"][start : start + count], psnr=psnr, pixelation=judge.pixelation(got))
+
+    def describe(done: int, arrays: dict) -> None:
+        log(f"pixelated: {done}/{n} (PSNR {arrays['psnr'].mean():.1f} dB to their pixel art)")
+
+    parts, sampling_s, earlier = chunked(out_dir, n, make, describe)
     index = np.concatenate([p["index"] for p in parts])[:n]
+    mean = lambda key: float(np.concatenate([p[key] for p in parts])[:n].mean())  # noqa: E731
     return {"index": index, "noise": base["noise"][:n],
             "latents": torch.from_numpy(np.concatenate([p["latents"] for p in parts])[:n]),
             "captions": [world.scene("train", int(i)).caption(trigger=True) for i in index],
-            "sampling_s": round(sum(seconds.values()), 1), "earlier_s": earlier,
-            "inversion": {"psnr_db": round(float(np.concatenate([p["psnr"] for p in parts])[:n].mean()), 2),
-                          "pixelation": round(float(np.concatenate([p["pixelation"] for p in parts])[:n].mean()), 4),
+            "sampling_s": sampling_s, "earlier_s": earlier,
+            "inversion": {"psnr_db": round(mean("psnr"), 2), "pixelation": round(mean("pixelation"), 4),
                           "steps": s["invert_steps"], "lr": s["invert_lr"]}}
 
 
