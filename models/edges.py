@@ -71,6 +71,7 @@ def edge_f1(pred: np.ndarray, ref: np.ndarray, tol: float | None = None) -> dict
     return dict(precision=float(precision), recall=float(recall), f1=float(f1), tolerance=tol)
 
 
-def adherence(image_rgb: np.ndarray, control_edges: np.ndarray) -> float:
-    """F1 of the generated image's Canny edges against the control edge map."""
-    return edge_f1(canny(image_rgb), control_edges)["f1"]
+def adherence(image_rgb: np.ndarray, control_edges: np.ndarray, tol: float | None = None) -> float:
+    """F1 of the generated image's Canny edges against the control edge map (`tol` px; the image
+    size's default tolerance when None)."""
+    return edge_f1(canny(image_rgb), control_edges, tol)["f1"]

@@ -151,9 +151,8 @@ def generate_pil(frozen, pipe, prompts, seeds, steps, cfg, pil, s) -> torch.Tens
 
 
 def adherence(images: np.ndarray, controls: np.ndarray, tol: float | None = None) -> np.ndarray:
-    """Per image, the F1 of its Canny edges against its control map (edges.edge_f1; `tol` px, the
-    image size's default tolerance when None)."""
-    return np.array([edges.edge_f1(edges.canny(im), edges.control_map(c), tol)["f1"] for im, c in zip(images, controls)])
+    """Per image, edges.adherence against its control image's edge map (`tol` px)."""
+    return np.array([edges.adherence(im, edges.control_map(c), tol) for im, c in zip(images, controls)])
 
 
 def metrics_of(images: dict, s: dict) -> dict:

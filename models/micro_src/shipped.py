@@ -139,6 +139,17 @@ def rebuild_unets(model: Path = MICRO, folders=UNETS) -> dict:
     return out
 
 
+def graph_state_dict(graph_path: Path, params: dict[str, np.ndarray], spec, dtype: str) -> dict[str, torch.Tensor]:
+    """The weights of the shipped graph at `graph_path` by state-dict key: `spec` (an export.Spec
+    of a module holding the distinct `params`) exported as the exporter exports it at `dtype`, its
+    initializers matched to `params` by value (`layout_of`), aligned with the shipped graph node by
+    node (`shipped_state_dict`)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        export.export_component(spec, Path(tmp) / "ref", export.Settings(dtype=dtype, verify=False))
+        ref_graph, layout = layout_of(params, Path(tmp) / "ref" / "model.onnx")
+        return shipped_state_dict(graph_path, ref_graph, layout)
+
+
 def rebuild_controlnet(model: Path = MICRO, folder: str = "controlnet_edge"):
     """A diffusers ControlNetModel (train mode, fp32) holding exactly the fp16 weights of
     `model/folder/model.onnx`, matched like the UNets': a random-weight export of the same config
@@ -150,11 +161,8 @@ def rebuild_controlnet(model: Path = MICRO, folder: str = "controlnet_edge"):
     unet_config = json.loads((Path(model) / "unet" / "config.json").read_text())
     ref = ControlNetModel.from_config(config).eval()
     params = export_micro.distinct_weights(ref)
-    with tempfile.TemporaryDirectory() as tmp:
-        spec = export.controlnet_spec(ref, unet_config["sample_size"], geometry["vae_scale_factor"])
-        export.export_component(spec, Path(tmp) / "ref", export.Settings(dtype="fp16", verify=False))
-        ref_graph, layout = layout_of(params, Path(tmp) / "ref" / "model.onnx")
-        state = shipped_state_dict(Path(model) / folder / "model.onnx", ref_graph, layout)
+    spec = export.controlnet_spec(ref, unet_config["sample_size"], geometry["vae_scale_factor"])
+    state = graph_state_dict(Path(model) / folder / "model.onnx", params, spec, "fp16")
     cn = ControlNetModel.from_config(config)
     shapes = {k: v.shape for k, v in cn.state_dict().items()}
     cn.load_state_dict({k: v.reshape(shapes[k]) for k, v in state.items()}, strict=True)
@@ -174,11 +182,8 @@ def rebuild_vae_decoder(model: Path = MICRO):
     manifest = json.loads((Path(model) / "manifest.json").read_text())
     ref = AutoencoderKL.from_config(config).eval()
     params = {k: v for k, v in export_micro.distinct_weights(ref).items() if k.startswith(("decoder.", "post_quant_conv."))}
-    with tempfile.TemporaryDirectory() as tmp:
-        spec = export.vae_decoder_spec(ref, config["sample_size"] // manifest["geometry"]["vae_scale_factor"])
-        export.export_component(spec, Path(tmp) / "ref", export.Settings(dtype=manifest["dtype"], verify=False))
-        ref_graph, layout = layout_of(params, Path(tmp) / "ref" / "model.onnx")
-        state = shipped_state_dict(Path(model) / "vae_decoder" / "model.onnx", ref_graph, layout)
+    spec = export.vae_decoder_spec(ref, config["sample_size"] // manifest["geometry"]["vae_scale_factor"])
+    state = graph_state_dict(Path(model) / "vae_decoder" / "model.onnx", params, spec, manifest["dtype"])
     vae = AutoencoderKL.from_config(config)
     shapes = {k: v.shape for k, v in vae.state_dict().items()}
     missing = vae.load_state_dict({k: v.reshape(shapes[k]) for k, v in state.items()}, strict=False).missing_keys
